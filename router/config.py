@@ -1,0 +1,255 @@
+"""The operator's YAML, as a typed and validated schema.
+
+Every mistake in a config file is reported at once, each with the file, the key path and the
+problem, so an operator fixes a file in one go and never reads a Python traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]*$")]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(Exception):
+    """An invalid config file; `problems` holds (key path, message) pairs."""
+
+    def __init__(self, file: str, problems: list[tuple[str, str]]):
+        self.file = file
+        self.problems = problems
+        lines = [f"{file}: {path or '<root>'}: {msg}" for path, msg in problems]
+        super().__init__("\n".join(lines))
+
+
+class Endpoint(_Strict):
+    address: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+
+class Pricing(_Strict):
+    """Price per million tokens, used for the estimated-cost metric."""
+
+    currency: str = "USD"
+    prompt_per_1m: float = Field(default=0.0, ge=0)
+    completion_per_1m: float = Field(default=0.0, ge=0)
+
+
+class PIIPolicy(_Strict):
+    """Which detected PII types a model may see."""
+
+    allow_by_default: bool = True
+    pii_types_allowed: list[str] = []
+
+    def allows(self, types: frozenset[str]) -> bool:
+        if self.allow_by_default:
+            return True
+        return types <= set(self.pii_types_allowed)
+
+
+class ModelConfig(_Strict):
+    endpoints: list[Endpoint] = Field(min_length=1)
+    cluster: Name | None = None
+    reasoning_family: str | None = None
+    pricing: Pricing = Pricing()
+    pii_policy: PIIPolicy = PIIPolicy()
+
+
+class ReasoningFamily(_Strict):
+    """How a model family switches thinking on: a `chat_template_kwargs` flag or `reasoning_effort`."""
+
+    type: Literal["chat_template_kwargs", "reasoning_effort"]
+    parameter: str
+
+
+class ModelScore(_Strict):
+    model: Name
+    score: float = Field(ge=0, le=1)
+
+
+class CategoryCache(_Strict):
+    """Per-category overrides of the semantic cache."""
+
+    enabled: bool | None = None
+    similarity_threshold: float | None = Field(default=None, gt=0, le=1)
+    ttl_seconds: int | None = Field(default=None, ge=0)
+
+
+class Category(_Strict):
+    name: Name
+    description: str = ""
+    model_scores: list[ModelScore] = Field(min_length=1)
+    use_reasoning: bool = False
+    reasoning_effort: Literal["low", "medium", "high"] = "high"
+    examples: list[str] = []
+    jailbreak_action: Literal["block", "allow"] = "block"
+    jailbreak_status: int = Field(default=403, ge=400, le=499)
+    cache: CategoryCache = CategoryCache()
+
+
+class KeywordRule(_Strict):
+    """Route to `category` when any keyword (case-insensitive, whole word) or regex matches."""
+
+    category: Name
+    keywords: list[str] = []
+    regex: list[str] = []
+
+    @model_validator(mode="after")
+    def _has_a_pattern(self) -> KeywordRule:
+        if not self.keywords and not self.regex:
+            raise ValueError("a keyword rule needs at least one of keywords or regex")
+        for pattern in self.regex:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+        return self
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=50051, ge=1, le=65535)
+    metrics_port: int = Field(default=9190, ge=0, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    selection_header: str = Field(default="x-selected-cluster", pattern=r"^[a-z0-9-]+$")
+
+
+class EnvoyConfig(_Strict):
+    """What `semantic-router envoy-config` writes into envoy/envoy.yaml."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8801, ge=1, le=65535)
+    admin_port: int = Field(default=9901, ge=0, le=65535)
+    # Fail open: if the sidecar is down, requests still reach the default model unrouted.
+    failure_mode_allow: bool = True
+    message_timeout_ms: int = Field(default=1000, ge=10)
+    upstream_timeout_s: float = Field(default=300, gt=0)
+
+
+class ClassifierConfig(_Strict):
+    enabled: bool = True
+    model_dir: str = "models/minilm"
+    precision: Literal["int8", "fp32"] = "int8"
+    threads: int = Field(default=1, ge=1)
+    confidence_threshold: float = Field(default=0.35, ge=0, le=1)
+    jailbreak_threshold: float = Field(default=0.5, ge=0, le=1)
+    pii_enabled: bool = True
+
+
+class CacheConfig(_Strict):
+    enabled: bool = True
+
+
+class ObservabilityConfig(_Strict):
+    log_format: Literal["json", "console", "auto"] = "auto"
+    log_prompts: bool = False
+
+
+class RouterConfig(_Strict):
+    server: ServerConfig = ServerConfig()
+    envoy: EnvoyConfig = EnvoyConfig()
+    auto_model_names: list[Name] = Field(default=["auto"], min_length=1)
+    default_model: Name
+    default_category: Name = "other"
+    reasoning_families: dict[str, ReasoningFamily] = {}
+    models: dict[Name, ModelConfig] = Field(min_length=1)
+    categories: list[Category] = []
+    keyword_rules: list[KeywordRule] = []
+    classifier: ClassifierConfig = ClassifierConfig()
+    semantic_cache: CacheConfig = CacheConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> RouterConfig:
+        problems = list(_dangling_references(self))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def category(self, name: str) -> Category | None:
+        return next((c for c in self.categories if c.name == name), None)
+
+    def cluster_of(self, model: str) -> str:
+        cfg = self.models[model]
+        return cfg.cluster or re.sub(r"[^A-Za-z0-9_-]", "_", model)
+
+
+def _dangling_references(cfg: RouterConfig) -> list[str]:
+    """Names that point at nothing; pydantic cannot see across sections."""
+    out: list[str] = []
+    if cfg.default_model not in cfg.models:
+        out.append(f"default_model: unknown model {cfg.default_model!r}")
+    for name, model in cfg.models.items():
+        if model.reasoning_family and model.reasoning_family not in cfg.reasoning_families:
+            out.append(f"models.{name}.reasoning_family: unknown family {model.reasoning_family!r}")
+    clash = set(cfg.auto_model_names) & set(cfg.models)
+    if clash:
+        out.append(f"auto_model_names: {sorted(clash)} are also model names")
+    names = [c.name for c in cfg.categories]
+    for dup in {n for n in names if names.count(n) > 1}:
+        out.append(f"categories: duplicate category {dup!r}")
+    for i, cat in enumerate(cfg.categories):
+        for j, score in enumerate(cat.model_scores):
+            if score.model not in cfg.models:
+                out.append(f"categories.{i}.model_scores.{j}.model: unknown model {score.model!r}")
+    known = set(names) | {cfg.default_category}
+    for i, rule in enumerate(cfg.keyword_rules):
+        if rule.category not in known:
+            out.append(f"keyword_rules.{i}.category: unknown category {rule.category!r}")
+    return out
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def parse_config(data: Any, file: str = "<config>") -> RouterConfig:
+    """Validate already-loaded YAML data; raises ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(file, [("", "the file must contain a mapping of settings")])
+    try:
+        return RouterConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.extend((_format_location(err["loc"]), part) for part in msg.split("; "))
+        raise ConfigError(file, _split_embedded_paths(problems)) from None
+
+
+def _split_embedded_paths(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Cross-reference errors carry their own key path as 'path: message'; lift it out."""
+    out = []
+    for path, msg in problems:
+        head, sep, tail = msg.partition(": ")
+        if not path and sep and re.fullmatch(r"[A-Za-z0-9_.]+", head):
+            out.append((head, tail))
+        else:
+            out.append((path, msg))
+    return out
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    """Read and validate a YAML config file."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(file, [("", f"cannot read file: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(file, [("", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")]) from None
+    return parse_config(data, file)
