@@ -147,7 +147,35 @@ class ClassifierConfig(_Strict):
 
 
 class CacheConfig(_Strict):
+    """The semantic cache (router/cache/README.md explains every field and the measurements behind them)."""
+
     enabled: bool = True
+    backend: Literal["milvus", "memory"] = "milvus"
+    # A local file path = embedded Milvus Lite; http(s)://host:19530 = Milvus standalone or cluster.
+    uri: str = "var/cache/milvus_lite.db"
+    token_env: str | None = None  # env var holding a Milvus token ("user:password"), never the token itself
+    collection: str = Field(default="vsr_semantic_cache", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+    index_type: Literal["HNSW", "AUTOINDEX", "FLAT", "IVF_FLAT"] = "HNSW"  # Lite: HNSW -> AUTOINDEX
+    index_params: dict[str, int] = {"M": 16, "efConstruction": 200}
+    search_params: dict[str, int] = {"ef": 64}
+    consistency_level: Literal["Session", "Bounded", "Eventually", "Strong"] = "Session"
+    similarity_threshold: float = Field(default=0.92, gt=0, le=1)
+    top_k: int = Field(default=3, ge=1, le=32)  # candidates the precision guard may check
+    guard: bool = True
+    ttl_seconds: int = Field(default=3600, ge=1)
+    max_entries: int = Field(default=100_000, ge=1)  # memory backend size bound
+    eviction: Literal["lru", "fifo"] = "lru"
+    lookup_timeout_ms: int = Field(default=50, ge=1)
+    write_timeout_ms: int = Field(default=2000, ge=1)
+    reconnect_backoff_s: float = Field(default=2.0, ge=0)
+    purge_interval_s: float = Field(default=300, ge=1)
+    max_semantic_chars: int = Field(default=800, ge=1)  # longer prompts: exact match only
+    max_entry_bytes: int = Field(default=60_000, ge=1024, le=65_535)  # Milvus VARCHAR limit
+    scope: Literal["tenant", "user", "global"] = "tenant"
+    tenant_headers: list[str] = ["x-authz-tenant-id"]
+    user_headers: list[str] = ["x-authz-user-id"]
+    use_api_key: bool = True  # the bearer token in `authorization` identifies the tenant/user
+    hmac_secret_env: str = "VSR_CACHE_HMAC_SECRET"
 
 
 class ObservabilityConfig(_Strict):
