@@ -1,0 +1,120 @@
+"""The one MiniLM encoder pass every request pays for: onnxruntime + tokenizers + numpy, nothing else.
+
+One `Encoder.encode()` is exactly one ONNX session run; it yields the sentence embedding (cache key, domain,
+jailbreak and example heads) and the per-token states with character offsets (PII tagging).
+
+Long input: all-MiniLM-L6-v2 was trained on at most 256 tokens, so the window is 256 tokens ([CLS] + 254 + [SEP]).
+A text with more tokens is encoded as two windows in the same run (a batch of two): its first 254 tokens (head)
+and its last 254 tokens (tail). The embedding is the re-normalised mean of the two window embeddings; the token
+states cover the head and the tail without duplicates, so anything between them (texts over 508 tokens) is not
+seen by the token-level heads. Texts over 64k characters are tokenised only on their first and last 32k
+characters, which bounds tokenisation time for multi-megabyte bodies; 32k characters always hold > 254 tokens.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+DIM = 384
+WINDOW = 256
+SIDE_CHARS = 32_768
+CLS_ID, SEP_ID = 101, 102
+
+
+class ModelMissingError(FileNotFoundError):
+    """The exported encoder is not there; `semantic-router models build` creates it."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedText:
+    """Everything the heads need from one encoder run over one text."""
+
+    embedding: np.ndarray  # float32[384], L2-normalised
+    token_states: np.ndarray  # float32[T, 384], content tokens only (no [CLS]/[SEP]), in text order
+    offsets: np.ndarray  # int64[T, 2], character span of each row of token_states in the original text
+    windows: int  # 1, or 2 for head+tail
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+
+
+class Encoder:
+    """Thread-safe: onnxruntime sessions and tokenizers may be shared by executor threads."""
+
+    def __init__(self, model_dir: str | Path, threads: int = 1, precision: str = "int8", window: int = WINDOW):
+        model_dir = Path(model_dir)
+        model_path = model_dir / f"model_{precision}.onnx"
+        tokenizer_path = model_dir / "tokenizer.json"
+        if not model_path.is_file() or not tokenizer_path.is_file():
+            raise ModelMissingError(
+                f"{model_path} or {tokenizer_path} is missing: run `semantic-router models build`"
+                + (" --fp32" if precision == "fp32" else "")
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        # The shipped tokenizer.json pads and truncates at a fixed 128: windows are cut here instead.
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self._budget = window - 2
+        self._runs = 0
+        self._lock = threading.Lock()
+        self.model_path = model_path
+
+    @property
+    def runs(self) -> int:
+        """How many ONNX session runs this encoder has made (tests prove one per request)."""
+        return self._runs
+
+    def count_tokens(self, text: str) -> int:
+        """Content tokens of text (no specials), without running the model; used by benchmarks."""
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def encode(self, text: str) -> EncodedText:
+        windows = self._windows(text)
+        ids = np.array([[CLS_ID, *w.ids, SEP_ID] for w in windows], dtype=np.int64)
+        mask = np.ones_like(ids)
+        with self._lock:
+            self._runs += 1
+        embeddings, states = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
+        if len(windows) == 1:
+            return EncodedText(embeddings[0], states[0, 1:-1], _offsets(windows[0].offsets), 1)
+        mean = embeddings.mean(axis=0)
+        embedding = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+        head, tail = windows
+        # Rows of the tail window whose characters the head window already covers are dropped.
+        head_end = head.offsets[-1][1]
+        keep = next((i for i, (start, _) in enumerate(tail.offsets) if start >= head_end), len(tail.offsets))
+        token_states = np.concatenate([states[0, 1:-1], states[1, 1 + keep : -1]])
+        offsets = _offsets(head.offsets + tail.offsets[keep:])
+        return EncodedText(embedding, token_states, offsets, 2)
+
+    def _windows(self, text: str) -> list[_Window]:
+        budget = self._budget
+        if len(text) <= 2 * SIDE_CHARS:
+            encoding = self._tokenizer.encode(text, add_special_tokens=False)
+            ids, offsets = encoding.ids, encoding.offsets
+            if len(ids) <= budget:
+                return [_Window(ids, offsets)]
+            return [_Window(ids[:budget], offsets[:budget]), _Window(ids[-budget:], offsets[-budget:])]
+        head = self._tokenizer.encode(text[:SIDE_CHARS], add_special_tokens=False)
+        shift = len(text) - SIDE_CHARS
+        tail = self._tokenizer.encode(text[shift:], add_special_tokens=False)
+        tail_offsets = [(start + shift, end + shift) for start, end in tail.offsets[-budget:]]
+        return [_Window(head.ids[:budget], head.offsets[:budget]), _Window(tail.ids[-budget:], tail_offsets)]
+
+
+def _offsets(pairs: list[tuple[int, int]]) -> np.ndarray:
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
