@@ -1,0 +1,76 @@
+"""`semantic-router`: serve, validate, envoy-config, and the classifier and cache tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from router.config import ConfigError, load_config
+
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{args.file}: OK ({len(cfg.models)} models, {len(cfg.categories)} categories)")
+    return 0
+
+
+def _envoy_config(args: argparse.Namespace) -> int:
+    from router.envoy_config import render
+
+    try:
+        text = render(load_config(args.config))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from router.extproc.server import serve
+
+    try:
+        asyncio.run(serve(Path(args.config)))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="semantic-router", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the ext_proc gRPC server")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("validate", help="check a config file and report every problem")
+    p.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("envoy-config", help="write Envoy's config generated from the router config")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("-o", "--output", default="-", help="file to write, - for stdout")
+    p.set_defaults(func=_envoy_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""One exception hierarchy; each error knows the HTTP status and OpenAI error it answers with."""
+
+from __future__ import annotations
+
+import json
+
+
+class RouterError(Exception):
+    """An error the client must see, rendered as an OpenAI-style error body."""
+
+    status: int = 400
+    type: str = "invalid_request_error"
+    code: str = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if status is not None:
+            self.status = status
+
+    def body(self) -> bytes:
+        """The JSON body OpenAI clients parse: {"error": {"message", "type", "code", "param"}}."""
+        error = {"message": self.message, "type": self.type, "code": self.code, "param": self.param}
+        return json.dumps({"error": error}).encode()
+
+
+class InvalidRequest(RouterError):
+    code = "invalid_request"
+
+
+class InvalidJSON(RouterError):
+    code = "invalid_json"
+
+
+class ModelNotFound(RouterError):
+    status = 404
+    code = "model_not_found"
+
+
+class MethodNotAllowed(RouterError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class BodyTooLarge(RouterError):
+    status = 413
+    code = "request_too_large"
+
+
+class JailbreakBlocked(RouterError):
+    status = 403
+    type = "content_policy_violation"
+    code = "jailbreak_detected"
+
+
+class PIIViolation(RouterError):
+    status = 403
+    type = "content_policy_violation"
+    code = "pii_policy_violation"
+
+
+class InternalError(RouterError):
+    status = 500
+    type = "server_error"
+    code = "internal_error"

@@ -1,0 +1,80 @@
+"""Builders for Envoy ext_proc ProcessingResponse messages.
+
+Encodes the Envoy rules we learned the hard way in one place: header values go in `raw_value`,
+a body mutation carries its own content-length, a routing header change clears the route cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+
+Mode = processing_mode_pb2.ProcessingMode
+JSON = "application/json"
+SSE = "text/event-stream"
+
+
+def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
+    """Lower-cased header names to values; Envoy 1.40 fills raw_value, older ones value."""
+    out: dict[str, str] = {}
+    for h in headers.headers.headers:
+        out[h.key.lower()] = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+    return out
+
+
+def _mutation(set_headers: Mapping[str, str], remove: tuple[str, ...] = ()) -> pb.HeaderMutation:
+    options = [base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=k, raw_value=v.encode()),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    ) for k, v in set_headers.items()]
+    return pb.HeaderMutation(set_headers=options, remove_headers=list(remove))
+
+
+def continue_request_headers(mode: Mode | None = None) -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse()),
+                                 mode_override=mode)
+
+
+def continue_request_body() -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(request_body=pb.BodyResponse(response=pb.CommonResponse()))
+
+
+def route_request(body: bytes, headers: Mapping[str, str]) -> pb.ProcessingResponse:
+    """Replace the request body and set routing headers, then make Envoy re-pick the route."""
+    common = pb.CommonResponse(
+        status=pb.CommonResponse.CONTINUE_AND_REPLACE,
+        header_mutation=_mutation({**headers, "content-length": str(len(body))}),
+        body_mutation=pb.BodyMutation(body=body),
+        clear_route_cache=True,
+    )
+    return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+
+
+def continue_response_headers(headers: Mapping[str, str], mode: Mode | None = None) -> pb.ProcessingResponse:
+    common = pb.CommonResponse(header_mutation=_mutation(headers))
+    return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=common), mode_override=mode)
+
+
+def continue_response_body() -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse()))
+
+
+def immediate(status: int, body: bytes, headers: Mapping[str, str],
+              content_type: str = JSON) -> pb.ProcessingResponse:
+    """Answer the client directly (errors, /v1/models, cache hits); no upstream is called."""
+    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
+        status=http_status_pb2.HttpStatus(code=status),
+        headers=_mutation({**headers, "content-type": content_type}),
+        body=body,
+    ))
+
+
+# Phases the router does not need for a stream it passes through untouched.
+PASS_THROUGH = Mode(request_body_mode=Mode.NONE, response_header_mode=Mode.SKIP,
+                    response_body_mode=Mode.NONE)
+STREAM_RESPONSE = Mode(response_body_mode=Mode.STREAMED)
+SKIP_RESPONSE_BODY = Mode(response_body_mode=Mode.NONE)

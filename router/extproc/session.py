@@ -1,0 +1,244 @@
+"""One ext_proc stream: the phases of one HTTP request, from headers to the last response byte.
+
+Envoy sends request headers, the buffered request body, response headers, then the response body
+(buffered JSON, or streamed SSE after a mode override). Each phase has one handler; phases the
+router did not ask for never arrive. The session knows the wire format and the policy, not how
+classification or caching work inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import json
+
+import structlog
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from router import openai_wire as wire
+from router.errors import BodyTooLarge, InternalError, InvalidRequest, MethodNotAllowed, RouterError
+from router.extproc import messages as msg
+from router.policy import Decision
+from router.runtime import NO_SIGNAL, Runtime
+from router.signals import Classification
+
+log = structlog.get_logger(__name__)
+
+CHAT_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
+
+
+@dataclass
+class RequestState:
+    """What the request phases learned; read by the response phases and the final record."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    chat: wire.ChatRequest | None = None
+    signal: Classification = NO_SIGNAL
+    decision: Decision | None = None
+    cache_key: Any = None
+    outcome: str = "passthrough"  # upstream | cache | blocked | error | models | passthrough
+    error_code: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ResponseState:
+    status: int = 0
+    streaming: bool = False
+    body: bytearray = field(default_factory=bytearray)
+    decoder: wire.SSEDecoder = field(default_factory=wire.SSEDecoder)
+    assembler: wire.StreamAssembler = field(default_factory=wire.StreamAssembler)
+    usage: dict[str, Any] | None = None
+
+
+class StreamSession:
+    """Turns the ProcessingRequests of one stream into ProcessingResponses."""
+
+    def __init__(self, runtime: Runtime, executor: Executor):
+        self.runtime = runtime
+        self.executor = executor
+        self.request = RequestState()
+        self.response = ResponseState()
+        self.started = time.perf_counter()
+
+    async def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        phase = req.WhichOneof("request")
+        try:
+            if phase == "request_headers":
+                return self.on_request_headers(req.request_headers)
+            if phase == "request_body":
+                return await self.on_request_body(req.request_body)
+            if phase == "response_headers":
+                return self.on_response_headers(req.response_headers)
+            if phase == "response_body":
+                return self.on_response_body(req.response_body)
+        except RouterError as exc:
+            return self.reject(exc)
+        except Exception:  # noqa: BLE001 - a bug must become a 500 for this request, not a dead stream
+            log.exception("extproc_phase_failed", phase=phase, request_id=self.request.request_id)
+            return self.reject(InternalError("The router failed to process the request"))
+        return _continue(phase)
+
+    # ---- request phases ----------------------------------------------------------------------
+
+    def on_request_headers(self, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
+        self.request.headers = h = msg.header_map(headers)
+        self.request.request_id = h.get("x-request-id", "")
+        method, path = h.get(":method", ""), h.get(":path", "").split("?", 1)[0]
+        if path == MODELS_PATH:
+            if method != "GET":
+                raise MethodNotAllowed(f"{method} is not allowed on {MODELS_PATH}; use GET")
+            self.request.outcome = "models"
+            body = wire.models_list(self.runtime.policy.public_model_names())
+            return msg.immediate(200, body, self._id_header())
+        if path != CHAT_PATH:
+            return msg.continue_request_headers(msg.PASS_THROUGH)
+        if method != "POST":
+            raise MethodNotAllowed(f"{method} is not allowed on {CHAT_PATH}; use POST")
+        if headers.end_of_stream:
+            raise InvalidRequest("a chat completion request needs a JSON body")
+        limit = self.runtime.cfg.server.max_body_bytes
+        length = h.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
+        return msg.continue_request_headers()
+
+    async def on_request_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
+        limit = self.runtime.cfg.server.max_body_bytes
+        if len(body.body) > limit:
+            raise BodyTooLarge(f"request body of {len(body.body)} bytes exceeds the limit of {limit} bytes")
+        chat = self.request.chat = wire.parse_chat_request(body.body)
+        self.request.signal = await self._classify(chat)
+        decision = self.request.decision = self.runtime.policy.decide(chat, self.request.signal)
+        hit = await self._cache_lookup(chat, decision)
+        if hit is not None:
+            return hit
+        self.request.outcome = "upstream"
+        routed = self.runtime.policy.rewrite(chat, decision)
+        return msg.route_request(routed, {self.runtime.cfg.server.selection_header: decision.cluster})
+
+    async def _classify(self, chat: wire.ChatRequest) -> Classification:
+        """One encoder pass; a failing classifier degrades to keyword rules and the default route."""
+        classifier = self.runtime.classifier
+        if classifier is None:
+            return NO_SIGNAL
+        start = time.perf_counter()
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, classifier.classify, chat.latest_user_text())
+        except Exception as exc:  # noqa: BLE001 - classification is an optimisation, routing must go on
+            log.warning("classifier_failed", error=type(exc).__name__, request_id=self.request.request_id)
+            self.request.error_code = "classifier_failed"
+            return NO_SIGNAL
+        finally:
+            self.request.timings["classify"] = time.perf_counter() - start
+
+    async def _cache_lookup(self, chat: wire.ChatRequest, decision: Decision) -> pb.ProcessingResponse | None:
+        cache = self.runtime.cache
+        if cache is None:
+            return None
+        from router.cache import build_cache_request  # the cache package is optional at runtime
+
+        key = build_cache_request(chat.body, self.request.headers, decision.model, decision.category,
+                                  self.request.signal.embedding, self.runtime.cfg)
+        if isinstance(key, str):  # a skip reason: this request is not cacheable
+            return None
+        self.request.cache_key = key
+        start = time.perf_counter()
+        hit = await cache.lookup(key)
+        self.request.timings["cache_lookup"] = time.perf_counter() - start
+        if hit is None:
+            return None
+        self.request.outcome = "cache"
+        completion = wire.fresh_completion(hit.completion, chat.model)
+        headers = {**self._decision_headers(), "x-vsr-cache-hit": "true",
+                   "x-vsr-cache-similarity": f"{hit.similarity:.4f}"}
+        if chat.stream:
+            return msg.immediate(200, wire.completion_to_sse(completion), headers, msg.SSE)
+        return msg.immediate(200, json.dumps(completion).encode(), headers)
+
+    # ---- response phases ---------------------------------------------------------------------
+
+    def on_response_headers(self, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
+        h = msg.header_map(headers)
+        status = h.get(":status", "0")
+        self.response.status = int(status) if status.isdigit() else 0
+        out = self._decision_headers()
+        if self.request.cache_key is not None:
+            out["x-vsr-cache-hit"] = "false"
+        if not 200 <= self.response.status < 300:
+            return msg.continue_response_headers(out, msg.SKIP_RESPONSE_BODY)
+        if h.get("content-type", "").startswith(msg.SSE):
+            self.response.streaming = True
+            return msg.continue_response_headers(out, msg.STREAM_RESPONSE)
+        return msg.continue_response_headers(out)
+
+    def on_response_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
+        r = self.response
+        if r.streaming:
+            for payload in r.decoder.feed(body.body):
+                r.assembler.add(payload)
+        else:
+            r.body += body.body
+        if body.end_of_stream:
+            self._finish_response()
+        return msg.continue_response_body()
+
+    def _finish_response(self) -> None:
+        """The answer is complete: account its usage and store it in the cache."""
+        r = self.response
+        if r.streaming:
+            completion = r.assembler.completion()
+            r.usage = r.assembler.usage
+        else:
+            completion = _json_object(bytes(r.body))
+            r.usage = completion.get("usage") if completion else None
+        cache, key = self.runtime.cache, self.request.cache_key
+        if cache is not None and key is not None and completion is not None and completion.get("choices"):
+            cache.store(key, completion)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def reject(self, exc: RouterError) -> pb.ProcessingResponse:
+        """Answer with an OpenAI-style error; the stream ends here, the server keeps serving."""
+        self.request.outcome = "blocked" if exc.status == 403 else "error"
+        self.request.error_code = exc.code
+        headers = self._decision_headers()
+        if exc.code == "jailbreak_detected":
+            headers["x-vsr-jailbreak-blocked"] = "true"
+        elif exc.code == "pii_policy_violation":
+            headers["x-vsr-pii-violation"] = ",".join(sorted(self.request.signal.pii_types))
+        return msg.immediate(exc.status, exc.body(), headers)
+
+    def _id_header(self) -> dict[str, str]:
+        return {"x-request-id": self.request.request_id} if self.request.request_id else {}
+
+    def _decision_headers(self) -> dict[str, str]:
+        d = self.request.decision
+        out = self._id_header()
+        if d is not None:
+            out |= {"x-vsr-selected-model": d.model, "x-vsr-selected-category": d.category,
+                    "x-vsr-selected-reasoning": "on" if d.reasoning else "off",
+                    "x-vsr-selected-confidence": f"{d.confidence:.3f}"}
+        return out
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _continue(phase: str | None) -> pb.ProcessingResponse:
+    """Phases we never ask for (trailers) still need an answer to keep the stream in step."""
+    if phase == "request_trailers":
+        return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+    return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())

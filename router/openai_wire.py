@@ -1,0 +1,221 @@
+"""The OpenAI chat-completions wire format: parse requests, build responses, speak SSE.
+
+Pure bytes-in, objects-out code with no I/O, so every phase of the ext_proc stream and the cache
+share one definition of what a valid request and a complete answer look like.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from router.errors import InvalidJSON, InvalidRequest
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# Optional request fields and the JSON types OpenAI accepts for them.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "stream": (bool,),
+    "temperature": (int, float),
+    "top_p": (int, float),
+    "n": (int,),
+    "max_tokens": (int,),
+    "max_completion_tokens": (int,),
+    "presence_penalty": (int, float),
+    "frequency_penalty": (int, float),
+    "seed": (int,),
+    "user": (str,),
+    "tools": (list,),
+    "response_format": (dict,),
+    "stream_options": (dict,),
+    "stop": (str, list),
+    "logit_bias": (dict,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated chat completion request; `body` is the client's JSON object."""
+
+    body: dict[str, Any]
+    model: str
+    stream: bool
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return self.body["messages"]
+
+    def latest_user_text(self) -> str:
+        """The text the classifier and the cache look at: the last user turn."""
+        for message in reversed(self.messages):
+            if message["role"] == "user":
+                return message_text(message)
+        return message_text(self.messages[-1])
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """Text of a message whose content is a string, a list of parts, or null."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Parse and validate a request body, raising an InvalidRequest the client can act on."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
+    _check_messages(body.get("messages"))
+    for field, types in _FIELD_TYPES.items():
+        value = body.get(field)
+        if value is not None and (not isinstance(value, types) or _is_bool_for_number(value, types)):
+            names = " or ".join(_JSON_TYPE_NAMES[t] for t in types)
+            raise InvalidRequest(f"'{field}' must be {names}", param=field)
+    return ChatRequest(body=body, model=model, stream=bool(body.get("stream")))
+
+
+_JSON_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+                    list: "an array", dict: "an object"}
+
+
+def _is_bool_for_number(value: Any, types: tuple[type, ...]) -> bool:
+    """JSON true is not a number, though Python's bool subclasses int."""
+    return isinstance(value, bool) and bool not in types
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise InvalidRequest(f"{param} must be an object", param=param)
+        if message.get("role") not in ROLES:
+            raise InvalidRequest(f"{param}.role must be one of {sorted(ROLES)}", param=f"{param}.role")
+        content = message.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise InvalidRequest(f"{param}.content must be a string or an array of parts",
+                                 param=f"{param}.content")
+
+
+def models_list(names: list[str], owned_by: str = "semantic-router") -> bytes:
+    """The body of GET /v1/models."""
+    created = int(time.time())
+    data = [{"id": n, "object": "model", "created": created, "owned_by": owned_by} for n in names]
+    return json.dumps({"object": "list", "data": data}).encode()
+
+
+def fresh_completion(stored: dict[str, Any], model: str) -> dict[str, Any]:
+    """A stored completion re-issued as new: fresh id and timestamp, the requested model."""
+    return {**stored, "id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
+
+
+# ---- Server-sent events -------------------------------------------------------------------
+
+DONE = b"[DONE]"
+
+
+class SSEDecoder:
+    """Incremental SSE parser: feed body chunks as they arrive, get complete `data:` payloads."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        self._buffer += chunk.replace(b"\r\n", b"\n")
+        while b"\n\n" in self._buffer:
+            event, self._buffer = self._buffer.split(b"\n\n", 1)
+            data = [line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:")]
+            if data:
+                yield b"\n".join(data)
+
+
+class StreamAssembler:
+    """Rebuilds one chat.completion from chat.completion.chunk frames, so streams can be cached."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.failed = False
+        self._meta: dict[str, Any] = {}
+        self._choices: dict[int, dict[str, Any]] = {}
+        self._usage: dict[str, Any] | None = None
+
+    def add(self, payload: bytes) -> None:
+        if payload == DONE:
+            self.done = True
+            return
+        try:
+            chunk = json.loads(payload)
+        except json.JSONDecodeError:
+            self.failed = True
+            return
+        if not isinstance(chunk, dict) or "error" in chunk:
+            self.failed = True
+            return
+        self._meta = {k: chunk[k] for k in ("id", "created", "model", "system_fingerprint") if k in chunk}
+        if chunk.get("usage"):
+            self._usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            self._merge_choice(choice)
+
+    def _merge_choice(self, choice: dict[str, Any]) -> None:
+        slot = self._choices.setdefault(choice.get("index", 0), {"content": [], "role": "assistant",
+                                                                 "finish_reason": None})
+        delta = choice.get("delta") or {}
+        if delta.get("role"):
+            slot["role"] = delta["role"]
+        if isinstance(delta.get("content"), str):
+            slot["content"].append(delta["content"])
+        if delta.get("tool_calls"):
+            slot["tool_calls"] = True  # streamed tool calls are not reassembled: never cached
+        if choice.get("finish_reason"):
+            slot["finish_reason"] = choice["finish_reason"]
+
+    def completion(self) -> dict[str, Any] | None:
+        """The reassembled answer, or None when the stream was cut, failed or is not cacheable."""
+        slots = self._choices.values()
+        if not self.done or self.failed or not self._choices:
+            return None
+        if any(s.get("tool_calls") or not s["finish_reason"] for s in slots):
+            return None
+        choices = [{"index": i, "message": {"role": s["role"], "content": "".join(s["content"])},
+                    "finish_reason": s["finish_reason"], "logprobs": None}
+                   for i, s in sorted(self._choices.items())]
+        out = {**self._meta, "object": "chat.completion", "choices": choices}
+        if self._usage:
+            out["usage"] = self._usage
+        return out
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        return self._usage
+
+
+def completion_to_sse(completion: dict[str, Any], include_usage: bool = True) -> bytes:
+    """Replays a complete answer as a valid chat.completion.chunk stream ending in [DONE]."""
+    base = {k: completion[k] for k in ("id", "created", "model") if k in completion}
+    base["object"] = "chat.completion.chunk"
+    frames = []
+    for choice in completion.get("choices", []):
+        message = choice.get("message") or {}
+        index = choice.get("index", 0)
+        delta = {"role": message.get("role", "assistant"), "content": message.get("content") or ""}
+        frames.append({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
+        frames.append({**base, "choices": [{"index": index, "delta": {},
+                                            "finish_reason": choice.get("finish_reason", "stop")}]})
+    if include_usage and completion.get("usage"):
+        frames.append({**base, "choices": [], "usage": completion["usage"]})
+    out = b"".join(b"data: " + json.dumps(f).encode() + b"\n\n" for f in frames)
+    return out + b"data: " + DONE + b"\n\n"

@@ -1,0 +1,129 @@
+"""Which model answers, with reasoning on or off, or whether the request is blocked.
+
+Plain Python over typed inputs (the parsed request and its Classification): no gRPC, no cache,
+so every routing rule is unit-testable and new signals plug in by producing a Classification.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from router.config import Category, RouterConfig
+from router.errors import JailbreakBlocked, ModelNotFound, PIIViolation
+from router.openai_wire import ChatRequest
+from router.signals import Classification
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where one request goes and why; also what the response headers report."""
+
+    model: str
+    cluster: str
+    category: str
+    confidence: float
+    reasoning: bool
+    auto: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRule:
+    category: str
+    pattern: re.Pattern[str]
+
+
+class Policy:
+    """The routing policy compiled from one config; immutable, shared by concurrent streams."""
+
+    def __init__(self, cfg: RouterConfig):
+        self.cfg = cfg
+        self._rules = [_compile_rule(r.category, r.keywords, r.regex) for r in cfg.keyword_rules]
+        self._auto = frozenset(cfg.auto_model_names)
+
+    def public_model_names(self) -> list[str]:
+        return [*self.cfg.auto_model_names, *self.cfg.models]
+
+    def is_known_model(self, name: str) -> bool:
+        return name in self._auto or name in self.cfg.models
+
+    def keyword_category(self, text: str) -> str | None:
+        """The first keyword rule that matches, in config order."""
+        return next((r.category for r in self._rules if r.pattern.search(text)), None)
+
+    def decide(self, chat: ChatRequest, signal: Classification) -> Decision:
+        """Pick the model; raises the RouterError the client should see for a blocked request."""
+        if not self.is_known_model(chat.model):
+            raise ModelNotFound(f"The model '{chat.model}' does not exist", param="model")
+        category, confidence = self._category(chat, signal)
+        cat_cfg = self.cfg.category(category)
+        self._check_jailbreak(signal, cat_cfg)
+        if chat.model in self._auto:
+            model = self._best_allowed_model(cat_cfg, signal.pii_types)
+            reasoning = bool(cat_cfg and cat_cfg.use_reasoning)
+        else:
+            model = chat.model
+            if not self.cfg.models[model].pii_policy.allows(signal.pii_types):
+                raise PIIViolation(f"The model '{model}' may not receive {_types(signal.pii_types)}")
+            reasoning = False
+        return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
+                        confidence=confidence, reasoning=reasoning, auto=chat.model in self._auto)
+
+    def _category(self, chat: ChatRequest, signal: Classification) -> tuple[str, float]:
+        keyword = self.keyword_category(chat.latest_user_text()) if self._rules else None
+        if keyword:
+            return keyword, 1.0
+        threshold = self.cfg.classifier.confidence_threshold
+        if signal.category and signal.confidence >= threshold and self.cfg.category(signal.category):
+            return signal.category, signal.confidence
+        return self.cfg.default_category, signal.confidence
+
+    def _check_jailbreak(self, signal: Classification, cat: Category | None) -> None:
+        if signal.jailbreak_score < self.cfg.classifier.jailbreak_threshold:
+            return
+        if cat is not None and cat.jailbreak_action == "allow":
+            return
+        status = cat.jailbreak_status if cat else 403
+        raise JailbreakBlocked("The request was blocked: it looks like a jailbreak or prompt injection",
+                               status=status)
+
+    def _best_allowed_model(self, cat: Category | None, pii: frozenset[str]) -> str:
+        ranked = sorted(cat.model_scores, key=lambda s: -s.score) if cat else []
+        candidates = [s.model for s in ranked] or [self.cfg.default_model]
+        for model in candidates:
+            if self.cfg.models[model].pii_policy.allows(pii):
+                return model
+        raise PIIViolation(f"No model may receive {_types(pii)}")
+
+    def rewrite(self, chat: ChatRequest, decision: Decision) -> bytes:
+        """The body sent upstream: the chosen model, and reasoning switched per the category."""
+        body: dict[str, Any] = {**chat.body, "model": decision.model}
+        if decision.auto:
+            self._apply_reasoning(body, decision)
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _apply_reasoning(self, body: dict[str, Any], decision: Decision) -> None:
+        family_name = self.cfg.models[decision.model].reasoning_family
+        family = self.cfg.reasoning_families.get(family_name) if family_name else None
+        if family is None:
+            return
+        if family.type == "chat_template_kwargs":
+            kwargs = body.get("chat_template_kwargs")
+            kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
+            kwargs[family.parameter] = decision.reasoning
+            body["chat_template_kwargs"] = kwargs
+        else:
+            cat = self.cfg.category(decision.category)
+            effort = cat.reasoning_effort if cat else "high"
+            body[family.parameter] = effort if decision.reasoning else "low"
+
+
+def _compile_rule(category: str, keywords: list[str], regexes: list[str]) -> _CompiledRule:
+    parts = [r"\b" + re.escape(k) + r"\b" for k in keywords] + [f"(?:{r})" for r in regexes]
+    return _CompiledRule(category, re.compile("|".join(parts), re.IGNORECASE))
+
+
+def _types(types: frozenset[str]) -> str:
+    return "personal data of type " + ", ".join(sorted(types))

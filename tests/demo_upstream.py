@@ -1,0 +1,119 @@
+"""A demo OpenAI-compatible model server: the only stand-in allowed (no GPU here).
+
+Speaks the real wire format, JSON and SSE streaming, and tells which model answered and what it
+received, so tests can prove where the router sent a request and how it rewrote it. Faults on
+demand: `x-demo-status: 500` answers an error, `x-demo-delay-ms` adds latency, `x-demo-abort: 1`
+cuts a stream before [DONE].
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+ECHO_FIELDS = ("model", "chat_template_kwargs", "reasoning_effort", "stream")
+
+
+class DemoModel:
+    def __init__(self, name: str, delay_ms: float = 0.0):
+        self.name = name
+        self.delay_ms = delay_ms
+        self.requests = 0
+
+    def answer_text(self, body: dict[str, Any]) -> str:
+        last = body.get("messages", [{}])[-1].get("content")
+        words = len(str(last).split())
+        return f"This is {self.name} answering a {words}-word question."
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        body = await request.json()
+        delay = float(request.headers.get("x-demo-delay-ms", self.delay_ms))
+        if delay:
+            await asyncio.sleep(delay / 1000)
+        status = int(request.headers.get("x-demo-status", "200"))
+        if status >= 400:
+            error = {"error": {"message": f"injected failure {status}", "type": "server_error", "code": None}}
+            return web.json_response(error, status=status, headers=self._headers())
+        received = {k: body[k] for k in ECHO_FIELDS if k in body}
+        if body.get("stream"):
+            return await self._stream(request, body, received)
+        text = self.answer_text(body)
+        return web.json_response({
+            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": self.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": "stop", "logprobs": None}],
+            "usage": _usage(body, text), "x_demo": {"upstream": self.name, "received": received},
+        }, headers=self._headers())
+
+    async def _stream(self, request: web.Request, body: dict[str, Any],
+                      received: dict[str, Any]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream", **self._headers()})
+        await response.prepare(request)
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": self.name, "x_demo": {"upstream": self.name,
+                                                                            "received": received}}
+        text = self.answer_text(body)
+        pieces = [{"role": "assistant", "content": ""}] + [{"content": w} for w in _pieces(text)]
+        abort = request.headers.get("x-demo-abort") == "1"
+        for i, delta in enumerate(pieces):
+            if abort and i == len(pieces) // 2:
+                request.transport.close()  # type: ignore[union-attr]  # a dead upstream mid-stream
+                return response
+            await _send(response, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        await _send(response, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await _send(response, {**base, "choices": [], "usage": _usage(body, text)})
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    def _headers(self) -> dict[str, str]:
+        return {"x-demo-upstream": self.name}
+
+    async def stats(self, _: web.Request) -> web.Response:
+        return web.json_response({"model": self.name, "requests": self.requests})
+
+
+def _pieces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
+
+
+def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+    completion = len(text.split())
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+async def _send(response: web.StreamResponse, frame: dict[str, Any]) -> None:
+    await response.write(b"data: " + json.dumps(frame).encode() + b"\n\n")
+
+
+def make_app(model: DemoModel) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/chat/completions", model.chat)
+    app.router.add_get("/stats", model.stats)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    web.run_app(make_app(DemoModel(args.model, args.delay_ms)), host=args.host, port=args.port,
+                print=None, backlog=1024)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The local stack: demo upstreams, the router and a real Envoy, as separate processes.
+
+`make run` runs this module in the foreground and the integration tests use the same class, so
+what the tests check is exactly what a newcomer starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from router.config import RouterConfig, load_config
+from router.envoy_config import render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class Stack:
+    """Starts and stops every process of the local stack for one router config."""
+
+    def __init__(self, config_path: Path, workdir: Path, log_to: Path | None = None,
+                 envoy_config_path: Path | None = None):
+        self.config_path = config_path
+        self.cfg: RouterConfig = load_config(config_path)
+        self.workdir = workdir
+        self.log_to = log_to
+        self.envoy_config_path = envoy_config_path or workdir / "envoy.yaml"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.cfg.envoy.host}:{self.cfg.envoy.port}/v1"
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        out: IO[bytes] | None = None
+        if self.log_to is not None:
+            out = open(self.log_to / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+            self._logs.append(out)
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.procs[name] = proc
+        return proc
+
+    def start_upstreams(self) -> None:
+        for name, model in self.cfg.models.items():
+            for i, ep in enumerate(model.endpoints):
+                proc = self._spawn(f"upstream-{name}-{i}", [sys.executable, "-m", "tests.demo_upstream",
+                                                            "--model", name, "--port", str(ep.port)])
+                wait_for_port(ep.address, ep.port, 20, proc)
+
+    def start_router(self, timeout: float = 120) -> None:
+        proc = self._spawn("router", [sys.executable, "-m", "router.cli", "serve",
+                                      "--config", str(self.config_path)])
+        wait_for_port(self.cfg.server.host, self.cfg.server.port, timeout, proc)
+
+    def stop_router(self) -> None:
+        self._stop("router")
+
+    def start_envoy(self) -> None:
+        self.envoy_config_path.write_text(render(self.cfg))
+        envoy = str(Path(sys.executable).parent / "envoy")
+        proc = self._spawn("envoy", [envoy, "-c", str(self.envoy_config_path), "--use-dynamic-base-id",
+                                     "--log-level", "warn", "--concurrency", "1"])
+        wait_for_port(self.cfg.envoy.host, self.cfg.envoy.port, 20, proc)
+        self._wait_envoy_ready()
+
+    def _wait_envoy_ready(self) -> None:
+        if not self.cfg.envoy.admin_port:
+            return
+        url = f"http://127.0.0.1:{self.cfg.envoy.admin_port}/ready"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError("envoy did not become ready")
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.start_upstreams()
+        self.start_router()
+        self.start_envoy()
+
+    def _stop(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def stop(self) -> None:
+        for name in ["envoy", "router", *[n for n in self.procs if n.startswith("upstream")]]:
+            self._stop(name)
+        for f in self._logs:
+            f.close()
+
+
+def main() -> None:
+    """`make run`: the whole local stack in the foreground until Ctrl-C or SIGTERM."""
+    config = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "config" / "config.yaml")
+    stack = Stack(config, ROOT / "var", envoy_config_path=ROOT / "envoy" / "envoy.yaml")
+    stopping = False
+
+    def _terminate(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        stack.start()
+        print(f"\nSemantic router ready. OpenAI endpoint: {stack.base_url}  (Ctrl-C to stop)\n"
+              f"  curl -s {stack.base_url}/chat/completions -H 'content-type: application/json' "
+              """-d '{"model":"auto","messages":[{"role":"user","content":"Prove that sqrt(2) is irrational"}]}'"""
+              "\n", flush=True)
+        while all(p.poll() is None for p in stack.procs.values()):
+            time.sleep(0.5)
+        print("a child process exited; stopping the stack", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
