@@ -40,7 +40,7 @@ class DemoModel:
         status = int(request.headers.get("x-demo-status", "200"))
         if status >= 400:
             error = {"error": {"message": f"injected failure {status}", "type": "server_error", "code": None}}
-            return web.json_response(error, status=status, headers=self._headers())
+            return web.json_response(error, status=status)
         received = {k: body[k] for k in ECHO_FIELDS if k in body}
         if body.get("stream"):
             return await self._stream(request, body, received)
@@ -51,11 +51,11 @@ class DemoModel:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                          "finish_reason": "stop", "logprobs": None}],
             "usage": _usage(body, text), "x_demo": {"upstream": self.name, "received": received},
-        }, headers=self._headers())
+        })
 
     async def _stream(self, request: web.Request, body: dict[str, Any],
                       received: dict[str, Any]) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"content-type": "text/event-stream", **self._headers()})
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": self.name, "x_demo": {"upstream": self.name,
@@ -74,9 +74,6 @@ class DemoModel:
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
-
-    def _headers(self) -> dict[str, str]:
-        return {"x-demo-upstream": self.name}
 
     async def stats(self, _: web.Request) -> web.Response:
         return web.json_response({"model": self.name, "requests": self.requests})
@@ -101,6 +98,11 @@ def make_app(model: DemoModel) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", model.chat)
     app.router.add_get("/stats", model.stats)
+
+    async def _tag(_: web.Request, response: web.StreamResponse) -> None:
+        response.headers["x-demo-upstream"] = model.name  # even on 404s for paths it does not serve
+
+    app.on_response_prepare.append(_tag)
     return app
 
 
