@@ -1,0 +1,137 @@
+"""Structured logs: one JSON object per line for machines, readable lines for a person at a terminal.
+
+Nothing happens at import: `configure()` is called once by the CLI, so importing the package in a
+test or a library never attaches handlers. Prompt text and PII are dropped from every event by a
+processor (not by caller discipline) unless the operator turns on `log_prompts` to debug.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+LogFormat = Literal["json", "console", "auto"]
+
+# Keys whose values may carry user text or PII. Redaction keeps the key so the line still shows that
+# something was there.
+SENSITIVE_KEYS = frozenset({
+    "prompt", "prompts", "messages", "message_text", "content", "query", "completion", "response_text",
+    "pii", "pii_values", "user", "body",
+})  # fmt: skip
+REDACTED = "[redacted]"
+_HANDLER_NAME = "semantic-router"
+
+
+class RedactSensitive:
+    """Processor that replaces sensitive values unless prompt logging was switched on."""
+
+    def __init__(self, log_prompts: bool) -> None:
+        self.log_prompts = log_prompts
+
+    def __call__(self, _logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+        if self.log_prompts:
+            return event_dict
+        for key in SENSITIVE_KEYS.intersection(event_dict):
+            event_dict[key] = REDACTED
+        return event_dict
+
+
+def _renderer(log_format: LogFormat, stream: TextIO) -> Processor:
+    use_console = log_format == "console" or (log_format == "auto" and stream.isatty())
+    if use_console:
+        return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    return structlog.processors.JSONRenderer()
+
+
+def configure(
+    log_format: LogFormat = "auto",
+    level: str = "info",
+    log_prompts: bool = False,
+    stream: TextIO | None = None,
+) -> None:
+    """Send structlog events and stdlib records (grpc, pymilvus) through one renderer to `stream`.
+
+    structlog events take the direct PrintLogger path (no stdlib formatting on the hot path); stdlib
+    records get the same processors through a ProcessorFormatter so every line has one shape.
+    """
+    out = stream if stream is not None else sys.stderr
+    renderer = _renderer(log_format, out)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        RedactSensitive(log_prompts),
+        structlog.processors.format_exc_info,
+    ]
+    structlog.configure(
+        processors=[*shared, renderer],
+        logger_factory=structlog.PrintLoggerFactory(out),
+        wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[_stdlib_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_level_number(level))
+
+
+def _stdlib_logger_name(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """Stdlib records carry their logger name under the same key as structlog events."""
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict["logger_name"] = record.name
+    return event_dict
+
+
+def _level_number(level: str) -> int:
+    number = logging.getLevelNamesMapping().get(level.upper())
+    if number is None:
+        raise ValueError(f"unknown log level {level!r}")
+    return number
+
+
+def get_logger(name: str = "router") -> Any:
+    """A lazy logger: it picks up the configuration active when it is first used."""
+    return structlog.get_logger(logger_name=name)
+
+
+def log_request(
+    logger: Any,
+    *,
+    request_id: str,
+    model: str | None,
+    category: str | None,
+    confidence: float | None,
+    cache: str,
+    path: str,
+    timings_s: Mapping[str, float],
+    status: int | None = None,
+    **extra: Any,
+) -> None:
+    """The one line per request: what was decided and what it cost, never what was asked."""
+    fields: MutableMapping[str, Any] = {
+        "request_id": request_id,
+        "model": model,
+        "category": category,
+        "confidence": None if confidence is None else round(confidence, 3),
+        "cache": cache,
+        "path": path,
+        **{f"{phase}_ms": round(seconds * 1000, 3) for phase, seconds in timings_s.items()},
+    }
+    if status is not None:
+        fields["status"] = status
+    logger.info("request", **fields, **extra)

@@ -1,0 +1,247 @@
+"""Prometheus metrics for the request path, in a registry of their own.
+
+Operators judge the router by these series: is the cache paying off, which models get the traffic,
+how much latency routing adds, what is blocked, and what the fleet costs. Names follow Prometheus
+conventions (base units in the name, `_total` on counters). Every label value comes from a closed
+set: fixed enums checked here, or names from the config (models, categories, PII types) declared
+with `set_label_values`, so a hostile or buggy request cannot explode the series count.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Literal, get_args
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+DecisionPath = Literal["upstream", "cache", "blocked", "error"]
+Phase = Literal["classify", "cache_lookup", "total"]
+CacheEvent = Literal["hit", "miss", "write", "skipped_write", "error"]
+LabelKind = Literal["model", "category", "pii_type", "dependency", "cache_reason"]
+
+OTHER = "other"
+NONE = "none"
+PREFIX = "vsr"
+
+# The sidecar adds about 1 ms per request and a classifier pass costs 1-30 ms: resolve that range
+# finely, and keep a few coarse buckets for stalls.
+LATENCY_BUCKETS_S = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
+    0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+
+
+class BoundedLabel:
+    """Maps raw label values onto a closed set; anything outside it is counted as `other`.
+
+    Before the config declares the allowed values, the first `cap` distinct values are accepted,
+    which bounds the series count even if a caller forgets to declare them.
+    """
+
+    def __init__(self, cap: int = 64) -> None:
+        self._cap = cap
+        self._allowed: frozenset[str] | None = None
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def allow(self, values: Iterable[str]) -> None:
+        self._allowed = frozenset(values) | {NONE}
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return NONE
+        allowed = self._allowed
+        if allowed is not None:
+            return value if value in allowed else OTHER
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) < self._cap:
+                self._seen.add(value)
+                return value
+        return OTHER
+
+
+def _check(value: str, literal: object) -> str:
+    """Fixed label enums are part of the code's contract: a typo is a bug, not a new series."""
+    if value not in get_args(literal):
+        raise ValueError(f"unknown label value {value!r}; expected one of {get_args(literal)}")
+    return value
+
+
+class RouterMetrics:
+    """All router series; the module-level default instance backs the helper functions."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.label_sets: dict[LabelKind, BoundedLabel] = {
+            kind: BoundedLabel() for kind in get_args(LabelKind)
+        }
+        self._define_request_series()
+        self._define_signal_series()
+        self._define_ops_series()
+
+    def _counter(self, name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+        return Counter(f"{PREFIX}_{name}", doc, labels, registry=self.registry)
+
+    def _define_request_series(self) -> None:
+        r = self.registry
+        self.requests = self._counter(
+            "requests_total",
+            "Chat requests by selected model, category and decision path.",
+            ("model", "category", "path"),
+        )
+        self.phase_seconds = Histogram(
+            f"{PREFIX}_phase_duration_seconds",
+            "Time the sidecar spends per phase of a request.",
+            ("phase",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.cache_events = self._counter(
+            "cache_events_total",
+            "Semantic cache hits, misses, writes, skipped writes and errors.",
+            ("event", "reason"),
+        )
+        for phase in get_args(Phase):  # exported at zero from the start, so rate() works at once
+            self.phase_seconds.labels(phase)
+        self.cache_entries = Gauge(f"{PREFIX}_cache_entries", "Entries in the semantic cache.", registry=r)
+        self.tokens = self._counter(
+            "upstream_tokens_total",
+            "Tokens reported in upstream `usage`, by model and kind.",
+            ("model", "kind"),
+        )
+        self.cost = self._counter(
+            "upstream_cost_usd_total",
+            "Estimated upstream cost from configured per-1M-token pricing.",
+            ("model",),
+        )
+
+    def _define_signal_series(self) -> None:
+        self.confidence = Histogram(
+            f"{PREFIX}_classifier_confidence_ratio",
+            "Classifier confidence of the chosen category.",
+            ("category",),
+            buckets=CONFIDENCE_BUCKETS,
+            registry=self.registry,
+        )
+        self.jailbreak_blocks = self._counter(
+            "jailbreak_blocks_total",
+            "Requests blocked as jailbreak attempts, by category.",
+            ("category",),
+        )
+        self.pii = self._counter(
+            "pii_detections_total", "PII entities detected in prompts, by type.", ("type",)
+        )
+
+    def _define_ops_series(self) -> None:
+        r = self.registry
+        self.reloads = self._counter("config_reloads_total", "Config reload attempts by result.", ("result",))
+        for result in ("ok", "failed"):
+            self.reloads.labels(result)
+        self.last_reload_ok = Gauge(
+            f"{PREFIX}_config_last_reload_successful",
+            "1 if the last config reload was applied, else 0.",
+            registry=r,
+        )
+        self.last_reload_ok.set(1)
+        self.last_reload_ts = Gauge(
+            f"{PREFIX}_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last applied config.",
+            registry=r,
+        )
+        self.dependency_errors = self._counter(
+            "dependency_errors_total",
+            "Failures talking to a dependency (cache backend, model, ...).",
+            ("dependency",),
+        )
+        self.component_ready = Gauge(
+            f"{PREFIX}_component_ready",
+            "1 if a readiness component is ready, else 0.",
+            ("component",),
+            registry=r,
+        )
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def set_label_values(self, kind: LabelKind, values: Iterable[str]) -> None:
+        """Declare the allowed values of a config-driven label (call at start and on every reload)."""
+        self.label_sets[kind].allow(values)
+
+    def record_request(self, model: str | None, category: str | None, path: DecisionPath) -> None:
+        lab = self.label_sets
+        self.requests.labels(lab["model"](model), lab["category"](category), _check(path, DecisionPath)).inc()
+
+    def observe_phase(self, phase: Phase, seconds: float) -> None:
+        self.phase_seconds.labels(_check(phase, Phase)).observe(seconds)
+
+    def record_cache(self, event: CacheEvent, reason: str | None = None) -> None:
+        self.cache_events.labels(_check(event, CacheEvent), self.label_sets["cache_reason"](reason)).inc()
+
+    def set_cache_entries(self, n: int) -> None:
+        self.cache_entries.set(n)
+
+    def observe_confidence(self, category: str | None, value: float) -> None:
+        self.confidence.labels(self.label_sets["category"](category)).observe(value)
+
+    def record_jailbreak_block(self, category: str | None) -> None:
+        self.jailbreak_blocks.labels(self.label_sets["category"](category)).inc()
+
+    def record_pii(self, pii_type: str, count: int = 1) -> None:
+        self.pii.labels(self.label_sets["pii_type"](pii_type)).inc(count)
+
+    def record_usage(
+        self, model: str | None, prompt_tokens: int, completion_tokens: int, cost_usd: float
+    ) -> None:
+        label = self.label_sets["model"](model)
+        self.tokens.labels(label, "prompt").inc(max(prompt_tokens, 0))
+        self.tokens.labels(label, "completion").inc(max(completion_tokens, 0))
+        self.cost.labels(label).inc(max(cost_usd, 0.0))
+
+    def record_config_reload(self, ok: bool, now: float | None = None) -> None:
+        self.reloads.labels("ok" if ok else "failed").inc()
+        self.last_reload_ok.set(1 if ok else 0)
+        if ok:
+            if now is None:
+                self.last_reload_ts.set_to_current_time()
+            else:
+                self.last_reload_ts.set(now)
+
+    def record_dependency_error(self, dependency: str) -> None:
+        self.dependency_errors.labels(self.label_sets["dependency"](dependency)).inc()
+
+    def set_component_ready(self, component: str, ok: bool) -> None:
+        self.component_ready.labels(component).set(1 if ok else 0)
+
+
+def cost_usd(
+    prompt_tokens: int, completion_tokens: int, prompt_per_1m: float, completion_per_1m: float
+) -> float:
+    """Estimated cost of one response from per-million-token prices (config `models.*.pricing`)."""
+    return (prompt_tokens * prompt_per_1m + completion_tokens * completion_per_1m) / 1_000_000
+
+
+METRICS = RouterMetrics()
+REGISTRY = METRICS.registry
+
+# The request path calls these; bound methods keep the signatures for type checkers.
+set_label_values = METRICS.set_label_values
+record_request = METRICS.record_request
+observe_phase = METRICS.observe_phase
+record_cache = METRICS.record_cache
+set_cache_entries = METRICS.set_cache_entries
+observe_confidence = METRICS.observe_confidence
+record_jailbreak_block = METRICS.record_jailbreak_block
+record_pii = METRICS.record_pii
+record_usage = METRICS.record_usage
+record_config_reload = METRICS.record_config_reload
+record_dependency_error = METRICS.record_dependency_error

@@ -1,0 +1,95 @@
+"""Logs: JSON lines by default, console on request, prompt text and PII never logged unless asked."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from router.observability import logs
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == logs._HANDLER_NAME]:
+        root.removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def emit_request(log: object, **extra: object) -> None:
+    logs.log_request(
+        log,
+        request_id="req-1",
+        model="qwen3-4b",
+        category="math",
+        confidence=0.91234,
+        cache="miss",
+        path="upstream",
+        timings_s={"classify": 0.0012, "total": 0.00213},
+        status=200,
+        **extra,
+    )
+
+
+def test_one_json_line_per_request_without_prompt_text() -> None:
+    out = io.StringIO()
+    logs.configure("json", stream=out)
+    emit_request(logs.get_logger("extproc"), prompt="my SSN is 078-05-1120", messages=[{"content": "hi"}])
+    (line,) = lines(out)
+    assert line["event"] == "request" and line["request_id"] == "req-1" and line["logger_name"] == "extproc"
+    assert line["model"] == "qwen3-4b" and line["category"] == "math" and line["confidence"] == 0.912
+    assert line["cache"] == "miss" and line["classify_ms"] == 1.2 and line["total_ms"] == 2.13
+    assert line["prompt"] == logs.REDACTED and line["messages"] == logs.REDACTED
+    assert "078-05-1120" not in out.getvalue()
+
+
+def test_log_prompts_flag_keeps_text_for_debugging() -> None:
+    out = io.StringIO()
+    logs.configure("json", stream=out, log_prompts=True)
+    emit_request(logs.get_logger(), prompt="what is 2+2")
+    assert lines(out)[0]["prompt"] == "what is 2+2"
+
+
+def test_logger_created_before_configure_follows_it() -> None:
+    early = logs.get_logger("early")  # modules create loggers at import, before the CLI configures
+    out = io.StringIO()
+    logs.configure("json", stream=out)
+    early.info("hello", content="secret")
+    assert lines(out) and lines(out)[0]["content"] == logs.REDACTED
+
+
+def test_stdlib_records_share_the_format_and_level() -> None:
+    out = io.StringIO()
+    logs.configure("json", level="warning", stream=out)
+    logging.getLogger("pymilvus.test").warning("backend %s down", "milvus")
+    logging.getLogger("pymilvus.test").info("not shown")
+    logs.get_logger().info("not shown either")
+    (line,) = lines(out)
+    assert line["event"] == "backend milvus down" and line["logger_name"] == "pymilvus.test"
+    assert line["level"] == "warning" and "timestamp" in line
+
+
+def test_console_format_is_not_json_and_auto_picks_json_off_tty() -> None:
+    out = io.StringIO()
+    logs.configure("console", stream=out)
+    logs.get_logger().info("hello", request_id="r")
+    assert "hello" in out.getvalue() and not out.getvalue().lstrip().startswith("{")
+    out2 = io.StringIO()  # StringIO is not a TTY: auto means JSON
+    logs.configure("auto", stream=out2)
+    logs.get_logger().info("hello")
+    assert lines(out2)[0]["event"] == "hello"
+
+
+def test_unknown_level_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown log level"):
+        logs.configure("json", level="loud", stream=io.StringIO())

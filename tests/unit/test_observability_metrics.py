@@ -1,0 +1,98 @@
+"""Metrics: names follow Prometheus conventions, helpers move the right series, labels stay bounded."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from router.observability.metrics import OTHER, BoundedLabel, RouterMetrics, cost_usd
+
+
+@pytest.fixture()
+def m() -> RouterMetrics:
+    return RouterMetrics(CollectorRegistry())
+
+
+def value(m: RouterMetrics, name: str, **labels: str) -> float:
+    got = m.registry.get_sample_value(name, labels)
+    return 0.0 if got is None else got
+
+
+def test_every_series_follows_naming_conventions(m: RouterMetrics) -> None:
+    text = generate_latest(m.registry).decode()
+    types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE vsr_"))
+    assert len(types) >= 12
+    for name, kind in types.items():
+        if kind == "counter":
+            assert name.endswith("_total"), name
+        if kind == "histogram":
+            assert name.endswith(("_seconds", "_ratio")), name
+    helps = [line for line in text.splitlines() if line.startswith("# HELP vsr_")]
+    assert len(helps) == len(types) and all(len(h.split(" ", 3)[3]) > 10 for h in helps)
+
+
+def test_request_and_phase_helpers(m: RouterMetrics) -> None:
+    m.record_request("qwen3-4b", "math", "upstream")
+    m.record_request("qwen3-4b", "math", "upstream")
+    m.record_request(None, "jailbreak", "blocked")
+    m.observe_phase("total", 0.0025)
+    assert value(m, "vsr_requests_total", model="qwen3-4b", category="math", path="upstream") == 2
+    assert value(m, "vsr_requests_total", model="none", category="jailbreak", path="blocked") == 1
+    assert value(m, "vsr_phase_duration_seconds_bucket", phase="total", le="0.003") == 1
+    assert value(m, "vsr_phase_duration_seconds_bucket", phase="total", le="0.002") == 0
+    # Phases are exported before their first observation, so rate() works from the first scrape.
+    assert m.registry.get_sample_value("vsr_phase_duration_seconds_count", {"phase": "classify"}) == 0
+
+
+def test_fixed_enums_reject_typos(m: RouterMetrics) -> None:
+    with pytest.raises(ValueError, match="unknown label value"):
+        m.record_request("a", "b", "upstreams")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        m.observe_phase("clasify", 0.1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        m.record_cache("hits")  # type: ignore[arg-type]
+
+
+def test_config_labels_are_closed_after_declaration(m: RouterMetrics) -> None:
+    m.set_label_values("model", ["qwen3-4b", "gpt-oss-120b"])
+    m.record_request("attacker-chosen-name", "math", "error")
+    m.record_request("gpt-oss-120b", "math", "upstream")
+    assert value(m, "vsr_requests_total", model=OTHER, category="math", path="error") == 1
+    assert value(m, "vsr_requests_total", model="gpt-oss-120b", category="math", path="upstream") == 1
+
+
+def test_undeclared_labels_are_capped() -> None:
+    label = BoundedLabel(cap=3)
+    assert [label(v) for v in ["a", "b", "c", "d", "a", ""]] == ["a", "b", "c", OTHER, "a", "none"]
+
+
+def test_cache_usage_and_cost(m: RouterMetrics) -> None:
+    m.record_cache("hit")
+    m.record_cache("skipped_write", "streaming")
+    m.set_cache_entries(42)
+    m.record_usage("qwen3-4b", 1000, 500, cost_usd(1000, 500, prompt_per_1m=0.05, completion_per_1m=0.20))
+    assert value(m, "vsr_cache_events_total", event="hit", reason="none") == 1
+    assert value(m, "vsr_cache_events_total", event="skipped_write", reason="streaming") == 1
+    assert value(m, "vsr_cache_entries") == 42
+    assert value(m, "vsr_upstream_tokens_total", model="qwen3-4b", kind="prompt") == 1000
+    assert value(m, "vsr_upstream_tokens_total", model="qwen3-4b", kind="completion") == 500
+    assert value(m, "vsr_upstream_cost_usd_total", model="qwen3-4b") == pytest.approx(0.00015)
+
+
+def test_signals_reload_and_dependencies(m: RouterMetrics) -> None:
+    m.observe_confidence("math", 0.93)
+    m.record_jailbreak_block("jailbreak")
+    m.record_pii("EMAIL_ADDRESS", 2)
+    m.record_config_reload(False)
+    assert value(m, "vsr_config_last_reload_successful") == 0
+    m.record_config_reload(True, now=1234.0)
+    m.record_dependency_error("milvus")
+    assert value(m, "vsr_classifier_confidence_ratio_bucket", category="math", le="0.95") == 1
+    assert value(m, "vsr_classifier_confidence_ratio_bucket", category="math", le="0.9") == 0
+    assert value(m, "vsr_jailbreak_blocks_total", category="jailbreak") == 1
+    assert value(m, "vsr_pii_detections_total", type="EMAIL_ADDRESS") == 2
+    assert value(m, "vsr_config_reloads_total", result="failed") == 1
+    assert value(m, "vsr_config_reloads_total", result="ok") == 1
+    assert value(m, "vsr_config_last_reload_successful") == 1
+    assert value(m, "vsr_config_last_reload_success_timestamp_seconds") == 1234.0
+    assert value(m, "vsr_dependency_errors_total", dependency="milvus") == 1
