@@ -179,8 +179,16 @@ class CacheConfig(_Strict):
 
 
 class ObservabilityConfig(_Strict):
+    """Logs, the metrics/health port's bind address and config hot reload (README "Observe")."""
+
     log_format: Literal["json", "console", "auto"] = "auto"
-    log_prompts: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_prompts: bool = False  # debugging only: puts prompt text (and any PII in it) into the logs
+    # Serves /metrics, /healthz, /readyz on server.metrics_port; 0.0.0.0 in a Pod so probes reach it.
+    metrics_host: str = "127.0.0.1"
+    watch_config: bool = True  # poll the config file and apply valid edits without a restart
+    watch_interval_s: float = Field(default=1.0, gt=0, le=60)
+    liveness_stale_after_s: float = Field(default=15.0, gt=1)  # event loop stalled this long = not alive
 
 
 class RouterConfig(_Strict):
