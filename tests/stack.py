@@ -6,6 +6,7 @@ what the tests check is exactly what a newcomer starts.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -13,13 +14,36 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import yaml
 
 from router.config import RouterConfig, load_config
 from router.envoy_config import render
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+_port_blocks = itertools.count(0)
+
+
+def derive_config(tmp: Path, overrides: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """The shipped config on ports of its own (so tests never collide with `make run`)."""
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    base = 20000 + 100 * (next(_port_blocks) + 10 * (os.getpid() % 40))
+    cfg["server"].update(port=base + 51, metrics_port=base + 90)
+    cfg["envoy"].update(port=base + 1, admin_port=base + 99)
+    for i, model in enumerate(cfg["models"].values()):
+        model["endpoints"] = [{"address": "127.0.0.1", "port": base + 10 + i}]
+    cfg["semantic_cache"] = {"enabled": False}
+    cfg["classifier"]["enabled"] = False
+    if overrides:
+        overrides(cfg)
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
 
 
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:

@@ -1,0 +1,103 @@
+"""Latency the sidecar adds: the same requests through Envoy with and without ext_proc, in one run.
+
+Two Envoys share the demo upstreams; one has the ext_proc filter and talks to the real router
+(classifier on when the model is built), the other is the same config without the filter. Requests
+alternate between them so machine noise hits both equally. Writes bench/results/extproc_overhead.json.
+
+    .venv/bin/python bench/extproc_overhead.py [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from router.envoy_config import envoy_config  # noqa: E402
+from tests.stack import ROOT, Stack, derive_config, wait_for_port  # noqa: E402
+
+
+def _bare_envoy(stack: Stack, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The same Envoy without the ext_proc filter, on the next port."""
+    cfg = envoy_config(stack.cfg)
+    listener = cfg["static_resources"]["listeners"][0]
+    port = stack.cfg.envoy.port + 2
+    listener["address"]["socket_address"]["port_value"] = port
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ext_proc"]
+    cfg.pop("admin", None)
+    path = tmp / "envoy-bare.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "envoy"), "-c", str(path), "--use-dynamic-base-id",
+                             "--log-level", "warn", "--concurrency", "1"])
+    wait_for_port("127.0.0.1", port, 20, proc)
+    return proc, port
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in samples)
+    q = statistics.quantiles(ms, n=100)
+    return {"p50_ms": round(statistics.median(ms), 3), "p90_ms": round(q[89], 3), "p99_ms": round(q[98], 3),
+            "mean_ms": round(statistics.fmean(ms), 3)}
+
+
+def run(requests: int, classifier: bool) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="vsr-bench-"))
+
+    def overrides(cfg: dict[str, Any]) -> None:
+        cfg["classifier"]["enabled"] = classifier
+
+    stack = Stack(derive_config(tmp, overrides), tmp, log_to=tmp)
+    stack.start()
+    bare, bare_port = _bare_envoy(stack, tmp)
+    body = {"model": "auto", "messages": [{"role": "user", "content": "How do I reset my password?"}]}
+    urls = {"with_ext_proc": f"{stack.base_url}/chat/completions",
+            "without_ext_proc": f"http://127.0.0.1:{bare_port}/v1/chat/completions"}
+    samples: dict[str, list[float]] = {k: [] for k in urls}
+    try:
+        with httpx.Client(timeout=10) as client:
+            for i in range(requests + 100):
+                for name, url in urls.items():
+                    start = time.perf_counter()
+                    r = client.post(url, json=body)
+                    elapsed = time.perf_counter() - start
+                    r.raise_for_status()
+                    if i >= 100:  # warm-up
+                        samples[name].append(elapsed)
+    finally:
+        bare.terminate()
+        bare.wait()
+        stack.stop()
+    result = {k: _percentiles(v) for k, v in samples.items()}
+    w, wo = result["with_ext_proc"], result["without_ext_proc"]
+    result["added"] = {"p50_ms": round(w["p50_ms"] - wo["p50_ms"], 3), "p99_ms": round(w["p99_ms"] - wo["p99_ms"], 3),
+                       "p50_ratio": round(w["p50_ms"] / wo["p50_ms"], 2)}
+    result["config"] = {"requests_each": requests, "classifier": classifier, "prompt_tokens": "short"}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--no-classifier", action="store_true", help="keyword rules only")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "extproc_overhead.json"))
+    args = parser.parse_args()
+    result = run(args.requests, classifier=not args.no_classifier)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
