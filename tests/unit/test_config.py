@@ -1,0 +1,84 @@
+"""Config validation as an operator meets it: the CLI verdict and Envoy accepting what we generate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from router.config import load_config
+from router.envoy_config import render
+from tests.stack import ROOT
+
+SHIPPED = ROOT / "config" / "config.yaml"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "router.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_shipped_config_is_valid() -> None:
+    result = _cli("validate", str(SHIPPED))
+    assert result.returncode == 0, result.stderr
+
+
+def _broken(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    data = yaml.safe_load(SHIPPED.read_text())
+    edit(data)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_every_field_error_is_reported_with_file_and_key_path(tmp_path: Path) -> None:
+    def edit(d: dict) -> None:
+        d["server"]["port"] = "fifty"
+        d["models"]["qwen3-4b"]["pricing"]["prompt_per_1m"] = -1
+        d["categories"][0]["use_reasonin"] = True
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{path}: server.port:" in result.stderr
+    assert f"{path}: models.qwen3-4b.pricing.prompt_per_1m:" in result.stderr
+    assert f"{path}: categories.0.use_reasonin: Extra inputs are not permitted" in result.stderr
+
+
+def test_dangling_references_are_reported(tmp_path: Path) -> None:
+    def edit(d: dict) -> None:
+        d["default_model"] = "missing"
+        d["keyword_rules"][0]["category"] = "astrology"
+
+    result = _cli("validate", str(_broken(tmp_path, edit)))
+    assert "default_model: unknown model 'missing'" in result.stderr
+    assert "keyword_rules.0.category: unknown category 'astrology'" in result.stderr
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("models:\n  a: [unclosed\n")
+    result = _cli("validate", str(path))
+    assert result.returncode == 1 and "line 3" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_generated_envoy_config_passes_envoy_validate(tmp_path: Path) -> None:
+    out = tmp_path / "envoy.yaml"
+    out.write_text(render(load_config(SHIPPED)))
+    envoy = Path(sys.executable).parent / "envoy"
+    result = subprocess.run([str(envoy), "--mode", "validate", "-c", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_committed_envoy_config_is_up_to_date() -> None:
+    assert (ROOT / "envoy" / "envoy.yaml").read_text() == render(load_config(SHIPPED))
+
+
+def test_envoy_wheel_and_ext_proc_stubs_coexist() -> None:
+    """Both packages own the top-level `envoy` package; both must still work."""
+    from envoy.service.ext_proc.v3 import external_processor_pb2  # noqa: F401
+
+    envoy = Path(sys.executable).parent / "envoy"
+    assert "1.40" in subprocess.run([str(envoy), "--version"], capture_output=True, text=True).stdout

@@ -1,0 +1,87 @@
+"""The wire format: request validation, SSE parsing across chunk boundaries, stream reassembly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from router import openai_wire as wire
+from router.errors import InvalidJSON, InvalidRequest
+
+
+def _req(**fields: object) -> bytes:
+    return json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}], **fields}).encode()
+
+
+def test_latest_user_turn_is_what_gets_classified() -> None:
+    chat = wire.parse_chat_request(json.dumps({"model": "auto", "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "first"}, {"type": "image_url", "image_url": {}}]},
+        {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "user", "content": [{"type": "text", "text": "second"}]},
+    ]}).encode())
+    assert chat.latest_user_text() == "second"
+
+
+@pytest.mark.parametrize(("raw", "error", "param"), [
+    (b"\xff\xfe", InvalidJSON, None),
+    (b'"just a string"', InvalidRequest, None),
+    (_req(n=True), InvalidRequest, "n"),
+    (_req(max_tokens=1.5), InvalidRequest, "max_tokens"),
+    (_req(tools={}), InvalidRequest, "tools"),
+    (json.dumps({"model": "auto", "messages": [{"role": "user", "content": 5}]}).encode(), InvalidRequest,
+     "messages[0].content"),
+])
+def test_invalid_requests_name_the_offending_field(raw: bytes, error: type, param: str | None) -> None:
+    with pytest.raises(error) as exc:
+        wire.parse_chat_request(raw)
+    assert exc.value.param == param
+    body = json.loads(exc.value.body())
+    assert body["error"]["message"] and body["error"]["type"] == "invalid_request_error"
+
+
+def _frames(*chunks: dict) -> bytes:
+    return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+STREAM = _frames(
+    {"id": "c1", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+    {"id": "c1", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"content": "Hello "}}]},
+    {"id": "c1", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"content": "world"}}]},
+    {"id": "c1", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {"id": "c1", "created": 1, "model": "m", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+)
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, len(STREAM)])
+def test_stream_reassembles_whatever_the_chunking(size: int) -> None:
+    decoder, assembler = wire.SSEDecoder(), wire.StreamAssembler()
+    for i in range(0, len(STREAM), size):
+        for payload in decoder.feed(STREAM[i:i + size]):
+            assembler.add(payload)
+    completion = assembler.completion()
+    assert completion is not None
+    assert completion["choices"][0]["message"] == {"role": "assistant", "content": "Hello world"}
+    assert completion["usage"]["completion_tokens"] == 2
+
+
+def test_a_cut_stream_is_not_a_completion() -> None:
+    decoder, assembler = wire.SSEDecoder(), wire.StreamAssembler()
+    for payload in decoder.feed(STREAM[: STREAM.index(b"finish_reason")]):
+        assembler.add(payload)
+    assert assembler.completion() is None
+
+
+def test_replayed_stream_parses_back_to_the_same_answer() -> None:
+    stored = {"id": "x", "created": 1, "model": "m", "object": "chat.completion",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "cached"},
+                           "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
+    fresh = wire.fresh_completion(stored, "auto")
+    assert fresh["id"] != "x" and fresh["model"] == "auto"
+    decoder, assembler = wire.SSEDecoder(), wire.StreamAssembler()
+    for payload in decoder.feed(wire.completion_to_sse(fresh)):
+        assembler.add(payload)
+    again = assembler.completion()
+    assert again is not None and again["choices"][0]["message"]["content"] == "cached"
+    assert again["id"] == fresh["id"]
