@@ -54,11 +54,13 @@ class ConfigWatcher:
         interval_s: float = 1.0,
         settle_s: float = 0.1,
         metrics: RouterMetrics = METRICS,
+        poll: bool = True,
     ) -> None:
         self.path = Path(path)
         self._reload = reload
         self.interval_s = interval_s
         self.settle_s = settle_s
+        self.poll = poll  # False: only SIGHUP / request_reload() trigger a reload
         self._metrics = metrics
         self._stat = _fingerprint(self.path)
         self._hash = _digest(self.path)  # the content the runtime was started from
@@ -79,7 +81,7 @@ class ConfigWatcher:
         """Poll until cancelled."""
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s if self.poll else None)
             except TimeoutError:
                 pass
             self._wake.clear()

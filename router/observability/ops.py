@@ -1,0 +1,74 @@
+"""One call that starts the operational side of `semantic-router serve`, one that stops it.
+
+The request path should not have to know how logs, probes, metrics and reload are assembled: the
+server calls `start_ops` inside its running loop and reports readiness; everything else is here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from router.config import ObservabilityConfig, RouterConfig
+from router.observability import logs
+from router.observability.health import HealthServer, Liveness, Readiness
+from router.observability.metrics import METRICS, RouterMetrics
+from router.observability.reload import ConfigWatcher, ReloadFn
+
+
+def declare_config_labels(cfg: RouterConfig, metrics: RouterMetrics = METRICS) -> None:
+    """Close the model/category label sets to the config's names (call after every applied config)."""
+    metrics.set_label_values("model", cfg.models)
+    metrics.set_label_values("category", [c.name for c in cfg.categories] + [cfg.default_category])
+
+
+@dataclass
+class Ops:
+    readiness: Readiness
+    liveness: Liveness
+    health: HealthServer
+    metrics_port: int
+    watcher: ConfigWatcher | None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.health.stop()
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+
+def configure_logs(obs: ObservabilityConfig, log_format: logs.LogFormat | None = None) -> None:
+    """Logging as the config says; `--log-format` on the command line wins over the file."""
+    logs.configure(log_format or obs.log_format, level=obs.log_level, log_prompts=obs.log_prompts)
+
+
+async def start_ops(
+    obs: ObservabilityConfig,
+    metrics_port: int,
+    config_path: Path,
+    reload: ReloadFn,
+    readiness: Readiness | None = None,
+) -> Ops:
+    """Start /metrics + probes, the loop heartbeat and (if enabled) the config watcher + SIGHUP.
+
+    Must run inside the serving loop. `reload` is the runtime holder's reload; it is also what
+    SIGHUP triggers, so do not install another SIGHUP handler.
+    """
+    readiness = readiness or Readiness()
+    liveness = Liveness(stale_after_s=obs.liveness_stale_after_s)
+    health = HealthServer(readiness, liveness)
+    port = health.start(obs.metrics_host, metrics_port) if metrics_port else 0
+    ops = Ops(readiness, liveness, health, port, watcher=None)
+    ops._tasks.append(asyncio.create_task(liveness.run(), name="liveness-heartbeat"))
+    watcher = ConfigWatcher(config_path, reload, interval_s=obs.watch_interval_s, poll=obs.watch_config)
+    watcher.install_sighup()  # SIGHUP reloads even when file watching is off
+    ops._tasks.append(asyncio.create_task(watcher.run(), name="config-watcher"))
+    ops.watcher = watcher
+    return ops

@@ -1,0 +1,71 @@
+"""start_ops wires probes, metrics, heartbeat and reload together on a real port and a real signal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from router.config import ObservabilityConfig, load_config
+from router.observability.metrics import OTHER, RouterMetrics
+from router.observability.ops import declare_config_labels, start_ops
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def status_of(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+async def test_start_ops_serves_probes_and_reloads_on_sighup(tmp_path: Path, unused_tcp_port: int) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("x: 1\n")
+    calls: list[str] = []
+
+    async def reload() -> bool:
+        calls.append(config.read_text())
+        return True
+
+    obs = ObservabilityConfig(watch_config=False, liveness_stale_after_s=5)
+    ops = await start_ops(obs, unused_tcp_port, config, reload)
+    base = f"http://127.0.0.1:{ops.metrics_port}"
+    try:
+        await asyncio.sleep(0.05)  # let the heartbeat task stamp once
+        code, body = await asyncio.to_thread(status_of, base + "/healthz")
+        assert code == 200 and body["heartbeat_age_s"] is not None
+        code, body = await asyncio.to_thread(status_of, base + "/readyz")
+        assert code == 503 and body["ready"] is False
+        for component in ops.readiness.required:
+            ops.readiness.set(component, True)
+        assert (await asyncio.to_thread(status_of, base + "/readyz"))[0] == 200
+        config.write_text("x: 2\n")  # polling is off: an edit alone does nothing ...
+        await asyncio.sleep(0.2)
+        assert calls == []
+        os.kill(os.getpid(), signal.SIGHUP)  # ... SIGHUP does
+        for _ in range(100):
+            if calls:
+                break
+            await asyncio.sleep(0.02)
+        assert calls == ["x: 2\n"]
+    finally:
+        await ops.aclose()
+
+
+def test_declared_labels_come_from_the_config() -> None:
+    cfg = load_config(ROOT / "config" / "config.yaml")
+    metrics = RouterMetrics(CollectorRegistry())
+    declare_config_labels(cfg, metrics)
+    model = next(iter(cfg.models))
+    assert metrics.label_sets["model"](model) == model
+    assert metrics.label_sets["model"]("gpt-5-from-a-client") == OTHER
+    assert metrics.label_sets["category"](cfg.default_category) == cfg.default_category
