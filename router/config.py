@@ -169,7 +169,7 @@ class CacheConfig(_Strict):
     write_timeout_ms: int = Field(default=2000, ge=1)
     reconnect_backoff_s: float = Field(default=2.0, ge=0)
     purge_interval_s: float = Field(default=300, ge=1)
-    max_semantic_chars: int = Field(default=800, ge=1)  # longer prompts: exact match only
+    max_semantic_chars: int = Field(default=508, ge=1)  # longer prompts: exact match only (no prefix collisions)
     max_entry_bytes: int = Field(default=60_000, ge=1024, le=65_535)  # Milvus VARCHAR limit
     scope: Literal["tenant", "user", "global"] = "tenant"
     tenant_headers: list[str] = ["x-authz-tenant-id"]

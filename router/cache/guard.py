@@ -1,0 +1,113 @@
+"""Precision guard: reject a semantic candidate whose prompt differs in what embeddings blur.
+
+Sentence embeddings put "turn on the lights" next to "turn off the lights", and "what is 17*3"
+next to "what is 17*4". A candidate is rejected when the two prompts differ in numbers, in
+negation count, in named entities (capitalised or mixed-case tokens, acronyms), in the side of
+an antonym pair (on/off, increase/decrease, ...) or in the audience (child vs expert). Pure
+regex and set work, tens of microseconds (bench/cache_eval.py measures it and its cost in recall).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:['’][^\W\d_]+)*")
+_SENTENCE_END = frozenset(".?!:;\n")
+_NUMBER_WORDS = {
+    w: str(i) for i, w in enumerate(
+        "zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()) if w != "_"
+} | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80",
+     "ninety": "90", "hundred": "100", "thousand": "1000", "million": "1e6", "billion": "1e9",
+     "second": "2", "third": "3", "fourth": "4", "fifth": "5", "twice": "2", "double": "2",
+     "triple": "3", "half": "0.5", "dozen": "12"}
+_NEGATIONS = frozenset(
+    "not no never none nobody nothing neither nor nowhere cannot without dont doesnt didnt cant "
+    "couldnt wont wouldnt shouldnt isnt arent wasnt werent havent hasnt hadnt aint".split())
+_ANTONYMS = tuple(tuple(p.split("/")) for p in (
+    "on/off enable/disable enabled/disabled activate/deactivate start/stop open/close increase/decrease "
+    "raise/lower up/down add/remove lock/unlock before/after more/less most/least max/min "
+    "maximum/minimum buy/sell import/export upload/download install/uninstall connect/disconnect "
+    "encrypt/decrypt include/exclude allow/deny accept/reject win/lose gain/lose positive/negative "
+    "true/false hot/cold fast/slow cheap/expensive cheapest/expensive best/worst better/worse "
+    "advantages/disadvantages north/south east/west left/right male/female men/women boy/girl "
+    "above/below inside/outside input/output push/pull send/receive show/hide mute/unmute "
+    "subscribe/unsubscribe follow/unfollow block/unblock login/logout legal/illegal "
+    "possible/impossible higher/lower bigger/smaller larger/smaller faster/slower old/new "
+    "first/last minimum/maximum"
+).split())
+_AUDIENCE = frozenset(
+    "child children kid kids toddler toddlers teen teens teenager teenagers student students beginner "
+    "beginners novice novices newbie newbies expert experts professional professionals developer "
+    "developers engineer engineers programmer programmers doctor doctors nurse nurses lawyer lawyers "
+    "manager managers executive executives ceo investor investors parent parents senior seniors elderly "
+    "grandma grandmother grandpa grandfather adult adults layman laymen layperson scientist scientists "
+    "phd professor teacher teachers".split())
+_STOP = frozenset("i a an the is are was were be of to in on for and or what how why who which when".split())
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    numbers: frozenset[str]
+    negations: int
+    entities: frozenset[str]
+    words: frozenset[str]
+    antonym_sides: tuple[frozenset[str], ...]
+    audience: frozenset[str]
+
+
+def _number(token: str) -> str:
+    plain = token.replace(",", "")
+    try:
+        return repr(float(plain)) if "." in plain else str(int(plain))
+    except ValueError:
+        return token
+
+
+def _entities(tokens: list[tuple[str, bool]]) -> frozenset[str]:
+    """Capitalised tokens not opening a sentence, acronyms and mixed case (iPhone); title-cased text is ignored."""
+    capitalised = [t for t, _ in tokens if t[:1].isupper()]
+    title_case = len(tokens) >= 4 and len(capitalised) / len(tokens) > 0.6
+    out = set()
+    for token, sentence_start in tokens:
+        lower = token.lower()
+        acronym = len(token) > 1 and token.isupper()
+        mixed = any(c.isupper() for c in token[1:]) and not token.isupper()
+        proper = token[:1].isupper() and not sentence_start and not title_case
+        if (acronym or mixed or proper) and lower not in _STOP:
+            out.add(lower)
+    return frozenset(out)
+
+
+@lru_cache(maxsize=4096)
+def features(text: str) -> Features:
+    tokens: list[tuple[str, bool]] = []
+    prev_end = 0
+    for m in _TOKEN.finditer(text):
+        opens_sentence = not tokens or any(c in _SENTENCE_END for c in text[prev_end:m.start()])
+        tokens.append((m.group(), opens_sentence))
+        prev_end = m.end()
+    lower = [t.lower().replace("’", "'") for t, _ in tokens]
+    numbers = {_number(t) for t in lower if t[0].isdigit()} | {_NUMBER_WORDS[t] for t in lower if t in _NUMBER_WORDS}
+    negations = sum(1 for t in lower if t in _NEGATIONS or t.endswith("n't"))
+    words = frozenset(lower)
+    sides = tuple(frozenset(w for w in pair if w in words) for pair in _ANTONYMS)
+    return Features(frozenset(numbers), negations, _entities(tokens), words, sides, words & _AUDIENCE)
+
+
+def reject_reason(query: str, candidate: str) -> str | None:
+    """Why the candidate's answer would be wrong for the query, or None when it may be served."""
+    a, b = features(query), features(candidate)
+    if a.numbers != b.numbers:
+        return "numbers"
+    if a.negations != b.negations:
+        return "negation"
+    if not (a.entities <= b.words and b.entities <= a.words):
+        return "entities"
+    if any(x and y and x != y for x, y in zip(a.antonym_sides, b.antonym_sides, strict=True)):
+        return "antonym"
+    if a.audience != b.audience:
+        return "audience"
+    return None

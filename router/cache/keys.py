@@ -1,0 +1,125 @@
+"""What a cache hit must share with the stored request: tenant namespace, model and context.
+
+Namespace: an HMAC of a configured identity (tenant/user header set by an auth filter, or the API
+key), so entries of one tenant are unreachable from another and the identity itself is never
+stored. Context fingerprint: sha256 of canonical JSON of every earlier message (system prompt and
+history) and of every request field except the few known not to change the answer; unknown or
+vendor fields (top_k, chat_template_kwargs, ...) therefore count, which costs hits, never precision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import unicodedata
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from functools import cache
+from typing import Any, Literal
+
+# Request fields that do not change the completion's content: they are left out of the fingerprint.
+NON_ANSWER_FIELDS = frozenset({
+    "model",  # keyed separately by the selected model
+    "messages",  # history keyed separately, latest turn is the lookup text
+    "stream", "stream_options",  # replay converts between JSON and SSE
+    "user", "safety_identifier", "metadata", "store", "service_tier",
+    "prompt_cache_key", "prompt_cache_retention",
+})
+_SPACE = re.compile(r"\s+")
+
+
+class SkipReason(StrEnum):
+    """Why a request is neither looked up nor stored."""
+
+    DISABLED = "disabled"
+    CATEGORY_DISABLED = "category_disabled"
+    NO_STORE = "no_store"
+    NO_IDENTITY = "no_identity"
+    NOT_USER_TURN = "not_user_turn"
+    NON_TEXT_CONTENT = "non_text_content"
+    EMPTY_PROMPT = "empty_prompt"
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def normalise(text: str) -> str:
+    """NFKC and collapsed whitespace; case is kept, 'US' and 'us' may be different questions."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def latest_user_text(messages: Sequence[Mapping[str, Any]]) -> str | SkipReason:
+    """The text of the final message, which must be a user turn made of text parts only."""
+    last = messages[-1]
+    if last.get("role") != "user":
+        return SkipReason.NOT_USER_TURN
+    content = last.get("content")
+    if isinstance(content, list):
+        if any(not isinstance(p, dict) or p.get("type") != "text" for p in content):
+            return SkipReason.NON_TEXT_CONTENT
+        content = "\n".join(str(p.get("text", "")) for p in content)
+    text = normalise(content or "")
+    return text if text else SkipReason.EMPTY_PROMPT
+
+
+def context_fingerprint(body: Mapping[str, Any]) -> str:
+    """Hash of everything but the latest turn that can change the answer."""
+    params = {k: v for k, v in body.items() if k not in NON_ANSWER_FIELDS}
+    history = list(body["messages"][:-1])
+    last_extra = {k: v for k, v in body["messages"][-1].items() if k not in ("role", "content")}
+    return hashlib.sha256(_canonical({"v": 1, "history": history, "last": last_extra, "params": params})).hexdigest()
+
+
+@cache
+def _process_secret() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def hmac_secret(env_var: str) -> tuple[bytes, bool]:
+    """The configured secret, or a random per-process one (safe: entries just stop matching on restart)."""
+    value = os.environ.get(env_var, "")
+    return (value.encode(), True) if value else (_process_secret(), False)
+
+
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization", "").strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].strip()
+    return value or None
+
+
+def _first(headers: Mapping[str, str], names: Sequence[str]) -> str | None:
+    return next((v for n in names if (v := headers.get(n, "").strip())), None)
+
+
+def identity(
+    headers: Mapping[str, str], scope: Literal["tenant", "user", "global"],
+    tenant_headers: Sequence[str], user_headers: Sequence[str], use_api_key: bool,
+) -> str | None:
+    """The string the namespace is derived from, or None when the scope's identity is missing."""
+    if scope == "global":
+        return "global"
+    api_key = _bearer(headers) if use_api_key else None
+    tenant = _first(headers, tenant_headers)
+    if scope == "tenant":
+        who = tenant or api_key
+        return f"tenant\0{'t' if tenant else 'k'}\0{who}" if who else None
+    user = _first(headers, user_headers) or api_key
+    return f"user\0{tenant or ''}\0{user}" if user else None
+
+
+def namespace_of(secret: bytes, who: str) -> str:
+    return hmac.new(secret, who.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def scope_key(namespace: str, model: str, fingerprint: str) -> str:
+    return hashlib.sha256(_canonical(["scope", namespace, model, fingerprint])).hexdigest()[:32]
+
+
+def exact_key(scope: str, text: str) -> str:
+    return hashlib.sha256(_canonical(["exact", scope, text])).hexdigest()

@@ -1,0 +1,281 @@
+"""The cache as the request path sees it: build a key, look up within a budget, store in the background.
+
+A hit needs the same tenant namespace, selected model and context fingerprint (`keys.py`), then
+either the exact normalised prompt or a semantic neighbour above the threshold that passes the
+precision guard (`guard.py`). Backend failures never reach the caller: they are counted and
+answered as a miss. Prompts longer than `max_semantic_chars` are cached by exact key only: up to
+508 characters every character lies inside the encoder's head+tail windows (one character never
+yields more than one WordPiece token), so two long prompts that share a prefix cannot collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+
+from router.cache import keys
+from router.cache.guard import reject_reason
+from router.cache.keys import SkipReason
+from router.cache.memory import MemoryStore
+from router.cache.milvus import MAX_TEXT_BYTES, MilvusStore
+from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore
+from router.config import CacheConfig, RouterConfig
+from router.observability import metrics
+
+log = structlog.get_logger(__name__)
+CONTROL_HEADER = "x-vsr-cache-control"
+_FINISH_OK = frozenset({"stop", "length", "tool_calls", "function_call"})
+
+
+@dataclass(frozen=True, slots=True)
+class CacheRequest:
+    """Everything lookup and store need about one request; holds no identity, only its HMAC."""
+
+    namespace: str
+    model: str
+    scope: str
+    key: str
+    text: str
+    embedding: np.ndarray | None  # None: exact match only
+    category: str | None
+    read: bool
+    threshold: float
+    ttl_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    completion: dict[str, Any]
+    similarity: float
+    exact: bool
+    age_seconds: float
+
+
+def _control(headers: Mapping[str, str]) -> set[str]:
+    return {t.strip().lower() for t in headers.get(CONTROL_HEADER, "").split(",") if t.strip()}
+
+
+def _usable_embedding(embedding: np.ndarray | None, text: str, cfg: CacheConfig) -> np.ndarray | None:
+    if embedding is None or len(text) > cfg.max_semantic_chars or len(text.encode()) > MAX_TEXT_BYTES:
+        return None
+    vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(vector))
+    if vector.shape != (DIM,) or not np.isfinite(norm) or norm == 0.0:
+        return None
+    return vector / norm
+
+
+def build_cache_request(
+    body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
+    embedding: np.ndarray | None, cfg: RouterConfig,
+) -> CacheRequest | SkipReason:
+    """The cache key of a validated chat request, or why it must not touch the cache."""
+    result = _build(body, headers, model, category, embedding, cfg)
+    if isinstance(result, SkipReason):
+        metrics.record_cache("skipped_write", result.value)
+    return result
+
+
+def _build(
+    body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
+    embedding: np.ndarray | None, cfg: RouterConfig,
+) -> CacheRequest | SkipReason:
+    c = cfg.semantic_cache
+    override = cfg.category(category).cache if category and cfg.category(category) else None
+    if not c.enabled:
+        return SkipReason.DISABLED
+    if override is not None and override.enabled is False:
+        return SkipReason.CATEGORY_DISABLED
+    control = _control(headers)
+    if "no-store" in control:
+        return SkipReason.NO_STORE
+    who = keys.identity(headers, c.scope, c.tenant_headers, c.user_headers, c.use_api_key)
+    if who is None:
+        return SkipReason.NO_IDENTITY
+    text = keys.latest_user_text(body["messages"])
+    if isinstance(text, SkipReason):
+        return text
+    namespace = keys.namespace_of(keys.hmac_secret(c.hmac_secret_env)[0], who)
+    scope = keys.scope_key(namespace, model, keys.context_fingerprint(body))
+    threshold = c.similarity_threshold
+    ttl = c.ttl_seconds
+    if override is not None:
+        threshold = override.similarity_threshold or threshold
+        ttl = override.ttl_seconds if override.ttl_seconds is not None else ttl
+    return CacheRequest(namespace, model, scope, keys.exact_key(scope, text), text,
+                        _usable_embedding(embedding, text, c), category, "no-cache" not in control,
+                        threshold, ttl)
+
+
+def completion_problem(completion: Any) -> str | None:
+    """Why a response must not be cached: only a finished chat.completion object is replayable."""
+    if not isinstance(completion, dict) or completion.get("object") != "chat.completion":
+        return "not_completion"
+    choices = completion.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return "no_choices"
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            return "bad_message"
+        if choice.get("finish_reason") not in _FINISH_OK:
+            return "unfinished"
+    return None
+
+
+class SemanticCache:
+    """Facade over one CacheStore; create it anywhere, use it from one event loop."""
+
+    def __init__(self, cfg: CacheConfig, store: CacheStore, clock: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.backend = store
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._purger: asyncio.Task[None] | None = None
+        self.counters: Counter[str] = Counter()
+        if not keys.hmac_secret(cfg.hmac_secret_env)[1]:
+            log.warning("cache_hmac_secret_missing", env=cfg.hmac_secret_env,
+                        effect="random per-process secret: entries do not survive a restart or span sidecars")
+
+    @classmethod
+    def from_config(cls, cfg: RouterConfig) -> SemanticCache:
+        return cls(cfg.semantic_cache, make_store(cfg.semantic_cache))
+
+    def _count(self, event: str, reason: str | None = None) -> None:
+        """Local counters (stats, CLI) and the Prometheus series; guard rejections stay local."""
+        self.counters[f"{event}:{reason}" if reason else event] += 1
+        if event != "guard_reject":
+            metrics.record_cache(event, reason)  # type: ignore[arg-type]
+
+    def _error(self, exc: Exception, op: str) -> None:
+        self._count("error", op)
+        metrics.record_dependency_error("cache")
+        log.warning("cache_backend_error", op=op, error=str(exc)[:200])
+
+    def _ensure_purger(self) -> None:
+        if self._purger is None:
+            self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
+
+    async def lookup(self, req: CacheRequest) -> CacheHit | None:
+        """A hit or None within `lookup_timeout_ms`; never raises."""
+        if not req.read:
+            return None
+        self._ensure_purger()
+        try:
+            async with asyncio.timeout(self.cfg.lookup_timeout_ms / 1000):
+                hit = await self._find(req, self._clock())
+        except (CacheBackendError, TimeoutError) as exc:
+            self._error(exc, "lookup")
+            return None
+        self._count("hit" if hit else "miss", None if hit is None else ("exact" if hit.exact else "semantic"))
+        return hit
+
+    async def _find(self, req: CacheRequest, now: float) -> CacheHit | None:
+        entry = await self.backend.get(req.key, now)
+        if entry is not None and entry.scope == req.scope:
+            return self._hit(entry, 1.0, True, now)
+        if req.embedding is None:
+            return None
+        found = await self.backend.search(req.scope, req.embedding, self.cfg.top_k, req.threshold, now)
+        for cand in found:
+            if cand.entry.scope != req.scope or cand.entry.namespace != req.namespace:
+                continue  # defence in depth: a backend must never return another scope
+            reason = reject_reason(req.text, cand.entry.text) if self.cfg.guard else None
+            if reason is None:
+                return self._hit(cand.entry, cand.similarity, False, now)
+            self._count("guard_reject", reason)
+        return None
+
+    def _hit(self, entry: CacheEntry, similarity: float, exact: bool, now: float) -> CacheHit | None:
+        try:
+            completion = json.loads(entry.payload)
+        except ValueError:
+            return None
+        return CacheHit(completion, min(similarity, 1.0), exact, max(now - entry.created_at, 0.0))
+
+    def store(self, req: CacheRequest, completion: dict[str, Any]) -> None:
+        """Schedule the write and return at once; call from the event loop."""
+        problem = completion_problem(completion)
+        payload = "" if problem else json.dumps(completion, ensure_ascii=False, separators=(",", ":"))
+        if not problem and len(payload.encode()) > self.cfg.max_entry_bytes:
+            problem = "too_large"
+        if problem:
+            self._count("skipped_write", problem)
+            return
+        now = self._clock()
+        entry = CacheEntry(req.key, req.scope, req.namespace, req.model, req.embedding,
+                           req.text if req.embedding is not None else "", payload, now, now + req.ttl_seconds)
+        self._ensure_purger()
+        task = asyncio.get_running_loop().create_task(self._write(entry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, entry: CacheEntry) -> None:
+        try:
+            async with asyncio.timeout(self.cfg.write_timeout_ms / 1000):
+                await self.backend.upsert(entry)
+        except (CacheBackendError, TimeoutError, ValueError) as exc:
+            self._error(exc, "write")
+            return
+        self._count("write")
+
+    async def flush(self) -> None:
+        """Wait for scheduled writes (tests, shutdown)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.purge_interval_s)
+            await self.purge_expired()
+
+    async def purge_expired(self) -> int:
+        try:
+            return await self.backend.purge_expired(self._clock())
+        except CacheBackendError as exc:
+            self._error(exc, "purge")
+            return 0
+
+    async def invalidate(self, namespace: str | None = None, model: str | None = None) -> int:
+        """Delete entries of a namespace and/or model; raises CacheBackendError for the CLI to report."""
+        return await self.backend.delete(namespace=namespace, model=model)
+
+    async def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"counters": dict(sorted(self.counters.items()))}
+        try:
+            s = await self.backend.stats()
+        except CacheBackendError as exc:
+            self._error(exc, "stats")
+            return {**out, "entries": None, "error": str(exc)}
+        metrics.set_cache_entries(s.entries)
+        return {**out, "entries": s.entries, **s.details}
+
+    async def close(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.cfg.write_timeout_ms / 1000)
+        await self.backend.close()
+
+
+def make_store(cfg: CacheConfig) -> CacheStore:
+    """The backend named in the config; Milvus connects lazily, on first use, in its own threads."""
+    if cfg.backend == "memory":
+        return MemoryStore(cfg.max_entries, cfg.eviction)
+    store = MilvusStore(
+        cfg.uri, cfg.collection, token=os.environ.get(cfg.token_env, "") if cfg.token_env else "",
+        index_type=cfg.index_type, index_params=cfg.index_params, search_params=cfg.search_params,
+        consistency_level=cfg.consistency_level, timeout_s=cfg.lookup_timeout_ms / 1000,
+        write_timeout_s=cfg.write_timeout_ms / 1000, reconnect_backoff_s=cfg.reconnect_backoff_s,
+    )
+    store.warm_up()
+    return store

@@ -1,0 +1,78 @@
+"""The one interface every cache backend implements, and the values that cross it.
+
+Backends only store and search: scoping, the precision guard, TTL policy and metrics live in the
+facade (`semantic_cache.py`), so a new backend is a few methods and the conformance test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+DIM = 384  # MiniLM sentence-embedding width
+
+
+class CacheBackendError(Exception):
+    """A backend failed or ran out of time; the facade counts it and treats it as a miss."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """One stored answer.
+
+    `scope` is a hash of (tenant namespace, selected model, context fingerprint): a search only
+    ever sees entries of its own scope. `vector` is None for prompts cached by exact key only.
+    `text` is the normalised latest user turn, kept for the precision guard and never logged.
+    """
+
+    key: str
+    scope: str
+    namespace: str
+    model: str
+    vector: np.ndarray | None
+    text: str
+    payload: str
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A search result: the entry and its inner-product similarity to the query (1.0 = same)."""
+
+    entry: CacheEntry
+    similarity: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    entries: int
+    details: dict[str, int | str] = field(default_factory=dict)
+
+
+class CacheStore(Protocol):
+    """Async storage of cache entries. Implementations raise only CacheBackendError."""
+
+    async def get(self, key: str, now: float) -> CacheEntry | None:
+        """The unexpired entry stored under an exact key."""
+        ...
+
+    async def search(
+        self, scope: str, vector: np.ndarray, top_k: int, min_similarity: float, now: float
+    ) -> list[Candidate]:
+        """Unexpired entries of `scope` with similarity >= min_similarity, best first."""
+        ...
+
+    async def upsert(self, entry: CacheEntry) -> None: ...
+
+    async def delete(self, namespace: str | None = None, model: str | None = None) -> int:
+        """Remove entries matching every given field (at least one); returns how many were matched."""
+        ...
+
+    async def purge_expired(self, now: float) -> int: ...
+
+    async def stats(self) -> StoreStats: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,206 @@
+"""A real Milvus 2.3.5 standalone server (PyPI `milvus`) for tests, benchmarks and .ci/run.
+
+Milvus binds its gRPC and metrics ports to every interface with no setting to change that, so
+it is only ever started inside a network namespace whose sole interface is loopback: the
+processes that talk to it (pytest, the router, Envoy) must run in that namespace too. From a
+shell, enter it for the whole run:
+
+    ip netns add vsr-test 2>/dev/null; ip netns exec vsr-test ip link set lo up
+    ip netns exec vsr-test .venv/bin/python -m pytest tests/integration
+
+Inside pytest, the `milvus_server` fixture starts one server per session (or reuses the one
+named by VSR_MILVUS_URI) and skips with the command above when the namespace is not isolated;
+VSR_REQUIRE_MILVUS=1 (set by .ci/run) turns that skip into a failure. From a shell:
+
+    python -m tests.milvus_server start --dir var/milvus-ci   # prints the URI, exits when healthy
+    python -m tests.milvus_server stop --dir var/milvus-ci
+
+Every start uses a fresh data directory (a restart on a used one once crashed with a stale etcd
+session); the 56 MB of unpacked binaries are hard-linked from one cache to skip the lzma step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NETNS_HINT = "ip netns add vsr-test; ip netns exec vsr-test ip link set lo up; ip netns exec vsr-test <command>"
+DEFAULT_PORT = 19530
+START_TIMEOUT_S = 120.0
+
+
+def network_is_isolated() -> bool:
+    """True when loopback is the only interface, so ports bound to 0.0.0.0 reach nobody else."""
+    return sorted(os.listdir("/sys/class/net")) == ["lo"]
+
+
+def _milvus_wrapper() -> str:
+    return str(Path(sys.executable).with_name("milvus-server"))
+
+
+def _prime_binaries(data_dir: Path) -> None:
+    """Hard-link cached binaries (and the md5 markers the wrapper checks) into a new data dir."""
+    import milvus
+
+    cache = ROOT / "var" / "milvus-bin"
+    if not (cache / "milvus").exists():
+        milvus._initialize_data_files(str(cache.parent / "milvus-bin-build"))
+        shutil.rmtree(cache, ignore_errors=True)
+        (cache.parent / "milvus-bin-build" / "bin").rename(cache)
+        shutil.rmtree(cache.parent / "milvus-bin-build", ignore_errors=True)
+    target = data_dir / "bin"
+    target.mkdir(parents=True, exist_ok=True)
+    for item in cache.iterdir():
+        dest = target / item.name
+        if not dest.exists():
+            os.link(item, dest)
+
+
+class MilvusServer:
+    """One `milvus-server` wrapper process and its data directory."""
+
+    def __init__(self, base_dir: Path, port: int = DEFAULT_PORT):
+        self.base_dir = base_dir
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.data_dir: Path | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start on a fresh data dir and block until /healthz answers OK."""
+        if not network_is_isolated():
+            raise RuntimeError(f"refusing to start Milvus outside an isolated network namespace: {NETNS_HINT}")
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.base_dir))
+        _prime_binaries(self.data_dir)
+        log = open(self.data_dir / "wrapper.log", "wb")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [_milvus_wrapper(), "--data", str(self.data_dir), "--proxy-port", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        self._wait_healthy()
+
+    def _health_port(self) -> int | None:
+        """The wrapper picks the first free port from 9091 and passes it as METRICS_PORT."""
+        assert self.proc is not None
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        for pid in children.read_text().split() if children.exists() else []:
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            for item in env:
+                if item.startswith(b"METRICS_PORT="):
+                    return int(item.split(b"=", 1)[1])
+        return None
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"milvus-server exited with {self.proc.returncode}; see {self.data_dir}/logs")
+            port = self._health_port()
+            if port is not None and _healthz(port):
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise TimeoutError(f"Milvus not healthy after {START_TIMEOUT_S:.0f} s; see {self.data_dir}/logs")
+
+    def stop(self) -> None:
+        """SIGINT to the wrapper (it stops the binary in 1-3 s); SIGTERM to the binary can hang."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def remove_data(self) -> None:
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _healthz(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+            return b"OK" in resp.read()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer | str]:
+    """A running server: the one named by VSR_MILVUS_URI (a str), else one started for the session."""
+    if uri := os.environ.get("VSR_MILVUS_URI"):
+        yield uri
+        return
+    if not network_is_isolated():
+        message = f"real Milvus server needs an isolated network namespace: {NETNS_HINT}"
+        if os.environ.get("VSR_REQUIRE_MILVUS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = MilvusServer(ROOT / "var" / "milvus-test")
+    server.start()
+    yield server
+    server.stop()
+    server.remove_data()
+
+
+def _pidfile(base: Path) -> Path:
+    return base / "wrapper.pid"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`start` leaves the server running (pid in DIR/wrapper.pid) and prints its URI; `stop` ends it."""
+    parser = argparse.ArgumentParser(prog="python -m tests.milvus_server")
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("--dir", type=Path, default=ROOT / "var" / "milvus-ci")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    args = parser.parse_args(argv)
+    if args.action == "start":
+        server = MilvusServer(args.dir, args.port)
+        server.start()
+        assert server.proc is not None
+        _pidfile(args.dir).write_text(str(server.proc.pid))
+        print(server.uri)
+        return 0
+    pidfile = _pidfile(args.dir)
+    if not pidfile.exists():
+        return 0
+    pid = int(pidfile.read_text())
+    try:
+        os.kill(pid, signal.SIGINT)
+        for _ in range(300):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    pidfile.unlink()
+    shutil.rmtree(args.dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""SemanticCache over the real in-memory store: hits, misses, guard, TTL, writes, faults."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+
+from router.cache import CacheBackendError, CacheRequest, SemanticCache, build_cache_request
+from router.cache.memory import MemoryStore
+from router.cache.semantic_cache import completion_problem
+from router.cache.store import Candidate, CacheEntry, StoreStats
+from tests.unit.test_cache_keys import CFG, KEY_A, body
+
+rng = np.random.default_rng(0)
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+BASE = unit(rng.standard_normal(384))
+
+
+def near(sim: float) -> np.ndarray:
+    """A unit vector with cosine `sim` to BASE."""
+    ortho = rng.standard_normal(384)
+    ortho = unit(ortho - ortho @ BASE * BASE)
+    return unit(sim * BASE + np.sqrt(1 - sim**2) * ortho)
+
+
+def completion(text: str = "Click 'Forgot password'.", finish: str | None = "stop") -> dict[str, Any]:
+    return {"id": "c1", "object": "chat.completion", "created": 1, "model": "m1",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}]}
+
+
+def make_req(text: str, vec: np.ndarray | None, headers: dict[str, str] = KEY_A, **extra: Any) -> CacheRequest:
+    out = build_cache_request(body(text, **extra), headers, "m1", None, vec, CFG)
+    assert isinstance(out, CacheRequest)
+    return out
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def cache(clock: Clock) -> Any:
+    c = SemanticCache(CFG.semantic_cache, MemoryStore(100), clock=clock)
+    yield c
+    await c.close()
+
+
+async def put(cache: SemanticCache, req: CacheRequest, answer: dict[str, Any] | None = None) -> None:
+    cache.store(req, answer or completion())
+    await cache.flush()
+
+
+async def test_exact_then_semantic_hit_and_threshold(cache: SemanticCache) -> None:
+    await put(cache, make_req("How do I reset my password?", BASE))
+    exact = await cache.lookup(make_req("How do I reset my password?", BASE))
+    assert exact is not None and exact.exact and exact.completion["choices"][0]["message"]["content"]
+    para = await cache.lookup(make_req("What are the steps to reset my password?", near(0.95)))
+    assert para is not None and not para.exact and 0.94 < para.similarity < 0.96
+    assert await cache.lookup(make_req("What are the steps to reset my password?", near(0.80))) is None
+    assert cache.counters["hit:exact"] == 1 and cache.counters["hit:semantic"] == 1 and cache.counters["miss"] == 1
+
+
+async def test_other_tenant_and_other_system_prompt_miss(cache: SemanticCache) -> None:
+    await put(cache, make_req("How do I reset my password?", BASE))
+    assert await cache.lookup(make_req("How do I reset my password?", BASE, {"authorization": "Bearer b"})) is None
+    other_ctx = build_cache_request(
+        {"messages": [{"role": "system", "content": "Talk like a pirate."},
+                      {"role": "user", "content": "How do I reset my password?"}]}, KEY_A, "m1", None, BASE, CFG)
+    assert isinstance(other_ctx, CacheRequest)
+    assert await cache.lookup(other_ctx) is None
+
+
+async def test_guard_rejects_a_close_vector_with_another_number(cache: SemanticCache) -> None:
+    await put(cache, make_req("What is 17 times 3?", BASE))
+    assert await cache.lookup(make_req("What is 17 times 4?", near(0.99))) is None
+    assert cache.counters["guard_reject:numbers"] == 1
+
+
+async def test_no_cache_reads_nothing_but_writes(cache: SemanticCache) -> None:
+    no_cache = build_cache_request(body("Q?"), {**KEY_A, "x-vsr-cache-control": "no-cache"}, "m1", None, BASE, CFG)
+    assert isinstance(no_cache, CacheRequest)
+    await put(cache, no_cache)
+    assert await cache.lookup(no_cache) is None
+    assert await cache.lookup(make_req("Q?", BASE)) is not None
+
+
+async def test_ttl_expiry_and_purge(cache: SemanticCache, clock: Clock) -> None:
+    await put(cache, make_req("Q?", BASE))
+    clock.now += CFG.semantic_cache.ttl_seconds + 1
+    assert await cache.lookup(make_req("Q?", BASE)) is None
+    assert await cache.purge_expired() == 1
+    assert (await cache.stats())["entries"] == 0
+
+
+async def test_long_prompt_hits_only_exactly(cache: SemanticCache) -> None:
+    long_a = "Review this contract clause. " * 30 + "Is clause A valid?"
+    long_b = "Review this contract clause. " * 30 + "Is clause B valid?"
+    await put(cache, make_req(long_a, BASE))
+    assert await cache.lookup(make_req(long_b, BASE)) is None
+    assert await cache.lookup(make_req(long_a, BASE)) is not None
+
+
+@pytest.mark.parametrize(("answer", "problem"), [
+    (completion(finish=None), "unfinished"),
+    ({"error": {"message": "boom"}}, "not_completion"),
+    ({**completion(), "choices": []}, "no_choices"),
+    ({"object": "chat.completion.chunk", "choices": []}, "not_completion"),
+])
+async def test_only_finished_completions_are_written(cache: SemanticCache, answer: dict[str, Any],
+                                                     problem: str) -> None:
+    assert completion_problem(answer) == problem
+    await put(cache, make_req("Q?", BASE), answer)
+    assert await cache.lookup(make_req("Q?", BASE)) is None
+    assert cache.counters[f"skipped_write:{problem}"] == 1
+
+
+async def test_oversized_answer_is_skipped(cache: SemanticCache) -> None:
+    await put(cache, make_req("Q?", BASE), completion("x" * 70_000))
+    assert cache.counters["skipped_write:too_large"] == 1
+
+
+class SlowStore(MemoryStore):
+    """The real memory store behind an artificial delay or failure: a Milvus that hangs or breaks."""
+
+    def __init__(self, delay: float = 0.0, fail: bool = False):
+        super().__init__(100)
+        self.delay, self.fail = delay, fail
+
+    async def _slow(self) -> None:
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            raise CacheBackendError("down")
+
+    async def get(self, key: str, now: float) -> CacheEntry | None:
+        await self._slow()
+        return await super().get(key, now)
+
+    async def search(self, scope: str, vector: np.ndarray, top_k: int, min_similarity: float,
+                     now: float) -> list[Candidate]:
+        await self._slow()
+        return await super().search(scope, vector, top_k, min_similarity, now)
+
+    async def upsert(self, entry: CacheEntry) -> None:
+        await self._slow()
+        await super().upsert(entry)
+
+    async def stats(self) -> StoreStats:
+        await self._slow()
+        return await super().stats()
+
+
+async def test_slow_backend_is_a_miss_within_budget_and_writes_do_not_block() -> None:
+    store = SlowStore(delay=1.0)
+    cache = SemanticCache(CFG.semantic_cache, store)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    cache.store(make_req("Q?", BASE), completion())  # returns at once although the write takes 1 s
+    assert loop.time() - start < 0.01
+    assert await cache.lookup(make_req("Q?", BASE)) is None
+    assert loop.time() - start < CFG.semantic_cache.lookup_timeout_ms / 1000 + 0.05
+    assert cache.counters["error:lookup"] == 1
+    await cache.close()
+
+
+async def test_failing_backend_is_a_counted_miss() -> None:
+    cache = SemanticCache(CFG.semantic_cache, SlowStore(fail=True))
+    assert await cache.lookup(make_req("Q?", BASE)) is None
+    cache.store(make_req("Q?", BASE), completion())
+    await cache.flush()
+    assert cache.counters["error:lookup"] == 1 and cache.counters["error:write"] == 1
+    assert (await cache.stats())["entries"] is None
+    await cache.close()
+
+
+async def test_lru_and_fifo_eviction() -> None:
+    def entry(key: str) -> CacheEntry:
+        return CacheEntry(key, "s", "n", "m", BASE, "t", "{}", 0.0, 1e12)
+
+    for policy, survivor in (("lru", "a"), ("fifo", "b")):
+        store = MemoryStore(2, policy)  # type: ignore[arg-type]
+        await store.upsert(entry("a"))
+        await store.upsert(entry("b"))
+        assert await store.get("a", 1.0) is not None  # LRU: a is now the most recent
+        await store.upsert(entry("c"))
+        assert await store.get(survivor, 1.0) is not None
+        assert (await store.stats()).entries == 2 and store.evictions == 1

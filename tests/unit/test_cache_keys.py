@@ -1,0 +1,141 @@
+"""What a cache key must and must not depend on: tenant, model, context, answer-changing fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from router.cache import CacheRequest, SkipReason, build_cache_request
+from router.cache.keys import context_fingerprint, latest_user_text, normalise
+from router.config import RouterConfig, parse_config
+
+VEC = np.ones(384, dtype=np.float32) / np.sqrt(384)
+
+
+def config(**cache: Any) -> RouterConfig:
+    return parse_config({
+        "default_model": "m1",
+        "models": {"m1": {"endpoints": [{"port": 8001}]}, "m2": {"endpoints": [{"port": 8002}]}},
+        "categories": [
+            {"name": "math", "model_scores": [{"model": "m1", "score": 1}], "cache": {"enabled": False}},
+            {"name": "news", "model_scores": [{"model": "m1", "score": 1}],
+             "cache": {"similarity_threshold": 0.99, "ttl_seconds": 60}},
+        ],
+        "semantic_cache": {"backend": "memory", **cache},
+    })
+
+
+CFG = config()
+KEY_A = {"authorization": "Bearer sk-tenant-a"}
+
+
+def body(text: str = "How do I reset my password?", **extra: Any) -> dict[str, Any]:
+    return {"model": "auto", "messages": [{"role": "system", "content": "Be brief."},
+                                          {"role": "user", "content": text}], **extra}
+
+
+def req(b: dict[str, Any] | None = None, headers: dict[str, str] | None = None, model: str = "m1",
+        category: str | None = None, cfg: RouterConfig = CFG) -> CacheRequest:
+    out = build_cache_request(b or body(), KEY_A if headers is None else headers, model, category, VEC, cfg)
+    assert isinstance(out, CacheRequest), out
+    return out
+
+
+def test_same_request_same_key_and_tenant_changes_namespace() -> None:
+    assert req().key == req().key
+    other = req(headers={"authorization": "Bearer sk-tenant-b"})
+    assert other.namespace != req().namespace and other.scope != req().scope
+
+
+def test_tenant_header_wins_over_api_key_and_never_equals_a_key_identity() -> None:
+    by_header = req(headers={"x-authz-tenant-id": "acme", "authorization": "Bearer k1"})
+    assert by_header.namespace == req(headers={"x-authz-tenant-id": "acme", "authorization": "Bearer k2"}).namespace
+    assert by_header.namespace != req(headers={"authorization": "Bearer acme"}).namespace
+
+
+def test_no_identity_skips_unless_scope_is_global() -> None:
+    assert build_cache_request(body(), {}, "m1", None, VEC, CFG) is SkipReason.NO_IDENTITY
+    glob = config(scope="global")
+    assert isinstance(build_cache_request(body(), {}, "m1", None, VEC, glob), CacheRequest)
+
+
+def test_user_scope_separates_users_of_one_tenant() -> None:
+    cfg = config(scope="user")
+    alice = req(headers={"x-authz-tenant-id": "t", "x-authz-user-id": "alice"}, cfg=cfg)
+    bob = req(headers={"x-authz-tenant-id": "t", "x-authz-user-id": "bob"}, cfg=cfg)
+    assert alice.namespace != bob.namespace
+    no_user = build_cache_request(body(), {"x-authz-tenant-id": "t"}, "m1", None, VEC, cfg)
+    assert no_user is SkipReason.NO_IDENTITY
+
+
+@pytest.mark.parametrize("change", [
+    {"temperature": 0.2}, {"tools": [{"type": "function", "function": {"name": "f"}}]},
+    {"response_format": {"type": "json_object"}}, {"n": 2}, {"seed": 7}, {"max_tokens": 5},
+    {"top_k": 3}, {"chat_template_kwargs": {"enable_thinking": True}},
+])
+def test_answer_changing_fields_change_the_scope(change: dict[str, Any]) -> None:
+    assert req(body(**change)).scope != req().scope
+
+
+@pytest.mark.parametrize("change", [{"stream": True}, {"stream_options": {"include_usage": True}},
+                                    {"user": "u-1"}, {"metadata": {"x": "y"}}])
+def test_transport_fields_do_not_change_the_key(change: dict[str, Any]) -> None:
+    assert req(body(**change)).key == req().key
+
+
+def test_system_prompt_history_and_model_change_the_scope() -> None:
+    b = body()
+    b["messages"][0]["content"] = "Answer in French."
+    assert req(b).scope != req().scope
+    longer = body()
+    longer["messages"][1:1] = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    assert req(longer).scope != req().scope
+    assert req(model="m2").scope != req().scope
+
+
+def test_whitespace_variants_share_the_exact_key_case_does_not() -> None:
+    assert req(body("  How do I reset\n my password? ")).key == req().key
+    assert req(body("HOW DO I RESET MY PASSWORD?")).key != req().key
+    assert normalise("ｆｕｌｌ　width") == "full width"
+
+
+def test_cache_control_header() -> None:
+    assert req(headers={**KEY_A, "x-vsr-cache-control": "no-cache"}).read is False
+    skipped = build_cache_request(body(), {**KEY_A, "x-vsr-cache-control": "No-Store"}, "m1", None, VEC, CFG)
+    assert skipped is SkipReason.NO_STORE
+
+
+def test_category_overrides() -> None:
+    assert build_cache_request(body(), KEY_A, "m1", "math", VEC, CFG) is SkipReason.CATEGORY_DISABLED
+    news = req(category="news")
+    assert (news.threshold, news.ttl_seconds) == (0.99, 60)
+    assert (req().threshold, req().ttl_seconds) == (CFG.semantic_cache.similarity_threshold,
+                                                    CFG.semantic_cache.ttl_seconds)
+    assert build_cache_request(body(), KEY_A, "m1", None, VEC, config(enabled=False)) is SkipReason.DISABLED
+
+
+def test_latest_turn_must_be_user_text() -> None:
+    assert latest_user_text([{"role": "assistant", "content": "x"}]) is SkipReason.NOT_USER_TURN
+    image = [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "u"}}]
+    assert latest_user_text([{"role": "user", "content": image}]) is SkipReason.NON_TEXT_CONTENT
+    parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    assert latest_user_text([{"role": "user", "content": parts}]) == "a b"
+    assert latest_user_text([{"role": "user", "content": None}]) is SkipReason.EMPTY_PROMPT
+
+
+def test_long_prompts_are_exact_only_and_bad_vectors_dropped() -> None:
+    assert req(body("x " * 300)).embedding is None
+    assert req().embedding is not None
+    bad = build_cache_request(body(), KEY_A, "m1", None, np.zeros(384, dtype=np.float32), CFG)
+    assert isinstance(bad, CacheRequest) and bad.embedding is None
+    unnormalised = build_cache_request(body(), KEY_A, "m1", None, VEC * 3, CFG)
+    assert isinstance(unnormalised, CacheRequest) and unnormalised.embedding is not None
+    assert np.isclose(np.linalg.norm(unnormalised.embedding), 1.0)
+
+
+def test_fingerprint_is_order_independent_for_fields() -> None:
+    a = {"messages": [{"role": "user", "content": "q"}], "temperature": 0, "top_p": 1}
+    b = {"top_p": 1, "messages": [{"content": "q", "role": "user"}], "temperature": 0}
+    assert context_fingerprint(a) == context_fingerprint(b)
