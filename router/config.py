@@ -189,6 +189,9 @@ class ObservabilityConfig(_Strict):
     watch_config: bool = True  # poll the config file and apply valid edits without a restart
     watch_interval_s: float = Field(default=1.0, gt=0, le=60)
     liveness_stale_after_s: float = Field(default=15.0, gt=1)  # event loop stalled this long = not alive
+    # Explicit degraded mode: stay ready (serving without the cache) while the cache backend is down.
+    ready_without_cache: bool = False
+    cache_probe_interval_s: float = Field(default=10.0, gt=0)  # also refreshes vsr_cache_entries
 
 
 class RouterConfig(_Strict):

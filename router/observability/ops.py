@@ -9,14 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from router.config import ObservabilityConfig, RouterConfig
 from router.observability import logs
 from router.observability.health import HealthServer, Liveness, Readiness
 from router.observability.metrics import METRICS, RouterMetrics
 from router.observability.reload import ConfigWatcher, ReloadFn
+
+
+class CacheStats(Protocol):
+    """What the probe needs from the cache facade: `stats()` reports `error` when unreachable."""
+
+    async def stats(self) -> dict[str, Any]: ...
 
 
 def declare_config_labels(cfg: RouterConfig, metrics: RouterMetrics = METRICS) -> None:
@@ -55,6 +63,7 @@ async def start_ops(
     config_path: Path,
     reload: ReloadFn,
     readiness: Readiness | None = None,
+    cache: Callable[[], CacheStats | None] | None = None,
 ) -> Ops:
     """Start /metrics + probes, the loop heartbeat and (if enabled) the config watcher + SIGHUP.
 
@@ -71,4 +80,29 @@ async def start_ops(
     watcher.install_sighup()  # SIGHUP reloads even when file watching is off
     ops._tasks.append(asyncio.create_task(watcher.run(), name="config-watcher"))
     ops.watcher = watcher
+    if cache is not None:
+        probe = probe_cache(readiness, cache, obs.cache_probe_interval_s, obs.ready_without_cache)
+        ops._tasks.append(asyncio.create_task(probe, name="cache-probe"))
     return ops
+
+
+async def probe_cache(
+    readiness: Readiness, cache: Callable[[], CacheStats | None], interval_s: float, degraded_ok: bool
+) -> None:
+    """Report the cache component from the current runtime's cache until cancelled.
+
+    `cache()` is read on every turn so a reload that swaps the cache is followed. No cache (disabled)
+    is ready; an unreachable backend is ready only in the explicit degraded mode.
+    """
+    while True:
+        current = cache()
+        if current is None:
+            readiness.set("cache", True, "disabled")
+        else:
+            stats = await current.stats()
+            if stats.get("error") is None:
+                readiness.set("cache", True, f"reachable, {stats.get('entries')} entries")
+            else:
+                mode = "degraded: serving without cache" if degraded_ok else "unreachable"
+                readiness.set("cache", degraded_ok, f"{mode}: {stats['error']}")
+        await asyncio.sleep(interval_s)

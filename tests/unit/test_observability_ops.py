@@ -13,8 +13,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from router.config import ObservabilityConfig, load_config
+from router.observability.health import Readiness
 from router.observability.metrics import OTHER, RouterMetrics
-from router.observability.ops import declare_config_labels, start_ops
+from router.observability.ops import declare_config_labels, probe_cache, start_ops
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,3 +70,35 @@ def test_declared_labels_come_from_the_config() -> None:
     assert metrics.label_sets["model"](model) == model
     assert metrics.label_sets["model"]("gpt-5-from-a-client") == OTHER
     assert metrics.label_sets["category"](cfg.default_category) == cfg.default_category
+
+
+class Backend:
+    """A cache facade whose backend can be switched off, like a Milvus that goes away."""
+
+    def __init__(self) -> None:
+        self.up = True
+
+    async def stats(self) -> dict[str, object]:
+        return {"entries": 3} if self.up else {"entries": None, "error": "connection refused"}
+
+
+async def run_probe_once(readiness: Readiness, cache: Backend | None, degraded_ok: bool) -> None:
+    task = asyncio.create_task(probe_cache(readiness, lambda: cache, 60, degraded_ok))
+    await asyncio.sleep(0.02)
+    task.cancel()
+
+
+async def test_cache_probe_reports_reachable_unreachable_and_degraded() -> None:
+    readiness = Readiness(metrics=RouterMetrics(CollectorRegistry()))
+    backend = Backend()
+    await run_probe_once(readiness, backend, degraded_ok=False)
+    assert readiness.snapshot()["components"]["cache"] == {"ok": True, "detail": "reachable, 3 entries"}
+    backend.up = False
+    await run_probe_once(readiness, backend, degraded_ok=False)
+    state = readiness.snapshot()["components"]["cache"]
+    assert state["ok"] is False and "connection refused" in state["detail"]
+    await run_probe_once(readiness, backend, degraded_ok=True)
+    state = readiness.snapshot()["components"]["cache"]
+    assert state["ok"] is True and state["detail"].startswith("degraded")
+    await run_probe_once(readiness, None, degraded_ok=False)
+    assert readiness.snapshot()["components"]["cache"] == {"ok": True, "detail": "disabled"}
