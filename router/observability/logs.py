@@ -25,6 +25,7 @@ SENSITIVE_KEYS = frozenset({
 })  # fmt: skip
 REDACTED = "[redacted]"
 _HANDLER_NAME = "semantic-router"
+LIBRARY_LOGGERS = ("pymilvus",)
 
 
 class RedactSensitive:
@@ -87,6 +88,20 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_level_number(level))
+    adopt_loggers(*[name for name in LIBRARY_LOGGERS if name in sys.modules])
+
+
+def adopt_loggers(*names: str) -> None:
+    """Route libraries that install their own handlers (pymilvus does, at import) through ours.
+
+    Call again after importing such a library late (the Milvus store imports pymilvus lazily).
+    """
+    for name in names:
+        for sub in (name, *[n for n in logging.root.manager.loggerDict if n.startswith(name + ".")]):
+            lib = logging.getLogger(sub)
+            for own in list(lib.handlers):
+                lib.removeHandler(own)
+            lib.propagate = True
 
 
 def _stdlib_logger_name(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:

@@ -71,12 +71,24 @@ def test_logger_created_before_configure_follows_it() -> None:
 def test_stdlib_records_share_the_format_and_level() -> None:
     out = io.StringIO()
     logs.configure("json", level="warning", stream=out)
-    logging.getLogger("pymilvus.test").warning("backend %s down", "milvus")
-    logging.getLogger("pymilvus.test").info("not shown")
+    logging.getLogger("somelib.sub").warning("backend %s down", "milvus")
+    logging.getLogger("somelib.sub").info("not shown")
     logs.get_logger().info("not shown either")
     (line,) = lines(out)
-    assert line["event"] == "backend milvus down" and line["logger_name"] == "pymilvus.test"
+    assert line["event"] == "backend milvus down" and line["logger_name"] == "somelib.sub"
     assert line["level"] == "warning" and "timestamp" in line
+
+
+def test_libraries_with_their_own_handlers_are_adopted() -> None:
+    lib = logging.getLogger("selfish.client")  # like pymilvus: own handler, no propagation
+    own = io.StringIO()
+    lib.addHandler(logging.StreamHandler(own))
+    lib.propagate = False
+    out = io.StringIO()
+    logs.configure("json", stream=out)
+    logs.adopt_loggers("selfish")
+    lib.warning("milvus unreachable")
+    assert lines(out)[0]["logger_name"] == "selfish.client" and own.getvalue() == ""
 
 
 def test_console_format_is_not_json_and_auto_picks_json_off_tty() -> None:
