@@ -1,0 +1,206 @@
+"""Exact detectors for structured personal data: a regex proposes, a checksum or parser decides.
+
+Regexes alone flag every long number; the validators (Luhn, IBAN mod-97, SSA rules, `ipaddress`,
+libphonenumber) are what keep precision on prompts full of numbers (maths, code, logs).
+All patterns are compiled once at import; a text without a digit, '@' or ':' costs one regex scan.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterator
+
+import phonenumbers
+
+from router.signals import PIIFinding
+
+CREDIT_CARD = "CREDIT_CARD"
+IBAN_CODE = "IBAN_CODE"
+US_SSN = "US_SSN"
+EMAIL_ADDRESS = "EMAIL_ADDRESS"
+PHONE_NUMBER = "PHONE_NUMBER"
+IP_ADDRESS = "IP_ADDRESS"
+STRUCTURED_TYPES = (CREDIT_CARD, IBAN_CODE, US_SSN, EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS)
+
+_PREFILTER = re.compile(r"[0-9@:]")
+_CARD = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){11,18}(?![\w-]|\.\d)")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", re.IGNORECASE)
+_SSN = re.compile(r"(?<![\w-])(\d{3})([- ]?)(\d{2})\2(\d{4})(?![\w-])")
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b"
+)
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
+_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])")
+_PHONE_END = r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?!\w|-\d|\.\d)"
+_PHONE = re.compile(
+    r"(?<![\w+.-])(?:\+|00)?\d[\d ().-]{5,18}\d" + _PHONE_END + r"|(?<![\w+.-])\(\d{2,5}\)[\d .-]{5,14}\d" + _PHONE_END,
+    re.IGNORECASE,
+)
+# Dates, times and decimals have phone-like digit counts; they are never phone numbers.
+_NOT_PHONE = re.compile(r"(?:19|20)\d\d-[01]\d-[0-3]\d|[0-3]?\d[./-][01]?\d[./-](?:19|20)?\d\d\b|\d+\.\d+$")
+# National formats are ambiguous without a country: a number counts if it is possible in any of these.
+_PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN")
+_PHONE_CONTEXT = re.compile(
+    r"\b(?:phone|call|mobile|cell|tel|fax|number|contact|reach|text|sms|messag|answer|whats ?app|dial|desk|office)",
+    re.IGNORECASE,
+)
+_SSN_CONTEXT = re.compile(r"\b(?:ssn|social security|ss#|ss no)", re.IGNORECASE)
+_EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,6}$", re.IGNORECASE)
+_NON_DIGIT = re.compile(r"\D")
+
+# IIN prefixes of the card networks (ISO/IEC 7812 ranges; Maestro is 12-19 digits, hence the 12).
+_CARD_PREFIX = re.compile(r"^(?:[456]|2[2-7]|3[0-8]|2131|1800|0604)")
+_SSN_BLOCKLIST = frozenset({"123456789", "078051120", "219099999"})
+_CONTEXT_WINDOW = 40
+
+# ISO 13616 registry: IBAN length per country code.
+_IBAN_LENGTH = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BR": 29,
+    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
+    "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
+    "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29,
+    "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28,
+    "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+
+def luhn_valid(digits: str) -> bool:
+    """Luhn mod-10 checksum: catches every single-digit typo, so random numbers pass only 1 in 10."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def iban_valid(compact: str) -> bool:
+    """ISO 13616 check: registered length for the country, then mod-97 of the rearranged number is 1."""
+    iban = compact.upper()
+    if _IBAN_LENGTH.get(iban[:2]) != len(iban) or not iban.isalnum():
+        return False
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+
+
+def ssn_valid(area: str, group: str, serial: str) -> bool:
+    """SSA rules: area not 000/666/9xx, group not 00, serial not 0000, and no advertised sample numbers."""
+    if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
+        return False
+    return area + group + serial not in _SSN_BLOCKLIST
+
+
+def _cards(text: str) -> Iterator[PIIFinding]:
+    for m in _CARD.finditer(text):
+        digits = _NON_DIGIT.sub("", m.group())
+        if 12 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) and luhn_valid(digits):
+            yield PIIFinding(CREDIT_CARD, m.start(), m.end(), 1.0)
+
+
+def _ibans(text: str) -> Iterator[PIIFinding]:
+    for m in _IBAN.finditer(text):
+        raw = m.group()
+        want = _IBAN_LENGTH.get(raw[:2].upper())
+        if want is None:
+            continue
+        # The regex may run on into the next word; keep exactly the registered number of characters.
+        taken, end = 0, 0
+        while taken < want and end < len(raw):
+            taken += raw[end] != " "
+            end += 1
+        if taken == want and iban_valid(raw[:end].replace(" ", "")):
+            yield PIIFinding(IBAN_CODE, m.start(), m.start() + end, 1.0)
+
+
+def _ssns(text: str) -> Iterator[PIIFinding]:
+    for m in _SSN.finditer(text):
+        area, sep, group, serial = m.groups()
+        if not ssn_valid(area, group, serial):
+            continue
+        # Nine bare digits are any ID; without separators only a nearby "ssn"/"social security" counts.
+        if sep or _has_context(text, m.start(), m.end(), _SSN_CONTEXT):
+            yield PIIFinding(US_SSN, m.start(), m.end(), 0.9 if sep else 0.7)
+
+
+def _emails(text: str) -> Iterator[PIIFinding]:
+    for m in _EMAIL.finditer(text):
+        local = m.group().split("@", 1)[0]
+        if ".." not in local:
+            yield PIIFinding(EMAIL_ADDRESS, m.start(), m.end(), 1.0)
+
+
+def _ips(text: str) -> Iterator[PIIFinding]:
+    for pattern, parse in ((_IPV4, ipaddress.IPv4Address), (_IPV6, ipaddress.IPv6Address)):
+        for m in pattern.finditer(text):
+            candidate = m.group()
+            if pattern is _IPV6 and (len(candidate) < 3 or not any(c.isalnum() for c in candidate)):
+                continue
+            try:
+                parse(candidate)
+            except ValueError:
+                continue
+            yield PIIFinding(IP_ADDRESS, m.start(), m.end(), 1.0)
+
+
+def _phones(text: str) -> Iterator[PIIFinding]:
+    for m in _PHONE.finditer(text):
+        raw = m.group()
+        digits = _NON_DIGIT.sub("", _EXTENSION.sub("", raw))
+        if not 7 <= len(digits) <= 15 or _NOT_PHONE.match(raw):
+            continue
+        formatted = raw.startswith(("+", "(")) or any(c in raw for c in " -.()")
+        if not (formatted or _has_context(text, m.start(), m.end(), _PHONE_CONTEXT)):
+            continue
+        number = _parse_phone("+" + raw[2:] if raw.startswith("00") else raw)
+        if number is not None:
+            yield PIIFinding(PHONE_NUMBER, m.start(), m.end(), 0.9 if phonenumbers.is_valid_number(number) else 0.6)
+
+
+def _parse_phone(raw: str) -> phonenumbers.PhoneNumber | None:
+    """International numbers parse as they are; a national number is tried in the regions its shape allows.
+
+    Only US numbers lack a trunk "0", so a national number without one must be a possible US number.
+    """
+    national = raw.lstrip("( ")
+    if raw.startswith("+"):
+        regions: tuple[str, ...] = ("US",)
+    elif national.startswith("0"):
+        regions = _PHONE_REGIONS[1:]
+    else:
+        regions = _PHONE_REGIONS[:1]
+    for region in regions:
+        try:
+            number = phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_possible_number(number):
+            return number
+    return None
+
+
+def _has_context(text: str, start: int, end: int, pattern: re.Pattern[str]) -> bool:
+    """A keyword shortly before the number, or just after it (as in "555 1234 (office)")."""
+    return pattern.search(text, max(0, start - _CONTEXT_WINDOW), end + _CONTEXT_WINDOW // 2) is not None
+
+
+# Order matters: on overlapping spans the earlier (more specific) detector wins.
+_DETECTORS: tuple[Callable[[str], Iterator[PIIFinding]], ...] = (
+    _emails, _ibans, _cards, _ssns, _ips, _phones,
+)  # fmt: skip
+
+
+def find_structured(text: str) -> list[PIIFinding]:
+    """All validated structured findings in `text`, non-overlapping, in text order."""
+    if _PREFILTER.search(text) is None:
+        return []
+    kept: list[PIIFinding] = []
+    for detect in _DETECTORS:
+        for found in detect(text):
+            if not any(found.start < k.end and k.start < found.end for k in kept):
+                kept.append(found)
+    return sorted(kept, key=lambda f: f.start)

@@ -1,0 +1,172 @@
+"""PII: checksum validators, exact spans of structured findings, span decoding, and the real token head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from router.classifier import pii_rules as rules
+from router.classifier.pii import TokenHead, detect_pii, token_features
+
+MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "minilm"
+
+
+@pytest.mark.parametrize(
+    ("digits", "valid"),
+    [("4111111111111111", True), ("4111111111111112", False), ("378282246310005", True), ("378282246310006", False)],
+)
+def test_luhn(digits: str, valid: bool) -> None:
+    assert rules.luhn_valid(digits) is valid
+
+
+@pytest.mark.parametrize(
+    ("iban", "valid"),
+    [
+        ("GB82WEST12345698765432", True),
+        ("GB82WEST12345698765433", False),  # checksum broken by the last digit
+        ("DE89370400440532013000", True),
+        ("DE8937040044053201300", False),  # one character short for DE
+        ("XX89370400440532013000", False),  # unknown country
+    ],
+)
+def test_iban(iban: str, valid: bool) -> None:
+    assert rules.iban_valid(iban) is valid
+
+
+@pytest.mark.parametrize(
+    ("ssn", "valid"),
+    [("536-90-4399", True), ("000-12-3456", False), ("666-12-3456", False), ("912-12-3456", False),
+     ("536-00-4399", False), ("536-90-0000", False), ("078-05-1120", False)],
+)  # fmt: skip
+def test_ssn_rules(ssn: str, valid: bool) -> None:
+    assert rules.ssn_valid(*ssn.split("-")) is valid
+
+
+def _found(text: str) -> list[tuple[str, str]]:
+    return [(f.type, text[f.start : f.end]) for f in rules.find_structured(text)]
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        ("4111 1111 1111 1111", rules.CREDIT_CARD),
+        ("4111-1111-1111-1111", rules.CREDIT_CARD),
+        ("GB82 WEST 1234 5698 7654 32", rules.IBAN_CODE),
+        ("536-90-4399", rules.US_SSN),
+        ("jane.oneil+billing@mail.example.co.uk", rules.EMAIL_ADDRESS),
+        ("(415) 555-2671", rules.PHONE_NUMBER),
+        ("+41 44 668 18 00", rules.PHONE_NUMBER),
+        ("192.168.10.254", rules.IP_ADDRESS),
+        ("2001:db8::8a2e:370:7334", rules.IP_ADDRESS),
+    ],
+)
+def test_structured_span_is_exact(value: str, kind: str) -> None:
+    text = f"Hi, please use {value}. Thanks!"
+    assert _found(text) == [(kind, value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 4111 1111 1111 1112 was declined",  # Luhn fails
+        "ticket 666-12-3456 is closed",  # SSA never issues area 666
+        "the meeting is on 2024-05-17 at 10:30",  # a date, not a phone
+        "pi is about 3.1415926535",  # a decimal, not a phone
+        "version 999.1.1.1 of the ruleset",  # not an IPv4 address
+        "order number 536904399 shipped",  # bare nine digits without an SSN keyword
+        "what is 12 * 7? and 1234567 / 3?",
+    ],
+)
+def test_invalid_or_look_alike_numbers_are_not_reported(text: str) -> None:
+    assert _found(text) == []
+
+
+def test_iban_with_broken_checksum_is_not_an_iban() -> None:
+    assert rules.IBAN_CODE not in {kind for kind, _ in _found("transfer from GB82 WEST 1234 5698 7654 33")}
+
+
+def test_bare_ssn_needs_a_keyword_nearby() -> None:
+    assert _found("my ssn is 536904399") == [(rules.US_SSN, "536904399")]
+
+
+def test_iban_stops_at_registered_length() -> None:
+    text = "IBAN GB82 WEST 1234 5698 7654 32 ABCD please"
+    assert _found(text) == [(rules.IBAN_CODE, "GB82 WEST 1234 5698 7654 32")]
+
+
+def _one_hot_head() -> TokenHead:
+    """A head whose label is the index of the hot state dimension: tests decoding, not learning."""
+    n_in, labels = 384 + 4, ("O", "PERSON", "STREET_ADDRESS", "LOCATION", "ORGANIZATION")
+    w1 = np.zeros((n_in, len(labels)), np.float32)
+    w1[: len(labels), :] = np.eye(len(labels), dtype=np.float32) * 20
+    return TokenHead(
+        w1=w1, b1=np.zeros(len(labels), np.float32), w2=np.eye(len(labels), dtype=np.float32),
+        b2=np.zeros(len(labels), np.float32), labels=labels,
+        emit=frozenset(labels[1:4]), min_score=0.8,
+    )  # fmt: skip
+
+
+def _tokens(text: str, pieces: list[tuple[str, int]]) -> SimpleNamespace:
+    """Encoded-like object: each (piece, label index) becomes one token at the piece's offset."""
+    offsets, states, pos = [], [], 0
+    for piece, label in pieces:
+        start = text.index(piece, pos)
+        offsets.append((start, start + len(piece)))
+        state = np.zeros(384, np.float32)
+        state[label] = 1.0
+        states.append(state)
+        pos = start + len(piece)
+    return SimpleNamespace(token_states=np.array(states), offsets=np.array(offsets))
+
+
+def test_head_spans_group_runs_extend_words_and_drop_unemitted() -> None:
+    text = "Ask Margaret Thompson at Acme Corp about Z"
+    pieces = [("Ask", 0), ("Marg", 1), ("Thompson", 1), ("at", 0), ("Acme", 4), ("Corp", 4), ("about", 0), ("Z", 1)]
+    found = _one_hot_head().spans(text, _tokens(text, pieces))
+    # "Marg" grows to the whole word; ORGANIZATION is not emitted; a lone letter is not a name.
+    assert [(f.type, text[f.start : f.end]) for f in found] == [("PERSON", "Margaret Thompson")]
+
+
+def test_structured_finding_wins_over_overlapping_head_span() -> None:
+    text = "mail anna.smith@example.org now"
+    pieces = [("mail", 0), ("anna", 1), ("smith", 1), ("example", 0), ("org", 0), ("now", 0)]
+    found = detect_pii(text, _tokens(text, pieces), _one_hot_head())
+    assert [(f.type, text[f.start : f.end]) for f in found] == [(rules.EMAIL_ADDRESS, "anna.smith@example.org")]
+
+
+def test_shape_features_follow_offsets() -> None:
+    text = "Bill paid IBM"
+    feats = token_features(text, _tokens(text, [("Bill", 0), ("paid", 0), ("IBM", 0)]))
+    assert feats.shape == (3, 388)
+    assert feats[:, 384:].tolist() == [[1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0]]
+
+
+@pytest.fixture(scope="module")
+def encoder():  # type: ignore[no-untyped-def]
+    if not (MODEL_DIR / "model_int8.onnx").is_file():
+        pytest.skip(f"{MODEL_DIR} is missing: run `semantic-router models build` to test the real token head")
+    from router.classifier.encoder import Encoder
+
+    return Encoder(MODEL_DIR)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("Could you draft a reply to Margaret Thompson about the delayed invoice?", "PERSON", "Margaret Thompson"),
+        ("Please forward the parcel to 742 Evergreen Terrace, Springfield, OR 97403 by Friday.",
+         "STREET_ADDRESS", "742 Evergreen Terrace"),
+    ],
+)  # fmt: skip
+def test_real_head_finds_name_and_address_in_fresh_sentence(encoder, text: str, kind: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    found = detect_pii(text, encoder.encode(text))
+    start = text.index(value)
+    assert any(f.type == kind and f.start <= start < f.end for f in found), found
+
+
+def test_real_head_is_quiet_on_a_plain_question(encoder) -> None:  # type: ignore[no-untyped-def]
+    text = "What is the time complexity of merge sort and why?"
+    assert detect_pii(text, encoder.encode(text)) == ()
