@@ -41,7 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
     from router.extproc.server import serve
 
     try:
-        asyncio.run(serve(Path(args.config)))
+        asyncio.run(serve(Path(args.config), args.log_format))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the ext_proc gRPC server")
     p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--log-format", choices=["json", "console", "auto"], default=None,
+                   help="overrides observability.log_format (auto: console on a TTY, else JSON)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("validate", help="check a config file and report every problem")

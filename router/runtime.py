@@ -16,7 +16,9 @@ from typing import Any
 
 import structlog
 
-from router.config import RouterConfig, load_config
+from router.config import ConfigError, RouterConfig, load_config
+from router.observability.health import Readiness
+from router.observability.ops import declare_config_labels
 from router.policy import Policy
 from router.signals import Classification, Classifier
 
@@ -65,18 +67,21 @@ def _build_cache(cfg: RouterConfig) -> Any:
 
 
 class RuntimeHolder:
-    """Owns the current runtime and swaps it atomically; reloads are serialised."""
+    """Owns the current runtime and swaps it atomically; reloads are serialised by the watcher."""
 
-    def __init__(self, path: Path, runtime: Runtime, executor: Executor):
+    def __init__(self, path: Path, executor: Executor, readiness: Readiness):
         self.path = path
-        self.current = runtime
+        self.current: Runtime | None = None
+        self.loaded = asyncio.Event()
         self._executor = executor
-        self._lock = asyncio.Lock()
+        self._readiness = readiness
 
     @contextlib.contextmanager
     def stream(self) -> Iterator[Runtime]:
         """Pin the current runtime for the lifetime of one ext_proc stream."""
         runtime = self.current
+        if runtime is None:
+            raise RuntimeError("no runtime loaded")  # the gRPC port only opens after the first load
         runtime.streams += 1
         try:
             yield runtime
@@ -86,18 +91,33 @@ class RuntimeHolder:
                 asyncio.get_running_loop().create_task(runtime.close())
 
     async def reload(self) -> bool:
-        """Validate and load the config file; on any error keep serving the old runtime."""
-        async with self._lock:
-            loop = asyncio.get_running_loop()
-            try:
-                cfg = await loop.run_in_executor(self._executor, load_config, self.path)
-                new = await loop.run_in_executor(self._executor, build_runtime, cfg)
-            except Exception as exc:  # noqa: BLE001 - any failure must leave the old runtime serving
-                log.error("config_reload_failed", path=str(self.path), error=str(exc))
-                return False
-            old, self.current = self.current, new
+        """Load and build the config file's runtime; on failure the old runtime keeps serving.
+
+        Raises ConfigError for an invalid file (the watcher logs the reason and counts it).
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            cfg = await loop.run_in_executor(self._executor, load_config, self.path)
+            new = await loop.run_in_executor(self._executor, build_runtime, cfg)
+        except ConfigError as exc:
+            if self.current is None:
+                self._readiness.set("config", False, str(exc))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a model or backend that fails to load keeps the old runtime
+            log.error("runtime_build_failed", path=str(self.path), error=f"{type(exc).__name__}: {exc}")
+            if self.current is None:
+                self._readiness.set("models", False, f"{type(exc).__name__}: {exc}")
+            return False
+        self._apply(new)
+        return True
+
+    def _apply(self, new: Runtime) -> None:
+        old, self.current = self.current, new
+        declare_config_labels(new.cfg)
+        self._readiness.set("config", True, str(self.path))
+        self._readiness.set("models", True, "classifier loaded" if new.classifier else "classifier disabled")
+        self.loaded.set()
+        if old is not None:
             old.retired = True
             if old.streams == 0:
-                await old.close()
-            log.info("config_reloaded", path=str(self.path))
-            return True
+                asyncio.get_running_loop().create_task(old.close())

@@ -6,19 +6,24 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-import structlog
+import yaml
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from router.config import load_config
+from router.config import ConfigError, ObservabilityConfig, RouterConfig, ServerConfig, load_config
 from router.extproc.session import StreamSession
-from router.runtime import RuntimeHolder, build_runtime
+from router.observability import logs, metrics
+from router.observability.health import Readiness, add_grpc_health
+from router.observability.logs import LogFormat
+from router.observability.ops import configure_logs, start_ops
+from router.runtime import RuntimeHolder
 
-log = structlog.get_logger(__name__)
+log = logs.get_logger("router.extproc")
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
@@ -34,42 +39,96 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                 async for req in request_iterator:
                     yield await session.handle(req)
             finally:
-                _log_request(session)
+                _record(session)
 
 
-def _log_request(session: StreamSession) -> None:
-    """One line per request: what was decided and how long it took; never the prompt."""
+def _record(session: StreamSession) -> None:
+    """One log line and the metrics for a finished request; never the prompt."""
     req, d = session.request, session.request.decision
-    if req.outcome == "passthrough":
+    if req.outcome in ("passthrough", "models"):
         return
-    log.info("request", request_id=req.request_id, outcome=req.outcome, error=req.error_code,
-             model=d.model if d else None, category=d.category if d else None,
-             confidence=round(d.confidence, 3) if d else None, status=session.response.status or None,
-             timings_ms={k: round(v * 1000, 2) for k, v in req.timings.items()},
-             sidecar_ms=round((time.perf_counter() - session.started) * 1000, 2))
+    for phase, seconds in req.timings.items():
+        metrics.observe_phase(phase, seconds)  # type: ignore[arg-type]
+    total = session.busy
+    metrics.observe_phase("total", total)
+    metrics.record_request(d.model if d else None, d.category if d else None, req.outcome)  # type: ignore[arg-type]
+    if req.signal.source != "none":
+        metrics.observe_confidence(req.signal.category, req.signal.confidence)
+    for pii_type in req.signal.pii_types:
+        metrics.record_pii(pii_type)
+    if req.error_code == "jailbreak_detected":
+        metrics.record_jailbreak_block(d.category if d else None)
+    if req.error_code == "classifier_failed":
+        metrics.record_dependency_error("classifier")
+    usage = session.response.usage
+    if d is not None and usage:
+        _record_usage(session.runtime.cfg, d.model, usage)
+    logs.log_request(log, request_id=req.request_id, model=d.model if d else None,
+                     category=d.category if d else None, confidence=d.confidence if d else None,
+                     cache=req.cache_result, path=req.outcome, timings_s={**req.timings, "total": total},
+                     status=session.response.status or None, error=req.error_code)
 
 
-async def serve(config_path: Path) -> None:
-    """Run the ext_proc server until SIGINT/SIGTERM; SIGHUP reloads the config."""
-    cfg = load_config(config_path)
+def _record_usage(cfg: RouterConfig, model: str, usage: dict[str, Any]) -> None:
+    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    price = cfg.models[model].pricing
+    metrics.record_usage(model, prompt, completion,
+                         metrics.cost_usd(prompt, completion, price.prompt_per_1m, price.completion_per_1m))
+
+
+def _bootstrap_server_config(path: Path) -> ServerConfig:
+    """The ports to open even when the file is invalid, so /readyz can say why we are not ready."""
+    try:
+        return load_config(path).server
+    except ConfigError:
+        try:
+            raw = yaml.safe_load(path.read_text())
+            return ServerConfig.model_validate(raw.get("server") or {})
+        except Exception:  # noqa: BLE001 - any unreadable server section means defaults
+            return ServerConfig()
+
+
+async def serve(config_path: Path, log_format: LogFormat | None = None) -> None:
+    """Run until SIGINT/SIGTERM. An invalid config at start keeps the probes up and waits for a fix."""
+    server_cfg = _bootstrap_server_config(config_path)
+    try:
+        obs = load_config(config_path).observability
+    except ConfigError:
+        obs = ObservabilityConfig()
+    configure_logs(obs, log_format)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-worker")
-    runtime = await asyncio.get_running_loop().run_in_executor(executor, build_runtime, cfg)
-    holder = RuntimeHolder(config_path, runtime, executor)
-    limit = cfg.server.max_body_bytes + (1 << 20)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                      ("grpc.max_send_message_length", limit)])
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(holder, executor), server)
-    address = f"{cfg.server.host}:{cfg.server.port}"
-    server.add_insecure_port(address)
-    await server.start()
-    log.info("router_started", address=address, config=str(config_path))
+    readiness = Readiness()
+    holder = RuntimeHolder(config_path, executor, readiness)
+    ops = await start_ops(obs, server_cfg.metrics_port, config_path, holder.reload, readiness,
+                          cache=lambda: holder.current.cache if holder.current else None)
+    try:
+        await holder.reload()
+    except ConfigError as exc:
+        log.error("config_invalid", reason=str(exc))
+    await holder.loaded.wait()
+    server = await _start_grpc(holder, executor, readiness, server_cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(holder.reload()))
     await stop.wait()
     log.info("router_stopping")
     await server.stop(grace=5)
-    await holder.current.close()
+    await ops.aclose()
+    if holder.current is not None:
+        await holder.current.close()
     executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _start_grpc(holder: RuntimeHolder, executor: ThreadPoolExecutor, readiness: Readiness,
+                      cfg: ServerConfig) -> grpc.aio.Server:
+    limit = cfg.max_body_bytes + (1 << 20)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                      ("grpc.max_send_message_length", limit)])
+    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(holder, executor), server)
+    add_grpc_health(server, readiness)
+    address = f"{cfg.host}:{cfg.port}"
+    server.add_insecure_port(address)
+    await server.start()
+    log.info("router_started", address=address, config=str(holder.path))
+    return server

@@ -9,17 +9,17 @@ classification or caching work inside.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-import json
-
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from router import openai_wire as wire
+from router.cache import build_cache_request
 from router.errors import BodyTooLarge, InternalError, InvalidRequest, MethodNotAllowed, RouterError
 from router.extproc import messages as msg
 from router.policy import Decision
@@ -43,6 +43,7 @@ class RequestState:
     decision: Decision | None = None
     cache_key: Any = None
     outcome: str = "passthrough"  # upstream | cache | blocked | error | models | passthrough
+    cache_result: str = "off"  # off | skip:<reason> | hit | miss
     error_code: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -66,8 +67,16 @@ class StreamSession:
         self.request = RequestState()
         self.response = ResponseState()
         self.started = time.perf_counter()
+        self.busy = 0.0  # time spent in our handlers: the latency the sidecar adds
 
     async def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        start = time.perf_counter()
+        try:
+            return await self._dispatch(req)
+        finally:
+            self.busy += time.perf_counter() - start
+
+    async def _dispatch(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         phase = req.WhichOneof("request")
         try:
             if phase == "request_headers":
@@ -143,16 +152,16 @@ class StreamSession:
         cache = self.runtime.cache
         if cache is None:
             return None
-        from router.cache import build_cache_request  # the cache package is optional at runtime
-
         key = build_cache_request(chat.body, self.request.headers, decision.model, decision.category,
                                   self.request.signal.embedding, self.runtime.cfg)
         if isinstance(key, str):  # a skip reason: this request is not cacheable
+            self.request.cache_result = f"skip:{key}"
             return None
         self.request.cache_key = key
         start = time.perf_counter()
         hit = await cache.lookup(key)
         self.request.timings["cache_lookup"] = time.perf_counter() - start
+        self.request.cache_result = "miss" if hit is None else "hit"
         if hit is None:
             return None
         self.request.outcome = "cache"
