@@ -1,0 +1,215 @@
+"""Operations through the real stack: metrics after real requests through Envoy, probes and gRPC health,
+an invalid config at start, hot reload by file edit and by SIGHUP with traffic flowing."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Self
+
+import grpc
+import httpx
+import openai
+import pytest
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.stack import ROOT, Stack, derive_config
+
+MATH = "Compute the integral of x squared from zero to one."  # keyword rule -> math -> gpt-oss-120b
+CHAT = "What should I cook for dinner tonight?"  # default category `other` -> qwen3-4b
+
+
+def scrape(stack: Stack) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics", timeout=5).text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def chat(stack: Stack, content: str, model: str = "auto") -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": content}]}
+    return httpx.post(f"{stack.base_url}/chat/completions", json=body, timeout=10)
+
+
+def until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_metrics_move_with_the_right_labels_after_requests_through_envoy(stack: Stack) -> None:
+    before = scrape(stack)
+    client = openai.OpenAI(base_url=stack.base_url, api_key="sk-test", max_retries=0)
+    prompt_tokens = completion_tokens = 0
+    for _ in range(3):
+        completion = client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": MATH}]
+        )
+        assert completion.usage is not None
+        prompt_tokens += completion.usage.prompt_tokens
+        completion_tokens += completion.usage.completion_tokens
+    with client.chat.completions.create(model="auto", stream=True, stream_options={"include_usage": True},
+                                        messages=[{"role": "user", "content": MATH}]) as stream:  # fmt: skip
+        usage = [c.usage for c in stream if c.usage][-1]
+    prompt_tokens += usage.prompt_tokens
+    completion_tokens += usage.completion_tokens
+    assert chat(stack, CHAT, model="qwen3-4b").status_code == 200
+    assert (
+        httpx.post(f"{stack.base_url}/chat/completions", content=b"{not json", timeout=10).status_code == 400
+    )
+    after = scrape(stack)
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    routed = {"model": "gpt-oss-120b", "category": "math", "path": "upstream"}
+    assert delta("vsr_requests_total", **routed) == 4
+    assert delta("vsr_requests_total", model="qwen3-4b", category="other", path="upstream") == 1
+    assert delta("vsr_requests_total", model="none", category="none", path="error") == 1
+    assert delta("vsr_phase_duration_seconds_count", phase="total") == 6
+    assert delta("vsr_phase_duration_seconds_bucket", phase="total", le="+Inf") == 6
+    assert 0 < delta("vsr_phase_duration_seconds_sum", phase="total") < 6 * 0.5
+    assert delta("vsr_upstream_tokens_total", model="gpt-oss-120b", kind="prompt") == prompt_tokens
+    assert delta("vsr_upstream_tokens_total", model="gpt-oss-120b", kind="completion") == completion_tokens
+    price = stack.cfg.models["gpt-oss-120b"].pricing
+    expected = (prompt_tokens * price.prompt_per_1m + completion_tokens * price.completion_per_1m) / 1e6
+    assert delta("vsr_upstream_cost_usd_total", model="gpt-oss-120b") == pytest.approx(expected)
+
+
+def test_probes_and_grpc_health_say_ready(stack: Stack) -> None:
+    base = f"http://127.0.0.1:{stack.cfg.server.metrics_port}"
+    assert httpx.get(base + "/healthz", timeout=5).status_code == 200
+    ready = httpx.get(base + "/readyz", timeout=5)
+    assert ready.status_code == 200
+    assert ready.json()["components"]["cache"] == {"ok": True, "detail": "disabled"}
+    with grpc.insecure_channel(f"{stack.cfg.server.host}:{stack.cfg.server.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "envoy.service.ext_proc.v3.ExternalProcessor"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture()
+def router_process(tmp_path: Path) -> Iterator[Callable[[Path], subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    log = (tmp_path / "router.log").open("ab")
+
+    def start(config: Path) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "router.cli", "serve", "--config", str(config)]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, "the router must exit cleanly on SIGTERM"
+    log.close()
+
+
+def test_readyz_is_not_ready_while_the_config_is_invalid_at_start_then_recovers(
+    tmp_path: Path, router_process: Callable[[Path], subprocess.Popen[bytes]]
+) -> None:
+    good = derive_config(tmp_path)
+    valid_text = good.read_text()
+    good.write_text(valid_text.replace("default_model: qwen3-4b", "default_model: no-such-model"))
+    proc = router_process(good)
+    base = f"http://127.0.0.1:{yaml.safe_load(valid_text)['server']['metrics_port']}"
+
+    def readyz() -> httpx.Response | None:
+        try:
+            return httpx.get(base + "/readyz", timeout=2)
+        except httpx.TransportError:
+            return None
+
+    assert until(lambda: readyz() is not None), "the metrics port never came up"
+    first = readyz()
+    assert first is not None and first.status_code == 503
+    assert first.json()["components"]["config"]["ok"] is False
+    assert "default_model" in first.json()["components"]["config"]["detail"]
+    assert proc.poll() is None, "an invalid config at start must not kill the router"
+    good.write_text(valid_text)
+    assert until(lambda: (r := readyz()) is not None and r.status_code == 200), "never became ready"
+    metrics = httpx.get(base + "/metrics", timeout=2).text
+    assert 'vsr_config_reloads_total{result="ok"} 1.0' in metrics
+
+
+def route_of(stack: Stack, content: str) -> str:
+    response = chat(stack, content)
+    assert response.status_code == 200, response.text
+    return response.json()["x_demo"]["upstream"]  # type: ignore[no-any-return]
+
+
+def prefer(cfg: dict[str, Any], category: str, model: str) -> None:
+    """Make `model` the top-scored model for `category`."""
+    for cat in cfg["categories"]:
+        if cat["name"] == category:
+            cat["model_scores"] = [{"model": model, "score": 1.0}]
+
+
+class Traffic:
+    """Requests sent back to back while the config changes: every one of them must succeed."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack, self.statuses, self._stop = stack, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.statuses.append(chat(self.stack, CHAT).status_code)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def test_config_edits_apply_live_and_invalid_edits_are_rejected(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    path = stack.config_path
+    cfg = yaml.safe_load(path.read_text())
+    assert route_of(stack, CHAT) == "qwen3-4b"
+    with Traffic(stack) as traffic:
+        prefer(cfg, "other", "gpt-oss-120b")
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        assert until(lambda: route_of(stack, CHAT) == "gpt-oss-120b"), "valid edit never took effect"
+        failed_before = sample(scrape(stack), "vsr_config_reloads_total", result="failed")
+        path.write_text(path.read_text().replace("default_model: qwen3-4b", "default_model: 42b-unknown"))
+        assert until(
+            lambda: sample(scrape(stack), "vsr_config_reloads_total", result="failed") > failed_before
+        )
+        assert route_of(stack, CHAT) == "gpt-oss-120b"  # the previous valid config keeps serving
+        assert sample(scrape(stack), "vsr_config_last_reload_successful") == 0
+    assert len(traffic.statuses) > 5 and set(traffic.statuses) == {200}
+    ready = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz", timeout=5)
+    assert ready.status_code == 200  # a rejected edit does not take a serving router out of rotation
+
+
+def test_sighup_reloads_when_file_watching_is_off(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(lambda cfg: cfg["observability"].update(watch_config=False))
+    cfg = yaml.safe_load(stack.config_path.read_text())
+    prefer(cfg, "other", "gpt-oss-120b")
+    stack.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    time.sleep(2.5)  # more than two polling intervals: nothing may happen without the signal
+    assert route_of(stack, CHAT) == "qwen3-4b"
+    stack.procs["router"].send_signal(signal.SIGHUP)
+    assert until(lambda: route_of(stack, CHAT) == "gpt-oss-120b"), "SIGHUP did not reload"
+    assert sample(scrape(stack), "vsr_config_reloads_total", result="ok") >= 1
