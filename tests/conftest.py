@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.stack import Stack, derive_config
+from tests.stack import ROOT, Stack, derive_config
 
 
 @pytest.fixture(scope="module")
@@ -34,3 +34,10 @@ def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
 @pytest.fixture(scope="module")
 def stack(make_stack: Callable[..., Stack]) -> Stack:
     return make_stack()
+
+
+@pytest.fixture(scope="session")
+def require_model() -> None:
+    """The exported encoder; `make test` builds it first, so its absence is a broken set-up."""
+    if not (ROOT / "models" / "minilm" / "manifest.json").exists():
+        pytest.fail("models/minilm is missing: run `make models` (make test does it for you)")

@@ -14,6 +14,7 @@ import grpc
 import yaml
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from grpc_health.v1.health import aio as grpc_health_aio
 
 from router.config import ConfigError, ObservabilityConfig, RouterConfig, ServerConfig, load_config
 from router.extproc.session import StreamSession
@@ -101,34 +102,47 @@ async def serve(config_path: Path, log_format: LogFormat | None = None) -> None:
     holder = RuntimeHolder(config_path, executor, readiness)
     ops = await start_ops(obs, server_cfg.metrics_port, config_path, holder.reload, readiness,
                           cache=lambda: holder.current.cache if holder.current else None)
-    try:
-        await holder.reload()
-    except ConfigError as exc:
-        log.error("config_invalid", reason=str(exc))
-    await holder.loaded.wait()
-    server = await _start_grpc(holder, executor, readiness, server_cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        await holder.reload()
+    except ConfigError as exc:
+        log.error("config_invalid", reason=str(exc))
+    logs.adopt_loggers(*logs.LIBRARY_LOGGERS)  # pymilvus installs its own handlers when imported
+    await _first(holder.loaded, stop)
+    server = health = None
+    if holder.current is not None:  # ports from the config that loaded, which may be a fixed one
+        server, health = await _start_grpc(holder, executor, readiness, holder.current.cfg.server)
     await stop.wait()
     log.info("router_stopping")
-    await server.stop(grace=5)
+    if server is not None and health is not None:
+        await health.enter_graceful_shutdown()  # NOT_SERVING while in-flight streams drain
+        await server.stop(grace=5)
     await ops.aclose()
     if holder.current is not None:
         await holder.current.close()
     executor.shutdown(wait=False, cancel_futures=True)
 
 
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until any of the events is set."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in pending:
+        w.cancel()
+
+
 async def _start_grpc(holder: RuntimeHolder, executor: ThreadPoolExecutor, readiness: Readiness,
-                      cfg: ServerConfig) -> grpc.aio.Server:
+                      cfg: ServerConfig) -> tuple[grpc.aio.Server, grpc_health_aio.HealthServicer]:
     limit = cfg.max_body_bytes + (1 << 20)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit)])
     pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(holder, executor), server)
-    add_grpc_health(server, readiness)
+    health = add_grpc_health(server, readiness)
     address = f"{cfg.host}:{cfg.port}"
     server.add_insecure_port(address)
     await server.start()
     log.info("router_started", address=address, config=str(holder.path))
-    return server
+    return server, health

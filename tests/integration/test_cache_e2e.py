@@ -1,0 +1,129 @@
+"""The semantic cache through real Envoy, the router process, the ONNX encoder and a real Milvus server.
+
+Each test uses prompts of its own, so entries from one test never satisfy another.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.milvus_server import MilvusServer, milvus_server  # noqa: F401 - pytest fixture
+from tests.stack import Stack
+
+pytestmark = pytest.mark.usefixtures("require_model")
+
+
+def _client(stack: Stack, api_key: str = "sk-tenant-a") -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.base_url, api_key=api_key, max_retries=0)
+
+
+def upstream_calls(stack: Stack) -> int:
+    """Requests the demo upstreams have served: a cache hit must not add one."""
+    total = 0
+    for model in stack.cfg.models.values():
+        for ep in model.endpoints:
+            total += httpx.get(f"http://{ep.address}:{ep.port}/stats").json()["requests"]
+    return total
+
+
+def ask(client: openai.OpenAI, text: str, system: str | None = None, **kw: Any) -> tuple[str, dict[str, str]]:
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=messages, **kw)
+    return raw.parse().choices[0].message.content or "", dict(raw.headers)
+
+
+def eventually_hit(client: openai.OpenAI, text: str, **kw: Any) -> tuple[str, dict[str, str]]:
+    """Writes are asynchronous (they never delay the answer): allow them a moment to land."""
+    for _ in range(50):
+        content, headers = ask(client, text, **kw)
+        if headers.get("x-vsr-cache-hit") == "true":
+            return content, headers
+        time.sleep(0.1)
+    raise AssertionError(f"never a cache hit for {text!r}")
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Callable[..., Stack], milvus_server: MilvusServer | str) -> Stack:  # noqa: F811
+    uri = milvus_server if isinstance(milvus_server, str) else milvus_server.uri
+
+    def overrides(cfg: dict[str, Any]) -> None:
+        cfg["classifier"]["enabled"] = True
+        cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": uri,
+                                 "collection": f"e2e_{int(time.time())}"}
+
+    return make_stack(overrides)
+
+
+def test_a_paraphrase_is_answered_from_the_cache_without_the_upstream(stack: Stack) -> None:
+    client = _client(stack)
+    first, headers = ask(client, "How do I reset my password?")
+    assert headers["x-vsr-cache-hit"] == "false"
+    calls = upstream_calls(stack)
+    again, headers = eventually_hit(client, "How can I reset my password?")
+    assert again == first
+    assert float(headers["x-vsr-cache-similarity"]) > 0.8
+    assert upstream_calls(stack) == calls
+
+
+def test_another_tenant_never_sees_the_answer(stack: Stack) -> None:
+    eventually_hit(_client(stack, "sk-tenant-a"), "Which port does HTTPS use by default?")
+    _, headers = ask(_client(stack, "sk-tenant-b"), "Which port does HTTPS use by default?")
+    assert headers["x-vsr-cache-hit"] == "false"
+
+
+def test_a_different_system_prompt_misses(stack: Stack) -> None:
+    client = _client(stack)
+    eventually_hit(client, "Summarise the plot of Hamlet.", system="Answer in English.")
+    _, headers = ask(client, "Summarise the plot of Hamlet.", system="Answer in French.")
+    assert headers["x-vsr-cache-hit"] == "false"
+
+
+def test_an_upstream_error_is_not_cached(stack: Stack) -> None:
+    client = _client(stack)
+    with pytest.raises(openai.InternalServerError):
+        ask(client, "What is the boiling point of water?", extra_headers={"x-demo-status": "500"})
+    time.sleep(0.5)
+    _, headers = ask(client, "What is the boiling point of water?")
+    assert headers["x-vsr-cache-hit"] == "false"
+
+
+def test_a_streamed_answer_is_cached_and_replayed_as_a_valid_stream(stack: Stack) -> None:
+    client = _client(stack)
+    text = "Name three famous painters from Spain."
+    stream = client.chat.completions.create(model="auto", stream=True, messages=[{"role": "user", "content": text}])
+    original = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    for _ in range(50):
+        with client.chat.completions.with_streaming_response.create(
+                model="auto", stream=True, messages=[{"role": "user", "content": text}]) as response:
+            hit = response.headers.get("x-vsr-cache-hit") == "true"
+            chunks = list(response.parse())
+        if hit:
+            break
+        time.sleep(0.1)
+    assert hit
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == original
+    assert chunks[-1].choices[0].finish_reason == "stop" or chunks[-2].choices[0].finish_reason == "stop"
+    assert {c.model for c in chunks} == {"auto"}
+
+
+def test_milvus_down_means_misses_not_failures(stack: Stack, milvus_server: MilvusServer | str) -> None:  # noqa: F811
+    if isinstance(milvus_server, str):
+        pytest.skip("an external Milvus (VSR_MILVUS_URI) is not ours to stop")
+    client = _client(stack)
+    eventually_hit(client, "What is the capital of Australia?")
+    milvus_server.stop()
+    try:
+        for _ in range(5):
+            content, headers = ask(client, "What is the capital of Australia?")
+            assert content and headers["x-vsr-cache-hit"] == "false"
+        metrics = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics").text
+        assert 'vsr_dependency_errors_total{dependency="cache"}' in metrics
+    finally:
+        milvus_server.start()
+    eventually_hit(client, "What is the capital of Australia?")  # reconnected, recreated, caching again
