@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 DIM = 384
 WINDOW = 256
@@ -78,9 +78,12 @@ class Encoder:
         """How many ONNX session runs this encoder has made (tests prove one per request)."""
         return self._runs
 
+    def tokenize(self, text: str) -> Encoding:
+        """Content tokens of text (no specials, no window cut), without running the model; for benchmarks."""
+        return self._tokenizer.encode(text, add_special_tokens=False)
+
     def count_tokens(self, text: str) -> int:
-        """Content tokens of text (no specials), without running the model; used by benchmarks."""
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        return len(self.tokenize(text).ids)
 
     def encode(self, text: str) -> EncodedText:
         windows = self._windows(text)
