@@ -1,0 +1,88 @@
+"""The real int8 ONNX encoder: outputs, token offsets, long-input windows, run counting, thread safety."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router.classifier.encoder import DIM, SIDE_CHARS, Encoder, ModelMissingError
+
+MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "minilm"
+
+
+@pytest.fixture(scope="module")
+def encoder(require_model: None) -> Encoder:
+    return Encoder(MODEL_DIR)
+
+
+def test_embedding_is_unit_float32_and_token_rows_match_offsets(encoder: Encoder) -> None:
+    text = "Reset my password, please."
+    encoded = encoder.encode(text)
+    assert encoded.embedding.shape == (DIM,) and encoded.embedding.dtype == np.float32
+    assert np.linalg.norm(encoded.embedding) == pytest.approx(1.0, abs=1e-4)
+    assert encoded.token_states.shape == (len(encoded.offsets), DIM)
+    pieces = [text[start:end].lower() for start, end in encoded.offsets]
+    assert pieces[:3] == ["reset", "my", "password"]
+    assert encoded.windows == 1
+
+
+def test_similar_meaning_is_closer_than_unrelated(encoder: Encoder) -> None:
+    a = encoder.encode("How do I reset my password?").embedding
+    b = encoder.encode("I forgot my login password, how can I change it?").embedding
+    c = encoder.encode("What is the boiling point of nitrogen at sea level?").embedding
+    assert float(a @ b) > float(a @ c) + 0.3
+
+
+def test_same_text_gives_the_same_embedding(encoder: Encoder) -> None:
+    first = encoder.encode("determinism matters for cache keys").embedding
+    assert np.array_equal(first, encoder.encode("determinism matters for cache keys").embedding)
+
+
+def test_each_encode_is_exactly_one_session_run(encoder: Encoder) -> None:
+    before = encoder.runs
+    encoder.encode("short")
+    encoder.encode("long " * 2000)  # two windows, still one batched run
+    assert encoder.runs - before == 2
+
+
+def test_long_input_uses_head_and_tail_windows(encoder: Encoder) -> None:
+    text = "alpha " * 300 + "the middle part " * 200 + "omega " * 300
+    encoded = encoder.encode(text)
+    assert encoded.windows == 2
+    assert text[slice(*encoded.offsets[0])] == "alpha"
+    assert text[slice(*encoded.offsets[-1])] == "omega"
+    starts = encoded.offsets[:, 0]
+    assert np.all(np.diff(starts) > 0), "token rows must be in text order without duplicates"
+    assert len(encoded.token_states) == 2 * 254
+
+
+def test_overlapping_windows_do_not_duplicate_tokens(encoder: Encoder) -> None:
+    text = " ".join(f"w{i}" for i in range(150))  # ~300 tokens: head and tail windows overlap
+    encoded = encoder.encode(text)
+    assert encoded.windows == 2
+    assert np.all(np.diff(encoded.offsets[:, 0]) > 0)
+    assert len(encoded.token_states) == encoder.count_tokens(text)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\x00\x01", "🙂" * 50, "x" * (3 * SIDE_CHARS), "é" * 100_000])
+def test_odd_and_huge_inputs_never_crash(encoder: Encoder, text: str) -> None:
+    encoded = encoder.encode(text)
+    assert np.isfinite(encoded.embedding).all()
+    assert len(encoded.token_states) == len(encoded.offsets) <= 2 * 254
+
+
+def test_concurrent_encodes_match_sequential_ones(encoder: Encoder) -> None:
+    texts = [f"question number {i} about thermodynamics and entropy" for i in range(16)]
+    expected = [encoder.encode(t).embedding for t in texts]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda t: encoder.encode(t).embedding, texts))
+    for a, b in zip(expected, got, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_missing_model_names_the_build_command(tmp_path: Path) -> None:
+    with pytest.raises(ModelMissingError, match="semantic-router models build"):
+        Encoder(tmp_path)
