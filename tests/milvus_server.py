@@ -15,7 +15,7 @@ VSR_REQUIRE_MILVUS=1 (set by .ci/run) turns that skip into a failure. From a she
     python -m tests.milvus_server start --dir var/milvus-ci   # prints the URI, exits when healthy
     python -m tests.milvus_server stop --dir var/milvus-ci
 
-Every start uses a fresh data directory (a restart on a used one once crashed with a stale etcd
+One server per namespace: the embedded etcd's peer port (2380) is fixed. Every start uses a fresh data directory (a restart on a used one once crashed with a stale etcd
 session); the 56 MB of unpacked binaries are hard-linked from one cache to skip the lzma step.
 """
 
@@ -25,11 +25,11 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,8 +46,32 @@ def network_is_isolated() -> bool:
     return sorted(os.listdir("/sys/class/net")) == ["lo"]
 
 
-def _milvus_wrapper() -> str:
-    return str(Path(sys.executable).with_name("milvus-server"))
+def _serve(data_dir: Path, port: int) -> None:
+    """The `milvus-server` wrapper, with two fixes: the proxy gets exactly `port`, and its free-port
+    probe sets SO_REUSEADDR, else a port left in TIME_WAIT by the previous server (60 s) looks taken
+    and Milvus silently moves to the next one."""
+    import milvus
+
+    def try_bind(_: object, candidate: int) -> socket.socket | None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", candidate))
+            return sock
+        except OSError:
+            sock.close()
+            return None
+
+    milvus.MilvusServerConfig.try_bind_port = try_bind  # type: ignore[method-assign]
+    server = milvus.MilvusServer(wait_for_started=False)
+    server.set_base_dir(str(data_dir))
+    server.config.update(proxy_port=port)
+    signal.signal(signal.SIGINT, lambda *_: server.stop())
+    server.start()
+    proc = server.server_proc
+    while proc is not None and proc.poll() is None:  # exits when the binary dies, unlike `wait()`
+        time.sleep(0.2)
+    server.stop()
 
 
 def _prime_binaries(data_dir: Path) -> None:
@@ -82,7 +106,7 @@ class MilvusServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        """Start on a fresh data dir and block until /healthz answers OK."""
+        """Start on a fresh data dir and block until it answers a gRPC call."""
         if not network_is_isolated():
             raise RuntimeError(f"refusing to start Milvus outside an isolated network namespace: {NETNS_HINT}")
         self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -90,41 +114,28 @@ class MilvusServer:
         _prime_binaries(self.data_dir)
         log = open(self.data_dir / "wrapper.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [_milvus_wrapper(), "--data", str(self.data_dir), "--proxy-port", str(self.port)],
+            [sys.executable, "-m", "tests.milvus_server", "_serve", "--dir", str(self.data_dir),
+             "--port", str(self.port)], cwd=ROOT,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
         self._wait_healthy()
-
-    def _health_port(self) -> int | None:
-        """The wrapper picks the first free port from 9091 and passes it as METRICS_PORT."""
-        assert self.proc is not None
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        for pid in children.read_text().split() if children.exists() else []:
-            try:
-                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            for item in env:
-                if item.startswith(b"METRICS_PORT="):
-                    return int(item.split(b"=", 1)[1])
-        return None
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"milvus-server exited with {self.proc.returncode}; see {self.data_dir}/logs")
-            port = self._health_port()
-            if port is not None and _healthz(port):
+                self.stop()
+                raise RuntimeError(f"milvus-server died while starting; see {self.data_dir}/logs")
+            if _accepts(self.port) and _serves(self.uri):
                 return
             time.sleep(0.3)
         self.stop()
         raise TimeoutError(f"Milvus not healthy after {START_TIMEOUT_S:.0f} s; see {self.data_dir}/logs")
 
     def stop(self) -> None:
-        """SIGINT to the wrapper (it stops the binary in 1-3 s); SIGTERM to the binary can hang."""
+        """SIGINT to the wrapper (it stops the binary in 1-3 s); SIGTERM to the binary itself can hang."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -141,11 +152,25 @@ class MilvusServer:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def _healthz(port: int) -> bool:
+def _accepts(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-            return b"OK" in resp.read()
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
     except OSError:
+        return False
+
+
+def _serves(uri: str) -> bool:
+    """A real call: /healthz was seen to stay not-OK for minutes on a loaded machine while serving."""
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        client = MilvusClient(uri, timeout=3)
+        client.list_collections(timeout=3)
+        client.close()
+        return True
+    except MilvusException:
         return False
 
 
@@ -174,10 +199,13 @@ def _pidfile(base: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """`start` leaves the server running (pid in DIR/wrapper.pid) and prints its URI; `stop` ends it."""
     parser = argparse.ArgumentParser(prog="python -m tests.milvus_server")
-    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("action", choices=["start", "stop", "_serve"])
     parser.add_argument("--dir", type=Path, default=ROOT / "var" / "milvus-ci")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args(argv)
+    if args.action == "_serve":
+        _serve(args.dir, args.port)
+        return 0
     if args.action == "start":
         server = MilvusServer(args.dir, args.port)
         server.start()

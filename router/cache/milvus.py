@@ -27,6 +27,10 @@ from router.cache.store import DIM, CacheBackendError, CacheEntry, Candidate, St
 
 T = TypeVar("T")
 MAX_TEXT_BYTES = 8192
+HNSW_DEFAULTS = {"M": 16, "efConstruction": 200}
+# Creating and loading a collection on a freshly started server takes seconds; it runs in a pool
+# thread, so callers still get their own short budget while it completes.
+CONNECT_TIMEOUT_S = 30.0
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,127}$")
 # name -> (type, max_length or dim); checked against an existing collection.
@@ -77,8 +81,11 @@ class MilvusStore:
         self.uri, self.collection, self._token = uri, collection, token
         local = is_local_uri(uri)
         self._index_type = "AUTOINDEX" if local and index_type == "HNSW" else index_type
-        self._index_params = {} if self._index_type == "AUTOINDEX" else dict(index_params or {})
-        self._search_params = {"metric_type": "IP", "params": dict(search_params or {})}
+        hnsw = self._index_type == "HNSW"
+        self._index_params = dict(index_params or (HNSW_DEFAULTS if hnsw else {}))
+        if self._index_type == "AUTOINDEX":
+            self._index_params = {}
+        self._search_params = {"metric_type": "IP", "params": dict(search_params or ({"ef": 64} if hnsw else {}))}
         self._consistency = consistency_level
         self._timeout_s, self._write_timeout_s = timeout_s, write_timeout_s
         self._backoff_s = reconnect_backoff_s
@@ -101,7 +108,7 @@ class MilvusStore:
                 raise CacheBackendError(f"backing off after: {self.last_error}")
             if is_local_uri(self.uri):
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-            client = MilvusClient(uri=self.uri, token=self._token, timeout=self._write_timeout_s)
+            client = MilvusClient(uri=self.uri, token=self._token, timeout=CONNECT_TIMEOUT_S)
             try:
                 self._ensure_collection(client)
             except BaseException:
@@ -112,7 +119,7 @@ class MilvusStore:
             return client
 
     def _ensure_collection(self, client: MilvusClient) -> None:
-        timeout = self._write_timeout_s
+        timeout = CONNECT_TIMEOUT_S
         if client.has_collection(self.collection, timeout=timeout):
             self._check_schema(client.describe_collection(self.collection, timeout=timeout))
         else:
@@ -195,7 +202,7 @@ class MilvusStore:
     async def get(self, key: str, now: float) -> CacheEntry | None:
         key = _check("key", key, _HEX)
         rows = await self._run(lambda c: c.get(self.collection, ids=[key], output_fields=_OUT,
-                                               timeout=self._timeout_s), self._timeout_s)
+                                               consistency_level=self._consistency, timeout=self._timeout_s), self._timeout_s)
         live = [r for r in rows if r["expires_at"] > _ms(now)]
         return self._entry(live[0]) if live else None
 
@@ -225,14 +232,19 @@ class MilvusStore:
                         self._write_timeout_s)
 
     async def _count_and_delete(self, flt: str) -> int:
-        def work(c: MilvusClient) -> int:
+        def count(c: MilvusClient) -> int:
             rows = c.query(self.collection, filter=flt, output_fields=["count(*)"],
                            consistency_level="Strong", timeout=self._write_timeout_s)
-            count = int(rows[0]["count(*)"]) if rows else 0
-            if count:
+            return int(rows[0]["count(*)"]) if rows else 0
+
+        def work(c: MilvusClient) -> int:
+            found = count(c)
+            if found:
                 c.delete(self.collection, filter=flt, timeout=self._write_timeout_s)
-            return count
-        return await self._run(work, self._write_timeout_s * 2)
+                count(c)  # a Strong read is a barrier: Session reads ignore deletes for ~1 s on 2.3
+            return found
+
+        return await self._run(work, self._write_timeout_s * 3)
 
     async def delete(self, namespace: str | None = None, model: str | None = None) -> int:
         parts = []
