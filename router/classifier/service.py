@@ -1,0 +1,53 @@
+"""gRPC servicer for semantic_router.v1.Classifier, registered on the router's grpc.aio server.
+
+The classifier is looked up per call through `source`, so a config reload (new example head, new threshold)
+applies to the next call. The blocking ONNX pass runs in the given executor, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+import grpc
+
+from router.classifier.protos import load
+from router.signals import Classification, Classifier
+
+# Returns the classifier currently serving (None when disabled) and its jailbreak threshold.
+ClassifierSource = Callable[[], tuple[Classifier | None, float]]
+
+MAX_TEXT_CHARS = 1 << 22
+
+
+def to_response(result: Classification, jailbreak_threshold: float) -> Any:
+    pb2, _ = load()
+    return pb2.ClassifyResponse(
+        category=result.category or "",
+        confidence=result.confidence,
+        jailbreak=result.jailbreak_score >= jailbreak_threshold,
+        jailbreak_score=result.jailbreak_score,
+        pii_types=sorted(result.pii_types),
+        pii=[pb2.PIIFinding(type=f.type, start=f.start, end=f.end, score=f.score) for f in result.pii],
+        source=result.source,
+    )
+
+
+def add_to_server(server: grpc.aio.Server, source: ClassifierSource, executor: Executor | None = None) -> None:
+    """Register the Classify RPC on `server` (call before server.start())."""
+    _, pb2_grpc = load()
+
+    class ClassifierServicer(pb2_grpc.ClassifierServicer):  # type: ignore[misc, name-defined]
+        async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - gRPC name
+            classifier, threshold = source()
+            if classifier is None:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the classifier is disabled in this config")
+            if len(request.text) > MAX_TEXT_CHARS:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"text longer than {MAX_TEXT_CHARS} chars")
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(executor, classifier.classify, request.text)
+            return to_response(result, threshold)
+
+    pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(), server)
