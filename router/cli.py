@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.add_argument("-o", "--output", default="-", help="file to write, - for stdout")
     p.set_defaults(func=_envoy_config)
+
+    from router.classifier.cli import register as register_classifier
+
+    register_classifier(sub)
     return parser
 
 
