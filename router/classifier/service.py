@@ -35,17 +35,21 @@ def to_response(result: Classification, jailbreak_threshold: float) -> Any:
     )
 
 
-def add_to_server(server: grpc.aio.Server, source: ClassifierSource, executor: Executor | None = None) -> None:
+def add_to_server(
+    server: grpc.aio.Server, source: ClassifierSource, executor: Executor | None = None
+) -> None:
     """Register the Classify RPC on `server` (call before server.start())."""
     _, pb2_grpc = load()
 
     class ClassifierServicer(pb2_grpc.ClassifierServicer):  # type: ignore[misc, name-defined]
-        async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - gRPC name
+        async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
             classifier, threshold = source()
             if classifier is None:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the classifier is disabled in this config")
             if len(request.text) > MAX_TEXT_CHARS:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"text longer than {MAX_TEXT_CHARS} chars")
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"text longer than {MAX_TEXT_CHARS} chars"
+                )
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(executor, classifier.classify, request.text)
             return to_response(result, threshold)
