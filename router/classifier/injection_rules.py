@@ -1,0 +1,81 @@
+"""Exact detectors for prompt-injection forms an English sentence encoder cannot see.
+
+MiniLM embeds English; it is blind to an instruction hidden in base64/base32/binary, spelled out letter by
+letter, written in invisible Unicode tag characters, or phrased in another language. These rules catch the
+canonical forms of those (an override verb + "instructions/rules/system prompt" in six languages, also
+after decoding) and are combined with the jailbreak head by taking the larger score. Every pattern needs
+both halves (verb and object), so "ignore case when sorting" or "forget the earlier quote" do not match.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+RULE_SCORE = 0.99
+
+_OVERRIDE = re.compile(
+    r"\b(?:ignor\w*|disregard\w*|forget|forg[eé]\w*|overrid\w*|bypass\w*|olvida\w*|dimentica\w*|vergiss\w*|"
+    r"oublie\w*|esque[cç]a\w*|ignora\w*|ignoriere\w*|missachte\w*)\b"
+    r"[\w\s,'’-]{0,40}?\b(?:instructions?|instrucciones|istruzioni|anweisungen|richtlinien|regeln|consignes|"
+    r"instru[cç][oõ]es|rules|guidelines|directives?|prompts?|safety|restrictions?|policies|policy)\b",
+    re.IGNORECASE,
+)
+_REVEAL = re.compile(
+    r"\b(?:reveal|print|show|repeat|output|display|dump|leak|tell me|mostra\w*|rivela\w*|muestra\w*|revela\w*|"
+    r"zeig\w*|r[eé]v[eè]le\w*|affiche\w*)\b[\w\s'’-]{0,30}?"
+    r"\b(?:system ?prompt|initial (?:prompt|instructions)|hidden instructions|system instructions|"
+    r"prompt (?:di|de) (?:sistema|syst[eè]me)|systemprompt|instructions syst[eè]me|istruzioni di sistema)",
+    re.IGNORECASE,
+)
+_TAG_RUN = re.compile("[\U000e0020-\U000e007f]{8,}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
+_BASE32 = re.compile(r"[A-Z2-7]{16,}={0,6}")
+_BINARY = re.compile(r"(?:[01]{8}\s?){6,}")
+_SPACED = re.compile(r"(?:\b\w\s){4,}\w\b")
+
+
+def _has_instruction(text: str) -> bool:
+    return bool(_OVERRIDE.search(text) or _REVEAL.search(text))
+
+
+def _printable(raw: bytes) -> str | None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if text and sum(c.isprintable() or c.isspace() for c in text) >= 0.95 * len(text) else None
+
+
+def _decoded_variants(text: str) -> list[str]:
+    """Plain-text readings of encoded runs in text: base64, base32, 8-bit binary, tag characters, s p a c e d."""
+    found: list[str] = []
+    for match in _BASE64.finditer(text):
+        chunk = match.group()
+        try:
+            found.append(_printable(base64.b64decode(chunk + "=" * (-len(chunk) % 4), validate=True)) or "")
+        except (binascii.Error, ValueError):
+            pass
+    for match in _BASE32.finditer(text):
+        chunk = match.group().rstrip("=")
+        try:
+            found.append(_printable(base64.b32decode(chunk + "=" * (-len(chunk) % 8))) or "")
+        except (binascii.Error, ValueError):
+            pass
+    for match in _BINARY.finditer(text):
+        found.append(_printable(bytes(int(bits, 2) for bits in match.group().split())) or "")
+    for match in _TAG_RUN.finditer(text):
+        found.append("".join(chr(ord(c) - 0xE0000) for c in match.group()))
+    for match in _SPACED.finditer(text):
+        found.append(text.replace(match.group(), match.group().replace(" ", "")))
+    return [variant for variant in found if variant]
+
+
+def injection_score(text: str) -> float:
+    """RULE_SCORE when a canonical override / prompt-extraction instruction is present (also encoded), else 0."""
+    if _has_instruction(text):
+        return RULE_SCORE
+    if _TAG_RUN.search(text):
+        return RULE_SCORE  # invisible tag characters have no use in a prompt except smuggling text
+    return RULE_SCORE if any(_has_instruction(variant) for variant in _decoded_variants(text)) else 0.0
