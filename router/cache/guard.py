@@ -24,7 +24,7 @@ _NUMBER_WORDS = {
      "second": "2", "third": "3", "fourth": "4", "fifth": "5", "twice": "2", "double": "2",
      "triple": "3", "half": "0.5", "dozen": "12"}
 _NEGATIONS = frozenset(
-    "not no never none nobody nothing neither nor nowhere cannot without dont doesnt didnt cant "
+    "not no non never none nobody nothing neither nor nowhere cannot without dont doesnt didnt cant "
     "couldnt wont wouldnt shouldnt isnt arent wasnt werent havent hasnt hadnt aint".split())
 _ANTONYMS = tuple(tuple(p.split("/")) for p in (
     "on/off enable/disable enabled/disabled activate/deactivate start/stop open/close increase/decrease "
@@ -36,8 +36,17 @@ _ANTONYMS = tuple(tuple(p.split("/")) for p in (
     "above/below inside/outside input/output push/pull send/receive show/hide mute/unmute "
     "subscribe/unsubscribe follow/unfollow block/unblock login/logout legal/illegal "
     "possible/impossible higher/lower bigger/smaller larger/smaller faster/slower old/new "
-    "first/last minimum/maximum"
+    "first/last he/she him/her his/her husband/wife boyfriend/girlfriend man/woman son/daughter "
+    "father/mother brother/sister like/hate love/hate like/dislike rural/urban rich/poor good/bad "
+    "right/wrong strong/weak happy/sad early/late success/failure agree/disagree pro/anti cause/cure"
 ).split())
+# word -> (pair index, side); one dict lookup per token instead of a scan over every pair.
+_ANTONYM_INDEX: dict[str, list[tuple[int, int]]] = {}
+for _i, _pair in enumerate(_ANTONYMS):
+    for _side, _word in enumerate(_pair):
+        _ANTONYM_INDEX.setdefault(_word, []).append((_i, _side))
+# Question words whose answers differ in kind (where vs how); what/how/which paraphrase each other freely.
+_WH = frozenset("who whom whose where when why".split())
 _AUDIENCE = frozenset(
     "child children kid kids toddler toddlers teen teens teenager teenagers student students beginner "
     "beginners novice novices newbie newbies expert experts professional professionals developer "
@@ -53,9 +62,11 @@ class Features:
     numbers: frozenset[str]
     negations: int
     entities: frozenset[str]
+    entity_order: tuple[str, ...]
     words: frozenset[str]
-    antonym_sides: tuple[frozenset[str], ...]
+    antonym_sides: dict[int, frozenset[int]]
     audience: frozenset[str]
+    wh: frozenset[str]
 
 
 def _number(token: str) -> str:
@@ -66,19 +77,28 @@ def _number(token: str) -> str:
         return token
 
 
-def _entities(tokens: list[tuple[str, bool]]) -> frozenset[str]:
-    """Capitalised tokens not opening a sentence, acronyms and mixed case (iPhone); title-cased text is ignored."""
-    capitalised = [t for t, _ in tokens if t[:1].isupper()]
-    title_case = len(tokens) >= 4 and len(capitalised) / len(tokens) > 0.6
-    out = set()
+def _entities(tokens: list[tuple[str, bool]]) -> tuple[str, ...]:
+    """Capitalised tokens not opening a sentence, acronyms and mixed case (iPhone), every occurrence
+    in order (consecutive repeats merged); capitalisation is ignored in title-cased text."""
+    capitalised = sum(1 for t, _ in tokens if t[:1].isupper())
+    title_case = len(tokens) >= 4 and capitalised / len(tokens) > 0.85
+    out: list[str] = []
     for token, sentence_start in tokens:
         lower = token.lower()
         acronym = len(token) > 1 and token.isupper()
         mixed = any(c.isupper() for c in token[1:]) and not token.isupper()
         proper = token[:1].isupper() and not sentence_start and not title_case
-        if (acronym or mixed or proper) and lower not in _STOP:
-            out.add(lower)
-    return frozenset(out)
+        if (acronym or mixed or proper) and lower not in _STOP and (not out or out[-1] != lower):
+            out.append(lower)
+    return tuple(out)
+
+
+def _order(sequence: tuple[str, ...], keep: frozenset[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for item in sequence:
+        if item in keep and (not out or out[-1] != item):
+            out.append(item)
+    return tuple(out)
 
 
 @lru_cache(maxsize=4096)
@@ -93,8 +113,13 @@ def features(text: str) -> Features:
     numbers = {_number(t) for t in lower if t[0].isdigit()} | {_NUMBER_WORDS[t] for t in lower if t in _NUMBER_WORDS}
     negations = sum(1 for t in lower if t in _NEGATIONS or t.endswith("n't"))
     words = frozenset(lower)
-    sides = tuple(frozenset(w for w in pair if w in words) for pair in _ANTONYMS)
-    return Features(frozenset(numbers), negations, _entities(tokens), words, sides, words & _AUDIENCE)
+    sides: dict[int, set[int]] = {}
+    for word in words:
+        for pair, side in _ANTONYM_INDEX.get(word, ()):
+            sides.setdefault(pair, set()).add(side)
+    order = _entities(tokens)
+    return Features(frozenset(numbers), negations, frozenset(order), order, words,
+                    {k: frozenset(v) for k, v in sides.items()}, words & _AUDIENCE, words & _WH)
 
 
 def reject_reason(query: str, candidate: str) -> str | None:
@@ -106,8 +131,13 @@ def reject_reason(query: str, candidate: str) -> str | None:
         return "negation"
     if not (a.entities <= b.words and b.entities <= a.words):
         return "entities"
-    if any(x and y and x != y for x, y in zip(a.antonym_sides, b.antonym_sides, strict=True)):
+    common = a.entities & b.entities
+    if len(common) > 1 and _order(a.entity_order, common) != _order(b.entity_order, common):
+        return "entity_order"  # "Is Messi better than Ronaldo" vs "Is Ronaldo better than Messi"
+    if any(b.antonym_sides.get(pair, sides) != sides for pair, sides in a.antonym_sides.items()):
         return "antonym"
     if a.audience != b.audience:
         return "audience"
+    if a.wh != b.wh:
+        return "question_word"
     return None

@@ -221,15 +221,30 @@ class MilvusStore:
     async def upsert(self, entry: CacheEntry) -> None:
         if len(entry.text.encode()) > MAX_TEXT_BYTES or len(entry.payload.encode()) > SCHEMA["payload"][1]:
             raise ValueError("entry too large for the collection schema")
-        row = {
+        row = self._row(entry)
+        await self._run(lambda c: c.upsert(self.collection, [row], timeout=self._write_timeout_s),
+                        self._write_timeout_s)
+
+    @staticmethod
+    def _row(entry: CacheEntry) -> dict[str, Any]:
+        return {
             "id": _check("key", entry.key, _HEX), "scope": entry.scope, "namespace": entry.namespace,
             "model": entry.model, "has_vector": entry.vector is not None,
             "created_at": _ms(entry.created_at), "expires_at": _ms(entry.expires_at), "text": entry.text,
             "payload": entry.payload,
             "vector": _ZERO if entry.vector is None else np.asarray(entry.vector, dtype=np.float32).tolist(),
         }
-        await self._run(lambda c: c.upsert(self.collection, [row], timeout=self._write_timeout_s),
-                        self._write_timeout_s)
+
+    async def insert_many(self, entries: list[CacheEntry], timeout_s: float = 120.0) -> None:
+        """Bulk load (benchmarks, warm starts): one insert call per batch, then a flush."""
+        rows = [self._row(e) for e in entries]
+
+        def work(c: MilvusClient) -> None:
+            for i in range(0, len(rows), 1000):
+                c.insert(self.collection, rows[i:i + 1000], timeout=timeout_s)
+            c.flush(self.collection, timeout=timeout_s)
+
+        await self._run(work, timeout_s)
 
     async def _count_and_delete(self, flt: str) -> int:
         def count(c: MilvusClient) -> int:

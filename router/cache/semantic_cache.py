@@ -142,9 +142,6 @@ class SemanticCache:
         self._tasks: set[asyncio.Task[None]] = set()
         self._purger: asyncio.Task[None] | None = None
         self.counters: Counter[str] = Counter()
-        if not keys.hmac_secret(cfg.hmac_secret_env)[1]:
-            log.warning("cache_hmac_secret_missing", env=cfg.hmac_secret_env,
-                        effect="random per-process secret: entries do not survive a restart or span sidecars")
 
     @classmethod
     def from_config(cls, cfg: RouterConfig) -> SemanticCache:
@@ -162,8 +159,12 @@ class SemanticCache:
         log.warning("cache_backend_error", op=op, error=str(exc)[:200])
 
     def _ensure_purger(self) -> None:
+        """On first use from the event loop: start the periodic purge, warn about a missing secret."""
         if self._purger is None:
             self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
+            if not keys.hmac_secret(self.cfg.hmac_secret_env)[1]:
+                log.warning("cache_hmac_secret_missing", env=self.cfg.hmac_secret_env,
+                            effect="random per-process secret: entries survive neither a restart nor span sidecars")
 
     async def lookup(self, req: CacheRequest) -> CacheHit | None:
         """A hit or None within `lookup_timeout_ms`; never raises."""

@@ -1,0 +1,103 @@
+"""`semantic-router cache stats | invalidate | purge-expired`, against the configured backend.
+
+Milvus Lite allows one process per file: while the router serves from a Lite file, stop it first
+or point the router at a Milvus server. Namespaces are HMACs, so `invalidate --tenant/--api-key`
+needs the same secret (env var `semantic_cache.hmac_secret_env`) as the router.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from router.cache import keys
+from router.cache.semantic_cache import SemanticCache
+from router.cache.store import CacheBackendError
+from router.config import CacheConfig, ConfigError, load_config
+
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    cache = subparsers.add_parser("cache", help="semantic cache: stats, invalidate, purge-expired")
+    actions = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    p = actions.add_parser("stats", help="entries and backend details as JSON")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=lambda a: _run(a, _stats))
+    p = actions.add_parser("invalidate", help="delete the entries of a namespace and/or a model")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--namespace", help="namespace hash as stored (32 hex characters)")
+    p.add_argument("--tenant", help="tenant id as sent in the tenant header")
+    p.add_argument("--user", help="user id (scope: user)")
+    p.add_argument("--api-key", help="API key, when the key is the identity")
+    p.add_argument("--model", help="selected model name")
+    p.set_defaults(func=lambda a: _run(a, _invalidate))
+    p = actions.add_parser("purge-expired", help="delete entries past their TTL")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=lambda a: _run(a, _purge))
+
+
+def namespace_for(cfg: CacheConfig, tenant: str | None, user: str | None, api_key: str | None) -> str:
+    """The namespace the router derives for these identity values; same code path as requests."""
+    headers = {}
+    if tenant:
+        headers[cfg.tenant_headers[0]] = tenant
+    if user:
+        headers[cfg.user_headers[0]] = user
+    if api_key:
+        headers["authorization"] = f"Bearer {api_key}"
+    who = keys.identity(headers, cfg.scope, cfg.tenant_headers, cfg.user_headers, cfg.use_api_key)
+    if who is None:
+        raise ValueError(f"these values give no identity under scope {cfg.scope!r}")
+    secret, configured = keys.hmac_secret(cfg.hmac_secret_env)
+    if not configured:
+        raise ValueError(f"set {cfg.hmac_secret_env} to the router's secret to derive namespaces")
+    return keys.namespace_of(secret, who)
+
+
+async def _stats(cache: SemanticCache, _: argparse.Namespace) -> dict[str, Any]:
+    stats = await cache.stats()
+    stats.pop("counters", None)  # this process served nothing
+    return stats
+
+
+async def _invalidate(cache: SemanticCache, args: argparse.Namespace) -> dict[str, Any]:
+    namespace = args.namespace
+    if args.tenant or args.user or args.api_key:
+        namespace = namespace_for(cache.cfg, args.tenant, args.user, args.api_key)
+    if namespace is None and args.model is None:
+        raise ValueError("give --namespace, --tenant/--user/--api-key, or --model")
+    deleted = await cache.invalidate(namespace=namespace, model=args.model)
+    return {"deleted": deleted, "namespace": namespace, "model": args.model}
+
+
+async def _purge(cache: SemanticCache, _: argparse.Namespace) -> dict[str, Any]:
+    return {"purged": await cache.backend.purge_expired(time.time())}
+
+
+def _run(args: argparse.Namespace,
+         action: Callable[[SemanticCache, argparse.Namespace], Awaitable[dict[str, Any]]]) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+    async def go() -> dict[str, Any]:
+        cache = SemanticCache.from_config(cfg)
+        try:
+            return await action(cache, args)
+        finally:
+            await cache.close()
+
+    try:
+        print(json.dumps(asyncio.run(go()), indent=1))
+    except (CacheBackendError, ValueError) as exc:
+        print(f"cache {args.cache_command}: {exc}", file=sys.stderr)
+        return 1
+    return 0

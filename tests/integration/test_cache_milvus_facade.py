@@ -1,0 +1,127 @@
+"""The facade on real parts: the exported MiniLM encoder, Milvus Lite and the Milvus server, and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from router.cache import CacheRequest, SemanticCache, build_cache_request
+from router.cache.cli import namespace_for, register
+from router.config import RouterConfig, parse_config
+from tests.milvus_server import MilvusServer, milvus_server  # noqa: F401 - pytest fixture
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+MODEL_DIR = ROOT / "models" / "minilm"
+
+
+@pytest.fixture(scope="module")
+def encode() -> Any:
+    if not (MODEL_DIR / "model_int8.onnx").exists():
+        pytest.skip("models/minilm is not built: run `semantic-router models build`")
+    from router.classifier.encoder import Encoder
+
+    encoder = Encoder(MODEL_DIR)
+    return lambda text: encoder.encode(text).embedding
+
+
+def config(uri: str, collection: str) -> RouterConfig:
+    return parse_config({
+        "default_model": "m1", "models": {"m1": {"endpoints": [{"port": 8001}]}},
+        "semantic_cache": {"uri": uri, "collection": collection, "lookup_timeout_ms": 2000,
+                           "write_timeout_ms": 30000},
+    })
+
+
+@pytest.fixture(params=["lite", "server"])
+async def cfg(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RouterConfig]:
+    collection = f"f_{uuid.uuid4().hex[:10]}"
+    if request.param == "lite":
+        yield config(str(tmp_path / "cache.db"), collection)
+    else:
+        server = request.getfixturevalue("milvus_server")
+        yield config(server if isinstance(server, str) else server.uri, collection)
+
+
+def answer(text: str) -> dict[str, Any]:
+    return {"id": "x", "object": "chat.completion", "created": 1, "model": "m1",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]}
+
+
+def request(cfg: RouterConfig, text: str, embed: Any, key: str = "sk-a", system: str = "Be brief.") -> CacheRequest:
+    body = {"model": "auto", "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}]}
+    req = build_cache_request(body, {"authorization": f"Bearer {key}"}, "m1", None, embed(text), cfg)
+    assert isinstance(req, CacheRequest)
+    return req
+
+
+async def test_paraphrase_hits_and_near_misses_do_not(cfg: RouterConfig, encode: Any) -> None:
+    cache = SemanticCache.from_config(cfg)
+    try:
+        cache.store(request(cfg, "How do I reset my password?", encode), answer("Use 'Forgot password'."))
+        cache.store(request(cfg, "How do I turn on dark mode?", encode), answer("Settings > Display."))
+        cache.store(request(cfg, "What is 17 times 3?", encode), answer("51"))
+        await cache.flush()
+        assert cache.counters["write"] == 3
+        para = await cache.lookup(request(cfg, "How can I reset my password?", encode))
+        assert para is not None and not para.exact and para.completion["choices"][0]["message"]["content"]
+        assert await cache.lookup(request(cfg, "How do I turn off dark mode?", encode)) is None
+        assert await cache.lookup(request(cfg, "What is 17 times 4?", encode)) is None
+        assert await cache.lookup(request(cfg, "How do I reset my password?", encode, key="sk-b")) is None
+        assert await cache.lookup(request(cfg, "How do I reset my password?", encode, system="Be verbose.")) is None
+        exact = await cache.lookup(request(cfg, "How do I reset my password?", encode))
+        assert exact is not None and exact.exact
+        assert cache.counters["error:lookup"] == 0
+    finally:
+        await cache.close()
+
+
+def _cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return int(args.func(args))
+
+
+def test_cli_stats_invalidate_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VSR_CACHE_HMAC_SECRET", "test-secret")
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(json.dumps({"default_model": "m1", "models": {"m1": {"endpoints": [{"port": 8001}]}},
+                                    "semantic_cache": {"uri": str(tmp_path / "cli.db"), "write_timeout_ms": 30000,
+                                                       "lookup_timeout_ms": 2000}}))
+    cfg = config(str(tmp_path / "cli.db"), "vsr_semantic_cache")
+    vec = np.ones(384, dtype=np.float32) / np.sqrt(384)
+
+    async def populate() -> None:
+        cache = SemanticCache.from_config(cfg)
+        for key, text in (("sk-a", "q1"), ("sk-a", "q2"), ("sk-b", "q3")):
+            req = build_cache_request({"messages": [{"role": "user", "content": text}]},
+                                      {"authorization": f"Bearer {key}"}, "m1", None, vec, cfg)
+            assert isinstance(req, CacheRequest)
+            cache.store(req, answer(text))
+        await cache.flush()
+        await cache.close()  # the CLI opens the Lite file next
+
+    asyncio.run(populate())
+
+    def run(*argv: str) -> dict[str, Any]:
+        code = _cli("cache", *argv, "--config", str(cfg_file))
+        out = capsys.readouterr().out
+        assert code == 0, out
+        return json.loads(out)
+
+    assert run("stats")["entries"] == 3
+    deleted = run("invalidate", "--api-key", "sk-a")
+    assert deleted["deleted"] == 2
+    assert deleted["namespace"] == namespace_for(cfg.semantic_cache, None, None, "sk-a")
+    assert run("stats")["entries"] == 1
+    assert run("purge-expired")["purged"] == 0
+    assert run("invalidate", "--model", "m1")["deleted"] == 1
