@@ -3,12 +3,12 @@
 One `Encoder.encode()` is exactly one ONNX session run; it yields the sentence embedding (cache key, domain,
 jailbreak and example heads) and the per-token states with character offsets (PII tagging).
 
-Long input: all-MiniLM-L6-v2 was trained on at most 256 tokens, so the window is 256 tokens ([CLS] + 254 + [SEP]).
-A text with more tokens is encoded as two windows in the same run (a batch of two): its first 254 tokens (head)
-and its last 254 tokens (tail). The embedding is the re-normalised mean of the two window embeddings; the token
-states cover the head and the tail without duplicates, so anything between them (texts over 508 tokens) is not
-seen by the token-level heads. Texts over 64k characters are tokenised only on their first and last 32k
-characters, which bounds tokenisation time for multi-megabyte bodies; 32k characters always hold > 254 tokens.
+Long input: all-MiniLM-L6-v2 was trained on 256-token windows, so a window holds 256 content tokens (plus
+[CLS] and [SEP]). A text with more tokens is encoded as two windows in the same run (a batch of two): its
+first 256 tokens (head) and its last 256 tokens (tail). The embedding is the re-normalised mean of the two
+window embeddings; the token states cover the head and the tail without duplicates, so anything between
+them (texts over 512 tokens) is not seen by the token-level heads. Texts over 64k characters are tokenised only on their first and last 32k
+characters, which bounds tokenisation time for multi-megabyte bodies; 32k characters always hold > 256 tokens.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 DIM = 384
-WINDOW = 256
+WINDOW_TOKENS = 256  # content tokens per window, [CLS] and [SEP] not counted
 SIDE_CHARS = 32_768
 CLS_ID, SEP_ID = 101, 102
 
@@ -51,7 +51,7 @@ class Encoder:
     """Thread-safe: onnxruntime sessions and tokenizers may be shared by executor threads."""
 
     def __init__(
-        self, model_dir: str | Path, threads: int = 1, precision: str = "int8", window: int = WINDOW
+        self, model_dir: str | Path, threads: int = 1, precision: str = "int8", window: int = WINDOW_TOKENS
     ):
         model_dir = Path(model_dir)
         model_path = model_dir / f"model_{precision}.onnx"
@@ -70,7 +70,7 @@ class Encoder:
         # The shipped tokenizer.json pads and truncates at a fixed 128: windows are cut here instead.
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
-        self._budget = window - 2
+        self._budget = window
         self._runs = 0
         self._lock = threading.Lock()
         self.model_path = model_path

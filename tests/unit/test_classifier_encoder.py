@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.classifier.encoder import DIM, SIDE_CHARS, Encoder, ModelMissingError
+from router.classifier.encoder import DIM, SIDE_CHARS, WINDOW_TOKENS, Encoder, ModelMissingError
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "minilm"
 
@@ -56,11 +56,11 @@ def test_long_input_uses_head_and_tail_windows(encoder: Encoder) -> None:
     assert text[slice(*encoded.offsets[-1])] == "omega"
     starts = encoded.offsets[:, 0]
     assert np.all(np.diff(starts) > 0), "token rows must be in text order without duplicates"
-    assert len(encoded.token_states) == 2 * 254
+    assert len(encoded.token_states) == 2 * WINDOW_TOKENS
 
 
 def test_overlapping_windows_do_not_duplicate_tokens(encoder: Encoder) -> None:
-    text = " ".join(f"w{i}" for i in range(150))  # ~300 tokens: head and tail windows overlap
+    text = " ".join(f"w{i}" for i in range(150))  # 300 tokens: head and tail windows overlap
     encoded = encoder.encode(text)
     assert encoded.windows == 2
     assert np.all(np.diff(encoded.offsets[:, 0]) > 0)
@@ -71,7 +71,7 @@ def test_overlapping_windows_do_not_duplicate_tokens(encoder: Encoder) -> None:
 def test_odd_and_huge_inputs_never_crash(encoder: Encoder, text: str) -> None:
     encoded = encoder.encode(text)
     assert np.isfinite(encoded.embedding).all()
-    assert len(encoded.token_states) == len(encoded.offsets) <= 2 * 254
+    assert len(encoded.token_states) == len(encoded.offsets) <= 2 * WINDOW_TOKENS
 
 
 def test_concurrent_encodes_match_sequential_ones(encoder: Encoder) -> None:

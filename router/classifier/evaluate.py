@@ -1,0 +1,93 @@
+"""`semantic-router eval`: held-out figures of every head, through the same classify() the router serves.
+
+Writes bench/results/classifier_eval.json and bench/results/domain_confusion.png. The splits are rebuilt
+from the pinned packages exactly as training made them (see train_data and jailbreak_data).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from router.classifier.examples import fit_example_head
+from router.classifier.jailbreak_data import JAILBREAK, jailbreak_splits
+from router.classifier.metrics import binary_report, multiclass_report
+from router.classifier.model import EncoderClassifier, EncoderModels
+from router.classifier.train_data import DOMAINS, HELD_OUT, SEED, domain_split
+
+PII_CACHE = Path("var/pii")
+
+
+def evaluate_domain(classifier: EncoderClassifier) -> dict:
+    report: dict = {
+        "split": f"MMLU de-duplicated by question text; per subject, shuffled with random.Random({SEED}), "
+        f"first {HELD_OUT:.0%} held out (never trained on)",
+    }
+    for name, with_options in (("question_only", False), ("question_with_options", True)):
+        _, held_out = domain_split(with_options)
+        predicted = [classifier.classify(e.text).category or "" for e in held_out]
+        report[name] = multiclass_report([e.label for e in held_out], predicted, DOMAINS)
+    return report
+
+
+def evaluate_jailbreak(classifier: EncoderClassifier, threshold: float) -> dict:
+    report: dict = {
+        "split": "by source, see router/classifier/jailbreak_data.py; threshold set on validation"
+    }
+    splits = jailbreak_splits()
+    for name in ("validation", "test"):
+        examples = splits[name]
+        scores = np.array([classifier.classify(e.text).jailbreak_score for e in examples])
+        positive = np.array([e.label == JAILBREAK for e in examples])
+        report[name] = binary_report(positive, scores, threshold)
+        report[name]["by_source"] = {}
+        for group in sorted({e.group for e in examples}):
+            mask = np.array([e.group == group for e in examples])
+            report[name]["by_source"][group] = binary_report(positive[mask], scores[mask], threshold)
+    return report
+
+
+def plot_confusion(domain: dict, path: Path) -> None:
+    """Row-normalised confusion matrix of the question-only held-out set, counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.array(domain["question_only"]["confusion"], dtype=float)
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    labels = domain["question_only"]["labels"]
+    figure, axes = plt.subplots(figsize=(10, 8.5))
+    axes.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    for (row, col), count in np.ndenumerate(matrix):
+        if count:
+            axes.text(col, row, int(count), ha="center", va="center", fontsize=7,
+                      color="white" if share[row, col] > 0.5 else "black")  # fmt: skip
+    accuracy = domain["question_only"]["accuracy"]
+    axes.set_title(f"Domain head, MMLU held-out, question only (accuracy {accuracy})")
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def run_eval(models: EncoderModels, jailbreak_threshold: float, out_dir: Path, with_pii: bool = True) -> dict:
+    """All figures into out_dir/classifier_eval.json (+ PNG); returns the report."""
+    from router.classifier import pii_eval
+
+    started = time.monotonic()
+    plain = EncoderClassifier(models, fit_example_head({}, models.encoder), 1.0, pii_enabled=False)
+    report = {"domain": evaluate_domain(plain), "jailbreak": evaluate_jailbreak(plain, jailbreak_threshold)}
+    if with_pii:
+        report["pii"] = pii_eval.evaluate_encoder(models.encoder, PII_CACHE)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "classifier_eval.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot_confusion(report["domain"], out_dir / "domain_confusion.png")
+    return report

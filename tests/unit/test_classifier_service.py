@@ -1,0 +1,61 @@
+"""The semantic_router.v1.Classifier gRPC API on a real grpc.aio server over loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+
+from router.classifier.examples import fit_example_head
+from router.classifier.model import EncoderClassifier, shared_models
+from router.classifier.protos import load
+from router.classifier.service import add_to_server
+from router.config import ClassifierConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def channel(require_model: None) -> AsyncIterator[tuple[grpc.aio.Channel, dict]]:
+    models = shared_models(ClassifierConfig(model_dir=str(ROOT / "models" / "minilm")))
+    classifier = EncoderClassifier(models, fit_example_head({}, models.encoder), 0.6)
+    current: dict = {"classifier": classifier, "threshold": 0.5}
+    server = grpc.aio.server()
+    executor = ThreadPoolExecutor(max_workers=2)
+    add_to_server(server, lambda: (current["classifier"], current["threshold"]), executor)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+        yield chan, current
+    await server.stop(None)
+    executor.shutdown()
+
+
+async def test_classify_over_grpc(channel: tuple[grpc.aio.Channel, dict]) -> None:
+    chan, _ = channel
+    pb2, pb2_grpc = load()
+    stub = pb2_grpc.ClassifierStub(chan)
+    text = "Solve 3x + 7 = 22 for x. My card is 4111 1111 1111 1111."
+    reply = await stub.Classify(pb2.ClassifyRequest(text=text))
+    assert reply.category == "math"
+    assert list(reply.pii_types) == ["CREDIT_CARD"]
+    card = reply.pii[0]
+    assert text[card.start : card.end].replace(" ", "") == "4111111111111111"
+    assert reply.jailbreak is (reply.jailbreak_score >= 0.5)
+
+
+async def test_threshold_and_disabled_classifier_follow_the_source(
+    channel: tuple[grpc.aio.Channel, dict],
+) -> None:
+    chan, current = channel
+    pb2, pb2_grpc = load()
+    stub = pb2_grpc.ClassifierStub(chan)
+    current["threshold"] = 0.0
+    assert (await stub.Classify(pb2.ClassifyRequest(text="hello"))).jailbreak is True
+    current["classifier"] = None
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.Classify(pb2.ClassifyRequest(text="hello"))
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
