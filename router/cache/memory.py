@@ -47,7 +47,8 @@ class _Block:
 
     def top(self, vector: np.ndarray, top_k: int, min_similarity: float, now: float) -> list[tuple[str, float]]:
         n = len(self.keys)
-        sims = self.vectors[:n] @ vector
+        # einsum, not `@`: multi-threaded BLAS gemv measured 8 ms p90 for 2k rows on a busy 2-core box.
+        sims = np.einsum("ij,j->i", self.vectors[:n], vector)
         sims[self.expires[:n] <= now] = -np.inf
         k = min(top_k, n)
         best = np.argpartition(-sims, k - 1)[:k] if k < n else np.arange(n)

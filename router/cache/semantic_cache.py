@@ -181,12 +181,19 @@ class SemanticCache:
         return hit
 
     async def _find(self, req: CacheRequest, now: float) -> CacheHit | None:
-        entry = await self.backend.get(req.key, now)
-        if entry is not None and entry.scope == req.scope:
-            return self._hit(entry, 1.0, True, now)
-        if req.embedding is None:
-            return None
-        found = await self.backend.search(req.scope, req.embedding, self.cfg.top_k, req.threshold, now)
+        """Exact key first; the semantic search runs concurrently so a miss costs one round trip, not two."""
+        search = None
+        if req.embedding is not None:
+            search = asyncio.ensure_future(
+                self.backend.search(req.scope, req.embedding, self.cfg.top_k, req.threshold, now))
+        try:
+            entry = await self.backend.get(req.key, now)
+            if entry is not None and entry.scope == req.scope:
+                return self._hit(entry, 1.0, True, now)
+            found = await search if search is not None else []
+        finally:
+            if search is not None and not search.done():
+                search.cancel()
         for cand in found:
             if cand.entry.scope != req.scope or cand.entry.namespace != req.namespace:
                 continue  # defence in depth: a backend must never return another scope
