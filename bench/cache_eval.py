@@ -31,9 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from router.cache.guard import features, reject_reason  # noqa: E402
-from router.cache.keys import normalise  # noqa: E402
-from router.config import CacheConfig  # noqa: E402
+from router.cache.guard import features, reject_reason
+from router.cache.keys import normalise
+from router.config import CacheConfig
 
 THRESHOLDS = [round(t, 3) for t in np.arange(0.70, 1.0001, 0.005)]
 DEFAULT_QQP = ROOT.parent / "shared" / "data" / "qqp_pairs.jsonl.gz"

@@ -31,11 +31,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from router.cache.memory import MemoryStore  # noqa: E402
-from router.cache.milvus import MilvusStore, is_local_uri  # noqa: E402
-from router.cache.semantic_cache import CacheRequest, SemanticCache  # noqa: E402
-from router.cache.store import DIM, CacheEntry, CacheStore  # noqa: E402
-from router.config import CacheConfig  # noqa: E402
+from router.cache.memory import MemoryStore
+from router.cache.milvus import MilvusStore, is_local_uri
+from router.cache.semantic_cache import CacheRequest, SemanticCache
+from router.cache.store import DIM, CacheEntry, CacheStore
+from router.config import CacheConfig
 
 PAYLOAD = json.dumps({"object": "chat.completion", "choices": [
     {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "x" * 1000}}]})
@@ -73,7 +73,7 @@ async def wait_indexed(store: MilvusStore, total: int, limit_s: float = 600) -> 
         return int(c.describe_index(store.collection, "vector").get("indexed_rows", 0))
 
     while time.monotonic() < deadline:
-        if await store._run(indexed, 30) >= total:  # noqa: SLF001 - bench reaches into the pool on purpose
+        if await store._run(indexed, 30) >= total:
             return
         await asyncio.sleep(2)
     print(f"index not complete after {limit_s} s; timing anyway", file=sys.stderr)
@@ -85,6 +85,7 @@ async def measure(cache: SemanticCache, rows: list[CacheEntry], queries: int, rn
     for _ in range(queries):
         target = rows[int(rng.integers(len(rows)))]
         noise = unit_rows(1, rng)[0]
+        assert target.vector is not None
         q = 0.97 * target.vector + 0.243 * noise
         q = (q / np.linalg.norm(q)).astype(np.float32)
         req = CacheRequest(target.namespace, "m", target.scope, f"{int(rng.integers(1 << 60)):064x}", TEXT, q,
@@ -121,7 +122,7 @@ async def run_one(backend: str, size: int, scopes: int, args: argparse.Namespace
         result = await measure(cache, rows, args.queries, rng)
     finally:
         if isinstance(store, MilvusStore):
-            await store._run(lambda c: c.drop_collection(store.collection), 60)  # noqa: SLF001
+            await store._run(lambda c: c.drop_collection(store.collection), 60)
         await cache.close()
     layout = "one_scope" if scopes == 1 else f"{scopes}_scopes"
     out = {"backend": backend, "entries": size, "layout": layout, "fill_s": round(fill_s, 1), **result}

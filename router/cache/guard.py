@@ -18,45 +18,25 @@ _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:['’][^\W\d_]+)*")
 _SENTENCE_END = frozenset(".?!:;\n")
 _NUMBER_WORDS = {
     w: str(i) for i, w in enumerate(
-        "zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen twenty".split()) if w != "_"
+        ["zero", "_", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]) if w != "_"
 } | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80",
      "ninety": "90", "hundred": "100", "thousand": "1000", "million": "1e6", "billion": "1e9",
      "second": "2", "third": "3", "fourth": "4", "fifth": "5", "twice": "2", "double": "2",
      "triple": "3", "half": "0.5", "dozen": "12", "twenties": "20s", "thirties": "30s", "forties": "40s",
      "fifties": "50s", "sixties": "60s", "seventies": "70s", "eighties": "80s", "nineties": "90s"}
 _NEGATIONS = frozenset(
-    "not no non never none nobody nothing neither nor nowhere cannot without dont doesnt didnt cant "
-    "couldnt wont wouldnt shouldnt isnt arent wasnt werent havent hasnt hadnt aint".split())
-_ANTONYMS = tuple(tuple(p.split("/")) for p in (
-    "on/off enable/disable enabled/disabled activate/deactivate start/stop open/close increase/decrease "
-    "raise/lower up/down add/remove lock/unlock before/after more/less most/least max/min "
-    "maximum/minimum buy/sell import/export upload/download install/uninstall connect/disconnect "
-    "encrypt/decrypt include/exclude allow/deny accept/reject win/lose gain/lose positive/negative "
-    "true/false hot/cold fast/slow cheap/expensive cheapest/expensive best/worst better/worse "
-    "advantages/disadvantages north/south east/west left/right male/female men/women boy/girl "
-    "above/below inside/outside input/output push/pull send/receive show/hide mute/unmute "
-    "subscribe/unsubscribe follow/unfollow block/unblock login/logout legal/illegal "
-    "possible/impossible higher/lower bigger/smaller larger/smaller faster/slower old/new "
-    "first/last he/she him/her his/her husband/wife boyfriend/girlfriend man/woman son/daughter "
-    "father/mother brother/sister like/hate love/hate like/dislike rural/urban rich/poor good/bad "
-    "right/wrong strong/weak happy/sad early/late success/failure agree/disagree pro/anti cause/cure"
-).split())
+    ["not", "no", "non", "never", "none", "nobody", "nothing", "neither", "nor", "nowhere", "cannot", "without", "dont", "doesnt", "didnt", "cant", "couldnt", "wont", "wouldnt", "shouldnt", "isnt", "arent", "wasnt", "werent", "havent", "hasnt", "hadnt", "aint"])
+_ANTONYMS = tuple(tuple(p.split("/")) for p in ["on/off", "enable/disable", "enabled/disabled", "activate/deactivate", "start/stop", "open/close", "increase/decrease", "raise/lower", "up/down", "add/remove", "lock/unlock", "before/after", "more/less", "most/least", "max/min", "maximum/minimum", "buy/sell", "import/export", "upload/download", "install/uninstall", "connect/disconnect", "encrypt/decrypt", "include/exclude", "allow/deny", "accept/reject", "win/lose", "gain/lose", "positive/negative", "true/false", "hot/cold", "fast/slow", "cheap/expensive", "cheapest/expensive", "best/worst", "better/worse", "advantages/disadvantages", "north/south", "east/west", "left/right", "male/female", "men/women", "boy/girl", "above/below", "inside/outside", "input/output", "push/pull", "send/receive", "show/hide", "mute/unmute", "subscribe/unsubscribe", "follow/unfollow", "block/unblock", "login/logout", "legal/illegal", "possible/impossible", "higher/lower", "bigger/smaller", "larger/smaller", "faster/slower", "old/new", "first/last", "he/she", "him/her", "his/her", "husband/wife", "boyfriend/girlfriend", "man/woman", "son/daughter", "father/mother", "brother/sister", "like/hate", "love/hate", "like/dislike", "rural/urban", "rich/poor", "good/bad", "right/wrong", "strong/weak", "happy/sad", "early/late", "success/failure", "agree/disagree", "pro/anti", "cause/cure"])
 # word -> (pair index, side); one dict lookup per token instead of a scan over every pair.
 _ANTONYM_INDEX: dict[str, list[tuple[int, int]]] = {}
 for _i, _pair in enumerate(_ANTONYMS):
     for _side, _word in enumerate(_pair):
         _ANTONYM_INDEX.setdefault(_word, []).append((_i, _side))
 # Question words whose answers differ in kind (where vs how); what/how/which paraphrase each other freely.
-_WH = frozenset("who whom whose where when why".split())
+_WH = frozenset(["who", "whom", "whose", "where", "when", "why"])
 _AUDIENCE = frozenset(
-    "child children kid kids toddler toddlers teen teens teenager teenagers student students beginner "
-    "beginners novice novices newbie newbies expert experts professional professionals developer "
-    "developers engineer engineers programmer programmers doctor doctors nurse nurses lawyer lawyers "
-    "manager managers executive executives ceo investor investors parent parents senior seniors elderly "
-    "grandma grandmother grandpa grandfather adult adults layman laymen layperson scientist scientists "
-    "phd professor teacher teachers".split())
-_STOP = frozenset("i a an the is are was were be of to in on for and or what how why who which when".split())
+    ["child", "children", "kid", "kids", "toddler", "toddlers", "teen", "teens", "teenager", "teenagers", "student", "students", "beginner", "beginners", "novice", "novices", "newbie", "newbies", "expert", "experts", "professional", "professionals", "developer", "developers", "engineer", "engineers", "programmer", "programmers", "doctor", "doctors", "nurse", "nurses", "lawyer", "lawyers", "manager", "managers", "executive", "executives", "ceo", "investor", "investors", "parent", "parents", "senior", "seniors", "elderly", "grandma", "grandmother", "grandpa", "grandfather", "adult", "adults", "layman", "laymen", "layperson", "scientist", "scientists", "phd", "professor", "teacher", "teachers"])
+_STOP = frozenset(["i", "a", "an", "the", "is", "are", "was", "were", "be", "of", "to", "in", "on", "for", "and", "or", "what", "how", "why", "who", "which", "when"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ import asyncio
 import re
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -27,6 +27,7 @@ from router.cache.store import DIM, CacheBackendError, CacheEntry, Candidate, St
 
 T = TypeVar("T")
 MAX_TEXT_BYTES = 8192
+MAX_PAYLOAD_BYTES = 65535
 HNSW_DEFAULTS = {"M": 16, "efConstruction": 200}
 # Creating and loading a collection on a freshly started server takes seconds; it runs in a pool
 # thread, so callers still get their own short budget while it completes.
@@ -43,7 +44,7 @@ SCHEMA: dict[str, tuple[DataType, int | None]] = {
     "created_at": (DataType.INT64, None),
     "expires_at": (DataType.INT64, None),
     "text": (DataType.VARCHAR, MAX_TEXT_BYTES),
-    "payload": (DataType.VARCHAR, 65535),
+    "payload": (DataType.VARCHAR, MAX_PAYLOAD_BYTES),
     "vector": (DataType.FLOAT_VECTOR, DIM),
 }
 _OUT = ["id", "scope", "namespace", "model", "created_at", "expires_at", "text", "payload"]
@@ -219,7 +220,7 @@ class MilvusStore:
         return [c for c in out if c.similarity >= min_similarity]
 
     async def upsert(self, entry: CacheEntry) -> None:
-        if len(entry.text.encode()) > MAX_TEXT_BYTES or len(entry.payload.encode()) > SCHEMA["payload"][1]:
+        if len(entry.text.encode()) > MAX_TEXT_BYTES or len(entry.payload.encode()) > MAX_PAYLOAD_BYTES:
             raise ValueError("entry too large for the collection schema")
         row = self._row(entry)
         await self._run(lambda c: c.upsert(self.collection, [row], timeout=self._write_timeout_s),

@@ -90,7 +90,8 @@ def _build(
     embedding: np.ndarray | None, cfg: RouterConfig,
 ) -> CacheRequest | SkipReason:
     c = cfg.semantic_cache
-    override = cfg.category(category).cache if category and cfg.category(category) else None
+    found = cfg.category(category) if category else None
+    override = found.cache if found is not None else None
     if not c.enabled:
         return SkipReason.DISABLED
     if override is not None and override.enabled is False:

@@ -164,11 +164,11 @@ async def _eventually(call: Callable[[], Awaitable[T]], tries: int = 20) -> T:
     return await call()
 
 
-async def test_server_stopped_mid_test_misses_counts_and_reconnects(milvus_server: MilvusServer | str) -> None:
+async def test_server_stopped_mid_test_misses_counts_and_reconnects(request: pytest.FixtureRequest) -> None:
     """Stops and restarts the session's server (fresh data dir, same port): later tests recreate collections."""
-    if isinstance(milvus_server, str):
+    server = request.getfixturevalue("milvus_server")
+    if isinstance(server, str):
         pytest.skip("VSR_MILVUS_URI names a server this test does not own; unset it to run the fault test")
-    server = milvus_server
     s = MilvusStore(server.uri, "faults", timeout_s=0.2, write_timeout_s=30, reconnect_backoff_s=0.5)
     try:
         await s.upsert(entry(k(1)))

@@ -11,7 +11,7 @@ import pytest
 from router.cache import CacheBackendError, CacheRequest, SemanticCache, build_cache_request
 from router.cache.memory import MemoryStore
 from router.cache.semantic_cache import completion_problem
-from router.cache.store import Candidate, CacheEntry, StoreStats
+from router.cache.store import CacheEntry, Candidate, StoreStats
 from tests.unit.test_cache_keys import CFG, KEY_A, body
 
 rng = np.random.default_rng(0)
