@@ -40,7 +40,7 @@ def ask(client: openai.OpenAI, text: str, system: str | None = None, **kw: Any) 
 
 def eventually_hit(client: openai.OpenAI, text: str, **kw: Any) -> tuple[str, dict[str, str]]:
     """Writes are asynchronous (they never delay the answer): allow them a moment to land."""
-    for _ in range(50):
+    for _ in range(100):
         content, headers = ask(client, text, **kw)
         if headers.get("x-vsr-cache-hit") == "true":
             return content, headers
@@ -64,10 +64,12 @@ def test_a_paraphrase_is_answered_from_the_cache_without_the_upstream(stack: Sta
     client = _client(stack)
     first, headers = ask(client, "How do I reset my password?")
     assert headers["x-vsr-cache-hit"] == "false"
+    eventually_hit(client, "How do I reset my password?")  # the write has landed
     calls = upstream_calls(stack)
-    again, headers = eventually_hit(client, "How can I reset my password?")
+    again, headers = ask(client, "How can I reset my password?")
+    assert headers["x-vsr-cache-hit"] == "true"
     assert again == first
-    assert float(headers["x-vsr-cache-similarity"]) > 0.8
+    assert 0.8 < float(headers["x-vsr-cache-similarity"]) < 1.0  # a semantic hit, not the exact path
     assert upstream_calls(stack) == calls
 
 
