@@ -67,9 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="-", help="file to write, - for stdout")
     p.set_defaults(func=_envoy_config)
 
+    from router.cache.cli import register as register_cache
     from router.classifier.cli import register as register_classifier
 
     register_classifier(sub)
+    register_cache(sub)
     return parser
 
 
