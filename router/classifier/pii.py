@@ -3,13 +3,13 @@
 Structured types (cards, IBANs, SSNs, e-mail, phone, IP) have checksums or grammars, so rules in
 pii_rules decide them exactly. Names and addresses have none: a two-layer MLP over the encoder's
 token states (plus four casing/shape bits the uncased tokenizer throws away) tags each token, and
-runs of same-type tokens become character spans. The head is numpy only: two small matmuls per
+runs of entity tokens become character spans. The head is numpy only: two small matmuls per
 request, no second model run. Weights come from train_pii.py (committed .npz, reproducible by seed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -31,28 +31,49 @@ class EncodedTokens(Protocol):
     offsets: Sequence[tuple[int, int]]
 
 
-def shape_features(text: str, offsets: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Per token: starts with a capital, word is all caps, continues a word, has a digit.
+def shape_features(text: str, offsets: Sequence[tuple[int, int]] | np.ndarray) -> np.ndarray:
+    """Per token: starts with a capital, is all caps (2+ chars), continues a word, has a digit.
 
     MiniLM is uncased, so "Bill" and "bill" get the same ids; the capital is the cue a name model
-    misses most. Special tokens (empty offsets) get zeros.
+    misses most. Computed on code-point arrays (no per-token Python), since it runs on every request.
+    Empty offsets (special tokens) get zeros.
     """
-    feats = np.zeros((len(offsets), N_SHAPE_FEATURES), dtype=np.float32)
-    for i, (start, end) in enumerate(offsets):
-        if end <= start:
-            continue
-        piece = text[start:end]
-        feats[i, 0] = piece[0].isupper()
-        feats[i, 1] = len(piece) > 1 and piece.isupper()
-        feats[i, 2] = start > 0 and (text[start - 1].isalnum())
-        feats[i, 3] = any(c.isdigit() for c in piece)
+    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    feats = np.zeros((len(spans), N_SHAPE_FEATURES), dtype=np.float32)
+    lowered, uppered = text.lower(), text.upper()
+    if not text or len(spans) == 0 or len(lowered) != len(text) or len(uppered) != len(text):
+        return feats  # case mapping changed the length (rare ligatures): no shape cues rather than wrong ones
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    upper = codes != np.frombuffer(lowered.encode("utf-32-le"), dtype=np.uint32)
+    lower = codes != np.frombuffer(uppered.encode("utf-32-le"), dtype=np.uint32)
+    digit = (codes >= 48) & (codes <= 57)
+    word = upper | lower | digit
+    start, end = spans[:, 0], spans[:, 1]
+    real = end > start
+    first = np.minimum(start, len(text) - 1)
+
+    def count(flags: np.ndarray) -> np.ndarray:
+        cum = np.concatenate([[0], np.cumsum(flags)])
+        return cum[end] - cum[start]
+
+    feats[:, 0] = real & upper[first]
+    feats[:, 1] = real & (end - start > 1) & (count(upper) > 0) & (count(lower) == 0)
+    feats[:, 2] = real & (start > 0) & word[np.maximum(start - 1, 0)]
+    feats[:, 3] = real & (count(digit) > 0)
     return feats
 
 
 def token_features(text: str, encoded: EncodedTokens) -> np.ndarray:
-    """The head's input: [T, hidden + shape] float32; shared by training and runtime."""
+    """The head's input, shared by training and runtime: [T, 3 * hidden + shape] float32.
+
+    Each token sees its own state and its two neighbours' (a name's context is mostly the next or
+    previous word, which the sentence-embedding model's last layer only weakly keeps), plus shape bits.
+    """
     states = np.asarray(encoded.token_states, dtype=np.float32)
-    return np.concatenate([states, shape_features(text, encoded.offsets)], axis=1)
+    pad = np.zeros((1, states.shape[1]), dtype=np.float32)
+    prev = np.concatenate([pad, states[:-1]])
+    nxt = np.concatenate([states[1:], pad])
+    return np.concatenate([states, prev, nxt, shape_features(text, encoded.offsets)], axis=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +91,22 @@ class TokenHead:
     @classmethod
     def load(cls, path: Path = DEFAULT_HEAD) -> TokenHead:
         with np.load(path, allow_pickle=False) as z:
-            mean, scale, w1 = (z[k].astype(np.float32) for k in ("mean", "scale", "w1"))
-            # Fold the input standardisation into the first layer once: runtime is two matmuls.
-            folded = w1 / scale[:, None]
-            return cls(
-                w1=folded,
-                b1=z["b1"].astype(np.float32) - mean @ folded,
-                w2=z["w2"].astype(np.float32),
-                b2=z["b2"].astype(np.float32),
-                labels=tuple(str(x) for x in z["labels"]),
-                emit=frozenset(str(x) for x in z["emit"]),
-                min_score=float(z["min_score"]),
-            )
+            return cls.from_arrays({k: z[k] for k in z.files})
+
+    @classmethod
+    def from_arrays(cls, z: Mapping[str, np.ndarray], min_score: float | None = None) -> TokenHead:
+        """From train_pii's arrays; the input standardisation is folded into the first layer once."""
+        mean, scale, w1 = (np.asarray(z[k], dtype=np.float32) for k in ("mean", "scale", "w1"))
+        folded = w1 / scale[:, None]
+        return cls(
+            w1=folded,
+            b1=np.asarray(z["b1"], dtype=np.float32) - mean @ folded,
+            w2=np.asarray(z["w2"], dtype=np.float32),
+            b2=np.asarray(z["b2"], dtype=np.float32),
+            labels=tuple(str(x) for x in z["labels"]),
+            emit=frozenset(str(x) for x in z["emit"]),
+            min_score=float(z["min_score"]) if min_score is None else min_score,
+        )
 
     def probabilities(self, feats: np.ndarray) -> np.ndarray:
         """[T, n_labels] softmax probabilities."""
@@ -99,26 +124,25 @@ class TokenHead:
         offsets = np.asarray(encoded.offsets).reshape(-1, 2)
         if len(offsets) == 0:
             return []
-        probs = self.probabilities(token_features(text, encoded))
+        return self.decode(text, token_features(text, encoded), offsets)
+
+    def decode(self, text: str, feats: np.ndarray, offsets: np.ndarray) -> list[PIIFinding]:
+        """`spans` on precomputed features (training scores its dev split without re-encoding)."""
+        probs = self.probabilities(feats)
         entity = (probs[:, 0] < 1.0 - self.min_score) & (offsets[:, 1] > offsets[:, 0])
+        edges = np.diff(np.concatenate([[0], entity.astype(np.int8), [0]]))
         out: list[PIIFinding] = []
-        i = 0
-        while i < len(offsets):
-            if not entity[i]:
-                i += 1
-                continue
-            j = i
-            while j + 1 < len(offsets) and entity[j + 1]:
-                j += 1
-            run = probs[i : j + 1]
+        for i, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            run = probs[i:stop]
             label = int(run[:, 1:].sum(axis=0).argmax()) + 1
-            finding = self._finding(text, int(offsets[i, 0]), int(offsets[j, 1]), label, run[:, label])
+            finding = self._finding(text, int(offsets[i, 0]), int(offsets[stop - 1, 1]), label, run[:, label])
             if finding is not None:
                 out.append(finding)
-            i = j + 1
         return out
 
-    def _finding(self, text: str, start: int, end: int, label: int, token_probs: np.ndarray) -> PIIFinding | None:
+    def _finding(
+        self, text: str, start: int, end: int, label: int, token_probs: np.ndarray
+    ) -> PIIFinding | None:
         if self.labels[label] not in self.emit:
             return None
         # A name tagged on its first word-piece only still covers the whole word.

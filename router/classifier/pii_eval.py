@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from router.classifier import pii_data, pii_rules
@@ -25,13 +26,17 @@ TRAIN_SEED = 13
 EVAL_SEED = 20261126
 HELDOUT_FRACTION = 0.25
 HEAD_TYPES = (pii_data.PERSON, pii_data.STREET_ADDRESS, pii_data.LOCATION)
+# Fake city names are often surnames and cities sit inside addresses: also score the two place types as one.
+PLACE = "STREET_ADDRESS|LOCATION"
 
 
 def _overlaps(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:
     return a_start < b_end and b_start < a_end
 
 
-def score(samples: Iterable[pii_data.Sample], detect: Detector, types: Sequence[str]) -> dict[str, dict[str, float]]:
+def score(
+    samples: Iterable[pii_data.Sample], detect: Detector, types: Sequence[str]
+) -> dict[str, dict[str, float]]:
     """Per-type span precision/recall/F1 (overlap match), exact-boundary recall, and support."""
     c: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for sample in samples:
@@ -55,7 +60,26 @@ def _ratios(n: dict[str, int]) -> dict[str, float]:
     r = n["hit"] / n["gold"] if n["gold"] else 0.0
     f1 = 2 * p * r / (p + r) if p + r else 0.0
     exact = n["exact"] / n["gold"] if n["gold"] else 0.0
-    return {"precision": p, "recall": r, "f1": f1, "exact_recall": exact, "support": n["gold"], "predicted": n["pred"]}
+    return {
+        "precision": p,
+        "recall": r,
+        "f1": f1,
+        "exact_recall": exact,
+        "support": n["gold"],
+        "predicted": n["pred"],
+    }
+
+
+def as_one_type(
+    samples: Sequence[pii_data.Sample], detect: Detector, members: Sequence[str], name: str
+) -> tuple[list[pii_data.Sample], Detector]:
+    """Samples and detector with every type in `members` renamed to `name` (type confusions then count)."""
+
+    def rename(kind: str) -> str:
+        return name if kind in members else kind
+
+    renamed = [replace(s, spans=tuple(replace(g, type=rename(g.type)) for g in s.spans)) for s in samples]
+    return renamed, lambda text: [replace(f, type=rename(f.type)) for f in detect(text)]
 
 
 def flag_rate(texts: Sequence[str], detect: Detector) -> dict[str, float]:
@@ -74,6 +98,13 @@ def evaluate_pii(
     benign_texts: Sequence[str] = (),
 ) -> dict[str, object]:
     """Everything `semantic-router eval` reports for PII; `detect` is the full runtime detector."""
+    memo: dict[str, Sequence[PIIFinding]] = {}
+
+    def cached(text: str) -> Sequence[PIIFinding]:
+        if text not in memo:
+            memo[text] = detect(text)
+        return memo[text]
+
     templates = pii_data.load_templates(pii_data.templates_path(cache_dir))
     _, heldout = pii_data.split_templates(len(templates), TRAIN_SEED, HELDOUT_FRACTION)
     head_set = pii_data.generate(templates, heldout, per_template, EVAL_SEED)
@@ -86,15 +117,18 @@ def evaluate_pii(
             "head_eval": f"{len(head_set)} sentences, held-out templates only, Faker seed {EVAL_SEED}",
             "structured_eval": f"{len(all_set)} sentences, all templates (validators are not trained)",
         },
-        "head": score(head_set, detect, HEAD_TYPES),
-        "structured": score(all_set, detect, pii_rules.STRUCTURED_TYPES),
-        "benign_flag_rate": flag_rate(benign_texts, detect),
+        "head": score(head_set, cached, HEAD_TYPES)
+        | score(*as_one_type(head_set, cached, HEAD_TYPES[1:], PLACE), [PLACE]),
+        "structured": score(all_set, cached, pii_rules.STRUCTURED_TYPES),
+        "benign_flag_rate": flag_rate(benign_texts, cached),
         "benign_texts": f"{len(benign_texts)} MMLU questions from held-out subjects (every 4th subject, sorted)",
         "benign_note": "real names and places in these questions count as flags too: an upper bound on false positives",
     }
 
 
-def evaluate_encoder(encoder: Encoder, cache_dir: Path, per_template: int = 20, benign: int = 1500) -> dict[str, object]:
+def evaluate_encoder(
+    encoder: Encoder, cache_dir: Path, per_template: int = 20, benign: int = 1500
+) -> dict[str, object]:
     """`evaluate_pii` for the runtime path: one encoder pass per text, then `detect_pii`."""
     texts = pii_data.benign_questions(cache_dir, heldout=True)[:benign]
     return evaluate_pii(lambda text: detect_pii(text, encoder.encode(text)), cache_dir, per_template, texts)

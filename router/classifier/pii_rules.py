@@ -32,16 +32,22 @@ _EMAIL = re.compile(
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b"
 )
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])")
+_IPV6 = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])"
+)
 _PHONE_END = r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?!\w|-\d|\.\d)"
 _PHONE = re.compile(
-    r"(?<![\w+.-])(?:\+|00)?\d[\d ().-]{5,18}\d" + _PHONE_END + r"|(?<![\w+.-])\(\d{2,5}\)[\d .-]{5,14}\d" + _PHONE_END,
+    r"(?<![\w+.-])(?:\+|00)?\d[\d ().-]{5,18}\d"
+    + _PHONE_END
+    + r"|(?<![\w+.-])\(\d{2,5}\)[\d .-]{5,14}\d"
+    + _PHONE_END,
     re.IGNORECASE,
 )
 # Dates, times and decimals have phone-like digit counts; they are never phone numbers.
 _NOT_PHONE = re.compile(r"(?:19|20)\d\d-[01]\d-[0-3]\d|[0-3]?\d[./-][01]?\d[./-](?:19|20)?\d\d\b|\d+\.\d+$")
 # National formats are ambiguous without a country: a number counts if it is possible in any of these.
 _PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN")
+_POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
 _PHONE_CONTEXT = re.compile(
     r"\b(?:phone|call|mobile|cell|tel|fax|number|contact|reach|text|sms|messag|answer|whats ?app|dial|desk|office)",
     re.IGNORECASE,
@@ -158,7 +164,9 @@ def _phones(text: str) -> Iterator[PIIFinding]:
             continue
         number = _parse_phone("+" + raw[2:] if raw.startswith("00") else raw)
         if number is not None:
-            yield PIIFinding(PHONE_NUMBER, m.start(), m.end(), 0.9 if phonenumbers.is_valid_number(number) else 0.6)
+            yield PIIFinding(
+                PHONE_NUMBER, m.start(), m.end(), 0.9 if phonenumbers.is_valid_number(number) else 0.6
+            )
 
 
 def _parse_phone(raw: str) -> phonenumbers.PhoneNumber | None:
@@ -178,7 +186,8 @@ def _parse_phone(raw: str) -> phonenumbers.PhoneNumber | None:
             number = phonenumbers.parse(raw, region)
         except phonenumbers.NumberParseException:
             continue
-        if phonenumbers.is_possible_number(number):
+        # IS_POSSIBLE_LOCAL_ONLY (7 digits, no area code) is also true of postcodes like "4736-819".
+        if phonenumbers.is_possible_number_with_reason(number) == _POSSIBLE:
             return number
     return None
 

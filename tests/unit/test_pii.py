@@ -16,7 +16,12 @@ MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "minilm"
 
 @pytest.mark.parametrize(
     ("digits", "valid"),
-    [("4111111111111111", True), ("4111111111111112", False), ("378282246310005", True), ("378282246310006", False)],
+    [
+        ("4111111111111111", True),
+        ("4111111111111112", False),
+        ("378282246310005", True),
+        ("378282246310006", False),
+    ],
 )
 def test_luhn(digits: str, valid: bool) -> None:
     assert rules.luhn_valid(digits) is valid
@@ -78,6 +83,7 @@ def test_structured_span_is_exact(value: str, kind: str) -> None:
         "version 999.1.1.1 of the ruleset",  # not an IPv4 address
         "order number 536904399 shipped",  # bare nine digits without an SSN keyword
         "what is 12 * 7? and 1234567 / 3?",
+        "Rua Almeida, 86, 4736-819 Lamego",  # a Portuguese postcode is 7 digits, like a US local number
     ],
 )
 def test_invalid_or_look_alike_numbers_are_not_reported(text: str) -> None:
@@ -99,7 +105,7 @@ def test_iban_stops_at_registered_length() -> None:
 
 def _one_hot_head() -> TokenHead:
     """A head whose label is the index of the hot state dimension: tests decoding, not learning."""
-    n_in, labels = 384 + 4, ("O", "PERSON", "STREET_ADDRESS", "LOCATION", "ORGANIZATION")
+    n_in, labels = 3 * 384 + 4, ("O", "PERSON", "STREET_ADDRESS", "LOCATION", "ORGANIZATION")
     w1 = np.zeros((n_in, len(labels)), np.float32)
     w1[: len(labels), :] = np.eye(len(labels), dtype=np.float32) * 20
     return TokenHead(
@@ -124,7 +130,16 @@ def _tokens(text: str, pieces: list[tuple[str, int]]) -> SimpleNamespace:
 
 def test_head_spans_group_runs_extend_words_and_drop_unemitted() -> None:
     text = "Ask Margaret Thompson at Acme Corp about Z"
-    pieces = [("Ask", 0), ("Marg", 1), ("Thompson", 1), ("at", 0), ("Acme", 4), ("Corp", 4), ("about", 0), ("Z", 1)]
+    pieces = [
+        ("Ask", 0),
+        ("Marg", 1),
+        ("Thompson", 1),
+        ("at", 0),
+        ("Acme", 4),
+        ("Corp", 4),
+        ("about", 0),
+        ("Z", 1),
+    ]
     found = _one_hot_head().spans(text, _tokens(text, pieces))
     # "Marg" grows to the whole word; ORGANIZATION is not emitted; a lone letter is not a name.
     assert [(f.type, text[f.start : f.end]) for f in found] == [("PERSON", "Margaret Thompson")]
@@ -134,14 +149,27 @@ def test_structured_finding_wins_over_overlapping_head_span() -> None:
     text = "mail anna.smith@example.org now"
     pieces = [("mail", 0), ("anna", 1), ("smith", 1), ("example", 0), ("org", 0), ("now", 0)]
     found = detect_pii(text, _tokens(text, pieces), _one_hot_head())
-    assert [(f.type, text[f.start : f.end]) for f in found] == [(rules.EMAIL_ADDRESS, "anna.smith@example.org")]
+    assert [(f.type, text[f.start : f.end]) for f in found] == [
+        (rules.EMAIL_ADDRESS, "anna.smith@example.org")
+    ]
 
 
-def test_shape_features_follow_offsets() -> None:
-    text = "Bill paid IBM"
-    feats = token_features(text, _tokens(text, [("Bill", 0), ("paid", 0), ("IBM", 0)]))
-    assert feats.shape == (3, 388)
-    assert feats[:, 384:].tolist() == [[1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 0, 0]]
+def test_token_features_hold_neighbours_and_shape() -> None:
+    text = "Bill paid IBM for McDonald2"
+    pieces = [("Bill", 1), ("paid", 0), ("IBM", 2), ("for", 0), ("Mc", 0), ("Donald2", 0)]
+    feats = token_features(text, _tokens(text, pieces))
+    assert feats.shape == (6, 3 * 384 + 4)
+    assert feats[1, 384 + 1] == 1.0 and feats[1, 768 + 2] == 1.0  # "paid" sees "Bill" before, "IBM" after
+    assert not feats[0, 384:768].any() and not feats[-1, 768:1152].any()  # zero padding at the edges
+    # capital, all caps, continues a word, has a digit
+    assert feats[:, -4:].tolist() == [
+        [1, 0, 0, 0],
+        [0, 0, 0, 0],
+        [1, 1, 0, 0],
+        [0, 0, 0, 0],
+        [1, 0, 0, 0],
+        [1, 0, 1, 1],
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +189,9 @@ def encoder():  # type: ignore[no-untyped-def]
          "STREET_ADDRESS", "742 Evergreen Terrace"),
     ],
 )  # fmt: skip
-def test_real_head_finds_name_and_address_in_fresh_sentence(encoder, text: str, kind: str, value: str) -> None:  # type: ignore[no-untyped-def]
+def test_real_head_finds_name_and_address_in_fresh_sentence(
+    encoder, text: str, kind: str, value: str
+) -> None:  # type: ignore[no-untyped-def]
     found = detect_pii(text, encoder.encode(text))
     start = text.index(value)
     assert any(f.type == kind and f.start <= start < f.end for f in found), found

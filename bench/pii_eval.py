@@ -1,0 +1,105 @@
+"""PII accuracy on held-out synthetic data and the PII part's latency: writes bench/results/pii_eval.json.
+
+    python bench/pii_eval.py [--model-dir models/minilm] [--per-template 20] [--repeats 300]
+
+Accuracy: router.classifier.pii_eval (splits described there). Latency: detect_pii only (validators +
+token head on an already computed EncodedText), 1 thread, at ~16/64/256 tokens; the encoder pass is
+timed beside it for scale. Needs Faker (train extra) and the exported encoder.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from router.classifier.encoder import Encoder
+from router.classifier.pii import default_head, detect_pii
+from router.classifier.pii_eval import evaluate_encoder
+from router.classifier.pii_rules import find_structured
+
+PROMPT = (
+    "Hi, I'm Margaret Thompson. Please send the new card to 742 Evergreen Terrace, Springfield, and call me "
+    "at (415) 555-2671 if there is a problem; my old card 4111 1111 1111 1111 was stolen in Lisbon. "
+)
+
+
+def _percentiles(fn: Callable[[], object], repeats: int) -> dict[str, float]:
+    for _ in range(20):
+        fn()
+    times = np.empty(repeats)
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - t0
+    return {"p50_ms": float(np.percentile(times, 50) * 1e3), "p99_ms": float(np.percentile(times, 99) * 1e3)}
+
+
+def _text_with_tokens(encoder: Encoder, tokens: int) -> str:
+    words = (PROMPT * 20).split(" ")
+    lo, hi = 1, len(words)
+    while lo < hi:  # longest word prefix with at most `tokens` content tokens
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if encoder.count_tokens(" ".join(words[:mid])) <= tokens else (lo, mid - 1)
+    return " ".join(words[:lo])
+
+
+def latency(encoder: Encoder, repeats: int) -> dict[str, dict[str, object]]:
+    head = default_head()
+    out: dict[str, dict[str, object]] = {}
+    for tokens in (16, 64, 256):
+        text = _text_with_tokens(encoder, tokens)
+        encoded = encoder.encode(text)
+        out[str(tokens)] = {
+            "tokens": len(encoded.offsets),
+            "detect_pii": _percentiles(partial(detect_pii, text, encoded, head), repeats),
+            "validators_only": _percentiles(partial(find_structured, text), repeats),
+            "token_head_only": _percentiles(partial(head.spans, text, encoded), repeats),
+            "encoder_for_scale": _percentiles(partial(encoder.encode, text), repeats),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "minilm")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / "var" / "pii")
+    parser.add_argument("--per-template", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pii_eval.json")
+    args = parser.parse_args()
+    encoder = Encoder(args.model_dir, threads=1)
+    result = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "threads": 1},
+        "accuracy": evaluate_encoder(encoder, args.cache_dir, args.per_template),
+        "latency": latency(encoder, args.repeats),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    acc = result["accuracy"]
+    for group in ("head", "structured"):
+        for kind, m in acc[group].items():  # type: ignore[index]
+            print(f"{kind:15s} P={m['precision']:.3f} R={m['recall']:.3f} F1={m['f1']:.3f} n={m['support']}")
+    print("benign flag rate:", acc["benign_flag_rate"])  # type: ignore[index]
+    for tokens, row in result["latency"].items():
+        print(tokens, {k: v for k, v in row.items() if k != "tokens"})
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
