@@ -144,13 +144,21 @@ def _ips(text: str) -> Iterator[PIIFinding]:
     for pattern, parse in ((_IPV4, ipaddress.IPv4Address), (_IPV6, ipaddress.IPv6Address)):
         for m in pattern.finditer(text):
             candidate = m.group()
-            if pattern is _IPV6 and (len(candidate) < 3 or not any(c.isalnum() for c in candidate)):
+            if not _address_shaped(candidate, pattern is _IPV6):
                 continue
             try:
                 parse(candidate)
             except ValueError:
                 continue
             yield PIIFinding(IP_ADDRESS, m.start(), m.end(), 1.0)
+
+
+def _address_shaped(candidate: str, v6: bool) -> bool:
+    """Valid but implausible forms are code and section numbers: `arr[1::2]`, "section 3.1.2.4"."""
+    groups = [g for g in re.split(r"[:.]", candidate) if g]
+    if v6:
+        return len(groups) >= 4 or any(len(g) >= 3 for g in groups)
+    return any(len(g) > 1 for g in groups)
 
 
 def _phones(text: str) -> Iterator[PIIFinding]:

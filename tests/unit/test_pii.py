@@ -66,6 +66,8 @@ def _found(text: str) -> list[tuple[str, str]]:
         ("+41 44 668 18 00", rules.PHONE_NUMBER),
         ("192.168.10.254", rules.IP_ADDRESS),
         ("2001:db8::8a2e:370:7334", rules.IP_ADDRESS),
+        ("fe80::1", rules.IP_ADDRESS),
+        ("10.0.0.1", rules.IP_ADDRESS),
     ],
 )
 def test_structured_span_is_exact(value: str, kind: str) -> None:
@@ -83,6 +85,8 @@ def test_structured_span_is_exact(value: str, kind: str) -> None:
         "version 999.1.1.1 of the ruleset",  # not an IPv4 address
         "order number 536904399 shipped",  # bare nine digits without an SSN keyword
         "what is 12 * 7? and 1234567 / 3?",
+        "print(arr[1::2]) and a[b::c]",  # slices parse as IPv6 but are code
+        "see section 3.1.2.4 of the spec",  # a section number, not an IPv4 address
         "Rua Almeida, 86, 4736-819 Lamego",  # a Portuguese postcode is 7 digits, like a US local number
     ],
 )
