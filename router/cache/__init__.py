@@ -1,8 +1,15 @@
 """Semantic cache: one facade (`SemanticCache`, `build_cache_request`) over pluggable stores."""
 
 from router.cache.keys import SkipReason
-from router.cache.semantic_cache import CacheHit, CacheRequest, SemanticCache, build_cache_request, make_store
+from router.cache.semantic_cache import (
+    CACHE_REASONS,
+    CacheHit,
+    CacheRequest,
+    SemanticCache,
+    build_cache_request,
+    make_store,
+)
 from router.cache.store import CacheBackendError, CacheStore
 
-__all__ = ["CacheBackendError", "CacheHit", "CacheRequest", "CacheStore", "SemanticCache", "SkipReason",
-           "build_cache_request", "make_store"]
+__all__ = ["CACHE_REASONS", "CacheBackendError", "CacheHit", "CacheRequest", "CacheStore", "SemanticCache",
+           "SkipReason", "build_cache_request", "make_store"]

@@ -34,6 +34,12 @@ from router.observability import metrics
 log = structlog.get_logger(__name__)
 CONTROL_HEADER = "x-vsr-cache-control"
 _FINISH_OK = frozenset({"stop", "length", "tool_calls", "function_call"})
+# Every `reason` label value this module emits: declare them with metrics.set_label_values("cache_reason", ...).
+CACHE_REASONS = (
+    "exact", "semantic", "lookup", "write", "purge", "stats",
+    "not_completion", "no_choices", "bad_message", "unfinished", "too_large",
+    *(r.value for r in SkipReason),
+)
 
 
 @dataclass(frozen=True, slots=True)
