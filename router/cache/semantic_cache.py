@@ -184,6 +184,10 @@ class SemanticCache:
         except (CacheBackendError, TimeoutError) as exc:
             self._error(exc, "lookup")
             return None
+        except Exception as exc:  # a cache bug must cost a miss, never the request
+            log.exception("cache_lookup_bug", error=type(exc).__name__)
+            self._error(exc, "lookup")
+            return None
         self._count("hit" if hit else "miss", None if hit is None else ("exact" if hit.exact else "semantic"))
         return hit
 
@@ -239,6 +243,10 @@ class SemanticCache:
             async with asyncio.timeout(self.cfg.write_timeout_ms / 1000):
                 await self.backend.upsert(entry)
         except (CacheBackendError, TimeoutError, ValueError) as exc:
+            self._error(exc, "write")
+            return
+        except Exception as exc:  # a background write must not die silently
+            log.exception("cache_write_bug", error=type(exc).__name__)
             self._error(exc, "write")
             return
         self._count("write")
