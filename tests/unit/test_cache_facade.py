@@ -201,3 +201,18 @@ async def test_lru_and_fifo_eviction() -> None:
         await store.upsert(entry("c"))
         assert await store.get(survivor, 1.0) is not None
         assert (await store.stats()).entries == 2 and store.evictions == 1
+
+
+class BuggyStore(MemoryStore):
+    """A backend bug (not a CacheBackendError) must still cost only a miss."""
+
+    async def search(self, scope: str, vector: np.ndarray, top_k: int, min_similarity: float,
+                     now: float) -> list[Candidate]:
+        raise RuntimeError("bug")
+
+
+async def test_backend_bug_is_a_counted_miss() -> None:
+    cache = SemanticCache(CFG.semantic_cache, BuggyStore(100))
+    assert await cache.lookup(make_req("Q?", BASE)) is None
+    assert cache.counters["error:lookup"] == 1
+    await cache.close()
