@@ -257,9 +257,11 @@ class SemanticCache:
             await asyncio.wait(list(self._tasks))
 
     async def _purge_loop(self) -> None:
+        """Purge expired entries and refresh the entries gauge every `purge_interval_s`."""
         while True:
             await asyncio.sleep(self.cfg.purge_interval_s)
             await self.purge_expired()
+            await self.stats()
 
     async def purge_expired(self) -> int:
         try:
