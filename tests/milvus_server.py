@@ -100,6 +100,7 @@ class MilvusServer:
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
         self.data_dir: Path | None = None
+        self._used: list[Path] = []  # every start gets a fresh dir; all are removed at the end
 
     @property
     def uri(self) -> str:
@@ -111,6 +112,7 @@ class MilvusServer:
             raise RuntimeError(f"refusing to start Milvus outside an isolated network namespace: {NETNS_HINT}")
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.base_dir))
+        self._used.append(self.data_dir)
         _prime_binaries(self.data_dir)
         log = open(self.data_dir / "wrapper.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
@@ -148,8 +150,9 @@ class MilvusServer:
         self.proc = None
 
     def remove_data(self) -> None:
-        if self.data_dir is not None:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
+        for path in self._used:
+            shutil.rmtree(path, ignore_errors=True)
+        self._used.clear()
 
 
 def _accepts(port: int) -> bool:
