@@ -55,6 +55,22 @@ def _ext_proc_filter(cfg: RouterConfig) -> dict[str, Any]:
     }
 
 
+def _strip_identity_headers(cfg: RouterConfig) -> dict[str, Any]:
+    """Clients must not pick their cache tenant: drop identity headers they send themselves.
+
+    An auth filter that sets these headers from a verified token belongs after this one.
+    """
+    c = cfg.semantic_cache
+    names = sorted({h.lower() for h in [*c.tenant_headers, *c.user_headers]})
+    return {
+        "name": "strip_client_identity_headers",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [{"remove": n} for n in names]},
+        },
+    }
+
+
 def _routes(cfg: RouterConfig) -> list[dict[str, Any]]:
     timeout = _duration(cfg.envoy.upstream_timeout_s)
     header = cfg.server.selection_header
@@ -79,7 +95,7 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         "always_set_request_id_in_response": True,
         "route_config": {"name": "models", "virtual_hosts": [
             {"name": "openai", "domains": ["*"], "routes": _routes(cfg)}]},
-        "http_filters": [_ext_proc_filter(cfg), {
+        "http_filters": [_strip_identity_headers(cfg), _ext_proc_filter(cfg), {
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import structlog
 
+from router.cache import CACHE_REASONS, SemanticCache
 from router.config import ConfigError, RouterConfig, load_config
+from router.observability import metrics
 from router.observability.health import Readiness
 from router.observability.ops import declare_config_labels
 from router.policy import Policy
@@ -30,7 +31,7 @@ class Runtime:
     cfg: RouterConfig
     policy: Policy
     classifier: Classifier | None
-    cache: Any | None  # router.cache.SemanticCache; typed loosely to keep extproc free of Milvus
+    cache: SemanticCache | None
     streams: int = 0
     retired: bool = False
     _closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -60,9 +61,7 @@ def _build_classifier(cfg: RouterConfig) -> Classifier:
     return load_classifier(cfg)
 
 
-def _build_cache(cfg: RouterConfig) -> Any:
-    from router.cache import SemanticCache
-
+def _build_cache(cfg: RouterConfig) -> SemanticCache:
     return SemanticCache.from_config(cfg)
 
 
@@ -114,6 +113,7 @@ class RuntimeHolder:
     def _apply(self, new: Runtime) -> None:
         old, self.current = self.current, new
         declare_config_labels(new.cfg)
+        metrics.set_label_values("cache_reason", CACHE_REASONS)
         self._readiness.set("config", True, str(self.path))
         self._readiness.set("models", True, "classifier loaded" if new.classifier else "classifier disabled")
         self.loaded.set()

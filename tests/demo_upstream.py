@@ -42,6 +42,9 @@ class DemoModel:
             error = {"error": {"message": f"injected failure {status}", "type": "server_error", "code": None}}
             return web.json_response(error, status=status)
         received = {k: body[k] for k in ECHO_FIELDS if k in body}
+        identity = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-authz-")}
+        if identity:
+            received["identity_headers"] = identity
         if body.get("stream"):
             return await self._stream(request, body, received)
         text = self.answer_text(body)

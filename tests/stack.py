@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -147,9 +148,21 @@ class Stack:
             f.close()
 
 
+def _persistent_cache_secret(path: Path) -> None:
+    """Tenant namespaces are HMACs: keep the local secret across restarts so the cache survives them."""
+    if "VSR_CACHE_HMAC_SECRET" in os.environ:
+        return
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    os.environ["VSR_CACHE_HMAC_SECRET"] = path.read_text().strip()
+
+
 def main() -> None:
     """`make run`: the whole local stack in the foreground until Ctrl-C or SIGTERM."""
     config = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "config" / "config.yaml")
+    _persistent_cache_secret(ROOT / "var" / "cache-hmac.secret")
     stack = Stack(config, ROOT / "var", envoy_config_path=ROOT / "envoy" / "envoy.yaml")
     stopping = False
 

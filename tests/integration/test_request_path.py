@@ -88,6 +88,13 @@ def test_request_id_is_kept_end_to_end(http: httpx.Client) -> None:
     assert r.headers["x-request-id"] == "req-42"
 
 
+def test_clients_cannot_choose_their_cache_tenant(client: openai.OpenAI) -> None:
+    """Identity headers only an auth filter may set are stripped before the router sees them."""
+    completion = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": CHAT}],
+                                                extra_headers={"x-authz-tenant-id": "someone-else"})
+    assert "identity_headers" not in _upstream(completion)["received"]
+
+
 def test_upstream_errors_reach_the_client(client: openai.OpenAI) -> None:
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(model="auto", messages=[{"role": "user", "content": CHAT}],
