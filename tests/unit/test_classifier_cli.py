@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from router.classifier.cli import register
+from router.classifier.model import load_classifier
+from router.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,10 +42,13 @@ def test_classify_jsonl_one_line_per_input(
     ]
     file = tmp_path / "in.jsonl"
     file.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    assert run(["classify", "--config", str(ROOT / "config" / "config.yaml"), "--jsonl", str(file)]) == 0
+    config = ROOT / "config" / "config.yaml"
+    assert run(["classify", "--config", str(config), "--jsonl", str(file)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 3
-    assert rows[0]["category"] == "biology" and not rows[0]["jailbreak"]
+    direct = load_classifier(load_config(config)).classify(texts[0])
+    assert (rows[0]["category"], rows[0]["confidence"]) == (direct.category, round(direct.confidence, 4))
+    assert not rows[0]["jailbreak"]
     assert rows[1]["jailbreak"] is True
     assert rows[2]["pii"] == ["EMAIL_ADDRESS"]
 
