@@ -173,7 +173,12 @@ def build(out_dir: Path, source_spec: str = "package", fp32: bool = False, force
     if not force and is_current(out_dir, source, fp32):
         _progress(1, 1, f"{out_dir} is up to date (manifest matches)", started)
         return out_dir / MANIFEST
-    _progress(1, 4, "preparing build venv .venv-build (torch CPU, transformers, onnx)", started)
+    _progress(
+        1,
+        4,
+        "preparing build venv .venv-build (first run installs torch CPU, transformers, onnx: ~1 min)",
+        started,
+    )
     python = ensure_build_venv()
     with tempfile.TemporaryDirectory(prefix="minilm-build-") as tmp:
         work, staging = Path(tmp) / "src", Path(tmp) / "out"
