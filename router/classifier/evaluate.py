@@ -66,7 +66,7 @@ def plot_confusion(domain: dict, path: Path) -> None:
     axes.set_yticks(range(len(labels)), labels)
     for (row, col), count in np.ndenumerate(matrix):
         if count:
-            axes.text(col, row, int(count), ha="center", va="center", fontsize=7,
+            axes.text(col, row, str(int(count)), ha="center", va="center", fontsize=7,
                       color="white" if share[row, col] > 0.5 else "black")  # fmt: skip
     accuracy = domain["question_only"]["accuracy"]
     axes.set_title(f"Domain head, MMLU held-out, question only (accuracy {accuracy})")
@@ -83,11 +83,15 @@ def run_eval(models: EncoderModels, jailbreak_threshold: float, out_dir: Path, w
 
     started = time.monotonic()
     plain = EncoderClassifier(models, fit_example_head({}, models.encoder), 1.0, pii_enabled=False)
-    report = {"domain": evaluate_domain(plain), "jailbreak": evaluate_jailbreak(plain, jailbreak_threshold)}
+    domain = evaluate_domain(plain)
+    report: dict[str, object] = {
+        "domain": domain,
+        "jailbreak": evaluate_jailbreak(plain, jailbreak_threshold),
+    }
     if with_pii:
         report["pii"] = pii_eval.evaluate_encoder(models.encoder, PII_CACHE)
     report["seconds"] = round(time.monotonic() - started, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "classifier_eval.json").write_text(json.dumps(report, indent=1) + "\n")
-    plot_confusion(report["domain"], out_dir / "domain_confusion.png")
+    plot_confusion(domain, out_dir / "domain_confusion.png")
     return report

@@ -54,7 +54,7 @@ class MLPHead:
         for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             arrays[f"w{index}"] = weight.astype(np.float16)
             arrays[f"b{index}"] = bias.astype(np.float32)
-        np.savez_compressed(path, **arrays)
+        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
 
     @classmethod
     def load(cls, path: Path) -> MLPHead:

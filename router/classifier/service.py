@@ -35,6 +35,14 @@ def to_response(result: Classification, jailbreak_threshold: float) -> Any:
     )
 
 
+def _refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str) -> Any:
+    """An empty reply carrying an error status (the call fails on the client with `code`)."""
+    context.set_code(code)
+    context.set_details(details)
+    pb2, _ = load()
+    return pb2.ClassifyResponse()
+
+
 def add_to_server(
     server: grpc.aio.Server, source: ClassifierSource, executor: Executor | None = None
 ) -> None:
@@ -45,11 +53,11 @@ def add_to_server(
         async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
             classifier, threshold = source()
             if classifier is None:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "the classifier is disabled in this config")
-            if len(request.text) > MAX_TEXT_CHARS:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"text longer than {MAX_TEXT_CHARS} chars"
+                return _refuse(
+                    context, grpc.StatusCode.UNAVAILABLE, "the classifier is disabled in this config"
                 )
+            if len(request.text) > MAX_TEXT_CHARS:
+                return _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"text over {MAX_TEXT_CHARS} chars")
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(executor, classifier.classify, request.text)
             return to_response(result, threshold)
