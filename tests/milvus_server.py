@@ -22,6 +22,7 @@ session); the 56 MB of unpacked binaries are hard-linked from one cache to skip 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -147,12 +148,26 @@ class MilvusServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
+        _reap_group(self.proc.pid)
         self.proc = None
 
     def remove_data(self) -> None:
         for path in self._used:
             shutil.rmtree(path, ignore_errors=True)
         self._used.clear()
+
+
+def _reap_group(pgid: int, timeout_s: float = 15.0) -> None:
+    """The wrapper can exit before the milvus binary it started: wait for its whole group, then kill."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _accepts(port: int) -> bool:
