@@ -6,9 +6,9 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
@@ -16,6 +16,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1.health import aio as grpc_health_aio
 
+from router.classifier.service import add_to_server as add_classifier_api
 from router.config import ConfigError, ObservabilityConfig, RouterConfig, ServerConfig, load_config
 from router.extproc.session import StreamSession
 from router.observability import logs, metrics
@@ -23,6 +24,7 @@ from router.observability.health import Readiness, add_grpc_health
 from router.observability.logs import LogFormat
 from router.observability.ops import configure_logs, start_ops
 from router.runtime import RuntimeHolder
+from router.signals import Classifier
 
 log = logs.get_logger("router.extproc")
 
@@ -126,6 +128,12 @@ async def serve(config_path: Path, log_format: LogFormat | None = None) -> None:
     executor.shutdown(wait=False, cancel_futures=True)
 
 
+def _classifier_of(holder: RuntimeHolder) -> tuple[Classifier | None, float]:
+    """The Classify RPC follows config reloads like the ext_proc streams do."""
+    runtime = holder.current
+    return (runtime.classifier, runtime.cfg.classifier.jailbreak_threshold) if runtime else (None, 0.5)
+
+
 async def _first(*events: asyncio.Event) -> None:
     """Wait until any of the events is set."""
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
@@ -141,6 +149,7 @@ async def _start_grpc(holder: RuntimeHolder, executor: ThreadPoolExecutor, readi
                                       ("grpc.max_send_message_length", limit)])
     pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(holder, executor), server)
     health = add_grpc_health(server, readiness)
+    add_classifier_api(server, lambda: _classifier_of(holder), executor)
     address = f"{cfg.host}:{cfg.port}"
     server.add_insecure_port(address)
     await server.start()

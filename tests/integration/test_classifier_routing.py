@@ -77,3 +77,15 @@ def test_pii_an_explicit_model_may_not_see_is_blocked(client: openai.OpenAI) -> 
 def _upstream_calls(stack: Stack) -> int:
     return sum(httpx.get(f"http://{ep.address}:{ep.port}/stats").json()["requests"]
                for m in stack.cfg.models.values() for ep in m.endpoints)
+
+
+def test_the_router_serves_the_same_classification_over_its_own_grpc_api(stack: Stack) -> None:
+    import grpc
+
+    from router.classifier.protos import load
+
+    pb2, pb2_grpc = load()
+    with grpc.insecure_channel(f"{stack.cfg.server.host}:{stack.cfg.server.port}") as channel:
+        reply = pb2_grpc.ClassifierStub(channel).Classify(pb2.ClassifyRequest(text="Solve for x: 3x + 5 = 20"),
+                                                            timeout=10)
+    assert reply.category == "math" and reply.confidence >= 0.35 and not reply.jailbreak
