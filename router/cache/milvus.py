@@ -76,7 +76,7 @@ class MilvusStore:
     def __init__(
         self, uri: str, collection: str, *, token: str = "", index_type: str = "HNSW",
         index_params: dict[str, int] | None = None, search_params: dict[str, int] | None = None,
-        consistency_level: str = "Session", timeout_s: float = 0.05, write_timeout_s: float = 2.0,
+        consistency_level: str = "Bounded", timeout_s: float = 0.05, write_timeout_s: float = 2.0,
         reconnect_backoff_s: float = 2.0,
     ):
         self.uri, self.collection, self._token = uri, collection, token

@@ -20,9 +20,11 @@ from pymilvus import DataType, MilvusClient
 from router.cache.memory import MemoryStore
 from router.cache.milvus import CacheSchemaError, MilvusStore
 from router.cache.store import CacheBackendError, CacheEntry, CacheStore
-from tests.milvus_server import MilvusServer, milvus_server  # noqa: F401 - pytest fixture
+from tests.milvus_server import MilvusServer, _accepts
 
 NOW = time.time()
+# These cases check what a store keeps, not how soon a write shows: read your own writes.
+READ_YOUR_WRITES = "Session"
 T = TypeVar("T")
 rng = np.random.default_rng(1)
 
@@ -65,10 +67,10 @@ async def store(request: pytest.FixtureRequest, lite_path: Path) -> AsyncIterato
     if request.param == "memory":
         s = MemoryStore(1000)
     elif request.param == "lite":
-        s = MilvusStore(str(lite_path), collection, timeout_s=10, write_timeout_s=30)
+        s = MilvusStore(str(lite_path), collection, timeout_s=10, write_timeout_s=30, consistency_level=READ_YOUR_WRITES)
     else:
         s = MilvusStore(_uri(request.getfixturevalue("milvus_server")), collection, timeout_s=10,
-                        write_timeout_s=30)
+                        write_timeout_s=30, consistency_level=READ_YOUR_WRITES)
     yield s
     await s.close()
 
@@ -139,7 +141,7 @@ async def test_existing_collection_with_another_schema_is_refused(
     uri = str(lite_path) if kind == "lite" else _uri(request.getfixturevalue("milvus_server"))
     collection = f"bad_{uuid.uuid4().hex[:12]}"
     _wrong_schema(uri, collection)
-    s = MilvusStore(uri, collection, timeout_s=10, write_timeout_s=30)
+    s = MilvusStore(uri, collection, timeout_s=10, write_timeout_s=30, consistency_level=READ_YOUR_WRITES)
     with pytest.raises(CacheSchemaError, match="another schema"):
         await s.get(k(1), NOW)
     await s.close()
@@ -147,10 +149,10 @@ async def test_existing_collection_with_another_schema_is_refused(
 
 async def test_collection_is_created_then_reopened_with_its_entries(lite_path: Path) -> None:
     collection = f"t_{uuid.uuid4().hex[:12]}"
-    first = MilvusStore(str(lite_path), collection, timeout_s=10, write_timeout_s=30)
+    first = MilvusStore(str(lite_path), collection, timeout_s=10, write_timeout_s=30, consistency_level=READ_YOUR_WRITES)
     await first.upsert(entry(k(9)))
     await first.close()
-    again = MilvusStore(str(lite_path), collection, timeout_s=10, write_timeout_s=30)
+    again = MilvusStore(str(lite_path), collection, timeout_s=10, write_timeout_s=30, consistency_level=READ_YOUR_WRITES)
     assert await again.get(k(9), NOW) is not None
     await again.close()
 
@@ -169,12 +171,14 @@ async def test_server_stopped_mid_test_misses_counts_and_reconnects(request: pyt
     server = request.getfixturevalue("milvus_server")
     if isinstance(server, str):
         pytest.skip("VSR_MILVUS_URI names a server this test does not own; unset it to run the fault test")
-    s = MilvusStore(server.uri, "faults", timeout_s=0.2, write_timeout_s=30, reconnect_backoff_s=0.5)
+    s = MilvusStore(server.uri, "faults", timeout_s=0.2, write_timeout_s=30, reconnect_backoff_s=0.5,
+                    consistency_level=READ_YOUR_WRITES)
     try:
         await s.upsert(entry(k(1)))
         assert await _eventually(lambda: s.get(k(1), NOW)) is not None  # first reads load segments
         assert await _eventually(lambda: s.search("aa", BASE, 3, 0.5, NOW))
         server.stop()
+        assert not _accepts(server.port), "something still listens on the stopped server's port"
         for _ in range(3):
             started = time.monotonic()
             with pytest.raises(CacheBackendError):

@@ -16,7 +16,7 @@ import pytest
 from router.cache import CacheRequest, SemanticCache, build_cache_request
 from router.cache.cli import namespace_for, register
 from router.config import RouterConfig, parse_config
-from tests.milvus_server import MilvusServer, milvus_server  # noqa: F401 - pytest fixture
+from tests.milvus_server import MilvusServer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 MODEL_DIR = ROOT / "models" / "minilm"
@@ -35,8 +35,9 @@ def encode() -> Any:
 def config(uri: str, collection: str) -> RouterConfig:
     return parse_config({
         "default_model": "m1", "models": {"m1": {"endpoints": [{"port": 8001}]}},
+        # Session: these cases read their own writes at once (production uses Bounded, see config.py)
         "semantic_cache": {"uri": uri, "collection": collection, "lookup_timeout_ms": 2000,
-                           "write_timeout_ms": 30000},
+                           "write_timeout_ms": 30000, "consistency_level": "Session"},
     })
 
 
