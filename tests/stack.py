@@ -33,7 +33,8 @@ _port_blocks = itertools.count(0)
 def derive_config(tmp: Path, overrides: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """The shipped config on ports of its own (so tests never collide with `make run`)."""
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    base = 20000 + 100 * (next(_port_blocks) + 10 * (os.getpid() % 40))
+    # Below the kernel's ephemeral range (32768+), where outgoing connections could hold our ports.
+    base = 20000 + 100 * ((next(_port_blocks) + 15 * (os.getpid() % 8)) % 120)
     cfg["server"].update(port=base + 51, metrics_port=base + 90)
     cfg["envoy"].update(port=base + 1, admin_port=base + 99)
     for i, model in enumerate(cfg["models"].values()):
