@@ -23,8 +23,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.milvus_server import MilvusServer  # noqa: E402
-from tests.stack import ROOT, Stack, derive_config  # noqa: E402
+from tests.milvus_server import MilvusServer
+from tests.stack import ROOT, Stack, derive_config
 
 HEADERS = {"authorization": "Bearer sk-bench"}
 

@@ -24,8 +24,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from router.envoy_config import envoy_config  # noqa: E402
-from tests.stack import ROOT, Stack, derive_config, wait_for_port  # noqa: E402
+from router.envoy_config import envoy_config
+from tests.stack import ROOT, Stack, derive_config, wait_for_port
 
 
 def _bare_envoy(stack: Stack, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:

@@ -89,7 +89,7 @@ class StreamSession:
                 return self.on_response_body(req.response_body)
         except RouterError as exc:
             return self.reject(exc)
-        except Exception:  # noqa: BLE001 - a bug must become a 500 for this request, not a dead stream
+        except Exception:
             log.exception("extproc_phase_failed", phase=phase, request_id=self.request.request_id)
             return self.reject(InternalError("The router failed to process the request"))
         return _continue(phase)

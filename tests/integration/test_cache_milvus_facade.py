@@ -16,7 +16,6 @@ import pytest
 from router.cache import CacheRequest, SemanticCache, build_cache_request
 from router.cache.cli import namespace_for, register
 from router.config import RouterConfig, parse_config
-from tests.milvus_server import MilvusServer
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 MODEL_DIR = ROOT / "models" / "minilm"
