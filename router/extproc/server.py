@@ -101,8 +101,6 @@ async def serve(config_path: Path, log_format: LogFormat | None = None) -> None:
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-worker")
     readiness = Readiness()
     holder = RuntimeHolder(config_path, executor, readiness)
-    ops = await start_ops(obs, server_cfg.metrics_port, config_path, holder.reload, readiness,
-                          cache=lambda: holder.current.cache if holder.current else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -111,6 +109,9 @@ async def serve(config_path: Path, log_format: LogFormat | None = None) -> None:
         await holder.reload()
     except ConfigError as exc:
         log.error("config_invalid", reason=str(exc))
+    # After the first load, so the cache probe never reports a runtime that is still loading.
+    ops = await start_ops(obs, server_cfg.metrics_port, config_path, holder.reload, readiness,
+                          cache=lambda: holder.current.cache if holder.current else None)
     logs.adopt_loggers(*logs.LIBRARY_LOGGERS)  # pymilvus installs its own handlers when imported
     await _first(holder.loaded, stop)
     server = health = None
