@@ -13,11 +13,7 @@ DEFAULT_CONFIG = "config/config.yaml"
 
 
 def _validate(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    cfg = load_config(args.file)
     print(f"{args.file}: OK ({len(cfg.models)} models, {len(cfg.categories)} categories)")
     return 0
 
@@ -25,11 +21,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _envoy_config(args: argparse.Namespace) -> int:
     from router.envoy_config import render
 
-    try:
-        text = render(load_config(args.config))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    text = render(load_config(args.config))
     if args.output == "-":
         sys.stdout.write(text)
     else:
@@ -40,11 +32,7 @@ def _envoy_config(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from router.extproc.server import serve
 
-    try:
-        asyncio.run(serve(Path(args.config), args.log_format))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    asyncio.run(serve(Path(args.config), args.log_format))  # an invalid file waits for a fix
     return 0
 
 
@@ -77,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:  # every problem with file and key path, never a traceback
+        print(exc, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

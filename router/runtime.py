@@ -10,18 +10,19 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
 from router.cache import CACHE_REASONS, SemanticCache
+from router.classifier import load_classifier
 from router.config import ConfigError, RouterConfig, load_config
 from router.observability import metrics
 from router.observability.health import Readiness
 from router.observability.ops import declare_config_labels
 from router.policy import Policy
-from router.signals import Classification, Classifier
+from router.signals import Classifier
 
 log = structlog.get_logger(__name__)
 
@@ -34,15 +35,10 @@ class Runtime:
     cache: SemanticCache | None
     streams: int = 0
     retired: bool = False
-    _closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def close(self) -> None:
         if self.cache is not None:
             await self.cache.close()
-        self._closed.set()
-
-
-NO_SIGNAL = Classification(category=None, confidence=0.0, source="none")
 
 
 def build_runtime(cfg: RouterConfig) -> Runtime:
@@ -50,19 +46,9 @@ def build_runtime(cfg: RouterConfig) -> Runtime:
 
     Relative paths in the config (model dir, cache file) resolve against the working directory.
     """
-    classifier = _build_classifier(cfg) if cfg.classifier.enabled else None
-    cache = _build_cache(cfg) if cfg.semantic_cache.enabled else None
+    classifier = load_classifier(cfg) if cfg.classifier.enabled else None
+    cache = SemanticCache.from_config(cfg) if cfg.semantic_cache.enabled else None
     return Runtime(cfg=cfg, policy=Policy(cfg), classifier=classifier, cache=cache)
-
-
-def _build_classifier(cfg: RouterConfig) -> Classifier:
-    from router.classifier import load_classifier
-
-    return load_classifier(cfg)
-
-
-def _build_cache(cfg: RouterConfig) -> SemanticCache:
-    return SemanticCache.from_config(cfg)
 
 
 class RuntimeHolder:

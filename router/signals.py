@@ -39,6 +39,10 @@ class Classification:
         return frozenset(f.type for f in self.pii)
 
 
+# What the policy sees when no classifier ran (disabled, or it failed): keyword rules and defaults.
+NO_SIGNAL = Classification(category=None, confidence=0.0, source="none")
+
+
 class Classifier(Protocol):
     """Anything that turns text into a Classification; called from a worker thread."""
 

@@ -26,21 +26,17 @@ def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
     return out
 
 
-def _mutation(set_headers: Mapping[str, str], remove: tuple[str, ...] = ()) -> pb.HeaderMutation:
+def _mutation(set_headers: Mapping[str, str]) -> pb.HeaderMutation:
     options = [base_pb2.HeaderValueOption(
         header=base_pb2.HeaderValue(key=k, raw_value=v.encode()),
         append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
     ) for k, v in set_headers.items()]
-    return pb.HeaderMutation(set_headers=options, remove_headers=list(remove))
+    return pb.HeaderMutation(set_headers=options)
 
 
 def continue_request_headers(mode: Mode | None = None) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse()),
                                  mode_override=mode)
-
-
-def continue_request_body() -> pb.ProcessingResponse:
-    return pb.ProcessingResponse(request_body=pb.BodyResponse(response=pb.CommonResponse()))
 
 
 def route_request(body: bytes, headers: Mapping[str, str]) -> pb.ProcessingResponse:

@@ -78,25 +78,22 @@ def _record_usage(cfg: RouterConfig, model: str, usage: dict[str, Any]) -> None:
                          metrics.cost_usd(prompt, completion, price.prompt_per_1m, price.completion_per_1m))
 
 
-def _bootstrap_server_config(path: Path) -> ServerConfig:
-    """The ports to open even when the file is invalid, so /readyz can say why we are not ready."""
+def _bootstrap(path: Path) -> tuple[ServerConfig, ObservabilityConfig]:
+    """Ports and logging before the first load, even from an invalid file, so /readyz can say why."""
     try:
-        return load_config(path).server
+        cfg = load_config(path)
+        return cfg.server, cfg.observability
     except ConfigError:
         try:
             raw = yaml.safe_load(path.read_text())
-            return ServerConfig.model_validate(raw.get("server") or {})
+            return ServerConfig.model_validate(raw.get("server") or {}), ObservabilityConfig()
         except Exception:  # noqa: BLE001 - any unreadable server section means defaults
-            return ServerConfig()
+            return ServerConfig(), ObservabilityConfig()
 
 
 async def serve(config_path: Path, log_format: LogFormat | None = None) -> None:
     """Run until SIGINT/SIGTERM. An invalid config at start keeps the probes up and waits for a fix."""
-    server_cfg = _bootstrap_server_config(config_path)
-    try:
-        obs = load_config(config_path).observability
-    except ConfigError:
-        obs = ObservabilityConfig()
+    server_cfg, obs = _bootstrap(config_path)
     configure_logs(obs, log_format)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-worker")
     readiness = Readiness()

@@ -23,8 +23,8 @@ from router.cache import build_cache_request
 from router.errors import BodyTooLarge, InternalError, InvalidRequest, MethodNotAllowed, RouterError
 from router.extproc import messages as msg
 from router.policy import Decision
-from router.runtime import NO_SIGNAL, Runtime
-from router.signals import Classification
+from router.runtime import Runtime
+from router.signals import NO_SIGNAL, Classification
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +38,6 @@ class RequestState:
 
     headers: dict[str, str] = field(default_factory=dict)
     request_id: str = ""
-    chat: wire.ChatRequest | None = None
     signal: Classification = NO_SIGNAL
     decision: Decision | None = None
     cache_key: Any = None
@@ -66,7 +65,6 @@ class StreamSession:
         self.executor = executor
         self.request = RequestState()
         self.response = ResponseState()
-        self.started = time.perf_counter()
         self.busy = 0.0  # time spent in our handlers: the latency the sidecar adds
 
     async def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
@@ -112,17 +110,14 @@ class StreamSession:
             raise MethodNotAllowed(f"{method} is not allowed on {CHAT_PATH}; use POST")
         if headers.end_of_stream:
             raise InvalidRequest("a chat completion request needs a JSON body")
-        limit = self.runtime.cfg.server.max_body_bytes
         length = h.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
+        if length.isdigit():
+            self._check_size(int(length))  # refuse early, before Envoy buffers the body
         return msg.continue_request_headers()
 
     async def on_request_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
-        limit = self.runtime.cfg.server.max_body_bytes
-        if len(body.body) > limit:
-            raise BodyTooLarge(f"request body of {len(body.body)} bytes exceeds the limit of {limit} bytes")
-        chat = self.request.chat = wire.parse_chat_request(body.body)
+        self._check_size(len(body.body))  # chunked uploads carry no content-length
+        chat = wire.parse_chat_request(body.body)
         self.request.signal = await self._classify(chat)
         decision = self.request.decision = self.runtime.policy.decide(chat, self.request.signal)
         hit = await self._cache_lookup(chat, decision)
@@ -131,6 +126,11 @@ class StreamSession:
         self.request.outcome = "upstream"
         routed = self.runtime.policy.rewrite(chat, decision)
         return msg.route_request(routed, {self.runtime.cfg.server.selection_header: decision.cluster})
+
+    def _check_size(self, size: int) -> None:
+        limit = self.runtime.cfg.server.max_body_bytes
+        if size > limit:
+            raise BodyTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes")
 
     async def _classify(self, chat: wire.ChatRequest) -> Classification:
         """One encoder pass; a failing classifier degrades to keyword rules and the default route."""
