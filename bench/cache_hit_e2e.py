@@ -1,8 +1,13 @@
 """End-to-end latency of a semantic-cache hit through Envoy, against a miss routed upstream.
 
 Starts the real stack (Envoy, router with the ONNX classifier, demo upstreams) with the chosen
-cache backend, primes one answer, then times repeated paraphrase hits and, for contrast, fresh
-misses. Writes bench/results/cache_hit_e2e.json.
+cache backend and primes it with the first question of QQP duplicate pairs (../shared/data). Then,
+per pair, it times three requests:
+- paraphrase: the pair's other question, never sent before, so the classifier runs; only the
+  requests answered from the cache count (the hit rate is reported), the rest are misses;
+- exact repeat: the primed question again (its classification is memoised, router/classifier/memo.py);
+- miss: a fresh question that goes to the demo upstream (which answers at once).
+Writes bench/results/cache_hit_e2e_<backend>.json.
 
     .venv/bin/python bench/cache_hit_e2e.py --backend milvus-lite
     ip netns exec vsr-test .venv/bin/python bench/cache_hit_e2e.py --backend milvus-server   # as root
@@ -11,7 +16,9 @@ misses. Writes bench/results/cache_hit_e2e.json.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -27,6 +34,15 @@ from tests.milvus_server import MilvusServer
 from tests.stack import ROOT, Stack, derive_config
 
 HEADERS = {"authorization": "Bearer sk-bench"}
+QQP = ROOT.parent / "shared" / "data" / "qqp_pairs.jsonl.gz"
+
+
+def _pairs(count: int) -> list[tuple[str, str]]:
+    """Short labelled-duplicate QQP pairs, a fixed sample: (stored question, paraphrase)."""
+    with gzip.open(QQP, "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    dupes = [(r["a"], r["b"]) for r in rows if r["label"] == 1 and max(len(r["a"]), len(r["b"])) <= 200]
+    return random.Random(7).sample(dupes, count)
 
 
 def _body(text: str) -> dict[str, Any]:
@@ -59,37 +75,52 @@ def run(backend: str, requests: int) -> dict[str, Any]:
     stack = Stack(derive_config(tmp, overrides), tmp, log_to=tmp)
     stack.start()
     url = f"{stack.base_url}/chat/completions"
-    hits: list[float] = []
-    misses: list[float] = []
+    pairs = _pairs(requests)
+    series: dict[str, list[float]] = {"paraphrase_hit": [], "exact_repeat_hit": [], "miss": []}
+
+    def timed(client: httpx.Client, text: str) -> tuple[float, bool]:
+        start = time.perf_counter()
+        r = client.post(url, json=_body(text))
+        elapsed = time.perf_counter() - start
+        r.raise_for_status()
+        return elapsed, r.headers.get("x-vsr-cache-hit") == "true"
+
     try:
         with httpx.Client(timeout=10, headers=HEADERS) as client:
-            deadline = time.monotonic() + 60  # the first lookups wait for the collection to exist
-            while client.post(url, json=_body("How do I reset my password?")).headers.get("x-vsr-cache-hit") != "true":
+            for stored, _ in pairs:
+                timed(client, stored)
+            deadline = time.monotonic() + 60  # writes are asynchronous; Milvus search is eventually consistent
+            while not timed(client, pairs[-1][0])[1]:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the primed answer never became a hit")
+                    raise RuntimeError("the primed answers never became hits")
                 time.sleep(0.2)
-            for i in range(requests):
-                start = time.perf_counter()
-                r = client.post(url, json=_body("How can I reset my password?"))
-                hits.append(time.perf_counter() - start)
-                assert r.headers["x-vsr-cache-hit"] == "true"
-                start = time.perf_counter()
-                r = client.post(url, json=_body(f"Tell me fact number {i} about the Roman empire."))
-                misses.append(time.perf_counter() - start)
-                assert r.headers.get("x-vsr-cache-hit") == "false"
+            for i, (stored, paraphrase) in enumerate(pairs):
+                elapsed, hit = timed(client, paraphrase)
+                if hit:
+                    series["paraphrase_hit"].append(elapsed)
+                elapsed, hit = timed(client, stored)
+                if not hit:
+                    raise RuntimeError("an exact repeat of a stored question missed")
+                series["exact_repeat_hit"].append(elapsed)
+                elapsed, hit = timed(client, f"Tell me fact number {i} about the Roman empire.")
+                if hit:
+                    raise RuntimeError("a fresh question hit the cache")
+                series["miss"].append(elapsed)
     finally:
         stack.stop()
         if server:
             server.stop()
             server.remove_data()
-    return {"backend": backend, "hit_through_envoy": _stats(hits), "miss_through_envoy_to_upstream": _stats(misses),
-            "note": "paraphrase hits ('How can I...' against a stored 'How do I...'); demo upstream answers instantly"}
+    return {"backend": backend, "pairs": len(pairs),
+            "paraphrase_hit_rate": round(len(series["paraphrase_hit"]) / len(pairs), 3),
+            **{name: _stats(samples) for name, samples in series.items()},
+            "note": "QQP duplicate pairs (seed 7, <= 200 chars); demo upstream answers instantly; serial requests"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["memory", "milvus-lite", "milvus-server"], default="milvus-lite")
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=600, help="QQP pairs to prime and query")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     result = run(args.backend, args.requests)

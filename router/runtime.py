@@ -17,6 +17,7 @@ import structlog
 
 from router.cache import CACHE_REASONS, SemanticCache
 from router.classifier import load_classifier
+from router.classifier.memo import MemoizedClassifier
 from router.config import ConfigError, RouterConfig, load_config
 from router.observability import metrics
 from router.observability.health import Readiness
@@ -46,7 +47,7 @@ def build_runtime(cfg: RouterConfig) -> Runtime:
 
     Relative paths in the config (model dir, cache file) resolve against the working directory.
     """
-    classifier = load_classifier(cfg) if cfg.classifier.enabled else None
+    classifier = MemoizedClassifier(load_classifier(cfg)) if cfg.classifier.enabled else None
     cache = SemanticCache.from_config(cfg) if cfg.semantic_cache.enabled else None
     return Runtime(cfg=cfg, policy=Policy(cfg), classifier=classifier, cache=cache)
 

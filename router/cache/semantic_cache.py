@@ -192,22 +192,20 @@ class SemanticCache:
         return hit
 
     async def _find(self, req: CacheRequest, now: float) -> CacheHit | None:
-        """Exact key first; the semantic search runs concurrently so a miss costs one round trip, not two."""
-        search = None
-        if req.embedding is not None:
-            search = asyncio.ensure_future(
-                self.backend.search(req.scope, req.embedding, self.cfg.top_k, req.threshold, now))
-        try:
+        """One backend round trip: the exact key when there is no embedding, else the semantic search.
+
+        An exact repeat embeds to the same vector, so the search returns its entry first at similarity
+        1.0 (recognised as exact by its key); a second, exact-key lookup would only add a round trip.
+        """
+        if req.embedding is None:
             entry = await self.backend.get(req.key, now)
-            if entry is not None and entry.scope == req.scope:
-                return self._hit(entry, 1.0, True, now)
-            found = await search if search is not None else []
-        finally:
-            if search is not None and not search.done():
-                search.cancel()
+            return self._hit(entry, 1.0, True, now) if entry is not None and entry.scope == req.scope else None
+        found = await self.backend.search(req.scope, req.embedding, self.cfg.top_k, req.threshold, now)
         for cand in found:
             if cand.entry.scope != req.scope or cand.entry.namespace != req.namespace:
                 continue  # defence in depth: a backend must never return another scope
+            if cand.entry.key == req.key:
+                return self._hit(cand.entry, 1.0, True, now)
             reason = reject_reason(req.text, cand.entry.text) if self.cfg.guard else None
             if reason is None:
                 return self._hit(cand.entry, cand.similarity, False, now)

@@ -25,6 +25,8 @@ DIM = 384
 WINDOW_TOKENS = 256  # content tokens per window, [CLS] and [SEP] not counted
 SIDE_CHARS = 32_768
 CLS_ID, SEP_ID = 101, 102
+# onnxruntime's load-time fusions that are slower than the unfused ops on CPU (measured in export_onnx._fusions).
+SLOW_FUSIONS = ["SkipLayerNormFusion", "AttentionFusion"]
 
 
 class ModelMissingError(FileNotFoundError):
@@ -65,7 +67,9 @@ class Encoder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            str(model_path), options, providers=["CPUExecutionProvider"], disabled_optimizers=SLOW_FUSIONS
+        )
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         # The shipped tokenizer.json pads and truncates at a fixed 128: windows are cut here instead.
         self._tokenizer.no_padding()

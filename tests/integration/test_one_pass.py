@@ -50,7 +50,7 @@ async def test_classification_and_cache_share_one_encoder_pass() -> None:
     cfg = load_config(ROOT / "config" / "config.yaml")
     cfg = cfg.model_copy(update={"semantic_cache": cfg.semantic_cache.model_copy(update={"backend": "memory"})})
     runtime = build_runtime(cfg)
-    encoder = runtime.classifier.encoder  # type: ignore[union-attr]
+    encoder = runtime.classifier.inner.encoder  # type: ignore[union-attr]
     with ThreadPoolExecutor(max_workers=1) as executor:
         before = encoder.runs
         miss = await _exchange(runtime, executor, "How do I reset my password?")
@@ -63,4 +63,10 @@ async def test_classification_and_cache_share_one_encoder_pass() -> None:
         immediate = hit[1].immediate_response
         assert immediate.status.code == 200
         assert json.loads(immediate.body)["choices"][0]["message"]["content"] == "Use the reset link."
+
+        before = encoder.runs
+        repeat = await _exchange(runtime, executor, "How can I reset my password?")
+        assert encoder.runs - before == 0  # a repeated prompt reuses its classification: no encoder pass
+        answer = json.loads(repeat[1].immediate_response.body)
+        assert answer["choices"][0]["message"]["content"] == "Use the reset link."
     await runtime.close()

@@ -1,0 +1,43 @@
+"""Repeated prompts are classified once: a bounded LRU of results in front of the request path's classifier.
+
+Classification is a pure function of the text for one loaded classifier (a reload builds a new runtime and
+with it a new, empty memo), so a retry, a "regenerate" or a popular FAQ question skips the encoder pass
+(~2-30 ms) and, when the answer is cached, is served in about a millisecond of sidecar time. Keys are
+BLAKE2b digests, so the memo holds no prompt text; entries hold what the classification holds (scores, PII
+spans as offsets, the embedding), ~2 KB each. Benchmarks and `semantic-router eval` call the classifier
+itself, never this memo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+
+from router.signals import Classification, Classifier
+
+MEMO_ENTRIES = 4096
+
+
+class MemoizedClassifier:
+    """Implements router.signals.Classifier; safe to call from several executor threads."""
+
+    def __init__(self, inner: Classifier, entries: int = MEMO_ENTRIES):
+        self.inner = inner
+        self._entries = entries
+        self._results: OrderedDict[bytes, Classification] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def classify(self, text: str) -> Classification:
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._lock:
+            found = self._results.get(key)
+            if found is not None:
+                self._results.move_to_end(key)
+                return found
+        result = self.inner.classify(text)  # outside the lock: two threads may both classify a new text
+        with self._lock:
+            self._results[key] = result
+            if len(self._results) > self._entries:
+                self._results.popitem(last=False)
+        return result
