@@ -51,10 +51,13 @@ def load_pairs(path: Path, limit: int, seed: int) -> list[dict[str, Any]]:
 
 
 def embed_all(texts: list[str], model_dir: Path, precision: str) -> dict[str, np.ndarray]:
-    """Embeddings by text, kept in var/cache_eval/ so reruns (other thresholds, guard changes) skip the encoder."""
+    """Embeddings by text, kept in var/cache_eval/ under the model file's hash, so reruns (other thresholds, guard
+    changes) skip the encoder and a rebuilt model never reuses stale vectors."""
+    from router.classifier.build import sha256_file
     from router.classifier.encoder import Encoder
 
-    store = ROOT / "var" / "cache_eval" / f"embeddings_{precision}.npz"
+    model = model_dir / f"model_{precision}.onnx"
+    store = ROOT / "var" / "cache_eval" / f"embeddings_{sha256_file(model)[:16]}.npz"
     known: dict[str, np.ndarray] = {}
     if store.exists():
         with np.load(store, allow_pickle=False) as z:
