@@ -219,7 +219,7 @@ def main() -> int:
     p.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000])
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--scopes", nargs="+", type=int, default=[1, 1000], help="1 = every entry in one scope")
-    p.add_argument("--consistency", nargs="+", default=["Session"], help="Milvus server levels to measure")
+    p.add_argument("--consistency", nargs="+", default=["Bounded"], help="Milvus server levels to measure (router default: Bounded)")
     p.add_argument("--server-uri", help="use this running server instead of starting one")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cache_latency.json")
     args = p.parse_args()
