@@ -101,9 +101,8 @@ def run(backend: str, requests: int) -> dict[str, Any]:
                 if hit:
                     series["paraphrase_hit"].append(elapsed)
                 elapsed, hit = timed(client, stored)
-                if not hit:
-                    raise RuntimeError("an exact repeat of a stored question missed")
-                series["exact_repeat_hit"].append(elapsed)
+                if hit:  # a miss here is a write that failed or is not yet visible: reported as the hit rate
+                    series["exact_repeat_hit"].append(elapsed)
                 elapsed, hit = timed(client, f"Tell me fact number {i} about the Roman empire.")
                 if hit:
                     raise RuntimeError("a fresh question hit the cache")
@@ -115,6 +114,7 @@ def run(backend: str, requests: int) -> dict[str, Any]:
             server.remove_data()
     return {"backend": backend, "pairs": len(pairs),
             "paraphrase_hit_rate": round(len(series["paraphrase_hit"]) / len(pairs), 3),
+            "exact_repeat_hit_rate": round(len(series["exact_repeat_hit"]) / len(pairs), 3),
             **{name: _stats(samples) for name, samples in series.items()},
             "note": "QQP duplicate pairs (seed 7, <= 200 chars); demo upstream answers instantly; serial requests"}
 

@@ -163,7 +163,7 @@ class SemanticCache:
     def _error(self, exc: Exception, op: str) -> None:
         self._count("error", op)
         metrics.record_dependency_error("cache")
-        log.warning("cache_backend_error", op=op, error=str(exc)[:200])
+        log.warning("cache_backend_error", op=op, error=str(exc)[:200] or type(exc).__name__)
 
     def _ensure_purger(self) -> None:
         """On first use from the event loop: start the periodic purge, warn about a missing secret."""
