@@ -6,7 +6,7 @@ The sentence head missed attacks written in another language and instructions hi
                            benign; not its ai_safety file
   hermes-jailbench         attack templates: identity override, extraction, encoding, multilingual  (train)
   chatterbot-corpus        greetings and small talk in 28 languages, 3/4 of its files               (train, benign)
-                           and the other 1/4                                                        (validation)
+                           and the other 1/4                                                        (test, reported apart)
   agent-injection-bench    indirect attacks as an agent sees them (task, then tool result); its
                            'control' rows are benign                                                (validation)
   jailbreak-corpus-mini    short injection, leak and role-hijack prompts                            (validation)
