@@ -123,7 +123,9 @@ def train_domain(encoder: Encoder) -> dict:
     train = plain + listed
     labels = DOMAINS
     y = np.array([labels.index(e.label) for e in train])
-    head = fit_mlp(embed(encoder, [e.text for e in train]), y, labels, hidden=1024)
+    # Two members, not five: the same held-out accuracy (0.860 vs 0.860) with 40% of the weights, whose 7.9 MB
+    # were read on every request (classify p50 at 16 tokens 3.05 -> 2.74 ms).
+    head = fit_mlp(embed(encoder, [e.text for e in train]), y, labels, hidden=1024, seeds=2)
     head.save(HEADS_DIR / "domain.npz")
     report = {}
     for name, held in (("question_only", held_plain), ("question_with_options", held_listed)):
