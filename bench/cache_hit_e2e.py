@@ -19,7 +19,6 @@ import argparse
 import gzip
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -29,6 +28,8 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from latency_stats import summary_ms
 
 from tests.milvus_server import MilvusServer
 from tests.stack import ROOT, Stack, derive_config
@@ -47,12 +48,6 @@ def _pairs(count: int) -> list[tuple[str, str]]:
 
 def _body(text: str) -> dict[str, Any]:
     return {"model": "auto", "messages": [{"role": "user", "content": text}]}
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1000 for s in samples)
-    return {"p50_ms": round(statistics.median(ms), 3), "p99_ms": round(statistics.quantiles(ms, n=100)[98], 3),
-            "mean_ms": round(statistics.fmean(ms), 3), "n": len(ms)}
 
 
 def _cache_cfg(backend: str, tmp: Path, server_uri: str | None) -> dict[str, Any]:
@@ -115,7 +110,7 @@ def run(backend: str, requests: int) -> dict[str, Any]:
     return {"backend": backend, "pairs": len(pairs),
             "paraphrase_hit_rate": round(len(series["paraphrase_hit"]) / len(pairs), 3),
             "exact_repeat_hit_rate": round(len(series["exact_repeat_hit"]) / len(pairs), 3),
-            **{name: _stats(samples) for name, samples in series.items()},
+            **{name: {**summary_ms(samples), "n": len(samples)} for name, samples in series.items()},
             "note": "QQP duplicate pairs (seed 7, <= 200 chars); demo upstream answers instantly; serial requests"}
 
 

@@ -38,6 +38,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from latency_stats import summary_ms
+
 from router.cache.memory import MemoryStore
 from router.cache.milvus import MilvusStore, is_local_uri
 from router.cache.semantic_cache import CacheRequest, SemanticCache
@@ -104,11 +106,8 @@ async def measure(cache: SemanticCache, rows: list[CacheEntry], queries: int, rn
         start = time.perf_counter()  # the store's filtered top-k search alone, for the breakdown
         await cache.backend.search(req.scope, q, 3, 0.9, time.time())
         search_times.append(time.perf_counter() - start)
-    ms, sms = np.array(times) * 1000, np.array(search_times) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p90_ms": round(float(np.percentile(ms, 90)), 3),
-            "p99_ms": round(float(np.percentile(ms, 99)), 3), "mean_ms": round(float(ms.mean()), 3),
-            "search_only_p50_ms": round(float(np.percentile(sms, 50)), 3),
-            "search_only_p99_ms": round(float(np.percentile(sms, 99)), 3),
+    search = summary_ms(search_times)
+    return {**summary_ms(times), "search_only_p50_ms": search["p50_ms"], "search_only_p99_ms": search["p99_ms"],
             "hit_rate": hits / queries, "queries": queries}
 
 

@@ -14,14 +14,14 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import onnxruntime
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from latency_stats import summary_ms, time_calls
 
 from router.classifier.examples import fit_example_head
 from router.classifier.model import EncoderClassifier, EncoderModels
@@ -51,20 +51,7 @@ def prompt_of(classifier: EncoderClassifier, tokens: int) -> str:
 
 
 def measure(classifier: EncoderClassifier, text: str, iterations: int) -> dict[str, float]:
-    for _ in range(20):
-        classifier.classify(text)
-    samples = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        classifier.classify(text)
-        samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
-    return {
-        "p50_ms": round(statistics.median(samples), 3),
-        "p99_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.99))], 3),
-        "mean_ms": round(statistics.fmean(samples), 3),
-        "iterations": iterations,
-    }
+    return {**summary_ms(time_calls(lambda: classifier.classify(text), iterations)), "iterations": iterations}
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from latency_stats import summary_ms
 
 from router.envoy_config import envoy_config
 from tests.stack import ROOT, Stack, derive_config, wait_for_port
@@ -43,13 +44,6 @@ def _bare_envoy(stack: Stack, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
                              "--log-level", "warn", "--concurrency", "1"])
     wait_for_port("127.0.0.1", port, 20, proc)
     return proc, port
-
-
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1000 for s in samples)
-    q = statistics.quantiles(ms, n=100)
-    return {"p50_ms": round(statistics.median(ms), 3), "p90_ms": round(q[89], 3), "p99_ms": round(q[98], 3),
-            "mean_ms": round(statistics.fmean(ms), 3)}
 
 
 def run(requests: int, classifier: bool) -> dict[str, Any]:
@@ -80,7 +74,7 @@ def run(requests: int, classifier: bool) -> dict[str, Any]:
         bare.terminate()
         bare.wait()
         stack.stop()
-    result = {k: _percentiles(v) for k, v in samples.items()}
+    result = {k: summary_ms(v) for k, v in samples.items()}
     w, wo = result["with_ext_proc"], result["without_ext_proc"]
     result["added"] = {"p50_ms": round(w["p50_ms"] - wo["p50_ms"], 3), "p99_ms": round(w["p99_ms"] - wo["p99_ms"], 3),
                        "p50_ratio": round(w["p50_ms"] / wo["p50_ms"], 2)}

@@ -18,15 +18,13 @@ import argparse
 import json
 import platform
 import sys
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from latency_stats import summary_ms, time_calls
 
 from router.classifier.encoder import Encoder
 from router.classifier.pii import default_head, detect_pii
@@ -37,17 +35,6 @@ PROMPT = (
     "Hi, I'm Margaret Thompson. Please send the new card to 742 Evergreen Terrace, Springfield, and call me "
     "at (415) 555-2671 if there is a problem; my old card 4111 1111 1111 1111 was stolen in Lisbon. "
 )
-
-
-def _percentiles(fn: Callable[[], object], repeats: int) -> dict[str, float]:
-    for _ in range(20):
-        fn()
-    times = np.empty(repeats)
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times[i] = time.perf_counter() - t0
-    return {"p50_ms": float(np.percentile(times, 50) * 1e3), "p99_ms": float(np.percentile(times, 99) * 1e3)}
 
 
 def _text_with_tokens(encoder: Encoder, tokens: int) -> str:
@@ -67,10 +54,10 @@ def latency(encoder: Encoder, repeats: int) -> dict[str, dict[str, object]]:
         encoded = encoder.encode(text)
         out[str(tokens)] = {
             "tokens": len(encoded.offsets),
-            "detect_pii": _percentiles(partial(detect_pii, text, encoded, head), repeats),
-            "validators_only": _percentiles(partial(find_structured, text), repeats),
-            "token_head_only": _percentiles(partial(head.spans, text, encoded), repeats),
-            "encoder_for_scale": _percentiles(partial(encoder.encode, text), repeats),
+            "detect_pii": summary_ms(time_calls(partial(detect_pii, text, encoded, head), repeats)),
+            "validators_only": summary_ms(time_calls(partial(find_structured, text), repeats)),
+            "token_head_only": summary_ms(time_calls(partial(head.spans, text, encoded), repeats)),
+            "encoder_for_scale": summary_ms(time_calls(partial(encoder.encode, text), repeats)),
         }
     return out
 
