@@ -83,9 +83,9 @@ class MilvusStore:
         local = is_local_uri(uri)
         self._index_type = "AUTOINDEX" if local and index_type == "HNSW" else index_type
         hnsw = self._index_type == "HNSW"
-        self._index_params = dict(index_params or (HNSW_DEFAULTS if hnsw else {}))
-        if self._index_type == "AUTOINDEX":
-            self._index_params = {}
+        # AUTOINDEX takes no build parameters (Lite maps HNSW to it, so configured HNSW params are dropped).
+        self._index_params = {} if self._index_type == "AUTOINDEX" else dict(
+            index_params or (HNSW_DEFAULTS if hnsw else {}))
         self._search_params = {"metric_type": "IP", "params": dict(search_params or ({"ef": 64} if hnsw else {}))}
         self._consistency = consistency_level
         self._timeout_s, self._write_timeout_s = timeout_s, write_timeout_s

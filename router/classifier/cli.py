@@ -69,7 +69,6 @@ def _texts(args: argparse.Namespace) -> Iterator[str]:
 
 def _classify(args: argparse.Namespace) -> int:
     from router.classifier.encoder import ModelMissingError
-    from router.classifier.examples import fit_example_head
     from router.classifier.model import EncoderClassifier, load_classifier, shared_models
 
     try:
@@ -78,10 +77,7 @@ def _classify(args: argparse.Namespace) -> int:
             classifier, settings = load_classifier(cfg), cfg.classifier
         else:
             settings = ClassifierConfig()
-            models = shared_models(settings)
-            classifier = EncoderClassifier(
-                models, fit_example_head({}, models.encoder), settings.example_threshold
-            )
+            classifier = EncoderClassifier(shared_models(settings))
     except (ConfigError, ModelMissingError) as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -7,8 +7,9 @@ Long input: all-MiniLM-L6-v2 was trained on 256-token windows, so a window holds
 [CLS] and [SEP]). A text with more tokens is encoded as two windows in the same run (a batch of two): its
 first 256 tokens (head) and its last 256 tokens (tail). The embedding is the re-normalised mean of the two
 window embeddings; the token states cover the head and the tail without duplicates, so anything between
-them (texts over 512 tokens) is not seen by the token-level heads. Texts over 64k characters are tokenised only on their first and last 32k
-characters, which bounds tokenisation time for multi-megabyte bodies; 32k characters always hold > 256 tokens.
+them (texts over 512 tokens) is not seen by the token-level heads. Texts over 64k characters are tokenised
+only on their first and last 32k characters, which bounds tokenisation time for multi-megabyte bodies; 32k
+characters always hold > 256 tokens.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from router.classifier.examples import fit_example_head
 from router.classifier.jailbreak_data import JAILBREAK, jailbreak_splits
 from router.classifier.metrics import binary_report, multiclass_report
 from router.classifier.model import EncoderClassifier, EncoderModels
@@ -82,7 +81,7 @@ def run_eval(models: EncoderModels, jailbreak_threshold: float, out_dir: Path, w
     from router.classifier import pii_eval
 
     started = time.monotonic()
-    plain = EncoderClassifier(models, fit_example_head({}, models.encoder), 1.0, pii_enabled=False)
+    plain = EncoderClassifier(models, pii_enabled=False)
     domain = evaluate_domain(plain)
     report: dict[str, object] = {
         "domain": domain,

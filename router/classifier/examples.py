@@ -31,6 +31,9 @@ class ExampleHead:
         return self.categories[int(self.owners[best])], float(similarities[best])
 
 
+NO_EXAMPLES = ExampleHead((), np.zeros((0, DIM), dtype=np.float32), np.zeros(0, dtype=np.int64))
+
+
 def fit_example_head(categories: Mapping[str, list[str]], encoder: Encoder) -> ExampleHead:
     """Embed every example utterance (empty lists are skipped); one encoder run per example."""
     names = tuple(name for name, examples in categories.items() if examples)

@@ -15,7 +15,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 from router.classifier.encoder import Encoder
-from router.classifier.examples import ExampleHead, fit_example_head
+from router.classifier.examples import NO_EXAMPLES, ExampleHead, fit_example_head
 from router.classifier.heads import HEADS_DIR, MLPHead
 from router.classifier.injection_rules import injection_score
 from router.classifier.jailbreak_data import JAILBREAK
@@ -50,8 +50,8 @@ class EncoderClassifier:
     def __init__(
         self,
         models: EncoderModels,
-        examples: ExampleHead,
-        example_threshold: float,
+        examples: ExampleHead = NO_EXAMPLES,
+        example_threshold: float = 1.0,
         pii_enabled: bool = True,
     ):
         self.models = models

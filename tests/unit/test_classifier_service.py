@@ -9,7 +9,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from router.classifier.examples import fit_example_head
 from router.classifier.model import EncoderClassifier, shared_models
 from router.classifier.protos import load
 from router.classifier.service import add_to_server
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 async def channel(require_model: None) -> AsyncIterator[tuple[grpc.aio.Channel, dict]]:
     models = shared_models(ClassifierConfig(model_dir=str(ROOT / "models" / "minilm")))
-    classifier = EncoderClassifier(models, fit_example_head({}, models.encoder), 0.6)
+    classifier = EncoderClassifier(models)
     current: dict = {"classifier": classifier, "threshold": 0.5}
     server = grpc.aio.server()
     executor = ThreadPoolExecutor(max_workers=2)
