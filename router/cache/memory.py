@@ -13,6 +13,7 @@ It is the real single-process backend and also the test double for everything ab
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -166,19 +167,17 @@ class MemoryStore:
     async def delete(self, namespace: str | None = None, model: str | None = None) -> int:
         if namespace is None and model is None:
             raise ValueError("delete needs a namespace or a model")
-        doomed = [
-            key for key, e in self._entries.items()
-            if (namespace is None or e.namespace == namespace) and (model is None or e.model == model)
-        ]
-        for key in doomed:
-            self._remove(key)
-        return len(doomed)
+        return self._remove_where(
+            lambda e: (namespace is None or e.namespace == namespace) and (model is None or e.model == model))
 
     async def purge_expired(self, now: float) -> int:
-        doomed = [key for key, e in self._entries.items() if e.expires_at <= now]
-        for key in doomed:
+        return self._remove_where(lambda e: e.expires_at <= now)
+
+    def _remove_where(self, doomed: Callable[[CacheEntry], bool]) -> int:
+        keys = [key for key, e in self._entries.items() if doomed(e)]
+        for key in keys:
             self._remove(key)
-        return len(doomed)
+        return len(keys)
 
     async def stats(self) -> StoreStats:
         return StoreStats(len(self._entries), {"backend": "memory", "scopes": len(self._blocks),
