@@ -51,26 +51,12 @@ def load_pairs(path: Path, limit: int, seed: int) -> list[dict[str, Any]]:
 
 
 def embed_all(texts: list[str], model_dir: Path, precision: str) -> dict[str, np.ndarray]:
-    """Embeddings by text, kept in var/cache_eval/ under the model file's hash, so reruns (other thresholds, guard
-    changes) skip the encoder and a rebuilt model never reuses stale vectors."""
-    from router.classifier.build import sha256_file
+    """Embeddings by text; cached under var/features/ by the model file's hash (reruns skip the encoder)."""
     from router.classifier.encoder import Encoder
+    from router.classifier.features import embed
 
-    model = model_dir / f"model_{precision}.onnx"
-    store = ROOT / "var" / "cache_eval" / f"embeddings_{sha256_file(model)[:16]}.npz"
-    known: dict[str, np.ndarray] = {}
-    if store.exists():
-        with np.load(store, allow_pickle=False) as z:
-            known = dict(zip(z["texts"].tolist(), z["vectors"], strict=True))
-    missing = sorted(set(texts) - set(known))
-    if missing:
-        encoder = Encoder(model_dir, threads=1, precision=precision)
-        start = time.perf_counter()
-        known.update({t: encoder.encode(t).embedding for t in missing})
-        print(f"embedded {len(missing)} texts in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-        store.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(store, texts=np.array(list(known)), vectors=np.stack(list(known.values())))
-    return known
+    unique = list(dict.fromkeys(texts))
+    return dict(zip(unique, embed(Encoder(model_dir, threads=1, precision=precision), unique), strict=True))
 
 
 def score(rows: list[dict[str, Any]], emb: dict[str, np.ndarray], max_chars: int) -> dict[str, np.ndarray]:

@@ -11,7 +11,6 @@ A head is an ensemble of seeded MLPs whose logits are averaged, which is the sam
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 
@@ -20,40 +19,15 @@ import torch
 
 from router.classifier.build import REPO_ROOT, sha256_file
 from router.classifier.encoder import Encoder
+from router.classifier.features import embed
 from router.classifier.heads import HEADS_DIR, MLPHead
 from router.classifier.jailbreak_data import BENIGN, JAILBREAK, jailbreak_splits
 from router.classifier.metrics import binary_report, multiclass_report
 from router.classifier.train_data import DOMAINS, Example, domain_split
 
-FEATURE_CACHE = REPO_ROOT / "var" / "features"
 MODEL_DIR = REPO_ROOT / "models" / "minilm"
 # Validation FPR the jailbreak threshold is set to: half the 1% budget, as margin for unseen benign styles.
 TARGET_VALIDATION_FPR = 0.005
-
-
-def _key(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def embed(encoder: Encoder, texts: list[str]) -> np.ndarray:
-    """Sentence embeddings, cached per text on disk under the encoder file's hash (var/features/).
-
-    Delete var/features/ after changing how encoder.py windows or pools text: the key only covers the model file.
-    """
-    path = FEATURE_CACHE / f"{sha256_file(encoder.model_path)[:16]}.npz"
-    cache: dict[str, np.ndarray] = {}
-    if path.is_file():
-        with np.load(path) as stored:
-            cache = dict(zip(stored["keys"].tolist(), stored["vectors"], strict=True))
-    missing = [text for text in dict.fromkeys(texts) if _key(text) not in cache]
-    for index, text in enumerate(missing):
-        cache[_key(text)] = encoder.encode(text).embedding
-        if index % 2000 == 1999:
-            print(f"  embedded {index + 1}/{len(missing)}", flush=True)
-    if missing:
-        FEATURE_CACHE.mkdir(parents=True, exist_ok=True)
-        np.savez(path, keys=np.array(list(cache)), vectors=np.stack(list(cache.values())))
-    return np.stack([cache[_key(text)] for text in texts]).astype(np.float32)
 
 
 def fit_mlp(

@@ -1,0 +1,41 @@
+"""Sentence embeddings of training and evaluation texts, cached on disk under the encoder file's hash.
+
+Shared by head training (router.classifier.train, build venv) and the cache evaluation (bench/cache_eval.py,
+runtime venv), so it needs only numpy and the runtime encoder. One text per encoder run, exactly as in serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from router.classifier.build import REPO_ROOT, sha256_file
+from router.classifier.encoder import Encoder
+
+FEATURE_CACHE = REPO_ROOT / "var" / "features"
+
+
+def _key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def embed(encoder: Encoder, texts: list[str]) -> np.ndarray:
+    """Sentence embeddings, cached per text on disk under the encoder file's hash (var/features/).
+
+    Delete var/features/ after changing how encoder.py windows or pools text: the key only covers the model file.
+    """
+    path = FEATURE_CACHE / f"{sha256_file(encoder.model_path)[:16]}.npz"
+    cache: dict[str, np.ndarray] = {}
+    if path.is_file():
+        with np.load(path) as stored:
+            cache = dict(zip(stored["keys"].tolist(), stored["vectors"], strict=True))
+    missing = [text for text in dict.fromkeys(texts) if _key(text) not in cache]
+    for index, text in enumerate(missing):
+        cache[_key(text)] = encoder.encode(text).embedding
+        if index % 2000 == 1999:
+            print(f"  embedded {index + 1}/{len(missing)}", flush=True)
+    if missing:
+        FEATURE_CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(path, keys=np.array(list(cache)), vectors=np.stack(list(cache.values())))
+    return np.stack([cache[_key(text)] for text in texts]).astype(np.float32)
