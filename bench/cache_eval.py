@@ -52,8 +52,8 @@ def load_pairs(path: Path, limit: int, seed: int) -> list[dict[str, Any]]:
 
 def embed_all(texts: list[str], model_dir: Path, precision: str) -> dict[str, np.ndarray]:
     """Embeddings by text; cached under var/features/ by the model file's hash (reruns skip the encoder)."""
+    from offline.features import embed
     from router.classifier.encoder import Encoder
-    from router.classifier.features import embed
 
     unique = list(dict.fromkeys(texts))
     return dict(zip(unique, embed(Encoder(model_dir, threads=1, precision=precision), unique), strict=True))

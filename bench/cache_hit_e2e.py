@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from latency_stats import summary_ms
 
-from tests.milvus_server import MilvusServer
-from tests.stack import ROOT, Stack, derive_config
+from devstack.milvus_server import MilvusServer
+from devstack.stack import ROOT, Stack, derive_config
 
 HEADERS = {"authorization": "Bearer sk-bench"}
 QQP = ROOT.parent / "shared" / "data" / "qqp_pairs.jsonl.gz"

@@ -10,7 +10,7 @@ router/cache/README.md). Milvus rows are bulk-inserted, flushed and indexed (HNS
 ef=64; Lite: AUTOINDEX) before timing. `recall_at_1` is the share of queries whose store top-1 is
 as similar as the exact top-1 of the scope: for random queries, and for near-duplicates (cos
 0.97/0.9/0.8 to a stored entry: a cache's real case). The server needs an isolated network
-namespace (tests/milvus_server.py); the memory backend alone runs anywhere:
+namespace (devstack/milvus_server.py); the memory backend alone runs anywhere:
 
     ip netns exec vsr-test .venv/bin/python bench/cache_latency.py [--sizes 10000 100000]
     .venv/bin/python bench/cache_latency.py --backends memory
@@ -174,14 +174,14 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     server = None
     uri = args.server_uri
     if uri is None and "milvus_server" in args.backends:
-        from tests.milvus_server import MilvusServer, network_is_isolated
+        from devstack.milvus_server import MilvusServer, network_is_isolated
 
         if network_is_isolated():
             server = MilvusServer(ROOT / "var" / "milvus-bench", port=19560)
             server.start()
             uri = server.uri
         else:
-            print("skipping milvus_server: run inside an isolated network namespace (tests/milvus_server.py)",
+            print("skipping milvus_server: run inside an isolated network namespace (devstack/milvus_server.py)",
                   file=sys.stderr)
             args.backends.remove("milvus_server")
     results = []

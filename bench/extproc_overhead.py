@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from latency_stats import summary_ms
 
+from devstack.stack import ROOT, Stack, derive_config, wait_for_port
 from router.envoy_config import envoy_config
-from tests.stack import ROOT, Stack, derive_config, wait_for_port
 
 
 def _bare_envoy(stack: Stack, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:

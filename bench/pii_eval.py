@@ -2,7 +2,7 @@
 
     python bench/pii_eval.py [--model-dir models/minilm] [--per-template 20] [--repeats 300]
 
-Accuracy: router.classifier.pii_eval (splits described there). Latency: detect_pii only (validators +
+Accuracy: offline.pii_eval (splits described there). Latency: detect_pii only (validators +
 token head on an already computed EncodedText), 1 thread, at ~16/64/256 tokens; the encoder pass is
 timed beside it for scale. Needs Faker (train extra) and the exported encoder.
 """
@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from latency_stats import summary_ms, time_calls
 
+from offline.pii_eval import evaluate_encoder
 from router.classifier.encoder import Encoder
 from router.classifier.pii import default_head, detect_pii
-from router.classifier.pii_eval import evaluate_encoder
 from router.classifier.pii_rules import find_structured
 
 PROMPT = (

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.milvus_server import milvus_server  # noqa: F401 - defined once: one server per session
-from tests.stack import ROOT, Stack, derive_config
+from devstack.milvus_server import NETNS_HINT, MilvusServer, network_is_isolated
+from devstack.stack import ROOT, Stack, derive_config
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +43,21 @@ def require_model() -> None:
     """The exported encoder; `make test` builds it first, so its absence is a broken set-up."""
     if not (ROOT / "models" / "minilm" / "manifest.json").exists():
         pytest.fail("models/minilm is missing: run `make models` (make test does it for you)")
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer | str]:
+    """Defined once here, so every module shares one server. A running server: the one named by VSR_MILVUS_URI (a str), else one started for the session."""
+    if uri := os.environ.get("VSR_MILVUS_URI"):
+        yield uri
+        return
+    if not network_is_isolated():
+        message = f"real Milvus server needs an isolated network namespace: {NETNS_HINT}"
+        if os.environ.get("VSR_REQUIRE_MILVUS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = MilvusServer(ROOT / "var" / "milvus-test")
+    server.start()
+    yield server
+    server.stop()
+    server.remove_data()

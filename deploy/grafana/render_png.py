@@ -34,7 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.stack import Stack, derive_config, wait_for_port
+from devstack.stack import Stack, derive_config, wait_for_port
 
 DASHBOARD = ROOT / "deploy/grafana/dashboards/semantic-router.json"
 SCRAPE_S = 1

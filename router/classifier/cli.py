@@ -1,4 +1,4 @@
-"""Subcommands `classify`, `models build` and `eval`, registered into `semantic-router` by router/cli.py."""
+"""Subcommand `classify`, registered into `semantic-router` by router/cli.py (build and eval: `python -m offline`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 from router.config import ClassifierConfig, ConfigError, RouterConfig, load_config
 
 DEFAULT_CONFIG = "config/config.yaml"
-RESULTS_DIR = Path("bench/results")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,24 +23,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--config", default=DEFAULT_CONFIG, help="router config (categories with examples, thresholds)"
     )
     p.set_defaults(func=_classify)
-
-    models = subparsers.add_parser("models", help="build the ONNX encoder").add_subparsers(
-        dest="models_command", required=True, metavar="ACTION"
-    )
-    p = models.add_parser("build", help="export all-MiniLM-L6-v2 to ONNX (int8) unless the manifest matches")
-    p.add_argument("--out", type=Path, default=Path(ClassifierConfig().model_dir))
-    p.add_argument("--source", default="package", help="package | package:SPEC | dir:PATH | hub:ID")
-    p.add_argument("--fp32", action="store_true", help="also keep model_fp32.onnx")
-    p.add_argument("--force", action="store_true", help="rebuild even when the manifest matches")
-    p.set_defaults(func=_models_build)
-
-    p = subparsers.add_parser(
-        "eval", help="held-out accuracy/F1, jailbreak recall/FPR, PII per type -> JSON + PNG"
-    )
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("--out", type=Path, default=RESULTS_DIR)
-    p.add_argument("--no-pii", action="store_true", help="skip the PII part")
-    p.set_defaults(func=_eval)
 
 
 def _config(path: str) -> RouterConfig | None:
@@ -92,33 +73,4 @@ def _classify(args: argparse.Namespace) -> int:
             "source": result.source,
         }
         print(json.dumps(row), flush=True)
-    return 0
-
-
-def _models_build(args: argparse.Namespace) -> int:
-    from router.classifier.build import BuildError, build
-
-    try:
-        build(args.out, args.source, fp32=args.fp32, force=args.force)
-    except BuildError as exc:
-        print(f"models build: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _eval(args: argparse.Namespace) -> int:
-    from router.classifier.evaluate import run_eval
-    from router.classifier.model import shared_models
-
-    cfg = _config(args.config)
-    settings = cfg.classifier if cfg is not None else ClassifierConfig()
-    report = run_eval(
-        shared_models(settings), settings.jailbreak_threshold, args.out, with_pii=not args.no_pii
-    )
-    domain, jailbreak = report["domain"]["question_only"], report["jailbreak"]["test"]
-    print(f"domain (held-out, question only): accuracy {domain['accuracy']} macro-F1 {domain['macro_f1']}")
-    print(
-        f"jailbreak (test sources): recall {jailbreak['recall']} FPR {jailbreak['fpr']} precision {jailbreak['precision']}"
-    )
-    print(f"wrote {args.out / 'classifier_eval.json'} and {args.out / 'domain_confusion.png'}")
     return 0

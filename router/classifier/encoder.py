@@ -31,7 +31,7 @@ SLOW_FUSIONS = ["SkipLayerNormFusion", "AttentionFusion"]
 
 
 class ModelMissingError(FileNotFoundError):
-    """The exported encoder is not there; `semantic-router models build` creates it."""
+    """The exported encoder is not there; `make models` (python -m offline build) creates it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class Encoder:
         tokenizer_path = model_dir / "tokenizer.json"
         if not model_path.is_file() or not tokenizer_path.is_file():
             raise ModelMissingError(
-                f"{model_path} or {tokenizer_path} is missing: run `semantic-router models build`"
+                f"{model_path} or {tokenizer_path} is missing: run `make models` (python -m offline build)"
                 + (" --fp32" if precision == "fp32" else "")
             )
         options = ort.SessionOptions()

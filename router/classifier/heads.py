@@ -14,6 +14,8 @@ import numpy as np
 from router.classifier.encoder import EncodedText
 
 HEADS_DIR = Path(__file__).with_name("heads")
+# Labels of the binary jailbreak head (training writes them into the npz; the runtime looks them up).
+JAILBREAK, BENIGN = "jailbreak", "benign"
 
 
 def pooled_features(encoded: EncodedText) -> np.ndarray:

@@ -16,9 +16,8 @@ from threadpoolctl import threadpool_limits
 
 from router.classifier.encoder import Encoder
 from router.classifier.examples import NO_EXAMPLES, ExampleHead, fit_example_head
-from router.classifier.heads import HEADS_DIR, MLPHead
+from router.classifier.heads import HEADS_DIR, JAILBREAK, MLPHead
 from router.classifier.injection_rules import injection_score
-from router.classifier.jailbreak_data import JAILBREAK
 from router.classifier.pii import detect_pii
 from router.config import ClassifierConfig, RouterConfig
 from router.signals import Classification

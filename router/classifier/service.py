@@ -13,7 +13,8 @@ from typing import Any
 
 import grpc
 
-from router.classifier.protos import load
+from router._proto.semantic_router.v1 import classifier_pb2 as pb2
+from router._proto.semantic_router.v1 import classifier_pb2_grpc as pb2_grpc
 from router.signals import Classification, Classifier
 
 # Returns the classifier currently serving (None when disabled) and its jailbreak threshold.
@@ -23,7 +24,6 @@ MAX_TEXT_CHARS = 1 << 22
 
 
 def to_response(result: Classification, jailbreak_threshold: float) -> Any:
-    pb2, _ = load()
     return pb2.ClassifyResponse(
         category=result.category or "",
         confidence=result.confidence,
@@ -39,7 +39,6 @@ def _refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: s
     """An empty reply carrying an error status (the call fails on the client with `code`)."""
     context.set_code(code)
     context.set_details(details)
-    pb2, _ = load()
     return pb2.ClassifyResponse()
 
 
@@ -47,9 +46,8 @@ def add_to_server(
     server: grpc.aio.Server, source: ClassifierSource, executor: Executor | None = None
 ) -> None:
     """Register the Classify RPC on `server` (call before server.start())."""
-    _, pb2_grpc = load()
 
-    class ClassifierServicer(pb2_grpc.ClassifierServicer):  # type: ignore[misc, name-defined]
+    class ClassifierServicer(pb2_grpc.ClassifierServicer):  # type: ignore[misc]
         async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
             classifier, threshold = source()
             if classifier is None:

@@ -13,8 +13,8 @@ import httpx
 import openai
 import pytest
 
-from tests.milvus_server import MilvusServer
-from tests.stack import Stack
+from devstack.milvus_server import MilvusServer
+from devstack.stack import Stack
 
 pytestmark = pytest.mark.usefixtures("require_model")
 

@@ -1,6 +1,6 @@
 """Every cache backend through the same cases: memory, embedded Milvus Lite and a real Milvus server.
 
-The server cases need an isolated network namespace (see tests/milvus_server.py); they skip
+The server cases need an isolated network namespace (see devstack/milvus_server.py); they skip
 with the command to use otherwise, or fail when VSR_REQUIRE_MILVUS=1.
 """
 
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from pymilvus import DataType, MilvusClient
 
+from devstack.milvus_server import MilvusServer, _accepts
 from router.cache.memory import MemoryStore
 from router.cache.milvus import CacheSchemaError, MilvusStore
 from router.cache.store import CacheBackendError, CacheEntry, CacheStore
-from tests.milvus_server import MilvusServer, _accepts
 
 NOW = time.time()
 # These cases check what a store keeps, not how soon a write shows: read your own writes.

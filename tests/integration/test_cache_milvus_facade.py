@@ -24,7 +24,7 @@ MODEL_DIR = ROOT / "models" / "minilm"
 @pytest.fixture(scope="module")
 def encode() -> Any:
     if not (MODEL_DIR / "model_int8.onnx").exists():
-        pytest.skip("models/minilm is not built: run `semantic-router models build`")
+        pytest.skip("models/minilm is not built: run `make models` (python -m offline build)")
     from router.classifier.encoder import Encoder
 
     encoder = Encoder(MODEL_DIR)

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.stack import Stack
+from devstack.stack import Stack
 
 pytestmark = pytest.mark.usefixtures("require_model")
 
@@ -82,9 +82,9 @@ def _upstream_calls(stack: Stack) -> int:
 def test_the_router_serves_the_same_classification_over_its_own_grpc_api(stack: Stack) -> None:
     import grpc
 
-    from router.classifier.protos import load
+    from router._proto.semantic_router.v1 import classifier_pb2 as pb2
+    from router._proto.semantic_router.v1 import classifier_pb2_grpc as pb2_grpc
 
-    pb2, pb2_grpc = load()
     with grpc.insecure_channel(f"{stack.cfg.server.host}:{stack.cfg.server.port}") as channel:
         reply = pb2_grpc.ClassifierStub(channel).Classify(pb2.ClassifyRequest(text="Solve for x: 3x + 5 = 20"),
                                                             timeout=10)

@@ -20,7 +20,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.stack import ROOT, Stack, derive_config
+from devstack.stack import ROOT, Stack, derive_config
 
 MATH = "Compute the integral of x squared from zero to one."  # keyword rule -> math -> gpt-oss-120b
 CHAT = "What should I cook for dinner tonight?"  # default category `other` -> qwen3-4b

@@ -13,10 +13,10 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from devstack.stack import ROOT
 from router.config import load_config
 from router.extproc.session import StreamSession
 from router.runtime import Runtime, build_runtime
-from tests.stack import ROOT
 
 pytestmark = pytest.mark.usefixtures("require_model")
 

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.stack import Stack
+from devstack.stack import Stack
 
 MATH = "Prove the theorem that the sum of two even numbers is even."
 CHAT = "What should I cook for dinner tonight?"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from router.classifier.build import MANIFEST, BuildError, ModelSource, build, is_current, sha256_file
+from offline.build import MANIFEST, BuildError, ModelSource, build, is_current, sha256_file
+from offline.cli import main as offline_main
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "models" / "minilm"
@@ -67,3 +68,12 @@ def test_runtime_classifier_never_imports_torch(require_model: None) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
+
+
+def test_offline_build_command_is_idempotent(require_model: None, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = json.loads((MODEL_DIR / MANIFEST).read_text())
+    argv = ["build", "--out", str(MODEL_DIR), "--source", manifest["source"]]
+    if "model_fp32.onnx" in manifest["files"]:
+        argv.append("--fp32")
+    assert offline_main(argv) == 0
+    assert "up to date" in capsys.readouterr().err

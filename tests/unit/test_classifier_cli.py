@@ -1,4 +1,4 @@
-"""`classify` and `models build` subcommands through argparse, on the real model."""
+"""The `classify` subcommand through argparse, on the real model."""
 
 from __future__ import annotations
 
@@ -58,12 +58,3 @@ def test_bad_jsonl_line_names_file_and_line(require_model: None, tmp_path: Path)
     file.write_text('{"text": "fine"}\n{"prompt": "wrong key"}\n')
     with pytest.raises(SystemExit, match=r"bad.jsonl:2"):
         run(["classify", "--config", "/nonexistent.yaml", "--jsonl", str(file)])
-
-
-def test_models_build_is_idempotent(require_model: None, capsys: pytest.CaptureFixture[str]) -> None:
-    manifest = json.loads((ROOT / "models" / "minilm" / "manifest.json").read_text())
-    argv = ["models", "build", "--out", str(ROOT / "models" / "minilm"), "--source", manifest["source"]]
-    if "model_fp32.onnx" in manifest["files"]:
-        argv.append("--fp32")
-    assert run(argv) == 0
-    assert "up to date" in capsys.readouterr().err

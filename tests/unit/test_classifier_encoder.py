@@ -84,5 +84,5 @@ def test_concurrent_encodes_match_sequential_ones(encoder: Encoder) -> None:
 
 
 def test_missing_model_names_the_build_command(tmp_path: Path) -> None:
-    with pytest.raises(ModelMissingError, match="semantic-router models build"):
+    with pytest.raises(ModelMissingError, match="python -m offline build"):
         Encoder(tmp_path)

@@ -6,7 +6,7 @@ import ast
 
 import pytest
 
-from router.classifier.injection_data import _literal
+from offline.injection_data import _literal
 
 
 def expr(text: str) -> ast.expr:

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from offline.train_data import domain_split
 from router.classifier.heads import HEADS_DIR, MLPHead
 from router.classifier.model import EncoderClassifier, load_classifier
-from router.classifier.train_data import domain_split
 from router.config import RouterConfig, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]

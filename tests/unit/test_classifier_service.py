@@ -9,8 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from router._proto.semantic_router.v1 import classifier_pb2 as pb2
+from router._proto.semantic_router.v1 import classifier_pb2_grpc as pb2_grpc
 from router.classifier.model import EncoderClassifier, shared_models
-from router.classifier.protos import load
 from router.classifier.service import add_to_server
 from router.config import ClassifierConfig
 
@@ -35,7 +36,6 @@ async def channel(require_model: None) -> AsyncIterator[tuple[grpc.aio.Channel, 
 
 async def test_classify_over_grpc(channel: tuple[grpc.aio.Channel, dict]) -> None:
     chan, _ = channel
-    pb2, pb2_grpc = load()
     stub = pb2_grpc.ClassifierStub(chan)
     text = "Solve 3x + 7 = 22 for x. My card is 4111 1111 1111 1111."
     reply = await stub.Classify(pb2.ClassifyRequest(text=text))
@@ -50,7 +50,6 @@ async def test_threshold_and_disabled_classifier_follow_the_source(
     channel: tuple[grpc.aio.Channel, dict],
 ) -> None:
     chan, current = channel
-    pb2, pb2_grpc = load()
     stub = pb2_grpc.ClassifierStub(chan)
     current["threshold"] = 0.0
     assert (await stub.Classify(pb2.ClassifyRequest(text="hello"))).jailbreak is True

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from devstack.stack import ROOT
 from router.config import load_config
 from router.envoy_config import render
-from tests.stack import ROOT
 
 SHIPPED = ROOT / "config" / "config.yaml"
 

@@ -75,12 +75,12 @@ def test_compose_runs_the_commands_make_run_starts(compose: dict[str, Any]) -> N
     upstreams = {
         (cmd[cmd.index("--model") + 1], int(cmd[cmd.index("--port") + 1]))
         for s in services.values()
-        if (cmd := s.get("command") or [])[:3] == ["python", "-m", "tests.demo_upstream"]
+        if (cmd := s.get("command") or [])[:3] == ["python", "-m", "devstack.demo_upstream"]
     }
     assert upstreams == {(name, ep.port) for name, m in cfg.models.items() for ep in m.endpoints}
     assert len(upstreams) >= 2
     for name, service in services.items():  # 127.0.0.1 in the configs must mean "the same Pod"
-        if name == "router" or (service.get("command") or [])[:3] == ["python", "-m", "tests.demo_upstream"]:
+        if name == "router" or (service.get("command") or [])[:3] == ["python", "-m", "devstack.demo_upstream"]:
             assert service["network_mode"] == "service:envoy", name
 
 

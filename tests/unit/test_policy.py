@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from devstack.stack import ROOT
 from router.config import load_config
 from router.errors import JailbreakBlocked, ModelNotFound, PIIViolation
 from router.openai_wire import parse_chat_request
 from router.policy import Policy
 from router.signals import Classification, PIIFinding
-from tests.stack import ROOT
 
 CFG = load_config(ROOT / "config" / "config.yaml")
 

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 
 import yaml
 
-from router.classifier.train_data import Example, package_wheel
+from offline.train_data import Example, package_wheel
+from router.classifier.heads import BENIGN, JAILBREAK
 
-JAILBREAK, BENIGN = "jailbreak", "benign"
 HELD_OUT_LANGUAGES = ("fr", "pt")
 CHAT_LINES_PER_FILE = 40
 

@@ -1,7 +1,7 @@
 """The local stack: demo upstreams, the router and a real Envoy, as separate processes.
 
-`make run` runs this module in the foreground and the integration tests use the same class, so
-what the tests check is exactly what a newcomer starts.
+`make run` runs this module in the foreground (`python -m devstack`); the integration tests, the
+benchmarks and the dashboard renderer use the same class, so what they check is what a newcomer starts.
 """
 
 from __future__ import annotations
@@ -65,12 +65,16 @@ class Stack:
     """Starts and stops every process of the local stack for one router config."""
 
     def __init__(self, config_path: Path, workdir: Path, log_to: Path | None = None,
-                 envoy_config_path: Path | None = None):
+                 envoy_config_path: Path | None = None, router_command: list[str] | None = None,
+                 cwd: Path = ROOT):
         self.config_path = config_path
         self.cfg: RouterConfig = load_config(config_path)
         self.workdir = workdir
         self.log_to = log_to
         self.envoy_config_path = envoy_config_path or workdir / "envoy.yaml"
+        # The router as a checkout runs it; the installed-package test passes the venv's console script.
+        self.router_command = router_command or [sys.executable, "-m", "router.cli"]
+        self.cwd = cwd
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[IO[bytes]] = []
 
@@ -78,12 +82,12 @@ class Stack:
     def base_url(self) -> str:
         return f"http://{self.cfg.envoy.host}:{self.cfg.envoy.port}/v1"
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], cwd: Path = ROOT) -> subprocess.Popen[bytes]:
         out: IO[bytes] | None = None
         if self.log_to is not None:
             out = open(self.log_to / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
             self._logs.append(out)
-        proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT if out else None,
+        proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT if out else None,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.procs[name] = proc
         return proc
@@ -91,13 +95,13 @@ class Stack:
     def start_upstreams(self) -> None:
         for name, model in self.cfg.models.items():
             for i, ep in enumerate(model.endpoints):
-                proc = self._spawn(f"upstream-{name}-{i}", [sys.executable, "-m", "tests.demo_upstream",
+                proc = self._spawn(f"upstream-{name}-{i}", [sys.executable, "-m", "devstack.demo_upstream",
                                                             "--model", name, "--port", str(ep.port)])
                 wait_for_port(ep.address, ep.port, 20, proc)
 
     def start_router(self, timeout: float = 120) -> None:
-        proc = self._spawn("router", [sys.executable, "-m", "router.cli", "serve",
-                                      "--config", str(self.config_path)])
+        proc = self._spawn("router", [*self.router_command, "serve", "--config", str(self.config_path)],
+                           cwd=self.cwd)
         wait_for_port(self.cfg.server.host, self.cfg.server.port, timeout, proc)
 
     def stop_router(self) -> None:
@@ -188,6 +192,3 @@ def main() -> None:
     finally:
         stack.stop()
 
-
-if __name__ == "__main__":
-    main()

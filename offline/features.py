@@ -1,6 +1,6 @@
 """Sentence embeddings of training and evaluation texts, cached on disk under the encoder file's hash.
 
-Shared by head training (router.classifier.train, build venv) and the cache evaluation (bench/cache_eval.py,
+Shared by head training (offline.train, build venv) and the cache evaluation (bench/cache_eval.py,
 runtime venv), so it needs only numpy and the runtime encoder. One text per encoder run, exactly as in serving.
 """
 
@@ -10,7 +10,7 @@ import hashlib
 
 import numpy as np
 
-from router.classifier.build import REPO_ROOT, sha256_file
+from offline.build import REPO_ROOT, sha256_file
 from router.classifier.encoder import Encoder
 
 FEATURE_CACHE = REPO_ROOT / "var" / "features"

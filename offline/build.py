@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_VENV = REPO_ROOT / ".venv-build"
 REQUIREMENTS = Path(__file__).with_name("build-requirements.txt")
 EXPORT_SCRIPT = Path(__file__).with_name("export_onnx.py")

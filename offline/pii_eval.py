@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from router.classifier import pii_data, pii_rules
+from offline import pii_data
+from router.classifier import pii_rules
 from router.classifier.encoder import Encoder
 from router.classifier.pii import detect_pii
 from router.signals import PIIFinding

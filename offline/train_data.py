@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "var" / "train-data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "var" / "train-data"
 SEED = 20261126
 HELD_OUT = 0.2
 

@@ -1,4 +1,4 @@
-"""Retrain the domain and jailbreak heads: `.venv-build/bin/python -m router.classifier.train [domain|jailbreak]`.
+"""Retrain the domain and jailbreak heads: `.venv-build/bin/python -m offline.train [domain|jailbreak]`.
 
 Runs in the build venv (torch for fitting); features come from the runtime int8 encoder, one text per run
 exactly as in serving, so the heads see at training time what they see in production. Writes
@@ -17,13 +17,13 @@ import math
 import numpy as np
 import torch
 
-from router.classifier.build import REPO_ROOT, sha256_file
+from offline.build import REPO_ROOT, sha256_file
+from offline.features import embed
+from offline.jailbreak_data import BENIGN, JAILBREAK, jailbreak_splits
+from offline.metrics import binary_report, multiclass_report
+from offline.train_data import DOMAINS, Example, domain_split
 from router.classifier.encoder import Encoder
-from router.classifier.features import embed
 from router.classifier.heads import HEADS_DIR, MLPHead
-from router.classifier.jailbreak_data import BENIGN, JAILBREAK, jailbreak_splits
-from router.classifier.metrics import binary_report, multiclass_report
-from router.classifier.train_data import DOMAINS, Example, domain_split
 
 MODEL_DIR = REPO_ROOT / "models" / "minilm"
 # Validation FPR the jailbreak threshold is set to: half the 1% budget, as margin for unseen benign styles.

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from router.classifier.jailbreak_data import JAILBREAK, jailbreak_splits
-from router.classifier.metrics import binary_report, multiclass_report
+from offline.jailbreak_data import JAILBREAK, jailbreak_splits
+from offline.metrics import binary_report, multiclass_report
+from offline.train_data import DOMAINS, HELD_OUT, SEED, domain_split
 from router.classifier.model import EncoderClassifier, EncoderModels
-from router.classifier.train_data import DOMAINS, HELD_OUT, SEED, domain_split
 
 PII_CACHE = Path("var/pii")
 
@@ -78,7 +78,7 @@ def plot_confusion(domain: dict, path: Path) -> None:
 
 def run_eval(models: EncoderModels, jailbreak_threshold: float, out_dir: Path, with_pii: bool = True) -> dict:
     """All figures into out_dir/classifier_eval.json (+ PNG); returns the report."""
-    from router.classifier import pii_eval
+    from offline import pii_eval
 
     started = time.monotonic()
     plain = EncoderClassifier(models, pii_enabled=False)

@@ -30,9 +30,9 @@ from collections.abc import Iterator
 
 import yaml
 
-from router.classifier import injection_data
-from router.classifier.injection_data import BENIGN, JAILBREAK
-from router.classifier.train_data import SEED, Example, domain_split, package_wheel
+from offline import injection_data
+from offline.injection_data import BENIGN, JAILBREAK
+from offline.train_data import SEED, Example, domain_split, package_wheel
 
 SPLITS = ("train", "validation", "test")
 _EXCLUDED_POLICIES = ("ai_safety", "cybersecurity")

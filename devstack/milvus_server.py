@@ -12,8 +12,8 @@ Inside pytest, the `milvus_server` fixture starts one server per session (or reu
 named by VSR_MILVUS_URI) and skips with the command above when the namespace is not isolated;
 VSR_REQUIRE_MILVUS=1 (set by .ci/run) turns that skip into a failure. From a shell:
 
-    python -m tests.milvus_server start --dir var/milvus-ci   # prints the URI, exits when healthy
-    python -m tests.milvus_server stop --dir var/milvus-ci
+    python -m devstack.milvus_server start --dir var/milvus-ci   # prints the URI, exits when healthy
+    python -m devstack.milvus_server stop --dir var/milvus-ci
 
 One server per namespace: the embedded etcd's peer port (2380) is fixed. Every start uses a fresh data directory (a restart on a used one once crashed with a stale etcd
 session); the 56 MB of unpacked binaries are hard-linked from one cache to skip the lzma step.
@@ -31,10 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NETNS_HINT = "ip netns add vsr-test; ip netns exec vsr-test ip link set lo up; ip netns exec vsr-test <command>"
@@ -117,7 +114,7 @@ class MilvusServer:
         _prime_binaries(self.data_dir)
         log = open(self.data_dir / "wrapper.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.milvus_server", "_serve", "--dir", str(self.data_dir),
+            [sys.executable, "-m", "devstack.milvus_server", "_serve", "--dir", str(self.data_dir),
              "--port", str(self.port)], cwd=ROOT,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -192,31 +189,13 @@ def _serves(uri: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer | str]:
-    """A running server: the one named by VSR_MILVUS_URI (a str), else one started for the session."""
-    if uri := os.environ.get("VSR_MILVUS_URI"):
-        yield uri
-        return
-    if not network_is_isolated():
-        message = f"real Milvus server needs an isolated network namespace: {NETNS_HINT}"
-        if os.environ.get("VSR_REQUIRE_MILVUS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    server = MilvusServer(ROOT / "var" / "milvus-test")
-    server.start()
-    yield server
-    server.stop()
-    server.remove_data()
-
-
 def _pidfile(base: Path) -> Path:
     return base / "wrapper.pid"
 
 
 def main(argv: list[str] | None = None) -> int:
     """`start` leaves the server running (pid in DIR/wrapper.pid) and prints its URI; `stop` ends it."""
-    parser = argparse.ArgumentParser(prog="python -m tests.milvus_server")
+    parser = argparse.ArgumentParser(prog="python -m devstack.milvus_server")
     parser.add_argument("action", choices=["start", "stop", "_serve"])
     parser.add_argument("--dir", type=Path, default=ROOT / "var" / "milvus-ci")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)

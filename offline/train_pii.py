@@ -1,4 +1,4 @@
-"""Train the PII token head: `python -m router.classifier.train_pii [--out PATH] [--seed N]`.
+"""Train the PII token head: `python -m offline.train_pii [--out PATH] [--seed N]`.
 
 Reproducible: sentences come from pii_data with fixed seeds, the template split is pii_eval's
 (template ids shuffled with random.Random(13), first 25% held out and never seen here; the project's
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router.classifier import pii_data, pii_eval
+from offline import pii_data, pii_eval
 from router.classifier.pii import DEFAULT_HEAD, EncodedTokens, TokenHead, token_features
 
 LABELS = ("O", pii_data.PERSON, pii_data.STREET_ADDRESS, pii_data.LOCATION, pii_data.ORGANIZATION)

@@ -1,6 +1,6 @@
 """Export MiniLM to ONNX. Runs ONLY inside the throwaway build venv (`.venv-build`, has torch).
 
-It is started as a script by `router.classifier.build`; the router runtime never imports it, so torch never
+It is started as a script by `offline.build`; the router runtime never imports it, so torch never
 becomes a runtime dependency. One graph yields both the sentence embedding (cache key, domain/jailbreak heads)
 and the token states (PII tagging), so a request costs one ONNX run.
 
