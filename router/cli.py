@@ -30,9 +30,13 @@ def _envoy_config(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from router.extproc.server import serve
+    from router.extproc.server import StartupError, serve
 
-    asyncio.run(serve(Path(args.config), args.log_format))  # an invalid file waits for a fix
+    try:
+        asyncio.run(serve(Path(args.config), args.log_format))  # an invalid file waits for a fix
+    except StartupError as exc:
+        print(f"semantic-router: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

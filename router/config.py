@@ -144,6 +144,11 @@ class ClassifierConfig(_Strict):
     confidence_threshold: float = Field(default=0.35, ge=0, le=1)
     jailbreak_threshold: float = Field(default=0.5, ge=0, le=1)
     pii_enabled: bool = True
+    # When classification fails for a request (an exception in the encoder or a head), the guards cannot
+    # decide. closed: refuse it (503 classifier_unavailable, Retry-After); open: route it on keyword rules
+    # and the default category without the jailbreak and PII checks (x-vsr-guards-skipped). Both are
+    # logged with the error and counted (vsr_classifier_failures_total).
+    on_failure: Literal["closed", "open"] = "closed"
     # Cosine similarity to the nearest YAML `examples:` utterance above which that category wins over the
     # domain head (0.6 let 0.1% of MMLU questions be captured by 342 fine-grained support categories).
     example_threshold: float = Field(default=0.6, ge=0, le=1)

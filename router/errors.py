@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """What happened to one request: the session sets it, the log line and the metrics report it."""
+
+    UPSTREAM = "upstream"  # routed to a model
+    CACHE = "cache"  # answered from the semantic cache
+    BLOCKED = "blocked"  # refused by a guard (jailbreak, PII policy)
+    ERROR = "error"  # refused because the request or a dependency failed
+    MODELS = "models"  # GET /v1/models, answered by the router
+    PASSTHROUGH = "passthrough"  # a path the router does not process
 
 
 class RouterError(Exception):
@@ -11,6 +23,7 @@ class RouterError(Exception):
     status: int = 400
     type: str = "invalid_request_error"
     code: str = "invalid_request"
+    outcome: Outcome = Outcome.ERROR
 
     def __init__(self, message: str, *, param: str | None = None, status: int | None = None):
         super().__init__(message)
@@ -52,12 +65,22 @@ class JailbreakBlocked(RouterError):
     status = 403
     type = "content_policy_violation"
     code = "jailbreak_detected"
+    outcome = Outcome.BLOCKED
 
 
 class PIIViolation(RouterError):
     status = 403
     type = "content_policy_violation"
     code = "pii_policy_violation"
+    outcome = Outcome.BLOCKED
+
+
+class ClassifierUnavailable(RouterError):
+    """The guards could not decide and `classifier.on_failure` is `closed`: refuse rather than guess."""
+
+    status = 503
+    type = "server_error"
+    code = "classifier_unavailable"
 
 
 class InternalError(RouterError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import structlog
 
 from router.cache import CACHE_REASONS, SemanticCache
 from router.classifier import load_classifier
+from router.classifier.encoder import ModelMissingError
 from router.classifier.memo import MemoizedClassifier
 from router.config import ConfigError, RouterConfig, load_config
 from router.observability import metrics
@@ -53,14 +54,32 @@ def build_runtime(cfg: RouterConfig) -> Runtime:
 
 
 class RuntimeHolder:
-    """Owns the current runtime and swaps it atomically; reloads are serialised by the watcher."""
+    """Owns the current runtime and swaps it atomically; reloads are serialised by the watcher.
 
-    def __init__(self, path: Path, executor: Executor, readiness: Readiness):
+    Loading a runtime (reading ONNX files, embedding example utterances, connecting the cache) runs on
+    a thread of its own, so a reload never takes the workers that classify requests.
+    """
+
+    def __init__(self, path: Path, readiness: Readiness):
         self.path = path
         self.current: Runtime | None = None
         self.loaded = asyncio.Event()
-        self._executor = executor
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-reload")
         self._readiness = readiness
+        self._closing: set[asyncio.Task[None]] = set()  # retired runtimes closing; referenced until done
+
+    def _retire(self, runtime: Runtime) -> None:
+        task = asyncio.get_running_loop().create_task(runtime.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        """Close the current runtime and wait for retired ones; stops the loader thread."""
+        if self.current is not None:
+            await self.current.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        self._loader.shutdown(wait=False, cancel_futures=True)
 
     @contextlib.contextmanager
     def stream(self) -> Iterator[Runtime]:
@@ -74,22 +93,25 @@ class RuntimeHolder:
         finally:
             runtime.streams -= 1
             if runtime.retired and runtime.streams == 0:
-                asyncio.get_running_loop().create_task(runtime.close())
+                self._retire(runtime)
 
-    async def reload(self) -> bool:
+    async def reload(self, first: bool = False) -> bool:
         """Load and build the config file's runtime; on failure the old runtime keeps serving.
 
-        Raises ConfigError for an invalid file (the watcher logs the reason and counts it).
+        Raises ConfigError for an invalid file (the watcher logs the reason and counts it), and on the
+        `first` load ModelMissingError, which no config edit can fix.
         """
         loop = asyncio.get_running_loop()
         try:
-            cfg = await loop.run_in_executor(self._executor, load_config, self.path)
-            new = await loop.run_in_executor(self._executor, build_runtime, cfg)
+            cfg = await loop.run_in_executor(self._loader, load_config, self.path)
+            new = await loop.run_in_executor(self._loader, build_runtime, cfg)
         except ConfigError as exc:
             if self.current is None:
                 self._readiness.set("config", False, str(exc))
             raise
-        except Exception as exc:  # noqa: BLE001 - a model or backend that fails to load keeps the old runtime
+        except Exception as exc:  # a model or backend that fails to load keeps the old runtime
+            if first and isinstance(exc, ModelMissingError):
+                raise
             log.error("runtime_build_failed", path=str(self.path), error=f"{type(exc).__name__}: {exc}")
             if self.current is None:
                 self._readiness.set("models", False, f"{type(exc).__name__}: {exc}")
@@ -107,4 +129,4 @@ class RuntimeHolder:
         if old is not None:
             old.retired = True
             if old.streams == 0:
-                asyncio.get_running_loop().create_task(old.close())
+                self._retire(old)

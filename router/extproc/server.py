@@ -15,8 +15,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1.health import aio as grpc_health_aio
 
+from router.classifier.encoder import ModelMissingError
 from router.classifier.service import add_to_server as add_classifier_api
 from router.config import ConfigError, ObservabilityConfig, RouterConfig, ServerConfig, load_config
+from router.errors import Outcome
 from router.extproc.session import StreamSession
 from router.observability import logs, metrics
 from router.observability.health import Readiness, add_grpc_health
@@ -26,6 +28,10 @@ from router.runtime import RuntimeHolder
 from router.signals import Classifier
 
 log = logs.get_logger("router.extproc")
+
+
+class StartupError(Exception):
+    """The router cannot start (port in use, model missing, config unreadable): one line, exit 1."""
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
@@ -47,21 +53,22 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
 def _record(session: StreamSession) -> None:
     """One log line and the metrics for a finished request; never the prompt."""
     req, d = session.request, session.request.decision
-    if req.outcome in ("passthrough", "models"):
+    if req.outcome in (Outcome.PASSTHROUGH, Outcome.MODELS):
         return
     for phase, seconds in req.timings.items():
         metrics.observe_phase(phase, seconds)  # type: ignore[arg-type]
     total = session.busy
     metrics.observe_phase("total", total)
-    metrics.record_request(d.model if d else None, d.category if d else None, req.outcome)  # type: ignore[arg-type]
+    metrics.record_request(d.model if d else None, d.category if d else None, req.outcome.value)  # type: ignore[arg-type]
     if req.signal.source != "none":
         metrics.observe_confidence(req.signal.category, req.signal.confidence)
     for pii_type in req.signal.pii_types:
         metrics.record_pii(pii_type)
     if req.error_code == "jailbreak_detected":
         metrics.record_jailbreak_block(d.category if d else None)
-    if req.error_code == "classifier_failed":
+    if req.classifier_error is not None:
         metrics.record_dependency_error("classifier")
+        metrics.record_classifier_failure(session.runtime.cfg.classifier.on_failure)
     usage = session.response.usage
     if d is not None and usage:
         _record_usage(session.runtime.cfg, d.model, usage)
@@ -92,36 +99,53 @@ def _bootstrap(path: Path) -> tuple[ServerConfig, ObservabilityConfig]:
 
 
 async def serve(config_path: Path, log_format: LogFormat | None = None) -> None:
-    """Run until SIGINT/SIGTERM. An invalid config at start keeps the probes up and waits for a fix."""
+    """Run until SIGINT/SIGTERM. An invalid config at start keeps the probes up and waits for a fix.
+
+    Raises StartupError when it cannot start at all: an unreadable config file, a missing model, a busy port.
+    """
+    try:
+        config_path.read_bytes()
+    except OSError as exc:
+        raise StartupError(f"cannot read config file {config_path}: {exc.strerror}") from None
     server_cfg, obs = _bootstrap(config_path)
     configure_logs(obs, log_format)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-worker")
     readiness = Readiness()
-    holder = RuntimeHolder(config_path, executor, readiness)
+    holder = RuntimeHolder(config_path, readiness)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await holder.reload()
+        await holder.reload(first=True)
     except ConfigError as exc:
         log.error("config_invalid", reason=str(exc))
+    except ModelMissingError as exc:
+        raise StartupError(str(exc)) from None
     # After the first load, so the cache probe never reports a runtime that is still loading.
-    ops = await start_ops(obs, server_cfg.metrics_port, config_path, holder.reload, readiness,
-                          cache=lambda: holder.current.cache if holder.current else None)
+    try:
+        ops = await start_ops(obs, server_cfg.metrics_port, config_path, holder.reload, readiness,
+                              cache=lambda: holder.current.cache if holder.current else None)
+    except OSError as exc:
+        await holder.aclose()
+        raise StartupError(f"metrics port {obs.metrics_host}:{server_cfg.metrics_port}: {exc.strerror}") from None
     logs.adopt_loggers(*logs.LIBRARY_LOGGERS)  # pymilvus installs its own handlers when imported
     await _first(holder.loaded, stop)
     server = health = None
     if holder.current is not None:  # ports from the config that loaded, which may be a fixed one
-        server, health = await _start_grpc(holder, executor, readiness, holder.current.cfg.server)
+        try:
+            server, health = await _start_grpc(holder, executor, readiness, holder.current.cfg.server)
+        except StartupError:
+            await ops.aclose()
+            await holder.aclose()
+            raise
     await stop.wait()
     log.info("router_stopping")
     if server is not None and health is not None:
         await health.enter_graceful_shutdown()  # NOT_SERVING while in-flight streams drain
         await server.stop(grace=5)
     await ops.aclose()
-    if holder.current is not None:
-        await holder.current.close()
+    await holder.aclose()
     executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -148,7 +172,10 @@ async def _start_grpc(holder: RuntimeHolder, executor: ThreadPoolExecutor, readi
     health = add_grpc_health(server, readiness)
     add_classifier_api(server, lambda: _classifier_of(holder), executor)
     address = f"{cfg.host}:{cfg.port}"
-    server.add_insecure_port(address)
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError:  # grpc reports a busy or unbindable address this way
+        raise StartupError(f"ext_proc port {address} is already in use or cannot be bound") from None
     await server.start()
     log.info("router_started", address=address, config=str(holder.path))
     return server, health

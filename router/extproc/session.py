@@ -20,7 +20,15 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from router import openai_wire as wire
 from router.cache import build_cache_request
-from router.errors import BodyTooLarge, InternalError, InvalidRequest, MethodNotAllowed, RouterError
+from router.errors import (
+    BodyTooLarge,
+    ClassifierUnavailable,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    Outcome,
+    RouterError,
+)
 from router.extproc import messages as msg
 from router.policy import Decision
 from router.runtime import Runtime
@@ -41,7 +49,8 @@ class RequestState:
     signal: Classification = NO_SIGNAL
     decision: Decision | None = None
     cache_key: Any = None
-    outcome: str = "passthrough"  # upstream | cache | blocked | error | models | passthrough
+    outcome: Outcome = Outcome.PASSTHROUGH
+    classifier_error: str | None = None  # "Type: message" when classification failed
     cache_result: str = "off"  # off | skip:<reason> | hit | miss
     error_code: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -101,7 +110,7 @@ class StreamSession:
         if path == MODELS_PATH:
             if method != "GET":
                 raise MethodNotAllowed(f"{method} is not allowed on {MODELS_PATH}; use GET")
-            self.request.outcome = "models"
+            self.request.outcome = Outcome.MODELS
             body = wire.models_list(self.runtime.policy.public_model_names())
             return msg.immediate(200, body, self._id_header())
         if path != CHAT_PATH:
@@ -123,9 +132,10 @@ class StreamSession:
         hit = await self._cache_lookup(chat, decision)
         if hit is not None:
             return hit
-        self.request.outcome = "upstream"
+        self.request.outcome = Outcome.UPSTREAM
         routed = self.runtime.policy.rewrite(chat, decision)
-        return msg.route_request(routed, {self.runtime.cfg.server.selection_header: decision.cluster})
+        headers = {self.runtime.cfg.server.selection_header: decision.cluster}
+        return msg.route_request(routed, headers)
 
     def _check_size(self, size: int) -> None:
         limit = self.runtime.cfg.server.max_body_bytes
@@ -133,7 +143,7 @@ class StreamSession:
             raise BodyTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes")
 
     async def _classify(self, chat: wire.ChatRequest) -> Classification:
-        """One encoder pass; a failing classifier degrades to keyword rules and the default route."""
+        """One encoder pass. When it fails, `classifier.on_failure` decides: refuse, or route unguarded."""
         classifier = self.runtime.classifier
         if classifier is None:
             return NO_SIGNAL
@@ -141,12 +151,19 @@ class StreamSession:
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.executor, classifier.classify, chat.latest_user_text())
-        except Exception as exc:  # noqa: BLE001 - classification is an optimisation, routing must go on
-            log.warning("classifier_failed", error=type(exc).__name__, request_id=self.request.request_id)
-            self.request.error_code = "classifier_failed"
-            return NO_SIGNAL
+        except Exception as exc:  # noqa: BLE001 - any failure is handled by the operator's explicit policy
+            return self._classifier_failed(exc)
         finally:
             self.request.timings["classify"] = time.perf_counter() - start
+
+    def _classifier_failed(self, exc: Exception) -> Classification:
+        policy = self.runtime.cfg.classifier.on_failure
+        self.request.classifier_error = f"{type(exc).__name__}: {exc}"[:300]
+        log.error("classifier_failed", error=self.request.classifier_error, on_failure=policy,
+                  request_id=self.request.request_id)
+        if policy == "closed":
+            raise ClassifierUnavailable("The request could not be screened by the router's guards; retry later")
+        return NO_SIGNAL
 
     async def _cache_lookup(self, chat: wire.ChatRequest, decision: Decision) -> pb.ProcessingResponse | None:
         cache = self.runtime.cache
@@ -164,7 +181,7 @@ class StreamSession:
         self.request.cache_result = "miss" if hit is None else "hit"
         if hit is None:
             return None
-        self.request.outcome = "cache"
+        self.request.outcome = Outcome.CACHE
         completion = wire.fresh_completion(hit.completion, chat.model)
         headers = {**self._decision_headers(), "x-vsr-cache-hit": "true",
                    "x-vsr-cache-similarity": f"{hit.similarity:.4f}"}
@@ -216,10 +233,12 @@ class StreamSession:
 
     def reject(self, exc: RouterError) -> pb.ProcessingResponse:
         """Answer with an OpenAI-style error; the stream ends here, the server keeps serving."""
-        self.request.outcome = "blocked" if exc.status == 403 else "error"
+        self.request.outcome = exc.outcome
         self.request.error_code = exc.code
         headers = self._decision_headers()
-        if exc.code == "jailbreak_detected":
+        if isinstance(exc, ClassifierUnavailable):
+            headers["retry-after"] = "1"
+        elif exc.code == "jailbreak_detected":
             headers["x-vsr-jailbreak-blocked"] = "true"
         elif exc.code == "pii_policy_violation":
             headers["x-vsr-pii-violation"] = ",".join(sorted(self.request.signal.pii_types))
@@ -235,6 +254,8 @@ class StreamSession:
             out |= {"x-vsr-selected-model": d.model, "x-vsr-selected-category": d.category,
                     "x-vsr-selected-reasoning": "on" if d.reasoning else "off",
                     "x-vsr-selected-confidence": f"{d.confidence:.3f}"}
+        if self.request.classifier_error is not None:
+            out["x-vsr-guards-skipped"] = "classifier_failed"
         return out
 
 

@@ -22,7 +22,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-DecisionPath = Literal["upstream", "cache", "blocked", "error"]
+DecisionPath = Literal["upstream", "cache", "blocked", "error"]  # the counted values of errors.Outcome
 Phase = Literal["classify", "cache_lookup", "total"]
 CacheEvent = Literal["hit", "miss", "write", "skipped_write", "error"]
 LabelKind = Literal["model", "category", "pii_type", "dependency", "cache_reason"]
@@ -142,6 +142,13 @@ class RouterMetrics:
         self.pii = self._counter(
             "pii_detections_total", "PII entities detected in prompts, by type.", ("type",)
         )
+        self.classifier_failures = self._counter(
+            "classifier_failures_total",
+            "Requests whose classification failed, by the policy applied (closed: refused; open: unguarded).",
+            ("policy",),
+        )
+        for policy in ("closed", "open"):
+            self.classifier_failures.labels(policy)
 
     def _define_ops_series(self) -> None:
         r = self.registry
@@ -216,6 +223,9 @@ class RouterMetrics:
             else:
                 self.last_reload_ts.set(now)
 
+    def record_classifier_failure(self, policy: str) -> None:
+        self.classifier_failures.labels(policy).inc()
+
     def record_dependency_error(self, dependency: str) -> None:
         self.dependency_errors.labels(self.label_sets["dependency"](dependency)).inc()
 
@@ -245,3 +255,4 @@ record_pii = METRICS.record_pii
 record_usage = METRICS.record_usage
 record_config_reload = METRICS.record_config_reload
 record_dependency_error = METRICS.record_dependency_error
+record_classifier_failure = METRICS.record_classifier_failure

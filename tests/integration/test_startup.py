@@ -1,0 +1,85 @@
+"""Start-up as an operator sees it: one clear line and exit 1 when the router cannot start, and a
+serving router that has loaded nothing from the offline tools (no training code, no torch)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.stack import ROOT, derive_config
+
+
+def serve(config: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "router.cli", "serve", "--config", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def assert_one_line_exit(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("semantic-router: cannot start:") and expected in last
+    assert "Traceback" not in result.stderr
+
+
+def test_busy_ext_proc_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    config = derive_config(tmp_path)
+    port = int(__import__("yaml").safe_load(config.read_text())["server"]["port"])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        assert_one_line_exit(serve(config), f"ext_proc port 127.0.0.1:{port}")
+
+
+def test_missing_model_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    def enable(cfg: dict[str, Any]) -> None:
+        cfg["classifier"].update(enabled=True, model_dir=str(tmp_path / "no-model"))
+    assert_one_line_exit(serve(derive_config(tmp_path, enable)), "python -m offline build")
+
+
+def test_unreadable_config_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    assert_one_line_exit(serve(tmp_path / "missing.yaml"), "cannot read config file")
+
+
+def test_serving_router_never_imports_offline_or_dev_code(require_model: None, tmp_path: Path) -> None:
+    """The real start-up (classifier and cache on), then a look at what the process imported."""
+    def full(cfg: dict[str, Any]) -> None:
+        cfg["classifier"]["enabled"] = True
+        cfg["semantic_cache"] = {"enabled": True, "backend": "memory"}
+    config = derive_config(tmp_path, full)
+    script = textwrap.dedent(f"""
+        import asyncio, os, socket, sys
+        from pathlib import Path
+        from router.extproc.server import serve
+        from router.config import load_config
+
+        async def main():
+            task = asyncio.create_task(serve(Path({str(config)!r})))
+            port = load_config({str(config)!r}).server.port
+            while True:
+                await asyncio.sleep(0.1)
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    assert not task.done(), task.exception()
+            roots = {{name.split(".")[0] for name in sys.modules}}
+            print(sorted(roots & {{"offline", "devstack", "tests", "torch", "transformers", "garak", "faker",
+                                   "matplotlib", "sklearn"}}), flush=True)
+            os._exit(0)  # the answer is printed; no need for a graceful stop
+        asyncio.run(main())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_needed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VSR_CACHE_HMAC_SECRET", "test-secret")
