@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models test-data run test bench envoy-config clean
+.PHONY: install models test-data run lint test bench envoy-config clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,15 @@ test-data: install
 run: models
 	$(BIN)/python -m devstack
 
+# The quality gate `make test` runs first: ruff on everything, mypy strict on the runtime package.
+lint: install
+	$(BIN)/ruff check router offline devstack tests bench deploy setup.py
+	$(BIN)/mypy
+
 # The real Milvus server binds every interface, so as root the suite runs inside a loopback-only
 # network namespace; elsewhere the Milvus-server tests skip with the command to run them.
 NETNS := vsr-test
-test: models test-data
+test: lint models test-data
 	@if [ "$$(id -u)" = 0 ] && command -v ip >/dev/null; then \
 	  ip netns add $(NETNS) 2>/dev/null || true; \
 	  ip netns exec $(NETNS) ip link set lo up; \

@@ -269,7 +269,7 @@ def parse_config(data: Any, file: str = "<config>") -> RouterConfig:
     try:
         return RouterConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
+        problems: list[tuple[str, str]] = []
         for err in exc.errors(include_url=False):
             msg = err["msg"].removeprefix("Value error, ")
             problems.extend((_format_location(err["loc"]), part) for part in msg.split("; "))

@@ -29,7 +29,7 @@ def _cluster(name: str, endpoints: list[tuple[str, int]], http2: bool = False) -
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": lb}]},
     }
     if http2:
-        options = {"explicit_http_config": {"http2_protocol_options": {}}}
+        options: dict[str, Any] = {"explicit_http_config": {"http2_protocol_options": {}}}
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",

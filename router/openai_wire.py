@@ -46,7 +46,8 @@ class ChatRequest:
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        return self.body["messages"]
+        messages: list[dict[str, Any]] = self.body["messages"]
+        return messages
 
     def latest_user_text(self) -> str:
         """The text the classifier and the cache look at: the last user turn."""
@@ -205,9 +206,9 @@ class StreamAssembler:
 
 def completion_to_sse(completion: dict[str, Any], include_usage: bool = True) -> bytes:
     """Replays a complete answer as a valid chat.completion.chunk stream ending in [DONE]."""
-    base = {k: completion[k] for k in ("id", "created", "model") if k in completion}
+    base: dict[str, Any] = {k: completion[k] for k in ("id", "created", "model") if k in completion}
     base["object"] = "chat.completion.chunk"
-    frames = []
+    frames: list[dict[str, Any]] = []
     for choice in completion.get("choices", []):
         message = choice.get("message") or {}
         index = choice.get("index", 0)

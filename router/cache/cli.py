@@ -23,7 +23,7 @@ from router.config import CacheConfig, ConfigError, load_config
 DEFAULT_CONFIG = "config/config.yaml"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cache = subparsers.add_parser("cache", help="semantic cache: stats, invalidate, purge-expired")
     actions = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     p = actions.add_parser("stats", help="entries and backend details as JSON")

@@ -13,7 +13,7 @@ from router.config import ClassifierConfig, ConfigError, RouterConfig, load_conf
 DEFAULT_CONFIG = "config/config.yaml"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "classify", help="classify text with the ONNX encoder heads; one JSON line each"
     )

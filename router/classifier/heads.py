@@ -45,7 +45,8 @@ class MLPHead:
                 hidden = _gelu(hidden)
         hidden = hidden - hidden.max(axis=-1, keepdims=True)
         exp = np.exp(hidden)
-        return exp / exp.sum(axis=-1, keepdims=True)
+        probs: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+        return probs
 
     def save(self, path: Path) -> None:
         arrays: dict[str, np.ndarray] = {
@@ -82,4 +83,5 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     inner += 1.0
     inner *= x
     inner *= 0.5
-    return inner
+    result: np.ndarray = inner
+    return result

@@ -27,8 +27,10 @@ N_SHAPE_FEATURES = 4
 class EncodedTokens(Protocol):
     """The part of the encoder's EncodedText this module reads."""
 
-    token_states: np.ndarray
-    offsets: Sequence[tuple[int, int]]
+    @property
+    def token_states(self) -> np.ndarray: ...
+    @property
+    def offsets(self) -> np.ndarray | Sequence[tuple[int, int]]: ...
 
 
 def shape_features(text: str, offsets: Sequence[tuple[int, int]] | np.ndarray) -> np.ndarray:
@@ -54,7 +56,8 @@ def shape_features(text: str, offsets: Sequence[tuple[int, int]] | np.ndarray) -
 
     def count(flags: np.ndarray) -> np.ndarray:
         cum = np.concatenate([[0], np.cumsum(flags)])
-        return cum[end] - cum[start]
+        counted: np.ndarray = cum[end] - cum[start]
+        return counted
 
     feats[:, 0] = real & upper[first]
     feats[:, 1] = real & (end - start > 1) & (count(upper) > 0) & (count(lower) == 0)
@@ -113,7 +116,8 @@ class TokenHead:
         logits = np.maximum(feats @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        probs: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+        return probs
 
     def spans(self, text: str, encoded: EncodedTokens) -> list[PIIFinding]:
         """Runs of consecutive entity tokens (P(O) below 1 - min_score), typed by their summed probabilities.

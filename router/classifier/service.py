@@ -35,7 +35,7 @@ def to_response(result: Classification, jailbreak_threshold: float) -> Any:
     )
 
 
-def _refuse(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str) -> Any:
+def _refuse(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str) -> Any:
     """An empty reply carrying an error status (the call fails on the client with `code`)."""
     context.set_code(code)
     context.set_details(details)
@@ -47,8 +47,8 @@ def add_to_server(
 ) -> None:
     """Register the Classify RPC on `server` (call before server.start())."""
 
-    class ClassifierServicer(pb2_grpc.ClassifierServicer):  # type: ignore[misc]
-        async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    class ClassifierServicer(pb2_grpc.ClassifierServicer):
+        async def Classify(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             classifier, threshold = source()
             if classifier is None:
                 return _refuse(
@@ -60,4 +60,4 @@ def add_to_server(
             result = await loop.run_in_executor(executor, classifier.classify, request.text)
             return to_response(result, threshold)
 
-    pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(), server)
+    pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(), server)  # type: ignore[no-untyped-call]

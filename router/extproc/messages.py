@@ -7,13 +7,14 @@ a body mutation carries its own content-length, a routing header change clears t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.type.v3 import http_status_pb2
 
-Mode = processing_mode_pb2.ProcessingMode
+Mode: TypeAlias = processing_mode_pb2.ProcessingMode
 JSON = "application/json"
 SSE = "text/event-stream"
 

@@ -13,7 +13,7 @@ import grpc
 import yaml
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from grpc_health.v1.health import aio as grpc_health_aio
+from grpc_health.v1.health import aio as grpc_health_aio  # type: ignore[attr-defined]  # stubs lag
 
 from router.classifier.encoder import ModelMissingError
 from router.classifier.service import add_to_server as add_classifier_api
@@ -34,13 +34,13 @@ class StartupError(Exception):
     """The router cannot start (port in use, model missing, config unreadable): one line, exit 1."""
 
 
-class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]  # untyped stubs
     def __init__(self, holder: RuntimeHolder, executor: ThreadPoolExecutor):
         self.holder = holder
         self.executor = executor
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ProcessingResponse]:
+                      context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.ProcessingResponse]:
         with self.holder.stream() as runtime:
             session = StreamSession(runtime, self.executor)
             try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as grpc_health_aio
+from grpc_health.v1.health import aio as grpc_health_aio  # type: ignore[attr-defined]  # stubs lag
 from prometheus_client import disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
