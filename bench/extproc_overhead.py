@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,31 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from latency_stats import summary_ms
 
-from devstack.stack import ROOT, Stack, derive_config, wait_for_port
-from router.envoy_config import envoy_config
-
-
-def _bare_envoy(stack: Stack, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """The same Envoy without the ext_proc filter, on the next port."""
-    cfg = envoy_config(stack.cfg)
-    listener = cfg["static_resources"]["listeners"][0]
-    port = stack.cfg.envoy.port + 2
-    listener["address"]["socket_address"]["port_value"] = port
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ext_proc"]
-    cfg.pop("admin", None)
-    path = tmp / "envoy-bare.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "envoy"), "-c", str(path), "--use-dynamic-base-id",
-                             "--log-level", "warn", "--concurrency", "1"])
-    wait_for_port("127.0.0.1", port, 20, proc)
-    return proc, port
+from devstack.stack import ROOT, Stack, derive_config
 
 
 def run(requests: int, classifier: bool) -> dict[str, Any]:
@@ -54,9 +34,8 @@ def run(requests: int, classifier: bool) -> dict[str, Any]:
 
     stack = Stack(derive_config(tmp, overrides), tmp, log_to=tmp)
     stack.start()
-    bare, bare_port = _bare_envoy(stack, tmp)
     urls = {"with_ext_proc": f"{stack.base_url}/chat/completions",
-            "without_ext_proc": f"http://127.0.0.1:{bare_port}/v1/chat/completions"}
+            "without_ext_proc": f"{stack.start_bare_envoy()}/chat/completions"}
     samples: dict[str, list[float]] = {k: [] for k in urls}
     try:
         with httpx.Client(timeout=10) as client:
@@ -71,8 +50,6 @@ def run(requests: int, classifier: bool) -> dict[str, Any]:
                     if i >= 100:  # warm-up
                         samples[name].append(elapsed)
     finally:
-        bare.terminate()
-        bare.wait()
         stack.stop()
     result = {k: summary_ms(v) for k, v in samples.items()}
     w, wo = result["with_ext_proc"], result["without_ext_proc"]

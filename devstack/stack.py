@@ -22,7 +22,7 @@ from typing import IO, Any
 import yaml
 
 from router.config import RouterConfig, load_config
-from router.envoy_config import render
+from router.envoy_config import envoy_config, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,6 +115,24 @@ class Stack:
         wait_for_port(self.cfg.envoy.host, self.cfg.envoy.port, 20, proc)
         self._wait_envoy_ready()
 
+    def start_bare_envoy(self) -> str:
+        """The same Envoy without the ext_proc filter, on the next port: the baseline every benchmark
+        measures the sidecar against. Returns its OpenAI base URL."""
+        cfg = envoy_config(self.cfg)
+        listener = cfg["static_resources"]["listeners"][0]
+        port = self.cfg.envoy.port + 2
+        listener["address"]["socket_address"]["port_value"] = port
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ext_proc"]
+        cfg.pop("admin", None)
+        path = self.workdir / "envoy-bare.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        envoy = str(Path(sys.executable).parent / "envoy")
+        proc = self._spawn("envoy-bare", [envoy, "-c", str(path), "--use-dynamic-base-id", "--log-level", "warn",
+                                          "--concurrency", "1"])
+        wait_for_port("127.0.0.1", port, 20, proc)
+        return f"http://127.0.0.1:{port}/v1"
+
     def _wait_envoy_ready(self) -> None:
         if not self.cfg.envoy.admin_port:
             return
@@ -147,7 +165,7 @@ class Stack:
             proc.wait()
 
     def stop(self) -> None:
-        for name in ["envoy", "router", *[n for n in self.procs if n.startswith("upstream")]]:
+        for name in ["envoy", "envoy-bare", "router", *[n for n in self.procs if n.startswith("upstream")]]:
             self._stop(name)
         for f in self._logs:
             f.close()

@@ -1,0 +1,158 @@
+"""Throughput and latency under concurrent load: wrk against the real stack, beside Envoy alone, in one run.
+
+For each scenario one stack is started (demo upstreams, router, real Envoy) plus a second Envoy on the same
+upstreams without the ext_proc filter. wrk (Debian's `wrk`, a C load generator that costs little CPU) drives
+both at each concurrency, one after the other, so machine noise hits both alike:
+
+- `keyword_only`: classifier and cache off (the ext_proc round trips and the policy alone);
+- `miss`: the default stack (classifier, Milvus Lite cache), a new prompt per request (a Lua counter), so
+  neither the classification memo nor the cache can answer;
+- `hit`: the default stack, one repeated prompt that was answered once before timing (cache hits).
+
+wrk, Envoy, the router and the upstreams share this machine's cores; the JSON records how many.
+Writes bench/results/load.json and load.png.
+
+    apt-get install wrk
+    .venv/bin/python bench/load.py [--duration 10] [--concurrency 1 8 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from devstack.stack import ROOT, Stack, derive_config
+
+PROMPT = "How do I convert miles to kilometres for a road trip?"
+LUA = """
+local counter = 0
+local tid = 0
+local unique = %(unique)s
+setup = function(thread) thread:set("tid", tid); tid = tid + 1 end
+request = function()
+  counter = counter + 1
+  local text = "%(prompt)s"
+  if unique then text = string.format("%%s (trip %%d-%%d-%%d)", text, tid, counter, math.random(1, 1000000000)) end
+  local body = '{"model":"auto","messages":[{"role":"user","content":"' .. text .. '"}]}'
+  return wrk.format("POST", "/v1/chat/completions",
+    {["content-type"] = "application/json", ["authorization"] = "Bearer sk-load-test"}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format('WRKJSON {"requests":%%d,"duration_us":%%d,"status_errors":%%d,"connect_errors":%%d,' ..
+    '"timeouts":%%d,"read_errors":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"max_us":%%d}\\n',
+    summary.requests, summary.duration, summary.errors.status, summary.errors.connect, summary.errors.timeout,
+    summary.errors.read, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def wrk(url: str, concurrency: int, duration: int, script: Path) -> dict[str, Any]:
+    """One wrk run; its Lua `done` prints the summary as JSON."""
+    threads = min(concurrency, 2)
+    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{duration}s", "--timeout", "5s",
+                          "-s", str(script), url], capture_output=True, text=True, check=True)
+    line = next(line for line in out.stdout.splitlines() if line.startswith("WRKJSON "))
+    raw = json.loads(line.removeprefix("WRKJSON "))
+    seconds = raw["duration_us"] / 1e6
+    errors = raw["status_errors"] + raw["connect_errors"] + raw["timeouts"] + raw["read_errors"]
+    return {"concurrency": concurrency, "requests": raw["requests"], "errors": errors,
+            "req_per_s": round(raw["requests"] / seconds, 1),
+            **{f"{q}_ms": round(raw[f"{q}_us"] / 1000, 2) for q in ("p50", "p90", "p99", "max")}}
+
+
+def scenario_config(tmp: Path, name: str) -> Path:
+    def overrides(cfg: dict[str, Any]) -> None:
+        if name == "keyword_only":
+            return
+        cfg["classifier"]["enabled"] = True
+        cfg["semantic_cache"] = {"enabled": True, "uri": str(tmp / "cache" / "milvus_lite.db")}
+    return derive_config(tmp, overrides)
+
+
+def run_scenario(name: str, concurrencies: list[int], duration: int) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"vsr-load-{name}-"))
+    stack = Stack(scenario_config(tmp, name), tmp, log_to=tmp)
+    script = tmp / "request.lua"
+    script.write_text(LUA % {"unique": "false" if name == "hit" else "true", "prompt": PROMPT})
+    rows: list[dict[str, Any]] = []
+    try:
+        stack.start()
+        bare = stack.start_bare_envoy()
+        routed = f"{stack.base_url}/chat/completions"
+        with httpx.Client(timeout=10, headers={"authorization": "Bearer sk-load-test"}) as client:
+            body = {"model": "auto", "messages": [{"role": "user", "content": PROMPT}]}
+            client.post(routed, json=body).raise_for_status()  # warm-up; primes the cache for `hit`
+            time.sleep(2)  # the write leaves the request path; let it land
+            if name == "hit":
+                assert client.post(routed, json=body).headers.get("x-vsr-cache-hit") == "true", "hit not primed"
+        for c in concurrencies:
+            rows.append({"target": "envoy_alone", **wrk(f"{bare}/chat/completions", c, duration, script)})
+            rows.append({"target": "stack", **wrk(routed, c, duration, script)})
+            print(name, rows[-2], rows[-1], flush=True)
+    finally:
+        stack.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"rows": rows}
+
+
+def plot(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["scenarios"])
+    fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 7), squeeze=False)
+    for col, name in enumerate(names):
+        rows = results["scenarios"][name]["rows"]
+        for target, style in (("envoy_alone", "--"), ("stack", "-")):
+            pts = [r for r in rows if r["target"] == target]
+            cs = [r["concurrency"] for r in pts]
+            axes[0][col].plot(cs, [r["req_per_s"] for r in pts], style, marker="o", label=target)
+            axes[1][col].plot(cs, [r["p50_ms"] for r in pts], style, marker="o", label=f"{target} p50")
+            axes[1][col].plot(cs, [r["p99_ms"] for r in pts], style, marker="x", label=f"{target} p99")
+        axes[0][col].set_title(f"{name}: requests/s")
+        axes[1][col].set_title(f"{name}: latency (ms)")
+        for row in (0, 1):
+            axes[row][col].set_xscale("log", base=2)
+            axes[row][col].set_xlabel("concurrent connections")
+            axes[row][col].legend(fontsize=7)
+        axes[1][col].set_yscale("log")
+    fig.suptitle(f"wrk, {results['cpus']} CPUs shared by wrk, Envoy, router and upstreams")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--scenarios", nargs="+", default=["keyword_only", "miss", "hit"])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: apt-get install wrk")
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "duration_s": args.duration,
+                               "method": __doc__.split("\n\n")[1], "scenarios": {}}
+    for name in args.scenarios:
+        results["scenarios"][name] = run_scenario(name, args.concurrency, args.duration)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
