@@ -1,0 +1,76 @@
+"""The runtime holder: a reload never takes the request workers, and retired runtimes are closed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devstack.stack import ROOT
+from router import runtime as runtime_module
+from router.config import RouterConfig
+from router.observability.health import Readiness
+from router.runtime import Runtime, RuntimeHolder, build_runtime
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    raw = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    raw["classifier"]["enabled"] = False
+    raw["semantic_cache"] = {"enabled": False}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+async def test_a_slow_reload_leaves_request_workers_and_the_loop_free(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Embedding a large `examples:` set takes seconds; requests classified meanwhile must not wait."""
+    release, started = threading.Event(), threading.Event()
+    threads: list[str] = []
+
+    def slow_build(cfg: RouterConfig) -> Runtime:
+        threads.append(threading.current_thread().name)
+        started.set()
+        release.wait(5)
+        return build_runtime(cfg)
+
+    monkeypatch.setattr(runtime_module, "build_runtime", slow_build)
+    holder = RuntimeHolder(config_file, Readiness())
+    workers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-worker")
+    loop = asyncio.get_running_loop()
+    reload = asyncio.create_task(holder.reload())
+    await loop.run_in_executor(None, started.wait, 5)
+    # A request's classification gets a worker at once, and the loop keeps turning.
+    result = await asyncio.wait_for(loop.run_in_executor(workers, lambda: "classified"), timeout=1)
+    assert result == "classified" and not reload.done()
+    release.set()
+    assert await reload
+    assert threads == [t for t in threads if t.startswith("router-reload")]
+    workers.shutdown()
+    await holder.aclose()
+
+
+async def test_a_replaced_runtime_is_closed_once_its_last_stream_ends(config_file: Path) -> None:
+    closed: list[Any] = []
+    holder = RuntimeHolder(config_file, Readiness())
+    assert await holder.reload()
+    first = holder.current
+    assert first is not None
+
+    async def close() -> None:
+        closed.append(first)
+    first.close = close  # type: ignore[method-assign]
+    with holder.stream():
+        assert await holder.reload()  # a new runtime; the old one still serves this stream
+        await asyncio.sleep(0)
+        assert closed == []
+    await asyncio.sleep(0.01)
+    assert closed == [first]
+    await holder.aclose()
