@@ -49,6 +49,7 @@ class Features:
     antonym_sides: dict[int, frozenset[int]]
     audience: frozenset[str]
     wh: frozenset[str]
+    tokens: tuple[str, ...]  # lower-cased words and numbers in text order (the verifier's word features)
 
 
 def _number(token: str) -> str:
@@ -102,25 +103,29 @@ def features(text: str) -> Features:
             sides.setdefault(pair, set()).add(side)
     order = _entities(tokens)
     return Features(frozenset(numbers), negations, frozenset(order), order, words,
-                    {k: frozenset(v) for k, v in sides.items()}, words & _AUDIENCE, words & _WH)
+                    {k: frozenset(v) for k, v in sides.items()}, words & _AUDIENCE, words & _WH, tuple(lower))
+
+
+# The checks in the order `reject_reason` reports them; the verifier takes each one as a feature.
+CHECKS = ("numbers", "negation", "entities", "entity_order", "antonym", "audience", "question_word")
+
+
+def differences(query: str, candidate: str) -> tuple[bool, ...]:
+    """Per check in CHECKS: do the two prompts differ in it (the answer for one may be wrong for the other)?"""
+    a, b = features(query), features(candidate)
+    common = a.entities & b.entities
+    return (
+        a.numbers != b.numbers,
+        a.negations != b.negations,
+        not (a.entities <= b.words and b.entities <= a.words),
+        # "Is Messi better than Ronaldo" vs "Is Ronaldo better than Messi"
+        len(common) > 1 and _order(a.entity_order, common) != _order(b.entity_order, common),
+        any(b.antonym_sides.get(pair, sides) != sides for pair, sides in a.antonym_sides.items()),
+        a.audience != b.audience,
+        a.wh != b.wh,
+    )
 
 
 def reject_reason(query: str, candidate: str) -> str | None:
     """Why the candidate's answer would be wrong for the query, or None when it may be served."""
-    a, b = features(query), features(candidate)
-    if a.numbers != b.numbers:
-        return "numbers"
-    if a.negations != b.negations:
-        return "negation"
-    if not (a.entities <= b.words and b.entities <= a.words):
-        return "entities"
-    common = a.entities & b.entities
-    if len(common) > 1 and _order(a.entity_order, common) != _order(b.entity_order, common):
-        return "entity_order"  # "Is Messi better than Ronaldo" vs "Is Ronaldo better than Messi"
-    if any(b.antonym_sides.get(pair, sides) != sides for pair, sides in a.antonym_sides.items()):
-        return "antonym"
-    if a.audience != b.audience:
-        return "audience"
-    if a.wh != b.wh:
-        return "question_word"
-    return None
+    return next((name for name, differs in zip(CHECKS, differences(query, candidate), strict=True) if differs), None)

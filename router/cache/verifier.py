@@ -1,0 +1,137 @@
+"""The learned "same answer?" check on each semantic candidate: a tiny numpy MLP over pair features.
+
+A fixed cosine threshold cannot tell "How do I exit vim?" / "How can I quit the vim editor?" (cosine
+~0.8, same answer) from "Convert 5 miles to kilometers" / "Convert 5 kilometers to miles" (cosine
+~0.98, wrong answer). The verifier sees, besides the cosine, what the embedding blurs: the guard's
+checks (numbers, negation, entities and their order, antonym side, audience, question word), word
+and character overlap, words only one side has, word order among the shared words, and length.
+It reads only the two prompt texts and the cosine the search returned: no second encoder pass.
+
+Weights (`verifier.npz` beside this file) come from `offline/train_cache_verifier.py`, which
+records the training data, the split and the default operating point in the file itself.
+Runtime cost: ~0.1 ms per candidate for uncached texts (features memoised per text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from router.cache.guard import CHECKS, differences, features
+
+WEIGHTS = Path(__file__).with_name("verifier.npz")
+FEATURES = (
+    "cosine", *(f"differs_{name}" for name in CHECKS), "char_length_ratio", "word_jaccard",
+    "content_jaccard", "query_only_words", "candidate_only_words", "order_mismatch", "trigram_jaccard",
+    "log_words",
+)
+# Words that rephrasing adds, drops or swaps freely; everything else is a content word.
+_FUNCTION_WORDS = frozenset(
+    "a an the is are was were be been am do does did i me my mine you your we our us it its this that these "
+    "those to of in on at by for with from as and or but if so then than there here what which how can could "
+    "would should will shall may might must please tell explain give show some any way ways best good "
+    "easiest simplest go about into out get make thing things anyone someone something just really very "
+    "also let lets i'm i'd i've what's how's it's that's there's whats hows".split())
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """What the word features need from one text, computed once per text."""
+
+    words: frozenset[str]
+    content: tuple[str, ...]  # stemmed content words in text order
+    trigrams: frozenset[str]
+    length: int
+
+
+def _stem(word: str) -> str:
+    """Crude suffix stripping: 'reversing'/'reverses'/'reversed' ~ 'revers'; enough for overlap features."""
+    word = word.removesuffix("'s")
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+@lru_cache(maxsize=4096)
+def _view(text: str) -> _View:
+    tokens = features(text).tokens
+    squashed = " ".join(tokens)
+    return _View(frozenset(tokens), tuple(_stem(t) for t in tokens if t not in _FUNCTION_WORDS),
+                 frozenset(squashed[i:i + 3] for i in range(len(squashed) - 2)), len(text))
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def _order_mismatch(a: tuple[str, ...], b: tuple[str, ...]) -> float:
+    """1 - LCS / |shared words| over the words both texts have: 'miles to km' vs 'km to miles' -> 0.5."""
+    shared = set(a) & set(b)
+    x, y = [w for w in a if w in shared], [w for w in b if w in shared]
+    if len(shared) < 2:
+        return 0.0
+    previous = [0] * (len(y) + 1)
+    for wx in x:
+        current = [0]
+        for j, wy in enumerate(y):
+            current.append(previous[j] + 1 if wx == wy else max(previous[j + 1], current[j]))
+        previous = current
+    return 1.0 - previous[-1] / max(len(x), len(y))
+
+
+def pair_features(query: str, candidate: str, cosine: float) -> np.ndarray:
+    """The FEATURES vector of one (query, stored prompt) pair."""
+    a, b = _view(query), _view(candidate)
+    ca, cb = frozenset(a.content), frozenset(b.content)
+    return np.array([
+        cosine, *differences(query, candidate),
+        min(a.length, b.length) / max(a.length, b.length, 1),
+        _jaccard(a.words, b.words), _jaccard(ca, cb),
+        np.log1p(len(ca - cb)), np.log1p(len(cb - ca)),
+        _order_mismatch(a.content, b.content), _jaccard(a.trigrams, b.trigrams),
+        np.log1p(max(len(a.words), len(b.words))),
+    ], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """Standardise, one ReLU layer, sigmoid: P(the stored answer is right for the query)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: float
+    threshold: float  # default operating point, chosen on the dev split (see the training script)
+    vetoes: tuple[str, ...]  # guard checks that reject on their own, whatever the score
+    encoder: str  # hash of the encoder whose cosines it was trained on
+
+    @classmethod
+    def load(cls, path: Path = WEIGHTS) -> Verifier:
+        with np.load(path) as z:
+            if tuple(z["features"].tolist()) != FEATURES:
+                raise ValueError(f"{path} was trained on other features: retrain it (offline/train_cache_verifier.py)")
+            return cls(z["mean"], z["scale"], z["w1"], z["b1"], z["w2"], float(z["b2"]), float(z["threshold"]),
+                       tuple(z["vetoes"].tolist()), str(z["encoder"]))
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities for a [n, FEATURES] matrix; vetoed rows score 0."""
+        hidden = np.maximum((x - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
+        p = 1.0 / (1.0 + np.exp(-(hidden @ self.w2 + self.b2)))
+        for name in self.vetoes:
+            p[x[:, FEATURES.index(f"differs_{name}")] > 0] = 0.0
+        return p
+
+    def best(self, query: str, candidates: list[tuple[str, float]], threshold: float) -> tuple[int | None, float]:
+        """Index of the candidate (text, cosine) most likely to share the query's answer if it clears
+        `threshold`, else None; and that candidate's score."""
+        if not candidates:
+            return None, 0.0
+        p = self.scores(np.stack([pair_features(query, text, cos) for text, cos in candidates]))
+        top = int(p.argmax())
+        return (top if p[top] >= threshold else None), float(p[top])
