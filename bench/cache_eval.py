@@ -1,26 +1,27 @@
-"""Semantic-cache hit precision and recall against the similarity threshold, with and without the guard.
+"""Semantic-cache hit precision and recall: the learned verifier against the fixed cosine threshold.
 
 Protocol (pairwise, as a cache sees it): the cache holds prompt `a`; prompt `b` hits when both are
-cacheable the same way as in production (exact match after normalisation; else, if both fit the
-semantic window, cosine >= threshold and, with the guard, `reject_reason` is None). A hit on a
-label-1 pair is a true hit, on a label-0 pair a false (wrong-answer) hit.
+cacheable the same way as in production: an exact match after normalisation; else, if both fit the
+semantic window and their cosine reaches the candidate floor, when the verifier's score clears its
+threshold (`verifier`), or, for the baseline, when the cosine reaches a fixed threshold and the
+guard's `reject_reason` is None (`cosine_guard`, today's design before the verifier) or alone
+(`cosine`). A hit on a label-1 pair is a true hit, on a label-0 pair a false (wrong-answer) hit.
   precision = true hits / hits;  recall = true hits / label-1 pairs.
-Data: QQP pairs (../shared/data/qqp_pairs.jsonl.gz; crowd labels, noisy: some "false" hits are
-real duplicates) sampled uniformly with a fixed seed (`--pairs 0` = all 80,854), and the
-hand-written hard set bench/data/cache_hard_pairs.jsonl (numbers, negation, entity swaps,
-audience, antonyms, plus paraphrases that should still hit). Each text is embedded alone with the
-production encoder (router/classifier/encoder.py), as the request path does.
+Data: the test split of QQP (../shared/data/qqp_pairs.jsonl.gz split by question component,
+offline/cache_pairs.py: no test question is in the verifier's training or dev data; crowd labels,
+noisy), the hand-written held-out pairs bench/data/cache_heldout_pairs.jsonl (written before the
+verifier was trained, never trained or tuned on) and the older hand-written set
+bench/data/cache_hard_pairs.jsonl (used to tune the guard and the verifier's operating point).
+Each text is embedded alone with the production encoder, as the request path does.
 
-    .venv/bin/python bench/cache_eval.py [--pairs 20000] [--qqp PATH]
+    .venv/bin/python bench/cache_eval.py [--qqp PATH]
 writes bench/results/cache_eval.json and bench/results/cache_eval.png.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -31,89 +32,77 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from offline.cache_pairs import load_jsonl, split_by_question
+from offline.train_cache_verifier import QQP, embeddings, hits, pair_table
 from router.cache.guard import features, reject_reason
 from router.cache.keys import normalise
+from router.cache.verifier import Verifier, _view
 from router.config import CacheConfig
 
-THRESHOLDS = [round(t, 3) for t in np.arange(0.70, 1.0001, 0.005)]
-DEFAULT_QQP = ROOT.parent / "shared" / "data" / "qqp_pairs.jsonl.gz"
+COSINES = [round(t, 3) for t in np.arange(0.70, 1.0001, 0.005)]
+SCORES = [round(t, 3) for t in np.arange(0.0, 1.0001, 0.01)]
+HELDOUT = ROOT / "bench" / "data" / "cache_heldout_pairs.jsonl"
 HARD = ROOT / "bench" / "data" / "cache_hard_pairs.jsonl"
 AUDIT = ROOT / "bench" / "data" / "qqp_false_hit_audit.jsonl"
-
-
-def load_pairs(path: Path, limit: int, seed: int) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    if limit and limit < len(rows):
-        rows = random.Random(seed).sample(rows, limit)
-    return rows
-
-
-def embed_all(texts: list[str], model_dir: Path, precision: str) -> dict[str, np.ndarray]:
-    """Embeddings by text; cached under var/features/ by the model file's hash (reruns skip the encoder)."""
-    from offline.features import embed
-    from router.classifier.encoder import Encoder
-
-    unique = list(dict.fromkeys(texts))
-    return dict(zip(unique, embed(Encoder(model_dir, threads=1, precision=precision), unique), strict=True))
+BASELINE = 0.92  # the fixed cosine threshold the cache used before the verifier
 
 
 def score(rows: list[dict[str, Any]], emb: dict[str, np.ndarray], max_chars: int) -> dict[str, np.ndarray]:
-    """Per pair: similarity (1.0 exact, -1 not comparable), guard verdict, label."""
-    sims, passes, labels = [], [], []
-    for r in rows:
-        a, b = normalise(r["a"]), normalise(r["b"])
-        if a == b:
-            sim = 1.0
-        elif len(a) > max_chars or len(b) > max_chars:
-            sim = -1.0  # exact-only in production
-        else:
-            sim = float(emb[r["a"]] @ emb[r["b"]])
-        sims.append(sim)
-        passes.append(a == b or reject_reason(b, a) is None)
-        labels.append(int(r["label"]))
-    return {"sim": np.array(sims), "guard_ok": np.array(passes), "label": np.array(labels)}
+    """Per pair: the verifier's table (offline/train_cache_verifier.pair_table), and for the baseline the
+    similarity (1.0 exact, -1 not comparable: exact-only in production) and the guard's verdict."""
+    table = pair_table(rows, emb)
+    long = np.array([max(len(normalise(r["a"])), len(normalise(r["b"]))) > max_chars for r in rows])
+    table["candidate"] &= ~long
+    table["sim"] = np.where(table["exact"], 1.0, np.where(long, -1.0, table["cos"]))
+    table["guard_ok"] = np.array([e or reject_reason(normalise(r["b"]), normalise(r["a"])) is None
+                                  for e, r in zip(table["exact"], rows, strict=True)])
+    return table
 
 
-def curve(s: dict[str, np.ndarray], guard: bool) -> list[dict[str, float]]:
-    positives = int(s["label"].sum())
-    out = []
-    for t in THRESHOLDS:
-        hit = (s["sim"] >= t) & (s["guard_ok"] if guard else True)
-        tp = int((hit & (s["label"] == 1)).sum())
-        fp = int((hit & (s["label"] == 0)).sum())
-        out.append({"threshold": t, "hits": tp + fp, "false_hits": fp,
-                    "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / positives if positives else 0.0})
-    return out
+def point(hit: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, float]:
+    tp, fp, positives = int((hit & (label == 1)).sum()), int((hit & (label == 0)).sum()), int(label.sum())
+    return {"threshold": threshold, "hits": tp + fp, "false_hits": fp,
+            "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / positives if positives else 0.0}
+
+
+def cosine_curve(s: dict[str, np.ndarray], guard: bool) -> list[dict[str, float]]:
+    return [point((s["sim"] >= t) & (s["guard_ok"] if guard else True), s["label"], t) for t in COSINES]
+
+
+def verifier_curve(s: dict[str, np.ndarray], verifier: Verifier) -> list[dict[str, float]]:
+    return [point(hits(s, verifier, t), s["label"], t) for t in SCORES]
 
 
 def at(points: list[dict[str, float]], threshold: float) -> dict[str, float]:
     return min(points, key=lambda p: abs(p["threshold"] - threshold))
 
 
-def guard_cost_us(rows: list[dict[str, Any]]) -> float:
-    """Mean cost of one guard check on unseen texts (feature cache cleared)."""
-    features.cache_clear()
-    start = time.perf_counter()
-    for r in rows:
-        reject_reason(normalise(r["b"]), normalise(r["a"]))
-    return (time.perf_counter() - start) / max(len(rows), 1) * 1e6
-
-
-def hard_by_kind(rows: list[dict[str, Any]], s: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for kind in sorted({r["kind"] for r in rows}):
-        idx = np.array([r["kind"] == kind for r in rows])
-        near = s["sim"][idx] >= threshold
-        out[kind] = {"pairs": int(idx.sum()), "above_threshold": int(near.sum()),
-                     "hits_with_guard": int((near & s["guard_ok"][idx]).sum())}
+def check_cost_us(rows: list[dict[str, Any]], verifier: Verifier) -> dict[str, float]:
+    """Mean cost of one guard check and of one verifier score on unseen texts (feature caches cleared)."""
+    out = {}
+    for name, fn in (("guard", lambda a, b: reject_reason(b, a)),
+                     ("verifier", lambda a, b: verifier.best(b, [(a, 0.9)], 0.5))):
+        features.cache_clear()
+        _view.cache_clear()
+        start = time.perf_counter()
+        for r in rows:
+            fn(normalise(r["a"]), normalise(r["b"]))
+        out[f"{name}_us_per_pair"] = round((time.perf_counter() - start) / max(len(rows), 1) * 1e6, 1)
     return out
 
 
-def audited_precision(s: dict[str, np.ndarray], audit: list[dict[str, Any]], emb: dict[str, np.ndarray],
-                      threshold: float) -> dict[str, Any]:
-    """QQP labels are noisy: re-estimate false hits from a hand audit of sampled false hits per band.
+def by_kind(rows: list[dict[str, Any]], s: dict[str, np.ndarray], verifier: Verifier) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    hit_v, hit_b = hits(s, verifier, verifier.threshold), (s["sim"] >= BASELINE) & s["guard_ok"]
+    for kind in sorted({r["kind"] for r in rows}):
+        idx = np.array([r["kind"] == kind for r in rows])
+        out[kind] = {"pairs": int(idx.sum()), "verifier_hits": int(hit_v[idx].sum()),
+                     f"cosine_{BASELINE}_guard_hits": int(hit_b[idx].sum())}
+    return out
+
+
+def audited_precision(s: dict[str, np.ndarray], audit: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """QQP labels are noisy: re-estimate the baseline's false hits from a hand audit of sampled false hits.
 
     bench/data/qqp_false_hit_audit.jsonl holds 40 random guard-passing label-0 pairs per similarity
     band, each judged by hand (`really_different`). Audited pairs the current guard now rejects
@@ -129,9 +118,9 @@ def audited_precision(s: dict[str, np.ndarray], audit: list[dict[str, Any]], emb
         false = int((in_band & (s["label"] == 0)).sum())
         est_false += false * rate
         bands[band] = {"judged": len(judged), "really_different": round(rate, 3), "false_hits": false}
-    hits = int(hit.sum())
+    hits_ = int(hit.sum())
     valid = threshold >= min(float(b.split("-")[0]) for b in bands)
-    return {"bands": bands, "estimated_precision": round(1 - est_false / hits, 4) if hits and valid else None}
+    return {"bands": bands, "estimated_precision": round(1 - est_false / hits_, 4) if hits_ and valid else None}
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -140,77 +129,81 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
-    for name, style in (("qqp_no_guard", "--"), ("qqp_guard", "-")):
-        pts = result["curves"].get(name)
-        if pts:
-            ax1.plot([p["recall"] for p in pts], [p["precision"] for p in pts], style, label=name)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     d = result["default"]
-    if "qqp_guard" in d:
-        ax1.scatter([d["qqp_guard"]["recall"]], [d["qqp_guard"]["precision"]], color="red", zorder=3,
-                    label=f"default threshold {d['threshold']}")
-    ax1.axhline(0.95, color="grey", lw=0.8)
-    ax1.set(xlabel="recall", ylabel="precision", title="QQP: hit precision vs recall (threshold sweep)")
-    ax1.legend()
-    for name, style in (("hard_no_guard", "--"), ("hard_guard", "-")):
-        pts = result["curves"][name]
-        ax2.plot([p["threshold"] for p in pts], [p["false_hits"] for p in pts], style, label=f"{name} false hits")
-        ax2.plot([p["threshold"] for p in pts], [p["recall"] * 25 for p in pts], style, alpha=0.5,
-                 label=f"{name} paraphrase recall x25")
-    ax2.axvline(d["threshold"], color="red", lw=0.8)
-    ax2.set(xlabel="similarity threshold", title="Hard set: false hits (and recall x25)")
-    ax2.legend(fontsize=8)
+    for ax, name, title in ((axes[0], "qqp_test", "QQP test split (raw labels)"),
+                            (axes[1], "heldout", "held-out hand-written pairs")):
+        if f"{name}_verifier" not in result["curves"]:
+            continue
+        for curve_name, style, label in (("verifier", "-", "learned verifier (score sweep)"),
+                                         ("cosine_guard", "--", "fixed cosine + guard (threshold sweep)"),
+                                         ("cosine", ":", "fixed cosine alone (threshold sweep)")):
+            pts = result["curves"][f"{name}_{curve_name}"]
+            ys = [p["precision"] for p in pts] if name == "qqp_test" else [p["false_hits"] for p in pts]
+            ax.plot([p["recall"] for p in pts], ys, style, label=label)
+        dv, db = d[name]["verifier"], d[name][f"cosine_{BASELINE}_guard"]
+        for pt, colour, label in ((dv, "red", f"verifier default (score {d['verifier_threshold']})"),
+                                  (db, "black", f"old default (cosine {BASELINE} + guard)")):
+            y = pt["precision"] if name == "qqp_test" else pt["false_hits"]
+            ax.scatter([pt["recall"]], [y], color=colour, zorder=3, label=label)
+        if name == "qqp_test":
+            ax.axhline(0.95, color="grey", lw=0.8)
+            ax.set(xlabel="recall", ylabel="precision", title=f"{title}: precision vs recall", ylim=(0.3, 1.01))
+        else:
+            ax.set(xlabel="paraphrase recall", ylabel="wrong answers served (of the hard negatives)",
+                   title=f"{title}: wrong answers vs recall")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--qqp", type=Path, default=DEFAULT_QQP)
-    p.add_argument("--pairs", type=int, default=20_000, help="QQP pairs sampled (0 = all)")
-    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--qqp", type=Path, default=QQP)
+    p.add_argument("--heldout", type=Path, default=HELDOUT)
     p.add_argument("--hard", type=Path, default=HARD)
     p.add_argument("--model-dir", type=Path, default=ROOT / "models" / "minilm")
-    p.add_argument("--precision", default="int8")
-    p.add_argument("--threshold", type=float, default=CacheConfig().similarity_threshold)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cache_eval.json")
     args = p.parse_args()
+    verifier = Verifier.load()
     max_chars = CacheConfig().max_semantic_chars
-    hard = load_pairs(args.hard, 0, args.seed)
-    qqp: list[dict[str, Any]] = []
+    sets = {"heldout": load_jsonl(args.heldout), "hard": load_jsonl(args.hard)}
     if args.qqp.exists():
-        qqp = load_pairs(args.qqp, args.pairs, args.seed)
+        sets["qqp_test"] = split_by_question(load_jsonl(args.qqp))["test"]
     else:
-        print(f"QQP file {args.qqp} absent: evaluating the hard set only", file=sys.stderr)
-    emb = embed_all([t for r in hard + qqp for t in (r["a"], r["b"])], args.model_dir, args.precision)
-    sets = {"hard": score(hard, emb, max_chars)}
-    if qqp:
-        sets["qqp"] = score(qqp, emb, max_chars)
-    curves = {f"{n}_{g}": curve(s, g == "guard") for n, s in sets.items() for g in ("guard", "no_guard")}
-    default: dict[str, Any] = {"threshold": args.threshold}
-    default.update({name: at(pts, args.threshold) for name, pts in curves.items()})
+        print(f"QQP file {args.qqp} absent: evaluating the hand-written sets only", file=sys.stderr)
+    emb = embeddings([r for rows in sets.values() for r in rows], args.model_dir)
+    scored = {name: score(rows, emb, max_chars) for name, rows in sets.items()}
+    curves: dict[str, list[dict[str, float]]] = {}
+    default: dict[str, Any] = {"verifier_threshold": verifier.threshold, "candidate_floor": CacheConfig().similarity_threshold,
+                               "vetoes": list(verifier.vetoes)}
+    for name, s in scored.items():
+        curves[f"{name}_verifier"] = verifier_curve(s, verifier)
+        curves[f"{name}_cosine_guard"] = cosine_curve(s, True)
+        curves[f"{name}_cosine"] = cosine_curve(s, False)
+        default[name] = {"verifier": point(hits(s, verifier, verifier.threshold), s["label"], verifier.threshold),
+                         f"cosine_{BASELINE}_guard": at(curves[f"{name}_cosine_guard"], BASELINE)}
     result = {
-        "protocol": __doc__.split("Data:")[0].strip(),
-        "encoder": f"{args.model_dir.name} {args.precision}",
-        "qqp_pairs": len(qqp), "qqp_sample_seed": args.seed, "hard_pairs": len(hard),
+        "protocol": (__doc__ or "").split("Data:")[0].strip(),
+        "encoder": f"{args.model_dir.name} int8 {verifier.encoder}",
+        "pairs": {name: len(rows) for name, rows in sets.items()},
         "default": default,
         "checks": {
-            "qqp_precision_ge_0_95": bool(qqp) and default["qqp_guard"]["precision"] >= 0.95,
-            "qqp_audited_precision_ge_0_95": bool(qqp) and (audited_precision(
-                sets["qqp"], load_pairs(AUDIT, 0, 0), emb, args.threshold)["estimated_precision"] or 0) >= 0.95,
-            "hard_no_false_hit": default["hard_guard"]["false_hits"] == 0,
+            "heldout_zero_wrong_answers": default["heldout"]["verifier"]["false_hits"] == 0,
+            "heldout_recall_ge_0_80": default["heldout"]["verifier"]["recall"] >= 0.80,
+            "qqp_test_precision_ge_0_95": "qqp_test" in default and default["qqp_test"]["verifier"]["precision"] >= 0.95,
         },
-        "qqp_audited": audited_precision(sets["qqp"], load_pairs(AUDIT, 0, 0), emb, args.threshold) if qqp else None,
-        "hard_by_kind": hard_by_kind(hard, sets["hard"], args.threshold),
-        "guard_cost_us_per_check": round(guard_cost_us(qqp or hard), 1),
+        "heldout_by_kind": by_kind(sets["heldout"], scored["heldout"], verifier),
+        "hard_by_kind": by_kind(sets["hard"], scored["hard"], verifier),
+        "qqp_test_baseline_audited": audited_precision(scored["qqp_test"], load_jsonl(AUDIT), BASELINE)
+        if "qqp_test" in scored else None,
+        "cost": check_cost_us(sets.get("qqp_test", sets["heldout"])[:5000], verifier),
         "curves": curves,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     plot(result, args.out.with_suffix(".png"))
-    print(json.dumps({k: result[k] for k in ("default", "checks", "qqp_audited", "hard_by_kind",
-                                             "guard_cost_us_per_check")},
-                     indent=1))
+    print(json.dumps({k: result[k] for k in ("default", "checks", "heldout_by_kind", "cost")}, indent=1))
     return 0
 
 

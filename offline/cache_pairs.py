@@ -122,7 +122,7 @@ def _entities(text: str, rng: random.Random, vocabulary: list[str]) -> str | Non
         return re.sub(rf"\b({re.escape(x)}|{re.escape(y)})\b", lambda m: y if m.group() == x else x, text)
     if caps:
         m = rng.choice(caps)
-        others = [w for w in rng.sample(vocabulary, 50) if w[:1].isupper() and w != m.group()]
+        others = [w for w in rng.sample(vocabulary, min(50, len(vocabulary))) if w[:1].isupper() and w != m.group()]
         return _replace_token(text, m.start(), m.end(), others[0]) if others else None
     return None
 

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from offline.build import REPO_ROOT, sha256_file
 from offline.cache_pairs import Pair, content_vocabulary, generated_pairs, load_jsonl, split_by_question
+from offline.features import embed
 from router.cache.guard import CHECKS
 from router.cache.keys import normalise
 from router.cache.verifier import FEATURES, WEIGHTS, Verifier, pair_features
-from router.classifier.build import REPO_ROOT, sha256_file
 from router.classifier.encoder import Encoder
-from router.classifier.features import embed
 from router.config import CacheConfig
 
 QQP = REPO_ROOT.parent / "shared" / "data" / "qqp_pairs.jsonl.gz"

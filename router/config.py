@@ -82,6 +82,7 @@ class CategoryCache(_Strict):
 
     enabled: bool | None = None
     similarity_threshold: float | None = Field(default=None, gt=0, le=1)
+    verifier_threshold: float | None = Field(default=None, ge=0, le=1)
     ttl_seconds: int | None = Field(default=None, ge=0)
 
 
@@ -169,9 +170,11 @@ class CacheConfig(_Strict):
     # Bounded: a lookup never waits for in-flight writes (Session made lookups wait on the write
     # timestamp and blow the 50 ms budget while writes flowed); a fresh entry is found seconds later.
     consistency_level: Literal["Session", "Bounded", "Eventually", "Strong"] = "Bounded"
-    similarity_threshold: float = Field(default=0.92, gt=0, le=1)
-    top_k: int = Field(default=3, ge=1, le=32)  # candidates the precision guard may check
-    guard: bool = True
+    # Cosine floor for candidates: the search returns none below it; the verifier decides above it.
+    similarity_threshold: float = Field(default=0.70, gt=0, le=1)
+    # Minimum verifier score for a semantic hit; None = the operating point stored with its weights.
+    verifier_threshold: float | None = Field(default=None, ge=0, le=1)
+    top_k: int = Field(default=3, ge=1, le=32)  # candidates the verifier scores
     ttl_seconds: int = Field(default=3600, ge=1)
     max_entries: int = Field(default=100_000, ge=1)  # memory backend size bound
     eviction: Literal["lru", "fifo"] = "lru"

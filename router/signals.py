@@ -33,6 +33,7 @@ class Classification:
     # L2-normalised sentence embedding of the classified text; the cache reuses it as its key.
     embedding: np.ndarray | None = None
     source: str = "none"
+    encoder: str = ""  # hash of the model that produced `embedding` (part of the cache scope)
 
     @property
     def pii_types(self) -> frozenset[str]:

@@ -117,8 +117,9 @@ def namespace_of(secret: bytes, who: str) -> str:
     return hmac.new(secret, who.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def scope_key(namespace: str, model: str, fingerprint: str) -> str:
-    return hashlib.sha256(_canonical(["scope", namespace, model, fingerprint])).hexdigest()[:32]
+def scope_key(namespace: str, model: str, fingerprint: str, encoder: str) -> str:
+    """`encoder` is the hash of the embedding model: vectors of two encoders are never compared."""
+    return hashlib.sha256(_canonical(["scope", namespace, model, fingerprint, encoder])).hexdigest()[:32]
 
 
 def exact_key(scope: str, text: str) -> str:

@@ -1,9 +1,9 @@
 """The cache as the request path sees it: build a key, look up within a budget, store in the background.
 
-A hit needs the same tenant namespace, selected model and context fingerprint (`keys.py`), then
-either the exact normalised prompt or a semantic neighbour above the threshold that passes the
-precision guard (`guard.py`). Backend failures never reach the caller: they are counted and
-answered as a miss. Prompts longer than `max_semantic_chars` are cached by exact key only: up to
+A hit needs the same tenant namespace, selected model, context fingerprint and encoder (`keys.py`),
+then either the exact normalised prompt or a semantic candidate (top-k above the cosine floor) that
+the learned verifier accepts (`verifier.py`): lookup -> candidates -> verifier -> hit or miss.
+Backend failures never reach the caller: they are counted and answered as a miss. Prompts longer than `max_semantic_chars` are cached by exact key only: up to
 508 characters every character lies inside the encoder's head+tail windows (one character never
 yields more than one WordPiece token), so two long prompts that share a prefix cannot collide.
 """
@@ -11,6 +11,7 @@ yields more than one WordPiece token), so two long prompts that share a prefix c
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
@@ -23,11 +24,11 @@ import numpy as np
 import structlog
 
 from router.cache import keys
-from router.cache.guard import reject_reason
 from router.cache.keys import SkipReason
 from router.cache.memory import MemoryStore
 from router.cache.milvus import MAX_TEXT_BYTES, MilvusStore
 from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore
+from router.cache.verifier import Verifier
 from router.config import CacheConfig, RouterConfig
 from router.observability import metrics
 
@@ -54,8 +55,9 @@ class CacheRequest:
     embedding: np.ndarray | None  # None: exact match only
     category: str | None
     read: bool
-    threshold: float
+    threshold: float  # cosine floor of the candidates
     ttl_seconds: int
+    min_score: float | None = None  # verifier score a candidate needs; None = the verifier's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +84,14 @@ def _usable_embedding(embedding: np.ndarray | None, text: str, cfg: CacheConfig)
 
 def build_cache_request(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
-    embedding: np.ndarray | None, cfg: RouterConfig,
+    embedding: np.ndarray | None, cfg: RouterConfig, encoder: str = "",
 ) -> CacheRequest | SkipReason:
-    """The cache key of a validated chat request, or why it must not touch the cache."""
-    result = _build(body, headers, model, category, embedding, cfg)
+    """The cache key of a validated chat request, or why it must not touch the cache.
+
+    `encoder` identifies the model that produced `embedding` (Classification.encoder); it is part of the
+    scope, so entries embedded by another encoder are never candidates.
+    """
+    result = _build(body, headers, model, category, embedding, cfg, encoder)
     if isinstance(result, SkipReason):
         metrics.record_cache("skipped_write", result.value)
     return result
@@ -93,7 +99,7 @@ def build_cache_request(
 
 def _build(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
-    embedding: np.ndarray | None, cfg: RouterConfig,
+    embedding: np.ndarray | None, cfg: RouterConfig, encoder: str,
 ) -> CacheRequest | SkipReason:
     c = cfg.semantic_cache
     found = cfg.category(category) if category else None
@@ -112,15 +118,15 @@ def _build(
     if isinstance(text, SkipReason):
         return text
     namespace = keys.namespace_of(keys.hmac_secret(c.hmac_secret_env)[0], who)
-    scope = keys.scope_key(namespace, model, keys.context_fingerprint(body))
-    threshold = c.similarity_threshold
-    ttl = c.ttl_seconds
+    scope = keys.scope_key(namespace, model, keys.context_fingerprint(body), encoder)
+    threshold, min_score, ttl = c.similarity_threshold, c.verifier_threshold, c.ttl_seconds
     if override is not None:
         threshold = override.similarity_threshold or threshold
+        min_score = override.verifier_threshold if override.verifier_threshold is not None else min_score
         ttl = override.ttl_seconds if override.ttl_seconds is not None else ttl
     return CacheRequest(namespace, model, scope, keys.exact_key(scope, text), text,
                         _usable_embedding(embedding, text, c), category, "no-cache" not in control,
-                        threshold, ttl)
+                        threshold, ttl, min_score)
 
 
 def completion_problem(completion: Any) -> str | None:
@@ -142,9 +148,11 @@ def completion_problem(completion: Any) -> str | None:
 class SemanticCache:
     """Facade over one CacheStore; create it anywhere, use it from one event loop."""
 
-    def __init__(self, cfg: CacheConfig, store: CacheStore, clock: Callable[[], float] = time.time):
+    def __init__(self, cfg: CacheConfig, store: CacheStore, clock: Callable[[], float] = time.time,
+                 verifier: Verifier | None = None):
         self.cfg = cfg
         self.backend = store
+        self.verifier = verifier or default_verifier()
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
         self._purger: asyncio.Task[None] | None = None
@@ -155,9 +163,9 @@ class SemanticCache:
         return cls(cfg.semantic_cache, make_store(cfg.semantic_cache))
 
     def _count(self, event: str, reason: str | None = None) -> None:
-        """Local counters (stats, CLI) and the Prometheus series; guard rejections stay local."""
+        """Local counters (stats, CLI) and the Prometheus series; verifier rejections stay local."""
         self.counters[f"{event}:{reason}" if reason else event] += 1
-        if event != "guard_reject":
+        if event != "verifier_reject":
             metrics.record_cache(event, reason)  # type: ignore[arg-type]
 
     def _error(self, exc: Exception, op: str) -> None:
@@ -196,21 +204,24 @@ class SemanticCache:
 
         An exact repeat embeds to the same vector, so the search returns its entry first at similarity
         1.0 (recognised as exact by its key); a second, exact-key lookup would only add a round trip.
+        Otherwise the verifier scores every candidate and the best one is served if it clears the bar.
         """
         if req.embedding is None:
             entry = await self.backend.get(req.key, now)
             return self._hit(entry, 1.0, True, now) if entry is not None and entry.scope == req.scope else None
         found = await self.backend.search(req.scope, req.embedding, self.cfg.top_k, req.threshold, now)
-        for cand in found:
-            if cand.entry.scope != req.scope or cand.entry.namespace != req.namespace:
-                continue  # defence in depth: a backend must never return another scope
-            if cand.entry.key == req.key:
-                return self._hit(cand.entry, 1.0, True, now)
-            reason = reject_reason(req.text, cand.entry.text) if self.cfg.guard else None
-            if reason is None:
-                return self._hit(cand.entry, cand.similarity, False, now)
-            self._count("guard_reject", reason)
-        return None
+        # Defence in depth: a backend must never return another scope.
+        own = [c for c in found if c.entry.scope == req.scope and c.entry.namespace == req.namespace]
+        exact = next((c for c in own if c.entry.key == req.key), None)
+        if exact is not None:
+            return self._hit(exact.entry, 1.0, True, now)
+        bar = self.verifier.threshold if req.min_score is None else req.min_score
+        pick, _ = self.verifier.best(req.text, [(c.entry.text, c.similarity) for c in own], bar)
+        if pick is None:
+            if own:
+                self._count("verifier_reject")
+            return None
+        return self._hit(own[pick].entry, own[pick].similarity, False, now)
 
     def _hit(self, entry: CacheEntry, similarity: float, exact: bool, now: float) -> CacheHit | None:
         try:
@@ -288,6 +299,12 @@ class SemanticCache:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.cfg.write_timeout_ms / 1000)
         await self.backend.close()
+
+
+@functools.cache
+def default_verifier() -> Verifier:
+    """The committed verifier, loaded once per process (config reloads share it)."""
+    return Verifier.load()
 
 
 def make_store(cfg: CacheConfig) -> CacheStore:

@@ -14,6 +14,7 @@ characters always hold > 256 tokens.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,8 @@ class Encoder:
         self._runs = 0
         self._lock = threading.Lock()
         self.model_path = model_path
+        # Identifies the embedding space: the cache keeps entries of different encoders apart.
+        self.model_hash = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
 
     @property
     def runs(self) -> int:

@@ -79,7 +79,8 @@ class EncoderClassifier:
         head_score = float(self.models.jailbreak.probabilities(embedding)[self._jailbreak_index])
         jailbreak = max(head_score, injection_score(text))
         pii = detect_pii(text, encoded) if self.pii_enabled else ()
-        return Classification(category, confidence, jailbreak, pii, embedding, source=f"encoder:{source}")
+        return Classification(category, confidence, jailbreak, pii, embedding, source=f"encoder:{source}",
+                              encoder=self.models.encoder.model_hash)
 
 
 _LOADED: dict[tuple[str, int, str], EncoderModels] = {}

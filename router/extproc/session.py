@@ -170,7 +170,8 @@ class StreamSession:
         if cache is None:
             return None
         key = build_cache_request(chat.body, self.request.headers, decision.model, decision.category,
-                                  self.request.signal.embedding, self.runtime.cfg)
+                                  self.request.signal.embedding, self.runtime.cfg,
+                                  encoder=self.request.signal.encoder)
         if isinstance(key, str):  # a skip reason: this request is not cacheable
             self.request.cache_result = f"skip:{key}"
             return None

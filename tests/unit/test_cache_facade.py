@@ -1,4 +1,4 @@
-"""SemanticCache over the real in-memory store: hits, misses, guard, TTL, writes, faults."""
+"""SemanticCache over the real in-memory store: hits, misses, verifier, encoder scoping, TTL, writes, faults."""
 
 from __future__ import annotations
 
@@ -36,8 +36,9 @@ def completion(text: str = "Click 'Forgot password'.", finish: str | None = "sto
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}]}
 
 
-def make_req(text: str, vec: np.ndarray | None, headers: dict[str, str] = KEY_A, **extra: Any) -> CacheRequest:
-    out = build_cache_request(body(text, **extra), headers, "m1", None, vec, CFG)
+def make_req(text: str, vec: np.ndarray | None, headers: dict[str, str] = KEY_A, category: str | None = None,
+             encoder: str = "", **extra: Any) -> CacheRequest:
+    out = build_cache_request(body(text, **extra), headers, "m1", category, vec, CFG, encoder=encoder)
     assert isinstance(out, CacheRequest)
     return out
 
@@ -73,7 +74,8 @@ async def test_exact_then_semantic_hit_and_threshold(cache: SemanticCache) -> No
     assert exact is not None and exact.exact and exact.completion["choices"][0]["message"]["content"]
     para = await cache.lookup(make_req("What are the steps to reset my password?", near(0.95)))
     assert para is not None and not para.exact and 0.94 < para.similarity < 0.96
-    assert await cache.lookup(make_req("What are the steps to reset my password?", near(0.80))) is None
+    below_floor = CFG.semantic_cache.similarity_threshold - 0.1  # the search returns no candidate at all
+    assert await cache.lookup(make_req("What are the steps to reset my password?", near(below_floor))) is None
     assert cache.counters["hit:exact"] == 1 and cache.counters["hit:semantic"] == 1 and cache.counters["miss"] == 1
 
 
@@ -87,10 +89,33 @@ async def test_other_tenant_and_other_system_prompt_miss(cache: SemanticCache) -
     assert await cache.lookup(other_ctx) is None
 
 
-async def test_guard_rejects_a_close_vector_with_another_number(cache: SemanticCache) -> None:
+async def test_verifier_rejects_a_close_vector_with_another_number(cache: SemanticCache) -> None:
     await put(cache, make_req("What is 17 times 3?", BASE))
     assert await cache.lookup(make_req("What is 17 times 4?", near(0.99))) is None
-    assert cache.counters["guard_reject:numbers"] == 1
+    assert cache.counters["verifier_reject"] == 1 and cache.counters["miss"] == 1
+
+
+async def test_the_verifier_serves_the_paraphrase_not_the_nearest_vector(cache: SemanticCache) -> None:
+    """Top-1 by cosine is a hard negative; the answer served is the one stored for the paraphrase."""
+    await put(cache, make_req("How do I turn off dark mode?", near(0.99)), completion("Settings > Off"))
+    await put(cache, make_req("How can I turn on dark mode?", near(0.95)), completion("Settings > On"))
+    hit = await cache.lookup(make_req("How do I turn on dark mode?", BASE))
+    assert hit is not None and hit.completion["choices"][0]["message"]["content"] == "Settings > On"
+
+
+async def test_a_category_can_demand_a_higher_verifier_score(cache: SemanticCache) -> None:
+    """`news` sets verifier_threshold 1.0: only exact repeats are served there."""
+    await put(cache, make_req("How do I reset my password?", BASE, category="news"))
+    assert await cache.lookup(make_req("How can I reset my password?", near(0.995), category="news")) is None
+    assert await cache.lookup(make_req("How do I reset my password?", BASE, category="news")) is not None
+
+
+async def test_entries_of_another_encoder_are_never_candidates(cache: SemanticCache) -> None:
+    """Same tenant, text and vector, but embedded by another model: not even the exact repeat is served."""
+    await put(cache, make_req("How do I reset my password?", BASE, encoder="enc-old"))
+    assert await cache.lookup(make_req("How do I reset my password?", BASE, encoder="enc-new")) is None
+    assert await cache.lookup(make_req("How can I reset my password?", near(0.97), encoder="enc-new")) is None
+    assert await cache.lookup(make_req("How do I reset my password?", BASE, encoder="enc-old")) is not None
 
 
 async def test_no_cache_reads_nothing_but_writes(cache: SemanticCache) -> None:

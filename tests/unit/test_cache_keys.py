@@ -21,7 +21,7 @@ def config(**cache: Any) -> RouterConfig:
         "categories": [
             {"name": "math", "model_scores": [{"model": "m1", "score": 1}], "cache": {"enabled": False}},
             {"name": "news", "model_scores": [{"model": "m1", "score": 1}],
-             "cache": {"similarity_threshold": 0.99, "ttl_seconds": 60}},
+             "cache": {"similarity_threshold": 0.99, "verifier_threshold": 1.0, "ttl_seconds": 60}},
         ],
         "semantic_cache": {"backend": "memory", **cache},
     })
@@ -110,9 +110,9 @@ def test_cache_control_header() -> None:
 def test_category_overrides() -> None:
     assert build_cache_request(body(), KEY_A, "m1", "math", VEC, CFG) is SkipReason.CATEGORY_DISABLED
     news = req(category="news")
-    assert (news.threshold, news.ttl_seconds) == (0.99, 60)
-    assert (req().threshold, req().ttl_seconds) == (CFG.semantic_cache.similarity_threshold,
-                                                    CFG.semantic_cache.ttl_seconds)
+    assert (news.threshold, news.min_score, news.ttl_seconds) == (0.99, 1.0, 60)
+    assert (req().threshold, req().min_score, req().ttl_seconds) == (
+        CFG.semantic_cache.similarity_threshold, None, CFG.semantic_cache.ttl_seconds)
     assert build_cache_request(body(), KEY_A, "m1", None, VEC, config(enabled=False)) is SkipReason.DISABLED
 
 
@@ -139,3 +139,14 @@ def test_fingerprint_is_order_independent_for_fields() -> None:
     a = {"messages": [{"role": "user", "content": "q"}], "temperature": 0, "top_p": 1}
     b = {"top_p": 1, "messages": [{"content": "q", "role": "user"}], "temperature": 0}
     assert context_fingerprint(a) == context_fingerprint(b)
+
+
+def test_the_encoder_is_part_of_the_scope() -> None:
+    """Vectors of two embedding models live in different scopes, so they are never compared."""
+    def with_encoder(name: str) -> CacheRequest:
+        out = build_cache_request(body(), KEY_A, "m1", None, VEC, CFG, encoder=name)
+        assert isinstance(out, CacheRequest)
+        return out
+
+    assert with_encoder("a").scope == with_encoder("a").scope
+    assert with_encoder("a").scope != with_encoder("b").scope and with_encoder("a").key != with_encoder("b").key
