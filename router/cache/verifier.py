@@ -30,11 +30,7 @@ FEATURES = (
 )
 # Words that rephrasing adds, drops or swaps freely; everything else is a content word.
 _FUNCTION_WORDS = frozenset(
-    "a an the is are was were be been am do does did i me my mine you your we our us it its this that these "
-    "those to of in on at by for with from as and or but if so then than there here what which how can could "
-    "would should will shall may might must please tell explain give show some any way ways best good "
-    "easiest simplest go about into out get make thing things anyone someone something just really very "
-    "also let lets i'm i'd i've what's how's it's that's there's whats hows".split())
+    ["a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "do", "does", "did", "i", "me", "my", "mine", "you", "your", "we", "our", "us", "it", "its", "this", "that", "these", "those", "to", "of", "in", "on", "at", "by", "for", "with", "from", "as", "and", "or", "but", "if", "so", "then", "than", "there", "here", "what", "which", "how", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "please", "tell", "explain", "give", "show", "some", "any", "way", "ways", "best", "good", "easiest", "simplest", "go", "about", "into", "out", "get", "make", "thing", "things", "anyone", "someone", "something", "just", "really", "very", "also", "let", "lets", "i'm", "i'd", "i've", "what's", "how's", "it's", "that's", "there's", "whats", "hows"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +118,9 @@ class Verifier:
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Probabilities for a [n, FEATURES] matrix; vetoed rows score 0."""
         hidden = np.maximum((x - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
-        p = 1.0 / (1.0 + np.exp(-(hidden @ self.w2 + self.b2)))
-        for name in self.vetoes:
-            p[x[:, FEATURES.index(f"differs_{name}")] > 0] = 0.0
+        p: np.ndarray = 1.0 / (1.0 + np.exp(-(hidden @ self.w2 + self.b2)))
+        if self.vetoes:
+            p[(x[:, [FEATURES.index(f"differs_{name}") for name in self.vetoes]] > 0).any(axis=1)] = 0.0
         return p
 
     def best(self, query: str, candidates: list[tuple[str, float]], threshold: float) -> tuple[int | None, float]:

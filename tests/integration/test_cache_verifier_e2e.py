@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.test_cache_e2e import _client, ask, eventually_hit, upstream_calls
 from devstack.milvus_server import MilvusServer
 from devstack.stack import ROOT, Stack
+from tests.integration.test_cache_e2e import _client, ask, eventually_hit, upstream_calls
 
 pytestmark = pytest.mark.usefixtures("require_model")
 MODEL_DIR = ROOT / "models" / "minilm"
