@@ -1,5 +1,9 @@
 """Training pairs for the cache verifier: QQP split by question, and rule-made hard negatives and paraphrases.
 
+Rule pairs start from QQP questions and from chat requests (the English files of chatterbot-corpus:
+tech support, coding, computers, ...; one request in five goes to dev), so the verifier also sees
+imperative chat prompts ("Write ...", "Explain ...", "My laptop is overheating"), not only Quora questions.
+
 Split: questions joined by any QQP pair form one component (union-find on the normalised text); a whole
 component goes to train, dev or test by a hash of its first question, so no question (and no paraphrase
 chain through it) is on two sides. Rules: a hard negative changes what the answer depends on (a number,
@@ -20,6 +24,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from offline.train_data import package_wheel
 from router.cache.guard import _ANTONYMS
 from router.cache.keys import normalise
 from router.cache.verifier import _FUNCTION_WORDS
@@ -194,6 +201,11 @@ _FRAMES = [
     ["Can you", "Could you", "Please", "Would you"],
     ["What are", "Can you list", "Tell me", "Name"],
     ["Why is", "What makes", "How come"],
+    ["Write", "Can you write", "Please write", "I need you to write", "Could you write"],
+    ["Explain", "Can you explain", "Please explain", "Help me understand"],
+    ["Give me", "Can you give me", "Please give me", "I'd like"],
+    ["List", "Can you list", "Please list"],
+    ["Tell me", "Can you tell me", "Please tell me"],
 ]
 _SWAPS = [("do not", "don't"), ("does not", "doesn't"), ("is not", "isn't"), ("can not", "can't"), ("I am", "I'm"),
           ("it is", "it's"), ("what is", "what's")]
@@ -224,6 +236,18 @@ def paraphrase(text: str, rng: random.Random) -> str | None:
         out = out.rstrip("?.!") + ", please?"
     out = normalise(out)
     return out if out and out != normalise(text) else None
+
+
+def chat_prompts(split: str) -> list[str]:
+    """First turns of chatterbot-corpus's English conversations of 3+ words; one in five (by text hash) is dev."""
+    out: list[str] = []
+    with package_wheel("chatterbot-corpus") as wheel:
+        for name in sorted(n for n in wheel.namelist() if n.startswith("chatterbot_corpus/data/english/")):
+            data = yaml.safe_load(wheel.read(name)) or {}
+            firsts = [normalise(talk[0]) for talk in data.get("conversations", []) if talk and isinstance(talk[0], str)]
+            out += [t for t in firsts if len(t.split()) >= 3
+                    and (int(hashlib.sha256(t.encode()).hexdigest(), 16) % 5 == 0) == (split == "dev")]
+    return list(dict.fromkeys(out))
 
 
 def generated_pairs(questions: list[str], vocabulary: list[str], seed: int) -> list[Pair]:

@@ -3,7 +3,8 @@
     .venv/bin/python -m offline.train_cache_verifier [--qqp ../shared/data/qqp_pairs.jsonl.gz]
 
 Data (offline/cache_pairs.py): QQP pairs split by question component into train/dev/test (70/10/20);
-per split, one rule paraphrase and one rule hard negative for each of `--questions` sampled questions.
+per split, one rule paraphrase and one rule hard negative for each of `--questions` sampled questions
+and each chatterbot-corpus chat request of that split.
 Pairs below the candidate floor (CacheConfig.similarity_threshold: the search never returns them)
 and exact repeats (answered by key) are left out. Each pair is fed in both directions.
 Model: 16 features (router/cache/verifier.py), one ReLU layer of 16, sigmoid; Adam on class-balanced
@@ -30,7 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from offline.build import REPO_ROOT, sha256_file
-from offline.cache_pairs import Pair, content_vocabulary, generated_pairs, load_jsonl, split_by_question
+from offline.cache_pairs import (
+    Pair,
+    chat_prompts,
+    content_vocabulary,
+    generated_pairs,
+    load_jsonl,
+    split_by_question,
+)
 from offline.features import embed
 from router.cache.guard import CHECKS
 from router.cache.keys import normalise
@@ -153,8 +161,8 @@ def main() -> int:
     generated: dict[str, list[Pair]] = {}
     for name, share in (("train", 1.0), ("dev", 0.25)):
         questions = sorted({t for r in split[name] for t in (r["a"], r["b"])})
-        generated[name] = generated_pairs(rng.sample(questions, int(args.questions * share)), vocabulary,
-                                          args.seed + len(name))
+        base = rng.sample(questions, int(args.questions * share)) + chat_prompts(name)
+        generated[name] = generated_pairs(base, vocabulary, args.seed + len(name))
     tuning_pairs = load_jsonl(TUNING)
     emb = embeddings(split["train"] + split["dev"] + generated["train"] + generated["dev"] + tuning_pairs,
                      args.model_dir)

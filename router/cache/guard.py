@@ -1,8 +1,8 @@
 """Precision guard: reject a semantic candidate whose prompt differs in what embeddings blur.
 
 Sentence embeddings put "turn on the lights" next to "turn off the lights", and "what is 17*3"
-next to "what is 17*4". A candidate is rejected when the two prompts differ in numbers, in
-negation count, in named entities (capitalised or mixed-case tokens, acronyms, non-ASCII words)
+next to "what is 17*4". A candidate is rejected when the two prompts differ in numbers, in units
+of measure (minutes/seconds, miles/kilometers, GB/TB, per month/per week), in negation count, in named entities (capitalised or mixed-case tokens, acronyms, non-ASCII words)
 or their order, in the side of an antonym pair (on/off, increase/decrease, he/she, ...), in the
 audience (child vs expert) or in the question word (where/when/who/why). Pure regex and set
 work, ~70 us per check uncached (bench/cache_eval.py measures it and its cost in recall).
@@ -27,6 +27,18 @@ _NUMBER_WORDS = {
 _NEGATIONS = frozenset(
     ["not", "no", "non", "never", "none", "nobody", "nothing", "neither", "nor", "nowhere", "cannot", "without", "dont", "doesnt", "didnt", "cant", "couldnt", "wont", "wouldnt", "shouldnt", "isnt", "arent", "wasnt", "werent", "havent", "hasnt", "hadnt", "aint"])
 _ANTONYMS = tuple(tuple(p.split("/")) for p in ["on/off", "enable/disable", "enabled/disabled", "activate/deactivate", "start/stop", "open/close", "increase/decrease", "raise/lower", "up/down", "add/remove", "lock/unlock", "before/after", "more/less", "most/least", "max/min", "maximum/minimum", "buy/sell", "import/export", "upload/download", "install/uninstall", "connect/disconnect", "encrypt/decrypt", "include/exclude", "allow/deny", "accept/reject", "win/lose", "gain/lose", "positive/negative", "true/false", "hot/cold", "fast/slow", "cheap/expensive", "cheapest/expensive", "best/worst", "better/worse", "advantages/disadvantages", "north/south", "east/west", "left/right", "male/female", "men/women", "boy/girl", "above/below", "inside/outside", "input/output", "push/pull", "send/receive", "show/hide", "mute/unmute", "subscribe/unsubscribe", "follow/unfollow", "block/unblock", "login/logout", "legal/illegal", "possible/impossible", "higher/lower", "bigger/smaller", "larger/smaller", "faster/slower", "old/new", "first/last", "he/she", "him/her", "his/her", "husband/wife", "boyfriend/girlfriend", "man/woman", "son/daughter", "father/mother", "brother/sister", "like/hate", "love/hate", "like/dislike", "rural/urban", "rich/poor", "good/bad", "right/wrong", "strong/weak", "happy/sad", "early/late", "success/failure", "agree/disagree", "pro/anti", "cause/cure"])
+# Units of measure, plural and abbreviation -> one name: "10 minutes" and "10 seconds" are different questions.
+_UNITS = {w: group.split()[0] for group in [
+    "seconds sec secs", "minute minutes min mins", "hour hours hr hrs", "day days", "week weeks",
+    "month months", "year years", "millimeter millimeters mm", "centimeter centimeters cm",
+    "meter meters metre metres", "kilometer kilometers kilometre kilometres km", "mile miles", "foot feet ft",
+    "inch inches", "yard yards", "gram grams", "kilogram kilograms kg kgs kilo kilos", "pound pounds lb lbs",
+    "ounce ounces oz", "ton tons tonne tonnes", "celsius centigrade", "fahrenheit", "kelvin",
+    "byte bytes", "kb kilobyte kilobytes", "mb megabyte megabytes", "gb gigabyte gigabytes",
+    "tb terabyte terabytes", "kbps", "mbps", "gbps", "liter liters litre litres", "milliliter milliliters ml",
+    "gallon gallons", "cup cups", "tablespoon tablespoons tbsp", "teaspoon teaspoons tsp", "dollar dollars usd",
+    "euro euros eur", "yen", "rupee rupees", "peso pesos", "watt watts", "volt volts", "amp amps ampere amperes",
+    "hourly", "daily", "weekly", "monthly", "yearly annually annual"] for w in group.split()}
 # word -> (pair index, side); one dict lookup per token instead of a scan over every pair.
 _ANTONYM_INDEX: dict[str, list[tuple[int, int]]] = {}
 for _i, _pair in enumerate(_ANTONYMS):
@@ -42,6 +54,7 @@ _STOP = frozenset(["i", "a", "an", "the", "is", "are", "was", "were", "be", "of"
 @dataclass(frozen=True, slots=True)
 class Features:
     numbers: frozenset[str]
+    units: frozenset[str]
     negations: int
     entities: frozenset[str]
     entity_order: tuple[str, ...]
@@ -102,12 +115,12 @@ def features(text: str) -> Features:
         for pair, side in _ANTONYM_INDEX.get(word, ()):
             sides.setdefault(pair, set()).add(side)
     order = _entities(tokens)
-    return Features(frozenset(numbers), negations, frozenset(order), order, words,
+    return Features(frozenset(numbers), frozenset(_UNITS[t] for t in lower if t in _UNITS), negations, frozenset(order), order, words,
                     {k: frozenset(v) for k, v in sides.items()}, words & _AUDIENCE, words & _WH, tuple(lower))
 
 
 # The checks in the order `reject_reason` reports them; the verifier takes each one as a feature.
-CHECKS = ("numbers", "negation", "entities", "entity_order", "antonym", "audience", "question_word")
+CHECKS = ("numbers", "units", "negation", "entities", "entity_order", "antonym", "audience", "question_word")
 
 
 def differences(query: str, candidate: str) -> tuple[bool, ...]:
@@ -116,6 +129,7 @@ def differences(query: str, candidate: str) -> tuple[bool, ...]:
     common = a.entities & b.entities
     return (
         a.numbers != b.numbers,
+        a.units != b.units,
         a.negations != b.negations,
         not (a.entities <= b.words and b.entities <= a.words),
         # "Is Messi better than Ronaldo" vs "Is Ronaldo better than Messi"
