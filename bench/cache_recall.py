@@ -7,7 +7,7 @@ duplicate pairs (paraphrases: the cache's real case) and of non-duplicate pairs 
 negatives) are looked up. recall_at_1 = share of queries whose store top-1 is as similar as the
 exact top-1 (ties count: case-only variants embed identically); `above_threshold` counts only
 queries whose exact top-1 reaches the default similarity threshold, the ones a cache would answer.
-Embeddings come from (and are cached by) bench/cache_eval.py's production encoder.
+Embeddings come from (and are cached by) the production encoder (offline/features.py, as for bench/cache_eval.py).
 
     .venv/bin/python bench/cache_recall.py [--shortlists 32 64 128 256] [--queries 2000]
 
@@ -29,7 +29,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.cache_eval import DEFAULT_QQP, embed_all, load_pairs
+from offline.cache_pairs import load_jsonl
+from offline.train_cache_verifier import QQP as DEFAULT_QQP
+from offline.train_cache_verifier import embeddings
 from router.cache.memory import SHORTLIST, MemoryStore
 from router.cache.store import CacheEntry
 from router.config import CacheConfig
@@ -57,9 +59,9 @@ async def recall(vectors: np.ndarray, stored: np.ndarray, queries: np.ndarray, s
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    pairs = load_pairs(args.qqp, 0, 0)
-    emb = embed_all(sorted({t for r in pairs for t in (r["a"], r["b"])}), args.model_dir, "int8")
-    texts = list(emb)
+    pairs = load_jsonl(args.qqp)
+    emb = embeddings(pairs, args.model_dir)
+    texts = sorted(emb)
     vectors = np.stack([emb[t] for t in texts]).astype(np.float32)
     row = {t: i for i, t in enumerate(texts)}
     asked = {row[r["b"]] for r in pairs}
