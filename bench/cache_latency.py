@@ -1,6 +1,6 @@
 """Semantic-cache lookup latency at 10k and 100k entries: memory, Milvus Lite, Milvus server.
 
-Measures `SemanticCache.lookup` end to end (exact-key get, filtered top-k search, guard, JSON
+Measures `SemanticCache.lookup` end to end (exact-key get, filtered top-k search, verifier, JSON
 decode of a ~1 KB answer), serially, on semantic hits: the slowest normal path. Entries are
 random unit vectors (latency does not depend on meaning) with 1 KB payloads. Two layouts:
 `one_scope` (every entry shares tenant, model and context: the worst case, the largest scope)
