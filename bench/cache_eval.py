@@ -44,6 +44,8 @@ SCORES = [round(t, 3) for t in np.arange(0.0, 1.0001, 0.01)]
 HELDOUT = ROOT / "bench" / "data" / "cache_heldout_pairs.jsonl"
 HARD = ROOT / "bench" / "data" / "cache_hard_pairs.jsonl"
 AUDIT = ROOT / "bench" / "data" / "qqp_false_hit_audit.jsonl"
+# 40 false hits of the verifier's default on the QQP test split (random, seed 20261129), judged by hand.
+VERIFIER_AUDIT = ROOT / "bench" / "data" / "qqp_verifier_false_hit_audit.jsonl"
 BASELINE = 0.92  # the fixed cosine threshold the cache used before the verifier
 
 
@@ -123,6 +125,14 @@ def audited_precision(s: dict[str, np.ndarray], audit: list[dict[str, Any]], thr
     return {"bands": bands, "estimated_precision": round(1 - est_false / hits_, 4) if hits_ and valid else None}
 
 
+def verifier_audited(point_: dict[str, float]) -> dict[str, Any]:
+    """The verifier's QQP precision with its false hits discounted by the hand-judged share really different."""
+    judged = load_jsonl(VERIFIER_AUDIT)
+    rate = sum(r["really_different"] for r in judged) / len(judged)
+    return {"judged": len(judged), "really_different": round(rate, 3),
+            "estimated_precision": round(1 - point_["false_hits"] * rate / max(point_["hits"], 1), 4)}
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -197,13 +207,15 @@ def main() -> int:
         "hard_by_kind": by_kind(sets["hard"], scored["hard"], verifier),
         "qqp_test_baseline_audited": audited_precision(scored["qqp_test"], load_jsonl(AUDIT), BASELINE)
         if "qqp_test" in scored else None,
+        "qqp_test_verifier_audited": verifier_audited(default["qqp_test"]["verifier"]) if "qqp_test" in scored else None,
         "cost": check_cost_us(sets.get("qqp_test", sets["heldout"])[:5000], verifier),
         "curves": curves,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     plot(result, args.out.with_suffix(".png"))
-    print(json.dumps({k: result[k] for k in ("default", "checks", "heldout_by_kind", "cost")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("default", "checks", "heldout_by_kind", "qqp_test_baseline_audited",
+                                             "qqp_test_verifier_audited", "cost")}, indent=1))
     return 0
 
 
