@@ -19,6 +19,7 @@ from router.cache import CACHE_REASONS, SemanticCache
 from router.classifier import load_classifier
 from router.classifier.encoder import ModelMissingError
 from router.classifier.memo import MemoizedClassifier
+from router.classifier.model import shared_models
 from router.config import ConfigError, RouterConfig, load_config
 from router.observability import metrics
 from router.observability.health import Readiness
@@ -50,6 +51,11 @@ def build_runtime(cfg: RouterConfig) -> Runtime:
     """
     classifier = MemoizedClassifier(load_classifier(cfg)) if cfg.classifier.enabled else None
     cache = SemanticCache.from_config(cfg) if cfg.semantic_cache.enabled else None
+    if cache is not None and classifier is not None:
+        encoder = shared_models(cfg.classifier).encoder.model_hash
+        if encoder != cache.verifier.encoder:  # its cosine feature was calibrated on another encoder
+            log.warning("cache_verifier_encoder_mismatch", encoder=encoder, verifier_trained_on=cache.verifier.encoder,
+                        fix="retrain: python -m offline.train_cache_verifier")
     return Runtime(cfg=cfg, policy=Policy(cfg), classifier=classifier, cache=cache)
 
 
