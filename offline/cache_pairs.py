@@ -27,9 +27,9 @@ from typing import Any
 import yaml
 
 from offline.train_data import package_wheel
-from router.cache.guard import _ANTONYMS
+from router.cache.guard import ANTONYMS
 from router.cache.keys import normalise
-from router.cache.verifier import _FUNCTION_WORDS
+from router.cache.verifier import FUNCTION_WORDS
 
 Pair = dict[str, Any]  # {"a": stored prompt, "b": query, "label": 0|1, "kind": str}
 SPLITS = {"train": 70, "dev": 10, "test": 20}  # percent of question components
@@ -85,7 +85,7 @@ _AUDIENCES = ["a child", "a beginner", "an expert", "a doctor", "a teenager", "a
 _EXTRA_ANTONYMS = [("ascending", "descending"), ("high", "low"), ("long", "short"), ("light", "dark"),
                    ("heavy", "light"), ("easy", "hard"), ("safe", "dangerous"), ("read", "write"), ("day", "night"),
                    ("summer", "winter"), ("cheap", "expensive"), ("young", "old"), ("full", "empty")]
-_ANTONYM_OF = {w: b if w == a else a for a, b in list(_ANTONYMS) + _EXTRA_ANTONYMS for w in (a, b)}
+_ANTONYM_OF = {w: b if w == a else a for a, b in list(ANTONYMS) + _EXTRA_ANTONYMS for w in (a, b)}
 _WORD = re.compile(r"[A-Za-z][A-Za-z']+")
 
 
@@ -122,7 +122,7 @@ def _negation(text: str, rng: random.Random, _: list[str]) -> str | None:
 def _entities(text: str, rng: random.Random, vocabulary: list[str]) -> str | None:
     # Names: capitalised words that do not open a sentence and are not function words ("Does", "If").
     caps = [m for m in re.finditer(r"\b[A-Z][a-zA-Z]+\b", text) if m.start() > 0
-            and text[:m.start()].rstrip()[-1:] not in ".?!:\"" and m.group().lower() not in _FUNCTION_WORDS]
+            and text[:m.start()].rstrip()[-1:] not in ".?!:\"" and m.group().lower() not in FUNCTION_WORDS]
     names = list(dict.fromkeys(m.group() for m in caps))
     if len(names) >= 2:
         x, y = rng.sample(names, 2)
@@ -162,7 +162,7 @@ def _audience(text: str, rng: random.Random, _: list[str]) -> str | None:
 
 
 def _substitute(text: str, rng: random.Random, vocabulary: list[str]) -> str | None:
-    found = [m for m in _WORD.finditer(text) if len(m.group()) > 3 and m.group().lower() not in _FUNCTION_WORDS]
+    found = [m for m in _WORD.finditer(text) if len(m.group()) > 3 and m.group().lower() not in FUNCTION_WORDS]
     if not found:
         return None
     m = rng.choice(found)
@@ -178,7 +178,7 @@ NEGATIVE_RULES: dict[str, Callable[[str, random.Random, list[str]], str | None]]
 
 def content_vocabulary(texts: Iterable[str], top: int = 5000) -> list[str]:
     """The most frequent words of 4+ letters that are not in the verifier's function-word list."""
-    counts = Counter(w for t in texts for w in _WORD.findall(t) if len(w) > 3 and w.lower() not in _FUNCTION_WORDS)
+    counts = Counter(w for t in texts for w in _WORD.findall(t) if len(w) > 3 and w.lower() not in FUNCTION_WORDS)
     return [w for w, _ in counts.most_common(top)]
 
 

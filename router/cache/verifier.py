@@ -29,7 +29,7 @@ FEATURES = (
     "log_words",
 )
 # Words that rephrasing adds, drops or swaps freely; everything else is a content word.
-_FUNCTION_WORDS = frozenset(
+FUNCTION_WORDS = frozenset(
     ["a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "do", "does", "did", "i", "me", "my", "mine", "you", "your", "we", "our", "us", "it", "its", "this", "that", "these", "those", "to", "of", "in", "on", "at", "by", "for", "with", "from", "as", "and", "or", "but", "if", "so", "then", "than", "there", "here", "what", "which", "how", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "please", "tell", "explain", "give", "show", "some", "any", "way", "ways", "best", "good", "easiest", "simplest", "go", "about", "into", "out", "get", "make", "thing", "things", "anyone", "someone", "something", "just", "really", "very", "also", "let", "lets", "i'm", "i'd", "i've", "what's", "how's", "it's", "that's", "there's", "whats", "hows"])
 
 
@@ -56,7 +56,7 @@ def _stem(word: str) -> str:
 def _view(text: str) -> _View:
     tokens = features(text).tokens
     squashed = " ".join(tokens)
-    return _View(frozenset(tokens), tuple(_stem(t) for t in tokens if t not in _FUNCTION_WORDS),
+    return _View(frozenset(tokens), tuple(_stem(t) for t in tokens if t not in FUNCTION_WORDS),
                  frozenset(squashed[i:i + 3] for i in range(len(squashed) - 2)), len(text))
 
 
