@@ -115,7 +115,7 @@ def dockerfile_stages() -> dict[str, list[str]]:
 
 def test_dockerfile_runtime_stage_is_slim_non_root_and_healthchecked() -> None:
     stages = dockerfile_stages()
-    assert list(stages) == ["builder", "runtime", "demo"]
+    assert list(stages) == ["builder-index", "builder-wheelhouse", "builder", "runtime", "demo"]
     runtime = stages["runtime"]
     user = next(line.split()[1] for line in runtime if line.startswith("USER "))
     assert user not in ("0", "root")
@@ -127,11 +127,31 @@ def test_dockerfile_runtime_stage_is_slim_non_root_and_healthchecked() -> None:
         "/opt/venv",
         "/src/models",
     }  # no build venv, no torch
-    assert any("-m offline build" in line for line in stages["builder"])
-    for line in runtime + stages["builder"] + stages["demo"]:
+    assert any("-m offline build" in line for line in stages["builder-index"])
+    for line in (line for lines in stages.values() for line in lines):
         if line.startswith("COPY ") and "--from" not in line:
             for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), source
+
+
+def test_dockerfile_builds_with_or_without_network_into_the_same_runtime() -> None:
+    """SOURCE=index (the default, with network): pip from the index and the model exported in the builder.
+    SOURCE=wheelhouse (no network; deploy/image_check.py builds and runs it with podman in CI): the host's
+    wheelhouse and models/ as named build contexts. The base image is a build arg."""
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG SOURCE=index$", text, re.MULTILINE)
+    assert re.search(r"^FROM builder-\$\{SOURCE\} AS builder$", text, re.MULTILINE)
+    bases = set(re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)) - {"builder-${SOURCE}", "runtime"}
+    assert bases == {"${PYTHON_IMAGE}"}
+    stages = dockerfile_stages()
+    offline = " ".join(stages["builder-wheelhouse"])
+    assert "COPY --from=wheels . /wheels" in offline and "COPY --from=models minilm ./models/minilm" in offline
+    assert "pip install --no-index --find-links /wheels semantic-router" in offline
+    for name in ("builder-index", "builder-wheelhouse"):  # what the runtime stage copies from either
+        steps = " ".join(stages[name])
+        assert "python3 -m venv /opt/venv" in steps and "WORKDIR /src" in steps
+        assert "test -f models/minilm/manifest.json" in steps
+    assert "pip install" not in " ".join(stages["runtime"])  # nothing reaches the runtime but the venv
 
 
 def test_torch_never_is_a_runtime_dependency() -> None:
