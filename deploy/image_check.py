@@ -148,6 +148,7 @@ def write_config(config_dir: Path) -> Path:
     ports = free_ports(4 + len(cfg["models"]))
     cfg["server"].update(port=ports[0], metrics_port=ports[1])
     cfg["envoy"].update(port=ports[2], admin_port=ports[3])
+    cfg["observability"]["cache_probe_interval_s"] = 1.0  # /readyz follows Milvus Lite's start within a second
     for model, port in zip(cfg["models"].values(), ports[4:], strict=True):
         model["endpoints"] = [{"address": "127.0.0.1", "port": port}]
     config_dir.mkdir(parents=True)
