@@ -11,12 +11,14 @@ There is no Docker engine and no image registry here, so, as Debian's own tools 
    its dependencies from var/wheelhouse (`make wheelhouse`) and copies models/ (`make models`), both given
    as named build contexts; PYTHON_IMAGE is the debootstrap base;
 4. run the image as deploy/kubernetes/deployment.yaml runs the router container: its command, its user, a
-   read-only root filesystem, no capabilities, no privilege escalation, the config directory mounted
-   read-only, its emptyDir volumes as empty world-writable directories; `--network host`, so the real
-   Envoy and the demo upstreams (devstack, on the host) reach it on 127.0.0.1;
-5. check: /readyz answers 200 (config, model and the default Milvus Lite cache in var/), a chat request
-   through Envoy with the official `openai` client gets 200 from the chosen demo upstream with
-   `x-vsr-selected-model`, the Classify gRPC API answers, and SIGTERM stops the container cleanly.
+   read-only root filesystem, no capabilities, no privilege escalation, config/ mounted read-only (the
+   shipped config/config.yaml, unchanged: classifier on, the default Milvus Lite cache in var/), its
+   emptyDir volumes as empty world-writable directories. `--network host` inside a loopback-only network
+   namespace of its own (entered with nsenter; `ip netns exec` would hide the cgroup mounts podman needs),
+   where the real Envoy and the demo upstreams (devstack) run too: the shipped ports, like a Pod's;
+5. check: /readyz answers 200 (config, model, cache), the image's HEALTHCHECK passes, a chat request through
+   Envoy with the official `openai` client gets 200 from the chosen demo upstream with
+   `x-vsr-selected-model`, the Classify gRPC API answers, and SIGTERM stops the container with exit 0.
 Exits 1 (with the container's log) when any step fails. Timings of each step are printed.
 """
 
@@ -28,7 +30,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,8 @@ MANIFEST = ROOT / "deploy" / "kubernetes" / "deployment.yaml"
 PODMAN = ["podman", "--cgroup-manager=cgroupfs"]
 RUNTIME_FLAGS = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
 PROMPT = "Prove that sqrt(2) is irrational"  # a math keyword: the config sends it to gpt-oss-120b
+NETNS = "vsr-image"
+CONTAINER = "vsr-image-check"
 
 
 class CheckFailed(Exception):
@@ -130,33 +133,6 @@ def build_image(base: str) -> None:
          "--target", "runtime", "-t", IMAGE, str(ROOT)])
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports nothing listens on now (the container shares the host's network)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def write_config(config_dir: Path) -> Path:
-    """The shipped config (classifier on, the default Milvus Lite cache in var/) on free ports."""
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    ports = free_ports(4 + len(cfg["models"]))
-    cfg["server"].update(port=ports[0], metrics_port=ports[1])
-    cfg["envoy"].update(port=ports[2], admin_port=ports[3])
-    cfg["observability"]["cache_probe_interval_s"] = 1.0  # /readyz follows Milvus Lite's start within a second
-    for model, port in zip(cfg["models"].values(), ports[4:], strict=True):
-        model["endpoints"] = [{"address": "127.0.0.1", "port": port}]
-    config_dir.mkdir(parents=True)
-    path = config_dir / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
-
-
 def router_container() -> dict[str, Any]:
     deployment = yaml.safe_load(MANIFEST.read_text())
     pod = deployment["spec"]["template"]["spec"]
@@ -164,12 +140,12 @@ def router_container() -> dict[str, Any]:
     return {"container": container, "volumes": {v["name"]: v for v in pod["volumes"]}}
 
 
-def podman_run_args(name: str, workdir: Path, config_dir: Path, secret: str) -> list[str]:
+def podman_run_args(workdir: Path, secret: str) -> list[str]:
     """`podman run` for the manifest's router container, read from deploy/kubernetes/deployment.yaml."""
     spec = router_container()
     container, volumes = spec["container"], spec["volumes"]
     security = container["securityContext"]
-    args = [*PODMAN, "run", "-d", "--name", name, *RUNTIME_FLAGS, "--network", "host",
+    args = [*PODMAN, "run", "-d", "--name", CONTAINER, *RUNTIME_FLAGS, "--network", "host",
             "--user", str(security["runAsUser"]), "-e", f"VSR_CACHE_HMAC_SECRET={secret}"]
     if security.get("readOnlyRootFilesystem"):
         args.append("--read-only")
@@ -182,7 +158,7 @@ def podman_run_args(name: str, workdir: Path, config_dir: Path, secret: str) -> 
         if "configMap" in volume:
             if mount["mountPath"] != "/app/config":
                 raise CheckFailed(f"unexpected ConfigMap mount {mount['mountPath']}")
-            source = config_dir
+            source = ROOT / "config"
         elif "emptyDir" in volume:  # an emptyDir is an empty directory, writable by any uid
             source = workdir / mount["name"]
             source.mkdir()
@@ -244,54 +220,68 @@ def check_classify(stack: Stack) -> dict[str, Any]:
 
 
 def run_and_route(timings: dict[str, float]) -> None:
-    name = f"vsr-image-check-{os.getpid()}"
+    """Inside the network namespace: the container, then upstreams and Envoy beside it, then the checks."""
     CACHE.mkdir(parents=True, exist_ok=True)
+    subprocess.run([*PODMAN, "rm", "-f", "-t", "0", CONTAINER], check=False, capture_output=True)
     with tempfile.TemporaryDirectory(prefix="run-", dir=CACHE) as tmp:
         workdir = Path(tmp)
-        config = write_config(workdir / "config")
-        stack = Stack(config, workdir, log_to=workdir)
+        stack = Stack(ROOT / "config" / "config.yaml", workdir, log_to=workdir)
         started = False
         try:
-            with step("run: container ready (/readyz 200)", timings):
-                cmd = podman_run_args(name, workdir, config.parent, secrets.token_hex(16))
-                run(cmd, stdout=subprocess.DEVNULL)
+            with step("run: container ready (/readyz 200, HEALTHCHECK)", timings):
+                run(podman_run_args(workdir, secrets.token_hex(16)), stdout=subprocess.DEVNULL)
                 started = True
                 cmd_in_image = json.loads(subprocess.run(
                     [*PODMAN, "image", "inspect", "-f", "{{json .Config.Cmd}}", IMAGE],
                     check=True, capture_output=True, text=True).stdout)
                 if cmd_in_image != router_container()["container"]["command"]:
                     raise CheckFailed(f"the image's CMD {cmd_in_image} is not the manifest's command")
-                wait_ready(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz", name)
-            with step("route: upstreams + Envoy on the host, one chat request, Classify", timings):
-                stack.workdir.mkdir(parents=True, exist_ok=True)
+                wait_ready(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz", CONTAINER)
+                run([*PODMAN, "healthcheck", "run", CONTAINER], stdout=subprocess.DEVNULL)
+            with step("route: upstreams + Envoy beside it, one chat request, Classify", timings):
                 stack.start_upstreams()
                 stack.start_envoy()
                 print("chat:", json.dumps(check_routing(stack)))
                 print("classify:", json.dumps(check_classify(stack)))
-            with step("stop: SIGTERM, clean exit", timings):
-                run([*PODMAN, "stop", "-t", "20", name], stdout=subprocess.DEVNULL)
-                code = subprocess.run([*PODMAN, "inspect", "-f", "{{.State.ExitCode}}", name], check=True,
+            with step("stop: SIGTERM, exit 0", timings):
+                run([*PODMAN, "stop", "-t", "20", CONTAINER], stdout=subprocess.DEVNULL)
+                code = subprocess.run([*PODMAN, "inspect", "-f", "{{.State.ExitCode}}", CONTAINER], check=True,
                                       capture_output=True, text=True).stdout.strip()
                 if code != "0":
                     raise CheckFailed(f"the router exited with {code} on SIGTERM")
         except BaseException:
             if started:
                 print("---- container log (last 60 lines)", file=sys.stderr)
-                subprocess.run([*PODMAN, "logs", "--tail", "60", name], check=False)
+                subprocess.run([*PODMAN, "logs", "--tail", "60", CONTAINER], check=False)
             raise
         finally:
             stack.stop()
             if started:
-                subprocess.run([*PODMAN, "rm", "-f", "-t", "0", name], check=False, capture_output=True)
+                subprocess.run([*PODMAN, "rm", "-f", "-t", "0", CONTAINER], check=False, capture_output=True)
+
+
+def in_own_netns(timings: dict[str, float]) -> None:
+    """Re-run this script's run phase in a loopback-only network namespace (created once, kept)."""
+    if not Path(f"/run/netns/{NETNS}").exists():
+        run(["ip", "netns", "add", NETNS])
+    run(["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"])
+    with step(f"run phase in network namespace {NETNS}", timings):
+        run(["nsenter", f"--net=/run/netns/{NETNS}", sys.executable, str(Path(__file__).resolve()), "--run-only"])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-build", action="store_true", help=f"run the existing {IMAGE}")
+    parser.add_argument("--run-only", action="store_true", help="the run phase, in the current network namespace")
     args = parser.parse_args()
     timings: dict[str, float] = {}
     start = time.monotonic()
     try:
+        if args.run_only:
+            run_and_route(timings)
+            return 0
+        if os.geteuid() != 0:
+            raise CheckFailed("run as root: apt-get, debootstrap, rootful podman and a network namespace")
         if not args.skip_build:
             with step("tools (podman, debootstrap, runc)", timings):
                 ensure_tools()
@@ -299,7 +289,7 @@ def main() -> int:
                 base = base_image()
             with step("podman build (SOURCE=wheelhouse, no network)", timings):
                 build_image(base)
-        run_and_route(timings)
+        in_own_netns(timings)
     except (CheckFailed, subprocess.CalledProcessError, OSError, TimeoutError, RuntimeError) as exc:
         print(f"image check FAILED: {exc}", file=sys.stderr)
         return 1  # anything else (the openai client's, grpc's errors) fails with its traceback, also exit 1

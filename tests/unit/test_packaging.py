@@ -321,3 +321,18 @@ def test_dashboard_has_the_panels_operators_asked_for() -> None:
         (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     )
     assert provisioning["datasources"][0]["uid"] == "prometheus"
+
+
+def test_image_check_runs_the_router_container_as_the_manifest_does(tmp_path: Path) -> None:
+    """deploy/image_check.py (CI, after `make test`) turns the manifest's router container into `podman run`
+    flags; a manifest change it cannot express fails here, in seconds, rather than in the image step."""
+    spec = importlib.util.spec_from_file_location("image_check", ROOT / "deploy" / "image_check.py")
+    assert spec and spec.loader
+    image_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(image_check)
+    args = image_check.podman_run_args(tmp_path, "secret")
+    assert args[-len(ROUTER_CMD):] == ROUTER_CMD and args[-len(ROUTER_CMD) - 1] == image_check.IMAGE
+    assert {"--read-only", "no-new-privileges"} <= set(args)
+    assert args[args.index("--user") + 1] == "10001" and args[args.index("--cap-drop") + 1] == "ALL"
+    mounts = {a.split(":")[1]: a.split(":")[2] for a in args if a.count(":") == 2 and a.startswith("/")}
+    assert mounts == {"/app/config": "ro", "/app/var": "rw", "/tmp": "rw"}
