@@ -229,6 +229,8 @@ def run_and_route(timings: dict[str, float]) -> None:
         started = False
         try:
             with step("run: container ready (/readyz 200, HEALTHCHECK)", timings):
+                # podman logs "unable to get systemd connection" for the HEALTHCHECK's timer (no systemd here):
+                # harmless, the check runs the HEALTHCHECK itself below with `podman healthcheck run`.
                 run(podman_run_args(workdir, secrets.token_hex(16)), stdout=subprocess.DEVNULL)
                 started = True
                 cmd_in_image = json.loads(subprocess.run(
