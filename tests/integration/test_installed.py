@@ -55,11 +55,11 @@ def wheel() -> Path:
     if len(wheels) != 1:
         pytest.fail(f"expected one project wheel in {WHEELHOUSE}, found {len(wheels)}: run `make wheelhouse` "
                     "(make test does it before the suite enters its network namespace)")
-    with zipfile.ZipFile(wheels[0]) as zf:
-        packed = {name: zf.read(name) for name in zf.namelist() if name.endswith(".py")}
+    with zipfile.ZipFile(wheels[0]) as zf:  # every packed file but the generated stubs, data files included
+        packed = {n: zf.read(n) for n in zf.namelist() if n.startswith("router/") and "/_proto/" not in n}
     source = checkout_modules()
-    stale = sorted(name for name in source.keys() | packed.keys() - {n for n in packed if "/_proto/" in n}
-                   if packed.get(name) != source.get(name))
+    stale = sorted(name for name in packed if not (ROOT / name).is_file() or (ROOT / name).read_bytes() != packed[name])
+    stale += sorted(name for name in source if packed.get(name) != source[name])
     if stale:
         pytest.fail(f"{wheels[0].name} differs from the checkout ({', '.join(stale[:3])}): run `make wheelhouse`")
     return wheels[0]
