@@ -3,7 +3,11 @@
 Speaks the real wire format, JSON and SSE streaming, and tells which model answered and what it
 received, so tests can prove where the router sent a request and how it rewrote it. Faults on
 demand: `x-demo-status: 500` answers an error, `x-demo-delay-ms` adds latency, `x-demo-abort: 1`
-cuts a stream before [DONE].
+cuts a stream before [DONE]. `x-demo-fault: MODEL=ACTION[,MODEL=ACTION]` injects a fault into the named
+model only (so a fallback model in the same request answers normally): ACTION is an HTTP status (`503`),
+`close` (drop the connection before answering), `midstream` (drop it halfway through a stream) or
+`error-event` (send an SSE error event halfway through a stream, then end it). `--fault ACTION` makes
+every request to this upstream fail that way (a model that keeps failing).
 """
 
 from __future__ import annotations
@@ -21,10 +25,19 @@ ECHO_FIELDS = ("model", "chat_template_kwargs", "reasoning_effort", "stream")
 
 
 class DemoModel:
-    def __init__(self, name: str, delay_ms: float = 0.0):
+    def __init__(self, name: str, delay_ms: float = 0.0, fault: str | None = None):
         self.name = name
         self.delay_ms = delay_ms
+        self.fault = fault
         self.requests = 0
+
+    def fault_for(self, request: web.Request) -> str | None:
+        """The fault injected into this model for this request, if any."""
+        for part in request.headers.get("x-demo-fault", "").split(","):
+            model, _, action = part.strip().partition("=")
+            if model == self.name and action:
+                return action
+        return self.fault
 
     def answer_text(self, body: dict[str, Any]) -> str:
         last = body.get("messages", [{}])[-1].get("content")
@@ -33,11 +46,15 @@ class DemoModel:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        fault = self.fault_for(request)
+        if fault == "close":
+            request.transport.close()  # type: ignore[union-attr]  # a model server that died
+            raise ConnectionResetError("injected close")
         body = await request.json()
         delay = float(request.headers.get("x-demo-delay-ms", self.delay_ms))
         if delay:
             await asyncio.sleep(delay / 1000)
-        status = int(request.headers.get("x-demo-status", "200"))
+        status = int(fault) if fault and fault.isdigit() else int(request.headers.get("x-demo-status", "200"))
         if status >= 400:
             error = {"error": {"message": f"injected failure {status}", "type": "server_error", "code": None}}
             return web.json_response(error, status=status)
@@ -46,7 +63,7 @@ class DemoModel:
         if identity:
             received["identity_headers"] = identity
         if body.get("stream"):
-            return await self._stream(request, body, received)
+            return await self._stream(request, body, received, fault)
         text = self.answer_text(body)
         return web.json_response({
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
@@ -57,7 +74,7 @@ class DemoModel:
         })
 
     async def _stream(self, request: web.Request, body: dict[str, Any],
-                      received: dict[str, Any]) -> web.StreamResponse:
+                      received: dict[str, Any], fault: str | None) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
@@ -65,10 +82,16 @@ class DemoModel:
                                                                             "received": received}}
         text = self.answer_text(body)
         pieces = [{"role": "assistant", "content": ""}] + [{"content": w} for w in _pieces(text)]
-        abort = request.headers.get("x-demo-abort") == "1"
+        abort = request.headers.get("x-demo-abort") == "1" or fault == "midstream"
         for i, delta in enumerate(pieces):
             if abort and i == len(pieces) // 2:
+                await asyncio.sleep(0.1)  # the first half reaches the client: a failure after streaming began
                 request.transport.close()  # type: ignore[union-attr]  # a dead upstream mid-stream
+                return response
+            if fault == "error-event" and i == len(pieces) // 2:
+                await _send(response, {"error": {"message": "injected failure mid-stream",
+                                                 "type": "server_error", "code": None}})
+                await response.write_eof()
                 return response
             await _send(response, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
         await _send(response, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
@@ -115,8 +138,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--fault", help="fail every request: an HTTP status, close, midstream or error-event")
     args = parser.parse_args()
-    web.run_app(make_app(DemoModel(args.model, args.delay_ms)), host=args.host, port=args.port,
+    web.run_app(make_app(DemoModel(args.model, args.delay_ms, args.fault)), host=args.host, port=args.port,
                 print=None, backlog=1024)
 
 

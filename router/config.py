@@ -57,12 +57,48 @@ class PIIPolicy(_Strict):
         return types <= set(self.pii_types_allowed)
 
 
+RetryOn = Literal["connect-failure", "refused-stream", "reset", "reset-before-request", "retriable-status-codes",
+                  "gateway-error", "5xx"]
+
+
+class RetryPolicy(_Strict):
+    """Envoy's route retry policy for requests whose first choice is this model (router/resilience.py)."""
+
+    retry_on: list[RetryOn] = ["connect-failure", "refused-stream", "reset", "retriable-status-codes"]
+    retriable_status_codes: list[Annotated[int, Field(ge=400, le=599)]] = [502, 503, 504]
+    # Retries after the first attempt; each one goes to the next model of the fallback chain.
+    num_retries: int = Field(default=2, ge=0, le=10)
+    per_try_timeout_s: float | None = Field(default=None, gt=0)  # none: only envoy.upstream_timeout_s
+
+
+class OutlierDetection(_Strict):
+    """Eject a replica of this model after consecutive failures, so the chain skips it (Envoy's names)."""
+
+    consecutive_5xx: int = Field(default=5, ge=1)
+    consecutive_gateway_failure: int = Field(default=5, ge=1)  # 502/503/504 and connection failures
+    interval_s: float = Field(default=10.0, gt=0)
+    base_ejection_time_s: float = Field(default=30.0, gt=0)
+    max_ejection_percent: int = Field(default=100, ge=0, le=100)
+
+
+class CircuitBreaker(_Strict):
+    """Envoy circuit-breaker thresholds of this model's cluster: beyond them requests fail fast (503)."""
+
+    max_connections: int = Field(default=1024, ge=1)
+    max_pending_requests: int = Field(default=1024, ge=1)
+    max_requests: int = Field(default=1024, ge=1)
+    max_retries: int = Field(default=64, ge=0)  # concurrent retries (Envoy's default, 3, is too low here)
+
+
 class ModelConfig(_Strict):
     endpoints: list[Endpoint] = Field(min_length=1)
     cluster: Name | None = None
     reasoning_family: str | None = None
     pricing: Pricing = Pricing()
     pii_policy: PIIPolicy = PIIPolicy()
+    retry: RetryPolicy = RetryPolicy()
+    outlier_detection: OutlierDetection | None = OutlierDetection()  # null: never eject
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
 
 
 class ReasoningFamily(_Strict):
@@ -135,6 +171,15 @@ class EnvoyConfig(_Strict):
     failure_mode_allow: bool = True
     message_timeout_ms: int = Field(default=1000, ge=10)
     upstream_timeout_s: float = Field(default=300, gt=0)
+
+
+class FallbackConfig(_Strict):
+    """When the chosen model fails, Envoy retries the request on the next allowed model of the category."""
+
+    enabled: bool = True
+    max_fallbacks: int = Field(default=1, ge=0, le=8)  # models after the first one in a chain
+    # A client that names a model gets only that model (retried on its replicas), unless this is on.
+    explicit_models: bool = False
 
 
 class ClassifierConfig(_Strict):
@@ -217,6 +262,7 @@ class RouterConfig(_Strict):
     models: dict[Name, ModelConfig] = Field(min_length=1)
     categories: list[Category] = []
     keyword_rules: list[KeywordRule] = []
+    fallback: FallbackConfig = FallbackConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     semantic_cache: CacheConfig = CacheConfig()
     observability: ObservabilityConfig = ObservabilityConfig()

@@ -11,7 +11,9 @@ from typing import Any
 
 import yaml
 
+from router import resilience
 from router.config import RouterConfig
+from router.policy import Policy
 
 EXT_PROC_CLUSTER = "semantic_router"
 _BUFFER_SLACK = 64 * 1024
@@ -61,7 +63,8 @@ def _strip_identity_headers(cfg: RouterConfig) -> dict[str, Any]:
     An auth filter that sets these headers from a verified token belongs after this one.
     """
     c = cfg.semantic_cache
-    names = sorted({h.lower() for h in [*c.tenant_headers, *c.user_headers]})
+    routed = [resilience.ROUTED_MODEL_HEADER, resilience.ROUTED_CATEGORY_HEADER]  # only the router sets these
+    names = sorted({h.lower() for h in [*c.tenant_headers, *c.user_headers, *routed]})
     return {
         "name": "strip_client_identity_headers",
         "typed_config": {
@@ -71,21 +74,30 @@ def _strip_identity_headers(cfg: RouterConfig) -> dict[str, Any]:
     }
 
 
-def _routes(cfg: RouterConfig) -> list[dict[str, Any]]:
+def _routes(cfg: RouterConfig, chains: list[tuple[str, ...]]) -> list[dict[str, Any]]:
     timeout = _duration(cfg.envoy.upstream_timeout_s)
-    header = cfg.server.selection_header
-    routes = [{"match": {"prefix": "/", "headers": [{"name": header,
-                                                     "string_match": {"exact": cfg.cluster_of(m)}}]},
-               "route": {"cluster": cfg.cluster_of(m), "timeout": timeout}}
-              for m in cfg.models]
-    routes.append({"match": {"prefix": "/"},
-                   "route": {"cluster": cfg.cluster_of(cfg.default_model), "timeout": timeout}})
+    routes = resilience.routes(cfg, chains, timeout, cfg.server.selection_header)
+    default = resilience.routes(cfg, [], timeout, cfg.server.selection_header)[
+        list(cfg.models).index(cfg.default_model)]
+    routes.append({**default, "match": {"prefix": "/"}})  # unrouted: paths the router skips, router down
     return routes
+
+
+def _model_cluster(cfg: RouterConfig, name: str, buffer_limit: int) -> dict[str, Any]:
+    """A model's cluster: endpoints named by model, outlier detection, circuit breakers."""
+    model = cfg.models[name]
+    c = _cluster(cfg.cluster_of(name), [(e.address, e.port) for e in model.endpoints])
+    for ep in c["load_assignment"]["endpoints"][0]["lb_endpoints"]:
+        ep["metadata"] = resilience.endpoint_metadata(name)
+    c["per_connection_buffer_limit_bytes"] = buffer_limit
+    c.update(resilience.resilience_options(model))
+    return c
 
 
 def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
     """The full bootstrap for a local Envoy in front of the configured models."""
     buffer_limit = cfg.server.max_body_bytes + _BUFFER_SLACK
+    chains = resilience.all_chains(Policy(cfg))
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
                  ".HttpConnectionManager",
@@ -94,7 +106,8 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         "preserve_external_request_id": True,
         "always_set_request_id_in_response": True,
         "route_config": {"name": "models", "virtual_hosts": [
-            {"name": "openai", "domains": ["*"], "routes": _routes(cfg)}]},
+            {"name": "openai", "domains": ["*"], "routes": _routes(cfg, chains),
+             "include_attempt_count_in_response": True}]},
         "http_filters": [_strip_identity_headers(cfg), _ext_proc_filter(cfg), {
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
@@ -106,10 +119,8 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
                                         "typed_config": hcm}]}],
     }
     clusters = [_cluster(EXT_PROC_CLUSTER, [(cfg.server.host, cfg.server.port)], http2=True)]
-    for name, model in cfg.models.items():
-        c = _cluster(cfg.cluster_of(name), [(e.address, e.port) for e in model.endpoints])
-        c["per_connection_buffer_limit_bytes"] = buffer_limit
-        clusters.append(c)
+    clusters += [_model_cluster(cfg, name, buffer_limit) for name in cfg.models]
+    clusters += [resilience.aggregate_cluster(cfg, chain, EXT_PROC_CLUSTER) for chain in chains]
     out: dict[str, Any] = {"static_resources": {"listeners": [listener], "clusters": clusters}}
     if cfg.envoy.admin_port:
         out["admin"] = {"address": {"socket_address": {"address": "127.0.0.1",

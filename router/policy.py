@@ -14,6 +14,7 @@ from typing import Any
 from router.config import Category, RouterConfig
 from router.errors import JailbreakBlocked, ModelNotFound, PIIViolation
 from router.openai_wire import ChatRequest
+from router.resilience import chain_cluster
 from router.signals import Classification
 
 
@@ -27,6 +28,9 @@ class Decision:
     confidence: float
     reasoning: bool
     auto: bool
+    # The models Envoy may try, in order (the first is `model`): the same category ranking and PII rule.
+    chain: tuple[str, ...] = ()
+    route: str = ""  # what the selection header carries: the model's cluster, or its chain's cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +64,37 @@ class Policy:
         category, confidence = self._category(chat, signal)
         cat_cfg = self.cfg.category(category)
         self._check_jailbreak(signal, cat_cfg)
-        if chat.model in self._auto:
-            model = self._best_allowed_model(cat_cfg, signal.pii_types)
+        auto = chat.model in self._auto
+        allowed = self.allowed_ranking(cat_cfg, signal.pii_types)
+        if auto:
+            if not allowed:
+                raise PIIViolation(f"No model may receive {_types(signal.pii_types)}")
+            model = allowed[0]
             reasoning = bool(cat_cfg and cat_cfg.use_reasoning)
         else:
             model = chat.model
             if not self.cfg.models[model].pii_policy.allows(signal.pii_types):
                 raise PIIViolation(f"The model '{model}' may not receive {_types(signal.pii_types)}")
             reasoning = False
+        chain = self.chain(model, allowed if auto or self.cfg.fallback.explicit_models else [])
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
-                        confidence=confidence, reasoning=reasoning, auto=chat.model in self._auto)
+                        confidence=confidence, reasoning=reasoning, auto=auto, chain=chain,
+                        route=chain_cluster(self.cfg, chain))
+
+    def ranking(self, cat: Category | None) -> list[str]:
+        """The category's models, best first (the default model when the category lists none)."""
+        ranked = sorted(cat.model_scores, key=lambda s: -s.score) if cat else []
+        return [s.model for s in ranked] or [self.cfg.default_model]
+
+    def allowed_ranking(self, cat: Category | None, pii: frozenset[str]) -> list[str]:
+        """The ranking without the models that may not see the detected PII types."""
+        return [m for m in self.ranking(cat) if self.cfg.models[m].pii_policy.allows(pii)]
+
+    def chain(self, first: str, allowed: list[str]) -> tuple[str, ...]:
+        """`first`, then the next allowed models in ranking order, bounded by `fallback.max_fallbacks`."""
+        fb = self.cfg.fallback
+        rest = [m for m in allowed if m != first][:fb.max_fallbacks] if fb.enabled else []
+        return (first, *rest)
 
     def _category(self, chat: ChatRequest, signal: Classification) -> tuple[str, float]:
         keyword = self.keyword_category(chat.latest_user_text()) if self._rules else None
@@ -88,14 +113,6 @@ class Policy:
         status = cat.jailbreak_status if cat else 403
         raise JailbreakBlocked("The request was blocked: it looks like a jailbreak or prompt injection",
                                status=status)
-
-    def _best_allowed_model(self, cat: Category | None, pii: frozenset[str]) -> str:
-        ranked = sorted(cat.model_scores, key=lambda s: -s.score) if cat else []
-        candidates = [s.model for s in ranked] or [self.cfg.default_model]
-        for model in candidates:
-            if self.cfg.models[model].pii_policy.allows(pii):
-                return model
-        raise PIIViolation(f"No model may receive {_types(pii)}")
 
     def rewrite(self, chat: ChatRequest, decision: Decision) -> bytes:
         """The body sent upstream: the chosen model, and reasoning switched per the category."""
@@ -118,6 +135,37 @@ class Policy:
             cat = self.cfg.category(decision.category)
             effort = cat.reasoning_effort if cat else "high"
             body[family.parameter] = effort if decision.reasoning else "low"
+
+    def retarget(self, body: dict[str, Any], routed: str, target: str, category: str | None) -> bytes:
+        """The body of a retry that lands on `target` instead of `routed` (the fallback chain).
+
+        `category` is set when the router chose the model (auto): the reasoning switch the router added
+        for `routed`'s family is taken out and the one for `target`'s family put in.
+        """
+        out = {**body, "model": target}
+        if category is not None and routed in self.cfg.models and target in self.cfg.models:
+            self._remove_reasoning(out, routed)
+            cat = self.cfg.category(category)
+            reasoning = bool(cat and cat.use_reasoning)
+            self._apply_reasoning(out, Decision(model=target, cluster="", category=category, confidence=0.0,
+                                                reasoning=reasoning, auto=True))
+        return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def _remove_reasoning(self, body: dict[str, Any], model: str) -> None:
+        family_name = self.cfg.models[model].reasoning_family
+        family = self.cfg.reasoning_families.get(family_name) if family_name else None
+        if family is None:
+            return
+        if family.type == "reasoning_effort":
+            body.pop(family.parameter, None)
+            return
+        kwargs = body.get("chat_template_kwargs")
+        if isinstance(kwargs, dict):
+            kwargs = {k: v for k, v in kwargs.items() if k != family.parameter}
+            if kwargs:
+                body["chat_template_kwargs"] = kwargs
+            else:
+                body.pop("chat_template_kwargs", None)
 
 
 def _compile_rule(category: str, keywords: list[str], regexes: list[str]) -> _CompiledRule:

@@ -75,3 +75,13 @@ PASS_THROUGH = Mode(request_body_mode=Mode.NONE, response_header_mode=Mode.SKIP,
                     response_body_mode=Mode.NONE)
 STREAM_RESPONSE = Mode(response_body_mode=Mode.STREAMED)
 SKIP_RESPONSE_BODY = Mode(response_body_mode=Mode.NONE)
+
+
+def replace_request_body(body: bytes, headers: Mapping[str, str]) -> pb.ProcessingResponse:
+    """Replace the request body of one upstream attempt; the route is already chosen."""
+    common = pb.CommonResponse(
+        status=pb.CommonResponse.CONTINUE_AND_REPLACE,
+        header_mutation=_mutation({**headers, "content-length": str(len(body))}),
+        body_mutation=pb.BodyMutation(body=body),
+    )
+    return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))

@@ -19,11 +19,13 @@ from router.classifier.encoder import ModelMissingError
 from router.classifier.service import add_to_server as add_classifier_api
 from router.config import ConfigError, ObservabilityConfig, RouterConfig, ServerConfig, load_config
 from router.errors import Outcome
+from router.extproc.attempt import AttemptSession
 from router.extproc.session import StreamSession
 from router.observability import logs, metrics
 from router.observability.health import Readiness, add_grpc_health
 from router.observability.logs import LogFormat
 from router.observability.ops import configure_logs, start_ops
+from router.resilience import ATTEMPT_METADATA
 from router.runtime import RuntimeHolder
 from router.signals import Classifier
 
@@ -42,12 +44,22 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
                       context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.ProcessingResponse]:
         with self.holder.stream() as runtime:
+            if _is_upstream_attempt(context):  # an upstream attempt of a fallback chain (router/resilience.py)
+                attempt = AttemptSession(runtime)
+                async for req in request_iterator:
+                    yield await attempt.handle(req)
+                return
             session = StreamSession(runtime, self.executor)
             try:
                 async for req in request_iterator:
                     yield await session.handle(req)
             finally:
                 _record(session)
+
+
+def _is_upstream_attempt(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+    """Whether the stream comes from the upstream ext_proc filter of a chain cluster."""
+    return any(key == ATTEMPT_METADATA for key, _ in context.invocation_metadata() or ())
 
 
 def _record(session: StreamSession) -> None:
@@ -69,9 +81,12 @@ def _record(session: StreamSession) -> None:
     if req.classifier_error is not None:
         metrics.record_dependency_error("classifier")
         metrics.record_classifier_failure(session.runtime.cfg.classifier.on_failure)
-    usage = session.response.usage
+    usage, answered_by = session.response.usage, session.response.answered_by
+    if d is not None and answered_by is not None:
+        metrics.record_attempts(d.model, answered_by, session.response.attempts)
     if d is not None and usage:
-        _record_usage(session.runtime.cfg, d.model, usage)
+        model = answered_by if answered_by in session.runtime.cfg.models else d.model
+        _record_usage(session.runtime.cfg, model, usage)
     logs.log_request(log, request_id=req.request_id, model=d.model if d else None,
                      category=d.category if d else None, confidence=d.confidence if d else None,
                      cache=req.cache_result, path=req.outcome, timings_s={**req.timings, "total": total},

@@ -19,6 +19,7 @@ import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from router import openai_wire as wire
+from router import resilience
 from router.cache import build_cache_request
 from router.errors import (
     BodyTooLarge,
@@ -64,6 +65,8 @@ class ResponseState:
     decoder: wire.SSEDecoder = field(default_factory=wire.SSEDecoder)
     assembler: wire.StreamAssembler = field(default_factory=wire.StreamAssembler)
     usage: dict[str, Any] | None = None
+    answered_by: str | None = None  # the model that answered, after any fallback (Envoy says)
+    attempts: int = 1
 
 
 class StreamSession:
@@ -134,7 +137,8 @@ class StreamSession:
             return hit
         self.request.outcome = Outcome.UPSTREAM
         routed = self.runtime.policy.rewrite(chat, decision)
-        headers = {self.runtime.cfg.server.selection_header: decision.cluster}
+        headers = {self.runtime.cfg.server.selection_header: decision.route or decision.cluster,
+                   **resilience.routed_headers(decision.model, decision.category if decision.auto else None)}
         return msg.route_request(routed, headers)
 
     def _check_size(self, size: int) -> None:
@@ -197,6 +201,8 @@ class StreamSession:
         status = h.get(":status", "0")
         self.response.status = int(status) if status.isdigit() else 0
         out = self._decision_headers()
+        if self.request.decision is not None and self.request.outcome is Outcome.UPSTREAM:
+            out |= self._fallback_headers(h, self.request.decision)
         if self.request.cache_key is not None:
             out["x-vsr-cache-hit"] = "false"
         if not 200 <= self.response.status < 300:
@@ -205,6 +211,16 @@ class StreamSession:
             self.response.streaming = True
             return msg.continue_response_headers(out, msg.STREAM_RESPONSE)
         return msg.continue_response_headers(out)
+
+    def _fallback_headers(self, headers: dict[str, str], decision: Decision) -> dict[str, str]:
+        """Which model answered and in how many attempts; a fallback answer is never cached."""
+        r = self.response
+        r.answered_by, r.attempts = resilience.answered(headers, decision.model)
+        out = {"x-vsr-attempts": str(r.attempts)}
+        if r.answered_by != decision.model:
+            out["x-vsr-fallback-from"] = decision.model
+            self.request.cache_key = None  # the key names the model the policy chose, not this one
+        return out
 
     def on_response_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
         r = self.response

@@ -125,6 +125,16 @@ class RouterMetrics:
             "Estimated upstream cost from configured per-1M-token pricing.",
             ("model",),
         )
+        self.fallbacks = self._counter(
+            "fallbacks_total",
+            "Routed requests answered by a fallback model after the chosen one failed.",
+            ("model", "answered_by"),
+        )
+        self.retries = self._counter(
+            "upstream_retries_total",
+            "Upstream attempts after the first one (Envoy retries), by the chosen model.",
+            ("model",),
+        )
 
     def _define_signal_series(self) -> None:
         self.confidence = Histogram(
@@ -214,6 +224,14 @@ class RouterMetrics:
         self.tokens.labels(label, "completion").inc(max(completion_tokens, 0))
         self.cost.labels(label).inc(max(cost_usd, 0.0))
 
+    def record_attempts(self, model: str | None, answered_by: str | None, attempts: int) -> None:
+        """Envoy's retries of one routed request, and a fallback when another model answered."""
+        label = self.label_sets["model"]
+        if attempts > 1:
+            self.retries.labels(label(model)).inc(attempts - 1)
+        if answered_by and answered_by != model:
+            self.fallbacks.labels(label(model), label(answered_by)).inc()
+
     def record_config_reload(self, ok: bool, now: float | None = None) -> None:
         self.reloads.labels("ok" if ok else "failed").inc()
         self.last_reload_ok.set(1 if ok else 0)
@@ -253,6 +271,7 @@ observe_confidence = METRICS.observe_confidence
 record_jailbreak_block = METRICS.record_jailbreak_block
 record_pii = METRICS.record_pii
 record_usage = METRICS.record_usage
+record_attempts = METRICS.record_attempts
 record_config_reload = METRICS.record_config_reload
 record_dependency_error = METRICS.record_dependency_error
 record_classifier_failure = METRICS.record_classifier_failure

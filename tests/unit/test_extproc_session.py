@@ -96,7 +96,9 @@ async def test_routes_a_classified_request_and_rewrites_the_model() -> None:
     resp = await send(session, chat("Integrate x^2"))
     mutation = resp.request_body.response
     assert json.loads(mutation.body_mutation.body)["model"] == "gpt-oss-120b"
-    assert set_headers(resp)["x-selected-cluster"] == "gpt-oss-120b"
+    # The route is the fallback chain: math's best model, then the next one (router/resilience.py).
+    assert set_headers(resp)["x-selected-cluster"] == "chain__gpt-oss-120b__qwen3-4b"
+    assert set_headers(resp)["x-vsr-routed-model"] == "gpt-oss-120b"
     assert mutation.clear_route_cache and session.request.outcome is Outcome.UPSTREAM
 
 
@@ -136,7 +138,7 @@ async def test_classifier_failure_fails_open_when_configured_and_says_so() -> No
     resp = await send(session, chat("Integrate x^2"))
     assert resp.WhichOneof("response") == "request_body"
     out = set_headers(resp)
-    assert out["x-selected-cluster"] == "qwen3-4b"  # default category's model: no signal
+    assert out["x-vsr-routed-model"] == "qwen3-4b"  # default category's model: no signal
     assert session.request.outcome is Outcome.UPSTREAM and session.request.classifier_error is not None
     assert "x-vsr-guards-skipped" in session._decision_headers()
 

@@ -1,0 +1,217 @@
+"""Fallback chains, and the Envoy retry, outlier-detection and circuit-breaker settings that carry them.
+
+The router decides *where a request may go*; Envoy does the retrying, so a failed attempt costs no
+round trip through the sidecar and streaming responses are retried only before their first byte
+(Envoy never retries once it has sent response headers downstream).
+
+- The policy gives each request a chain: its model, then the next models of the category ranking
+  that may see the request's PII, at most `fallback.max_fallbacks` of them.
+- A chain of two or more models is an Envoy aggregate cluster over the models' clusters, in order.
+  The route's retry policy uses the `previous_priorities` retry priority, so each retry goes to the
+  next model of the chain; a model whose replicas outlier detection has ejected is skipped at once.
+- The body names the first model. Each chain cluster runs the router as an *upstream* ext_proc
+  filter (Envoy runs the upstream filters of the cluster the route names, here the aggregate one),
+  which receives the metadata of the endpoint the attempt landed on: when that endpoint serves
+  another model than the one the body was written for, the router rewrites `model` (and the
+  reasoning switch) for that attempt. When it lands where it was routed, the filter answers the
+  headers and never sees the body. Requests routed to a single model never pass this filter.
+- Envoy reports the model that answered (endpoint metadata) and the attempt count in response
+  headers; the router's response phase turns them into `x-vsr-*` headers and the fallback metric.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from router.config import ModelConfig, RouterConfig
+
+if TYPE_CHECKING:
+    from router.policy import Policy
+
+CHAIN_PREFIX = "chain__"
+# Request headers the router sets for the upstream filter (and Envoy strips when a client sends them).
+ROUTED_MODEL_HEADER = "x-vsr-routed-model"
+ROUTED_CATEGORY_HEADER = "x-vsr-routed-category"
+# gRPC metadata marking the ext_proc stream of one upstream attempt; the attributes name its endpoint.
+ATTEMPT_METADATA = "x-vsr-upstream-attempt"
+HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
+# Response headers Envoy adds: the model whose endpoint answered, and how many attempts it took.
+UPSTREAM_MODEL_HEADER = "x-vsr-upstream-model"
+ATTEMPT_COUNT_HEADER = "x-envoy-attempt-count"
+METADATA_NAMESPACE = "semantic_router"
+MAX_PII_TYPES_ENUMERATED = 10  # 2**10 PII-type sets at most when listing the chains for Envoy
+
+
+def chain_cluster(cfg: RouterConfig, chain: tuple[str, ...]) -> str:
+    """The cluster Envoy routes a chain to: the model's own cluster, or the chain's aggregate cluster."""
+    if len(chain) == 1:
+        return cfg.cluster_of(chain[0])
+    return CHAIN_PREFIX + "__".join(cfg.cluster_of(m) for m in chain)
+
+
+def allowed_model_sets(cfg: RouterConfig) -> list[frozenset[str]]:
+    """Every set of models some combination of detected PII types leaves allowed."""
+    listed = sorted({t for m in cfg.models.values() if not m.pii_policy.allow_by_default
+                     for t in m.pii_policy.pii_types_allowed})[:MAX_PII_TYPES_ENUMERATED]
+    unlisted = "\x00any-other-type"
+    sets: set[frozenset[str]] = set()
+    for n in range(len(listed) + 1):
+        for combo in itertools.combinations(listed, n):
+            for types in (frozenset(combo), frozenset((*combo, unlisted))):
+                sets.add(frozenset(name for name, m in cfg.models.items() if m.pii_policy.allows(types)))
+    return sorted(sets, key=sorted)
+
+
+def all_chains(policy: Policy) -> list[tuple[str, ...]]:
+    """Every chain of two or more models the policy can produce, so Envoy has a cluster for each.
+
+    A chain starts with any model a request may reach (the best one, the one a client named, or a
+    conversation's sticky model), followed by the allowed models of one category ranking.
+    """
+    cfg = policy.cfg
+    if not cfg.fallback.enabled or cfg.fallback.max_fallbacks == 0:
+        return []
+    rankings = {tuple(policy.ranking(c)) for c in cfg.categories}
+    rankings.add(tuple(policy.ranking(cfg.category(cfg.default_category))))
+    chains: set[tuple[str, ...]] = set()
+    for allowed_set in allowed_model_sets(cfg):
+        for ranking in rankings:
+            allowed = [m for m in ranking if m in allowed_set]
+            for first in allowed_set:
+                chain = policy.chain(first, allowed)
+                if len(chain) > 1:
+                    chains.add(chain)
+    return sorted(chains)
+
+
+# ---- Envoy config pieces ------------------------------------------------------------------------
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}s"
+
+
+def retry_policy(model: ModelConfig, chain_length: int) -> dict[str, Any]:
+    """The route's retry policy: the first model's settings; a chain moves one model per retry."""
+    r = model.retry
+    policy: dict[str, Any] = {
+        "retry_on": ",".join(r.retry_on),
+        "num_retries": r.num_retries,
+        # Another replica than the one that just failed, when the model has several.
+        "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+        "host_selection_retry_max_attempts": 3,
+    }
+    if "retriable-status-codes" in r.retry_on:
+        policy["retriable_status_codes"] = r.retriable_status_codes
+    if r.per_try_timeout_s is not None:
+        policy["per_try_timeout"] = _seconds(r.per_try_timeout_s)
+    if chain_length > 1:
+        policy["retry_priority"] = {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3"
+                     ".PreviousPrioritiesConfig",
+            "update_frequency": 1}}
+    return policy
+
+
+def resilience_options(model: ModelConfig) -> dict[str, Any]:
+    """Outlier detection and circuit breakers of one model's cluster."""
+    cb = model.circuit_breaker
+    out: dict[str, Any] = {"circuit_breakers": {"thresholds": [{
+        "max_connections": cb.max_connections, "max_pending_requests": cb.max_pending_requests,
+        "max_requests": cb.max_requests, "max_retries": cb.max_retries}]}}
+    od = model.outlier_detection
+    if od is not None:
+        out["outlier_detection"] = {
+            "consecutive_5xx": od.consecutive_5xx,
+            "consecutive_gateway_failure": od.consecutive_gateway_failure,
+            "enforcing_consecutive_gateway_failure": 100,
+            "interval": _seconds(od.interval_s),
+            "base_ejection_time": _seconds(od.base_ejection_time_s),
+            "max_ejection_percent": od.max_ejection_percent,
+        }
+    return out
+
+
+def endpoint_metadata(model_name: str) -> dict[str, Any]:
+    """Names the model on each endpoint, so Envoy can say which model answered."""
+    return {"filter_metadata": {METADATA_NAMESPACE: {"model": model_name}}}
+
+
+def upstream_filters(cfg: RouterConfig, ext_proc_cluster: str) -> list[dict[str, Any]]:
+    """The per-attempt filter chain of a chain cluster: the router rewrites bodies meant for another model."""
+    ext_proc = {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": ext_proc_cluster},
+                             "initial_metadata": [{"key": ATTEMPT_METADATA, "value": "1"}]},
+            "request_attributes": [HOST_METADATA_ATTRIBUTE],
+            # Router down: the attempt goes out with the body written for the first model.
+            "failure_mode_allow": True,
+            "allow_mode_override": True,
+            "message_timeout": _seconds(cfg.envoy.message_timeout_ms / 1000),
+            "processing_mode": {
+                "request_header_mode": "SEND", "response_header_mode": "SKIP",
+                "request_body_mode": "BUFFERED", "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP",
+            },
+        },
+    }
+    codec = {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}
+    return [ext_proc, codec]
+
+
+def aggregate_cluster(cfg: RouterConfig, chain: tuple[str, ...], ext_proc_cluster: str) -> dict[str, Any]:
+    """A chain as an Envoy aggregate cluster: its models' clusters in fallback order."""
+    first = cfg.models[chain[0]]
+    return {
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http_protocol_options": {}},
+            "http_filters": upstream_filters(cfg, ext_proc_cluster)}},
+        "name": chain_cluster(cfg, chain),
+        "connect_timeout": "1s",
+        "lb_policy": "CLUSTER_PROVIDED",
+        # Retries are counted against the cluster the route names: this one.
+        "circuit_breakers": resilience_options(first)["circuit_breakers"],
+        "cluster_type": {"name": "envoy.clusters.aggregate", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+            "clusters": [cfg.cluster_of(m) for m in chain]}},
+    }
+
+
+def response_headers_to_add() -> list[dict[str, Any]]:
+    """Envoy names the model whose endpoint answered (after any retries) on every routed response."""
+    value = f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:model)%"
+    return [{"header": {"key": UPSTREAM_MODEL_HEADER, "value": value},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+
+
+def routes(cfg: RouterConfig, chains: Iterable[tuple[str, ...]], timeout: str,
+           header: str) -> list[dict[str, Any]]:
+    """One route per model cluster and per chain cluster, matched on the selection header."""
+    targets = [(m,) for m in cfg.models] + list(chains)
+    return [{"match": {"prefix": "/", "headers": [{"name": header,
+                                                   "string_match": {"exact": chain_cluster(cfg, chain)}}]},
+             "route": {"cluster": chain_cluster(cfg, chain), "timeout": timeout,
+                       "retry_policy": retry_policy(cfg.models[chain[0]], len(chain))},
+             "response_headers_to_add": response_headers_to_add()}
+            for chain in targets]
+
+
+def routed_headers(model: str, category: str | None) -> dict[str, str]:
+    """Request headers that tell the upstream filter which model the body was written for."""
+    out = {ROUTED_MODEL_HEADER: model}
+    if category is not None:
+        out[ROUTED_CATEGORY_HEADER] = category
+    return out
+
+
+def answered(headers: dict[str, str], routed: str) -> tuple[str, int]:
+    """The model that answered and the number of attempts, from Envoy's response headers."""
+    model = headers.get(UPSTREAM_MODEL_HEADER) or routed
+    count = headers.get(ATTEMPT_COUNT_HEADER, "1")
+    return model, int(count) if count.isdigit() else 1

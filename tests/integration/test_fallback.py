@@ -1,0 +1,158 @@
+"""Fallback and retries through the real Envoy, router and demo upstreams, with injected faults.
+
+`x-demo-fault: MODEL=ACTION` makes only that model's demo upstream fail, so the next model of the
+chain answers normally. Math prompts (keyword rule) go to gpt-oss-120b first, then qwen3-4b.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from devstack.stack import Stack
+
+MATH = "Prove the theorem that the sum of two even numbers is even."
+BIG, SMALL = "gpt-oss-120b", "qwen3-4b"
+
+
+def _quick_ejection(cfg: dict[str, Any]) -> None:
+    for model in cfg["models"].values():
+        model["outlier_detection"] = {"consecutive_5xx": 3, "consecutive_gateway_failure": 3,
+                                      "interval_s": 1, "base_ejection_time_s": 60}
+
+
+def _no_ejection(cfg: dict[str, Any]) -> None:
+    """The faults of one test must not eject a model for the next ones."""
+    for model in cfg["models"].values():
+        model["outlier_detection"] = None
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack(_no_ejection)
+
+
+def _post(stack: Stack, fault: str | None = None, model: str = "auto", **extra: Any) -> httpx.Response:
+    headers = {"x-demo-fault": fault} if fault else {}
+    body = {"model": model, "messages": [{"role": "user", "content": MATH}], **extra}
+    return httpx.post(f"{stack.base_url}/chat/completions", json=body, headers=headers, timeout=15)
+
+
+def _metric(stack: Stack, name: str, **labels: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return 0.0
+
+
+def test_a_healthy_chain_answers_from_the_first_model_in_one_attempt(stack: Stack) -> None:
+    r = _post(stack)
+    assert r.status_code == 200
+    assert r.json()["x_demo"]["upstream"] == BIG
+    assert r.headers["x-vsr-selected-model"] == BIG
+    assert r.headers["x-vsr-upstream-model"] == BIG
+    assert r.headers["x-vsr-attempts"] == "1"
+    assert "x-vsr-fallback-from" not in r.headers
+
+
+def test_503_on_the_chosen_model_is_answered_by_the_next_one_rewritten_for_it(stack: Stack) -> None:
+    before = _metric(stack, "vsr_fallbacks_total", model=BIG, answered_by=SMALL)
+    r = _post(stack, fault=f"{BIG}=503")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["x_demo"]["upstream"] == SMALL
+    # The retry's body was written for the fallback model: its name and its family's reasoning switch
+    # (math keeps reasoning on), without the first model's reasoning_effort.
+    assert body["x_demo"]["received"] == {"model": SMALL, "chat_template_kwargs": {"enable_thinking": True}}
+    assert r.headers["x-vsr-selected-model"] == BIG
+    assert r.headers["x-vsr-upstream-model"] == SMALL
+    assert r.headers["x-vsr-fallback-from"] == BIG
+    assert r.headers["x-vsr-attempts"] == "2"
+    assert _metric(stack, "vsr_fallbacks_total", model=BIG, answered_by=SMALL) == before + 1
+
+
+def test_a_connection_closed_by_the_chosen_model_falls_back(stack: Stack) -> None:
+    r = _post(stack, fault=f"{BIG}=close")
+    assert r.status_code == 200
+    assert r.headers["x-vsr-upstream-model"] == SMALL
+
+
+def test_the_openai_sdk_sees_a_normal_answer_from_the_fallback(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=stack.base_url, api_key="sk-test", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": MATH}], extra_headers={"x-demo-fault": f"{BIG}=502"})
+    assert raw.parse().model == SMALL
+    assert raw.headers["x-vsr-upstream-model"] == SMALL
+
+
+def test_streaming_is_retried_before_the_first_byte(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=stack.base_url, api_key="sk-test", max_retries=0)
+    with client.chat.completions.with_streaming_response.create(
+            model="auto", stream=True, messages=[{"role": "user", "content": MATH}],
+            extra_headers={"x-demo-fault": f"{BIG}=503"}) as response:
+        assert response.headers["x-vsr-upstream-model"] == SMALL
+        chunks = list(response.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+        "This is qwen3-4b answering a 12-word question."
+
+
+def test_an_error_event_after_streaming_began_ends_the_stream_cleanly(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=stack.base_url, api_key="sk-test", max_retries=0, timeout=10)
+    start = time.monotonic()
+    stream = client.chat.completions.create(model="auto", stream=True, messages=[{"role": "user", "content": MATH}],
+                                            extra_headers={"x-demo-fault": f"{BIG}=error-event"})
+    with pytest.raises(openai.APIError, match="injected failure mid-stream"):
+        for _ in stream:
+            pass
+    assert time.monotonic() - start < 5
+    # Nothing is retried once bytes reached the client, and the broken answer is not cached or billed twice.
+    r = _post(stack)
+    assert r.status_code == 200
+
+
+def test_a_connection_dropped_after_streaming_began_fails_fast_never_hangs(stack: Stack) -> None:
+    start = time.monotonic()
+    with httpx.stream("POST", f"{stack.base_url}/chat/completions", timeout=10,
+                      headers={"x-demo-fault": f"{BIG}=midstream"},
+                      json={"model": "auto", "stream": True,
+                            "messages": [{"role": "user", "content": MATH}]}) as r:
+        assert r.status_code == 200
+        assert r.headers["x-vsr-upstream-model"] == BIG  # the first byte came from the first model
+        with pytest.raises(httpx.RemoteProtocolError):  # Envoy resets the client's stream
+            for _ in r.iter_bytes():
+                pass
+    assert time.monotonic() - start < 5
+
+
+def test_an_explicit_model_is_never_switched(stack: Stack) -> None:
+    r = _post(stack, fault=f"{BIG}=503", model=BIG)
+    assert r.status_code == 503
+    assert r.headers["x-vsr-upstream-model"] == BIG
+
+
+def test_a_model_that_keeps_failing_is_ejected_and_skipped(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(_quick_ejection)
+    for _ in range(3):  # consecutive_5xx: 3
+        assert _post(stack, fault=f"{BIG}=503").headers["x-vsr-attempts"] == "2"
+    r = _post(stack)  # no fault now, but the ejected model is skipped without an attempt
+    assert r.status_code == 200
+    assert r.headers["x-vsr-upstream-model"] == SMALL
+    assert r.headers["x-vsr-attempts"] == "1"
+    assert r.headers["x-vsr-fallback-from"] == BIG
+
+
+def test_a_refused_connection_falls_back(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack._stop(f"upstream-{BIG}-0")
+    r = _post(stack)
+    assert r.status_code == 200
+    assert r.headers["x-vsr-upstream-model"] == SMALL
+    assert r.json()["x_demo"]["received"]["model"] == SMALL
