@@ -9,8 +9,8 @@ from google.protobuf import struct_pb2
 
 from devstack.stack import ROOT
 from router.config import load_config, parse_config
-from router.errors import PIIViolation
 from router.envoy_config import envoy_config
+from router.errors import PIIViolation
 from router.extproc.attempt import endpoint_model
 from router.openai_wire import parse_chat_request
 from router.policy import Policy
