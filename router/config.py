@@ -132,6 +132,7 @@ class Category(_Strict):
     jailbreak_action: Literal["block", "allow"] = "block"
     jailbreak_status: int = Field(default=403, ge=400, le=499)
     cache: CategoryCache = CategoryCache()
+    sticky: bool = True  # a conversation that started in this category keeps its model (affinity)
 
 
 class KeywordRule(_Strict):
@@ -180,6 +181,21 @@ class FallbackConfig(_Strict):
     max_fallbacks: int = Field(default=1, ge=0, le=8)  # models after the first one in a chain
     # A client that names a model gets only that model (retried on its replicas), unless this is on.
     explicit_models: bool = False
+
+
+class AffinityConfig(_Strict):
+    """A conversation keeps the model chosen for it while it continues (router/affinity.py)."""
+
+    enabled: bool = True
+    # Where the session key comes from, first match wins: a request header, the OpenAI `user` field
+    # (one model per end user for ttl_s), or the conversation itself (system prompt + first user turn).
+    keys: list[Literal["header", "user", "conversation"]] = Field(default=["header", "conversation"], min_length=1)
+    header: str = Field(default="x-session-id", pattern=r"^[a-z0-9-]+$")
+    ttl_s: float = Field(default=3600, gt=0)
+    max_entries: int = Field(default=100_000, ge=1)
+    # A later turn moves the conversation when its own category signal is at least this strong
+    # (keyword rules count as 1.0; the classifier's confidence otherwise); above 1: never switch.
+    switch_confidence: float = Field(default=0.9, ge=0, le=1.01)
 
 
 class ClassifierConfig(_Strict):
@@ -263,6 +279,7 @@ class RouterConfig(_Strict):
     categories: list[Category] = []
     keyword_rules: list[KeywordRule] = []
     fallback: FallbackConfig = FallbackConfig()
+    affinity: AffinityConfig = AffinityConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     semantic_cache: CacheConfig = CacheConfig()
     observability: ObservabilityConfig = ObservabilityConfig()

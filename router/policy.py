@@ -81,6 +81,16 @@ class Policy:
                         confidence=confidence, reasoning=reasoning, auto=auto, chain=chain,
                         route=chain_cluster(self.cfg, chain))
 
+    def pinned(self, decision: Decision, model: str, category: str, pii: frozenset[str]) -> Decision | None:
+        """`decision` moved to a conversation's model and category; None if that model may not see the PII."""
+        if model not in self.cfg.models or not self.cfg.models[model].pii_policy.allows(pii):
+            return None
+        cat = self.cfg.category(category)
+        chain = self.chain(model, self.allowed_ranking(cat, pii))
+        return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
+                        confidence=decision.confidence, reasoning=bool(cat and cat.use_reasoning),
+                        auto=True, chain=chain, route=chain_cluster(self.cfg, chain))
+
     def ranking(self, cat: Category | None) -> list[str]:
         """The category's models, best first (the default model when the category lists none)."""
         ranked = sorted(cat.model_scores, key=lambda s: -s.score) if cat else []
@@ -97,7 +107,11 @@ class Policy:
         return (first, *rest)
 
     def _category(self, chat: ChatRequest, signal: Classification) -> tuple[str, float]:
-        keyword = self.keyword_category(chat.latest_user_text()) if self._rules else None
+        return self.category_for(chat.latest_user_text(), signal)
+
+    def category_for(self, text: str, signal: Classification) -> tuple[str, float]:
+        """The category of `text`: a keyword rule, else the classifier's if confident, else the default."""
+        keyword = self.keyword_category(text) if self._rules else None
         if keyword:
             return keyword, 1.0
         threshold = self.cfg.classifier.confidence_threshold

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import structlog
 
+from router.affinity import AffinityStore
 from router.cache import CACHE_REASONS, SemanticCache
 from router.classifier import load_classifier
 from router.classifier.encoder import ModelMissingError
@@ -36,6 +37,7 @@ class Runtime:
     policy: Policy
     classifier: Classifier | None
     cache: SemanticCache | None
+    affinity: AffinityStore | None = None
     streams: int = 0
     retired: bool = False
 
@@ -56,7 +58,8 @@ def build_runtime(cfg: RouterConfig) -> Runtime:
         if encoder != cache.verifier.encoder:  # its cosine feature was calibrated on another encoder
             log.warning("cache_verifier_encoder_mismatch", encoder=encoder, verifier_trained_on=cache.verifier.encoder,
                         fix="retrain: python -m offline.train_cache_verifier")
-    return Runtime(cfg=cfg, policy=Policy(cfg), classifier=classifier, cache=cache)
+    affinity = AffinityStore().configure(cfg.affinity) if cfg.affinity.enabled else None
+    return Runtime(cfg=cfg, policy=Policy(cfg), classifier=classifier, cache=cache, affinity=affinity)
 
 
 class RuntimeHolder:
@@ -127,6 +130,8 @@ class RuntimeHolder:
 
     def _apply(self, new: Runtime) -> None:
         old, self.current = self.current, new
+        if old is not None and old.affinity is not None and new.affinity is not None:
+            new.affinity = old.affinity.configure(new.cfg.affinity)  # conversations survive a reload
         declare_config_labels(new.cfg)
         metrics.set_label_values("cache_reason", CACHE_REASONS)
         self._readiness.set("config", True, str(self.path))

@@ -18,8 +18,8 @@ from typing import Any
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from router import affinity, resilience
 from router import openai_wire as wire
-from router import resilience
 from router.cache import build_cache_request
 from router.errors import (
     BodyTooLarge,
@@ -53,6 +53,7 @@ class RequestState:
     outcome: Outcome = Outcome.PASSTHROUGH
     classifier_error: str | None = None  # "Type: message" when classification failed
     cache_result: str = "off"  # off | skip:<reason> | hit | miss
+    affinity: str | None = None  # new | sticky | rederived | switched (router/affinity.py)
     error_code: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -131,7 +132,12 @@ class StreamSession:
         self._check_size(len(body.body))  # chunked uploads carry no content-length
         chat = wire.parse_chat_request(body.body)
         self.request.signal = await self._classify(chat)
-        decision = self.request.decision = self.runtime.policy.decide(chat, self.request.signal)
+        decision = self.runtime.policy.decide(chat, self.request.signal)
+        if decision.auto and self.runtime.affinity is not None:
+            decision, self.request.affinity = await affinity.resolve(
+                self.runtime.policy, self.runtime.affinity, chat, self.request.headers, decision,
+                self.request.signal.pii_types, self._classify_anchor)
+        self.request.decision = decision
         hit = await self._cache_lookup(chat, decision)
         if hit is not None:
             return hit
@@ -159,6 +165,17 @@ class StreamSession:
             return self._classifier_failed(exc)
         finally:
             self.request.timings["classify"] = time.perf_counter() - start
+
+    async def _classify_anchor(self, text: str) -> Classification:
+        """A conversation's first user turn, for affinity re-derived without state; no signal on failure."""
+        classifier = self.runtime.classifier
+        if classifier is None:
+            return NO_SIGNAL
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, classifier.classify, text)
+        except Exception:  # noqa: BLE001 - the turn itself was classified; the anchor is only a hint
+            log.warning("affinity_anchor_unclassified", request_id=self.request.request_id)
+            return NO_SIGNAL
 
     def _classifier_failed(self, exc: Exception) -> Classification:
         policy = self.runtime.cfg.classifier.on_failure
@@ -271,6 +288,8 @@ class StreamSession:
             out |= {"x-vsr-selected-model": d.model, "x-vsr-selected-category": d.category,
                     "x-vsr-selected-reasoning": "on" if d.reasoning else "off",
                     "x-vsr-selected-confidence": f"{d.confidence:.3f}"}
+        if self.request.affinity is not None:
+            out["x-vsr-affinity"] = self.request.affinity
         if self.request.classifier_error is not None:
             out["x-vsr-guards-skipped"] = "classifier_failed"
         return out
