@@ -133,6 +133,7 @@ class Category(_Strict):
     jailbreak_status: int = Field(default=403, ge=400, le=499)
     cache: CategoryCache = CategoryCache()
     sticky: bool = True  # a conversation that started in this category keeps its model (affinity)
+    score_margin: float | None = Field(default=None, ge=0, le=1)  # overrides routing.score_margin
 
 
 class KeywordRule(_Strict):
@@ -172,6 +173,14 @@ class EnvoyConfig(_Strict):
     failure_mode_allow: bool = True
     message_timeout_ms: int = Field(default=1000, ge=10)
     upstream_timeout_s: float = Field(default=300, gt=0)
+
+
+class RoutingConfig(_Strict):
+    """How the model is picked among a category's `model_scores` (router/cost.py)."""
+
+    # Models scoring within this margin of the best allowed one are good enough: the cheapest of them
+    # by `pricing` wins. 0: the best score wins (price only breaks exact ties).
+    score_margin: float = Field(default=0.0, ge=0, le=1)
 
 
 class FallbackConfig(_Strict):
@@ -278,6 +287,7 @@ class RouterConfig(_Strict):
     models: dict[Name, ModelConfig] = Field(min_length=1)
     categories: list[Category] = []
     keyword_rules: list[KeywordRule] = []
+    routing: RoutingConfig = RoutingConfig()
     fallback: FallbackConfig = FallbackConfig()
     affinity: AffinityConfig = AffinityConfig()
     classifier: ClassifierConfig = ClassifierConfig()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from router import cost
 from router.config import Category, RouterConfig
 from router.errors import JailbreakBlocked, ModelNotFound, PIIViolation
 from router.openai_wire import ChatRequest
@@ -31,6 +33,7 @@ class Decision:
     # The models Envoy may try, in order (the first is `model`): the same category ranking and PII rule.
     chain: tuple[str, ...] = ()
     route: str = ""  # what the selection header carries: the model's cluster, or its chain's cluster
+    reason: str = ""  # why this model (x-vsr-decision-reason): best score, cheapest within margin, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +68,15 @@ class Policy:
         cat_cfg = self.cfg.category(category)
         self._check_jailbreak(signal, cat_cfg)
         auto = chat.model in self._auto
-        allowed = self.allowed_ranking(cat_cfg, signal.pii_types)
+        ranked = self.ranked(cat_cfg, lambda m: self.cfg.models[m].pii_policy.allows(signal.pii_types))
+        allowed, reason = ranked.models, ranked.reason
         if auto:
             if not allowed:
                 raise PIIViolation(f"No model may receive {_types(signal.pii_types)}")
             model = allowed[0]
             reasoning = bool(cat_cfg and cat_cfg.use_reasoning)
         else:
+            reason = "requested by the client"
             model = chat.model
             if not self.cfg.models[model].pii_policy.allows(signal.pii_types):
                 raise PIIViolation(f"The model '{model}' may not receive {_types(signal.pii_types)}")
@@ -79,7 +84,7 @@ class Policy:
         chain = self.chain(model, allowed if auto or self.cfg.fallback.explicit_models else [])
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
                         confidence=confidence, reasoning=reasoning, auto=auto, chain=chain,
-                        route=chain_cluster(self.cfg, chain))
+                        route=chain_cluster(self.cfg, chain), reason=reason)
 
     def pinned(self, decision: Decision, model: str, category: str, pii: frozenset[str]) -> Decision | None:
         """`decision` moved to a conversation's model and category; None if that model may not see the PII."""
@@ -89,16 +94,21 @@ class Policy:
         chain = self.chain(model, self.allowed_ranking(cat, pii))
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
                         confidence=decision.confidence, reasoning=bool(cat and cat.use_reasoning),
-                        auto=True, chain=chain, route=chain_cluster(self.cfg, chain))
+                        auto=True, chain=chain, route=chain_cluster(self.cfg, chain),
+                        reason="the conversation's model (affinity)")
 
     def ranking(self, cat: Category | None) -> list[str]:
         """The category's models, best first (the default model when the category lists none)."""
         ranked = sorted(cat.model_scores, key=lambda s: -s.score) if cat else []
         return [s.model for s in ranked] or [self.cfg.default_model]
 
+    def ranked(self, cat: Category | None, allowed: Callable[[str], bool]) -> cost.Ranked:
+        """The allowed models of the ranking in the order to try them: cost-aware (router/cost.py)."""
+        return cost.order(self.cfg, cat, [m for m in self.ranking(cat) if allowed(m)])
+
     def allowed_ranking(self, cat: Category | None, pii: frozenset[str]) -> list[str]:
-        """The ranking without the models that may not see the detected PII types."""
-        return [m for m in self.ranking(cat) if self.cfg.models[m].pii_policy.allows(pii)]
+        """The models that may see the detected PII types, in the order to try them."""
+        return self.ranked(cat, lambda m: self.cfg.models[m].pii_policy.allows(pii)).models
 
     def chain(self, first: str, allowed: list[str]) -> tuple[str, ...]:
         """`first`, then the next allowed models in ranking order, bounded by `fallback.max_fallbacks`."""

@@ -73,12 +73,11 @@ def all_chains(policy: Policy) -> list[tuple[str, ...]]:
     cfg = policy.cfg
     if not cfg.fallback.enabled or cfg.fallback.max_fallbacks == 0:
         return []
-    rankings = {tuple(policy.ranking(c)) for c in cfg.categories}
-    rankings.add(tuple(policy.ranking(cfg.category(cfg.default_category))))
+    categories = [*cfg.categories, cfg.category(cfg.default_category)]
     chains: set[tuple[str, ...]] = set()
     for allowed_set in allowed_model_sets(cfg):
-        for ranking in rankings:
-            allowed = [m for m in ranking if m in allowed_set]
+        for cat in categories:
+            allowed = policy.ranked(cat, allowed_set.__contains__).models
             for first in allowed_set:
                 chain = policy.chain(first, allowed)
                 if len(chain) > 1:

@@ -288,6 +288,8 @@ class StreamSession:
             out |= {"x-vsr-selected-model": d.model, "x-vsr-selected-category": d.category,
                     "x-vsr-selected-reasoning": "on" if d.reasoning else "off",
                     "x-vsr-selected-confidence": f"{d.confidence:.3f}"}
+        if d is not None and d.reason:
+            out["x-vsr-decision-reason"] = d.reason
         if self.request.affinity is not None:
             out["x-vsr-affinity"] = self.request.affinity
         if self.request.classifier_error is not None:
