@@ -207,6 +207,19 @@ class AffinityConfig(_Strict):
     switch_confidence: float = Field(default=0.9, ge=0, le=1.01)
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry spans of the router and of Envoy, exported over OTLP/gRPC (router/tracing.py)."""
+
+    enabled: bool = False
+    endpoint: str = Field(default="http://127.0.0.1:4317", pattern=r"^https?://[^/:]+:\d+/?$")  # OTLP/gRPC
+    insecure: bool = True  # plaintext gRPC to the collector (a local agent or sidecar)
+    service_name: str = "semantic-router"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)  # for new traces; a sampled parent is always followed
+    batch_delay_ms: int = Field(default=1000, ge=10)
+    export_timeout_s: float = Field(default=5.0, gt=0)
+    envoy: bool = True  # Envoy traces too (its OpenTelemetry tracer, same collector) and parents our spans
+
+
 class ClassifierConfig(_Strict):
     enabled: bool = True
     model_dir: str = "models/minilm"
@@ -290,6 +303,7 @@ class RouterConfig(_Strict):
     routing: RoutingConfig = RoutingConfig()
     fallback: FallbackConfig = FallbackConfig()
     affinity: AffinityConfig = AffinityConfig()
+    tracing: TracingConfig = TracingConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     semantic_cache: CacheConfig = CacheConfig()
     observability: ObservabilityConfig = ObservabilityConfig()

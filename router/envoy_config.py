@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from router import resilience
+from router import resilience, tracing
 from router.config import RouterConfig
 from router.policy import Policy
 
@@ -112,6 +112,8 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }
+    if cfg.tracing.enabled and cfg.tracing.envoy:
+        hcm["tracing"] = tracing.envoy_tracing(cfg.tracing)
     listener = {
         "name": "openai", "per_connection_buffer_limit_bytes": buffer_limit,
         "address": {"socket_address": {"address": cfg.envoy.host, "port_value": cfg.envoy.port}},
@@ -121,6 +123,8 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
     clusters = [_cluster(EXT_PROC_CLUSTER, [(cfg.server.host, cfg.server.port)], http2=True)]
     clusters += [_model_cluster(cfg, name, buffer_limit) for name in cfg.models]
     clusters += [resilience.aggregate_cluster(cfg, chain, EXT_PROC_CLUSTER) for chain in chains]
+    if cfg.tracing.enabled and cfg.tracing.envoy:
+        clusters.append(_cluster(tracing.COLLECTOR_CLUSTER, [tracing.collector_address(cfg.tracing)], http2=True))
     out: dict[str, Any] = {"static_resources": {"listeners": [listener], "clusters": clusters}}
     if cfg.envoy.admin_port:
         out["admin"] = {"address": {"socket_address": {"address": "127.0.0.1",

@@ -27,6 +27,7 @@ from router.observability.health import Readiness
 from router.observability.ops import declare_config_labels
 from router.policy import Policy
 from router.signals import Classifier
+from router.tracing import Tracing, build_tracing
 
 log = structlog.get_logger(__name__)
 
@@ -38,12 +39,15 @@ class Runtime:
     classifier: Classifier | None
     cache: SemanticCache | None
     affinity: AffinityStore | None = None
+    tracing: Tracing | None = None
     streams: int = 0
     retired: bool = False
 
     async def close(self) -> None:
         if self.cache is not None:
             await self.cache.close()
+        if self.tracing is not None:  # flushes the last spans; blocking, so off the event loop
+            await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
 
 
 def build_runtime(cfg: RouterConfig) -> Runtime:
@@ -59,7 +63,8 @@ def build_runtime(cfg: RouterConfig) -> Runtime:
             log.warning("cache_verifier_encoder_mismatch", encoder=encoder, verifier_trained_on=cache.verifier.encoder,
                         fix="retrain: python -m offline.train_cache_verifier")
     affinity = AffinityStore().configure(cfg.affinity) if cfg.affinity.enabled else None
-    return Runtime(cfg=cfg, policy=Policy(cfg), classifier=classifier, cache=cache, affinity=affinity)
+    return Runtime(cfg=cfg, policy=Policy(cfg), classifier=classifier, cache=cache, affinity=affinity,
+                   tracing=build_tracing(cfg.tracing))
 
 
 class RuntimeHolder:

@@ -50,6 +50,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
                     yield await attempt.handle(req)
                 return
             session = StreamSession(runtime, self.executor)
+            if runtime.tracing is not None:
+                session.trace_carrier = _metadata(context)
             try:
                 async for req in request_iterator:
                     yield await session.handle(req)
@@ -62,9 +64,17 @@ def _is_upstream_attempt(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
     return any(key == ATTEMPT_METADATA for key, _ in context.invocation_metadata() or ())
 
 
+def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    return {k: v if isinstance(v, str) else v.decode("latin-1") for k, v in context.invocation_metadata() or ()}
+
+
 def _record(session: StreamSession) -> None:
     """One log line and the metrics for a finished request; never the prompt."""
     req, d = session.request, session.request.decision
+    if session.trace.recording:
+        session.trace.end(outcome=req.outcome.value, status=session.response.status or None,
+                          cache=req.cache_result, upstream_model=session.response.answered_by,
+                          attempts=session.response.attempts, error=req.error_code)
     if req.outcome in (Outcome.PASSTHROUGH, Outcome.MODELS):
         return
     for phase, seconds in req.timings.items():

@@ -34,6 +34,7 @@ from router.extproc import messages as msg
 from router.policy import Decision
 from router.runtime import Runtime
 from router.signals import NO_SIGNAL, Classification
+from router.tracing import NO_TRACE, RequestTrace
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +80,8 @@ class StreamSession:
         self.request = RequestState()
         self.response = ResponseState()
         self.busy = 0.0  # time spent in our handlers: the latency the sidecar adds
+        self.trace: RequestTrace = NO_TRACE
+        self.trace_carrier: dict[str, str] = {}  # the stream's gRPC metadata: Envoy's trace context
 
     async def handle(self, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
         start = time.perf_counter()
@@ -119,6 +122,8 @@ class StreamSession:
             return msg.immediate(200, body, self._id_header())
         if path != CHAT_PATH:
             return msg.continue_request_headers(msg.PASS_THROUGH)
+        if self.runtime.tracing is not None:
+            self.trace = self.runtime.tracing.start(self.trace_carrier, h)
         if method != "POST":
             raise MethodNotAllowed(f"{method} is not allowed on {CHAT_PATH}; use POST")
         if headers.end_of_stream:
@@ -131,13 +136,22 @@ class StreamSession:
     async def on_request_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
         self._check_size(len(body.body))  # chunked uploads carry no content-length
         chat = wire.parse_chat_request(body.body)
-        self.request.signal = await self._classify(chat)
-        decision = self.runtime.policy.decide(chat, self.request.signal)
-        if decision.auto and self.runtime.affinity is not None:
-            decision, self.request.affinity = await affinity.resolve(
-                self.runtime.policy, self.runtime.affinity, chat, self.request.headers, decision,
-                self.request.signal.pii_types, self._classify_anchor)
-        self.request.decision = decision
+        with self.trace.span("vsr.classify"):
+            signal = self.request.signal = await self._classify(chat)
+            if self.trace.recording:
+                self.trace.set(category=signal.category, confidence=round(signal.confidence, 4),
+                               jailbreak_score=round(signal.jailbreak_score, 4),
+                               pii_types=",".join(sorted(signal.pii_types)), source=signal.source)
+        with self.trace.span("vsr.decision"):
+            decision = self.runtime.policy.decide(chat, self.request.signal)
+            if decision.auto and self.runtime.affinity is not None:
+                decision, self.request.affinity = await affinity.resolve(
+                    self.runtime.policy, self.runtime.affinity, chat, self.request.headers, decision,
+                    self.request.signal.pii_types, self._classify_anchor)
+            self.request.decision = decision
+            if self.trace.recording:
+                self.trace.set(category=decision.category, model=decision.model, reason=decision.reason,
+                               route=decision.route, affinity=self.request.affinity, reasoning=decision.reasoning)
         hit = await self._cache_lookup(chat, decision)
         if hit is not None:
             return hit
@@ -198,7 +212,9 @@ class StreamSession:
             return None
         self.request.cache_key = key
         start = time.perf_counter()
-        hit = await cache.lookup(key)
+        with self.trace.span("vsr.cache_lookup"):
+            hit = await cache.lookup(key)
+            self.trace.set(cache_result="miss" if hit is None else "hit")
         self.request.timings["cache_lookup"] = time.perf_counter() - start
         self.request.cache_result = "miss" if hit is None else "hit"
         if hit is None:
