@@ -6,8 +6,10 @@ demand: `x-demo-status: 500` answers an error, `x-demo-delay-ms` adds latency, `
 cuts a stream before [DONE]. `x-demo-fault: MODEL=ACTION[,MODEL=ACTION]` injects a fault into the named
 model only (so a fallback model in the same request answers normally): ACTION is an HTTP status (`503`),
 `close` (drop the connection before answering), `midstream` (drop it halfway through a stream) or
-`error-event` (send an SSE error event halfway through a stream, then end it). `--fault ACTION` makes
-every request to this upstream fail that way (a model that keeps failing).
+`error-event` (send an SSE error event halfway through a stream, then end it), `stall` (hang for
+`STALL_S` before answering, or halfway through a stream, with the connection open) or `slow-stream` (a
+healthy stream, 0.3 s between chunks). `--fault ACTION` makes every request to this upstream fail that
+way (a model that keeps failing).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 ECHO_FIELDS = ("model", "chat_template_kwargs", "reasoning_effort", "stream")
+STALL_S = 10.0
 
 
 class DemoModel:
@@ -51,6 +54,8 @@ class DemoModel:
             request.transport.close()  # type: ignore[union-attr]  # a model server that died
             raise ConnectionResetError("injected close")
         body = await request.json()
+        if fault == "stall" and not body.get("stream"):
+            await asyncio.sleep(STALL_S)  # a model server that accepted the request and hangs
         delay = float(request.headers.get("x-demo-delay-ms", self.delay_ms))
         if delay:
             await asyncio.sleep(delay / 1000)
@@ -84,6 +89,10 @@ class DemoModel:
         pieces = [{"role": "assistant", "content": ""}] + [{"content": w} for w in _pieces(text)]
         abort = request.headers.get("x-demo-abort") == "1" or fault == "midstream"
         for i, delta in enumerate(pieces):
+            if fault == "stall" and i == len(pieces) // 2:
+                await asyncio.sleep(STALL_S)
+            if fault == "slow-stream":
+                await asyncio.sleep(0.3)
             if abort and i == len(pieces) // 2:
                 await asyncio.sleep(0.1)  # the first half reaches the client: a failure after streaming began
                 request.transport.close()  # type: ignore[union-attr]  # a dead upstream mid-stream

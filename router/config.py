@@ -68,7 +68,12 @@ class RetryPolicy(_Strict):
     retriable_status_codes: list[Annotated[int, Field(ge=400, le=599)]] = [502, 503, 504]
     # Retries after the first attempt; each one goes to the next model of the fallback chain.
     num_retries: int = Field(default=2, ge=0, le=10)
+    # Time to the response headers of one attempt (a hung model): then the next model is tried. Envoy
+    # stops this clock at the first response byte, so it never cuts a long stream.
     per_try_timeout_s: float | None = Field(default=None, gt=0)  # none: only envoy.upstream_timeout_s
+    # The route's idle timeout: a response (a stream too) silent this long is ended, so a model that
+    # stalls after its first byte cannot hang the client until the route timeout. None: Envoy's 5 min.
+    stream_idle_timeout_s: float | None = Field(default=None, gt=0)
 
 
 class OutlierDetection(_Strict):

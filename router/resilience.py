@@ -106,6 +106,7 @@ def retry_policy(model: ModelConfig, chain_length: int) -> dict[str, Any]:
         policy["retriable_status_codes"] = r.retriable_status_codes
     if r.per_try_timeout_s is not None:
         policy["per_try_timeout"] = _seconds(r.per_try_timeout_s)
+
     if chain_length > 1:
         policy["retry_priority"] = {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3"
@@ -195,10 +196,18 @@ def routes(cfg: RouterConfig, chains: Iterable[tuple[str, ...]], timeout: str,
     targets = [(m,) for m in cfg.models] + list(chains)
     return [{"match": {"prefix": "/", "headers": [{"name": header,
                                                    "string_match": {"exact": chain_cluster(cfg, chain)}}]},
-             "route": {"cluster": chain_cluster(cfg, chain), "timeout": timeout,
-                       "retry_policy": retry_policy(cfg.models[chain[0]], len(chain))},
+             "route": _route_action(cfg, chain, timeout),
              "response_headers_to_add": response_headers_to_add()}
             for chain in targets]
+
+
+def _route_action(cfg: RouterConfig, chain: tuple[str, ...], timeout: str) -> dict[str, Any]:
+    first = cfg.models[chain[0]]
+    action: dict[str, Any] = {"cluster": chain_cluster(cfg, chain), "timeout": timeout,
+                              "retry_policy": retry_policy(first, len(chain))}
+    if first.retry.stream_idle_timeout_s is not None:
+        action["idle_timeout"] = _seconds(first.retry.stream_idle_timeout_s)
+    return action
 
 
 def routed_headers(model: str, category: str | None) -> dict[str, str]:

@@ -156,3 +156,31 @@ def test_a_refused_connection_falls_back(make_stack: Callable[..., Stack]) -> No
     assert r.status_code == 200
     assert r.headers["x-vsr-upstream-model"] == SMALL
     assert r.json()["x_demo"]["received"]["model"] == SMALL
+
+
+def test_timeouts_a_hung_model_falls_back_and_a_stalled_stream_ends(make_stack: Callable[..., Stack]) -> None:
+    def timeouts(cfg: dict[str, Any]) -> None:
+        _no_ejection(cfg)
+        for model in cfg["models"].values():
+            model["retry"] = {"per_try_timeout_s": 1, "stream_idle_timeout_s": 2}
+
+    stack = make_stack(timeouts)
+    start = time.monotonic()
+    r = _post(stack, fault=f"{BIG}=stall")  # accepts the request, never answers
+    assert r.status_code == 200 and r.headers["x-vsr-upstream-model"] == SMALL
+    assert time.monotonic() - start < 5
+    # per_try_timeout stops at the first byte: a stream slower than it (0.3 s a chunk) is not cut.
+    with httpx.stream("POST", f"{stack.base_url}/chat/completions", timeout=20,
+                      headers={"x-demo-fault": f"{BIG}=slow-stream"},
+                      json={"model": "auto", "stream": True, "messages": [{"role": "user", "content": MATH}]}) as s:
+        assert b"data: [DONE]" in b"".join(s.iter_bytes())
+    # A stream that goes silent after its first byte is ended by the idle timeout, not left hanging.
+    start = time.monotonic()
+    with httpx.stream("POST", f"{stack.base_url}/chat/completions", timeout=20,
+                      headers={"x-demo-fault": f"{BIG}=stall"},
+                      json={"model": "auto", "stream": True, "messages": [{"role": "user", "content": MATH}]}) as s:
+        assert s.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            for _ in s.iter_bytes():
+                pass
+    assert time.monotonic() - start < 6
