@@ -1,5 +1,8 @@
 """A demo OpenAI-compatible model server: the only stand-in allowed (no GPU here).
 
+Serves chat completions here and, in devstack/demo_formats.py, the Responses API, Anthropic Messages,
+completions and embeddings, as vLLM does.
+
 Speaks the real wire format, JSON and SSE streaming, and tells which model answered and what it
 received, so tests can prove where the router sent a request and how it rewrote it. Faults on
 demand: `x-demo-status: 500` answers an error, `x-demo-delay-ms` adds latency, `x-demo-abort: 1`
@@ -19,9 +22,14 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+
+from devstack import demo_formats
+
+Handler = Callable[["DemoModel", web.Request, dict[str, Any], str | None], Awaitable[web.StreamResponse]]
 
 ECHO_FIELDS = ("model", "chat_template_kwargs", "reasoning_effort", "stream")
 STALL_S = 10.0
@@ -47,7 +55,8 @@ class DemoModel:
         words = len(str(last).split())
         return f"This is {self.name} answering a {words}-word question."
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
+    async def _prelude(self, request: web.Request) -> tuple[dict[str, Any], str | None, web.Response | None]:
+        """The body, the injected fault, and an error response when the fault is an HTTP status."""
         self.requests += 1
         fault = self.fault_for(request)
         if fault == "close":
@@ -62,7 +71,20 @@ class DemoModel:
         status = int(fault) if fault and fault.isdigit() else int(request.headers.get("x-demo-status", "200"))
         if status >= 400:
             error = {"error": {"message": f"injected failure {status}", "type": "server_error", "code": None}}
-            return web.json_response(error, status=status)
+            return body, fault, web.json_response(error, status=status)
+        return body, fault, None
+
+    def endpoint(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """An endpoint of another format (devstack/demo_formats.py), with the same fault injection."""
+        async def serve(request: web.Request) -> web.StreamResponse:
+            body, fault, failed = await self._prelude(request)
+            return failed if failed is not None else await handler(self, request, body, fault)
+        return serve
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body, fault, failed = await self._prelude(request)
+        if failed is not None:
+            return failed
         received = {k: body[k] for k in ECHO_FIELDS if k in body}
         identity = {k.lower(): v for k, v in request.headers.items() if k.lower().startswith("x-authz-")}
         if identity:
@@ -132,6 +154,9 @@ async def _send(response: web.StreamResponse, frame: dict[str, Any]) -> None:
 def make_app(model: DemoModel) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", model.chat)
+    for path, handler in [("/v1/responses", demo_formats.responses), ("/v1/messages", demo_formats.messages),
+                          ("/v1/completions", demo_formats.completions), ("/v1/embeddings", demo_formats.embeddings)]:
+        app.router.add_post(path, model.endpoint(handler))
     app.router.add_get("/stats", model.stats)
 
     async def _tag(_: web.Request, response: web.StreamResponse) -> None:

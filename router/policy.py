@@ -160,6 +160,15 @@ class Policy:
             effort = cat.reasoning_effort if cat else "high"
             body[family.parameter] = effort if decision.reasoning else "low"
 
+    def effort_for(self, decision: Decision) -> str | None:
+        """The reasoning effort for a `reasoning_effort` family when the router chose the model, else None."""
+        family_name = self.cfg.models[decision.model].reasoning_family
+        family = self.cfg.reasoning_families.get(family_name) if family_name else None
+        if not decision.auto or family is None or family.type != "reasoning_effort":
+            return None
+        cat = self.cfg.category(decision.category)
+        return (cat.reasoning_effort if cat else "high") if decision.reasoning else "low"
+
     def retarget(self, body: dict[str, Any], routed: str, target: str, category: str | None) -> bytes:
         """The body of a retry that lands on `target` instead of `routed` (the fallback chain).
 

@@ -74,6 +74,9 @@ def immediate(status: int, body: bytes, headers: Mapping[str, str],
 PASS_THROUGH = Mode(request_body_mode=Mode.NONE, response_header_mode=Mode.SKIP,
                     response_body_mode=Mode.NONE)
 STREAM_RESPONSE = Mode(response_body_mode=Mode.STREAMED)
+# A request routed on its body alone (/v1/completions, /v1/embeddings): its response is not looked at.
+ROUTE_BODY_ONLY = Mode(request_body_mode=Mode.BUFFERED, response_header_mode=Mode.SKIP,
+                       response_body_mode=Mode.NONE)
 SKIP_RESPONSE_BODY = Mode(response_body_mode=Mode.NONE)
 
 

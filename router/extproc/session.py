@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from router import affinity, resilience
+from router import affinity, apis, resilience
 from router import openai_wire as wire
 from router.cache import build_cache_request
 from router.errors import (
@@ -27,6 +27,7 @@ from router.errors import (
     InternalError,
     InvalidRequest,
     MethodNotAllowed,
+    ModelNotFound,
     Outcome,
     RouterError,
 )
@@ -55,6 +56,9 @@ class RequestState:
     classifier_error: str | None = None  # "Type: message" when classification failed
     cache_result: str = "off"  # off | skip:<reason> | hit | miss
     affinity: str | None = None  # new | sticky | rederived | switched (router/affinity.py)
+    api: apis.Api = "chat"  # chat completions, OpenAI Responses or Anthropic Messages (router/apis.py)
+    stateful: bool = False  # the answer depends on server-side state: never cached
+    model_only: bool = False  # /v1/completions, /v1/embeddings: routed by their `model` alone
     error_code: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -65,7 +69,7 @@ class ResponseState:
     streaming: bool = False
     body: bytearray = field(default_factory=bytearray)
     decoder: wire.SSEDecoder = field(default_factory=wire.SSEDecoder)
-    assembler: wire.StreamAssembler = field(default_factory=wire.StreamAssembler)
+    assembler: apis.Assembler = field(default_factory=wire.StreamAssembler)
     usage: dict[str, Any] | None = None
     answered_by: str | None = None  # the model that answered, after any fallback (Envoy says)
     attempts: int = 1
@@ -120,12 +124,17 @@ class StreamSession:
             self.request.outcome = Outcome.MODELS
             body = wire.models_list(self.runtime.policy.public_model_names())
             return msg.immediate(200, body, self._id_header())
-        if path != CHAT_PATH:
+        api = apis.PATHS.get(path)
+        if api is None:
+            if path in apis.MODEL_ONLY_PATHS and method == "POST" and not headers.end_of_stream:
+                self.request.model_only = True
+                return msg.continue_request_headers(msg.ROUTE_BODY_ONLY)
             return msg.continue_request_headers(msg.PASS_THROUGH)
+        self.request.api = api
         if self.runtime.tracing is not None:
             self.trace = self.runtime.tracing.start(self.trace_carrier, h)
         if method != "POST":
-            raise MethodNotAllowed(f"{method} is not allowed on {CHAT_PATH}; use POST")
+            raise MethodNotAllowed(f"{method} is not allowed on {path}; use POST")
         if headers.end_of_stream:
             raise InvalidRequest("a chat completion request needs a JSON body")
         length = h.get("content-length", "")
@@ -135,7 +144,10 @@ class StreamSession:
 
     async def on_request_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
         self._check_size(len(body.body))  # chunked uploads carry no content-length
-        chat = wire.parse_chat_request(body.body)
+        if self.request.model_only:
+            return self._route_by_model(body.body)
+        parsed = apis.parse(self.request.api, body.body)
+        chat, self.request.stateful = parsed.chat, parsed.stateful
         with self.trace.span("vsr.classify"):
             signal = self.request.signal = await self._classify(chat)
             if self.trace.recording:
@@ -156,10 +168,36 @@ class StreamSession:
         if hit is not None:
             return hit
         self.request.outcome = Outcome.UPSTREAM
-        routed = self.runtime.policy.rewrite(chat, decision)
+        if parsed.api == "chat":
+            routed = self.runtime.policy.rewrite(chat, decision)
+        else:
+            routed = apis.rewrite(parsed, decision.model, self.runtime.policy.effort_for(decision))
+        # The category goes along only for chat bodies: a fallback retry rewrites their reasoning fields.
+        category = decision.category if decision.auto and parsed.api == "chat" else None
         headers = {self.runtime.cfg.server.selection_header: decision.route or decision.cluster,
-                   **resilience.routed_headers(decision.model, decision.category if decision.auto else None)}
+                   **resilience.routed_headers(decision.model, category)}
         return msg.route_request(routed, headers)
+
+    def _route_by_model(self, raw: bytes) -> pb.ProcessingResponse:
+        """/v1/completions and /v1/embeddings: to the cluster of their explicit `model` (auto: the default)."""
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = None
+        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(model, str) or not model:
+            raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
+        policy = self.runtime.policy
+        if not policy.is_known_model(model):
+            raise ModelNotFound(f"The model '{model}' does not exist", param="model")
+        target = model if model in self.runtime.cfg.models else self.runtime.cfg.default_model
+        cluster = self.runtime.cfg.cluster_of(target)
+        self.request.outcome = Outcome.UPSTREAM
+        self.request.decision = Decision(model=target, cluster=cluster, category="", confidence=0.0,
+                                         reasoning=False, auto=target != model, chain=(target,), route=cluster,
+                                         reason="requested by the client")
+        routed = raw if target == model else json.dumps({**body, "model": target}).encode()
+        return msg.route_request(routed, {self.runtime.cfg.server.selection_header: cluster})
 
     def _check_size(self, size: int) -> None:
         limit = self.runtime.cfg.server.max_body_bytes
@@ -204,8 +242,11 @@ class StreamSession:
         cache = self.runtime.cache
         if cache is None:
             return None
-        key = build_cache_request(chat.body, self.request.headers, decision.model, decision.category,
-                                  self.request.signal.embedding, self.runtime.cfg,
+        if self.request.stateful:
+            self.request.cache_result = "skip:stateful"
+            return None
+        key = build_cache_request(chat.body, apis.cache_identity(self.request.headers), decision.model,
+                                  decision.category, self.request.signal.embedding, self.runtime.cfg,
                                   encoder=self.request.signal.encoder)
         if isinstance(key, str):  # a skip reason: this request is not cacheable
             self.request.cache_result = f"skip:{key}"
@@ -220,12 +261,10 @@ class StreamSession:
         if hit is None:
             return None
         self.request.outcome = Outcome.CACHE
-        completion = wire.fresh_completion(hit.completion, chat.model)
         headers = {**self._decision_headers(), "x-vsr-cache-hit": "true",
                    "x-vsr-cache-similarity": f"{hit.similarity:.4f}"}
-        if chat.stream:
-            return msg.immediate(200, wire.completion_to_sse(completion), headers, msg.SSE)
-        return msg.immediate(200, json.dumps(completion).encode(), headers)
+        body = apis.render_hit(self.request.api, hit.completion, chat.model, chat.stream)
+        return msg.immediate(200, body, headers, msg.SSE if chat.stream else msg.JSON)
 
     # ---- response phases ---------------------------------------------------------------------
 
@@ -242,6 +281,7 @@ class StreamSession:
             return msg.continue_response_headers(out, msg.SKIP_RESPONSE_BODY)
         if h.get("content-type", "").startswith(msg.SSE):
             self.response.streaming = True
+            self.response.assembler = apis.assembler(self.request.api)
             return msg.continue_response_headers(out, msg.STREAM_RESPONSE)
         return msg.continue_response_headers(out)
 
@@ -273,7 +313,7 @@ class StreamSession:
             completion = r.assembler.completion()
             r.usage = r.assembler.usage
         else:
-            completion = _json_object(bytes(r.body))
+            completion = apis.to_completion(self.request.api, _json_object(bytes(r.body)))
             r.usage = completion.get("usage") if completion else None
         cache, key = self.runtime.cache, self.request.cache_key
         if cache is not None and key is not None and completion is not None and completion.get("choices"):
@@ -292,7 +332,7 @@ class StreamSession:
             headers["x-vsr-jailbreak-blocked"] = "true"
         elif exc.code == "pii_policy_violation":
             headers["x-vsr-pii-violation"] = ",".join(sorted(self.request.signal.pii_types))
-        return msg.immediate(exc.status, exc.body(), headers)
+        return msg.immediate(exc.status, apis.error_body(self.request.api, exc), headers)
 
     def _id_header(self) -> dict[str, str]:
         return {"x-request-id": self.request.request_id} if self.request.request_id else {}

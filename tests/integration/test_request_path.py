@@ -102,7 +102,7 @@ def test_upstream_errors_reach_the_client(client: openai.OpenAI) -> None:
 
 
 def test_other_paths_pass_through_to_the_default_model(http: httpx.Client) -> None:
-    r = http.post("/embeddings", json={"model": "x", "input": "hello"})
+    r = http.post("/audio/speech", json={"model": "x", "input": "hello"})
     assert r.headers["x-demo-upstream"] == "qwen3-4b"  # the upstream answered, not the router
     assert "x-vsr-selected-model" not in r.headers
 

@@ -1,0 +1,123 @@
+"""The demo model server's other endpoints: OpenAI Responses, Anthropic Messages, completions, embeddings.
+
+Written from the public wire formats, apart from the router's own renderers (router/apis.py), so a
+test through the official SDKs checks both sides. Streams go word by word, like a model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from devstack.demo_upstream import DemoModel
+
+RESPONSES_ECHO = ("model", "reasoning", "stream", "previous_response_id", "thinking", "max_tokens")
+
+
+def _words(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
+
+
+def _last_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+async def _event(response: web.StreamResponse, name: str, data: dict[str, Any]) -> None:
+    await response.write(f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode())
+
+
+async def _start(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+    await response.prepare(request)
+    return response
+
+
+async def responses(model: DemoModel, request: web.Request, body: dict[str, Any], fault: str | None) -> web.StreamResponse:
+    items = body.get("input")
+    last = items if isinstance(items, str) else _last_text((items or [{}])[-1].get("content"))
+    text = f"This is {model.name} answering a {len(last.split())}-word question."
+    received = {k: body[k] for k in RESPONSES_ECHO if k in body}
+    usage = {"input_tokens": len(last.split()), "output_tokens": len(text.split()),
+             "total_tokens": len(last.split()) + len(text.split()),
+             "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+    message = {"type": "message", "id": f"msg_{uuid.uuid4().hex}", "status": "completed", "role": "assistant",
+               "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    resp = {"id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": int(time.time()),
+            "status": "completed", "model": model.name, "output": [message], "usage": usage, "error": None,
+            "incomplete_details": None, "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "x_demo": {"upstream": model.name, "received": received}}
+    if not body.get("stream"):
+        return web.json_response(resp)
+    out = await _start(request)
+    ids = {"item_id": message["id"], "output_index": 0, "content_index": 0}
+    seq = iter(range(1000))
+    pending = {**resp, "status": "in_progress", "output": [], "usage": None}
+    await _event(out, "response.created", {"sequence_number": next(seq), "response": pending})
+    await _event(out, "response.output_item.added", {"sequence_number": next(seq), "output_index": 0,
+                                                     "item": {**message, "status": "in_progress", "content": []}})
+    await _event(out, "response.content_part.added", {"sequence_number": next(seq), **ids,
+                                                      "part": {"type": "output_text", "text": "", "annotations": []}})
+    pieces = _words(text)
+    for i, piece in enumerate(pieces):
+        if fault == "error-event" and i == len(pieces) // 2:
+            await _event(out, "error", {"sequence_number": next(seq), "code": "server_error",
+                                        "message": "injected failure mid-stream", "param": None})
+            await out.write_eof()
+            return out
+        await _event(out, "response.output_text.delta", {"sequence_number": next(seq), **ids, "delta": piece,
+                                                         "logprobs": []})
+    await _event(out, "response.output_text.done", {"sequence_number": next(seq), **ids, "text": text, "logprobs": []})
+    await _event(out, "response.output_item.done", {"sequence_number": next(seq), "output_index": 0, "item": message})
+    await _event(out, "response.completed", {"sequence_number": next(seq), "response": resp})
+    await out.write_eof()
+    return out
+
+
+async def messages(model: DemoModel, request: web.Request, body: dict[str, Any], fault: str | None) -> web.StreamResponse:
+    last = _last_text((body.get("messages") or [{}])[-1].get("content"))
+    text = f"This is {model.name} answering a {len(last.split())}-word question."
+    received = {k: body[k] for k in RESPONSES_ECHO if k in body}
+    usage = {"input_tokens": len(last.split()), "output_tokens": len(text.split())}
+    msg = {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant", "model": model.name,
+           "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+           "usage": usage, "x_demo": {"upstream": model.name, "received": received}}
+    if not body.get("stream"):
+        return web.json_response(msg)
+    out = await _start(request)
+    await _event(out, "message_start", {"message": {**msg, "content": [], "stop_reason": None,
+                                                    "usage": {**usage, "output_tokens": 1}}})
+    await _event(out, "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+    await _event(out, "ping", {})
+    for piece in _words(text):
+        await _event(out, "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+    await _event(out, "content_block_stop", {"index": 0})
+    await _event(out, "message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                        "usage": {"output_tokens": usage["output_tokens"]}})
+    await _event(out, "message_stop", {})
+    await out.write_eof()
+    return out
+
+
+async def completions(model: DemoModel, request: web.Request, body: dict[str, Any], fault: str | None) -> web.StreamResponse:
+    return web.json_response({"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+                              "created": int(time.time()), "model": model.name,
+                              "choices": [{"index": 0, "text": f" from {model.name}", "finish_reason": "stop",
+                                           "logprobs": None}],
+                              "x_demo": {"upstream": model.name, "received": {"model": body.get("model")}}})
+
+
+async def embeddings(model: DemoModel, request: web.Request, body: dict[str, Any], fault: str | None) -> web.StreamResponse:
+    return web.json_response({"object": "list", "model": model.name,
+                              "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 1.0]}],
+                              "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                              "x_demo": {"upstream": model.name, "received": {"model": body.get("model")}}})

@@ -1,0 +1,397 @@
+"""The other request formats agents use, on the chat-completions pipeline: OpenAI Responses, Anthropic Messages.
+
+Each format is parsed into the normalised chat request the classifier, the policy, affinity and the
+cache already understand (system prompt, turns, answer-changing fields), while the client's own body
+is what goes upstream with only `model` (and, for Responses, `reasoning.effort`) rewritten: the model
+servers (vLLM) serve these endpoints themselves. On the way back an answer in the format is turned into
+a chat.completion for the cache and the usage metrics, and a cache hit is replayed in the format the
+client asked for, as JSON or as that format's SSE events. Anthropic clients get Anthropic error bodies.
+
+Pure bytes-in, objects-out code: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from router import openai_wire as wire
+from router.errors import InvalidJSON, InvalidRequest, RouterError
+
+Api = Literal["chat", "responses", "messages"]
+PATHS: dict[str, Api] = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/messages": "messages"}
+# Paths the router routes by their explicit `model` only (no classification, no cache).
+MODEL_ONLY_PATHS = frozenset({"/v1/completions", "/v1/embeddings"})
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """A request in any format: `chat` is its normalised form, `original` the client's body."""
+
+    api: Api
+    chat: wire.ChatRequest
+    original: dict[str, Any]
+    stateful: bool = False  # depends on server-side state (previous_response_id): never cached
+
+
+def _load(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
+    return body
+
+
+def _parts_text(content: Any) -> str:
+    """Text of a string or of a list of typed parts (input_text, output_text, text)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _normalised(body: dict[str, Any], messages: list[dict[str, Any]], fields: dict[str, Any]) -> wire.ChatRequest:
+    chat_body = {"model": body["model"], "messages": messages, **{k: v for k, v in fields.items() if v is not None}}
+    return wire.ChatRequest(body=chat_body, model=body["model"], stream=bool(body.get("stream")))
+
+
+def parse(api: Api, raw: bytes) -> ApiRequest:
+    """Parse and validate a request body of `api`, raising an InvalidRequest the client can act on."""
+    if api == "chat":
+        chat = wire.parse_chat_request(raw)
+        return ApiRequest("chat", chat, chat.body)
+    body = _load(raw)
+    if not isinstance(body.get("stream", False), bool):
+        raise InvalidRequest("'stream' must be a boolean", param="stream")
+    return _parse_responses(body) if api == "responses" else _parse_messages(body)
+
+
+def _parse_responses(body: dict[str, Any]) -> ApiRequest:
+    items = body.get("input")
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    if not isinstance(items, list) or not items:
+        raise InvalidRequest("'input' must be a non-empty string or array", param="input")
+    messages: list[dict[str, Any]] = []
+    if isinstance(body.get("instructions"), str):
+        messages.append({"role": "system", "content": body["instructions"]})
+    tool_items = False
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"input[{i}] must be an object", param=f"input[{i}]")
+        role = item.get("role")
+        if item.get("type", "message") == "message" and role in ("user", "assistant", "system", "developer"):
+            messages.append({"role": role, "content": _parts_text(item.get("content"))})
+        else:
+            tool_items = True  # function calls and their outputs: kept upstream, not classified
+    if not any(m["role"] == "user" for m in messages):
+        raise InvalidRequest("'input' needs at least one user message", param="input")
+    tools = body.get("tools") or ([{"type": "input_items"}] if tool_items else None)
+    fields = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "tools": tools,
+              "max_tokens": body.get("max_output_tokens"), "user": body.get("user"),
+              "response_format": (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None}
+    stateful = bool(body.get("previous_response_id") or body.get("conversation"))
+    return ApiRequest("responses", _normalised(body, messages, fields), body, stateful)
+
+
+def _parse_messages(body: dict[str, Any]) -> ApiRequest:
+    turns = body.get("messages")
+    if not isinstance(turns, list) or not turns:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise InvalidRequest("'max_tokens' is required and must be a positive integer", param="max_tokens")
+    messages: list[dict[str, Any]] = []
+    if body.get("system"):
+        messages.append({"role": "system", "content": _parts_text(body["system"])})
+    tool_blocks = False
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant"):
+            raise InvalidRequest(f"messages[{i}].role must be 'user' or 'assistant'", param=f"messages[{i}].role")
+        content = turn.get("content")
+        if not isinstance(content, (str, list)):
+            raise InvalidRequest(f"messages[{i}].content must be a string or an array of content blocks",
+                                 param=f"messages[{i}].content")
+        tool_blocks |= isinstance(content, list) and any(
+            isinstance(b, dict) and b.get("type") not in ("text", None) for b in content)
+        messages.append({"role": turn["role"], "content": _parts_text(content)})
+    metadata: dict[str, Any] = body["metadata"] if isinstance(body.get("metadata"), dict) else {}
+    fields = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "max_tokens": max_tokens,
+              "tools": body.get("tools") or ([{"type": "content_blocks"}] if tool_blocks else None),
+              "stop": body.get("stop_sequences"), "user": metadata.get("user_id")}
+    return ApiRequest("messages", _normalised(body, messages, fields), body)
+
+
+def rewrite(req: ApiRequest, model: str, effort: str | None) -> bytes:
+    """The client's body for the chosen model; Responses also gets the reasoning effort when the router chose it."""
+    body: dict[str, Any] = {**req.original, "model": model}
+    if req.api == "responses" and effort is not None:
+        reasoning = body.get("reasoning")
+        body["reasoning"] = {**(reasoning if isinstance(reasoning, dict) else {}), "effort": effort}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# ---- answers: format -> chat.completion (cache, usage) --------------------------------------------
+
+def _completion(model: str, text: str, finish: str, usage: dict[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+                           "created": int(time.time()), "model": model,
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                        "finish_reason": finish, "logprobs": None}]}
+    if usage:
+        out["usage"] = usage
+    return out
+
+
+def _chat_usage(prompt: Any, completion: Any) -> dict[str, int] | None:
+    if not isinstance(prompt, int) and not isinstance(completion, int):
+        return None
+    p, c = int(prompt or 0), int(completion or 0)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def to_completion(api: Api, answer: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A complete non-streamed answer of `api` as a chat.completion; None when it is not a plain text answer."""
+    if answer is None or api == "chat":
+        return answer
+    if api == "responses":
+        return _response_to_completion(answer)
+    return _message_to_completion(answer)
+
+
+def _response_to_completion(resp: dict[str, Any]) -> dict[str, Any] | None:
+    if resp.get("object") != "response":
+        return None
+    usage = resp.get("usage") or {}
+    chat_usage = _chat_usage(usage.get("input_tokens"), usage.get("output_tokens"))
+    output = resp.get("output") or []
+    if resp.get("status") != "completed" or any(o.get("type") != "message" for o in output if isinstance(o, dict)):
+        return {"usage": chat_usage}  # usage only: tool calls, reasoning items or an unfinished answer
+    text = "".join(_parts_text(o.get("content")) for o in output if isinstance(o, dict))
+    return _completion(str(resp.get("model", "")), text, "stop", chat_usage)
+
+
+_STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def _message_to_completion(msg: dict[str, Any]) -> dict[str, Any] | None:
+    if msg.get("type") != "message":
+        return None
+    usage = msg.get("usage") or {}
+    chat_usage = _chat_usage(usage.get("input_tokens"), usage.get("output_tokens"))
+    blocks = msg.get("content") or []
+    finish = _STOP.get(str(msg.get("stop_reason")))
+    if finish is None or any(b.get("type") != "text" for b in blocks if isinstance(b, dict)):
+        return {"usage": chat_usage}
+    return _completion(str(msg.get("model", "")), _parts_text(blocks), finish, chat_usage)
+
+
+class Assembler(Protocol):
+    """Rebuilds a streamed answer from its SSE `data:` payloads (router/openai_wire.SSEDecoder)."""
+
+    def add(self, payload: bytes) -> None: ...
+
+    def completion(self) -> dict[str, Any] | None: ...
+
+    @property
+    def usage(self) -> dict[str, Any] | None: ...
+
+
+class ResponsesAssembler:
+    """Responses events: the final `response.completed` event carries the whole response."""
+
+    def __init__(self) -> None:
+        self._final: dict[str, Any] | None = None
+        self.failed = False
+
+    def add(self, payload: bytes) -> None:
+        try:
+            event = json.loads(payload)
+        except json.JSONDecodeError:
+            self.failed = True
+            return
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind in ("error", "response.failed") or (isinstance(event, dict) and "error" in event and not kind):
+            self.failed = True
+        elif kind in ("response.completed", "response.incomplete") and isinstance(event.get("response"), dict):
+            self._final = event["response"]
+
+    def completion(self) -> dict[str, Any] | None:
+        found = None if self.failed else to_completion("responses", self._final)
+        return found if found and found.get("choices") else None
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        found = to_completion("responses", self._final)
+        return found.get("usage") if found else None
+
+
+class MessagesAssembler:
+    """Anthropic events: text deltas, input tokens at message_start, output tokens at message_delta."""
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._model = ""
+        self._input: int | None = None
+        self._output: int | None = None
+        self._stop: str | None = None
+        self._other_blocks = False
+        self.done = self.failed = False
+
+    def add(self, payload: bytes) -> None:
+        try:
+            event = json.loads(payload)
+        except json.JSONDecodeError:
+            self.failed = True
+            return
+        kind = event.get("type") if isinstance(event, dict) else None
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self._model = str(message.get("model", ""))
+            self._input = (message.get("usage") or {}).get("input_tokens")
+        elif kind == "content_block_start":
+            self._other_blocks |= (event.get("content_block") or {}).get("type") != "text"
+        elif kind == "content_block_delta" and (event.get("delta") or {}).get("type") == "text_delta":
+            self._text.append(str(event["delta"].get("text", "")))
+        elif kind == "message_delta":
+            self._stop = (event.get("delta") or {}).get("stop_reason")
+            self._output = (event.get("usage") or {}).get("output_tokens")
+        elif kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            self.failed = True
+
+    def completion(self) -> dict[str, Any] | None:
+        finish = _STOP.get(str(self._stop))
+        if not self.done or self.failed or self._other_blocks or finish is None:
+            return None
+        return _completion(self._model, "".join(self._text), finish, self.usage)
+
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        return _chat_usage(self._input, self._output)
+
+
+def assembler(api: Api) -> Assembler:
+    if api == "responses":
+        return ResponsesAssembler()
+    if api == "messages":
+        return MessagesAssembler()
+    return wire.StreamAssembler()
+
+
+# ---- cache hits: chat.completion -> format ---------------------------------------------------------
+
+def _text_of(completion: dict[str, Any]) -> tuple[str, str]:
+    choice = (completion.get("choices") or [{}])[0]
+    return str((choice.get("message") or {}).get("content") or ""), str(choice.get("finish_reason") or "stop")
+
+
+def as_response(completion: dict[str, Any], model: str) -> dict[str, Any]:
+    text, finish = _text_of(completion)
+    usage = completion.get("usage") or {}
+    p, c = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+    return {"id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": int(time.time()),
+            "status": "completed" if finish == "stop" else "incomplete", "model": model, "error": None,
+            "incomplete_details": None if finish == "stop" else {"reason": "max_output_tokens"},
+            "output": [{"type": "message", "id": f"msg_{uuid.uuid4().hex}", "status": "completed",
+                        "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "usage": {"input_tokens": p, "output_tokens": c, "total_tokens": p + c,
+                      "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}}
+
+
+def as_message(completion: dict[str, Any], model: str) -> dict[str, Any]:
+    text, finish = _text_of(completion)
+    usage = completion.get("usage") or {}
+    return {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "max_tokens" if finish == "length" else "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": int(usage.get("prompt_tokens", 0)),
+                      "output_tokens": int(usage.get("completion_tokens", 0))}}
+
+
+def _sse(events: Iterator[tuple[str, dict[str, Any]]]) -> bytes:
+    return b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events)
+
+
+def response_events(resp: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A complete response replayed as the Responses streaming events, in order."""
+    message = resp["output"][0]
+    text = message["content"][0]["text"]
+    started = {**resp, "status": "in_progress", "output": [], "usage": None}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    ids = {"item_id": message["id"], "output_index": 0, "content_index": 0}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": started}),
+        ("response.in_progress", {"response": started}),
+        ("response.output_item.added", {"output_index": 0, "item": {**message, "status": "in_progress",
+                                                                    "content": []}}),
+        ("response.content_part.added", {**ids, "part": part}),
+        ("response.output_text.delta", {**ids, "delta": text, "logprobs": []}),
+        ("response.output_text.done", {**ids, "text": text, "logprobs": []}),
+        ("response.content_part.done", {**ids, "part": {**part, "text": text}}),
+        ("response.output_item.done", {"output_index": 0, "item": message}),
+        ("response.completed", {"response": resp}),
+    ]
+    for seq, (name, data) in enumerate(events):
+        yield name, {"type": name, "sequence_number": seq, **data}
+
+
+def message_events(msg: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A complete message replayed as Anthropic's streaming events, in order."""
+    usage = msg["usage"]
+    yield "message_start", {"type": "message_start", "message": {
+        **msg, "content": [], "stop_reason": None, "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 0}}}
+    yield "content_block_start", {"type": "content_block_start", "index": 0,
+                                  "content_block": {"type": "text", "text": ""}}
+    yield "content_block_delta", {"type": "content_block_delta", "index": 0,
+                                  "delta": {"type": "text_delta", "text": msg["content"][0]["text"]}}
+    yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+    yield "message_delta", {"type": "message_delta", "delta": {"stop_reason": msg["stop_reason"],
+                                                               "stop_sequence": None},
+                            "usage": {"output_tokens": usage["output_tokens"]}}
+    yield "message_stop", {"type": "message_stop"}
+
+
+def render_hit(api: Api, completion: dict[str, Any], model: str, stream: bool) -> bytes:
+    """A cached answer (a chat.completion) in the client's format; `model` is the name the client asked for."""
+    if api == "chat":
+        fresh = wire.fresh_completion(completion, model)
+        return wire.completion_to_sse(fresh) if stream else json.dumps(fresh).encode()
+    if api == "responses":
+        resp = as_response(completion, model)
+        return _sse(response_events(resp)) if stream else json.dumps(resp).encode()
+    msg = as_message(completion, model)
+    return _sse(message_events(msg)) if stream else json.dumps(msg).encode()
+
+
+def cache_identity(headers: dict[str, str]) -> dict[str, str]:
+    """Anthropic clients send their API key as `x-api-key`: the cache scopes it like a bearer token."""
+    if "authorization" in headers or not headers.get("x-api-key"):
+        return headers
+    return {**headers, "authorization": "Bearer " + headers["x-api-key"]}
+
+
+# ---- errors ---------------------------------------------------------------------------------------
+
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error"}
+
+
+def error_body(api: Api, exc: RouterError) -> bytes:
+    """The error body the client's SDK parses: OpenAI's for chat and Responses, Anthropic's for Messages."""
+    if api != "messages":
+        return exc.body()
+    kind = _ANTHROPIC_TYPES.get(exc.status, "api_error" if exc.status >= 500 else "invalid_request_error")
+    return json.dumps({"type": "error", "error": {"type": kind, "message": exc.message}}).encode()

@@ -1,0 +1,124 @@
+"""OpenAI Responses and Anthropic Messages through the real stack with the official SDKs: classified, routed,
+cached and answered in their own formats; completions and embeddings routed by their explicit model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from devstack.stack import Stack
+
+MATH = "Prove the theorem that the sum of two even numbers is even."  # keyword rule -> math -> gpt-oss-120b
+BIG, SMALL = "gpt-oss-120b", "qwen3-4b"
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    def cached(cfg: dict[str, Any]) -> None:
+        cfg["semantic_cache"] = {"enabled": True, "backend": "memory"}
+
+    return make_stack(cached)
+
+
+@pytest.fixture(scope="module")
+def oai(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.base_url, api_key="sk-responses", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def claude(stack: Stack) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=stack.base_url.removesuffix("/v1"), api_key="sk-ant", max_retries=0)
+
+
+def test_responses_are_classified_routed_and_cached(oai: openai.OpenAI) -> None:
+    question = MATH + " (responses)"
+    raw = oai.responses.with_raw_response.create(model="auto", input=question, instructions="Be brief.")
+    first = raw.parse()
+    assert raw.headers["x-vsr-selected-model"] == BIG and raw.headers["x-vsr-selected-category"] == "math"
+    assert first.model == BIG
+    assert first.output_text == "This is gpt-oss-120b answering a 13-word question."
+    assert first.model_extra and first.model_extra["x_demo"]["received"] == {
+        "model": BIG, "reasoning": {"effort": "high"}}
+    assert raw.headers["x-vsr-cache-hit"] == "false"
+    again = oai.responses.with_raw_response.create(model="auto", input=question, instructions="Be brief.")
+    assert again.headers["x-vsr-cache-hit"] == "true"
+    hit = again.parse()
+    assert hit.output_text == first.output_text and hit.model == "auto" and hit.status == "completed"
+
+
+def test_responses_stream_in_their_own_events_and_replay_from_the_cache(oai: openai.OpenAI) -> None:
+    question = MATH + " (responses, streamed)"
+    for expect_hit in ("false", "true"):
+        with oai.responses.with_streaming_response.create(model="auto", input=question, stream=True) as r:
+            assert r.headers["x-vsr-cache-hit"] == expect_hit
+            events = list(r.parse())
+        text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        assert text == "This is gpt-oss-120b answering a 14-word question."
+        assert events[-1].type == "response.completed"
+        assert events[-1].response.output_text == text
+
+
+def test_a_responses_request_that_depends_on_server_state_is_routed_but_never_cached(oai: openai.OpenAI) -> None:
+    raw = oai.responses.with_raw_response.create(model="auto", input=MATH, previous_response_id="resp_earlier")
+    assert raw.headers["x-vsr-selected-model"] == BIG
+    assert "x-vsr-cache-hit" not in raw.headers
+    assert raw.parse().model_extra["x_demo"]["received"]["previous_response_id"] == "resp_earlier"
+
+
+def test_anthropic_messages_are_classified_routed_and_cached(claude: anthropic.Anthropic) -> None:
+    question = MATH + " (messages)"
+    raw = claude.messages.with_raw_response.create(model="auto", max_tokens=64, system="Be brief.",
+                                                   messages=[{"role": "user", "content": question}])
+    first = raw.parse()
+    assert raw.headers["x-vsr-selected-model"] == BIG and raw.headers["x-vsr-cache-hit"] == "false"
+    assert first.model == BIG and first.content[0].text == "This is gpt-oss-120b answering a 13-word question."
+    again = claude.messages.with_raw_response.create(model="auto", max_tokens=64, system="Be brief.",
+                                                     messages=[{"role": "user", "content": question}])
+    assert again.headers["x-vsr-cache-hit"] == "true"
+    hit = again.parse()
+    assert hit.content[0].text == first.content[0].text and hit.stop_reason == "end_turn"
+    assert hit.usage.output_tokens == first.usage.output_tokens
+
+
+def test_anthropic_streams_in_its_own_events_and_replays_from_the_cache(claude: anthropic.Anthropic) -> None:
+    question = MATH + " (messages, streamed)"
+    for expect_hit in ("false", "true"):
+        with claude.messages.stream(model="auto", max_tokens=64,
+                                    messages=[{"role": "user", "content": question}]) as stream:
+            assert stream.response.headers["x-vsr-cache-hit"] == expect_hit
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert text == "This is gpt-oss-120b answering a 14-word question."
+        assert final.stop_reason == "end_turn" and final.content[0].text == text
+
+
+def test_anthropic_clients_get_anthropic_errors(claude: anthropic.Anthropic, stack: Stack) -> None:
+    with pytest.raises(anthropic.NotFoundError) as err:
+        claude.messages.create(model="claude-9", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert err.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    r = httpx.post(f"{stack.base_url}/messages", json={"model": "auto", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400
+    assert r.json() == {"type": "error", "error": {"type": "invalid_request_error",
+                                                   "message": "'max_tokens' is required and must be a positive integer"}}
+
+
+def test_a_fallback_rewrites_the_model_of_a_responses_body(stack: Stack) -> None:
+    r = httpx.post(f"{stack.base_url}/responses", headers={"x-demo-fault": f"{BIG}=503"}, timeout=10,
+                   json={"model": "auto", "input": MATH + " (fallback)"})
+    assert r.status_code == 200 and r.headers["x-vsr-upstream-model"] == SMALL
+    assert r.json()["x_demo"]["received"]["model"] == SMALL
+
+
+def test_completions_and_embeddings_go_to_their_explicit_model(oai: openai.OpenAI) -> None:
+    emb = oai.embeddings.with_raw_response.create(model=BIG, input="hello")
+    assert emb.headers["x-demo-upstream"] == BIG
+    auto = oai.completions.with_raw_response.create(model="auto", prompt="hello")
+    assert auto.headers["x-demo-upstream"] == SMALL  # auto on these paths: the default model
+    assert auto.parse().model_extra["x_demo"]["received"]["model"] == SMALL
+    with pytest.raises(openai.NotFoundError):
+        oai.embeddings.create(model="nope", input="hello")
