@@ -13,8 +13,9 @@ round trip through the sidecar and streaming responses are retried only before t
   filter (Envoy runs the upstream filters of the cluster the route names, here the aggregate one),
   which receives the metadata of the endpoint the attempt landed on: when that endpoint serves
   another model than the one the body was written for, the router rewrites `model` (and the
-  reasoning switch) for that attempt. When it lands where it was routed, the filter answers the
-  headers and never sees the body. Requests routed to a single model never pass this filter.
+  reasoning switch) for that attempt. An attempt that lands where it was routed skips the filter
+  in Envoy (a matcher on a header filled from the endpoint metadata), so the healthy path costs
+  no extra gRPC stream; requests routed to a single model never pass it at all.
 - Envoy reports the model that answered (endpoint metadata) and the attempt count in response
   headers; the router's response phase turns them into `x-vsr-*` headers and the fallback metric.
 """
@@ -37,6 +38,7 @@ ROUTED_CATEGORY_HEADER = "x-vsr-routed-category"
 # gRPC metadata marking the ext_proc stream of one upstream attempt; the attributes name its endpoint.
 ATTEMPT_METADATA = "x-vsr-upstream-attempt"
 HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
+ATTEMPT_MODEL_HEADER = "x-vsr-attempt-model"  # set per attempt from the endpoint's metadata
 # Response headers Envoy adds: the model whose endpoint answered, and how many attempts it took.
 UPSTREAM_MODEL_HEADER = "x-vsr-upstream-model"
 ATTEMPT_COUNT_HEADER = "x-envoy-attempt-count"
@@ -139,8 +141,13 @@ def endpoint_metadata(model_name: str) -> dict[str, Any]:
     return {"filter_metadata": {METADATA_NAMESPACE: {"model": model_name}}}
 
 
-def upstream_filters(cfg: RouterConfig, ext_proc_cluster: str) -> list[dict[str, Any]]:
-    """The per-attempt filter chain of a chain cluster: the router rewrites bodies meant for another model."""
+def upstream_filters(cfg: RouterConfig, chain: tuple[str, ...], ext_proc_cluster: str) -> list[dict[str, Any]]:
+    """The per-attempt filter chain of a chain cluster: the router rewrites bodies meant for another model.
+
+    The body is written for the chain's first model, so an attempt whose endpoint serves that model
+    (the usual first attempt) skips the router: a header filled from the endpoint's metadata is
+    matched against that name, and only other attempts open an ext_proc stream.
+    """
     ext_proc = {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -159,9 +166,25 @@ def upstream_filters(cfg: RouterConfig, ext_proc_cluster: str) -> list[dict[str,
             },
         },
     }
+    tag = {"name": "envoy.filters.http.header_mutation", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+        "mutations": {"request_mutations": [{"append": {
+            "header": {"key": ATTEMPT_MODEL_HEADER, "value": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:model)%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}]}}}
+    skip_first = {"matcher_list": {"matchers": [{
+        "predicate": {"single_predicate": {
+            "input": {"name": "attempt-model", "typed_config": {
+                "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                "header_name": ATTEMPT_MODEL_HEADER}},
+            "value_match": {"exact": chain[0]}}},
+        "on_match": {"action": {"name": "skip", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}}}]}}
+    delegated = {"name": "envoy.filters.http.match_delegate", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+        "extension_config": ext_proc, "xds_matcher": skip_first}}
     codec = {"name": "envoy.filters.http.upstream_codec", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}}
-    return [ext_proc, codec]
+    return [tag, delegated, codec]
 
 
 def aggregate_cluster(cfg: RouterConfig, chain: tuple[str, ...], ext_proc_cluster: str) -> dict[str, Any]:
@@ -171,7 +194,7 @@ def aggregate_cluster(cfg: RouterConfig, chain: tuple[str, ...], ext_proc_cluste
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http_protocol_options": {}},
-            "http_filters": upstream_filters(cfg, ext_proc_cluster)}},
+            "http_filters": upstream_filters(cfg, chain, ext_proc_cluster)}},
         "name": chain_cluster(cfg, chain),
         "connect_timeout": "1s",
         "lb_policy": "CLUSTER_PROVIDED",

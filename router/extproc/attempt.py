@@ -1,7 +1,8 @@
 """One upstream attempt of a routed request, seen by the router as an upstream ext_proc filter.
 
-Envoy runs this filter per attempt of a request routed to a fallback chain, and sends the metadata
-of the endpoint the attempt landed on, which names its model (router/resilience.py). An attempt that
+Envoy runs this filter for the attempts of a chain-routed request that land on another model than
+the chain's first one (Envoy skips it for the others), and sends the metadata of the endpoint the
+attempt landed on, which names its model (router/resilience.py). An attempt that nonetheless
 reaches the model the body was written for passes after its headers, without sending the body. A retry that fell back to the next model
 of the chain gets its body rewritten for that model: `model`, and the reasoning switch of its family.
 """

@@ -145,6 +145,7 @@ def test_a_model_that_keeps_failing_is_ejected_and_skipped(make_stack: Callable[
     r = _post(stack)  # no fault now, but the ejected model is skipped without an attempt
     assert r.status_code == 200
     assert r.headers["x-vsr-upstream-model"] == SMALL
+    assert r.json()["x_demo"]["received"]["model"] == SMALL  # a first attempt on the fallback is rewritten too
     assert r.headers["x-vsr-attempts"] == "1"
     assert r.headers["x-vsr-fallback-from"] == BIG
 

@@ -94,6 +94,12 @@ def test_retry_outlier_and_circuit_breaker_settings_reach_envoy() -> None:
     assert big["circuit_breakers"]["thresholds"][0]["max_requests"] == 7
     chain = clusters["chain__gpt-oss-120b__qwen3-4b"]
     assert chain["cluster_type"]["typed_config"]["clusters"] == [BIG, SMALL]
+    filters = chain["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
+        "http_filters"]
+    assert [f["name"] for f in filters] == ["envoy.filters.http.header_mutation", "envoy.filters.http.match_delegate",
+                                            "envoy.filters.http.upstream_codec"]
+    skip = filters[1]["typed_config"]["xds_matcher"]["matcher_list"]["matchers"][0]
+    assert skip["predicate"]["single_predicate"]["value_match"] == {"exact": BIG}  # the body's model: no rewrite
     routes = generated["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
         "route_config"]["virtual_hosts"][0]["routes"]
     retry = next(r for r in routes if r["route"]["cluster"] == chain["name"])["route"]["retry_policy"]
