@@ -14,6 +14,8 @@ lets the new turn switch it:
   the same model without shared state. Only a *switch* lives in the LRU alone: after a switch, a
   request that reaches another replica goes back to the first turn's model, unless the load
   balancer keeps sessions on one replica (e.g. hash on the session header) or the LRU is shared.
+- **Responses state**: a Responses request that continues `previous_response_id` goes to the model
+  that produced that response (its server holds the state), remembered when the answer passed.
 - **Switch**: the pinned category is not `sticky`, the new turn's own category signal reaches
   `affinity.switch_confidence` (keyword rules count as 1.0), or the pinned model may not see the
   PII detected in this turn.
@@ -111,6 +113,11 @@ def session_key(chat: ChatRequest, headers: Mapping[str, str], cfg: AffinityConf
     return None
 
 
+def response_key(headers: Mapping[str, str], response_id: str) -> str:
+    """The key of a Responses answer, continued later with `previous_response_id`."""
+    return "r:" + _digest(_digest(headers.get("authorization", "")), response_id)
+
+
 def switches(cfg: RouterConfig, pin: Pin, decision: Decision) -> bool:
     """Whether this turn's own decision may move the conversation away from its pin."""
     pinned = cfg.category(pin.category)
@@ -126,6 +133,11 @@ async def resolve(policy: Policy, store: AffinityStore, chat: ChatRequest, heade
                   classify: Callable[[str], Awaitable[Classification]]) -> tuple[Decision, str]:
     """The decision for this turn of its conversation, and what affinity did (for x-vsr-affinity)."""
     cfg = policy.cfg
+    previous = chat.body.get("previous_response_id")
+    if isinstance(previous, str) and (held := store.get(response_key(headers, previous))) is not None:
+        pinned = policy.pinned(decision, held.model, held.category, pii)  # only its server has the state
+        if pinned is not None:
+            return pinned, STICKY
     key = session_key(chat, headers, cfg.affinity)
     if key is None:
         return decision, NEW

@@ -99,8 +99,11 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
     tools = body.get("tools") or ([{"type": "input_items"}] if tool_items else None)
     fields = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "tools": tools,
               "max_tokens": body.get("max_output_tokens"), "user": body.get("user"),
+              "previous_response_id": body.get("previous_response_id"),  # affinity: the state's server
               "response_format": (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None}
-    stateful = bool(body.get("previous_response_id") or body.get("conversation"))
+    # A cached answer has no server-side twin a later `previous_response_id` could continue, so only
+    # requests that neither continue nor create stored state (store: false) are served from the cache.
+    stateful = bool(body.get("previous_response_id") or body.get("conversation")) or body.get("store") is not False
     return ApiRequest("responses", _normalised(body, messages, fields), body, stateful)
 
 
@@ -214,6 +217,10 @@ class ResponsesAssembler:
         self._final: dict[str, Any] | None = None
         self.failed = False
 
+    @property
+    def response_id(self) -> str | None:
+        return response_id(self._final)
+
     def add(self, payload: bytes) -> None:
         try:
             event = json.loads(payload)
@@ -280,6 +287,12 @@ class MessagesAssembler:
     @property
     def usage(self) -> dict[str, Any] | None:
         return _chat_usage(self._input, self._output)
+
+
+def response_id(answer: dict[str, Any] | None) -> str | None:
+    """The id of a Responses answer, which a later request may continue with `previous_response_id`."""
+    rid = answer.get("id") if isinstance(answer, dict) and answer.get("object") == "response" else None
+    return rid if isinstance(rid, str) else None
 
 
 def assembler(api: Api) -> Assembler:

@@ -72,6 +72,7 @@ class ResponseState:
     assembler: apis.Assembler = field(default_factory=wire.StreamAssembler)
     usage: dict[str, Any] | None = None
     answered_by: str | None = None  # the model that answered, after any fallback (Envoy says)
+    response_id: str | None = None  # a Responses answer's id (affinity for previous_response_id)
     attempts: int = 1
 
 
@@ -313,11 +314,23 @@ class StreamSession:
             completion = r.assembler.completion()
             r.usage = r.assembler.usage
         else:
-            completion = apis.to_completion(self.request.api, _json_object(bytes(r.body)))
+            answer = _json_object(bytes(r.body))
+            completion = apis.to_completion(self.request.api, answer)
             r.usage = completion.get("usage") if completion else None
+            r.response_id = apis.response_id(answer)
+        if self.request.api == "responses":
+            self._remember_response()
         cache, key = self.runtime.cache, self.request.cache_key
         if cache is not None and key is not None and completion is not None and completion.get("choices"):
             cache.store(key, completion)
+
+    def _remember_response(self) -> None:
+        """A later `previous_response_id` request must reach the model (and server) that holds this answer."""
+        r, d, store = self.response, self.request.decision, self.runtime.affinity
+        rid = r.response_id or getattr(r.assembler, "response_id", None)
+        if rid and d is not None and store is not None:
+            pin = affinity.Pin(r.answered_by if r.answered_by in self.runtime.cfg.models else d.model, d.category)
+            store.put(affinity.response_key(self.request.headers, rid), pin)
 
     # ---- helpers -----------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ def claude(stack: Stack) -> anthropic.Anthropic:
 
 def test_responses_are_classified_routed_and_cached(oai: openai.OpenAI) -> None:
     question = MATH + " (responses)"
-    raw = oai.responses.with_raw_response.create(model="auto", input=question, instructions="Be brief.")
+    raw = oai.responses.with_raw_response.create(model="auto", input=question, instructions="Be brief.", store=False)
     first = raw.parse()
     assert raw.headers["x-vsr-selected-model"] == BIG and raw.headers["x-vsr-selected-category"] == "math"
     assert first.model == BIG
@@ -45,7 +45,8 @@ def test_responses_are_classified_routed_and_cached(oai: openai.OpenAI) -> None:
     assert first.model_extra and first.model_extra["x_demo"]["received"] == {
         "model": BIG, "reasoning": {"effort": "high"}}
     assert raw.headers["x-vsr-cache-hit"] == "false"
-    again = oai.responses.with_raw_response.create(model="auto", input=question, instructions="Be brief.")
+    again = oai.responses.with_raw_response.create(model="auto", input=question, instructions="Be brief.",
+                                                   store=False)
     assert again.headers["x-vsr-cache-hit"] == "true"
     hit = again.parse()
     assert hit.output_text == first.output_text and hit.model == "auto" and hit.status == "completed"
@@ -54,7 +55,8 @@ def test_responses_are_classified_routed_and_cached(oai: openai.OpenAI) -> None:
 def test_responses_stream_in_their_own_events_and_replay_from_the_cache(oai: openai.OpenAI) -> None:
     question = MATH + " (responses, streamed)"
     for expect_hit in ("false", "true"):
-        with oai.responses.with_streaming_response.create(model="auto", input=question, stream=True) as r:
+        with oai.responses.with_streaming_response.create(model="auto", input=question, stream=True,
+                                                          store=False) as r:
             assert r.headers["x-vsr-cache-hit"] == expect_hit
             events = list(r.parse())
         text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
@@ -68,6 +70,22 @@ def test_a_responses_request_that_depends_on_server_state_is_routed_but_never_ca
     assert raw.headers["x-vsr-selected-model"] == BIG
     assert "x-vsr-cache-hit" not in raw.headers
     assert raw.parse().model_extra["x_demo"]["received"]["previous_response_id"] == "resp_earlier"
+    stored = oai.responses.with_raw_response.create(model="auto", input=MATH)  # store defaults to true
+    assert "x-vsr-cache-hit" not in stored.headers
+
+
+def test_a_continued_response_goes_to_the_model_that_holds_its_state(oai: openai.OpenAI) -> None:
+    first = oai.responses.create(model="auto", input=MATH + " (stateful)")
+    assert first.model == BIG
+    follow = oai.responses.with_raw_response.create(model="auto", input="ok", previous_response_id=first.id)
+    assert (follow.headers["x-vsr-selected-model"], follow.headers["x-vsr-affinity"]) == (BIG, "sticky")
+    with oai.responses.with_streaming_response.create(model="auto", input=MATH + " (stateful, streamed)",
+                                                      stream=True) as r:
+        streamed_id = [e for e in r.parse() if e.type == "response.completed"][0].response.id
+    follow = oai.responses.with_raw_response.create(model="auto", input="ok", previous_response_id=streamed_id)
+    assert follow.headers["x-vsr-selected-model"] == BIG
+    unknown = oai.responses.with_raw_response.create(model="auto", input="ok", previous_response_id="resp_unknown")
+    assert unknown.headers["x-vsr-selected-model"] == SMALL  # "ok" on its own words
 
 
 def test_anthropic_messages_are_classified_routed_and_cached(claude: anthropic.Anthropic) -> None:

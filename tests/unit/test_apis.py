@@ -13,7 +13,7 @@ from router.openai_wire import SSEDecoder
 
 def test_a_responses_request_is_normalised_for_the_classifier_and_the_cache() -> None:
     req = apis.parse("responses", json.dumps({
-        "model": "auto", "instructions": "Be brief.", "max_output_tokens": 50, "temperature": 0.2,
+        "model": "auto", "instructions": "Be brief.", "max_output_tokens": 50, "temperature": 0.2, "store": False,
         "input": [{"role": "user", "content": [{"type": "input_text", "text": "first"}]},
                   {"role": "assistant", "content": [{"type": "output_text", "text": "ok"}]},
                   {"type": "message", "role": "user", "content": "second"}]}).encode())
@@ -21,7 +21,8 @@ def test_a_responses_request_is_normalised_for_the_classifier_and_the_cache() ->
     assert req.chat.messages[0] == {"role": "system", "content": "Be brief."}
     assert req.chat.body["max_tokens"] == 50 and req.chat.body["temperature"] == 0.2
     assert not req.stateful
-    assert apis.parse("responses", b'{"model":"m","input":"hi","previous_response_id":"r1"}').stateful
+    assert apis.parse("responses", b'{"model":"m","input":"hi","store":false,"previous_response_id":"r1"}').stateful
+    assert apis.parse("responses", b'{"model":"m","input":"hi"}').stateful  # store defaults to true
 
 
 def test_tool_items_mark_the_request_so_the_cache_treats_it_as_a_tool_call() -> None:
