@@ -81,7 +81,8 @@ def test_a_continued_response_goes_to_the_model_that_holds_its_state(oai: openai
     assert (follow.headers["x-vsr-selected-model"], follow.headers["x-vsr-affinity"]) == (BIG, "sticky")
     with oai.responses.with_streaming_response.create(model="auto", input=MATH + " (stateful, streamed)",
                                                       stream=True) as r:
-        streamed_id = [e for e in r.parse() if e.type == "response.completed"][0].response.id
+        events = list(r.parse())
+    streamed_id = next(e for e in events if e.type == "response.completed").response.id
     follow = oai.responses.with_raw_response.create(model="auto", input="ok", previous_response_id=streamed_id)
     assert follow.headers["x-vsr-selected-model"] == BIG
     unknown = oai.responses.with_raw_response.create(model="auto", input="ok", previous_response_id="resp_unknown")
