@@ -244,6 +244,7 @@ def exported_series() -> dict[str, set[str]]:
     m.record_jailbreak_block("c")
     m.record_pii("EMAIL_ADDRESS")
     m.record_usage("m", 1, 1, 0.1)
+    m.record_attempts("m", "n", 2)
     m.record_config_reload(True)
     m.record_dependency_error("milvus")
     m.set_component_ready("cache", True)
