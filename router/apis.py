@@ -24,6 +24,8 @@ from router.errors import InvalidJSON, InvalidRequest, RouterError
 
 Api = Literal["chat", "responses", "messages"]
 PATHS: dict[str, Api] = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/messages": "messages"}
+# GET/DELETE of a stored response (and its input items, cancel): routed to the server that holds it.
+RESPONSES_ITEM_PREFIX = "/v1/responses/"
 # Paths the router routes by their explicit `model` only (no classification, no cache).
 MODEL_ONLY_PATHS = frozenset({"/v1/completions", "/v1/embeddings"})
 

@@ -40,6 +40,12 @@ def continue_request_headers(mode: Mode | None = None) -> pb.ProcessingResponse:
                                  mode_override=mode)
 
 
+def route_headers(headers: Mapping[str, str], mode: Mode | None = None) -> pb.ProcessingResponse:
+    """Set routing headers on a request the router routes by its headers alone, then re-pick the route."""
+    common = pb.CommonResponse(header_mutation=_mutation(headers), clear_route_cache=True)
+    return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=common), mode_override=mode)
+
+
 def route_request(body: bytes, headers: Mapping[str, str]) -> pb.ProcessingResponse:
     """Replace the request body and set routing headers, then make Envoy re-pick the route."""
     common = pb.CommonResponse(

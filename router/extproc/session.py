@@ -126,6 +126,8 @@ class StreamSession:
             body = wire.models_list(self.runtime.policy.public_model_names())
             return msg.immediate(200, body, self._id_header())
         api = apis.PATHS.get(path)
+        if api is None and path.startswith(apis.RESPONSES_ITEM_PREFIX):
+            return self._route_stored_response(path)
         if api is None:
             if path in apis.MODEL_ONLY_PATHS and method == "POST" and not headers.end_of_stream:
                 self.request.model_only = True
@@ -178,6 +180,16 @@ class StreamSession:
         headers = {self.runtime.cfg.server.selection_header: decision.route or decision.cluster,
                    **resilience.routed_headers(decision.model, category)}
         return msg.route_request(routed, headers)
+
+    def _route_stored_response(self, path: str) -> pb.ProcessingResponse:
+        """GET/DELETE /v1/responses/{id}[/...]: to the model whose server stored that response, if known."""
+        rid = path[len(apis.RESPONSES_ITEM_PREFIX):].split("/", 1)[0]
+        store = self.runtime.affinity
+        pin = store.get(affinity.response_key(self.request.headers, rid)) if store is not None and rid else None
+        if pin is None or pin.model not in self.runtime.cfg.models:
+            return msg.continue_request_headers(msg.PASS_THROUGH)  # unknown here: the default model
+        cluster = self.runtime.cfg.cluster_of(pin.model)
+        return msg.route_headers({self.runtime.cfg.server.selection_header: cluster}, msg.PASS_THROUGH)
 
     def _route_by_model(self, raw: bytes) -> pb.ProcessingResponse:
         """/v1/completions and /v1/embeddings: to the cluster of their explicit `model` (auto: the default)."""

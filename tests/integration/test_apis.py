@@ -79,6 +79,9 @@ def test_a_continued_response_goes_to_the_model_that_holds_its_state(oai: openai
     assert first.model == BIG
     follow = oai.responses.with_raw_response.create(model="auto", input="ok", previous_response_id=first.id)
     assert (follow.headers["x-vsr-selected-model"], follow.headers["x-vsr-affinity"]) == (BIG, "sticky")
+    stored = httpx.get(f"{oai.base_url}responses/{first.id}", headers={"authorization": "Bearer sk-responses"})
+    assert stored.headers["x-demo-upstream"] == BIG  # retrieval goes to the server that holds it
+    assert httpx.get(f"{oai.base_url}responses/resp_unknown").headers["x-demo-upstream"] == SMALL
     with oai.responses.with_streaming_response.create(model="auto", input=MATH + " (stateful, streamed)",
                                                       stream=True) as r:
         events = list(r.parse())
