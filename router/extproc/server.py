@@ -94,6 +94,8 @@ def _record(session: StreamSession) -> None:
     usage, answered_by = session.response.usage, session.response.answered_by
     if d is not None and answered_by is not None:
         metrics.record_attempts(d.model, answered_by, session.response.attempts)
+    if req.affinity is not None:
+        metrics.record_affinity(req.affinity)
     if d is not None and usage:
         model = answered_by if answered_by in session.runtime.cfg.models else d.model
         _record_usage(session.runtime.cfg, model, usage)

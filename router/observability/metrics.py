@@ -130,6 +130,13 @@ class RouterMetrics:
             "Routed requests answered by a fallback model after the chosen one failed.",
             ("model", "answered_by"),
         )
+        self.affinity = self._counter(
+            "affinity_total",
+            "Routed turns by what session affinity did: new, sticky, rederived or switched.",
+            ("result",),
+        )
+        for result in ("new", "sticky", "rederived", "switched"):
+            self.affinity.labels(result)
         self.retries = self._counter(
             "upstream_retries_total",
             "Upstream attempts after the first one (Envoy retries), by the chosen model.",
@@ -232,6 +239,10 @@ class RouterMetrics:
         if answered_by and answered_by != model:
             self.fallbacks.labels(label(model), label(answered_by)).inc()
 
+    def record_affinity(self, result: str) -> None:
+        if result in ("new", "sticky", "rederived", "switched"):
+            self.affinity.labels(result).inc()
+
     def record_config_reload(self, ok: bool, now: float | None = None) -> None:
         self.reloads.labels("ok" if ok else "failed").inc()
         self.last_reload_ok.set(1 if ok else 0)
@@ -272,6 +283,7 @@ record_jailbreak_block = METRICS.record_jailbreak_block
 record_pii = METRICS.record_pii
 record_usage = METRICS.record_usage
 record_attempts = METRICS.record_attempts
+record_affinity = METRICS.record_affinity
 record_config_reload = METRICS.record_config_reload
 record_dependency_error = METRICS.record_dependency_error
 record_classifier_failure = METRICS.record_classifier_failure
