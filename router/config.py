@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+# Parsing, validation and the body rewrite of a 4 MiB request, measured at ~100 ms on a loaded 2-core box.
+ROUTER_MARGIN_MS = 200
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]*$")]
 
 
@@ -177,6 +179,9 @@ class EnvoyConfig(_Strict):
     # Fail open: if the sidecar is down, requests still reach the default model unrouted.
     failure_mode_allow: bool = True
     message_timeout_ms: int = Field(default=1000, ge=10)
+    # Envoy's header-count limit (its default, made explicit in the generated config); the router refuses
+    # requests that leave no room for the headers it adds (431) instead of Envoy failing them with a 500.
+    max_headers_count: int = Field(default=100, ge=32, le=1000)
     upstream_timeout_s: float = Field(default=300, gt=0)
 
 
@@ -238,6 +243,14 @@ class ClassifierConfig(_Strict):
     # and the default category without the jailbreak and PII checks (x-vsr-guards-skipped). Both are
     # logged with the error and counted (vsr_classifier_failures_total).
     on_failure: Literal["closed", "open"] = "closed"
+    # The router's own budget for one classification, queueing included. It must end well inside Envoy's
+    # message timeout (checked below), so a slow pass is decided by `on_failure` (reason "timeout") here
+    # instead of Envoy's timer forwarding the request unclassified.
+    timeout_ms: int = Field(default=600, ge=10)
+    # Prompts longer than this are classified on their first and last max_scan_chars/2 characters (the
+    # rule validators and keyword rules scan ~0.5 us per character each; the encoder reads 256-token head
+    # and tail windows anyway), which bounds the work for a multi-megabyte prompt.
+    max_scan_chars: int = Field(default=131_072, ge=1024)
     # Cosine similarity to the nearest YAML `examples:` utterance above which that category wins over the
     # domain head (0.6 let 0.1% of MMLU questions be captured by 342 fine-grained support categories).
     example_threshold: float = Field(default=0.6, ge=0, le=1)
@@ -346,6 +359,11 @@ def _dangling_references(cfg: RouterConfig) -> list[str]:
         for j, score in enumerate(cat.model_scores):
             if score.model not in cfg.models:
                 out.append(f"categories.{i}.model_scores.{j}.model: unknown model {score.model!r}")
+    budget = cfg.classifier.timeout_ms + (cfg.semantic_cache.lookup_timeout_ms if cfg.semantic_cache.enabled else 0)
+    if cfg.classifier.enabled and budget + ROUTER_MARGIN_MS > cfg.envoy.message_timeout_ms:
+        out.append(f"classifier.timeout_ms: {cfg.classifier.timeout_ms} ms plus the cache lookup budget and "
+                   f"{ROUTER_MARGIN_MS} ms for parsing must stay under envoy.message_timeout_ms "
+                   f"({cfg.envoy.message_timeout_ms} ms), or Envoy forwards slow requests undecided")
     known = set(names) | {cfg.default_category}
     for i, rule in enumerate(cfg.keyword_rules):
         if rule.category not in known:

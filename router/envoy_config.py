@@ -13,6 +13,7 @@ import yaml
 
 from router import resilience, tracing
 from router.config import RouterConfig
+from router.extproc.messages import DETAILS
 from router.policy import Policy
 
 EXT_PROC_CLUSTER = "semantic_router"
@@ -55,6 +56,46 @@ def _ext_proc_filter(cfg: RouterConfig) -> dict[str, Any]:
             },
         },
     }
+
+
+# Envoy's own local replies (its status, the OpenAI error code, the error type). Anything else Envoy
+# answers itself gets `envoy_error` with the type its status class implies.
+_LOCAL_REPLIES = (
+    (413, "request_too_large", "invalid_request_error"),
+    (431, "too_many_headers", "invalid_request_error"),
+    (503, "upstream_unavailable", "server_error"),
+    (504, "upstream_timeout", "server_error"),
+)
+
+
+def _openai_error(code: str, error_type: str) -> dict[str, Any]:
+    return {"json_format": {"error": {"message": "%LOCAL_REPLY_BODY%", "type": error_type, "code": code,
+                                      "param": None, "details": "%RESPONSE_CODE_DETAILS%"}},
+            "content_type": "application/json"}
+
+
+def _not_router(condition: str) -> dict[str, Any]:
+    """A local reply Envoy made itself: the router's immediate responses carry details `vsr_router`."""
+    expression = f"!response.code_details.startsWith('{DETAILS}') && {condition}"
+    return {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                         "expression": expression}}}
+
+
+def local_reply_config() -> dict[str, Any]:
+    """OpenAI-style JSON bodies for Envoy's own replies (413, 431, 503 no healthy upstream, 504, ...).
+
+    Clients parse `{"error": {...}}`; Envoy's default is a plain-text body. The router's own answers
+    already are OpenAI errors and pass untouched.
+    """
+    mappers = [{"filter": _not_router(f"response.code == {status}"), "body_format_override": _openai_error(code, kind)}
+               for status, code, kind in _LOCAL_REPLIES]
+    mappers.append({"filter": _not_router("response.code >= 500"),
+                    "body_format_override": _openai_error("envoy_error", "server_error")})
+    mappers.append({"filter": _not_router("response.code >= 400"),
+                    "body_format_override": _openai_error("envoy_error", "invalid_request_error")})
+    return {"mappers": mappers}
 
 
 def _strip_identity_headers(cfg: RouterConfig) -> dict[str, Any]:
@@ -105,6 +146,9 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         "generate_request_id": True,
         "preserve_external_request_id": True,
         "always_set_request_id_in_response": True,
+        # Explicit, and the router's 431 check reads the same value (envoy.max_headers_count).
+        "common_http_protocol_options": {"max_headers_count": cfg.envoy.max_headers_count},
+        "local_reply_config": local_reply_config(),
         "route_config": {"name": "models", "virtual_hosts": [
             {"name": "openai", "domains": ["*"], "routes": _routes(cfg, chains),
              "include_attempt_count_in_response": True}]},

@@ -61,6 +61,13 @@ class BodyTooLarge(RouterError):
     code = "request_too_large"
 
 
+class TooManyHeaders(RouterError):
+    """More headers than Envoy's limit leaves room for once the router adds its own."""
+
+    status = 431
+    code = "too_many_headers"
+
+
 class JailbreakBlocked(RouterError):
     status = 403
     type = "content_policy_violation"

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from router import chat_schema as schema
 from router.errors import InvalidJSON, InvalidRequest
 
-ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+ROLES = schema.ROLES
 # Optional request fields and the JSON types OpenAI accepts for them.
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "stream": (bool,),
@@ -49,8 +50,12 @@ class ChatRequest:
         messages: list[dict[str, Any]] = self.body["messages"]
         return messages
 
+    @property
+    def has_user_turn(self) -> bool:
+        return any(m["role"] == "user" for m in self.messages)
+
     def latest_user_text(self) -> str:
-        """The text the classifier and the cache look at: the last user turn."""
+        """The text the classifier and the cache look at: the last user turn, else the last message."""
         for message in reversed(self.messages):
             if message["role"] == "user":
                 return message_text(message)
@@ -67,14 +72,32 @@ def message_text(message: dict[str, Any]) -> str:
     return ""
 
 
-def parse_chat_request(raw: bytes) -> ChatRequest:
-    """Parse and validate a request body, raising an InvalidRequest the client can act on."""
+def bounded(text: str, max_chars: int) -> str:
+    """The head and tail of a long text, max_chars in all: what the classifier scans of a huge prompt."""
+    if len(text) <= max_chars:
+        return text
+    half = max_chars // 2
+    return f"{text[:half]}\n{text[-half:]}"
+
+
+def load_object(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object: depth and Unicode checked before and after the parse (every API)."""
+    schema.check_raw(raw)
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # check_raw bounds depth; this is the parser's own backstop
+        raise InvalidJSON(f"request body nests deeper than {schema.MAX_DEPTH} levels") from None
+    schema.check_unicode(raw, body)
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
+    return body
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Parse and validate a request body, raising an InvalidRequest the client can act on."""
+    body = load_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
@@ -84,6 +107,10 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         if value is not None and (not isinstance(value, types) or _is_bool_for_number(value, types)):
             names = " or ".join(_JSON_TYPE_NAMES[t] for t in types)
             raise InvalidRequest(f"'{field}' must be {names}", param=field)
+    schema.check_tools(body.get("tools"))
+    schema.check_tool_choice(body.get("tool_choice"))
+    schema.check_stop(body.get("stop"))
+    schema.check_response_format(body.get("response_format"))
     return ChatRequest(body=body, model=model, stream=bool(body.get("stream")))
 
 
@@ -100,15 +127,7 @@ def _check_messages(messages: Any) -> None:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
     for i, message in enumerate(messages):
-        param = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise InvalidRequest(f"{param} must be an object", param=param)
-        if message.get("role") not in ROLES:
-            raise InvalidRequest(f"{param}.role must be one of {sorted(ROLES)}", param=f"{param}.role")
-        content = message.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise InvalidRequest(f"{param}.content must be a string or an array of parts",
-                                 param=f"{param}.content")
+        schema.check_message(message, f"messages[{i}]")
 
 
 def models_list(names: list[str], owned_by: str = "semantic-router") -> bytes:

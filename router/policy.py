@@ -60,11 +60,14 @@ class Policy:
         """The first keyword rule that matches, in config order."""
         return next((r.category for r in self._rules if r.pattern.search(text)), None)
 
-    def decide(self, chat: ChatRequest, signal: Classification) -> Decision:
-        """Pick the model; raises the RouterError the client should see for a blocked request."""
+    def decide(self, chat: ChatRequest, signal: Classification, text: str | None = None) -> Decision:
+        """Pick the model; raises the RouterError the client should see for a blocked request.
+
+        `text` is what keyword rules scan (the session passes the bounded text it classified).
+        """
         if not self.is_known_model(chat.model):
             raise ModelNotFound(f"The model '{chat.model}' does not exist", param="model")
-        category, confidence = self._category(chat, signal)
+        category, confidence = self.category_for(chat.latest_user_text() if text is None else text, signal)
         cat_cfg = self.cfg.category(category)
         self._check_jailbreak(signal, cat_cfg)
         auto = chat.model in self._auto
@@ -115,9 +118,6 @@ class Policy:
         fb = self.cfg.fallback
         rest = [m for m in allowed if m != first][:fb.max_fallbacks] if fb.enabled else []
         return (first, *rest)
-
-    def _category(self, chat: ChatRequest, signal: Classification) -> tuple[str, float]:
-        return self.category_for(chat.latest_user_text(), signal)
 
     def category_for(self, text: str, signal: Classification) -> tuple[str, float]:
         """The category of `text`: a keyword rule, else the classifier's if confident, else the default."""

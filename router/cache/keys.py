@@ -42,6 +42,11 @@ class SkipReason(StrEnum):
     NOT_USER_TURN = "not_user_turn"
     NON_TEXT_CONTENT = "non_text_content"
     EMPTY_PROMPT = "empty_prompt"
+    TOO_LONG = "prompt_too_long"  # normalising a multi-megabyte prompt alone costs ~0.3 s: not cached
+
+
+# Longest latest turn the cache keys (NFKC + whitespace folding is ~80 ns per character).
+MAX_KEY_CHARS = 65_536
 
 
 def _canonical(obj: Any) -> bytes:
@@ -63,6 +68,8 @@ def latest_user_text(messages: Sequence[Mapping[str, Any]]) -> str | SkipReason:
         if any(not isinstance(p, dict) or p.get("type") != "text" for p in content):
             return SkipReason.NON_TEXT_CONTENT
         content = "\n".join(str(p.get("text", "")) for p in content)
+    if len(content or "") > MAX_KEY_CHARS:
+        return SkipReason.TOO_LONG
     text = normalise(content or "")
     return text if text else SkipReason.EMPTY_PROMPT
 

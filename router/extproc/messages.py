@@ -17,6 +17,9 @@ from envoy.type.v3 import http_status_pb2
 Mode: TypeAlias = processing_mode_pb2.ProcessingMode
 JSON = "application/json"
 SSE = "text/event-stream"
+# Envoy reports an immediate response's `details` as %RESPONSE_CODE_DETAILS%; the generated local_reply_config
+# recognises the router's own answers by this prefix and leaves their OpenAI bodies alone.
+DETAILS = "vsr_router"
 
 
 def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
@@ -73,6 +76,7 @@ def immediate(status: int, body: bytes, headers: Mapping[str, str],
         status=http_status_pb2.HttpStatus(code=status),
         headers=_mutation({**headers, "content-type": content_type}),
         body=body,
+        details=DETAILS,
     ))
 
 

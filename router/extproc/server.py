@@ -90,7 +90,8 @@ def _record(session: StreamSession) -> None:
         metrics.record_jailbreak_block(d.category if d else None)
     if req.classifier_error is not None:
         metrics.record_dependency_error("classifier")
-        metrics.record_classifier_failure(session.runtime.cfg.classifier.on_failure)
+        metrics.record_classifier_failure(session.runtime.cfg.classifier.on_failure,
+                                          req.classifier_failure or "error")
     usage, answered_by = session.response.usage, session.response.answered_by
     if d is not None and answered_by is not None:
         metrics.record_attempts(d.model, answered_by, session.response.attempts)

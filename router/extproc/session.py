@@ -9,11 +9,12 @@ classification or caching work inside.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -30,6 +31,7 @@ from router.errors import (
     ModelNotFound,
     Outcome,
     RouterError,
+    TooManyHeaders,
 )
 from router.extproc import messages as msg
 from router.policy import Decision
@@ -41,6 +43,12 @@ log = structlog.get_logger(__name__)
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
+# Headers the router may add to a routed request (selection header; content-length for a chunked body).
+# Envoy checks the mutated map against max_headers_count (pseudo-headers included, as the router counts
+# them) and fails the request with a 500 (`header_mutation_result_exceeds_limit`) when it does not fit.
+REQUEST_HEADROOM = 2
+Failure = Literal["error", "timeout"]
+_SKIPPED: dict[Failure, str] = {"error": "classifier_failed", "timeout": "classifier_timeout"}
 
 
 @dataclass
@@ -54,6 +62,7 @@ class RequestState:
     cache_key: Any = None
     outcome: Outcome = Outcome.PASSTHROUGH
     classifier_error: str | None = None  # "Type: message" when classification failed
+    classifier_failure: Failure | None = None  # an exception, or out of its time budget
     cache_result: str = "off"  # off | skip:<reason> | hit | miss
     affinity: str | None = None  # new | sticky | rederived | switched (router/affinity.py)
     api: apis.Api = "chat"  # chat completions, OpenAI Responses or Anthropic Messages (router/apis.py)
@@ -136,6 +145,10 @@ class StreamSession:
         self.request.api = api
         if self.runtime.tracing is not None:
             self.trace = self.runtime.tracing.start(self.trace_carrier, h)
+        limit = self.runtime.cfg.envoy.max_headers_count
+        if len(headers.headers.headers) + REQUEST_HEADROOM > limit:
+            raise TooManyHeaders(f"the request has {len(headers.headers.headers)} headers; at most "
+                                 f"{limit - REQUEST_HEADROOM} are accepted")
         if method != "POST":
             raise MethodNotAllowed(f"{method} is not allowed on {path}; use POST")
         if headers.end_of_stream:
@@ -146,19 +159,21 @@ class StreamSession:
         return msg.continue_request_headers()
 
     async def on_request_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
+        deadline = time.monotonic() + self.runtime.cfg.classifier.timeout_ms / 1000  # parsing counts too
         self._check_size(len(body.body))  # chunked uploads carry no content-length
         if self.request.model_only:
             return self._route_by_model(body.body)
         parsed = apis.parse(self.request.api, body.body)
         chat, self.request.stateful = parsed.chat, parsed.stateful
+        text = wire.bounded(chat.latest_user_text(), self.runtime.cfg.classifier.max_scan_chars)
         with self.trace.span("vsr.classify"):
-            signal = self.request.signal = await self._classify(chat)
+            signal = self.request.signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
             if self.trace.recording:
                 self.trace.set(category=signal.category, confidence=round(signal.confidence, 4),
                                jailbreak_score=round(signal.jailbreak_score, 4),
                                pii_types=",".join(sorted(signal.pii_types)), source=signal.source)
         with self.trace.span("vsr.decision"):
-            decision = self.runtime.policy.decide(chat, self.request.signal)
+            decision = self.runtime.policy.decide(chat, self.request.signal, text)
             if decision.auto and self.runtime.affinity is not None:
                 decision, self.request.affinity = await affinity.resolve(
                     self.runtime.policy, self.runtime.affinity, chat, self.request.headers, decision,
@@ -217,19 +232,28 @@ class StreamSession:
         if size > limit:
             raise BodyTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes")
 
-    async def _classify(self, chat: wire.ChatRequest) -> Classification:
-        """One encoder pass. When it fails, `classifier.on_failure` decides: refuse, or route unguarded."""
+    async def _classify(self, text: str, deadline: float, screen_jailbreak: bool = True) -> Classification:
+        """One encoder pass by `deadline`. When it fails or runs late, `classifier.on_failure` decides.
+
+        A request with no user turn (a system prompt alone) is not screened for jailbreaks: instructions
+        are what system prompts are made of, and the head scores them as such.
+        """
         classifier = self.runtime.classifier
         if classifier is None:
             return NO_SIGNAL
         start = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.executor, classifier.classify, chat.latest_user_text())
+            async with asyncio.timeout_at(loop.time() + max(deadline - time.monotonic(), 0.0)):
+                result = await loop.run_in_executor(self.executor, classifier.classify, text)
+        except TimeoutError:
+            budget = self.runtime.cfg.classifier.timeout_ms
+            return self._classifier_failed(TimeoutError(f"no result within {budget} ms"), "timeout")
         except Exception as exc:  # noqa: BLE001 - any failure is handled by the operator's explicit policy
-            return self._classifier_failed(exc)
+            return self._classifier_failed(exc, "error")
         finally:
             self.request.timings["classify"] = time.perf_counter() - start
+        return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
 
     async def _classify_anchor(self, text: str) -> Classification:
         """A conversation's first user turn, for affinity re-derived without state; no signal on failure."""
@@ -237,15 +261,17 @@ class StreamSession:
         if classifier is None:
             return NO_SIGNAL
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, classifier.classify, text)
+            bounded = wire.bounded(text, self.runtime.cfg.classifier.max_scan_chars)
+            return await asyncio.get_running_loop().run_in_executor(self.executor, classifier.classify, bounded)
         except Exception:  # noqa: BLE001 - the turn itself was classified; the anchor is only a hint
             log.warning("affinity_anchor_unclassified", request_id=self.request.request_id)
             return NO_SIGNAL
 
-    def _classifier_failed(self, exc: Exception) -> Classification:
+    def _classifier_failed(self, exc: Exception, reason: Failure) -> Classification:
         policy = self.runtime.cfg.classifier.on_failure
         self.request.classifier_error = f"{type(exc).__name__}: {exc}"[:300]
-        log.error("classifier_failed", error=self.request.classifier_error, on_failure=policy,
+        self.request.classifier_failure = reason
+        log.error("classifier_failed", error=self.request.classifier_error, reason=reason, on_failure=policy,
                   request_id=self.request.request_id)
         if policy == "closed":
             raise ClassifierUnavailable("The request could not be screened by the router's guards; retry later")
@@ -290,6 +316,8 @@ class StreamSession:
             out |= self._fallback_headers(h, self.request.decision)
         if self.request.cache_key is not None:
             out["x-vsr-cache-hit"] = "false"
+        if len(headers.headers.headers) + len(out) > self.runtime.cfg.envoy.max_headers_count:
+            out = self._id_header()  # informational headers must never cost the client its answer
         if not 200 <= self.response.status < 300:
             return msg.continue_response_headers(out, msg.SKIP_RESPONSE_BODY)
         if h.get("content-type", "").startswith(msg.SSE):
@@ -373,8 +401,8 @@ class StreamSession:
             out["x-vsr-decision-reason"] = d.reason
         if self.request.affinity is not None:
             out["x-vsr-affinity"] = self.request.affinity
-        if self.request.classifier_error is not None:
-            out["x-vsr-guards-skipped"] = "classifier_failed"
+        if self.request.classifier_failure is not None:
+            out["x-vsr-guards-skipped"] = _SKIPPED[self.request.classifier_failure]
         return out
 
 

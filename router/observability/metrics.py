@@ -24,8 +24,10 @@ from prometheus_client import (
 
 DecisionPath = Literal["upstream", "cache", "blocked", "error"]  # the counted values of errors.Outcome
 Phase = Literal["classify", "cache_lookup", "total"]
-CacheEvent = Literal["hit", "miss", "write", "skipped_write", "error"]
+# dropped: a write refused because the write queue was full (counted, never silent)
+CacheEvent = Literal["hit", "miss", "write", "skipped_write", "dropped", "error"]
 LabelKind = Literal["model", "category", "pii_type", "dependency", "cache_reason"]
+ClassifierFailure = Literal["error", "timeout"]  # an exception in the classifier, or out of its time budget
 
 OTHER = "other"
 NONE = "none"
@@ -115,6 +117,14 @@ class RouterMetrics:
         for phase in get_args(Phase):  # exported at zero from the start, so rate() works at once
             self.phase_seconds.labels(phase)
         self.cache_entries = Gauge(f"{PREFIX}_cache_entries", "Entries in the semantic cache.", registry=r)
+        self.cache_backend_up = Gauge(
+            f"{PREFIX}_cache_backend_up",
+            "1 while the cache backend answers real traffic, 0 while it fails (the router serves uncached).",
+            registry=r,
+        )
+        self.cache_write_queue = Gauge(
+            f"{PREFIX}_cache_write_queue_depth", "Cache writes queued and not yet stored.", registry=r
+        )
         self.tokens = self._counter(
             "upstream_tokens_total",
             "Tokens reported in upstream `usage`, by model and kind.",
@@ -161,11 +171,13 @@ class RouterMetrics:
         )
         self.classifier_failures = self._counter(
             "classifier_failures_total",
-            "Requests whose classification failed, by the policy applied (closed: refused; open: unguarded).",
-            ("policy",),
+            "Requests whose classification failed (error) or ran out of its time budget (timeout), by the "
+            "policy applied (closed: refused; open: unguarded).",
+            ("policy", "reason"),
         )
         for policy in ("closed", "open"):
-            self.classifier_failures.labels(policy)
+            for reason in get_args(ClassifierFailure):
+                self.classifier_failures.labels(policy, reason)
 
     def _define_ops_series(self) -> None:
         r = self.registry
@@ -214,6 +226,12 @@ class RouterMetrics:
     def set_cache_entries(self, n: int) -> None:
         self.cache_entries.set(n)
 
+    def set_cache_backend_up(self, up: bool) -> None:
+        self.cache_backend_up.set(1 if up else 0)
+
+    def set_cache_write_queue(self, depth: int) -> None:
+        self.cache_write_queue.set(depth)
+
     def observe_confidence(self, category: str | None, value: float) -> None:
         self.confidence.labels(self.label_sets["category"](category)).observe(value)
 
@@ -252,8 +270,8 @@ class RouterMetrics:
             else:
                 self.last_reload_ts.set(now)
 
-    def record_classifier_failure(self, policy: str) -> None:
-        self.classifier_failures.labels(policy).inc()
+    def record_classifier_failure(self, policy: str, reason: ClassifierFailure = "error") -> None:
+        self.classifier_failures.labels(policy, _check(reason, ClassifierFailure)).inc()
 
     def record_dependency_error(self, dependency: str) -> None:
         self.dependency_errors.labels(self.label_sets["dependency"](dependency)).inc()
@@ -278,6 +296,8 @@ record_request = METRICS.record_request
 observe_phase = METRICS.observe_phase
 record_cache = METRICS.record_cache
 set_cache_entries = METRICS.set_cache_entries
+set_cache_backend_up = METRICS.set_cache_backend_up
+set_cache_write_queue = METRICS.set_cache_write_queue
 observe_confidence = METRICS.observe_confidence
 record_jailbreak_block = METRICS.record_jailbreak_block
 record_pii = METRICS.record_pii

@@ -17,7 +17,7 @@ def _req(**fields: object) -> bytes:
 def test_latest_user_turn_is_what_gets_classified() -> None:
     chat = wire.parse_chat_request(json.dumps({"model": "auto", "messages": [
         {"role": "system", "content": "be brief"},
-        {"role": "user", "content": [{"type": "text", "text": "first"}, {"type": "image_url", "image_url": {}}]},
+        {"role": "user", "content": [{"type": "text", "text": "first"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]},
         {"role": "assistant", "content": None, "tool_calls": []},
         {"role": "user", "content": [{"type": "text", "text": "second"}]},
     ]}).encode())
@@ -85,3 +85,61 @@ def test_replayed_stream_parses_back_to_the_same_answer() -> None:
     again = assembler.completion()
     assert again is not None and again["choices"][0]["message"]["content"] == "cached"
     assert again["id"] == fresh["id"]
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    b'{"model": "auto", "messages": [{"role": "user", "content": "\\udc00 lone low surrogate"}]}',
+    b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "\\ud800": 1}',
+])
+def test_hostile_json_is_refused_before_any_work(raw: bytes) -> None:
+    with pytest.raises(InvalidJSON):
+        wire.parse_chat_request(raw)
+
+
+def test_depth_counts_brackets_outside_strings_only() -> None:
+    from router.chat_schema import MAX_DEPTH, json_depth
+    text = json.dumps({"a": "[" * 1000 + '\\"{' * 100, "b": [[[]]]}).encode()
+    assert json_depth(text) <= 4
+    assert json_depth(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1)) == MAX_DEPTH + 1
+
+
+@pytest.mark.parametrize(("message", "param"), [
+    ({"role": "user", "content": [{"type": "text", "text": 5}]}, "messages[0].content[0].text"),
+    ({"role": "user", "content": [{"type": "image_url", "image_url": "http://x"}]}, "messages[0].content[0].image_url"),
+    ({"role": "user", "content": [{"type": "x"}]}, "messages[0].content[0].type"),
+    ({"role": "system", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}, "messages[0].content[0].type"),
+    ({"role": "user", "content": None}, "messages[0].content"),
+    ({"role": "tool", "content": "42"}, "messages[0].tool_call_id"),
+    ({"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {"name": "f"}}]},
+     "messages[0].tool_calls[0].function.arguments"),
+])
+def test_ill_typed_parts_and_messages_are_refused(message: dict[str, object], param: str) -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        wire.parse_chat_request(json.dumps({"model": "auto", "messages": [message]}).encode())
+    assert exc.value.param == param
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"tools": [1]}, "tools[0]"),
+    ({"tools": [{"type": "function", "function": {"name": 3}}]}, "tools[0].function.name"),
+    ({"tool_choice": 5}, "tool_choice"),
+    ({"stop": [1]}, "stop"),
+    ({"response_format": {"type": 1}}, "response_format.type"),
+])
+def test_ill_typed_tools_and_options_are_refused(fields: dict[str, object], param: str) -> None:
+    with pytest.raises(InvalidRequest) as exc:
+        wire.parse_chat_request(_req(**fields))
+    assert exc.value.param == param
+
+
+def test_a_system_prompt_alone_is_valid_and_has_no_user_turn() -> None:
+    chat = wire.parse_chat_request(json.dumps({"model": "auto", "messages": [
+        {"role": "system", "content": "You are terse."}]}).encode())
+    assert not chat.has_user_turn and chat.latest_user_text() == "You are terse."
+
+
+def test_bounded_keeps_head_and_tail() -> None:
+    assert wire.bounded("abc", 10) == "abc"
+    out = wire.bounded("H" + "x" * 100 + "T", 10)
+    assert out.startswith("H") and out.endswith("T") and len(out) == 11
