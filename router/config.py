@@ -281,6 +281,11 @@ class CacheConfig(_Strict):
     eviction: Literal["lru", "fifo"] = "lru"
     lookup_timeout_ms: int = Field(default=50, ge=1)
     write_timeout_ms: int = Field(default=2000, ge=1)
+    # Writes leave the request path through a bounded queue (full: dropped and counted) and are stored
+    # write_batch_size entries per backend call (router/cache/writer.py).
+    write_queue_size: int = Field(default=2048, ge=1)
+    write_batch_size: int = Field(default=128, ge=1, le=1024)
+    probe_idle_s: float = Field(default=10.0, gt=0)  # readiness sends its own key lookup only after this idle
     reconnect_backoff_s: float = Field(default=2.0, ge=0)
     purge_interval_s: float = Field(default=300, ge=1)
     max_semantic_chars: int = Field(default=508, ge=1)  # longer prompts: exact match only (no prefix collisions)
@@ -303,8 +308,9 @@ class ObservabilityConfig(_Strict):
     watch_config: bool = True  # poll the config file and apply valid edits without a restart
     watch_interval_s: float = Field(default=1.0, gt=0, le=60)
     liveness_stale_after_s: float = Field(default=15.0, gt=1)  # event loop stalled this long = not alive
-    # Explicit degraded mode: stay ready (serving without the cache) while the cache backend is down.
-    ready_without_cache: bool = False
+    # The cache is optional: while its backend is down the router serves uncached, stays ready, and says so
+    # (vsr_cache_backend_up 0, a log line, /readyz detail). false: report not ready instead.
+    ready_without_cache: bool = True
     cache_probe_interval_s: float = Field(default=10.0, gt=0)  # also refreshes vsr_cache_entries
 
 

@@ -8,17 +8,25 @@ picks a shortlist of rows, which are then scored exactly. Sketches are kept for 
 crossing the threshold builds nothing and removal, expiry and eviction are the same on both
 paths. README.md ("Memory backend search") gives the recall measured and why not an HNSW library.
 It is the real single-process backend and also the test double for everything above the store.
+
+Every operation runs on one thread of the store's own: numpy work on the event loop would stall
+every other request and make the facade's lookup budget unenforceable (a timeout cannot interrupt
+code that never awaits). One thread serialises the operations, so they still never interleave.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Literal
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal, TypeVar
 
 import numpy as np
 
-from router.cache.store import DIM, CacheEntry, Candidate, StoreStats
+from router.cache.store import DIM, CacheEntry, Candidate, InvalidCacheArgument, StoreStats
+
+T = TypeVar("T")
 
 EXACT_BELOW = 16_384  # rows an exact scan still answers in ~1.1 ms here; bigger scopes use the shortlist
 SHORTLIST = 128  # rows scored exactly after the Hamming pass (recall: bench/cache_recall.py)
@@ -109,7 +117,7 @@ class _Block:
 class MemoryStore:
     """Implements CacheStore in process memory; nothing survives a restart.
 
-    Every method runs to completion without awaiting, so calls from one event loop never interleave.
+    The async methods hand their work to the store's single thread; the `_name` methods do it.
     """
 
     def __init__(self, max_entries: int = 10_000, eviction: Literal["lru", "fifo"] = "lru",
@@ -120,13 +128,20 @@ class MemoryStore:
         self._shortlist = shortlist
         self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self._blocks: dict[str, _Block] = {}
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-cache")
         self.evictions = 0
+
+    async def _off_loop(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
     def _touch(self, key: str) -> None:
         if self._lru:
             self._entries.move_to_end(key)
 
     async def get(self, key: str, now: float) -> CacheEntry | None:
+        return await self._off_loop(lambda: self._get(key, now))
+
+    def _get(self, key: str, now: float) -> CacheEntry | None:
         entry = self._entries.get(key)
         if entry is None or entry.expires_at <= now:
             return None
@@ -134,6 +149,11 @@ class MemoryStore:
         return entry
 
     async def search(
+        self, scope: str, vector: np.ndarray, top_k: int, min_similarity: float, now: float
+    ) -> list[Candidate]:
+        return await self._off_loop(lambda: self._search(scope, vector, top_k, min_similarity, now))
+
+    def _search(
         self, scope: str, vector: np.ndarray, top_k: int, min_similarity: float, now: float
     ) -> list[Candidate]:
         block = self._blocks.get(scope)
@@ -146,6 +166,15 @@ class MemoryStore:
         return [Candidate(self._entries[key], sim) for key, sim in found]
 
     async def upsert(self, entry: CacheEntry) -> None:
+        await self.upsert_many([entry])
+
+    async def upsert_many(self, entries: list[CacheEntry]) -> None:
+        def work() -> None:
+            for entry in entries:
+                self._upsert(entry)
+        await self._off_loop(work)
+
+    def _upsert(self, entry: CacheEntry) -> None:
         if entry.key in self._entries:
             self._remove(entry.key)
         self._entries[entry.key] = entry
@@ -166,12 +195,12 @@ class MemoryStore:
 
     async def delete(self, namespace: str | None = None, model: str | None = None) -> int:
         if namespace is None and model is None:
-            raise ValueError("delete needs a namespace or a model")
-        return self._remove_where(
-            lambda e: (namespace is None or e.namespace == namespace) and (model is None or e.model == model))
+            raise InvalidCacheArgument("delete needs a namespace or a model")
+        return await self._off_loop(lambda: self._remove_where(
+            lambda e: (namespace is None or e.namespace == namespace) and (model is None or e.model == model)))
 
     async def purge_expired(self, now: float) -> int:
-        return self._remove_where(lambda e: e.expires_at <= now)
+        return await self._off_loop(lambda: self._remove_where(lambda e: e.expires_at <= now))
 
     def _remove_where(self, doomed: Callable[[CacheEntry], bool]) -> int:
         keys = [key for key, e in self._entries.items() if doomed(e)]
@@ -180,9 +209,12 @@ class MemoryStore:
         return len(keys)
 
     async def stats(self) -> StoreStats:
-        return StoreStats(len(self._entries), {"backend": "memory", "scopes": len(self._blocks),
-                                               "evictions": self.evictions})
+        return await self._off_loop(lambda: StoreStats(
+            len(self._entries), {"backend": "memory", "scopes": len(self._blocks), "evictions": self.evictions}))
 
     async def close(self) -> None:
-        self._entries.clear()
-        self._blocks.clear()
+        def clear() -> None:
+            self._entries.clear()
+            self._blocks.clear()
+        await self._off_loop(clear)
+        self._thread.shutdown(wait=False)

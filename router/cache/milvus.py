@@ -1,10 +1,16 @@
 """Milvus cache store through pymilvus MilvusClient; the URI picks the deployment.
 
-A local file path runs embedded Milvus Lite (one process per file), `http://host:19530` a
-standalone server or a cluster. Every blocking call runs in a small thread pool under a time
-budget; a failure or timeout raises CacheBackendError (the facade counts it as a miss), drops the
-client, and the next call after `reconnect_backoff_s` connects again and re-checks the
-collection, so a restarted server is picked up without anyone's help.
+A local file path runs embedded Milvus Lite (one child process per file, owned and restarted by
+`lite.py`), `http://host:19530` a standalone server or a cluster. Blocking calls run in thread pools
+under a time budget: reads (get, search) on a pool of their own, so they never queue behind writes,
+deletes or counts, which share a second pool. A failure or timeout raises CacheBackendError (the
+facade counts it as a miss) and drops the client; the next call after the reconnect backoff (doubling
+up to 30 s while connects keep failing) connects again on the connector thread and re-checks the
+collection, so a restarted server or Lite child is picked up without anyone's help.
+
+Connecting (up to 30 s against a server that is starting) happens on that connector thread, which
+holds no lock the event loop takes: callers wait for it within their own budget, and `close()` never
+blocks the loop.
 """
 
 from __future__ import annotations
@@ -14,8 +20,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -23,7 +28,8 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from router.cache.store import DIM, CacheBackendError, CacheEntry, Candidate, StoreStats
+from router.cache.lite import LiteProcess, LiteUnavailable
+from router.cache.store import DIM, CacheBackendError, CacheEntry, Candidate, InvalidCacheArgument, StoreStats
 
 T = TypeVar("T")
 MAX_TEXT_BYTES = 8192
@@ -32,6 +38,8 @@ HNSW_DEFAULTS = {"M": 16, "efConstruction": 200}
 # Creating and loading a collection on a freshly started server takes seconds; it runs in a pool
 # thread, so callers still get their own short budget while it completes.
 CONNECT_TIMEOUT_S = 30.0
+MAX_BACKOFF_S = 30.0
+_FAILURES = (MilvusException, grpc.RpcError, OSError, LiteUnavailable)
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,127}$")
 # name -> (type, max_length or dim); checked against an existing collection.
@@ -66,7 +74,7 @@ def _ms(t: float) -> int:
 def _check(name: str, value: str, pattern: re.Pattern[str]) -> str:
     """Filter expressions are strings: only values that cannot break out of a literal get in."""
     if not pattern.match(value):
-        raise ValueError(f"invalid {name} for a cache filter")
+        raise InvalidCacheArgument(f"invalid {name} for a cache filter")
     return value
 
 
@@ -90,34 +98,72 @@ class MilvusStore:
         self._consistency = consistency_level
         self._timeout_s, self._write_timeout_s = timeout_s, write_timeout_s
         self._backoff_s = reconnect_backoff_s
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="milvus-cache")
-        self._lock = threading.Lock()
+        self._reads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="milvus-read")
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="milvus-write")
+        self._connector = ThreadPoolExecutor(max_workers=1, thread_name_prefix="milvus-connect")
+        self._lite = LiteProcess(uri) if local else None
+        self._lock = threading.Lock()  # guards the fields below; never held across I/O
         self._client: MilvusClient | None = None
+        self._connecting: Future[MilvusClient] | None = None
         self._retry_at = 0.0
+        self._failed_connects = 0
+        self._closed = False
         self.errors = 0
         self.reconnects = 0
         self.last_error = ""
 
     # --- connection -------------------------------------------------------------------------
 
-    def _connected(self) -> MilvusClient:
-        """The live client, connecting and checking the collection first if needed (worker thread)."""
+    @property
+    def lite(self) -> LiteProcess | None:
+        """The embedded Lite child (local URIs), for supervision and fault tests."""
+        return self._lite
+
+    def _connection(self) -> Future[MilvusClient]:
+        """The live client, or the connect in progress, starting one when the backoff allows."""
         with self._lock:
+            if self._closed:
+                raise CacheBackendError("cache store closed")
             if self._client is not None:
-                return self._client
-            if time.monotonic() < self._retry_at:
-                raise CacheBackendError(f"backing off after: {self.last_error}")
-            if is_local_uri(self.uri):
-                Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-            client = MilvusClient(uri=self.uri, token=self._token, timeout=CONNECT_TIMEOUT_S)
+                done: Future[MilvusClient] = Future()
+                done.set_result(self._client)
+                return done
+            if self._connecting is None:
+                if time.monotonic() < self._retry_at:
+                    raise CacheBackendError(f"backing off after: {self.last_error}")
+                self._connecting = self._connector.submit(self._connect)
+            return self._connecting
+
+    def _connect(self) -> MilvusClient:
+        """Connect and check the collection (connector thread); restarts a dead Lite child first."""
+        try:
+            uri = self._lite.ensure_running() if self._lite is not None else self.uri
+            client = MilvusClient(uri=uri, token=self._token, timeout=CONNECT_TIMEOUT_S)
             try:
                 self._ensure_collection(client)
             except BaseException:
                 client.close()
                 raise
-            self._client = client
-            self.reconnects += 1
-            return client
+        except BaseException as exc:
+            with self._lock:
+                self._connecting = None
+                self._failed_connects += 1
+                self._retry_at = time.monotonic() + self._next_backoff()
+                self.last_error = _describe(exc)
+            raise
+        with self._lock:
+            self._connecting = None
+            self._failed_connects = 0
+            stale = self._closed
+            if not stale:
+                self._client = client
+                self.reconnects += 1
+        if stale:
+            client.close()
+        return client
+
+    def _next_backoff(self) -> float:
+        return float(min(self._backoff_s * 2 ** max(self._failed_connects - 1, 0), MAX_BACKOFF_S))
 
     def _ensure_collection(self, client: MilvusClient) -> None:
         timeout = CONNECT_TIMEOUT_S
@@ -141,15 +187,10 @@ class MilvusStore:
 
     def warm_up(self) -> None:
         """Connect in the background now, so the first requests do not pay for it (Lite starts a process)."""
-
-        def connect() -> None:
-            try:
-                self._connected()
-            except (CacheBackendError, MilvusException, grpc.RpcError, OSError) as exc:
-                self.errors += 1
-                self._drop_client(f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
-
-        self._pool.submit(connect)
+        try:
+            self._connection().add_done_callback(lambda f: f.exception())  # failures are recorded by _connect
+        except CacheBackendError:
+            pass
 
     def _check_schema(self, description: dict[str, Any]) -> None:
         found = {f["name"]: f for f in description.get("fields", [])}
@@ -168,16 +209,18 @@ class MilvusStore:
     def _drop_client(self, reason: str) -> None:
         with self._lock:
             client, self._client = self._client, None
-            self._retry_at = time.monotonic() + self._backoff_s
+            self._retry_at = time.monotonic() + self._next_backoff()
             self.last_error = reason
         if client is not None:
-            self._pool.submit(client.close)
+            self._writes.submit(client.close)
 
-    async def _run(self, fn: Callable[[MilvusClient], T], timeout_s: float) -> T:
-        """Run fn(client) in the pool within the budget; every failure becomes CacheBackendError."""
+    async def _run(self, fn: Callable[[MilvusClient], T], timeout_s: float, write: bool = False) -> T:
+        """fn(client) on the read or the write pool within the budget; every failure is CacheBackendError."""
         loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, lambda: fn(self._connected())), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                client = await asyncio.shield(asyncio.wrap_future(self._connection()))
+                return await loop.run_in_executor(self._writes if write else self._reads, fn, client)
         except CacheSchemaError as exc:
             self.errors += 1
             self._drop_client(str(exc))
@@ -189,9 +232,9 @@ class MilvusStore:
             self.errors += 1
             self.last_error = f"timeout after {timeout_s * 1000:.0f} ms"
             raise CacheBackendError(self.last_error) from None
-        except (MilvusException, grpc.RpcError, OSError, ValueError) as exc:
+        except _FAILURES as exc:
             self.errors += 1
-            self._drop_client(f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
+            self._drop_client(_describe(exc))
             raise CacheBackendError(self.last_error) from exc
 
     # --- CacheStore ---------------------------------------------------------------------------
@@ -220,14 +263,20 @@ class MilvusStore:
         return [c for c in out if c.similarity >= min_similarity]
 
     async def upsert(self, entry: CacheEntry) -> None:
-        if len(entry.text.encode()) > MAX_TEXT_BYTES or len(entry.payload.encode()) > MAX_PAYLOAD_BYTES:
-            raise ValueError("entry too large for the collection schema")
-        row = self._row(entry)
-        await self._run(lambda c: c.upsert(self.collection, [row], timeout=self._write_timeout_s),
-                        self._write_timeout_s)
+        await self.upsert_many([entry])
+
+    async def upsert_many(self, entries: list[CacheEntry]) -> None:
+        """One upsert call for the batch: Lite spends tens of ms per call whatever its size."""
+        rows = list({e.key: self._row(e) for e in entries}.values())  # one row per key, the latest wins
+        if not rows:
+            return
+        await self._run(lambda c: c.upsert(self.collection, rows, timeout=self._write_timeout_s),
+                        self._write_timeout_s, write=True)
 
     @staticmethod
     def _row(entry: CacheEntry) -> dict[str, Any]:
+        if len(entry.text.encode()) > MAX_TEXT_BYTES or len(entry.payload.encode()) > MAX_PAYLOAD_BYTES:
+            raise InvalidCacheArgument("entry too large for the collection schema")
         return {
             "id": _check("key", entry.key, _HEX), "scope": entry.scope, "namespace": entry.namespace,
             "model": entry.model, "has_vector": entry.vector is not None,
@@ -245,7 +294,7 @@ class MilvusStore:
                 c.insert(self.collection, rows[i:i + 1000], timeout=timeout_s)
             c.flush(self.collection, timeout=timeout_s)
 
-        await self._run(work, timeout_s)
+        await self._run(work, timeout_s, write=True)
 
     async def _count_and_delete(self, flt: str) -> int:
         def count(c: MilvusClient) -> int:
@@ -260,7 +309,7 @@ class MilvusStore:
                 count(c)  # a Strong read is a barrier: Session reads ignore deletes for ~1 s on 2.3
             return found
 
-        return await self._run(work, self._write_timeout_s * 3)
+        return await self._run(work, self._write_timeout_s * 3, write=True)
 
     async def delete(self, namespace: str | None = None, model: str | None = None) -> int:
         parts = []
@@ -269,7 +318,7 @@ class MilvusStore:
         if model is not None:
             parts.append(f'model == "{_check("model", model, _MODEL)}"')
         if not parts:
-            raise ValueError("delete needs a namespace or a model")
+            raise InvalidCacheArgument("delete needs a namespace or a model")
         return await self._count_and_delete(" and ".join(parts))
 
     async def purge_expired(self, now: float) -> int:
@@ -278,15 +327,25 @@ class MilvusStore:
     async def stats(self) -> StoreStats:
         rows = await self._run(lambda c: c.query(self.collection, filter="", output_fields=["count(*)"],
                                                  consistency_level="Strong", timeout=self._write_timeout_s),
-                               self._write_timeout_s)
+                               self._write_timeout_s, write=True)
         details: dict[str, int | str] = {"backend": "milvus-lite" if is_local_uri(self.uri) else "milvus",
                                          "collection": self.collection, "errors": self.errors,
                                          "connects": self.reconnects}
         return StoreStats(int(rows[0]["count(*)"]) if rows else 0, details)
 
     async def close(self) -> None:
+        """Never blocks the loop: a connect in progress finishes on its thread and its client is closed."""
         with self._lock:
-            client, self._client = self._client, None
+            client, self._client, self._closed = self._client, None, True
+        loop = asyncio.get_running_loop()
         if client is not None:
-            await asyncio.get_running_loop().run_in_executor(self._pool, client.close)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+            await loop.run_in_executor(self._writes, client.close)
+        for pool in (self._reads, self._writes):
+            pool.shutdown(wait=False, cancel_futures=True)
+        if self._lite is not None:  # after any connect in progress, so that one's child stops too
+            await asyncio.wrap_future(self._connector.submit(self._lite.stop))
+        self._connector.shutdown(wait=False)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"

@@ -24,11 +24,13 @@ import numpy as np
 import structlog
 
 from router.cache import keys
+from router.cache.health import BackendHealth
 from router.cache.keys import SkipReason
 from router.cache.memory import MemoryStore
 from router.cache.milvus import MAX_TEXT_BYTES, MilvusStore
 from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore
 from router.cache.verifier import Verifier
+from router.cache.writer import WriteQueue
 from router.config import CacheConfig, RouterConfig
 from router.observability import metrics
 
@@ -37,7 +39,8 @@ CONTROL_HEADER = "x-vsr-cache-control"
 _FINISH_OK = frozenset({"stop", "length", "tool_calls", "function_call"})
 # Every `reason` label value this module emits: declare them with metrics.set_label_values("cache_reason", ...).
 CACHE_REASONS = (
-    "exact", "semantic", "lookup", "write", "purge", "stats",
+    "exact", "semantic", "lookup", "write", "purge", "stats", "probe",
+    "queue_full", "backend_error", "shutdown",
     "not_completion", "no_choices", "bad_message", "unfinished", "too_large",
     *(r.value for r in SkipReason),
 )
@@ -154,21 +157,29 @@ class SemanticCache:
         self.backend = store
         self.verifier = verifier or default_verifier()
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
         self._purger: asyncio.Task[None] | None = None
         self.counters: Counter[str] = Counter()
+        self.health = BackendHealth()
+        self.writes = WriteQueue(self._write_batch, self._count_n, size=cfg.write_queue_size,
+                                 batch=cfg.write_batch_size)
 
     @classmethod
     def from_config(cls, cfg: RouterConfig) -> SemanticCache:
         return cls(cfg.semantic_cache, make_store(cfg.semantic_cache))
 
-    def _count(self, event: str, reason: str | None = None) -> None:
+    def _count(self, event: str, reason: str | None = None, n: int = 1) -> None:
         """Local counters (stats, CLI) and the Prometheus series; verifier rejections stay local."""
-        self.counters[f"{event}:{reason}" if reason else event] += 1
+        self.counters[f"{event}:{reason}" if reason else event] += n
         if event != "verifier_reject":
-            metrics.record_cache(event, reason)  # type: ignore[arg-type]
+            metrics.record_cache(event, reason, n)  # type: ignore[arg-type]
+
+    def _count_n(self, event: str, reason: str | None, n: int) -> None:
+        """The write queue's counter: n entries at once (a stored batch, a dropped batch)."""
+        self._count(event, reason, n)
+        metrics.set_cache_write_queue(len(self.writes))
 
     def _error(self, exc: Exception, op: str) -> None:
+        self.health.failure(f"{op}: {str(exc)[:200] or type(exc).__name__}")
         self._count("error", op)
         metrics.record_dependency_error("cache")
         log.warning("cache_backend_error", op=op, error=str(exc)[:200] or type(exc).__name__)
@@ -196,6 +207,7 @@ class SemanticCache:
             log.exception("cache_lookup_bug", error=type(exc).__name__)
             self._error(exc, "lookup")
             return None
+        self.health.success()
         self._count("hit" if hit else "miss", None if hit is None else ("exact" if hit.exact else "semantic"))
         return hit
 
@@ -231,7 +243,7 @@ class SemanticCache:
         return CacheHit(completion, min(similarity, 1.0), exact, max(now - entry.created_at, 0.0))
 
     def store(self, req: CacheRequest, completion: dict[str, Any]) -> None:
-        """Schedule the write and return at once; call from the event loop."""
+        """Queue the write and return at once (a full queue drops it, counted); call from the event loop."""
         problem = completion_problem(completion)
         payload = "" if problem else json.dumps(completion, ensure_ascii=False, separators=(",", ":"))
         if not problem and len(payload.encode()) > self.cfg.max_entry_bytes:
@@ -243,27 +255,38 @@ class SemanticCache:
         entry = CacheEntry(req.key, req.scope, req.namespace, req.model, req.embedding,
                            req.text if req.embedding is not None else "", payload, now, now + req.ttl_seconds)
         self._ensure_purger()
-        task = asyncio.get_running_loop().create_task(self._write(entry))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.writes.put(entry)
+        metrics.set_cache_write_queue(len(self.writes))
 
-    async def _write(self, entry: CacheEntry) -> None:
+    async def _write_batch(self, entries: list[CacheEntry]) -> None:
+        """One backend call for a batch, under the write budget; failures feed health and the retry."""
         try:
             async with asyncio.timeout(self.cfg.write_timeout_ms / 1000):
-                await self.backend.upsert(entry)
-        except (CacheBackendError, TimeoutError, ValueError) as exc:
-            self._error(exc, "write")
-            return
-        except Exception as exc:  # a background write must not die silently
-            log.exception("cache_write_bug", error=type(exc).__name__)
-            self._error(exc, "write")
-            return
-        self._count("write")
+                await self.backend.upsert_many(entries)
+        except (CacheBackendError, TimeoutError) as exc:
+            self.health.failure(f"write: {str(exc)[:200] or type(exc).__name__}")
+            metrics.record_dependency_error("cache")
+            raise
+        except Exception:
+            log.exception("cache_write_bug")
+            raise
+        self.health.success()
 
     async def flush(self) -> None:
-        """Wait for scheduled writes (tests, shutdown)."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks))
+        """Wait for queued writes (tests, shutdown)."""
+        await self.writes.flush()
+
+    async def check(self) -> tuple[bool, str]:
+        """Backend health for readiness: from traffic, or one cheap key lookup after an idle spell."""
+        if self.health.idle_for() >= self.cfg.probe_idle_s:
+            try:
+                async with asyncio.timeout(self.cfg.lookup_timeout_ms / 1000 * 4):
+                    await self.backend.get("0" * 64, self._clock())
+            except Exception as exc:  # noqa: BLE001 - any failure is the answer
+                self._error(exc, "probe")
+            else:
+                self.health.success()
+        return self.health.up, self.health.detail()
 
     async def _purge_loop(self) -> None:
         """Purge expired entries and refresh the entries gauge every `purge_interval_s`."""
@@ -296,8 +319,7 @@ class SemanticCache:
     async def close(self) -> None:
         if self._purger is not None:
             self._purger.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=self.cfg.write_timeout_ms / 1000)
+        await self.writes.close(self.cfg.write_timeout_ms / 1000)
         await self.backend.close()
 
 

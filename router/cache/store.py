@@ -18,6 +18,10 @@ class CacheBackendError(Exception):
     """A backend failed or ran out of time; the facade counts it and treats it as a miss."""
 
 
+class InvalidCacheArgument(CacheBackendError):
+    """A value a backend refuses (a key that cannot go into a filter, an entry over the schema's size)."""
+
+
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
     """One stored answer.
@@ -66,6 +70,10 @@ class CacheStore(Protocol):
         ...
 
     async def upsert(self, entry: CacheEntry) -> None: ...
+
+    async def upsert_many(self, entries: list[CacheEntry]) -> None:
+        """Store a batch in one backend call (the write queue's path); later entries win on equal keys."""
+        ...
 
     async def delete(self, namespace: str | None = None, model: str | None = None) -> int:
         """Remove entries matching every given field (at least one); returns how many were matched."""

@@ -220,8 +220,8 @@ class RouterMetrics:
     def observe_phase(self, phase: Phase, seconds: float) -> None:
         self.phase_seconds.labels(_check(phase, Phase)).observe(seconds)
 
-    def record_cache(self, event: CacheEvent, reason: str | None = None) -> None:
-        self.cache_events.labels(_check(event, CacheEvent), self.label_sets["cache_reason"](reason)).inc()
+    def record_cache(self, event: CacheEvent, reason: str | None = None, n: int = 1) -> None:
+        self.cache_events.labels(_check(event, CacheEvent), self.label_sets["cache_reason"](reason)).inc(n)
 
     def set_cache_entries(self, n: int) -> None:
         self.cache_entries.set(n)

@@ -12,7 +12,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from router.config import ObservabilityConfig, RouterConfig
 from router.observability import logs
@@ -21,10 +21,10 @@ from router.observability.metrics import METRICS, RouterMetrics
 from router.observability.reload import ConfigWatcher, ReloadFn
 
 
-class CacheStats(Protocol):
-    """What the probe needs from the cache facade: `stats()` reports `error` when unreachable."""
+class CacheHealth(Protocol):
+    """What the probe needs from the cache facade: health from its traffic (`SemanticCache.check`)."""
 
-    async def stats(self) -> dict[str, Any]: ...
+    async def check(self) -> tuple[bool, str]: ...
 
 
 def declare_config_labels(cfg: RouterConfig, metrics: RouterMetrics = METRICS) -> None:
@@ -63,7 +63,7 @@ async def start_ops(
     config_path: Path,
     reload: ReloadFn,
     readiness: Readiness | None = None,
-    cache: Callable[[], CacheStats | None] | None = None,
+    cache: Callable[[], CacheHealth | None] | None = None,
 ) -> Ops:
     """Start /metrics + probes, the loop heartbeat and (if enabled) the config watcher + SIGHUP.
 
@@ -87,22 +87,24 @@ async def start_ops(
 
 
 async def probe_cache(
-    readiness: Readiness, cache: Callable[[], CacheStats | None], interval_s: float, degraded_ok: bool
+    readiness: Readiness, cache: Callable[[], CacheHealth | None], interval_s: float, degraded_ok: bool
 ) -> None:
     """Report the cache component from the current runtime's cache until cancelled.
 
     `cache()` is read on every turn so a reload that swaps the cache is followed. No cache (disabled)
-    is ready; an unreachable backend is ready only in the explicit degraded mode.
+    is ready. A failing backend leaves the router able to serve (uncached), so it stays ready unless the
+    operator set `ready_without_cache: false`; the cache itself logs the transition and exports
+    `vsr_cache_backend_up`.
     """
     while True:
         current = cache()
         if current is None:
             readiness.set("cache", True, "disabled")
         else:
-            stats = await current.stats()
-            if stats.get("error") is None:
-                readiness.set("cache", True, f"reachable, {stats.get('entries')} entries")
+            up, detail = await current.check()
+            if up:
+                readiness.set("cache", True, f"backend {detail}")
             else:
                 mode = "degraded: serving without cache" if degraded_ok else "unreachable"
-                readiness.set("cache", degraded_ok, f"{mode}: {stats['error']}")
+                readiness.set("cache", degraded_ok, f"{mode}: {detail}")
         await asyncio.sleep(interval_s)

@@ -182,9 +182,9 @@ class SlowStore(MemoryStore):
         await self._slow()
         return await super().search(scope, vector, top_k, min_similarity, now)
 
-    async def upsert(self, entry: CacheEntry) -> None:
+    async def upsert_many(self, entries: list[CacheEntry]) -> None:
         await self._slow()
-        await super().upsert(entry)
+        await super().upsert_many(entries)
 
     async def stats(self) -> StoreStats:
         await self._slow()
@@ -206,10 +206,13 @@ async def test_slow_backend_is_a_miss_within_budget_and_writes_do_not_block() ->
 
 async def test_failing_backend_is_a_counted_miss() -> None:
     cache = SemanticCache(CFG.semantic_cache, SlowStore(fail=True))
+    cache.writes.retry_pause_s = 0.001
     assert await cache.lookup(make_req("Q?", BASE)) is None
     cache.store(make_req("Q?", BASE), completion())
     await cache.flush()
-    assert cache.counters["error:lookup"] == 1 and cache.counters["error:write"] == 1
+    assert cache.counters["error:lookup"] == 1
+    assert cache.counters["error:write"] == 1 + cache.writes.retries  # retried, then dropped and counted
+    assert cache.counters["dropped:backend_error"] == 1
     assert (await cache.stats())["entries"] is None
     await cache.close()
 

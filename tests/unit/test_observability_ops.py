@@ -78,8 +78,8 @@ class Backend:
     def __init__(self) -> None:
         self.up = True
 
-    async def stats(self) -> dict[str, object]:
-        return {"entries": 3} if self.up else {"entries": None, "error": "connection refused"}
+    async def check(self) -> tuple[bool, str]:
+        return (True, "answering") if self.up else (False, "failing (3 in a row): connection refused")
 
 
 async def run_probe_once(readiness: Readiness, cache: Backend | None, degraded_ok: bool) -> None:
@@ -92,7 +92,7 @@ async def test_cache_probe_reports_reachable_unreachable_and_degraded() -> None:
     readiness = Readiness(metrics=RouterMetrics(CollectorRegistry()))
     backend = Backend()
     await run_probe_once(readiness, backend, degraded_ok=False)
-    assert readiness.snapshot()["components"]["cache"] == {"ok": True, "detail": "reachable, 3 entries"}
+    assert readiness.snapshot()["components"]["cache"] == {"ok": True, "detail": "backend answering"}
     backend.up = False
     await run_probe_once(readiness, backend, degraded_ok=False)
     state = readiness.snapshot()["components"]["cache"]

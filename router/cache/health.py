@@ -1,0 +1,53 @@
+"""Cache backend health from the traffic the cache already carries, not from a probe query.
+
+A `count(*)` probe under write load timed out and flipped `/readyz` to 503 while lookups were fine.
+Every lookup and write already tells whether the backend answers, so health is read from them:
+`fail_after` consecutive failures mark it down, any success marks it up. Only when the cache has
+been idle longer than the probe interval does the probe send one cheap key lookup of its own.
+Transitions are logged once and exported as `vsr_cache_backend_up`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from router.observability import metrics
+
+log = structlog.get_logger(__name__)
+
+
+class BackendHealth:
+    """Up/down from consecutive outcomes; updated on the event loop, read from any thread."""
+
+    def __init__(self, fail_after: int = 3) -> None:
+        self.fail_after = fail_after
+        self.up = True
+        self.failures = 0
+        self.last_error = ""
+        self.last_activity = time.monotonic()
+        metrics.set_cache_backend_up(True)
+
+    def success(self) -> None:
+        self.last_activity = time.monotonic()
+        self.failures = 0
+        if not self.up:
+            self.up = True
+            metrics.set_cache_backend_up(True)
+            log.info("cache_backend_up")
+
+    def failure(self, error: str) -> None:
+        self.last_activity = time.monotonic()
+        self.failures += 1
+        self.last_error = error
+        if self.up and self.failures >= self.fail_after:
+            self.up = False
+            metrics.set_cache_backend_up(False)
+            log.warning("cache_backend_down", error=error, effect="serving uncached until it answers again")
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last_activity
+
+    def detail(self) -> str:
+        return "answering" if self.up else f"failing ({self.failures} in a row): {self.last_error}"

@@ -1,0 +1,65 @@
+"""The embedded Milvus Lite child process, owned and restarted by the router.
+
+pymilvus starts Lite through a process-wide manager that never notices the child dying: after a
+crash every call fails until the whole router restarts. Here the store owns the child instead: each
+connect checks it is alive and starts a fresh one when it is not (the caller's reconnect backoff
+spaces restarts), so a killed child is replaced on the next connect and the collection is reopened.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import structlog
+from milvus_lite.server import Server  # type: ignore[import-untyped]
+
+log = structlog.get_logger(__name__)
+
+
+class LiteUnavailable(RuntimeError):
+    """The Lite child could not be started (file locked by another process, binary missing)."""
+
+
+class LiteProcess:
+    """One Lite child serving `db_file` on a unix socket; thread-safe."""
+
+    def __init__(self, db_file: str | Path):
+        self.db_file = Path(db_file).absolute()
+        self._server: Server | None = None
+        self._lock = threading.Lock()  # guards start/stop only, never taken on the event loop
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        proc = getattr(self._server, "_p", None)
+        return None if proc is None else int(proc.pid)
+
+    def alive(self) -> bool:
+        proc = getattr(self._server, "_p", None)
+        return proc is not None and proc.poll() is None
+
+    def ensure_running(self) -> str:
+        """The `unix:` URI of a live child, (re)starting it first when needed; blocking (~0.5 s per start)."""
+        with self._lock:
+            if self._server is not None and self.alive():
+                return str(self._server.uds_path)
+            if self._server is not None:
+                code = self._server._p.returncode if self._server._p is not None else None
+                log.warning("milvus_lite_restarting", db=str(self.db_file), exit_code=code, starts=self.starts)
+                self._server.stop()  # releases the file lock and the stale socket
+            self.db_file.parent.mkdir(parents=True, exist_ok=True)
+            server = Server(str(self.db_file))
+            if not server.init() or not server.start():
+                server.stop()
+                self._server = None
+                raise LiteUnavailable(f"cannot start Milvus Lite on {self.db_file} (locked by another process?)")
+            self._server = server
+            self.starts += 1
+            return str(server.uds_path)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._server is not None:
+                self._server.stop()
+                self._server = None

@@ -1,0 +1,181 @@
+"""The cache under load and faults, without Milvus: the write queue, backend health, stores off the loop.
+
+Each test here failed on the code before issue 12: single-row writes, numpy on the event loop, a lock
+held across a Milvus connect and taken again on the loop, ValueError escaping the CacheStore protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from router.cache import milvus as milvus_module
+from router.cache.memory import MemoryStore, _Block
+from router.cache.milvus import MilvusStore
+from router.cache.semantic_cache import SemanticCache
+from router.cache.store import CacheBackendError, CacheEntry
+from tests.unit.test_cache_facade import BASE, CFG, completion, make_req
+
+
+class CountingStore(MemoryStore):
+    """Counts backend write calls; optionally slow, like Milvus Lite's ~tens of ms per call."""
+
+    def __init__(self, write_delay: float = 0.0):
+        super().__init__(100_000)
+        self.write_calls = 0
+        self.write_delay = write_delay
+
+    async def upsert_many(self, entries: list[CacheEntry]) -> None:
+        self.write_calls += 1
+        await asyncio.sleep(self.write_delay)
+        await super().upsert_many(entries)
+
+
+async def test_writes_are_batched_off_the_request_path() -> None:
+    store = CountingStore(write_delay=0.05)
+    cache = SemanticCache(CFG.semantic_cache, store)
+    for i in range(300):
+        cache.store(make_req(f"question {i}?", None), completion())
+    await cache.flush()
+    assert cache.counters["write"] == 300
+    assert store.write_calls <= 300 // CFG.semantic_cache.write_batch_size + 2  # not one call per entry
+    await cache.close()
+
+
+async def test_a_full_write_queue_drops_and_counts_instead_of_piling_up() -> None:
+    cfg = CFG.semantic_cache.model_copy(update={"write_queue_size": 10})
+    cache = SemanticCache(cfg, CountingStore(write_delay=0.2))
+    for i in range(50):
+        cache.store(make_req(f"q {i}?", None), completion())
+    await cache.flush()
+    stored, dropped = cache.counters["write"], cache.counters["dropped:queue_full"]
+    assert stored + dropped == 50 and dropped >= 30
+    await cache.close()
+
+
+async def test_lookups_do_not_wait_for_writes() -> None:
+    cache = SemanticCache(CFG.semantic_cache, CountingStore(write_delay=1.0))
+    for i in range(20):
+        cache.store(make_req(f"q {i}?", BASE), completion())
+    await asyncio.sleep(0.01)  # the writer is now inside its 1 s backend call
+    start = time.perf_counter()
+    assert await cache.lookup(make_req("other?", BASE)) is None
+    assert time.perf_counter() - start < 0.05
+    assert cache.counters["miss"] == 1  # answered, not timed out
+    await cache.close()
+
+
+async def test_backend_health_follows_traffic_and_recovers() -> None:
+    cache = SemanticCache(CFG.semantic_cache, MemoryStore())
+    for _ in range(3):
+        cache._error(CacheBackendError("connection refused"), "lookup")
+    up, detail = await cache.check()
+    assert not up and "connection refused" in detail
+    assert await cache.lookup(make_req("Q?", BASE)) is None  # a successful round trip
+    assert (await cache.check())[0]
+    await cache.close()
+
+
+class Heartbeat:
+    """Measures the longest gap between ticks of a task on the loop: a blocked loop shows here."""
+
+    def __init__(self) -> None:
+        self.max_gap = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            self.max_gap = max(self.max_gap, now - last)
+            last = now
+
+    async def during(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.sleep(0.01)
+        try:
+            return await work()
+        finally:
+            self._task.cancel()
+
+
+async def test_memory_store_search_runs_off_the_loop_so_its_timeout_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = _Block.top
+
+    def slow_top(self: _Block, *args: Any) -> list[tuple[str, float]]:
+        time.sleep(0.5)  # a huge scope on a busy machine
+        return original(self, *args)
+
+    monkeypatch.setattr(_Block, "top", slow_top)
+    store = MemoryStore()
+    req = make_req("Q?", BASE)
+    await store.upsert(CacheEntry("k" * 64, req.scope, req.namespace, req.model, BASE, "t", "{}", 0.0, 1e12))
+    cache = SemanticCache(CFG.semantic_cache, store)
+    beat = Heartbeat()
+    start = time.perf_counter()
+    assert await beat.during(lambda: cache.lookup(req)) is None
+    assert time.perf_counter() - start < 0.2  # the 50 ms budget held
+    assert beat.max_gap < 0.1 and cache.counters["error:lookup"] == 1
+    await cache.close()
+
+
+class HangingClient:
+    """A MilvusClient whose connect hangs, like a server that accepts and never answers."""
+
+    release = threading.Event()
+
+    def __init__(self, **_: Any) -> None:
+        HangingClient.release.wait(5)
+        raise OSError("connect timed out")
+
+
+async def test_a_hanging_milvus_connect_never_blocks_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    HangingClient.release.clear()
+    monkeypatch.setattr(milvus_module, "MilvusClient", HangingClient)
+    store = MilvusStore("http://127.0.0.1:1", "c", timeout_s=0.05)
+    beat = Heartbeat()
+
+    async def calls() -> None:
+        for _ in range(3):
+            with pytest.raises(CacheBackendError):
+                await store.search("a" * 32, BASE, 3, 0.5, time.time())
+        await store.close()  # the old store took the connect's lock here, on the loop
+
+    start = time.perf_counter()
+    await beat.during(calls)
+    HangingClient.release.set()
+    assert time.perf_counter() - start < 0.5
+    assert beat.max_gap < 0.1, f"event loop blocked for {beat.max_gap:.2f} s"
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.delete(),
+    lambda s: s.get("not hex!", 0.0),
+    lambda s: s.upsert(CacheEntry("k", "s", "n", "m", None, "t" * 9000, "{}", 0.0, 1.0)),
+])
+async def test_milvus_store_raises_only_cache_backend_errors(call: Callable[[MilvusStore], Awaitable[Any]],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(milvus_module, "MilvusClient", HangingClient)
+    HangingClient.release.set()
+    store = MilvusStore("http://127.0.0.1:1", "c", timeout_s=0.05)
+    with pytest.raises(CacheBackendError):
+        await call(store)
+    await store.close()
+
+
+async def test_memory_store_raises_only_cache_backend_errors() -> None:
+    store = MemoryStore()
+    with pytest.raises(CacheBackendError):
+        await store.delete()
+    await store.close()
+
+
+def test_unit_vector_fixture_is_normalised() -> None:
+    assert abs(float(np.linalg.norm(BASE)) - 1.0) < 1e-5
