@@ -34,6 +34,7 @@ def encode() -> Any:
 def config(uri: str, collection: str) -> RouterConfig:
     return parse_config({
         "default_model": "m1", "models": {"m1": {"endpoints": [{"port": 8001}]}},
+        "envoy": {"message_timeout_ms": 5000},  # room for the test's generous lookup budget
         # Session: these cases read their own writes at once (production uses Bounded, see config.py)
         "semantic_cache": {"uri": uri, "collection": collection, "lookup_timeout_ms": 2000,
                            "write_timeout_ms": 30000, "consistency_level": "Session"},
@@ -95,6 +96,7 @@ def test_cli_stats_invalidate_purge(tmp_path: Path, capsys: pytest.CaptureFixtur
     monkeypatch.setenv("VSR_CACHE_HMAC_SECRET", "test-secret")
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(json.dumps({"default_model": "m1", "models": {"m1": {"endpoints": [{"port": 8001}]}},
+                                    "envoy": {"message_timeout_ms": 5000},
                                     "semantic_cache": {"uri": str(tmp_path / "cli.db"), "write_timeout_ms": 30000,
                                                        "lookup_timeout_ms": 2000}}))
     cfg = config(str(tmp_path / "cli.db"), "vsr_semantic_cache")
