@@ -30,6 +30,7 @@ from pymilvus.exceptions import MilvusException
 
 from router.cache.lite import LiteProcess, LiteUnavailable
 from router.cache.store import DIM, CacheBackendError, CacheEntry, Candidate, InvalidCacheArgument, StoreStats
+from router.config import LOOP_SLACK
 
 T = TypeVar("T")
 MAX_TEXT_BYTES = 8192
@@ -39,6 +40,9 @@ HNSW_DEFAULTS = {"M": 16, "efConstruction": 200}
 # thread, so callers still get their own short budget while it completes.
 CONNECT_TIMEOUT_S = 30.0
 MAX_BACKOFF_S = 30.0
+# Reads mostly wait on Milvus; at ~200 lookups/s and ~15-30 ms each under load, 4 threads queued lookups
+# for ~50 ms before they started (measured with bench/fault_suite.py), 8 keep the queue short.
+READ_THREADS = 8
 _FAILURES = (MilvusException, grpc.RpcError, OSError, LiteUnavailable)
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,127}$")
@@ -98,7 +102,7 @@ class MilvusStore:
         self._consistency = consistency_level
         self._timeout_s, self._write_timeout_s = timeout_s, write_timeout_s
         self._backoff_s = reconnect_backoff_s
-        self._reads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="milvus-read")
+        self._reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="milvus-read")
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="milvus-write")
         self._connector = ThreadPoolExecutor(max_workers=1, thread_name_prefix="milvus-connect")
         self._lite = LiteProcess(uri) if local else None
@@ -214,13 +218,29 @@ class MilvusStore:
         if client is not None:
             self._writes.submit(client.close)
 
-    async def _run(self, fn: Callable[[MilvusClient], T], timeout_s: float, write: bool = False) -> T:
-        """fn(client) on the read or the write pool within the budget; every failure is CacheBackendError."""
+    async def _run(self, fn: Callable[[MilvusClient, float], T], timeout_s: float, write: bool = False) -> T:
+        """fn(client, seconds left) on the read or the write pool; every failure is CacheBackendError.
+
+        The budget is a deadline the pool thread enforces (it skips a call whose time was spent queueing
+        and gives Milvus only what is left as its gRPC deadline), so an answer that came back in time is
+        used even when a busy event loop notices it late. The loop-side timeout is a backstop at
+        LOOP_SLACK x the budget for a call that ignores its deadline.
+        """
         loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout_s
+
+        def call(client: MilvusClient) -> T:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            return fn(client, left)
+
         try:
-            async with asyncio.timeout(timeout_s):
-                client = await asyncio.shield(asyncio.wrap_future(self._connection()))
-                return await loop.run_in_executor(self._writes if write else self._reads, fn, client)
+            async with asyncio.timeout(timeout_s * LOOP_SLACK):
+                client = self._client  # connected: no hop through the loop before the call
+                if client is None:
+                    client = await asyncio.shield(asyncio.wrap_future(self._connection()))
+                return await loop.run_in_executor(self._writes if write else self._reads, call, client)
         except CacheSchemaError as exc:
             self.errors += 1
             self._drop_client(str(exc))
@@ -234,6 +254,9 @@ class MilvusStore:
             raise CacheBackendError(self.last_error) from None
         except _FAILURES as exc:
             self.errors += 1
+            if _deadline_exceeded(exc):  # Milvus ran out of the time it was given: the connection is fine
+                self.last_error = f"timeout after {timeout_s * 1000:.0f} ms"
+                raise CacheBackendError(self.last_error) from None
             self._drop_client(_describe(exc))
             raise CacheBackendError(self.last_error) from exc
 
@@ -245,8 +268,9 @@ class MilvusStore:
 
     async def get(self, key: str, now: float) -> CacheEntry | None:
         key = _check("key", key, _HEX)
-        rows = await self._run(lambda c: c.get(self.collection, ids=[key], output_fields=_OUT,
-                                               consistency_level=self._consistency, timeout=self._timeout_s), self._timeout_s)
+        rows = await self._run(lambda c, left: c.get(self.collection, ids=[key], output_fields=_OUT,
+                                                     consistency_level=self._consistency, timeout=left),
+                               self._timeout_s)
         live = [r for r in rows if r["expires_at"] > _ms(now)]
         return self._entry(live[0]) if live else None
 
@@ -255,10 +279,10 @@ class MilvusStore:
     ) -> list[Candidate]:
         flt = f'scope == "{_check("scope", scope, _HEX)}" and has_vector == true and expires_at > {_ms(now)}'
         data = [np.asarray(vector, dtype=np.float32).tolist()]
-        hits = await self._run(lambda c: c.search(
+        hits = await self._run(lambda c, left: c.search(
             self.collection, data=data, filter=flt, limit=top_k, output_fields=_OUT,
             search_params=self._search_params, consistency_level=self._consistency,
-            timeout=self._timeout_s), self._timeout_s)
+            timeout=left), self._timeout_s)
         out = [Candidate(self._entry({**h["entity"], "id": h["id"]}), float(h["distance"])) for h in hits[0]]
         return [c for c in out if c.similarity >= min_similarity]
 
@@ -270,7 +294,7 @@ class MilvusStore:
         rows = list({e.key: self._row(e) for e in entries}.values())  # one row per key, the latest wins
         if not rows:
             return
-        await self._run(lambda c: c.upsert(self.collection, rows, timeout=self._write_timeout_s),
+        await self._run(lambda c, left: c.upsert(self.collection, rows, timeout=left),
                         self._write_timeout_s, write=True)
 
     @staticmethod
@@ -289,7 +313,7 @@ class MilvusStore:
         """Bulk load (benchmarks, warm starts): one insert call per batch, then a flush."""
         rows = [self._row(e) for e in entries]
 
-        def work(c: MilvusClient) -> None:
+        def work(c: MilvusClient, _left: float) -> None:
             for i in range(0, len(rows), 1000):
                 c.insert(self.collection, rows[i:i + 1000], timeout=timeout_s)
             c.flush(self.collection, timeout=timeout_s)
@@ -302,7 +326,7 @@ class MilvusStore:
                            consistency_level="Strong", timeout=self._write_timeout_s)
             return int(rows[0]["count(*)"]) if rows else 0
 
-        def work(c: MilvusClient) -> int:
+        def work(c: MilvusClient, _left: float) -> int:
             found = count(c)
             if found:
                 c.delete(self.collection, filter=flt, timeout=self._write_timeout_s)
@@ -325,7 +349,7 @@ class MilvusStore:
         return await self._count_and_delete(f"expires_at <= {_ms(now)}")
 
     async def stats(self) -> StoreStats:
-        rows = await self._run(lambda c: c.query(self.collection, filter="", output_fields=["count(*)"],
+        rows = await self._run(lambda c, _: c.query(self.collection, filter="", output_fields=["count(*)"],
                                                  consistency_level="Strong", timeout=self._write_timeout_s),
                                self._write_timeout_s, write=True)
         details: dict[str, int | str] = {"backend": "milvus-lite" if is_local_uri(self.uri) else "milvus",
@@ -345,6 +369,12 @@ class MilvusStore:
         if self._lite is not None:  # after any connect in progress, so that one's child stops too
             await asyncio.wrap_future(self._connector.submit(self._lite.stop))
         self._connector.shutdown(wait=False)
+
+
+def _deadline_exceeded(exc: BaseException) -> bool:
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        return bool(exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED)
+    return isinstance(exc, MilvusException) and "deadline" in str(exc).lower()
 
 
 def _describe(exc: BaseException) -> str:

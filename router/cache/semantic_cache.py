@@ -31,7 +31,7 @@ from router.cache.milvus import MAX_TEXT_BYTES, MilvusStore
 from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore
 from router.cache.verifier import Verifier
 from router.cache.writer import WriteQueue
-from router.config import CacheConfig, RouterConfig
+from router.config import LOOP_SLACK, CacheConfig, RouterConfig
 from router.observability import metrics
 
 log = structlog.get_logger(__name__)
@@ -198,7 +198,7 @@ class SemanticCache:
             return None
         self._ensure_purger()
         try:
-            async with asyncio.timeout(self.cfg.lookup_timeout_ms / 1000):
+            async with asyncio.timeout(self.cfg.lookup_timeout_ms / 1000 * LOOP_SLACK):  # backends enforce the budget
                 hit = await self._find(req, self._clock())
         except (CacheBackendError, TimeoutError) as exc:
             self._error(exc, "lookup")

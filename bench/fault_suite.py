@@ -1,0 +1,202 @@
+"""The fault suite's load cases, on the default stack (real Envoy, router with the ONNX classifier and the
+embedded Milvus Lite cache, demo upstreams). Each scenario runs concurrent clients and reports what they
+saw and what the router counted; results go to bench/results/fault_suite.json.
+
+    .venv/bin/python bench/fault_suite.py                     # every scenario (~4 min)
+    .venv/bin/python bench/fault_suite.py --only load lite_kill --clients 32 --seconds 60
+
+Scenarios:
+- load: `--clients` clients for `--seconds`; /readyz sampled every 0.5 s.
+- lite_kill: the Milvus Lite child SIGKILLed a third of the way in; seconds until the router writes to the
+  cache again, and failed requests (must be 0: a dead cache is a miss, never an error).
+- router_freeze / router_kill: the router SIGSTOPped for 3 s, then SIGKILLed and restarted, under load;
+  Envoy fails open to the default model (failure_mode_allow), so clients still get answers.
+- upstream_faults: upstream 5xx and slow answers under load (passed through; 504 past the route timeout).
+- invalid_reloads: an invalid then a valid config written every second under load; requests never fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fault_load import LoadResult, cache_figures, run_load, sample_readyz, scrape, total
+
+from devstack.stack import ROOT, Stack, derive_config
+
+RESULTS = ROOT / "bench" / "results" / "fault_suite.json"
+
+
+def default_stack(tmp: Path) -> Stack:
+    """config/config.yaml as shipped (classifier on, Milvus Lite cache), on ports and a cache file of its own."""
+    shipped = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+    def restore(cfg: dict[str, Any]) -> None:
+        cfg["classifier"] = shipped["classifier"]
+        cfg["semantic_cache"] = {**shipped["semantic_cache"], "uri": str(tmp / "cache" / "milvus_lite.db")}
+        cfg["envoy"]["upstream_timeout_s"] = 2
+
+    os.environ.setdefault("VSR_CACHE_HMAC_SECRET", "fault-suite")
+    return Stack(derive_config(tmp, restore), tmp, log_to=tmp)
+
+
+async def under_load(stack: Stack, clients: int, seconds: float,
+                     fault: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+                     headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """Load for `seconds` with /readyz sampled; `fault` runs alongside and returns its own figures."""
+    before = scrape(stack.cfg.server.metrics_port)
+    result, ready, stop = LoadResult(), Counter[int](), asyncio.Event()
+    sampler = asyncio.create_task(sample_readyz(stack.cfg.server.metrics_port, stop, ready))
+    load = asyncio.create_task(run_load(stack.base_url, clients, seconds, result, headers))
+    extra = await fault() if fault else {}
+    await load
+    stop.set()
+    await sampler
+    after = await settle(stack)
+    return {"clients": clients, "seconds": seconds, "client_view": result.summary(),
+            "readyz": {str(k): v for k, v in sorted(ready.items())}, "router": cache_figures(before, after), **extra}
+
+
+async def settle(stack: Stack, timeout_s: float = 20) -> dict[Any, float]:
+    """The router's counters once its write queue has drained (or after timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            samples = scrape(stack.cfg.server.metrics_port)
+        except OSError:
+            samples = {}
+        if samples and total(samples, "vsr_cache_write_queue_depth") == 0 or time.monotonic() > deadline:
+            return samples
+        await asyncio.sleep(0.5)
+
+
+def lite_pid(router_pid: int) -> int | None:
+    """The Milvus Lite child of the router process."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            name = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == router_pid and name == "milvus":
+            return int(stat.parent.name)
+    return None
+
+
+async def lite_kill(stack: Stack, clients: int, seconds: float) -> dict[str, Any]:
+    router = stack.procs["router"].pid
+
+    async def fault() -> dict[str, Any]:
+        await asyncio.sleep(seconds / 3)
+        old = lite_pid(router)
+        assert old is not None, "no Milvus Lite child found"
+        writes = total(scrape(stack.cfg.server.metrics_port), "vsr_cache_events_total", event="write")
+        os.kill(old, signal.SIGKILL)
+        killed = time.monotonic()
+        restarted = caching = None
+        while time.monotonic() - killed < seconds / 2 and caching is None:
+            await asyncio.sleep(0.1)
+            new = lite_pid(router)
+            if restarted is None and new not in (None, old):
+                restarted = time.monotonic() - killed
+            samples = scrape(stack.cfg.server.metrics_port)
+            if restarted is not None and total(samples, "vsr_cache_events_total", event="write") > writes:
+                caching = time.monotonic() - killed
+        return {"killed_pid": old, "lite_restarted_after_s": restarted, "caching_again_after_s": caching}
+
+    return await under_load(stack, clients, seconds, fault)
+
+
+async def router_faults(stack: Stack, clients: int, seconds: float) -> dict[str, Any]:
+    async def fault() -> dict[str, Any]:
+        await asyncio.sleep(seconds / 4)
+        proc = stack.procs["router"]
+        os.kill(proc.pid, signal.SIGSTOP)
+        await asyncio.sleep(3)
+        os.kill(proc.pid, signal.SIGCONT)
+        await asyncio.sleep(seconds / 4)
+        proc.kill()
+        proc.wait()
+        killed = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(None, stack.start_router)
+        return {"frozen_s": 3, "router_restarted_after_s": round(time.monotonic() - killed, 2)}
+
+    return await under_load(stack, clients, seconds, fault)
+
+
+async def upstream_faults(stack: Stack, clients: int, seconds: float) -> dict[str, Any]:
+    out = {}
+    for name, headers in {"upstream_500": {"x-demo-status": "500"}, "upstream_slow_3s": {"x-demo-delay-ms": "3000"},
+                          "upstream_slow_500ms": {"x-demo-delay-ms": "500"}}.items():
+        out[name] = await under_load(stack, clients, seconds / 3, headers=headers)
+    return out
+
+
+async def invalid_reloads(stack: Stack, clients: int, seconds: float) -> dict[str, Any]:
+    path = stack.config_path
+    valid = path.read_text()
+
+    async def fault() -> dict[str, Any]:
+        edits = 0
+        stop_at = time.monotonic() + seconds - 1
+        while time.monotonic() < stop_at:
+            path.write_text(valid.replace("default_category:", "default_category: [not, a, name]\nx_unknown:"))
+            await asyncio.sleep(0.5)
+            path.write_text(valid + f"\n# edit {edits}\n")
+            await asyncio.sleep(0.5)
+            edits += 2
+        path.write_text(valid)
+        samples = scrape(stack.cfg.server.metrics_port)
+        return {"config_edits": edits,
+                "reloads_failed": total(samples, "vsr_config_reloads_total", result="failed"),
+                "reloads_ok": total(samples, "vsr_config_reloads_total", result="ok")}
+
+    return await under_load(stack, clients, seconds, fault)
+
+
+SCENARIOS: dict[str, Callable[[Stack, int, float], Awaitable[dict[str, Any]]]] = {
+    "load": under_load, "lite_kill": lite_kill, "router_faults": router_faults,
+    "upstream_faults": upstream_faults, "invalid_reloads": invalid_reloads,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--fault-seconds", type=float, default=30, help="duration of each fault scenario")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    with tempfile.TemporaryDirectory(prefix="fault-suite-") as tmp:
+        stack = default_stack(Path(tmp))
+        stack.start()
+        try:
+            for name in args.only:
+                seconds = args.seconds if name == "load" else args.fault_seconds
+                print(f"{name}: {args.clients} clients, {seconds:.0f} s", flush=True)
+                results[name] = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                 **asyncio.run(SCENARIOS[name](stack, args.clients, seconds))}
+                print(json.dumps(results[name], indent=1), flush=True)
+                args.out.write_text(json.dumps(results, indent=1) + "\n")
+        finally:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()
