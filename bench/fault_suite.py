@@ -13,6 +13,8 @@ Scenarios:
   Envoy fails open to the default model (failure_mode_allow), so clients still get answers.
 - upstream_faults: upstream 5xx and slow answers under load (passed through; 504 past the route timeout).
 - invalid_reloads: an invalid then a valid config written every second under load; requests never fail.
+- hostile: the inputs of bench/hostile_inputs.py, one at a time: 5xx count (must be 0), 4xx with and
+  without an OpenAI error body, valid shapes routed, multi-megabyte guarded requests decided.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fault_load import LoadResult, cache_figures, run_load, sample_readyz, scrape, total
+from hostile_inputs import cases
 
 from devstack.stack import ROOT, Stack, derive_config
 
@@ -135,7 +138,9 @@ async def router_faults(stack: Stack, clients: int, seconds: float) -> dict[str,
         await asyncio.get_running_loop().run_in_executor(None, stack.start_router)
         return {"frozen_s": 3, "router_restarted_after_s": round(time.monotonic() - killed, 2)}
 
-    return await under_load(stack, clients, seconds, fault)
+    out = await under_load(stack, clients, seconds, fault)
+    out["router"] = "not comparable: the restart reset the router's counters"
+    return out
 
 
 async def upstream_faults(stack: Stack, clients: int, seconds: float) -> dict[str, Any]:
@@ -168,9 +173,34 @@ async def invalid_reloads(stack: Stack, clients: int, seconds: float) -> dict[st
     return await under_load(stack, clients, seconds, fault)
 
 
+async def hostile(stack: Stack, _clients: int, _seconds: float) -> dict[str, Any]:
+    import httpx
+
+    counts: Counter[str] = Counter()
+    wrong: list[str] = []
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
+        for name, body, headers, expect in cases():
+            try:
+                r = await http.post("/chat/completions", content=body,
+                                    headers={"content-type": "application/json", **headers})
+            except httpx.HTTPError as exc:
+                counts["no_response"] += 1
+                wrong.append(f"{name}: {type(exc).__name__}")
+                continue
+            openai_error = r.headers.get("content-type", "").startswith("application/json") and "error" in r.text
+            counts[f"{r.status_code // 100}xx"] += 1
+            ok = {"4xx": 400 <= r.status_code < 500 and openai_error, "2xx": r.status_code == 200,
+                  "decided": r.status_code in (403, 503) and openai_error}[expect]
+            counts["as_expected" if ok else "unexpected"] += 1
+            if not ok:
+                wrong.append(f"{name}: {r.status_code} {r.text[:80]}")
+    return {"cases": sum(counts[k] for k in ("2xx", "4xx", "5xx", "no_response")), "counts": dict(counts),
+            "unexpected": wrong}
+
+
 SCENARIOS: dict[str, Callable[[Stack, int, float], Awaitable[dict[str, Any]]]] = {
     "load": under_load, "lite_kill": lite_kill, "router_faults": router_faults,
-    "upstream_faults": upstream_faults, "invalid_reloads": invalid_reloads,
+    "upstream_faults": upstream_faults, "invalid_reloads": invalid_reloads, "hostile": hostile,
 }
 
 

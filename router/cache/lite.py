@@ -4,6 +4,9 @@ pymilvus starts Lite through a process-wide manager that never notices the child
 crash every call fails until the whole router restarts. Here the store owns the child instead: each
 connect checks it is alive and starts a fresh one when it is not (the caller's reconnect backoff
 spaces restarts), so a killed child is replaced on the next connect and the collection is reopened.
+One child per file and process (`acquire`/`release`): a config reload builds a second store on the same
+file while the first still serves, and both must talk to the same child (a second child on one file
+would corrupt it; POSIX file locks do not stop a process from locking its own file twice).
 """
 
 from __future__ import annotations
@@ -21,14 +24,38 @@ class LiteUnavailable(RuntimeError):
     """The Lite child could not be started (file locked by another process, binary missing)."""
 
 
+_SHARED: dict[Path, LiteProcess] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 class LiteProcess:
-    """One Lite child serving `db_file` on a unix socket; thread-safe."""
+    """One Lite child serving `db_file` on a unix socket; thread-safe. Get it with `acquire`."""
 
     def __init__(self, db_file: str | Path):
         self.db_file = Path(db_file).absolute()
         self._server: Server | None = None
         self._lock = threading.Lock()  # guards start/stop only, never taken on the event loop
         self.starts = 0
+        self.users = 0
+
+    @classmethod
+    def acquire(cls, db_file: str | Path) -> LiteProcess:
+        """The process-wide child for this file, shared by every store on it."""
+        path = Path(db_file).absolute()
+        with _SHARED_LOCK:
+            lite = _SHARED.setdefault(path, cls(path))
+            lite.users += 1
+            return lite
+
+    def release(self) -> None:
+        """A store is done with the child; the last one stops it (blocking: call off the event loop)."""
+        with _SHARED_LOCK:
+            self.users -= 1
+            last = self.users <= 0
+            if last:
+                _SHARED.pop(self.db_file, None)
+        if last:
+            self.stop()
 
     @property
     def pid(self) -> int | None:

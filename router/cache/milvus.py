@@ -105,7 +105,7 @@ class MilvusStore:
         self._reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="milvus-read")
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="milvus-write")
         self._connector = ThreadPoolExecutor(max_workers=1, thread_name_prefix="milvus-connect")
-        self._lite = LiteProcess(uri) if local else None
+        self._lite = LiteProcess.acquire(uri) if local else None
         self._lock = threading.Lock()  # guards the fields below; never held across I/O
         self._client: MilvusClient | None = None
         self._connecting: Future[MilvusClient] | None = None
@@ -367,7 +367,7 @@ class MilvusStore:
         for pool in (self._reads, self._writes):
             pool.shutdown(wait=False, cancel_futures=True)
         if self._lite is not None:  # after any connect in progress, so that one's child stops too
-            await asyncio.wrap_future(self._connector.submit(self._lite.stop))
+            await asyncio.wrap_future(self._connector.submit(self._lite.release))
         self._connector.shutdown(wait=False)
 
 

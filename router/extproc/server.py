@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
-import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +30,6 @@ from router.runtime import RuntimeHolder
 from router.signals import Classifier
 
 log = logs.get_logger("router.extproc")
-CLASSIFIER_NICE = 10
 
 
 class StartupError(Exception):
@@ -141,7 +137,7 @@ async def serve(config_path: Path, log_format: LogFormat | None = None) -> None:
         raise StartupError(f"cannot read config file {config_path}: {exc.strerror}") from None
     server_cfg, obs = _bootstrap(config_path)
     configure_logs(obs, log_format)
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-worker", initializer=_yield_cpu)
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-worker")
     readiness = Readiness()
     holder = RuntimeHolder(config_path, readiness)
     stop = asyncio.Event()
@@ -179,15 +175,6 @@ async def serve(config_path: Path, log_format: LogFormat | None = None) -> None:
     await ops.aclose()
     await holder.aclose()
     executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _yield_cpu() -> None:
-    """Classification workers run at a lower CPU priority than the event loop, the cache threads and the
-    Milvus Lite child: on a saturated machine the 600 ms classification budget absorbs the wait, the 50 ms
-    cache lookup budget cannot (bench/fault_suite.py: lookups within budget 0.37 -> 0.65 at 32 clients).
-    """
-    with contextlib.suppress(OSError):  # raising one's own niceness needs no privilege; best effort anyway
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CLASSIFIER_NICE)
 
 
 def _classifier_of(holder: RuntimeHolder) -> tuple[Classifier | None, float]:

@@ -223,3 +223,16 @@ async def test_a_killed_lite_child_is_restarted_and_the_collection_reopened(lite
         assert s.lite.starts == 2
     finally:
         await s.close()
+
+
+async def test_stores_on_one_lite_file_share_its_child_as_a_reload_does(lite_path: Path) -> None:
+    """A reload opens a second store on the file while the first still serves: one child, never two."""
+    collection = f"t_{uuid.uuid4().hex[:12]}"
+    old = MilvusStore(str(lite_path), collection, timeout_s=10, write_timeout_s=30, consistency_level=READ_YOUR_WRITES)
+    await old.upsert(entry(k(1)))
+    new = MilvusStore(str(lite_path), collection, timeout_s=10, write_timeout_s=30, consistency_level=READ_YOUR_WRITES)
+    assert new.lite is old.lite and new.lite is not None
+    await old.close()
+    assert await new.get(k(1), NOW) is not None and new.lite.alive()
+    await new.close()
+    assert not new.lite.alive()
