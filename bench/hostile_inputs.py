@@ -37,7 +37,7 @@ def cases() -> Iterator[Case]:
     for esc in ("\\ud800", "\\udfff", "\\ud800\\ud800", "a\\udc00b"):
         yield f"surrogate {esc}", b'{"model":"auto","messages":[{"role":"user","content":"' + esc.encode() + b'"}]}', \
             {}, "4xx"
-    bad_parts: list[Any] = [5, "hi", None, [{"type": "text", "text": 5}], [{"type": "text"}],
+    bad_parts: list[Any] = [5, None, [{"type": "text", "text": 5}], [{"type": "text"}],
                             [{"type": "image_url", "image_url": "http://x"}], [{"type": "image_url", "image_url": {}}],
                             [{"type": "hologram"}], [1], [{"type": "input_audio", "input_audio": {"data": 1}}]]
     for i, content in enumerate(bad_parts):
@@ -53,7 +53,7 @@ def cases() -> Iterator[Case]:
                              b'{"model": 7, "messages": [{"role": "user", "content": "hi"}]}']):
         yield f"bad body {i}", raw, {}, "4xx"
     yield "unknown model", _j({**_chat("hi"), "model": "gpt-9"}), {}, "4xx"
-    yield "87 filler headers", _j(_chat("hi")), {f"x-filler-{i}": "v" for i in range(87)}, "4xx"
+    yield "88 filler headers", _j(_chat("hi")), {f"x-filler-{i}": "v" for i in range(88)}, "4xx"
     yield "body over the limit", _j(_chat("x" * (5 * 1024 * 1024))), {}, "4xx"
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
     valid: list[dict[str, Any]] = [
