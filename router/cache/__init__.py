@@ -9,7 +9,7 @@ from router.cache.semantic_cache import (
     build_cache_request,
     make_store,
 )
-from router.cache.store import CacheBackendError, CacheStore
+from router.cache.store import CacheBackendError, CacheStore, InvalidCacheArgument
 
-__all__ = ["CACHE_REASONS", "CacheBackendError", "CacheHit", "CacheRequest", "CacheStore", "SemanticCache",
+__all__ = ["CACHE_REASONS", "CacheBackendError", "CacheHit", "CacheRequest", "CacheStore", "InvalidCacheArgument", "SemanticCache",
            "SkipReason", "build_cache_request", "make_store"]
