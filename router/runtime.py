@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,12 +43,52 @@ class Runtime:
     tracing: Tracing | None = None
     streams: int = 0
     retired: bool = False
+    closed: bool = False
 
     async def close(self) -> None:
+        """Idempotent: a shared cache must be released exactly once per runtime."""
+        if self.closed:
+            return
+        self.closed = True
         if self.cache is not None:
-            await self.cache.close()
+            await CACHES.release(self.cache)
         if self.tracing is not None:  # flushes the last spans; blocking, so off the event loop
             await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
+
+
+class SharedCaches:
+    """One SemanticCache per cache config, shared by the runtimes that reloads create.
+
+    A reload that leaves `semantic_cache` unchanged keeps the cache it had: its backend connection, write
+    queue and health carry over, instead of every reload opening a new connection whose first lookups time
+    out while it connects (a reload every second cost ~80 % of lookups in bench/fault_suite.py). The last
+    runtime to let go closes it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: dict[str, tuple[SemanticCache, int]] = {}
+
+    def acquire(self, cfg: RouterConfig) -> SemanticCache:
+        key = cfg.semantic_cache.model_dump_json()
+        with self._lock:
+            cache, users = self._live.get(key) or (SemanticCache.from_config(cfg), 0)
+            self._live[key] = (cache, users + 1)
+            return cache
+
+    async def release(self, cache: SemanticCache) -> None:
+        with self._lock:
+            key = next((k for k, (c, _) in self._live.items() if c is cache), None)
+            users = self._live[key][1] - 1 if key is not None else 0
+            if key is not None and users > 0:
+                self._live[key] = (cache, users)
+                return
+            if key is not None:
+                del self._live[key]
+        await cache.close()
+
+
+CACHES = SharedCaches()
 
 
 def build_runtime(cfg: RouterConfig) -> Runtime:
@@ -56,7 +97,7 @@ def build_runtime(cfg: RouterConfig) -> Runtime:
     Relative paths in the config (model dir, cache file) resolve against the working directory.
     """
     classifier = MemoizedClassifier(load_classifier(cfg)) if cfg.classifier.enabled else None
-    cache = SemanticCache.from_config(cfg) if cfg.semantic_cache.enabled else None
+    cache = CACHES.acquire(cfg) if cfg.semantic_cache.enabled else None
     if cache is not None and classifier is not None:
         encoder = shared_models(cfg.classifier).encoder.model_hash
         if encoder != cache.verifier.encoder:  # its cosine feature was calibrated on another encoder

@@ -74,3 +74,34 @@ async def test_a_replaced_runtime_is_closed_once_its_last_stream_ends(config_fil
     await asyncio.sleep(0.01)
     assert closed == [first]
     await holder.aclose()
+
+
+def _request(rt: Runtime) -> Any:
+    from router.cache import build_cache_request
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    return build_cache_request(body, {"authorization": "Bearer k"}, "qwen3-4b", None, None, rt.cfg)
+
+
+async def test_a_reload_that_keeps_the_cache_config_keeps_the_cache(config_file: Path) -> None:
+    """A new connection per reload made every first lookup wait for it; an unchanged cache carries over."""
+    raw = yaml.safe_load(config_file.read_text())
+    raw["semantic_cache"] = {"enabled": True, "backend": "memory"}
+    config_file.write_text(yaml.safe_dump(raw))
+    holder = RuntimeHolder(config_file, Readiness())
+    await holder.reload(first=True)
+    first = holder.current
+    assert first is not None and first.cache is not None
+    config_file.write_text(yaml.safe_dump({**raw, "default_category": "math"}))  # an edit elsewhere
+    await holder.reload()
+    second = holder.current
+    assert second is not first and second is not None and second.cache is first.cache
+    await first.close()  # the retired runtime lets go (once, however often closed); the cache keeps serving
+    await first.close()
+    assert second.cache is not None and (await second.cache.stats())["entries"] == 0
+    assert await second.cache.lookup(_request(second)) is None  # still open: a real round trip, a miss
+    assert second.cache.counters["miss"] == 1
+    raw["semantic_cache"]["max_entries"] = 10  # a cache edit builds a new cache
+    config_file.write_text(yaml.safe_dump(raw))
+    await holder.reload()
+    assert holder.current is not None and holder.current.cache is not second.cache
+    await holder.aclose()
