@@ -219,7 +219,7 @@ async def test_a_classification_over_budget_is_routed_unguarded_and_flagged_when
     session = StreamSession(rt, EXECUTOR)
     resp = await send(session, chat("Integrate x^2"))
     assert resp.WhichOneof("response") == "request_body"
-    assert set_headers(resp)["x-selected-cluster"] == "qwen3-4b"
+    assert set_headers(resp)["x-vsr-routed-model"] == "qwen3-4b"  # default category: no signal
     assert session._decision_headers()["x-vsr-guards-skipped"] == "classifier_timeout"
 
 
