@@ -2,7 +2,8 @@
 
 A `count(*)` probe under write load timed out and flipped `/readyz` to 503 while lookups were fine.
 Every lookup and write already tells whether the backend answers, so health is read from them:
-`fail_after` consecutive failures mark it down, any success marks it up. Only when the cache has
+`streak` consecutive failures mark it down and as many consecutive successes mark it up again (a backend
+that answers some lookups in time and misses others does not flap the log). Only when the cache has
 been idle longer than the probe interval does the probe send one cheap key lookup of its own.
 Transitions are logged once and exported as `vsr_cache_backend_up`.
 """
@@ -21,10 +22,11 @@ log = structlog.get_logger(__name__)
 class BackendHealth:
     """Up/down from consecutive outcomes; updated on the event loop, read from any thread."""
 
-    def __init__(self, fail_after: int = 3) -> None:
-        self.fail_after = fail_after
+    def __init__(self, streak: int = 5) -> None:
+        self.streak = streak
         self.up = True
         self.failures = 0
+        self.successes = 0
         self.last_error = ""
         self.last_activity = time.monotonic()
         metrics.set_cache_backend_up(True)
@@ -32,7 +34,8 @@ class BackendHealth:
     def success(self) -> None:
         self.last_activity = time.monotonic()
         self.failures = 0
-        if not self.up:
+        self.successes += 1
+        if not self.up and self.successes >= self.streak:
             self.up = True
             metrics.set_cache_backend_up(True)
             log.info("cache_backend_up")
@@ -40,8 +43,9 @@ class BackendHealth:
     def failure(self, error: str) -> None:
         self.last_activity = time.monotonic()
         self.failures += 1
+        self.successes = 0
         self.last_error = error
-        if self.up and self.failures >= self.fail_after:
+        if self.up and self.failures >= self.streak:
             self.up = False
             metrics.set_cache_backend_up(False)
             log.warning("cache_backend_down", error=error, effect="serving uncached until it answers again")

@@ -12,12 +12,24 @@ would corrupt it; POSIX file locks do not stop a process from locking its own fi
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import structlog
 from milvus_lite.server import Server  # type: ignore[import-untyped]
 
 log = structlog.get_logger(__name__)
+
+
+SOCKET_WAIT_S = 10.0
+
+
+def _wait_for_socket(uri: str, server: Server) -> None:
+    """A fresh child opens its socket some time after it starts; connecting earlier fails and backs off."""
+    path = Path(uri.removeprefix("unix:"))
+    deadline = time.monotonic() + SOCKET_WAIT_S
+    while not path.exists() and time.monotonic() < deadline and server._p is not None and server._p.poll() is None:
+        time.sleep(0.05)
 
 
 class LiteUnavailable(RuntimeError):
@@ -83,6 +95,7 @@ class LiteProcess:
                 raise LiteUnavailable(f"cannot start Milvus Lite on {self.db_file} (locked by another process?)")
             self._server = server
             self.starts += 1
+            _wait_for_socket(str(server.uds_path), server)
             return str(server.uds_path)
 
     def stop(self) -> None:

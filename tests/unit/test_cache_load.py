@@ -73,11 +73,15 @@ async def test_lookups_do_not_wait_for_writes() -> None:
 
 async def test_backend_health_follows_traffic_and_recovers() -> None:
     cache = SemanticCache(CFG.semantic_cache, MemoryStore())
-    for _ in range(3):
+    streak = cache.health.streak
+    for _ in range(streak):
         cache._error(CacheBackendError("connection refused"), "lookup")
     up, detail = await cache.check()
     assert not up and "connection refused" in detail
-    assert await cache.lookup(make_req("Q?", BASE)) is None  # a successful round trip
+    for _ in range(streak - 1):  # successful round trips; one short of the streak: still down (no flapping)
+        assert await cache.lookup(make_req("Q?", BASE)) is None
+    assert not (await cache.check())[0]
+    await cache.lookup(make_req("Q?", BASE))
     assert (await cache.check())[0]
     await cache.close()
 
