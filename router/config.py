@@ -254,6 +254,11 @@ class ClassifierConfig(_Strict):
     # rule validators and keyword rules scan ~0.5 us per character each; the encoder reads 256-token head
     # and tail windows anyway), which bounds the work for a multi-megabyte prompt.
     max_scan_chars: int = Field(default=131_072, ge=1024)
+    # Backpressure: at most this many requests wait for or run an encoder pass at once. A request beyond it
+    # is not queued: `on_failure` decides at once (reason "overload"), so a burst past capacity gets a fast,
+    # counted 503 with Retry-After (closed) or an unguarded default route (open), never an unbounded wait.
+    # 32 is ~100 ms of short prompts on one core: well inside timeout_ms.
+    max_pending: int = Field(default=32, ge=1)
     # Cosine similarity to the nearest YAML `examples:` utterance above which that category wins over the
     # domain head (0.6 let 0.1% of MMLU questions be captured by 342 fine-grained support categories).
     example_threshold: float = Field(default=0.6, ge=0, le=1)

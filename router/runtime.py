@@ -42,6 +42,7 @@ class Runtime:
     affinity: AffinityStore | None = None
     tracing: Tracing | None = None
     streams: int = 0
+    pending_classifications: int = 0  # requests waiting for or in an encoder pass (classifier.max_pending)
     retired: bool = False
     closed: bool = False
 

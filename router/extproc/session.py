@@ -47,8 +47,9 @@ MODELS_PATH = "/v1/models"
 # Envoy checks the mutated map against max_headers_count (pseudo-headers included, as the router counts
 # them) and fails the request with a 500 (`header_mutation_result_exceeds_limit`) when it does not fit.
 REQUEST_HEADROOM = 2
-Failure = Literal["error", "timeout"]
-_SKIPPED: dict[Failure, str] = {"error": "classifier_failed", "timeout": "classifier_timeout"}
+Failure = Literal["error", "timeout", "overload"]
+_SKIPPED: dict[Failure, str] = {"error": "classifier_failed", "timeout": "classifier_timeout",
+                                "overload": "classifier_overload"}
 
 
 @dataclass
@@ -238,10 +239,14 @@ class StreamSession:
         A request with no user turn (a system prompt alone) is not screened for jailbreaks: instructions
         are what system prompts are made of, and the head scores them as such.
         """
-        classifier = self.runtime.classifier
+        classifier, rt = self.runtime.classifier, self.runtime
         if classifier is None:
             return NO_SIGNAL
+        if rt.pending_classifications >= rt.cfg.classifier.max_pending:
+            busy = RuntimeError(f"{rt.pending_classifications} classifications already pending")
+            return self._classifier_failed(busy, "overload")
         start = time.perf_counter()
+        rt.pending_classifications += 1
         try:
             loop = asyncio.get_running_loop()
             async with asyncio.timeout_at(loop.time() + max(deadline - time.monotonic(), 0.0)):
@@ -252,6 +257,7 @@ class StreamSession:
         except Exception as exc:  # noqa: BLE001 - any failure is handled by the operator's explicit policy
             return self._classifier_failed(exc, "error")
         finally:
+            rt.pending_classifications -= 1
             self.request.timings["classify"] = time.perf_counter() - start
         return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
 

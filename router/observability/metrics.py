@@ -27,7 +27,7 @@ Phase = Literal["classify", "cache_lookup", "total"]
 # dropped: a write refused because the write queue was full (counted, never silent)
 CacheEvent = Literal["hit", "miss", "write", "skipped_write", "dropped", "error"]
 LabelKind = Literal["model", "category", "pii_type", "dependency", "cache_reason"]
-ClassifierFailure = Literal["error", "timeout"]  # an exception in the classifier, or out of its time budget
+ClassifierFailure = Literal["error", "timeout", "overload"]  # an exception, out of its time budget, or queue full
 
 OTHER = "other"
 NONE = "none"

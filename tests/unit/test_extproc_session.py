@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -245,3 +246,41 @@ async def test_too_many_headers_is_refused_before_envoy_fails_the_mutation() -> 
     session = StreamSession(runtime(MATH), EXECUTOR)
     resp = await session.handle(headers(**{f"x-h-{i}": "v" for i in range(96)}))
     assert resp.immediate_response.status.code == 431
+
+
+class HeldClassifier:
+    """Holds every pass until released: a burst of requests piles up behind it."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def classify(self, text: str) -> Classification:
+        self.release.wait(5)
+        return MATH
+
+
+@pytest.mark.parametrize("policy", ["closed", "open"])
+async def test_a_burst_past_max_pending_is_decided_at_once_not_queued(policy: str) -> None:
+    def small_queue(raw: dict[str, Any]) -> None:
+        raw["classifier"].update(max_pending=2, on_failure=policy)
+    cfg = config(small_queue)
+    slow = HeldClassifier()
+    rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=slow, cache=None)
+    workers = ThreadPoolExecutor(max_workers=2)
+    waiting = [asyncio.create_task(send(StreamSession(rt, workers), chat("Integrate x^2"))) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    assert rt.pending_classifications == 2
+    extra = StreamSession(rt, workers)
+    resp = await asyncio.wait_for(send(extra, chat("Integrate x^2")), timeout=0.5)  # no wait in a queue
+    assert extra.request.classifier_failure == "overload"
+    if policy == "closed":
+        assert resp.immediate_response.status.code == 503
+        assert set_headers(resp)["retry-after"] == "1"
+    else:
+        assert resp.WhichOneof("response") == "request_body"
+        assert extra._decision_headers()["x-vsr-guards-skipped"] == "classifier_overload"
+    slow.release.set()
+    for task in waiting:
+        assert (await task).WhichOneof("response") == "request_body"
+    assert rt.pending_classifications == 0
+    workers.shutdown()
