@@ -298,6 +298,10 @@ class CacheConfig(_Strict):
     purge_interval_s: float = Field(default=300, ge=1)
     max_semantic_chars: int = Field(default=508, ge=1)  # longer prompts: exact match only (no prefix collisions)
     max_entry_bytes: int = Field(default=60_000, ge=1024, le=65_535)  # Milvus VARCHAR limit
+    # Recent exact answers kept in the router process (router/cache/hot.py): a repeated prompt is served
+    # without a backend round trip. An invalidation run elsewhere reaches these copies within the TTL.
+    hot_answers: int = Field(default=1024, ge=0)
+    hot_answers_ttl_s: float = Field(default=30.0, gt=0)
     scope: Literal["tenant", "user", "global"] = "tenant"
     tenant_headers: list[str] = ["x-authz-tenant-id"]
     user_headers: list[str] = ["x-authz-user-id"]

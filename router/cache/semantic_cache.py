@@ -25,6 +25,7 @@ import structlog
 
 from router.cache import keys
 from router.cache.health import BackendHealth
+from router.cache.hot import HotAnswers
 from router.cache.keys import SkipReason
 from router.cache.memory import MemoryStore
 from router.cache.milvus import MAX_TEXT_BYTES, MilvusStore
@@ -160,6 +161,7 @@ class SemanticCache:
         self._purger: asyncio.Task[None] | None = None
         self.counters: Counter[str] = Counter()
         self.health = BackendHealth()
+        self.hot = HotAnswers(cfg.hot_answers, cfg.hot_answers_ttl_s)
         self.writes = WriteQueue(self._write_batch, self._count_n, size=cfg.write_queue_size,
                                  batch=cfg.write_batch_size)
 
@@ -218,6 +220,9 @@ class SemanticCache:
         1.0 (recognised as exact by its key); a second, exact-key lookup would only add a round trip.
         Otherwise the verifier scores every candidate and the best one is served if it clears the bar.
         """
+        hot = self.hot.get(req.key, req.scope, req.namespace, now)
+        if hot is not None:  # a repeat of a recent answer: no backend round trip
+            return self._hit(hot, 1.0, True, now)
         if req.embedding is None:
             entry = await self.backend.get(req.key, now)
             return self._hit(entry, 1.0, True, now) if entry is not None and entry.scope == req.scope else None
@@ -226,6 +231,7 @@ class SemanticCache:
         own = [c for c in found if c.entry.scope == req.scope and c.entry.namespace == req.namespace]
         exact = next((c for c in own if c.entry.key == req.key), None)
         if exact is not None:
+            self.hot.put(exact.entry, now)
             return self._hit(exact.entry, 1.0, True, now)
         bar = self.verifier.threshold if req.min_score is None else req.min_score
         pick, _ = self.verifier.best(req.text, [(c.entry.text, c.similarity) for c in own], bar)
@@ -255,6 +261,7 @@ class SemanticCache:
         entry = CacheEntry(req.key, req.scope, req.namespace, req.model, req.embedding,
                            req.text if req.embedding is not None else "", payload, now, now + req.ttl_seconds)
         self._ensure_purger()
+        self.hot.put(entry, now)
         self.writes.put(entry)
         metrics.set_cache_write_queue(len(self.writes))
 
@@ -304,6 +311,7 @@ class SemanticCache:
 
     async def invalidate(self, namespace: str | None = None, model: str | None = None) -> int:
         """Delete entries of a namespace and/or model; raises CacheBackendError for the CLI to report."""
+        self.hot.clear()
         return await self.backend.delete(namespace=namespace, model=model)
 
     async def stats(self) -> dict[str, Any]:

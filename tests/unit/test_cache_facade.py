@@ -199,7 +199,7 @@ async def test_slow_backend_is_a_miss_within_budget_and_writes_do_not_block() ->
     start = loop.time()
     cache.store(make_req("Q?", BASE), completion())  # returns at once although the write takes 1 s
     assert loop.time() - start < 0.01
-    assert await cache.lookup(make_req("Q?", BASE)) is None
+    assert await cache.lookup(make_req("Another question?", BASE)) is None
     assert loop.time() - start < CFG.semantic_cache.lookup_timeout_ms / 1000 * LOOP_SLACK + 0.05
     assert cache.counters["error:lookup"] == 1
     await cache.close()
@@ -244,4 +244,22 @@ async def test_backend_bug_is_a_counted_miss() -> None:
     cache = SemanticCache(CFG.semantic_cache, BuggyStore(100))
     assert await cache.lookup(make_req("Q?", BASE)) is None
     assert cache.counters["error:lookup"] == 1
+    await cache.close()
+
+
+async def test_a_repeat_of_a_recent_answer_skips_the_backend(clock: Clock) -> None:
+    """Retries and regenerates: the hot copy answers; another tenant, an expired entry and an
+    invalidation never get it."""
+    store = SlowStore(delay=1.0)  # any backend call would blow the lookup budget
+    cache = SemanticCache(CFG.semantic_cache, store, clock=clock)
+    cache.store(make_req("How do I reset my password?", BASE), completion())
+    hit = await cache.lookup(make_req("How do I reset my password?", BASE))
+    assert hit is not None and hit.exact and cache.counters["error:lookup"] == 0
+    other = {"authorization": "Bearer other"}
+    assert await cache.lookup(make_req("How do I reset my password?", BASE, headers=other)) is None
+    clock.now += CFG.semantic_cache.hot_answers_ttl_s
+    assert await cache.lookup(make_req("How do I reset my password?", BASE)) is None  # hot copy expired
+    cache.store(make_req("How do I reset my password?", BASE), completion())
+    await cache.invalidate(model="m1")
+    assert await cache.lookup(make_req("How do I reset my password?", BASE)) is None
     await cache.close()
