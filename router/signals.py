@@ -34,6 +34,9 @@ class Classification:
     embedding: np.ndarray | None = None
     source: str = "none"
     encoder: str = ""  # hash of the model that produced `embedding` (part of the cache scope)
+    # Probability that the text is a plain request for harmful content (weapons, drugs, theft, sexual content),
+    # with or without jailbreak framing; its operating point is 0.5 like the jailbreak score's.
+    content_safety_score: float = 0.0
 
     @property
     def pii_types(self) -> frozenset[str]:

@@ -2,7 +2,8 @@
 
 `classify()` runs the ONNX encoder exactly once; the domain, example, jailbreak and PII heads all read that
 single `EncodedText`, and its embedding goes out with the result as the semantic-cache key. The jailbreak
-score is the larger of the head's and the exact injection rules' (encoded or non-English overrides). Safe to call
+score is the larger of the head's and the exact injection rules' (encoded or non-English overrides); the
+content-safety head (plain harmful requests) is a separate score on the same embedding. Safe to call
 from several executor threads at once: everything it touches after construction is read-only.
 """
 
@@ -30,6 +31,7 @@ class EncoderModels:
     encoder: Encoder
     domain: MLPHead
     jailbreak: MLPHead
+    content_safety: MLPHead
 
     @classmethod
     def load(cls, model_dir: str | Path, threads: int = 1, precision: str = "int8") -> EncoderModels:
@@ -40,6 +42,7 @@ class EncoderModels:
             encoder=Encoder(model_dir, threads=threads, precision=precision),
             domain=MLPHead.load(HEADS_DIR / "domain.npz"),
             jailbreak=MLPHead.load(HEADS_DIR / "jailbreak.npz"),
+            content_safety=MLPHead.load(HEADS_DIR / "content_safety.npz"),
         )
 
 
@@ -78,9 +81,10 @@ class EncoderClassifier:
             )
         head_score = float(self.models.jailbreak.probabilities(embedding)[self._jailbreak_index])
         jailbreak = max(head_score, injection_score(text))
+        harmful = float(self.models.content_safety.probabilities(embedding)[1])
         pii = detect_pii(text, encoded) if self.pii_enabled else ()
         return Classification(category, confidence, jailbreak, pii, embedding, source=f"encoder:{source}",
-                              encoder=self.models.encoder.model_hash)
+                              encoder=self.models.encoder.model_hash, content_safety_score=harmful)
 
 
 _LOADED: dict[tuple[str, int, str], EncoderModels] = {}

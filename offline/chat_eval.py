@@ -1,0 +1,128 @@
+"""Issue 10's figures on real chat, through the same classify() the router serves (one encoder pass per text).
+
+  domain          accuracy / macro-F1 on the hand-labelled chat test set (offline/data/chat_domain_test.jsonl)
+  guards          per guard: recall on its held-out attack / harmful sources (test split) at the default 0.5;
+                  false blocks (jailbreak OR content safety at 0.5) on real chat test (ShareGPT test + chitchat
+                  test) and on the short support / how-to test subset; threshold curves for the README table
+  pii             false alarms on hand-read and rule-selected PII-free chat, PERSON recall on chitchat names,
+                  plus the min_score curve of the token head
+Nothing here chooses a threshold: they were set on dev by training (offline/train_guards.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from offline.chat_data import DATA, TEST
+from offline.guard_data import GUARDS, LABELS, REAL_CHAT, curve, guard_splits, is_group, support_rows
+from router.classifier.metrics import multiclass_report
+from router.classifier.model import EncoderClassifier
+from router.classifier.train_data import DOMAINS
+from router.signals import Classification
+
+CURVE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+OPERATING_POINT = 0.5
+
+
+class Scored:
+    """classify() once per distinct text, kept for every figure that needs it."""
+
+    def __init__(self, classifier: EncoderClassifier) -> None:
+        self.classifier = classifier
+        self._seen: dict[str, Classification] = {}
+
+    def __call__(self, texts: Iterable[str]) -> list[Classification]:
+        out = []
+        for text in texts:
+            if text not in self._seen:
+                self._seen[text] = self.classifier.classify(text)
+            out.append(self._seen[text])
+        return out
+
+    def score(self, guard: str, texts: Iterable[str]) -> np.ndarray:
+        attribute = "jailbreak_score" if guard == "jailbreak" else "content_safety_score"
+        return np.array([getattr(c, attribute) for c in self(texts)], dtype=np.float64)
+
+    def blocked(self, texts: Sequence[str]) -> np.ndarray:
+        """Either guard at its operating point: what a request sees with both guards on `block`."""
+        return np.array(
+            [max(c.jailbreak_score, c.content_safety_score) >= OPERATING_POINT for c in self(texts)], dtype=bool
+        )
+
+
+def evaluate_domain_chat(scored: Scored) -> dict:
+    rows = [json.loads(line) for line in (DATA / "chat_domain_test.jsonl").read_text().splitlines() if line.strip()]
+    predicted = [c.category or "" for c in scored(r["text"] for r in rows)]
+    report = multiclass_report([r["label"] for r in rows], predicted, DOMAINS)
+    report["set"] = "offline/data/chat_domain_test.jsonl: ShareGPT + chatterbot prompts labelled by reading them"
+    return report
+
+
+def _rate(flags: np.ndarray) -> float:
+    return round(float(flags.mean()), 5) if len(flags) else 0.0
+
+
+def evaluate_guards(scored: Scored) -> dict:
+    """Recall per guard on its held-out positives, false blocks of both guards together on held-out real chat."""
+    report: dict = {}
+    benign_chat: list[str] = []
+    for guard in GUARDS:
+        test = guard_splits(guard)[TEST]
+        positive = [e for e in test if e.label == LABELS[guard][1]]
+        benign = [e for e in test if e.label == LABELS[guard][0]]
+        pos_scores = scored.score(guard, [e.text for e in positive])
+        chat = [e.text for e in benign if e.group in REAL_CHAT]
+        benign_chat = benign_chat or chat
+        negatives = {
+            "real_chat": scored.score(guard, chat),
+            "support": scored.score(guard, [e.text for e in support_rows(TEST)]),
+            "all_benign": scored.score(guard, [e.text for e in benign]),
+        }
+        report[guard] = {
+            "recall": _rate(pos_scores >= OPERATING_POINT),
+            "positives": len(positive),
+            "recall_by_source": {
+                group: _rate(pos_scores[is_group(positive, [group])] >= OPERATING_POINT)
+                for group in sorted({e.group for e in positive})
+            },
+            "false_block_alone": {name: _rate(s >= OPERATING_POINT) for name, s in negatives.items()},
+            "curve": curve(pos_scores, negatives, CURVE_THRESHOLDS),
+        }
+    support = [e.text for e in support_rows(TEST)]
+    chat_blocked, support_blocked = scored.blocked(benign_chat), scored.blocked(support)
+    report["false_blocks"] = {
+        "real_chat": _rate(chat_blocked),
+        "real_chat_n": len(benign_chat),
+        "support": _rate(support_blocked),
+        "support_n": len(support),
+        "examples": [t[:160] for t, b in zip(benign_chat + support, [*chat_blocked, *support_blocked], strict=True) if b][:20],
+    }
+    return report
+
+
+def plot_guard_curves(report: dict, path: Path) -> None:
+    """Recall and false-block rates against the threshold, one panel per guard."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, panels = plt.subplots(1, len(GUARDS), figsize=(11, 4.2))
+    for axes, guard in zip(panels, GUARDS, strict=True):
+        points = report[guard]["curve"]
+        x = [p["threshold"] for p in points]
+        axes.plot(x, [p["recall"] for p in points], "o-", label="recall (held-out sources)")
+        for key, style in (("fpr_real_chat", "s--"), ("fpr_support", "^--"), ("fpr_all_benign", "x:")):
+            axes.plot(x, [100 * p[key] for p in points], style, label=f"{key[4:]} flagged, % (x100)")
+        axes.axvline(OPERATING_POINT, color="grey", lw=0.8)
+        axes.set_title(f"{guard} (default threshold {OPERATING_POINT})")
+        axes.set_xlabel("threshold")
+        axes.set_ylim(-0.02, 1.02)
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,80 @@
+"""Train / dev / test sets of the two guards (jailbreak, content safety) with real chat as the benign side.
+
+Both are rebuilt identically by training (build venv) and `semantic-router eval` (runtime venv): no torch here.
+  jailbreak       jailbreak_data's source split (its "validation" is the dev split here), plus real chat:
+                  ShareGPT train part as benign training rows; ShareGPT dev + support dev + chitchat dev as dev;
+                  ShareGPT test + support test + chitchat test as test (chat_data.benign_chat)
+  content_safety  safety_data's source split, plus the benign training rows of the jailbreak set (MMLU,
+                  contradish, small talk) as safe training rows
+Thresholds are chosen on the dev rows only (DEV_BUDGETS: false-block rate per benign group), never on test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from offline.chat_data import DEV, TEST, TRAIN, benign_chat
+from offline.safety_data import HARMFUL, SAFE, safety_splits
+from router.classifier.jailbreak_data import BENIGN, JAILBREAK, jailbreak_splits
+from router.classifier.train_data import Example
+
+GUARDS = ("jailbreak", "content_safety")
+LABELS = {"jailbreak": (BENIGN, JAILBREAK), "content_safety": (SAFE, HARMFUL)}
+SPLITS = (TRAIN, DEV, TEST)
+# Benign groups that are real chat, and the support/how-to subset, as the guards' false-block targets see them.
+REAL_CHAT = ("sharegpt", "chitchat")
+SUPPORT = ("sharegpt_support", "support")
+# Per guard, the dev false-block rate allowed on each benign group: a third of the issue's budget (0.3% of real
+# chat, 0.5% of support asks) for each guard, as margin for the union of both guards and for unseen styles.
+DEV_BUDGETS = {"real_chat": 0.001, "support": 0.0017}
+
+
+def guard_splits(guard: str) -> dict[str, list[Example]]:
+    """{'train' | 'dev' | 'test': examples labelled with LABELS[guard]}."""
+    if guard == "content_safety":
+        splits = safety_splits()
+        splits[TRAIN] += [Example(e.text, SAFE, e.group) for e in jailbreak_splits()["train"] if e.label == BENIGN]
+        return splits
+    source = jailbreak_splits()
+    splits = {TRAIN: source["train"], DEV: source["validation"], TEST: source["test"]}
+    for split in SPLITS:
+        splits[split] = splits[split] + [Example(p.text, BENIGN, p.source) for p in benign_chat(split)]
+    return splits
+
+
+def support_rows(split: str) -> list[Example]:
+    """The short support / how-to asks of a split (a subset of ShareGPT plus chatterbot's tech support)."""
+    from offline.chat_data import support_requests
+
+    return [Example(p.text, BENIGN, p.source) for p in support_requests() if p.split == split]
+
+
+def false_block_rate(scores: np.ndarray, threshold: float) -> float:
+    return float((scores >= threshold).mean()) if len(scores) else 0.0
+
+
+def choose_threshold(budgets: dict[str, np.ndarray], candidates: Sequence[float] | None = None) -> float:
+    """Lowest threshold at which every benign group's flag rate is within its DEV_BUDGETS entry (highest recall)."""
+    grid = candidates if candidates is not None else np.concatenate([np.linspace(0.05, 0.95, 91), 1 - np.logspace(-2, -6, 41)])
+    for threshold in sorted(grid):
+        if all(false_block_rate(scores, threshold) <= DEV_BUDGETS[group] for group, scores in budgets.items()):
+            return float(threshold)
+    return float(max(grid))
+
+
+def curve(positive: np.ndarray, negatives: dict[str, np.ndarray], thresholds: Sequence[float]) -> list[dict]:
+    """Recall on the positives and flag rate on each benign group, per threshold (the README's trade-off table)."""
+    return [
+        {"threshold": round(float(t), 6), "recall": round(false_block_rate(positive, t), 4)}
+        | {f"fpr_{group}": round(false_block_rate(scores, t), 5) for group, scores in negatives.items()}
+        for t in thresholds
+    ]
+
+
+def is_group(examples: Sequence[Example], groups: Sequence[str]) -> np.ndarray:
+    return np.array([e.group in groups for e in examples], dtype=bool)
+
+
+__all__ = ["GUARDS", "HARMFUL", "JAILBREAK", "LABELS", "choose_threshold", "curve", "guard_splits"]

@@ -1,0 +1,114 @@
+"""PII on real chat: PII-free training negatives for the token head, and the chat evaluation sets.
+
+What counts as PII here (see the classifier README): a private person's name, a street address, and the structured
+types (cards, IBANs, SSNs, e-mail, phone, IP). Not PII: a city or country on its own ("flights to Paris"), public
+figures, products, tools and companies ("Docker", "Excel", "Elon Musk"). The token head still learns LOCATION
+(so places are not confused with names) but LOCATION findings are not emitted.
+
+Sets (ShareGPT split by conversation as in chat_data; hand-labelled conversations never trained on):
+  train negatives     ShareGPT train rows <= 400 chars in which no capitalised word is a first or last name
+                      from Faker's name lists (NAME_LOCALES) and no structured validator fires: teaches that
+                      "Docker", "React", "Paris" are O in real prompts (MMLU negatives had no capitals at all)
+  negative_read       offline/data/pii_chat_negative_test.jsonl: ShareGPT test rows read by hand, no personal
+                      data (tools, products, places, public figures included)
+  negative_rule       ShareGPT test rows selected by the same rule as the train negatives (larger, but biased
+                      towards what the rule keeps)
+  public figures      10 chitchat messages naming public figures (Stan Lee, Betty White): flags reported apart
+  names               offline/data/pii_chat_names_test.jsonl: 34 chitchat messages naming private people
+                      ("Hi Naomi!", "My name is Kate."), hand-labelled PERSON spans
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import random
+import re
+from collections.abc import Callable, Sequence
+from functools import cache
+
+from offline.chat_data import DATA, TEST, TRAIN, conversation, excluded_ids, sharegpt
+from router.classifier import pii_data
+from router.classifier.pii_rules import find_structured
+from router.signals import PIIFinding
+
+NAME_LOCALES = ("en_US", "en_GB", "en_IN", "de_DE", "fr_FR", "es_ES", "pt_PT", "nl_NL", "it_IT", "pl_PL")
+MAX_CHARS = 400
+_CAPITALISED = re.compile(r"\b[A-Z][a-z]+\b")
+Detector = Callable[[str], Sequence[PIIFinding]]
+
+
+@cache
+def name_gazetteer() -> frozenset[str]:
+    """First and last names of Faker's person providers in NAME_LOCALES (a filter, not a detector)."""
+    names: set[str] = set()
+    for locale in NAME_LOCALES:
+        provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        for attribute in ("first_names", "last_names", "first_names_male", "first_names_female"):
+            names.update(str(n) for n in getattr(provider, attribute, ()))
+    return frozenset(n for n in names if n.isalpha())
+
+
+def name_free(text: str) -> bool:
+    """No capitalised word is a known name and no structured PII validates."""
+    names = name_gazetteer()
+    return not any(word in names for word in _CAPITALISED.findall(text)) and not find_structured(text)
+
+
+def chat_negatives(split: str, count: int, seed: int) -> list[pii_data.Sample]:
+    """Up to `count` name-free ShareGPT rows of `split` (training: hand-labelled conversations left out)."""
+    excluded = excluded_ids() if split == TRAIN else frozenset()
+    rows = [
+        p.text for p in sharegpt()
+        if p.split == split and p.source == "sharegpt" and len(p.text) <= MAX_CHARS
+        and conversation(p.id) not in excluded and name_free(p.text)
+    ]  # fmt: skip
+    random.Random(seed).shuffle(rows)
+    return [pii_data.Sample(text, (), -1) for text in rows[:count]]
+
+
+def _jsonl(name: str) -> list[dict]:
+    lines = (DATA / name).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def read_negatives(group: str) -> list[str]:
+    """Hand-read PII-free prompts of one group: 'sharegpt' (real requests) or 'public_figure' (chitchat)."""
+    return [row["text"] for row in _jsonl("pii_chat_negative_test.jsonl") if row["group"] == group]
+
+
+def read_names() -> list[pii_data.Sample]:
+    """Hand-labelled chitchat messages naming private people, each name a PERSON span."""
+    return [
+        pii_data.Sample(row["text"], tuple(pii_data.Span(pii_data.PERSON, a, b) for a, b in row["person_spans"]), -1)
+        for row in _jsonl("pii_chat_names_test.jsonl")
+    ]
+
+
+def false_alarms(texts: Sequence[str], detect: Detector) -> dict[str, object]:
+    """Share of PII-free texts with any finding, per type, and the first few flagged texts (to read, not to tune)."""
+    flagged = [(text, sorted({f.type for f in detect(text)})) for text in texts]
+    hits = [(text, types) for text, types in flagged if types]
+    per_type: dict[str, int] = {}
+    for _, types in hits:
+        for kind in types:
+            per_type[kind] = per_type.get(kind, 0) + 1
+    return {
+        "n": len(texts),
+        "false_alarm_rate": round(len(hits) / max(len(texts), 1), 4),
+        "per_type": {k: round(v / max(len(texts), 1), 4) for k, v in sorted(per_type.items())},
+        "examples": [{"text": text[:160], "types": types} for text, types in hits[:10]],
+    }
+
+
+def evaluate_chat(detect: Detector, rule_count: int = 1500) -> dict[str, object]:
+    """PII false alarms on real chat (hand-read and rule-selected negatives) and PERSON recall on chitchat names."""
+    from router.classifier.pii_eval import score
+
+    names = read_names()
+    return {
+        "negative_read": false_alarms(read_negatives("sharegpt"), detect),
+        "negative_public_figures": false_alarms(read_negatives("public_figure"), detect),
+        "negative_rule": false_alarms([s.text for s in chat_negatives(TEST, rule_count, 1)], detect),
+        "chitchat_names": score(names, detect, [pii_data.PERSON])[pii_data.PERSON] | {"messages": len(names)},
+    }

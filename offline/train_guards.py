@@ -1,0 +1,98 @@
+"""Fit the jailbreak and content-safety heads with real chat as negatives: `python -m offline.train_guards [GUARD ...]`.
+
+Build venv (torch for fitting); features are the runtime int8 encoder's sentence embeddings (frozen encoder,
+var/features cache). Each head's operating threshold is chosen on dev (guard_data.DEV_BUDGETS) and baked into
+its output bias so that p = 0.5 is the operating point, as the router's default thresholds expect. Writes
+router/classifier/heads/{jailbreak,content_safety}.npz and the guards' entries in heads/training.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import torch
+
+from offline.chat_data import DEV, TRAIN
+from offline.guard_data import GUARDS, LABELS, REAL_CHAT, choose_threshold, guard_splits, is_group, support_rows
+from router.classifier.build import REPO_ROOT, sha256_file
+from router.classifier.encoder import Encoder
+from router.classifier.features import embed
+from router.classifier.heads import HEADS_DIR, MLPHead
+from router.classifier.injection_rules import injection_score
+from router.classifier.train import fit_mlp
+from router.classifier.train_data import Example
+
+MODEL_DIR = REPO_ROOT / "models" / "minilm"
+
+
+def guard_scores(guard: str, head: MLPHead, encoder: Encoder, examples: list[Example]) -> np.ndarray:
+    """What the router compares with the threshold: the head's positive probability (jailbreak: max with the rules)."""
+    scores = head.probabilities(embed(encoder, [e.text for e in examples]))[:, 1]
+    if guard == "jailbreak":
+        scores = np.maximum(scores, [injection_score(e.text) for e in examples])
+    return scores
+
+
+def shift_to_half(head: MLPHead, threshold: float) -> MLPHead:
+    """Move the positive logit so that p == 0.5 exactly where p was `threshold` (binary softmax heads)."""
+    threshold = min(max(threshold, 1e-6), 1 - 1e-6)
+    bias = head.biases[-1].copy()
+    bias[1] -= math.log(threshold / (1 - threshold))
+    return MLPHead(head.labels, head.mean, head.scale, head.weights, (*head.biases[:-1], bias))
+
+
+def dev_groups(guard: str, head: MLPHead, encoder: Encoder, dev: list[Example]) -> dict[str, np.ndarray]:
+    """Dev scores of the benign groups the thresholds are held to (real chat, support asks)."""
+    benign = [e for e in dev if e.label == LABELS[guard][0]]
+    scores = guard_scores(guard, head, encoder, benign)
+    return {
+        "real_chat": scores[is_group(benign, REAL_CHAT)],
+        "support": guard_scores(guard, head, encoder, support_rows(DEV)),
+    }
+
+
+def train_guard(guard: str, encoder: Encoder) -> dict:
+    labels = LABELS[guard]
+    splits = guard_splits(guard)
+    train = splits[TRAIN]
+    y = np.array([labels.index(e.label) for e in train])
+    head = fit_mlp(embed(encoder, [e.text for e in train]), y, labels, hidden=256, seeds=3)
+    dev = splits[DEV]
+    threshold = choose_threshold(dev_groups(guard, head, encoder, dev))
+    # The rules' fixed score must stay above the operating point, or a lowered head threshold would hide them.
+    head = shift_to_half(head, threshold)
+    head.save(HEADS_DIR / f"{guard}.npz")
+    scores = guard_scores(guard, head, encoder, dev)
+    positive = np.array([e.label == labels[1] for e in dev])
+    groups = dev_groups(guard, head, encoder, dev)
+    report = {
+        "train_rows": {label: int((y == i).sum()) for i, label in enumerate(labels)},
+        "threshold_before_shift": round(threshold, 6),
+        "dev_recall": round(float((scores[positive] >= 0.5).mean()), 4),
+        "dev_false_block": {g: round(float((s >= 0.5).mean()), 5) for g, s in groups.items()},
+        "dev_rows": {"positive": int(positive.sum()), **{g: len(s) for g, s in groups.items()}},
+    }
+    print(guard, json.dumps(report), flush=True)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("guards", nargs="*", choices=GUARDS, default=list(GUARDS))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    encoder = Encoder(MODEL_DIR, threads=args.threads)
+    summary_path = HEADS_DIR / "training.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary["encoder_int8_sha256"] = sha256_file(encoder.model_path)
+    for guard in args.guards:
+        summary[guard] = train_guard(guard, encoder)
+    summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
