@@ -1,7 +1,8 @@
 """`semantic-router eval`: held-out figures of every head, through the same classify() the router serves.
 
-Writes bench/results/classifier_eval.json and bench/results/domain_confusion.png. The splits are rebuilt
-from the pinned packages exactly as training made them (see train_data and jailbreak_data).
+Writes bench/results/classifier_eval.json and PNGs (domain confusion on MMLU and on hand-labelled chat, guard
+threshold curves, PII min_score curve). The splits are rebuilt from the pinned packages exactly as training made
+them (see train_data, jailbreak_data and offline/guard_data); the real-chat figures come from offline/chat_eval.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from offline.jailbreak_data import JAILBREAK, jailbreak_splits
 from offline.metrics import binary_report, multiclass_report
 from offline.train_data import DOMAINS, HELD_OUT, SEED, domain_split
 from router.classifier.model import EncoderClassifier, EncoderModels
+from router.classifier.pii import detect_pii
 
 PII_CACHE = Path("var/pii")
 
@@ -49,16 +51,16 @@ def evaluate_jailbreak(classifier: EncoderClassifier, threshold: float) -> dict:
     return report
 
 
-def plot_confusion(domain: dict, path: Path) -> None:
-    """Row-normalised confusion matrix of the question-only held-out set, counts in the cells."""
+def plot_confusion(result: dict, path: Path, title: str) -> None:
+    """Row-normalised confusion matrix, counts in the cells."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    matrix = np.array(domain["question_only"]["confusion"], dtype=float)
+    matrix = np.array(result["confusion"], dtype=float)
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    labels = domain["question_only"]["labels"]
+    labels = result["labels"]
     figure, axes = plt.subplots(figsize=(10, 8.5))
     axes.imshow(share, cmap="Blues", vmin=0, vmax=1)
     axes.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
@@ -67,8 +69,7 @@ def plot_confusion(domain: dict, path: Path) -> None:
         if count:
             axes.text(col, row, str(int(count)), ha="center", va="center", fontsize=7,
                       color="white" if share[row, col] > 0.5 else "black")  # fmt: skip
-    accuracy = domain["question_only"]["accuracy"]
-    axes.set_title(f"Domain head, MMLU held-out, question only (accuracy {accuracy})")
+    axes.set_title(f"{title} (accuracy {result['accuracy']})")
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     figure.tight_layout()
@@ -77,20 +78,28 @@ def plot_confusion(domain: dict, path: Path) -> None:
 
 
 def run_eval(models: EncoderModels, jailbreak_threshold: float, out_dir: Path, with_pii: bool = True) -> dict:
-    """All figures into out_dir/classifier_eval.json (+ PNG); returns the report."""
-    from offline import pii_eval
+    """All figures into out_dir/classifier_eval.json (+ PNGs); returns the report."""
+    from offline import chat_eval, pii_chat, pii_eval
 
     started = time.monotonic()
     plain = EncoderClassifier(models, pii_enabled=False)
+    scored = chat_eval.Scored(plain)
     domain = evaluate_domain(plain)
+    domain["chat"] = chat_eval.evaluate_domain_chat(scored)
     report: dict[str, object] = {
         "domain": domain,
         "jailbreak": evaluate_jailbreak(plain, jailbreak_threshold),
+        "guards_real_chat": chat_eval.evaluate_guards(scored),
     }
+    out_dir.mkdir(parents=True, exist_ok=True)
     if with_pii:
         report["pii"] = pii_eval.evaluate_encoder(models.encoder, PII_CACHE)
+        report["pii_chat"] = pii_chat.evaluate_chat(lambda text: detect_pii(text, models.encoder.encode(text)))
+        report["pii_chat"]["min_score_curve"] = pii_chat.min_score_curve(models.encoder)
+        pii_chat.plot_min_score_curve(report["pii_chat"]["min_score_curve"], out_dir / "pii_chat_curve.png")
     report["seconds"] = round(time.monotonic() - started, 1)
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "classifier_eval.json").write_text(json.dumps(report, indent=1) + "\n")
-    plot_confusion(domain, out_dir / "domain_confusion.png")
+    plot_confusion(domain["question_only"], out_dir / "domain_confusion.png", "Domain head, MMLU held-out, question only")
+    plot_confusion(domain["chat"], out_dir / "domain_chat_confusion.png", "Domain head, hand-labelled real chat")
+    chat_eval.plot_guard_curves(report["guards_real_chat"], out_dir / "guard_curves.png")
     return report

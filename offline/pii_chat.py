@@ -26,14 +26,19 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from functools import cache
+from pathlib import Path
+
+import numpy as np
 
 from offline.chat_data import DATA, TEST, TRAIN, conversation, excluded_ids, sharegpt
 from router.classifier import pii_data
+from router.classifier.encoder import Encoder
 from router.classifier.pii_rules import find_structured
 from router.signals import PIIFinding
 
 NAME_LOCALES = ("en_US", "en_GB", "en_IN", "de_DE", "fr_FR", "es_ES", "pt_PT", "nl_NL", "it_IT", "pl_PL")
 MAX_CHARS = 400
+PII_CACHE = Path("var/pii")
 _CAPITALISED = re.compile(r"\b[A-Z][a-z]+\b")
 Detector = Callable[[str], Sequence[PIIFinding]]
 
@@ -112,3 +117,58 @@ def evaluate_chat(detect: Detector, rule_count: int = 1500) -> dict[str, object]
         "negative_rule": false_alarms([s.text for s in chat_negatives(TEST, rule_count, 1)], detect),
         "chitchat_names": score(names, detect, [pii_data.PERSON])[pii_data.PERSON] | {"messages": len(names)},
     }
+
+
+MIN_SCORES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+
+
+def min_score_curve(encoder: Encoder, per_template: int = 10) -> list[dict[str, float]]:
+    """Per token-head min_score: false alarms on PII-free chat, PERSON recall on chat names and held-out templates.
+
+    Each text is encoded once; only the head's decoding changes. For the README's trade-off table.
+    """
+    from router.classifier.pii import DEFAULT_HEAD, TokenHead, detect_pii
+    from router.classifier.pii_eval import EVAL_SEED, HELDOUT_FRACTION, TRAIN_SEED, score
+
+    templates = pii_data.load_templates(pii_data.templates_path(PII_CACHE))
+    _, heldout = pii_data.split_templates(len(templates), TRAIN_SEED, HELDOUT_FRACTION)
+    held = pii_data.generate(templates, heldout, per_template, EVAL_SEED)
+    negatives = read_negatives("sharegpt") + [s.text for s in chat_negatives(TEST, 1500, 1)]
+    names = read_names()
+    encoded = {t: encoder.encode(t) for t in {*negatives, *(s.text for s in names), *(s.text for s in held)}}
+    with np.load(DEFAULT_HEAD, allow_pickle=False) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    rows = []
+    for min_score in MIN_SCORES:
+        head = TokenHead.from_arrays(arrays, min_score)
+
+        def detect(text: str, head: TokenHead = head) -> tuple[PIIFinding, ...]:
+            return detect_pii(text, encoded[text], head)
+
+        types = [pii_data.PERSON, pii_data.STREET_ADDRESS]
+        rows.append({
+            "min_score": min_score,
+            "chat_false_alarms": false_alarms(negatives, detect)["false_alarm_rate"],
+            "chat_names_recall": round(score(names, detect, types[:1])[pii_data.PERSON]["recall"], 4),
+            **{f"template_{t.lower()}_recall": round(v["recall"], 4) for t, v in score(held, detect, types).items()},
+        })  # fmt: skip
+    return rows
+
+
+def plot_min_score_curve(rows: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.5, 4.2))
+    x = [r["min_score"] for r in rows]
+    for key in rows[0]:
+        if key != "min_score":
+            axes.plot(x, [r[key] for r in rows], "o-", label=key)
+    axes.set_xlabel("token head min_score")
+    axes.set_title("PII token head: chat false alarms vs recall")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
