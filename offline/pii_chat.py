@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from offline.chat_data import DATA, TEST, TRAIN, conversation, excluded_ids, sharegpt
-from router.classifier import pii_data
+from offline import pii_data
 from router.classifier.encoder import Encoder
 from router.classifier.pii_rules import find_structured
 from router.signals import PIIFinding
@@ -108,7 +108,7 @@ def false_alarms(texts: Sequence[str], detect: Detector) -> dict[str, object]:
 
 def evaluate_chat(detect: Detector, rule_count: int = 1500) -> dict[str, object]:
     """PII false alarms on real chat (hand-read and rule-selected negatives) and PERSON recall on chitchat names."""
-    from router.classifier.pii_eval import score
+    from offline.pii_eval import score
 
     names = read_names()
     return {
@@ -128,7 +128,7 @@ def min_score_curve(encoder: Encoder, per_template: int = 10) -> list[dict[str, 
     Each text is encoded once; only the head's decoding changes. For the README's trade-off table.
     """
     from router.classifier.pii import DEFAULT_HEAD, TokenHead, detect_pii
-    from router.classifier.pii_eval import EVAL_SEED, HELDOUT_FRACTION, TRAIN_SEED, score
+    from offline.pii_eval import EVAL_SEED, HELDOUT_FRACTION, TRAIN_SEED, score
 
     templates = pii_data.load_templates(pii_data.templates_path(PII_CACHE))
     _, heldout = pii_data.split_templates(len(templates), TRAIN_SEED, HELDOUT_FRACTION)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import yaml
 
 from offline.chat_data import DEV, TEST, TRAIN, benign_chat
-from router.classifier.train_data import Example, domain_split, package_wheel
+from offline.train_data import Example, domain_split, package_wheel
 
 HARMFUL, SAFE = "harmful", "safe"
 SPLITS = (TRAIN, DEV, TEST)

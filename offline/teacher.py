@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router.classifier.train_data import DATA_DIR, DOMAINS, package_wheel
+from offline.train_data import DATA_DIR, DOMAINS, package_wheel
 
 TEACHER_DIR = DATA_DIR.parent / "teacher"
 MODEL_NAME = "all-mpnet-base-v2"

@@ -17,13 +17,13 @@ import torch
 
 from offline.chat_data import DEV, TRAIN
 from offline.guard_data import GUARDS, LABELS, REAL_CHAT, choose_threshold, guard_splits, is_group, support_rows
-from router.classifier.build import REPO_ROOT, sha256_file
+from offline.build import REPO_ROOT, sha256_file
 from router.classifier.encoder import Encoder
-from router.classifier.features import embed
+from offline.features import embed
 from router.classifier.heads import HEADS_DIR, MLPHead
 from router.classifier.injection_rules import injection_score
-from router.classifier.train import fit_mlp
-from router.classifier.train_data import Example
+from offline.train import fit_mlp
+from offline.train_data import Example
 
 MODEL_DIR = REPO_ROOT / "models" / "minilm"
 
