@@ -183,4 +183,6 @@ def benign_chat(split: str) -> list[ChatPrompt]:
     if split == TRAIN:
         excluded = excluded_ids()
         return [p for p in rows if conversation(p.id) not in excluded]
-    return rows + [p for p in (*support_requests(), *chitchat()) if p.split == split and p.source != "sharegpt_support"]
+    return rows + [
+        p for p in (*support_requests(), *chitchat()) if p.split == split and p.source != "sharegpt_support"
+    ]

@@ -20,8 +20,8 @@ import numpy as np
 from offline.chat_data import DATA, TEST
 from offline.guard_data import GUARDS, LABELS, REAL_CHAT, curve, guard_splits, is_group, support_rows
 from offline.metrics import multiclass_report
-from router.classifier.model import EncoderClassifier
 from offline.train_data import DOMAINS
+from router.classifier.model import EncoderClassifier
 from router.signals import Classification
 
 CURVE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -50,15 +50,22 @@ class Scored:
     def blocked(self, texts: Sequence[str]) -> np.ndarray:
         """Either guard at its operating point: what a request sees with both guards on `block`."""
         return np.array(
-            [max(c.jailbreak_score, c.content_safety_score) >= OPERATING_POINT for c in self(texts)], dtype=bool
+            [max(c.jailbreak_score, c.content_safety_score) >= OPERATING_POINT for c in self(texts)],
+            dtype=bool,
         )
 
 
 def evaluate_domain_chat(scored: Scored) -> dict:
-    rows = [json.loads(line) for line in (DATA / "chat_domain_test.jsonl").read_text().splitlines() if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in (DATA / "chat_domain_test.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     predicted = [c.category or "" for c in scored(r["text"] for r in rows)]
     report = multiclass_report([r["label"] for r in rows], predicted, DOMAINS)
-    report["set"] = "offline/data/chat_domain_test.jsonl: ShareGPT + chatterbot prompts labelled by reading them"
+    report["set"] = (
+        "offline/data/chat_domain_test.jsonl: ShareGPT + chatterbot prompts labelled by reading them"
+    )
     return report
 
 
@@ -99,7 +106,11 @@ def evaluate_guards(scored: Scored) -> dict:
         "real_chat_n": len(benign_chat),
         "support": _rate(support_blocked),
         "support_n": len(support),
-        "examples": [t[:160] for t, b in zip(benign_chat + support, [*chat_blocked, *support_blocked], strict=True) if b][:20],
+        "examples": [
+            t[:160]
+            for t, b in zip(benign_chat + support, [*chat_blocked, *support_blocked], strict=True)
+            if b
+        ][:20],
     }
     return report
 

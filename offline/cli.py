@@ -44,11 +44,15 @@ def summary_lines(report: dict) -> list[str]:
     blocks = guards["false_blocks"]
     lines = [
         f"domain (MMLU held-out, question only): accuracy {domain['accuracy']} macro-F1 {domain['macro_f1']}",
-        f"domain (hand-labelled real chat, n={chat_domain['n']}): accuracy {chat_domain['accuracy']} "
-        f"macro-F1 {chat_domain['macro_f1']}",
+        (
+            f"domain (hand-labelled real chat, n={chat_domain['n']}): accuracy {chat_domain['accuracy']} "
+            f"macro-F1 {chat_domain['macro_f1']}"
+        ),
         f"jailbreak (test sources, MMLU/contradish benign): recall {jailbreak['recall']} FPR {jailbreak['fpr']}",
-        f"false blocks, jailbreak or content safety: real chat {blocks['real_chat']:.2%} of "
-        f"{blocks['real_chat_n']}, support/how-to {blocks['support']:.2%} of {blocks['support_n']}",
+        (
+            f"false blocks, jailbreak or content safety: real chat {blocks['real_chat']:.2%} of "
+            f"{blocks['real_chat_n']}, support/how-to {blocks['support']:.2%} of {blocks['support_n']}"
+        ),
     ]
     for guard in ("jailbreak", "content_safety"):
         result = guards[guard]
@@ -59,12 +63,16 @@ def summary_lines(report: dict) -> list[str]:
     if "pii_chat" in report:
         chat, head = report["pii_chat"], report["pii"]
         lines += [
-            f"PII false alarms: hand-read chat {chat['negative_read']['false_alarm_rate']:.2%} of "
-            f"{chat['negative_read']['n']}, rule-selected chat {chat['negative_rule']['false_alarm_rate']:.2%} "
-            f"of {chat['negative_rule']['n']}, public figures "
-            f"{chat['negative_public_figures']['false_alarm_rate']:.0%} of {chat['negative_public_figures']['n']}",
-            f"PII recall: chat names {chat['chitchat_names']['recall']:.3f}, held-out templates PERSON "
-            f"{head['head']['PERSON']['recall']:.3f} STREET_ADDRESS {head['head']['STREET_ADDRESS']['recall']:.3f}",
+            (
+                f"PII false alarms: hand-read chat {chat['negative_read']['false_alarm_rate']:.2%} of "
+                f"{chat['negative_read']['n']}, rule-selected chat {chat['negative_rule']['false_alarm_rate']:.2%} "
+                f"of {chat['negative_rule']['n']}, public figures "
+                f"{chat['negative_public_figures']['false_alarm_rate']:.0%} of {chat['negative_public_figures']['n']}"
+            ),
+            (
+                f"PII recall: chat names {chat['chitchat_names']['recall']:.3f}, held-out templates PERSON "
+                f"{head['head']['PERSON']['recall']:.3f} STREET_ADDRESS {head['head']['STREET_ADDRESS']['recall']:.3f}"
+            ),
             "PII structured recall: " + ", ".join(f"{t} {v['recall']:.3f}" for t, v in head["structured"].items()),
         ]
     return lines

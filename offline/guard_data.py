@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from offline.chat_data import DEV, TEST, TRAIN, benign_chat
-from offline.safety_data import HARMFUL, SAFE, safety_splits
 from offline.jailbreak_data import BENIGN, JAILBREAK, jailbreak_splits
+from offline.safety_data import HARMFUL, SAFE, safety_splits
 from offline.train_data import Example
 
 GUARDS = ("jailbreak", "content_safety")
@@ -35,7 +35,9 @@ def guard_splits(guard: str) -> dict[str, list[Example]]:
     """{'train' | 'dev' | 'test': examples labelled with LABELS[guard]}."""
     if guard == "content_safety":
         splits = safety_splits()
-        splits[TRAIN] += [Example(e.text, SAFE, e.group) for e in jailbreak_splits()["train"] if e.label == BENIGN]
+        splits[TRAIN] += [
+            Example(e.text, SAFE, e.group) for e in jailbreak_splits()["train"] if e.label == BENIGN
+        ]
         return splits
     source = jailbreak_splits()
     splits = {TRAIN: source["train"], DEV: source["validation"], TEST: source["test"]}
@@ -57,9 +59,15 @@ def false_block_rate(scores: np.ndarray, threshold: float) -> float:
 
 def choose_threshold(budgets: dict[str, np.ndarray], candidates: Sequence[float] | None = None) -> float:
     """Lowest threshold at which every benign group's flag rate is within its DEV_BUDGETS entry (highest recall)."""
-    grid = candidates if candidates is not None else np.concatenate([np.linspace(0.05, 0.95, 91), 1 - np.logspace(-2, -6, 41)])
+    grid = (
+        candidates
+        if candidates is not None
+        else np.concatenate([np.linspace(0.05, 0.95, 91), 1 - np.logspace(-2, -6, 41)])
+    )
     for threshold in sorted(grid):
-        if all(false_block_rate(scores, threshold) <= DEV_BUDGETS[group] for group, scores in budgets.items()):
+        if all(
+            false_block_rate(scores, threshold) <= DEV_BUDGETS[group] for group, scores in budgets.items()
+        ):
             return float(threshold)
     return float(max(grid))
 
@@ -77,4 +85,13 @@ def is_group(examples: Sequence[Example], groups: Sequence[str]) -> np.ndarray:
     return np.array([e.group in groups for e in examples], dtype=bool)
 
 
-__all__ = ["GUARDS", "HARMFUL", "JAILBREAK", "LABELS", "choose_threshold", "curve", "guard_splits"]
+def manifest(guard: str) -> dict[str, dict[str, dict[str, int]]]:
+    """{split: {source group: {label: rows}}}: which source went where, for offline/data/splits.json."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for split, examples in guard_splits(guard).items():
+        table: dict[str, dict[str, int]] = {}
+        for example in examples:
+            counts = table.setdefault(example.group, {})
+            counts[example.label] = counts.get(example.label, 0) + 1
+        out[split] = dict(sorted(table.items()))
+    return out

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from offline.chat_data import DATA, TEST, TRAIN, conversation, excluded_ids, sharegpt
 from offline import pii_data
+from offline.chat_data import DATA, TEST, TRAIN, conversation, excluded_ids, sharegpt
 from router.classifier.encoder import Encoder
 from router.classifier.pii_rules import find_structured
 from router.signals import PIIFinding
@@ -85,7 +85,9 @@ def read_negatives(group: str) -> list[str]:
 def read_names() -> list[pii_data.Sample]:
     """Hand-labelled chitchat messages naming private people, each name a PERSON span."""
     return [
-        pii_data.Sample(row["text"], tuple(pii_data.Span(pii_data.PERSON, a, b) for a, b in row["person_spans"]), -1)
+        pii_data.Sample(
+            row["text"], tuple(pii_data.Span(pii_data.PERSON, a, b) for a, b in row["person_spans"]), -1
+        )
         for row in _jsonl("pii_chat_names_test.jsonl")
     ]
 
@@ -127,8 +129,8 @@ def min_score_curve(encoder: Encoder, per_template: int = 10) -> list[dict[str, 
 
     Each text is encoded once; only the head's decoding changes. For the README's trade-off table.
     """
-    from router.classifier.pii import DEFAULT_HEAD, TokenHead, detect_pii
     from offline.pii_eval import EVAL_SEED, HELDOUT_FRACTION, TRAIN_SEED, score
+    from router.classifier.pii import DEFAULT_HEAD, TokenHead, detect_pii
 
     templates = pii_data.load_templates(pii_data.templates_path(PII_CACHE))
     _, heldout = pii_data.split_templates(len(templates), TRAIN_SEED, HELDOUT_FRACTION)

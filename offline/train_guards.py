@@ -15,15 +15,23 @@ import math
 import numpy as np
 import torch
 
-from offline.chat_data import DEV, TRAIN
-from offline.guard_data import GUARDS, LABELS, REAL_CHAT, choose_threshold, guard_splits, is_group, support_rows
 from offline.build import REPO_ROOT, sha256_file
-from router.classifier.encoder import Encoder
+from offline.chat_data import DEV, TRAIN
 from offline.features import embed
-from router.classifier.heads import HEADS_DIR, MLPHead
-from router.classifier.injection_rules import injection_score
+from offline.guard_data import (
+    GUARDS,
+    LABELS,
+    REAL_CHAT,
+    choose_threshold,
+    guard_splits,
+    is_group,
+    support_rows,
+)
 from offline.train import fit_mlp
 from offline.train_data import Example
+from router.classifier.encoder import Encoder
+from router.classifier.heads import HEADS_DIR, MLPHead
+from router.classifier.injection_rules import injection_score
 
 MODEL_DIR = REPO_ROOT / "models" / "minilm"
 

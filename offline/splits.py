@@ -1,0 +1,59 @@
+"""Write offline/data/splits.json: which source went to train, dev and test for every head, with the seeds.
+
+`python -m offline.splits` (runtime venv). Rebuilt from the pinned packages by the same functions training and
+evaluation use, so the manifest cannot drift from what they read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+from offline import chat_data, guard_data
+from offline.chat_data import DATA
+from offline.pii_eval import HELDOUT_FRACTION, TRAIN_SEED
+from offline.train_data import HELD_OUT, PACKAGES, SEED
+
+OUT = DATA / "splits.json"
+
+
+def _jsonl_counts(name: str, key: str) -> dict[str, int]:
+    rows = [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+    return dict(sorted(Counter(str(row.get(key, "?")) for row in rows).items()))
+
+
+def build() -> dict:
+    sharegpt = Counter(f"{p.source}/{p.split}" for p in chat_data.sharegpt())
+    return {
+        "packages": PACKAGES,
+        "seeds": {
+            "mmlu_held_out": f"per subject random.Random({SEED}), first {HELD_OUT:.0%} held out",
+            "sharegpt": "sha256(conversation id) % 10: 0-5 train, 6-7 dev, 8-9 test",
+            "chitchat": "sha256(chat id) % 2: 0 dev, 1 test (never trained on)",
+            "chatterbot_tech_support": "sha256(text) % 2: 0 dev, 1 test (never trained on)",
+            "pii_templates": f"template ids shuffled with random.Random({TRAIN_SEED}), first {HELDOUT_FRACTION:.0%} held out",
+        },
+        "sharegpt_rows": dict(sorted(sharegpt.items())),
+        "hand_labelled": {
+            "chat_domain_test.jsonl": _jsonl_counts("chat_domain_test.jsonl", "label"),
+            "chat_domain_dev.jsonl": _jsonl_counts("chat_domain_dev.jsonl", "label"),
+            "pii_chat_negative_test.jsonl": _jsonl_counts("pii_chat_negative_test.jsonl", "group"),
+            "pii_chat_names_test.jsonl": {
+                "messages": sum(1 for _ in (DATA / "pii_chat_names_test.jsonl").open())
+            },
+            "excluded_from_training": "every conversation with a row in offline/data/*.jsonl (chat_data.excluded_ids)",
+        },
+        "support_subset": dict(
+            sorted(Counter(f"{p.source}/{p.split}" for p in chat_data.support_requests()).items())
+        ),
+        "guards": {guard: guard_data.manifest(guard) for guard in guard_data.GUARDS},
+    }
+
+
+def main() -> None:
+    OUT.write_text(json.dumps(build(), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
