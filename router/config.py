@@ -139,8 +139,12 @@ class Category(_Strict):
     use_reasoning: bool = False
     reasoning_effort: Literal["low", "medium", "high"] = "high"
     examples: list[str] = []
-    jailbreak_action: Literal["block", "allow"] = "block"
+    # Per-category guard actions, applied when the fleet-wide action (classifier.*_action) is `block`:
+    # block (refuse with the status), flag (pass with an x-vsr-*-flagged header) or allow (ignore the guard).
+    jailbreak_action: Literal["block", "flag", "allow"] = "block"
     jailbreak_status: int = Field(default=403, ge=400, le=499)
+    content_safety_action: Literal["block", "flag", "allow"] = "block"
+    content_safety_status: int = Field(default=403, ge=400, le=499)
     cache: CategoryCache = CategoryCache()
     sticky: bool = True  # a conversation that started in this category keeps its model (affinity)
     score_margin: float | None = Field(default=None, ge=0, le=1)  # overrides routing.score_margin
@@ -240,6 +244,13 @@ class ClassifierConfig(_Strict):
     threads: int = Field(default=1, ge=1)
     confidence_threshold: float = Field(default=0.35, ge=0, le=1)
     jailbreak_threshold: float = Field(default=0.5, ge=0, le=1)
+    # Plain requests for harmful content (weapons, drugs, theft, sexual content), scored by their own head.
+    content_safety_threshold: float = Field(default=0.5, ge=0, le=1)
+    # Fleet-wide action per guard: block (refuse; categories may still flag or allow), flag (shadow mode:
+    # never refuse, add x-vsr-jailbreak-flagged / x-vsr-content-flagged and count vsr_guard_flags_total) or off.
+    # The default thresholds are set for precision on real chat (classifier README: recall / FPR table).
+    jailbreak_action: Literal["block", "flag", "off"] = "block"
+    content_safety_action: Literal["block", "flag", "off"] = "block"
     pii_enabled: bool = True
     # When classification fails for a request (an exception in the encoder or a head), the guards cannot
     # decide. closed: refuse it (503 classifier_unavailable, Retry-After); open: route it on keyword rules

@@ -11,7 +11,7 @@ class Outcome(StrEnum):
 
     UPSTREAM = "upstream"  # routed to a model
     CACHE = "cache"  # answered from the semantic cache
-    BLOCKED = "blocked"  # refused by a guard (jailbreak, PII policy)
+    BLOCKED = "blocked"  # refused by a guard (jailbreak, content safety, PII policy)
     ERROR = "error"  # refused because the request or a dependency failed
     MODELS = "models"  # GET /v1/models, answered by the router
     PASSTHROUGH = "passthrough"  # a path the router does not process
@@ -72,6 +72,15 @@ class JailbreakBlocked(RouterError):
     status = 403
     type = "content_policy_violation"
     code = "jailbreak_detected"
+    outcome = Outcome.BLOCKED
+
+
+class ContentBlocked(RouterError):
+    """A plain request for harmful content (the content-safety guard), with or without jailbreak framing."""
+
+    status = 403
+    type = "content_policy_violation"
+    code = "content_blocked"
     outcome = Outcome.BLOCKED
 
 

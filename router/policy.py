@@ -14,7 +14,7 @@ from typing import Any
 
 from router import cost
 from router.config import Category, RouterConfig
-from router.errors import JailbreakBlocked, ModelNotFound, PIIViolation
+from router.errors import ContentBlocked, JailbreakBlocked, ModelNotFound, PIIViolation, RouterError
 from router.openai_wire import ChatRequest
 from router.resilience import chain_cluster
 from router.signals import Classification
@@ -34,6 +34,12 @@ class Decision:
     chain: tuple[str, ...] = ()
     route: str = ""  # what the selection header carries: the model's cluster, or its chain's cluster
     reason: str = ""  # why this model (x-vsr-decision-reason): best score, cheapest within margin, ...
+    # Guards whose score passed their threshold under a `flag` action: the request goes on, the response
+    # carries x-vsr-jailbreak-flagged / x-vsr-content-flagged and vsr_guard_flags_total counts it.
+    flagged: tuple[str, ...] = ()
+
+
+GUARDS = ("jailbreak", "content_safety")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +75,7 @@ class Policy:
             raise ModelNotFound(f"The model '{chat.model}' does not exist", param="model")
         category, confidence = self.category_for(chat.latest_user_text() if text is None else text, signal)
         cat_cfg = self.cfg.category(category)
-        self._check_jailbreak(signal, cat_cfg)
+        flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg))
         auto = chat.model in self._auto
         ranked = self.ranked(cat_cfg, lambda m: self.cfg.models[m].pii_policy.allows(signal.pii_types))
         allowed, reason = ranked.models, ranked.reason
@@ -87,7 +93,7 @@ class Policy:
         chain = self.chain(model, allowed if auto or self.cfg.fallback.explicit_models else [])
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
                         confidence=confidence, reasoning=reasoning, auto=auto, chain=chain,
-                        route=chain_cluster(self.cfg, chain), reason=reason)
+                        route=chain_cluster(self.cfg, chain), reason=reason, flagged=flagged)
 
     def pinned(self, decision: Decision, model: str, category: str, pii: frozenset[str]) -> Decision | None:
         """`decision` moved to a conversation's model and category; None if that model may not see the PII."""
@@ -98,7 +104,7 @@ class Policy:
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
                         confidence=decision.confidence, reasoning=bool(cat and cat.use_reasoning),
                         auto=True, chain=chain, route=chain_cluster(self.cfg, chain),
-                        reason="the conversation's model (affinity)")
+                        reason="the conversation's model (affinity)", flagged=decision.flagged)
 
     def ranking(self, cat: Category | None) -> list[str]:
         """The category's models, best first (the default model when the category lists none)."""
@@ -129,14 +135,25 @@ class Policy:
             return signal.category, signal.confidence
         return self.cfg.default_category, signal.confidence
 
-    def _check_jailbreak(self, signal: Classification, cat: Category | None) -> None:
-        if signal.jailbreak_score < self.cfg.classifier.jailbreak_threshold:
-            return
-        if cat is not None and cat.jailbreak_action == "allow":
-            return
-        status = cat.jailbreak_status if cat else 403
-        raise JailbreakBlocked("The request was blocked: it looks like a jailbreak or prompt injection",
-                               status=status)
+    def _check_guard(self, guard: str, signal: Classification, cat: Category | None) -> bool:
+        """True when the guard fires under a `flag` action; raises when it fires under `block`.
+
+        The fleet-wide action wins unless it is `block`: then the category's own action decides.
+        """
+        clf = self.cfg.classifier
+        action: str
+        if guard == "jailbreak":
+            score, threshold, action = signal.jailbreak_score, clf.jailbreak_threshold, clf.jailbreak_action
+        else:
+            score, threshold = signal.content_safety_score, clf.content_safety_threshold
+            action = clf.content_safety_action
+        if action == "off" or score < threshold:
+            return False
+        if action == "block" and cat is not None:
+            action = cat.jailbreak_action if guard == "jailbreak" else cat.content_safety_action
+        if action == "block":
+            raise _blocked(guard, cat)
+        return action == "flag"
 
     def rewrite(self, chat: ChatRequest, decision: Decision) -> bytes:
         """The body sent upstream: the chosen model, and reasoning switched per the category."""
@@ -199,6 +216,14 @@ class Policy:
                 body["chat_template_kwargs"] = kwargs
             else:
                 body.pop("chat_template_kwargs", None)
+
+
+def _blocked(guard: str, cat: Category | None) -> RouterError:
+    if guard == "jailbreak":
+        return JailbreakBlocked("The request was blocked: it looks like a jailbreak or prompt injection",
+                                status=cat.jailbreak_status if cat else 403)
+    return ContentBlocked("The request was blocked: it asks for harmful content",
+                          status=cat.content_safety_status if cat else 403)
 
 
 def _compile_rule(category: str, keywords: list[str], regexes: list[str]) -> _CompiledRule:

@@ -94,6 +94,8 @@ def _record(session: StreamSession) -> None:
         metrics.record_pii(pii_type)
     if req.error_code == "jailbreak_detected":
         metrics.record_jailbreak_block(d.category if d else None)
+    for guard in d.flagged if d else ():
+        metrics.record_guard_flag(guard)
     if req.classifier_error is not None:
         metrics.record_dependency_error("classifier")
         metrics.record_classifier_failure(session.runtime.cfg.classifier.on_failure,

@@ -50,6 +50,8 @@ REQUEST_HEADROOM = 2
 Failure = Literal["error", "timeout", "overload"]
 _SKIPPED: dict[Failure, str] = {"error": "classifier_failed", "timeout": "classifier_timeout",
                                 "overload": "classifier_overload"}
+# A guard under a `flag` action lets the request through and says so in the response (shadow mode).
+FLAG_HEADERS = {"jailbreak": "x-vsr-jailbreak-flagged", "content_safety": "x-vsr-content-flagged"}
 
 
 @dataclass
@@ -389,6 +391,8 @@ class StreamSession:
             headers["retry-after"] = "1"
         elif exc.code == "jailbreak_detected":
             headers["x-vsr-jailbreak-blocked"] = "true"
+        elif exc.code == "content_blocked":
+            headers["x-vsr-content-blocked"] = "true"
         elif exc.code == "pii_policy_violation":
             headers["x-vsr-pii-violation"] = ",".join(sorted(self.request.signal.pii_types))
         return msg.immediate(exc.status, apis.error_body(self.request.api, exc), headers)
@@ -403,6 +407,7 @@ class StreamSession:
             out |= {"x-vsr-selected-model": d.model, "x-vsr-selected-category": d.category,
                     "x-vsr-selected-reasoning": "on" if d.reasoning else "off",
                     "x-vsr-selected-confidence": f"{d.confidence:.3f}"}
+            out |= {FLAG_HEADERS[guard]: "true" for guard in d.flagged}
         if d is not None and d.reason:
             out["x-vsr-decision-reason"] = d.reason
         if self.request.affinity is not None:

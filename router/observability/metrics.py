@@ -32,6 +32,7 @@ ClassifierFailure = Literal["error", "timeout", "overload"]  # an exception, out
 OTHER = "other"
 NONE = "none"
 PREFIX = "vsr"
+GUARDS = ("jailbreak", "content_safety")  # router.policy.GUARDS; metrics does not import the policy
 
 # The sidecar adds about 1 ms per request and a classifier pass costs 1-30 ms: resolve that range
 # finely, and keep a few coarse buckets for stalls.
@@ -169,6 +170,13 @@ class RouterMetrics:
         self.pii = self._counter(
             "pii_detections_total", "PII entities detected in prompts, by type.", ("type",)
         )
+        self.guard_flags = self._counter(
+            "guard_flags_total",
+            "Requests a guard would have blocked but passed because its action is flag (shadow mode), by guard.",
+            ("guard",),
+        )
+        for guard in GUARDS:
+            self.guard_flags.labels(guard)
         self.classifier_failures = self._counter(
             "classifier_failures_total",
             "Requests whose classification failed (error) or ran out of its time budget (timeout), by the "
@@ -238,6 +246,9 @@ class RouterMetrics:
     def record_jailbreak_block(self, category: str | None) -> None:
         self.jailbreak_blocks.labels(self.label_sets["category"](category)).inc()
 
+    def record_guard_flag(self, guard: str) -> None:
+        self.guard_flags.labels(guard if guard in GUARDS else OTHER).inc()
+
     def record_pii(self, pii_type: str, count: int = 1) -> None:
         self.pii.labels(self.label_sets["pii_type"](pii_type)).inc(count)
 
@@ -300,6 +311,7 @@ set_cache_backend_up = METRICS.set_cache_backend_up
 set_cache_write_queue = METRICS.set_cache_write_queue
 observe_confidence = METRICS.observe_confidence
 record_jailbreak_block = METRICS.record_jailbreak_block
+record_guard_flag = METRICS.record_guard_flag
 record_pii = METRICS.record_pii
 record_usage = METRICS.record_usage
 record_attempts = METRICS.record_attempts

@@ -114,6 +114,24 @@ async def test_jailbreak_is_blocked_and_counted_as_a_block_whatever_its_status()
     assert session.request.outcome is Outcome.BLOCKED
 
 
+async def test_flag_mode_passes_with_its_header_and_block_mode_refuses() -> None:
+    def shadow(raw: dict[str, Any]) -> None:
+        raw["classifier"]["content_safety_action"] = "flag"
+    harmful = Classification(category="math", confidence=0.9, content_safety_score=0.98)
+    session = StreamSession(runtime(harmful, config(shadow)), EXECUTOR)
+    resp = await send(session, chat("how do I hotwire a car"))
+    assert resp.WhichOneof("response") == "request_body" and session.request.outcome is Outcome.UPSTREAM
+    status = [base_pb2.HeaderValue(key=":status", raw_value=b"200")]
+    resp = await session.handle(pb.ProcessingRequest(
+        response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=status))))
+    assert set_headers(resp)["x-vsr-content-flagged"] == "true"
+    session = StreamSession(runtime(harmful), EXECUTOR)
+    resp = await send(session, chat("how do I hotwire a car"))
+    assert resp.immediate_response.status.code == 403
+    assert set_headers(resp)["x-vsr-content-blocked"] == "true"
+    assert json.loads(resp.immediate_response.body)["error"]["code"] == "content_blocked"
+
+
 async def test_pii_moves_the_request_to_a_model_allowed_to_see_it() -> None:
     card = Classification(category="math", confidence=0.9, pii=(PIIFinding("CREDIT_CARD", 0, 16, 1.0),))
     session = StreamSession(runtime(card), EXECUTOR)
