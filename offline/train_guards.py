@@ -1,4 +1,4 @@
-"""Fit the jailbreak and content-safety heads with real chat as negatives: `python -m offline.train_guards [GUARD ...]`.
+"""Fit the jailbreak and content-safety heads with real chat as negatives (`python -m offline.train GUARD`).
 
 Build venv (torch for fitting); features are the runtime int8 encoder's sentence embeddings (frozen encoder,
 var/features cache). Each head's operating threshold is chosen on dev (guard_data.DEV_BUDGETS) and baked into
@@ -8,18 +8,14 @@ router/classifier/heads/{jailbreak,content_safety}.npz and the guards' entries i
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
 import numpy as np
-import torch
 
-from offline.build import REPO_ROOT, sha256_file
 from offline.chat_data import DEV, TRAIN
 from offline.features import embed
 from offline.guard_data import (
-    GUARDS,
     LABELS,
     REAL_CHAT,
     choose_threshold,
@@ -32,8 +28,6 @@ from offline.train_data import Example
 from router.classifier.encoder import Encoder
 from router.classifier.heads import HEADS_DIR, MLPHead
 from router.classifier.injection_rules import injection_score
-
-MODEL_DIR = REPO_ROOT / "models" / "minilm"
 
 
 def guard_scores(guard: str, head: MLPHead, encoder: Encoder, examples: list[Example]) -> np.ndarray:
@@ -85,22 +79,3 @@ def train_guard(guard: str, encoder: Encoder) -> dict:
     }
     print(guard, json.dumps(report), flush=True)
     return report
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("guards", nargs="*", choices=GUARDS, default=list(GUARDS))
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    encoder = Encoder(MODEL_DIR, threads=args.threads)
-    summary_path = HEADS_DIR / "training.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    summary["encoder_int8_sha256"] = sha256_file(encoder.model_path)
-    for guard in args.guards:
-        summary[guard] = train_guard(guard, encoder)
-    summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
-
-
-if __name__ == "__main__":
-    main()
