@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -18,30 +19,30 @@ from offline.metrics import binary_report, multiclass_report
 from offline.train_data import DOMAINS, HELD_OUT, SEED, domain_split
 from router.classifier.model import EncoderClassifier, EncoderModels
 from router.classifier.pii import detect_pii
+from router.signals import Classification
 
 PII_CACHE = Path("var/pii")
+Classify = Callable[[Iterable[str]], list[Classification]]
 
 
-def evaluate_domain(classifier: EncoderClassifier) -> dict:
+def evaluate_domain(classifier: Classify) -> dict:
     report: dict = {
         "split": f"MMLU de-duplicated by question text; per subject, shuffled with random.Random({SEED}), "
         f"first {HELD_OUT:.0%} held out (never trained on)",
     }
     for name, with_options in (("question_only", False), ("question_with_options", True)):
         _, held_out = domain_split(with_options)
-        predicted = [classifier.classify(e.text).category or "" for e in held_out]
+        predicted = [c.category or "" for c in classifier([e.text for e in held_out])]
         report[name] = multiclass_report([e.label for e in held_out], predicted, DOMAINS)
     return report
 
 
-def evaluate_jailbreak(classifier: EncoderClassifier, threshold: float) -> dict:
-    report: dict = {
-        "split": "by source, see router/classifier/jailbreak_data.py; threshold set on validation"
-    }
+def evaluate_jailbreak(classifier: Classify, threshold: float) -> dict:
+    report: dict = {"split": "by source, see offline/jailbreak_data.py; threshold set on validation"}
     splits = jailbreak_splits()
     for name in ("validation", "test"):
         examples = splits[name]
-        scores = np.array([classifier.classify(e.text).jailbreak_score for e in examples])
+        scores = np.array([c.jailbreak_score for c in classifier([e.text for e in examples])])
         positive = np.array([e.label == JAILBREAK for e in examples])
         report[name] = binary_report(positive, scores, threshold)
         report[name]["by_source"] = {}
@@ -82,13 +83,12 @@ def run_eval(models: EncoderModels, jailbreak_threshold: float, out_dir: Path, w
     from offline import chat_eval, pii_chat, pii_eval
 
     started = time.monotonic()
-    plain = EncoderClassifier(models, pii_enabled=False)
-    scored = chat_eval.Scored(plain)
-    domain = evaluate_domain(plain)
+    scored = chat_eval.Scored(EncoderClassifier(models, pii_enabled=False))  # each distinct text classified once
+    domain = evaluate_domain(scored)
     domain["chat"] = chat_eval.evaluate_domain_chat(scored)
     report: dict[str, object] = {
         "domain": domain,
-        "jailbreak": evaluate_jailbreak(plain, jailbreak_threshold),
+        "jailbreak": evaluate_jailbreak(scored, jailbreak_threshold),
         "guards_real_chat": chat_eval.evaluate_guards(scored),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ from router.signals import PIIFinding
 
 NAME_LOCALES = ("en_US", "en_GB", "en_IN", "de_DE", "fr_FR", "es_ES", "pt_PT", "nl_NL", "it_IT", "pl_PL")
 MAX_CHARS = 400
-PII_CACHE = Path("var/pii")
+PII_CACHE = Path("var/pii")  # where pii_data fetches the presidio-evaluator wheel
 _CAPITALISED = re.compile(r"\b[A-Z][a-z]+\b")
 Detector = Callable[[str], Sequence[PIIFinding]]
 
