@@ -130,14 +130,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     encoder = Encoder(MODEL_DIR, threads=args.threads)
-    summary_path = HEADS_DIR / "training.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    summary["encoder_int8_sha256"] = sha256_file(encoder.model_path)
+    results = {"encoder_int8_sha256": sha256_file(encoder.model_path)}
     from offline.train_guards import train_guard
 
     for name in args.heads:
-        summary[name] = train_domain(encoder) if name == "domain" else train_guard(name, encoder)
-    summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+        results[name] = train_domain(encoder) if name == "domain" else train_guard(name, encoder)
+    # Read just before writing: heads trained by separate runs keep each other's entries.
+    summary_path = HEADS_DIR / "training.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary_path.write_text(json.dumps(summary | results, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
