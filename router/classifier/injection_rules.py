@@ -64,7 +64,10 @@ def _decoded_variants(text: str) -> list[str]:
         except (binascii.Error, ValueError):
             pass
     for match in _BINARY.finditer(text):
-        found.append(_printable(bytes(int(bits, 2) for bits in match.group().split())) or "")
+        # Octets are read from the run with spaces removed: "0100100001101001" (no spaces) is two bytes, not
+        # one number past 255 (which raised and failed the whole classification on a real chat prompt).
+        bits = "".join(match.group().split())
+        found.append(_printable(bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits) - 7, 8))) or "")
     for match in _TAG_RUN.finditer(text):
         found.append("".join(chr(ord(c) - 0xE0000) for c in match.group()))
     for match in _SPACED.finditer(text):
