@@ -55,7 +55,8 @@ def stack(make_stack: Callable[..., Stack], milvus_server: MilvusServer | str) -
 
     def overrides(cfg: dict[str, Any]) -> None:
         cfg["classifier"]["enabled"] = True
-        cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": uri,
+        # hot_answers 0: a repeat must reach Milvus, so an exact hit proves the write landed there.
+        cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": uri, "hot_answers": 0,
                                  "collection": f"e2e_{int(time.time())}"}
 
     return make_stack(overrides)

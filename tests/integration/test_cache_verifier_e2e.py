@@ -35,7 +35,9 @@ def stack(request: pytest.FixtureRequest, make_stack: Callable[..., Stack],
 
     def overrides(cfg: dict[str, Any]) -> None:
         cfg["classifier"]["enabled"] = True
-        cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": uri, "collection": collection}
+        # hot_answers 0: a repeat must reach Milvus, so an exact hit proves the write landed there.
+        cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": uri, "collection": collection,
+                                 "hot_answers": 0}
 
     with pytest.MonkeyPatch.context() as env:
         env.setenv("VSR_CACHE_HMAC_SECRET", SECRET)

@@ -81,6 +81,7 @@ def _upstream_calls(stack: Stack) -> int:
 
 def test_the_router_serves_the_same_classification_over_its_own_grpc_api(stack: Stack) -> None:
     import grpc
+
     from router._proto.semantic_router.v1 import classifier_pb2 as pb2
     from router._proto.semantic_router.v1 import classifier_pb2_grpc as pb2_grpc
 
