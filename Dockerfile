@@ -28,7 +28,9 @@ COPY proto ./proto
 COPY router ./router
 # The runtime environment: a plain (non-editable) install, copied whole into the final stage. The wheel
 # build compiles proto/ into the package (setup.py), so nothing is generated at run time.
-RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install .
+# xds-protos ships an old copy of opentelemetry/proto/; opentelemetry-proto's own files must win (README, Tracing).
+RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install . \
+    && /opt/venv/bin/pip install --force-reinstall --no-deps "$(/opt/venv/bin/pip freeze | grep '^opentelemetry-proto==')"
 # The model: the offline package runs from the source tree (cwd first on sys.path; it is not in the wheel),
 # with torch in the throwaway /src/.venv-build. Same command as `make models`.
 COPY offline ./offline
@@ -43,7 +45,9 @@ WORKDIR /src
 # The same install as a user's `pip install semantic-router`, from the host's wheelhouse only.
 COPY --from=wheels . /wheels
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-index --find-links /wheels semantic-router
+    && /opt/venv/bin/pip install --no-index --find-links /wheels semantic-router \
+    && /opt/venv/bin/pip install --no-index --find-links /wheels --force-reinstall --no-deps \
+       "$(/opt/venv/bin/pip freeze | grep '^opentelemetry-proto==')"
 COPY --from=models minilm ./models/minilm
 RUN test -f models/minilm/manifest.json
 

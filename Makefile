@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	@# xds-protos ships an old copy of opentelemetry/proto/: opentelemetry-proto's files must win (README, Tracing)
+	$(BIN)/pip install -q --force-reinstall --no-deps $$($(BIN)/pip freeze | grep '^opentelemetry-proto==')
 	touch $@
 
 install: $(STAMP)

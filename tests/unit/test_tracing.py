@@ -71,3 +71,14 @@ def test_envoy_traces_to_the_same_collector_and_validates(tmp_path: Path) -> Non
     result = subprocess.run([str(envoy), "--mode", "validate", "-c", str(out)], check=False, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_otlp_exporter_and_the_ext_proc_stubs_import_side_by_side() -> None:
+    """xds-protos carries an old opentelemetry/proto copy; when pip lets it win, tracing cannot load."""
+    import subprocess
+    import sys
+
+    code = ("from envoy.service.ext_proc.v3 import external_processor_pb2; "
+            "from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-1500:]
