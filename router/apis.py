@@ -207,6 +207,16 @@ class Assembler(Protocol):
     def usage(self) -> dict[str, Any] | None: ...
 
 
+def _event(payload: bytes) -> tuple[dict[str, Any], str | None] | None:
+    """One SSE event and its `type`; None when the payload is not JSON (the stream is broken). A JSON value
+    that is not an object is an event of no type."""
+    try:
+        event = json.loads(payload)
+    except json.JSONDecodeError:
+        return None
+    return (event, event.get("type")) if isinstance(event, dict) else ({}, None)
+
+
 class ResponsesAssembler:
     """Responses events: the final `response.completed` event carries the whole response."""
 
@@ -219,13 +229,12 @@ class ResponsesAssembler:
         return response_id(self._final)
 
     def add(self, payload: bytes) -> None:
-        try:
-            event = json.loads(payload)
-        except json.JSONDecodeError:
+        decoded = _event(payload)
+        if decoded is None:
             self.failed = True
             return
-        kind = event.get("type") if isinstance(event, dict) else None
-        if kind in ("error", "response.failed") or (isinstance(event, dict) and "error" in event and not kind):
+        event, kind = decoded
+        if kind in ("error", "response.failed") or ("error" in event and not kind):
             self.failed = True
         elif kind in ("response.completed", "response.incomplete") and isinstance(event.get("response"), dict):
             self._final = event["response"]
@@ -253,12 +262,11 @@ class MessagesAssembler:
         self.done = self.failed = False
 
     def add(self, payload: bytes) -> None:
-        try:
-            event = json.loads(payload)
-        except json.JSONDecodeError:
+        decoded = _event(payload)
+        if decoded is None:
             self.failed = True
             return
-        kind = event.get("type") if isinstance(event, dict) else None
+        event, kind = decoded
         if kind == "message_start":
             message = event.get("message") or {}
             self._model = str(message.get("model", ""))
