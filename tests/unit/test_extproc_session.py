@@ -60,10 +60,14 @@ def runtime(result: Classification | Exception, cfg: RouterConfig | None = None,
     return Runtime(cfg=cfg, policy=Policy(cfg), classifier=FakeClassifier(result), cache=store)
 
 
-def headers(path: str = "/v1/chat/completions", method: str = "POST", **extra: str) -> pb.ProcessingRequest:
-    values = {":path": path, ":method": method, "content-type": "application/json", **extra}
+def header_message(values: dict[str, str], which: str = "request_headers") -> pb.ProcessingRequest:
+    """A request or response headers message as Envoy sends it (values in raw_value)."""
     hs = [base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in values.items()]
-    return pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=hs)))
+    return pb.ProcessingRequest(**{which: pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=hs))})
+
+
+def headers(path: str = "/v1/chat/completions", method: str = "POST", **extra: str) -> pb.ProcessingRequest:
+    return header_message({":path": path, ":method": method, "content-type": "application/json", **extra})
 
 
 def body(payload: dict[str, Any]) -> pb.ProcessingRequest:

@@ -7,13 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import yaml
-from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from devstack.stack import ROOT
 from router.config import parse_config
 from router.extproc.session import StreamSession
 from router.runtime import Runtime, build_runtime
+from tests.unit.test_extproc_session import body, header_message, set_headers
 
 EXECUTOR = ThreadPoolExecutor(max_workers=1)
 MATH = "Prove that the sum of two even numbers is even."
@@ -26,24 +26,9 @@ def _runtime() -> Runtime:
     return build_runtime(parse_config(raw, "test"))
 
 
-def _headers(values: dict[str, str], which: str = "request_headers") -> pb.ProcessingRequest:
-    hs = [base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in values.items()]
-    return pb.ProcessingRequest(**{which: pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=hs))})
-
-
-def _set(resp: pb.ProcessingResponse) -> dict[str, str]:
-    which = resp.WhichOneof("response")
-    if which == "immediate_response":
-        options = resp.immediate_response.headers.set_headers
-    else:
-        options = getattr(resp, which).response.header_mutation.set_headers
-    return {o.header.key: o.header.raw_value.decode() for o in options}
-
-
 async def _route(session: StreamSession, path: str, payload: dict[str, Any]) -> pb.ProcessingResponse:
-    await session.handle(_headers({":path": path, ":method": "POST", "authorization": "Bearer sk-a"}))
-    raw = json.dumps(payload).encode()
-    return await session.handle(pb.ProcessingRequest(request_body=pb.HttpBody(body=raw, end_of_stream=True)))
+    await session.handle(header_message({":path": path, ":method": "POST", "authorization": "Bearer sk-a"}))
+    return await session.handle(body(payload))
 
 
 async def test_a_fallback_answer_is_reported_and_never_cached() -> None:
@@ -51,10 +36,10 @@ async def test_a_fallback_answer_is_reported_and_never_cached() -> None:
     session = StreamSession(rt, EXECUTOR)
     await _route(session, "/v1/chat/completions", {"model": "auto", "messages": [{"role": "user", "content": MATH}]})
     assert session.request.cache_key is not None
-    resp = await session.handle(_headers({":status": "200", "content-type": "application/json",
+    resp = await session.handle(header_message({":status": "200", "content-type": "application/json",
                                           "x-vsr-upstream-model": "qwen3-4b", "x-envoy-attempt-count": "2"},
                                          "response_headers"))
-    out = _set(resp)
+    out = set_headers(resp)
     assert out["x-vsr-fallback-from"] == "gpt-oss-120b" and out["x-vsr-attempts"] == "2"
     assert session.request.cache_key is None  # the key names gpt-oss-120b: a qwen3-4b answer must not fill it
     assert (session.response.answered_by, session.response.attempts) == ("qwen3-4b", 2)
@@ -71,5 +56,5 @@ async def test_anthropic_requests_get_anthropic_errors_and_their_body_keeps_its_
     sent = json.loads(routed.request_body.response.body_mutation.body)
     assert sent == {"model": "gpt-oss-120b", "max_tokens": 5, "system": "s",
                     "messages": [{"role": "user", "content": MATH}]}  # only the model changes
-    assert _set(routed)["x-vsr-routed-model"] == "gpt-oss-120b"
-    assert "x-vsr-routed-category" not in _set(routed)  # a retry rewrites only the model of such a body
+    assert set_headers(routed)["x-vsr-routed-model"] == "gpt-oss-120b"
+    assert "x-vsr-routed-category" not in set_headers(routed)  # a retry rewrites only the model of such a body
