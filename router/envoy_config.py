@@ -13,15 +13,12 @@ import yaml
 
 from router import resilience, tracing
 from router.config import RouterConfig
+from router.envoy_filters import duration, ext_proc_filter
 from router.extproc.messages import DETAILS
 from router.policy import Policy
 
 EXT_PROC_CLUSTER = "semantic_router"
 _BUFFER_SLACK = 64 * 1024
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.3f}s"
 
 
 def _cluster(name: str, endpoints: list[tuple[str, int]], http2: bool = False) -> dict[str, Any]:
@@ -41,21 +38,9 @@ def _cluster(name: str, endpoints: list[tuple[str, int]], http2: bool = False) -
 
 
 def _ext_proc_filter(cfg: RouterConfig) -> dict[str, Any]:
-    return {
-        "name": "envoy.filters.http.ext_proc",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER}},
-            "failure_mode_allow": cfg.envoy.failure_mode_allow,
-            "allow_mode_override": True,
-            "message_timeout": _duration(cfg.envoy.message_timeout_ms / 1000),
-            "processing_mode": {
-                "request_header_mode": "SEND", "response_header_mode": "SEND",
-                "request_body_mode": "BUFFERED", "response_body_mode": "BUFFERED",
-                "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP",
-            },
-        },
-    }
+    return ext_proc_filter(EXT_PROC_CLUSTER, cfg.envoy.message_timeout_ms, cfg.envoy.failure_mode_allow, {
+        "request_header_mode": "SEND", "response_header_mode": "SEND",
+        "request_body_mode": "BUFFERED", "response_body_mode": "BUFFERED"})
 
 
 # Envoy's own local replies (its status, the OpenAI error code, the error type). Anything else Envoy
@@ -116,7 +101,7 @@ def _strip_identity_headers(cfg: RouterConfig) -> dict[str, Any]:
 
 
 def _routes(cfg: RouterConfig, chains: list[tuple[str, ...]]) -> list[dict[str, Any]]:
-    timeout = _duration(cfg.envoy.upstream_timeout_s)
+    timeout = duration(cfg.envoy.upstream_timeout_s)
     routes = resilience.routes(cfg, chains, timeout, cfg.server.selection_header)
     default = resilience.routes(cfg, [], timeout, cfg.server.selection_header)[
         list(cfg.models).index(cfg.default_model)]

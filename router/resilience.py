@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from router.config import ModelConfig, RouterConfig
+from router.envoy_filters import duration, ext_proc_filter
 
 if TYPE_CHECKING:
     from router.policy import Policy
@@ -89,10 +90,6 @@ def all_chains(policy: Policy) -> list[tuple[str, ...]]:
 
 # ---- Envoy config pieces ------------------------------------------------------------------------
 
-def _seconds(value: float) -> str:
-    return f"{value:.3f}s"
-
-
 def retry_policy(model: ModelConfig, chain_length: int) -> dict[str, Any]:
     """The route's retry policy: the first model's settings; a chain moves one model per retry."""
     r = model.retry
@@ -107,7 +104,7 @@ def retry_policy(model: ModelConfig, chain_length: int) -> dict[str, Any]:
     if "retriable-status-codes" in r.retry_on:
         policy["retriable_status_codes"] = r.retriable_status_codes
     if r.per_try_timeout_s is not None:
-        policy["per_try_timeout"] = _seconds(r.per_try_timeout_s)
+        policy["per_try_timeout"] = duration(r.per_try_timeout_s)
 
     if chain_length > 1:
         policy["retry_priority"] = {"name": "envoy.retry_priorities.previous_priorities", "typed_config": {
@@ -129,8 +126,8 @@ def resilience_options(model: ModelConfig) -> dict[str, Any]:
             "consecutive_5xx": od.consecutive_5xx,
             "consecutive_gateway_failure": od.consecutive_gateway_failure,
             "enforcing_consecutive_gateway_failure": 100,
-            "interval": _seconds(od.interval_s),
-            "base_ejection_time": _seconds(od.base_ejection_time_s),
+            "interval": duration(od.interval_s),
+            "base_ejection_time": duration(od.base_ejection_time_s),
             "max_ejection_percent": od.max_ejection_percent,
         }
     return out
@@ -148,24 +145,13 @@ def upstream_filters(cfg: RouterConfig, chain: tuple[str, ...], ext_proc_cluster
     (the usual first attempt) skips the router: a header filled from the endpoint's metadata is
     matched against that name, and only other attempts open an ext_proc stream.
     """
-    ext_proc = {
-        "name": "envoy.filters.http.ext_proc",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {"envoy_grpc": {"cluster_name": ext_proc_cluster},
-                             "initial_metadata": [{"key": ATTEMPT_METADATA, "value": "1"}]},
-            "request_attributes": [HOST_METADATA_ATTRIBUTE],
-            # Router down: the attempt goes out with the body written for the first model.
-            "failure_mode_allow": True,
-            "allow_mode_override": True,
-            "message_timeout": _seconds(cfg.envoy.message_timeout_ms / 1000),
-            "processing_mode": {
-                "request_header_mode": "SEND", "response_header_mode": "SKIP",
-                "request_body_mode": "BUFFERED", "response_body_mode": "NONE",
-                "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP",
-            },
-        },
-    }
+    ext_proc = ext_proc_filter(
+        ext_proc_cluster, cfg.envoy.message_timeout_ms,
+        True,  # router down: the attempt goes out with the body written for the first model
+        {"request_header_mode": "SEND", "response_header_mode": "SKIP",
+         "request_body_mode": "BUFFERED", "response_body_mode": "NONE"},
+        initial_metadata=[{"key": ATTEMPT_METADATA, "value": "1"}],
+        request_attributes=[HOST_METADATA_ATTRIBUTE])
     tag = {"name": "envoy.filters.http.header_mutation", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
         "mutations": {"request_mutations": [{"append": {
@@ -229,7 +215,7 @@ def _route_action(cfg: RouterConfig, chain: tuple[str, ...], timeout: str) -> di
     action: dict[str, Any] = {"cluster": chain_cluster(cfg, chain), "timeout": timeout,
                               "retry_policy": retry_policy(first, len(chain))}
     if first.retry.stream_idle_timeout_s is not None:
-        action["idle_timeout"] = _seconds(first.retry.stream_idle_timeout_s)
+        action["idle_timeout"] = duration(first.retry.stream_idle_timeout_s)
     return action
 
 

@@ -1,0 +1,31 @@
+"""Envoy config pieces shared by the listener (envoy_config.py) and the fallback chains (resilience.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def duration(seconds: float) -> str:
+    """A protobuf Duration as Envoy's YAML takes it."""
+    return f"{seconds:.3f}s"
+
+
+def ext_proc_filter(cluster: str, message_timeout_ms: int, failure_mode_allow: bool, modes: dict[str, str],
+                    **extra: Any) -> dict[str, Any]:
+    """An ext_proc filter talking to the router on `cluster`; `modes` are the processing_mode fields and
+    `extra` goes into its typed_config after the grpc_service (initial metadata, request attributes)."""
+    grpc_service: dict[str, Any] = {"envoy_grpc": {"cluster_name": cluster}}
+    if metadata := extra.pop("initial_metadata", None):
+        grpc_service["initial_metadata"] = metadata
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": grpc_service,
+            **extra,
+            "failure_mode_allow": failure_mode_allow,
+            "allow_mode_override": True,
+            "message_timeout": duration(message_timeout_ms / 1000),
+            "processing_mode": {**modes, "request_trailer_mode": "SKIP", "response_trailer_mode": "SKIP"},
+        },
+    }
