@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import time
 from concurrent.futures import Executor
@@ -52,6 +53,10 @@ _SKIPPED: dict[Failure, str] = {"error": "classifier_failed", "timeout": "classi
                                 "overload": "classifier_overload"}
 # A guard under a `flag` action lets the request through and says so in the response (shadow mode).
 FLAG_HEADERS = {"jailbreak": "x-vsr-jailbreak-flagged", "content_safety": "x-vsr-content-flagged"}
+
+
+class Overloaded(RuntimeError):
+    """`classifier.max_pending` encoder passes are already waiting or running."""
 
 
 @dataclass
@@ -180,7 +185,7 @@ class StreamSession:
             if decision.auto and self.runtime.affinity is not None:
                 decision, self.request.affinity = await affinity.resolve(
                     self.runtime.policy, self.runtime.affinity, chat, self.request.headers, decision,
-                    self.request.signal.pii_types, self._classify_anchor)
+                    self.request.signal.pii_types, functools.partial(self._classify_anchor, deadline=deadline))
             self.request.decision = decision
             if self.trace.recording:
                 self.trace.set(category=decision.category, model=decision.model, reason=decision.reason,
@@ -241,38 +246,48 @@ class StreamSession:
         A request with no user turn (a system prompt alone) is not screened for jailbreaks: instructions
         are what system prompts are made of, and the head scores them as such.
         """
-        classifier, rt = self.runtime.classifier, self.runtime
-        if classifier is None:
+        if self.runtime.classifier is None:
             return NO_SIGNAL
-        if rt.pending_classifications >= rt.cfg.classifier.max_pending:
-            busy = RuntimeError(f"{rt.pending_classifications} classifications already pending")
-            return self._classifier_failed(busy, "overload")
         start = time.perf_counter()
+        try:
+            result = await self._encode_bounded(text, deadline)
+        except TimeoutError:
+            budget = self.runtime.cfg.classifier.timeout_ms
+            return self._classifier_failed(TimeoutError(f"no result within {budget} ms"), "timeout")
+        except Overloaded as exc:
+            return self._classifier_failed(exc, "overload")
+        except Exception as exc:  # noqa: BLE001 - any failure is handled by the operator's explicit policy
+            return self._classifier_failed(exc, "error")
+        finally:
+            self.request.timings["classify"] = time.perf_counter() - start
+        return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
+
+    async def _encode_bounded(self, text: str, deadline: float) -> Classification:
+        """One encoder pass in the executor, within `classifier.max_pending` and by `deadline` (else raises)."""
+        rt = self.runtime
+        assert rt.classifier is not None
+        if rt.pending_classifications >= rt.cfg.classifier.max_pending:
+            raise Overloaded(f"{rt.pending_classifications} classifications already pending")
         rt.pending_classifications += 1
         try:
             loop = asyncio.get_running_loop()
             async with asyncio.timeout_at(loop.time() + max(deadline - time.monotonic(), 0.0)):
-                result = await loop.run_in_executor(self.executor, classifier.classify, text)
-        except TimeoutError:
-            budget = self.runtime.cfg.classifier.timeout_ms
-            return self._classifier_failed(TimeoutError(f"no result within {budget} ms"), "timeout")
-        except Exception as exc:  # noqa: BLE001 - any failure is handled by the operator's explicit policy
-            return self._classifier_failed(exc, "error")
+                return await loop.run_in_executor(self.executor, rt.classifier.classify, text)
         finally:
             rt.pending_classifications -= 1
-            self.request.timings["classify"] = time.perf_counter() - start
-        return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
 
-    async def _classify_anchor(self, text: str) -> Classification:
-        """A conversation's first user turn, for affinity re-derived without state; no signal on failure."""
-        classifier = self.runtime.classifier
-        if classifier is None:
+    async def _classify_anchor(self, text: str, deadline: float) -> Classification:
+        """A conversation's first user turn, for affinity re-derived without state; no signal on failure.
+
+        It shares the request's deadline and the pending bound: a hint never delays or overloads more than
+        the turn's own pass could.
+        """
+        if self.runtime.classifier is None:
             return NO_SIGNAL
         try:
-            bounded = wire.bounded(text, self.runtime.cfg.classifier.max_scan_chars)
-            return await asyncio.get_running_loop().run_in_executor(self.executor, classifier.classify, bounded)
-        except Exception:  # noqa: BLE001 - the turn itself was classified; the anchor is only a hint
-            log.warning("affinity_anchor_unclassified", request_id=self.request.request_id)
+            return await self._encode_bounded(wire.bounded(text, self.runtime.cfg.classifier.max_scan_chars), deadline)
+        except Exception as exc:  # noqa: BLE001 - the turn itself was classified; the anchor is only a hint
+            log.warning("affinity_anchor_unclassified", error=type(exc).__name__, request_id=self.request.request_id)
             return NO_SIGNAL
 
     def _classifier_failed(self, exc: Exception, reason: Failure) -> Classification:

@@ -6,6 +6,7 @@ No model, no Envoy, no Milvus: the same ProcessingRequest messages Envoy sends, 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from devstack.stack import ROOT
+from router.affinity import AffinityStore
 from router.cache import SemanticCache
 from router.cache.memory import MemoryStore
 from router.config import RouterConfig, parse_config
@@ -305,4 +307,35 @@ async def test_a_burst_past_max_pending_is_decided_at_once_not_queued(policy: st
     for task in waiting:
         assert (await task).WhichOneof("response") == "request_body"
     assert rt.pending_classifications == 0
+    workers.shutdown()
+
+
+class AnchorHangs:
+    """Answers the latest turn at once; the conversation's first turn (the affinity anchor) never returns."""
+
+    def __init__(self, anchor: str) -> None:
+        self.anchor, self.release, self.seen = anchor, threading.Event(), list[str]()
+
+    def classify(self, text: str) -> Classification:
+        self.seen.append(text)
+        if text == self.anchor:
+            self.release.wait(5)
+        return dataclasses.replace(MATH, confidence=0.5)  # too weak to switch on its own: the anchor decides
+
+
+async def test_the_affinity_anchor_pass_keeps_the_request_deadline() -> None:
+    cfg = config(lambda raw: raw["classifier"].update(timeout_ms=200))
+    hanging = AnchorHangs("Why do the northern lights change colour over the night")
+    rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=hanging, cache=None,
+                 affinity=AffinityStore().configure(cfg.affinity))
+    workers = ThreadPoolExecutor(max_workers=2)
+    session = StreamSession(rt, workers)
+    follow_up = {"model": "auto", "messages": [{"role": "user", "content": hanging.anchor},
+                                               {"role": "assistant", "content": "Once upon a time..."},
+                                               {"role": "user", "content": "Integrate x^2 from 0 to 1"}]}
+    resp = await asyncio.wait_for(send(session, follow_up), timeout=1.0)  # not the anchor's 5 s
+    assert resp.WhichOneof("response") == "request_body"  # the turn's own decision stands
+    assert hanging.seen == [follow_up["messages"][2]["content"], hanging.anchor]
+    assert rt.pending_classifications == 0
+    hanging.release.set()
     workers.shutdown()
