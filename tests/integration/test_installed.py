@@ -108,6 +108,7 @@ def test_the_wheel_holds_the_runtime_package_and_its_generated_stubs(wheel: Path
             "router/_proto/semantic_router/v1/classifier_pb2_grpc.py"} <= set(names)
     modules = [n for n in names if n.endswith(".py")]
     assert not [n for n in modules if any(w in Path(n).stem for w in ("train", "export", "dataset", "evaluat"))]
+    assert not [n for n in names if n.endswith("training.json")]  # a report for readers, not the router
     imported = {name: imports_of(source) for name, source in sources.items()}
     assert not {name: found & FORBIDDEN_IMPORTS for name, found in imported.items() if found & FORBIDDEN_IMPORTS}
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
