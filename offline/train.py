@@ -22,7 +22,7 @@ from offline.build import REPO_ROOT, sha256_file
 from offline.chat_data import DATA
 from offline.features import embed
 from offline.metrics import multiclass_report
-from offline.train_data import DOMAINS, domain_split
+from offline.train_data import DOMAINS, Example, domain_split
 from router.classifier.encoder import Encoder
 from router.classifier.heads import HEADS_DIR, MLPHead
 
@@ -91,17 +91,41 @@ def _fit_member(
     return model.eval()
 
 
-# Each pseudo-labelled chat row counts this many times: ~1.4k rows beside 22k MMLU rows would barely move the head.
+# Each chat row (hand-labelled or pseudo-labelled) counts this many times: a few thousand rows beside 22k MMLU
+# rows would barely move the head.
 CHAT_REPEAT = 4
+# ShareGPT TRAIN prompts labelled by reading (rows {"id", "label", "text"}). In a subfolder on purpose:
+# chat_data.excluded_ids() globs offline/data/*.jsonl (the dev/test sets) and must not exclude training rows.
+CHAT_TRAIN = DATA / "train" / "chat_domain_train.jsonl"
+
+
+def hand_labelled_chat() -> list[Example]:
+    """The hand-labelled ShareGPT TRAIN prompts (split("\\n"), not splitlines(): some texts hold U+2028)."""
+    from offline.chat_data import TRAIN, benign_chat
+
+    if not CHAT_TRAIN.is_file():
+        return []
+    rows = [json.loads(line) for line in CHAT_TRAIN.read_text(encoding="utf-8").split("\n") if line.strip()]
+    train_ids = {p.id for p in benign_chat(TRAIN)}
+    outside = [r["id"] for r in rows if r["id"] not in train_ids]
+    if outside:
+        raise SystemExit(f"{CHAT_TRAIN}: {len(outside)} rows outside the ShareGPT TRAIN split, e.g. {outside[:3]}")
+    return [Example(r["text"], r["label"], "sharegpt_hand") for r in rows]
 
 
 def train_domain(encoder: Encoder) -> dict:
     """Fit on the MMLU training part, as bare questions and with their options (both are real prompts), plus
-    ShareGPT prompts pseudo-labelled by the mpnet teacher (offline/domain_chat.py)."""
+    hand-labelled ShareGPT TRAIN prompts and ShareGPT prompts pseudo-labelled by the mpnet teacher
+    (offline/domain_chat.py; a prompt with a hand label keeps only that)."""
     from offline.domain_chat import pseudo_labelled
 
     (plain, held_plain), (listed, held_listed) = domain_split(False), domain_split(True)
-    chat, chat_report = pseudo_labelled()
+    hand = hand_labelled_chat()
+    pseudo, chat_report = pseudo_labelled()
+    hand_texts = {e.text for e in hand}
+    chat = hand + [e for e in pseudo if e.text not in hand_texts]
+    chat_report["hand_labelled_rows"] = len(hand)
+    chat_report["pseudo_rows_kept"] = len(chat) - len(hand)
     train = plain + listed + chat * CHAT_REPEAT
     labels = DOMAINS
     y = np.array([labels.index(e.label) for e in train])

@@ -19,6 +19,8 @@ MODEL_DIR = ROOT / "models" / "minilm"
 
 def test_source_specs(tmp_path: Path) -> None:
     assert ModelSource.parse("package").kind == "package"
+    assert ModelSource.parse("trained") == ModelSource("trained", "offline/trained/minilm-chat")
+    assert ModelSource.parse(f"trained:{tmp_path}").path == tmp_path.resolve()
     assert ModelSource.parse(f"dir:{tmp_path}") == ModelSource("dir", str(tmp_path.resolve()))
     assert ModelSource.parse("hub:sentence-transformers/all-MiniLM-L6-v2").value.endswith("MiniLM-L6-v2")
     for bad in ("", "ftp:x", "dir:", "hub"):
@@ -77,3 +79,34 @@ def test_offline_build_command_is_idempotent(require_model: None, capsys: pytest
         argv.append("--fp32")
     assert offline_main(argv) == 0
     assert "up to date" in capsys.readouterr().err
+
+
+def _fake_trained(folder: Path) -> None:
+    folder.mkdir()
+    (folder / "model_int8.onnx").write_bytes(b"weights")
+    (folder / "tokenizer.json").write_text("{}")
+    files = {name: sha256_file(folder / name) for name in ("model_int8.onnx", "tokenizer.json")}
+    (folder / MANIFEST).write_text(json.dumps({"files": files, "versions": {"torch": "x"}, "training": {"seed": 1}}))
+
+
+def test_trained_source_is_copied_with_hashes_checked(tmp_path: Path) -> None:
+    trained, out = tmp_path / "trained", tmp_path / "out"
+    _fake_trained(trained)
+    build(out, f"trained:{trained}")
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert (out / "model_int8.onnx").read_bytes() == b"weights"
+    assert manifest["source"] == f"trained:{trained}" and manifest["training"] == {"seed": 1}
+    assert is_current(out, ModelSource.parse(f"trained:{trained}"), False)
+    (trained / "model_int8.onnx").write_bytes(b"a Git LFS pointer")
+    with pytest.raises(BuildError, match="sha256"):
+        build(out, f"trained:{trained}", force=True)
+    with pytest.raises(BuildError, match="int8 only"):
+        build(out, f"trained:{trained}", fp32=True)
+
+
+def test_committed_trained_model_matches_its_manifest() -> None:
+    folder = ROOT / "offline" / "trained" / "minilm-chat"
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert set(manifest["files"]) == {"model_int8.onnx", "tokenizer.json"}
+    for name, digest in manifest["files"].items():
+        assert sha256_file(folder / name) == digest, f"{name}: committed file differs from its manifest"
