@@ -7,6 +7,8 @@ runtime venv), so it needs only numpy and the runtime encoder. One text per enco
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +20,18 @@ FEATURE_CACHE = REPO_ROOT / "var" / "features"
 
 def _key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _save(path: Path, cache: dict[str, np.ndarray]) -> None:
+    """Merge with what another process may have written meanwhile, then replace the file atomically (training
+    jobs run side by side on the same encoder: a reader never sees a half-written file)."""
+    FEATURE_CACHE.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        with np.load(path) as stored:
+            cache = dict(zip(stored["keys"].tolist(), stored["vectors"], strict=True)) | cache
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
+    np.savez(partial, keys=np.array(list(cache)), vectors=np.stack(list(cache.values())))
+    os.replace(partial, path)
 
 
 def embed(encoder: Encoder, texts: list[str]) -> np.ndarray:
@@ -36,6 +50,5 @@ def embed(encoder: Encoder, texts: list[str]) -> np.ndarray:
         if index % 2000 == 1999:
             print(f"  embedded {index + 1}/{len(missing)}", flush=True)
     if missing:
-        FEATURE_CACHE.mkdir(parents=True, exist_ok=True)
-        np.savez(path, keys=np.array(list(cache)), vectors=np.stack(list(cache.values())))
+        _save(path, cache)
     return np.stack([cache[_key(text)] for text in texts]).astype(np.float32)
