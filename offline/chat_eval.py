@@ -24,7 +24,7 @@ from offline.train_data import DOMAINS
 from router.classifier.model import EncoderClassifier
 from router.signals import Classification
 
-CURVE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+CURVE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 OPERATING_POINT = 0.5
 
 

@@ -149,15 +149,18 @@ def train_domain(encoder: Encoder) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("heads", nargs="*", choices=HEADS, default=list(HEADS))
+    # No `choices`: Python 3.11's argparse checks an empty or default list against them and fails without heads.
+    parser.add_argument("heads", nargs="*", help=f"any of {', '.join(HEADS)} (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if unknown := set(args.heads) - set(HEADS):
+        parser.error(f"unknown heads {sorted(unknown)}; choose from {', '.join(HEADS)}")
     torch.set_num_threads(args.threads)
     encoder = Encoder(MODEL_DIR, threads=args.threads)
     results = {"encoder_int8_sha256": sha256_file(encoder.model_path)}
     from offline.train_guards import train_guard
 
-    for name in args.heads:
+    for name in args.heads or HEADS:
         results[name] = train_domain(encoder) if name == "domain" else train_guard(name, encoder)
     # Read just before writing: heads trained by separate runs keep each other's entries.
     summary_path = HEADS_DIR / "training.json"
