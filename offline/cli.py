@@ -82,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m offline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
-        "build", help="install the committed fine-tuned encoder (or export a base one) unless the manifest matches"
+        "build", help="export all-MiniLM-L6-v2 to ONNX (int8), or install a trained one, unless the manifest matches"
     )
     p.add_argument("--out", type=Path, default=Path(ClassifierConfig().model_dir))
     p.add_argument(
         "--source",
-        default="trained",
-        help="trained (offline/trained/minilm-chat, copied) | trained:PATH | package | package:SPEC | dir:PATH | hub:ID",
+        default="package",
+        help="package | package:SPEC | dir:PATH | hub:ID | trained (offline/trained/minilm-chat, copied) | trained:PATH",
     )
     p.add_argument("--fp32", action="store_true", help="also keep model_fp32.onnx")
     p.add_argument("--force", action="store_true", help="rebuild even when the manifest matches")
