@@ -18,7 +18,7 @@ OUT = DATA / "splits.json"
 
 
 def _jsonl_counts(name: str, key: str) -> dict[str, int]:
-    rows = [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").split("\n") if line.strip()]
     return dict(sorted(Counter(str(row.get(key, "?")) for row in rows).items()))
 
 
@@ -37,6 +37,9 @@ def build() -> dict:
         "hand_labelled": {
             "chat_domain_test.jsonl": _jsonl_counts("chat_domain_test.jsonl", "label"),
             "chat_domain_dev.jsonl": _jsonl_counts("chat_domain_dev.jsonl", "label"),
+            "train/chat_domain_train.jsonl (ShareGPT TRAIN only; domain head and offline.finetune)": _jsonl_counts(
+                "train/chat_domain_train.jsonl", "label"
+            ),
             "pii_chat_negative_test.jsonl": _jsonl_counts("pii_chat_negative_test.jsonl", "group"),
             "pii_chat_names_test.jsonl": {
                 "messages": sum(1 for _ in (DATA / "pii_chat_names_test.jsonl").open())
