@@ -35,7 +35,8 @@ def derive_config(tmp: Path, overrides: Callable[[dict[str, Any]], None] | None 
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     # Below the kernel's ephemeral range (32768+), where outgoing connections could hold our ports.
     base = 20000 + 100 * ((next(_port_blocks) + 15 * (os.getpid() % 8)) % 120)
-    cfg["server"].update(port=base + 51, metrics_port=base + 90)
+    # One router process unless a test or benchmark asks for workers: most tests look at one process.
+    cfg["server"].update(port=base + 51, metrics_port=base + 90, workers=1)
     cfg["envoy"].update(port=base + 1, admin_port=base + 99)
     for i, model in enumerate(cfg["models"].values()):
         model["endpoints"] = [{"address": "127.0.0.1", "port": base + 10 + i}]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -30,10 +31,21 @@ def _envoy_config(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from router.extproc.slot import WorkerSlot, planned_workers
+
+    slot = WorkerSlot.from_env()  # set by the supervisor for its workers
+    workers = 1 if slot is not None else planned_workers(Path(args.config))
+    if workers > 1:
+        # The supervisor only reads the workers' metric files: its own series must stay in memory, so the
+        # variable goes before prometheus_client is imported (it picks its mode at import).
+        metrics_dir = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        from router.extproc.workers import supervise
+
+        return supervise(Path(args.config), args.log_format, workers, metrics_dir)
     from router.extproc.server import StartupError, serve
 
     try:
-        asyncio.run(serve(Path(args.config), args.log_format))  # an invalid file waits for a fix
+        asyncio.run(serve(Path(args.config), args.log_format, slot))  # an invalid file waits for a fix
     except StartupError as exc:
         print(f"semantic-router: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -175,6 +175,10 @@ class ServerConfig(_Strict):
     metrics_port: int = Field(default=9190, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     selection_header: str = Field(default="x-selected-cluster", pattern=r"^[a-z0-9-]+$")
+    # Router worker processes sharing the ext_proc port (SO_REUSEPORT) under one supervisor that owns the
+    # metrics port, the embedded Milvus Lite child and restarts (router/extproc/workers.py). `auto`: one per
+    # CPU this process may run on; 1: the single-process router, no supervisor. Read at start only.
+    workers: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = "auto"
 
 
 class EnvoyConfig(_Strict):

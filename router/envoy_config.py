@@ -19,9 +19,12 @@ from router.policy import Policy
 
 EXT_PROC_CLUSTER = "semantic_router"
 _BUFFER_SLACK = 64 * 1024
+SPREAD_STREAMS_PER_CONNECTION = 4
+SPREAD_REQUESTS_PER_CONNECTION = 1000
 
 
-def _cluster(name: str, endpoints: list[tuple[str, int]], http2: bool = False) -> dict[str, Any]:
+def _cluster(name: str, endpoints: list[tuple[str, int]], http2: bool = False,
+             spread: bool = False) -> dict[str, Any]:
     lb = [{"endpoint": {"address": {"socket_address": {"address": a, "port_value": p}}}}
           for a, p in endpoints]
     cluster: dict[str, Any] = {
@@ -29,7 +32,14 @@ def _cluster(name: str, endpoints: list[tuple[str, int]], http2: bool = False) -
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": lb}]},
     }
     if http2:
-        options: dict[str, Any] = {"explicit_http_config": {"http2_protocol_options": {}}}
+        h2: dict[str, Any] = {}
+        options: dict[str, Any] = {"explicit_http_config": {"http2_protocol_options": h2}}
+        if spread:
+            # Router workers share one port and the kernel spreads connections, not streams: a few streams per
+            # connection make Envoy open several under load, and recycling them lets a restarted worker get
+            # its share again.
+            h2["max_concurrent_streams"] = SPREAD_STREAMS_PER_CONNECTION
+            options["common_http_protocol_options"] = {"max_requests_per_connection": SPREAD_REQUESTS_PER_CONNECTION}
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -149,7 +159,8 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                         "typed_config": hcm}]}],
     }
-    clusters = [_cluster(EXT_PROC_CLUSTER, [(cfg.server.host, cfg.server.port)], http2=True)]
+    clusters = [_cluster(EXT_PROC_CLUSTER, [(cfg.server.host, cfg.server.port)], http2=True,
+                         spread=cfg.server.workers != 1)]
     clusters += [_model_cluster(cfg, name, buffer_limit) for name in cfg.models]
     clusters += [resilience.aggregate_cluster(cfg, chain, EXT_PROC_CLUSTER) for chain in chains]
     if cfg.tracing.enabled and cfg.tracing.envoy:

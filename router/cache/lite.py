@@ -7,10 +7,17 @@ spaces restarts), so a killed child is replaced on the next connect and the coll
 One child per file and process (`acquire`/`release`): a config reload builds a second store on the same
 file while the first still serves, and both must talk to the same child (a second child on one file
 would corrupt it; POSIX file locks do not stop a process from locking its own file twice).
+
+Router workers (`server.workers` > 1) cannot each own a child: two processes cannot open one Lite file.
+The supervisor owns the child and restarts it (router/extproc/workers.py); it names, in the environment
+variable SHARED_LITE_ENV, a file holding the child's current `unix:` URI, and each worker's store reads it
+through `SharedLite` on every connect, so a restarted child (a new socket) is found by every worker.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -22,6 +29,7 @@ log = structlog.get_logger(__name__)
 
 
 SOCKET_WAIT_S = 10.0
+SHARED_LITE_ENV = "VSR_SHARED_LITE"  # JSON {absolute db file: file holding the child's unix: URI}
 
 
 def _wait_for_socket(uri: str, server: Server) -> None:
@@ -103,3 +111,36 @@ class LiteProcess:
             if self._server is not None:
                 self._server.stop()
                 self._server = None
+
+
+class SharedLite:
+    """A Lite child owned by the supervisor of router workers; this process only reads its URI."""
+
+    def __init__(self, db_file: Path, uri_file: Path):
+        self.db_file, self.uri_file = db_file, uri_file
+
+    def ensure_running(self) -> str:
+        """The child's current URI; LiteUnavailable while the supervisor has not (re)started it."""
+        try:
+            uri = self.uri_file.read_text().strip()
+        except OSError:
+            uri = ""
+        if not uri or not Path(uri.removeprefix("unix:")).exists():
+            raise LiteUnavailable(f"the supervisor's Milvus Lite child for {self.db_file} is not running")
+        return uri
+
+    def release(self) -> None:
+        """The supervisor stops the child, never a worker."""
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+
+def lite_for(db_file: str | Path) -> LiteProcess | SharedLite:
+    """The supervisor's child when this process is a router worker and it owns one for the file, else our own."""
+    path = Path(db_file).absolute()
+    shared = json.loads(os.environ.get(SHARED_LITE_ENV) or "{}")
+    if str(path) in shared:
+        return SharedLite(path, Path(shared[str(path)]))
+    return LiteProcess.acquire(path)

@@ -28,7 +28,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
-from router.cache.lite import LiteProcess, LiteUnavailable
+from router.cache.lite import LiteProcess, LiteUnavailable, SharedLite, lite_for
 from router.cache.store import DIM, CacheBackendError, CacheEntry, Candidate, InvalidCacheArgument, StoreStats
 from router.config import LOOP_SLACK
 
@@ -105,7 +105,7 @@ class MilvusStore:
         self._reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="milvus-read")
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="milvus-write")
         self._connector = ThreadPoolExecutor(max_workers=1, thread_name_prefix="milvus-connect")
-        self._lite = LiteProcess.acquire(uri) if local else None
+        self._lite = lite_for(uri) if local else None
         self._lock = threading.Lock()  # guards the fields below; never held across I/O
         self._client: MilvusClient | None = None
         self._connecting: Future[MilvusClient] | None = None
@@ -119,7 +119,7 @@ class MilvusStore:
     # --- connection -------------------------------------------------------------------------
 
     @property
-    def lite(self) -> LiteProcess | None:
+    def lite(self) -> LiteProcess | SharedLite | None:
         """The embedded Lite child (local URIs), for supervision and fault tests."""
         return self._lite
 

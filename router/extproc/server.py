@@ -22,6 +22,7 @@ from router.config import ConfigError, ObservabilityConfig, RouterConfig, Server
 from router.errors import Outcome
 from router.extproc.attempt import AttemptSession
 from router.extproc.session import StreamSession
+from router.extproc.slot import WorkerSlot
 from router.observability import logs, metrics
 from router.observability.health import Readiness, add_grpc_health
 from router.observability.logs import LogFormat
@@ -46,9 +47,11 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
     def __init__(self, holder: RuntimeHolder, executor: ThreadPoolExecutor):
         self.holder = holder
         self.executor = executor
+        self.streams = 0  # ext_proc streams opened on this process (a worker reports it to its supervisor)
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
                       context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.ProcessingResponse]:
+        self.streams += 1
         with self.holder.stream() as runtime:
             if _is_upstream_attempt(context):  # an upstream attempt of a fallback chain (router/resilience.py)
                 attempt = AttemptSession(runtime)
@@ -134,9 +137,11 @@ def _bootstrap(path: Path) -> tuple[ServerConfig, ObservabilityConfig]:
             return ServerConfig(), ObservabilityConfig()
 
 
-async def serve(config_path: Path, log_format: LogFormat | None = None) -> None:
+async def serve(config_path: Path, log_format: LogFormat | None = None, worker: WorkerSlot | None = None) -> None:
     """Run until SIGINT/SIGTERM. An invalid config at start keeps the probes up and waits for a fix.
 
+    As one of several router workers (`worker`), the ext_proc port is shared (SO_REUSEPORT) and the metrics
+    port is the supervisor's: this process reports its readiness and heartbeat in `worker.state_file`.
     Raises StartupError when it cannot start at all: an unreadable config file, a missing model, a busy port.
     """
     try:
@@ -161,7 +166,7 @@ async def serve(config_path: Path, log_format: LogFormat | None = None) -> None:
         raise StartupError(str(exc)) from None
     # After the first load, so the cache probe never reports a runtime that is still loading.
     try:
-        ops = await start_ops(obs, server_cfg.metrics_port, config_path, holder.reload, readiness,
+        ops = await start_ops(obs, 0 if worker else server_cfg.metrics_port, config_path, holder.reload, readiness,
                               cache=lambda: holder.current.cache if holder.current else None)
     except OSError as exc:
         await holder.aclose()
@@ -169,14 +174,21 @@ async def serve(config_path: Path, log_format: LogFormat | None = None) -> None:
     logs.adopt_loggers(*logs.LIBRARY_LOGGERS)  # pymilvus installs its own handlers when imported
     await _first(holder.loaded, stop)
     server = health = None
+    processor = ExternalProcessor(holder, executor)
     if holder.current is not None:  # ports from the config that loaded, which may be a fixed one
         try:
-            server, health = await _start_grpc(holder, executor, readiness, holder.current.cfg.server)
+            server, health = await _start_grpc(holder, processor, readiness, holder.current.cfg.server,
+                                               reuseport=worker is not None)
         except StartupError:
             await ops.aclose()
             await holder.aclose()
             raise
+    reporter = None
+    if worker is not None:
+        reporter = asyncio.create_task(worker.report(readiness, lambda: processor.streams, server is not None))
     await stop.wait()
+    if reporter is not None:
+        reporter.cancel()
     log.info("router_stopping")
     if server is not None and health is not None:
         await health.enter_graceful_shutdown()  # NOT_SERVING while in-flight streams drain
@@ -200,14 +212,18 @@ async def _first(*events: asyncio.Event) -> None:
         w.cancel()
 
 
-async def _start_grpc(holder: RuntimeHolder, executor: ThreadPoolExecutor, readiness: Readiness,
-                      cfg: ServerConfig) -> tuple[grpc.aio.Server, grpc_health_aio.HealthServicer]:
+async def _start_grpc(holder: RuntimeHolder, processor: ExternalProcessor, readiness: Readiness,
+                      cfg: ServerConfig, reuseport: bool = False,
+                      ) -> tuple[grpc.aio.Server, grpc_health_aio.HealthServicer]:
     limit = cfg.max_body_bytes + (1 << 20)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                      ("grpc.max_send_message_length", limit)])
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(holder, executor), server)
+    options: list[tuple[str, int]] = [("grpc.max_receive_message_length", limit),
+                                      ("grpc.max_send_message_length", limit)]
+    if reuseport:  # workers share the port; the kernel spreads Envoy's connections over them
+        options.append(("grpc.so_reuseport", 1))
+    server = grpc.aio.server(options=options)
+    pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     health = add_grpc_health(server, readiness)
-    add_classifier_api(server, lambda: _classifier_of(holder), executor)
+    add_classifier_api(server, lambda: _classifier_of(holder), processor.executor)
     address = f"{cfg.host}:{cfg.port}"
     try:
         server.add_insecure_port(address)

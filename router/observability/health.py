@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as grpc_health_aio  # type: ignore[attr-defined]  # stubs lag
-from prometheus_client import disable_created_metrics
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
 from router.observability.metrics import METRICS, RouterMetrics
@@ -81,6 +81,25 @@ class Readiness:
         """`listener(ready)` runs on every flip, in the thread that called `set`."""
         with self._lock:
             self._listeners.append(listener)
+
+
+class ReadinessView(Protocol):
+    """What `/readyz` shows: a Readiness, or the supervisor's view over its workers."""
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class LivenessView(Protocol):
+    def is_alive(self) -> bool: ...
+
+    def age_s(self) -> float | None: ...
+
+
+class Exposed(Protocol):
+    """What `/metrics` serves: RouterMetrics, or the supervisor's registry over its workers' files."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
 
 
 class Liveness:
@@ -143,8 +162,8 @@ class _Handler(BaseHTTPRequestHandler):
 class _HealthHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], readiness: Readiness, liveness: Liveness,
-                 metrics: RouterMetrics) -> None:  # fmt: skip
+    def __init__(self, address: tuple[str, int], readiness: ReadinessView, liveness: LivenessView,
+                 metrics: Exposed) -> None:  # fmt: skip
         self.readiness, self.liveness, self.metrics = readiness, liveness, metrics
         super().__init__(address, _Handler)
 
@@ -152,7 +171,7 @@ class _HealthHTTPServer(ThreadingHTTPServer):
 class HealthServer:
     """The metrics port: `/metrics`, `/healthz`, `/readyz` served from a daemon thread."""
 
-    def __init__(self, readiness: Readiness, liveness: Liveness, metrics: RouterMetrics = METRICS) -> None:
+    def __init__(self, readiness: ReadinessView, liveness: LivenessView, metrics: Exposed = METRICS) -> None:
         self._args = (readiness, liveness, metrics)
         self._httpd: _HealthHTTPServer | None = None
         self._thread: threading.Thread | None = None

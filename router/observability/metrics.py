@@ -1,5 +1,9 @@
 """Prometheus metrics for the request path, in a registry of their own.
 
+With router workers (`server.workers` > 1) every worker writes its series to PROMETHEUS_MULTIPROC_DIR and the
+supervisor's `/metrics` adds them up: counters and histograms sum over workers (a dead worker's counts stay),
+gauges say how they combine (`multiprocess_mode`: the worst worker for health, the sum for queue depths).
+
 Operators judge the router by these series: is the cache paying off, which models get the traffic,
 how much latency routing adds, what is blocked, and what the fleet costs. Names follow Prometheus
 conventions (base units in the name, `_total` on counters). Every label value comes from a closed
@@ -117,14 +121,16 @@ class RouterMetrics:
         )
         for phase in get_args(Phase):  # exported at zero from the start, so rate() works at once
             self.phase_seconds.labels(phase)
-        self.cache_entries = Gauge(f"{PREFIX}_cache_entries", "Entries in the semantic cache.", registry=r)
+        self.cache_entries = Gauge(f"{PREFIX}_cache_entries", "Entries in the semantic cache.", registry=r,
+                                   multiprocess_mode="livemax")
         self.cache_backend_up = Gauge(
             f"{PREFIX}_cache_backend_up",
             "1 while the cache backend answers real traffic, 0 while it fails (the router serves uncached).",
-            registry=r,
+            registry=r, multiprocess_mode="livemin",
         )
         self.cache_write_queue = Gauge(
-            f"{PREFIX}_cache_write_queue_depth", "Cache writes queued and not yet stored.", registry=r
+            f"{PREFIX}_cache_write_queue_depth", "Cache writes queued and not yet stored.", registry=r,
+            multiprocess_mode="livesum",
         )
         self.tokens = self._counter(
             "upstream_tokens_total",
@@ -195,13 +201,13 @@ class RouterMetrics:
         self.last_reload_ok = Gauge(
             f"{PREFIX}_config_last_reload_successful",
             "1 if the last config reload was applied, else 0.",
-            registry=r,
+            registry=r, multiprocess_mode="livemin",
         )
         self.last_reload_ok.set(1)
         self.last_reload_ts = Gauge(
             f"{PREFIX}_config_last_reload_success_timestamp_seconds",
             "Unix time of the last applied config.",
-            registry=r,
+            registry=r, multiprocess_mode="livemin",
         )
         self.dependency_errors = self._counter(
             "dependency_errors_total",
@@ -212,7 +218,7 @@ class RouterMetrics:
             f"{PREFIX}_component_ready",
             "1 if a readiness component is ready, else 0.",
             ("component",),
-            registry=r,
+            registry=r, multiprocess_mode="livemin",
         )
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)

@@ -1,0 +1,79 @@
+"""A router worker's side of the supervisor contract: where it reports, and what.
+
+The supervisor (router/extproc/workers.py) starts each worker with WORKER_STATE_ENV naming a JSON file.
+Every REPORT_INTERVAL_S the worker's event loop rewrites it (atomically: write then rename) with its pid,
+readiness components, the ext_proc streams it has opened and the wall-clock time. That stamp is the
+worker's heartbeat: it is written by the serving loop, so a wedged loop goes stale and the supervisor
+replaces the worker. The write itself runs on a thread, never on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from router.config import ConfigError, ServerConfig, load_config
+
+if TYPE_CHECKING:  # the supervisor imports this module before prometheus_client may be imported
+    from router.observability.health import Readiness
+
+WORKER_STATE_ENV = "VSR_WORKER_STATE"
+REPORT_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    state_file: Path
+
+    @classmethod
+    def from_env(cls) -> WorkerSlot | None:
+        path = os.environ.get(WORKER_STATE_ENV)
+        return cls(Path(path)) if path else None
+
+    def write(self, state: dict[str, Any]) -> None:
+        tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.state_file)
+
+    async def report(self, readiness: Readiness, streams: Callable[[], int], serving: bool) -> None:
+        """Run on the serving loop until cancelled."""
+        while True:
+            snapshot = readiness.snapshot()
+            state = {"pid": os.getpid(), "ready": serving and snapshot["ready"], "serving": serving,
+                     "components": snapshot["components"], "streams": streams(), "beat": time.time()}
+            await asyncio.to_thread(self.write, state)
+            await asyncio.sleep(REPORT_INTERVAL_S)
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    """A worker's last report, or None before its first one."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def planned_workers(config_path: Path) -> int:
+    """`server.workers` resolved: `auto` is the CPUs this process may run on; 1 when the file is unreadable
+    (the single-process router then reports why it cannot start), the server section's own value when the
+    rest of the file is invalid (the workers start and wait for a fix)."""
+    try:
+        setting = load_config(config_path).server.workers
+    except ConfigError:
+        try:
+            raw = yaml.safe_load(config_path.read_text()) or {}
+            setting = ServerConfig.model_validate(raw.get("server") or {}).workers
+        except Exception:  # noqa: BLE001 - an unreadable server section runs one process, as before
+            return 1
+    except OSError:
+        return 1
+    return len(os.sched_getaffinity(0)) if setting == "auto" else setting

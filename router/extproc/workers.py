@@ -1,0 +1,292 @@
+"""The supervisor of router workers: one process per CPU on one ext_proc port, to escape one GIL.
+
+`semantic-router serve` with `server.workers` > 1 (or `auto` on a multi-core machine) runs this instead of
+the router itself. It starts N workers (`semantic-router serve` again, told by WORKER_STATE_ENV that it is
+a worker); each binds the ext_proc port with SO_REUSEPORT, so the kernel spreads Envoy's connections over
+them, and each loads its own runtime and watches the config file itself (hot reload works per worker). The
+supervisor owns what must be one per Pod:
+
+- the metrics port: `/metrics` adds up the workers' series (prometheus-client multiprocess mode; the files
+  live in PROMETHEUS_MULTIPROC_DIR, emptied at start, a dead worker's live gauges removed);
+  `/readyz` is 200 while at least one worker is serving and ready, with each worker's state in the JSON;
+  `/healthz` is the supervisor's own loop;
+- the embedded Milvus Lite child (a local cache URI): two processes cannot open one Lite file, so the workers
+  connect to the supervisor's child by its socket (router/cache/lite.py `SharedLite`), and the supervisor
+  restarts it when it dies;
+- restarts: a worker that exits, or whose heartbeat goes stale (a wedged event loop), is replaced, with a
+  backoff while it keeps dying young; each restart is logged and counted (`vsr_worker_restarts_total`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable
+from router.cache.milvus import is_local_uri
+from router.config import ConfigError, ObservabilityConfig, RouterConfig, load_config
+from router.extproc.slot import WORKER_STATE_ENV, read_state
+from router.observability import logs
+from router.observability.health import HealthServer, Liveness
+from router.observability.logs import LogFormat
+from router.observability.ops import configure_logs
+
+log = logs.get_logger("router.workers")
+TICK_S = 0.2
+STOP_GRACE_S = 10.0  # a worker drains its streams for up to 5 s (server.stop(grace=5))
+MAX_BACKOFF_S = 10.0
+YOUNG_S = 30.0  # a worker that dies younger than this is restarted after a doubling backoff
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the supervisor dies, so no orphan keeps the port."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Worker:
+    index: int
+    state_file: Path
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restart_at: float = 0.0
+    failures: int = 0  # consecutive young deaths
+    served: bool = False  # reported serving at least once in its current life
+    restarts: int = 0
+
+    def state(self) -> dict[str, Any] | None:
+        """The current process's last report; a previous life's file is ignored."""
+        state = read_state(self.state_file)
+        if state is None or self.proc is None or state.get("pid") != self.proc.pid:
+            return None
+        return state
+
+
+class WorkersView:
+    """`/readyz` and `/metrics` of the supervisor."""
+
+    def __init__(self, workers: list[Worker], metrics_dir: Path, stale_after_s: float):
+        self.workers, self.stale_after_s = workers, stale_after_s
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=self.registry)  # the supervisor's own process; workers report theirs in logs
+        Gauge("vsr_workers", "Router worker processes configured.", registry=self.registry).set(len(workers))
+        ready = Gauge("vsr_workers_ready", "Router workers serving and ready.", registry=self.registry)
+        ready.set_function(lambda: sum(1 for w in self.workers if self._ready(w.state())))
+        self.restarts = Counter("vsr_worker_restarts_total", "Router workers replaced after they exited or hung.",
+                                registry=self.registry)
+
+    def _ready(self, state: dict[str, Any] | None) -> bool:
+        return bool(state and state.get("ready") and time.time() - float(state["beat"]) < self.stale_after_s)
+
+    def snapshot(self) -> dict[str, Any]:
+        states = [(w, w.state()) for w in self.workers]
+        ready = [s for _, s in states if s is not None and self._ready(s)]
+        reported = [s for _, s in states if s is not None]
+        first: dict[str, Any] = (ready or reported or [{}])[0] or {}
+        components = first.get("components") or {
+            "workers": {"ok": False, "detail": "no worker has reported yet"}}
+        return {"ready": bool(ready), "components": components, "workers_ready": len(ready),
+                "workers": [{"index": w.index, "pid": w.proc.pid if w.proc else None,
+                             "ready": self._ready(s), "streams": (s or {}).get("streams", 0),
+                             "restarts": w.restarts} for w, s in states]}
+
+
+class LiteSupervisor:
+    """The one Milvus Lite child every worker talks to; a thread restarts it when it dies."""
+
+    def __init__(self, db_file: str, uri_file: Path):
+        self.lite = LiteProcess(db_file)
+        self.uri_file = uri_file
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="lite-watch", daemon=True)
+
+    def start(self) -> None:
+        self._ensure()
+        self._thread.start()
+
+    def _ensure(self) -> None:
+        try:
+            uri = self.lite.ensure_running()
+        except LiteUnavailable as exc:
+            log.error("milvus_lite_unavailable", error=str(exc), effect="workers serve uncached until it starts")
+            return
+        if not self.uri_file.exists() or self.uri_file.read_text() != uri:
+            tmp = self.uri_file.with_suffix(".tmp")
+            tmp.write_text(uri)
+            tmp.replace(self.uri_file)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(TICK_S):
+            if not self.lite.alive():
+                self._ensure()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.lite.stop()
+
+
+@dataclass
+class Supervisor:
+    config_path: Path
+    log_format: LogFormat | None
+    count: int
+    metrics_dir: Path | None  # PROMETHEUS_MULTIPROC_DIR as given to the supervisor, else a temporary one
+    workers: list[Worker] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> int:
+        cfg = _try_load(self.config_path)
+        obs = cfg.observability if cfg else ObservabilityConfig()
+        configure_logs(obs, self.log_format)
+        run_dir = Path(tempfile.mkdtemp(prefix="vsr-workers-"))
+        metrics_dir = self.metrics_dir or run_dir / "metrics"
+        _empty(metrics_dir)
+        self.workers = [Worker(i, run_dir / f"worker-{i}.json") for i in range(self.count)]
+        view = WorkersView(self.workers, metrics_dir, obs.liveness_stale_after_s)
+        liveness = Liveness(stale_after_s=obs.liveness_stale_after_s)
+        http = HealthServer(view, liveness, view)
+        port = cfg.server.metrics_port if cfg else 9190
+        lite = _lite(cfg, run_dir)
+        try:
+            if port:
+                http.start(obs.metrics_host, port)
+        except OSError as exc:
+            print(f"semantic-router: cannot start: metrics port {obs.metrics_host}:{port}: {exc.strerror}",
+                  file=sys.stderr)
+            return 1
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+        if cfg is not None and cfg.semantic_cache.enabled and not os.environ.get(cfg.semantic_cache.hmac_secret_env):
+            # Tenant namespaces are HMACs: a random secret per worker would make one worker's entries
+            # invisible to the others. One random secret for all of them, still lost on restart.
+            env[cfg.semantic_cache.hmac_secret_env] = secrets.token_hex(32)
+            log.warning("cache_hmac_secret_missing", env=cfg.semantic_cache.hmac_secret_env,
+                        effect="random secret shared by this supervisor's workers: entries do not survive a restart")
+        if lite is not None:
+            lite.start()
+            env[SHARED_LITE_ENV] = json.dumps({str(lite.lite.db_file): str(lite.uri_file)})
+        self._signals()
+        log.info("workers_starting", workers=self.count, metrics_dir=str(metrics_dir))
+        try:
+            return self._loop(env, view, liveness, metrics_dir)
+        finally:
+            self._stop_workers()
+            if lite is not None:
+                lite.stop()
+            http.stop()
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _signals(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._each(signal.SIGHUP))  # every worker reloads
+
+    def _each(self, sig: signal.Signals) -> None:
+        for w in self.workers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.send_signal(sig)
+
+    def _loop(self, env: dict[str, str], view: WorkersView, liveness: Liveness, metrics_dir: Path) -> int:
+        while not self._stop.is_set():
+            liveness.beat()
+            now = time.monotonic()
+            for w in self.workers:
+                if w.proc is None:
+                    if now >= w.restart_at:
+                        self._spawn(w, env)
+                    continue
+                state = w.state()
+                w.served = w.served or bool(state and state.get("serving"))
+                code = w.proc.poll()
+                if code is None and state is not None and time.time() - float(state["beat"]) > view.stale_after_s:
+                    log.error("worker_stuck", worker=w.index, pid=w.proc.pid, heartbeat_age_s=round(
+                        time.time() - float(state["beat"]), 1), action="killed and replaced")
+                    w.proc.kill()
+                    code = w.proc.wait()
+                if code is not None:
+                    if code == 1 and not w.served and not any(x.served for x in self.workers):
+                        log.error("worker_cannot_start", worker=w.index, exit_code=code)
+                        return 1  # the worker printed why (model missing, port busy): as the router would
+                    self._reap(w, code, now, metrics_dir, view)
+            self._stop.wait(TICK_S)
+        log.info("workers_stopping")
+        return 0
+
+    def _spawn(self, w: Worker, env: dict[str, str]) -> None:
+        command = [sys.executable, "-m", "router.cli", "serve", "--config", str(self.config_path)]
+        if self.log_format:
+            command += ["--log-format", self.log_format]
+        w.proc = subprocess.Popen(command, env={**env, WORKER_STATE_ENV: str(w.state_file)},
+                                  preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only, no locks
+        w.started, w.served = time.monotonic(), False
+        log.info("worker_started", worker=w.index, pid=w.proc.pid)
+
+    def _reap(self, w: Worker, code: int, now: float, metrics_dir: Path, view: WorkersView) -> None:
+        assert w.proc is not None
+        pid = w.proc.pid
+        mark_process_dead(pid, str(metrics_dir))  # type: ignore[no-untyped-call]  # its live gauges go; its counts stay in the sums
+        young = now - w.started < YOUNG_S
+        w.failures = w.failures + 1 if young else 0
+        backoff = min(0.5 * 2 ** max(w.failures - 1, 0), MAX_BACKOFF_S) if young else 0.0
+        w.proc, w.restart_at = None, now + backoff
+        w.restarts += 1
+        view.restarts.inc()
+        log.warning("worker_exited", worker=w.index, pid=pid, exit_code=code, restart_in_s=backoff)
+
+    def _stop_workers(self) -> None:
+        self._each(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for w in self.workers:
+            if w.proc is None:
+                continue
+            try:
+                w.proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+
+
+def _try_load(path: Path) -> RouterConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        log.error("config_invalid", reason=str(exc), effect="workers start and wait for a fix")
+        return None
+
+
+def _lite(cfg: RouterConfig | None, run_dir: Path) -> LiteSupervisor | None:
+    """The shared Lite child for the config's local cache file (fixed at start: a reload cannot move it)."""
+    if cfg is None or not cfg.semantic_cache.enabled or cfg.semantic_cache.backend == "memory":
+        return None
+    if not is_local_uri(cfg.semantic_cache.uri):
+        return None
+    return LiteSupervisor(cfg.semantic_cache.uri, run_dir / "lite.uri")
+
+
+def _empty(metrics_dir: Path) -> None:
+    """Counts from a previous run must not add to this one's."""
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for old in metrics_dir.glob("*.db"):
+        old.unlink()
+
+
+def supervise(config_path: Path, log_format: LogFormat | None, count: int, metrics_dir: str | None) -> int:
+    return Supervisor(config_path, log_format, count, Path(metrics_dir) if metrics_dir else None).run()

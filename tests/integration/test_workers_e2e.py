@@ -1,0 +1,169 @@
+"""Two router workers under one supervisor, through the real Envoy and one shared Milvus Lite child.
+
+The supervisor's `/readyz` lists each worker with the ext_proc streams it has opened: that is how these tests
+see which worker served what. Hot answers are off, so a repeat is answered from Milvus Lite, never from the
+memory of the worker that stored it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from devstack.stack import Stack
+
+WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    def overrides(cfg: dict[str, Any]) -> None:
+        cfg["server"]["workers"] = WORKERS
+        cfg["semantic_cache"] = {"enabled": True, "hot_answers": 0}  # the shipped Lite file, under the stack's dir
+        cfg.setdefault("observability", {})["watch_interval_s"] = 0.2
+
+    s = make_stack(overrides)
+    wait_ready(s)
+    return s
+
+
+def readyz(stack: Stack) -> tuple[int, dict[str, Any]]:
+    r = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz", timeout=5)
+    return r.status_code, r.json()
+
+
+def wait_ready(stack: Stack, workers: int = WORKERS, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status, body = readyz(stack)
+        if status == 200 and body["workers_ready"] == workers:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"not {workers} workers ready: {body}")
+
+
+def streams(stack: Stack) -> dict[int, int]:
+    """Streams per worker pid; workers report every 0.5 s, so wait for one report after the last request."""
+    time.sleep(1.1)
+    return {w["pid"]: w["streams"] for w in readyz(stack)[1]["workers"]}
+
+
+def post(client: httpx.Client, stack: Stack, text: str) -> httpx.Response:
+    return client.post(f"{stack.base_url}/chat/completions", headers={"authorization": "Bearer sk-workers"},
+                       json={"model": "auto", "messages": [{"role": "user", "content": text}]})
+
+
+def burst(stack: Stack, texts: list[str], clients: int = 16) -> list[httpx.Response]:
+    """Concurrent requests, so Envoy opens several ext_proc connections (a few streams each)."""
+    with httpx.Client(timeout=10) as client, ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(lambda t: post(client, stack, t), texts))
+
+
+def metric(stack: Stack, name: str, **labels: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics", timeout=5).text
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == name and all(s.labels.get(k) == want for k, want in labels.items()))
+
+
+def test_ready_lists_every_worker_and_one_lite_child(stack: Stack) -> None:
+    body = wait_ready(stack)
+    pids = [w["pid"] for w in body["workers"]]
+    assert len(set(pids)) == WORKERS and all(w["ready"] for w in body["workers"])
+    assert body["components"]["cache"]["ok"]
+    router = stack.procs["router"].pid
+    children = [p for p in Path("/proc").glob("[0-9]*/stat") if _parent(p) == router]
+    names = sorted(_name(p) for p in children)
+    assert names.count("milvus") == 1, names  # the supervisor's one Lite child, not one per worker
+    assert metric(stack, "vsr_workers_ready") == WORKERS
+
+
+def test_requests_spread_over_both_workers_and_metrics_add_up(stack: Stack) -> None:
+    before, requests_before = streams(stack), metric(stack, "vsr_requests_total")
+    answers = burst(stack, [f"spread question {i} about rivers" for i in range(96)])
+    assert [r.status_code for r in answers] == [200] * 96
+    after = streams(stack)
+    served = {pid: after[pid] - before.get(pid, 0) for pid in after}
+    assert all(n > 0 for n in served.values()), served  # both worker pids got streams
+    assert sum(served.values()) >= 96
+    assert metric(stack, "vsr_requests_total") - requests_before == 96  # counted by both, summed once
+
+
+def test_an_answer_stored_through_one_worker_is_a_hit_through_the_other(stack: Stack) -> None:
+    text = "Which worker remembers how far the moon is?"
+    with httpx.Client(timeout=10) as client:
+        first = post(client, stack, text)
+        assert first.status_code == 200 and first.headers.get("x-vsr-cache-hit") != "true"
+    deadline = time.monotonic() + 20
+    while metric(stack, "vsr_cache_events_total", event="write") < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    before = streams(stack)
+    repeats = burst(stack, [text] * 64)
+    after = streams(stack)
+    assert all(r.headers.get("x-vsr-cache-hit") == "true" for r in repeats), \
+        [r.headers.get("x-vsr-cache-hit") for r in repeats]
+    assert all(after[pid] > before.get(pid, 0) for pid in after)  # hits were served by both workers
+
+
+def test_config_reload_reaches_every_worker(stack: Stack) -> None:
+    ok = metric(stack, "vsr_config_reloads_total", result="ok")
+    stack.config_path.write_text(stack.config_path.read_text() + "\n# reloaded by the workers test\n")
+    deadline = time.monotonic() + 10
+    while metric(stack, "vsr_config_reloads_total", result="ok") < ok + WORKERS and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(stack, "vsr_config_reloads_total", result="ok") == ok + WORKERS
+
+
+def test_a_killed_worker_is_replaced_while_requests_keep_succeeding(stack: Stack) -> None:
+    body = wait_ready(stack)
+    victim = body["workers"][0]["pid"]
+    restarts = metric(stack, "vsr_worker_restarts_total")
+    statuses: list[int] = []
+    ready_samples: list[int] = []
+    with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
+        def load(i: int) -> None:
+            statuses.append(post(client, stack, f"load while a worker dies {i}").status_code)
+
+        futures = [pool.submit(load, i) for i in range(40)]
+        os.kill(victim, signal.SIGKILL)
+        futures += [pool.submit(load, i) for i in range(40, 200)]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status, body = readyz(stack)
+            ready_samples.append(status)
+            pids = [w["pid"] for w in body["workers"]]
+            if victim not in pids and body["workers_ready"] == WORKERS:
+                break
+            time.sleep(0.2)
+        for f in futures:
+            f.result()
+    assert victim not in pids and body["workers_ready"] == WORKERS, body
+    # Envoy fails open (failure_mode_allow): a stream cut by the kill is forwarded unrouted, not failed.
+    assert statuses.count(200) == len(statuses), sorted(set(statuses))
+    assert set(ready_samples) == {200}  # the other worker kept the Pod ready
+    assert metric(stack, "vsr_worker_restarts_total") == restarts + 1
+    answers = burst(stack, [f"after the restart {i}" for i in range(64)])
+    assert [r.status_code for r in answers] == [200] * 64
+
+
+def _parent(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _name(stat: Path) -> str:
+    try:
+        return stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+    except (OSError, IndexError):
+        return ""
