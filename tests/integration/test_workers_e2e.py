@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.stack import Stack
