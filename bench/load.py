@@ -9,11 +9,14 @@ both at each concurrency, one after the other, so machine noise hits both alike:
   neither the classification memo nor the cache can answer;
 - `hit`: the default stack, one repeated prompt that was answered once before timing (cache hits).
 
+Each scenario runs once per `--workers` value (`server.workers`: router processes on the ext_proc port). Every
+row records the load average when it started and the CPU time the router's processes (supervisor, workers,
+Milvus Lite child) and the routed Envoy spent per request, which is what says how far more cores would go.
 wrk, Envoy, the router and the upstreams share this machine's cores; the JSON records how many.
 Writes bench/results/load.json and load.png.
 
     apt-get install wrk
-    .venv/bin/python bench/load.py [--duration 10] [--concurrency 1 8 32]
+    .venv/bin/python bench/load.py [--duration 10] [--concurrency 1 8 32] [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -58,8 +61,33 @@ end
 """
 
 
-def wrk(url: str, concurrency: int, duration: int, script: Path) -> dict[str, Any]:
-    """One wrk run; its Lua `done` prints the summary as JSON."""
+def tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (clock ticks from /proc)."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat.parent.name)
+        parents[pid], cpu[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+    tree, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sum(cpu.get(pid, 0.0) for pid in tree)
+
+
+def wrk(url: str, concurrency: int, duration: int, script: Path,
+        watch: dict[str, int] | None = None) -> dict[str, Any]:
+    """One wrk run; its Lua `done` prints the summary as JSON. `watch`: processes whose CPU per request to report."""
+    load = os.getloadavg()[0]
+    before = {name: tree_cpu_s(pid) for name, pid in (watch or {}).items()}
     threads = min(concurrency, 2)
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{duration}s", "--timeout", "5s",
                           "-s", str(script), url], capture_output=True, text=True, check=True)
@@ -67,13 +95,17 @@ def wrk(url: str, concurrency: int, duration: int, script: Path) -> dict[str, An
     raw = json.loads(line.removeprefix("WRKJSON "))
     seconds = raw["duration_us"] / 1e6
     errors = raw["status_errors"] + raw["connect_errors"] + raw["timeouts"] + raw["read_errors"]
+    cpu = {f"{name}_cpu_ms_per_request": round((tree_cpu_s(pid) - before[name]) * 1000 / max(raw["requests"], 1), 3)
+           for name, pid in (watch or {}).items()}
     return {"concurrency": concurrency, "requests": raw["requests"], "errors": errors,
             "req_per_s": round(raw["requests"] / seconds, 1),
-            **{f"{q}_ms": round(raw[f"{q}_us"] / 1000, 2) for q in ("p50", "p90", "p99", "max")}}
+            **{f"{q}_ms": round(raw[f"{q}_us"] / 1000, 2) for q in ("p50", "p90", "p99", "max")},
+            "load_avg_1m_at_start": round(load, 2), **cpu}
 
 
-def scenario_config(tmp: Path, name: str) -> Path:
+def scenario_config(tmp: Path, name: str, workers: int) -> Path:
     def overrides(cfg: dict[str, Any]) -> None:
+        cfg["server"]["workers"] = workers
         if name == "keyword_only":
             return
         cfg["classifier"]["enabled"] = True
@@ -81,9 +113,9 @@ def scenario_config(tmp: Path, name: str) -> Path:
     return derive_config(tmp, overrides)
 
 
-def run_scenario(name: str, concurrencies: list[int], duration: int) -> dict[str, Any]:
+def run_scenario(name: str, concurrencies: list[int], duration: int, workers: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"vsr-load-{name}-"))
-    stack = Stack(scenario_config(tmp, name), tmp, log_to=tmp)
+    stack = Stack(scenario_config(tmp, name, workers), tmp, log_to=tmp)
     script = tmp / "request.lua"
     script.write_text(LUA % {"unique": "false" if name == "hit" else "true", "prompt": PROMPT})
     rows: list[dict[str, Any]] = []
@@ -93,13 +125,16 @@ def run_scenario(name: str, concurrencies: list[int], duration: int) -> dict[str
         routed = f"{stack.base_url}/chat/completions"
         with httpx.Client(timeout=10, headers={"authorization": "Bearer sk-load-test"}) as client:
             body = {"model": "auto", "messages": [{"role": "user", "content": PROMPT}]}
+            wait_workers(stack, workers)
             client.post(routed, json=body).raise_for_status()  # warm-up; primes the cache for `hit`
             time.sleep(2)  # the write leaves the request path; let it land
             if name == "hit":
                 assert client.post(routed, json=body).headers.get("x-vsr-cache-hit") == "true", "hit not primed"
+        watch = {"router": stack.procs["router"].pid, "envoy": stack.procs["envoy"].pid}
         for c in concurrencies:
-            rows.append({"target": "envoy_alone", **wrk(f"{bare}/chat/completions", c, duration, script)})
-            rows.append({"target": "stack", **wrk(routed, c, duration, script)})
+            rows.append({"target": "envoy_alone", "workers": workers,
+                         **wrk(f"{bare}/chat/completions", c, duration, script)})
+            rows.append({"target": "stack", "workers": workers, **wrk(routed, c, duration, script, watch)})
             print(name, rows[-2], rows[-1], flush=True)
     finally:
         stack.stop()
@@ -117,12 +152,15 @@ def plot(results: dict[str, Any], out: Path) -> None:
     fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 7), squeeze=False)
     for col, name in enumerate(names):
         rows = results["scenarios"][name]["rows"]
-        for target, style in (("envoy_alone", "--"), ("stack", "-")):
-            pts = [r for r in rows if r["target"] == target]
+        first = rows[0]["workers"]
+        lines = [("Envoy alone", "--", [r for r in rows if r["target"] == "envoy_alone" and r["workers"] == first])]
+        lines += [(f"stack, {w} worker{'s' if w > 1 else ''}", "-",
+                   [r for r in rows if r["target"] == "stack" and r["workers"] == w]) for w in results["workers"]]
+        for label, style, pts in lines:
             cs = [r["concurrency"] for r in pts]
-            axes[0][col].plot(cs, [r["req_per_s"] for r in pts], style, marker="o", label=target)
-            axes[1][col].plot(cs, [r["p50_ms"] for r in pts], style, marker="o", label=f"{target} p50")
-            axes[1][col].plot(cs, [r["p99_ms"] for r in pts], style, marker="x", label=f"{target} p99")
+            axes[0][col].plot(cs, [r["req_per_s"] for r in pts], style, marker="o", label=label)
+            axes[1][col].plot(cs, [r["p50_ms"] for r in pts], style, marker="o", label=f"{label} p50")
+            axes[1][col].plot(cs, [r["p99_ms"] for r in pts], style, marker="x", label=f"{label} p99")
         axes[0][col].set_title(f"{name}: requests/s")
         axes[1][col].set_title(f"{name}: latency (ms)")
         for row in (0, 1):
@@ -135,19 +173,39 @@ def plot(results: dict[str, Any], out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+def wait_workers(stack: Stack, workers: int, timeout_s: float = 120) -> None:
+    """Every worker serving (the supervisor's /readyz), so no run starts on a half-started router."""
+    url = f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(url, timeout=2)
+            if r.status_code == 200 and r.json().get("workers_ready", 1) >= workers:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{workers} workers not ready")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--scenarios", nargs="+", default=["keyword_only", "miss", "hit"])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server.workers values to compare")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk")
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "duration_s": args.duration,
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "duration_s": args.duration, "workers": args.workers,
+                               "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                "method": __doc__.split("\n\n")[1], "scenarios": {}}
     for name in args.scenarios:
-        results["scenarios"][name] = run_scenario(name, args.concurrency, args.duration)
+        rows: list[dict[str, Any]] = []
+        for workers in args.workers:
+            rows += run_scenario(name, args.concurrency, args.duration, workers)["rows"]
+        results["scenarios"][name] = {"rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     plot(results, args.out.with_suffix(".png"))

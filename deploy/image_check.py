@@ -147,6 +147,9 @@ def podman_run_args(workdir: Path, secret: str) -> list[str]:
     security = container["securityContext"]
     args = [*PODMAN, "run", "-d", "--name", CONTAINER, *RUNTIME_FLAGS, "--network", "host",
             "--user", str(security["runAsUser"]), "-e", f"VSR_CACHE_HMAC_SECRET={secret}"]
+    for var in container.get("env", []):  # plain values from the manifest; secrets are passed above
+        if "value" in var:
+            args += ["-e", f"{var['name']}={var['value']}"]
     if security.get("readOnlyRootFilesystem"):
         args.append("--read-only")
     if security.get("allowPrivilegeEscalation") is False:

@@ -38,6 +38,9 @@ COMPOSE: dict[str, Any] = {
 
 # Kubernetes: the sidecar Pod talks to an external Milvus cluster and to the model servers' Services.
 KUBERNETES: dict[str, Any] = {
+    # Two router workers, matching the router container's CPU request (`auto` would follow the CPU limit,
+    # and without one every CPU of the node).
+    "server": {"workers": 2},
     "envoy": {"host": "0.0.0.0"},
     "observability": {"metrics_host": "0.0.0.0", "log_format": "json"},
     "semantic_cache": {"uri": "http://milvus.milvus.svc.cluster.local:19530", "token_env": "MILVUS_TOKEN"},

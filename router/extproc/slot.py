@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -76,4 +77,17 @@ def planned_workers(config_path: Path) -> int:
             return 1
     except OSError:
         return 1
-    return len(os.sched_getaffinity(0)) if setting == "auto" else setting
+    return available_cpus() if setting == "auto" else setting
+
+
+def available_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may run on, capped by a cgroup v2 CPU quota (a container's CPU limit: the
+    affinity mask there still lists every CPU of the node)."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
