@@ -145,11 +145,18 @@ def cache_figures(before: dict[Any, float], after: dict[Any, float]) -> dict[str
         "classifier_failures": int(delta(before, after, "vsr_classifier_failures_total")),
         "phase_share_within_s": {phase: {le: _share(before, after, phase, le) for le in ("0.01", "0.05", "0.1")}
                                  for phase in ("classify", "cache_lookup", "total")},
+        # Where the lookup budget goes (router/cache/milvus.py): waiting for a read thread, in Milvus, and from
+        # Milvus's answer until the event loop picks it up; and where the lookups out of budget ran out.
+        "lookup_timeouts_by_where": {where: int(delta(before, after, "vsr_cache_lookup_timeouts_total", where=where))
+                                     for where in ("queue", "backend", "loop")},
+        "lookup_stage_share_within_s": {
+            stage: {le: _share(before, after, stage, le, "vsr_cache_lookup_stage_seconds_bucket", "stage")
+                    for le in ("0.005", "0.01", "0.03", "0.05")} for stage in ("queue", "backend", "resume")},
     }
 
 
-def _share(before: dict[Any, float], after: dict[Any, float], phase: str, le: str) -> float | None:
+def _share(before: dict[Any, float], after: dict[Any, float], phase: str, le: str,
+           name: str = "vsr_phase_duration_seconds_bucket", label: str = "phase") -> float | None:
     """Share of a phase's observations at or under `le` seconds (router histogram)."""
-    name = "vsr_phase_duration_seconds_bucket"
-    count = delta(before, after, name, phase=phase, le="+Inf")
-    return round(delta(before, after, name, phase=phase, le=le) / count, 4) if count else None
+    count = delta(before, after, name, **{label: phase, "le": "+Inf"})
+    return round(delta(before, after, name, **{label: phase, "le": le}) / count, 4) if count else None

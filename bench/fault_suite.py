@@ -44,11 +44,13 @@ from devstack.stack import ROOT, Stack, derive_config
 RESULTS = ROOT / "bench" / "results" / "fault_suite.json"
 
 
-def default_stack(tmp: Path) -> Stack:
-    """config/config.yaml as shipped (classifier on, Milvus Lite cache), on ports and a cache file of its own."""
+def default_stack(tmp: Path, workers: int | str | None = None) -> Stack:
+    """config/config.yaml as shipped (classifier on, Milvus Lite cache, `server.workers` unless `workers` is
+    given), on ports and a cache file of its own."""
     shipped = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
     def restore(cfg: dict[str, Any]) -> None:
+        cfg["server"]["workers"] = workers or shipped["server"].get("workers", "auto")
         cfg["classifier"] = shipped["classifier"]
         cfg["semantic_cache"] = {**shipped["semantic_cache"], "uri": str(tmp / "cache" / "milvus_lite.db")}
         cfg["envoy"]["upstream_timeout_s"] = 2
@@ -124,14 +126,33 @@ async def lite_kill(stack: Stack, clients: int, seconds: float) -> dict[str, Any
     return await under_load(stack, clients, seconds, fault)
 
 
+def router_pids(router_pid: int) -> list[int]:
+    """The router process and, with workers, its worker processes (not the Milvus Lite child)."""
+    pids = [router_pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            fields = text.rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == router_pid and "milvus" not in text.split("(", 1)[1].rsplit(")", 1)[0]:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
 async def router_faults(stack: Stack, clients: int, seconds: float) -> dict[str, Any]:
     async def fault() -> dict[str, Any]:
         await asyncio.sleep(seconds / 4)
         proc = stack.procs["router"]
-        os.kill(proc.pid, signal.SIGSTOP)
+        frozen = router_pids(proc.pid)  # the supervisor and every worker
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
         await asyncio.sleep(3)
-        os.kill(proc.pid, signal.SIGCONT)
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
         await asyncio.sleep(seconds / 4)
+        for pid in router_pids(proc.pid)[1:]:
+            os.kill(pid, signal.SIGKILL)
         proc.kill()
         proc.wait()
         killed = time.monotonic()
@@ -210,17 +231,20 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--fault-seconds", type=float, default=30, help="duration of each fault scenario")
+    parser.add_argument("--workers", type=int, default=None, help="server.workers (default: the shipped config's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     with tempfile.TemporaryDirectory(prefix="fault-suite-") as tmp:
-        stack = default_stack(Path(tmp))
+        stack = default_stack(Path(tmp), args.workers)
         stack.start()
         try:
             for name in args.only:
                 seconds = args.seconds if name == "load" else args.fault_seconds
                 print(f"{name}: {args.clients} clients, {seconds:.0f} s", flush=True)
                 results[name] = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                 "workers": args.workers or stack.cfg.server.workers,
+                                 "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
                                  **asyncio.run(SCENARIOS[name](stack, args.clients, seconds))}
                 print(json.dumps(results[name], indent=1), flush=True)
                 args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -31,6 +31,7 @@ from pymilvus.exceptions import MilvusException
 from router.cache.lite import LiteProcess, LiteUnavailable, SharedLite, lite_for
 from router.cache.store import DIM, CacheBackendError, CacheEntry, Candidate, InvalidCacheArgument, StoreStats
 from router.config import LOOP_SLACK
+from router.observability import metrics
 
 T = TypeVar("T")
 MAX_TEXT_BYTES = 8192
@@ -61,6 +62,10 @@ SCHEMA: dict[str, tuple[DataType, int | None]] = {
 }
 _OUT = ["id", "scope", "namespace", "model", "created_at", "expires_at", "text", "payload"]
 _ZERO = [0.0] * DIM
+
+
+class _QueueExpired(TimeoutError):
+    """The budget ran out while the call waited for a pool thread: the backend was never asked."""
 
 
 class CacheSchemaError(CacheBackendError):
@@ -227,20 +232,29 @@ class MilvusStore:
         LOOP_SLACK x the budget for a call that ignores its deadline.
         """
         loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + timeout_s
+        asked = time.monotonic()
+        deadline = asked + timeout_s
+        marks: list[float] = []  # when the pool thread started the call and when the backend answered
 
         def call(client: MilvusClient) -> T:
-            left = deadline - time.monotonic()
+            started = time.monotonic()
+            left = deadline - started
             if left <= 0:
-                raise TimeoutError
-            return fn(client, left)
+                raise _QueueExpired
+            try:
+                return fn(client, left)
+            finally:
+                marks.extend((started, time.monotonic()))
 
         try:
             async with asyncio.timeout(timeout_s * LOOP_SLACK):
                 client = self._client  # connected: no hop through the loop before the call
                 if client is None:
                     client = await asyncio.shield(asyncio.wrap_future(self._connection()))
-                return await loop.run_in_executor(self._writes if write else self._reads, call, client)
+                result = await loop.run_in_executor(self._writes if write else self._reads, call, client)
+            if not write:
+                metrics.observe_lookup_stages(marks[0] - asked, marks[1] - marks[0], time.monotonic() - marks[1])
+            return result
         except CacheSchemaError as exc:
             self.errors += 1
             self._drop_client(str(exc))
@@ -248,13 +262,17 @@ class MilvusStore:
         except CacheBackendError:
             self.errors += 1
             raise
-        except TimeoutError:
+        except TimeoutError as exc:
             self.errors += 1
+            if not write:
+                metrics.record_lookup_timeout("queue" if isinstance(exc, _QueueExpired) else "loop")
             self.last_error = f"timeout after {timeout_s * 1000:.0f} ms"
             raise CacheBackendError(self.last_error) from None
         except _FAILURES as exc:
             self.errors += 1
             if _deadline_exceeded(exc):  # Milvus ran out of the time it was given: the connection is fine
+                if not write:
+                    metrics.record_lookup_timeout("backend")
                 self.last_error = f"timeout after {timeout_s * 1000:.0f} ms"
                 raise CacheBackendError(self.last_error) from None
             self._drop_client(_describe(exc))

@@ -203,6 +203,8 @@ class SemanticCache:
             async with asyncio.timeout(self.cfg.lookup_timeout_ms / 1000 * LOOP_SLACK):  # backends enforce the budget
                 hit = await self._find(req, self._clock())
         except (CacheBackendError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):  # the event loop's backstop: the backend's budget did not end it
+                metrics.record_lookup_timeout("loop")
             self._error(exc, "lookup")
             return None
         except Exception as exc:  # a cache bug must cost a miss, never the request

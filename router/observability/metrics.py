@@ -28,6 +28,7 @@ from prometheus_client import (
 
 DecisionPath = Literal["upstream", "cache", "blocked", "error"]  # the counted values of errors.Outcome
 Phase = Literal["classify", "cache_lookup", "total"]
+LookupStage = Literal["queue", "backend", "resume"]
 # dropped: a write refused because the write queue was full (counted, never silent)
 CacheEvent = Literal["hit", "miss", "write", "skipped_write", "dropped", "error"]
 LabelKind = Literal["model", "category", "pii_type", "dependency", "cache_reason"]
@@ -121,6 +122,23 @@ class RouterMetrics:
         )
         for phase in get_args(Phase):  # exported at zero from the start, so rate() works at once
             self.phase_seconds.labels(phase)
+        self.lookup_stages = Histogram(
+            f"{PREFIX}_cache_lookup_stage_seconds",
+            "Where a cache backend read spends its time: waiting for a read thread (queue), in the backend "
+            "call (backend), and from the answer until the event loop resumed the request (resume).",
+            ("stage",),
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.lookup_timeouts = self._counter(
+            "cache_lookup_timeouts_total",
+            "Cache backend reads out of their budget, by where the budget ran out: queue (spent waiting for "
+            "a read thread), backend (the backend's own deadline) or loop (the event loop's backstop).",
+            ("where",),
+        )
+        for stage in get_args(LookupStage):
+            self.lookup_stages.labels(stage)
+            self.lookup_timeouts.labels(stage if stage != "resume" else "loop")
         self.cache_entries = Gauge(f"{PREFIX}_cache_entries", "Entries in the semantic cache.", registry=r,
                                    multiprocess_mode="livemax")
         self.cache_backend_up = Gauge(
@@ -237,6 +255,14 @@ class RouterMetrics:
     def record_cache(self, event: CacheEvent, reason: str | None = None, n: int = 1) -> None:
         self.cache_events.labels(_check(event, CacheEvent), self.label_sets["cache_reason"](reason)).inc(n)
 
+    def observe_lookup_stages(self, queue_s: float, backend_s: float, resume_s: float) -> None:
+        self.lookup_stages.labels("queue").observe(queue_s)
+        self.lookup_stages.labels("backend").observe(backend_s)
+        self.lookup_stages.labels("resume").observe(resume_s)
+
+    def record_lookup_timeout(self, where: Literal["queue", "backend", "loop"]) -> None:
+        self.lookup_timeouts.labels(where).inc()
+
     def set_cache_entries(self, n: int) -> None:
         self.cache_entries.set(n)
 
@@ -313,6 +339,8 @@ record_request = METRICS.record_request
 observe_phase = METRICS.observe_phase
 record_cache = METRICS.record_cache
 set_cache_entries = METRICS.set_cache_entries
+observe_lookup_stages = METRICS.observe_lookup_stages
+record_lookup_timeout = METRICS.record_lookup_timeout
 set_cache_backend_up = METRICS.set_cache_backend_up
 set_cache_write_queue = METRICS.set_cache_write_queue
 observe_confidence = METRICS.observe_confidence
