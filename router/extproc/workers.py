@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,21 @@ STOP_GRACE_S = 10.0  # a worker drains its streams for up to 5 s (server.stop(gr
 MAX_BACKOFF_S = 10.0
 YOUNG_S = 30.0  # a worker that dies younger than this is restarted after a doubling backoff
 PR_SET_PDEATHSIG = 1
+# With the embedded Lite child on the same cores, workers run this much nicer than the child: a lookup is a
+# few milliseconds of Lite CPU, but at nice 0 the child's threads waited in the run queue behind the
+# workers' threads and most lookups missed their 50 ms budget (bench/fault_suite.py, README "Fault suite").
+# Raising one's own nice value needs no privilege (lowering Lite's would).
+LITE_WORKER_NICE = 5
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the supervisor dies, so no orphan keeps the port."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _worker_preexec(nice: int) -> Callable[[], None]:
+    def preexec() -> None:
+        """In the child before exec: SIGTERM when the supervisor dies, so no orphan keeps the port."""
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if nice:
+            os.nice(nice)
+    return preexec
 
 
 @dataclass
@@ -151,6 +161,7 @@ class Supervisor:
     count: int
     metrics_dir: Path | None  # PROMETHEUS_MULTIPROC_DIR as given to the supervisor, else a temporary one
     workers: list[Worker] = field(default_factory=list)
+    nice: int = 0  # the workers' nice value: LITE_WORKER_NICE while they share our Lite child
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> int:
@@ -182,6 +193,7 @@ class Supervisor:
                         effect="random secret shared by this supervisor's workers: entries do not survive a restart")
         if lite is not None:
             lite.start()
+            self.nice = int(os.environ.get("VSR_LITE_WORKER_NICE", LITE_WORKER_NICE))
             env[SHARED_LITE_ENV] = json.dumps({str(lite.lite.db_file): str(lite.uri_file)})
         self._signals()
         log.info("workers_starting", workers=self.count, metrics_dir=str(metrics_dir))
@@ -235,7 +247,7 @@ class Supervisor:
         if self.log_format:
             command += ["--log-format", self.log_format]
         w.proc = subprocess.Popen(command, env={**env, WORKER_STATE_ENV: str(w.state_file)},
-                                  preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only, no locks
+                                  preexec_fn=_worker_preexec(self.nice))  # noqa: PLW1509 - prctl and nice only
         w.started, w.served = time.monotonic(), False
         log.info("worker_started", worker=w.index, pid=w.proc.pid)
 
