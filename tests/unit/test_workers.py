@@ -1,0 +1,114 @@
+"""Router workers without processes: how many, what Envoy is told, how workers find the shared Lite child,
+and what the supervisor's /readyz says about its workers' reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable, SharedLite, lite_for
+from router.config import ConfigError, parse_config
+from router.envoy_config import EXT_PROC_CLUSTER, envoy_config
+from router.extproc.slot import WorkerSlot, available_cpus, planned_workers, read_state
+from router.extproc.workers import Worker, WorkersView
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _shipped(**server: object) -> dict[str, object]:
+    data = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    data["server"].update(server)
+    return data
+
+
+def test_auto_is_the_cpus_available_capped_by_a_cgroup_quota(tmp_path: Path) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert available_cpus(tmp_path / "missing") == cpus
+    (tmp_path / "max").write_text("max 100000\n")
+    assert available_cpus(tmp_path / "max") == cpus
+    (tmp_path / "half").write_text("50000 100000\n")
+    assert available_cpus(tmp_path / "half") == 1  # never below one
+    (tmp_path / "many").write_text("6400000 100000\n")
+    assert available_cpus(tmp_path / "many") == cpus  # never above the affinity mask
+
+
+def test_planned_workers_reads_the_server_section_even_of_an_invalid_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(_shipped(workers=3)))
+    assert planned_workers(path) == 3
+    broken = _shipped(workers=2)
+    broken["default_category"] = ["not", "a", "name"]
+    path.write_text(yaml.safe_dump(broken))
+    assert planned_workers(path) == 2
+    assert planned_workers(tmp_path / "missing.yaml") == 1  # the single router then says why it cannot start
+    path.write_text(yaml.safe_dump(_shipped(workers="auto")))
+    assert planned_workers(path) == available_cpus()
+
+
+def test_workers_must_be_auto_or_a_positive_count() -> None:
+    for bad in (0, "many", -1):
+        with pytest.raises(ConfigError, match="server.workers"):
+            parse_config(_shipped(workers=bad), "test")
+
+
+def test_envoy_opens_several_ext_proc_connections_only_for_workers() -> None:
+    def h2(workers: object) -> dict[str, object]:
+        clusters = envoy_config(parse_config(_shipped(workers=workers), "test"))["static_resources"]["clusters"]
+        cluster = next(c for c in clusters if c["name"] == EXT_PROC_CLUSTER)
+        return dict(cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"])
+
+    single = h2(1)
+    assert single["explicit_http_config"] == {"http2_protocol_options": {}} and "common_http_protocol_options" not in single
+    spread = h2("auto")
+    assert spread["explicit_http_config"]["http2_protocol_options"]["max_concurrent_streams"] > 0  # type: ignore[index]
+    assert spread["common_http_protocol_options"]["max_requests_per_connection"] > 0  # type: ignore[index]
+
+
+def test_a_worker_uses_the_supervisors_lite_child_by_its_uri_file(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    db, uri_file, socket = tmp_path / "cache.db", tmp_path / "lite.uri", tmp_path / "lite.sock"
+    monkeypatch.setenv(SHARED_LITE_ENV, json.dumps({str(db): str(uri_file)}))
+    lite = lite_for(db)
+    assert isinstance(lite, SharedLite)
+    with pytest.raises(LiteUnavailable):  # not started yet: the store backs off and retries
+        lite.ensure_running()
+    uri_file.write_text(f"unix:{socket}")
+    with pytest.raises(LiteUnavailable):  # a stale URI whose socket is gone
+        lite.ensure_running()
+    socket.touch()
+    assert lite.ensure_running() == f"unix:{socket}"
+    lite.release()  # a worker never stops the supervisor's child
+    other = lite_for(tmp_path / "other.db")  # a file the supervisor does not own: this process's own child
+    assert isinstance(other, LiteProcess)
+    other.release()
+
+
+def test_readyz_is_ready_while_one_worker_serves_and_lists_them_all(tmp_path: Path) -> None:
+    class FakeProc:
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+    workers = [Worker(i, tmp_path / f"worker-{i}.json") for i in range(2)]
+    for i, w in enumerate(workers):
+        w.proc = FakeProc(1000 + i)  # type: ignore[assignment]
+    (tmp_path / "metrics").mkdir()
+    view = WorkersView(workers, tmp_path / "metrics", stale_after_s=15)
+    assert view.snapshot()["ready"] is False  # nobody reported yet
+
+    def report(w: Worker, pid: int, ready: bool, beat: float) -> None:
+        WorkerSlot(w.state_file).write({"pid": pid, "ready": ready, "serving": True, "streams": 7,
+                                        "components": {"config": {"ok": ready, "detail": "x"}}, "beat": beat})
+
+    report(workers[0], 1000, True, time.time())
+    report(workers[1], 999, True, time.time())  # a previous life's report does not count
+    snap = view.snapshot()
+    assert snap["ready"] is True and snap["workers_ready"] == 1
+    assert [w["ready"] for w in snap["workers"]] == [True, False] and snap["workers"][0]["streams"] == 7
+    report(workers[0], 1000, True, time.time() - 60)  # a stale heartbeat: that loop is stuck
+    assert view.snapshot()["ready"] is False
+    assert read_state(tmp_path / "nothing.json") is None
