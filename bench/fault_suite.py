@@ -106,10 +106,13 @@ async def lite_kill(stack: Stack, clients: int, seconds: float) -> dict[str, Any
     router = stack.procs["router"].pid
 
     async def fault() -> dict[str, Any]:
+        port = stack.cfg.server.metrics_port
+        start, began = scrape(port), time.monotonic()
         await asyncio.sleep(seconds / 3)
         old = lite_pid(router)
         assert old is not None, "no Milvus Lite child found"
-        writes = total(scrape(stack.cfg.server.metrics_port), "vsr_cache_events_total", event="write")
+        at_kill = scrape(port)
+        writes = total(at_kill, "vsr_cache_events_total", event="write")
         os.kill(old, signal.SIGKILL)
         killed = time.monotonic()
         restarted = caching = None
@@ -118,10 +121,14 @@ async def lite_kill(stack: Stack, clients: int, seconds: float) -> dict[str, Any
             new = lite_pid(router)
             if restarted is None and new not in (None, old):
                 restarted = time.monotonic() - killed
-            samples = scrape(stack.cfg.server.metrics_port)
+            samples = scrape(port)
             if restarted is not None and total(samples, "vsr_cache_events_total", event="write") > writes:
                 caching = time.monotonic() - killed
-        return {"killed_pid": old, "lite_restarted_after_s": restarted, "caching_again_after_s": caching}
+        recovered = scrape(port)
+        await asyncio.sleep(max(seconds - (time.monotonic() - began) - 0.5, 0))
+        # The same figures before the kill and after the cache is back, to see what the restart changed.
+        return {"killed_pid": old, "lite_restarted_after_s": restarted, "caching_again_after_s": caching,
+                "before_kill": cache_figures(start, at_kill), "after_recovery": cache_figures(recovered, scrape(port))}
 
     return await under_load(stack, clients, seconds, fault)
 

@@ -183,7 +183,23 @@ class Supervisor:
         except OSError as exc:
             print(f"semantic-router: cannot start: metrics port {obs.metrics_host}:{port}: {exc.strerror}",
                   file=sys.stderr)
+            shutil.rmtree(run_dir, ignore_errors=True)
             return 1
+        env = self._worker_env(cfg, metrics_dir, lite)
+        self._signals()
+        log.info("workers_starting", workers=self.count, metrics_dir=str(metrics_dir), nice=self.nice)
+        try:
+            return self._loop(env, view, liveness, metrics_dir)
+        finally:
+            self._stop_workers()
+            if lite is not None:
+                lite.stop()
+            http.stop()
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _worker_env(self, cfg: RouterConfig | None, metrics_dir: Path, lite: LiteSupervisor | None,
+                    ) -> dict[str, str]:
+        """What every worker shares: the metrics directory, the Lite child, the cache's HMAC secret."""
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
         if cfg is not None and cfg.semantic_cache.enabled and not os.environ.get(cfg.semantic_cache.hmac_secret_env):
             # Tenant namespaces are HMACs: a random secret per worker would make one worker's entries
@@ -195,16 +211,7 @@ class Supervisor:
             lite.start()
             self.nice = int(os.environ.get("VSR_LITE_WORKER_NICE", LITE_WORKER_NICE))
             env[SHARED_LITE_ENV] = json.dumps({str(lite.lite.db_file): str(lite.uri_file)})
-        self._signals()
-        log.info("workers_starting", workers=self.count, metrics_dir=str(metrics_dir))
-        try:
-            return self._loop(env, view, liveness, metrics_dir)
-        finally:
-            self._stop_workers()
-            if lite is not None:
-                lite.stop()
-            http.stop()
-            shutil.rmtree(run_dir, ignore_errors=True)
+        return env
 
     def _signals(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
