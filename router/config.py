@@ -308,6 +308,9 @@ class CacheConfig(_Strict):
     # write_batch_size entries per backend call (router/cache/writer.py).
     write_queue_size: int = Field(default=2048, ge=1)
     write_batch_size: int = Field(default=128, ge=1, le=1024)
+    # At most one partial batch per interval: a backend call costs Milvus Lite about the same whatever its
+    # size, and many small upserts slowed the lookups beside them (router/cache/writer.py). 0: no wait.
+    write_interval_ms: int = Field(default=500, ge=0, le=10_000)
     probe_idle_s: float = Field(default=10.0, gt=0)  # readiness sends its own key lookup only after this idle
     reconnect_backoff_s: float = Field(default=2.0, ge=0)
     purge_interval_s: float = Field(default=300, ge=1)

@@ -163,7 +163,7 @@ class SemanticCache:
         self.health = BackendHealth()
         self.hot = HotAnswers(cfg.hot_answers, cfg.hot_answers_ttl_s)
         self.writes = WriteQueue(self._write_batch, self._count_n, size=cfg.write_queue_size,
-                                 batch=cfg.write_batch_size)
+                                 batch=cfg.write_batch_size, interval_s=cfg.write_interval_ms / 1000)
 
     @classmethod
     def from_config(cls, cfg: RouterConfig) -> SemanticCache:

@@ -6,12 +6,20 @@ lookups' time with them. Here `put` never waits: a full queue drops the entry (c
 `dropped:queue_full`), and one task stores up to `batch` entries per backend call. A batch that fails
 is retried after a pause (the backend may be restarting) up to `retries` times, then counted as
 `dropped:backend_error`; entries are never lost silently.
+
+A batch that is not full waits until `interval_s` after the previous call started, so writes coalesce into
+few calls: lookups share the backend with the writes, and on Milvus Lite a call costs about the same whatever
+its size. Measured on a Lite child with 3,000 entries and 8 concurrent searches (one run, a loaded machine):
+no writes p50 6.8 / p90 11 ms; 80 rows/s as 4-row upserts every 50 ms p50 11.7 / p90 27 ms; the same rows as
+64-row upserts every 0.8 s p50 6.8 / p90 14 ms. The cost: another process sees an answer up to `interval_s`
+later (this process serves it from its hot answers meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -29,9 +37,11 @@ class WriteQueue:
     """Bounded FIFO of entries and the task that stores them; use from one event loop."""
 
     def __init__(self, write: Write, count: Count, *, size: int = 2048, batch: int = 128,
-                 retries: int = 3, retry_pause_s: float = 0.5):
+                 retries: int = 3, retry_pause_s: float = 0.5, interval_s: float = 0.0):
         self._write, self._count = write, count
         self.size, self.batch, self.retries, self.retry_pause_s = size, batch, retries, retry_pause_s
+        self.interval_s = interval_s
+        self._last_call = -float("inf")
         self._queue: deque[CacheEntry] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -60,7 +70,11 @@ class WriteQueue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            wait = self._last_call + self.interval_s - time.monotonic()
+            if len(self._queue) < self.batch and wait > 0:
+                await asyncio.sleep(wait)  # let a partial batch fill up; a full one goes at once
             batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+            self._last_call = time.monotonic()
             await self._store(batch)
 
     async def _store(self, batch: list[CacheEntry]) -> None:

@@ -48,6 +48,27 @@ async def test_writes_are_batched_off_the_request_path() -> None:
     await cache.close()
 
 
+async def test_partial_batches_wait_for_the_write_interval_so_writes_coalesce() -> None:
+    cfg = CFG.semantic_cache.model_copy(update={"write_interval_ms": 200})
+    store = CountingStore()
+    cache = SemanticCache(cfg, store)
+    started = time.monotonic()
+    for i in range(20):  # a trickle of writes, one every 10 ms: one call per interval, not one per write
+        cache.store(make_req(f"trickle {i}?", None), completion())
+        await asyncio.sleep(0.01)
+    await cache.flush()
+    assert cache.counters["write"] == 20
+    assert store.write_calls <= 2 + (time.monotonic() - started) / 0.2
+    full = SemanticCache(cfg.model_copy(update={"write_batch_size": 4}), CountingStore())
+    for i in range(8):  # full batches never wait
+        full.store(make_req(f"burst {i}?", None), completion())
+    t0 = time.monotonic()
+    await full.flush()
+    assert full.counters["write"] == 8 and time.monotonic() - t0 < 0.15
+    await cache.close()
+    await full.close()
+
+
 async def test_a_full_write_queue_drops_and_counts_instead_of_piling_up() -> None:
     cfg = CFG.semantic_cache.model_copy(update={"write_queue_size": 10})
     cache = SemanticCache(cfg, CountingStore(write_delay=0.2))
