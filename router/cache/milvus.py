@@ -228,10 +228,9 @@ class MilvusStore:
 
         The budget is a deadline the pool thread enforces (it skips a call whose time was spent queueing
         and gives Milvus only what is left as its gRPC deadline), so an answer that came back in time is
-        used even when a busy event loop notices it late. The loop-side timeout is a backstop at
-        LOOP_SLACK x the budget for a call that ignores its deadline.
+        used even when a busy event loop notices it late, even past the loop-side timeout: that one is a
+        backstop at LOOP_SLACK x the budget for a call that ignores its deadline.
         """
-        loop = asyncio.get_running_loop()
         asked = time.monotonic()
         deadline = asked + timeout_s
         marks: list[float] = []  # when the pool thread started the call and when the backend answered
@@ -247,11 +246,7 @@ class MilvusStore:
                 marks.extend((started, time.monotonic()))
 
         try:
-            async with asyncio.timeout(timeout_s * LOOP_SLACK):
-                client = self._client  # connected: no hop through the loop before the call
-                if client is None:
-                    client = await asyncio.shield(asyncio.wrap_future(self._connection()))
-                result = await loop.run_in_executor(self._writes if write else self._reads, call, client)
+            result = await self._call(call, timeout_s * LOOP_SLACK, marks, deadline, write)
             if not write:
                 metrics.observe_lookup_stages(marks[0] - asked, marks[1] - marks[0], time.monotonic() - marks[1])
             return result
@@ -277,6 +272,31 @@ class MilvusStore:
                 raise CacheBackendError(self.last_error) from None
             self._drop_client(_describe(exc))
             raise CacheBackendError(self.last_error) from exc
+
+    async def _call(self, call: Callable[[MilvusClient], T], backstop_s: float, marks: list[float],
+                    deadline: float, write: bool) -> T:
+        """Run `call` on its pool under the loop's backstop. When the backstop fires because the loop was
+        busy, not the backend (the thread marked its answer before the deadline), the answer is used."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] | None = None
+        try:
+            async with asyncio.timeout(backstop_s):
+                client = self._client  # connected: no hop through the loop before the call
+                if client is None:
+                    client = await asyncio.shield(asyncio.wrap_future(self._connection()))
+                future = loop.run_in_executor(self._writes if write else self._reads, call, client)
+                return await asyncio.shield(future)
+        except TimeoutError:
+            if future is None:
+                raise
+            if future.done() and not future.cancelled():
+                error = future.exception()
+                if error is not None:
+                    raise error from None  # the backend's own failure, not the loop's
+                if len(marks) == 2 and marks[1] <= deadline:
+                    return future.result()
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
+            raise
 
     # --- CacheStore ---------------------------------------------------------------------------
 

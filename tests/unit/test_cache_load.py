@@ -151,6 +151,37 @@ async def test_memory_store_search_runs_off_the_loop_so_its_timeout_fires(monkey
     await cache.close()
 
 
+class QuickClient:
+    """A connected MilvusClient that answers every get at once (with nothing found)."""
+
+    def get(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+async def test_an_answer_in_time_is_used_when_a_busy_loop_notices_it_late() -> None:
+    """The lookup budget is the backend's: a loop stalled past the backstop does not turn an answer that
+    arrived in time into a timeout (that would be a miss served upstream for no cache reason)."""
+    store = MilvusStore("http://127.0.0.1:1", "c", timeout_s=0.05)
+    store._client = QuickClient()  # type: ignore[assignment]
+    lookup = asyncio.create_task(store.get("a" * 64, time.time()))
+    await asyncio.sleep(0)  # the call is on its read thread now
+    time.sleep(0.15)  # the loop is busy past the 100 ms backstop; the answer came within microseconds
+    assert await lookup is None and store.errors == 0
+
+    class SlowClient(QuickClient):
+        def get(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
+            time.sleep(0.2)  # ignores its deadline: the backstop still ends the wait
+            return []
+
+    store._client = SlowClient()  # type: ignore[assignment]
+    with pytest.raises(CacheBackendError):
+        await store.get("a" * 64, time.time())
+    await store.close()
+
+
 class HangingClient:
     """A MilvusClient whose connect hangs, like a server that accepts and never answers."""
 
