@@ -11,18 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import yaml
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1.health import aio as grpc_health_aio  # type: ignore[attr-defined]  # stubs lag
 
 from router.classifier.encoder import ModelMissingError
 from router.classifier.service import add_to_server as add_classifier_api
-from router.config import ConfigError, ObservabilityConfig, RouterConfig, ServerConfig, load_config
+from router.config import ConfigError, RouterConfig, ServerConfig
 from router.errors import Outcome
 from router.extproc.attempt import AttemptSession
 from router.extproc.session import StreamSession
-from router.extproc.slot import WorkerSlot
+from router.extproc.slot import WorkerSlot, bootstrap
 from router.observability import logs, metrics
 from router.observability.health import Readiness, add_grpc_health
 from router.observability.logs import LogFormat
@@ -124,19 +123,6 @@ def _record_usage(cfg: RouterConfig, model: str, usage: dict[str, Any]) -> None:
                          metrics.cost_usd(prompt, completion, price.prompt_per_1m, price.completion_per_1m))
 
 
-def _bootstrap(path: Path) -> tuple[ServerConfig, ObservabilityConfig]:
-    """Ports and logging before the first load, even from an invalid file, so /readyz can say why."""
-    try:
-        cfg = load_config(path)
-        return cfg.server, cfg.observability
-    except ConfigError:
-        try:
-            raw = yaml.safe_load(path.read_text())
-            return ServerConfig.model_validate(raw.get("server") or {}), ObservabilityConfig()
-        except Exception:  # noqa: BLE001 - any unreadable server section means defaults
-            return ServerConfig(), ObservabilityConfig()
-
-
 async def serve(config_path: Path, log_format: LogFormat | None = None, worker: WorkerSlot | None = None) -> None:
     """Run until SIGINT/SIGTERM. An invalid config at start keeps the probes up and waits for a fix.
 
@@ -148,7 +134,7 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
         config_path.read_bytes()
     except OSError as exc:
         raise StartupError(f"cannot read config file {config_path}: {exc.strerror}") from None
-    server_cfg, obs = _bootstrap(config_path)
+    server_cfg, obs = bootstrap(config_path)
     configure_logs(obs, log_format)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-worker")
@@ -172,9 +158,12 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
         await holder.aclose()
         raise StartupError(f"metrics port {obs.metrics_host}:{server_cfg.metrics_port}: {exc.strerror}") from None
     logs.adopt_loggers(*logs.LIBRARY_LOGGERS)  # pymilvus installs its own handlers when imported
-    await _first(holder.loaded, stop)
     server = health = None
     processor = ExternalProcessor(holder, executor)
+    reporter = None
+    if worker is not None:  # from now on, so the supervisor's /readyz can say why a config does not load
+        reporter = asyncio.create_task(worker.report(readiness, lambda: processor.streams, lambda: server is not None))
+    await _first(holder.loaded, stop)
     if holder.current is not None:  # ports from the config that loaded, which may be a fixed one
         try:
             server, health = await _start_grpc(holder, processor, readiness, holder.current.cfg.server,
@@ -183,9 +172,6 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
             await ops.aclose()
             await holder.aclose()
             raise
-    reporter = None
-    if worker is not None:
-        reporter = asyncio.create_task(worker.report(readiness, lambda: processor.streams, server is not None))
     await stop.wait()
     if reporter is not None:
         reporter.cancel()

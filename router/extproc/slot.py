@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from router.config import ConfigError, ServerConfig, load_config
+from router.config import ConfigError, ObservabilityConfig, ServerConfig, load_config
 
 if TYPE_CHECKING:  # the supervisor imports this module before prometheus_client may be imported
     from router.observability.health import Readiness
@@ -44,11 +44,11 @@ class WorkerSlot:
         tmp.write_text(json.dumps(state))
         tmp.replace(self.state_file)
 
-    async def report(self, readiness: Readiness, streams: Callable[[], int], serving: bool) -> None:
+    async def report(self, readiness: Readiness, streams: Callable[[], int], serving: Callable[[], bool]) -> None:
         """Run on the serving loop until cancelled."""
         while True:
-            snapshot = readiness.snapshot()
-            state = {"pid": os.getpid(), "ready": serving and snapshot["ready"], "serving": serving,
+            snapshot, up = readiness.snapshot(), serving()
+            state = {"pid": os.getpid(), "ready": up and snapshot["ready"], "serving": up,
                      "components": snapshot["components"], "streams": streams(), "beat": time.time()}
             await asyncio.to_thread(self.write, state)
             await asyncio.sleep(REPORT_INTERVAL_S)
@@ -63,20 +63,28 @@ def read_state(path: Path) -> dict[str, Any] | None:
     return state if isinstance(state, dict) else None
 
 
+def bootstrap(path: Path) -> tuple[ServerConfig, ObservabilityConfig]:
+    """Ports and logging before the first load, even from an invalid file, so /readyz can say why."""
+    try:
+        cfg = load_config(path)
+        return cfg.server, cfg.observability
+    except ConfigError:
+        try:
+            raw = yaml.safe_load(path.read_text())
+            return ServerConfig.model_validate(raw.get("server") or {}), ObservabilityConfig()
+        except Exception:  # noqa: BLE001 - any unreadable server section means defaults
+            return ServerConfig(), ObservabilityConfig()
+
+
 def planned_workers(config_path: Path) -> int:
     """`server.workers` resolved: `auto` is the CPUs this process may run on; 1 when the file is unreadable
     (the single-process router then reports why it cannot start), the server section's own value when the
     rest of the file is invalid (the workers start and wait for a fix)."""
     try:
-        setting = load_config(config_path).server.workers
-    except ConfigError:
-        try:
-            raw = yaml.safe_load(config_path.read_text()) or {}
-            setting = ServerConfig.model_validate(raw.get("server") or {}).workers
-        except Exception:  # noqa: BLE001 - an unreadable server section runs one process, as before
-            return 1
+        config_path.read_bytes()
     except OSError:
         return 1
+    setting = bootstrap(config_path)[0].workers
     return available_cpus() if setting == "auto" else setting
 
 

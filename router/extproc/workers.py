@@ -40,8 +40,8 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable
 from router.cache.milvus import is_local_uri
-from router.config import ConfigError, ObservabilityConfig, RouterConfig, load_config
-from router.extproc.slot import WORKER_STATE_ENV, read_state
+from router.config import ConfigError, RouterConfig, load_config
+from router.extproc.slot import WORKER_STATE_ENV, bootstrap, read_state
 from router.observability import logs
 from router.observability.health import HealthServer, Liveness
 from router.observability.logs import LogFormat
@@ -166,7 +166,7 @@ class Supervisor:
 
     def run(self) -> int:
         cfg = _try_load(self.config_path)
-        obs = cfg.observability if cfg else ObservabilityConfig()
+        server, obs = bootstrap(self.config_path)  # the server section even of an invalid file
         configure_logs(obs, self.log_format)
         run_dir = Path(tempfile.mkdtemp(prefix="vsr-workers-"))
         metrics_dir = self.metrics_dir or run_dir / "metrics"
@@ -175,7 +175,7 @@ class Supervisor:
         view = WorkersView(self.workers, metrics_dir, obs.liveness_stale_after_s)
         liveness = Liveness(stale_after_s=obs.liveness_stale_after_s)
         http = HealthServer(view, liveness, view)
-        port = cfg.server.metrics_port if cfg else 9190
+        port = server.metrics_port
         lite = _lite(cfg, run_dir)
         try:
             if port:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from devstack.stack import Stack
+from devstack.stack import ROOT, Stack, derive_config
 
 WORKERS = 2
 
@@ -166,3 +169,40 @@ def _name(stat: Path) -> str:
         return stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
     except (OSError, IndexError):
         return ""
+
+
+def test_workers_on_an_invalid_config_are_not_ready_say_why_and_serve_once_it_is_fixed(tmp_path: Path) -> None:
+    path = derive_config(tmp_path, lambda cfg: cfg["server"].update(workers=WORKERS))
+    good = path.read_text()
+    path.write_text(good.replace("default_category:", "default_category: [not, a, name]\nx_unknown:"))
+    port = load_config_port(good)
+    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(path)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/readyz"
+        body = _poll(url, lambda r: r.status_code == 503 and "config" in r.json()["components"])
+        assert "x_unknown" in body["components"]["config"]["detail"] and body["workers_ready"] == 0
+        path.write_text(good)
+        body = _poll(url, lambda r: r.status_code == 200 and r.json()["workers_ready"] == WORKERS)
+        assert all(w["ready"] for w in body["workers"])
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+
+
+def load_config_port(text: str) -> int:
+    return int(yaml.safe_load(text)["server"]["metrics_port"])
+
+
+def _poll(url: str, ok: Callable[[httpx.Response], bool], timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    last: httpx.Response | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(url, timeout=2)
+            if ok(last):
+                return dict(last.json())
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url}: {last.text if last is not None else 'no answer'}")
