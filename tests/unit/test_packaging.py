@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 import yaml
 
 from router.config import parse_config
+from router.extproc.workers import WorkersView
 from router.observability.metrics import RouterMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,7 +251,10 @@ def exported_series() -> dict[str, set[str]]:
     m.record_dependency_error("milvus")
     m.set_component_ready("cache", True)
     series: dict[str, set[str]] = {}
-    for family in m.registry.collect():
+    with tempfile.TemporaryDirectory() as metrics_dir:  # the supervisor's own series, with router workers
+        supervisor = WorkersView([], Path(metrics_dir), stale_after_s=15).registry
+        families = [*m.registry.collect(), *supervisor.collect()]
+    for family in families:
         for sample in family.samples:
             series.setdefault(sample.name, set()).update(sample.labels)
     return series
