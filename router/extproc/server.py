@@ -160,9 +160,10 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
     logs.adopt_loggers(*logs.LIBRARY_LOGGERS)  # pymilvus installs its own handlers when imported
     server = health = None
     processor = ExternalProcessor(holder, executor)
-    reporter = None
+    reporter, report_now = None, asyncio.Event()
     if worker is not None:  # from now on, so the supervisor's /readyz can say why a config does not load
-        reporter = asyncio.create_task(worker.report(readiness, lambda: processor.streams, lambda: server is not None))
+        reporter = asyncio.create_task(worker.report(readiness, lambda: processor.streams, lambda: server is not None,
+                                                     report_now))
     await _first(holder.loaded, stop)
     if holder.current is not None:  # ports from the config that loaded, which may be a fixed one
         try:
@@ -172,6 +173,7 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
             await ops.aclose()
             await holder.aclose()
             raise
+        report_now.set()  # serving: the supervisor's /readyz should know at once, not at the next tick
     await stop.wait()
     if reporter is not None:
         reporter.cancel()

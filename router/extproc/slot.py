@@ -10,6 +10,7 @@ replaces the worker. The write itself runs on a thread, never on the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -44,14 +45,17 @@ class WorkerSlot:
         tmp.write_text(json.dumps(state))
         tmp.replace(self.state_file)
 
-    async def report(self, readiness: Readiness, streams: Callable[[], int], serving: Callable[[], bool]) -> None:
-        """Run on the serving loop until cancelled."""
+    async def report(self, readiness: Readiness, streams: Callable[[], int], serving: Callable[[], bool],
+                     now: asyncio.Event) -> None:
+        """Run on the serving loop until cancelled; `now` set: report at once (the port just opened)."""
         while True:
+            now.clear()
             snapshot, up = readiness.snapshot(), serving()
             state = {"pid": os.getpid(), "ready": up and snapshot["ready"], "serving": up,
                      "components": snapshot["components"], "streams": streams(), "beat": time.time()}
             await asyncio.to_thread(self.write, state)
-            await asyncio.sleep(REPORT_INTERVAL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(now.wait(), REPORT_INTERVAL_S)
 
 
 def read_state(path: Path) -> dict[str, Any] | None:
