@@ -147,6 +147,7 @@ def cache_figures(before: dict[Any, float], after: dict[Any, float]) -> dict[str
                                  for phase in ("classify", "cache_lookup", "total")},
         # Where the lookup budget goes (router/cache/milvus.py): waiting for a read thread, in Milvus, and from
         # Milvus's answer until the event loop picks it up; and where the lookups out of budget ran out.
+        "lookups_late_but_in_budget": int(delta(before, after, "vsr_cache_lookups_late_total")),
         "lookup_timeouts_by_where": {where: int(delta(before, after, "vsr_cache_lookup_timeouts_total", where=where))
                                      for where in ("queue", "backend", "loop")},
         "lookup_stage_share_within_s": {

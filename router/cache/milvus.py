@@ -294,6 +294,7 @@ class MilvusStore:
                 if error is not None:
                     raise error from None  # the backend's own failure, not the loop's
                 if len(marks) == 2 and marks[1] <= deadline:
+                    metrics.record_lookup_late()
                     return future.result()
             future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
             raise

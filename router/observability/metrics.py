@@ -136,6 +136,12 @@ class RouterMetrics:
             "a read thread), backend (the backend's own deadline) or loop (the event loop's backstop).",
             ("where",),
         )
+        self.lookups_late = self._counter(
+            "cache_lookups_late_total",
+            "Cache backend answers that arrived within the budget but reached the busy event loop after its "
+            "backstop; they are used (and count as within budget).",
+            (),
+        )
         for stage in get_args(LookupStage):
             self.lookup_stages.labels(stage)
             self.lookup_timeouts.labels(stage if stage != "resume" else "loop")
@@ -260,6 +266,9 @@ class RouterMetrics:
         self.lookup_stages.labels("backend").observe(backend_s)
         self.lookup_stages.labels("resume").observe(resume_s)
 
+    def record_lookup_late(self) -> None:
+        self.lookups_late.inc()
+
     def record_lookup_timeout(self, where: Literal["queue", "backend", "loop"]) -> None:
         self.lookup_timeouts.labels(where).inc()
 
@@ -341,6 +350,7 @@ record_cache = METRICS.record_cache
 set_cache_entries = METRICS.set_cache_entries
 observe_lookup_stages = METRICS.observe_lookup_stages
 record_lookup_timeout = METRICS.record_lookup_timeout
+record_lookup_late = METRICS.record_lookup_late
 set_cache_backend_up = METRICS.set_cache_backend_up
 set_cache_write_queue = METRICS.set_cache_write_queue
 observe_confidence = METRICS.observe_confidence
