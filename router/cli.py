@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from router.config import ConfigError, load_config
+from router.extproc.slot import WORKER_STATE_ENV
 
 DEFAULT_CONFIG = "config/config.yaml"
 
@@ -36,12 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
     slot = WorkerSlot.from_env()  # set by the supervisor for its workers
     workers = 1 if slot is not None else planned_workers(Path(args.config))
     if workers > 1:
-        # The supervisor only reads the workers' metric files: its own series must stay in memory, so the
-        # variable goes before prometheus_client is imported (it picks its mode at import).
-        metrics_dir = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
         from router.extproc.workers import supervise
 
-        return supervise(Path(args.config), args.log_format, workers, metrics_dir)
+        return supervise(Path(args.config), args.log_format, workers, args.metrics_dir)
     from router.extproc.server import StartupError, serve
 
     try:
@@ -80,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # prometheus-client picks its mode when first imported (the subcommands below import it): only a worker,
+    # started by its supervisor with a directory that exists, writes metric files. The supervisor and a single
+    # router keep their series in memory, so an operator's PROMETHEUS_MULTIPROC_DIR is taken out of the
+    # environment here and handed to the supervisor, which creates and empties it.
+    metrics_dir = None if os.environ.get(WORKER_STATE_ENV) else os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     args = build_parser().parse_args(argv)
+    args.metrics_dir = metrics_dir
     try:
         return int(args.func(args))
     except ConfigError as exc:  # every problem with file and key path, never a traceback

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -112,3 +114,14 @@ def test_readyz_is_ready_while_one_worker_serves_and_lists_them_all(tmp_path: Pa
     report(workers[0], 1000, True, time.time() - 60)  # a stale heartbeat: that loop is stuck
     assert view.snapshot()["ready"] is False
     assert read_state(tmp_path / "nothing.json") is None
+
+
+def test_an_operators_metrics_dir_that_does_not_exist_yet_does_not_stop_the_cli(tmp_path: Path) -> None:
+    """The Kubernetes manifest sets PROMETHEUS_MULTIPROC_DIR on an empty /tmp: prometheus-client must not open
+    files there before the supervisor has created the directory (the image check caught a crash at import)."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "not-yet")}
+    env.pop("VSR_WORKER_STATE", None)
+    done = subprocess.run([sys.executable, "-m", "router.cli", "validate", str(ROOT / "config" / "config.yaml")],
+                          check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "OK" in done.stdout
