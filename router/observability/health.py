@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -166,6 +167,12 @@ class _HealthHTTPServer(ThreadingHTTPServer):
                  metrics: Exposed) -> None:  # fmt: skip
         self.readiness, self.liveness, self.metrics = readiness, liveness, metrics
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A scraper or probe that hangs up before its answer is sent is routine, not a traceback on stderr."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class HealthServer:

@@ -104,3 +104,25 @@ async def test_grpc_health_tracks_readiness(metrics: RouterMetrics) -> None:
             assert await status("") == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await server.stop(None)
+
+
+def test_a_client_hanging_up_leaves_no_traceback_but_a_bug_still_does(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics = RouterMetrics(CollectorRegistry())
+    server = HealthServer(Readiness(metrics=metrics), Liveness(), metrics)
+    server.start("127.0.0.1", 0)
+    httpd = server._httpd
+    assert httpd is not None
+    try:
+        for error in (ConnectionResetError(104, "Connection reset by peer"), BrokenPipeError(32, "Broken pipe")):
+            try:
+                raise error
+            except ConnectionError:
+                httpd.handle_error(None, ("127.0.0.1", 50000))
+        assert capsys.readouterr().err == ""
+        try:
+            raise ValueError("a bug in a handler")
+        except ValueError:
+            httpd.handle_error(None, ("127.0.0.1", 50000))
+        assert "ValueError: a bug in a handler" in capsys.readouterr().err
+    finally:
+        server.stop()
