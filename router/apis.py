@@ -160,6 +160,12 @@ def _chat_usage(prompt: Any, completion: Any) -> dict[str, int] | None:
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
+def _usage_of(answer: dict[str, Any]) -> dict[str, int] | None:
+    """Chat usage from a Responses or Messages answer: both count input_tokens / output_tokens."""
+    usage = answer.get("usage") or {}
+    return _chat_usage(usage.get("input_tokens"), usage.get("output_tokens"))
+
+
 def to_completion(api: Api, answer: dict[str, Any] | None) -> dict[str, Any] | None:
     """A complete non-streamed answer of `api` as a chat.completion; None when it is not a plain text answer."""
     if answer is None or api == "chat":
@@ -172,8 +178,7 @@ def to_completion(api: Api, answer: dict[str, Any] | None) -> dict[str, Any] | N
 def _response_to_completion(resp: dict[str, Any]) -> dict[str, Any] | None:
     if resp.get("object") != "response":
         return None
-    usage = resp.get("usage") or {}
-    chat_usage = _chat_usage(usage.get("input_tokens"), usage.get("output_tokens"))
+    chat_usage = _usage_of(resp)
     output = resp.get("output") or []
     if resp.get("status") != "completed" or any(o.get("type") != "message" for o in output if isinstance(o, dict)):
         return {"usage": chat_usage}  # usage only: tool calls, reasoning items or an unfinished answer
@@ -187,8 +192,7 @@ _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 def _message_to_completion(msg: dict[str, Any]) -> dict[str, Any] | None:
     if msg.get("type") != "message":
         return None
-    usage = msg.get("usage") or {}
-    chat_usage = _chat_usage(usage.get("input_tokens"), usage.get("output_tokens"))
+    chat_usage = _usage_of(msg)
     blocks = msg.get("content") or []
     finish = _STOP.get(str(msg.get("stop_reason")))
     if finish is None or any(b.get("type") != "text" for b in blocks if isinstance(b, dict)):

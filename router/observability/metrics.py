@@ -101,6 +101,9 @@ class RouterMetrics:
     def _counter(self, name: str, doc: str, labels: tuple[str, ...]) -> Counter:
         return Counter(f"{PREFIX}_{name}", doc, labels, registry=self.registry)
 
+    def _latency_histogram(self, name: str, doc: str, labels: tuple[str, ...]) -> Histogram:
+        return Histogram(f"{PREFIX}_{name}", doc, labels, buckets=LATENCY_BUCKETS_S, registry=self.registry)
+
     def _define_request_series(self) -> None:
         r = self.registry
         self.requests = self._counter(
@@ -108,12 +111,8 @@ class RouterMetrics:
             "Chat requests by selected model, category and decision path.",
             ("model", "category", "path"),
         )
-        self.phase_seconds = Histogram(
-            f"{PREFIX}_phase_duration_seconds",
-            "Time the sidecar spends per phase of a request.",
-            ("phase",),
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
+        self.phase_seconds = self._latency_histogram(
+            "phase_duration_seconds", "Time the sidecar spends per phase of a request.", ("phase",)
         )
         self.cache_events = self._counter(
             "cache_events_total",
@@ -122,13 +121,11 @@ class RouterMetrics:
         )
         for phase in get_args(Phase):  # exported at zero from the start, so rate() works at once
             self.phase_seconds.labels(phase)
-        self.lookup_stages = Histogram(
-            f"{PREFIX}_cache_lookup_stage_seconds",
+        self.lookup_stages = self._latency_histogram(
+            "cache_lookup_stage_seconds",
             "Where a cache backend read spends its time: waiting for a read thread (queue), in the backend "
             "call (backend), and from the answer until the event loop resumed the request (resume).",
             ("stage",),
-            buckets=LATENCY_BUCKETS_S,
-            registry=r,
         )
         self.lookup_timeouts = self._counter(
             "cache_lookup_timeouts_total",
