@@ -24,11 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +45,13 @@ LUA = """
 local counter = 0
 local tid = 0
 local unique = %(unique)s
+local run = ""
 setup = function(thread) thread:set("tid", tid); tid = tid + 1 end
+init = function(args) run = args[1] or "" end
 request = function()
   counter = counter + 1
   local text = "%(prompt)s"
-  if unique then text = string.format("%%s (trip %%d-%%d-%%d)", text, tid, counter, math.random(1, 1000000000)) end
+  if unique then text = string.format("%%s (trip %%s-%%d-%%d)", text, run, tid, counter) end
   local body = '{"model":"auto","messages":[{"role":"user","content":"' .. text .. '"}]}'
   return wrk.format("POST", "/v1/chat/completions",
     {["content-type"] = "application/json", ["authorization"] = "Bearer sk-load-test"}, body)
@@ -61,18 +65,21 @@ end
 """
 
 
-def tree_cpu_s(root: int) -> float:
-    """User + system CPU seconds of a process and its live descendants (clock ticks from /proc)."""
+def tree_cpu_s(root: int) -> dict[str, float]:
+    """User + system CPU seconds of a process and its live descendants (clock ticks from /proc), by kind:
+    `lite` for Milvus Lite children (their `comm` is `milvus`), `python` for the rest."""
     parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
+    cpu: dict[int, tuple[str, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            comm, rest = stat.read_text().rsplit(")", 1)
+            fields = rest.split()
+        except (OSError, ValueError):
             continue
         pid = int(stat.parent.name)
-        parents[pid], cpu[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+        kind = "lite" if comm.endswith("(milvus") else "python"
+        parents[pid], cpu[pid] = int(fields[1]), (kind, (int(fields[11]) + int(fields[12])) / tick)
     tree, grew = {root}, True
     while grew:
         grew = False
@@ -80,23 +87,54 @@ def tree_cpu_s(root: int) -> float:
             if parent in tree and pid not in tree:
                 tree.add(pid)
                 grew = True
-    return sum(cpu.get(pid, 0.0) for pid in tree)
+    out = {"python": 0.0, "lite": 0.0}
+    for pid in tree:
+        if pid in cpu:
+            out[cpu[pid][0]] += cpu[pid][1]
+    return out
+
+
+def decided(metrics_url: str) -> Counter[str]:
+    """Requests the router decided so far by decision path (vsr_requests_total summed over model and category)."""
+    out: Counter[str] = Counter()
+    for line in httpx.get(metrics_url, timeout=5).text.splitlines():
+        if line.startswith("vsr_requests_total{"):
+            labels, value = line.rsplit(" ", 1)
+            out[labels.split('path="', 1)[1].split('"', 1)[0]] += int(float(value))
+    return out
 
 
 def wrk(url: str, concurrency: int, duration: int, script: Path,
-        watch: dict[str, int] | None = None) -> dict[str, Any]:
-    """One wrk run; its Lua `done` prints the summary as JSON. `watch`: processes whose CPU per request to report."""
+        watch: dict[str, int] | None = None, metrics_url: str | None = None) -> dict[str, Any]:
+    """One wrk run; its Lua `done` prints the summary as JSON. `watch`: processes whose CPU per request to report.
+
+    With `metrics_url`, the row also says how many of the requests the router decided, by path (upstream,
+    cache, ...): Envoy fails open, so a request the router never answered still counts as a 200 for wrk, and a
+    "miss" run must show no cache answers.
+    """
     load = os.getloadavg()[0]
     before = {name: tree_cpu_s(pid) for name, pid in (watch or {}).items()}
+    decided_before = decided(metrics_url) if metrics_url else Counter()
     threads = min(concurrency, 2)
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{duration}s", "--timeout", "5s",
-                          "-s", str(script), url], capture_output=True, text=True, check=True)
+                          "-s", str(script), url,
+                          # a run id: prompts stay new across runs (LuaJIT's math.random is unseeded, so the
+                          # previous counter-and-random prompts repeated and the memo and cache answered them)
+                          "--", secrets.token_hex(6)], capture_output=True, text=True, check=True)
     line = next(line for line in out.stdout.splitlines() if line.startswith("WRKJSON "))
     raw = json.loads(line.removeprefix("WRKJSON "))
     seconds = raw["duration_us"] / 1e6
     errors = raw["status_errors"] + raw["connect_errors"] + raw["timeouts"] + raw["read_errors"]
-    cpu = {f"{name}_cpu_ms_per_request": round((tree_cpu_s(pid) - before[name]) * 1000 / max(raw["requests"], 1), 3)
-           for name, pid in (watch or {}).items()}
+    cpu: dict[str, Any] = {}
+    for name, pid in (watch or {}).items():
+        spent = {kind: seconds - before[name][kind] for kind, seconds in tree_cpu_s(pid).items()}
+        per_request = {kind: round(seconds * 1000 / max(raw["requests"], 1), 3) for kind, seconds in spent.items()}
+        cpu[f"{name}_cpu_ms_per_request"] = round(sum(per_request.values()), 3)
+        if spent["lite"]:  # the router's processes: its Python ones and the Milvus Lite child apart
+            cpu[f"{name}_python_cpu_ms_per_request"] = per_request["python"]
+            cpu[f"{name}_lite_cpu_ms_per_request"] = per_request["lite"]
+    if metrics_url:
+        cpu["router_decided"] = dict(decided(metrics_url) - decided_before)
     return {"concurrency": concurrency, "requests": raw["requests"], "errors": errors,
             "req_per_s": round(raw["requests"] / seconds, 1),
             **{f"{q}_ms": round(raw[f"{q}_us"] / 1000, 2) for q in ("p50", "p90", "p99", "max")},
@@ -131,10 +169,12 @@ def run_scenario(name: str, concurrencies: list[int], duration: int, workers: in
             if name == "hit":
                 assert client.post(routed, json=body).headers.get("x-vsr-cache-hit") == "true", "hit not primed"
         watch = {"router": stack.procs["router"].pid, "envoy": stack.procs["envoy"].pid}
+        metrics = f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics"
         for c in concurrencies:
             rows.append({"target": "envoy_alone", "workers": workers,
                          **wrk(f"{bare}/chat/completions", c, duration, script)})
-            rows.append({"target": "stack", "workers": workers, **wrk(routed, c, duration, script, watch)})
+            rows.append({"target": "stack", "workers": workers,
+                         **wrk(routed, c, duration, script, watch, metrics)})
             print(name, rows[-2], rows[-1], flush=True)
     finally:
         stack.stop()
