@@ -6,14 +6,15 @@ one chat completion (request headers, request body, response headers, response b
 server does (metrics, log line), on the shipped config with the real encoder and a real Milvus Lite child:
 
 - `keyword_only`: classifier and cache off;
-- `miss`: classifier and Lite cache on, a new prompt per request (each one also stored, as on the real path).
+- `miss`: classifier and Lite cache on, a new prompt per request (each one also stored, as on the real path);
+- `hit`: the same, one prompt asked over and over (the classification memo and the hot answers reply).
 
 It prints CPU milliseconds per request: the event loop thread's (`loop`: session, policy, cache facade and
 verifier, metrics, log line), the classifier's executor threads' (`classifier`: tokeniser, ONNX run, heads,
 PII), the Milvus client threads' (`milvus_client`: pymilvus search and the batched upserts), the whole
 process's (`process`: all of these and the rest) and the Lite child's (`lite`), and wall time. `--profile` adds the event loop thread's cProfile, by cumulative CPU time.
 
-    .venv/bin/python bench/session_cpu.py [--scenario miss] [--requests 300] [--profile]
+    .venv/bin/python bench/session_cpu.py [--scenario miss] [--requests 300] [--concurrency 1 8] [--profile]
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devstack.stack import ROOT
 from router.cache.milvus import MilvusStore
 from router.config import parse_config
-from router.extproc.server import _record
+from router.extproc.server import GIL_SWITCH_INTERVAL_S, _record
 from router.extproc.session import StreamSession
 from router.runtime import Runtime, build_runtime
 
@@ -74,7 +75,8 @@ def messages(text: str) -> list[pb.ProcessingRequest]:
 async def one(runtime: Runtime, executor: ThreadPoolExecutor, text: str) -> StreamSession:
     session = StreamSession(runtime, executor)
     for message in messages(text):
-        await session.handle(message)
+        if (await session.handle(message)).HasField("immediate_response"):
+            break  # a cache hit or an error: Envoy answers the client, the stream ends
     _record(session)
     return session
 
@@ -112,21 +114,28 @@ def config(scenario: str, tmp: Path) -> Any:
     return parse_config(raw, "bench")
 
 
-async def run(scenario: str, n: int, profile: bool) -> dict[str, Any]:
+async def run(scenario: str, n: int, concurrency: int, profile: bool) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="vsr-session-cpu-"))
     runtime = build_runtime(config(scenario, tmp))
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-worker")  # as the server's
     run_id = os.urandom(4).hex()
     for i in range(30):  # warm-up: Lite connected, ONNX arenas grown, first entries stored
         await one(runtime, executor, PROMPT.format(run=f"warm{run_id}", i=i))
+
+    def prompt(i: int) -> str:
+        return PROMPT.format(run=run_id, i=0 if scenario == "hit" else i)
+
+    await one(runtime, executor, prompt(0))  # `hit`: answered and cached once before timing
     if runtime.cache is not None:
         await runtime.cache.flush()
     profiler = cProfile.Profile(time.thread_time) if profile else None
     before, wall0 = cpu_by_part(runtime), time.perf_counter()
     if profiler:
         profiler.enable()
-    for i in range(n):
-        last = await one(runtime, executor, PROMPT.format(run=run_id, i=i))
+    for start in range(0, n, concurrency):  # `concurrency` streams at once, like that many Envoy connections
+        done = await asyncio.gather(*(one(runtime, executor, prompt(i))
+                                      for i in range(start, min(start + concurrency, n))))
+    last = done[-1]
     if profiler:
         profiler.disable()
     after, wall1 = cpu_by_part(runtime), time.perf_counter()
@@ -137,19 +146,26 @@ async def run(scenario: str, n: int, profile: bool) -> dict[str, Any]:
     if profiler:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
     per = 1000 / n
-    return {"scenario": scenario, "requests": n, "last_cache_result": last.request.cache_result,
+    return {"scenario": scenario, "requests": n, "concurrency": concurrency,
+            "switch_interval_ms": sys.getswitchinterval() * 1000, "last_cache_result": last.request.cache_result,
             **{f"{part}_cpu_ms": round((after[part] - before[part]) * per, 3) for part in after},
             "wall_ms": round((wall1 - wall0) * per, 3), "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", choices=["keyword_only", "miss"], nargs="+", default=["keyword_only", "miss"])
+    parser.add_argument("--scenario", choices=["keyword_only", "miss", "hit"], nargs="+",
+                        default=["keyword_only", "miss", "hit"])
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1])
+    parser.add_argument("--switch-interval-ms", type=float, default=GIL_SWITCH_INTERVAL_S * 1000,
+                        help="the GIL switch interval (default: the server's)")
     parser.add_argument("--profile", action="store_true", help="cProfile of the event loop thread")
     args = parser.parse_args()
+    sys.setswitchinterval(args.switch_interval_ms / 1000)
     for scenario in args.scenario:
-        print(json.dumps(asyncio.run(run(scenario, args.requests, args.profile))), flush=True)
+        for concurrency in args.concurrency:
+            print(json.dumps(asyncio.run(run(scenario, args.requests, concurrency, args.profile))), flush=True)
 
 
 if __name__ == "__main__":

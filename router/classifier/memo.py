@@ -28,16 +28,29 @@ class MemoizedClassifier:
         self._results: OrderedDict[bytes, Classification] = OrderedDict()
         self._lock = threading.Lock()
 
+    def cached(self, text: str) -> Classification | None:
+        """The remembered result for `text`, or None; cheap enough for the event loop (a hash and a dict)."""
+        return self._lookup(_key(text))
+
     def classify(self, text: str) -> Classification:
-        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-        with self._lock:
-            found = self._results.get(key)
-            if found is not None:
-                self._results.move_to_end(key)
-                return found
+        key = _key(text)
+        found = self._lookup(key)
+        if found is not None:
+            return found
         result = self.inner.classify(text)  # outside the lock: two threads may both classify a new text
         with self._lock:
             self._results[key] = result
             if len(self._results) > self._entries:
                 self._results.popitem(last=False)
         return result
+
+    def _lookup(self, key: bytes) -> Classification | None:
+        with self._lock:
+            found = self._results.get(key)
+            if found is not None:
+                self._results.move_to_end(key)
+            return found
+
+
+def _key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()

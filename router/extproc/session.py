@@ -23,6 +23,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from router import affinity, apis, resilience
 from router import openai_wire as wire
 from router.cache import build_cache_request
+from router.classifier.memo import MemoizedClassifier
 from router.errors import (
     BodyTooLarge,
     ClassifierUnavailable,
@@ -263,9 +264,15 @@ class StreamSession:
         return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
 
     async def _encode_bounded(self, text: str, deadline: float) -> Classification:
-        """One encoder pass in the executor, within `classifier.max_pending` and by `deadline` (else raises)."""
+        """One encoder pass in the executor, within `classifier.max_pending` and by `deadline` (else raises).
+
+        A text the memo already holds is answered here, on the loop: no pass, so no executor round trip
+        (two thread wake-ups) and no place in the pending bound.
+        """
         rt = self.runtime
         assert rt.classifier is not None
+        if isinstance(rt.classifier, MemoizedClassifier) and (known := rt.classifier.cached(text)) is not None:
+            return known
         if rt.pending_classifications >= rt.cfg.classifier.max_pending:
             raise Overloaded(f"{rt.pending_classifications} classifications already pending")
         rt.pending_classifications += 1

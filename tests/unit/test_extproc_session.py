@@ -23,6 +23,7 @@ from devstack.stack import ROOT
 from router.affinity import AffinityStore
 from router.cache import SemanticCache
 from router.cache.memory import MemoryStore
+from router.classifier.memo import MemoizedClassifier
 from router.config import RouterConfig, parse_config
 from router.errors import Outcome
 from router.extproc.session import StreamSession
@@ -270,6 +271,30 @@ async def test_too_many_headers_is_refused_before_envoy_fails_the_mutation() -> 
     session = StreamSession(runtime(MATH), EXECUTOR)
     resp = await session.handle(headers(**{f"x-h-{i}": "v" for i in range(96)}))
     assert resp.immediate_response.status.code == 431
+
+
+class NoExecutor(ThreadPoolExecutor):
+    """Fails any use: proves a phase never left the event loop."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the executor was used")
+
+
+async def test_a_remembered_text_is_answered_on_the_loop_outside_the_pending_bound() -> None:
+    inner = FakeClassifier(MATH)
+    memo = MemoizedClassifier(inner)
+    memo.classify("Integrate x^2")  # an earlier request's pass
+    cfg = config()
+    rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=memo, cache=None)
+    rt.pending_classifications = cfg.classifier.max_pending  # every encoder slot busy
+    session = StreamSession(rt, NoExecutor())
+    resp = await send(session, chat("Integrate x^2"))
+    assert resp.WhichOneof("response") == "request_body"
+    assert session.request.classifier_failure is None and session.request.decision.category == "math"
+    assert inner.calls == 1
+    new_text = StreamSession(rt, NoExecutor())  # a text the memo lacks still meets the bound
+    await send(new_text, chat("Integrate x^3"))
+    assert new_text.request.classifier_failure == "overload"
 
 
 class HeldClassifier:
