@@ -11,7 +11,9 @@ both at each concurrency, one after the other, so machine noise hits both alike:
 
 Each scenario runs once per `--workers` value (`server.workers`: router processes on the ext_proc port). Every
 row records the load average when it started and the CPU time the router's processes (supervisor, workers,
-Milvus Lite child) and the routed Envoy spent per request, which is what says how far more cores would go.
+Milvus Lite child, also apart) and the routed Envoy spent per request, which is what says how far more cores
+would go, and how many requests the router decided by path (`router_decided`: a miss run must show no cache
+answers, and Envoy fails open, so wrk counts a request the router never saw as a success too).
 wrk, Envoy, the router and the upstreams share this machine's cores; the JSON records how many.
 Writes bench/results/load.json and load.png.
 
@@ -125,20 +127,20 @@ def wrk(url: str, concurrency: int, duration: int, script: Path,
     raw = json.loads(line.removeprefix("WRKJSON "))
     seconds = raw["duration_us"] / 1e6
     errors = raw["status_errors"] + raw["connect_errors"] + raw["timeouts"] + raw["read_errors"]
-    cpu: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
     for name, pid in (watch or {}).items():
-        spent = {kind: seconds - before[name][kind] for kind, seconds in tree_cpu_s(pid).items()}
-        per_request = {kind: round(seconds * 1000 / max(raw["requests"], 1), 3) for kind, seconds in spent.items()}
-        cpu[f"{name}_cpu_ms_per_request"] = round(sum(per_request.values()), 3)
+        spent = {kind: cpu_s - before[name][kind] for kind, cpu_s in tree_cpu_s(pid).items()}
+        per_request = {kind: round(cpu_s * 1000 / max(raw["requests"], 1), 3) for kind, cpu_s in spent.items()}
+        extra[f"{name}_cpu_ms_per_request"] = round(sum(per_request.values()), 3)
         if spent["lite"]:  # the router's processes: its Python ones and the Milvus Lite child apart
-            cpu[f"{name}_python_cpu_ms_per_request"] = per_request["python"]
-            cpu[f"{name}_lite_cpu_ms_per_request"] = per_request["lite"]
+            extra[f"{name}_python_cpu_ms_per_request"] = per_request["python"]
+            extra[f"{name}_lite_cpu_ms_per_request"] = per_request["lite"]
     if metrics_url:
-        cpu["router_decided"] = dict(decided(metrics_url) - decided_before)
+        extra["router_decided"] = dict(decided(metrics_url) - decided_before)
     return {"concurrency": concurrency, "requests": raw["requests"], "errors": errors,
             "req_per_s": round(raw["requests"] / seconds, 1),
             **{f"{q}_ms": round(raw[f"{q}_us"] / 1000, 2) for q in ("p50", "p90", "p99", "max")},
-            "load_avg_1m_at_start": round(load, 2), **cpu}
+            "load_avg_1m_at_start": round(load, 2), **extra}
 
 
 def scenario_config(tmp: Path, name: str, workers: int) -> Path:
