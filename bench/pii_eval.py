@@ -1,8 +1,10 @@
-"""PII accuracy on held-out synthetic data and the PII part's latency: writes bench/results/pii_eval.json.
+"""PII accuracy on held-out synthetic data and real chat, and the PII part's latency: bench/results/pii_eval.json.
 
     python bench/pii_eval.py [--model-dir models/minilm] [--per-template 20] [--repeats 300]
 
-Accuracy: offline.pii_eval (splits described there). Latency: detect_pii only (validators +
+Accuracy: offline.pii_eval (templates, splits described there) and offline.pii_chat (real-chat test sets:
+false alarms on PII-free prompts, public figures, chitchat names); the PII-only path of `python -m offline eval`.
+Latency: detect_pii only (validators +
 token head on an already computed EncodedText), 1 thread, at ~16/64/256 tokens; the encoder pass is
 timed beside it for scale. Needs Faker (train extra) and the exported encoder.
 """
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from latency_stats import summary_ms, time_calls
 
+from offline.pii_chat import evaluate_chat
 from offline.pii_eval import evaluate_encoder
 from router.classifier.encoder import Encoder
 from router.classifier.pii import default_head, detect_pii
@@ -74,6 +77,7 @@ def main() -> None:
     result = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "threads": 1},
         "accuracy": evaluate_encoder(encoder, args.cache_dir, args.per_template),
+        "chat": evaluate_chat(lambda text: detect_pii(text, encoder.encode(text))),
         "latency": latency(encoder, args.repeats),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +87,8 @@ def main() -> None:
         for kind, m in acc[group].items():  # type: ignore[index]
             print(f"{kind:15s} P={m['precision']:.3f} R={m['recall']:.3f} F1={m['f1']:.3f} n={m['support']}")
     print("benign flag rate:", acc["benign_flag_rate"])  # type: ignore[index]
+    for name, row in result["chat"].items():  # type: ignore[union-attr]
+        print(name, {k: v for k, v in row.items() if k != "examples"})
     for tokens, row in result["latency"].items():
         print(tokens, {k: v for k, v in row.items() if k != "tokens"})
     print(f"wrote {args.out}")

@@ -16,6 +16,16 @@ Sets (ShareGPT split by conversation as in chat_data; hand-labelled conversation
   public figures      10 chitchat messages naming public figures (Stan Lee, Betty White): flags reported apart
   names               offline/data/pii_chat_names_test.jsonl: 34 chitchat messages naming private people
                       ("Hi Naomi!", "My name is Kate."), hand-labelled PERSON spans
+
+Dev sets (train_pii picks min_score on them; never trained on; chitchat's dev half, ShareGPT's dev split):
+  dev names           offline/data/pii_chat_dev.jsonl group "names": the 31 chitchat dev messages in which a greeting
+                      or introduction ("hey X", "I'm X", "this is X") precedes a Faker first name, spans checked by
+                      reading (biased towards greetings: an optimistic recall)
+  dev public figures  same file, group "public_figure": 16 chitchat dev messages naming public figures, picked by
+                      reading the "modern day hero" answers (Jeff Bezos, Frida Kahlo); none of them is in
+                      offline/public_figures.txt, the training-only list
+  dev negatives       1,500 rule-selected ShareGPT dev rows and 1,000 name-free chitchat dev messages (the rule still
+                      lets through names missing from Faker's lists: an upper bound on false alarms)
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from offline import pii_data
-from offline.chat_data import DATA, TEST, TRAIN, conversation, excluded_ids, sharegpt
+from offline.chat_data import DATA, DEV, TEST, TRAIN, chitchat, conversation, excluded_ids, sharegpt
 from router.classifier.encoder import Encoder
 from router.classifier.pii_rules import find_structured
 from router.signals import PIIFinding
@@ -82,14 +92,31 @@ def read_negatives(group: str) -> list[str]:
     return [row["text"] for row in _jsonl("pii_chat_negative_test.jsonl") if row["group"] == group]
 
 
-def read_names() -> list[pii_data.Sample]:
-    """Hand-labelled chitchat messages naming private people, each name a PERSON span."""
+def _person_samples(rows: Sequence[dict]) -> list[pii_data.Sample]:
     return [
         pii_data.Sample(
             row["text"], tuple(pii_data.Span(pii_data.PERSON, a, b) for a, b in row["person_spans"]), -1
         )
-        for row in _jsonl("pii_chat_names_test.jsonl")
+        for row in rows
     ]
+
+
+def read_names() -> list[pii_data.Sample]:
+    """Hand-labelled chitchat messages naming private people, each name a PERSON span."""
+    return _person_samples(_jsonl("pii_chat_names_test.jsonl"))
+
+
+def read_dev() -> tuple[list[pii_data.Sample], list[str]]:
+    """The hand-checked dev messages: (private names with PERSON spans, public-figure mentions)."""
+    rows = _jsonl("pii_chat_dev.jsonl")
+    names = _person_samples([row for row in rows if row["group"] == "names"])
+    return names, [row["text"] for row in rows if row["group"] == "public_figure"]
+
+
+def dev_negatives(count: int = 1500, chitchat_count: int = 1000) -> list[str]:
+    """Rule-selected PII-free dev texts: ShareGPT dev rows and chitchat dev messages with no known name."""
+    texts = [s.text for s in chat_negatives(DEV, count, 1)]
+    return texts + [p.text for p in chitchat() if p.split == DEV and name_free(p.text)][:chitchat_count]
 
 
 def false_alarms(texts: Sequence[str], detect: Detector) -> dict[str, object]:

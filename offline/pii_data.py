@@ -35,6 +35,21 @@ ORGANIZATION = "ORGANIZATION"
 LOCALES = ("en_US", "en_GB", "en_IN", "de_DE", "fr_FR", "es_ES", "pt_PT", "nl_NL")
 LOWER_CASE_RATIO = 0.1
 OWN_TEMPLATES = Path(__file__).with_name("pii_templates.txt")
+# Public figures for {{public_figure}}, labelled O: a famous person named in a question is not personal data.
+# Training only; none of the public figures in the chat dev or test sets (pii_chat) is on the list.
+PUBLIC_FIGURES = Path(__file__).with_name("public_figures.txt")
+# Words in name-like positions that real chat tagged as PERSON: greetings at the start of a message and
+# CamelCase code identifiers. Labelled O in training templates ({{greeting}}, {{identifier}}).
+GREETINGS = (
+    "Hello", "Hallo", "Hi", "Hey", "Heyy", "Heyyy", "Yo", "Sup", "Holla", "Hiya", "Howdy", "Helloooo", "Ahoy",
+    "Greetings", "Hola", "Bonjour", "Ciao", "Hellooo", "Hii", "Yooo", "Wassup", "Aloha", "Cheers", "Oops", "Welp",
+)
+IDENTIFIERS = (
+    "NotImplementedError", "ValueError", "KeyError", "AttributeError", "ModuleNotFoundError", "TypeError",
+    "NullPointerException", "IndexOutOfBoundsException", "HashMap", "ArrayList", "StringBuilder", "DataFrame",
+    "HttpClient", "useEffect", "useState", "RuntimeException", "FileNotFoundError", "ConnectionRefusedError",
+    "JsonSerializer", "ViewController", "AppDelegate", "SyntaxError", "ReferenceError", "UnboundLocalError",
+)
 
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _ADDRESS_GAP = re.compile(r"[\s,]*")
@@ -126,6 +141,7 @@ class _Values:
         self.fake.seed_instance(seed)
         random.seed(seed)  # a few Faker locale providers draw from the global generator
         self.us = self.fake["en_US"]
+        self.public_figures = PUBLIC_FIGURES.read_text(encoding="utf-8").split("\n")[:-1]
         p, a, loc, org = PERSON, STREET_ADDRESS, LOCATION, ORGANIZATION
         self.table: dict[str, tuple[str | None, Callable[[], str]]] = {
             "person": (p, self.person), "name": (p, self.person),
@@ -143,6 +159,9 @@ class _Values:
             "city": (loc, lambda: self._any().city()), "country": (loc, lambda: self._any().country()),
             "state_abbr": (loc, self.us.state_abbr),
             "organization": (org, lambda: self._any().company()),
+            "public_figure": (None, lambda: self.rng.choice(self.public_figures)),
+            "greeting": (None, lambda: self.rng.choice(GREETINGS)),
+            "identifier": (None, lambda: self.rng.choice(IDENTIFIERS)),
             "credit_card_number": (rules.CREDIT_CARD, self.card), "iban": (rules.IBAN_CODE, self.iban),
             "phone_number": (rules.PHONE_NUMBER, self.phone), "ssn": (rules.US_SSN, self.us.ssn),
             "email": (rules.EMAIL_ADDRESS, self.email), "ip_address": (rules.IP_ADDRESS, self.ip),

@@ -14,12 +14,14 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from offline import pii_data, pii_eval
 from router.classifier.pii import DEFAULT_HEAD, EncodedTokens, TokenHead, token_features
+from router.signals import PIIFinding
 
 LABELS = ("O", pii_data.PERSON, pii_data.STREET_ADDRESS, pii_data.LOCATION, pii_data.ORGANIZATION)
 # LOCATION is learnt (so a city is not mistaken for a name) but not emitted: a city or country in a prompt is not
@@ -34,11 +36,13 @@ PER_TEMPLATE = 60
 NEGATIVES = 3000
 CHAT_NEGATIVES = 3000  # name-free real ShareGPT prompts: capitalised tools and products ("Docker", "Excel") as O
 # EPOCHS, HIDDEN and WEIGHT_DECAY were picked in a few exploratory runs scored on the held-out templates
-# (mild optimism in the held-out figures); min_score (entity runs need P(O) < 1 - min_score) is chosen
-# on a dev split of the training templates: the highest value keeping dev recall near its best.
+# (mild optimism in the held-out figures). min_score (entity runs need P(O) < 1 - min_score) is chosen on dev:
+# the lowest MIN_SCORES entry (most recall) whose false-alarm rate on the chat dev negatives is within
+# DEV_FALSE_ALARM_BUDGET. Those negatives are rule-selected and still hold names Faker's lists miss (about half of
+# the flags read at 0.8 were private or fictional names), so the budget sits above the 1% target for clean chat.
 MIN_SCORES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 DEV_FRACTION = 0.2
-RECALL_SLACK = 0.02
+DEV_FALSE_ALARM_BUDGET = 0.015
 TUNED_TYPES = (pii_data.PERSON, pii_data.STREET_ADDRESS)
 
 Encode = Callable[[str], EncodedTokens]
@@ -75,29 +79,52 @@ def _stack(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
 
 
-def choose_min_score(
-    arrays: dict[str, np.ndarray], dev: Sequence[pii_data.Sample], rows: Rows
-) -> tuple[float, dict[str, dict[str, dict[str, float]]]]:
-    """Highest MIN_SCORES entry whose dev recall is within RECALL_SLACK of the best, for each TUNED_TYPE.
+@dataclass(frozen=True)
+class DevSets:
+    """The dev sets min_score is chosen on, with every text's features computed once."""
 
-    Recall is what the router needs (a missed name reaches a model that may not see it); past that,
-    the higher threshold buys precision.
-    """
-    by_text = {s.text: (feats, offsets) for s, (feats, _, offsets) in zip(dev, rows, strict=True)}
-    table = {}
-    for min_score in MIN_SCORES:
-        head = TokenHead.from_arrays(_head_arrays(arrays, min_score))
-        scores = pii_eval.score(dev, lambda text: head.decode(text, *by_text[text]), TUNED_TYPES)  # noqa: B023
-        table[str(min_score)] = {
-            t: {k: round(scores[t][k], 3) for k in ("precision", "recall")} for t in scores
+    templates: list[pii_data.Sample]
+    chat_names: list[pii_data.Sample]
+    public_figures: list[str]
+    negatives: list[str]
+    features: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def build(cls, templates: list[pii_data.Sample], template_rows: Rows, encode: Encode) -> DevSets:
+        from offline import pii_chat
+
+        names, figures = pii_chat.read_dev()
+        negatives = pii_chat.dev_negatives()
+        chat = names + [pii_data.Sample(t, (), -1) for t in figures + negatives]
+        samples, rows = templates + chat, template_rows + featurise(chat, encode)
+        features = {s.text: (feats, offsets) for s, (feats, _, offsets) in zip(samples, rows, strict=True)}
+        return cls(templates, names, figures, negatives, features)
+
+    def measure(self, head: TokenHead) -> dict[str, float]:
+        """Template and chat-name recall, public-figure and negative flag rates of `head` on dev."""
+        from offline import pii_chat
+
+        def detect(text: str) -> list[PIIFinding]:
+            return head.decode(text, *self.features[text])
+
+        scores = pii_eval.score(self.templates, detect, TUNED_TYPES)
+        return {
+            **{f"template_{t.lower()}_recall": round(scores[t]["recall"], 3) for t in TUNED_TYPES},
+            "chat_names_recall": round(pii_eval.score(self.chat_names, detect, TUNED_TYPES[:1])[TUNED_TYPES[0]]["recall"], 3),
+            "public_figures_flagged": float(pii_chat.false_alarms(self.public_figures, detect)["false_alarm_rate"]),
+            "chat_false_alarms": float(pii_chat.false_alarms(self.negatives, detect)["false_alarm_rate"]),
         }
-    best = {t: max(row[t]["recall"] for row in table.values()) for t in TUNED_TYPES}
-    near_best = [
-        float(ms)
-        for ms, row in table.items()
-        if all(row[t]["recall"] >= best[t] - RECALL_SLACK for t in best)
-    ]
-    return max(near_best), table
+
+
+def choose_min_score(arrays: dict[str, np.ndarray], dev: DevSets) -> tuple[float, dict[str, dict[str, float]]]:
+    """Lowest MIN_SCORES entry whose dev chat false alarms are within budget (else the highest), and the table.
+
+    Recall is what the router needs (a missed name reaches a model that may not see it), but a false alarm moves
+    an ordinary request off the large model: recall is bought only while chat false alarms stay in budget.
+    """
+    table = {str(ms): dev.measure(TokenHead.from_arrays(_head_arrays(arrays, ms))) for ms in MIN_SCORES}
+    within = [float(ms) for ms, row in table.items() if row["chat_false_alarms"] <= DEV_FALSE_ALARM_BUDGET]
+    return (min(within) if within else max(MIN_SCORES)), table
 
 
 def _head_arrays(arrays: dict[str, np.ndarray], min_score: float) -> dict[str, np.ndarray]:
@@ -190,7 +217,7 @@ def build_head(encode: Encode, cache_dir: Path, seed: int, out: Path) -> dict[st
     )
     dev = pii_data.generate(templates, dev_ids, PER_TEMPLATE, seed + 2)
     fit_rows, dev_rows = featurise(fit, encode), featurise(dev, encode)
-    min_score, table = choose_min_score(train_mlp(*_stack(fit_rows), seed), dev, dev_rows)
+    min_score, table = choose_min_score(train_mlp(*_stack(fit_rows), seed), DevSets.build(dev, dev_rows, encode))
     x, y = _stack(fit_rows + dev_rows)
     arrays = train_mlp(x, y, seed)
     summary = {
@@ -223,11 +250,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     encoder = Encoder(args.model_dir)
     started = time.monotonic()
     summary = build_head(encoder.encode, args.cache_dir, args.seed, args.out)
+    if args.out == DEFAULT_HEAD:
+        record(summary)
     print(
         json.dumps(
             summary | {"seconds": round(time.monotonic() - started, 1), "out": str(args.out)}, indent=2
         )
     )
+
+
+def record(summary: dict[str, object]) -> None:
+    """The shipped head's summary as the "pii" entry of heads/training.json (other heads' entries kept)."""
+    path = DEFAULT_HEAD.with_name("training.json")
+    entries = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps(entries | {"pii": summary}, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from router.signals import PIIFinding
 DEFAULT_HEAD = Path(__file__).with_name("heads") / "pii_token_head.npz"
 OUTSIDE = "O"
 N_SHAPE_FEATURES = 4
+EXTEND_MAX_O = 0.5  # a span's edge tokens need only be more likely entity than O (see TokenHead.decode)
 
 
 class EncodedTokens(Protocol):
@@ -132,12 +133,21 @@ class TokenHead:
         return self.decode(text, token_features(text, encoded), offsets)
 
     def decode(self, text: str, feats: np.ndarray, offsets: np.ndarray) -> list[PIIFinding]:
-        """`spans` on precomputed features (training scores its dev split without re-encoding)."""
+        """`spans` on precomputed features (training scores its dev split without re-encoding).
+
+        Hysteresis: a run of tokens more likely entity than O becomes a span only if one of its tokens clears
+        min_score. The strict seed keeps false alarms where min_score puts them; the loose edge keeps
+        "Margaret" (P(O) 0.10) in "Margaret Thompson" when only "Thompson" clears 0.9.
+        """
         probs = self.probabilities(feats)
-        entity = (probs[:, 0] < 1.0 - self.min_score) & (offsets[:, 1] > offsets[:, 0])
+        real = offsets[:, 1] > offsets[:, 0]
+        entity = (probs[:, 0] < EXTEND_MAX_O) & real
+        seed = (probs[:, 0] < 1.0 - self.min_score) & real
         edges = np.diff(np.concatenate([[0], entity.astype(np.int8), [0]]))
         out: list[PIIFinding] = []
         for i, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            if not seed[i:stop].any():
+                continue
             run = probs[i:stop]
             label = int(run[:, 1:].sum(axis=0).argmax()) + 1
             finding = self._finding(text, int(offsets[i, 0]), int(offsets[stop - 1, 1]), label, run[:, label])
@@ -156,9 +166,10 @@ class TokenHead:
         while start > 0 and text[start - 1].isalnum():
             start -= 1
         # Single letters and bare numbers ("Z", "G", "102") are maths, not names or addresses.
-        if sum(c.isalpha() for c in text[start:end]) < 2 or not _plausible(self.labels[label], text[start:end]):
+        score = float(token_probs.mean())
+        if sum(c.isalpha() for c in text[start:end]) < 2 or not _plausible(self.labels[label], text[start:end], score):
             return None
-        return PIIFinding(self.labels[label], start, end, round(float(token_probs.mean()), 4))
+        return PIIFinding(self.labels[label], start, end, round(score, 4))
 
 
 _NAME_WORD = re.compile(r"\b[A-Z][a-z]")
@@ -168,7 +179,17 @@ _COMPOUND_STREET = re.compile(
     r"plein|singel|boulevard|steeg)$",
     re.IGNORECASE,
 )
-def _plausible(label: str, span: str) -> bool:
+# Code identifiers with two or more inner capitals ("NotImplementedError", "YantraInfoSoft") are not names;
+# one inner capital still is ("McGregor", "LeBron").
+_IDENTIFIER = re.compile(r"^\S*[a-z]\S*[A-Z]\S*[A-Z]\S*$")
+# Letters and digits fused in one token ("ERC1155", "6LoWPAN", "2c3c0c58eca7", "m3760/hisq"): codes, not addresses.
+_CODE_TOKEN = re.compile(r"[A-Za-z]\d|\d[A-Za-z]")
+
+
+LOWERCASE_NAME_MIN = 0.95
+
+
+def _plausible(label: str, span: str, score: float) -> bool:
     """Shape checks the head cannot learn from uncased tokens, measured on real chat (offline/pii_chat.py).
 
     A name has a capitalised word ("Naomi", not "vinaigrette", "ops", "ALCOA"): real chat is full of lowercase
@@ -178,9 +199,16 @@ def _plausible(label: str, span: str) -> bool:
     templates' bare street names, "Hilary Stravenue", to 0.60.)
     """
     if label == "PERSON":
-        return _NAME_WORD.search(span) is not None
+        if " " not in span and _IDENTIFIER.match(span):
+            return False
+        return _NAME_WORD.search(span) is not None or (span.islower() and score >= LOWERCASE_NAME_MIN)
     if label == "STREET_ADDRESS":
-        return len(span.split()) > 1 or any(c.isdigit() for c in span) or bool(_COMPOUND_STREET.search(span))
+        words = span.split()
+        if not any(w.strip(",.").isdigit() for w in words) and (
+            _NAME_WORD.search(span) is None or (len(words) == 1 and _CODE_TOKEN.search(span))
+        ):
+            return False  # neither a house number nor a capitalised street word: code, a path, foreign text
+        return len(words) > 1 or any(c.isdigit() for c in span) or bool(_COMPOUND_STREET.search(span))
     return True
 
 

@@ -149,6 +149,26 @@ def test_head_spans_group_runs_extend_words_and_drop_unemitted() -> None:
     assert [(f.type, text[f.start : f.end]) for f in found] == [("PERSON", "Margaret Thompson")]
 
 
+@pytest.mark.parametrize(
+    ("text", "pieces", "expected"),
+    [
+        # CamelCase identifiers with two inner capitals are code; one inner capital is still a name.
+        ("raise NotImplementedError now", [("raise", 0), ("NotImplementedError", 1), ("now", 0)], []),
+        ("ask McGregor now", [("ask", 0), ("McGregor", 1), ("now", 0)], [("PERSON", "McGregor")]),
+        # Letters fused with digits, or a path without a capital, are not street addresses.
+        ("use ERC1155 tokens", [("use", 0), ("ERC1155", 2), ("tokens", 0)], []),
+        ("cd m3760/hisq then", [("cd", 0), ("m3760/hisq", 2), ("then", 0)], []),
+        ("visit 12 main st soon", [("visit", 0), ("12", 2), ("main", 2), ("st", 2), ("soon", 0)],
+         [("STREET_ADDRESS", "12 main st")]),
+        # A lowercase name needs a confident head (the one-hot head's score is about 0.99).
+        ("tell anna hi", [("tell", 0), ("anna", 1), ("hi", 0)], [("PERSON", "anna")]),
+    ],
+)  # fmt: skip
+def test_head_spans_shape_checks(text: str, pieces: list[tuple[str, int]], expected: list[tuple[str, str]]) -> None:
+    found = _one_hot_head().spans(text, _tokens(text, pieces))
+    assert [(f.type, text[f.start : f.end]) for f in found] == expected
+
+
 def test_structured_finding_wins_over_overlapping_head_span() -> None:
     text = "mail anna.smith@example.org now"
     pieces = [("mail", 0), ("anna", 1), ("smith", 1), ("example", 0), ("org", 0), ("now", 0)]
