@@ -199,7 +199,10 @@ def jailbreak_splits() -> dict[str, list[Example]]:
     held_out = [e.text for split in ("validation", "test") for e in splits[split] if e.label == JAILBREAK]
     splits["train"] += drop_near_duplicates(
         [
-            *(Example(t, JAILBREAK, "jailbreak_arena") for t in injection_data.jailbreak_arena(harmful=False)),
+            *(
+                Example(t, JAILBREAK, "jailbreak_arena")
+                for t in injection_data.jailbreak_arena(harmful=False)
+            ),
             *(Example(t, JAILBREAK, "signatures") for t in injection_data.attack_signatures(harmful=False)),
         ],
         held_out,

