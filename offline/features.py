@@ -14,6 +14,7 @@ import numpy as np
 
 from offline.build import REPO_ROOT, sha256_file
 from router.classifier.encoder import Encoder
+from router.classifier.heads import pooled_features
 
 FEATURE_CACHE = REPO_ROOT / "var" / "features"
 
@@ -34,19 +35,22 @@ def _save(path: Path, cache: dict[str, np.ndarray]) -> None:
     os.replace(partial, path)
 
 
-def embed(encoder: Encoder, texts: list[str]) -> np.ndarray:
-    """Sentence embeddings, cached per text on disk under the encoder file's hash (var/features/).
+def embed(encoder: Encoder, texts: list[str], pooled: bool = False) -> np.ndarray:
+    """Sentence embeddings (or, pooled=True, heads.pooled_features: embedding | max over token states), cached
+    per text on disk under the encoder file's hash (var/features/).
 
     Delete var/features/ after changing how encoder.py windows or pools text: the key only covers the model file.
     """
-    path = FEATURE_CACHE / f"{sha256_file(encoder.model_path)[:16]}.npz"
+    suffix = ".pooled" if pooled else ""
+    path = FEATURE_CACHE / f"{sha256_file(encoder.model_path)[:16]}{suffix}.npz"
     cache: dict[str, np.ndarray] = {}
     if path.is_file():
         with np.load(path) as stored:
             cache = dict(zip(stored["keys"].tolist(), stored["vectors"], strict=True))
     missing = [text for text in dict.fromkeys(texts) if _key(text) not in cache]
     for index, text in enumerate(missing):
-        cache[_key(text)] = encoder.encode(text).embedding
+        encoded = encoder.encode(text)
+        cache[_key(text)] = pooled_features(encoded) if pooled else encoded.embedding
         if index % 2000 == 1999:
             print(f"  embedded {index + 1}/{len(missing)}", flush=True)
     if missing:

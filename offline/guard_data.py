@@ -41,9 +41,9 @@ REAL_CHAT = ("sharegpt", "chitchat")
 SUPPORT = ("sharegpt_support", "support")
 FOLLOWUP_MAX_CHARS = 300
 FOLLOWUP_ROWS = 6000
-# Per guard, the dev false-block rate allowed on each benign group: a third of the budget (0.3% of real
-# chat, 0.5% of support asks) for each guard, as margin for the union of both guards and for unseen styles.
-DEV_BUDGETS = {"real_chat": 0.001, "support": 0.0017}
+# Per guard, the dev false-block rate allowed on each benign group: half of the budget (0.3% of real
+# chat, 0.5% of support asks) for each guard, so that the union of both guards stays within it.
+DEV_BUDGETS = {"real_chat": 0.0015, "support": 0.0025}
 
 
 @cache

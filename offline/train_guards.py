@@ -32,7 +32,7 @@ from router.classifier.injection_rules import injection_score
 
 def guard_scores(guard: str, head: MLPHead, encoder: Encoder, examples: list[Example]) -> np.ndarray:
     """What the router compares with the threshold: the head's positive probability (jailbreak: max with the rules)."""
-    scores = head.probabilities(embed(encoder, [e.text for e in examples]))[:, 1]
+    scores = head.probabilities(embed(encoder, [e.text for e in examples], pooled=True))[:, 1]
     if guard == "jailbreak":
         scores = np.maximum(scores, [injection_score(e.text) for e in examples])
     return scores
@@ -61,7 +61,7 @@ def train_guard(guard: str, encoder: Encoder) -> dict:
     splits = guard_splits(guard)
     train = splits[TRAIN]
     y = np.array([labels.index(e.label) for e in train])
-    head = fit_mlp(embed(encoder, [e.text for e in train]), y, labels, hidden=256, seeds=3)
+    head = fit_mlp(embed(encoder, [e.text for e in train], pooled=True), y, labels, hidden=256, seeds=3)
     dev = splits[DEV]
     threshold = choose_threshold(dev_groups(guard, head, encoder, dev))
     # The rules' fixed score must stay above the operating point, or a lowered head threshold would hide them.

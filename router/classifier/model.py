@@ -3,7 +3,9 @@
 `classify()` runs the ONNX encoder exactly once; the domain, example, jailbreak and PII heads all read that
 single `EncodedText`, and its embedding goes out with the result as the semantic-cache key. The jailbreak
 score is the larger of the head's and the exact injection rules' (encoded or non-English overrides); the
-content-safety head (plain harmful requests) is a separate score on the same embedding. Safe to call
+content-safety head (plain harmful requests) is a separate score. Both guard heads read heads.pooled_features
+(embedding | max over token states; a head only as wide as the embedding reads the embedding: a decisive word such as "meth" or "system prompt" survives the max where the
+mean blurs it), computed once per request. Safe to call
 from several executor threads at once: everything it touches after construction is read-only.
 """
 
@@ -13,11 +15,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 from router.classifier.encoder import Encoder
 from router.classifier.examples import NO_EXAMPLES, ExampleHead, fit_example_head
-from router.classifier.heads import HEADS_DIR, JAILBREAK, MLPHead
+from router.classifier.heads import HEADS_DIR, JAILBREAK, MLPHead, pooled_features
 from router.classifier.injection_rules import injection_score
 from router.classifier.pii import detect_pii
 from router.config import ClassifierConfig, RouterConfig
@@ -79,12 +82,19 @@ class EncoderClassifier:
                 float(probabilities[best]),
                 "domain",
             )
-        head_score = float(self.models.jailbreak.probabilities(embedding)[self._jailbreak_index])
+        pooled = pooled_features(encoded)
+        jailbreak_head, safety_head = self.models.jailbreak, self.models.content_safety
+        head_score = float(jailbreak_head.probabilities(_input(jailbreak_head, pooled))[self._jailbreak_index])
         jailbreak = max(head_score, injection_score(text))
-        harmful = float(self.models.content_safety.probabilities(embedding)[1])
+        harmful = float(safety_head.probabilities(_input(safety_head, pooled))[1])
         pii = detect_pii(text, encoded) if self.pii_enabled else ()
         return Classification(category, confidence, jailbreak, pii, embedding, source=f"encoder:{source}",
                               encoder=self.models.encoder.model_hash, content_safety_score=harmful)
+
+
+def _input(head: MLPHead, pooled: np.ndarray) -> np.ndarray:
+    """What the head was trained on: pooled features, or (a head as wide as the embedding) the embedding alone."""
+    return pooled if head.mean.shape[-1] == pooled.shape[-1] else pooled[: head.mean.shape[-1]]
 
 
 _LOADED: dict[tuple[str, int, str], EncoderModels] = {}
