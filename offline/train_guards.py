@@ -61,7 +61,9 @@ def train_guard(guard: str, encoder: Encoder) -> dict:
     splits = guard_splits(guard)
     train = splits[TRAIN]
     y = np.array([labels.index(e.label) for e in train])
-    head = fit_mlp(embed(encoder, [e.text for e in train], pooled=True), y, labels, hidden=256, seeds=3)
+    # Two members of 192 units: the 768-wide input costs the same multiply-adds per request as the old
+    # 384-wide input with 3 x 256 units (classify p50 at 12 words +0.18 ms with 3 x 256 on pooled features).
+    head = fit_mlp(embed(encoder, [e.text for e in train], pooled=True), y, labels, hidden=192, seeds=2)
     dev = splits[DEV]
     threshold = choose_threshold(dev_groups(guard, head, encoder, dev))
     # The rules' fixed score must stay above the operating point, or a lowered head threshold would hide them.
