@@ -67,11 +67,11 @@ end
 """
 
 
-def tree_cpu_s(root: int) -> dict[str, float]:
-    """User + system CPU seconds of a process and its live descendants (clock ticks from /proc), by kind:
-    `lite` for Milvus Lite children (their `comm` is `milvus`), `python` for the rest."""
+def process_tree(root: int) -> dict[int, tuple[str, float]]:
+    """A process and its live descendants: pid -> (kind, user + system CPU seconds from /proc), `kind` being
+    `lite` for Milvus Lite children (their `comm` is `milvus`) and `python` for the rest."""
     parents: dict[int, int] = {}
-    cpu: dict[int, tuple[str, float]] = {}
+    info: dict[int, tuple[str, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -81,7 +81,7 @@ def tree_cpu_s(root: int) -> dict[str, float]:
             continue
         pid = int(stat.parent.name)
         kind = "lite" if comm.endswith("(milvus") else "python"
-        parents[pid], cpu[pid] = int(fields[1]), (kind, (int(fields[11]) + int(fields[12])) / tick)
+        parents[pid], info[pid] = int(fields[1]), (kind, (int(fields[11]) + int(fields[12])) / tick)
     tree, grew = {root}, True
     while grew:
         grew = False
@@ -89,11 +89,27 @@ def tree_cpu_s(root: int) -> dict[str, float]:
             if parent in tree and pid not in tree:
                 tree.add(pid)
                 grew = True
+    return {pid: info[pid] for pid in tree if pid in info}
+
+
+def tree_cpu_s(root: int) -> dict[str, float]:
+    """CPU seconds of a process and its live descendants, by kind (`python`, `lite`)."""
     out = {"python": 0.0, "lite": 0.0}
-    for pid in tree:
-        if pid in cpu:
-            out[cpu[pid][0]] += cpu[pid][1]
+    for kind, cpu_s in process_tree(root).values():
+        out[kind] += cpu_s
     return out
+
+
+def pin_tree(root: int, cpus: set[int], skip_lite: bool = False) -> None:
+    """Every thread of a process and its live descendants onto `cpus` (`skip_lite`: leave Milvus Lite children)."""
+    for pid, (kind, _) in process_tree(root).items():
+        if skip_lite and kind == "lite":
+            continue
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                os.sched_setaffinity(int(task.name), cpus)
+            except (OSError, ValueError):
+                continue
 
 
 def decided(metrics_url: str) -> Counter[str]:
@@ -153,7 +169,7 @@ def scenario_config(tmp: Path, name: str, workers: int) -> Path:
     return derive_config(tmp, overrides)
 
 
-def run_scenario(name: str, concurrencies: list[int], duration: int, workers: int) -> dict[str, Any]:
+def run_scenario(name: str, concurrencies: list[int], duration: int, workers: int, pin: bool = False) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"vsr-load-{name}-"))
     stack = Stack(scenario_config(tmp, name, workers), tmp, log_to=tmp)
     script = tmp / "request.lua"
@@ -171,11 +187,18 @@ def run_scenario(name: str, concurrencies: list[int], duration: int, workers: in
             if name == "hit":
                 assert client.post(routed, json=body).headers.get("x-vsr-cache-hit") == "true", "hit not primed"
         watch = {"router": stack.procs["router"].pid, "envoy": stack.procs["envoy"].pid}
+        if pin:  # the router's Python processes alone on the last CPU; everything else (wrk too) on the others
+            last = max(os.sched_getaffinity(0))
+            rest = os.sched_getaffinity(0) - {last}
+            for proc in stack.procs.values():
+                pin_tree(proc.pid, rest)
+            pin_tree(os.getpid(), rest)
+            pin_tree(watch["router"], {last}, skip_lite=True)
         metrics = f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics"
         for c in concurrencies:
-            rows.append({"target": "envoy_alone", "workers": workers,
+            rows.append({"target": "envoy_alone", "workers": workers, "pinned": pin,
                          **wrk(f"{bare}/chat/completions", c, duration, script)})
-            rows.append({"target": "stack", "workers": workers,
+            rows.append({"target": "stack", "workers": workers, "pinned": pin,
                          **wrk(routed, c, duration, script, watch, metrics)})
             print(name, rows[-2], rows[-1], flush=True)
     finally:
@@ -236,6 +259,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--scenarios", nargs="+", default=["keyword_only", "miss", "hit"])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server.workers values to compare")
+    parser.add_argument("--pin", action="store_true",
+                        help="router processes alone on the last CPU, the rest of the stack and wrk on the others: "
+                             "what one dedicated router core carries")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -246,7 +272,7 @@ def main() -> None:
     for name in args.scenarios:
         rows: list[dict[str, Any]] = []
         for workers in args.workers:
-            rows += run_scenario(name, args.concurrency, args.duration, workers)["rows"]
+            rows += run_scenario(name, args.concurrency, args.duration, workers, args.pin)["rows"]
         results["scenarios"][name] = {"rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
