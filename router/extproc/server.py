@@ -36,6 +36,10 @@ log = logs.get_logger("router.extproc")
 # 3 ms Milvus lookup took 30-50 ms under load (the convoy effect). At 0.2 ms the lookups answered within their
 # 50 ms budget went from ~55-65 % to ~80-87 % at 32 clients (bench/fault_suite.py), at the same throughput.
 GIL_SWITCH_INTERVAL_S = 0.0002
+# Encoder passes run one at a time per process: with two threads interleaving int8 runs on the shared cores a miss
+# cost 11-14 ms of router CPU, with one 9-10 ms, and one served 13-30 % more misses/s (bench/load.py --scenarios
+# miss, two A/B pairs back to back, 2026-11-29; cache contention is the likely cause). More cores: more workers.
+ENCODER_THREADS = 1
 
 
 class StartupError(Exception):
@@ -137,7 +141,7 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
     server_cfg, obs = bootstrap(config_path)
     configure_logs(obs, log_format)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-worker")
+    executor = ThreadPoolExecutor(max_workers=ENCODER_THREADS, thread_name_prefix="router-worker")
     readiness = Readiness()
     holder = RuntimeHolder(config_path, readiness)
     stop = asyncio.Event()
