@@ -4,9 +4,9 @@
 single `EncodedText`, and its embedding goes out with the result as the semantic-cache key. The jailbreak
 score is the larger of the head's and the exact injection rules' (encoded or non-English overrides); the
 content-safety head (plain harmful requests) is a separate score. Both guard heads read heads.pooled_features
-(embedding | max over token states; a head only as wide as the embedding reads the embedding: a decisive word such as "meth" or "system prompt" survives the max where the
-mean blurs it), computed once per request. Safe to call
-from several executor threads at once: everything it touches after construction is read-only.
+(embedding | max over token states: a decisive word such as "meth" or "system prompt" survives the max where
+the mean blurs it), computed once per request; a head only as wide as the embedding reads the embedding alone.
+Safe to call from several executor threads at once: everything it touches after construction is read-only.
 """
 
 from __future__ import annotations
