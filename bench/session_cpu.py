@@ -44,6 +44,7 @@ from router.cache.milvus import MilvusStore
 from router.config import parse_config
 from router.extproc.server import GIL_SWITCH_INTERVAL_S, _record
 from router.extproc.session import StreamSession
+from router.observability import logs
 from router.runtime import Runtime, build_runtime
 
 PROMPT = "How do I convert miles to kilometres for a road trip? (trip {run}-{i})"  # bench/load.py's shape
@@ -163,6 +164,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile of the event loop thread")
     args = parser.parse_args()
     sys.setswitchinterval(args.switch_interval_ms / 1000)
+    # The server's JSON log lines (structlog's unconfigured default renders for a console, ~10x the cost)
+    logs.configure("json", stream=open(os.devnull, "w"))  # noqa: SIM115  # open for the process's life
     for scenario in args.scenario:
         for concurrency in args.concurrency:
             print(json.dumps(asyncio.run(run(scenario, args.requests, concurrency, args.profile))), flush=True)
