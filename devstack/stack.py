@@ -6,6 +6,7 @@ benchmarks and the dashboard renderer use the same class, so what they check is 
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
 import secrets
@@ -21,7 +22,7 @@ from typing import IO, Any
 
 import yaml
 
-from router.config import RouterConfig, load_config
+from router.config import ConfigError, RouterConfig, load_config
 from router.envoy_config import envoy_config, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,9 +186,15 @@ def _persistent_cache_secret(path: Path) -> None:
 
 def main() -> None:
     """`make run`: the whole local stack in the foreground until Ctrl-C or SIGTERM."""
-    config = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "config" / "config.yaml")
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=main.__doc__)
+    parser.add_argument("config", nargs="?", type=Path, default=ROOT / "config" / "config.yaml",
+                        help="router config (default: config/config.yaml)")
+    config = parser.parse_args().config
     _persistent_cache_secret(ROOT / "var" / "cache-hmac.secret")
-    stack = Stack(config, ROOT / "var", envoy_config_path=ROOT / "envoy" / "envoy.yaml")
+    try:
+        stack = Stack(config, ROOT / "var", envoy_config_path=ROOT / "envoy" / "envoy.yaml")
+    except ConfigError as exc:
+        sys.exit(f"python -m devstack: {exc}")
     stopping = False
 
     def _terminate(signum: int, _frame: object) -> None:
