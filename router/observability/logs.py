@@ -25,6 +25,9 @@ SENSITIVE_KEYS = frozenset({
 })  # fmt: skip
 REDACTED = "[redacted]"
 _HANDLER_NAME = "semantic-router"
+# Libraries that install handlers of their own. pymilvus also logs every failed call at ERROR with its traceback
+# (~2.5 kB) before raising it; the cache store logs and counts each failure once (`cache_backend_error`), so under
+# load the copies flooded the log with duplicate "errors" for lookups that merely missed their budget.
 LIBRARY_LOGGERS = ("pymilvus",)
 
 
@@ -92,16 +95,19 @@ def configure(
 
 
 def adopt_loggers(*names: str) -> None:
-    """Route libraries that install their own handlers (pymilvus does, at import) through ours.
+    """Route libraries that install their own handlers (pymilvus does, at import) through ours, shown only when
+    the router logs at debug level: the router reports what their failures mean for a request itself.
 
     Call again after importing such a library late (the Milvus store imports pymilvus lazily).
     """
+    level = logging.NOTSET if logging.getLogger().getEffectiveLevel() <= logging.DEBUG else logging.CRITICAL + 1
     for name in names:
         for sub in (name, *[n for n in logging.root.manager.loggerDict if n.startswith(name + ".")]):
             lib = logging.getLogger(sub)
             for own in list(lib.handlers):
                 lib.removeHandler(own)
             lib.propagate = True
+            lib.setLevel(level)
 
 
 def _stdlib_logger_name(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:

@@ -79,15 +79,19 @@ def test_stdlib_records_share_the_format_and_level() -> None:
     assert line["level"] == "warning" and "timestamp" in line
 
 
-def test_libraries_with_their_own_handlers_are_adopted() -> None:
+def test_libraries_with_their_own_handlers_are_adopted_and_shown_only_at_debug() -> None:
     lib = logging.getLogger("selfish.client")  # like pymilvus: own handler, no propagation
     own = io.StringIO()
     lib.addHandler(logging.StreamHandler(own))
     lib.propagate = False
     out = io.StringIO()
-    logs.configure("json", stream=out)
+    logs.configure("json", stream=out)  # info: the router logs what a backend failure means, once
     logs.adopt_loggers("selfish")
-    lib.warning("milvus unreachable")
+    lib.error("grpc RpcError: [search] Deadline Exceeded\nTraceback ...")
+    assert lines(out) == [] and own.getvalue() == ""
+    logs.configure("json", level="debug", stream=out)
+    logs.adopt_loggers("selfish")
+    lib.error("milvus unreachable")
     assert lines(out)[0]["logger_name"] == "selfish.client" and own.getvalue() == ""
 
 
