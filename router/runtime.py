@@ -27,7 +27,6 @@ from router.observability import metrics
 from router.observability.health import Readiness
 from router.observability.ops import declare_config_labels
 from router.policy import Policy
-from router.signals import Classifier
 from router.tracing import Tracing, build_tracing
 
 log = structlog.get_logger(__name__)
@@ -37,7 +36,7 @@ log = structlog.get_logger(__name__)
 class Runtime:
     cfg: RouterConfig
     policy: Policy
-    classifier: Classifier | None
+    classifier: MemoizedClassifier | None  # every runtime's classifier is memoised: a repeat skips the pass
     cache: SemanticCache | None
     affinity: AffinityStore | None = None
     tracing: Tracing | None = None

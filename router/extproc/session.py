@@ -23,7 +23,6 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from router import affinity, apis, resilience
 from router import openai_wire as wire
 from router.cache import build_cache_request
-from router.classifier.memo import MemoizedClassifier
 from router.errors import (
     BodyTooLarge,
     ClassifierUnavailable,
@@ -271,7 +270,7 @@ class StreamSession:
         """
         rt = self.runtime
         assert rt.classifier is not None
-        if isinstance(rt.classifier, MemoizedClassifier) and (known := rt.classifier.cached(text)) is not None:
+        if (known := rt.classifier.cached(text)) is not None:
             return known
         if rt.pending_classifications >= rt.cfg.classifier.max_pending:
             raise Overloaded(f"{rt.pending_classifications} classifications already pending")
