@@ -20,10 +20,16 @@ import json
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import structlog
-from milvus_lite.server import Server  # type: ignore[import-untyped]
+
+# milvus_lite imports pkg_resources, whose deprecation warning went to stderr as a plain-text line in front of the
+# JSON logs of every router start and every CLI call (`--help` included). Only that warning is silenced.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    from milvus_lite.server import Server  # type: ignore[import-untyped]
 
 log = structlog.get_logger(__name__)
 

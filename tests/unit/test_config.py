@@ -24,6 +24,12 @@ def test_shipped_config_is_valid() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_cli_writes_nothing_to_stderr_that_is_not_its_own() -> None:
+    """A library's import-time warning (milvus_lite's pkg_resources one) would precede the JSON log lines."""
+    result = _cli("--help")
+    assert result.returncode == 0 and result.stderr == ""
+
+
 def _broken(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
     data = yaml.safe_load(SHIPPED.read_text())
     edit(data)
