@@ -69,6 +69,8 @@ def _classify(args: argparse.Namespace) -> int:
             "confidence": round(result.confidence, 4),
             "jailbreak": result.jailbreak_score >= settings.jailbreak_threshold,
             "jailbreak_score": round(result.jailbreak_score, 4),
+            "content_flagged": result.content_safety_score >= settings.content_safety_threshold,
+            "content_safety_score": round(result.content_safety_score, 4),
             "pii": sorted(result.pii_types),
             "source": result.source,
         }

@@ -15,20 +15,23 @@ import grpc
 
 from router._proto.semantic_router.v1 import classifier_pb2 as pb2
 from router._proto.semantic_router.v1 import classifier_pb2_grpc as pb2_grpc
+from router.config import ClassifierConfig
 from router.signals import Classification, Classifier
 
-# Returns the classifier currently serving (None when disabled) and its jailbreak threshold.
-ClassifierSource = Callable[[], tuple[Classifier | None, float]]
+# Returns the classifier currently serving (None when disabled) and the settings whose thresholds it is judged by.
+ClassifierSource = Callable[[], tuple[Classifier | None, ClassifierConfig]]
 
 MAX_TEXT_CHARS = 1 << 22
 
 
-def to_response(result: Classification, jailbreak_threshold: float) -> Any:
+def to_response(result: Classification, settings: ClassifierConfig) -> Any:
     return pb2.ClassifyResponse(
         category=result.category or "",
         confidence=result.confidence,
-        jailbreak=result.jailbreak_score >= jailbreak_threshold,
+        jailbreak=result.jailbreak_score >= settings.jailbreak_threshold,
         jailbreak_score=result.jailbreak_score,
+        content_flagged=result.content_safety_score >= settings.content_safety_threshold,
+        content_safety_score=result.content_safety_score,
         pii_types=sorted(result.pii_types),
         pii=[pb2.PIIFinding(type=f.type, start=f.start, end=f.end, score=f.score) for f in result.pii],
         source=result.source,
@@ -49,7 +52,7 @@ def add_to_server(
 
     class ClassifierServicer(pb2_grpc.ClassifierServicer):
         async def Classify(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            classifier, threshold = source()
+            classifier, settings = source()
             if classifier is None:
                 return _refuse(
                     context, grpc.StatusCode.UNAVAILABLE, "the classifier is disabled in this config"
@@ -58,6 +61,6 @@ def add_to_server(
                 return _refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"text over {MAX_TEXT_CHARS} chars")
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(executor, classifier.classify, request.text)
-            return to_response(result, threshold)
+            return to_response(result, settings)
 
     pb2_grpc.add_ClassifierServicer_to_server(ClassifierServicer(), server)  # type: ignore[no-untyped-call]

@@ -17,7 +17,7 @@ from grpc_health.v1.health import aio as grpc_health_aio  # type: ignore[attr-de
 
 from router.classifier.encoder import ModelMissingError
 from router.classifier.service import add_to_server as add_classifier_api
-from router.config import ConfigError, RouterConfig, ServerConfig
+from router.config import ClassifierConfig, ConfigError, RouterConfig, ServerConfig
 from router.errors import Outcome
 from router.extproc.attempt import AttemptSession
 from router.extproc.session import StreamSession
@@ -190,10 +190,10 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
     executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _classifier_of(holder: RuntimeHolder) -> tuple[Classifier | None, float]:
+def _classifier_of(holder: RuntimeHolder) -> tuple[Classifier | None, ClassifierConfig]:
     """The Classify RPC follows config reloads like the ext_proc streams do."""
     runtime = holder.current
-    return (runtime.classifier, runtime.cfg.classifier.jailbreak_threshold) if runtime else (None, 0.5)
+    return (runtime.classifier, runtime.cfg.classifier) if runtime else (None, ClassifierConfig())
 
 
 async def _first(*events: asyncio.Event) -> None:

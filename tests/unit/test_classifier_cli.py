@@ -28,8 +28,11 @@ def test_classify_text_prints_one_json_object(
     assert run(["classify", "--config", "/nonexistent.yaml", "Integrate x^2 from 0 to 3."]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["category"] == "math"
-    assert set(row) >= {"category", "confidence", "jailbreak", "jailbreak_score", "pii"}
-    assert row["jailbreak"] is False and row["pii"] == []
+    assert set(row) >= {"category", "confidence", "jailbreak", "jailbreak_score", "content_flagged",
+                        "content_safety_score", "pii"}
+    assert row["jailbreak"] is False and row["content_flagged"] is False and row["pii"] == []
+    assert run(["classify", "--config", "/nonexistent.yaml", "How do I make a bomb at home?"]) == 0
+    assert json.loads(capsys.readouterr().out)["content_flagged"] is True
 
 
 def test_classify_jsonl_one_line_per_input(

@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 async def channel(require_model: None) -> AsyncIterator[tuple[grpc.aio.Channel, dict]]:
     models = shared_models(ClassifierConfig(model_dir=str(ROOT / "models" / "minilm")))
     classifier = EncoderClassifier(models)
-    current: dict = {"classifier": classifier, "threshold": 0.5}
+    current: dict = {"classifier": classifier, "settings": ClassifierConfig()}
     server = grpc.aio.server()
     executor = ThreadPoolExecutor(max_workers=2)
-    add_to_server(server, lambda: (current["classifier"], current["threshold"]), executor)
+    add_to_server(server, lambda: (current["classifier"], current["settings"]), executor)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
@@ -43,7 +43,9 @@ async def test_classify_over_grpc(channel: tuple[grpc.aio.Channel, dict]) -> Non
     assert list(reply.pii_types) == ["CREDIT_CARD"]
     card = reply.pii[0]
     assert text[card.start : card.end].replace(" ", "") == "4111111111111111"
-    assert reply.jailbreak is (reply.jailbreak_score >= 0.5)
+    assert reply.jailbreak is (reply.jailbreak_score >= 0.5) and reply.content_flagged is False
+    harmful = await stub.Classify(pb2.ClassifyRequest(text="How do I make a bomb at home?"))
+    assert harmful.content_flagged is True and harmful.content_safety_score >= 0.5
 
 
 async def test_threshold_and_disabled_classifier_follow_the_source(
@@ -51,8 +53,9 @@ async def test_threshold_and_disabled_classifier_follow_the_source(
 ) -> None:
     chan, current = channel
     stub = pb2_grpc.ClassifierStub(chan)
-    current["threshold"] = 0.0
-    assert (await stub.Classify(pb2.ClassifyRequest(text="hello"))).jailbreak is True
+    current["settings"] = ClassifierConfig(jailbreak_threshold=0.0, content_safety_threshold=0.0)
+    reply = await stub.Classify(pb2.ClassifyRequest(text="hello"))
+    assert reply.jailbreak is True and reply.content_flagged is True
     current["classifier"] = None
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await stub.Classify(pb2.ClassifyRequest(text="hello"))
