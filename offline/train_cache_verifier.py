@@ -42,7 +42,7 @@ from offline.cache_pairs import (
 from offline.features import embed
 from router.cache.guard import CHECKS
 from router.cache.keys import normalise
-from router.cache.verifier import FEATURES, WEIGHTS, Verifier, interaction, pair_features
+from router.cache.verifier import FEATURES, WEIGHTS, Verifier, pair_features
 from router.classifier.encoder import Encoder
 from router.config import CacheConfig
 
@@ -50,8 +50,6 @@ QQP = REPO_ROOT.parent / "shared" / "data" / "qqp_pairs.jsonl.gz"
 TUNING = REPO_ROOT / "bench" / "data" / "cache_hard_pairs.jsonl"
 FLOOR = CacheConfig().similarity_threshold
 HIDDEN = 16
-# "scalar": the 17 FEATURES; "interaction": those plus u*v and |u-v| of the two sentence embeddings (768 more).
-FEATURE_SETS = ("scalar", "interaction")
 
 
 def embeddings(pairs: list[Pair], model_dir: Path) -> dict[str, np.ndarray]:
@@ -60,17 +58,13 @@ def embeddings(pairs: list[Pair], model_dir: Path) -> dict[str, np.ndarray]:
     return dict(zip(texts, embed(Encoder(model_dir, threads=1), texts), strict=True))
 
 
-def pair_table(pairs: list[Pair], emb: dict[str, np.ndarray], floor: float = FLOOR,
-               feature_set: str = "scalar") -> dict[str, np.ndarray]:
+def pair_table(pairs: list[Pair], emb: dict[str, np.ndarray], floor: float = FLOOR) -> dict[str, np.ndarray]:
     """Per pair as the cache sees it (stored `a`, query `b`): features, cosine, label, and whether it is an
     exact repeat (a hit by key) or a candidate at all (cosine >= floor)."""
     rows, cos, exact = [], [], []
     for p in pairs:
         c = float(emb[p["a"]] @ emb[p["b"]])
-        row = pair_features(normalise(p["b"]), normalise(p["a"]), c)
-        if feature_set == "interaction":
-            row = np.concatenate([row, interaction(emb[p["b"]], emb[p["a"]])])
-        rows.append(row)
+        rows.append(pair_features(normalise(p["b"]), normalise(p["a"]), c))
         cos.append(c)
         exact.append(normalise(p["a"]) == normalise(p["b"]))
     x = np.stack(rows) if rows else np.zeros((0, len(FEATURES)), np.float32)
@@ -87,16 +81,13 @@ def hits(table: dict[str, np.ndarray], verifier: Verifier, threshold: float) -> 
     return out
 
 
-def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int = 40, hidden: int = HIDDEN,
-        l2: float = 1e-4) -> dict[str, np.ndarray]:
+def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int = 40) -> dict[str, np.ndarray]:
     """Minibatch Adam on weighted log-loss with a little L2; deterministic for a seed."""
     rng = np.random.default_rng(seed)
     mean, scale = x.mean(0), x.std(0) + 1e-6
     z = (x - mean) / scale
-    # Initial weights shrink with the fan-in, so 785 inputs start as tame as today's 17 (same init for those).
-    init = 0.5 * min(1.0, np.sqrt(len(FEATURES) / x.shape[1]))
-    params = {"w1": rng.normal(0, init, (x.shape[1], hidden)), "b1": np.zeros(hidden),
-              "w2": rng.normal(0, 0.5, hidden), "b2": np.zeros(1)}
+    params = {"w1": rng.normal(0, 0.5, (x.shape[1], HIDDEN)), "b1": np.zeros(HIDDEN),
+              "w2": rng.normal(0, 0.5, HIDDEN), "b2": np.zeros(1)}
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v = {k: np.zeros_like(p) for k, p in params.items()}
     step = 0
@@ -109,8 +100,8 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int = 40
             p = 1 / (1 + np.exp(-(h @ params["w2"] + params["b2"])))
             g_out = (p - y[idx]) * w[idx] / w[idx].sum()
             g_h = np.outer(g_out, params["w2"]) * (h_pre > 0)
-            grads = {"w2": h.T @ g_out + l2 * params["w2"], "b2": np.array([g_out.sum()]),
-                     "w1": z[idx].T @ g_h + l2 * params["w1"], "b1": g_h.sum(0)}
+            grads = {"w2": h.T @ g_out + 1e-4 * params["w2"], "b2": np.array([g_out.sum()]),
+                     "w1": z[idx].T @ g_h + 1e-4 * params["w1"], "b1": g_h.sum(0)}
             step += 1
             for k in params:
                 m[k] = 0.9 * m[k] + 0.1 * grads[k]
@@ -134,55 +125,22 @@ def choose_vetoes(rules: dict[str, np.ndarray], tuning: dict[str, np.ndarray]) -
 
 def operating_point(verifier: Verifier, qqp: dict[str, np.ndarray], rules: dict[str, np.ndarray],
                     tuning: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
-    """The lowest threshold meeting the dev constraints in the module docstring, with its dev figures;
-    if none does, 1.0 (exact repeats only), the figures at the highest threshold tried and, per constraint,
-    the lowest threshold meeting it alone."""
-    rule_neg = rules["label"] == 0
-    alone: dict[str, float] = {}
-    figures: dict[str, float] = {}
+    """The lowest threshold meeting the dev constraints in the module docstring, with its dev figures."""
     for t in np.arange(0.30, 0.999, 0.005):
         hq, hr, ht = hits(qqp, verifier, t), hits(rules, verifier, t), hits(tuning, verifier, t)
         tp = int((hq & (qqp["label"] == 1)).sum())
+        precision = tp / max(int(hq.sum()), 1)
+        rule_neg = rules["label"] == 0
         false_rule = float(hr[rule_neg].mean())
         false_tuning = int((ht & (tuning["label"] == 0)).sum())
-        figures = {
-            "qqp_dev_precision": round(tp / max(int(hq.sum()), 1), 4),
-            "qqp_dev_recall": round(tp / int(qqp["label"].sum()), 4),
-            "rule_negative_hit_rate": round(false_rule, 4),
-            "rule_paraphrase_recall": round(float(hr[~rule_neg].mean()), 4),
-            "tuning_false_hits": false_tuning,
-            "tuning_recall": round(float(ht[tuning["label"] == 1].mean()), 4)}
         if false_tuning == 0 and false_rule <= 0.005:
-            return round(float(t), 3), figures
-        if false_tuning == 0:
-            alone.setdefault("lowest_threshold_tuning_clean", round(float(t), 3))
-        if false_rule <= 0.005:
-            alone.setdefault("lowest_threshold_rule_ok", round(float(t), 3))
-    return 1.0, figures | alone
-
-
-def precision_at_recall(table: dict[str, np.ndarray], verifier: Verifier,
-                        recalls: tuple[float, ...] = (0.2, 0.3, 0.45, 0.6)) -> dict[str, float]:
-    """QQP precision where the score sweep first reaches each recall: compares feature sets at equal recall."""
-    s = np.full(len(table["label"]), -1.0)
-    s[table["exact"]] = 2.0
-    if table["candidate"].any():
-        s[table["candidate"]] = verifier.scores(table["x"][table["candidate"]])
-    order = np.argsort(-s, kind="stable")
-    tp = np.cumsum(table["label"][order] == 1)
-    recall = tp / int(table["label"].sum())
-    out = {}
-    for r in recalls:
-        i = int(np.searchsorted(recall, r))
-        out[str(r)] = round(float(tp[i] / (i + 1)), 4) if i < len(order) and s[order[i]] >= 0 else float("nan")
-    return out
-
-
-def principal_axes(block: np.ndarray, k: int) -> np.ndarray:
-    """[columns, k]: the top-k principal axes of the (centred) interaction block, fixed before training."""
-    centred = block - block.mean(0)
-    _, _, vt = np.linalg.svd(centred[:: max(len(centred) // 20000, 1)], full_matrices=False)
-    return vt[:k].T.astype(np.float32)
+            return round(float(t), 3), {
+                "qqp_dev_precision": round(precision, 4), "qqp_dev_recall": round(tp / int(qqp["label"].sum()), 4),
+                "rule_negative_hit_rate": round(false_rule, 4),
+                "rule_paraphrase_recall": round(float(hr[~rule_neg].mean()), 4),
+                "tuning_false_hits": false_tuning,
+                "tuning_recall": round(float(ht[tuning["label"] == 1].mean()), 4)}
+    raise SystemExit("no threshold meets the dev constraints")
 
 
 def main() -> int:
@@ -192,11 +150,6 @@ def main() -> int:
     p.add_argument("--rule-weight", type=float, default=3.0, help="weight of a rule pair relative to a QQP pair")
     p.add_argument("--model-dir", type=Path, default=REPO_ROOT / "models" / "minilm")
     p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--features", choices=FEATURE_SETS, default="scalar")
-    p.add_argument("--hidden", type=int, default=HIDDEN)
-    p.add_argument("--l2", type=float, default=1e-4)
-    p.add_argument("--project", type=int, default=0,
-                   help="interaction: project the 768 embedding columns on their top-K principal axes (train rows)")
     p.add_argument("--out", type=Path, default=WEIGHTS)
     args = p.parse_args()
     if not args.qqp.is_file():
@@ -213,12 +166,8 @@ def main() -> int:
     tuning_pairs = load_jsonl(TUNING)
     emb = embeddings(split["train"] + split["dev"] + generated["train"] + generated["dev"] + tuning_pairs,
                      args.model_dir)
-    train = [pair_table(split["train"], emb, feature_set=args.features),
-             pair_table(generated["train"], emb, feature_set=args.features)]
+    train = [pair_table(split["train"], emb), pair_table(generated["train"], emb)]
     x = np.concatenate([t["x"][t["candidate"]] for t in train])
-    project = principal_axes(x[:, len(FEATURES):], args.project) if args.project else None
-    if project is not None:
-        x = np.hstack([x[:, :len(FEATURES)], x[:, len(FEATURES):] @ project])
     y = np.concatenate([t["label"][t["candidate"]] for t in train]).astype(np.float64)
     rule = np.concatenate([np.full(int(t["candidate"].sum()), i == 1) for i, t in enumerate(train)])
     # Both directions: the stored prompt may be either side of a pair.
@@ -227,25 +176,17 @@ def main() -> int:
     flipped[:, [qa, ca]] = x[:, [ca, qa]]
     x, y, rule = np.concatenate([x, flipped]), np.concatenate([y, y]), np.concatenate([rule, rule])
     weight = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean())) * np.where(rule, args.rule_weight, 1.0)
-    params = fit(x, y, weight, args.seed, hidden=args.hidden, l2=args.l2)
-    dev = tuple(pair_table(rows, emb, feature_set=args.features)
-                for rows in (split["dev"], generated["dev"], tuning_pairs))
-    if project is not None:
-        for t in dev:
-            t["x"] = np.hstack([t["x"][:, :len(FEATURES)], t["x"][:, len(FEATURES):] @ project])
+    params = fit(x, y, weight, args.seed)
+    dev = pair_table(split["dev"], emb), pair_table(generated["dev"], emb), pair_table(tuning_pairs, emb)
     vetoes = choose_vetoes(dev[1], dev[2])
     verifier = Verifier(params["mean"], params["scale"], params["w1"], params["b1"], params["w2"],
                         float(params["b2"][0]), 0.5, vetoes, sha256_file(args.model_dir / "model_int8.onnx")[:16])
     threshold, figures = operating_point(verifier, *dev)
-    figures["qqp_dev_precision_at_recall"] = precision_at_recall(dev[0], verifier)  # type: ignore[assignment]
     info = {"split_pairs": {k: len(v) for k, v in split.items()},
             "generated_pairs": {k: len(v) for k, v in generated.items()}, "training_rows": len(x),
             "rule_weight": args.rule_weight, "floor": FLOOR, "vetoes": list(vetoes), "threshold": threshold,
-            "dev": figures, "seed": args.seed, "features": args.features, "hidden": args.hidden, "l2": args.l2,
-            "project": args.project}
-    dim = (x.shape[1] - len(FEATURES)) // 2
-    names = FEATURES + tuple(f"{k}_{i}" for k in ("product", "abs_diff") for i in range(dim))
-    np.savez(args.out, features=np.array(names), mean=params["mean"].astype(np.float32),
+            "dev": figures, "seed": args.seed}
+    np.savez(args.out, features=np.array(FEATURES), mean=params["mean"].astype(np.float32),
              scale=params["scale"].astype(np.float32), w1=params["w1"].astype(np.float32),
              b1=params["b1"].astype(np.float32), w2=params["w2"].astype(np.float32), b2=params["b2"][0],
              threshold=threshold, vetoes=np.array(vetoes, dtype=str), encoder=verifier.encoder, info=json.dumps(info))

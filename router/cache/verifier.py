@@ -93,12 +93,6 @@ def pair_features(query: str, candidate: str, cosine: float) -> np.ndarray:
     ], dtype=np.float32)
 
 
-def interaction(query: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """u*v and |u-v| of two L2-normalised embeddings: where along each axis the two meanings agree or differ
-    (their sum over the product half is the cosine), symmetric in the two sides."""
-    return np.concatenate([query * candidate, np.abs(query - candidate)]).astype(np.float32)
-
-
 @dataclass(frozen=True)
 class Verifier:
     """Standardise, one ReLU layer, sigmoid: P(the stored answer is right for the query)."""
