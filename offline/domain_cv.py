@@ -1,24 +1,30 @@
-"""Choose the domain head's chat weighting without the test set: `.venv-build/bin/python -m offline.domain_cv`.
+"""Choose the domain head's chat weighting and teacher rows without a test set: `.venv-build/bin/python -m offline.domain_cv`.
 
 The dev set (84 random ShareGPT dev prompts) is a natural mix with 1-2 prompts for most domains, so it cannot
 rank choices made for a balanced evaluation. Instead: 5-fold cross-validation on the hand-labelled ShareGPT TRAIN
-rows, folds by sha256 of the conversation id (a conversation's parts stay in one fold); each fold trains on the
-MMLU training part plus the other folds' hand rows (no teacher rows), one seed. Reported per setting:
-balanced recall (mean per-domain recall: what a balanced test measures), accuracy on the natural mix (what an
-operator's traffic looks like), MMLU held-out (question only) and chat dev accuracy of a fit on all hand rows.
+rows, folds by sha256 of the conversation id (a conversation's parts stay in one fold), and on the MMLU training
+part, folds by sha256 of the question (a question and its with-options form stay in one fold): each fold trains on
+the other folds' MMLU and hand rows, one seed. With --teacher, each fold also fits the mpnet teacher on its own
+hand rows only and adds the teacher's labels of the unlabelled ShareGPT TRAIN prompts outside the held-out
+conversations (offline/domain_chat.py), so no held-out label reaches the fold's model. MMLU's held-out 20% and the
+chat test sets are never read. Reported per setting and prior shift: balanced recall (mean per-domain recall: what
+a balanced test measures), accuracy on the natural mix (what an operator's traffic looks like), MMLU CV accuracy
+(question only) and chat dev accuracy (84 rows, mean over the fold models; too small to choose by).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from offline import train
-from offline.chat_data import DATA
+from offline import domain_chat, teacher, train
+from offline.chat_data import DATA, TRAIN, benign_chat
 from offline.features import embed
 from offline.train_data import DOMAINS, domain_split
 from router.classifier.encoder import Encoder
@@ -26,75 +32,146 @@ from router.classifier.encoder import Encoder
 FOLDS = 5
 
 
-def _fold(prompt_id: str) -> int:
-    return int(hashlib.sha256(prompt_id.rsplit("_", 1)[0].encode()).hexdigest(), 16) % FOLDS
+def _fold(key: str) -> int:
+    """Fold of a ShareGPT row (by conversation: 'sharegpt:X_3' -> 'sharegpt:X') or of an MMLU question."""
+    return int(hashlib.sha256(key.rsplit("_", 1)[0].encode()).hexdigest(), 16) % FOLDS
 
 
-def _shifted_predictions(
-    x: np.ndarray,
-    y: np.ndarray,
-    chat_y: np.ndarray,
-    balance: float,
-    epochs: int,
-    shifts: list[float],
-    *tests: np.ndarray,
-) -> list[list[np.ndarray]]:
-    """Fit like train_domain (chat rows weighted by train.chat_weights), then argmax per prior shift and test set."""
-    weights = np.concatenate([np.ones(len(y) - len(chat_y)), train.chat_weights(chat_y, balance)])
-    head = train.fit_mlp(x, y, DOMAINS, hidden=1024, seeds=1, epochs=epochs, weights=weights)
-    prior = np.bincount(chat_y, minlength=len(DOMAINS)) + 1.0
-    log_prior = np.log(prior / prior.sum())
-    # log-probabilities differ from the logits by a per-row constant: the same argmax after the shift
-    scores = [np.log(head.probabilities(t) + 1e-12) for t in tests]
-    return [[(s - shift * log_prior).argmax(axis=1) for s in scores] for shift in shifts]
+def _labels(texts: list[str]) -> np.ndarray:
+    return np.array([DOMAINS.index(t) for t in texts])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--balance", type=float, nargs="+", default=[0.0, train.CHAT_BALANCE])
-    parser.add_argument("--shifts", type=float, nargs="+", default=[0.0, train.PRIOR_SHIFT, 0.5])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    encoder = Encoder(train.MODEL_DIR, threads=args.threads)
-    (plain, held), (listed, _) = domain_split(False), domain_split(True)
+@dataclass(frozen=True)
+class _Data:
+    """MiniLM features, labels and folds of every row the folds draw from (plus the dev set, reported only)."""
+
+    x_mmlu: np.ndarray
+    y_mmlu: np.ndarray
+    mmlu_folds: np.ndarray
+    question_only: np.ndarray  # True for MMLU rows without their options listed
+    x_hand: np.ndarray
+    y_hand: np.ndarray
+    hand_folds: np.ndarray
+    x_dev: np.ndarray
+    y_dev: np.ndarray
+    pool: list[str]  # unlabelled ShareGPT TRAIN prompts (empty without --teacher)
+    x_pool: np.ndarray
+    pool_folds: np.ndarray
+    teachers: list[domain_chat.Labeller]  # per fold, fitted on that fold's training hand rows only
+
+
+def _fold_teacher(rows: list[dict[str, str]], hand_folds: np.ndarray, fold: int) -> domain_chat.Labeller:
+    """The teacher fitted on the hand rows outside `fold` only: no held-out label reaches the fold's model."""
+    inside = [r for r, f in zip(rows, hand_folds, strict=True) if f != fold]
+    return domain_chat.fit_teacher([r["text"] for r in inside], [r["label"] for r in inside])
+
+
+def _load(encoder: Encoder, with_teacher: bool) -> _Data:
+    (plain, _), (listed, _) = domain_split(False), domain_split(True)
     mmlu = plain + listed
     rows = [
         json.loads(line) for line in train.CHAT_TRAIN.read_text(encoding="utf-8").split("\n") if line.strip()
     ]
     dev = [json.loads(line) for line in (DATA / "chat_domain_dev.jsonl").read_text().splitlines() if line]
-    x_mmlu, x_hand = embed(encoder, [e.text for e in mmlu]), embed(encoder, [r["text"] for r in rows])
-    x_held, x_dev = embed(encoder, [e.text for e in held]), embed(encoder, [r["text"] for r in dev])
-    y_mmlu = np.array([DOMAINS.index(e.label) for e in mmlu])
-    y_hand = np.array([DOMAINS.index(r["label"]) for r in rows])
-    y_held, y_dev = (
-        np.array([DOMAINS.index(e.label) for e in held]),
-        np.array([DOMAINS.index(r["label"]) for r in dev]),
+    hand_texts = {r["text"] for r in rows}
+    pool = [p for p in benign_chat(TRAIN) if p.text not in hand_texts] if with_teacher else []
+    hand_folds = np.array([_fold(r["id"]) for r in rows])
+    x_hand = embed(encoder, [r["text"] for r in rows])
+    return _Data(
+        x_mmlu=embed(encoder, [e.text for e in mmlu]),
+        y_mmlu=_labels([e.label for e in mmlu]),
+        mmlu_folds=np.array([_fold(e.text) for e in plain] * 2),  # listed[i] is plain[i] with its options
+        question_only=np.arange(len(mmlu)) < len(plain),
+        x_hand=x_hand,
+        y_hand=_labels([r["label"] for r in rows]),
+        hand_folds=hand_folds,
+        x_dev=embed(encoder, [r["text"] for r in dev]),
+        y_dev=_labels([r["label"] for r in dev]),
+        pool=[p.text for p in pool],
+        x_pool=embed(encoder, [p.text for p in pool]) if pool else np.zeros((0, x_hand.shape[1]), np.float32),
+        pool_folds=np.array([_fold(p.id) for p in pool]),
+        teachers=[_fold_teacher(rows, hand_folds, fold) for fold in range(FOLDS if with_teacher else 0)],
     )
-    folds = np.array([_fold(r["id"]) for r in rows])
-    for balance in args.balance:
-        predicted = {shift: np.zeros(len(rows), dtype=int) for shift in args.shifts}
-        for fold in range(FOLDS):
-            inside = folds != fold
-            x = np.concatenate([x_mmlu, x_hand[inside]])
-            y = np.concatenate([y_mmlu, y_hand[inside]])
-            per_shift = _shifted_predictions(
-                x, y, y_hand[inside], balance, args.epochs, args.shifts, x_hand[~inside]
-            )
-            for shift, (fold_predicted,) in zip(args.shifts, per_shift, strict=True):
-                predicted[shift][~inside] = fold_predicted
-        x, y = np.concatenate([x_mmlu, x_hand]), np.concatenate([y_mmlu, y_hand])
-        full = _shifted_predictions(x, y, y_hand, balance, args.epochs, args.shifts, x_held, x_dev)
-        for shift, (held_predicted, dev_predicted) in zip(args.shifts, full, strict=True):
-            recall = [float(np.mean(predicted[shift][y_hand == d] == d)) for d in range(len(DOMAINS))]
-            print(json.dumps({
-                "balance": balance, "prior_shift": shift, "epochs": args.epochs,
-                "cv_balanced_recall": round(float(np.mean(recall)), 3),
-                "cv_natural_accuracy": round(float(np.mean(predicted[shift] == y_hand)), 3),
-                "mmlu_held_out": round(float(np.mean(held_predicted == y_held)), 3),
-                "chat_dev": round(float(np.mean(dev_predicted == y_dev)), 3),
-            }), flush=True)  # fmt: skip
+
+
+def _cross_validate(
+    data: _Data, setting: tuple[float, int, float, float, float], args: argparse.Namespace
+) -> list[dict[str, object]]:
+    """One result row per prior shift: the held-out folds' predictions pooled, then scored."""
+    min_confidence, cap, pseudo_weight, mmlu_weight, balance = setting
+    predicted = {s: np.zeros(len(data.y_hand), dtype=int) for s in args.shifts}
+    mmlu_right, dev_right, pseudo_rows = dict.fromkeys(args.shifts, 0), dict.fromkeys(args.shifts, 0), 0
+    for fold in range(FOLDS):
+        inside, mmlu_inside = data.hand_folds != fold, data.mmlu_folds != fold
+        rows = np.flatnonzero(data.pool_folds != fold)  # the held-out conversations' other parts stay out too
+        probabilities = (
+            teacher.predict(data.teachers[fold], [data.pool[i] for i in rows])
+            if data.teachers
+            else np.zeros((0, len(DOMAINS)))
+        )
+        positions = domain_chat.confident_rows(probabilities, min_confidence, cap)
+        kept, y_pseudo = rows[positions], probabilities[positions].argmax(axis=1)
+        pseudo_rows += len(kept)
+        x = np.concatenate([data.x_mmlu[mmlu_inside], data.x_hand[inside], data.x_pool[kept]])
+        y = np.concatenate([data.y_mmlu[mmlu_inside], data.y_hand[inside], y_pseudo])
+        weights = train.domain_weights(
+            int(mmlu_inside.sum()), data.y_hand[inside], y_pseudo, mmlu_weight, pseudo_weight, balance
+        )
+        head = train.fit_mlp(
+            x, y, DOMAINS, hidden=1024, seeds=args.seeds, epochs=args.epochs, weights=weights
+        )
+        log_prior = train.log_chat_prior(data.y_hand[inside])
+        on_mmlu = ~mmlu_inside & data.question_only
+        # log-probabilities differ from the logits by a per-row constant: the same argmax after the shift
+        scores = [
+            np.log(head.probabilities(t) + 1e-12)
+            for t in (data.x_hand[~inside], data.x_mmlu[on_mmlu], data.x_dev)
+        ]
+        for shift in args.shifts:
+            held, mmlu_predicted, dev_predicted = ((s - shift * log_prior).argmax(axis=1) for s in scores)
+            predicted[shift][~inside] = held
+            mmlu_right[shift] += int(np.sum(mmlu_predicted == data.y_mmlu[on_mmlu]))
+            dev_right[shift] += int(np.sum(dev_predicted == data.y_dev))
+    results = []
+    for shift in args.shifts:
+        recall = [float(np.mean(predicted[shift][data.y_hand == d] == d)) for d in range(len(DOMAINS))]
+        results.append({
+            "teacher": bool(data.teachers), "min_confidence": min_confidence, "cap": cap,
+            "pseudo_weight": pseudo_weight, "mmlu_weight": mmlu_weight, "balance": balance,
+            "prior_shift": shift, "epochs": args.epochs, "seeds": args.seeds,
+            "pseudo_rows_per_fold": pseudo_rows // FOLDS,
+            "cv_balanced_recall": round(float(np.mean(recall)), 3),
+            "cv_natural_accuracy": round(float(np.mean(predicted[shift] == data.y_hand)), 3),
+            "cv_recall_by_domain": [round(r, 2) for r in recall],
+            "mmlu_cv": round(mmlu_right[shift] / int(data.question_only.sum()), 3),
+            "chat_dev": round(dev_right[shift] / (FOLDS * len(data.y_dev)), 3),
+        })  # fmt: skip
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--teacher", action="store_true", help="add teacher-labelled ShareGPT TRAIN rows per fold"
+    )
+    parser.add_argument("--min-confidence", type=float, nargs="+", default=[domain_chat.MIN_CONFIDENCE])
+    parser.add_argument("--cap", type=int, nargs="+", default=[domain_chat.PER_CLASS_CAP])
+    parser.add_argument("--pseudo-weight", type=float, nargs="+", default=[train.PSEUDO_WEIGHT])
+    parser.add_argument("--mmlu-weight", type=float, nargs="+", default=[train.MMLU_WEIGHT])
+    parser.add_argument("--balance", type=float, nargs="+", default=[train.CHAT_BALANCE])
+    parser.add_argument("--shifts", type=float, nargs="+", default=[0.0, train.PRIOR_SHIFT, 0.5])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=1, help="MLP members per fold (offline.train uses 2)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = _load(Encoder(train.MODEL_DIR, threads=args.threads), args.teacher)
+    grid = itertools.product(
+        args.min_confidence, args.cap, args.pseudo_weight, args.mmlu_weight, args.balance
+    )
+    for setting in grid:
+        for result in _cross_validate(data, setting, args):
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

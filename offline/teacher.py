@@ -6,7 +6,7 @@ var/teacher/. Embeddings (mean pooling, L2-normalised, first TEACHER_TOKENS toke
 Needs torch + transformers: run in the build venv.
 
 Labelling (offline/domain_chat.py): `predict` is a softmax over `embeddings @ weight + bias`; `fit_labeller`
-fits those on labelled texts (tried on MMLU: it did not transfer to chat), domain_chat uses description vectors.
+fits those on labelled texts (on MMLU it did not transfer to chat; domain_chat fits it on hand-labelled chat).
 """
 
 from __future__ import annotations
@@ -85,19 +85,28 @@ def _encode(texts: list[str], batch: int) -> list[np.ndarray]:
     return [v for v in out if v is not None]
 
 
-def fit_labeller(texts: list[str], labels: list[str], epochs: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax regression (weights [768, 14], bias [14]) on teacher embeddings, full-batch L-BFGS."""
+def fit_labeller(
+    texts: list[str], labels: list[str], epochs: int = 200, balanced: bool = False, l2: float = 1e-4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax regression (weights [768, 14], bias [14]) on teacher embeddings, full-batch L-BFGS.
+
+    balanced=True weighs each domain's loss by 1 / its row count, so a rare domain counts as much as a common one."""
     import torch
 
     x = torch.tensor(embed(texts))
     y = torch.tensor([DOMAINS.index(label) for label in labels])
+    counts = torch.bincount(y, minlength=len(DOMAINS)).clamp(min=1).float()
+    class_weight = len(y) / (len(DOMAINS) * counts) if balanced else None
     weight = torch.zeros(x.shape[1], len(DOMAINS), requires_grad=True)
     bias = torch.zeros(len(DOMAINS), requires_grad=True)
     optimiser = torch.optim.LBFGS([weight, bias], max_iter=epochs)
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ weight * 20 + bias, y) + 1e-4 * weight.pow(2).sum()
+        loss = (
+            torch.nn.functional.cross_entropy(x @ weight * 20 + bias, y, weight=class_weight)
+            + l2 * weight.pow(2).sum()
+        )
         loss.backward()
         return loss
 

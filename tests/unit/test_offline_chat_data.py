@@ -82,3 +82,18 @@ def test_a_rephrasing_of_a_held_out_row_leaves_train() -> None:
         Example("How do I bake sourdough bread?", "h", "c"),
     ]
     assert [e.group for e in drop_near_duplicates(train, held_out)] == ["b", "c"]
+
+
+def test_domain_teacher_rows_are_confident_and_capped_per_domain() -> None:
+    from offline.domain_chat import confident_rows
+
+    probabilities = np.array(
+        [
+            [0.9, 0.1, 0.0],  # domain 0, most confident
+            [0.6, 0.4, 0.0],  # domain 0, under the cut
+            [0.8, 0.2, 0.0],  # domain 0, third by confidence: over the cap of 2
+            [0.85, 0.15, 0.0],  # domain 0
+            [0.1, 0.2, 0.7],  # domain 2: a rare domain keeps its row
+        ]
+    )
+    assert confident_rows(probabilities, min_confidence=0.7, cap=2) == [0, 3, 4]
