@@ -53,7 +53,9 @@ _STOP = frozenset(["i", "a", "an", "the", "is", "are", "was", "were", "be", "of"
 
 @dataclass(frozen=True, slots=True)
 class Features:
-    numbers: frozenset[str]
+    # Every number with its count (sorted): as a set, "2 cats and 2 dogs" equalled "2 cats and dogs", and a number
+    # changed into one the prompt already held went unseen ("seat 1, row 2, car 2" vs "seat 1, row 1, car 2").
+    numbers: tuple[str, ...]
     units: frozenset[str]
     negations: int
     entities: frozenset[str]
@@ -107,7 +109,7 @@ def features(text: str) -> Features:
         tokens.append((m.group(), opens_sentence))
         prev_end = m.end()
     lower = [t.lower().replace("’", "'") for t, _ in tokens]
-    numbers = {_number(t) for t in lower if t[0].isdigit()} | {_NUMBER_WORDS[t] for t in lower if t in _NUMBER_WORDS}
+    numbers = sorted([_number(t) for t in lower if t[0].isdigit()] + [_NUMBER_WORDS[t] for t in lower if t in _NUMBER_WORDS])
     negations = sum(1 for t in lower if t in _NEGATIONS or t.endswith("n't"))
     words = frozenset(lower)
     sides: dict[int, set[int]] = {}
@@ -115,7 +117,7 @@ def features(text: str) -> Features:
         for pair, side in _ANTONYM_INDEX.get(word, ()):
             sides.setdefault(pair, set()).add(side)
     order = _entities(tokens)
-    return Features(frozenset(numbers), frozenset(_UNITS[t] for t in lower if t in _UNITS), negations, frozenset(order), order, words,
+    return Features(tuple(numbers), frozenset(_UNITS[t] for t in lower if t in _UNITS), negations, frozenset(order), order, words,
                     {k: frozenset(v) for k, v in sides.items()}, words & _AUDIENCE, words & _WH, tuple(lower))
 
 

@@ -12,6 +12,9 @@ from router.cache.guard import reject_reason
     ("Summarise it in three bullet points", "Summarise it in 3 bullet points", None),
     ("Summarise it in three bullet points", "Summarise it in five bullet points", "numbers"),
     ("Population of 1,000,000 people", "Population of 1000000 people", None),
+    ("I have 2 cats and 2 dogs: how much food?", "I have 2 cats and dogs: how much food?", "numbers"),
+    ("Is seat 1 in row 2 of car 2 free?", "Is seat 1 in row 1 of car 2 free?", "numbers"),  # the same set of numbers
+    ("What is 7 times 8?", "What's 8 times 7?", None),
     ("Is coffee bad for you?", "Is coffee not bad for you?", "negation"),
     ("Why doesn't my code compile?", "Why does not my code compile?", None),
     ("How do I turn on dark mode?", "How do I turn off dark mode?", "antonym"),
