@@ -45,10 +45,12 @@ from devstack.stack import ROOT, Stack, derive_config
 PROMPT = "How do I convert miles to kilometres for a road trip?"
 LUA = """
 local counter = 0
-local tid = 0
+local threads = 0
 local unique = %(unique)s
 local run = ""
-setup = function(thread) thread:set("tid", tid); tid = tid + 1 end
+-- `tid` is a global of each thread's own Lua state, set here from the main state (a `local tid` would shadow
+-- it, and both wrk threads then sent the same prompts: exact repeats the memo and the cache answered)
+setup = function(thread) thread:set("tid", threads); threads = threads + 1 end
 init = function(args) run = args[1] or "" end
 request = function()
   counter = counter + 1
