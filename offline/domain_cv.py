@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from offline import domain_chat, teacher, train
-from offline.chat_data import DATA, TRAIN, benign_chat
+from offline.chat_data import CHAT_DOMAIN_DEV, TRAIN, benign_chat, jsonl_rows
 from offline.features import embed
 from offline.train_data import DOMAINS, domain_split
 from router.classifier.encoder import Encoder
@@ -69,10 +69,7 @@ def _fold_teacher(rows: list[dict[str, str]], hand_folds: np.ndarray, fold: int)
 def _load(encoder: Encoder, with_teacher: bool) -> _Data:
     (plain, _), (listed, _) = domain_split(False), domain_split(True)
     mmlu = plain + listed
-    rows = [
-        json.loads(line) for line in train.CHAT_TRAIN.read_text(encoding="utf-8").split("\n") if line.strip()
-    ]
-    dev = [json.loads(line) for line in (DATA / "chat_domain_dev.jsonl").read_text().splitlines() if line]
+    rows, dev = jsonl_rows(train.CHAT_TRAIN), jsonl_rows(CHAT_DOMAIN_DEV)
     hand_texts = {r["text"] for r in rows}
     pool = [p for p in benign_chat(TRAIN) if p.text not in hand_texts] if with_teacher else []
     hand_folds = np.array([_fold(r["id"]) for r in rows])

@@ -31,7 +31,6 @@ Dev sets (train_pii picks min_score on them; never trained on; chitchat's dev ha
 from __future__ import annotations
 
 import importlib
-import json
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -41,7 +40,17 @@ from pathlib import Path
 import numpy as np
 
 from offline import pii_data
-from offline.chat_data import DATA, DEV, TEST, TRAIN, chitchat, conversation, excluded_ids, sharegpt
+from offline.chat_data import (
+    DATA,
+    DEV,
+    TEST,
+    TRAIN,
+    chitchat,
+    conversation,
+    excluded_ids,
+    jsonl_rows,
+    sharegpt,
+)
 from router.classifier.encoder import Encoder
 from router.classifier.pii_rules import find_structured
 from router.signals import PIIFinding
@@ -83,8 +92,7 @@ def chat_negatives(split: str, count: int, seed: int) -> list[pii_data.Sample]:
 
 
 def _jsonl(name: str) -> list[dict]:
-    lines = (DATA / name).read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return jsonl_rows(DATA / name)
 
 
 def read_negatives(group: str) -> list[str]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from offline.build import REPO_ROOT, sha256_file
-from offline.chat_data import DATA
+from offline.chat_data import CHAT_DOMAIN_DEV, DATA, jsonl_rows
 from offline.features import embed
 from offline.metrics import multiclass_report
 from offline.train_data import DOMAINS, Example, domain_split
@@ -128,12 +128,12 @@ CHAT_TRAIN = DATA / "train" / "chat_domain_train.jsonl"
 
 
 def hand_labelled_chat() -> list[Example]:
-    """The hand-labelled ShareGPT TRAIN prompts (split("\\n"), not splitlines(): some texts hold U+2028)."""
+    """The hand-labelled ShareGPT TRAIN prompts."""
     from offline.chat_data import TRAIN, benign_chat
 
     if not CHAT_TRAIN.is_file():
         return []
-    rows = [json.loads(line) for line in CHAT_TRAIN.read_text(encoding="utf-8").split("\n") if line.strip()]
+    rows = jsonl_rows(CHAT_TRAIN)
     train_ids = {p.id for p in benign_chat(TRAIN)}
     outside = [r["id"] for r in rows if r["id"] not in train_ids]
     if outside:
@@ -201,7 +201,7 @@ def train_domain(encoder: Encoder) -> dict:
         "mmlu_weight": MMLU_WEIGHT,
         "prior_shift": PRIOR_SHIFT,
     }
-    dev = [json.loads(line) for line in (DATA / "chat_domain_dev.jsonl").read_text().splitlines() if line]
+    dev = jsonl_rows(CHAT_DOMAIN_DEV)
     predicted = head.probabilities(embed(encoder, [r["text"] for r in dev])).argmax(axis=1)
     report["chat_dev"] = multiclass_report([r["label"] for r in dev], [labels[i] for i in predicted], labels)
     print(f"domain chat dev: accuracy {report['chat_dev']['accuracy']} (teacher {chat_report['dev']})")
