@@ -137,8 +137,8 @@ class TokenHead:
 
         Runs of tokens with P(O) < 1 - min_score decide what is found (and so the false-alarm rate); a found span
         then widens over the neighbouring tokens that are merely more likely entity than O and lean to the same
-        label, so "Margaret" (P(O) 0.10) joins "Thompson" at min_score 0.9. Widening never creates a finding: letting the loose run
-        decide flagged more chat ("Park" grew into a three-word "address").
+        label, so "Margaret" (P(O) 0.10) joins "Thompson" at min_score 0.9. Widening never creates a finding:
+        letting the loose run decide flagged more chat ("Park" grew into a three-word "address").
         """
         probs = self.probabilities(feats)
         real = offsets[:, 1] > offsets[:, 0]
