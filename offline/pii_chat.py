@@ -24,8 +24,10 @@ Dev sets (train_pii picks min_score on them; never trained on; chitchat's dev ha
   dev public figures  same file, group "public_figure": 16 chitchat dev messages naming public figures, picked by
                       reading the "modern day hero" answers (Jeff Bezos, Frida Kahlo); none of them is in
                       offline/public_figures.txt, the training-only list
-  dev negatives       1,500 rule-selected ShareGPT dev rows and 1,000 name-free chitchat dev messages (the rule still
-                      lets through names missing from Faker's lists: an upper bound on false alarms)
+  dev negatives       1,500 rule-selected ShareGPT dev rows and 1,000 name-free chitchat dev messages, less the 16 that
+                      reading showed to name a private person or give a street address (group "negative_personal":
+                      "hi claire!!!", "my daughter Linoy"); only texts some candidate head flagged were read, so a
+                      few names the rule let through may remain (false alarms are, if anything, overstated)
 """
 
 from __future__ import annotations
@@ -122,9 +124,12 @@ def read_dev() -> tuple[list[pii_data.Sample], list[str]]:
 
 
 def dev_negatives(count: int = 1500, chitchat_count: int = 1000) -> list[str]:
-    """Rule-selected PII-free dev texts: ShareGPT dev rows and chitchat dev messages with no known name."""
+    """Rule-selected PII-free dev texts: ShareGPT dev rows and chitchat dev messages with no known name, minus the
+    ones found by reading to hold personal data after all (pii_chat_dev.jsonl group "negative_personal")."""
     texts = [s.text for s in chat_negatives(DEV, count, 1)]
-    return texts + [p.text for p in chitchat() if p.split == DEV and name_free(p.text)][:chitchat_count]
+    texts += [p.text for p in chitchat() if p.split == DEV and name_free(p.text)][:chitchat_count]
+    personal = {row["text"] for row in _jsonl("pii_chat_dev.jsonl") if row["group"] == "negative_personal"}
+    return [text for text in texts if text not in personal]
 
 
 def false_alarms(texts: Sequence[str], detect: Detector) -> dict[str, object]:

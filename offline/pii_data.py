@@ -38,6 +38,10 @@ OWN_TEMPLATES = Path(__file__).with_name("pii_templates.txt")
 # Public figures for {{public_figure}}, labelled O: a famous person named in a question is not personal data.
 # Training only; none of the public figures in the chat dev or test sets (pii_chat) is on the list.
 PUBLIC_FIGURES = Path(__file__).with_name("public_figures.txt")
+# Fictional characters and brands/products/tools for {{fictional}} and {{brand}}, labelled O for the same reason:
+# they are what real chat flags as PERSON (written from general knowledge, training only).
+FICTIONAL = Path(__file__).with_name("fictional_characters.txt")
+BRANDS = Path(__file__).with_name("brands.txt")
 # Words in name-like positions that real chat tagged as PERSON: greetings at the start of a message and
 # CamelCase code identifiers. Labelled O in training templates ({{greeting}}, {{identifier}}).
 GREETINGS = (
@@ -141,7 +145,9 @@ class _Values:
         self.fake.seed_instance(seed)
         random.seed(seed)  # a few Faker locale providers draw from the global generator
         self.us = self.fake["en_US"]
-        self.public_figures = PUBLIC_FIGURES.read_text(encoding="utf-8").split("\n")[:-1]
+        self.public_figures, self.fictional, self.brands = (
+            path.read_text(encoding="utf-8").split("\n")[:-1] for path in (PUBLIC_FIGURES, FICTIONAL, BRANDS)
+        )
         p, a, loc, org = PERSON, STREET_ADDRESS, LOCATION, ORGANIZATION
         self.table: dict[str, tuple[str | None, Callable[[], str]]] = {
             "person": (p, self.person), "name": (p, self.person),
@@ -160,6 +166,8 @@ class _Values:
             "state_abbr": (loc, self.us.state_abbr),
             "organization": (org, lambda: self._any().company()),
             "public_figure": (None, lambda: self.rng.choice(self.public_figures)),
+            "fictional": (None, lambda: self.rng.choice(self.fictional)),
+            "brand": (None, lambda: self.rng.choice(self.brands)),
             "greeting": (None, lambda: self.rng.choice(GREETINGS)),
             "identifier": (None, lambda: self.rng.choice(IDENTIFIERS)),
             "credit_card_number": (rules.CREDIT_CARD, self.card), "iban": (rules.IBAN_CODE, self.iban),

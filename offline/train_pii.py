@@ -41,11 +41,11 @@ CHAT_NEGATIVES = 3000  # name-free real ShareGPT prompts: capitalised tools and 
 # EPOCHS, HIDDEN and WEIGHT_DECAY were picked in a few exploratory runs scored on the held-out templates
 # (mild optimism in the held-out figures). min_score (entity runs need P(O) < 1 - min_score) is chosen on dev:
 # the lowest MIN_SCORES entry (most recall) whose false-alarm rate on the chat dev negatives is within
-# DEV_FALSE_ALARM_BUDGET. Those negatives are rule-selected and still hold names Faker's lists miss (about half of
-# the flags read at 0.8 were private or fictional names), so the budget sits above the 1% target for clean chat.
-MIN_SCORES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+# DEV_FALSE_ALARM_BUDGET, the 1% target: the dev negatives the rule let through with a private name or a
+# street address were read and removed (pii_chat.dev_negatives), so the rate there is a false-alarm rate.
+MIN_SCORES = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95)
 DEV_FRACTION = 0.2
-DEV_FALSE_ALARM_BUDGET = 0.015
+DEV_FALSE_ALARM_BUDGET = 0.01
 TUNED_TYPES = (pii_data.PERSON, pii_data.STREET_ADDRESS)
 
 Encode = Callable[[str], EncodedTokens]

@@ -169,6 +169,15 @@ def test_head_spans_shape_checks(text: str, pieces: list[tuple[str, int]], expec
     assert [(f.type, text[f.start : f.end]) for f in found] == expected
 
 
+def test_capitalised_full_name_is_found_at_a_looser_p_o_single_word_is_not() -> None:
+    text = "add Daniel Thompson and Palantir"
+    pieces = [("add", 0), ("Daniel", 1), ("Thompson", 1), ("and", 0), ("Palantir", 1)]
+    tokens = _tokens(text, pieces)
+    tokens.token_states[[1, 2, 4], 0] = 0.95  # P(O) about 0.27: above 1 - min_score, below FULL_NAME_MAX_O
+    found = _one_hot_head().spans(text, tokens)
+    assert [(f.type, text[f.start : f.end]) for f in found] == [("PERSON", "Daniel Thompson")]
+
+
 def test_structured_finding_wins_over_overlapping_head_span() -> None:
     text = "mail anna.smith@example.org now"
     pieces = [("mail", 0), ("anna", 1), ("smith", 1), ("example", 0), ("org", 0), ("now", 0)]
