@@ -104,9 +104,14 @@ class TokenHead:
 
     @classmethod
     def from_arrays(cls, z: Mapping[str, np.ndarray], min_score: float | None = None) -> TokenHead:
-        """From train_pii's arrays; the input standardisation is folded into the first layer once."""
+        """From train_pii's arrays; the input standardisation is folded into the first layer once.
+
+        Subnormal weights (weight decay drives a few thousand there) are flushed to zero: they change no output,
+        but CPUs multiply them in microcode, which made the head ten times slower.
+        """
         mean, scale, w1 = (np.asarray(z[k], dtype=np.float32) for k in ("mean", "scale", "w1"))
         folded = w1 / scale[:, None]
+        folded[np.abs(folded) < np.finfo(np.float32).tiny] = 0.0
         return cls(
             w1=folded,
             b1=np.asarray(z["b1"], dtype=np.float32) - mean @ folded,

@@ -178,6 +178,18 @@ def test_capitalised_full_name_is_found_at_a_looser_p_o_single_word_is_not() -> 
     assert [(f.type, text[f.start : f.end]) for f in found] == [("PERSON", "Daniel Thompson")]
 
 
+def test_subnormal_first_layer_weights_are_flushed_to_zero() -> None:
+    w1 = np.full((2, 3), 1e-39, np.float32)
+    w1[0, 0] = 0.5
+    arrays = {
+        "mean": np.zeros(2, np.float32), "scale": np.ones(2, np.float32), "w1": w1, "b1": np.zeros(3, np.float32),
+        "w2": np.zeros((3, 2), np.float32), "b2": np.zeros(2, np.float32), "labels": np.array(["O", "PERSON"]),
+        "emit": np.array(["PERSON"]), "min_score": np.float32(0.9),
+    }  # fmt: skip
+    head = TokenHead.from_arrays(arrays)
+    assert head.w1[0, 0] == 0.5 and np.count_nonzero(head.w1) == 1
+
+
 def test_structured_finding_wins_over_overlapping_head_span() -> None:
     text = "mail anna.smith@example.org now"
     pieces = [("mail", 0), ("anna", 1), ("smith", 1), ("example", 0), ("org", 0), ("now", 0)]
