@@ -22,8 +22,8 @@ Dev sets (train_pii picks min_score on them; never trained on; chitchat's dev ha
                       or introduction ("hey X", "I'm X", "this is X") precedes a Faker first name, spans checked by
                       reading (biased towards greetings: an optimistic recall)
   dev public figures  same file, group "public_figure": 16 chitchat dev messages naming public figures, picked by
-                      reading the "modern day hero" answers (Jeff Bezos, Frida Kahlo); none of them is in
-                      offline/public_figures.txt, the training-only list
+                      reading the "modern day hero" answers (Jeff Bezos, Frida Kahlo); of them only Elon Musk (one
+                      message, beside Demi Lovato) is in offline/public_figures.txt, the training-only list
   dev negatives       1,500 rule-selected ShareGPT dev rows and 1,000 name-free chitchat dev messages, less the 16 that
                       reading showed to name a private person or give a street address (group "negative_personal":
                       "hi claire!!!", "my daughter Linoy"); only texts some candidate head flagged were read, so a

@@ -5,10 +5,9 @@ Reproducible: sentences come from pii_data with fixed seeds, the template split 
 own pii_templates.txt and PII-free MMLU questions from the training subjects are added), every text
 is encoded alone (batch 1, as at runtime: int8 states depend on batch composition), and the MLP is
 trained with numpy from a seeded initialisation. With OPENBLAS_NUM_THREADS=1 two runs of this command write
-bit-identical weights (more BLAS threads change float summation order). The committed head (2026-11-29) was
-fitted from encodings cached by an earlier run of the same encoder, which differ in the last bits from fresh
-ones: a fresh run does not reproduce it bit for bit; it picks the same min_score (0.9) and its dev table is
-within 0.02. Needs Faker and the encoder.
+bit-identical weights (more BLAS threads change float summation order). The committed head (2026-11-30) is a
+fresh run of `OPENBLAS_NUM_THREADS=1 python -m offline.train_pii` (229 s on a shared 2-core machine). Needs Faker
+and the encoder.
 """
 
 from __future__ import annotations
