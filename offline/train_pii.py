@@ -7,7 +7,7 @@ is encoded alone (batch 1, as at runtime: int8 states depend on batch compositio
 trained with numpy from a seeded initialisation (use OPENBLAS_NUM_THREADS=1: more BLAS threads change float
 summation order). The committed head (2026-11-30) is a run of `OPENBLAS_NUM_THREADS=1 python -m offline.train_pii`
 (229 s on a shared 2-core machine); a second run from the same commit saw 2 fewer O tokens (cause not found: the
-generated texts hash the same across runs and hash seeds) and wrote different weights, whose dev table at 0.9 reads
+generated texts hash the same across later runs and hash seeds) and wrote different weights, whose dev table at 0.9 reads
 1.09% chat false alarms and 0.755 template PERSON recall (committed: 0.89%, 0.789), so it would choose 0.925.
 Dev differences below about 0.03 recall or 0.2 points of false alarms between two heads are noise. Needs Faker
 and the encoder.
