@@ -11,6 +11,11 @@ The sentence head missed attacks written in another language and instructions hi
                            'control' rows are benign                                                (validation)
   jailbreak-corpus-mini    short injection, leak and role-hijack prompts                            (validation)
   agentprobe-injection     benign asks about e-mails (dates, action items): documents, no attack    (validation, benign)
+  offline/data/train/guard_written.jsonl
+                           rows written by hand for both guards (helper, 2026-11-30, before any dev or test row
+                           was read): plain harmful requests over 12 harm areas, jailbreaks in plain styles that
+                           are not role-play templates, benign hard negatives (security, medicine, history,
+                           fiction, "kill a process")                                               (train)
 
 Package code is never imported: Python data files are read with `ast`, and only string literals and
 concatenations over the module's own string constants are evaluated.
@@ -25,11 +30,13 @@ from collections.abc import Iterator
 
 import yaml
 
+from offline.chat_data import DATA, jsonl_rows
 from offline.train_data import Example, package_wheel
 from router.classifier.heads import BENIGN, JAILBREAK
 
 HELD_OUT_LANGUAGES = ("fr", "pt")
 CHAT_LINES_PER_FILE = 40
+WRITTEN = DATA / "train" / "guard_written.jsonl"
 
 
 def _literal(node: ast.expr, names: dict[str, str]) -> object:
@@ -178,3 +185,8 @@ def attack_signatures(harmful: bool) -> Iterator[str]:
             in_harmful = any(word in section for word in ("exploit", "malicious", "harmful"))
             if in_harmful == harmful:
                 yield str(ast.literal_eval(stripped.rstrip(",")))
+
+
+def written(label: str) -> list[str]:
+    """The hand-written guard rows labelled `label` (harmful, jailbreak or benign), in file order."""
+    return [row["text"] for row in jsonl_rows(WRITTEN) if row["label"] == label]

