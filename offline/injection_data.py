@@ -12,10 +12,11 @@ The sentence head missed attacks written in another language and instructions hi
   jailbreak-corpus-mini    short injection, leak and role-hijack prompts                            (validation)
   agentprobe-injection     benign asks about e-mails (dates, action items): documents, no attack    (validation, benign)
   offline/data/train/guard_written.jsonl
-                           rows written by hand for both guards (helper, 2026-11-30, before any dev or test row
-                           was read): plain harmful requests over 12 harm areas, jailbreaks in plain styles that
-                           are not role-play templates, benign hard negatives (security, medicine, history,
-                           fiction, "kill a process")                                               (train)
+                           rows written by hand (helper, 2026-11-30, before any dev or test row was read):
+                           jailbreaks in plain styles that are not role-play templates, and benign hard negatives
+                           (security, medicine, history, fiction, "kill a process")     (train, jailbreak head)
+                           Its plain harmful requests train nothing: with them content-safety dev recall did not
+                           rise (offline/README.md, "Measured on real chat")
 
 Package code is never imported: Python data files are read with `ast`, and only string literals and
 concatenations over the module's own string constants are evaluated.

