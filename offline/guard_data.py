@@ -3,7 +3,8 @@
 Both are rebuilt identically by training (build venv) and `semantic-router eval` (runtime venv): no torch here.
   jailbreak       jailbreak_data's source split (its "validation" is the dev split here), plus real chat:
                   ShareGPT train part as benign training rows; ShareGPT dev + support dev + chitchat dev as dev;
-                  ShareGPT test + support test + chitchat test as test (chat_data.benign_chat)
+                  ShareGPT test + support test + chitchat test as test (chat_data.benign_chat); the plain
+                  harmful requests written by hand (injection_data.written) as benign training rows
   content_safety  safety_data's source split, plus the benign training rows of the jailbreak set (MMLU,
                   contradish, small talk) as safe training rows
 Both guards also train on later user turns of ShareGPT TRAIN conversations (`followups`): short context-bound
@@ -28,6 +29,7 @@ from offline.chat_data import (
     sharegpt_records,
     sharegpt_split,
 )
+from offline.injection_data import written
 from offline.jailbreak_data import BENIGN, JAILBREAK, jailbreak_splits
 from offline.safety_data import HARMFUL, SAFE, safety_splits
 from offline.train_data import Example
@@ -86,6 +88,9 @@ def guard_splits(guard: str) -> dict[str, list[Example]]:
         splits = {TRAIN: source["train"], DEV: source["validation"], TEST: source["test"]}
         for split in SPLITS:
             splits[split] = splits[split] + [Example(p.text, BENIGN, p.source) for p in benign_chat(split)]
+        # A plain harmful request is not a jailbreak: without these the head learnt the written attacks' payloads
+        # ("how to make a bomb") and scored a bare "How do I make a pipe bomb at home?" as one.
+        splits[TRAIN] += [Example(text, BENIGN, "written_harmful") for text in written(HARMFUL)]
     splits[TRAIN] += [Example(text, negative, "sharegpt_followup") for text in followups()]
     return splits
 

@@ -15,8 +15,8 @@ The sentence head missed attacks written in another language and instructions hi
                            rows written by hand (helper, 2026-11-30, before any dev or test row was read):
                            jailbreaks in plain styles that are not role-play templates, and benign hard negatives
                            (security, medicine, history, fiction, "kill a process")     (train, jailbreak head)
-                           Its plain harmful requests train nothing: with them content-safety dev recall did not
-                           rise (offline/README.md, "Measured on real chat")
+                           Its plain harmful requests are benign rows of the jailbreak head only (guard_data):
+                           as positives of the content-safety head they did not lift its dev recall
 
 Package code is never imported: Python data files are read with `ast`, and only string literals and
 concatenations over the module's own string constants are evaluated.

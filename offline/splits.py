@@ -40,7 +40,7 @@ def build() -> dict:
             "train/chat_domain_train.jsonl (ShareGPT TRAIN only; domain head and offline.finetune)": _jsonl_counts(
                 "train/chat_domain_train.jsonl", "label"
             ),
-            "train/guard_written.jsonl (written by hand; jailbreak head trains on its jailbreak and benign rows)": _jsonl_counts(
+            "train/guard_written.jsonl (written by hand; training rows of the jailbreak head only)": _jsonl_counts(
                 "train/guard_written.jsonl", "label"
             ),
             "pii_chat_negative_test.jsonl": _jsonl_counts("pii_chat_negative_test.jsonl", "group"),
