@@ -6,8 +6,10 @@ rows, folds by sha256 of the conversation id (a conversation's parts stay in one
 part, folds by sha256 of the question (a question and its with-options form stay in one fold): each fold trains on
 the other folds' MMLU and hand rows, one seed. With --teacher, each fold also fits the mpnet teacher on its own
 hand rows only and adds the teacher's labels of the unlabelled ShareGPT TRAIN prompts outside the held-out
-conversations (offline/domain_chat.py), so no held-out label reaches the fold's model. MMLU's held-out 20% and the
-chat test sets are never read. Reported per setting and prior shift: balanced recall (mean per-domain recall: what
+conversations (offline/domain_chat.py), so no held-out label reaches the fold's model. The written prompts
+(offline/data/train/chat_domain_written.jsonl) join every fold's training rows (--written-weight; 0 = none) and,
+with --written-teacher, every fold's teacher rows; they are never scored. MMLU's held-out 20% and the chat test sets
+are never read. Reported per setting and prior shift: balanced recall (mean per-domain recall: what
 a balanced test measures), accuracy on the natural mix (what an operator's traffic looks like), MMLU CV accuracy
 (question only) and chat dev accuracy (84 rows, mean over the fold models; too small to choose by).
 """
@@ -26,7 +28,7 @@ import torch
 from offline import domain_chat, teacher, train
 from offline.chat_data import CHAT_DOMAIN_DEV, TRAIN, benign_chat, jsonl_rows
 from offline.features import embed
-from offline.train_data import DOMAINS, domain_split
+from offline.train_data import DOMAINS, Example, domain_split
 from router.classifier.encoder import Encoder
 
 FOLDS = 5
@@ -54,19 +56,23 @@ class _Data:
     hand_folds: np.ndarray
     x_dev: np.ndarray
     y_dev: np.ndarray
+    x_written: np.ndarray
+    y_written: np.ndarray
     pool: list[str]  # unlabelled ShareGPT TRAIN prompts (empty without --teacher)
     x_pool: np.ndarray
     pool_folds: np.ndarray
     teachers: list[domain_chat.Labeller]  # per fold, fitted on that fold's training hand rows only
 
 
-def _fold_teacher(rows: list[dict[str, str]], hand_folds: np.ndarray, fold: int) -> domain_chat.Labeller:
-    """The teacher fitted on the hand rows outside `fold` only: no held-out label reaches the fold's model."""
-    inside = [r for r, f in zip(rows, hand_folds, strict=True) if f != fold]
-    return domain_chat.fit_teacher([r["text"] for r in inside], [r["label"] for r in inside])
+def _fold_teacher(
+    rows: list[dict[str, str]], hand_folds: np.ndarray, fold: int, written: list[Example]
+) -> domain_chat.Labeller:
+    """The teacher fitted on the hand rows outside `fold` (plus `written`) only: no held-out label reaches it."""
+    inside = [Example(r["text"], r["label"], "") for r, f in zip(rows, hand_folds, strict=True) if f != fold]
+    return domain_chat.fit_teacher([e.text for e in inside + written], [e.label for e in inside + written])
 
 
-def _load(encoder: Encoder, with_teacher: bool) -> _Data:
+def _load(encoder: Encoder, with_teacher: bool, written_teacher: bool) -> _Data:
     (plain, _), (listed, _) = domain_split(False), domain_split(True)
     mmlu = plain + listed
     rows, dev = jsonl_rows(train.CHAT_TRAIN), jsonl_rows(CHAT_DOMAIN_DEV)
@@ -74,6 +80,7 @@ def _load(encoder: Encoder, with_teacher: bool) -> _Data:
     pool = [p for p in benign_chat(TRAIN) if p.text not in hand_texts] if with_teacher else []
     hand_folds = np.array([_fold(r["id"]) for r in rows])
     x_hand = embed(encoder, [r["text"] for r in rows])
+    written = train.written_chat()
     return _Data(
         x_mmlu=embed(encoder, [e.text for e in mmlu]),
         y_mmlu=_labels([e.label for e in mmlu]),
@@ -84,18 +91,25 @@ def _load(encoder: Encoder, with_teacher: bool) -> _Data:
         hand_folds=hand_folds,
         x_dev=embed(encoder, [r["text"] for r in dev]),
         y_dev=_labels([r["label"] for r in dev]),
+        x_written=embed(encoder, [e.text for e in written]),
+        y_written=_labels([e.label for e in written]),
         pool=[p.text for p in pool],
         x_pool=embed(encoder, [p.text for p in pool]) if pool else np.zeros((0, x_hand.shape[1]), np.float32),
         pool_folds=np.array([_fold(p.id) for p in pool]),
-        teachers=[_fold_teacher(rows, hand_folds, fold) for fold in range(FOLDS if with_teacher else 0)],
+        teachers=[
+            _fold_teacher(rows, hand_folds, fold, written if written_teacher else [])
+            for fold in range(FOLDS if with_teacher else 0)
+        ],
     )
 
 
 def _cross_validate(
-    data: _Data, setting: tuple[float, int, float, float, float], args: argparse.Namespace
+    data: _Data, setting: tuple[float, int, float, float, float, float], args: argparse.Namespace
 ) -> list[dict[str, object]]:
     """One result row per prior shift: the held-out folds' predictions pooled, then scored."""
-    min_confidence, cap, pseudo_weight, mmlu_weight, balance = setting
+    min_confidence, cap, pseudo_weight, mmlu_weight, balance, written_weight = setting
+    used = slice(None) if written_weight else slice(0)  # weight 0: no written rows at all
+    x_written, y_written = data.x_written[used], data.y_written[used]
     predicted = {s: np.zeros(len(data.y_hand), dtype=int) for s in args.shifts}
     mmlu_right, dev_right, pseudo_rows = dict.fromkeys(args.shifts, 0), dict.fromkeys(args.shifts, 0), 0
     for fold in range(FOLDS):
@@ -109,11 +123,12 @@ def _cross_validate(
         positions = domain_chat.confident_rows(probabilities, min_confidence, cap)
         kept, y_pseudo = rows[positions], probabilities[positions].argmax(axis=1)
         pseudo_rows += len(kept)
-        x = np.concatenate([data.x_mmlu[mmlu_inside], data.x_hand[inside], data.x_pool[kept]])
-        y = np.concatenate([data.y_mmlu[mmlu_inside], data.y_hand[inside], y_pseudo])
+        x = np.concatenate([data.x_mmlu[mmlu_inside], data.x_hand[inside], data.x_pool[kept], x_written])
+        y = np.concatenate([data.y_mmlu[mmlu_inside], data.y_hand[inside], y_pseudo, y_written])
         weights = train.domain_weights(
-            int(mmlu_inside.sum()), data.y_hand[inside], y_pseudo, mmlu_weight, pseudo_weight, balance
-        )
+            int(mmlu_inside.sum()), data.y_hand[inside], y_pseudo, y_written,
+            mmlu_weight, pseudo_weight, written_weight, balance,
+        )  # fmt: skip
         head = train.fit_mlp(
             x, y, DOMAINS, hidden=1024, seeds=args.seeds, epochs=args.epochs, weights=weights
         )
@@ -135,6 +150,7 @@ def _cross_validate(
         results.append({
             "teacher": bool(data.teachers), "min_confidence": min_confidence, "cap": cap,
             "pseudo_weight": pseudo_weight, "mmlu_weight": mmlu_weight, "balance": balance,
+            "written_weight": written_weight, "written_teacher": args.written_teacher,
             "prior_shift": shift, "epochs": args.epochs, "seeds": args.seeds,
             "pseudo_rows_per_fold": pseudo_rows // FOLDS,
             "cv_balanced_recall": round(float(np.mean(recall)), 3),
@@ -156,15 +172,19 @@ def main() -> None:
     parser.add_argument("--pseudo-weight", type=float, nargs="+", default=[train.PSEUDO_WEIGHT])
     parser.add_argument("--mmlu-weight", type=float, nargs="+", default=[train.MMLU_WEIGHT])
     parser.add_argument("--balance", type=float, nargs="+", default=[train.CHAT_BALANCE])
+    parser.add_argument("--written-weight", type=float, nargs="+", default=[train.WRITTEN_WEIGHT])
+    parser.add_argument(
+        "--written-teacher", action="store_true", help="fit each fold's teacher on the written prompts too"
+    )
     parser.add_argument("--shifts", type=float, nargs="+", default=[0.0, train.PRIOR_SHIFT, 0.5])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=1, help="MLP members per fold (offline.train uses 2)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = _load(Encoder(train.MODEL_DIR, threads=args.threads), args.teacher)
+    data = _load(Encoder(train.MODEL_DIR, threads=args.threads), args.teacher, args.written_teacher)
     grid = itertools.product(
-        args.min_confidence, args.cap, args.pseudo_weight, args.mmlu_weight, args.balance
+        args.min_confidence, args.cap, args.pseudo_weight, args.mmlu_weight, args.balance, args.written_weight
     )
     for setting in grid:
         for result in _cross_validate(data, setting, args):

@@ -43,6 +43,9 @@ def build() -> dict:
             "train/guard_written.jsonl (written by hand; training rows of the jailbreak head only)": _jsonl_counts(
                 "train/guard_written.jsonl", "label"
             ),
+            "train/chat_domain_written.jsonl (written for training, not ShareGPT; domain head only)": _jsonl_counts(
+                "train/chat_domain_written.jsonl", "label"
+            ),
             "pii_chat_negative_test.jsonl": _jsonl_counts("pii_chat_negative_test.jsonl", "group"),
             "pii_chat_names_test.jsonl": {
                 "messages": sum(1 for _ in (DATA / "pii_chat_names_test.jsonl").open())

@@ -97,3 +97,19 @@ def test_domain_teacher_rows_are_confident_and_capped_per_domain() -> None:
         ]
     )
     assert confident_rows(probabilities, min_confidence=0.7, cap=2) == [0, 3, 4]
+
+
+def test_written_domain_rows_are_marked_and_apart_from_the_evaluation_sets() -> None:
+    from offline.train_data import DOMAINS
+
+    rows = chat_data.jsonl_rows(chat_data.DATA / "train" / "chat_domain_written.jsonl")
+    assert {r["source"] for r in rows} == {"written"} and all(r["author"] for r in rows)
+    assert {r["label"] for r in rows} == set(DOMAINS)
+    assert len({r["id"] for r in rows}) == len(rows) and all(r["id"].startswith("written:") for r in rows)
+    assert not chat_data.excluded_ids() & {r["id"] for r in rows}  # training rows, never a held-out conversation
+
+    def key(text: str) -> str:
+        return " ".join(text.lower().split())
+
+    held_out = {key(r["text"]) for path in chat_data.DATA.glob("*.jsonl") for r in chat_data.jsonl_rows(path)}
+    assert not held_out & {key(r["text"]) for r in rows}
