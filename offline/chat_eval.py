@@ -1,6 +1,7 @@
 """Issue 10's figures on real chat, through the same classify() the router serves (one encoder pass per text).
 
-  domain          accuracy / macro-F1 on the hand-labelled chat test set (offline/data/chat_domain_test.jsonl)
+  domain          accuracy / macro-F1 on the hand-labelled chat test set (offline/data/chat_domain_test.jsonl), and
+                  the accuracy of the category the config's policy routes by (confidence threshold, default)
   guards          per guard: recall on its held-out attack / harmful sources (test split) at the default 0.5;
                   false blocks (jailbreak OR content safety at 0.5) on real chat test (ShareGPT test + chitchat
                   test) and on the short support / how-to test subset; threshold curves for the README table
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from offline.chat_data import DATA, TEST
+from offline.evaluate import Route, routed_accuracy
 from offline.guard_data import GUARDS, LABELS, REAL_CHAT, curve, guard_splits, is_group, support_rows
 from offline.metrics import multiclass_report
 from offline.train_data import DOMAINS
@@ -55,14 +57,17 @@ class Scored:
         )
 
 
-def evaluate_domain_chat(scored: Scored) -> dict:
+def evaluate_domain_chat(scored: Scored, route: Route | None = None) -> dict:
     rows = [
         json.loads(line)
         for line in (DATA / "chat_domain_test.jsonl").read_text().splitlines()
         if line.strip()
     ]
-    predicted = [c.category or "" for c in scored(r["text"] for r in rows)]
-    report = multiclass_report([r["label"] for r in rows], predicted, DOMAINS)
+    texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
+    signals = scored(texts)
+    report = multiclass_report(labels, [c.category or "" for c in signals], DOMAINS)
+    if route is not None:
+        report["routed_accuracy"] = routed_accuracy(texts, labels, signals, route)
     report["set"] = (
         "offline/data/chat_domain_test.jsonl: ShareGPT + chatterbot prompts labelled by reading them"
     )

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from router.config import ClassifierConfig, load_config
+from router.policy import Policy
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -27,14 +28,21 @@ def _eval(args: argparse.Namespace) -> int:
     from offline.evaluate import run_eval
     from router.classifier.model import shared_models
 
-    settings = load_config(args.config).classifier if Path(args.config).is_file() else ClassifierConfig()
+    cfg = load_config(args.config) if Path(args.config).is_file() else None
+    settings = cfg.classifier if cfg is not None else ClassifierConfig()
+    policy = Policy(cfg) if cfg is not None else None
+    route = (lambda text, signal: policy.category_for(text, signal)[0]) if policy is not None else None
     report = run_eval(
-        shared_models(settings), settings.jailbreak_threshold, args.out, with_pii=not args.no_pii
+        shared_models(settings), settings.jailbreak_threshold, args.out, with_pii=not args.no_pii, route=route
     )
     for line in summary_lines(report):
         print(line)
     print(f"wrote {args.out / 'classifier_eval.json'} and PNGs in {args.out}")
     return 0
+
+
+def _routed(result: dict) -> str:
+    return f", routed by the config's policy {result['routed_accuracy']}" if "routed_accuracy" in result else ""
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -43,10 +51,13 @@ def summary_lines(report: dict) -> list[str]:
     chat_domain, guards = report["domain"]["chat"], report["guards_real_chat"]
     blocks = guards["false_blocks"]
     lines = [
-        f"domain (MMLU held-out, question only): accuracy {domain['accuracy']} macro-F1 {domain['macro_f1']}",
+        (
+            f"domain (MMLU held-out, question only): accuracy {domain['accuracy']} macro-F1 {domain['macro_f1']}"
+            f"{_routed(domain)}"
+        ),
         (
             f"domain (hand-labelled real chat, n={chat_domain['n']}): accuracy {chat_domain['accuracy']} "
-            f"macro-F1 {chat_domain['macro_f1']}"
+            f"macro-F1 {chat_domain['macro_f1']}{_routed(chat_domain)}"
         ),
         f"jailbreak (test sources, MMLU/contradish benign): recall {jailbreak['recall']} FPR {jailbreak['fpr']}",
         (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +23,29 @@ from router.signals import Classification
 
 PII_CACHE = Path("var/pii")
 Classify = Callable[[Iterable[str]], list[Classification]]
+# The category the router's policy picks for (text, signal): keyword rules, then the head if its confidence reaches
+# classifier.confidence_threshold, else the default category (Policy.category_for of the evaluated config).
+Route = Callable[[str, Classification], str]
 
 
-def evaluate_domain(classifier: Classify) -> dict:
+def routed_accuracy(texts: Sequence[str], labels: Sequence[str], signals: Sequence[Classification], route: Route) -> float:
+    """Accuracy of the category a request is routed by, which is what users see, not the head's arg-max."""
+    hits = [route(text, signal) == label for text, label, signal in zip(texts, labels, signals, strict=True)]
+    return round(float(np.mean(hits)), 4)
+
+
+def evaluate_domain(classifier: Classify, route: Route | None = None) -> dict:
     report: dict = {
         "split": f"MMLU de-duplicated by question text; per subject, shuffled with random.Random({SEED}), "
         f"first {HELD_OUT:.0%} held out (never trained on)",
     }
     for name, with_options in (("question_only", False), ("question_with_options", True)):
         _, held_out = domain_split(with_options)
-        predicted = [c.category or "" for c in classifier([e.text for e in held_out])]
-        report[name] = multiclass_report([e.label for e in held_out], predicted, DOMAINS)
+        texts, labels = [e.text for e in held_out], [e.label for e in held_out]
+        signals = classifier(texts)
+        report[name] = multiclass_report(labels, [c.category or "" for c in signals], DOMAINS)
+        if route is not None:
+            report[name]["routed_accuracy"] = routed_accuracy(texts, labels, signals, route)
     return report
 
 
@@ -78,14 +90,17 @@ def plot_confusion(result: dict, path: Path, title: str) -> None:
     plt.close(figure)
 
 
-def run_eval(models: EncoderModels, jailbreak_threshold: float, out_dir: Path, with_pii: bool = True) -> dict:
-    """All figures into out_dir/classifier_eval.json (+ PNGs); returns the report."""
+def run_eval(
+    models: EncoderModels, jailbreak_threshold: float, out_dir: Path, with_pii: bool = True, route: Route | None = None
+) -> dict:
+    """All figures into out_dir/classifier_eval.json (+ PNGs); returns the report. With `route`, the domain figures
+    also say how often the routed category (threshold and default category applied) is right."""
     from offline import chat_eval, pii_chat, pii_eval
 
     started = time.monotonic()
     scored = chat_eval.Scored(EncoderClassifier(models, pii_enabled=False))  # each distinct text classified once
-    domain = evaluate_domain(scored)
-    domain["chat"] = chat_eval.evaluate_domain_chat(scored)
+    domain = evaluate_domain(scored, route)
+    domain["chat"] = chat_eval.evaluate_domain_chat(scored, route)
     report: dict[str, object] = {
         "domain": domain,
         "jailbreak": evaluate_jailbreak(scored, jailbreak_threshold),

@@ -246,7 +246,10 @@ class ClassifierConfig(_Strict):
     model_dir: str = "models/minilm"
     precision: Literal["int8", "fp32"] = "int8"
     threads: int = Field(default=1, ge=1)
-    confidence_threshold: float = Field(default=0.35, ge=0, le=1)
+    # Below it the default category applies. Chosen on the hand-labelled chat dev set (84) for the current domain head,
+    # whose chat balancing spreads its probabilities: the highest value that routes as many dev prompts right as
+    # the arg-max (0.2: 0.714; the old 0.35 sent 15 of 84 to the default, 0.667). offline/README.md, issue 10.
+    confidence_threshold: float = Field(default=0.2, ge=0, le=1)
     jailbreak_threshold: float = Field(default=0.5, ge=0, le=1)
     # Plain requests for harmful content (weapons, drugs, theft, sexual content), scored by their own head.
     content_safety_threshold: float = Field(default=0.5, ge=0, le=1)
