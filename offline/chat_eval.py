@@ -12,18 +12,16 @@ Nothing here chooses a threshold: they were set on dev by training (offline/trai
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from offline.chat_data import DATA, TEST
-from offline.evaluate import Route, routed_accuracy
+from offline.chat_data import DATA, TEST, jsonl_rows
+from offline.evaluate import domain_report
 from offline.guard_data import GUARDS, LABELS, REAL_CHAT, curve, guard_splits, is_group, support_rows
-from offline.metrics import multiclass_report
-from offline.train_data import DOMAINS
 from router.classifier.model import EncoderClassifier
+from router.policy import Policy
 from router.signals import Classification
 
 CURVE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -57,17 +55,9 @@ class Scored:
         )
 
 
-def evaluate_domain_chat(scored: Scored, route: Route | None = None) -> dict:
-    rows = [
-        json.loads(line)
-        for line in (DATA / "chat_domain_test.jsonl").read_text().splitlines()
-        if line.strip()
-    ]
-    texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
-    signals = scored(texts)
-    report = multiclass_report(labels, [c.category or "" for c in signals], DOMAINS)
-    if route is not None:
-        report["routed_accuracy"] = routed_accuracy(texts, labels, signals, route)
+def evaluate_domain_chat(scored: Scored, policy: Policy | None = None) -> dict:
+    rows = jsonl_rows(DATA / "chat_domain_test.jsonl")
+    report = domain_report(scored, [r["text"] for r in rows], [r["label"] for r in rows], policy)
     report["set"] = (
         "offline/data/chat_domain_test.jsonl: ShareGPT + chatterbot prompts labelled by reading them"
     )

@@ -30,10 +30,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config) if Path(args.config).is_file() else None
     settings = cfg.classifier if cfg is not None else ClassifierConfig()
-    policy = Policy(cfg) if cfg is not None else None
-    route = (lambda text, signal: policy.category_for(text, signal)[0]) if policy is not None else None
     report = run_eval(
-        shared_models(settings), settings.jailbreak_threshold, args.out, with_pii=not args.no_pii, route=route
+        shared_models(settings), settings.jailbreak_threshold, args.out, with_pii=not args.no_pii,
+        policy=Policy(cfg) if cfg is not None else None,
     )
     for line in summary_lines(report):
         print(line)

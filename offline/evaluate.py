@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -19,33 +19,33 @@ from offline.metrics import binary_report, multiclass_report
 from offline.train_data import DOMAINS, HELD_OUT, SEED, domain_split
 from router.classifier.model import EncoderClassifier, EncoderModels
 from router.classifier.pii import detect_pii
+from router.policy import Policy
 from router.signals import Classification
 
 PII_CACHE = Path("var/pii")
 Classify = Callable[[Iterable[str]], list[Classification]]
-# The category the router's policy picks for (text, signal): keyword rules, then the head if its confidence reaches
-# classifier.confidence_threshold, else the default category (Policy.category_for of the evaluated config).
-Route = Callable[[str, Classification], str]
 
 
-def routed_accuracy(texts: Sequence[str], labels: Sequence[str], signals: Sequence[Classification], route: Route) -> float:
-    """Accuracy of the category a request is routed by, which is what users see, not the head's arg-max."""
-    hits = [route(text, signal) == label for text, label, signal in zip(texts, labels, signals, strict=True)]
-    return round(float(np.mean(hits)), 4)
+def domain_report(classifier: Classify, texts: list[str], labels: list[str], policy: Policy | None) -> dict:
+    """multiclass_report of the head's arg-max; with `policy`, also `routed_accuracy`: how often the category a
+    request is routed by (Policy.category_for: keyword rules, the head if confident enough, else the default) is
+    right, which is what users see."""
+    signals = classifier(texts)
+    report = multiclass_report(labels, [c.category or "" for c in signals], DOMAINS)
+    if policy is not None:
+        hits = [policy.category_for(t, s)[0] == label for t, s, label in zip(texts, signals, labels, strict=True)]
+        report["routed_accuracy"] = round(float(np.mean(hits)), 4)
+    return report
 
 
-def evaluate_domain(classifier: Classify, route: Route | None = None) -> dict:
+def evaluate_domain(classifier: Classify, policy: Policy | None = None) -> dict:
     report: dict = {
         "split": f"MMLU de-duplicated by question text; per subject, shuffled with random.Random({SEED}), "
         f"first {HELD_OUT:.0%} held out (never trained on)",
     }
     for name, with_options in (("question_only", False), ("question_with_options", True)):
         _, held_out = domain_split(with_options)
-        texts, labels = [e.text for e in held_out], [e.label for e in held_out]
-        signals = classifier(texts)
-        report[name] = multiclass_report(labels, [c.category or "" for c in signals], DOMAINS)
-        if route is not None:
-            report[name]["routed_accuracy"] = routed_accuracy(texts, labels, signals, route)
+        report[name] = domain_report(classifier, [e.text for e in held_out], [e.label for e in held_out], policy)
     return report
 
 
@@ -91,16 +91,16 @@ def plot_confusion(result: dict, path: Path, title: str) -> None:
 
 
 def run_eval(
-    models: EncoderModels, jailbreak_threshold: float, out_dir: Path, with_pii: bool = True, route: Route | None = None
+    models: EncoderModels, jailbreak_threshold: float, out_dir: Path, with_pii: bool = True, policy: Policy | None = None
 ) -> dict:
-    """All figures into out_dir/classifier_eval.json (+ PNGs); returns the report. With `route`, the domain figures
-    also say how often the routed category (threshold and default category applied) is right."""
+    """All figures into out_dir/classifier_eval.json (+ PNGs); returns the report. With the config's `policy`, the
+    domain figures also say how often the routed category is right."""
     from offline import chat_eval, pii_chat, pii_eval
 
     started = time.monotonic()
     scored = chat_eval.Scored(EncoderClassifier(models, pii_enabled=False))  # each distinct text classified once
-    domain = evaluate_domain(scored, route)
-    domain["chat"] = chat_eval.evaluate_domain_chat(scored, route)
+    domain = evaluate_domain(scored, policy)
+    domain["chat"] = chat_eval.evaluate_domain_chat(scored, policy)
     report: dict[str, object] = {
         "domain": domain,
         "jailbreak": evaluate_jailbreak(scored, jailbreak_threshold),
