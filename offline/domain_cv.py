@@ -68,8 +68,9 @@ def _fold_teacher(
     rows: list[dict[str, str]], hand_folds: np.ndarray, fold: int, written: list[Example]
 ) -> domain_chat.Labeller:
     """The teacher fitted on the hand rows outside `fold` (plus `written`) only: no held-out label reaches it."""
-    inside = [Example(r["text"], r["label"], "") for r, f in zip(rows, hand_folds, strict=True) if f != fold]
-    return domain_chat.fit_teacher([e.text for e in inside + written], [e.label for e in inside + written])
+    inside = [r for r, f in zip(rows, hand_folds, strict=True) if f != fold]
+    return domain_chat.fit_teacher([r["text"] for r in inside] + [e.text for e in written],
+                                   [r["label"] for r in inside] + [e.label for e in written])
 
 
 def _load(encoder: Encoder, with_teacher: bool, written_teacher: bool) -> _Data:

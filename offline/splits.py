@@ -18,8 +18,7 @@ OUT = DATA / "splits.json"
 
 
 def _jsonl_counts(name: str, key: str) -> dict[str, int]:
-    rows = [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").split("\n") if line.strip()]
-    return dict(sorted(Counter(str(row.get(key, "?")) for row in rows).items()))
+    return dict(sorted(Counter(str(row.get(key, "?")) for row in chat_data.jsonl_rows(DATA / name)).items()))
 
 
 def build() -> dict:
