@@ -153,8 +153,7 @@ class TokenHead:
         real = offsets[:, 1] > offsets[:, 0]
         found = (probs[:, 0] < 1.0 - self.min_score) & real
         for i, stop in _runs((probs[:, 0] < FULL_NAME_MAX_O) & real):
-            label = int(probs[i:stop, 1:].sum(axis=0).argmax()) + 1
-            if self.labels[label] == "PERSON":
+            if self.labels[_run_label(probs[i:stop])] == "PERSON":
                 start, end = _word_bounds(text, int(offsets[i, 0]), int(offsets[stop - 1, 1]))
                 found[i:stop] |= _FULL_NAME.match(text[start:end]) is not None
         # Per token outside the found runs: the entity label it would widen a span of, or 0.
@@ -162,7 +161,7 @@ class TokenHead:
         out: list[PIIFinding] = []
         for i, stop in _runs(found):
             run = probs[i:stop]
-            label = int(run[:, 1:].sum(axis=0).argmax()) + 1
+            label = _run_label(run)
             finding = self._finding(text, int(offsets[i, 0]), int(offsets[stop - 1, 1]), label, run[:, label])
             if finding is None:
                 continue
@@ -195,6 +194,11 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """(start, stop) token indices of each run of True."""
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+def _run_label(run: np.ndarray) -> int:
+    """The entity label of a run of tokens: the one with the most probability summed over the run (never O)."""
+    return int(run[:, 1:].sum(axis=0).argmax()) + 1
 
 
 def _word_bounds(text: str, start: int, end: int) -> tuple[int, int]:
