@@ -33,12 +33,21 @@ from router.cache.verifier import FUNCTION_WORDS
 
 Pair = dict[str, Any]  # {"a": stored prompt, "b": query, "label": 0|1, "kind": str}
 SPLITS = {"train": 70, "dev": 10, "test": 20}  # percent of question components
+# Pairs written by hand (people's rewordings and same-topic hard negatives; offline/README.md): train and dev were
+# written on different topics, so dev measures rewordings of subjects the verifier never saw.
+WRITTEN = {"train": Path(__file__).with_name("data") / "train" / "cache_written.jsonl",
+           "dev": Path(__file__).with_name("data") / "cache_written_dev.jsonl"}
 
 
 def load_jsonl(path: Path) -> list[Pair]:
     opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def written_pairs() -> dict[str, list[Pair]]:
+    """The hand-written pairs of each split (WRITTEN)."""
+    return {name: load_jsonl(path) for name, path in WRITTEN.items()}
 
 
 def split_by_question(rows: list[Pair]) -> dict[str, list[Pair]]:

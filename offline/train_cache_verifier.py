@@ -38,6 +38,7 @@ from offline.cache_pairs import (
     generated_pairs,
     load_jsonl,
     split_by_question,
+    written_pairs,
 )
 from offline.features import embed
 from router.cache.guard import CHECKS
@@ -50,6 +51,7 @@ QQP = REPO_ROOT.parent / "shared" / "data" / "qqp_pairs.jsonl.gz"
 TUNING = REPO_ROOT / "bench" / "data" / "cache_hard_pairs.jsonl"
 FLOOR = CacheConfig().similarity_threshold
 HIDDEN = 16
+VETO_WRITTEN_SHARE = 0.05  # a veto may flag at most this share of the written dev paraphrases
 
 
 def embeddings(pairs: list[Pair], model_dir: Path) -> dict[str, np.ndarray]:
@@ -81,6 +83,21 @@ def hits(table: dict[str, np.ndarray], verifier: Verifier, threshold: float) -> 
     return out
 
 
+def training_rows(sources: list[tuple[dict[str, np.ndarray], float]]) -> tuple[np.ndarray, ...]:
+    """Features, labels and weights of the candidate pairs of every (table, source weight), each pair in both
+    directions (the stored prompt may be either side); classes balanced, then scaled by the source weight.
+    A source of weight 0 is left out (its rows would still shift the standardisation and the batches)."""
+    sources = [(t, w) for t, w in sources if w > 0]
+    x = np.concatenate([t["x"][t["candidate"]] for t, _ in sources])
+    y = np.concatenate([t["label"][t["candidate"]] for t, _ in sources]).astype(np.float64)
+    source = np.concatenate([np.full(int(t["candidate"].sum()), w) for t, w in sources])
+    flipped = x.copy()
+    qa, ca = FEATURES.index("query_only_words"), FEATURES.index("candidate_only_words")
+    flipped[:, [qa, ca]] = x[:, [ca, qa]]
+    x, y, source = np.concatenate([x, flipped]), np.concatenate([y, y]), np.concatenate([source, source])
+    return x, y, np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean())) * source
+
+
 def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int = 40) -> dict[str, np.ndarray]:
     """Minibatch Adam on weighted log-loss with a little L2; deterministic for a seed."""
     rng = np.random.default_rng(seed)
@@ -110,36 +127,46 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int = 40
     return {"mean": mean, "scale": scale, **params}
 
 
-def choose_vetoes(rules: dict[str, np.ndarray], tuning: dict[str, np.ndarray]) -> tuple[str, ...]:
+def choose_vetoes(rules: dict[str, np.ndarray], tuning: dict[str, np.ndarray],
+                  written: dict[str, np.ndarray]) -> tuple[str, ...]:
     """The guard checks that may reject on their own (criterion in the module docstring)."""
     out = []
-    for j, name in enumerate(CHECKS):
+    written_pos = written["candidate"] & (written["label"] == 1)
+    for name in CHECKS:
         column = FEATURES.index(f"differs_{name}")
         flagged_tuning = tuning["candidate"] & (tuning["x"][:, column] > 0)
         flagged_rules = rules["candidate"] & (rules["x"][:, column] > 0)
+        flagged_written = (written_pos & (written["x"][:, column] > 0)).sum() / max(int(written_pos.sum()), 1)
         if not (tuning["label"][flagged_tuning] == 1).any() and flagged_rules.any() \
-                and rules["label"][flagged_rules].mean() < 0.05:
+                and rules["label"][flagged_rules].mean() < 0.05 and flagged_written <= VETO_WRITTEN_SHARE:
             out.append(name)
     return tuple(out)
 
 
-def operating_point(verifier: Verifier, qqp: dict[str, np.ndarray], rules: dict[str, np.ndarray],
-                    tuning: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
+def dev_figures(verifier: Verifier, threshold: float, qqp: dict[str, np.ndarray], rules: dict[str, np.ndarray],
+                tuning: dict[str, np.ndarray], written: dict[str, np.ndarray]) -> dict[str, float]:
+    """Every dev figure at one threshold: QQP precision/recall, rule, tuning-set and written dev hits."""
+    hq, hr, ht, hw = (hits(t, verifier, threshold) for t in (qqp, rules, tuning, written))
+    tp = int((hq & (qqp["label"] == 1)).sum())
+    rule_neg = rules["label"] == 0
+    return {"qqp_dev_precision": round(tp / max(int(hq.sum()), 1), 4),
+            "qqp_dev_recall": round(tp / int(qqp["label"].sum()), 4),
+            "rule_negative_hit_rate": round(float(hr[rule_neg].mean()), 4),
+            "rule_paraphrase_recall": round(float(hr[~rule_neg].mean()), 4),
+            "tuning_false_hits": int((ht & (tuning["label"] == 0)).sum()),
+            "tuning_recall": round(float(ht[tuning["label"] == 1].mean()), 4),
+            "written_false_hits": int((hw & (written["label"] == 0)).sum()),
+            "written_recall": round(float(hw[written["label"] == 1].mean()), 4)}
+
+
+def operating_point(verifier: Verifier, min_qqp_precision: float,
+                    *dev: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
     """The lowest threshold meeting the dev constraints in the module docstring, with its dev figures."""
     for t in np.arange(0.30, 0.999, 0.005):
-        hq, hr, ht = hits(qqp, verifier, t), hits(rules, verifier, t), hits(tuning, verifier, t)
-        tp = int((hq & (qqp["label"] == 1)).sum())
-        precision = tp / max(int(hq.sum()), 1)
-        rule_neg = rules["label"] == 0
-        false_rule = float(hr[rule_neg].mean())
-        false_tuning = int((ht & (tuning["label"] == 0)).sum())
-        if false_tuning == 0 and false_rule <= 0.005:
-            return round(float(t), 3), {
-                "qqp_dev_precision": round(precision, 4), "qqp_dev_recall": round(tp / int(qqp["label"].sum()), 4),
-                "rule_negative_hit_rate": round(false_rule, 4),
-                "rule_paraphrase_recall": round(float(hr[~rule_neg].mean()), 4),
-                "tuning_false_hits": false_tuning,
-                "tuning_recall": round(float(ht[tuning["label"] == 1].mean()), 4)}
+        figures = dev_figures(verifier, float(t), *dev)
+        if figures["tuning_false_hits"] == 0 and figures["written_false_hits"] == 0 \
+                and figures["rule_negative_hit_rate"] <= 0.005 and figures["qqp_dev_precision"] >= min_qqp_precision:
+            return round(float(t), 3), figures
     raise SystemExit("no threshold meets the dev constraints")
 
 
@@ -148,6 +175,9 @@ def main() -> int:
     p.add_argument("--qqp", type=Path, default=QQP)
     p.add_argument("--questions", type=int, default=12000, help="train questions that get rule pairs (dev: 1/4)")
     p.add_argument("--rule-weight", type=float, default=3.0, help="weight of a rule pair relative to a QQP pair")
+    p.add_argument("--written-weight", type=float, default=0.0,
+                   help="weight of a hand-written pair (offline/data/train/cache_written.jsonl) relative to a QQP pair")
+    p.add_argument("--min-qqp-precision", type=float, default=0.0, help="operating point: QQP dev precision floor")
     p.add_argument("--model-dir", type=Path, default=REPO_ROOT / "models" / "minilm")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--out", type=Path, default=WEIGHTS)
@@ -163,29 +193,25 @@ def main() -> int:
         questions = sorted({t for r in split[name] for t in (r["a"], r["b"])})
         base = rng.sample(questions, int(args.questions * share)) + chat_prompts(name)
         generated[name] = generated_pairs(base, vocabulary, args.seed + len(name))
-    tuning_pairs = load_jsonl(TUNING)
-    emb = embeddings(split["train"] + split["dev"] + generated["train"] + generated["dev"] + tuning_pairs,
-                     args.model_dir)
-    train = [pair_table(split["train"], emb), pair_table(generated["train"], emb)]
-    x = np.concatenate([t["x"][t["candidate"]] for t in train])
-    y = np.concatenate([t["label"][t["candidate"]] for t in train]).astype(np.float64)
-    rule = np.concatenate([np.full(int(t["candidate"].sum()), i == 1) for i, t in enumerate(train)])
-    # Both directions: the stored prompt may be either side of a pair.
-    flipped = x.copy()
-    qa, ca = FEATURES.index("query_only_words"), FEATURES.index("candidate_only_words")
-    flipped[:, [qa, ca]] = x[:, [ca, qa]]
-    x, y, rule = np.concatenate([x, flipped]), np.concatenate([y, y]), np.concatenate([rule, rule])
-    weight = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean())) * np.where(rule, args.rule_weight, 1.0)
+    tuning_pairs, written = load_jsonl(TUNING), written_pairs()
+    emb = embeddings(split["train"] + split["dev"] + generated["train"] + generated["dev"] + tuning_pairs
+                     + written["train"] + written["dev"], args.model_dir)
+    sources = [(pair_table(split["train"], emb), 1.0), (pair_table(generated["train"], emb), args.rule_weight),
+               (pair_table(written["train"], emb), args.written_weight)]
+    x, y, weight = training_rows(sources)
     params = fit(x, y, weight, args.seed)
-    dev = pair_table(split["dev"], emb), pair_table(generated["dev"], emb), pair_table(tuning_pairs, emb)
-    vetoes = choose_vetoes(dev[1], dev[2])
+    dev = (pair_table(split["dev"], emb), pair_table(generated["dev"], emb), pair_table(tuning_pairs, emb),
+           pair_table(written["dev"], emb))
+    vetoes = choose_vetoes(*dev[1:])
     verifier = Verifier(params["mean"], params["scale"], params["w1"], params["b1"], params["w2"],
                         float(params["b2"][0]), 0.5, vetoes, sha256_file(args.model_dir / "model_int8.onnx")[:16])
-    threshold, figures = operating_point(verifier, *dev)
+    threshold, figures = operating_point(verifier, args.min_qqp_precision, *dev)
     info = {"split_pairs": {k: len(v) for k, v in split.items()},
-            "generated_pairs": {k: len(v) for k, v in generated.items()}, "training_rows": len(x),
-            "rule_weight": args.rule_weight, "floor": FLOOR, "vetoes": list(vetoes), "threshold": threshold,
-            "dev": figures, "seed": args.seed}
+            "generated_pairs": {k: len(v) for k, v in generated.items()},
+            "written_pairs": {k: len(v) for k, v in written.items()}, "training_rows": len(x),
+            "rule_weight": args.rule_weight, "written_weight": args.written_weight, "floor": FLOOR,
+            "vetoes": list(vetoes), "threshold": threshold, "dev": figures, "seed": args.seed,
+            "dev_sweep": {f"{t:.2f}": dev_figures(verifier, t, *dev) for t in np.arange(0.40, 0.96, 0.05)}}
     np.savez(args.out, features=np.array(FEATURES), mean=params["mean"].astype(np.float32),
              scale=params["scale"].astype(np.float32), w1=params["w1"].astype(np.float32),
              b1=params["b1"].astype(np.float32), w2=params["w2"].astype(np.float32), b2=params["b2"][0],
