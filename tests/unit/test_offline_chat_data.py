@@ -111,5 +111,6 @@ def test_written_domain_rows_are_marked_and_apart_from_the_evaluation_sets() -> 
     def key(text: str) -> str:
         return " ".join(text.lower().split())
 
-    held_out = {key(r["text"]) for path in chat_data.DATA.glob("*.jsonl") for r in chat_data.jsonl_rows(path)}
+    held_out = {key(r[field]) for path in chat_data.DATA.glob("*.jsonl") for r in chat_data.jsonl_rows(path)
+                for field in ("text", "a", "b") if field in r}  # prompts, and the cache verifier's dev pairs
     assert not held_out & {key(r["text"]) for r in rows}

@@ -1,0 +1,52 @@
+"""The hand-written verifier pairs (offline/data/train/cache_written.jsonl, offline/data/cache_written_dev.jsonl)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from offline import chat_data
+from offline.cache_pairs import WRITTEN, load_jsonl, written_pairs
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "data"
+# Evaluation and tuning sets no written pair may share a text with (bench/cache_eval.py reads them).
+EVALUATION = ("cache_heldout_pairs.jsonl", "cache_heldout_v2.jsonl", "cache_hard_pairs.jsonl")
+
+
+def _key(text: str) -> str:
+    """Words only, lower case: 'How do I exit vim?' and 'how do i exit vim' are one text."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def _texts(rows: list[dict]) -> set[str]:
+    return {_key(r[side]) for r in rows for side in ("a", "b")}
+
+
+def test_rows_are_marked_balanced_and_labelled_by_kind() -> None:
+    for name, rows in written_pairs().items():
+        assert {r["source"] for r in rows} == {"written"} and all(r["author"] for r in rows), name
+        assert all((r["label"] == 1) == (r["kind"] == "paraphrase") for r in rows), name
+        assert all(_key(r["a"]) != _key(r["b"]) for r in rows), name  # an exact repeat is a key hit, not a pair
+        positives = sum(r["label"] for r in rows)
+        assert positives >= {"train": 700, "dev": 150}[name] and len(rows) - positives >= positives * 0.9, name
+
+
+def test_train_and_dev_share_no_text() -> None:
+    pairs = written_pairs()
+    assert not _texts(pairs["train"]) & _texts(pairs["dev"])
+
+
+def test_no_written_text_is_in_an_evaluation_or_tuning_set() -> None:
+    written = _texts([r for rows in written_pairs().values() for r in rows])
+    for name in EVALUATION:
+        shared = written & _texts(load_jsonl(BENCH / name))  # only written texts, never the whole evaluation set
+        assert not shared, (name, sorted(shared))
+
+
+def test_dev_rows_sit_with_the_held_out_sets_and_train_rows_apart() -> None:
+    # chat_data.excluded_ids() reads every offline/data/*.jsonl row's id: the dev file must carry them, and no
+    # training pool may hold one; the train file lives in offline/data/train/, outside that glob.
+    assert WRITTEN["dev"].parent == chat_data.DATA and WRITTEN["train"].parent == chat_data.DATA / "train"
+    dev_ids = {r["id"] for r in written_pairs()["dev"]}
+    assert dev_ids <= chat_data.excluded_ids()
+    assert not {r["id"] for r in written_pairs()["train"]} & chat_data.excluded_ids()
