@@ -45,6 +45,12 @@ def build() -> dict:
             "train/chat_domain_written.jsonl (written for training, not ShareGPT; domain head only)": _jsonl_counts(
                 "train/chat_domain_written.jsonl", "label"
             ),
+            "train/cache_written.jsonl (written by hand; cache verifier training pairs)": _jsonl_counts(
+                "train/cache_written.jsonl", "kind"
+            ),
+            "cache_written_dev.jsonl (written by hand on other topics; cache verifier dev pairs)": _jsonl_counts(
+                "cache_written_dev.jsonl", "kind"
+            ),
             "pii_chat_negative_test.jsonl": _jsonl_counts("pii_chat_negative_test.jsonl", "group"),
             "pii_chat_names_test.jsonl": {
                 "messages": sum(1 for _ in (DATA / "pii_chat_names_test.jsonl").open())

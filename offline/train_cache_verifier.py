@@ -211,7 +211,7 @@ def main() -> int:
             "written_pairs": {k: len(v) for k, v in written.items()}, "training_rows": len(x),
             "rule_weight": args.rule_weight, "written_weight": args.written_weight, "floor": FLOOR,
             "vetoes": list(vetoes), "threshold": threshold, "dev": figures, "seed": args.seed,
-            "dev_sweep": {f"{t:.2f}": dev_figures(verifier, t, *dev) for t in np.arange(0.40, 0.96, 0.05)}}
+            "dev_sweep": {f"{t:.3f}": dev_figures(verifier, t, *dev) for t in np.arange(0.50, 0.99, 0.025)}}
     np.savez(args.out, features=np.array(FEATURES), mean=params["mean"].astype(np.float32),
              scale=params["scale"].astype(np.float32), w1=params["w1"].astype(np.float32),
              b1=params["b1"].astype(np.float32), w2=params["w2"].astype(np.float32), b2=params["b2"][0],
