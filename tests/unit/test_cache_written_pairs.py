@@ -50,3 +50,20 @@ def test_dev_rows_sit_with_the_held_out_sets_and_train_rows_apart() -> None:
     dev_ids = {r["id"] for r in written_pairs()["dev"]}
     assert dev_ids <= chat_data.excluded_ids()
     assert not {r["id"] for r in written_pairs()["train"]} & chat_data.excluded_ids()
+
+
+def test_training_rows_weigh_each_source_and_drop_weight_zero() -> None:
+    import numpy as np
+
+    from offline.train_cache_verifier import training_rows
+    from router.cache.verifier import FEATURES
+
+    def table(label: list[int]) -> dict[str, np.ndarray]:
+        x = np.zeros((len(label), len(FEATURES)), np.float32)
+        x[:, FEATURES.index("query_only_words")] = 1.0
+        return {"x": x, "label": np.array(label), "candidate": np.ones(len(label), bool)}
+
+    x, y, w = training_rows([(table([1, 0]), 1.0), (table([1, 0]), 10.0), (table([1, 1, 1]), 0.0)])
+    assert len(x) == 8 and y.mean() == 0.5  # two sources x two pairs x both directions; the weight-0 one is left out
+    assert sorted(set(w.round(6))) == [1.0, 10.0]
+    assert x[:, FEATURES.index("candidate_only_words")].sum() == 4  # the flipped copies swap the one-sided counts
