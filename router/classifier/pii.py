@@ -155,7 +155,7 @@ class TokenHead:
         for i, stop in _runs((probs[:, 0] < FULL_NAME_MAX_O) & real):
             if self.labels[_run_label(probs[i:stop])] == "PERSON":
                 start, end = _word_bounds(text, int(offsets[i, 0]), int(offsets[stop - 1, 1]))
-                found[i:stop] |= _FULL_NAME.match(text[start:end]) is not None
+                found[i:stop] |= _FULL_NAME.match(_casing(text[start:end])) is not None
         # Per token outside the found runs: the entity label it would widen a span of, or 0.
         widens = np.where((probs[:, 0] < EXTEND_MAX_O) & real & ~found, probs[:, 1:].argmax(axis=1) + 1, 0)
         out: list[PIIFinding] = []
@@ -210,6 +210,7 @@ def _word_bounds(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+# Both are matched against _casing(span), so accented capitals count ("Élise", "Jörg", "Łukasz").
 _NAME_WORD = re.compile(r"\b[A-Z][a-z]")
 _FULL_NAME = re.compile(r"[A-Z][\w'-]+(?:\s+(?:[A-Z]\.|[A-Z][\w'-]+))+$")
 # One-word street names are German or Dutch compounds ("Sontagring", "Kyanlaan", "Wilmsenstr.").
@@ -242,7 +243,7 @@ def _plausible(label: str, span: str, score: float) -> bool:
     if label == "PERSON":
         if " " not in span and _IDENTIFIER.match(span):
             return False
-        return _NAME_WORD.search(span) is not None or (span.islower() and score >= LOWERCASE_NAME_MIN)
+        return _NAME_WORD.search(_casing(span)) is not None or (span.islower() and score >= LOWERCASE_NAME_MIN)
     if label == "STREET_ADDRESS":
         words = span.split()
         if not any(w.strip(",.").isdigit() for w in words) and (
@@ -251,6 +252,12 @@ def _plausible(label: str, span: str, score: float) -> bool:
             return False  # neither a house number nor a capitalised street word: code, a path, foreign text
         return len(words) > 1 or any(c.isdigit() for c in span) or bool(_COMPOUND_STREET.search(span))
     return True
+
+
+def _casing(span: str) -> str:
+    """`span` with every upper-case letter as "A" and every lower-case one as "a": the shape regexes above are ASCII,
+    names are not (on the dev templates, capitalised "Júlia" and "Émile L. Duval" failed them)."""
+    return "".join("A" if c.isupper() else "a" if c.islower() else c for c in span)
 
 
 _HEAD: TokenHead | None = None
