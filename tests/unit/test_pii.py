@@ -155,6 +155,8 @@ def test_head_spans_group_runs_extend_words_and_drop_unemitted() -> None:
         # CamelCase identifiers with two inner capitals are code; one inner capital is still a name.
         ("raise NotImplementedError now", [("raise", 0), ("NotImplementedError", 1), ("now", 0)], []),
         ("ask McGregor now", [("ask", 0), ("McGregor", 1), ("now", 0)], [("PERSON", "McGregor")]),
+        # An accented capital is a capital.
+        ("ask Jörg now", [("ask", 0), ("Jörg", 1), ("now", 0)], [("PERSON", "Jörg")]),
         # Letters fused with digits, or a path without a capital, are not street addresses.
         ("use ERC1155 tokens", [("use", 0), ("ERC1155", 2), ("tokens", 0)], []),
         ("cd m3760/hisq then", [("cd", 0), ("m3760/hisq", 2), ("then", 0)], []),
@@ -169,13 +171,14 @@ def test_head_spans_shape_checks(text: str, pieces: list[tuple[str, int]], expec
     assert [(f.type, text[f.start : f.end]) for f in found] == expected
 
 
-def test_capitalised_full_name_is_found_at_a_looser_p_o_single_word_is_not() -> None:
-    text = "add Daniel Thompson and Palantir"
-    pieces = [("add", 0), ("Daniel", 1), ("Thompson", 1), ("and", 0), ("Palantir", 1)]
+@pytest.mark.parametrize(("first", "last"), [("Daniel", "Thompson"), ("Émile", "Duval")])
+def test_capitalised_full_name_is_found_at_a_looser_p_o_single_word_is_not(first: str, last: str) -> None:
+    text = f"add {first} {last} and Palantir"
+    pieces = [("add", 0), (first, 1), (last, 1), ("and", 0), ("Palantir", 1)]
     tokens = _tokens(text, pieces)
     tokens.token_states[[1, 2, 4], 0] = 0.95  # P(O) about 0.27: above 1 - min_score, below FULL_NAME_MAX_O
     found = _one_hot_head().spans(text, tokens)
-    assert [(f.type, text[f.start : f.end]) for f in found] == [("PERSON", "Daniel Thompson")]
+    assert [(f.type, text[f.start : f.end]) for f in found] == [("PERSON", f"{first} {last}")]
 
 
 def test_subnormal_first_layer_weights_are_flushed_to_zero() -> None:
