@@ -56,6 +56,17 @@ def dev_groups(guard: str, head: MLPHead, encoder: Encoder, dev: list[Example]) 
     }
 
 
+def dev_recall(scores: np.ndarray, positives: list[Example]) -> dict:
+    """Recall at the operating point per dev source and their mean, the figure variants are chosen by. Pooled
+    recall would be 81% one source (content safety: 247 of 304 dev rows are Do-Not-Answer information-hazard
+    asks), so a gain on the others would not show; the held-out test is another source again."""
+    by_source = {
+        group: round(float((scores[is_group(positives, (group,))] >= 0.5).mean()), 4)
+        for group in sorted({e.group for e in positives})
+    }
+    return {"mean_over_sources": round(float(np.mean(list(by_source.values()))), 4), "by_source": by_source}
+
+
 def train_guard(guard: str, encoder: Encoder) -> dict:
     labels = LABELS[guard]
     splits = guard_splits(guard)
@@ -69,15 +80,16 @@ def train_guard(guard: str, encoder: Encoder) -> dict:
     # The rules' fixed score must stay above the operating point, or a lowered head threshold would hide them.
     head = shift_to_half(head, threshold)
     head.save(HEADS_DIR / f"{guard}.npz")
-    scores = guard_scores(guard, head, encoder, dev)
-    positive = np.array([e.label == labels[1] for e in dev])
+    positives = [e for e in dev if e.label == labels[1]]
+    scores = guard_scores(guard, head, encoder, positives)
     groups = dev_groups(guard, head, encoder, dev)
     report = {
         "train_rows": {label: int((y == i).sum()) for i, label in enumerate(labels)},
         "threshold_before_shift": round(threshold, 6),
-        "dev_recall": round(float((scores[positive] >= 0.5).mean()), 4),
+        "dev_recall": dev_recall(scores, positives),
+        "dev_recall_pooled": round(float((scores >= 0.5).mean()), 4),
         "dev_false_block": {g: round(float((s >= 0.5).mean()), 5) for g, s in groups.items()},
-        "dev_rows": {"positive": int(positive.sum()), **{g: len(s) for g, s in groups.items()}},
+        "dev_rows": {"positive": len(positives), **{g: len(s) for g, s in groups.items()}},
     }
     print(guard, json.dumps(report), flush=True)
     return report
