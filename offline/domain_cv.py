@@ -131,7 +131,8 @@ def _cross_validate(
             mmlu_weight, pseudo_weight, written_weight, balance,
         )  # fmt: skip
         head = train.fit_mlp(
-            x, y, DOMAINS, hidden=1024, seeds=args.seeds, epochs=args.epochs, weights=weights
+            x, y, DOMAINS, hidden=args.hidden, seeds=args.seeds, epochs=args.epochs, weights=weights,
+            first_seed=args.first_seed,
         )
         log_prior = train.log_chat_prior(data.y_hand[inside])
         on_mmlu = ~mmlu_inside & data.question_only
@@ -152,7 +153,8 @@ def _cross_validate(
             "teacher": bool(data.teachers), "min_confidence": min_confidence, "cap": cap,
             "pseudo_weight": pseudo_weight, "mmlu_weight": mmlu_weight, "balance": balance,
             "written_weight": written_weight, "written_teacher": args.written_teacher,
-            "prior_shift": shift, "epochs": args.epochs, "seeds": args.seeds,
+            "prior_shift": shift, "epochs": args.epochs, "seeds": args.seeds, "first_seed": args.first_seed,
+            "hidden": args.hidden,
             "pseudo_rows_per_fold": pseudo_rows // FOLDS,
             "cv_balanced_recall": round(float(np.mean(recall)), 3),
             "cv_natural_accuracy": round(float(np.mean(predicted[shift] == data.y_hand)), 3),
@@ -180,6 +182,8 @@ def main() -> None:
     parser.add_argument("--shifts", type=float, nargs="+", default=[0.0, train.PRIOR_SHIFT, 0.5])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=1, help="MLP members per fold (offline.train uses 2)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first member (to average runs)")
+    parser.add_argument("--hidden", type=int, default=1024, help="MLP hidden width")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -39,16 +39,18 @@ def fit_mlp(
     seeds: int = 5,
     epochs: int = 30,
     weights: np.ndarray | None = None,
+    first_seed: int = 0,
 ) -> MLPHead:
     """Seeded MLPs (dropout, label smoothing, one-cycle AdamW), merged into one logit-averaging MLP.
 
-    `weights` scale each row's loss (default 1: the plain mean)."""
+    `weights` scale each row's loss (default 1: the plain mean); the members use seeds first_seed, first_seed + 1, ..."""
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     inputs = torch.tensor((x - mean) / scale, dtype=torch.float32)
     targets = torch.tensor(y, dtype=torch.int64)
     row_weights = torch.tensor(np.ones(len(y)) if weights is None else weights, dtype=torch.float32)
     members = [
-        _fit_member(inputs, targets, row_weights, hidden, len(labels), seed, epochs) for seed in range(seeds)
+        _fit_member(inputs, targets, row_weights, hidden, len(labels), seed, epochs)
+        for seed in range(first_seed, first_seed + seeds)
     ]
     first = [m[1] for m in members]
     last = [m[4] for m in members]
