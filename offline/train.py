@@ -128,10 +128,11 @@ MMLU_WEIGHT = 3.0
 # ShareGPT TRAIN prompts labelled by reading (rows {"id", "label", "text"}). In a subfolder on purpose:
 # chat_data.excluded_ids() globs offline/data/*.jsonl (the dev/test sets) and must not exclude training rows.
 CHAT_TRAIN = DATA / "train" / "chat_domain_train.jsonl"
-# Chat-style prompts written for training (rows {"id", "label", "text", "source": "written", "author"}), 52-81 per
-# domain (25 for computer science and business): ShareGPT holds too few chemistry, physics, biology or history
-# prompts to label (offline/README.md, "Domain on chat: written prompts"). Each row weighs WRITTEN_WEIGHT on
-# average, spread like the hand rows; x4 lifted CV balanced recall 0.667 -> 0.685 at the 0.25 shift (MMLU x2).
+# Chat-style prompts written for training (rows {"id", "label", "text", "source": "written", "author"}), 1,431 in
+# two rounds (75-157 per domain): ShareGPT holds too few chemistry, physics, biology or history prompts to label
+# (offline/README.md, "Domain on chat: written prompts" and "more written prompts"). Each row weighs
+# WRITTEN_WEIGHT on average, spread like the hand rows; x4 lifted CV balanced recall 0.667 -> 0.685 at the 0.25
+# shift (MMLU x2); with the second round x4 0.689, x8 0.703 but MMLU CV 0.005 lower (MMLU x3).
 CHAT_WRITTEN = DATA / "train" / "chat_domain_written.jsonl"
 WRITTEN_WEIGHT = 4.0
 
