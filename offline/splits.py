@@ -21,6 +21,35 @@ def _jsonl_counts(name: str, key: str) -> dict[str, int]:
     return dict(sorted(Counter(str(row.get(key, "?")) for row in chat_data.jsonl_rows(DATA / name)).items()))
 
 
+def hand_labelled() -> dict:
+    """Row counts of the committed data files (offline/data): a unit test compares them with splits.json, the one
+    part of it that needs no package download, so an edited file cannot leave the manifest stale."""
+    return {
+        "chat_domain_test.jsonl": _jsonl_counts("chat_domain_test.jsonl", "label"),
+        "chat_domain_dev.jsonl": _jsonl_counts("chat_domain_dev.jsonl", "label"),
+        "train/chat_domain_train.jsonl (ShareGPT TRAIN only; domain head and offline.finetune)": _jsonl_counts(
+            "train/chat_domain_train.jsonl", "label"
+        ),
+        "train/guard_written.jsonl (written by hand; training rows of the jailbreak head only)": _jsonl_counts(
+            "train/guard_written.jsonl", "label"
+        ),
+        "train/chat_domain_written.jsonl (written for training, not ShareGPT; domain head only)": _jsonl_counts(
+            "train/chat_domain_written.jsonl", "label"
+        ),
+        "train/cache_written.jsonl (written by hand; cache verifier training pairs)": _jsonl_counts(
+            "train/cache_written.jsonl", "kind"
+        ),
+        "cache_written_dev.jsonl (written by hand on other topics; cache verifier dev pairs)": _jsonl_counts(
+            "cache_written_dev.jsonl", "kind"
+        ),
+        "pii_chat_negative_test.jsonl": _jsonl_counts("pii_chat_negative_test.jsonl", "group"),
+        "pii_chat_names_test.jsonl": {
+            "messages": sum(1 for _ in (DATA / "pii_chat_names_test.jsonl").open())
+        },
+        "excluded_from_training": "every conversation with a row in offline/data/*.jsonl (chat_data.excluded_ids)",
+    }
+
+
 def build() -> dict:
     sharegpt = Counter(f"{p.source}/{p.split}" for p in chat_data.sharegpt())
     return {
@@ -33,30 +62,7 @@ def build() -> dict:
             "pii_templates": f"template ids shuffled with random.Random({TRAIN_SEED}), first {HELDOUT_FRACTION:.0%} held out",
         },
         "sharegpt_rows": dict(sorted(sharegpt.items())),
-        "hand_labelled": {
-            "chat_domain_test.jsonl": _jsonl_counts("chat_domain_test.jsonl", "label"),
-            "chat_domain_dev.jsonl": _jsonl_counts("chat_domain_dev.jsonl", "label"),
-            "train/chat_domain_train.jsonl (ShareGPT TRAIN only; domain head and offline.finetune)": _jsonl_counts(
-                "train/chat_domain_train.jsonl", "label"
-            ),
-            "train/guard_written.jsonl (written by hand; training rows of the jailbreak head only)": _jsonl_counts(
-                "train/guard_written.jsonl", "label"
-            ),
-            "train/chat_domain_written.jsonl (written for training, not ShareGPT; domain head only)": _jsonl_counts(
-                "train/chat_domain_written.jsonl", "label"
-            ),
-            "train/cache_written.jsonl (written by hand; cache verifier training pairs)": _jsonl_counts(
-                "train/cache_written.jsonl", "kind"
-            ),
-            "cache_written_dev.jsonl (written by hand on other topics; cache verifier dev pairs)": _jsonl_counts(
-                "cache_written_dev.jsonl", "kind"
-            ),
-            "pii_chat_negative_test.jsonl": _jsonl_counts("pii_chat_negative_test.jsonl", "group"),
-            "pii_chat_names_test.jsonl": {
-                "messages": sum(1 for _ in (DATA / "pii_chat_names_test.jsonl").open())
-            },
-            "excluded_from_training": "every conversation with a row in offline/data/*.jsonl (chat_data.excluded_ids)",
-        },
+        "hand_labelled": hand_labelled(),
         "support_subset": dict(
             sorted(Counter(f"{p.source}/{p.split}" for p in chat_data.support_requests()).items())
         ),

@@ -114,3 +114,10 @@ def test_written_domain_rows_are_marked_and_apart_from_the_evaluation_sets() -> 
     held_out = {key(r[field]) for path in chat_data.DATA.glob("*.jsonl") for r in chat_data.jsonl_rows(path)
                 for field in ("text", "a", "b") if field in r}  # prompts, and the cache verifier's dev pairs
     assert not held_out & {key(r["text"]) for r in rows}
+
+
+def test_splits_manifest_counts_the_committed_data_files() -> None:
+    # A written or relabelled row must come with `python -m offline.splits`, or splits.json describes other data.
+    from offline import splits
+
+    assert json.loads(splits.OUT.read_text())["hand_labelled"] == splits.hand_labelled()
