@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from offline.chat_data import DATA
 from offline.train_data import package_wheel
 from router.cache.guard import ANTONYMS
 from router.cache.keys import normalise
@@ -35,8 +36,7 @@ Pair = dict[str, Any]  # {"a": stored prompt, "b": query, "label": 0|1, "kind": 
 SPLITS = {"train": 70, "dev": 10, "test": 20}  # percent of question components
 # Pairs written by hand (people's rewordings and same-topic hard negatives; offline/README.md): train and dev were
 # written on different topics, so dev measures rewordings of subjects the verifier never saw.
-WRITTEN = {"train": Path(__file__).with_name("data") / "train" / "cache_written.jsonl",
-           "dev": Path(__file__).with_name("data") / "cache_written_dev.jsonl"}
+WRITTEN = {"train": DATA / "train" / "cache_written.jsonl", "dev": DATA / "cache_written_dev.jsonl"}
 
 
 def load_jsonl(path: Path) -> list[Pair]:
