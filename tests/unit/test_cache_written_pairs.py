@@ -10,7 +10,13 @@ from offline.cache_pairs import WRITTEN, load_jsonl, written_pairs
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "data"
 # Evaluation and tuning sets no written pair may share a text with (bench/cache_eval.py reads them).
-EVALUATION = ("cache_heldout_pairs.jsonl", "cache_heldout_v2.jsonl", "cache_heldout_v3.jsonl", "cache_hard_pairs.jsonl")
+EVALUATION = (
+    "cache_heldout_pairs.jsonl",
+    "cache_heldout_v2.jsonl",
+    "cache_heldout_v3.jsonl",
+    "cache_heldout_v4.jsonl",
+    "cache_hard_pairs.jsonl",
+)
 
 
 def _key(text: str) -> str:
