@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from offline.cache_pairs import load_jsonl, split_by_question
 from offline.train_cache_verifier import QQP, embeddings, hits, pair_table
-from router.cache.guard import features, reject_reason
+from router.cache.guard import VETO_CHECKS, features, reject_reason
 from router.cache.keys import normalise
 from router.cache.verifier import Verifier, _view
 from router.config import CacheConfig
@@ -186,7 +186,7 @@ def main() -> int:
     scored = {name: score(rows, emb, max_chars) for name, rows in sets.items()}
     curves: dict[str, list[dict[str, float]]] = {}
     default: dict[str, Any] = {"verifier_threshold": verifier.threshold, "candidate_floor": CacheConfig().similarity_threshold,
-                               "vetoes": list(verifier.vetoes)}
+                               "vetoes": [*verifier.vetoes, *VETO_CHECKS]}
     for name, s in scored.items():
         curves[f"{name}_verifier"] = verifier_curve(s, verifier)
         curves[f"{name}_cosine_guard"] = cosine_curve(s, True)

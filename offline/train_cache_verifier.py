@@ -20,6 +20,8 @@ cache_heldout_v3.jsonl and cache_heldout_v4.jsonl are never read here.
 Guard vetoes (measured, not assumed): a guard check rejects on its own when it flags no paraphrase of the
 hand-written tuning set bench/data/cache_hard_pairs.jsonl, under 5% of the flagged rule dev pairs are
 paraphrases and it flags at most 5% of the written dev paraphrases (when used); the other checks stay features only.
+The guard's structural checks (guard.VETO_CHECKS: direction, dates, negating verbs, quantity) are no inputs and always
+veto: they met the same rule on the written dev pairs too (`--measure-vetoes` prints every check's figures).
 Operating point (dev): the lowest score threshold at which the tuning set and the written dev negatives (when used)
 get no false hit, rule hard negatives are hit at most 0.5% of the time and QQP dev precision is at least
 `--min-qqp-precision` (default 0: reported, not constrained). No threshold reaches 0.95 on QQP's raw labels (the
@@ -47,9 +49,9 @@ from offline.cache_pairs import (
     written_pairs,
 )
 from offline.features import embed
-from router.cache.guard import CHECKS
+from router.cache.guard import CHECKS, VETO_CHECKS
 from router.cache.keys import normalise
-from router.cache.verifier import FEATURES, WEIGHTS, Verifier, pair_features
+from router.cache.verifier import COLUMNS, FEATURES, WEIGHTS, Verifier, pair_features
 from router.classifier.encoder import Encoder
 from router.config import CacheConfig
 
@@ -75,7 +77,7 @@ def pair_table(pairs: list[Pair], emb: dict[str, np.ndarray], floor: float = FLO
         rows.append(pair_features(normalise(p["b"]), normalise(p["a"]), c))
         cos.append(c)
         exact.append(normalise(p["a"]) == normalise(p["b"]))
-    x = np.stack(rows) if rows else np.zeros((0, len(FEATURES)), np.float32)
+    x = np.stack(rows) if rows else np.zeros((0, len(COLUMNS)), np.float32)
     cos_a, exact_a = np.array(cos, dtype=np.float64), np.array(exact, dtype=bool)  # typed even when empty
     return {"x": x, "cos": cos_a, "exact": exact_a, "candidate": (cos_a >= floor) & ~exact_a,
             "label": np.array([int(p["label"]) for p in pairs]), "kind": np.array([p.get("kind", "qqp") for p in pairs])}
@@ -94,7 +96,7 @@ def training_rows(sources: list[tuple[dict[str, np.ndarray], float]]) -> tuple[n
     directions (the stored prompt may be either side); classes balanced, then scaled by the source weight.
     A source of weight 0 is left out (its rows would still shift the standardisation and the batches)."""
     sources = [(t, w) for t, w in sources if w > 0]
-    x = np.concatenate([t["x"][t["candidate"]] for t, _ in sources])
+    x = np.concatenate([t["x"][t["candidate"]][:, :len(FEATURES)] for t, _ in sources])
     y = np.concatenate([t["label"][t["candidate"]] for t, _ in sources]).astype(np.float64)
     source = np.concatenate([np.full(int(t["candidate"].sum()), w) for t, w in sources])
     flipped = x.copy()
@@ -133,20 +135,33 @@ def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int = 40
     return {"mean": mean, "scale": scale, **params}
 
 
+def veto_figures(name: str, **tables: dict[str, np.ndarray]) -> dict[str, list[int]]:
+    """Per dev table: [paraphrases, hard negatives] among its candidates that the guard check `name` flags."""
+    column = COLUMNS.index(f"differs_{name}")
+    return {source: [int((t["candidate"] & (t["x"][:, column] > 0) & (t["label"] == label)).sum()) for label in (1, 0)]
+            for source, t in tables.items()}
+
+
 def choose_vetoes(rules: dict[str, np.ndarray], tuning: dict[str, np.ndarray],
                   written: dict[str, np.ndarray]) -> tuple[str, ...]:
-    """The guard checks that may reject on their own (criterion in the module docstring)."""
+    """The verifier's input checks that may also reject on their own (criterion in the module docstring)."""
     out = []
-    written_pos = written["candidate"] & (written["label"] == 1)
+    written_candidates = int((written["candidate"] & (written["label"] == 1)).sum())
     for name in CHECKS:
-        column = FEATURES.index(f"differs_{name}")
-        flagged_tuning = tuning["candidate"] & (tuning["x"][:, column] > 0)
-        flagged_rules = rules["candidate"] & (rules["x"][:, column] > 0)
-        flagged_written = (written_pos & (written["x"][:, column] > 0)).sum() / max(int(written_pos.sum()), 1)
-        if not (tuning["label"][flagged_tuning] == 1).any() and flagged_rules.any() \
-                and rules["label"][flagged_rules].mean() < 0.05 and flagged_written <= VETO_WRITTEN_SHARE:
+        figures = veto_figures(name, rules=rules, tuning=tuning, written=written)
+        (rules_pos, rules_neg), written_pos = figures["rules"], figures["written"][0]
+        if figures["tuning"][0] == 0 and rules_pos + rules_neg > 0 and rules_pos / (rules_pos + rules_neg) < 0.05 \
+                and written_pos / max(written_candidates, 1) <= VETO_WRITTEN_SHARE:
             out.append(name)
     return tuple(out)
+
+
+def measure_vetoes(qqp: dict[str, np.ndarray], rules: dict[str, np.ndarray], tuning: dict[str, np.ndarray],
+                   written: dict[str, np.ndarray]) -> dict[str, dict[str, list[int]]]:
+    """Per guard check, the [paraphrases, hard negatives] it flags among each dev set's candidates (QQP dev is
+    reported, not used by the veto rule)."""
+    return {name: veto_figures(name, tuning=tuning, rules=rules, written=written, qqp=qqp)
+            for name in CHECKS + VETO_CHECKS}
 
 
 def dev_figures(verifier: Verifier, threshold: float, qqp: dict[str, np.ndarray], rules: dict[str, np.ndarray],
@@ -190,6 +205,9 @@ def main() -> int:
     p.add_argument("--model-dir", type=Path, default=REPO_ROOT / "models" / "minilm")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--out", type=Path, default=WEIGHTS)
+    p.add_argument("--measure-vetoes", action="store_true",
+                   help="print every guard check's dev figures (written dev included) and whether it meets the veto "
+                        "rule, then stop without training")
     args = p.parse_args()
     if not args.qqp.is_file():
         print(f"{args.qqp} is missing (see ../shared/data/README.md)", file=sys.stderr)
@@ -203,15 +221,18 @@ def main() -> int:
         base = rng.sample(questions, int(args.questions * share)) + chat_prompts(name)
         generated[name] = generated_pairs(base, vocabulary, args.seed + len(name))
     tuning_pairs = load_jsonl(TUNING)
-    written = written_pairs() if args.written_weight > 0 else {"train": [], "dev": []}
+    written = written_pairs() if args.written_weight > 0 or args.measure_vetoes else {"train": [], "dev": []}
     emb = embeddings(split["train"] + split["dev"] + generated["train"] + generated["dev"] + tuning_pairs
                      + written["train"] + written["dev"], args.model_dir)
+    dev = (pair_table(split["dev"], emb), pair_table(generated["dev"], emb), pair_table(tuning_pairs, emb),
+           pair_table(written["dev"], emb))
+    if args.measure_vetoes:
+        print(json.dumps(measure_vetoes(*dev), indent=1))
+        return 0
     sources = [(pair_table(split["train"], emb), 1.0), (pair_table(generated["train"], emb), args.rule_weight),
                (pair_table(written["train"], emb), args.written_weight)]
     x, y, weight = training_rows(sources)
     params = fit(x, y, weight, args.seed)
-    dev = (pair_table(split["dev"], emb), pair_table(generated["dev"], emb), pair_table(tuning_pairs, emb),
-           pair_table(written["dev"], emb))
     vetoes = choose_vetoes(*dev[1:])
     verifier = Verifier(params["mean"], params["scale"], params["w1"], params["b1"], params["w2"],
                         float(params["b2"][0]), 0.5, vetoes, sha256_file(args.model_dir / "model_int8.onnx")[:16])
@@ -223,7 +244,7 @@ def main() -> int:
         "dev": figures, "seed": args.seed}
     if args.written_weight > 0 or args.min_qqp_precision > 0:  # the default run writes the committed file's info
         info |= {"written_pairs": {k: len(v) for k, v in written.items()}, "written_weight": args.written_weight,
-                 "min_qqp_precision": args.min_qqp_precision,
+                 "min_qqp_precision": args.min_qqp_precision, "veto_rule": measure_vetoes(*dev),
                  "dev_sweep": {f"{t:.3f}": dev_figures(verifier, t, *dev) for t in np.arange(0.50, 0.99, 0.025)}}
     np.savez(args.out, features=np.array(FEATURES), mean=params["mean"].astype(np.float32),
              scale=params["scale"].astype(np.float32), w1=params["w1"].astype(np.float32),

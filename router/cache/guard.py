@@ -4,8 +4,10 @@ Sentence embeddings put "turn on the lights" next to "turn off the lights", and 
 next to "what is 17*4". A candidate is rejected when the two prompts differ in numbers, in units
 of measure (minutes/seconds, miles/kilometers, GB/TB, per month/per week), in negation count, in named entities (capitalised or mixed-case tokens, acronyms, non-ASCII words)
 or their order, in the side of an antonym pair (on/off, increase/decrease, he/she, ...), in the
-audience (child vs expert) or in the question word (where/when/who/why). Pure regex and set
-work, ~70 us per check uncached (bench/cache_eval.py measures it and its cost in recall).
+audience (child vs expert) or in the question word (where/when/who/why); and in what the sentence's
+structure says (`structure.py`): a reversed direction, other dates, a verb that negates ("stop ... from
+going"), one vs all of a thing. Pure regex and set work, ~100 us per check uncached (bench/cache_eval.py
+measures it and its cost in recall).
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from router.cache import structure
+
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+(?:['’][^\W\d_]+)*")
 _SENTENCE_END = frozenset(".?!:;\n")
+_PHRASE_END = frozenset(".,;:?!()[]{}\"\n\u2014")  # punctuation that ends a direction's end or a quantified phrase
+_ARROWS = ("->", "\u2192", "=>", "\u21d2")
 _NUMBER_WORDS = {
     w: str(i) for i, w in enumerate(
         ["zero", "_", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]) if w != "_"
@@ -65,6 +71,11 @@ class Features:
     audience: frozenset[str]
     wh: frozenset[str]
     tokens: tuple[str, ...]  # lower-cased words and numbers in text order (the verifier's word features)
+    directions: tuple[structure.Direction, ...]
+    dates: tuple[str, ...]
+    negated: frozenset[str]  # forms of the verbs a negating verb turns around ("stop it from going": go, goes...)
+    quantities: dict[str, frozenset[str]]  # word of a quantified noun phrase -> 'one' / 'many'
+
 
 
 def _number(token: str) -> str:
@@ -100,14 +111,39 @@ def _order(sequence: tuple[str, ...], keep: frozenset[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _stream(text: str, tokens: list[tuple[str, bool, int, int]]) -> tuple[list[str], list[bool]]:
+    """The tokens lower-cased with "|" where punctuation ends a phrase and "->" for an arrow (structure.py), and
+    per entry whether it is title-cased inside a sentence."""
+    stream: list[str] = []
+    proper: list[bool] = []
+    prev_end = 0
+    for token, sentence_start, start, end in tokens:
+        gap = text[prev_end:start]
+        if any(arrow in gap for arrow in _ARROWS):
+            stream.append(structure.ARROW)
+            proper.append(False)
+        elif any(c in _PHRASE_END for c in gap):
+            stream.append(structure.BOUNDARY)
+            proper.append(False)
+        lower = token.lower().replace("’", "'")
+        if stream and start == prev_end:  # "i3", "9x13", "mp3": one name, not the pronoun "i" and a number
+            stream[-1] += lower
+        else:
+            stream.append(lower)
+            proper.append(not sentence_start and token[:1].isupper() and token[1:].islower())
+        prev_end = end
+    return stream, proper
+
+
 @lru_cache(maxsize=4096)
 def features(text: str) -> Features:
-    tokens: list[tuple[str, bool]] = []
+    spans: list[tuple[str, bool, int, int]] = []
     prev_end = 0
     for m in _TOKEN.finditer(text):
-        opens_sentence = not tokens or any(c in _SENTENCE_END for c in text[prev_end:m.start()])
-        tokens.append((m.group(), opens_sentence))
+        opens_sentence = not spans or any(c in _SENTENCE_END for c in text[prev_end:m.start()])
+        spans.append((m.group(), opens_sentence, m.start(), m.end()))
         prev_end = m.end()
+    tokens = [(t, start) for t, start, _, _ in spans]
     lower = [t.lower().replace("’", "'") for t, _ in tokens]
     numbers = sorted([_number(t) for t in lower if t[0].isdigit()] + [_NUMBER_WORDS[t] for t in lower if t in _NUMBER_WORDS])
     negations = sum(1 for t in lower if t in _NEGATIONS or t.endswith("n't"))
@@ -117,12 +153,19 @@ def features(text: str) -> Features:
         for pair, side in _ANTONYM_INDEX.get(word, ()):
             sides.setdefault(pair, set()).add(side)
     order = _entities(tokens)
+    stream, proper = _stream(text, spans)
     return Features(tuple(numbers), frozenset(_UNITS[t] for t in lower if t in _UNITS), negations, frozenset(order), order, words,
-                    {k: frozenset(v) for k, v in sides.items()}, words & _AUDIENCE, words & _WH, tuple(lower))
+                    {k: frozenset(v) for k, v in sides.items()}, words & _AUDIENCE, words & _WH, tuple(lower),
+                    structure.directions(stream), structure.dates(stream, proper), structure.negated_verbs(stream),
+                    structure.quantities(stream))
 
 
 # The checks in the order `reject_reason` reports them; the verifier takes each one as a feature.
 CHECKS = ("numbers", "units", "negation", "entities", "entity_order", "antonym", "audience", "question_word")
+# Checks that only veto (the verifier scores 0 when one differs) and are no verifier input. Measured on dev
+# (`python -m offline.train_cache_verifier --measure-vetoes`, router/cache/README.md): none flags a paraphrase of
+# the tuning set, the rule dev pairs or the written dev pairs.
+VETO_CHECKS = ("direction", "dates", "negating_verb", "quantity")
 
 
 def differences(query: str, candidate: str) -> tuple[bool, ...]:
@@ -142,6 +185,19 @@ def differences(query: str, candidate: str) -> tuple[bool, ...]:
     )
 
 
+def veto_differences(query: str, candidate: str) -> tuple[bool, ...]:
+    """Per check in VETO_CHECKS: do the two prompts differ in it?"""
+    a, b = features(query), features(candidate)
+    return (
+        structure.reversed_direction(a.directions, b.directions),
+        a.dates != b.dates,
+        structure.negated_by_verb(a.negated, b.words, b.negations)
+        or structure.negated_by_verb(b.negated, a.words, a.negations),
+        structure.other_quantity(a.quantities, b.quantities),
+    )
+
+
 def reject_reason(query: str, candidate: str) -> str | None:
     """Why the candidate's answer would be wrong for the query, or None when it may be served."""
-    return next((name for name, differs in zip(CHECKS, differences(query, candidate), strict=True) if differs), None)
+    differs = (*differences(query, candidate), *veto_differences(query, candidate))
+    return next((name for name, d in zip(CHECKS + VETO_CHECKS, differs, strict=True) if d), None)

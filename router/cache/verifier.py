@@ -4,7 +4,9 @@ A fixed cosine threshold cannot tell "How do I exit vim?" / "How can I quit the 
 ~0.8, same answer) from "Convert 5 miles to kilometers" / "Convert 5 kilometers to miles" (cosine
 ~0.98, wrong answer). The verifier sees, besides the cosine, what the embedding blurs: the guard's
 checks (numbers, negation, entities and their order, antonym side, audience, question word), word
-and character overlap, words only one side has, word order among the shared words, and length.
+and character overlap, words only one side has, word order among the shared words, and length. The guard's
+structural checks (reversed direction, dates, negating verbs, one vs all: `guard.VETO_CHECKS`) are no inputs:
+a candidate that differs in one of them scores 0, as do those in the inputs named by `vetoes`.
 It reads only the two prompt texts and the cosine the search returned: no second encoder pass.
 
 Weights (`verifier.npz` beside this file) come from `offline/train_cache_verifier.py`, which
@@ -20,14 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from router.cache.guard import CHECKS, differences, features
+from router.cache.guard import CHECKS, VETO_CHECKS, differences, features, veto_differences
 
 WEIGHTS = Path(__file__).with_name("verifier.npz")
 FEATURES = (
     "cosine", *(f"differs_{name}" for name in CHECKS), "char_length_ratio", "word_jaccard",
     "content_jaccard", "query_only_words", "candidate_only_words", "order_mismatch", "trigram_jaccard",
     "log_words",
-)
+)  # the MLP's inputs, recorded in verifier.npz
+# A pair's row: FEATURES, then the guard's veto-only checks, which reject on their own and which the MLP never reads.
+COLUMNS = (*FEATURES, *(f"differs_{name}" for name in VETO_CHECKS))
 # Words that rephrasing adds, drops or swaps freely; everything else is a content word.
 FUNCTION_WORDS = frozenset(
     ["a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "do", "does", "did", "i", "me", "my", "mine", "you", "your", "we", "our", "us", "it", "its", "this", "that", "these", "those", "to", "of", "in", "on", "at", "by", "for", "with", "from", "as", "and", "or", "but", "if", "so", "then", "than", "there", "here", "what", "which", "how", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "please", "tell", "explain", "give", "show", "some", "any", "way", "ways", "best", "good", "easiest", "simplest", "go", "about", "into", "out", "get", "make", "thing", "things", "anyone", "someone", "something", "just", "really", "very", "also", "let", "lets", "i'm", "i'd", "i've", "what's", "how's", "it's", "that's", "there's", "whats", "hows"])
@@ -80,7 +84,7 @@ def _order_mismatch(a: tuple[str, ...], b: tuple[str, ...]) -> float:
 
 
 def pair_features(query: str, candidate: str, cosine: float) -> np.ndarray:
-    """The FEATURES vector of one (query, stored prompt) pair."""
+    """The COLUMNS row of one (query, stored prompt) pair."""
     a, b = _view(query), _view(candidate)
     ca, cb = frozenset(a.content), frozenset(b.content)
     return np.array([
@@ -89,7 +93,7 @@ def pair_features(query: str, candidate: str, cosine: float) -> np.ndarray:
         _jaccard(a.words, b.words), _jaccard(ca, cb),
         np.log1p(len(ca - cb)), np.log1p(len(cb - ca)),
         _order_mismatch(a.content, b.content), _jaccard(a.trigrams, b.trigrams),
-        np.log1p(max(len(a.words), len(b.words))),
+        np.log1p(max(len(a.words), len(b.words))), *veto_differences(query, candidate),
     ], dtype=np.float32)
 
 
@@ -104,7 +108,7 @@ class Verifier:
     w2: np.ndarray
     b2: float
     threshold: float  # default operating point, chosen on the dev split (see the training script)
-    vetoes: tuple[str, ...]  # guard checks that reject on their own, whatever the score
+    vetoes: tuple[str, ...]  # guard checks among the MLP's inputs that also reject on their own (VETO_CHECKS always do)
     encoder: str  # hash of the encoder whose cosines it was trained on
 
     @classmethod
@@ -116,11 +120,10 @@ class Verifier:
                        tuple(z["vetoes"].tolist()), str(z["encoder"]))
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities for a [n, FEATURES] matrix; vetoed rows score 0."""
-        hidden = np.maximum((x - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
+        """Probabilities for a [n, COLUMNS] matrix; vetoed rows score 0."""
+        hidden = np.maximum((x[:, :len(FEATURES)] - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
         p: np.ndarray = 1.0 / (1.0 + np.exp(-(hidden @ self.w2 + self.b2)))
-        if self.vetoes:
-            p[(x[:, [FEATURES.index(f"differs_{name}") for name in self.vetoes]] > 0).any(axis=1)] = 0.0
+        p[(x[:, [COLUMNS.index(f"differs_{name}") for name in (*self.vetoes, *VETO_CHECKS)]] > 0).any(axis=1)] = 0.0
         return p
 
     def best(self, query: str, candidates: list[tuple[str, float]], threshold: float) -> tuple[int | None, float]:

@@ -10,7 +10,7 @@ import pytest
 
 from offline.cache_pairs import hard_negative, paraphrase, split_by_question
 from router.cache.guard import CHECKS
-from router.cache.verifier import FEATURES, Verifier, _order_mismatch, _view, pair_features
+from router.cache.verifier import COLUMNS, FEATURES, Verifier, _order_mismatch, _view, pair_features
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "minilm"
 VERIFIER = Verifier.load()
@@ -18,7 +18,7 @@ VERIFIER = Verifier.load()
 
 def test_features_are_finite_and_named() -> None:
     x = pair_features("How do I reset my password?", "How can I reset my password?", 0.95)
-    assert x.shape == (len(FEATURES),) and np.isfinite(x).all()
+    assert x.shape == (len(COLUMNS),) and np.isfinite(x).all()
     assert x[FEATURES.index("cosine")] == pytest.approx(0.95)
 
 

@@ -1,0 +1,68 @@
+"""The guard's structural checks: each vetoes its class and lets a look-alike paraphrase through."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from router.cache.guard import VETO_CHECKS, reject_reason, veto_differences
+from router.cache.verifier import COLUMNS, Verifier, pair_features
+
+VERIFIER = Verifier.load()
+
+
+@pytest.mark.parametrize(("a", "b", "check"), [
+    # direction: prepositions reworded, "to Y from X", arrows, conversions, ends that share a word
+    ("How do I copy photos from my iPhone to my PC?", "how do i copy photos from my pc onto my iphone", "direction"),
+    ("Cheapest train from Paris to Brussels", "cheapest train to paris from brussels", "direction"),
+    ("Convert 5 miles to kilometers", "convert 5 kilometers into miles", "direction"),
+    ("hex -> rgb in python", "rgb to hex in python", "direction"),
+    ("Adjust baking time from a 9-inch round pan to a 9x13 pan", "adjust baking time from a 9x13 pan to a 9-inch round pan",
+     "direction"),
+    ("Can I upgrade from an i3 to an i5?", "can i upgrade from an i5 to an i3?", "direction"),
+    ("How do I move photos from my iPhone to my PC?", "move pictures off my iphone onto my pc", None),
+    ("Cheapest train from Paris to Brussels", "paris to brussels, cheapest train?", None),
+    ("How do I add a column to an existing table in PostgreSQL?", "postgres: alter a table to add one more column", None),
+    ("How does X compare to Y?", "How does Y compare to X?", None),  # a comparison, not a direction
+    # dates: months and weekdays as a multiset; "may" the verb is no month
+    ("Best time to visit Portugal in march?", "best time to visit portugal in may?", "dates"),
+    ("is the museum open on mondays?", "is the museum open on tuesdays?", "dates"),
+    ("Flights from March 3 to March 10", "flights from march 3 to may 10", "dates"),
+    ("May I use a Mac for this?", "Can I use a Mac for this?", None),
+    ("How do I march in a parade?", "how to march in a parade", None),
+    # negating verbs: "stop / keep / prevent ... from V-ing" against the plain verb
+    ("How do I get my laptop to go to sleep?", "How do I stop my laptop from going to sleep?", "negating_verb"),
+    ("How do I make my dog bark at strangers?", "how do i keep my dog from barking at strangers", "negating_verb"),
+    ("How do I stop Windows from updating itself?", "how do i turn off windows updates", None),
+    ("How do I stop my laptop from going to sleep?", "keep my laptop awake, don't let it go to sleep", None),
+    ("How do I stop my cat from scratching the sofa?", "cat scratches the sofa, how do i make it stop", None),
+    # quantity: one of a thing vs all / several of it
+    ("How do I delete one contact on my iPhone?", "how do i delete all my contacts on my iphone", "quantity"),
+    ("How do I restart a pod in Kubernetes?", "how do i restart every pod in kubernetes", "quantity"),
+    ("How do I merge multiple PDFs into one?", "combine several pdf files into a single pdf", None),
+    ("Is there a way to undo a commit?", "is there any way to undo a commit", None),
+    ("How much water should I drink a day?", "how much water should i drink every day", None),
+])
+def test_structural_check(a: str, b: str, check: str | None) -> None:
+    flagged = {name for name, differs in zip(VETO_CHECKS, veto_differences(a, b), strict=True) if differs}
+    assert flagged == ({check} if check else set())
+    assert flagged == {name for name, differs in zip(VETO_CHECKS, veto_differences(b, a), strict=True) if differs}
+    if check:
+        assert reject_reason(a, b) == check  # no other guard check sees these: today's guard served them
+
+
+@pytest.mark.parametrize("check", VETO_CHECKS)
+def test_a_structural_check_vetoes_whatever_the_score(check: str) -> None:
+    """The verifier scores 0 on a pair one of them flags, even at cosine 1 with every other feature equal."""
+    x = pair_features("How do I reset my password?", "How do I reset my password?", 1.0)[None, :].copy()
+    assert VERIFIER.scores(x)[0] > 0
+    x[0, COLUMNS.index(f"differs_{check}")] = 1.0
+    assert VERIFIER.scores(x)[0] == 0.0
+
+
+def test_the_verifier_rejects_the_structural_negatives_it_scored_high() -> None:
+    """Pairs whose every other feature looks like a paraphrase: high MLP score, vetoed all the same."""
+    query, stored = "how do i copy photos from my pc onto my iphone", "How do I copy photos from my iPhone to my PC?"
+    x = pair_features(query, stored, 0.97)[None, :]
+    assert x[0, len(x[0]) - len(VETO_CHECKS):].any() and VERIFIER.best(query, [(stored, 0.97)], 0.0)[1] == 0.0
+    assert np.isfinite(x).all()
