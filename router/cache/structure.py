@@ -14,6 +14,7 @@ phrase, "->" for an arrow. Pure list and set work: a few microseconds per text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 BOUNDARY = "|"
@@ -40,6 +41,15 @@ def _stem(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
+_PARTS = re.compile(r"\d+|[^\W\d_]+")
+
+
+def _names(token: str) -> set[str]:
+    """A token's stem, and for "9x13" or "i3" its parts too, so "9 x 13" and "9x13" still share a word."""
+    parts = _PARTS.findall(token)
+    return {_stem(token), *parts} if len(parts) > 1 else {_stem(token)}
+
+
 def _end(stream: Sequence[str], start: int, step: int) -> tuple[frozenset[str], int]:
     """The named words of the phrase from `start` walking by `step` (+1 right, -1 left), and where it stopped."""
     words: set[str] = set()
@@ -49,7 +59,7 @@ def _end(stream: Sequence[str], start: int, step: int) -> tuple[frozenset[str], 
         if token == BOUNDARY or token in _END_STOP or token in _CONNECTORS or token in _SOURCES:
             break
         if token not in _END_SKIP:
-            words.add(_stem(token))
+            words |= _names(token)
             named += 1
         i += step
     while 0 <= i < len(stream) and stream[i] in _END_SKIP:  # "from a 9-inch round pan": reach the "from"
@@ -57,7 +67,8 @@ def _end(stream: Sequence[str], start: int, step: int) -> tuple[frozenset[str], 
     return frozenset(words), i
 
 
-Direction = tuple[frozenset[str], frozenset[str]]  # (source end, target end), each end's distinctive words
+# (source end, target end, whether the wording marks a direction for sure), each end's distinctive words
+Direction = tuple[frozenset[str], frozenset[str], bool]
 
 
 # "X to Y" without "from" is a direction after one of these ("convert miles to km"); else "to" is mostly an
@@ -70,34 +81,36 @@ _CONVERSION = frozenset(f"{stem}{suffix}" for stem in ["convert", "translate", "
 def directions(stream: Sequence[str]) -> tuple[Direction, ...]:
     """Every (source, target) the text names. The target follows a connector; the source is the phrase after a
     "from"/"off" just before it ("from X to Y") or just after the target ("to Y from X"), else the phrase before
-    it: always for "into", "onto", "->" ("X -> Y"), and for "to" after a conversion verb ("convert X to Y") or
-    as a whole short phrase ("hex to rgb?"). Words both ends share are dropped ("9-inch pan" to "9x13 pan": the
-    ends are "9-inch" and "9x13"); a pair left with an empty end says nothing."""
+    it ("X into Y", "X -> Y"). "X to Y" is marked sure only after a conversion verb ("convert X to Y") or as a
+    whole short phrase ("hex to rgb?"): "to" is mostly an infinitive ("alter a table to add a column"). Words
+    both ends share are dropped ("9-inch pan" to "9x13 pan": the ends are "9-inch" and "9x13"); a pair left with
+    an empty end says nothing."""
     out: list[Direction] = []
     for i, token in enumerate(stream):
         if token not in _CONNECTORS:
             continue
         target, after = _end(stream, i + 1, 1)
         source, before = _end(stream, i - 1, -1)
+        sure = True
         if after < len(stream) and stream[after] in _SOURCES:
             source, _ = _end(stream, after + 1, 1)
         elif before < 0 or stream[before] not in _SOURCES:
             verb = source & _CONVERSION
             phrase = (before < 0 or stream[before] == BOUNDARY) and i - before <= 3
-            source = source - verb if token != "to" or verb or phrase else frozenset()
+            source, sure = source - verb, token != "to" or bool(verb) or phrase
         source, target = source - target, target - source
         if source and target:
-            out.append((source, target))
+            out.append((source, target, sure))
     return tuple(out)
 
 
 def reversed_direction(a: tuple[Direction, ...], b: tuple[Direction, ...]) -> bool:
-    """Does one text name a direction the other names only the other way round?"""
+    """Does one text name a direction the other names only the other way round (one of the two surely a direction)?"""
     def runs(p: Direction, q: Direction, swapped: bool) -> bool:
-        qs, qt = (q[1], q[0]) if swapped else q
+        qs, qt = (q[1], q[0]) if swapped else q[:2]
         return bool(p[0] & qs) and bool(p[1] & qt)
 
-    return any(any(runs(p, q, True) for q in other) and not any(runs(p, q, False) for q in other)
+    return any(any(runs(p, q, True) and (p[2] or q[2]) for q in other) and not any(runs(p, q, False) for q in other)
                for mine, other in ((a, b), (b, a)) for p in mine)
 
 

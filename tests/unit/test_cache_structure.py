@@ -20,6 +20,8 @@ VERIFIER = Verifier.load()
     ("Adjust baking time from a 9-inch round pan to a 9x13 pan", "adjust baking time from a 9x13 pan to a 9-inch round pan",
      "direction"),
     ("Can I upgrade from an i3 to an i5?", "can i upgrade from an i5 to an i3?", "direction"),
+    ("Convert a recipe from a 9-inch round pan to a 9x13 pan", "adapt a recipe for a 9 x 13 pan to a 9 inch round pan",
+     "direction"),  # one side surely a direction, the other "X to Y"
     ("How do I move photos from my iPhone to my PC?", "move pictures off my iphone onto my pc", None),
     ("Cheapest train from Paris to Brussels", "paris to brussels, cheapest train?", None),
     ("How do I add a column to an existing table in PostgreSQL?", "postgres: alter a table to add one more column", None),
