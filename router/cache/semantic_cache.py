@@ -2,7 +2,8 @@
 
 A hit needs the same tenant namespace, selected model, context fingerprint and encoder (`keys.py`),
 then either the exact normalised prompt or a semantic candidate (top-k above the cosine floor) that
-the learned verifier accepts (`verifier.py`): lookup -> candidates -> verifier -> hit or miss.
+the guard's vetoes and the learned verifier accept (`guard.py`, `verifier.py`):
+lookup -> candidates -> guard/verifier -> hit or miss.
 Backend failures never reach the caller: they are counted and answered as a miss. Prompts longer than `max_semantic_chars` are cached by exact key only: up to
 508 characters every character lies inside the encoder's head+tail windows (one character never
 yields more than one WordPiece token), so two long prompts that share a prefix cannot collide.
