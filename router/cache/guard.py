@@ -6,7 +6,7 @@ of measure (minutes/seconds, miles/kilometers, GB/TB, per month/per week), in ne
 or their order, in the side of an antonym pair (on/off, increase/decrease, he/she, ...), in the
 audience (child vs expert) or in the question word (where/when/who/why); and in what the sentence's
 structure says (`structure.py`): a reversed direction, other dates, a verb that negates ("stop ... from
-going"), one vs all of a thing. Pure regex and set work, ~100 us per check uncached (bench/cache_eval.py
+going"), one vs all of a thing. Pure regex and set work, ~80 us per check uncached (bench/cache_eval.py
 measures it and its cost in recall).
 """
 
