@@ -6,8 +6,8 @@ Four readings the guard compares between a query and a stored prompt (`guard.py`
 - **dates**: month and weekday names and abbreviations, as a multiset ("in March" vs "in May");
 - **negating verbs**: "stop / prevent / keep ... from V-ing", "avoid V-ing" turn their complement around
   ("go to sleep" vs "stop it from going to sleep") without a "not";
-- **quantities**: the quantifier of a noun (one / a / single vs all / every / each / both, several / multiple,
-  one vs several): "delete one contact" vs "delete all my contacts".
+- **quantities**: the quantifier of a noun, one (one / a / single) or many (all / every / each / both / several /
+  multiple): "delete one contact" vs "delete all my contacts".
 Each reading works on the guard's token stream: lower-cased words and numbers, "|" where punctuation ended a
 phrase, "->" for an arrow. Pure list and set work: a few microseconds per text.
 """
@@ -197,6 +197,7 @@ _QUANTIFIERS = {w: kind for kind, words in [("one", "one single a an"),
 _TIME_UNITS = frozenset(["second", "minute", "hour", "day", "night", "week", "month", "year", "time", "morning",
                          "evening", "weekend", "lot", "bit", "little", "while"])
 _NOT_QUANTIFIED = frozenset(["other", "another", "one", "at", "of"])  # "each other", "all at once"
+_NOT_QUANTIFYING_AFTER = _CONNECTORS | {"at", "how", "so", "too"}  # "into one", "at all", "how many", "too many"
 
 
 def quantities(stream: Sequence[str]) -> dict[str, frozenset[str]]:
@@ -206,7 +207,7 @@ def quantities(stream: Sequence[str]) -> dict[str, frozenset[str]]:
     out: dict[str, set[str]] = {}
     for i, token in enumerate(stream):
         kind = _QUANTIFIERS.get(token)
-        if kind is None or (i and stream[i - 1] in _CONNECTORS | {"at", "how", "so", "too"}):
+        if kind is None or (i and stream[i - 1] in _NOT_QUANTIFYING_AFTER):
             continue
         start = i + 1
         if token in ("a", "an") and start < len(stream) and stream[start] in ("few", "couple"):
@@ -216,7 +217,7 @@ def quantities(stream: Sequence[str]) -> dict[str, frozenset[str]]:
         if start >= len(stream) or stream[start] in _NOT_QUANTIFIED or \
                 (token in ("a", "an") and _stem(stream[start]) in _TIME_UNITS):
             continue
-        for word in _end(stream, start, 1)[0] - _QUANTIFIERS.keys():
+        for word in _end(stream, start, 1)[0].difference(_QUANTIFIERS):
             out.setdefault(word, set()).add(kind)
     return {word: frozenset(kinds) for word, kinds in out.items()}
 
