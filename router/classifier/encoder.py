@@ -43,6 +43,7 @@ class EncodedText:
     token_states: np.ndarray  # float32[T, 384], content tokens only (no [CLS]/[SEP]), in text order
     offsets: np.ndarray  # int64[T, 2], character span of each row of token_states in the original text
     windows: int  # 1, or 2 for head+tail
+    ids: np.ndarray  # int64[T], the wordpiece id of each row of token_states (the lexical guard scores read them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,13 @@ class Encoder:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text).ids)
 
+    def content_ids(self, text: str) -> np.ndarray:
+        """EncodedText.ids of `text` without running the model: training scores the lexical guards on exactly the
+        tokens serving sees."""
+        windows = self._windows(text)
+        keep = _tail_keep(windows)
+        return np.array([*windows[0].ids, *(windows[-1].ids[keep:] if keep is not None else [])], dtype=np.int64)
+
     def encode(self, text: str) -> EncodedText:
         windows = self._windows(text)
         # Unpadded by construction (head and tail windows have the same length): the graph takes no mask.
@@ -102,17 +110,16 @@ class Encoder:
         with self._lock:
             self._runs += 1
         embeddings, states = self._session.run(None, {"input_ids": ids})
-        if len(windows) == 1:
-            return EncodedText(embeddings[0], states[0, 1:-1], _offsets(windows[0].offsets), 1)
+        keep = _tail_keep(windows)
+        if keep is None:
+            return EncodedText(embeddings[0], states[0, 1:-1], _offsets(windows[0].offsets), 1, ids[0, 1:-1])
         mean = embeddings.mean(axis=0)
         embedding = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
         head, tail = windows
-        # Rows of the tail window whose characters the head window already covers are dropped.
-        head_end = head.offsets[-1][1]
-        keep = next((i for i, (start, _) in enumerate(tail.offsets) if start >= head_end), len(tail.offsets))
         token_states = np.concatenate([states[0, 1:-1], states[1, 1 + keep : -1]])
         offsets = _offsets(head.offsets + tail.offsets[keep:])
-        return EncodedText(embedding, token_states, offsets, 2)
+        token_ids = np.concatenate([ids[0, 1:-1], ids[1, 1 + keep : -1]])
+        return EncodedText(embedding, token_states, offsets, 2, token_ids)
 
     def _windows(self, text: str) -> list[_Window]:
         budget = self._budget
@@ -127,6 +134,15 @@ class Encoder:
         tail = self._tokenizer.encode(text[shift:], add_special_tokens=False)
         tail_offsets = [(start + shift, end + shift) for start, end in tail.offsets[-budget:]]
         return [_Window(head.ids[:budget], head.offsets[:budget]), _Window(tail.ids[-budget:], tail_offsets)]
+
+
+def _tail_keep(windows: list[_Window]) -> int | None:
+    """First row of the tail window not already covered by the head window's characters (None: one window)."""
+    if len(windows) == 1:
+        return None
+    head_end = windows[0].offsets[-1][1]
+    tail = windows[1].offsets
+    return next((i for i, (start, _) in enumerate(tail) if start >= head_end), len(tail))
 
 
 def _offsets(pairs: list[tuple[int, int]]) -> np.ndarray:

@@ -35,14 +35,20 @@ class MLPHead:
     weights: tuple[np.ndarray, ...]  # each [in, out]
     biases: tuple[np.ndarray, ...]
 
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """Class probabilities for one feature vector [F] or a batch [N, F]."""
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Pre-softmax outputs for one feature vector [F] or a batch [N, F]."""
         hidden = (features - self.mean) / self.scale
         last = len(self.weights) - 1
         for index, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             hidden = hidden @ weight + bias
             if index < last:
                 hidden = _gelu(hidden)
+        logits: np.ndarray = hidden
+        return logits
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities for one feature vector [F] or a batch [N, F]."""
+        hidden = self.logits(features)
         hidden = hidden - hidden.max(axis=-1, keepdims=True)
         exp = np.exp(hidden)
         probs: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)

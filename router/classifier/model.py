@@ -6,6 +6,8 @@ score is the larger of the head's and the exact injection rules' (encoded or non
 content-safety head (plain harmful requests) is a separate score. Both guard heads read heads.pooled_features
 (embedding | max over token states: a decisive word such as "meth" or "system prompt" survives the max where
 the mean blurs it), computed once per request; a head only as wide as the embedding reads the embedding alone.
+A guard with a shipped lexical score (heads/{guard}_lexical.npz, router.classifier.lexical) adds it to the head's
+logit; it reads the wordpiece ids of the same encoder run.
 Safe to call from several executor threads at once: everything it touches after construction is read-only.
 """
 
@@ -22,6 +24,7 @@ from router.classifier.encoder import Encoder
 from router.classifier.examples import NO_EXAMPLES, ExampleHead, fit_example_head
 from router.classifier.heads import HEADS_DIR, JAILBREAK, MLPHead, pooled_features
 from router.classifier.injection_rules import injection_score
+from router.classifier.lexical import LexicalScore
 from router.classifier.pii import detect_pii
 from router.config import ClassifierConfig, RouterConfig
 from router.signals import Classification
@@ -35,6 +38,9 @@ class EncoderModels:
     domain: MLPHead
     jailbreak: MLPHead
     content_safety: MLPHead
+    # A guard's lexical score (heads/{guard}_lexical.npz) when one was shipped: it joins that head's logit.
+    jailbreak_lexical: LexicalScore | None = None
+    content_safety_lexical: LexicalScore | None = None
 
     @classmethod
     def load(cls, model_dir: str | Path, threads: int = 1, precision: str = "int8") -> EncoderModels:
@@ -46,6 +52,8 @@ class EncoderModels:
             domain=MLPHead.load(HEADS_DIR / "domain.npz"),
             jailbreak=MLPHead.load(HEADS_DIR / "jailbreak.npz"),
             content_safety=MLPHead.load(HEADS_DIR / "content_safety.npz"),
+            jailbreak_lexical=_lexical("jailbreak"),
+            content_safety_lexical=_lexical("content_safety"),
         )
 
 
@@ -83,13 +91,28 @@ class EncoderClassifier:
                 "domain",
             )
         pooled = pooled_features(encoded)
-        jailbreak_head, safety_head = self.models.jailbreak, self.models.content_safety
-        head_score = float(jailbreak_head.probabilities(_input(jailbreak_head, pooled))[self._jailbreak_index])
+        models = self.models
+        head_score = guard_score(models.jailbreak, models.jailbreak_lexical, pooled, encoded.ids, self._jailbreak_index)
         jailbreak = max(head_score, injection_score(text))
-        harmful = float(safety_head.probabilities(_input(safety_head, pooled))[1])
+        harmful = guard_score(models.content_safety, models.content_safety_lexical, pooled, encoded.ids, 1)
         pii = detect_pii(text, encoded) if self.pii_enabled else ()
         return Classification(category, confidence, jailbreak, pii, embedding, source=f"encoder:{source}",
                               encoder=self.models.encoder.model_hash, content_safety_score=harmful)
+
+
+def guard_score(
+    head: MLPHead, lexical: LexicalScore | None, pooled: np.ndarray, ids: np.ndarray, positive: int
+) -> float:
+    """A binary guard head's probability of label `positive`, joined with its lexical score when it has one."""
+    if lexical is None:
+        return float(head.probabilities(_input(head, pooled))[positive])
+    logits = head.logits(_input(head, pooled))
+    return lexical.probability(float(logits[positive] - logits[1 - positive]), ids)
+
+
+def _lexical(guard: str) -> LexicalScore | None:
+    path = HEADS_DIR / f"{guard}_lexical.npz"
+    return LexicalScore.load(path) if path.is_file() else None
 
 
 def _input(head: MLPHead, pooled: np.ndarray) -> np.ndarray:
