@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +88,15 @@ def test_served_score_is_the_training_time_formula(models: EncoderModels, text: 
     z = float(logits[1] - logits[0]) + lexical.mix * lexical.logit(models.encoder.content_ids(text)) + lexical.offset
     expected = max(1 / (1 + np.exp(-z)), injection_score(text))
     assert EncoderClassifier(models).classify(text).jailbreak_score == pytest.approx(expected, abs=1e-6)
+
+
+def test_each_shipped_lexical_score_was_tuned_on_the_shipped_head() -> None:
+    """Mix and offset are fitted to one head's logits: a retrained head with a stale lexical file would move the
+    guard's operating point silently (rerun `python -m offline.train_lexical GUARD --write`)."""
+    training = json.loads((HEADS_DIR / "training.json").read_text())
+    shipped = sorted(HEADS_DIR.glob("*_lexical.npz"))
+    assert shipped, "no lexical score shipped"
+    for path in shipped:
+        guard = path.name.removesuffix("_lexical.npz")
+        recorded = training[f"{guard}_lexical"]["head_sha256"]
+        assert recorded == hashlib.sha256((HEADS_DIR / f"{guard}.npz").read_bytes()).hexdigest(), guard
