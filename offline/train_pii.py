@@ -19,7 +19,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -205,8 +205,21 @@ def negative_samples(cache_dir: Path, seed: int) -> list[pii_data.Sample]:
     return [pii_data.Sample(texts[i], (), -1) for i in sorted(picked)] + chat_negatives(TRAIN, CHAT_NEGATIVES, seed)
 
 
-def build_head(encode: Encode, cache_dir: Path, seed: int, out: Path) -> dict[str, object]:
-    """Generate, encode, pick min_score on a dev split, retrain on everything, save; returns the summary."""
+@dataclass(frozen=True)
+class Split:
+    """The training templates cut into fit and dev (by template), generated and featurised."""
+
+    train_ids: list[int]
+    heldout: list[int]
+    dev_ids: list[int]
+    own_templates: int
+    fit: Rows
+    dev: list[pii_data.Sample]
+    dev_rows: Rows
+
+
+def split(encode: Encode, cache_dir: Path, seed: int) -> Split:
+    """Fit sentences (fit templates, pii_templates.txt, PII-free negatives) and dev sentences, featurised."""
     templates = pii_data.load_templates(pii_data.templates_path(cache_dir))
     train_ids, heldout = pii_data.split_templates(
         len(templates), pii_eval.TRAIN_SEED, pii_eval.HELDOUT_FRACTION
@@ -221,24 +234,52 @@ def build_head(encode: Encode, cache_dir: Path, seed: int, out: Path) -> dict[st
         + negative_samples(cache_dir, seed)
     )
     dev = pii_data.generate(templates, dev_ids, PER_TEMPLATE, seed + 2)
-    fit_rows, dev_rows = featurise(fit, encode), featurise(dev, encode)
-    min_score, table = choose_min_score(train_mlp(*_stack(fit_rows), seed), DevSets.build(dev, dev_rows, encode))
-    x, y = _stack(fit_rows + dev_rows)
+    return Split(train_ids, heldout, dev_ids, len(own), featurise(fit, encode), dev, featurise(dev, encode))
+
+
+def build_head(encode: Encode, cache_dir: Path, seed: int, out: Path) -> dict[str, object]:
+    """Generate, encode, pick min_score on a dev split, retrain on everything, save; returns the summary."""
+    data = split(encode, cache_dir, seed)
+    min_score, table = choose_min_score(
+        train_mlp(*_stack(data.fit), seed), DevSets.build(data.dev, data.dev_rows, encode)
+    )
+    x, y = _stack(data.fit + data.dev_rows)
     arrays = train_mlp(x, y, seed)
     summary = {
         "seed": seed,
-        "train_templates": f"{len(train_ids)} presidio-evaluator + {len(own)} pii_templates.txt",
-        "heldout_templates": heldout,
-        "dev_templates": sorted(dev_ids),
+        "train_templates": f"{len(data.train_ids)} presidio-evaluator + {data.own_templates} pii_templates.txt",
+        "heldout_templates": data.heldout,
+        "dev_templates": sorted(data.dev_ids),
         "dev_min_score": table,
         "min_score": min_score,
-        "sentences": len(fit) + len(dev),
+        "sentences": len(data.fit) + len(data.dev_rows),
         "tokens": len(y),
         "label_counts": {label: int((y == i).sum()) for i, label in enumerate(LABELS)},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, **_head_arrays(arrays, min_score), summary=np.array(json.dumps(summary)))
     return summary
+
+
+CUE_MAX_OS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def cue_table(encode: Encode, cache_dir: Path, seed: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Dev figures per pii.CUE_MAX_O (0: cues off) for two heads, both at the committed min_score.
+
+    "fit_only" is fitted on the fit split as choose_min_score fits it, so its dev template recall is honest;
+    "committed" is the shipped head, trained on the dev templates too (its template figures are optimistic) but
+    never on the chat dev sets, so its chat figures are the ones a cue change ships with.
+    """
+    data = split(encode, cache_dir, seed)
+    dev = DevSets.build(data.dev, data.dev_rows, encode)
+    committed = TokenHead.load()
+    heads = {"fit_only": TokenHead.from_arrays(_head_arrays(train_mlp(*_stack(data.fit), seed), committed.min_score))}
+    heads["committed"] = committed
+    return {
+        name: {str(max_o): dev.measure(replace(head, cue_max_o=max_o)) for max_o in CUE_MAX_OS}
+        for name, head in heads.items()
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -249,10 +290,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--cache-dir", type=Path, default=Path("var/pii"), help="where the template wheel goes"
     )
     parser.add_argument("--model-dir", type=Path, default=Path("models/minilm"))
+    parser.add_argument(
+        "--cue-table", action="store_true", help="print the dev table of the name cues' CUE_MAX_O; train nothing"
+    )
     args = parser.parse_args(argv)
     from router.classifier.encoder import Encoder
 
     encoder = Encoder(args.model_dir)
+    if args.cue_table:
+        print(json.dumps(cue_table(encoder.encode, args.cache_dir, args.seed), indent=1))
+        return
     started = time.monotonic()
     summary = build_head(encoder.encode, args.cache_dir, args.seed, args.out)
     if args.out == DEFAULT_HEAD:

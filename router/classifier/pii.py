@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
+from router.classifier.pii_cues import find_cues
 from router.classifier.pii_rules import find_structured
 from router.signals import PIIFinding
 
@@ -28,6 +29,11 @@ EXTEND_MAX_O = 0.5  # a span's edge tokens need only be more likely entity than 
 # P(O): chosen on the dev sets (train_pii), where it bought 3 points of template PERSON recall and no chat false
 # alarm; single words, where real chat's brands and characters sit, keep min_score.
 FULL_NAME_MAX_O = 0.5
+PERSON = "PERSON"
+# A word a cue (pii_cues) proposes is a name when one of its tokens has P(O) below this: chosen on dev
+# (`python -m offline.train_pii --cue-table`, classifier README), the loosest value at which no dev chat false alarm
+# was added.
+CUE_MAX_O = 0.9
 
 
 class EncodedTokens(Protocol):
@@ -96,6 +102,7 @@ class TokenHead:
     labels: tuple[str, ...]
     emit: frozenset[str]
     min_score: float
+    cue_max_o: float = CUE_MAX_O  # 0 turns the name cues off (train_pii's dev comparison)
 
     @classmethod
     def load(cls, path: Path = DEFAULT_HEAD) -> TokenHead:
@@ -153,7 +160,7 @@ class TokenHead:
         real = offsets[:, 1] > offsets[:, 0]
         found = (probs[:, 0] < 1.0 - self.min_score) & real
         for i, stop in _runs((probs[:, 0] < FULL_NAME_MAX_O) & real):
-            if self.labels[_run_label(probs[i:stop])] == "PERSON":
+            if self.labels[_run_label(probs[i:stop])] == PERSON:
                 start, end = _word_bounds(text, int(offsets[i, 0]), int(offsets[stop - 1, 1]))
                 found[i:stop] |= _FULL_NAME.match(_casing(text[start:end])) is not None
         # Per token outside the found runs: the entity label it would widen a span of, or 0.
@@ -175,7 +182,9 @@ class TokenHead:
             if out and out[-1].type == finding.type and out[-1].end >= start:
                 start = min(start, out.pop().start)  # two found runs inside one widened span: one finding
             out.append(replace(finding, start=start, end=end))
-        return out
+        if PERSON not in self.emit or self.cue_max_o <= 0.0:
+            return out
+        return _with_cued_names(text, probs, offsets, out, self.cue_max_o)
 
     def _finding(
         self, text: str, start: int, end: int, label: int, token_probs: np.ndarray
@@ -188,6 +197,52 @@ class TokenHead:
         if sum(c.isalpha() for c in text[start:end]) < 2 or not _plausible(self.labels[label], text[start:end], score):
             return None
         return PIIFinding(self.labels[label], start, end, round(score, 4))
+
+
+def _with_cued_names(
+    text: str, probs: np.ndarray, offsets: np.ndarray, found: list[PIIFinding], max_o: float
+) -> list[PIIFinding]:
+    """`found` plus the names cues propose (pii_cues) that the head sees as entities (a token with P(O) < max_o),
+    typed PERSON whatever label the head gave them ("Name: Clara Nogueira" read as a street)."""
+    real = offsets[:, 1] > offsets[:, 0]
+    for cue in find_cues(text):
+        p_o = [probs[(offsets[:, 0] < end) & (start < offsets[:, 1]) & real, 0] for start, end in cue.words]
+        sure = [len(p) > 0 and float(p.min()) < max_o for p in p_o]
+        # A lowercase name ends at the first word the head sees as O ("my name is anna and"); a capitalised one
+        # runs to the last word the head sees as an entity ("Directed by: Linda Jones", Linda at P(O) 0.93).
+        if text[slice(*cue.words[0])].islower():
+            n = next((i for i, ok in enumerate(sure) if not ok), len(sure))
+        else:
+            n = max((i + 1 for i, ok in enumerate(sure) if ok), default=0)
+        if n == 0:
+            continue
+        start, end = min(w[0] for w in cue.words[:n]), max(w[1] for w in cue.words[:n])
+        # A cued name passes the same shape checks as the head's ("GPT", "I" do not); an explicit cue vouches
+        # for a lowercase one as a very sure head would.
+        if _plausible(PERSON, text[start:end], 1.0 if cue.explicit else 0.0):
+            score = round(1.0 - float(np.concatenate(p_o[:n]).mean()), 4)
+            found = _claim(text, found, PIIFinding(PERSON, start, end, score))
+    return sorted(found, key=lambda f: f.start)
+
+
+def _claim(text: str, found: list[PIIFinding], name: PIIFinding) -> list[PIIFinding]:
+    """`found` with `name` added: a PERSON finding it overlaps merges into it; a finding of another type keeps only
+    its longer side outside the name, if that still holds two letters (the address after "Robert's address:")."""
+    kept = []
+    for f in found:
+        if f.end <= name.start or name.end <= f.start:
+            kept.append(f)
+        elif f.type == PERSON:
+            name = replace(name, start=min(f.start, name.start), end=max(f.end, name.end))
+        else:
+            start, end = max((f.start, name.start), (name.end, f.end), key=lambda side: side[1] - side[0])
+            while start < end and not text[start].isalnum():
+                start += 1
+            while end > start and not text[end - 1].isalnum():
+                end -= 1
+            if sum(c.isalpha() for c in text[start:end]) >= 2:
+                kept.append(replace(f, start=start, end=end))
+    return [*kept, name]
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -240,7 +295,7 @@ def _plausible(label: str, span: str, score: float) -> bool:
     letter-digit code ("ERC1155"). (Requiring a number cut recall on the templates' bare street names,
     "Hilary Stravenue", to 0.60.)
     """
-    if label == "PERSON":
+    if label == PERSON:
         if " " not in span and _IDENTIFIER.match(span):
             return False
         return _NAME_WORD.search(_casing(span)) is not None or (span.islower() and score >= LOWERCASE_NAME_MIN)

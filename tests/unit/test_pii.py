@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,6 +11,7 @@ import pytest
 
 from router.classifier import pii_rules as rules
 from router.classifier.pii import TokenHead, detect_pii, token_features
+from router.classifier.pii_cues import find_cues
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "minilm"
 
@@ -247,4 +249,109 @@ def test_real_head_finds_name_and_address_in_fresh_sentence(
 
 def test_real_head_is_quiet_on_a_plain_question(encoder) -> None:  # type: ignore[no-untyped-def]
     text = "What is the time complexity of merge sort and why?"
+    assert detect_pii(text, encoder.encode(text)) == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Date: 2024-05-01\nName: Clara Nogueira\nPhone: 555", "Clara Nogueira"),
+        ("Directed by:    Linn van den Broek", "Linn van den Broek"),
+        ("Hi, my name is anna and I need help", "anna"),
+        ("I'm Dave! How are you?", "Dave"),
+        ("Dear Margaret,\nthe invoice is attached.", "Margaret"),
+        ("Hey there Harrison you sound like a detective", "Harrison"),
+        ("Hello Brooke, are you there?", "Brooke"),
+        ("Mrs. Thompson called about the leak", "Thompson"),
+        ("As promised, here's Robert Smith's address:", "Robert Smith"),
+        ("what is elizabeth's phone number?", "elizabeth"),
+        ("Please contact Anna Berg about the lease", "Anna Berg"),
+        ("See you soon.\nBest regards,\nMaria Lopez", "Maria Lopez"),
+    ],
+)
+def test_each_cue_proposes_the_name_it_precedes_or_follows(text: str, name: str) -> None:
+    proposed = [" ".join(text[a:b] for a, b in sorted(cue.words)) for cue in find_cues(text)]
+    assert proposed == [name]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Dear Sir, I am writing to complain",
+        "Name: TBD\nRole: backend",
+        "Hi there, how do I reverse a list?",
+        "Hi Assistant, write me a sort",
+        "Hey Google, set a timer",
+        "Hi, I need help",  # a single capital letter is the pronoun
+        "hey i'm tired",  # a lowercase word after a greeting or "I'm" is not proposed
+        "  name: web-server\n  image: nginx",  # a lowercase label is a YAML key
+        "Customer: Spokane WA",  # role labels head transcripts, not names
+    ],
+)
+def test_cue_like_non_names_propose_nothing(text: str) -> None:
+    assert find_cues(text) == []
+
+
+def _cued(text: str, pieces: list[tuple[str, int]], doubt: tuple[int, ...] = (), cues: bool = True) -> list[tuple[str, str]]:
+    """One-hot head findings; tokens in `doubt` get P(O) about 0.27: an entity, but below the head's own bar."""
+    tokens = _tokens(text, pieces)
+    tokens.token_states[list(doubt), 0] = 0.95
+    head = _one_hot_head() if cues else replace(_one_hot_head(), cue_max_o=0.0)
+    return [(f.type, text[f.start : f.end]) for f in head.spans(text, tokens)]
+
+
+def test_a_cue_types_a_name_the_head_reads_as_a_street() -> None:
+    text = "Name: Clara Nogueira\nCity: Porto"
+    pieces = [("Name", 0), (":", 0), ("Clara", 2), ("Nogueira", 2), ("City", 0), (":", 0), ("Porto", 3)]
+    assert _cued(text, pieces, cues=False) == [("STREET_ADDRESS", "Clara Nogueira"), ("LOCATION", "Porto")]
+    assert _cued(text, pieces) == [("PERSON", "Clara Nogueira"), ("LOCATION", "Porto")]
+
+
+def test_a_cue_finds_a_name_below_the_heads_own_bar() -> None:
+    text = "Hi Kyle! See you"
+    pieces = [("Hi", 0), ("Kyle", 1), ("!", 0), ("See", 0), ("you", 0)]
+    assert _cued(text, pieces, doubt=(1,), cues=False) == []
+    assert _cued(text, pieces, doubt=(1,)) == [("PERSON", "Kyle")]
+
+
+def test_a_cue_never_names_a_word_the_head_calls_o() -> None:
+    text = "Hi Tired! Dear Sir,"
+    pieces = [("Hi", 0), ("Tired", 0), ("!", 0), ("Dear", 0), ("Sir", 1), (",", 0)]  # "Sir" is never proposed
+    assert _cued(text, pieces) == [("PERSON", "Sir")] and _cued(text, pieces, doubt=(4,)) == []
+
+
+def test_an_explicit_cue_vouches_for_a_lowercase_name_a_greeting_does_not() -> None:
+    for text, cued in (("my name is anna ok", True), ("hey anna ok", False), ("tell anna ok", False)):
+        pieces = [(w, 1 if w == "anna" else 0) for w in text.split()]
+        assert _cued(text, pieces, doubt=(len(text.split()) - 2,)) == ([("PERSON", "anna")] if cued else [])
+
+
+def test_a_possessive_cue_takes_the_name_out_of_the_address_span() -> None:
+    text = "here's Robert's address: 12 Main St"
+    pieces = [("here's", 0), ("Robert", 2), ("'s", 2), ("address", 0), (":", 0), ("12", 2), ("Main", 2), ("St", 2)]
+    assert _cued(text, pieces) == [("PERSON", "Robert"), ("STREET_ADDRESS", "12 Main St")]
+
+
+def test_real_head_finds_a_lowercase_name_after_an_explicit_cue(encoder) -> None:  # type: ignore[no-untyped-def]
+    text = "my name is joanne howard"
+    found = detect_pii(text, encoder.encode(text))
+    assert [(f.type, text[f.start : f.end]) for f in found] == [("PERSON", "joanne howard")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Dear Sir, I am writing to complain about the delay.",
+        "Hi there, how do I reverse a list in Python?",
+        "Name: TBD\nRole: backend",
+        "Hey Google, set a timer for ten minutes",
+        "Hello World program in Rust",
+        "How do I install Docker on Ubuntu?",
+        "Find me cheap flights to Paris in May.",
+        "What did Elon Musk say about Tesla this year?",
+    ],
+)
+def test_real_head_with_cues_is_quiet_on_cue_like_words_public_figures_products_and_places(
+    encoder, text: str
+) -> None:  # type: ignore[no-untyped-def]
     assert detect_pii(text, encoder.encode(text)) == ()
