@@ -204,9 +204,16 @@ def _with_cued_names(
 ) -> list[PIIFinding]:
     """`found` plus the names cues propose (pii_cues) that the head sees as entities (a token with P(O) < max_o),
     typed PERSON whatever label the head gave them ("Name: Clara Nogueira" read as a street)."""
-    real = offsets[:, 1] > offsets[:, 0]
-    for cue in find_cues(text):
-        p_o = [probs[(offsets[:, 0] < end) & (start < offsets[:, 1]) & real, 0] for start, end in cue.words]
+    cues = find_cues(text)
+    if not cues:
+        return found
+    starts, ends = offsets[:, 0], offsets[:, 1]  # in text order, as the encoder and train_pii give them
+    for cue in cues:
+        # P(O) of the tokens overlapping each word: those ending after its start and starting before its end.
+        p_o = [
+            probs[np.searchsorted(ends, start, "right") : np.searchsorted(starts, end, "left"), 0]
+            for start, end in cue.words
+        ]
         sure = [len(p) > 0 and float(p.min()) < max_o for p in p_o]
         # A lowercase name ends at the first word the head sees as O ("my name is anna and"); a capitalised one
         # runs to the last word the head sees as an entity ("Directed by: Linda Jones", Linda at P(O) 0.93).

@@ -48,42 +48,63 @@ class Cue:
     explicit: bool
 
 
-# (pattern, explicit): the name follows the match.
-_BEFORE: tuple[tuple[re.Pattern[str], bool], ...] = (
+@dataclass(frozen=True, slots=True)
+class _Trigger:
+    """A cue pattern. `keys`: literal strings one of which any match contains, checked first with `in` (on the
+    lowercased text when `fold`): most prompts hold none, and a substring test costs far less than a regex scan.
+    `follows`: the name follows the match ("Dear X"), else it precedes it ("X's address")."""
+
+    pattern: re.Pattern[str]
+    keys: tuple[str, ...]
+    explicit: bool
+    fold: bool = True
+    follows: bool = True
+
+
+_TRIGGERS = (
     # A capitalised label starts a form line ("Name: anna"); a lowercase one is a YAML or JSON key ("name: web").
-    (re.compile(rf"(?:^|\n)[ \t]*(?=[A-Z])(?i:{_FORM})[ \t]*:[ \t]*"), True),
-    (re.compile(rf"(?:^|\n)[ \t]*(?=[a-z])(?i:{_FORM})[ \t]*:[ \t]*"), False),
-    (re.compile(r"\bmy name(?: is|'s|’s)[ \t]+", re.IGNORECASE), True),
-    (re.compile(r"\b(?:I'm|I’m|I am|this is)[ \t]+", re.IGNORECASE), False),
-    (re.compile(r"\b(?:dear|hi|hello|hey|hiya|howdy)(?:[ \t]+there)?,?[ \t]+", re.IGNORECASE), False),
-    (re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?[ \t]+"), False),
-    (re.compile(r"\bcontact[ \t]+", re.IGNORECASE), False),
+    _Trigger(re.compile(rf"(?:^|\n)[ \t]*(?=[A-Z])(?i:{_FORM})[ \t]*:[ \t]*"), (":",), True),
+    _Trigger(re.compile(rf"(?:^|\n)[ \t]*(?=[a-z])(?i:{_FORM})[ \t]*:[ \t]*"), (":",), False),
+    _Trigger(re.compile(r"\bmy name(?: is|'s|’s)[ \t]+", re.IGNORECASE), ("my name",), True),
+    _Trigger(re.compile(r"\b(?:I'm|I’m|I am|this is)[ \t]+", re.IGNORECASE), ("i'm", "i’m", "i am", "this is"), False),
+    _Trigger(
+        re.compile(r"\b(?:dear|hi|hello|hey|hiya|howdy)(?:[ \t]+there)?,?[ \t]+", re.IGNORECASE),
+        ("dear", "hi ", "hi,", "hi\t", "hello", "hey", "hiya", "howdy"), False,
+    ),
+    _Trigger(re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof)\.?[ \t]+"), ("Mr", "Ms", "Miss", "Mx", "Dr", "Prof"), False,
+             fold=False),
+    _Trigger(re.compile(r"\bcontact[ \t]+", re.IGNORECASE), ("contact",), False),
     # A signature: a sign-off line, then the name on the next line.
-    (re.compile(
-        r"(?:^|\n)[ \t]*(?:thanks|thank you|best|best regards|kind regards|regards|cheers|sincerely|yours(?: truly)?|"
-        r"love|warmly)[,.!]?[ \t]*\n[ \t]*", re.IGNORECASE
-    ), False),
+    _Trigger(
+        re.compile(
+            r"(?:^|\n)[ \t]*(?:thanks|thank you|best|best regards|kind regards|regards|cheers|sincerely|"
+            r"yours(?: truly)?|love|warmly)[,.!]?[ \t]*\n[ \t]*", re.IGNORECASE
+        ),
+        ("thank", "best", "regards", "cheers", "sincerely", "yours", "love", "warmly"), False,
+    ),
+    # The name precedes: "X's address", "X’s phone number".
+    _Trigger(
+        re.compile(
+            r"['’]s[ \t]+(?:home |new |old |work |mobile |cell |e-?mail |postal |mailing |street )?"
+            r"(?:address|phone|number|e-?mail|birthday|date of birth|contact details|mobile)\b", re.IGNORECASE
+        ),
+        ("'s", "’s"), True, follows=False,
+    ),
 )  # fmt: skip
-# The name precedes the match: "X's address", "X’s phone number".
-_AFTER = re.compile(
-    r"['’]s[ \t]+(?:home |new |old |work |mobile |cell |e-?mail |postal |mailing |street )?"
-    r"(?:address|phone|number|e-?mail|birthday|date of birth|contact details|mobile)\b",
-    re.IGNORECASE,
-)
 
 
 def find_cues(text: str) -> list[Cue]:
     """Every cue in `text` with the words it proposes."""
+    folded = text.lower()
     cues = []
-    for pattern, explicit in _BEFORE:
-        for m in pattern.finditer(text):
-            words = _name_words(text, _words_after(text, m.end()), explicit)
-            if words:
-                cues.append(Cue(words, explicit))
-    for m in _AFTER.finditer(text):
-        words = _name_words(text, _words_before(text, m.start()), True)
-        if words:
-            cues.append(Cue(words, True))
+    for trigger in _TRIGGERS:
+        if not any(key in (folded if trigger.fold else text) for key in trigger.keys):
+            continue
+        for m in trigger.pattern.finditer(text):
+            words = _words_after(text, m.end()) if trigger.follows else _words_before(text, m.start())
+            named = _name_words(text, words, trigger.explicit)
+            if named:
+                cues.append(Cue(named, trigger.explicit))
     return cues
 
 
