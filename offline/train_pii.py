@@ -1,4 +1,4 @@
-"""Train the PII token head: `python -m offline.train_pii [--out PATH] [--seed N]`.
+"""Train the PII token head: `python -m offline.train_pii [--out PATH] [--seed N] [--cue-table]`.
 
 Reproducible: sentences come from pii_data with fixed seeds, the template split is pii_eval's
 (template ids shuffled with random.Random(13), first 25% held out and never seen here; the project's
