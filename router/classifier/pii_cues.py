@@ -21,7 +21,7 @@ NOT_NAMES = frozenset((
     "google", "siri", "alexa", "cortana", "bixby",
     "hi", "hello", "hey", "hola", "hallo", "bonjour", "ciao", "yo", "sup", "howdy", "hiya", "aloha", "greetings",
     "and", "or", "but", "so", "the", "a", "an", "i", "is", "was", "from", "in", "at", "on", "to", "for", "with", "by",
-    "of", "not", "just", "also", "here", "again", "too",
+    "of", "not", "just", "also", "here", "again", "too", "i'm", "im", "i’m",
 ))  # fmt: skip
 # A word: letters, inner apostrophes or hyphens ("O'Neil", "Hanne-Lore"); or an initial with its dot ("C.").
 _WORD = re.compile(r"[^\W\d_]\.|[^\W\d_](?:[\w'’-]*[^\W_])?")

@@ -259,6 +259,7 @@ def test_real_head_is_quiet_on_a_plain_question(encoder) -> None:  # type: ignor
         ("Directed by:    Linn van den Broek", "Linn van den Broek"),
         ("Hi, my name is anna and I need help", "anna"),
         ("I'm Dave! How are you?", "Dave"),
+        ("Hi I'm Dave, can you help?", "Dave"),  # the greeting does not take "I'm" into the name
         ("Dear Margaret,\nthe invoice is attached.", "Margaret"),
         ("Hey there Harrison you sound like a detective", "Harrison"),
         ("Hello Brooke, are you there?", "Brooke"),
