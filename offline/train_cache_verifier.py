@@ -60,6 +60,25 @@ TUNING = REPO_ROOT / "bench" / "data" / "cache_hard_pairs.jsonl"
 FLOOR = CacheConfig().similarity_threshold
 HIDDEN = 16
 VETO_WRITTEN_SHARE = 0.05  # a veto may flag at most this share of the written dev paraphrases
+DEV_SETS = ("qqp_dev", "rules_dev", "tuning", "written_dev")  # the order dev_figures and operating_point take them
+
+
+def dataset(qqp: Path, questions: int, seed: int, written: bool) -> tuple[dict[str, list[Pair]], dict[str, int]]:
+    """Every pair set training and dev read (qqp_/rules_/written_ + train/dev, tuning; the written ones empty unless
+    `written`), and the QQP split sizes. The QQP test split is counted, never returned."""
+    split = split_by_question(load_jsonl(qqp))
+    rng = random.Random(seed)
+    vocabulary = content_vocabulary(t for r in split["train"] for t in (r["a"], r["b"]))
+    sets: dict[str, list[Pair]] = {}
+    for name, share in (("train", 1.0), ("dev", 0.25)):
+        texts = sorted({t for r in split[name] for t in (r["a"], r["b"])})
+        base = rng.sample(texts, int(questions * share)) + chat_prompts(name)
+        sets[f"qqp_{name}"] = split[name]
+        sets[f"rules_{name}"] = generated_pairs(base, vocabulary, seed + len(name))
+    sets["tuning"] = load_jsonl(TUNING)
+    for name, pairs in (written_pairs() if written else {"train": [], "dev": []}).items():
+        sets[f"written_{name}"] = pairs
+    return sets, {k: len(v) for k, v in split.items()}
 
 
 def embeddings(pairs: list[Pair], model_dir: Path) -> dict[str, np.ndarray]:
@@ -91,12 +110,15 @@ def hits(table: dict[str, np.ndarray], verifier: Verifier, threshold: float) -> 
     return out
 
 
-def training_rows(sources: list[tuple[dict[str, np.ndarray], float]]) -> tuple[np.ndarray, ...]:
+def training_rows(sources: list[tuple[dict[str, np.ndarray], float]],
+                  columns: list[int] | None = None) -> tuple[np.ndarray, ...]:
     """Features, labels and weights of the candidate pairs of every (table, source weight), each pair in both
     directions (the stored prompt may be either side); classes balanced, then scaled by the source weight.
-    A source of weight 0 is left out (its rows would still shift the standardisation and the batches)."""
+    A source of weight 0 is left out (its rows would still shift the standardisation and the batches).
+    `columns`: the table columns to keep (default FEATURES; any others must read both sides alike)."""
     sources = [(t, w) for t, w in sources if w > 0]
-    x = np.concatenate([t["x"][t["candidate"]][:, :len(FEATURES)] for t, _ in sources])
+    keep = list(range(len(FEATURES))) if columns is None else columns
+    x = np.concatenate([t["x"][t["candidate"]][:, keep] for t, _ in sources])
     y = np.concatenate([t["label"][t["candidate"]] for t, _ in sources]).astype(np.float64)
     source = np.concatenate([np.full(int(t["candidate"].sum()), w) for t, w in sources])
     flipped = x.copy()
@@ -106,13 +128,14 @@ def training_rows(sources: list[tuple[dict[str, np.ndarray], float]]) -> tuple[n
     return x, y, np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean())) * source
 
 
-def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int = 40) -> dict[str, np.ndarray]:
+def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int = 40,
+        hidden: int = HIDDEN) -> dict[str, np.ndarray]:
     """Minibatch Adam on weighted log-loss with a little L2; deterministic for a seed."""
     rng = np.random.default_rng(seed)
     mean, scale = x.mean(0), x.std(0) + 1e-6
     z = (x - mean) / scale
-    params = {"w1": rng.normal(0, 0.5, (x.shape[1], HIDDEN)), "b1": np.zeros(HIDDEN),
-              "w2": rng.normal(0, 0.5, HIDDEN), "b2": np.zeros(1)}
+    params = {"w1": rng.normal(0, 0.5, (x.shape[1], hidden)), "b1": np.zeros(hidden),
+              "w2": rng.normal(0, 0.5, hidden), "b2": np.zeros(1)}
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v = {k: np.zeros_like(p) for k, p in params.items()}
     step = 0
@@ -212,25 +235,14 @@ def main() -> int:
     if not args.qqp.is_file():
         print(f"{args.qqp} is missing (see ../shared/data/README.md)", file=sys.stderr)
         return 2
-    split = split_by_question(load_jsonl(args.qqp))
-    rng = random.Random(args.seed)
-    vocabulary = content_vocabulary(t for r in split["train"] for t in (r["a"], r["b"]))
-    generated: dict[str, list[Pair]] = {}
-    for name, share in (("train", 1.0), ("dev", 0.25)):
-        questions = sorted({t for r in split[name] for t in (r["a"], r["b"])})
-        base = rng.sample(questions, int(args.questions * share)) + chat_prompts(name)
-        generated[name] = generated_pairs(base, vocabulary, args.seed + len(name))
-    tuning_pairs = load_jsonl(TUNING)
-    written = written_pairs() if args.written_weight > 0 or args.measure_vetoes else {"train": [], "dev": []}
-    emb = embeddings(split["train"] + split["dev"] + generated["train"] + generated["dev"] + tuning_pairs
-                     + written["train"] + written["dev"], args.model_dir)
-    dev = (pair_table(split["dev"], emb), pair_table(generated["dev"], emb), pair_table(tuning_pairs, emb),
-           pair_table(written["dev"], emb))
+    sets, split_sizes = dataset(args.qqp, args.questions, args.seed, args.written_weight > 0 or args.measure_vetoes)
+    emb = embeddings([p for pairs in sets.values() for p in pairs], args.model_dir)
+    dev = tuple(pair_table(sets[name], emb) for name in DEV_SETS)
     if args.measure_vetoes:
         print(json.dumps(measure_vetoes(*dev), indent=1))
         return 0
-    sources = [(pair_table(split["train"], emb), 1.0), (pair_table(generated["train"], emb), args.rule_weight),
-               (pair_table(written["train"], emb), args.written_weight)]
+    sources = [(pair_table(sets["qqp_train"], emb), 1.0), (pair_table(sets["rules_train"], emb), args.rule_weight),
+               (pair_table(sets["written_train"], emb), args.written_weight)]
     x, y, weight = training_rows(sources)
     params = fit(x, y, weight, args.seed)
     vetoes = choose_vetoes(*dev[1:])
@@ -238,12 +250,12 @@ def main() -> int:
                         float(params["b2"][0]), 0.5, vetoes, sha256_file(args.model_dir / "model_int8.onnx")[:16])
     threshold, figures = operating_point(verifier, args.min_qqp_precision, *dev)
     info: dict[str, object] = {
-        "split_pairs": {k: len(v) for k, v in split.items()},
-        "generated_pairs": {k: len(v) for k, v in generated.items()}, "training_rows": len(x),
+        "split_pairs": split_sizes,
+        "generated_pairs": {k: len(sets[f"rules_{k}"]) for k in ("train", "dev")}, "training_rows": len(x),
         "rule_weight": args.rule_weight, "floor": FLOOR, "vetoes": list(vetoes), "threshold": threshold,
         "dev": figures, "seed": args.seed}
     if args.written_weight > 0 or args.min_qqp_precision > 0:  # the default run writes the committed file's info
-        info |= {"written_pairs": {k: len(v) for k, v in written.items()}, "written_weight": args.written_weight,
+        info |= {"written_pairs": {k: len(sets[f"written_{k}"]) for k in ("train", "dev")}, "written_weight": args.written_weight,
                  "min_qqp_precision": args.min_qqp_precision, "veto_rule": measure_vetoes(*dev),
                  "dev_sweep": {f"{t:.3f}": dev_figures(verifier, t, *dev) for t in np.arange(0.50, 0.99, 0.025)}}
     np.savez(args.out, features=np.array(FEATURES), mean=params["mean"].astype(np.float32),
