@@ -26,6 +26,7 @@ from router.observability import logs, metrics
 from router.observability.health import Readiness, add_grpc_health
 from router.observability.logs import LogFormat
 from router.observability.ops import configure_logs, start_ops
+from router.observability.reload import baseline
 from router.resilience import ATTEMPT_METADATA
 from router.runtime import RuntimeHolder
 from router.signals import Classifier
@@ -148,6 +149,7 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    started_from = baseline(config_path)  # before the first load: a fix written while this process starts is seen
     try:
         await holder.reload(first=True)
     except ConfigError as exc:
@@ -157,7 +159,7 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
     # After the first load, so the cache probe never reports a runtime that is still loading.
     try:
         ops = await start_ops(obs, 0 if worker else server_cfg.metrics_port, config_path, holder.reload, readiness,
-                              cache=lambda: holder.current.cache if holder.current else None)
+                              cache=lambda: holder.current.cache if holder.current else None, started_from=started_from)
     except OSError as exc:
         await holder.aclose()
         raise StartupError(f"metrics port {obs.metrics_host}:{server_cfg.metrics_port}: {exc.strerror}") from None

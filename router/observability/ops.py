@@ -18,7 +18,7 @@ from router.config import ObservabilityConfig, RouterConfig
 from router.observability import logs
 from router.observability.health import HealthServer, Liveness, Readiness
 from router.observability.metrics import METRICS, RouterMetrics
-from router.observability.reload import ConfigWatcher, ReloadFn
+from router.observability.reload import Baseline, ConfigWatcher, ReloadFn
 
 
 class CacheHealth(Protocol):
@@ -64,11 +64,13 @@ async def start_ops(
     reload: ReloadFn,
     readiness: Readiness | None = None,
     cache: Callable[[], CacheHealth | None] | None = None,
+    started_from: Baseline | None = None,
 ) -> Ops:
     """Start /metrics + probes, the loop heartbeat and (if enabled) the config watcher + SIGHUP.
 
     Must run inside the serving loop. `reload` is the runtime holder's reload; it is also what
-    SIGHUP triggers, so do not install another SIGHUP handler.
+    SIGHUP triggers, so do not install another SIGHUP handler. `started_from`: the config file as it was before
+    the first load (`reload.baseline`), so an edit made since is reloaded.
     """
     readiness = readiness or Readiness()
     liveness = Liveness(stale_after_s=obs.liveness_stale_after_s)
@@ -76,7 +78,8 @@ async def start_ops(
     port = health.start(obs.metrics_host, metrics_port) if metrics_port else 0
     ops = Ops(readiness, liveness, health, port, watcher=None)
     ops._tasks.append(asyncio.create_task(liveness.run(), name="liveness-heartbeat"))
-    watcher = ConfigWatcher(config_path, reload, interval_s=obs.watch_interval_s, poll=obs.watch_config)
+    watcher = ConfigWatcher(config_path, reload, interval_s=obs.watch_interval_s, poll=obs.watch_config,
+                            started_from=started_from)
     watcher.install_sighup()  # SIGHUP reloads even when file watching is off
     ops._tasks.append(asyncio.create_task(watcher.run(), name="config-watcher"))
     ops.watcher = watcher

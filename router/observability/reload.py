@@ -25,6 +25,8 @@ from router.observability.logs import get_logger
 from router.observability.metrics import METRICS, RouterMetrics
 
 ReloadFn = Callable[[], Awaitable[bool]]
+# A config file's (stat, content hash) at one moment: what a watcher compares later edits with.
+Baseline = tuple[tuple[int, int] | None, str | None]
 
 log = get_logger("router.reload")
 
@@ -44,6 +46,12 @@ def _digest(path: Path) -> str | None:
         return None
 
 
+def baseline(path: str | os.PathLike[str]) -> Baseline:
+    """The file as it is now. Take it before the config is first loaded: an edit that lands between that load
+    and the watcher's start (a fix written while a worker boots) is then still a change, not the starting point."""
+    return _fingerprint(Path(path)), _digest(Path(path))
+
+
 class ConfigWatcher:
     """Runs on the serving loop; triggers `reload()` on content changes and on SIGHUP."""
 
@@ -55,6 +63,7 @@ class ConfigWatcher:
         settle_s: float = 0.1,
         metrics: RouterMetrics = METRICS,
         poll: bool = True,
+        started_from: Baseline | None = None,
     ) -> None:
         self.path = Path(path)
         self._reload = reload
@@ -62,8 +71,8 @@ class ConfigWatcher:
         self.settle_s = settle_s
         self.poll = poll  # False: only SIGHUP / request_reload() trigger a reload
         self._metrics = metrics
-        self._stat = _fingerprint(self.path)
-        self._hash = _digest(self.path)  # the content the runtime was started from
+        # The content the runtime was started from (by default: the file as it is now).
+        self._stat, self._hash = started_from if started_from is not None else baseline(self.path)
         self._wake = asyncio.Event()
         self._forced = False
         self._lock = asyncio.Lock()

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from router.config import ConfigError
 from router.observability.metrics import RouterMetrics
-from router.observability.reload import ConfigWatcher
+from router.observability.reload import ConfigWatcher, baseline
 
 
 class FakeRuntime:
@@ -116,3 +116,18 @@ async def test_sighup_forces_a_reload_through_the_running_watcher(setup: Setup) 
     finally:
         task.cancel()
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+
+async def test_an_edit_made_between_the_first_load_and_the_watchers_start_is_reloaded(tmp_path: Path) -> None:
+    """A worker whose first load failed on a broken file, fixed before its watcher started, must still reload."""
+    path = tmp_path / "config.yaml"
+    path.write_text("broken v1")
+    before = baseline(path)  # taken before the first load, as serve() does
+    runtime = FakeRuntime(path)
+    with pytest.raises(ConfigError):
+        await runtime.reload()  # the first load fails
+    rewrite(path, "valid v2")  # the fix lands while the process is still starting
+    watcher = ConfigWatcher(path, runtime.reload, settle_s=0.01, metrics=RouterMetrics(CollectorRegistry()),
+                            started_from=before)
+    assert await watcher.check() is True
+    assert runtime.applied == ["valid v2"]
