@@ -100,8 +100,7 @@ class Encoder:
         """EncodedText.ids of `text` without running the model: training scores the lexical guards on exactly the
         tokens serving sees."""
         windows = self._windows(text)
-        keep = _tail_keep(windows)
-        return np.array([*windows[0].ids, *(windows[-1].ids[keep:] if keep is not None else [])], dtype=np.int64)
+        return _content_ids(windows, _tail_keep(windows))
 
     def encode(self, text: str) -> EncodedText:
         windows = self._windows(text)
@@ -112,14 +111,13 @@ class Encoder:
         embeddings, states = self._session.run(None, {"input_ids": ids})
         keep = _tail_keep(windows)
         if keep is None:
-            return EncodedText(embeddings[0], states[0, 1:-1], _offsets(windows[0].offsets), 1, ids[0, 1:-1])
+            return EncodedText(embeddings[0], states[0, 1:-1], _offsets(windows[0].offsets), 1, _content_ids(windows, None))
         mean = embeddings.mean(axis=0)
         embedding = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
         head, tail = windows
         token_states = np.concatenate([states[0, 1:-1], states[1, 1 + keep : -1]])
         offsets = _offsets(head.offsets + tail.offsets[keep:])
-        token_ids = np.concatenate([ids[0, 1:-1], ids[1, 1 + keep : -1]])
-        return EncodedText(embedding, token_states, offsets, 2, token_ids)
+        return EncodedText(embedding, token_states, offsets, 2, _content_ids(windows, keep))
 
     def _windows(self, text: str) -> list[_Window]:
         budget = self._budget
@@ -143,6 +141,12 @@ def _tail_keep(windows: list[_Window]) -> int | None:
     head_end = windows[0].offsets[-1][1]
     tail = windows[1].offsets
     return next((i for i, (start, _) in enumerate(tail) if start >= head_end), len(tail))
+
+
+def _content_ids(windows: list[_Window], keep: int | None) -> np.ndarray:
+    """The wordpiece ids of the rows of EncodedText.token_states: the head window, then the tail's new rows."""
+    tail = windows[-1].ids[keep:] if keep is not None else []
+    return np.array([*windows[0].ids, *tail], dtype=np.int64)
 
 
 def _offsets(pairs: list[tuple[int, int]]) -> np.ndarray:
