@@ -32,17 +32,25 @@ from router.classifier.injection_rules import injection_score
 
 def guard_scores(guard: str, head: MLPHead, encoder: Encoder, examples: list[Example]) -> np.ndarray:
     """What the router compares with the threshold: the head's positive probability (jailbreak: max with the rules)."""
-    scores = head.probabilities(embed(encoder, [e.text for e in examples], pooled=True))[:, 1]
-    if guard == "jailbreak":
-        scores = np.maximum(scores, [injection_score(e.text) for e in examples])
-    return scores
+    return with_rules(guard, head.probabilities(embed(encoder, [e.text for e in examples], pooled=True))[:, 1],
+                      examples)
+
+
+def with_rules(guard: str, scores: np.ndarray, examples: list[Example]) -> np.ndarray:
+    """The router's jailbreak score is the larger of the model's and the exact injection rules'."""
+    return np.maximum(scores, [injection_score(e.text) for e in examples]) if guard == "jailbreak" else scores
+
+
+def log_odds(threshold: float) -> float:
+    """The logit at which a probability equals `threshold` (kept off 0 and 1): what a shift to 0.5 subtracts."""
+    threshold = min(max(threshold, 1e-6), 1 - 1e-6)
+    return math.log(threshold / (1 - threshold))
 
 
 def shift_to_half(head: MLPHead, threshold: float) -> MLPHead:
     """Move the positive logit so that p == 0.5 exactly where p was `threshold` (binary softmax heads)."""
-    threshold = min(max(threshold, 1e-6), 1 - 1e-6)
     bias = head.biases[-1].copy()
-    bias[1] -= math.log(threshold / (1 - threshold))
+    bias[1] -= log_odds(threshold)
     return MLPHead(head.labels, head.mean, head.scale, head.weights, (*head.biases[:-1], bias))
 
 

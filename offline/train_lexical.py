@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -34,10 +33,9 @@ from offline.guard_data import (
 )
 from offline.train import MODEL_DIR
 from offline.train_data import Example
-from offline.train_guards import dev_recall
+from offline.train_guards import dev_recall, log_odds, with_rules
 from router.classifier.encoder import Encoder
 from router.classifier.heads import HEADS_DIR, MLPHead
-from router.classifier.injection_rules import injection_score
 from router.classifier.lexical import BUCKET_BITS, LexicalScore, hashed_ngrams
 
 MIN_DF = 2
@@ -134,17 +132,15 @@ def guard_probabilities(guard: str, lexical: LexicalScore, rows: DevRows) -> dic
         scores = np.array(
             [lexical.probability(z, i) for z, i in zip(rows.head_logit[name], rows.ids[name], strict=True)]
         )
-        if guard == "jailbreak":
-            scores = np.maximum(scores, [injection_score(e.text) for e in examples])
-        out[name] = scores
+        out[name] = with_rules(guard, scores, examples)
     return out
 
 
 def judge(guard: str, lexical: LexicalScore, rows: DevRows) -> tuple[LexicalScore, dict]:
     """Choose the offset on dev (DEV_BUDGETS), then the dev figures at that operating point."""
     scores = guard_probabilities(guard, lexical, rows)
-    threshold = min(max(choose_threshold({g: scores[g] for g in ("real_chat", "support")}), 1e-6), 1 - 1e-6)
-    shifted = LexicalScore(lexical.weights, lexical.bias, lexical.mix, -math.log(threshold / (1 - threshold)))
+    threshold = choose_threshold({g: scores[g] for g in ("real_chat", "support")})
+    shifted = LexicalScore(lexical.weights, lexical.bias, lexical.mix, -log_odds(threshold))
     scores = guard_probabilities(guard, shifted, rows)
     report = {
         "dev_recall": dev_recall(scores["positive"], rows.groups["positive"]),
