@@ -15,6 +15,7 @@ EVALUATION = (
     "cache_heldout_v2.jsonl",
     "cache_heldout_v3.jsonl",
     "cache_heldout_v4.jsonl",
+    "cache_heldout_v5.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
