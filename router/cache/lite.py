@@ -16,6 +16,7 @@ through `SharedLite` on every connect, so a restarted child (a new socket) is fo
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -44,6 +45,24 @@ def _wait_for_socket(uri: str, server: Server) -> None:
     deadline = time.monotonic() + SOCKET_WAIT_S
     while not path.exists() and time.monotonic() < deadline and server._p is not None and server._p.poll() is None:
         time.sleep(0.05)
+
+
+def _locked_elsewhere(db_file: Path) -> bool:
+    """Whether another process holds the lock milvus_lite takes for this file. Asked before a Server exists:
+    Server.stop() (also run by its __del__) unlinks the lock file even when that Server never got the lock, so
+    one refused start (`semantic-router cache stats` beside a running router) let the next process open the
+    file beside the running child. A start racing this check can still unlink it; none did here."""
+    try:
+        fd = os.open(db_file.parent / f".{db_file.name}.lock", os.O_WRONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the probe's own lock
+    return False
 
 
 class LiteUnavailable(RuntimeError):
@@ -102,6 +121,9 @@ class LiteProcess:
                 log.warning("milvus_lite_restarting", db=str(self.db_file), exit_code=code, starts=self.starts)
                 self._server.stop()  # releases the file lock and the stale socket
             self.db_file.parent.mkdir(parents=True, exist_ok=True)
+            if _locked_elsewhere(self.db_file):
+                raise LiteUnavailable(f"cannot start Milvus Lite on {self.db_file}: another process has it open "
+                                      "(one process per file: stop the router, or use its Milvus server)")
             server = Server(str(self.db_file))
             if not server.init() or not server.start():
                 server.stop()

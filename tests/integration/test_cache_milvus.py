@@ -236,3 +236,29 @@ async def test_stores_on_one_lite_file_share_its_child_as_a_reload_does(lite_pat
     assert await new.get(k(1), NOW) is not None and new.lite.alive()
     await new.close()
     assert not new.lite.alive()
+
+
+def test_a_file_locked_by_another_process_stays_locked_after_a_refused_start(tmp_path: Path) -> None:
+    """`semantic-router cache stats` beside a running router: milvus_lite's Server.stop() unlinks the lock file
+    even when that Server never held it, so one refused start used to let the next process open the file beside
+    the router's child (two Lite processes on one file corrupt it)."""
+    import subprocess
+    import sys
+
+    from router.cache.lite import LiteProcess, LiteUnavailable
+
+    db = tmp_path / "cache.db"
+    script = ("import sys, time; from router.cache.lite import LiteProcess; lite = LiteProcess(sys.argv[1]); "
+              "lite.ensure_running(); print('up', flush=True); time.sleep(120)")  # holds the child, as a router does
+    holder = subprocess.Popen([sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "up"
+        lock = tmp_path / ".cache.db.lock"
+        inode = lock.stat().st_ino
+        for _ in range(2):  # the second attempt is the one that used to get in
+            with pytest.raises(LiteUnavailable, match="another process"):
+                LiteProcess(db).ensure_running()
+        assert lock.stat().st_ino == inode
+    finally:
+        holder.terminate()
+        holder.wait(10)
