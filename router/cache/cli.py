@@ -61,9 +61,9 @@ def namespace_for(cfg: CacheConfig, tenant: str | None, user: str | None, api_ke
 
 
 async def _stats(cache: SemanticCache, _: argparse.Namespace) -> dict[str, Any]:
-    stats = await cache.stats()
-    stats.pop("counters", None)  # this process served nothing
-    return stats
+    """The backend's own answer: a failure raises here and exits 1 (SemanticCache.stats() keeps serving)."""
+    stats = await cache.backend.stats()
+    return {"entries": stats.entries, **stats.details}
 
 
 async def _invalidate(cache: SemanticCache, args: argparse.Namespace) -> dict[str, Any]:

@@ -127,3 +127,27 @@ def test_cli_stats_invalidate_purge(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert run("stats")["entries"] == 1
     assert run("purge-expired")["purged"] == 0
     assert run("invalidate", "--model", "m1")["deleted"] == 1
+
+
+def test_cli_exits_1_when_the_backend_cannot_be_reached(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator's script must see the failure: `cache stats` beside a router holding the Lite file used to
+    print `"entries": null` with the error inside the JSON and exit 0, like a success."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "held.db"
+    cfg_file = tmp_path / "config.yaml"
+    cfg_file.write_text(json.dumps({"default_model": "m1", "models": {"m1": {"endpoints": [{"port": 8001}]}},
+                                    "semantic_cache": {"uri": str(db)}}))
+    script = ("import sys, time; from router.cache.lite import LiteProcess; lite = LiteProcess(sys.argv[1]); "
+              "lite.ensure_running(); print('up', flush=True); time.sleep(120)")  # the router's Lite child
+    holder = subprocess.Popen([sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "up"
+        for action in ("stats", "purge-expired"):
+            assert _cli("cache", action, "--config", str(cfg_file)) == 1
+            captured = capsys.readouterr()
+            assert captured.out == "" and f"cache {action}: " in captured.err and "another process" in captured.err
+    finally:
+        holder.terminate()
+        holder.wait(10)
