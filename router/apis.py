@@ -386,11 +386,12 @@ def message_events(msg: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     yield "message_stop", {"type": "message_stop"}
 
 
-def render_hit(api: Api, completion: dict[str, Any], model: str, stream: bool) -> bytes:
-    """A cached answer (a chat.completion) in the client's format; `model` is the name the client asked for."""
+def render_hit(api: Api, completion: dict[str, Any], model: str, stream: bool, include_usage: bool = False) -> bytes:
+    """A cached answer (a chat.completion) in the client's format; `model` is the name the client asked for,
+    `include_usage` its chat `stream_options.include_usage` (the other APIs' streams always carry usage)."""
     if api == "chat":
         fresh = wire.fresh_completion(completion, model)
-        return wire.completion_to_sse(fresh) if stream else json.dumps(fresh).encode()
+        return wire.completion_to_sse(fresh, include_usage) if stream else json.dumps(fresh).encode()
     if api == "responses":
         resp = as_response(completion, model)
         return _sse(response_events(resp)) if stream else json.dumps(resp).encode()

@@ -54,6 +54,12 @@ class ChatRequest:
     def has_user_turn(self) -> bool:
         return any(m["role"] == "user" for m in self.messages)
 
+    @property
+    def include_usage(self) -> bool:
+        """A stream ends with a `choices: []` usage chunk only when the client asked for it (OpenAI's rule)."""
+        options = self.body.get("stream_options")
+        return isinstance(options, dict) and options.get("include_usage") is True
+
     def latest_user_text(self) -> str:
         """The text the classifier and the cache look at: the last user turn, else the last message."""
         for message in reversed(self.messages):
@@ -223,7 +229,7 @@ class StreamAssembler:
         return self._usage
 
 
-def completion_to_sse(completion: dict[str, Any], include_usage: bool = True) -> bytes:
+def completion_to_sse(completion: dict[str, Any], include_usage: bool) -> bytes:
     """Replays a complete answer as a valid chat.completion.chunk stream ending in [DONE]."""
     base: dict[str, Any] = {k: completion[k] for k in ("id", "created", "model") if k in completion}
     base["object"] = "chat.completion.chunk"

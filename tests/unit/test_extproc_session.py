@@ -195,6 +195,36 @@ async def test_an_answer_is_stored_and_the_repeat_is_served_from_the_cache() -> 
     await rt.cache.close()
 
 
+async def test_a_streamed_hit_ends_with_a_usage_chunk_only_when_the_client_asked() -> None:
+    """OpenAI sends the `choices: []` usage chunk only for `stream_options.include_usage`; a client reading
+    `chunk.choices[0]` breaks on one it did not ask for (a JSON answer stored with its usage, replayed as SSE)."""
+    rt = runtime(MATH, cache=True)
+    first = StreamSession(rt, EXECUTOR)
+    await send(first, chat("Integrate x^3"))
+    status = [base_pb2.HeaderValue(key=":status", raw_value=b"200"),
+              base_pb2.HeaderValue(key="content-type", raw_value=b"application/json")]
+    await first.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=status))))
+    answer = {"id": "x", "object": "chat.completion", "model": "gpt-oss-120b",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "x^4/4"}, "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+    await first.handle(pb.ProcessingRequest(
+        response_body=pb.HttpBody(body=json.dumps(answer).encode(), end_of_stream=True)))
+    assert rt.cache is not None
+    await rt.cache.flush()
+
+    async def replay(**fields: Any) -> list[dict[str, Any]]:
+        resp = await send(StreamSession(rt, EXECUTOR), {**chat("Integrate x^3"), "stream": True, **fields})
+        assert resp.WhichOneof("response") == "immediate_response"  # a hit
+        frames = resp.immediate_response.body.decode().split("\n\n")
+        return [json.loads(f.removeprefix("data: ")) for f in frames if f and f != "data: [DONE]"]
+
+    assert all(c["choices"] for c in await replay())
+    assert all(c["choices"] for c in await replay(stream_options={"include_usage": False}))
+    asked = await replay(stream_options={"include_usage": True})
+    assert asked[-1]["choices"] == [] and asked[-1]["usage"] == answer["usage"]
+    await rt.cache.close()
+
+
 @pytest.mark.parametrize("raw", [b"{", b"[]", b'{"model": "auto"}', b'{"model": "auto", "messages": []}'])
 async def test_bad_bodies_get_a_400_with_an_openai_error(raw: bytes) -> None:
     session = StreamSession(runtime(MATH), EXECUTOR)

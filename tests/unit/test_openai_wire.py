@@ -80,7 +80,7 @@ def test_replayed_stream_parses_back_to_the_same_answer() -> None:
     fresh = wire.fresh_completion(stored, "auto")
     assert fresh["id"] != "x" and fresh["model"] == "auto"
     decoder, assembler = wire.SSEDecoder(), wire.StreamAssembler()
-    for payload in decoder.feed(wire.completion_to_sse(fresh)):
+    for payload in decoder.feed(wire.completion_to_sse(fresh, include_usage=True)):
         assembler.add(payload)
     again = assembler.completion()
     assert again is not None and again["choices"][0]["message"]["content"] == "cached"
