@@ -216,11 +216,8 @@ class StreamSession:
 
     def _route_by_model(self, raw: bytes) -> pb.ProcessingResponse:
         """/v1/completions and /v1/embeddings: to the cluster of their explicit `model` (auto: the default)."""
-        try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            body = None
-        model = body.get("model") if isinstance(body, dict) else None
+        body = wire.load_object(raw)  # the chat path's JSON limits: depth, Unicode, an object
+        model = body.get("model")
         if not isinstance(model, str) or not model:
             raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
         policy = self.runtime.policy

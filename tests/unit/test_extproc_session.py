@@ -235,6 +235,20 @@ async def test_bad_bodies_get_a_400_with_an_openai_error(raw: bytes) -> None:
     assert session.request.outcome is Outcome.ERROR
 
 
+@pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/completions"])
+@pytest.mark.parametrize(("raw", "code"), [(b"{bad", "invalid_json"), (b"[]", "invalid_request"),
+                                           (b'{"model": "auto", "input": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                                            "invalid_json")])
+async def test_model_only_paths_refuse_bad_bodies_as_chat_does(path: str, raw: bytes, code: str) -> None:
+    """Routed by `model` alone, yet parsed with the same limits: bad JSON is named as such (it was "'model' is
+    required") and deep nesting is a 400, not a RecursionError answered 500 with a traceback in the log."""
+    session = StreamSession(runtime(MATH), EXECUTOR)
+    await session.handle(headers(path))
+    resp = await session.handle(pb.ProcessingRequest(request_body=pb.HttpBody(body=raw, end_of_stream=True)))
+    assert resp.immediate_response.status.code == 400
+    assert json.loads(resp.immediate_response.body)["error"]["code"] == code
+
+
 async def test_unknown_model_is_404_and_models_list_is_answered_by_the_router() -> None:
     session = StreamSession(runtime(MATH), EXECUTOR)
     resp = await send(session, chat("hi", model="gpt-5"))
