@@ -136,11 +136,14 @@ def _check_messages(messages: Any) -> None:
         schema.check_message(message, f"messages[{i}]")
 
 
-def models_list(names: list[str], owned_by: str = "semantic-router") -> bytes:
+def model_object(name: str, owned_by: str = "semantic-router") -> dict[str, Any]:
+    """One entry of GET /v1/models, and the body of GET /v1/models/{name}."""
+    return {"id": name, "object": "model", "created": int(time.time()), "owned_by": owned_by}
+
+
+def models_list(names: list[str]) -> bytes:
     """The body of GET /v1/models."""
-    created = int(time.time())
-    data = [{"id": n, "object": "model", "created": created, "owned_by": owned_by} for n in names]
-    return json.dumps({"object": "list", "data": data}).encode()
+    return json.dumps({"object": "list", "data": [model_object(n) for n in names]}).encode()
 
 
 def fresh_completion(stored: dict[str, Any], model: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import json
 import time
+import urllib.parse
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -136,12 +137,8 @@ class StreamSession:
         self.request.headers = h = msg.header_map(headers)
         self.request.request_id = h.get("x-request-id", "")
         method, path = h.get(":method", ""), h.get(":path", "").split("?", 1)[0]
-        if path == MODELS_PATH:
-            if method != "GET":
-                raise MethodNotAllowed(f"{method} is not allowed on {MODELS_PATH}; use GET")
-            self.request.outcome = Outcome.MODELS
-            body = wire.models_list(self.runtime.policy.public_model_names())
-            return msg.immediate(200, body, self._id_header())
+        if path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
+            return self._answer_models(method, path)
         api = apis.PATHS.get(path)
         if api is None and path.startswith(apis.RESPONSES_ITEM_PREFIX):
             return self._route_stored_response(path)
@@ -165,6 +162,18 @@ class StreamSession:
         if length.isdigit():
             self._check_size(int(length))  # refuse early, before Envoy buffers the body
         return msg.continue_request_headers()
+
+    def _answer_models(self, method: str, path: str) -> pb.ProcessingResponse:
+        """GET /v1/models and /v1/models/{name}: the router's names (auto included), which no model server knows."""
+        if method != "GET":
+            raise MethodNotAllowed(f"{method} is not allowed on {path}; use GET")
+        self.request.outcome = Outcome.MODELS
+        if path == MODELS_PATH:
+            return msg.immediate(200, wire.models_list(self.runtime.policy.public_model_names()), self._id_header())
+        name = urllib.parse.unquote(path.removeprefix(MODELS_PATH + "/"))
+        if not self.runtime.policy.is_known_model(name):
+            raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+        return msg.immediate(200, json.dumps(wire.model_object(name)).encode(), self._id_header())
 
     async def on_request_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
         deadline = time.monotonic() + self.runtime.cfg.classifier.timeout_ms / 1000  # parsing counts too

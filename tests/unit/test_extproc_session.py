@@ -235,6 +235,22 @@ async def test_bad_bodies_get_a_400_with_an_openai_error(raw: bytes) -> None:
     assert session.request.outcome is Outcome.ERROR
 
 
+@pytest.mark.parametrize(("name", "status"), [("auto", 200), ("qwen3-4b", 200), ("gpt-5", 404)])
+async def test_one_model_is_answered_by_the_router_as_the_list_is(name: str, status: int) -> None:
+    """`client.models.retrieve(...)` (GET /v1/models/{id}) went to the default model's server, which knows
+    nothing of `auto` and other fleet models."""
+    session = StreamSession(runtime(MATH), EXECUTOR)
+    resp = await session.handle(headers(f"/v1/models/{name}", "GET"))
+    assert resp.immediate_response.status.code == status
+    answer = json.loads(resp.immediate_response.body)
+    if status == 200:
+        assert answer["id"] == name and answer["object"] == "model"
+    else:
+        assert answer["error"]["code"] == "model_not_found"
+    wrong = await StreamSession(runtime(MATH), EXECUTOR).handle(headers("/v1/models/auto", "DELETE"))
+    assert wrong.immediate_response.status.code == 405
+
+
 @pytest.mark.parametrize("path", ["/v1/embeddings", "/v1/completions"])
 @pytest.mark.parametrize(("raw", "code"), [(b"{bad", "invalid_json"), (b"[]", "invalid_request"),
                                            (b'{"model": "auto", "input": ' + b"[" * 5000 + b"]" * 5000 + b"}",
