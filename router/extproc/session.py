@@ -335,6 +335,7 @@ class StreamSession:
         if hit is None:
             return None
         self.request.outcome = Outcome.CACHE
+        self.response.status = 200
         headers = {**self._decision_headers(), "x-vsr-cache-hit": "true",
                    "x-vsr-cache-similarity": f"{hit.similarity:.4f}"}
         body = apis.render_hit(self.request.api, hit.completion, chat.model, chat.stream, chat.include_usage)
@@ -413,6 +414,7 @@ class StreamSession:
         """Answer with an OpenAI-style error; the stream ends here, the server keeps serving."""
         self.request.outcome = exc.outcome
         self.request.error_code = exc.code
+        self.response.status = exc.status  # no upstream answer will set it: the log line and trace need it
         headers = self._decision_headers()
         if isinstance(exc, ClassifierUnavailable):
             headers["retry-after"] = "1"
