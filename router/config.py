@@ -434,7 +434,7 @@ def _split_embedded_paths(problems: list[tuple[str, str]]) -> list[tuple[str, st
     out = []
     for path, msg in problems:
         head, sep, tail = msg.partition(": ")
-        if not path and sep and re.fullmatch(r"[A-Za-z0-9_.]+", head):
+        if not path and sep and re.fullmatch(r"\S+", head):  # model names may hold '-', '/' or ':'
             out.append((head, tail))
         else:
             out.append((path, msg))

@@ -63,6 +63,15 @@ def test_dangling_references_are_reported(tmp_path: Path) -> None:
     assert "keyword_rules.0.category: unknown category 'astrology'" in result.stderr
 
 
+def test_a_dangling_reference_under_a_hyphenated_name_keeps_its_key_path(tmp_path: Path) -> None:
+    def edit(d: dict) -> None:
+        d["models"]["qwen3-4b"]["reasoning_family"] = "qwen"
+
+    path = _broken(tmp_path, edit)
+    lines = _cli("validate", str(path)).stderr.splitlines()
+    assert lines == [f"{path}: models.qwen3-4b.reasoning_family: unknown family 'qwen'"]  # it was under <root>
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("models:\n  a: [unclosed\n")
