@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Parsing, validation and the body rewrite of a 4 MiB request, measured at ~100 ms on a loaded 2-core box.
 ROUTER_MARGIN_MS = 200
@@ -179,6 +179,17 @@ class ServerConfig(_Strict):
     # metrics port, the embedded Milvus Lite child and restarts (router/extproc/workers.py). `auto`: one per
     # CPU this process may run on; 1: the single-process router, no supervisor. Read at start only.
     workers: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = "auto"
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: Any) -> Any:
+        """One plain message instead of pydantic's one per union member ("workers.literal['auto']: ...")."""
+        count = value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, str) and value.isdigit():  # a quoted "2" stays accepted, as pydantic's lax int did
+            count = int(value)
+        if value == "auto" or (count is not None and 1 <= count <= 64):
+            return value
+        raise ValueError("must be 'auto' or a number of router processes from 1 to 64")
 
 
 class EnvoyConfig(_Strict):

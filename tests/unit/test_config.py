@@ -63,6 +63,15 @@ def test_dangling_references_are_reported(tmp_path: Path) -> None:
     assert "keyword_rules.0.category: unknown category 'astrology'" in result.stderr
 
 
+def test_a_value_outside_a_union_gets_one_plain_message(tmp_path: Path) -> None:
+    def edit(d: dict) -> None:
+        d["server"]["workers"] = "many"
+
+    path = _broken(tmp_path, edit)
+    lines = _cli("validate", str(path)).stderr.splitlines()
+    assert lines == [f"{path}: server.workers: must be 'auto' or a number of router processes from 1 to 64"]
+
+
 def test_a_dangling_reference_under_a_hyphenated_name_keeps_its_key_path(tmp_path: Path) -> None:
     def edit(d: dict) -> None:
         d["models"]["qwen3-4b"]["reasoning_family"] = "qwen"
