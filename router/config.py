@@ -6,9 +6,11 @@ problem, so an operator fixes a file in one go and never reads a Python tracebac
 
 from __future__ import annotations
 
+import difflib
 import re
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -426,6 +428,37 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _unwrap(kind: Any) -> Any:
+    """`X | None` and `Annotated[X, ...]` as X."""
+    while get_origin(kind) in (Annotated, Union, types.UnionType):
+        kind = next(a for a in get_args(kind) if a is not type(None))
+    return kind
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the schema accepts beside the unknown one at `loc`, found by walking the models down its path."""
+    kind: Any = RouterConfig
+    for part in loc[:-1]:
+        kind = _unwrap(kind)
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            field = kind.model_fields.get(str(part))
+            kind = field.annotation if field else None
+        else:  # list items and dict values
+            args = get_args(kind)
+            kind = args[-1] if args else None
+    kind = _unwrap(kind)
+    return list(kind.model_fields) if isinstance(kind, type) and issubclass(kind, BaseModel) else []
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    """What pydantic calls "Extra inputs are not permitted": the close key meant, else every allowed one."""
+    allowed = _allowed_keys(loc)
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    if close:
+        return f"unknown key (did you mean {close[0]!r}?)"
+    return f"unknown key (allowed: {', '.join(allowed)})" if allowed else "unknown key"
+
+
 def parse_config(data: Any, file: str = "<config>") -> RouterConfig:
     """Validate already-loaded YAML data; raises ConfigError listing every problem."""
     if not isinstance(data, dict):
@@ -435,7 +468,7 @@ def parse_config(data: Any, file: str = "<config>") -> RouterConfig:
     except ValidationError as exc:
         problems: list[tuple[str, str]] = []
         for err in exc.errors(include_url=False):
-            msg = err["msg"].removeprefix("Value error, ")
+            msg = _unknown_key(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             problems.extend((_format_location(err["loc"]), part) for part in msg.split("; "))
         raise ConfigError(file, _split_embedded_paths(problems)) from None
 

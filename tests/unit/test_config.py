@@ -50,7 +50,22 @@ def test_every_field_error_is_reported_with_file_and_key_path(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
     assert f"{path}: server.port:" in result.stderr
     assert f"{path}: models.qwen3-4b.pricing.prompt_per_1m:" in result.stderr
-    assert f"{path}: categories.0.use_reasonin: Extra inputs are not permitted" in result.stderr
+    assert f"{path}: categories.0.use_reasonin: unknown key (did you mean 'use_reasoning'?)" in result.stderr
+
+
+def test_an_unknown_key_names_a_close_one_or_every_allowed_one(tmp_path: Path) -> None:
+    """pydantic's "Extra inputs are not permitted" told an operator neither what was wrong nor what to write."""
+    def edit(d: dict) -> None:
+        d["semantic-cache"] = d.pop("semantic_cache")
+        d["models"]["gpt-oss-120b"]["retry"]["retries"] = 3
+        d["server"]["colour"] = "blue"
+
+    path = _broken(tmp_path, edit)
+    lines = _cli("validate", str(path)).stderr.splitlines()
+    assert f"{path}: semantic-cache: unknown key (did you mean 'semantic_cache'?)" in lines
+    assert f"{path}: models.gpt-oss-120b.retry.retries: unknown key (did you mean 'num_retries'?)" in lines
+    assert (f"{path}: server.colour: unknown key (allowed: host, port, metrics_port, max_body_bytes, "
+            "selection_header, workers)") in lines
 
 
 def test_dangling_references_are_reported(tmp_path: Path) -> None:
