@@ -8,10 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from router.config import ConfigError, load_config
+from router.config import CONFIG_HELP, DEFAULT_CONFIG, ConfigError, load_config
 from router.extproc.slot import WORKER_STATE_ENV
-
-DEFAULT_CONFIG = "config/config.yaml"
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -55,17 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the ext_proc gRPC server")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     p.add_argument("--log-format", choices=["json", "console", "auto"], default=None,
                    help="overrides observability.log_format (auto: console on a TTY, else JSON)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("validate", help="check a config file and report every problem")
-    p.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    p.add_argument("file", nargs="?", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("envoy-config", help="write Envoy's config generated from the router config")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     p.add_argument("-o", "--output", default="-", help="file to write, - for stdout")
     p.set_defaults(func=_envoy_config)
 

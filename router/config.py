@@ -15,6 +15,10 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# The file every subcommand reads unless told otherwise: relative, so `semantic-router serve` run in a deployment
+# directory (config/, models/, var/) finds its own.
+DEFAULT_CONFIG = "config/config.yaml"
+CONFIG_HELP = f"router config file (default: {DEFAULT_CONFIG})"
 # Parsing, validation and the body rewrite of a 4 MiB request, measured at ~100 ms on a loaded 2-core box.
 ROUTER_MARGIN_MS = 200
 # Cache backends enforce the lookup budget themselves; the event loop's own timeout is this many budgets,

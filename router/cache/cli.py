@@ -18,19 +18,17 @@ from typing import Any
 from router.cache import keys
 from router.cache.semantic_cache import SemanticCache
 from router.cache.store import CacheBackendError
-from router.config import CacheConfig, ConfigError, load_config
-
-DEFAULT_CONFIG = "config/config.yaml"
+from router.config import CONFIG_HELP, DEFAULT_CONFIG, CacheConfig, ConfigError, load_config
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cache = subparsers.add_parser("cache", help="semantic cache: stats, invalidate, purge-expired")
     actions = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     p = actions.add_parser("stats", help="entries and backend details as JSON")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     p.set_defaults(func=lambda a: _run(a, _stats))
     p = actions.add_parser("invalidate", help="delete the entries of a namespace and/or a model")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     p.add_argument("--namespace", help="namespace hash as stored (32 hex characters)")
     p.add_argument("--tenant", help="tenant id as sent in the tenant header")
     p.add_argument("--user", help="user id (scope: user)")
@@ -38,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--model", help="selected model name")
     p.set_defaults(func=lambda a: _run(a, _invalidate))
     p = actions.add_parser("purge-expired", help="delete entries past their TTL")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     p.set_defaults(func=lambda a: _run(a, _purge))
 
 

@@ -8,9 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from router.config import ClassifierConfig, ConfigError, RouterConfig, load_config
-
-DEFAULT_CONFIG = "config/config.yaml"
+from router.config import DEFAULT_CONFIG, ClassifierConfig, ConfigError, RouterConfig, load_config
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,9 +17,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("text", nargs="?", help="the text to classify")
     p.add_argument("--jsonl", type=Path, help='file with one {"text": ...} per line (- for stdin)')
-    p.add_argument(
-        "--config", default=DEFAULT_CONFIG, help="router config (categories with examples, thresholds)"
-    )
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help=f"router config (categories with examples, thresholds; default: {DEFAULT_CONFIG})")
     p.set_defaults(func=_classify)
 
 

@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from devstack.stack import ROOT
+from router.cli import build_parser
 from router.config import load_config
 from router.envoy_config import render
 
@@ -122,3 +124,12 @@ def test_envoy_wheel_and_ext_proc_stubs_coexist() -> None:
 
     envoy = Path(sys.executable).parent / "envoy"
     assert "1.40" in subprocess.run([str(envoy), "--version"], capture_output=True, text=True, check=False).stdout
+
+
+@pytest.mark.parametrize("command", [["serve"], ["validate"], ["envoy-config"], ["classify"], ["cache", "stats"],
+                                     ["cache", "invalidate"], ["cache", "purge-expired"]])
+def test_every_subcommand_says_which_config_it_reads(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`--config CONFIG` with no word on it left a new user guessing what runs without the flag."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--help"])
+    assert "default: config/config.yaml" in " ".join(capsys.readouterr().out.split())
