@@ -13,7 +13,13 @@ from router.extproc.slot import WORKER_STATE_ENV
 
 
 def _validate(args: argparse.Namespace) -> int:
+    """The verdict a reload would give: the schema, and the encoder files the router loads (from this directory)."""
+    from router.classifier.encoder import missing_model
+
     cfg = load_config(args.file)
+    missing = missing_model(cfg.classifier.model_dir, cfg.classifier.precision) if cfg.classifier.enabled else None
+    if missing:
+        raise ConfigError(args.file, [("classifier.model_dir", missing)])
     print(f"{args.file}: OK ({len(cfg.models)} models, {len(cfg.categories)} categories)")
     return 0
 

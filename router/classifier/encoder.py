@@ -35,6 +35,16 @@ class ModelMissingError(FileNotFoundError):
     """The exported encoder is not there; `make models` (python -m offline build) creates it."""
 
 
+def missing_model(model_dir: str | Path, precision: str = "int8") -> str | None:
+    """Why the encoder cannot load from model_dir, or None; `semantic-router validate` asks it too, so that a
+    file it passes is not then refused by a reload for a model_dir that does not exist."""
+    model_path, tokenizer_path = Path(model_dir) / f"model_{precision}.onnx", Path(model_dir) / "tokenizer.json"
+    if model_path.is_file() and tokenizer_path.is_file():
+        return None
+    fp32 = " --fp32" if precision == "fp32" else ""
+    return f"{model_path} or {tokenizer_path} is missing: run `make models` (python -m offline build{fp32})"
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedText:
     """Everything the heads need from one encoder run over one text."""
@@ -58,14 +68,11 @@ class Encoder:
     def __init__(
         self, model_dir: str | Path, threads: int = 1, precision: str = "int8", window: int = WINDOW_TOKENS
     ):
+        missing = missing_model(model_dir, precision)
+        if missing:
+            raise ModelMissingError(missing)
         model_dir = Path(model_dir)
-        model_path = model_dir / f"model_{precision}.onnx"
-        tokenizer_path = model_dir / "tokenizer.json"
-        if not model_path.is_file() or not tokenizer_path.is_file():
-            raise ModelMissingError(
-                f"{model_path} or {tokenizer_path} is missing: run `make models` (python -m offline build)"
-                + (" --fp32" if precision == "fp32" else "")
-            )
+        model_path, tokenizer_path = model_dir / f"model_{precision}.onnx", model_dir / "tokenizer.json"
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -98,6 +98,19 @@ def test_a_dangling_reference_under_a_hyphenated_name_keeps_its_key_path(tmp_pat
     assert lines == [f"{path}: models.qwen3-4b.reasoning_family: unknown family 'qwen'"]  # it was under <root>
 
 
+def test_validate_refuses_a_model_dir_a_reload_would_refuse(tmp_path: Path) -> None:
+    """validate said OK, then the router's reload was rejected with runtime_build_failed (walkthrough)."""
+    def edit(d: dict) -> None:
+        d["classifier"]["model_dir"] = "models/nope"
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{path}: classifier.model_dir: models/nope/model_int8.onnx or ")
+    disabled = _broken(tmp_path, lambda d: d["classifier"].update(model_dir="models/nope", enabled=False))
+    assert _cli("validate", str(disabled)).returncode == 0  # nothing loads it then
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("models:\n  a: [unclosed\n")
