@@ -183,6 +183,8 @@ class RuntimeHolder:
         self._readiness.set("config", True, str(self.path))
         self._readiness.set("models", True, "classifier loaded" if new.classifier else "classifier disabled")
         self.loaded.set()
+        if old is None:  # a reload's own verdict is counted by the watcher
+            metrics.record_config_applied()
         if old is not None:
             old.retired = True
             if old.streams == 0:

@@ -14,6 +14,7 @@ with `set_label_values`, so a hostile or buggy request cannot explode the series
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from typing import Literal, get_args
 
@@ -314,10 +315,11 @@ class RouterMetrics:
         self.reloads.labels("ok" if ok else "failed").inc()
         self.last_reload_ok.set(1 if ok else 0)
         if ok:
-            if now is None:
-                self.last_reload_ts.set_to_current_time()
-            else:
-                self.last_reload_ts.set(now)
+            self.record_config_applied(now)
+
+    def record_config_applied(self, now: float | None = None) -> None:
+        """When the running config was applied: by a reload, or at start (the first config)."""
+        self.last_reload_ts.set(time.time() if now is None else now)
 
     def record_classifier_failure(self, policy: str, reason: ClassifierFailure = "error") -> None:
         self.classifier_failures.labels(policy, _check(reason, ClassifierFailure)).inc()
@@ -358,5 +360,6 @@ record_usage = METRICS.record_usage
 record_attempts = METRICS.record_attempts
 record_affinity = METRICS.record_affinity
 record_config_reload = METRICS.record_config_reload
+record_config_applied = METRICS.record_config_applied
 record_dependency_error = METRICS.record_dependency_error
 record_classifier_failure = METRICS.record_classifier_failure

@@ -105,3 +105,19 @@ async def test_a_reload_that_keeps_the_cache_config_keeps_the_cache(config_file:
     await holder.reload()
     assert holder.current is not None and holder.current.cache is not second.cache
     await holder.aclose()
+
+
+async def test_the_first_config_applied_sets_the_applied_timestamp(config_file: Path) -> None:
+    """README: vsr_config_last_reload_success_timestamp_seconds is when the running config was applied; it read 0
+    (1970) from start until the first edit."""
+    import time
+
+    from router.observability.metrics import METRICS
+
+    METRICS.last_reload_ts.set(0)
+    before = time.time()
+    holder = RuntimeHolder(config_file, Readiness())
+    await holder.reload(first=True)
+    applied = METRICS.registry.get_sample_value("vsr_config_last_reload_success_timestamp_seconds")
+    assert applied is not None and applied >= before
+    await holder.aclose()
