@@ -66,8 +66,9 @@ def wheel() -> Path:
 
 
 def pip_env() -> dict[str, str]:
-    """No pip configuration from this machine (its extra indexes and find-links): only the wheelhouse."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    """No pip configuration from this machine (its extra indexes and find-links): only the wheelhouse. No
+    PYTHONPATH either: a checkout on it would be imported instead of the installed wheel."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k != "PYTHONPATH"}
     return {**env, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
 
 
@@ -154,7 +155,9 @@ def installed_stack(tmp_path_factory: pytest.TempPathFactory, venv: Path, requir
     stack = Stack(config, run_dir, log_to=run_dir, router_command=[str(venv / "bin" / "semantic-router")],
                   cwd=run_dir)
     try:
-        stack.start()
+        with pytest.MonkeyPatch.context() as env:  # the router must import the wheel, not a checkout on PYTHONPATH
+            env.delenv("PYTHONPATH", raising=False)
+            stack.start()
         yield stack
     finally:
         stack.stop()
@@ -174,6 +177,8 @@ def test_the_installed_router_routes_a_chat_request_through_envoy(installed_stac
     loaded = {line.split(maxsplit=5)[5] for line in maps if len(line.split(maxsplit=5)) == 6}
     packages = {p for p in loaded if "site-packages" in p}
     assert packages and all(Path(p).is_relative_to(venv) for p in packages), sorted(packages)[:5]
+    environ = Path(f"/proc/{installed_stack.procs['router'].pid}/environ").read_bytes().split(b"\0")
+    assert not [v for v in environ if v.startswith(b"PYTHONPATH=")]  # maps show native code only, not .py files
     assert not [p for p in loaded if "torch" in p]
 
 
