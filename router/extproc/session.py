@@ -45,10 +45,11 @@ log = structlog.get_logger(__name__)
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
-# Headers the router may add to a routed request (selection header; content-length for a chunked body).
-# Envoy checks the mutated map against max_headers_count (pseudo-headers included, as the router counts
-# them) and fails the request with a 500 (`header_mutation_result_exceeds_limit`) when it does not fit.
-REQUEST_HEADROOM = 2
+# Headers the router may add to a routed request: the selection header, x-vsr-routed-model, x-vsr-routed-category
+# (router/resilience.py) and content-length for a chunked body. Envoy checks the mutated map against
+# max_headers_count (pseudo-headers included, as the router counts them) and fails the request with a 500
+# (`header_mutation_result_exceeds_limit`) when it does not fit.
+REQUEST_HEADROOM = 4
 Failure = Literal["error", "timeout", "overload"]
 _SKIPPED: dict[Failure, str] = {"error": "classifier_failed", "timeout": "classifier_timeout",
                                 "overload": "classifier_overload"}
