@@ -212,8 +212,9 @@ async def _start_grpc(holder: RuntimeHolder, processor: ExternalProcessor, readi
     limit = cfg.max_body_bytes + (1 << 20)
     options: list[tuple[str, int]] = [("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit)]
-    if reuseport:  # workers share the port; the kernel spreads Envoy's connections over them
-        options.append(("grpc.so_reuseport", 1))
+    # Workers share the port and the kernel spreads Envoy's connections over them. grpc sets SO_REUSEPORT unless
+    # told not to, which let a second router join a port a running router serves instead of refusing it.
+    options.append(("grpc.so_reuseport", 1 if reuseport else 0))
     server = grpc.aio.server(options=options)
     pb_grpc.add_ExternalProcessorServicer_to_server(processor, server)
     health = add_grpc_health(server, readiness)

@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -168,6 +169,10 @@ class Supervisor:
         cfg = _try_load(self.config_path)
         server, obs = bootstrap(self.config_path)  # the server section even of an invalid file
         configure_logs(obs, self.log_format)
+        if not _port_free(server.host, server.port):  # the workers' SO_REUSEPORT would share another router's
+            print(f"semantic-router: cannot start: ext_proc port {server.host}:{server.port} is already in use or "
+                  "cannot be bound", file=sys.stderr)
+            return 1
         run_dir = Path(tempfile.mkdtemp(prefix="vsr-workers-"))
         metrics_dir = self.metrics_dir or run_dir / "metrics"
         _empty(metrics_dir)
@@ -305,6 +310,17 @@ def _empty(metrics_dir: Path) -> None:
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for old in metrics_dir.glob("*.db"):
         old.unlink()
+
+
+def _port_free(host: str, port: int) -> bool:
+    """A plain bind (no SO_REUSEPORT) fails while anything listens on the port, a router's workers included."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError:
+        return False
+    return True
 
 
 def supervise(config_path: Path, log_format: LogFormat | None, count: int, metrics_dir: str | None) -> int:

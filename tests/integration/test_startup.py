@@ -36,6 +36,22 @@ def test_busy_ext_proc_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
         assert_one_line_exit(serve(config), f"ext_proc port 127.0.0.1:{port}")
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_port_another_router_serves_is_busy_too(tmp_path: Path, workers: int) -> None:
+    """grpc binds with SO_REUSEPORT unless told not to, so a second router (a second `make run`, an old one left
+    running) shared a running router's port and Envoy's streams were split between two configs."""
+    def second(cfg: dict[str, Any]) -> None:
+        cfg["server"]["workers"] = workers
+
+    config = derive_config(tmp_path, second)
+    port = int(__import__("yaml").safe_load(config.read_text())["server"]["port"])
+    with socket.socket() as router:  # what a running router's (or worker's) listener looks like
+        router.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        router.bind(("127.0.0.1", port))
+        router.listen()
+        assert_one_line_exit(serve(config, timeout=30), f"ext_proc port 127.0.0.1:{port}")
+
+
 def test_missing_model_is_one_line_and_exit_1(tmp_path: Path) -> None:
     def enable(cfg: dict[str, Any]) -> None:
         cfg["classifier"].update(enabled=True, model_dir=str(tmp_path / "no-model"))
