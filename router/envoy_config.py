@@ -94,19 +94,24 @@ def local_reply_config() -> dict[str, Any]:
     return {"mappers": mappers}
 
 
-def _strip_identity_headers(cfg: RouterConfig) -> dict[str, Any]:
-    """Clients must not pick their cache tenant: drop identity headers they send themselves.
+def _strip_client_headers(cfg: RouterConfig) -> dict[str, Any]:
+    """Clients must not pick their cache tenant nor their upstream: drop identity headers and the router's own
+    routing headers they send themselves. An early mutation runs before Envoy picks the route; as an HTTP filter
+    it came after, and a client-sent selection header steered pass-through paths (and every request while the
+    router is down) to any model.
 
-    An auth filter that sets these headers from a verified token belongs after this one.
+    An auth filter that sets the identity headers from a verified token runs later, among the HTTP filters.
     """
     c = cfg.semantic_cache
-    routed = [resilience.ROUTED_MODEL_HEADER, resilience.ROUTED_CATEGORY_HEADER]  # only the router sets these
+    routed = [cfg.server.selection_header, resilience.ROUTED_MODEL_HEADER,
+              resilience.ROUTED_CATEGORY_HEADER]  # only the router sets these
     names = sorted({h.lower() for h in [*c.tenant_headers, *c.user_headers, *routed]})
     return {
-        "name": "strip_client_identity_headers",
+        "name": "envoy.http.early_header_mutation.header_mutation",
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-            "mutations": {"request_mutations": [{"remove": n} for n in names]},
+            "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3"
+                     ".HeaderMutation",
+            "mutations": [{"remove": n} for n in names],
         },
     }
 
@@ -148,7 +153,8 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         "route_config": {"name": "models", "virtual_hosts": [
             {"name": "openai", "domains": ["*"], "routes": _routes(cfg, chains),
              "include_attempt_count_in_response": True}]},
-        "http_filters": [_strip_identity_headers(cfg), _ext_proc_filter(cfg), {
+        "early_header_mutation_extensions": [_strip_client_headers(cfg)],
+        "http_filters": [_ext_proc_filter(cfg), {
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }

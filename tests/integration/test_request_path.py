@@ -107,6 +107,12 @@ def test_other_paths_pass_through_to_the_default_model(http: httpx.Client) -> No
     assert "x-vsr-selected-model" not in r.headers
 
 
+def test_clients_cannot_choose_the_upstream_cluster(http: httpx.Client) -> None:
+    """Only the router sets the selection header: a client-sent one steered pass-through paths to any model."""
+    r = http.post("/audio/speech", json={"model": "x", "input": "hello"}, headers={"x-selected-cluster": "gpt-oss-120b"})
+    assert r.headers["x-demo-upstream"] == "qwen3-4b"
+
+
 BAD_INPUT = [
     (b"{not json", 400, "invalid_json"),
     (b"[1, 2]", 400, "invalid_request"),
