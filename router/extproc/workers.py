@@ -313,10 +313,13 @@ def _empty(metrics_dir: Path) -> None:
 
 
 def _port_free(host: str, port: int) -> bool:
-    """A plain bind (no SO_REUSEPORT) fails while anything listens on the port, a router's workers included."""
+    """A bind without SO_REUSEPORT fails while anything listens on the port, a router's workers included.
+    SO_REUSEADDR (which grpc sets too) lets it pass over connections a stopped router left in TIME_WAIT, so a
+    restart within a minute is not refused."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
     except OSError:
         return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable, Sha
 from router.config import ConfigError, parse_config
 from router.envoy_config import EXT_PROC_CLUSTER, envoy_config
 from router.extproc.slot import WorkerSlot, available_cpus, planned_workers, read_state
-from router.extproc.workers import Worker, WorkersView
+from router.extproc.workers import Worker, WorkersView, _port_free
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,3 +126,20 @@ def test_an_operators_metrics_dir_that_does_not_exist_yet_does_not_stop_the_cli(
                           check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "OK" in done.stdout
+
+
+def test_the_port_probe_refuses_a_listening_port_but_not_one_a_stopped_router_left_in_time_wait() -> None:
+    """The supervisor's probe must not refuse a restart for the minute the kernel keeps closed connections."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    server.listen()
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    assert not _port_free("127.0.0.1", port)
+    accepted.close()  # the server side closes first: its end of the connection stays in TIME_WAIT
+    client.recv(1)
+    client.close()
+    server.close()
+    assert _port_free("127.0.0.1", port)
