@@ -136,6 +136,10 @@ class ConfigWatcher:
                 log.exception("config_reload_crashed", **where)
                 ok = False
             else:
-                log.info("config_reload_applied" if ok else "config_reload_rejected", **where)
+                if ok:
+                    log.info("config_reload_applied", **where)
+                else:  # reload() logged the build error itself (runtime_build_failed) just before
+                    log.warning("config_reload_rejected", reason="runtime build failed (runtime_build_failed)",
+                                **where)
         self._metrics.record_config_reload(ok)
         return ok

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from router.config import ConfigError
 from router.observability.metrics import RouterMetrics
@@ -28,6 +29,8 @@ class FakeRuntime:
         text = self.path.read_text()
         if text.startswith("boom"):
             raise RuntimeError("bug in runtime build")
+        if text.startswith("unbuildable"):  # the holder logs runtime_build_failed and keeps the old runtime
+            return False
         if not text.startswith("valid"):
             raise ConfigError(str(self.path), [("models", "field required")])
         self.applied.append(text)
@@ -79,6 +82,16 @@ async def test_invalid_change_is_rejected_once_and_counted(setup: Setup) -> None
     rewrite(path, "valid v3")
     assert await watcher.check() is True and runtime.applied == ["valid v3"]
     assert metrics.registry.get_sample_value("vsr_config_last_reload_successful") == 1
+
+
+async def test_a_reload_whose_runtime_cannot_be_built_is_a_warning_like_an_invalid_file(setup: Setup) -> None:
+    """Operators alert on warnings: a rejected edit must not hide at info level because the file itself parsed."""
+    path, _, watcher, metrics = setup
+    rewrite(path, "unbuildable")
+    with capture_logs() as logs:
+        assert await watcher.check() is False
+    assert [(e["event"], e["log_level"]) for e in logs] == [("config_reload_rejected", "warning")]
+    assert "runtime build failed" in logs[0]["reason"] and reloads(metrics, "failed") == 1
 
 
 async def test_atomic_symlink_swap_like_a_configmap(tmp_path: Path) -> None:
