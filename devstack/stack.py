@@ -189,10 +189,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=main.__doc__)
     parser.add_argument("config", nargs="?", type=Path, default=ROOT / "config" / "config.yaml",
                         help="router config (default: config/config.yaml)")
-    config = parser.parse_args().config
+    # Not envoy/envoy.yaml: that file is committed and checked against config/config.yaml (make envoy-config).
+    parser.add_argument("--envoy-config", type=Path, default=ROOT / "var" / "envoy.yaml",
+                        help="where to write the Envoy config generated from CONFIG (default: var/envoy.yaml)")
+    args = parser.parse_args()
     _persistent_cache_secret(ROOT / "var" / "cache-hmac.secret")
     try:
-        stack = Stack(config, ROOT / "var", envoy_config_path=ROOT / "envoy" / "envoy.yaml")
+        stack = Stack(args.config, ROOT / "var", envoy_config_path=args.envoy_config)
     except ConfigError as exc:
         sys.exit(f"python -m devstack: {exc}")
     stopping = False
@@ -207,6 +210,7 @@ def main() -> None:
     try:
         stack.start()
         print(f"\nSemantic router ready. OpenAI endpoint: {stack.base_url}  (Ctrl-C to stop)\n"
+              f"  Envoy config: {stack.envoy_config_path}\n"
               f"  curl -s {stack.base_url}/chat/completions -H 'content-type: application/json' "
               """-d '{"model":"auto","messages":[{"role":"user","content":"Prove that sqrt(2) is irrational"}]}'"""
               "\n", flush=True)
