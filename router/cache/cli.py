@@ -1,8 +1,8 @@
 """`semantic-router cache stats | invalidate | purge-expired`, against the configured backend.
 
-Milvus Lite allows one process per file: while the router serves from a Lite file, stop it first
-or point the router at a Milvus server. Namespaces are HMACs, so `invalidate --tenant/--api-key`
-needs the same secret (env var `semantic_cache.hmac_secret_env`) as the router.
+Milvus Lite allows one process per file: while a router on this host serves from the Lite file, the CLI
+uses that router's Lite child (as its workers do), else it starts its own. Namespaces are HMACs, so
+`invalidate --tenant/--api-key` needs the same secret (env var `semantic_cache.hmac_secret_env`) as the router.
 """
 
 from __future__ import annotations
@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from router.cache import keys
+from router.cache.lite import SHARED_LITE_ENV, running_child
+from router.cache.milvus import is_local_uri
 from router.cache.semantic_cache import SemanticCache
 from router.cache.store import CacheBackendError
 from router.config import CONFIG_HELP, DEFAULT_CONFIG, CacheConfig, ConfigError, load_config
@@ -78,6 +82,14 @@ async def _purge(cache: SemanticCache, _: argparse.Namespace) -> dict[str, Any]:
     return {"purged": await cache.backend.purge_expired(time.time())}
 
 
+def _share_a_running_child(cfg: CacheConfig) -> None:
+    """Beside a router serving the Lite file, talk to its child: a second one on the file cannot start."""
+    if cfg.backend == "memory" or not is_local_uri(cfg.uri) or SHARED_LITE_ENV in os.environ:
+        return
+    if (uri_file := running_child(cfg.uri)) is not None:
+        os.environ[SHARED_LITE_ENV] = json.dumps({str(Path(cfg.uri).absolute()): str(uri_file)})
+
+
 def _run(args: argparse.Namespace,
          action: Callable[[SemanticCache, argparse.Namespace], Awaitable[dict[str, Any]]]) -> int:
     try:
@@ -85,6 +97,7 @@ def _run(args: argparse.Namespace,
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    _share_a_running_child(cfg.semantic_cache)
 
     async def go() -> dict[str, Any]:
         cache = SemanticCache.from_config(cfg)

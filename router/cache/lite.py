@@ -12,6 +12,10 @@ Router workers (`server.workers` > 1) cannot each own a child: two processes can
 The supervisor owns the child and restarts it (router/extproc/workers.py); it names, in the environment
 variable SHARED_LITE_ENV, a file holding the child's current `unix:` URI, and each worker's store reads it
 through `SharedLite` on every connect, so a restarted child (a new socket) is found by every worker.
+
+Whoever owns a child publishes its URI beside the file (`uri_file_of`: `.NAME.uri`, next to milvus_lite's
+`.NAME.lock`), so another process on the same host, the cache CLI, can use that child instead of asking an
+operator to stop the router (`running_child`). The supervisor's workers read the same file.
 """
 
 from __future__ import annotations
@@ -65,6 +69,18 @@ def _locked_elsewhere(db_file: Path) -> bool:
     return False
 
 
+def uri_file_of(db_file: Path) -> Path:
+    """Where the process owning the child for `db_file` writes the child's current `unix:` URI."""
+    return db_file.parent / f".{db_file.name}.uri"
+
+
+def running_child(db_file: str | Path) -> Path | None:
+    """The URI file of a child another process runs for this file, if any: use it rather than start one."""
+    path = Path(db_file).absolute()
+    uri_file = uri_file_of(path)
+    return uri_file if _locked_elsewhere(path) and uri_file.exists() else None
+
+
 class LiteUnavailable(RuntimeError):
     """The Lite child could not be started (file locked by another process, binary missing)."""
 
@@ -78,6 +94,7 @@ class LiteProcess:
 
     def __init__(self, db_file: str | Path):
         self.db_file = Path(db_file).absolute()
+        self.uri_file = uri_file_of(self.db_file)
         self._server: Server | None = None
         self._lock = threading.Lock()  # guards start/stop only, never taken on the event loop
         self.starts = 0
@@ -123,7 +140,7 @@ class LiteProcess:
             self.db_file.parent.mkdir(parents=True, exist_ok=True)
             if _locked_elsewhere(self.db_file):
                 raise LiteUnavailable(f"cannot start Milvus Lite on {self.db_file}: another process has it open "
-                                      "(one process per file: stop the router, or use its Milvus server)")
+                                      "and publishes no child to share (one process per file)")
             server = Server(str(self.db_file))
             if not server.init() or not server.start():
                 server.stop()
@@ -132,6 +149,9 @@ class LiteProcess:
             self._server = server
             self.starts += 1
             _wait_for_socket(str(server.uds_path), server)
+            tmp = self.uri_file.with_name(self.uri_file.name + ".tmp")
+            tmp.write_text(str(server.uds_path))
+            tmp.replace(self.uri_file)  # readers never see half a URI
             return str(server.uds_path)
 
     def stop(self) -> None:
@@ -139,10 +159,12 @@ class LiteProcess:
             if self._server is not None:
                 self._server.stop()
                 self._server = None
+                self.uri_file.unlink(missing_ok=True)
 
 
 class SharedLite:
-    """A Lite child owned by the supervisor of router workers; this process only reads its URI."""
+    """A Lite child owned by another process (the workers' supervisor, or the router beside the cache CLI);
+    this process only reads its URI."""
 
     def __init__(self, db_file: Path, uri_file: Path):
         self.db_file, self.uri_file = db_file, uri_file
@@ -154,11 +176,11 @@ class SharedLite:
         except OSError:
             uri = ""
         if not uri or not Path(uri.removeprefix("unix:")).exists():
-            raise LiteUnavailable(f"the supervisor's Milvus Lite child for {self.db_file} is not running")
+            raise LiteUnavailable(f"the Milvus Lite child another process runs for {self.db_file} is not running")
         return uri
 
     def release(self) -> None:
-        """The supervisor stops the child, never a worker."""
+        """The owner stops the child, never a user of it."""
 
     @property
     def pid(self) -> int | None:

@@ -123,9 +123,8 @@ class WorkersView:
 class LiteSupervisor:
     """The one Milvus Lite child every worker talks to; a thread restarts it when it dies."""
 
-    def __init__(self, db_file: str, uri_file: Path):
+    def __init__(self, db_file: str):
         self.lite = LiteProcess(db_file)
-        self.uri_file = uri_file
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="lite-watch", daemon=True)
 
@@ -135,14 +134,9 @@ class LiteSupervisor:
 
     def _ensure(self) -> None:
         try:
-            uri = self.lite.ensure_running()
+            self.lite.ensure_running()  # which publishes the child's URI in lite.uri_file for the workers
         except LiteUnavailable as exc:
             log.error("milvus_lite_unavailable", error=str(exc), effect="workers serve uncached until it starts")
-            return
-        if not self.uri_file.exists() or self.uri_file.read_text() != uri:
-            tmp = self.uri_file.with_suffix(".tmp")
-            tmp.write_text(uri)
-            tmp.replace(self.uri_file)
 
     def _watch(self) -> None:
         while not self._stop.wait(TICK_S):
@@ -181,7 +175,7 @@ class Supervisor:
         liveness = Liveness(stale_after_s=obs.liveness_stale_after_s)
         http = HealthServer(view, liveness, view)
         port = server.metrics_port
-        lite = _lite(cfg, run_dir)
+        lite = _lite(cfg)
         try:
             if port:
                 http.start(obs.metrics_host, port)
@@ -215,7 +209,7 @@ class Supervisor:
         if lite is not None:
             lite.start()
             self.nice = int(os.environ.get("VSR_LITE_WORKER_NICE", LITE_WORKER_NICE))
-            env[SHARED_LITE_ENV] = json.dumps({str(lite.lite.db_file): str(lite.uri_file)})
+            env[SHARED_LITE_ENV] = json.dumps({str(lite.lite.db_file): str(lite.lite.uri_file)})
         return env
 
     def _signals(self) -> None:
@@ -296,13 +290,13 @@ def _try_load(path: Path) -> RouterConfig | None:
         return None
 
 
-def _lite(cfg: RouterConfig | None, run_dir: Path) -> LiteSupervisor | None:
+def _lite(cfg: RouterConfig | None) -> LiteSupervisor | None:
     """The shared Lite child for the config's local cache file (fixed at start: a reload cannot move it)."""
     if cfg is None or not cfg.semantic_cache.enabled or cfg.semantic_cache.backend == "memory":
         return None
     if not is_local_uri(cfg.semantic_cache.uri):
         return None
-    return LiteSupervisor(cfg.semantic_cache.uri, run_dir / "lite.uri")
+    return LiteSupervisor(cfg.semantic_cache.uri)
 
 
 def _empty(metrics_dir: Path) -> None:

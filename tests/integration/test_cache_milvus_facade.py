@@ -130,8 +130,9 @@ def test_cli_stats_invalidate_purge(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_cli_exits_1_when_the_backend_cannot_be_reached(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """An operator's script must see the failure: `cache stats` beside a router holding the Lite file used to
-    print `"entries": null` with the error inside the JSON and exit 0, like a success."""
+    """An operator's script must see the failure: `cache stats` beside a process holding the Lite file used to
+    print `"entries": null` with the error inside the JSON and exit 0, like a success. (Beside a router the CLI
+    uses the router's child: tests/integration/test_cache_cli_e2e.py.)"""
     import subprocess
     import sys
 
@@ -139,9 +140,11 @@ def test_cli_exits_1_when_the_backend_cannot_be_reached(tmp_path: Path, capsys: 
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(json.dumps({"default_model": "m1", "models": {"m1": {"endpoints": [{"port": 8001}]}},
                                     "semantic_cache": {"uri": str(db)}}))
-    script = ("import sys, time; from router.cache.lite import LiteProcess; lite = LiteProcess(sys.argv[1]); "
-              "lite.ensure_running(); print('up', flush=True); time.sleep(120)")  # the router's Lite child
-    holder = subprocess.Popen([sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE, text=True)
+    # milvus_lite's lock on the file, taken as its Server does, with no child URI published beside it
+    script = ("import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB); "
+              "print('up', flush=True); time.sleep(120)")
+    lock = tmp_path / f".{db.name}.lock"
+    holder = subprocess.Popen([sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "up"
         for action in ("stats", "purge-expired"):

@@ -1,0 +1,86 @@
+"""`semantic-router cache stats | invalidate | purge-expired` beside a running router on embedded Milvus Lite.
+
+One process may open a Lite file, so the CLI talks to the running router's Lite child (the single router's own,
+or the supervisor's with workers) instead of starting a second one. Hot answers are off: a repeat is answered
+from Lite, so a hit or a miss says what Lite holds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack.stack import ROOT, Stack
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["one-process", "two-workers"])
+def stack(request: pytest.FixtureRequest, make_stack: Callable[..., Stack],
+          tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    db = tmp_path_factory.mktemp("lite") / "cache.db"
+
+    def overrides(cfg: dict[str, Any]) -> None:
+        cfg["server"]["workers"] = request.param
+        cfg["semantic_cache"] = {"enabled": True, "hot_answers": 0, "uri": str(db)}
+
+    s = make_stack(overrides)
+    deadline = time.monotonic() + 60
+    while httpx.get(f"http://127.0.0.1:{s.cfg.server.metrics_port}/readyz", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline, "router never ready"
+        time.sleep(0.2)
+    return s
+
+
+def cli(stack: Stack, *args: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "router.cli", "cache", *args, "--config", str(stack.config_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def ask(stack: Stack, text: str) -> httpx.Response:
+    r = httpx.post(f"{stack.base_url}/chat/completions", headers={"authorization": "Bearer sk-cli"}, timeout=10,
+                   json={"model": "auto", "messages": [{"role": "user", "content": text}]})
+    assert r.status_code == 200
+    return r
+
+
+def until(check: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def lite_processes(db: Path) -> list[int]:
+    """Milvus Lite children serving this file, whoever started them."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"/milvus") and str(db).encode() in argv:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def test_the_cli_works_on_the_running_routers_lite_child(stack: Stack) -> None:
+    """It exited 1 ("another process has it open: stop the router") while the router served the file."""
+    db = Path(stack.cfg.semantic_cache.uri)
+    text = f"Which river runs through the city of {stack.cfg.server.port}?"
+    model = ask(stack, text).headers["x-vsr-selected-model"]
+    until(lambda: cli(stack, "stats")["entries"] >= 1, "the answer was never stored")
+    assert ask(stack, text).headers.get("x-vsr-cache-hit") == "true"  # the router still serves from its child
+    assert cli(stack, "purge-expired")["purged"] == 0
+    assert cli(stack, "invalidate", "--model", model)["deleted"] >= 1
+    until(lambda: ask(stack, text).headers.get("x-vsr-cache-hit") != "true", "the router still hits after invalidate")
+    assert len(lite_processes(db)) == 1  # the router's child only: the CLI started none
