@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from router import resilience, tracing
-from router.config import RouterConfig
+from router.config import ConfigError, RouterConfig
 from router.envoy_filters import duration, ext_proc_filter
 from router.extproc.messages import DETAILS
 from router.policy import Policy
@@ -177,6 +177,19 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         out["admin"] = {"address": {"socket_address": {"address": "127.0.0.1",
                                                        "port_value": cfg.envoy.admin_port}}}
     return out
+
+
+def check_envoy_unchanged(running: RouterConfig, edited: RouterConfig, file: str) -> None:
+    """Raise ConfigError when an edit changes the Envoy config made from it: the running Envoy's clusters,
+    routes and stripped client headers are fixed until it restarts. Applied anyway, a model added by an edit was
+    selected but its requests went to the default model's server under the new name, and new cache identity
+    headers were trusted while Envoy still let clients send them (any tenant's cached answers)."""
+    if envoy_config(edited) == envoy_config(running):
+        return
+    changed = [key for key in RouterConfig.model_fields if getattr(running, key) != getattr(edited, key)]
+    why = ("changes Envoy's config, which Envoy reads only at start: regenerate it (`semantic-router envoy-config`) "
+           "and restart Envoy and the router; the running config keeps serving")
+    raise ConfigError(file, [(", ".join(changed), why)])
 
 
 def render(cfg: RouterConfig) -> str:

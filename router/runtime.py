@@ -23,6 +23,7 @@ from router.classifier.encoder import ModelMissingError
 from router.classifier.memo import MemoizedClassifier
 from router.classifier.model import shared_models
 from router.config import ConfigError, RouterConfig, load_config
+from router.envoy_config import check_envoy_unchanged
 from router.observability import metrics
 from router.observability.health import Readiness
 from router.observability.ops import declare_config_labels
@@ -159,6 +160,8 @@ class RuntimeHolder:
         loop = asyncio.get_running_loop()
         try:
             cfg = await loop.run_in_executor(self._loader, load_config, self.path)
+            if self.current is not None:
+                check_envoy_unchanged(self.current.cfg, cfg, str(self.path))
             new = await loop.run_in_executor(self._loader, build_runtime, cfg)
         except ConfigError as exc:
             if self.current is None:

@@ -213,3 +213,38 @@ def test_sighup_reloads_when_file_watching_is_off(make_stack: Callable[..., Stac
     stack.procs["router"].send_signal(signal.SIGHUP)
     assert until(lambda: route_of(stack, CHAT) == "gpt-oss-120b"), "SIGHUP did not reload"
     assert sample(scrape(stack), "vsr_config_reloads_total", result="ok") >= 1
+
+
+def test_an_edit_envoy_cannot_follow_is_rejected_so_clients_never_pick_their_tenant(
+        make_stack: Callable[..., Stack]) -> None:
+    """Walkthrough: after a live edit to `tenant_headers: [x-tenant]` (as for a new auth filter) the router
+    trusted x-tenant while the running Envoy still stripped only x-authz-tenant-id, so a client with its own key
+    sent `x-tenant: victim` and was served the victim's cached answer. Envoy reads its config at start only."""
+    def cached(cfg: dict[str, Any]) -> None:
+        cfg["semantic_cache"] = {"enabled": True, "backend": "memory"}
+        cfg["observability"]["watch_interval_s"] = 0.2
+
+    stack = make_stack(cached)
+
+    def ask(key: str, text: str) -> bool:
+        r = httpx.post(f"{stack.base_url}/chat/completions", timeout=10,
+                       headers={"authorization": f"Bearer {key}", "x-tenant": "victim"},
+                       json={"model": "auto", "messages": [{"role": "user", "content": text}]})
+        assert r.status_code == 200
+        return r.headers.get("x-vsr-cache-hit") == "true"
+
+    def reloads() -> tuple[float, float]:
+        now = scrape(stack)
+        return sample(now, "vsr_config_reloads_total", result="ok"), sample(now, "vsr_config_reloads_total",
+                                                                             result="failed")
+
+    before = reloads()
+    cfg = yaml.safe_load(stack.config_path.read_text())
+    cfg["semantic_cache"]["tenant_headers"] = ["x-tenant"]
+    stack.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert until(lambda: reloads() != before), "the edit was never reloaded"
+    text = "Which ocean is the deepest on this planet?"
+    ask("sk-victim", text)
+    assert until(lambda: ask("sk-victim", text)), "the victim's answer was never stored"
+    assert not ask("sk-attacker", text)
+    assert reloads()[1] == before[1] + 1  # rejected, and counted so (the reload-failed alert fires)

@@ -121,3 +121,32 @@ async def test_the_first_config_applied_sets_the_applied_timestamp(config_file: 
     applied = METRICS.registry.get_sample_value("vsr_config_last_reload_success_timestamp_seconds")
     assert applied is not None and applied >= before
     await holder.aclose()
+
+
+@pytest.mark.parametrize("edit", ["model", "tenant_headers"])
+async def test_an_edit_the_running_envoy_cannot_follow_is_rejected(config_file: Path, edit: str) -> None:
+    """Envoy reads its clusters and the client headers it strips at start. Applied live, a new model was
+    selected but Envoy sent its requests to the default model's server under the new name, and new tenant
+    headers were trusted while Envoy let clients send them: one tenant read another's cached answers."""
+    from router.config import ConfigError
+
+    raw = yaml.safe_load(config_file.read_text())
+    holder = RuntimeHolder(config_file, Readiness())
+    await holder.reload(first=True)
+    first = holder.current
+    if edit == "model":
+        raw["models"]["qwen3-8b"] = {"endpoints": [{"port": 8003}]}
+        raw["categories"][-1]["model_scores"].insert(0, {"model": "qwen3-8b", "score": 0.95})
+    else:
+        raw["semantic_cache"] = {"enabled": False, "tenant_headers": ["x-tenant"]}
+    config_file.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="changes Envoy's config") as rejected:
+        await holder.reload()
+    assert ("models, categories" if edit == "model" else "semantic_cache") in str(rejected.value)
+    assert holder.current is first  # the running config keeps serving
+    raw["categories"][-1]["model_scores"] = [{"model": "qwen3-4b", "score": 0.9}]  # the same chains: applied
+    raw["models"].pop("qwen3-8b", None)
+    raw["semantic_cache"] = {"enabled": False}
+    config_file.write_text(yaml.safe_dump(raw))
+    assert await holder.reload() and holder.current is not first
+    await holder.aclose()
