@@ -51,13 +51,29 @@ def _wait_for_socket(uri: str, server: Server) -> None:
         time.sleep(0.05)
 
 
+def _lock_file(db_file: Path) -> Path:
+    """The lock milvus_lite takes beside the file (its Server's own naming)."""
+    return db_file.parent / f".{db_file.name}.lock"
+
+
+def _check_writable(db_file: Path) -> None:
+    """milvus_lite keeps its lock and data beside the file. In a read-only directory its Server raised OSError from
+    start() (the workers' supervisor died of it) and again from __del__ ('Exception ignored' tracebacks on stderr)."""
+    try:
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(_lock_file(db_file), "a"):
+            pass
+    except OSError as exc:
+        raise LiteUnavailable(f"cannot start Milvus Lite on {db_file}: {exc.strerror}: {exc.filename}") from None
+
+
 def _locked_elsewhere(db_file: Path) -> bool:
     """Whether another process holds the lock milvus_lite takes for this file. Asked before a Server exists:
     Server.stop() (also run by its __del__) unlinks the lock file even when that Server never got the lock, so
     one refused start (`semantic-router cache stats` beside a running router) let the next process open the
     file beside the running child. A start racing this check can still unlink it; none did here."""
     try:
-        fd = os.open(db_file.parent / f".{db_file.name}.lock", os.O_WRONLY)
+        fd = os.open(_lock_file(db_file), os.O_WRONLY)
     except FileNotFoundError:
         return False
     try:
@@ -137,7 +153,7 @@ class LiteProcess:
                 code = self._server._p.returncode if self._server._p is not None else None
                 log.warning("milvus_lite_restarting", db=str(self.db_file), exit_code=code, starts=self.starts)
                 self._server.stop()  # releases the file lock and the stale socket
-            self.db_file.parent.mkdir(parents=True, exist_ok=True)
+            _check_writable(self.db_file)
             if _locked_elsewhere(self.db_file):
                 raise LiteUnavailable(f"cannot start Milvus Lite on {self.db_file}: another process has it open "
                                       "and publishes no child to share (one process per file)")

@@ -99,3 +99,46 @@ def test_serving_router_never_imports_offline_or_dev_code(require_model: None, t
 @pytest.fixture(autouse=True)
 def _no_secret_needed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VSR_CACHE_HMAC_SECRET", "test-secret")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_lite_file_in_a_read_only_directory_serves_uncached(tmp_path: Path, workers: int) -> None:
+    """A read-only root filesystem with the cache's `uri` outside the writable var/: the supervisor (workers) died
+    with an OSError traceback, against the cache's policy (serve uncached, log the error, count it), and
+    milvus_lite printed 'Exception ignored ... Read-only file system' tracebacks around the JSON logs."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    import httpx
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a read-only mount")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+
+    def lite_there(cfg: dict[str, Any]) -> None:
+        cfg["server"]["workers"] = workers
+        cfg["semantic_cache"] = {"enabled": True, "uri": str(read_only / "cache.db"), "probe_idle_s": 0.5}
+        cfg["observability"]["cache_probe_interval_s"] = 0.5
+    config = derive_config(tmp_path, lite_there)
+    metrics_port = int(__import__("yaml").safe_load(config.read_text())["server"]["metrics_port"])
+    command = (f"mount -t tmpfs -o ro tmpfs {read_only} && exec {sys.executable} -m router.cli serve "
+               f"--config {config}")
+    proc = subprocess.Popen(["unshare", "-m", "sh", "-c", command], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, status = time.monotonic() + 60, None
+        while status != 200 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            try:
+                status = httpx.get(f"http://127.0.0.1:{metrics_port}/readyz", timeout=2).status_code
+            except httpx.HTTPError:
+                pass
+        assert status == 200 and proc.poll() is None  # serving, uncached
+        time.sleep(2)  # a few cache probes
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert "Read-only file system" in stderr  # the reason is logged
