@@ -120,6 +120,11 @@ class WorkersView:
                              "restarts": w.restarts} for w, s in states]}
 
 
+def backoff(failures: int) -> float:
+    """Seconds before the next start after `failures` in a row: 0.5, doubling, at most MAX_BACKOFF_S."""
+    return min(0.5 * 2.0 ** max(failures - 1, 0), MAX_BACKOFF_S)
+
+
 class LiteSupervisor:
     """The one Milvus Lite child every worker talks to; a thread restarts it when it dies."""
 
@@ -127,20 +132,29 @@ class LiteSupervisor:
         self.lite = LiteProcess(db_file)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="lite-watch", daemon=True)
+        self._failures, self._retry_at = 0, 0.0
 
     def start(self) -> None:
         self._ensure()
         self._thread.start()
 
     def _ensure(self) -> None:
+        """Start the child; after a failure (a locked file, a read-only directory) retry with the workers' backoff,
+        not every tick: five identical error lines a second buried everything else in the logs."""
         try:
             self.lite.ensure_running()  # which publishes the child's URI in lite.uri_file for the workers
         except LiteUnavailable as exc:
-            log.error("milvus_lite_unavailable", error=str(exc), effect="workers serve uncached until it starts")
+            self._failures += 1
+            delay = backoff(self._failures)
+            self._retry_at = time.monotonic() + delay
+            log.error("milvus_lite_unavailable", error=str(exc), retry_in_s=delay,
+                      effect="workers serve uncached until it starts")
+        else:
+            self._failures = 0
 
     def _watch(self) -> None:
         while not self._stop.wait(TICK_S):
-            if not self.lite.alive():
+            if not self.lite.alive() and time.monotonic() >= self._retry_at:
                 self._ensure()
 
     def stop(self) -> None:
@@ -263,11 +277,11 @@ class Supervisor:
         mark_process_dead(pid, str(metrics_dir))  # type: ignore[no-untyped-call]  # its live gauges go; its counts stay in the sums
         young = now - w.started < YOUNG_S
         w.failures = w.failures + 1 if young else 0
-        backoff = min(0.5 * 2 ** max(w.failures - 1, 0), MAX_BACKOFF_S) if young else 0.0
-        w.proc, w.restart_at = None, now + backoff
+        delay = backoff(w.failures) if young else 0.0
+        w.proc, w.restart_at = None, now + delay
         w.restarts += 1
         view.restarts.inc()
-        log.warning("worker_exited", worker=w.index, pid=pid, exit_code=code, restart_in_s=backoff)
+        log.warning("worker_exited", worker=w.index, pid=pid, exit_code=code, restart_in_s=delay)
 
     def _stop_workers(self) -> None:
         self._each(signal.SIGTERM)

@@ -143,3 +143,21 @@ def test_the_port_probe_refuses_a_listening_port_but_not_one_a_stopped_router_le
     client.close()
     server.close()
     assert _port_free("127.0.0.1", port)
+
+
+def test_a_lite_child_that_cannot_start_is_retried_with_a_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Lite file in a read-only directory: the supervisor tried (and logged an error) every 0.2 s tick."""
+    from router.extproc.workers import LiteSupervisor
+
+    attempts: list[float] = []
+
+    def refuse(_: LiteProcess) -> str:
+        attempts.append(time.monotonic())
+        raise LiteUnavailable("cannot start Milvus Lite on x.db: Read-only file system")
+
+    monkeypatch.setattr(LiteProcess, "ensure_running", refuse)
+    lite = LiteSupervisor("/nonexistent/x.db")
+    lite.start()
+    time.sleep(2.2)
+    lite.stop()
+    assert 3 <= len(attempts) <= 4, attempts  # at 0, 0.5, 1.5 s (then 3.5 s): not 11 ticks
