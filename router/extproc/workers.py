@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, PlatformCollector, ProcessCollector
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable
@@ -98,6 +98,7 @@ class WorkersView:
         self.registry = CollectorRegistry()
         MultiProcessCollector(self.registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
         ProcessCollector(registry=self.registry)  # the supervisor's own process; workers report theirs in logs
+        PlatformCollector(registry=self.registry)  # python_info, as a single router exports it (README, Metrics)
         Gauge("vsr_workers", "Router worker processes configured.", registry=self.registry).set(len(workers))
         ready = Gauge("vsr_workers_ready", "Router workers serving and ready.", registry=self.registry)
         ready.set_function(lambda: sum(1 for w in self.workers if self._ready(w.state())))

@@ -102,6 +102,8 @@ def test_readyz_is_ready_while_one_worker_serves_and_lists_them_all(tmp_path: Pa
     (tmp_path / "metrics").mkdir()
     view = WorkersView(workers, tmp_path / "metrics", stale_after_s=15)
     assert view.snapshot()["ready"] is False  # nobody reported yet
+    exported = {family.name for family in view.registry.collect()}
+    assert {"python_info", "process_resident_memory_bytes", "vsr_workers"} <= exported  # README's list, as one router
 
     def report(w: Worker, pid: int, ready: bool, beat: float) -> None:
         WorkerSlot(w.state_file).write({"pid": pid, "ready": ready, "serving": True, "streams": 7,
