@@ -27,6 +27,7 @@ class BackendHealth:
         self.up = True
         self.failures = 0
         self.successes = 0
+        self.answered = False  # up is assumed at start; the detail says whether the backend ever answered
         self.last_error = ""
         self.last_activity = time.monotonic()
         metrics.set_cache_backend_up(True)
@@ -35,6 +36,7 @@ class BackendHealth:
         self.last_activity = time.monotonic()
         self.failures = 0
         self.successes += 1
+        self.answered = True
         if not self.up and self.successes >= self.streak:
             self.up = True
             metrics.set_cache_backend_up(True)
@@ -54,4 +56,8 @@ class BackendHealth:
         return time.monotonic() - self.last_activity
 
     def detail(self) -> str:
-        return "answering" if self.up else f"failing ({self.failures} in a row): {self.last_error}"
+        """What /readyz shows. It said "answering" for a backend that had never answered (a Lite file in a read-only
+        directory: ~50 s, until `streak` probes had failed) and while failures added up towards the streak."""
+        if self.failures:
+            return f"failing ({self.failures} in a row): {self.last_error}"
+        return "answering" if self.answered else "not asked yet"

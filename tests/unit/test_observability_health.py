@@ -126,3 +126,16 @@ def test_a_client_hanging_up_leaves_no_traceback_but_a_bug_still_does(capsys: py
         assert "ValueError: a bug in a handler" in capsys.readouterr().err
     finally:
         server.stop()
+
+
+def test_the_cache_detail_says_answering_only_after_an_answer_and_never_while_it_fails() -> None:
+    """/readyz said "backend answering" for a Lite backend that had never answered (read-only directory) and
+    between its first failures and the streak that marks it down."""
+    from router.cache.health import BackendHealth
+
+    health = BackendHealth(streak=5)
+    assert health.up and health.detail() == "not asked yet"
+    health.failure("LiteUnavailable: Read-only file system")
+    assert health.up and health.detail() == "failing (1 in a row): LiteUnavailable: Read-only file system"
+    health.success()
+    assert health.detail() == "answering"
