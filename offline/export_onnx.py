@@ -106,8 +106,15 @@ def main(argv: list[str]) -> None:
         raw = args.out / "raw.onnx"
         print("export: torch.onnx.export (opset 17, eager attention)", file=sys.stderr, flush=True)
         _export(model, raw)
+    optimise_and_quantise(raw, args.out, keep_fp32=args.fp32)
+    print(json.dumps(versions()))
+
+
+def optimise_and_quantise(raw: Path, out: Path, keep_fp32: bool = False) -> None:
+    """raw.onnx (deleted) -> out/model_int8.onnx: BERT fusions (`_fusions`), then dynamic int8 per channel.
+    Shared with the cache's pair model (offline/train_cache_pair.py), so both graphs get the same treatment."""
     print("export: onnxruntime transformer optimizer (bert)", file=sys.stderr, flush=True)
-    fp32 = args.out / "model_fp32.onnx"
+    fp32 = out / "model_fp32.onnx"
     optimize_model(
         str(raw), model_type="bert", num_heads=HEADS, hidden_size=HIDDEN, optimization_options=_fusions()
     ).save_model_to_file(str(fp32))
@@ -115,22 +122,25 @@ def main(argv: list[str]) -> None:
     print("export: dynamic int8 quantisation (per channel)", file=sys.stderr, flush=True)
     quantize_dynamic(
         str(fp32),
-        str(args.out / "model_int8.onnx"),
+        str(out / "model_int8.onnx"),
         weight_type=QuantType.QInt8,
         per_channel=True,
         # fused ops (com.microsoft domain) defeat shape inference; their outputs are float.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
-    if not args.fp32:
+    if not keep_fp32:
         fp32.unlink()
-    versions = {
+
+
+def versions() -> dict[str, str]:
+    """The library versions an export used (recorded in the manifest)."""
+    return {
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
         "python": sys.version.split()[0],
     }
-    print(json.dumps(versions))
 
 
 if __name__ == "__main__":
