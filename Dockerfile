@@ -35,7 +35,7 @@ RUN python3 -m venv /opt/venv && /opt/venv/bin/pip install . \
 # with torch in the throwaway /src/.venv-build. Same command as `make models`.
 COPY offline ./offline
 RUN /opt/venv/bin/python -m offline build \
-    && test -f models/minilm/manifest.json
+    && test -f models/minilm/manifest.json && test -f models/cache-pair/manifest.json
 
 FROM ${PYTHON_IMAGE} AS builder-wheelhouse
 ENV PIP_NO_CACHE_DIR=1 \
@@ -49,7 +49,8 @@ RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-index --find-links /wheels --force-reinstall --no-deps \
        "$(/opt/venv/bin/pip freeze | grep '^opentelemetry-proto==')"
 COPY --from=models minilm ./models/minilm
-RUN test -f models/minilm/manifest.json
+COPY --from=models cache-pair ./models/cache-pair
+RUN test -f models/minilm/manifest.json && test -f models/cache-pair/manifest.json
 
 FROM builder-${SOURCE} AS builder
 

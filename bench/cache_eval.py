@@ -5,7 +5,9 @@ cacheable the same way as in production: an exact match after normalisation; els
 semantic window and their cosine reaches the candidate floor, when the verifier's score clears its
 threshold (`verifier`), or, for the baseline, when the cosine reaches a fixed threshold and the
 guard's `reject_reason` is None (`cosine_guard`, today's design before the verifier) or alone
-(`cosine`). A hit on a label-1 pair is a true hit, on a label-0 pair a false (wrong-answer) hit.
+(`cosine`). With the pair model (`--pair-model`, on by default as in the router's config; `--no-pair`: the verifier
+alone) a candidate also needs the pair model's score >= its threshold, and the verifier's bar is the pair model's
+lower bound (router/cache/pair.py); `pair` curves sweep the pair threshold at that lower bound. A hit on a label-1 pair is a true hit, on a label-0 pair a false (wrong-answer) hit.
   precision = true hits / hits;  recall = true hits / label-1 pairs.
 Data: the test split of QQP (../shared/data/qqp_pairs.jsonl.gz split by question component,
 offline/cache_pairs.py: no test question is in the verifier's training or dev data; crowd labels,
@@ -36,6 +38,7 @@ from offline.cache_pairs import load_jsonl, split_by_question
 from offline.train_cache_verifier import QQP, embeddings, hits, pair_table
 from router.cache.guard import VETO_CHECKS, features, reject_reason
 from router.cache.keys import normalise
+from router.cache.pair import PairModel
 from router.cache.verifier import Verifier, _view
 from router.config import CacheConfig
 
@@ -59,6 +62,22 @@ def score(rows: list[dict[str, Any]], emb: dict[str, np.ndarray], max_chars: int
     table["guard_ok"] = np.array([e or reject_reason(normalise(r["b"]), normalise(r["a"])) is None
                                   for e, r in zip(table["exact"], rows, strict=True)])
     return table
+
+
+def pair_column(rows: list[dict[str, Any]], s: dict[str, np.ndarray], model: PairModel) -> np.ndarray:
+    """The pair model's score of every candidate (stored `a`, query `b`), 0 elsewhere."""
+    out = np.zeros(len(rows))
+    for i in np.flatnonzero(s["candidate"]):
+        out[i] = model.score(normalise(rows[i]["a"]), normalise(rows[i]["b"]))
+    return out
+
+
+def decision(s: dict[str, np.ndarray], verifier: Verifier, model: PairModel | None, threshold: float) -> np.ndarray:
+    """The default's hits: the verifier at its threshold, or the verifier at the pair model's lower bound and the
+    pair model at `threshold`."""
+    if model is None:
+        return hits(s, verifier, threshold)
+    return hits(s, verifier, model.operating_point.lower_bound) & (s["exact"] | (s["pair"] >= threshold))
 
 
 def point(hit: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, float]:
@@ -93,13 +112,17 @@ def check_cost_us(rows: list[dict[str, Any]], verifier: Verifier) -> dict[str, f
     return out
 
 
-def by_kind(rows: list[dict[str, Any]], s: dict[str, np.ndarray], verifier: Verifier) -> dict[str, Any]:
+def by_kind(rows: list[dict[str, Any]], s: dict[str, np.ndarray], verifier: Verifier,
+            model: PairModel | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     hit_v, hit_b = hits(s, verifier, verifier.threshold), (s["sim"] >= BASELINE) & s["guard_ok"]
+    hit_p = None if model is None else decision(s, verifier, model, model.operating_point.threshold)
     for kind in sorted({r["kind"] for r in rows}):
         idx = np.array([r["kind"] == kind for r in rows])
         out[kind] = {"pairs": int(idx.sum()), "verifier_hits": int(hit_v[idx].sum()),
                      f"cosine_{BASELINE}_guard_hits": int(hit_b[idx].sum())}
+        if hit_p is not None:
+            out[kind]["verifier_pair_hits"] = int(hit_p[idx].sum())
     return out
 
 
@@ -145,15 +168,20 @@ def plot(result: dict[str, Any], path: Path) -> None:
                             (axes[1], "heldout", "held-out hand-written pairs")):
         if f"{name}_verifier" not in result["curves"]:
             continue
-        for curve_name, style, label in (("verifier", "-", "learned verifier (score sweep)"),
+        for curve_name, style, label in (("pair", "-.", "verifier + pair model (pair threshold sweep)"),
+                                         ("verifier", "-", "learned verifier (score sweep)"),
                                          ("cosine_guard", "--", "fixed cosine + guard (threshold sweep)"),
                                          ("cosine", ":", "fixed cosine alone (threshold sweep)")):
-            pts = result["curves"][f"{name}_{curve_name}"]
+            pts = result["curves"].get(f"{name}_{curve_name}")
+            if pts is None:
+                continue
             ys = [p["precision"] for p in pts] if name == "qqp_test" else [p["false_hits"] for p in pts]
             ax.plot([p["recall"] for p in pts], ys, style, label=label)
-        dv, db = d[name]["verifier"], d[name][f"cosine_{BASELINE}_guard"]
-        for pt, colour, label in ((dv, "red", f"verifier default (score {d['verifier_threshold']})"),
-                                  (db, "black", f"old default (cosine {BASELINE} + guard)")):
+        marks = [(d[name]["verifier"], "red", f"verifier alone (score {d['verifier_threshold']})"),
+                 (d[name][f"cosine_{BASELINE}_guard"], "black", f"old default (cosine {BASELINE} + guard)")]
+        if "pair" in d[name]:
+            marks.append((d[name]["pair"], "green", f"verifier >= {d['pair_lower_bound']} + pair >= {d['pair_threshold']}"))
+        for pt, colour, label in marks:
             y = pt["precision"] if name == "qqp_test" else pt["false_hits"]
             ax.scatter([pt["recall"]], [y], color=colour, zorder=3, label=label)
         if name == "qqp_test":
@@ -174,8 +202,12 @@ def main() -> int:
     p.add_argument("--hard", type=Path, default=HARD)
     p.add_argument("--model-dir", type=Path, default=ROOT / "models" / "minilm")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cache_eval.json")
+    p.add_argument("--pair-model", type=Path, default=Path(CacheConfig().pair_model_dir or "models/cache-pair"),
+                   help="the pair model folder (default: the router's)")
+    p.add_argument("--no-pair", action="store_true", help="the verifier alone (semantic_cache.pair_model_dir: null)")
     args = p.parse_args()
     verifier = Verifier.load()
+    model = None if args.no_pair else PairModel(args.pair_model)
     max_chars = CacheConfig().max_semantic_chars
     sets = {"heldout": load_jsonl(args.heldout), "hard": load_jsonl(args.hard)}
     if args.qqp.exists():
@@ -187,24 +219,34 @@ def main() -> int:
     curves: dict[str, list[dict[str, float]]] = {}
     default: dict[str, Any] = {"verifier_threshold": verifier.threshold, "candidate_floor": CacheConfig().similarity_threshold,
                                "vetoes": [*verifier.vetoes, *VETO_CHECKS]}
+    if model is not None:
+        default |= {"pair_model": model.model_hash, "pair_lower_bound": model.operating_point.lower_bound,
+                    "pair_threshold": model.operating_point.threshold}
     for name, s in scored.items():
         curves[f"{name}_verifier"] = verifier_curve(s, verifier)
         curves[f"{name}_cosine_guard"] = cosine_curve(s, True)
         curves[f"{name}_cosine"] = cosine_curve(s, False)
         default[name] = {"verifier": point(hits(s, verifier, verifier.threshold), s["label"], verifier.threshold),
                          f"cosine_{BASELINE}_guard": at(curves[f"{name}_cosine_guard"], BASELINE)}
+        if model is not None:
+            s["pair"] = pair_column(sets[name], s, model)
+            curves[f"{name}_pair"] = [point(decision(s, verifier, model, t), s["label"], t) for t in SCORES]
+            default[name]["pair"] = point(decision(s, verifier, model, model.operating_point.threshold), s["label"],
+                                          model.operating_point.threshold)
+    served = "verifier" if model is None else "pair"
     result = {
         "protocol": (__doc__ or "").split("Data:")[0].strip(),
         "encoder": f"{args.model_dir.name} int8 {verifier.encoder}",
         "pairs": {name: len(rows) for name, rows in sets.items()},
         "default": default,
         "checks": {
-            "heldout_zero_wrong_answers": default["heldout"]["verifier"]["false_hits"] == 0,
-            "heldout_recall_ge_0_80": default["heldout"]["verifier"]["recall"] >= 0.80,
-            "qqp_test_precision_ge_0_95": "qqp_test" in default and default["qqp_test"]["verifier"]["precision"] >= 0.95,
+            "decision": served,
+            "heldout_zero_wrong_answers": default["heldout"][served]["false_hits"] == 0,
+            "heldout_recall_ge_0_80": default["heldout"][served]["recall"] >= 0.80,
+            "qqp_test_precision_ge_0_95": "qqp_test" in default and default["qqp_test"][served]["precision"] >= 0.95,
         },
-        "heldout_by_kind": by_kind(sets["heldout"], scored["heldout"], verifier),
-        "hard_by_kind": by_kind(sets["hard"], scored["hard"], verifier),
+        "heldout_by_kind": by_kind(sets["heldout"], scored["heldout"], verifier, model),
+        "hard_by_kind": by_kind(sets["hard"], scored["hard"], verifier, model),
         "qqp_test_baseline_audited": audited_precision(scored["qqp_test"], load_jsonl(AUDIT), BASELINE)
         if "qqp_test" in scored else None,
         "qqp_test_verifier_audited": verifier_audited(default["qqp_test"]["verifier"]) if "qqp_test" in scored else None,

@@ -17,7 +17,9 @@ namespace (devstack/milvus_server.py); the memory backend alone runs anywhere:
 
 With the memory backend, the row `verifier_cost_top3` measures what the cache verifier adds per
 lookup: three candidates scored, all texts new to the feature memo, against the same lookup serving
-the nearest candidate unexamined (`verifier_cost`).
+the nearest candidate unexamined (`verifier_cost`): the verifier alone (`verifier`), and with the pair model
+(`verifier_pair`: the default; it runs only when the verifier's best reaches its lower bound, `pair_runs` times).
+`pair_hit` serves the nearest candidate through the pair model every time: what a would-be hit pays.
 
 updates bench/results/cache_latency.json: rows measured now replace the rows of the same backend,
 size, layout (and consistency), every other row is kept. Targets: p50 <= 2 ms memory, <= 5 ms
@@ -193,10 +195,13 @@ async def verifier_cost(size: int, queries: int) -> dict[str, Any]:
                        e.created_at, e.expires_at) for i, e in enumerate(entries(unit_rows(size, rng), 1))]
     out: dict[str, Any] = {"backend": "memory", "entries": size, "layout": "verifier_cost_top3"}
     real = Verifier.load()
-    for name, verifier in (("verifier", real), ("no_verifier", FirstCandidate(*(getattr(real, f) for f in (
-            "mean", "scale", "w1", "b1", "w2", "b2", "threshold", "vetoes", "encoder"))))):
-        cache = SemanticCache(CacheConfig(lookup_timeout_ms=10_000, top_k=3), MemoryStore(max_entries=size),
-                              verifier=verifier)
+    first = FirstCandidate(*(getattr(real, f) for f in (
+        "mean", "scale", "w1", "b1", "w2", "b2", "threshold", "vetoes", "encoder")))
+    base = CacheConfig(lookup_timeout_ms=10_000, top_k=3)
+    alone = base.model_copy(update={"pair_model_dir": None})
+    for name, verifier, cfg in (("verifier", real, alone), ("no_verifier", first, alone),
+                                ("verifier_pair", real, base), ("pair_hit", first, base)):
+        cache = SemanticCache(cfg, MemoryStore(max_entries=size), verifier=verifier)
         await fill(cache.backend, rows)
         times = []
         for i in range(queries):
@@ -210,8 +215,12 @@ async def verifier_cost(size: int, queries: int) -> dict[str, Any]:
             times.append(time.perf_counter() - start)
         stats = summary_ms(times[20:])
         out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = stats["p50_ms"], stats["p99_ms"]
+        if cfg.pair_model_dir is not None:
+            out[f"{name}_pair_runs"] = cache.counters["pair_reject"] + cache.counters["hit:semantic"]
         await cache.close()
-    out["added_p50_ms"] = round(out["verifier_p50_ms"] - out["no_verifier_p50_ms"], 3)
+    out["added_p50_ms"] = round(out["verifier_pair_p50_ms"] - out["no_verifier_p50_ms"], 3)
+    out["verifier_alone_added_p50_ms"] = round(out["verifier_p50_ms"] - out["no_verifier_p50_ms"], 3)
+    out["pair_hit_added_p50_ms"] = round(out["pair_hit_p50_ms"] - out["no_verifier_p50_ms"], 3)
     print(json.dumps(out), file=sys.stderr)
     return out
 

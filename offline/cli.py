@@ -14,10 +14,11 @@ from router.policy import Policy
 
 
 def _build(args: argparse.Namespace) -> int:
-    from offline.build import BuildError, build
+    from offline.build import BuildError, build, build_pair
 
     try:
         build(args.out, args.source, fp32=args.fp32, force=args.force)
+        build_pair(args.out.parent / "cache-pair", force=args.force)
     except BuildError as exc:
         print(f"build: {exc}", file=sys.stderr)
         return 1
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m offline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser(
-        "build", help="export all-MiniLM-L6-v2 to ONNX (int8), or install a trained one, unless the manifest matches"
+        "build", help="export all-MiniLM-L6-v2 to ONNX (int8), or install a trained one, and install the cache's pair "
+                      "model (offline/trained/cache-pair) beside it, unless the manifests match"
     )
     p.add_argument("--out", type=Path, default=Path(ClassifierConfig().model_dir))
     p.add_argument(

@@ -319,6 +319,9 @@ class CacheConfig(_Strict):
     # Minimum verifier score for a semantic hit; None = the operating point stored with its weights.
     verifier_threshold: float | None = Field(default=None, ge=0, le=1)
     top_k: int = Field(default=3, ge=1, le=32)  # candidates the verifier scores
+    # The pair model (router/cache/pair.py) re-reads the verifier's best candidate with the query; a missing
+    # folder fails startup. null = serve on the verifier alone (its own operating point, verifier_threshold).
+    pair_model_dir: str | None = "models/cache-pair"
     ttl_seconds: int = Field(default=3600, ge=1)
     max_entries: int = Field(default=100_000, ge=1)  # memory backend size bound
     eviction: Literal["lru", "fifo"] = "lru"

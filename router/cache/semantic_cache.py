@@ -2,8 +2,9 @@
 
 A hit needs the same tenant namespace, selected model, context fingerprint and encoder (`keys.py`),
 then either the exact normalised prompt or a semantic candidate (top-k above the cosine floor) that
-the guard's vetoes and the learned verifier accept (`guard.py`, `verifier.py`):
-lookup -> candidates -> guard/verifier -> hit or miss.
+the guard's vetoes and the learned verifier accept (`guard.py`, `verifier.py`) and, unless switched off, the
+pair model confirms reading both prompts together (`pair.py`):
+lookup -> candidates -> guard/verifier -> pair check -> hit or miss.
 Backend failures never reach the caller: they are counted and answered as a miss. Prompts longer than `max_semantic_chars` are cached by exact key only: up to
 508 characters every character lies inside the encoder's head+tail windows (one character never
 yields more than one WordPiece token), so two long prompts that share a prefix cannot collide.
@@ -30,6 +31,7 @@ from router.cache.hot import HotAnswers
 from router.cache.keys import SkipReason
 from router.cache.memory import MemoryStore
 from router.cache.milvus import MAX_TEXT_BYTES, MilvusStore
+from router.cache.pair import OperatingPoint, PairModel
 from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore
 from router.cache.verifier import Verifier
 from router.cache.writer import WriteQueue
@@ -63,7 +65,7 @@ class CacheRequest:
     read: bool
     threshold: float  # cosine floor of the candidates
     ttl_seconds: int
-    min_score: float | None = None  # verifier score a candidate needs; None = the verifier's default
+    min_score: float | None = None  # verifier score a candidate needs; None = the default (pair model's lower bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,8 @@ class SemanticCache:
         self.cfg = cfg
         self.backend = store
         self.verifier = verifier or default_verifier()
+        self.pair = None if cfg.pair_model_dir is None else shared_pair_model(cfg.pair_model_dir)
+        self.point = OperatingPoint(self.verifier.threshold, 0.0) if self.pair is None else self.pair.operating_point
         self._clock = clock
         self._purger: asyncio.Task[None] | None = None
         self.counters: Counter[str] = Counter()
@@ -172,9 +176,9 @@ class SemanticCache:
         return cls(cfg.semantic_cache, make_store(cfg.semantic_cache))
 
     def _count(self, event: str, reason: str | None = None, n: int = 1) -> None:
-        """Local counters (stats, CLI) and the Prometheus series; verifier rejections stay local."""
+        """Local counters (stats, CLI) and the Prometheus series; verifier and pair rejections stay local."""
         self.counters[f"{event}:{reason}" if reason else event] += n
-        if event != "verifier_reject":
+        if event not in ("verifier_reject", "pair_reject"):
             metrics.record_cache(event, reason, n)  # type: ignore[arg-type]
 
     def _count_n(self, event: str, reason: str | None, n: int) -> None:
@@ -224,7 +228,8 @@ class SemanticCache:
 
         An exact repeat embeds to the same vector, so the search returns its entry first at similarity
         1.0 (recognised as exact by its key); a second, exact-key lookup would only add a round trip.
-        Otherwise the verifier scores every candidate and the best one is served if it clears the bar.
+        Otherwise the verifier scores every candidate; its best is served if it clears the bar and, with the pair
+        model on, the pair model (in its own thread) scores that one pair at least its threshold.
         """
         hot = self.hot.get(req.key, req.scope, req.namespace, now)
         if hot is not None:  # a repeat of a recent answer: no backend round trip
@@ -239,11 +244,14 @@ class SemanticCache:
         if exact is not None:
             self.hot.put(exact.entry, now)
             return self._hit(exact.entry, 1.0, True, now)
-        bar = self.verifier.threshold if req.min_score is None else req.min_score
+        bar = self.point.lower_bound if req.min_score is None else req.min_score
         pick, _ = self.verifier.best(req.text, [(c.entry.text, c.similarity) for c in own], bar)
         if pick is None:
             if own:
                 self._count("verifier_reject")
+            return None
+        if self.pair is not None and await self.pair.check(own[pick].entry.text, req.text) < self.point.threshold:
+            self._count("pair_reject")
             return None
         return self._hit(own[pick].entry, own[pick].similarity, False, now)
 
@@ -341,6 +349,13 @@ class SemanticCache:
 def default_verifier() -> Verifier:
     """The committed verifier, loaded once per process (config reloads share it)."""
     return Verifier.load()
+
+
+@functools.cache
+def shared_pair_model(model_dir: str) -> PairModel:
+    """The pair model of `model_dir`, loaded once per process (config reloads and workers' caches share it);
+    a missing file raises ModelMissingError, which fails startup."""
+    return PairModel(model_dir)
 
 
 def make_store(cfg: CacheConfig) -> CacheStore:

@@ -1,0 +1,91 @@
+"""The pair model ("cross-check"): a cross-encoder that reads the stored prompt and the query in one pass.
+
+The verifier (`verifier.py`) scores word-overlap features and one cosine, so it cannot see what only reading both
+prompts together shows: "synonym" vs "antonym", "receive" vs "give" a gift, who does what to whom, an added
+condition ("as a woman", "worst case"). This model reads "[CLS] stored [SEP] query [SEP]" through the first layers
+of MiniLM (int8 ONNX, `offline/train_cache_pair.py`) and returns P(the stored answer is right for the query).
+It runs only on a would-be hit (a candidate the verifier scores at least the lower bound), once per lookup,
+in a thread of its own: ~1-2 ms of ONNX would stall every request on the event loop.
+
+The operating point (verifier lower bound, pair threshold) was chosen on dev data only
+(`offline/cache_pair_dev.py`) and is stored in the model's manifest.json beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from router.classifier.encoder import CLS_ID, SEP_ID, SLOW_FUSIONS, ModelMissingError
+
+MAX_TOKENS = 128  # both prompts and the three specials; as in training (offline/train_cache_pair.MAX_TOKENS)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    """A candidate is served iff the verifier scores it >= lower_bound and the pair model >= threshold."""
+
+    lower_bound: float
+    threshold: float
+
+
+def pair_ids(first: list[int], second: list[int], budget: int = MAX_TOKENS) -> tuple[np.ndarray, np.ndarray]:
+    """input_ids and token_type_ids of "[CLS] first [SEP] second [SEP]", the longer side cut first, one token at a
+    time (what the training tokenizer's "longest_first" does), so the two never exceed `budget` together."""
+    a, b = list(first), list(second)
+    while len(a) + len(b) > budget - 3:
+        (a if len(a) > len(b) else b).pop()
+    ids = np.array([[CLS_ID, *a, SEP_ID, *b, SEP_ID]], dtype=np.int64)
+    types = np.array([[0] * (len(a) + 2) + [1] * (len(b) + 1)], dtype=np.int64)
+    return ids, types
+
+
+class PairModel:
+    """One onnxruntime session (one thread) and the tokenizer; `check` runs it off the event loop."""
+
+    def __init__(self, model_dir: str | Path, require_point: bool = True) -> None:
+        model_dir = Path(model_dir)
+        model_path, tokenizer_path, manifest_path = (model_dir / n for n in ("model_int8.onnx", "tokenizer.json",
+                                                                             "manifest.json"))
+        missing = [p for p in (model_path, tokenizer_path, manifest_path) if not p.is_file()]
+        if missing:
+            raise ModelMissingError(
+                f"{missing[0]} is missing: run `make models` (python -m offline build), or set "
+                "semantic_cache.pair_model_dir: null to serve on the verifier alone (router/cache/README.md)")
+        point = json.loads(manifest_path.read_text()).get("operating_point")
+        if point is None and require_point:
+            raise ModelMissingError(f"{manifest_path} has no operating_point: run offline/cache_pair_dev.py --write")
+        # (0, 0) only for offline/cache_pair_dev.py, which is about to choose one.
+        self.operating_point = OperatingPoint(float(point["lower_bound"]), float(point["threshold"])) \
+            if point is not None else OperatingPoint(0.0, 0.0)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"],
+                                             disabled_optimizers=SLOW_FUSIONS)
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-pair")
+        self.model_hash = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
+
+    def score(self, stored: str, query: str) -> float:
+        """P(the answer stored for `stored` is right for `query`); blocking, one ONNX run."""
+        first, second = (self._tokenizer.encode(t, add_special_tokens=False).ids
+                         for t in (stored, query))
+        ids, types = pair_ids(first, second)
+        (probability,) = self._session.run(None, {"input_ids": ids, "token_type_ids": types})
+        return float(probability[0])
+
+    async def check(self, stored: str, query: str) -> float:
+        """`score` in the model's own thread, so the event loop keeps serving meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self.score, stored, query)
