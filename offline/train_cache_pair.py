@@ -36,6 +36,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from offline.build import PACKAGE_SPEC, REPO_ROOT, _fetch_package, sha256_file
 from offline.export_onnx import OPSET, optimise_and_quantise, versions
+from offline.finetune import tee_log
 
 OUT_DIR = REPO_ROOT / "offline" / "trained" / "cache-pair"
 WORK = REPO_ROOT / "var" / "cache-pair"
@@ -190,13 +191,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the runtime venv's python (computes the train pairs)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    WORK.mkdir(parents=True, exist_ok=True)
-    log_path = WORK / "train.log"
-
-    def log(line: str) -> None:
-        print(line, flush=True)
-        with log_path.open("a") as f:
-            f.write(line + "\n")
+    log = tee_log(WORK / "train.log")
 
     pairs = train_pairs(args.runtime_python)
     log(json.dumps({"candidate_pairs": {k: len(v) for k, v in pairs.items()}}))

@@ -1,0 +1,113 @@
+"""The cache's pair model: its input layout, the real model's verdicts, and its place in SemanticCache._find."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from router.cache.memory import MemoryStore
+from router.cache.pair import MAX_TOKENS, PairModel, pair_ids
+from router.cache.semantic_cache import SemanticCache
+from router.cache.verifier import Verifier
+from router.classifier.encoder import CLS_ID, SEP_ID, ModelMissingError
+from tests.unit.test_cache_facade import BASE, completion, make_req, put
+from tests.unit.test_cache_keys import CFG
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_DIR = ROOT / "models" / "cache-pair"
+
+
+@pytest.fixture(scope="module")
+def model() -> PairModel:
+    if not (MODEL_DIR / "model_int8.onnx").is_file():
+        pytest.skip("models/cache-pair is not built: run `make models` (python -m offline build)")
+    return PairModel(MODEL_DIR)
+
+
+def test_pair_ids_lay_out_both_prompts_with_segment_ids() -> None:
+    ids, types = pair_ids([7, 8], [9])
+    assert ids.tolist() == [[CLS_ID, 7, 8, SEP_ID, 9, SEP_ID]]
+    assert types.tolist() == [[0, 0, 0, 0, 1, 1]]
+
+
+def test_pair_ids_cut_the_longer_side_first() -> None:
+    ids, types = pair_ids(list(range(1000, 1200)), list(range(2000, 2010)))
+    assert ids.shape == (1, MAX_TOKENS) and int(types.sum()) == 11  # the short side and its [SEP] kept whole
+    ids, _ = pair_ids(list(range(1000, 1100)), list(range(2000, 2100)))
+    assert ids.shape == (1, MAX_TOKENS) and ids[0].tolist().index(SEP_ID) == 1 + (MAX_TOKENS - 3 + 1) // 2
+
+
+def test_a_paraphrase_scores_above_the_threshold(model: PairModel) -> None:
+    threshold = model.operating_point.threshold
+    assert model.score("How do I exit vim?", "how can i quit the vim editor") >= threshold
+    assert model.score("How can I rename a local git branch?",
+                       "what's the command to change the name of a git branch on my machine") >= threshold
+
+
+@pytest.mark.parametrize(("stored", "query"), [
+    ("What is a synonym for happy?", "What is an antonym for happy?"),
+    ("How do I roll back a deployment in Kubernetes?", "How do I roll out a deployment in Kubernetes?"),
+    ("What should I give my wife for our anniversary?", "What should I expect to receive for our anniversary?"),
+])
+def test_a_pair_that_needs_both_prompts_read_together_scores_below(model: PairModel, stored: str, query: str) -> None:
+    assert model.score(stored, query) < model.operating_point.threshold
+
+
+def test_a_missing_model_fails_loudly(tmp_path: Path) -> None:
+    with pytest.raises(ModelMissingError, match="pair_model_dir: null"):
+        PairModel(tmp_path)
+
+
+class Recording(PairModel):
+    """The real model, noting which thread each score ran on."""
+
+    threads: list[str]
+
+    def score(self, stored: str, query: str) -> float:
+        self.threads.append(threading.current_thread().name)
+        return super().score(stored, query)
+
+
+class AcceptsAll(Verifier):
+    """Passes the nearest candidate on, so that the pair model alone decides."""
+
+    def best(self, query: str, candidates: list[tuple[str, float]], threshold: float) -> tuple[int | None, float]:
+        return (0, 1.0) if candidates else (None, 0.0)
+
+
+async def test_the_pair_check_decides_in_its_own_thread(model: PairModel) -> None:
+    """lookup -> candidates -> verifier -> pair check: what the verifier passes, the pair model still refuses
+    when the two prompts ask for opposite things, and it scores off the event loop."""
+    real = Verifier.load()
+    verifier = AcceptsAll(*(getattr(real, f) for f in ("mean", "scale", "w1", "b1", "w2", "b2", "threshold",
+                                                         "vetoes", "encoder")))
+    cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100),
+                          verifier=verifier)
+    recording = Recording(MODEL_DIR)
+    recording.threads = []
+    cache.pair = recording
+    other = np.random.default_rng(1).standard_normal(384).astype(np.float32)
+    other /= np.linalg.norm(other)
+    try:
+        await put(cache, make_req("What is a synonym for happy?", BASE), completion("glad"))
+        await put(cache, make_req("How do I exit vim?", other), completion(":q"))
+        assert await cache.lookup(make_req("What is an antonym for happy?", BASE)) is None
+        assert cache.counters["pair_reject"] == 1
+        hit = await cache.lookup(make_req("how can i quit the vim editor", other))
+        assert hit is not None and hit.completion["choices"][0]["message"]["content"] == ":q"
+    finally:
+        await cache.close()
+    assert len(recording.threads) == 2 and all(t.startswith("cache-pair") for t in recording.threads)
+
+
+def test_a_cache_without_the_pair_model_serves_on_the_verifier_alone() -> None:
+    cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": None}), MemoryStore(100))
+    assert cache.pair is None and cache.point.lower_bound == Verifier.load().threshold
+
+
+def test_a_missing_pair_model_fails_the_cache(tmp_path: Path) -> None:
+    with pytest.raises(ModelMissingError):
+        SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(tmp_path)}), MemoryStore(100))
