@@ -7,7 +7,7 @@ per pair, it times three requests:
   requests answered from the cache count (the hit rate is reported), the rest are misses;
 - exact repeat: the primed question again (its classification is memoised, router/classifier/memo.py);
 - miss: a fresh question that goes to the demo upstream (which answers at once).
-Writes bench/results/cache_hit_e2e_<backend>.json.
+Writes bench/results/cache_hit_e2e_<backend>.json (`--no-pair`: the cache's pair model off, `_no_pair.json`).
 
     .venv/bin/python bench/cache_hit_e2e.py --backend milvus-lite
     ip netns exec vsr-test .venv/bin/python bench/cache_hit_e2e.py --backend milvus-server   # as root
@@ -50,14 +50,15 @@ def _body(text: str) -> dict[str, Any]:
     return {"model": "auto", "messages": [{"role": "user", "content": text}]}
 
 
-def _cache_cfg(backend: str, tmp: Path, server_uri: str | None) -> dict[str, Any]:
+def _cache_cfg(backend: str, tmp: Path, server_uri: str | None, pair: bool) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"enabled": True} if pair else {"enabled": True, "pair_model_dir": None}
     if backend == "memory":
-        return {"enabled": True, "backend": "memory"}
+        return {**cfg, "backend": "memory"}
     uri = server_uri if backend == "milvus-server" else str(tmp / "cache.db")
-    return {"enabled": True, "backend": "milvus", "uri": uri}
+    return {**cfg, "backend": "milvus", "uri": uri}
 
 
-def run(backend: str, requests: int) -> dict[str, Any]:
+def run(backend: str, requests: int, pair: bool = True) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="vsr-hit-"))
     server = MilvusServer(tmp / "milvus") if backend == "milvus-server" else None
     if server:
@@ -65,7 +66,7 @@ def run(backend: str, requests: int) -> dict[str, Any]:
 
     def overrides(cfg: dict[str, Any]) -> None:
         cfg["classifier"]["enabled"] = True
-        cfg["semantic_cache"] = _cache_cfg(backend, tmp, server.uri if server else None)
+        cfg["semantic_cache"] = _cache_cfg(backend, tmp, server.uri if server else None, pair)
 
     stack = Stack(derive_config(tmp, overrides), tmp, log_to=tmp)
     stack.start()
@@ -107,7 +108,7 @@ def run(backend: str, requests: int) -> dict[str, Any]:
         if server:
             server.stop()
             server.remove_data()
-    return {"backend": backend, "pairs": len(pairs),
+    return {"backend": backend, "pair_model": pair, "pairs": len(pairs),
             "paraphrase_hit_rate": round(len(series["paraphrase_hit"]) / len(pairs), 3),
             "exact_repeat_hit_rate": round(len(series["exact_repeat_hit"]) / len(pairs), 3),
             **{name: {**summary_ms(samples), "n": len(samples)} for name, samples in series.items()},
@@ -118,10 +119,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=["memory", "milvus-lite", "milvus-server"], default="milvus-lite")
     parser.add_argument("--requests", type=int, default=600, help="QQP pairs to prime and query")
+    parser.add_argument("--no-pair", action="store_true", help="the cache's pair model off (verifier alone)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    result = run(args.backend, args.requests)
-    out = Path(args.out or ROOT / "bench" / "results" / f"cache_hit_e2e_{args.backend}.json")
+    result = run(args.backend, args.requests, pair=not args.no_pair)
+    suffix = "_no_pair" if args.no_pair else ""
+    out = Path(args.out or ROOT / "bench" / "results" / f"cache_hit_e2e_{args.backend}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

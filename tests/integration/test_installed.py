@@ -143,7 +143,8 @@ def installed_stack(tmp_path_factory: pytest.TempPathFactory, venv: Path, requir
     """The new user's start: config/ and models/ in a fresh directory, `semantic-router serve` run there."""
     run_dir = tmp_path_factory.mktemp("run")
     assert not run_dir.is_relative_to(ROOT)
-    shutil.copytree(ROOT / "models" / "minilm", run_dir / "models" / "minilm")
+    for model in ("minilm", "cache-pair"):
+        shutil.copytree(ROOT / "models" / model, run_dir / "models" / model)
     (run_dir / "config").mkdir()
 
     def as_shipped(cfg: dict[str, Any]) -> None:  # classifier and the default cache (Milvus Lite in var/)
