@@ -14,11 +14,10 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from router.cache import keys
-from router.cache.lite import SHARED_LITE_ENV, running_child
+from router.cache.lite import SHARED_LITE_ENV, running_child, shared_lite_env
 from router.cache.milvus import is_local_uri
 from router.cache.semantic_cache import SemanticCache
 from router.cache.store import CacheBackendError
@@ -87,7 +86,7 @@ def _share_a_running_child(cfg: CacheConfig) -> None:
     if cfg.backend == "memory" or not is_local_uri(cfg.uri) or SHARED_LITE_ENV in os.environ:
         return
     if (uri_file := running_child(cfg.uri)) is not None:
-        os.environ[SHARED_LITE_ENV] = json.dumps({str(Path(cfg.uri).absolute()): str(uri_file)})
+        os.environ[SHARED_LITE_ENV] = shared_lite_env(cfg.uri, uri_file)
 
 
 def _run(args: argparse.Namespace,

@@ -203,6 +203,11 @@ class SharedLite:
         return None
 
 
+def shared_lite_env(db_file: str | Path, uri_file: Path) -> str:
+    """The SHARED_LITE_ENV value that makes `lite_for(db_file)` in a process use the child publishing `uri_file`."""
+    return json.dumps({str(Path(db_file).absolute()): str(uri_file)})
+
+
 def lite_for(db_file: str | Path) -> LiteProcess | SharedLite:
     """The supervisor's child when this process is a router worker and it owns one for the file, else our own."""
     path = Path(db_file).absolute()

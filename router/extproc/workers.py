@@ -20,7 +20,6 @@ supervisor owns what must be one per Pod:
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import secrets
 import shutil
@@ -39,7 +38,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, PlatformCollector, ProcessCollector
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable
+from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable, shared_lite_env
 from router.cache.milvus import is_local_uri
 from router.config import ConfigError, RouterConfig, load_config
 from router.extproc.slot import WORKER_STATE_ENV, bootstrap, read_state
@@ -224,7 +223,7 @@ class Supervisor:
         if lite is not None:
             lite.start()
             self.nice = int(os.environ.get("VSR_LITE_WORKER_NICE", LITE_WORKER_NICE))
-            env[SHARED_LITE_ENV] = json.dumps({str(lite.lite.db_file): str(lite.lite.uri_file)})
+            env[SHARED_LITE_ENV] = shared_lite_env(lite.lite.db_file, lite.lite.uri_file)
         return env
 
     def _signals(self) -> None:
