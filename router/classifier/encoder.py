@@ -35,10 +35,15 @@ class ModelMissingError(FileNotFoundError):
     """The exported encoder is not there; `make models` (python -m offline build) creates it."""
 
 
+def model_files(model_dir: str | Path, precision: str = "int8") -> tuple[Path, Path]:
+    """The exported graph and the tokenizer the encoder loads from model_dir."""
+    return Path(model_dir) / f"model_{precision}.onnx", Path(model_dir) / "tokenizer.json"
+
+
 def missing_model(model_dir: str | Path, precision: str = "int8") -> str | None:
     """Why the encoder cannot load from model_dir, or None; `semantic-router validate` asks it too, so that a
     file it passes is not then refused by a reload for a model_dir that does not exist."""
-    model_path, tokenizer_path = Path(model_dir) / f"model_{precision}.onnx", Path(model_dir) / "tokenizer.json"
+    model_path, tokenizer_path = model_files(model_dir, precision)
     if model_path.is_file() and tokenizer_path.is_file():
         return None
     fp32 = " --fp32" if precision == "fp32" else ""
@@ -71,8 +76,7 @@ class Encoder:
         missing = missing_model(model_dir, precision)
         if missing:
             raise ModelMissingError(missing)
-        model_dir = Path(model_dir)
-        model_path, tokenizer_path = model_dir / f"model_{precision}.onnx", model_dir / "tokenizer.json"
+        model_path, tokenizer_path = model_files(model_dir, precision)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
