@@ -17,6 +17,7 @@ EVALUATION = (
     "cache_heldout_v4.jsonl",
     "cache_heldout_v5.jsonl",
     "cache_heldout_v6.jsonl",
+    "cache_heldout_v7.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
