@@ -8,7 +8,10 @@ pairs, the hand-written tuning set (bench/data/cache_hard_pairs.jsonl) and the w
 (offline/data/cache_written_dev.jsonl). Every candidate (cosine >= floor, not an exact repeat) gets the shipped
 verifier's score (its vetoes included) and the pair model's; the decision serves a candidate iff verifier >= L and
 pair >= T. Rule: no false hit on the tuning set, <= 0.5% of rule dev hard negatives hit (the verifier's own dev
-rule) and at least MIN_WRITTEN_RECALL of the written dev paraphrases served; then the fewest written dev false hits,
+rule), at least MIN_WRITTEN_RECALL of the written dev paraphrases served and the RECALL_FLOORS of the QQP and rule
+dev paraphrases (people's own rewordings and trivial reframes stay found: a model trained on more written pairs
+fits their writers' style, which the written dev and held-out sets share and cannot show); then the fewest written
+dev false hits,
 then the most hand-written dev paraphrases served (tuning + written dev), ties to the higher QQP dev precision, then
 the higher L (fewer pair runs). (Until 2026-11-30 the rule asked for no written dev false hit at all; on the written
 dev set grown to 327 negatives no point of the shipped model has none: 2 at best.) Beside it the verifier alone at its
@@ -39,6 +42,7 @@ MODEL_DIR = REPO_ROOT / "offline" / "trained" / "cache-pair"
 OUT = REPO_ROOT / "bench" / "results" / "cache_pair_dev.json"
 RULE_NEGATIVE_RATE = 0.005
 MIN_WRITTEN_RECALL = 0.40  # keeps "fewest false hits" from choosing a cache that serves almost nothing
+RECALL_FLOORS = {"qqp_dev_recall": 0.25, "rules_dev_recall": 0.80}  # the pair model's first default: 0.344 / 0.872
 LOWER_BOUNDS = [round(x, 2) for x in np.arange(0.05, 0.70, 0.05)]
 THRESHOLDS = [round(x, 3) for x in np.arange(0.05, 0.995, 0.01)]
 
@@ -83,7 +87,7 @@ def figures(tables: dict[str, dict[str, np.ndarray]], lower: float, threshold: f
 
 def admissible(f: dict[str, float]) -> bool:
     return f["tuning_false_hits"] == 0 and f["rules_dev_negative_hit_rate"] <= RULE_NEGATIVE_RATE \
-        and f["written_dev_recall"] >= MIN_WRITTEN_RECALL
+        and f["written_dev_recall"] >= MIN_WRITTEN_RECALL and all(f[k] >= v for k, v in RECALL_FLOORS.items())
 
 
 def preference(f: dict[str, float]) -> tuple[float, ...]:
