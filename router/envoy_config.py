@@ -64,8 +64,12 @@ _LOCAL_REPLIES = (
 )
 
 
-def _openai_error(code: str, error_type: str) -> dict[str, Any]:
-    return {"json_format": {"error": {"message": "%LOCAL_REPLY_BODY%", "type": error_type, "code": code,
+# Envoy refuses a path with an escaped slash (path_with_escaped_slashes_action) with an empty body.
+_BAD_PATH = "The request path may not contain an escaped slash or backslash"
+
+
+def _openai_error(code: str, error_type: str, message: str = "%LOCAL_REPLY_BODY%") -> dict[str, Any]:
+    return {"json_format": {"error": {"message": message, "type": error_type, "code": code,
                                       "param": None, "details": "%RESPONSE_CODE_DETAILS%"}},
             "content_type": "application/json"}
 
@@ -85,8 +89,10 @@ def local_reply_config() -> dict[str, Any]:
     Clients parse `{"error": {...}}`; Envoy's default is a plain-text body. The router's own answers
     already are OpenAI errors and pass untouched.
     """
-    mappers = [{"filter": _not_router(f"response.code == {status}"), "body_format_override": _openai_error(code, kind)}
-               for status, code, kind in _LOCAL_REPLIES]
+    mappers = [{"filter": _not_router("response.code_details == 'path_normalization_failed'"),
+                "body_format_override": _openai_error("invalid_path", "invalid_request_error", _BAD_PATH)}]
+    mappers += [{"filter": _not_router(f"response.code == {status}"), "body_format_override": _openai_error(code, kind)}
+                for status, code, kind in _LOCAL_REPLIES]
     mappers.append({"filter": _not_router("response.code >= 500"),
                     "body_format_override": _openai_error("envoy_error", "server_error")})
     mappers.append({"filter": _not_router("response.code >= 400"),
@@ -147,6 +153,12 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         "generate_request_id": True,
         "preserve_external_request_id": True,
         "always_set_request_id_in_response": True,
+        # The router and the routes must see the path the model server will serve: uvicorn unquotes every
+        # escape and aiohttp decodes unreserved ones, so `/v1/chat/%63ompletions` or `//v1/chat/completions` were
+        # chat completions upstream but an unknown path here, passed through unclassified and unguarded.
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
         # Explicit, and the router's 431 check reads the same value (envoy.max_headers_count).
         "common_http_protocol_options": {"max_headers_count": cfg.envoy.max_headers_count},
         "local_reply_config": local_reply_config(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from http.client import HTTPConnection
 from typing import Any
 
 import httpx
@@ -190,3 +191,27 @@ def test_no_healthy_upstream_gets_a_json_503(make_stack: Callable[..., Stack]) -
     stack._stop("upstream-qwen3-4b-0")
     with httpx.Client(base_url=stack.base_url, timeout=10) as http:
         assert_openai_error(post(http, user("hi", model="qwen3-4b")), 503)
+
+
+# The chat path spelt so that Envoy and the router see another path, while a model server that decodes or
+# normalises paths (uvicorn unquotes them, aiohttp decodes unreserved escapes) serves it as chat completions.
+CHAT_PATH_SPELLINGS = ["/v1/chat/%63ompletions", "/v1/chat%2Fcompletions", "/v1/chat%2fcompletions",
+                       "//v1/chat/completions", "/v1//chat/completions", "/v1/./chat/completions",
+                       "/v1/x/../chat/completions", "/v1/chat/%2e/completions", "/v1%5Cchat/completions"]
+
+
+@pytest.mark.parametrize("path", CHAT_PATH_SPELLINGS)
+def test_an_encoded_chat_path_is_guarded_or_refused_never_passed_through(stack: Stack, path: str) -> None:
+    """`/v1/chat/%63ompletions` passed through to the default model unclassified and unguarded: the demo upstream
+    (aiohttp) answered a jailbreak with 200. Envoy normalises paths before the router and the routes see them."""
+    conn = HTTPConnection(stack.cfg.envoy.host, stack.cfg.envoy.port, timeout=30)
+    try:
+        conn.request("POST", path, body=json.dumps(user(JAILBREAK)), headers={"content-type": "application/json"})
+        r = conn.getresponse()
+        body, headers = r.read(), {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        conn.close()
+    assert "x-demo-upstream" not in headers, (path, r.status, body[:200])  # no model saw it
+    assert r.status in (400, 403), (path, r.status, body[:200])
+    error = json.loads(body)["error"]
+    assert error["code"] in ("jailbreak_detected", "invalid_path") and error["message"], error
