@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from router import openai_wire as wire
+from router.cache.keys import NON_ANSWER_FIELDS
 from router.errors import InvalidRequest, RouterError
 
 Api = Literal["chat", "responses", "messages"]
@@ -57,8 +58,27 @@ def _parts_text(content: Any) -> str:
     return ""
 
 
-def _normalised(body: dict[str, Any], messages: list[dict[str, Any]], fields: dict[str, Any]) -> wire.ChatRequest:
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+
+
+def _content(content: Any) -> str | list[Any]:
+    """A turn's content as the chat pipeline sees it: its text, or, when it holds anything but text (an image, a
+    file, a tool result), its parts as sent, so that the cache keys all of it and never serves one picture's
+    answer for another (a non-text latest turn is not cached at all)."""
+    if isinstance(content, list) and any(not isinstance(p, dict) or p.get("type") not in _TEXT_PARTS
+                                         for p in content):
+        return content
+    return _parts_text(content)
+
+
+def _normalised(body: dict[str, Any], messages: list[dict[str, Any]], fields: dict[str, Any],
+                mapped: frozenset[str]) -> wire.ChatRequest:
+    """`fields` are the body's fields in chat terms; every other field outside `mapped` and the fields known not to
+    change the answer goes along as `api_params`, so the cache keys it (thinking, top_k, reasoning effort, ...)."""
+    rest = {k: v for k, v in body.items() if k not in mapped and k not in NON_ANSWER_FIELDS}
     chat_body = {"model": body["model"], "messages": messages, **{k: v for k, v in fields.items() if v is not None}}
+    if rest:
+        chat_body["api_params"] = rest
     return wire.ChatRequest(body=chat_body, model=body["model"], stream=bool(body.get("stream")))
 
 
@@ -71,6 +91,13 @@ def parse(api: Api, raw: bytes) -> ApiRequest:
     if not isinstance(body.get("stream", False), bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
     return _parse_responses(body) if api == "responses" else _parse_messages(body)
+
+
+# The body fields each parser turns into chat terms itself (`text` stays whole: its verbosity counts too).
+_RESPONSES_MAPPED = frozenset({"model", "input", "instructions", "temperature", "top_p", "tools", "max_output_tokens",
+                               "previous_response_id"})
+_MESSAGES_MAPPED = frozenset({"model", "messages", "system", "temperature", "top_p", "tools", "max_tokens",
+                              "stop_sequences"})
 
 
 def _parse_responses(body: dict[str, Any]) -> ApiRequest:
@@ -88,9 +115,10 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
             raise InvalidRequest(f"input[{i}] must be an object", param=f"input[{i}]")
         role = item.get("role")
         if item.get("type", "message") == "message" and role in ("user", "assistant", "system", "developer"):
-            messages.append({"role": role, "content": _parts_text(item.get("content"))})
-        else:
-            tool_items = True  # function calls and their outputs: kept upstream, not classified
+            messages.append({"role": role, "content": _content(item.get("content"))})
+        else:  # function calls and their outputs: not classified, but keyed (an answer depends on the output)
+            tool_items = True
+            messages.append({"role": "tool", "content": [item]})
     if not any(m["role"] == "user" for m in messages):
         raise InvalidRequest("'input' needs at least one user message", param="input")
     tools = body.get("tools") or ([{"type": "input_items"}] if tool_items else None)
@@ -101,7 +129,7 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
     # A cached answer has no server-side twin a later `previous_response_id` could continue, so only
     # requests that neither continue nor create stored state (store: false) are served from the cache.
     stateful = bool(body.get("previous_response_id") or body.get("conversation")) or body.get("store") is not False
-    return ApiRequest("responses", _normalised(body, messages, fields), body, stateful)
+    return ApiRequest("responses", _normalised(body, messages, fields, _RESPONSES_MAPPED), body, stateful)
 
 
 def _parse_messages(body: dict[str, Any]) -> ApiRequest:
@@ -124,12 +152,12 @@ def _parse_messages(body: dict[str, Any]) -> ApiRequest:
                                  param=f"messages[{i}].content")
         tool_blocks |= isinstance(content, list) and any(
             isinstance(b, dict) and b.get("type") not in ("text", None) for b in content)
-        messages.append({"role": turn["role"], "content": _parts_text(content)})
+        messages.append({"role": turn["role"], "content": _content(content)})
     metadata: dict[str, Any] = body["metadata"] if isinstance(body.get("metadata"), dict) else {}
     fields = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "max_tokens": max_tokens,
               "tools": body.get("tools") or ([{"type": "content_blocks"}] if tool_blocks else None),
               "stop": body.get("stop_sequences"), "user": metadata.get("user_id")}
-    return ApiRequest("messages", _normalised(body, messages, fields), body)
+    return ApiRequest("messages", _normalised(body, messages, fields, _MESSAGES_MAPPED), body)
 
 
 def rewrite(req: ApiRequest, model: str, effort: str | None) -> bytes:

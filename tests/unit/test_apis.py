@@ -7,6 +7,7 @@ import json
 import pytest
 
 from router import apis
+from router.cache import keys
 from router.errors import InvalidRequest, ModelNotFound
 from router.openai_wire import SSEDecoder
 
@@ -77,3 +78,76 @@ def test_only_finished_text_answers_are_cacheable() -> None:
     failed = apis.assembler("responses")
     failed.add(b'{"type": "error", "message": "boom"}')
     assert failed.completion() is None
+
+
+def _key_parts(api: apis.Api, body: dict) -> tuple[str, object]:  # type: ignore[type-arg]
+    """What the cache keys a request by besides namespace and model: context fingerprint, latest turn."""
+    chat = apis.parse(api, json.dumps(body).encode()).chat
+    return keys.context_fingerprint(chat.body), keys.latest_user_text(chat.messages)
+
+
+def _image(data: str) -> dict:  # type: ignore[type-arg]
+    return {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}}
+
+
+MESSAGES = {"model": "auto", "max_tokens": 50, "messages": [{"role": "user", "content": "Tell me a joke"}]}
+RESPONSES = {"model": "auto", "store": False, "input": "Plan a trip to Rome"}
+
+
+def test_an_image_or_a_tool_result_in_the_latest_turn_keeps_it_out_of_the_cache() -> None:
+    """The text alone was the key: a hit answered a question about one picture (or one tool result) for another."""
+    for content in ([_image("cat"), {"type": "text", "text": "What animal is this?"}],
+                    [{"type": "tool_result", "tool_use_id": "t1", "content": "18 C"},
+                     {"type": "text", "text": "Should I wear a coat?"}]):
+        _, latest = _key_parts("messages", {**MESSAGES, "messages": [{"role": "user", "content": content}]})
+        assert latest is keys.SkipReason.NON_TEXT_CONTENT
+    _, latest = _key_parts("responses", {**RESPONSES, "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "What animal is this?"}, {"type": "input_image", "image_url": "data:,cat"}]}]})
+    assert latest is keys.SkipReason.NON_TEXT_CONTENT
+
+
+def test_images_and_tool_results_earlier_in_the_conversation_split_the_cache() -> None:
+    def turns(data: str, result: str) -> dict:  # type: ignore[type-arg]
+        return {**MESSAGES, "messages": [
+            {"role": "user", "content": [_image(data), {"type": "text", "text": "What animal is this?"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "zoo", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": result}]},
+            {"role": "assistant", "content": "Noted."}, {"role": "user", "content": "Is it dangerous?"}]}
+    base = _key_parts("messages", turns("cat", "a cat"))
+    assert _key_parts("messages", turns("tiger", "a cat"))[0] != base[0]
+    assert _key_parts("messages", turns("cat", "a tiger"))[0] != base[0]
+    assert base[1] == "Is it dangerous?"  # a text turn after them is still cached
+
+
+@pytest.mark.parametrize(("api", "base", "changed"), [
+    ("messages", MESSAGES, {"top_k": 1}),
+    ("messages", MESSAGES, {"thinking": {"type": "enabled", "budget_tokens": 1024}}),
+    ("messages", MESSAGES, {"tool_choice": {"type": "any"}}),
+    ("responses", RESPONSES, {"reasoning": {"effort": "high"}}),
+    ("responses", RESPONSES, {"tool_choice": "required"}),
+    ("responses", RESPONSES, {"text": {"verbosity": "high"}}),
+    ("responses", RESPONSES, {"prompt": {"id": "pmpt_1", "variables": {"city": "Oslo"}}}),
+])
+def test_every_field_that_may_change_the_answer_splits_the_cache(api: apis.Api, base: dict,  # type: ignore[type-arg]
+                                                                 changed: dict) -> None:  # type: ignore[type-arg]
+    """Only a few fields were mapped into the key: effort, thinking, top_k, ... shared one cached answer."""
+    assert _key_parts(api, {**base, **changed})[0] != _key_parts(api, base)[0]
+
+
+@pytest.mark.parametrize(("api", "base", "changed"), [
+    ("messages", MESSAGES, {"stream": True, "metadata": {"user_id": "u1"}, "service_tier": "auto"}),
+    ("responses", RESPONSES, {"stream": True, "metadata": {"k": "v"}, "user": "u1"}),
+])
+def test_fields_that_do_not_change_the_answer_still_share_it(api: apis.Api, base: dict,  # type: ignore[type-arg]
+                                                             changed: dict) -> None:  # type: ignore[type-arg]
+    assert _key_parts(api, {**base, **changed}) == _key_parts(api, base)
+
+
+def test_a_responses_function_output_is_keyed_and_an_answer_after_it_is_not_cached() -> None:
+    def body(output: str, then: str | None) -> dict:  # type: ignore[type-arg]
+        items = [{"role": "user", "content": "Weather in Oslo?"},
+                 {"type": "function_call", "call_id": "c1", "name": "weather", "arguments": "{}"},
+                 {"type": "function_call_output", "call_id": "c1", "output": output}]
+        return {**RESPONSES, "input": items + ([{"role": "user", "content": then}] if then else [])}
+    assert _key_parts("responses", body("18 C", None))[1] is keys.SkipReason.NOT_USER_TURN
+    assert _key_parts("responses", body("18 C", "Coat?"))[0] != _key_parts("responses", body("35 C", "Coat?"))[0]
