@@ -94,9 +94,12 @@ def hmac_secret(env_var: str) -> tuple[bytes, bool]:
 
 
 def _bearer(headers: Mapping[str, str]) -> str | None:
+    """The credential in `authorization`: a bearer token, or the whole value for another scheme. An empty token is
+    none (`Bearer ` arrives trimmed to `Bearer`, which was once taken as a key that every such client shared)."""
     value = headers.get("authorization", "").strip()
-    if value[:7].lower() == "bearer ":
-        value = value[7:].strip()
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() == "bearer":
+        return token.strip() or None
     return value or None
 
 

@@ -61,6 +61,13 @@ def test_no_identity_skips_unless_scope_is_global() -> None:
     assert isinstance(build_cache_request(body(), {}, "m1", None, VEC, glob), CacheRequest)
 
 
+@pytest.mark.parametrize("value", ["Bearer", "bearer ", "Bearer \t ", "BEARER", " "])
+def test_an_empty_bearer_token_is_no_identity(value: str) -> None:
+    """`Authorization: Bearer ` (Envoy trims it to `Bearer`) was taken as the key `Bearer`: every client sending an
+    empty token shared one namespace, and got the others' cached answers."""
+    assert build_cache_request(body(), {"authorization": value}, "m1", None, VEC, CFG) is SkipReason.NO_IDENTITY
+
+
 def test_user_scope_separates_users_of_one_tenant() -> None:
     cfg = config(scope="user")
     alice = req(headers={"x-authz-tenant-id": "t", "x-authz-user-id": "alice"}, cfg=cfg)
