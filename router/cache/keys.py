@@ -119,8 +119,9 @@ def identity(
     if scope == "tenant":
         who = tenant or api_key
         return f"tenant\0{'t' if tenant else 'k'}\0{who}" if who else None
-    user = _first(headers, user_headers) or api_key
-    return f"user\0{tenant or ''}\0{user}" if user else None
+    user = _first(headers, user_headers)
+    who = user or api_key  # marked like the tenant: a chosen API key never equals a user id an auth filter set
+    return f"user\0{tenant or ''}\0{'u' if user else 'k'}\0{who}" if who else None
 
 
 def namespace_of(secret: bytes, who: str) -> str:

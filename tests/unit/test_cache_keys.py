@@ -77,6 +77,16 @@ def test_user_scope_separates_users_of_one_tenant() -> None:
     assert no_user is SkipReason.NO_IDENTITY
 
 
+@pytest.mark.parametrize("tenant", [{}, {"x-authz-tenant-id": "t"}])
+def test_user_scope_never_equals_a_user_id_with_an_api_key(tenant: dict[str, str]) -> None:
+    """Under `scope: user` the user header and the API key filled the same slot: a client whose request carried no
+    user header could choose the API key `alice` and read the cached answers of the user the auth filter named
+    `alice`."""
+    cfg = config(scope="user")
+    by_header = req(headers={**tenant, "x-authz-user-id": "alice"}, cfg=cfg)
+    assert by_header.namespace != req(headers={**tenant, "authorization": "Bearer alice"}, cfg=cfg).namespace
+
+
 @pytest.mark.parametrize("change", [
     {"temperature": 0.2}, {"tools": [{"type": "function", "function": {"name": "f"}}]},
     {"response_format": {"type": "json_object"}}, {"n": 2}, {"seed": 7}, {"max_tokens": 5},
