@@ -7,6 +7,7 @@ share one definition of what a valid request and a complete answer look like.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -93,6 +94,8 @@ def load_object(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
+    except ValueError:  # Python's own bound on integer conversion (a 500 before it was caught here)
+        raise InvalidJSON(f"request body holds an integer of more than {sys.get_int_max_str_digits()} digits") from None
     except RecursionError:  # check_raw bounds depth; this is the parser's own backstop
         raise InvalidJSON(f"request body nests deeper than {schema.MAX_DEPTH} levels") from None
     schema.check_unicode(raw, body)

@@ -64,7 +64,7 @@ class AttemptSession:
     def on_request_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
         try:
             parsed = json.loads(body.body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except ValueError:  # not JSON, not UTF-8, or an integer longer than Python converts
             parsed = None
         if not isinstance(parsed, dict) or self.routed is None or self.target is None:
             return pb.ProcessingResponse(request_body=pb.BodyResponse(response=pb.CommonResponse()))

@@ -450,7 +450,7 @@ class StreamSession:
 def _json_object(raw: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except ValueError:  # not JSON, not UTF-8, or an integer longer than Python converts
         return None
     return value if isinstance(value, dict) else None
 

@@ -195,6 +195,20 @@ async def test_an_answer_is_stored_and_the_repeat_is_served_from_the_cache() -> 
     await rt.cache.close()
 
 
+async def test_an_upstream_answer_with_a_huge_integer_passes_to_the_client_uncached() -> None:
+    """json.loads raises a plain ValueError on an integer past 4300 digits: the response phase failed and Envoy
+    answered the client with the router's 500 instead of the model's answer."""
+    session = StreamSession(runtime(MATH, cache=True), EXECUTOR)
+    await send(session, chat("Integrate x^2"))
+    status = [base_pb2.HeaderValue(key=":status", raw_value=b"200"),
+              base_pb2.HeaderValue(key="content-type", raw_value=b"application/json")]
+    await session.handle(pb.ProcessingRequest(
+        response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=status))))
+    raw = b'{"object": "chat.completion", "choices": [], "usage": {"prompt_tokens": 1' + b"0" * 5000 + b"}}"
+    resp = await session.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=raw, end_of_stream=True)))
+    assert resp.WhichOneof("response") == "response_body" and session.response.usage is None
+
+
 async def test_a_streamed_hit_ends_with_a_usage_chunk_only_when_the_client_asked() -> None:
     """OpenAI sends the `choices: []` usage chunk only for `stream_options.include_usage`; a client reading
     `chunk.choices[0]` breaks on one it did not ask for (a JSON answer stored with its usage, replayed as SSE)."""

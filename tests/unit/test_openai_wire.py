@@ -97,6 +97,14 @@ def test_hostile_json_is_refused_before_any_work(raw: bytes) -> None:
         wire.parse_chat_request(raw)
 
 
+@pytest.mark.parametrize("number", [b"1" + b"0" * 5000, b"-" + b"9" * 4301])
+def test_an_integer_longer_than_python_converts_is_invalid_json(number: bytes) -> None:
+    """json.loads raises a plain ValueError past sys.get_int_max_str_digits() (4300): the router answered 500."""
+    raw = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "n": ' + number + b"}"
+    with pytest.raises(InvalidJSON):
+        wire.load_object(raw)
+
+
 def test_depth_counts_brackets_outside_strings_only() -> None:
     from router.chat_schema import MAX_DEPTH, json_depth
     text = json.dumps({"a": "[" * 1000 + '\\"{' * 100, "b": [[[]]]}).encode()
