@@ -56,11 +56,15 @@ def _lock_file(db_file: Path) -> Path:
     return db_file.parent / f".{db_file.name}.lock"
 
 
-def _check_writable(db_file: Path) -> None:
-    """milvus_lite keeps its lock and data beside the file. In a read-only directory its Server raised OSError from
-    start() (the workers' supervisor died of it) and again from __del__ ('Exception ignored' tracebacks on stderr)."""
+def _prepare_files(db_file: Path) -> None:
+    """The data file exists and only its owner may read it: it holds every tenant's prompts (PII included) and
+    answers, and milvus_lite created it 0644 (it keeps a file it finds, mode included). milvus_lite keeps its lock
+    and data beside the file. In a read-only directory its Server raised OSError from start() (the workers'
+    supervisor died of it) and again from __del__ ('Exception ignored' tracebacks on stderr)."""
     try:
         db_file.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(db_file, os.O_CREAT | os.O_WRONLY, 0o600))
+        db_file.chmod(0o600)  # a file made before this rule
         with open(_lock_file(db_file), "a"):
             pass
     except OSError as exc:
@@ -153,7 +157,7 @@ class LiteProcess:
                 code = self._server._p.returncode if self._server._p is not None else None
                 log.warning("milvus_lite_restarting", db=str(self.db_file), exit_code=code, starts=self.starts)
                 self._server.stop()  # releases the file lock and the stale socket
-            _check_writable(self.db_file)
+            _prepare_files(self.db_file)
             if _locked_elsewhere(self.db_file):
                 raise LiteUnavailable(f"cannot start Milvus Lite on {self.db_file}: another process has it open "
                                       "and publishes no child to share (one process per file)")

@@ -262,3 +262,16 @@ def test_a_file_locked_by_another_process_stays_locked_after_a_refused_start(tmp
     finally:
         holder.terminate()
         holder.wait(10)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+async def test_the_lite_file_is_readable_by_its_owner_only(tmp_path: Path, existing: bool) -> None:
+    """The file holds every tenant's prompts (PII included) and answers: it was created 0644 under the usual umask,
+    so any local user could read them. An older file is tightened at start."""
+    db = tmp_path / "cache.db"
+    if existing:
+        db.touch(mode=0o644)
+    store = MilvusStore(str(db), f"t_{uuid.uuid4().hex[:12]}", timeout_s=10, write_timeout_s=30)
+    await store.upsert(entry(k(1), text="my card is 4111 1111 1111 1111"))
+    await store.close()
+    assert db.stat().st_mode & 0o077 == 0, oct(db.stat().st_mode)
