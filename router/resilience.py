@@ -91,11 +91,16 @@ def all_chains(policy: Policy) -> list[tuple[str, ...]]:
 # ---- Envoy config pieces ------------------------------------------------------------------------
 
 def retry_policy(model: ModelConfig, chain_length: int) -> dict[str, Any]:
-    """The route's retry policy: the first model's settings; a chain moves one model per retry."""
+    """The route's retry policy: the first model's settings; a chain moves one model per retry.
+
+    A chain's retries stop at its last model. One more went back to the first model, where Envoy skips the upstream
+    filter, with the headers that filter had set for the previous model (content-length of a body rewritten for
+    it) on the first model's body: the model server waited for the missing bytes until the route timed out.
+    """
     r = model.retry
     policy: dict[str, Any] = {
         "retry_on": ",".join(r.retry_on),
-        "num_retries": r.num_retries,
+        "num_retries": min(r.num_retries, chain_length - 1) if chain_length > 1 else r.num_retries,
         # Another replica than the one that just failed, when the model has several.
         "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],

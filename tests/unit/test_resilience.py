@@ -103,7 +103,9 @@ def test_retry_outlier_and_circuit_breaker_settings_reach_envoy() -> None:
     routes = generated["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
         "route_config"]["virtual_hosts"][0]["routes"]
     retry = next(r for r in routes if r["route"]["cluster"] == chain["name"])["route"]["retry_policy"]
-    assert retry["num_retries"] == 3 and retry["per_try_timeout"] == "20.000s"
+    assert retry["num_retries"] == 1 and retry["per_try_timeout"] == "20.000s"  # one retry per other model
+    alone = next(r for r in routes if r["route"]["cluster"] == BIG)["route"]["retry_policy"]
+    assert alone["num_retries"] == 3  # a model without a chain retries on its own replicas
     assert retry["retriable_status_codes"] == [503]
     assert retry["retry_priority"]["name"] == "envoy.retry_priorities.previous_priorities"
 
