@@ -7,6 +7,7 @@ share one definition of what a valid request and a complete answer look like.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import uuid
@@ -87,11 +88,23 @@ def bounded(text: str, max_chars: int) -> str:
     return f"{text[:half]}\n{text[-half:]}"
 
 
+def _not_json(constant: str) -> float:
+    """NaN and Infinity parse in Python but are not JSON; a model server may take them past its range checks."""
+    raise InvalidJSON(f"request body is not valid JSON: {constant} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise InvalidJSON(f"request body is not valid JSON: {text[:40]} is out of a number's range")
+    return value
+
+
 def load_object(raw: bytes) -> dict[str, Any]:
     """A request body as a JSON object: depth and Unicode checked before and after the parse (every API)."""
     schema.check_raw(raw)
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidJSON(f"request body is not valid JSON: {exc}") from None
     except ValueError:  # Python's own bound on integer conversion (a 500 before it was caught here)

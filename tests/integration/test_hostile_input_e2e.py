@@ -72,6 +72,8 @@ BAD = {
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": {}}]},
     "tool message without tool_call_id": {"model": "auto", "messages": [{"role": "tool", "content": "42"}]},
     "stop holds a number": {**user("hi"), "stop": ["a", 1]},
+    "temperature NaN": b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+    "top_p 1e999": b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "top_p": 1e999}',
     "an integer of 5,000 digits": b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "n": 1'
                                   + b"0" * 5000 + b"}",
 }

@@ -105,6 +105,15 @@ def test_an_integer_longer_than_python_converts_is_invalid_json(number: bytes) -
         wire.load_object(raw)
 
 
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e400"])
+def test_numbers_json_cannot_hold_are_invalid_json(number: bytes) -> None:
+    """Python's parser takes NaN and Infinity (not JSON) and reads 1e999 as infinity; the router forwarded them
+    (`temperature: NaN` passes a model server's `< 0` check)."""
+    raw = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": ' + number + b"}"
+    with pytest.raises(InvalidJSON):
+        wire.load_object(raw)
+
+
 def test_depth_counts_brackets_outside_strings_only() -> None:
     from router.chat_schema import MAX_DEPTH, json_depth
     text = json.dumps({"a": "[" * 1000 + '\\"{' * 100, "b": [[[]]]}).encode()
