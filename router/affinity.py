@@ -96,9 +96,14 @@ def is_continuation(chat: ChatRequest) -> bool:
     return any(m["role"] == "assistant" for m in chat.messages)
 
 
+def _tenant(headers: Mapping[str, str]) -> str:
+    """Two API keys never share a session: OpenAI clients send theirs as `authorization`, Anthropic's as `x-api-key`."""
+    return _digest(headers.get("authorization", ""), headers.get("x-api-key", ""))
+
+
 def session_key(chat: ChatRequest, headers: Mapping[str, str], cfg: AffinityConfig) -> str | None:
     """The key of the conversation, from the first configured source the request carries."""
-    tenant = _digest(headers.get("authorization", ""))  # two API keys never share a session
+    tenant = _tenant(headers)
     for source in cfg.keys:
         if source == "header" and headers.get(cfg.header):
             return "h:" + _digest(tenant, headers[cfg.header])
@@ -115,7 +120,7 @@ def session_key(chat: ChatRequest, headers: Mapping[str, str], cfg: AffinityConf
 
 def response_key(headers: Mapping[str, str], response_id: str) -> str:
     """The key of a Responses answer, continued later with `previous_response_id`."""
-    return "r:" + _digest(_digest(headers.get("authorization", "")), response_id)
+    return "r:" + _digest(_tenant(headers), response_id)
 
 
 def switches(cfg: RouterConfig, pin: Pin, decision: Decision) -> bool:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from devstack.stack import ROOT
-from router.affinity import AffinityStore, Pin, resolve, session_key, switches
+from router.affinity import AffinityStore, Pin, resolve, response_key, session_key, switches
 from router.config import AffinityConfig, load_config, parse_config
 from router.openai_wire import parse_chat_request
 from router.policy import Policy
@@ -45,6 +45,16 @@ def test_keys_come_from_the_first_configured_source_and_never_cross_api_keys() -
     assert conv == session_key(_chat("hello"), {}, AffinityConfig())  # same anchor, any later turn
     assert conv != session_key(_chat("hello"), {"authorization": "Bearer other"}, AffinityConfig())
     assert conv != session_key(_chat("hello", system="other"), {}, AffinityConfig())
+
+
+def test_anthropic_api_keys_never_share_a_session_or_a_stored_response() -> None:
+    """Messages clients send `x-api-key`, not `authorization`: every one of them had the empty key's sessions, so one
+    could move another's conversation (same x-session-id, or same system prompt and first turn) to another model."""
+    cfg = AffinityConfig(keys=["header", "conversation"])
+    for headers in ({"x-session-id": "s1"}, {}):
+        a = session_key(_chat("hello"), {**headers, "x-api-key": "sk-ant-a"}, cfg)
+        assert a != session_key(_chat("hello"), {**headers, "x-api-key": "sk-ant-b"}, cfg)
+    assert response_key({"x-api-key": "sk-ant-a"}, "resp_1") != response_key({"x-api-key": "sk-ant-b"}, "resp_1")
 
 
 def test_only_a_strong_signal_for_another_category_switches() -> None:
