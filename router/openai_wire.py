@@ -64,10 +64,29 @@ class ChatRequest:
 
     def latest_user_text(self) -> str:
         """The text the classifier and the cache look at: the last user turn, else the last message."""
-        for message in reversed(self.messages):
-            if message["role"] == "user":
-                return message_text(message)
-        return message_text(self.messages[-1])
+        return message_text(self.messages[self._classified()])
+
+    def other_text(self) -> str:
+        """Every string of the other messages (system prompt, history, tool calls and results), for the PII screen:
+        PII given one turn earlier reaches the chosen model as surely as PII in the latest one."""
+        classified = self._classified()
+        return "\n".join(s for i, m in enumerate(self.messages) if i != classified for s in _strings(m))
+
+    def _classified(self) -> int:
+        users = [i for i, m in enumerate(self.messages) if m["role"] == "user"]
+        return users[-1] if users else len(self.messages) - 1
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """The strings of a JSON value, in order (texts, tool arguments, tool results)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
 
 
 def message_text(message: dict[str, Any]) -> str:

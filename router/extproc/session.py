@@ -24,6 +24,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from router import affinity, apis, resilience
 from router import openai_wire as wire
 from router.cache import build_cache_request
+from router.classifier.pii_rules import find_structured
 from router.errors import (
     BodyTooLarge,
     ClassifierUnavailable,
@@ -53,6 +54,8 @@ REQUEST_HEADROOM = 4
 Failure = Literal["error", "timeout", "overload"]
 _SKIPPED: dict[Failure, str] = {"error": "classifier_failed", "timeout": "classifier_timeout",
                                 "overload": "classifier_overload"}
+# Longest rest of a conversation the PII screen scans on the event loop rather than in the executor.
+INLINE_SCAN_CHARS = 2048
 # A guard under a `flag` action lets the request through and says so in the response (shadow mode).
 FLAG_HEADERS = {"jailbreak": "x-vsr-jailbreak-flagged", "content_safety": "x-vsr-content-flagged"}
 
@@ -185,7 +188,8 @@ class StreamSession:
         chat, self.request.stateful = parsed.chat, parsed.stateful
         text = wire.bounded(chat.latest_user_text(), self.runtime.cfg.classifier.max_scan_chars)
         with self.trace.span("vsr.classify"):
-            signal = self.request.signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
+            signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
+            signal = self.request.signal = await self._screen_other_turns(chat, signal, deadline)
             if self.trace.recording:
                 self.trace.set(category=signal.category, confidence=round(signal.confidence, 4),
                                jailbreak_score=round(signal.jailbreak_score, 4),
@@ -268,6 +272,27 @@ class StreamSession:
         finally:
             self.request.timings["classify"] = time.perf_counter() - start
         return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
+
+    async def _screen_other_turns(self, chat: wire.ChatRequest, signal: Classification,
+                                  deadline: float) -> Classification:
+        """Structured PII (cards, IBANs, SSNs, e-mails, phones, IPs: the exact validators) in the rest of the
+        conversation joins the classified turn's, so the PII policy sees what the model would. Names and addresses
+        need an encoder pass and are found in the classified turn only. A short text is scanned on the loop (~10 us
+        per 2 kB), a long one in the executor by the request's deadline (up to ~60 ms for 128k digit-dense chars)."""
+        if signal is NO_SIGNAL or not self.runtime.cfg.classifier.pii_enabled:
+            return signal  # no classifier, or it failed: the guards are off for this request either way
+        other = wire.bounded(chat.other_text(), self.runtime.cfg.classifier.max_scan_chars)
+        if len(other) <= INLINE_SCAN_CHARS:
+            found = find_structured(other)
+        else:
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout_at(loop.time() + max(deadline - time.monotonic(), 0.0)):
+                    found = await loop.run_in_executor(self.executor, find_structured, other)
+            except TimeoutError:
+                budget = self.runtime.cfg.classifier.timeout_ms
+                return self._classifier_failed(TimeoutError(f"no PII screen within {budget} ms"), "timeout")
+        return dataclasses.replace(signal, pii=signal.pii + tuple(found)) if found else signal
 
     async def _encode_bounded(self, text: str, deadline: float) -> Classification:
         """One encoder pass in the executor, within `classifier.max_pending` and by `deadline` (else raises).

@@ -219,3 +219,12 @@ def test_an_encoded_chat_path_is_guarded_or_refused_never_passed_through(stack: 
     assert r.status in (400, 403), (path, r.status, body[:200])
     error = json.loads(body)["error"]
     assert error["code"] in ("jailbreak_detected", "invalid_path") and error["message"], error
+
+
+def test_pii_in_an_earlier_turn_never_reaches_a_model_that_may_not_see_it(http: httpx.Client) -> None:
+    """Only the latest user turn was screened: this conversation went to gpt-oss-120b with the card number."""
+    messages = [{"role": "user", "content": CARD}, {"role": "assistant", "content": "Noted."},
+                {"role": "user", "content": "Prove that the square root of two is irrational."}]
+    r = post(http, {"model": "auto", "messages": messages})
+    assert r.status_code == 200 and r.headers["x-vsr-selected-model"] == "qwen3-4b", r.headers
+    assert_openai_error(post(http, {"model": "gpt-oss-120b", "messages": messages}), 403, "pii_policy_violation")
