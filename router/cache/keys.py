@@ -124,6 +124,12 @@ def identity(
     return f"user\0{tenant or ''}\0{'u' if user else 'k'}\0{who}" if who else None
 
 
+def caller(headers: Mapping[str, str], tenant_headers: Sequence[str], user_headers: Sequence[str]) -> str | None:
+    """Who sent the request (tenant, user, API key), whatever the cache's scope; None when nothing identifies it."""
+    who = [identity(headers, scope, tenant_headers, user_headers, True) for scope in ("tenant", "user")]
+    return "\0".join(w or "" for w in who) if any(who) else None
+
+
 def namespace_of(secret: bytes, who: str) -> str:
     return hmac.new(secret, who.encode(), hashlib.sha256).hexdigest()[:32]
 

@@ -28,12 +28,19 @@ class MemoizedClassifier:
         self._results: OrderedDict[bytes, Classification] = OrderedDict()
         self._lock = threading.Lock()
 
-    def cached(self, text: str) -> Classification | None:
-        """The remembered result for `text`, or None; cheap enough for the event loop (a hash and a dict)."""
-        return self._lookup(_key(text))
+    def cached(self, text: str, scope: str | None = "") -> Classification | None:
+        """The remembered result for `text`, or None; cheap enough for the event loop (a hash and a dict).
 
-    def classify(self, text: str) -> Classification:
-        key = _key(text)
+        `scope` names the caller, so one caller's texts never make another's request faster: a memo shared by every
+        tenant told, by latency alone, whether anyone had just sent a given text. None (a caller without identity):
+        nothing is remembered.
+        """
+        return None if scope is None else self._lookup(_key(scope, text))
+
+    def classify(self, text: str, scope: str | None = "") -> Classification:
+        if scope is None:
+            return self.inner.classify(text)
+        key = _key(scope, text)
         found = self._lookup(key)
         if found is not None:
             return found
@@ -52,5 +59,7 @@ class MemoizedClassifier:
             return found
 
 
-def _key(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+def _key(scope: str, text: str) -> bytes:
+    h = hashlib.blake2b(scope.encode("utf-8", "surrogatepass"), digest_size=16)
+    h.update(b"\0" + text.encode("utf-8", "surrogatepass"))
+    return h.digest()

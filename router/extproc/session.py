@@ -23,7 +23,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from router import affinity, apis, resilience
 from router import openai_wire as wire
-from router.cache import build_cache_request
+from router.cache import build_cache_request, keys
 from router.classifier.pii_rules import find_structured
 from router.errors import (
     BodyTooLarge,
@@ -79,6 +79,7 @@ class RequestState:
     cache_result: str = "off"  # off | skip:<reason> | hit | miss
     affinity: str | None = None  # new | sticky | rederived | switched (router/affinity.py)
     api: apis.Api = "chat"  # chat completions, OpenAI Responses or Anthropic Messages (router/apis.py)
+    caller: str | None = None  # who sent it (keys.caller): the classification memo is per caller
     stateful: bool = False  # the answer depends on server-side state: never cached
     model_only: bool = False  # /v1/completions, /v1/embeddings: routed by their `model` alone
     error_code: str | None = None
@@ -152,6 +153,8 @@ class StreamSession:
                 return msg.continue_request_headers(msg.ROUTE_BODY_ONLY)
             return msg.continue_request_headers(msg.PASS_THROUGH)
         self.request.api = api
+        c = self.runtime.cfg.semantic_cache
+        self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers)
         if self.runtime.tracing is not None:
             self.trace = self.runtime.tracing.start(self.trace_carrier, h)
         limit = self.runtime.cfg.envoy.max_headers_count
@@ -302,7 +305,8 @@ class StreamSession:
         """
         rt = self.runtime
         assert rt.classifier is not None
-        if (known := rt.classifier.cached(text)) is not None:
+        scope = self.request.caller
+        if (known := rt.classifier.cached(text, scope)) is not None:
             return known
         if rt.pending_classifications >= rt.cfg.classifier.max_pending:
             raise Overloaded(f"{rt.pending_classifications} classifications already pending")
@@ -310,7 +314,7 @@ class StreamSession:
         try:
             loop = asyncio.get_running_loop()
             async with asyncio.timeout_at(loop.time() + max(deadline - time.monotonic(), 0.0)):
-                return await loop.run_in_executor(self.executor, rt.classifier.classify, text)
+                return await loop.run_in_executor(self.executor, rt.classifier.classify, text, scope)
         finally:
             rt.pending_classifications -= 1
 

@@ -46,3 +46,13 @@ def test_concurrent_callers_all_get_a_result() -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(memo.classify, texts))
     assert [r.category for r in results] == [f"cat:{t}" for t in texts]
+
+
+def test_a_text_is_remembered_per_scope() -> None:
+    inner = CountingClassifier()
+    memo = MemoizedClassifier(inner)
+    memo.classify("same words", scope="tenant-a")
+    assert memo.cached("same words", scope="tenant-b") is None
+    assert memo.cached("same words", scope="tenant-a") is not None
+    memo.classify("same words", scope="tenant-b")
+    assert len(inner.calls) == 2
