@@ -118,7 +118,7 @@ def _record(session: StreamSession) -> None:
     logs.log_request(log, request_id=req.request_id, model=d.model if d else None,
                      category=d.category if d else None, confidence=d.confidence if d else None,
                      cache=req.cache_result, path=req.outcome, timings_s={**req.timings, "total": total},
-                     status=session.response.status or None, error=req.error_code)
+                     status=session.response.status or None, error=req.error_code, config=session.runtime.version)
 
 
 def _record_usage(cfg: RouterConfig, model: str, usage: dict[str, Any]) -> None:

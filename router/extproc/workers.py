@@ -116,7 +116,8 @@ class WorkersView:
             "workers": {"ok": False, "detail": "no worker has reported yet"}}
         return {"ready": bool(ready), "components": components, "workers_ready": len(ready),
                 "workers": [{"index": w.index, "pid": w.proc.pid if w.proc else None,
-                             "ready": self._ready(s), "streams": (s or {}).get("streams", 0),
+                             "ready": self._ready(s), "config_version": (s or {}).get("config_version"),
+                             "streams": (s or {}).get("streams", 0),
                              "restarts": w.restarts} for w, s in states]}
 
 
