@@ -41,6 +41,8 @@ GIL_SWITCH_INTERVAL_S = 0.0002
 # cost 11-14 ms of router CPU, with one 9-10 ms, and one served 13-30 % more misses/s (bench/load.py --scenarios
 # miss, two A/B pairs back to back, 2026-11-29; cache contention is the likely cause). More cores: more workers.
 ENCODER_THREADS = 1
+# The guard behind each refusal code, for the request log line.
+_BLOCKED_BY = {"jailbreak_detected": "jailbreak", "content_blocked": "content_safety"}
 
 
 class StartupError(Exception):
@@ -118,7 +120,25 @@ def _record(session: StreamSession) -> None:
     logs.log_request(log, request_id=req.request_id, model=d.model if d else None,
                      category=d.category if d else None, confidence=d.confidence if d else None,
                      cache=req.cache_result, path=req.outcome, timings_s={**req.timings, "total": total},
-                     status=session.response.status or None, error=req.error_code, config=session.runtime.version)
+                     status=session.response.status or None, error=req.error_code, config=session.runtime.version,
+                     **_guard_fields(session))
+
+
+def _guard_fields(session: StreamSession) -> dict[str, Any]:
+    """What refused or flagged a request, for the request line: the guard, its score and the threshold it
+    passed, or the PII *types* (never values). Scores and types say why without the prompt."""
+    req, clf = session.request, session.runtime.cfg.classifier
+    fields: dict[str, Any] = {"pii_types": sorted(req.signal.pii_types)} if req.signal.pii_types else {}
+    if req.error_code == "pii_policy_violation":
+        fields["guard"] = "pii"
+    flagged = req.decision.flagged if req.decision else ()
+    guard = _BLOCKED_BY.get(req.error_code or "") or next(iter(flagged), None)  # the refusal, else a flag
+    if guard is not None:
+        score = req.signal.jailbreak_score if guard == "jailbreak" else req.signal.content_safety_score
+        threshold = clf.jailbreak_threshold if guard == "jailbreak" else clf.content_safety_threshold
+        fields |= {"guard": guard, "guard_score": round(score, 3), "guard_threshold": threshold}
+    return fields
+
 
 
 def _record_usage(cfg: RouterConfig, model: str, usage: dict[str, Any]) -> None:

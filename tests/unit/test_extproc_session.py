@@ -252,6 +252,34 @@ async def test_the_request_log_line_has_the_status_the_router_answered() -> None
         ("model_not_found", 404), ("jailbreak_detected", 403)]
 
 
+@pytest.mark.parametrize(("signal", "fields"), [
+    (Classification(category="math", confidence=0.9, jailbreak_score=0.97),
+     {"error": "jailbreak_detected", "guard": "jailbreak", "guard_score": 0.97, "guard_threshold": 0.5}),
+    (Classification(category="math", confidence=0.9, content_safety_score=0.81),
+     {"error": "content_blocked", "guard": "content_safety", "guard_score": 0.81, "guard_threshold": 0.5}),
+    (Classification(category="math", confidence=0.9, pii=(PIIFinding("US_SSN", 0, 11, 1.0),)),
+     {"error": "pii_policy_violation", "guard": "pii", "pii_types": ["US_SSN"]}),
+])
+async def test_a_refusal_log_line_names_the_guard_its_score_threshold_and_config(
+        signal: Classification, fields: dict[str, Any]) -> None:
+    """On call: "my request was refused with 403 and I did nothing wrong". The line said `jailbreak_detected`
+    and nothing about the score, the threshold it passed, the PII types or the config that decided."""
+    from structlog.testing import capture_logs
+
+    from router.extproc.server import _record
+
+    rt = dataclasses.replace(runtime(signal), version="abc123def456")
+    session = StreamSession(rt, EXECUTOR)
+    resp = await send(session, chat("whatever the user asked", model="gpt-oss-120b"))
+    assert resp.immediate_response.status.code == 403
+    with capture_logs() as logs:
+        _record(session)
+    line = next(x for x in logs if x["event"] == "request")
+    assert {k: line.get(k) for k in fields} == fields
+    assert line["config"] == "abc123def456"
+    assert "whatever" not in json.dumps(line)  # never the prompt
+
+
 @pytest.mark.parametrize(("name", "status"), [("auto", 200), ("qwen3-4b", 200), ("gpt-5", 404)])
 async def test_one_model_is_answered_by_the_router_as_the_list_is(name: str, status: int) -> None:
     """`client.models.retrieve(...)` (GET /v1/models/{id}) went to the default model's server, which knows
