@@ -84,6 +84,7 @@ class Policy:
                 raise PIIViolation(f"No model may receive {_types(signal.pii_types)}")
             model = allowed[0]
             reasoning = bool(cat_cfg and cat_cfg.use_reasoning)
+            reason += self._pii_skipped(cat_cfg, model, signal.pii_types)
         else:
             reason = "requested by the client"
             model = chat.model
@@ -118,6 +119,15 @@ class Policy:
     def allowed_ranking(self, cat: Category | None, pii: frozenset[str]) -> list[str]:
         """The models that may see the detected PII types, in the order to try them."""
         return self.ranked(cat, lambda m: self.cfg.models[m].pii_policy.allows(pii)).models
+
+    def _pii_skipped(self, cat: Category | None, chosen: str, pii: frozenset[str]) -> str:
+        """The better-ranked models the PII rule kept out, for the decision reason: without it `best score 0.40`
+        reads as if 0.40 were the category's best, and "the big model gets nothing" has no visible cause."""
+        ranking = self.ranking(cat)
+        better = ranking[:ranking.index(chosen)] if chosen in ranking else ranking
+        scores = {s.model: s.score for s in cat.model_scores} if cat else {}
+        kept_out = [f"{m} ({scores.get(m, 0.0):.2f})" for m in better if not self.cfg.models[m].pii_policy.allows(pii)]
+        return f"; skipped {', '.join(kept_out)}: pii_policy refuses {', '.join(sorted(pii))}" if kept_out else ""
 
     def chain(self, first: str, allowed: list[str]) -> tuple[str, ...]:
         """`first`, then the next allowed models in ranking order, bounded by `fallback.max_fallbacks`."""

@@ -121,7 +121,7 @@ def _record(session: StreamSession) -> None:
                      category=d.category if d else None, confidence=d.confidence if d else None,
                      cache=req.cache_result, path=req.outcome, timings_s={**req.timings, "total": total},
                      status=session.response.status or None, error=req.error_code, config=session.runtime.version,
-                     **_guard_fields(session))
+                     reason=d.reason if d else None, **_guard_fields(session))
 
 
 def _guard_fields(session: StreamSession) -> dict[str, Any]:

@@ -280,6 +280,22 @@ async def test_a_refusal_log_line_names_the_guard_its_score_threshold_and_config
     assert "whatever" not in json.dumps(line)  # never the prompt
 
 
+async def test_the_request_log_line_says_why_the_model_was_chosen() -> None:
+    """On call: "requests to the big model all go to the small one": the line now carries the decision reason."""
+    from structlog.testing import capture_logs
+
+    from router.extproc.server import _record
+
+    phone = dataclasses.replace(MATH, pii=(PIIFinding("PHONE_NUMBER", 0, 12, 1.0),))
+    session = StreamSession(runtime(phone), EXECUTOR)
+    await send(session, chat("Integrate x^2 and call me"))
+    with capture_logs() as logs:
+        _record(session)
+    line = next(x for x in logs if x["event"] == "request")
+    assert (line["model"], line["pii_types"]) == ("qwen3-4b", ["PHONE_NUMBER"])
+    assert line["reason"] == "best score 0.40; skipped gpt-oss-120b (1.00): pii_policy refuses PHONE_NUMBER"
+
+
 @pytest.mark.parametrize(("name", "status"), [("auto", 200), ("qwen3-4b", 200), ("gpt-5", 404)])
 async def test_one_model_is_answered_by_the_router_as_the_list_is(name: str, status: int) -> None:
     """`client.models.retrieve(...)` (GET /v1/models/{id}) went to the default model's server, which knows
