@@ -23,7 +23,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from router import affinity, apis, resilience
 from router import openai_wire as wire
-from router.cache import build_cache_request
+from router.cache import CacheHit, build_cache_request
 from router.errors import (
     BodyTooLarge,
     ClassifierUnavailable,
@@ -74,6 +74,8 @@ class RequestState:
     classifier_error: str | None = None  # "Type: message" when classification failed
     classifier_failure: Failure | None = None  # an exception, or out of its time budget
     cache_result: str = "off"  # off | skip:<reason> | hit | miss
+    cache_hit: CacheHit | None = None  # what a hit matched (entry, scores): the log line names it
+    cache_stored: bool = False  # the answer was queued for the cache under cache_key
     affinity: str | None = None  # new | sticky | rederived | switched (router/affinity.py)
     api: apis.Api = "chat"  # chat completions, OpenAI Responses or Anthropic Messages (router/apis.py)
     stateful: bool = False  # the answer depends on server-side state: never cached
@@ -333,6 +335,7 @@ class StreamSession:
             self.trace.set(cache_result="miss" if hit is None else "hit")
         self.request.timings["cache_lookup"] = time.perf_counter() - start
         self.request.cache_result = "miss" if hit is None else "hit"
+        self.request.cache_hit = hit
         if hit is None:
             return None
         self.request.outcome = Outcome.CACHE
@@ -400,6 +403,7 @@ class StreamSession:
         cache, key = self.runtime.cache, self.request.cache_key
         if cache is not None and key is not None and completion is not None and completion.get("choices"):
             cache.store(key, completion)
+            self.request.cache_stored = True
 
     def _remember_response(self) -> None:
         """A later `previous_response_id` request must reach the model (and server) that holds this answer."""

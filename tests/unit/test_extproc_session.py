@@ -195,6 +195,55 @@ async def test_an_answer_is_stored_and_the_repeat_is_served_from_the_cache() -> 
     await rt.cache.close()
 
 
+async def _answered(rt: Runtime, text: str) -> StreamSession:
+    """A routed request whose upstream answered 200 JSON (so the router queues it for the cache)."""
+    session = StreamSession(rt, EXECUTOR)
+    await send(session, chat(text))
+    status = [base_pb2.HeaderValue(key=":status", raw_value=b"200"),
+              base_pb2.HeaderValue(key="content-type", raw_value=b"application/json")]
+    await session.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=status))))
+    answer = {"id": "x", "object": "chat.completion", "model": "gpt-oss-120b",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}]}
+    await session.handle(pb.ProcessingRequest(
+        response_body=pb.HttpBody(body=json.dumps(answer).encode(), end_of_stream=True)))
+    return session
+
+
+async def test_a_cache_hit_log_line_names_the_stored_entry_and_its_scores() -> None:
+    """On call: "the cache gave me the answer to a different question". The hit's line said cache=hit and nothing
+    more: no way to find the stored entry, the request that stored it, or how close the match was. Now the storing
+    request's line and the hit's line carry the same `cache_entry`, and the hit its match, similarity, verifier
+    and pair scores and age; never the prompt."""
+    from structlog.testing import capture_logs
+
+    from router.extproc.server import _record
+
+    rt = runtime(MATH, cache=True)
+    assert rt.cache is not None
+    stored = await _answered(rt, "What is two plus two?")
+    await rt.cache.flush()
+    exact = StreamSession(rt, EXECUTOR)
+    await send(exact, chat("What is two plus two?"))
+    near = dataclasses.replace(MATH, embedding=(np.eye(384, dtype=np.float32)[0] * 0.999
+                                                + np.eye(384, dtype=np.float32)[1] * 0.0447))
+    para = StreamSession(runtime(near, cache=True), EXECUTOR)
+    para.runtime.cache = rt.cache
+    await send(para, chat("What's two plus two?"))
+    with capture_logs() as logs:
+        for s in (stored, exact, para):
+            _record(s)
+    lines = [x for x in logs if x["event"] == "request"]
+    assert [x["cache"] for x in lines] == ["miss", "hit", "hit"]
+    entry = lines[0]["cache_entry"]
+    assert len(entry) == 16 and lines[1]["cache_entry"] == entry == lines[2]["cache_entry"]
+    assert (lines[1]["cache_match"], lines[1]["cache_similarity"]) == ("exact", 1.0)
+    assert lines[2]["cache_match"] == "semantic" and 0.99 < lines[2]["cache_similarity"] < 1.0
+    assert 0.0 < lines[2]["cache_verifier_score"] <= 1.0 and lines[2]["cache_age_s"] >= 0.0
+    assert "cache_pair_score" in lines[2]  # None without a pair model
+    assert "two plus" not in json.dumps(lines) and "What" not in json.dumps(lines)
+    await rt.cache.close()
+
+
 async def test_a_streamed_hit_ends_with_a_usage_chunk_only_when_the_client_asked() -> None:
     """OpenAI sends the `choices: []` usage chunk only for `stream_options.include_usage`; a client reading
     `chunk.choices[0]` breaks on one it did not ask for (a JSON answer stored with its usage, replayed as SSE)."""
