@@ -212,6 +212,8 @@ class EnvoyConfig(_Strict):
     # requests that leave no room for the headers it adds (431) instead of Envoy failing them with a 500.
     max_headers_count: int = Field(default=100, ge=32, le=1000)
     upstream_timeout_s: float = Field(default=300, gt=0)
+    # One JSON line per request on Envoy's stdout, with the router's request id (router/envoy_config.py).
+    access_log: bool = True
 
 
 class RoutingConfig(_Strict):

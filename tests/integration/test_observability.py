@@ -3,6 +3,7 @@ an invalid config at start, hot reload by file edit and by SIGHUP with traffic f
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -248,3 +249,42 @@ def test_an_edit_envoy_cannot_follow_is_rejected_so_clients_never_pick_their_ten
     assert until(lambda: ask("sk-victim", text)), "the victim's answer was never stored"
     assert not ask("sk-attacker", text)
     assert reloads()[1] == before[1] + 1  # rejected, and counted so (the reload-failed alert fires)
+
+
+def _log_line(path: Path, request_id: str, timeout: float = 15.0) -> dict[str, Any] | None:
+    """The JSON line of `path` that names `request_id` (Envoy writes its access log out every 10 s, its
+    --file-flush-interval-msec default)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in path.read_text().splitlines():
+            if request_id in line and line.startswith("{"):
+                return dict(json.loads(line))
+        time.sleep(0.2)
+    return None
+
+
+def test_envoys_access_log_shares_the_request_id_and_shows_requests_the_router_never_decided(stack: Stack) -> None:
+    """On call: "requests to the big model all go to the small one". When the router misses Envoy's message
+    timeout (frozen, restarting, overloaded), Envoy fails open and the default model answers unrouted: the router
+    logs nothing and counts nothing for that request, and Envoy wrote no access log. Now Envoy logs one JSON line
+    per request with the same request id, the route the router chose (none: failed open) and the ext_proc calls."""
+    routed = chat(stack, MATH)
+    rid = routed.headers["x-request-id"]
+    envoy_line = _log_line(stack.workdir / "envoy.log", rid)
+    router_line = _log_line(stack.workdir / "router.log", rid)
+    assert envoy_line is not None and router_line is not None
+    assert envoy_line["status"] == 200 and envoy_line["selected_model"] == router_line["model"] == "gpt-oss-120b"
+    assert envoy_line["routed_to"] and envoy_line["path"] == "/v1/chat/completions"
+    assert "Compute" not in json.dumps(envoy_line)  # never the prompt
+
+    router = stack.procs["router"]
+    router.send_signal(signal.SIGSTOP)
+    try:
+        bypassed = chat(stack, MATH)  # past envoy.message_timeout_ms: failure_mode_allow sends it on unrouted
+    finally:
+        router.send_signal(signal.SIGCONT)
+    assert bypassed.status_code == 200 and "x-vsr-selected-model" not in bypassed.headers
+    line = _log_line(stack.workdir / "envoy.log", bypassed.headers["x-request-id"])
+    assert line is not None and line["routed_to"] is None and line["selected_model"] is None
+    assert line["upstream_cluster"] == stack.cfg.cluster_of(stack.cfg.default_model)
+    assert line["ext_proc"].startswith("rh:")  # the request-headers call, its latency (us) and gRPC status
