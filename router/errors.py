@@ -25,10 +25,12 @@ class RouterError(Exception):
     code: str = "invalid_request"
     outcome: Outcome = Outcome.ERROR
 
-    def __init__(self, message: str, *, param: str | None = None, status: int | None = None):
+    def __init__(self, message: str, *, param: str | None = None, status: int | None = None,
+                 category: str | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.category = category  # the category whose rules refused a blocked request (metrics, log line)
         if status is not None:
             self.status = status
 

@@ -75,13 +75,13 @@ class Policy:
             raise ModelNotFound(f"The model '{chat.model}' does not exist", param="model")
         category, confidence = self.category_for(chat.latest_user_text() if text is None else text, signal)
         cat_cfg = self.cfg.category(category)
-        flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg))
+        flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg, category))
         auto = chat.model in self._auto
         ranked = self.ranked(cat_cfg, lambda m: self.cfg.models[m].pii_policy.allows(signal.pii_types))
         allowed, reason = ranked.models, ranked.reason
         if auto:
             if not allowed:
-                raise PIIViolation(f"No model may receive {_types(signal.pii_types)}")
+                raise PIIViolation(f"No model may receive {_types(signal.pii_types)}", category=category)
             model = allowed[0]
             reasoning = bool(cat_cfg and cat_cfg.use_reasoning)
             reason += self._pii_skipped(cat_cfg, model, signal.pii_types)
@@ -89,7 +89,8 @@ class Policy:
             reason = "requested by the client"
             model = chat.model
             if not self.cfg.models[model].pii_policy.allows(signal.pii_types):
-                raise PIIViolation(f"The model '{model}' may not receive {_types(signal.pii_types)}")
+                raise PIIViolation(f"The model '{model}' may not receive {_types(signal.pii_types)}",
+                                   category=category)
             reasoning = False
         chain = self.chain(model, allowed if auto or self.cfg.fallback.explicit_models else [])
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
@@ -145,7 +146,7 @@ class Policy:
             return signal.category, signal.confidence
         return self.cfg.default_category, signal.confidence
 
-    def _check_guard(self, guard: str, signal: Classification, cat: Category | None) -> bool:
+    def _check_guard(self, guard: str, signal: Classification, cat: Category | None, category: str) -> bool:
         """True when the guard fires under a `flag` action; raises when it fires under `block`.
 
         The fleet-wide action wins unless it is `block`: then the category's own action decides.
@@ -162,7 +163,7 @@ class Policy:
         if action == "block" and cat is not None:
             action = cat.jailbreak_action if guard == "jailbreak" else cat.content_safety_action
         if action == "block":
-            raise _blocked(guard, cat)
+            raise _blocked(guard, cat, category)
         return action == "flag"
 
     def rewrite(self, chat: ChatRequest, decision: Decision) -> bytes:
@@ -228,12 +229,12 @@ class Policy:
                 body.pop("chat_template_kwargs", None)
 
 
-def _blocked(guard: str, cat: Category | None) -> RouterError:
+def _blocked(guard: str, cat: Category | None, category: str) -> RouterError:
     if guard == "jailbreak":
         return JailbreakBlocked("The request was blocked: it looks like a jailbreak or prompt injection",
-                                status=cat.jailbreak_status if cat else 403)
+                                status=cat.jailbreak_status if cat else 403, category=category)
     return ContentBlocked("The request was blocked: it asks for harmful content",
-                          status=cat.content_safety_status if cat else 403)
+                          status=cat.content_safety_status if cat else 403, category=category)
 
 
 def _compile_rule(category: str, keywords: list[str], regexes: list[str]) -> _CompiledRule:

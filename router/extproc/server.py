@@ -86,6 +86,7 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
 def _record(session: StreamSession) -> None:
     """One log line and the metrics for a finished request; never the prompt."""
     req, d = session.request, session.request.decision
+    category = d.category if d else req.error_category  # a block has no Decision, but its category decided it
     if session.trace.recording:
         session.trace.end(outcome=req.outcome.value, status=session.response.status or None,
                           cache=req.cache_result, upstream_model=session.response.answered_by,
@@ -96,13 +97,13 @@ def _record(session: StreamSession) -> None:
         metrics.observe_phase(phase, seconds)  # type: ignore[arg-type]
     total = session.busy
     metrics.observe_phase("total", total)
-    metrics.record_request(d.model if d else None, d.category if d else None, req.outcome.value)  # type: ignore[arg-type]
+    metrics.record_request(d.model if d else None, category, req.outcome.value)  # type: ignore[arg-type]
     if req.signal.source != "none":
         metrics.observe_confidence(req.signal.category, req.signal.confidence)
     for pii_type in req.signal.pii_types:
         metrics.record_pii(pii_type)
     if req.error_code == "jailbreak_detected":
-        metrics.record_jailbreak_block(d.category if d else None)
+        metrics.record_jailbreak_block(category)
     for guard in d.flagged if d else ():
         metrics.record_guard_flag(guard)
     if req.classifier_error is not None:
@@ -118,7 +119,7 @@ def _record(session: StreamSession) -> None:
         model = answered_by if answered_by in session.runtime.cfg.models else d.model
         _record_usage(session.runtime.cfg, model, usage)
     logs.log_request(log, request_id=req.request_id, model=d.model if d else None,
-                     category=d.category if d else None, confidence=d.confidence if d else None,
+                     category=category, confidence=d.confidence if d else None,
                      cache=req.cache_result, path=req.outcome, timings_s={**req.timings, "total": total},
                      status=session.response.status or None, error=req.error_code, config=session.runtime.version,
                      reason=d.reason if d else None, **_guard_fields(session), **_cache_fields(session))

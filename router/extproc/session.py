@@ -81,6 +81,7 @@ class RequestState:
     stateful: bool = False  # the answer depends on server-side state: never cached
     model_only: bool = False  # /v1/completions, /v1/embeddings: routed by their `model` alone
     error_code: str | None = None
+    error_category: str | None = None  # the category whose rules blocked the request (no Decision then)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -419,6 +420,7 @@ class StreamSession:
         """Answer with an OpenAI-style error; the stream ends here, the server keeps serving."""
         self.request.outcome = exc.outcome
         self.request.error_code = exc.code
+        self.request.error_category = exc.category
         self.response.status = exc.status  # no upstream answer will set it: the log line and trace need it
         headers = self._decision_headers()
         if isinstance(exc, ClassifierUnavailable):
