@@ -122,7 +122,8 @@ def _record(session: StreamSession) -> None:
                      category=category, confidence=d.confidence if d else None,
                      cache=req.cache_result, path=req.outcome, timings_s={**req.timings, "total": total},
                      status=session.response.status or None, error=req.error_code, config=session.runtime.version,
-                     reason=d.reason if d else None, **_guard_fields(session), **_cache_fields(session))
+                     reason=d.reason if d else None, affinity=req.affinity, **_guard_fields(session),
+                     **_cache_fields(session))
 
 
 def _cache_fields(session: StreamSession) -> dict[str, Any]:

@@ -196,9 +196,11 @@ class StreamSession:
         with self.trace.span("vsr.decision"):
             decision = self.runtime.policy.decide(chat, self.request.signal, text)
             if decision.auto and self.runtime.affinity is not None:
+                start = time.perf_counter()  # may hold a second encoder pass: the conversation's first turn
                 decision, self.request.affinity = await affinity.resolve(
                     self.runtime.policy, self.runtime.affinity, chat, self.request.headers, decision,
                     self.request.signal.pii_types, functools.partial(self._classify_anchor, deadline=deadline))
+                self.request.timings["affinity"] = time.perf_counter() - start
             self.request.decision = decision
             if self.trace.recording:
                 self.trace.set(category=decision.category, model=decision.model, reason=decision.reason,

@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 
 DecisionPath = Literal["upstream", "cache", "blocked", "error"]  # the counted values of errors.Outcome
-Phase = Literal["classify", "cache_lookup", "total"]
+Phase = Literal["classify", "affinity", "cache_lookup", "total"]
 LookupStage = Literal["queue", "backend", "resume"]
 # dropped: a write refused because the write queue was full (counted, never silent)
 CacheEvent = Literal["hit", "miss", "write", "skipped_write", "dropped", "error"]

@@ -556,3 +556,42 @@ async def test_the_affinity_anchor_pass_keeps_the_request_deadline() -> None:
     assert rt.pending_classifications == 0
     hanging.release.set()
     workers.shutdown()
+
+
+class SlowAnchor(AnchorHangs):
+    """The affinity anchor's encoder pass takes 60 ms; the latest turn's is instant."""
+
+    def classify(self, text: str) -> Classification:
+        self.seen.append(text)
+        if text == self.anchor:
+            self.release.wait(0.06)
+        return dataclasses.replace(MATH, confidence=0.5)
+
+
+async def test_the_affinity_pass_is_a_timed_phase_of_its_own() -> None:
+    """On call: "latency doubled since the last config push". Turning affinity on (or its conversation key) adds an
+    encoder pass for the first user turn of every conversation the replica has not seen: the time showed in
+    total_ms and in no phase, neither in the log line nor in vsr_phase_duration_seconds."""
+    from structlog.testing import capture_logs
+
+    from router.extproc.server import _record
+    from router.observability.metrics import REGISTRY
+
+    def observed() -> float:
+        return REGISTRY.get_sample_value("vsr_phase_duration_seconds_count", {"phase": "affinity"}) or 0.0
+
+    cfg = config()
+    slow = SlowAnchor("Why do the northern lights change colour over the night")
+    rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(slow), cache=None,
+                 affinity=AffinityStore().configure(cfg.affinity))
+    session = StreamSession(rt, EXECUTOR)
+    before = observed()
+    await send(session, {"model": "auto", "messages": [{"role": "user", "content": slow.anchor},
+                                                        {"role": "assistant", "content": "Solar wind."},
+                                                        {"role": "user", "content": "Integrate x^2 from 0 to 1"}]})
+    with capture_logs() as logs:
+        _record(session)
+    line = next(x for x in logs if x["event"] == "request")
+    assert line["affinity"] == "rederived" and line["affinity_ms"] >= 55
+    assert line["classify_ms"] < 55  # the turn's own pass, not the anchor's
+    assert observed() == before + 1
