@@ -87,10 +87,12 @@ def _record(session: StreamSession) -> None:
     """One log line and the metrics for a finished request; never the prompt."""
     req, d = session.request, session.request.decision
     category = d.category if d else req.error_category  # a block has no Decision, but its category decided it
+    why = {**_guard_fields(session), **_cache_fields(session)}  # the same facts in the log line and the trace
     if session.trace.recording:
         session.trace.end(outcome=req.outcome.value, status=session.response.status or None,
                           cache=req.cache_result, upstream_model=session.response.answered_by,
-                          attempts=session.response.attempts, error=req.error_code)
+                          attempts=session.response.attempts, error=req.error_code, category=category,
+                          config=session.runtime.version, **why)
     if req.outcome in (Outcome.PASSTHROUGH, Outcome.MODELS):
         return
     for phase, seconds in req.timings.items():
@@ -122,8 +124,7 @@ def _record(session: StreamSession) -> None:
                      category=category, confidence=d.confidence if d else None,
                      cache=req.cache_result, path=req.outcome, timings_s={**req.timings, "total": total},
                      status=session.response.status or None, error=req.error_code, config=session.runtime.version,
-                     reason=d.reason if d else None, affinity=req.affinity, **_guard_fields(session),
-                     **_cache_fields(session))
+                     reason=d.reason if d else None, affinity=req.affinity, **why)
 
 
 def _cache_fields(session: StreamSession) -> dict[str, Any]:
