@@ -328,10 +328,10 @@ class SemanticCache:
             self._error(exc, "purge")
             return 0
 
-    async def invalidate(self, namespace: str | None = None, model: str | None = None) -> int:
-        """Delete entries of a namespace and/or model; raises CacheBackendError for the CLI to report."""
+    async def invalidate(self, namespace: str | None = None, model: str | None = None, entry: str | None = None) -> int:
+        """Delete entries of a namespace, model and/or entry id; raises CacheBackendError for the CLI to report."""
         self.hot.clear()
-        return await self.backend.delete(namespace=namespace, model=model)
+        return await self.backend.delete(namespace=namespace, model=model, entry=entry)
 
     async def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"counters": dict(sorted(self.counters.items()))}
