@@ -18,6 +18,7 @@ from router.extproc.messages import DETAILS
 from router.policy import Policy
 
 EXT_PROC_CLUSTER = "semantic_router"
+STAT_PREFIX = "semantic_router"  # Envoy's stats of the listener: router/observability/envoy_stats.py reads them
 _BUFFER_SLACK = 64 * 1024
 SPREAD_STREAMS_PER_CONNECTION = 1
 SPREAD_REQUESTS_PER_CONNECTION = 100
@@ -170,7 +171,7 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
                  ".HttpConnectionManager",
-        "stat_prefix": "semantic_router",
+        "stat_prefix": STAT_PREFIX,
         "generate_request_id": True,
         "preserve_external_request_id": True,
         "always_set_request_id_in_response": True,

@@ -288,3 +288,17 @@ def test_envoys_access_log_shares_the_request_id_and_shows_requests_the_router_n
     assert line is not None and line["routed_to"] is None and line["selected_model"] is None
     assert line["upstream_cluster"] == stack.cfg.cluster_of(stack.cfg.default_model)
     assert line["ext_proc"].startswith("rh:")  # the request-headers call, its latency (us) and gRPC status
+
+
+def test_requests_envoy_sent_on_without_the_router_are_counted_on_the_routers_metrics(stack: Stack) -> None:
+    """The fleet view of the test above: Envoy's own count of fail-opens lived on its admin port only, which the
+    shipped monitoring never scrapes, so "the big model gets nothing" while routers froze or restarted showed in no
+    series. The router's /metrics now carries it as vsr_envoy_failed_open_total."""
+    before = sample(scrape(stack), "vsr_envoy_failed_open_total")
+    router = stack.procs["router"]
+    router.send_signal(signal.SIGSTOP)
+    try:
+        assert "x-vsr-selected-model" not in chat(stack, MATH).headers  # answered unrouted
+    finally:
+        router.send_signal(signal.SIGCONT)
+    assert until(lambda: sample(scrape(stack), "vsr_envoy_failed_open_total") == before + 1)

@@ -88,6 +88,8 @@ def test_ready_lists_every_worker_and_one_lite_child(stack: Stack) -> None:
     names = sorted(_name(p) for p in children)
     assert names.count("milvus") == 1, names  # the supervisor's one Lite child, not one per worker
     assert metric(stack, "vsr_workers_ready") == WORKERS
+    text = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics", timeout=5).text
+    assert "\nvsr_envoy_failed_open_total " in text  # Envoy's fail-open count, on the supervisor's /metrics too
 
 
 def test_requests_spread_over_both_workers_and_metrics_add_up(stack: Stack) -> None:
