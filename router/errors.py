@@ -14,6 +14,7 @@ class Outcome(StrEnum):
     BLOCKED = "blocked"  # refused by a guard (jailbreak, content safety, PII policy)
     ERROR = "error"  # refused because the request or a dependency failed
     MODELS = "models"  # GET /v1/models, answered by the router
+    ABANDONED = "abandoned"  # routed, but the stream ended before any answer (Envoy gave up waiting, client left)
     PASSTHROUGH = "passthrough"  # a path the router does not process
 
 

@@ -87,6 +87,11 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
 def _record(session: StreamSession) -> None:
     """One log line and the metrics for a finished request; never the prompt."""
     req, d = session.request, session.request.decision
+    if req.outcome is Outcome.UPSTREAM and not session.response.status and not req.model_only:
+        # Routed, yet no response came through: Envoy stopped waiting (past its message timeout it forwards the
+        # request unrouted to the default model) or the client left. Counted as routed, the metrics would credit
+        # the router's choice with what the default model answered.
+        req.outcome = Outcome.ABANDONED
     category = d.category if d else req.error_category  # a block has no Decision, but its category decided it
     why = {**_guard_fields(session), **_cache_fields(session)}  # the same facts in the log line and the trace
     if session.trace.recording:

@@ -27,7 +27,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-DecisionPath = Literal["upstream", "cache", "blocked", "error"]  # the counted values of errors.Outcome
+DecisionPath = Literal["upstream", "cache", "blocked", "error", "abandoned"]  # the counted values of errors.Outcome
 Phase = Literal["classify", "affinity", "cache_lookup", "total"]
 LookupStage = Literal["queue", "backend", "resume"]
 # dropped: a write refused because the write queue was full (counted, never silent)

@@ -302,3 +302,29 @@ def test_requests_envoy_sent_on_without_the_router_are_counted_on_the_routers_me
     finally:
         router.send_signal(signal.SIGCONT)
     assert until(lambda: sample(scrape(stack), "vsr_envoy_failed_open_total") == before + 1)
+
+
+def test_a_decision_envoy_stopped_waiting_for_is_not_counted_as_routed(make_stack: Callable[..., Stack]) -> None:
+    """Envoy's message timeout ran out while the router decided (here a 12 MB prompt against a 100 ms timeout):
+    Envoy sent the request on unrouted to the default model, but the router logged and counted it as routed to
+    its choice (`path: upstream`, `model: gpt-oss-120b`), so the metrics said the big model got what the small
+    one answered. Now the line and vsr_requests_total say `abandoned`."""
+    def slow_body(cfg: dict[str, Any]) -> None:
+        cfg["envoy"]["message_timeout_ms"] = 100
+        cfg["server"]["max_body_bytes"] = 16 << 20
+
+    stack = make_stack(slow_body)
+    big = MATH + " padding words" * 850_000
+    for _ in range(5):  # a busy machine may miss 100 ms on the request headers already: then nothing is decided
+        before = scrape(stack)
+        answer = chat(stack, big)
+        assert answer.status_code == 200 and "x-vsr-selected-model" not in answer.headers  # Envoy gave up: unrouted
+        line = _log_line(stack.workdir / "router.log", answer.headers["x-request-id"], timeout=3)
+        if line is not None:
+            break
+    assert line is not None, "the router never received a body within 5 tries"
+    after = scrape(stack)
+    assert (line["path"], line["model"]) == ("abandoned", "gpt-oss-120b")
+    routed = ("vsr_requests_total", frozenset({"model": "gpt-oss-120b", "category": "math", "path": "upstream"}.items()))
+    assert after.get(routed, 0.0) == before.get(routed, 0.0)
+    assert sample(after, "vsr_requests_total", model="gpt-oss-120b", category="math", path="abandoned") == 1
