@@ -7,6 +7,7 @@ problem, so an operator fixes a file in one go and never reads a Python tracebac
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 import types
 from pathlib import Path
@@ -211,6 +212,8 @@ class EnvoyConfig(_Strict):
     # requests that leave no room for the headers it adds (431) instead of Envoy failing them with a 500.
     max_headers_count: int = Field(default=100, ge=32, le=1000)
     upstream_timeout_s: float = Field(default=300, gt=0)
+    # One JSON line per request on Envoy's stdout, with the router's request id (router/envoy_config.py).
+    access_log: bool = True
 
 
 class RoutingConfig(_Strict):
@@ -506,3 +509,10 @@ def load_config(path: str | Path) -> RouterConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(file, [("", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")]) from None
     return parse_config(data, file)
+
+
+def config_version(cfg: RouterConfig) -> str:
+    """12 hex digits naming what a config does (comments and layout aside). `validate` prints it and every worker
+    reports the one it runs (/readyz, `vsr_config_info`, each request's log line): after a push, an operator can
+    see which workers took it."""
+    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:12]

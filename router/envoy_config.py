@@ -18,6 +18,7 @@ from router.extproc.messages import DETAILS
 from router.policy import Policy
 
 EXT_PROC_CLUSTER = "semantic_router"
+STAT_PREFIX = "semantic_router"  # Envoy's stats of the listener: router/observability/envoy_stats.py reads them
 _BUFFER_SLACK = 64 * 1024
 SPREAD_STREAMS_PER_CONNECTION = 1
 SPREAD_REQUESTS_PER_CONNECTION = 100
@@ -100,6 +101,33 @@ def local_reply_config() -> dict[str, Any]:
     return {"mappers": mappers}
 
 
+# Envoy's side of each request, keyed by the request id the router logs too. What only Envoy knows: the route
+# the router set (none when Envoy failed open past message_timeout_ms, or the router was down), the ext_proc calls
+# with their latency in us and gRPC status (rh: request headers, rb: body, ...), retries and Envoy's own replies.
+# The path without its query; never a body or a credential.
+_ACCESS_LOG_FIELDS = {
+    "time": "%START_TIME%", "request_id": "%REQ(X-REQUEST-ID)%", "method": "%REQ(:METHOD)%",
+    "path": "%REQ_WITHOUT_QUERY(:PATH)%", "status": "%RESPONSE_CODE%", "flags": "%RESPONSE_FLAGS%",
+    "details": "%RESPONSE_CODE_DETAILS%", "duration_ms": "%DURATION%",
+    "selected_model": "%RESP(X-VSR-SELECTED-MODEL)%", "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "upstream_host": "%UPSTREAM_HOST%", "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+    "ext_proc": "%FILTER_STATE(envoy.filters.http.ext_proc:PLAIN)%",
+}
+
+
+def access_log(cfg: RouterConfig) -> list[dict[str, Any]]:
+    """Envoy's access log as JSON lines on stdout (`envoy.access_log`), beside the router's own lines."""
+    if not cfg.envoy.access_log:
+        return []
+    fields = {**_ACCESS_LOG_FIELDS, "routed_to": f"%REQ({cfg.server.selection_header.upper()})%"}
+    return [{"name": "envoy.access_loggers.stdout", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+        "log_format": {"json_format": fields, "formatters": [{
+            "name": "envoy.formatter.req_without_query",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3"
+                                      ".ReqWithoutQuery"}}]}}}]
+
+
 def _strip_client_headers(cfg: RouterConfig) -> dict[str, Any]:
     """Clients must not pick their cache tenant nor their upstream: drop identity headers and the router's own
     routing headers they send themselves. An early mutation runs before Envoy picks the route; as an HTTP filter
@@ -149,7 +177,7 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
                  ".HttpConnectionManager",
-        "stat_prefix": "semantic_router",
+        "stat_prefix": STAT_PREFIX,
         "generate_request_id": True,
         "preserve_external_request_id": True,
         "always_set_request_id_in_response": True,
@@ -162,6 +190,7 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         # Explicit, and the router's 431 check reads the same value (envoy.max_headers_count).
         "common_http_protocol_options": {"max_headers_count": cfg.envoy.max_headers_count},
         "local_reply_config": local_reply_config(),
+        "access_log": access_log(cfg),
         "route_config": {"name": "models", "virtual_hosts": [
             {"name": "openai", "domains": ["*"], "routes": _routes(cfg, chains),
              "include_attempt_count_in_response": True}]},

@@ -14,6 +14,7 @@ class Outcome(StrEnum):
     BLOCKED = "blocked"  # refused by a guard (jailbreak, content safety, PII policy)
     ERROR = "error"  # refused because the request or a dependency failed
     MODELS = "models"  # GET /v1/models, answered by the router
+    ABANDONED = "abandoned"  # routed, but the stream ended before any answer (Envoy gave up waiting, client left)
     PASSTHROUGH = "passthrough"  # a path the router does not process
 
 
@@ -25,10 +26,12 @@ class RouterError(Exception):
     code: str = "invalid_request"
     outcome: Outcome = Outcome.ERROR
 
-    def __init__(self, message: str, *, param: str | None = None, status: int | None = None):
+    def __init__(self, message: str, *, param: str | None = None, status: int | None = None,
+                 category: str | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.category = category  # the category whose rules refused a blocked request (metrics, log line)
         if status is not None:
             self.status = status
 

@@ -75,20 +75,22 @@ class Policy:
             raise ModelNotFound(f"The model '{chat.model}' does not exist", param="model")
         category, confidence = self.category_for(chat.latest_user_text() if text is None else text, signal)
         cat_cfg = self.cfg.category(category)
-        flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg))
+        flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg, category))
         auto = chat.model in self._auto
         ranked = self.ranked(cat_cfg, lambda m: self.cfg.models[m].pii_policy.allows(signal.pii_types))
         allowed, reason = ranked.models, ranked.reason
         if auto:
             if not allowed:
-                raise PIIViolation(f"No model may receive {_types(signal.pii_types)}")
+                raise PIIViolation(f"No model may receive {_types(signal.pii_types)}", category=category)
             model = allowed[0]
             reasoning = bool(cat_cfg and cat_cfg.use_reasoning)
+            reason += self._pii_skipped(cat_cfg, model, signal.pii_types)
         else:
             reason = "requested by the client"
             model = chat.model
             if not self.cfg.models[model].pii_policy.allows(signal.pii_types):
-                raise PIIViolation(f"The model '{model}' may not receive {_types(signal.pii_types)}")
+                raise PIIViolation(f"The model '{model}' may not receive {_types(signal.pii_types)}",
+                                   category=category)
             reasoning = False
         chain = self.chain(model, allowed if auto or self.cfg.fallback.explicit_models else [])
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
@@ -119,6 +121,15 @@ class Policy:
         """The models that may see the detected PII types, in the order to try them."""
         return self.ranked(cat, lambda m: self.cfg.models[m].pii_policy.allows(pii)).models
 
+    def _pii_skipped(self, cat: Category | None, chosen: str, pii: frozenset[str]) -> str:
+        """The better-ranked models the PII rule kept out, for the decision reason: without it `best score 0.40`
+        reads as if 0.40 were the category's best, and "the big model gets nothing" has no visible cause."""
+        ranking = self.ranking(cat)
+        better = ranking[:ranking.index(chosen)] if chosen in ranking else ranking
+        scores = {s.model: s.score for s in cat.model_scores} if cat else {}
+        kept_out = [f"{m} ({scores.get(m, 0.0):.2f})" for m in better if not self.cfg.models[m].pii_policy.allows(pii)]
+        return f"; skipped {', '.join(kept_out)}: pii_policy refuses {', '.join(sorted(pii))}" if kept_out else ""
+
     def chain(self, first: str, allowed: list[str]) -> tuple[str, ...]:
         """`first`, then the next allowed models in ranking order, bounded by `fallback.max_fallbacks`."""
         fb = self.cfg.fallback
@@ -135,7 +146,7 @@ class Policy:
             return signal.category, signal.confidence
         return self.cfg.default_category, signal.confidence
 
-    def _check_guard(self, guard: str, signal: Classification, cat: Category | None) -> bool:
+    def _check_guard(self, guard: str, signal: Classification, cat: Category | None, category: str) -> bool:
         """True when the guard fires under a `flag` action; raises when it fires under `block`.
 
         The fleet-wide action wins unless it is `block`: then the category's own action decides.
@@ -152,7 +163,7 @@ class Policy:
         if action == "block" and cat is not None:
             action = cat.jailbreak_action if guard == "jailbreak" else cat.content_safety_action
         if action == "block":
-            raise _blocked(guard, cat)
+            raise _blocked(guard, cat, category)
         return action == "flag"
 
     def rewrite(self, chat: ChatRequest, decision: Decision) -> bytes:
@@ -218,12 +229,12 @@ class Policy:
                 body.pop("chat_template_kwargs", None)
 
 
-def _blocked(guard: str, cat: Category | None) -> RouterError:
+def _blocked(guard: str, cat: Category | None, category: str) -> RouterError:
     if guard == "jailbreak":
         return JailbreakBlocked("The request was blocked: it looks like a jailbreak or prompt injection",
-                                status=cat.jailbreak_status if cat else 403)
+                                status=cat.jailbreak_status if cat else 403, category=category)
     return ContentBlocked("The request was blocked: it asks for harmful content",
-                          status=cat.content_safety_status if cat else 403)
+                          status=cat.content_safety_status if cat else 403, category=category)
 
 
 def _compile_rule(category: str, keywords: list[str], regexes: list[str]) -> _CompiledRule:

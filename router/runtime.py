@@ -22,7 +22,7 @@ from router.classifier import load_classifier
 from router.classifier.encoder import ModelMissingError
 from router.classifier.memo import MemoizedClassifier
 from router.classifier.model import shared_models
-from router.config import ConfigError, RouterConfig, load_config
+from router.config import ConfigError, RouterConfig, config_version, load_config
 from router.envoy_config import check_envoy_unchanged
 from router.observability import metrics
 from router.observability.health import Readiness
@@ -41,6 +41,7 @@ class Runtime:
     cache: SemanticCache | None
     affinity: AffinityStore | None = None
     tracing: Tracing | None = None
+    version: str = ""  # config_version(cfg): logged per request, reported per worker
     streams: int = 0
     pending_classifications: int = 0  # requests waiting for or in an encoder pass (classifier.max_pending)
     retired: bool = False
@@ -106,7 +107,7 @@ def build_runtime(cfg: RouterConfig) -> Runtime:
                         fix="retrain: python -m offline.train_cache_verifier")
     affinity = AffinityStore().configure(cfg.affinity) if cfg.affinity.enabled else None
     return Runtime(cfg=cfg, policy=Policy(cfg), classifier=classifier, cache=cache, affinity=affinity,
-                   tracing=build_tracing(cfg.tracing))
+                   tracing=build_tracing(cfg.tracing), version=config_version(cfg))
 
 
 class RuntimeHolder:
@@ -183,6 +184,9 @@ class RuntimeHolder:
             new.affinity = old.affinity.configure(new.cfg.affinity)  # conversations survive a reload
         declare_config_labels(new.cfg)
         metrics.set_label_values("cache_reason", CACHE_REASONS)
+        self._readiness.config_version = new.version
+        metrics.set_config_version(new.version)
+        log.info("config_applied", version=new.version, previous=old.version if old else None)
         self._readiness.set("config", True, str(self.path))
         self._readiness.set("models", True, "classifier loaded" if new.classifier else "classifier disabled")
         self.loaded.set()

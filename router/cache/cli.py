@@ -30,13 +30,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = actions.add_parser("stats", help="entries and backend details as JSON")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     p.set_defaults(func=lambda a: _run(a, _stats))
-    p = actions.add_parser("invalidate", help="delete the entries of a namespace and/or a model")
+    p = actions.add_parser("invalidate", help="delete the entries of a namespace, a model and/or one entry")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     p.add_argument("--namespace", help="namespace hash as stored (32 hex characters)")
     p.add_argument("--tenant", help="tenant id as sent in the tenant header")
     p.add_argument("--user", help="user id (scope: user)")
     p.add_argument("--api-key", help="API key, when the key is the identity")
     p.add_argument("--model", help="selected model name")
+    p.add_argument("--entry", help="one entry: the cache_entry of a request log line (hex key prefix)")
     p.set_defaults(func=lambda a: _run(a, _invalidate))
     p = actions.add_parser("purge-expired", help="delete entries past their TTL")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)
@@ -71,10 +72,10 @@ async def _invalidate(cache: SemanticCache, args: argparse.Namespace) -> dict[st
     namespace = args.namespace
     if args.tenant or args.user or args.api_key:
         namespace = namespace_for(cache.cfg, args.tenant, args.user, args.api_key)
-    if namespace is None and args.model is None:
-        raise ValueError("give --namespace, --tenant/--user/--api-key, or --model")
-    deleted = await cache.invalidate(namespace=namespace, model=args.model)
-    return {"deleted": deleted, "namespace": namespace, "model": args.model}
+    if namespace is None and args.model is None and args.entry is None:
+        raise ValueError("give --namespace, --tenant/--user/--api-key, --model or --entry")
+    deleted = await cache.invalidate(namespace=namespace, model=args.model, entry=args.entry)
+    return {"deleted": deleted, "namespace": namespace, "model": args.model, "entry": args.entry}
 
 
 async def _purge(cache: SemanticCache, _: argparse.Namespace) -> dict[str, Any]:

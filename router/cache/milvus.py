@@ -29,7 +29,15 @@ from pymilvus import DataType, MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from router.cache.lite import LiteProcess, LiteUnavailable, SharedLite, lite_for
-from router.cache.store import DIM, CacheBackendError, CacheEntry, Candidate, InvalidCacheArgument, StoreStats
+from router.cache.store import (
+    DIM,
+    HEX,
+    CacheBackendError,
+    CacheEntry,
+    Candidate,
+    InvalidCacheArgument,
+    StoreStats,
+)
 from router.config import LOOP_SLACK
 from router.observability import metrics
 
@@ -45,7 +53,6 @@ MAX_BACKOFF_S = 30.0
 # for ~50 ms before they started (measured with bench/fault_suite.py), 8 keep the queue short.
 READ_THREADS = 8
 _FAILURES = (MilvusException, grpc.RpcError, OSError, LiteUnavailable)
-_HEX = re.compile(r"^[0-9a-f]{1,64}$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,127}$")
 # name -> (type, max_length or dim); checked against an existing collection.
 SCHEMA: dict[str, tuple[DataType, int | None]] = {
@@ -306,7 +313,7 @@ class MilvusStore:
                           row["payload"], row["created_at"] / 1000, row["expires_at"] / 1000)
 
     async def get(self, key: str, now: float) -> CacheEntry | None:
-        key = _check("key", key, _HEX)
+        key = _check("key", key, HEX)
         rows = await self._run(lambda c, left: c.get(self.collection, ids=[key], output_fields=_OUT,
                                                      consistency_level=self._consistency, timeout=left),
                                self._timeout_s)
@@ -316,7 +323,7 @@ class MilvusStore:
     async def search(
         self, scope: str, vector: np.ndarray, top_k: int, min_similarity: float, now: float
     ) -> list[Candidate]:
-        flt = f'scope == "{_check("scope", scope, _HEX)}" and has_vector == true and expires_at > {_ms(now)}'
+        flt = f'scope == "{_check("scope", scope, HEX)}" and has_vector == true and expires_at > {_ms(now)}'
         data = [np.asarray(vector, dtype=np.float32).tolist()]
         hits = await self._run(lambda c, left: c.search(
             self.collection, data=data, filter=flt, limit=top_k, output_fields=_OUT,
@@ -341,7 +348,7 @@ class MilvusStore:
         if len(entry.text.encode()) > MAX_TEXT_BYTES or len(entry.payload.encode()) > MAX_PAYLOAD_BYTES:
             raise InvalidCacheArgument("entry too large for the collection schema")
         return {
-            "id": _check("key", entry.key, _HEX), "scope": entry.scope, "namespace": entry.namespace,
+            "id": _check("key", entry.key, HEX), "scope": entry.scope, "namespace": entry.namespace,
             "model": entry.model, "has_vector": entry.vector is not None,
             "created_at": _ms(entry.created_at), "expires_at": _ms(entry.expires_at), "text": entry.text,
             "payload": entry.payload,
@@ -374,14 +381,16 @@ class MilvusStore:
 
         return await self._run(work, self._write_timeout_s * 3, write=True)
 
-    async def delete(self, namespace: str | None = None, model: str | None = None) -> int:
+    async def delete(self, namespace: str | None = None, model: str | None = None, entry: str | None = None) -> int:
         parts = []
+        if entry is not None:
+            parts.append(f'id like "{_check("entry", entry, HEX)}%"')
         if namespace is not None:
-            parts.append(f'namespace == "{_check("namespace", namespace, _HEX)}"')
+            parts.append(f'namespace == "{_check("namespace", namespace, HEX)}"')
         if model is not None:
             parts.append(f'model == "{_check("model", model, _MODEL)}"')
         if not parts:
-            raise InvalidCacheArgument("delete needs a namespace or a model")
+            raise InvalidCacheArgument("delete needs a namespace, a model or an entry")
         return await self._count_and_delete(" and ".join(parts))
 
     async def purge_expired(self, now: float) -> int:

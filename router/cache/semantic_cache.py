@@ -19,7 +19,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,9 @@ class CacheHit:
     similarity: float
     exact: bool
     age_seconds: float
+    key: str = ""  # the stored entry's key: a hash, so the request log can name the entry without its text
+    verifier_score: float | None = None  # a semantic hit's verifier score (None: exact)
+    pair_score: float | None = None  # and the pair model's (None: exact, or no pair model)
 
 
 def _control(headers: Mapping[str, str]) -> set[str]:
@@ -245,22 +248,24 @@ class SemanticCache:
             self.hot.put(exact.entry, now)
             return self._hit(exact.entry, 1.0, True, now)
         bar = self.point.lower_bound if req.min_score is None else req.min_score
-        pick, _ = self.verifier.best(req.text, [(c.entry.text, c.similarity) for c in own], bar)
+        pick, score = self.verifier.best(req.text, [(c.entry.text, c.similarity) for c in own], bar)
         if pick is None:
             if own:
                 self._count("verifier_reject")
             return None
-        if self.pair is not None and await self.pair.check(own[pick].entry.text, req.text) < self.point.threshold:
+        pair = None if self.pair is None else await self.pair.check(own[pick].entry.text, req.text)
+        if pair is not None and pair < self.point.threshold:
             self._count("pair_reject")
             return None
-        return self._hit(own[pick].entry, own[pick].similarity, False, now)
+        hit = self._hit(own[pick].entry, own[pick].similarity, False, now)
+        return None if hit is None else replace(hit, verifier_score=score, pair_score=pair)
 
     def _hit(self, entry: CacheEntry, similarity: float, exact: bool, now: float) -> CacheHit | None:
         try:
             completion = json.loads(entry.payload)
         except ValueError:
             return None
-        return CacheHit(completion, min(similarity, 1.0), exact, max(now - entry.created_at, 0.0))
+        return CacheHit(completion, min(similarity, 1.0), exact, max(now - entry.created_at, 0.0), entry.key)
 
     def store(self, req: CacheRequest, completion: dict[str, Any]) -> None:
         """Queue the write and return at once (a full queue drops it, counted); call from the event loop."""
@@ -323,10 +328,10 @@ class SemanticCache:
             self._error(exc, "purge")
             return 0
 
-    async def invalidate(self, namespace: str | None = None, model: str | None = None) -> int:
-        """Delete entries of a namespace and/or model; raises CacheBackendError for the CLI to report."""
+    async def invalidate(self, namespace: str | None = None, model: str | None = None, entry: str | None = None) -> int:
+        """Delete entries of a namespace, model and/or entry id; raises CacheBackendError for the CLI to report."""
         self.hot.clear()
-        return await self.backend.delete(namespace=namespace, model=model)
+        return await self.backend.delete(namespace=namespace, model=model, entry=entry)
 
     async def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"counters": dict(sorted(self.counters.items()))}

@@ -6,12 +6,18 @@ facade (`semantic_cache.py`), so a new backend is a few methods and the conforma
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 DIM = 384  # MiniLM sentence-embedding width
+
+
+# Keys, scopes, namespaces and entry ids are hex digests (router/cache/keys.py); a backend checks them before they
+# go into a filter expression.
+HEX = re.compile(r"^[0-9a-f]{1,64}$")
 
 
 class CacheBackendError(Exception):
@@ -75,8 +81,9 @@ class CacheStore(Protocol):
         """Store a batch in one backend call (the write queue's path); later entries win on equal keys."""
         ...
 
-    async def delete(self, namespace: str | None = None, model: str | None = None) -> int:
-        """Remove entries matching every given field (at least one); returns how many were matched."""
+    async def delete(self, namespace: str | None = None, model: str | None = None, entry: str | None = None) -> int:
+        """Remove entries matching every given field (at least one); returns how many were matched. `entry` is a
+        key prefix: the `cache_entry` a request log line names."""
         ...
 
     async def purge_expired(self, now: float) -> int: ...

@@ -23,6 +23,7 @@ from router.extproc.attempt import AttemptSession
 from router.extproc.session import StreamSession
 from router.extproc.slot import WorkerSlot, bootstrap
 from router.observability import logs, metrics
+from router.observability.envoy_stats import EnvoyFailedOpen, admin_reader
 from router.observability.health import Readiness, add_grpc_health
 from router.observability.logs import LogFormat
 from router.observability.ops import configure_logs, start_ops
@@ -41,6 +42,8 @@ GIL_SWITCH_INTERVAL_S = 0.0002
 # cost 11-14 ms of router CPU, with one 9-10 ms, and one served 13-30 % more misses/s (bench/load.py --scenarios
 # miss, two A/B pairs back to back, 2026-11-29; cache contention is the likely cause). More cores: more workers.
 ENCODER_THREADS = 1
+# The guard behind each refusal code, for the request log line.
+_BLOCKED_BY = {"jailbreak_detected": "jailbreak", "content_blocked": "content_safety"}
 
 
 class StartupError(Exception):
@@ -84,23 +87,31 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
 def _record(session: StreamSession) -> None:
     """One log line and the metrics for a finished request; never the prompt."""
     req, d = session.request, session.request.decision
+    if req.outcome is Outcome.UPSTREAM and not session.response.status and not req.model_only:
+        # Routed, yet no response came through: Envoy stopped waiting (past its message timeout it forwards the
+        # request unrouted to the default model) or the client left. Counted as routed, the metrics would credit
+        # the router's choice with what the default model answered.
+        req.outcome = Outcome.ABANDONED
+    category = d.category if d else req.error_category  # a block has no Decision, but its category decided it
+    why = {**_guard_fields(session), **_cache_fields(session)}  # the same facts in the log line and the trace
     if session.trace.recording:
         session.trace.end(outcome=req.outcome.value, status=session.response.status or None,
                           cache=req.cache_result, upstream_model=session.response.answered_by,
-                          attempts=session.response.attempts, error=req.error_code)
+                          attempts=session.response.attempts, error=req.error_code, category=category,
+                          config=session.runtime.version, **why)
     if req.outcome in (Outcome.PASSTHROUGH, Outcome.MODELS):
         return
     for phase, seconds in req.timings.items():
         metrics.observe_phase(phase, seconds)  # type: ignore[arg-type]
     total = session.busy
     metrics.observe_phase("total", total)
-    metrics.record_request(d.model if d else None, d.category if d else None, req.outcome.value)  # type: ignore[arg-type]
+    metrics.record_request(d.model if d else None, category, req.outcome.value)  # type: ignore[arg-type]
     if req.signal.source != "none":
         metrics.observe_confidence(req.signal.category, req.signal.confidence)
     for pii_type in req.signal.pii_types:
         metrics.record_pii(pii_type)
     if req.error_code == "jailbreak_detected":
-        metrics.record_jailbreak_block(d.category if d else None)
+        metrics.record_jailbreak_block(category)
     for guard in d.flagged if d else ():
         metrics.record_guard_flag(guard)
     if req.classifier_error is not None:
@@ -116,9 +127,45 @@ def _record(session: StreamSession) -> None:
         model = answered_by if answered_by in session.runtime.cfg.models else d.model
         _record_usage(session.runtime.cfg, model, usage)
     logs.log_request(log, request_id=req.request_id, model=d.model if d else None,
-                     category=d.category if d else None, confidence=d.confidence if d else None,
+                     category=category, confidence=d.confidence if d else None,
                      cache=req.cache_result, path=req.outcome, timings_s={**req.timings, "total": total},
-                     status=session.response.status or None, error=req.error_code)
+                     status=session.response.status or None, error=req.error_code, config=session.runtime.version,
+                     reason=d.reason if d else None, affinity=req.affinity, **why)
+
+
+def _cache_fields(session: StreamSession) -> dict[str, Any]:
+    """Which stored entry a hit served and how it matched, or the entry a miss's answer was queued as: the same
+    `cache_entry` (16 hex of the entry's key, itself a hash) on both lines ties a wrong answer to the request that
+    stored it, without the prompt text."""
+    req, hit = session.request, session.request.cache_hit
+    if hit is not None:
+        return {"cache_entry": hit.key[:16], "cache_match": "exact" if hit.exact else "semantic",
+                "cache_similarity": round(hit.similarity, 4), "cache_age_s": round(hit.age_seconds, 1),
+                "cache_verifier_score": _round(hit.verifier_score), "cache_pair_score": _round(hit.pair_score)}
+    if req.cache_stored and req.cache_key is not None:
+        return {"cache_entry": req.cache_key.key[:16]}
+    return {}
+
+
+def _round(score: float | None) -> float | None:
+    return None if score is None else round(score, 4)
+
+
+def _guard_fields(session: StreamSession) -> dict[str, Any]:
+    """What refused or flagged a request, for the request line: the guard, its score and the threshold it
+    passed, or the PII *types* (never values). Scores and types say why without the prompt."""
+    req, clf = session.request, session.runtime.cfg.classifier
+    fields: dict[str, Any] = {"pii_types": sorted(req.signal.pii_types)} if req.signal.pii_types else {}
+    if req.error_code == "pii_policy_violation":
+        fields["guard"] = "pii"
+    flagged = req.decision.flagged if req.decision else ()
+    guard = _BLOCKED_BY.get(req.error_code or "") or next(iter(flagged), None)  # the refusal, else a flag
+    if guard is not None:
+        score = req.signal.jailbreak_score if guard == "jailbreak" else req.signal.content_safety_score
+        threshold = clf.jailbreak_threshold if guard == "jailbreak" else clf.content_safety_threshold
+        fields |= {"guard": guard, "guard_score": round(score, 3), "guard_threshold": threshold}
+    return fields
+
 
 
 def _record_usage(cfg: RouterConfig, model: str, usage: dict[str, Any]) -> None:
@@ -171,6 +218,8 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
         reporter = asyncio.create_task(worker.report(readiness, lambda: processor.streams, lambda: server is not None,
                                                      report_now))
     await _first(holder.loaded, stop)
+    if holder.current is not None and worker is None and holder.current.cfg.envoy.admin_port:  # the supervisor's
+        metrics.REGISTRY.register(EnvoyFailedOpen(admin_reader(holder.current.cfg.envoy.admin_port)))
     if holder.current is not None:  # ports from the config that loaded, which may be a fixed one
         try:
             server, health = await _start_grpc(holder, processor, readiness, holder.current.cfg.server,

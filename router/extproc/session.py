@@ -23,7 +23,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from router import affinity, apis, resilience
 from router import openai_wire as wire
-from router.cache import build_cache_request, keys
+from router.cache import CacheHit, build_cache_request, keys
 from router.classifier.pii_rules import find_structured
 from router.errors import (
     BodyTooLarge,
@@ -77,12 +77,15 @@ class RequestState:
     classifier_error: str | None = None  # "Type: message" when classification failed
     classifier_failure: Failure | None = None  # an exception, or out of its time budget
     cache_result: str = "off"  # off | skip:<reason> | hit | miss
+    cache_hit: CacheHit | None = None  # what a hit matched (entry, scores): the log line names it
+    cache_stored: bool = False  # the answer was queued for the cache under cache_key
     affinity: str | None = None  # new | sticky | rederived | switched (router/affinity.py)
     api: apis.Api = "chat"  # chat completions, OpenAI Responses or Anthropic Messages (router/apis.py)
     caller: str | None = None  # who sent it (keys.caller): the classification memo is per caller
     stateful: bool = False  # the answer depends on server-side state: never cached
     model_only: bool = False  # /v1/completions, /v1/embeddings: routed by their `model` alone
     error_code: str | None = None
+    error_category: str | None = None  # the category whose rules blocked the request (no Decision then)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -200,9 +203,11 @@ class StreamSession:
         with self.trace.span("vsr.decision"):
             decision = self.runtime.policy.decide(chat, self.request.signal, text)
             if decision.auto and self.runtime.affinity is not None:
+                start = time.perf_counter()  # may hold a second encoder pass: the conversation's first turn
                 decision, self.request.affinity = await affinity.resolve(
                     self.runtime.policy, self.runtime.affinity, chat, self.request.headers, decision,
                     self.request.signal.pii_types, functools.partial(self._classify_anchor, deadline=deadline))
+                self.request.timings["affinity"] = time.perf_counter() - start
             self.request.decision = decision
             if self.trace.recording:
                 self.trace.set(category=decision.category, model=decision.model, reason=decision.reason,
@@ -362,6 +367,7 @@ class StreamSession:
             self.trace.set(cache_result="miss" if hit is None else "hit")
         self.request.timings["cache_lookup"] = time.perf_counter() - start
         self.request.cache_result = "miss" if hit is None else "hit"
+        self.request.cache_hit = hit
         if hit is None:
             return None
         self.request.outcome = Outcome.CACHE
@@ -429,6 +435,7 @@ class StreamSession:
         cache, key = self.runtime.cache, self.request.cache_key
         if cache is not None and key is not None and completion is not None and completion.get("choices"):
             cache.store(key, completion)
+            self.request.cache_stored = True
 
     def _remember_response(self) -> None:
         """A later `previous_response_id` request must reach the model (and server) that holds this answer."""
@@ -444,6 +451,7 @@ class StreamSession:
         """Answer with an OpenAI-style error; the stream ends here, the server keeps serving."""
         self.request.outcome = exc.outcome
         self.request.error_code = exc.code
+        self.request.error_category = exc.category
         self.response.status = exc.status  # no upstream answer will set it: the log line and trace need it
         headers = self._decision_headers()
         if isinstance(exc, ClassifierUnavailable):

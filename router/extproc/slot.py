@@ -52,7 +52,8 @@ class WorkerSlot:
             now.clear()
             snapshot, up = readiness.snapshot(), serving()
             state = {"pid": os.getpid(), "ready": up and snapshot["ready"], "serving": up,
-                     "components": snapshot["components"], "streams": streams(), "beat": time.time()}
+                     "components": snapshot["components"], "config_version": snapshot["config_version"],
+                     "streams": streams(), "beat": time.time()}
             await asyncio.to_thread(self.write, state)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(now.wait(), REPORT_INTERVAL_S)

@@ -43,6 +43,7 @@ from router.cache.milvus import is_local_uri
 from router.config import ConfigError, RouterConfig, load_config
 from router.extproc.slot import WORKER_STATE_ENV, bootstrap, read_state
 from router.observability import logs
+from router.observability.envoy_stats import EnvoyFailedOpen, admin_reader
 from router.observability.health import HealthServer, Liveness
 from router.observability.logs import LogFormat
 from router.observability.ops import configure_logs
@@ -116,7 +117,8 @@ class WorkersView:
             "workers": {"ok": False, "detail": "no worker has reported yet"}}
         return {"ready": bool(ready), "components": components, "workers_ready": len(ready),
                 "workers": [{"index": w.index, "pid": w.proc.pid if w.proc else None,
-                             "ready": self._ready(s), "streams": (s or {}).get("streams", 0),
+                             "ready": self._ready(s), "config_version": (s or {}).get("config_version"),
+                             "streams": (s or {}).get("streams", 0),
                              "restarts": w.restarts} for w, s in states]}
 
 
@@ -186,6 +188,8 @@ class Supervisor:
         _empty(metrics_dir)
         self.workers = [Worker(i, run_dir / f"worker-{i}.json") for i in range(self.count)]
         view = WorkersView(self.workers, metrics_dir, obs.liveness_stale_after_s)
+        if cfg is not None and cfg.envoy.admin_port:
+            view.registry.register(EnvoyFailedOpen(admin_reader(cfg.envoy.admin_port)))
         liveness = Liveness(stale_after_s=obs.liveness_stale_after_s)
         http = HealthServer(view, liveness, view)
         port = server.metrics_port

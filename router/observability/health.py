@@ -49,6 +49,7 @@ class Readiness:
         self._listeners: list[Callable[[bool], None]] = []
         self._lock = threading.Lock()
         self._metrics = metrics
+        self.config_version: str | None = None  # of the runtime serving (router/runtime.py)
         for component in self.required:
             metrics.set_component_ready(component, False)
 
@@ -76,7 +77,7 @@ class Readiness:
         with self._lock:
             components = {c: {"ok": False, "detail": "not reported yet"} for c in self.required}
             components.update({c: {"ok": s.ok, "detail": s.detail} for c, s in self._states.items()})
-            return {"ready": self._ready_locked(), "components": components}
+            return {"ready": self._ready_locked(), "components": components, "config_version": self.config_version}
 
     def add_listener(self, listener: Callable[[bool], None]) -> None:
         """`listener(ready)` runs on every flip, in the thread that called `set`."""

@@ -8,6 +8,7 @@ processor (not by caller discipline) unless the operator turns on `log_prompts` 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal, TextIO
@@ -68,6 +69,7 @@ def configure(
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        _add_pid(os.getpid()),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         RedactSensitive(log_prompts),
         structlog.processors.format_exc_info,
@@ -108,6 +110,16 @@ def adopt_loggers(*names: str) -> None:
                 lib.removeHandler(own)
             lib.propagate = True
             lib.setLevel(level)
+
+
+def _add_pid(pid: int) -> Processor:
+    """Every line names its process: router workers share one stderr, and /readyz lists them by pid."""
+
+    def add(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+        event_dict["pid"] = pid
+        return event_dict
+
+    return add
 
 
 def _stdlib_logger_name(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:

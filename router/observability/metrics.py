@@ -27,8 +27,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-DecisionPath = Literal["upstream", "cache", "blocked", "error"]  # the counted values of errors.Outcome
-Phase = Literal["classify", "cache_lookup", "total"]
+DecisionPath = Literal["upstream", "cache", "blocked", "error", "abandoned"]  # the counted values of errors.Outcome
+Phase = Literal["classify", "affinity", "cache_lookup", "total"]
 LookupStage = Literal["queue", "backend", "resume"]
 # dropped: a write refused because the write queue was full (counted, never silent)
 CacheEvent = Literal["hit", "miss", "write", "skipped_write", "dropped", "error"]
@@ -231,6 +231,12 @@ class RouterMetrics:
             "Unix time of the last applied config.",
             registry=r, multiprocess_mode="livemin",
         )
+        self.config_info = Gauge(
+            f"{PREFIX}_config_info",
+            "1 for the config version this router (each worker: its pid label) serves; 0 for one it replaced.",
+            ("version",), registry=r, multiprocess_mode="liveall",
+        )
+        self._config_version: str | None = None
         self.dependency_errors = self._counter(
             "dependency_errors_total",
             "Failures talking to a dependency (cache backend, model, ...).",
@@ -321,6 +327,14 @@ class RouterMetrics:
         """When the running config was applied: by a reload, or at start (the first config)."""
         self.last_reload_ts.set(time.time() if now is None else now)
 
+    def set_config_version(self, version: str) -> None:
+        """The running config's version at 1; the one it replaced at 0 (with workers its file keeps the series)."""
+        old, self._config_version = self._config_version, version
+        if old is not None and old != version:
+            self.config_info.labels(old).set(0)
+            self.config_info.remove(old)
+        self.config_info.labels(version).set(1)
+
     def record_classifier_failure(self, policy: str, reason: ClassifierFailure = "error") -> None:
         self.classifier_failures.labels(policy, _check(reason, ClassifierFailure)).inc()
 
@@ -361,5 +375,6 @@ record_attempts = METRICS.record_attempts
 record_affinity = METRICS.record_affinity
 record_config_reload = METRICS.record_config_reload
 record_config_applied = METRICS.record_config_applied
+set_config_version = METRICS.set_config_version
 record_dependency_error = METRICS.record_dependency_error
 record_classifier_failure = METRICS.record_classifier_failure

@@ -84,3 +84,22 @@ def test_the_cli_works_on_the_running_routers_lite_child(stack: Stack) -> None:
     assert cli(stack, "invalidate", "--model", model)["deleted"] >= 1
     until(lambda: ask(stack, text).headers.get("x-vsr-cache-hit") != "true", "the router still hits after invalidate")
     assert len(lite_processes(db)) == 1  # the router's child only: the CLI started none
+
+
+def test_a_wrong_answer_is_removed_by_the_entry_its_log_line_names(stack: Stack) -> None:
+    """The runbook for "the cache gave me the answer to a different question": the response's x-request-id finds
+    the router's line, whose `cache_entry` names the stored entry; `cache invalidate --entry` removes that entry
+    alone (before, only the whole tenant namespace or model could go)."""
+    wrong, other = (f"Which lake lies nearest to the city of {stack.cfg.server.port}, {n}?" for n in ("north", "south"))
+    ask(stack, wrong)
+    ask(stack, other)
+    until(lambda: ask(stack, wrong).headers.get("x-vsr-cache-hit") == "true", "never stored")
+    until(lambda: ask(stack, other).headers.get("x-vsr-cache-hit") == "true", "never stored")
+    rid = ask(stack, wrong).headers["x-request-id"]
+    log = stack.workdir / "router.log"
+    until(lambda: rid in log.read_text(), "no log line for the hit")
+    line = next(json.loads(x) for x in log.read_text().splitlines() if rid in x and '"request"' in x)
+    assert line["cache"] == "hit"
+    assert cli(stack, "invalidate", "--entry", line["cache_entry"])["deleted"] == 1
+    until(lambda: ask(stack, wrong).headers.get("x-vsr-cache-hit") != "true", "the removed entry still hits")
+    assert ask(stack, other).headers.get("x-vsr-cache-hit") == "true"

@@ -3,6 +3,7 @@ an invalid config at start, hot reload by file edit and by SIGHUP with traffic f
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -248,3 +249,82 @@ def test_an_edit_envoy_cannot_follow_is_rejected_so_clients_never_pick_their_ten
     assert until(lambda: ask("sk-victim", text)), "the victim's answer was never stored"
     assert not ask("sk-attacker", text)
     assert reloads()[1] == before[1] + 1  # rejected, and counted so (the reload-failed alert fires)
+
+
+def _log_line(path: Path, request_id: str, timeout: float = 15.0) -> dict[str, Any] | None:
+    """The JSON line of `path` that names `request_id` (Envoy writes its access log out every 10 s, its
+    --file-flush-interval-msec default)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in path.read_text().splitlines():
+            if request_id in line and line.startswith("{"):
+                return dict(json.loads(line))
+        time.sleep(0.2)
+    return None
+
+
+def test_envoys_access_log_shares_the_request_id_and_shows_requests_the_router_never_decided(stack: Stack) -> None:
+    """On call: "requests to the big model all go to the small one". When the router misses Envoy's message
+    timeout (frozen, restarting, overloaded), Envoy fails open and the default model answers unrouted: the router
+    logs nothing and counts nothing for that request, and Envoy wrote no access log. Now Envoy logs one JSON line
+    per request with the same request id, the route the router chose (none: failed open) and the ext_proc calls."""
+    routed = chat(stack, MATH)
+    rid = routed.headers["x-request-id"]
+    envoy_line = _log_line(stack.workdir / "envoy.log", rid)
+    router_line = _log_line(stack.workdir / "router.log", rid)
+    assert envoy_line is not None and router_line is not None
+    assert envoy_line["status"] == 200 and envoy_line["selected_model"] == router_line["model"] == "gpt-oss-120b"
+    assert envoy_line["routed_to"] and envoy_line["path"] == "/v1/chat/completions"
+    assert "Compute" not in json.dumps(envoy_line)  # never the prompt
+
+    router = stack.procs["router"]
+    router.send_signal(signal.SIGSTOP)
+    try:
+        bypassed = chat(stack, MATH)  # past envoy.message_timeout_ms: failure_mode_allow sends it on unrouted
+    finally:
+        router.send_signal(signal.SIGCONT)
+    assert bypassed.status_code == 200 and "x-vsr-selected-model" not in bypassed.headers
+    line = _log_line(stack.workdir / "envoy.log", bypassed.headers["x-request-id"])
+    assert line is not None and line["routed_to"] is None and line["selected_model"] is None
+    assert line["upstream_cluster"] == stack.cfg.cluster_of(stack.cfg.default_model)
+    assert line["ext_proc"].startswith("rh:")  # the request-headers call, its latency (us) and gRPC status
+
+
+def test_requests_envoy_sent_on_without_the_router_are_counted_on_the_routers_metrics(stack: Stack) -> None:
+    """The fleet view of the test above: Envoy's own count of fail-opens lived on its admin port only, which the
+    shipped monitoring never scrapes, so "the big model gets nothing" while routers froze or restarted showed in no
+    series. The router's /metrics now carries it as vsr_envoy_failed_open_total."""
+    before = sample(scrape(stack), "vsr_envoy_failed_open_total")
+    router = stack.procs["router"]
+    router.send_signal(signal.SIGSTOP)
+    try:
+        assert "x-vsr-selected-model" not in chat(stack, MATH).headers  # answered unrouted
+    finally:
+        router.send_signal(signal.SIGCONT)
+    assert until(lambda: sample(scrape(stack), "vsr_envoy_failed_open_total") == before + 1)
+
+
+def test_a_decision_envoy_stopped_waiting_for_is_not_counted_as_routed(make_stack: Callable[..., Stack]) -> None:
+    """Envoy's message timeout ran out while the router decided (here a 12 MB prompt against a 100 ms timeout):
+    Envoy sent the request on unrouted to the default model, but the router logged and counted it as routed to
+    its choice (`path: upstream`, `model: gpt-oss-120b`), so the metrics said the big model got what the small
+    one answered. Now the line and vsr_requests_total say `abandoned`."""
+    def slow_body(cfg: dict[str, Any]) -> None:
+        cfg["envoy"]["message_timeout_ms"] = 100
+        cfg["server"]["max_body_bytes"] = 16 << 20
+
+    stack = make_stack(slow_body)
+    big = MATH + " padding words" * 850_000
+    for _ in range(5):  # a busy machine may miss 100 ms on the request headers already: then nothing is decided
+        before = scrape(stack)
+        answer = chat(stack, big)
+        assert answer.status_code == 200 and "x-vsr-selected-model" not in answer.headers  # Envoy gave up: unrouted
+        line = _log_line(stack.workdir / "router.log", answer.headers["x-request-id"], timeout=3)
+        if line is not None:
+            break
+    assert line is not None, "the router never received a body within 5 tries"
+    after = scrape(stack)
+    assert (line["path"], line["model"]) == ("abandoned", "gpt-oss-120b")
+    routed = ("vsr_requests_total", frozenset({"model": "gpt-oss-120b", "category": "math", "path": "upstream"}.items()))
+    assert after.get(routed, 0.0) == before.get(routed, 0.0)
+    assert sample(after, "vsr_requests_total", model="gpt-oss-120b", category="math", path="abandoned") == 1

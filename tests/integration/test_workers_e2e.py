@@ -7,6 +7,7 @@ memory of the worker that stored it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -87,6 +88,8 @@ def test_ready_lists_every_worker_and_one_lite_child(stack: Stack) -> None:
     names = sorted(_name(p) for p in children)
     assert names.count("milvus") == 1, names  # the supervisor's one Lite child, not one per worker
     assert metric(stack, "vsr_workers_ready") == WORKERS
+    text = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics", timeout=5).text
+    assert "\nvsr_envoy_failed_open_total " in text  # Envoy's fail-open count, on the supervisor's /metrics too
 
 
 def test_requests_spread_over_both_workers_and_metrics_add_up(stack: Stack) -> None:
@@ -123,6 +126,38 @@ def test_config_reload_reaches_every_worker(stack: Stack) -> None:
     while metric(stack, "vsr_config_reloads_total", result="ok") < ok + WORKERS and time.monotonic() < deadline:
         time.sleep(0.1)
     assert metric(stack, "vsr_config_reloads_total", result="ok") == ok + WORKERS
+
+
+def _validated_version(path: Path) -> str:
+    """The version `semantic-router validate` prints for a file (what an operator checks a push against)."""
+    out = subprocess.run([sys.executable, "-m", "router.cli", "validate", str(path)], capture_output=True,
+                         text=True, cwd=ROOT, check=True).stdout
+    return out.rsplit("version ", 1)[1].strip(" )\n")
+
+
+def test_each_worker_reports_the_config_version_it_runs(stack: Stack) -> None:
+    """On call after a push: which config does each worker run? /readyz per worker, vsr_config_info per pid and the
+    request log line name the version `validate` prints for the file."""
+    raw = yaml.safe_load(stack.config_path.read_text())
+    raw["classifier"]["confidence_threshold"] = 0.51
+    stack.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    version = _validated_version(stack.config_path)
+    body = _poll(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz",
+                 lambda r: all(w.get("config_version") == version for w in r.json()["workers"]), timeout_s=20)
+    assert len(body["workers"]) == WORKERS
+    pids = {str(w["pid"]) for w in body["workers"]}
+    text = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics", timeout=5).text
+    live = {s.labels.get("pid") for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == "vsr_config_info" and s.labels.get("version") == version and s.value == 1}
+    assert live == pids
+    with httpx.Client(timeout=10) as client:
+        rid = post(client, stack, "Which config answered this question about lakes?").headers["x-request-id"]
+    log = stack.workdir / "router.log"
+    deadline = time.monotonic() + 5
+    while rid not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    line = next(json.loads(x) for x in log.read_text().splitlines() if rid in x and '"request"' in x)
+    assert line["config"] == version
 
 
 def test_a_killed_worker_is_replaced_while_requests_keep_succeeding(stack: Stack) -> None:

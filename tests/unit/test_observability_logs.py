@@ -109,3 +109,16 @@ def test_console_format_is_not_json_and_auto_picks_json_off_tty() -> None:
 def test_unknown_level_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         logs.configure("json", level="loud", stream=io.StringIO())
+
+
+def test_every_line_names_the_process_that_wrote_it() -> None:
+    """With router workers, the supervisor's and each worker's lines interleave on one stderr: a request line, a
+    config_applied line (one per worker after each push) or a cache_backend_down line could not be tied to the worker
+    /readyz lists by pid. stdlib records (grpc, pymilvus) too."""
+    import os
+
+    out = io.StringIO()
+    logs.configure("json", stream=out)
+    emit_request(logs.get_logger("extproc"))
+    logging.getLogger("grpc").warning("a library record")
+    assert [line["pid"] for line in lines(out)] == [os.getpid(), os.getpid()]

@@ -96,3 +96,19 @@ def test_signals_reload_and_dependencies(m: RouterMetrics) -> None:
     assert value(m, "vsr_config_last_reload_successful") == 1
     assert value(m, "vsr_config_last_reload_success_timestamp_seconds") == 1234.0
     assert value(m, "vsr_dependency_errors_total", dependency="milvus") == 1
+
+
+def test_envoys_fail_open_count_is_exported_while_its_admin_port_answers() -> None:
+    """No stale value when Envoy's admin port does not answer: the series is absent, not frozen."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from router.observability.envoy_stats import FAILED_OPEN, EnvoyFailedOpen
+
+    def down() -> dict[str, int]:
+        raise ConnectionRefusedError("envoy admin")
+
+    answering, silent = CollectorRegistry(), CollectorRegistry()
+    answering.register(EnvoyFailedOpen(lambda: {FAILED_OPEN: 7, "http.x.other": 1}))
+    silent.register(EnvoyFailedOpen(down))
+    assert answering.get_sample_value("vsr_envoy_failed_open_total") == 7
+    assert b"vsr_envoy_failed_open" not in generate_latest(silent)

@@ -112,3 +112,13 @@ def test_rewrite_sets_model_and_reasoning_but_keeps_client_fields() -> None:
     chat = _chat("hello", chat_template_kwargs={"foo": 1})
     body = json.loads(policy.rewrite(chat, policy.decide(chat, _signal())))
     assert body["chat_template_kwargs"] == {"foo": 1, "enable_thinking": False}
+
+
+def test_the_decision_reason_names_the_better_models_the_pii_policy_skipped() -> None:
+    """On call: "requests to the big model all go to the small one". The reason said `best score 0.40` for math
+    sent to qwen3-4b, as if 0.40 were the best score; it was the best *allowed* one."""
+    d = Policy(CFG).decide(_chat("prove it, call me on my phone"), _signal("math", pii=("PHONE_NUMBER",)))
+    assert d.model == "qwen3-4b"
+    assert d.reason == "best score 0.40; skipped gpt-oss-120b (1.00): pii_policy refuses PHONE_NUMBER"
+    plain = Policy(CFG).decide(_chat("prove it"), _signal("math"))
+    assert plain.reason == "best score 1.00"  # nothing skipped: unchanged
