@@ -74,10 +74,11 @@ def pair_column(rows: list[dict[str, Any]], s: dict[str, np.ndarray], model: Pai
 
 def decision(s: dict[str, np.ndarray], verifier: Verifier, model: PairModel | None, threshold: float) -> np.ndarray:
     """The default's hits: the verifier at its threshold, or the verifier at the pair model's lower bound and the
-    pair model at `threshold`."""
+    pair model at `threshold` (or the verifier past the point's `sure`)."""
     if model is None:
         return hits(s, verifier, threshold)
-    return hits(s, verifier, model.operating_point.lower_bound) & (s["exact"] | (s["pair"] >= threshold))
+    op = model.operating_point
+    return hits(s, verifier, op.lower_bound) & (s["exact"] | (s["pair"] >= threshold) | hits(s, verifier, op.sure))
 
 
 def point(hit: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, float]:
@@ -221,7 +222,9 @@ def main() -> int:
                                "vetoes": [*verifier.vetoes, *VETO_CHECKS]}
     if model is not None:
         default |= {"pair_model": model.model_hash, "pair_lower_bound": model.operating_point.lower_bound,
-                    "pair_threshold": model.operating_point.threshold}
+                    "pair_threshold": model.operating_point.threshold,
+                    "pair_skipped_from_verifier": None if model.operating_point.sure == float("inf")
+                    else model.operating_point.sure}
     for name, s in scored.items():
         curves[f"{name}_verifier"] = verifier_curve(s, verifier)
         curves[f"{name}_cosine_guard"] = cosine_curve(s, True)

@@ -13,7 +13,8 @@ dev paraphrases (people's own rewordings and trivial reframes stay found: a mode
 fits their writers' style, which the written dev and held-out sets share and cannot show); then the fewest written
 dev false hits,
 then the most hand-written dev paraphrases served (tuning + written dev), ties to the higher QQP dev precision, then
-the higher L (fewer pair runs). (Until 2026-11-30 the rule asked for no written dev false hit at all; on the written
+the higher `sure` (fewer paths), then the higher L (fewer pair runs). `sure`: a candidate the verifier scores at least
+this much is served without the pair model (SURE; inf = never). (Until 2026-11-30 the rule asked for no written dev false hit at all; on the written
 dev set grown to 327 negatives no point of the shipped model has none: 2 at best.) Beside it the verifier alone at its
 default.
 `--write` stores the chosen (L, T) as `operating_point` in the model's manifest.json (not a hashed file).
@@ -45,6 +46,8 @@ MIN_WRITTEN_RECALL = 0.40  # keeps "fewest false hits" from choosing a cache tha
 RECALL_FLOORS = {"qqp_dev_recall": 0.25, "rules_dev_recall": 0.80}  # the pair model's first default: 0.344 / 0.872
 LOWER_BOUNDS = [round(x, 2) for x in np.arange(0.05, 0.70, 0.05)]
 THRESHOLDS = [round(x, 3) for x in np.arange(0.05, 0.995, 0.01)]
+# Verifier scores past which the pair model is not asked (inf: always asked).
+SURE = [float("inf"), 0.99, 0.98, 0.97, 0.95]
 
 
 def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -67,13 +70,15 @@ def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarra
     return out
 
 
-def figures(tables: dict[str, dict[str, np.ndarray]], lower: float, threshold: float | None) -> dict[str, float]:
-    """Dev figures of one decision: verifier >= lower, and pair >= threshold unless threshold is None."""
+def figures(tables: dict[str, dict[str, np.ndarray]], lower: float, threshold: float | None,
+            sure: float = float("inf")) -> dict[str, float]:
+    """Dev figures of one decision: verifier >= lower, and pair >= threshold (or verifier >= sure) unless threshold
+    is None."""
     out: dict[str, float] = {}
     for name, t in tables.items():
         served = t["candidate"] & (t["verifier"] >= lower)
         if threshold is not None:
-            served &= t["pair"] >= threshold
+            served &= (t["pair"] >= threshold) | (t["verifier"] >= sure)
         hit = t["exact"] | served
         positive = t["label"] == 1
         out[f"{name}_false_hits"] = int((hit & ~positive).sum())
@@ -95,25 +100,31 @@ def preference(f: dict[str, float]) -> tuple[float, ...]:
     return (-f["written_dev_false_hits"], f["hand_written_served"], f["qqp_dev_precision"])
 
 
-def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[tuple[float, float], dict[str, float], list[dict]]:
-    """The (L, T) the module docstring's rule picks, its figures, and the best T per L (the sweep)."""
+def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[tuple[float, float, float], dict[str, float],
+                                                               list[dict]]:
+    """The (L, T, sure) the module docstring's rule picks, its figures, and the best T per (sure, L) (the sweep)."""
     sweep, best = [], None
-    for lower in LOWER_BOUNDS:
-        row = None
-        for threshold in THRESHOLDS:
-            f = figures(tables, lower, threshold)
-            if admissible(f) and (row is None or preference(f) > preference(row[1])):
-                row = ((lower, threshold), f)
-        if row is None:
-            continue
-        sweep.append({"lower_bound": lower, "threshold": row[0][1], **row[1]})
-        key = (*preference(row[1]), lower)
-        if best is None or key >= best[0]:
-            best = (key, row)
+    for sure in SURE:
+        for lower in LOWER_BOUNDS:
+            row = None
+            for threshold in THRESHOLDS:
+                f = figures(tables, lower, threshold, sure)
+                if admissible(f) and (row is None or preference(f) > preference(row[1])):
+                    row = ((lower, threshold, sure), f)
+            if row is None:
+                continue
+            sweep.append({"lower_bound": lower, "threshold": row[0][1], "verifier_sure": _finite(sure), **row[1]})
+            key = (*preference(row[1]), sure, lower)
+            if best is None or key >= best[0]:
+                best = (key, row)
     if best is None:
         raise SystemExit("no (L, T) meets the dev rule")
     (point, f) = best[1]
     return point, f, sweep
+
+
+def _finite(sure: float) -> float | None:
+    return None if sure == float("inf") else sure
 
 
 def cost(model: PairModel, tables: dict[str, dict[str, np.ndarray]], runs: int = 600) -> dict[str, object]:
@@ -158,7 +169,7 @@ def main() -> int:
     result |= {
         "model_dir": str(args.model_dir), "model_hash": model.model_hash,
         "rule": __doc__.split("Rule: ")[1].split(" Beside")[0].replace("\n", " "),
-        "chosen": {"lower_bound": point[0], "threshold": point[1], **chosen},
+        "chosen": {"lower_bound": point[0], "threshold": point[1], "verifier_sure": _finite(point[2]), **chosen},
         "verifier_default": {"threshold": default, **figures(tables, default, None)},
         "pair_alone": {"lower_bound": 0.0, "threshold": point[1], **figures(tables, 0.0, point[1])},
         "sweep_best_threshold_per_lower_bound": sweep,
@@ -171,6 +182,8 @@ def main() -> int:
         manifest = json.loads(manifest_path.read_text())
         manifest["operating_point"] = {"lower_bound": point[0], "threshold": point[1],
                                        "chosen_by": "offline/cache_pair_dev.py (dev only)", "dev": chosen}
+        if point[2] != float("inf"):
+            manifest["operating_point"]["verifier_sure"] = point[2]
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return 0
 

@@ -7,7 +7,8 @@ of MiniLM (int8 ONNX, `offline/train_cache_pair.py`) and returns P(the stored an
 It runs only on a would-be hit (a candidate the verifier scores at least the lower bound), once per lookup,
 in a thread of its own: ~1-2 ms of ONNX would stall every request on the event loop.
 
-The operating point (verifier lower bound, pair threshold) was chosen on dev data only
+The operating point (verifier lower bound, pair threshold, verifier score past which the pair model is not asked)
+was chosen on dev data only
 (`offline/cache_pair_dev.py`) and is stored in the model's manifest.json beside it.
 """
 
@@ -31,10 +32,13 @@ MAX_TOKENS = 128  # both prompts and the three specials; as in training (offline
 
 @dataclass(frozen=True, slots=True)
 class OperatingPoint:
-    """A candidate is served iff the verifier scores it >= lower_bound and the pair model >= threshold."""
+    """A candidate is served iff the verifier scores it >= lower_bound and either the pair model scores it >=
+    threshold or the verifier alone >= sure: the pair model turns down many reframes that keep every content word
+    ("could you tell me how to X" / "how to X"), which the verifier is nearly certain of (offline/cache_pair_dev.py)."""
 
     lower_bound: float
     threshold: float
+    sure: float = float("inf")
 
 
 def pair_ids(first: list[int], second: list[int], budget: int = MAX_TOKENS) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +68,8 @@ class PairModel:
         if point is None and require_point:
             raise ModelMissingError(f"{manifest_path} has no operating_point: run offline/cache_pair_dev.py --write")
         # (0, 0) only for offline/cache_pair_dev.py, which is about to choose one.
-        self.operating_point = OperatingPoint(float(point["lower_bound"]), float(point["threshold"])) \
+        self.operating_point = OperatingPoint(float(point["lower_bound"]), float(point["threshold"]),
+                                              float(point.get("verifier_sure", "inf"))) \
             if point is not None else OperatingPoint(0.0, 0.0)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1

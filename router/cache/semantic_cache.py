@@ -232,7 +232,8 @@ class SemanticCache:
         An exact repeat embeds to the same vector, so the search returns its entry first at similarity
         1.0 (recognised as exact by its key); a second, exact-key lookup would only add a round trip.
         Otherwise the verifier scores every candidate; its best is served if it clears the bar and, with the pair
-        model on, the pair model (in its own thread) scores that one pair at least its threshold.
+        model on, the pair model (in its own thread) scores that one pair at least its threshold, unless the
+        verifier's score is already past the point's `sure`.
         """
         hot = self.hot.get(req.key, req.scope, req.namespace, now)
         if hot is not None:  # a repeat of a recent answer: no backend round trip
@@ -253,10 +254,12 @@ class SemanticCache:
             if own:
                 self._count("verifier_reject")
             return None
-        pair = None if self.pair is None else await self.pair.check(own[pick].entry.text, req.text)
-        if pair is not None and pair < self.point.threshold:
-            self._count("pair_reject")
-            return None
+        pair = None  # not asked: no pair model, or the verifier is past the point's `sure`
+        if self.pair is not None and score < self.point.sure:
+            pair = await self.pair.check(own[pick].entry.text, req.text)
+            if pair < self.point.threshold:
+                self._count("pair_reject")
+                return None
         hit = self._hit(own[pick].entry, own[pick].similarity, False, now)
         return None if hit is None else replace(hit, verifier_score=score, pair_score=pair)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from router.cache.memory import MemoryStore
-from router.cache.pair import MAX_TOKENS, PairModel, pair_ids
+from router.cache.pair import MAX_TOKENS, OperatingPoint, PairModel, pair_ids
 from router.cache.semantic_cache import SemanticCache
 from router.cache.verifier import Verifier
 from router.classifier.encoder import CLS_ID, SEP_ID, ModelMissingError
@@ -72,20 +73,26 @@ class Recording(PairModel):
 
 
 class AcceptsAll(Verifier):
-    """Passes the nearest candidate on, so that the pair model alone decides."""
+    """Passes the nearest candidate on with a score of `given` (default: just the bar), so that the pair model
+    decides unless the score is past the operating point's `sure`."""
+
+    given: float | None = None
 
     def best(self, query: str, candidates: list[tuple[str, float]], threshold: float) -> tuple[int | None, float]:
-        return (0, 1.0) if candidates else (None, 0.0)
+        return (0, threshold if self.given is None else self.given) if candidates else (None, 0.0)
+
+
+def accepts_all() -> AcceptsAll:
+    real = Verifier.load()
+    return AcceptsAll(*(getattr(real, f) for f in ("mean", "scale", "w1", "b1", "w2", "b2", "threshold", "vetoes",
+                                                     "encoder")))
 
 
 async def test_the_pair_check_decides_in_its_own_thread(model: PairModel) -> None:
     """lookup -> candidates -> verifier -> pair check: what the verifier passes, the pair model still refuses
     when the two prompts ask for opposite things, and it scores off the event loop."""
-    real = Verifier.load()
-    verifier = AcceptsAll(*(getattr(real, f) for f in ("mean", "scale", "w1", "b1", "w2", "b2", "threshold",
-                                                         "vetoes", "encoder")))
     cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100),
-                          verifier=verifier)
+                          verifier=accepts_all())
     recording = Recording(MODEL_DIR)
     recording.threads = []
     cache.pair = recording
@@ -101,6 +108,38 @@ async def test_the_pair_check_decides_in_its_own_thread(model: PairModel) -> Non
     finally:
         await cache.close()
     assert len(recording.threads) == 2 and all(t.startswith("cache-pair") for t in recording.threads)
+
+
+@pytest.mark.parametrize(("verifier_score", "asked"), [(0.97, False), (0.9, True)])
+async def test_a_candidate_the_verifier_is_sure_of_skips_the_pair_model(model: PairModel, verifier_score: float,
+                                                                        asked: bool) -> None:
+    """Past the point's `sure` the verifier alone serves: the pair model turns down reframes that keep every content
+    word, which the verifier is nearly certain of. Below it, the pair model is asked and refuses the antonym."""
+    verifier = accepts_all()
+    verifier.given = verifier_score
+    cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100),
+                          verifier=verifier)
+    recording = Recording(MODEL_DIR)
+    recording.threads = []
+    cache.pair = recording
+    cache.point = OperatingPoint(0.5, model.operating_point.threshold, sure=0.95)
+    try:
+        await put(cache, make_req("What is a synonym for happy?", BASE), completion("glad"))
+        hit = await cache.lookup(make_req("What is an antonym for happy?", BASE))
+    finally:
+        await cache.close()
+    assert (hit is None) == asked and len(recording.threads) == int(asked)
+
+
+def test_the_operating_point_reads_sure_from_the_manifest(tmp_path: Path) -> None:
+    for name in ("model_int8.onnx", "tokenizer.json"):
+        (tmp_path / name).symlink_to(MODEL_DIR / name)
+    manifest = {"operating_point": {"lower_bound": 0.5, "threshold": 0.7}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert PairModel(tmp_path).operating_point == OperatingPoint(0.5, 0.7, float("inf"))
+    manifest["operating_point"]["verifier_sure"] = 0.99
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert PairModel(tmp_path).operating_point == OperatingPoint(0.5, 0.7, 0.99)
 
 
 def test_a_cache_without_the_pair_model_serves_on_the_verifier_alone() -> None:
