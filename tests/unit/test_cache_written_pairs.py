@@ -18,6 +18,7 @@ EVALUATION = (
     "cache_heldout_v5.jsonl",
     "cache_heldout_v6.jsonl",
     "cache_heldout_v7.jsonl",
+    "cache_heldout_v8.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
