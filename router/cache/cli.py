@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--namespace", help="namespace hash as stored (32 hex characters)")
     p.add_argument("--tenant", help="tenant id as sent in the tenant header")
     p.add_argument("--user", help="user id (scope: user)")
-    p.add_argument("--api-key", help="API key, when the key is the identity")
+    p.add_argument("--api-key", help="API key, when the key is the identity; `-` reads it from stdin, which keeps it "
+                   "out of `ps` and the shell's history")
     p.add_argument("--model", help="selected model name")
     p.add_argument("--entry", help="one entry: the cache_entry of a request log line (hex key prefix)")
     p.set_defaults(func=lambda a: _run(a, _invalidate))
@@ -70,8 +71,9 @@ async def _stats(cache: SemanticCache, _: argparse.Namespace) -> dict[str, Any]:
 
 async def _invalidate(cache: SemanticCache, args: argparse.Namespace) -> dict[str, Any]:
     namespace = args.namespace
-    if args.tenant or args.user or args.api_key:
-        namespace = namespace_for(cache.cfg, args.tenant, args.user, args.api_key)
+    api_key = sys.stdin.readline().strip() if args.api_key == "-" else args.api_key
+    if args.tenant or args.user or api_key:
+        namespace = namespace_for(cache.cfg, args.tenant, args.user, api_key)
     if namespace is None and args.model is None and args.entry is None:
         raise ValueError("give --namespace, --tenant/--user/--api-key, --model or --entry")
     deleted = await cache.invalidate(namespace=namespace, model=args.model, entry=args.entry)

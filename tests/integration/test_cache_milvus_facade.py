@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -121,7 +122,8 @@ def test_cli_stats_invalidate_purge(tmp_path: Path, capsys: pytest.CaptureFixtur
         return json.loads(out)
 
     assert run("stats")["entries"] == 3
-    deleted = run("invalidate", "--api-key", "sk-a")
+    monkeypatch.setattr("sys.stdin", io.StringIO("sk-a\n"))  # `-`: the key never on the command line
+    deleted = run("invalidate", "--api-key", "-")
     assert deleted["deleted"] == 2
     assert deleted["namespace"] == namespace_for(cfg.semantic_cache, None, None, "sk-a")
     assert run("stats")["entries"] == 1
