@@ -14,9 +14,10 @@ import functools
 import json
 import time
 import urllib.parse
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -43,6 +44,7 @@ from router.signals import NO_SIGNAL, Classification
 from router.tracing import NO_TRACE, RequestTrace
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
@@ -293,10 +295,8 @@ class StreamSession:
         if len(other) <= INLINE_SCAN_CHARS:
             found = find_structured(other)
         else:
-            loop = asyncio.get_running_loop()
             try:
-                async with asyncio.timeout_at(loop.time() + max(deadline - time.monotonic(), 0.0)):
-                    found = await loop.run_in_executor(self.executor, find_structured, other)
+                found = await self._in_executor_by(deadline, find_structured, other)
             except TimeoutError:
                 budget = self.runtime.cfg.classifier.timeout_ms
                 return self._classifier_failed(TimeoutError(f"no PII screen within {budget} ms"), "timeout")
@@ -317,11 +317,15 @@ class StreamSession:
             raise Overloaded(f"{rt.pending_classifications} classifications already pending")
         rt.pending_classifications += 1
         try:
-            loop = asyncio.get_running_loop()
-            async with asyncio.timeout_at(loop.time() + max(deadline - time.monotonic(), 0.0)):
-                return await loop.run_in_executor(self.executor, rt.classifier.classify, text, scope)
+            return await self._in_executor_by(deadline, rt.classifier.classify, text, scope)
         finally:
             rt.pending_classifications -= 1
+
+    async def _in_executor_by(self, deadline: float, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the executor, off the event loop; TimeoutError past `deadline` (a time.monotonic() value)."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout_at(loop.time() + max(deadline - time.monotonic(), 0.0)):
+            return await loop.run_in_executor(self.executor, fn, *args)
 
     async def _classify_anchor(self, text: str, deadline: float) -> Classification:
         """A conversation's first user turn, for affinity re-derived without state; no signal on failure.
