@@ -19,6 +19,7 @@ EVALUATION = (
     "cache_heldout_v6.jsonl",
     "cache_heldout_v7.jsonl",
     "cache_heldout_v8.jsonl",
+    "cache_heldout_v9.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
