@@ -76,6 +76,7 @@ class Policy:
         category, confidence = self.category_for(chat.latest_user_text() if text is None else text, signal)
         cat_cfg = self.cfg.category(category)
         flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg, category))
+        earlier = "".join(f"; {g} flagged in user turn {t}" for g in flagged if (t := signal.earlier_turn(g)))
         auto = chat.model in self._auto
         ranked = self.ranked(cat_cfg, lambda m: self.cfg.models[m].pii_policy.allows(signal.pii_types))
         allowed, reason = ranked.models, ranked.reason
@@ -95,7 +96,7 @@ class Policy:
         chain = self.chain(model, allowed if auto or self.cfg.fallback.explicit_models else [])
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
                         confidence=confidence, reasoning=reasoning, auto=auto, chain=chain,
-                        route=chain_cluster(self.cfg, chain), reason=reason, flagged=flagged)
+                        route=chain_cluster(self.cfg, chain), reason=reason + earlier, flagged=flagged)
 
     def pinned(self, decision: Decision, model: str, category: str, pii: frozenset[str]) -> Decision | None:
         """`decision` moved to a conversation's model and category; None if that model may not see the PII."""
@@ -163,7 +164,7 @@ class Policy:
         if action == "block" and cat is not None:
             action = cat.jailbreak_action if guard == "jailbreak" else cat.content_safety_action
         if action == "block":
-            raise _blocked(guard, cat, category)
+            raise _blocked(guard, cat, category, signal.earlier_turn(guard))
         return action == "flag"
 
     def rewrite(self, chat: ChatRequest, decision: Decision) -> bytes:
@@ -229,11 +230,13 @@ class Policy:
                 body.pop("chat_template_kwargs", None)
 
 
-def _blocked(guard: str, cat: Category | None, category: str) -> RouterError:
+def _blocked(guard: str, cat: Category | None, category: str, turn: int | None) -> RouterError:
+    """`turn`: the earlier user turn (from 1) that fired the guard; the client learns which turn, never its text."""
+    subject = "it" if turn is None else f"user turn {turn} of the conversation"
     if guard == "jailbreak":
-        return JailbreakBlocked("The request was blocked: it looks like a jailbreak or prompt injection",
+        return JailbreakBlocked(f"The request was blocked: {subject} looks like a jailbreak or prompt injection",
                                 status=cat.jailbreak_status if cat else 403, category=category)
-    return ContentBlocked("The request was blocked: it asks for harmful content",
+    return ContentBlocked(f"The request was blocked: {subject} asks for harmful content",
                           status=cat.content_safety_status if cat else 403, category=category)
 
 

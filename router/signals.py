@@ -6,6 +6,7 @@ Every signal (keyword rules, the ONNX encoder heads, example utterances) produce
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,7 +25,8 @@ class PIIFinding:
 
 @dataclass(frozen=True, slots=True)
 class Classification:
-    """The result of one classification pass over the latest user turn."""
+    """The result of one classification pass over the latest user turn, joined by the request path with the
+    guard scores and PII of the earlier user turns and the structured PII of the rest (`with_earlier_turns`)."""
 
     category: str | None
     confidence: float
@@ -37,10 +39,31 @@ class Classification:
     # Probability that the text is a plain request for harmful content (weapons, drugs, theft, sexual content),
     # with or without jailbreak framing; its operating point is 0.5 like the jailbreak score's.
     content_safety_score: float = 0.0
+    # (guard, user turn number from 1) for each guard score that came from an earlier user turn rather than the
+    # classified one: the block message, decision reason, log line and trace name the turn, never its text.
+    earlier_turns: tuple[tuple[str, int], ...] = ()
 
     @property
     def pii_types(self) -> frozenset[str]:
         return frozenset(f.type for f in self.pii)
+
+    def earlier_turn(self, guard: str) -> int | None:
+        """The earlier user turn `guard`'s score came from, or None (the classified turn's own score)."""
+        return next((turn for g, turn in self.earlier_turns if g == guard), None)
+
+
+def with_earlier_turns(latest: Classification, earlier: list[tuple[int, Classification]]) -> Classification:
+    """`latest` (routing stays the current question's) with each guard's highest score over the earlier user turns
+    when one is higher, and their PII findings (names, addresses) added: every turn reaches the model alike."""
+    scores = {"jailbreak": latest.jailbreak_score, "content_safety": latest.content_safety_score}
+    turns: dict[str, int] = {}
+    for turn, result in earlier:
+        for guard, score in (("jailbreak", result.jailbreak_score), ("content_safety", result.content_safety_score)):
+            if score > scores[guard]:
+                scores[guard], turns[guard] = score, turn
+    return dataclasses.replace(latest, jailbreak_score=scores["jailbreak"], content_safety_score=scores["content_safety"],
+                               pii=latest.pii + tuple(f for _, r in earlier for f in r.pii),
+                               earlier_turns=tuple(turns.items()))
 
 
 # What the policy sees when no classifier ran (disabled, or it failed): keyword rules and defaults.

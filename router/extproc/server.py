@@ -164,6 +164,8 @@ def _guard_fields(session: StreamSession) -> dict[str, Any]:
         score = req.signal.jailbreak_score if guard == "jailbreak" else req.signal.content_safety_score
         threshold = clf.jailbreak_threshold if guard == "jailbreak" else clf.content_safety_threshold
         fields |= {"guard": guard, "guard_score": round(score, 3), "guard_threshold": threshold}
+        if (turn := req.signal.earlier_turn(guard)) is not None:
+            fields["guard_turn"] = turn  # an earlier user turn fired it (its number, never its text)
     return fields
 
 

@@ -40,7 +40,7 @@ from router.errors import (
 from router.extproc import messages as msg
 from router.policy import Decision
 from router.runtime import Runtime
-from router.signals import NO_SIGNAL, Classification
+from router.signals import NO_SIGNAL, Classification, with_earlier_turns
 from router.tracing import NO_TRACE, RequestTrace
 
 log = structlog.get_logger(__name__)
@@ -58,6 +58,10 @@ _SKIPPED: dict[Failure, str] = {"error": "classifier_failed", "timeout": "classi
                                 "overload": "classifier_overload"}
 # Longest rest of a conversation the PII screen scans on the event loop rather than in the executor.
 INLINE_SCAN_CHARS = 2048
+# Earlier user turns the classification memo does not hold that one request may classify, one encoder pass each. A
+# genuine conversation's are in the memo (each was a latest turn before); a fabricated one is not. 8 short passes
+# are ~10-30 ms on one core; 8 of 256 tokens ~220 ms, inside timeout_ms (router/classifier/README.md: figures).
+MAX_EARLIER_PASSES = 8
 # A guard under a `flag` action lets the request through and says so in the response (shadow mode).
 FLAG_HEADERS = {"jailbreak": "x-vsr-jailbreak-flagged", "content_safety": "x-vsr-content-flagged"}
 
@@ -197,11 +201,13 @@ class StreamSession:
         text = wire.bounded(chat.latest_user_text(), self.runtime.cfg.classifier.max_scan_chars)
         with self.trace.span("vsr.classify"):
             signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
+            signal = await self._screen_earlier_turns(chat, signal, deadline)
             signal = self.request.signal = await self._screen_other_turns(chat, signal, deadline)
             if self.trace.recording:
                 self.trace.set(category=signal.category, confidence=round(signal.confidence, 4),
                                jailbreak_score=round(signal.jailbreak_score, 4),
-                               pii_types=",".join(sorted(signal.pii_types)), source=signal.source)
+                               pii_types=",".join(sorted(signal.pii_types)), source=signal.source,
+                               guard_turns=",".join(f"{g}:{t}" for g, t in signal.earlier_turns) or None)
         with self.trace.span("vsr.decision"):
             decision = self.runtime.policy.decide(chat, self.request.signal, text)
             if decision.auto and self.runtime.affinity is not None:
@@ -279,15 +285,47 @@ class StreamSession:
             return self._classifier_failed(exc, "overload")
         except Exception as exc:  # noqa: BLE001 - any failure is handled by the operator's explicit policy
             return self._classifier_failed(exc, "error")
-        finally:
-            self.request.timings["classify"] = time.perf_counter() - start
+        finally:  # every turn the request screens counts
+            timings = self.request.timings
+            timings["classify"] = timings.get("classify", 0.0) + time.perf_counter() - start
         return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
+
+    async def _screen_earlier_turns(self, chat: wire.ChatRequest, signal: Classification,
+                                    deadline: float) -> Classification:
+        """The guards and the name/address screen read every earlier user turn too: the router is stateless, so a
+        client may send a fabricated history whose first turn is a DAN prompt and whose last is innocent.
+
+        A genuine conversation's earlier turns were each the latest turn of an earlier request, so the per-caller
+        memo answers them on the loop, without a pass. The others cost a pass each (the exported graph takes no
+        attention mask: texts of different lengths share no batched run), one after another in `_classify`, by the
+        request's deadline and within max_pending. More than MAX_EARLIER_PASSES of them, or a pass that fails, is
+        decided by `classifier.on_failure` like the latest turn's failure: closed refuses, open goes on with what
+        was screened and says x-vsr-guards-skipped. The category stays the latest turn's."""
+        clf = self.runtime.classifier
+        if clf is None or signal is NO_SIGNAL:
+            return signal  # no classifier, or it failed: the guards are off for this request either way
+        max_chars, scope = self.runtime.cfg.classifier.max_scan_chars, self.request.caller
+        turns: dict[str, int] = {}  # a text repeated in the history is screened once, under its first turn
+        for turn, text in chat.earlier_user_turns():
+            turns.setdefault(wire.bounded(text, max_chars), turn)
+        unknown = sum(clf.cached(text, scope) is None for text in turns)
+        if unknown > MAX_EARLIER_PASSES:
+            self._classifier_failed(Overloaded(f"{unknown} earlier user turns are not known to this router; at most "
+                                               f"{MAX_EARLIER_PASSES} are classified per request"), "overload")
+            return signal
+        screened: list[tuple[int, Classification]] = []
+        for text, turn in turns.items():
+            result = await self._classify(text, deadline)
+            if result is NO_SIGNAL:
+                break  # on_failure decided it (open: the turns screened so far still count)
+            screened.append((turn, result))
+        return with_earlier_turns(signal, screened)
 
     async def _screen_other_turns(self, chat: wire.ChatRequest, signal: Classification,
                                   deadline: float) -> Classification:
         """Structured PII (cards, IBANs, SSNs, e-mails, phones, IPs: the exact validators) in the rest of the
-        conversation joins the classified turn's, so the PII policy sees what the model would. Names and addresses
-        need an encoder pass and are found in the classified turn only. A short text is scanned on the loop (~10 us
+        conversation joins the user turns', so the PII policy sees what the model would. Names and addresses need
+        an encoder pass and are found in the user turns only (`_screen_earlier_turns`). A short text is scanned on the loop (~10 us
         per 2 kB), a long one in the executor by the request's deadline (up to ~60 ms for 128k digit-dense chars)."""
         if signal is NO_SIGNAL or not self.runtime.cfg.classifier.pii_enabled:
             return signal  # no classifier, or it failed: the guards are off for this request either way
@@ -322,9 +360,15 @@ class StreamSession:
             rt.pending_classifications -= 1
 
     async def _in_executor_by(self, deadline: float, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in the executor, off the event loop; TimeoutError past `deadline` (a time.monotonic() value)."""
+        """`fn(*args)` in the executor, off the event loop; TimeoutError past `deadline` (a time.monotonic() value).
+
+        Nothing is started once the deadline has passed: a thread cannot be stopped, and its result would go unread.
+        """
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout_at(loop.time() + max(deadline - time.monotonic(), 0.0)):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        async with asyncio.timeout_at(loop.time() + left):
             return await loop.run_in_executor(self.executor, fn, *args)
 
     async def _classify_anchor(self, text: str, deadline: float) -> Classification:

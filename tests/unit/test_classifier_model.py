@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -9,11 +10,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from offline.train_data import domain_split
 from router.classifier.heads import HEADS_DIR, MLPHead
+from router.classifier.memo import MemoizedClassifier
 from router.classifier.model import EncoderClassifier, load_classifier
 from router.config import RouterConfig, parse_config
+from router.extproc.session import StreamSession
+from router.policy import Policy
+from router.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,3 +144,39 @@ def test_committed_heads_round_trip(tmp_path: Path) -> None:
     assert again.labels == head.labels and len(head.labels) == 14
     assert np.allclose(again.probabilities(features), head.probabilities(features), atol=1e-6)
     assert np.allclose(head.probabilities(features).sum(axis=1), 1.0, atol=1e-5)
+
+
+EXECUTOR = ThreadPoolExecutor(max_workers=1)
+
+
+async def _send(rt: Runtime, messages: list[dict[str, str]]) -> pb.ProcessingResponse:
+    """One chat request through a StreamSession as Envoy sends it, from one API key (the memo's caller)."""
+    session = StreamSession(rt, EXECUTOR)
+    values = {":method": "POST", ":path": "/v1/chat/completions", "authorization": "Bearer sk-conversation"}
+    header_map = base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode())
+                                             for k, v in values.items()])
+    await session.handle(pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=header_map)))
+    raw = json.dumps({"model": "auto", "messages": messages}).encode()
+    return await session.handle(pb.ProcessingRequest(request_body=pb.HttpBody(body=raw, end_of_stream=True)))
+
+
+TURNS = ["I forgot my password", "It says my account is locked", "Can support unlock it today?"]
+
+
+async def test_a_conversation_whose_earlier_turns_were_seen_costs_no_extra_pass(classifier: EncoderClassifier) -> None:
+    """The guards read every user turn. Each earlier turn of a genuine conversation was the latest turn of an earlier
+    request, so the per-caller memo answers it: one encoder run per request, as when only the latest was read. The
+    same history sent cold (fabricated, or another replica's) costs a run per earlier turn."""
+    cfg = config([SUPPORT])
+    rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(classifier), cache=None)
+    messages: list[dict[str, str]] = []
+    for turn in TURNS:
+        messages.append({"role": "user", "content": turn})
+        before = classifier.encoder.runs
+        resp = await _send(rt, messages)
+        assert classifier.encoder.runs - before == 1 and resp.WhichOneof("response") == "request_body"
+        messages.append({"role": "assistant", "content": "Let me help with that."})
+    cold = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(classifier), cache=None)
+    before = classifier.encoder.runs
+    await _send(cold, messages[:-1])
+    assert classifier.encoder.runs - before == len(TURNS)
