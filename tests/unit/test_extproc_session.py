@@ -748,7 +748,7 @@ def long_history(turns: int) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("on_failure", ["closed", "open"])
 async def test_more_unknown_earlier_turns_than_the_bound_follow_on_failure(on_failure: str) -> None:
-    """A history of 9 turns this router never classified is not screened at 9 passes: on_failure decides at once.
+    """A history of more unknown turns than MAX_EARLIER_PASSES is not screened pass by pass: on_failure decides at once.
     The same conversation built turn by turn (each earlier turn was a latest turn) costs one pass per request."""
     from router.extproc.session import MAX_EARLIER_PASSES
 
