@@ -190,10 +190,13 @@ class SemanticCache:
         metrics.set_cache_write_queue(len(self.writes))
 
     def _error(self, exc: Exception, op: str) -> None:
+        """Count every failure; log it while the backend is up. Once it is down the `cache_backend_down` line
+        holds the error and `/readyz` the latest: a line per failed probe or purge would only repeat them."""
         self.health.failure(f"{op}: {str(exc)[:200] or type(exc).__name__}")
         self._count("error", op)
         metrics.record_dependency_error("cache")
-        log.warning("cache_backend_error", op=op, error=str(exc)[:200] or type(exc).__name__)
+        if self.health.up:
+            log.warning("cache_backend_error", op=op, error=str(exc)[:200] or type(exc).__name__)
 
     def _ensure_purger(self) -> None:
         """On first use from the event loop: start the periodic purge, warn about a missing secret."""
@@ -203,16 +206,25 @@ class SemanticCache:
                 log.warning("cache_hmac_secret_missing", env=self.cfg.hmac_secret_env,
                             effect="random per-process secret: entries survive neither a restart nor span sidecars")
 
-    async def lookup(self, req: CacheRequest) -> CacheHit | None:
-        """A hit or None within `lookup_timeout_ms`; never raises."""
+    async def lookup(self, req: CacheRequest) -> CacheHit | SkipReason | None:
+        """A hit or None within `lookup_timeout_ms`; never raises. SkipReason.BACKEND_DOWN, at once, while the
+        breaker (`health.admit`) keeps the backend out: a hit from memory is still served."""
         if not req.read:
             return None
         self._ensure_purger()
+        now = self._clock()
+        hot = self.hot.get(req.key, req.scope, req.namespace, now)
+        if hot is not None and (hit := self._hit(hot, 1.0, True, now)) is not None:
+            self._count("hit", "exact")  # a repeat of a recent answer: no backend round trip
+            return hit
+        if not self.health.admit():
+            self._count("miss", SkipReason.BACKEND_DOWN)
+            return SkipReason.BACKEND_DOWN
         try:
             # Backends enforce the budget; this backstop ends after theirs (LOOP_GRACE_S), so an answer that
             # arrived in time but reached a busy loop late is still theirs to use (milvus.MilvusStore._call).
             async with asyncio.timeout(self.cfg.lookup_timeout_ms / 1000 * LOOP_SLACK + LOOP_GRACE_S):
-                hit = await self._find(req, self._clock())
+                hit = await self._find(req, now)
         except (CacheBackendError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):  # the event loop's backstop: the backend's budget did not end it
                 metrics.record_lookup_timeout("loop")
@@ -235,9 +247,6 @@ class SemanticCache:
         model on, the pair model (in its own thread) scores that one pair at least its threshold, unless the
         verifier's score is already past the point's `sure`.
         """
-        hot = self.hot.get(req.key, req.scope, req.namespace, now)
-        if hot is not None:  # a repeat of a recent answer: no backend round trip
-            return self._hit(hot, 1.0, True, now)
         if req.embedding is None:
             entry = await self.backend.get(req.key, now)
             return self._hit(entry, 1.0, True, now) if entry is not None and entry.scope == req.scope else None
@@ -283,7 +292,10 @@ class SemanticCache:
         entry = CacheEntry(req.key, req.scope, req.namespace, req.model, req.embedding,
                            req.text if req.embedding is not None else "", payload, now, now + req.ttl_seconds)
         self._ensure_purger()
-        self.hot.put(entry, now)
+        self.hot.put(entry, now)  # memory only: repeats are answered from it even while the backend is down
+        if self.health.blocked:  # the breaker is open: the write would only wait out its budget and retries
+            self._count("dropped", SkipReason.BACKEND_DOWN)
+            return
         self.writes.put(entry)
         metrics.set_cache_write_queue(len(self.writes))
 

@@ -368,12 +368,13 @@ class StreamSession:
         start = time.perf_counter()
         with self.trace.span("vsr.cache_lookup"):
             hit = await cache.lookup(key)
-            self.trace.set(cache_result="miss" if hit is None else "hit")
+            result = "miss" if hit is None else f"skip:{hit}" if isinstance(hit, str) else "hit"
+            self.trace.set(cache_result=result)
         self.request.timings["cache_lookup"] = time.perf_counter() - start
-        self.request.cache_result = "miss" if hit is None else "hit"
-        self.request.cache_hit = hit
-        if hit is None:
+        self.request.cache_result = result
+        if hit is None or isinstance(hit, str):  # a miss, or the backend is down (skip:backend_down)
             return None
+        self.request.cache_hit = hit
         self.request.outcome = Outcome.CACHE
         self.response.status = 200
         headers = {**self._decision_headers(), "x-vsr-cache-hit": "true",
