@@ -190,12 +190,13 @@ class SemanticCache:
         metrics.set_cache_write_queue(len(self.writes))
 
     def _error(self, exc: Exception, op: str) -> None:
-        """Count every failure; log it while the backend is up. Once it is down the `cache_backend_down` line
-        holds the error and `/readyz` the latest: a line per failed probe or purge would only repeat them."""
+        """Count every failure; log it while the backend is up and has answered. Once it is down the
+        `cache_backend_down` line holds the error and `/readyz` the latest: a line per failed probe or purge would only
+        repeat them. Before its first answer (connecting at start) a failure is logged only as the streak's end."""
         self.health.failure(f"{op}: {str(exc)[:200] or type(exc).__name__}")
         self._count("error", op)
         metrics.record_dependency_error("cache")
-        if self.health.up:
+        if self.health.up and self.health.answered:
             log.warning("cache_backend_error", op=op, error=str(exc)[:200] or type(exc).__name__)
 
     def _ensure_purger(self) -> None:
@@ -318,8 +319,10 @@ class SemanticCache:
         await self.writes.flush()
 
     async def check(self) -> tuple[bool, str]:
-        """Backend health for readiness: from traffic, or one cheap key lookup after an idle spell."""
-        if self.health.idle_for() >= self.cfg.probe_idle_s:
+        """Backend health for readiness: from traffic, or one cheap key lookup after an idle spell or while the
+        backend has never answered. Up only once it has answered: a Milvus unreachable from the start was reported
+        up ("not asked yet", then "failing (1 in a row)") for the ~50 s its failures took to reach the streak."""
+        if self.health.idle_for() >= self.cfg.probe_idle_s or not self.health.answered:
             try:
                 async with asyncio.timeout(self.cfg.lookup_timeout_ms / 1000 * 4):
                     await self.backend.get("0" * 64, self._clock())
@@ -327,7 +330,7 @@ class SemanticCache:
                 self._error(exc, "probe")
             else:
                 self.health.success()
-        return self.health.up, self.health.detail()
+        return self.health.up and self.health.answered, self.health.detail()
 
     async def _purge_loop(self) -> None:
         """Purge expired entries and refresh the entries gauge every `purge_interval_s`."""

@@ -181,3 +181,38 @@ def test_a_hanging_milvus_is_skipped_once_marked_down_and_caching_resumes(
         os.killpg(milvus_server.proc.pid, signal.SIGCONT)
     eventually_hit(client, "Which planet is known as the red planet?", timeout_s=60)
     assert _metric(stack, "vsr_cache_backend_up") == 1
+
+
+def _readyz(stack: Stack) -> tuple[int, dict[str, Any]]:
+    r = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz")
+    return r.status_code, r.json()["components"]["cache"]
+
+
+def test_a_milvus_unreachable_at_start_keeps_a_cache_requiring_router_unready_until_it_answers(
+        make_stack: Callable[..., Stack], milvus_server: MilvusServer | str) -> None:
+    """With `ready_without_cache: false` the router said ready ("not asked yet", then "failing (1 in a row)") for the
+    ~50 s its probes took to mark an unreachable Milvus down. Now it is 503 until the backend has answered."""
+    if isinstance(milvus_server, str):
+        pytest.skip("an external Milvus (VSR_MILVUS_URI) is not ours to stop")
+
+    def overrides(cfg: dict[str, Any]) -> None:
+        cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": milvus_server.uri,
+                                 "collection": f"late_{int(time.time())}"}
+        cfg["observability"]["ready_without_cache"] = False
+
+    milvus_server.stop()
+    try:
+        stack = make_stack(overrides)  # the router starts without its cache
+        states = []
+        for _ in range(10):
+            states.append(_readyz(stack))
+            time.sleep(0.5)
+        assert all(status == 503 and not cache["ok"] for status, cache in states), states
+        assert "failing" in states[-1][1]["detail"]
+    finally:
+        milvus_server.start()
+    deadline = time.monotonic() + 90  # the reconnect backoff doubles up to 30 s while the server is away
+    while _readyz(stack)[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _readyz(stack) == (200, {"ok": True, "detail": "backend answering"})
+    eventually_hit(_client(stack), "What colour is a ripe banana?", timeout_s=30)

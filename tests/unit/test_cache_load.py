@@ -21,7 +21,7 @@ from router.cache.memory import MemoryStore, _Block
 from router.cache.milvus import MilvusStore
 from router.cache.semantic_cache import SemanticCache
 from router.cache.store import CacheBackendError, CacheEntry, Candidate
-from tests.unit.test_cache_facade import BASE, CFG, completion, make_req
+from tests.unit.test_cache_facade import BASE, CFG, SlowStore, completion, make_req
 
 
 class CountingStore(MemoryStore):
@@ -96,6 +96,7 @@ async def test_lookups_do_not_wait_for_writes() -> None:
 async def test_backend_health_follows_traffic_and_recovers() -> None:
     cache = SemanticCache(CFG.semantic_cache, MemoryStore())
     streak = cache.health.streak
+    await cache.lookup(make_req("Q?", BASE))  # it answered once: readiness reads traffic, no probe of its own
     for _ in range(streak):
         cache._error(CacheBackendError("connection refused"), "lookup")
     up, detail = await cache.check()
@@ -149,6 +150,21 @@ async def test_a_backend_marked_down_is_skipped_but_probed_until_it_answers() ->
     await cache.flush()
     assert cache.counters["write"] == 1
     await cache.close()
+
+
+async def test_readiness_asks_a_backend_that_never_answered_instead_of_reporting_it_up() -> None:
+    """A Milvus unreachable from the start was "up" ("not asked yet", then "failing (1 in a row)") for the ~50 s
+    its readiness probes took to reach the streak: `ready_without_cache: false` let traffic in meanwhile."""
+    dead = SemanticCache(CFG.semantic_cache, SlowStore(fail=True))
+    up, detail = await dead.check()
+    assert not up and "down" in detail
+    for _ in range(dead.health.streak - 1):
+        await dead.check()
+    assert not dead.health.up  # asked at every check while it never answered, not once per idle spell
+    healthy = SemanticCache(CFG.semantic_cache, MemoryStore())
+    assert await healthy.check() == (True, "answering")
+    await dead.close()
+    await healthy.close()
 
 
 class Heartbeat:
