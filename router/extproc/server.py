@@ -93,7 +93,10 @@ def _record(session: StreamSession) -> None:
         # the router's choice with what the default model answered.
         req.outcome = Outcome.ABANDONED
     category = d.category if d else req.error_category  # a block has no Decision, but its category decided it
-    why = {**_guard_fields(session), **_cache_fields(session)}  # the same facts in the log line and the trace
+    # A 2xx answer whose end never came through: the model reset or went silent mid-stream, the client left, or this
+    # router stopped first. Only Envoy's access log said so (flags UPE); the router logged it as a plain 200.
+    cut = req.outcome is Outcome.UPSTREAM and 200 <= session.response.status < 300 and not session.response.complete
+    why = {**_guard_fields(session), **_cache_fields(session), **({"answer_cut": True} if cut else {})}
     if session.trace.recording:
         session.trace.end(outcome=req.outcome.value, status=session.response.status or None,
                           cache=req.cache_result, upstream_model=session.response.answered_by,
@@ -121,6 +124,8 @@ def _record(session: StreamSession) -> None:
     usage, answered_by = session.response.usage, session.response.answered_by
     if d is not None and answered_by is not None:
         metrics.record_attempts(d.model, answered_by, session.response.attempts)
+    if cut and d is not None:
+        metrics.record_answer_cut(answered_by or d.model)
     if req.affinity is not None:
         metrics.record_affinity(req.affinity)
     if d is not None and usage:

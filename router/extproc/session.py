@@ -95,6 +95,7 @@ class RequestState:
 class ResponseState:
     status: int = 0
     streaming: bool = False
+    complete: bool = False  # the answer's last byte passed the router (end_of_stream): else it was cut
     body: bytearray = field(default_factory=bytearray)
     decoder: wire.SSEDecoder = field(default_factory=wire.SSEDecoder)
     assembler: apis.Assembler = field(default_factory=wire.StreamAssembler)
@@ -388,6 +389,7 @@ class StreamSession:
         h = msg.header_map(headers)
         status = h.get(":status", "0")
         self.response.status = int(status) if status.isdigit() else 0
+        self.response.complete = headers.end_of_stream  # an answer without a body
         out = self._decision_headers()
         if self.request.decision is not None and self.request.outcome is Outcome.UPSTREAM:
             out |= self._fallback_headers(h, self.request.decision)
@@ -421,6 +423,7 @@ class StreamSession:
         else:
             r.body += body.body
         if body.end_of_stream:
+            r.complete = True
             self._finish_response()
         return msg.continue_response_body()
 
