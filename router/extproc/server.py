@@ -17,7 +17,7 @@ from grpc_health.v1.health import aio as grpc_health_aio  # type: ignore[attr-de
 
 from router.classifier.encoder import ModelMissingError
 from router.classifier.service import add_to_server as add_classifier_api
-from router.config import ClassifierConfig, ConfigError, RouterConfig, ServerConfig
+from router.config import ClassifierConfig, ConfigError, RouterConfig, ServerConfig, drain_s
 from router.errors import Outcome
 from router.extproc.attempt import AttemptSession
 from router.extproc.session import StreamSession
@@ -238,9 +238,9 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
     if reporter is not None:
         reporter.cancel()
     log.info("router_stopping")
-    if server is not None and health is not None:
+    if server is not None and health is not None and holder.current is not None:
         await health.enter_graceful_shutdown()  # NOT_SERVING while in-flight streams drain
-        await server.stop(grace=5)
+        await server.stop(grace=drain_s(holder.current.cfg))
     await ops.aclose()
     await holder.aclose()
     executor.shutdown(wait=False, cancel_futures=True)
