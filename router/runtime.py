@@ -96,18 +96,20 @@ CACHES = SharedCaches()
 def build_runtime(cfg: RouterConfig) -> Runtime:
     """Load models and connect backends for `cfg`; blocking, so callers run it in a thread.
 
-    Relative paths in the config (model dir, cache file) resolve against the working directory.
+    Relative paths in the config (model dir, cache file) resolve against the working directory. The cache is
+    acquired last: a step failing after it left the cache acquired by no runtime, so never closed.
     """
     classifier = MemoizedClassifier(load_classifier(cfg)) if cfg.classifier.enabled else None
+    affinity = AffinityStore().configure(cfg.affinity) if cfg.affinity.enabled else None
+    policy, tracing, version = Policy(cfg), build_tracing(cfg.tracing), config_version(cfg)
     cache = CACHES.acquire(cfg) if cfg.semantic_cache.enabled else None
     if cache is not None and classifier is not None:
         encoder = shared_models(cfg.classifier).encoder.model_hash
         if encoder != cache.verifier.encoder:  # its cosine feature was calibrated on another encoder
             log.warning("cache_verifier_encoder_mismatch", encoder=encoder, verifier_trained_on=cache.verifier.encoder,
                         fix="retrain: python -m offline.train_cache_verifier")
-    affinity = AffinityStore().configure(cfg.affinity) if cfg.affinity.enabled else None
-    return Runtime(cfg=cfg, policy=Policy(cfg), classifier=classifier, cache=cache, affinity=affinity,
-                   tracing=build_tracing(cfg.tracing), version=config_version(cfg))
+    return Runtime(cfg=cfg, policy=policy, classifier=classifier, cache=cache, affinity=affinity, tracing=tracing,
+                   version=version)
 
 
 class RuntimeHolder:

@@ -176,6 +176,10 @@ class SemanticCache:
 
     @classmethod
     def from_config(cls, cfg: RouterConfig) -> SemanticCache:
+        """The pair model loads first: a missing one fails before a backend connects (a Lite child started, a server
+        connection opened), which nothing would have closed."""
+        if cfg.semantic_cache.pair_model_dir is not None:
+            shared_pair_model(cfg.semantic_cache.pair_model_dir)
         return cls(cfg.semantic_cache, make_store(cfg.semantic_cache))
 
     def _count(self, event: str, reason: str | None = None, n: int = 1) -> None:
