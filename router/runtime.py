@@ -11,7 +11,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -24,7 +24,7 @@ from router.classifier.memo import MemoizedClassifier
 from router.classifier.model import shared_models
 from router.config import ConfigError, RouterConfig, config_version, load_config
 from router.envoy_config import check_envoy_unchanged
-from router.observability import metrics
+from router.observability import logs, metrics
 from router.observability.health import Readiness
 from router.observability.ops import declare_config_labels
 from router.policy import Policy
@@ -44,6 +44,10 @@ class Runtime:
     version: str = ""  # config_version(cfg): logged per request, reported per worker
     streams: int = 0
     pending_classifications: int = 0  # requests waiting for or in an encoder pass (classifier.max_pending)
+    # A broken encoder or a burst past capacity fails every request: one error line per spell, not one per request
+    # (each request's line names its failure, vsr_classifier_failures_total counts them).
+    classifier_failures: logs.FailureSpell = field(
+        default_factory=lambda: logs.FailureSpell(log, "classifier_failed", "classifier_recovered"))
     retired: bool = False
     closed: bool = False
 

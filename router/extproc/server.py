@@ -158,9 +158,12 @@ def _round(score: float | None) -> float | None:
 
 def _guard_fields(session: StreamSession) -> dict[str, Any]:
     """What refused or flagged a request, for the request line: the guard, its score and the threshold it
-    passed, or the PII *types* (never values). Scores and types say why without the prompt."""
+    passed, the PII *types* (never values), or the classifier's failure. Scores and types say why without the
+    prompt."""
     req, clf = session.request, session.runtime.cfg.classifier
     fields: dict[str, Any] = {"pii_types": sorted(req.signal.pii_types)} if req.signal.pii_types else {}
+    if req.classifier_error is not None:  # refused or unguarded by classifier.on_failure: the spell's line is once
+        fields |= {"classifier_failure": req.classifier_failure, "classifier_error": req.classifier_error}
     if req.error_code == "pii_policy_violation":
         fields["guard"] = "pii"
     flagged = req.decision.flagged if req.decision else ()

@@ -282,6 +282,7 @@ class StreamSession:
             return self._classifier_failed(exc, "error")
         finally:
             self.request.timings["classify"] = time.perf_counter() - start
+        self.runtime.classifier_failures.success()
         return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
 
     async def _screen_other_turns(self, chat: wire.ChatRequest, signal: Classification,
@@ -346,8 +347,8 @@ class StreamSession:
         policy = self.runtime.cfg.classifier.on_failure
         self.request.classifier_error = f"{type(exc).__name__}: {exc}"[:300]
         self.request.classifier_failure = reason
-        log.error("classifier_failed", error=self.request.classifier_error, reason=reason, on_failure=policy,
-                  request_id=self.request.request_id)
+        self.runtime.classifier_failures.failure(reason, error=self.request.classifier_error, on_failure=policy,
+                                                 request_id=self.request.request_id)
         if policy == "closed":
             raise ClassifierUnavailable("The request could not be screened by the router's guards; retry later")
         return NO_SIGNAL
