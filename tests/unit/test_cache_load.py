@@ -129,7 +129,6 @@ async def test_a_backend_marked_down_is_skipped_but_probed_until_it_answers() ->
     """Every lookup paid the whole budget to a hanging backend although health knew it was down."""
     store = HangingStore()
     cache = SemanticCache(CFG.semantic_cache, store)
-    cache.health.probe_every_s = 0.3
     for _ in range(cache.health.streak):  # each waits out its budget: that is how the hang is found
         assert await cache.lookup(make_req("Q?", BASE)) is None
     assert not cache.health.up and store.searches == cache.health.streak
