@@ -238,12 +238,14 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
             raise
         report_now.set()  # serving: the supervisor's /readyz should know at once, not at the next tick
     await stop.wait()
-    if reporter is not None:
-        reporter.cancel()
     log.info("router_stopping")
     if server is not None and health is not None and holder.current is not None:
+        readiness.set("stopping", False, "draining in-flight streams")  # /readyz 503 while they drain
+        report_now.set()
         await health.enter_graceful_shutdown()  # NOT_SERVING while in-flight streams drain
         await server.stop(grace=drain_s(holder.current.cfg))
+    if reporter is not None:  # after the drain: a worker's heartbeat must not go stale while its streams finish
+        reporter.cancel()
     await ops.aclose()
     await holder.aclose()
     executor.shutdown(wait=False, cancel_futures=True)

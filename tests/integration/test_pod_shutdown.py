@@ -93,7 +93,19 @@ def test_a_router_stopped_mid_stream_lets_the_stream_end_whole(make_stack: Calla
                     frames.append(line.removeprefix("data: "))
                     if len(frames) == 1:
                         router.send_signal(signal.SIGTERM)
+                        ready = _readyz_while(router, stack.cfg.server.metrics_port)
+                        assert ready is not None and ready["components"]["stopping"]["ok"] is False, ready
         except httpx.HTTPError as exc:
             frames.append(f"error: {exc!r}")
     assert frames[-1] == "[DONE]", frames[-2:]
     assert router.wait(30) == 0  # and then it exits by itself
+
+
+def _readyz_while(router: subprocess.Popen[bytes], port: int) -> dict[str, Any] | None:
+    """The router's /readyz once it says it is stopping (None if it exited first): a draining router is not ready."""
+    while router.poll() is None:
+        body: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
+        if "stopping" in body["components"]:
+            return body
+        time.sleep(0.05)
+    return None
