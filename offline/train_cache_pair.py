@@ -60,15 +60,18 @@ out = {}
 for k, pairs in train.items():
     keep = pair_table(pairs, emb)["candidate"]
     out[k] = [[p["a"], p["b"], int(p["label"])] for p, c in zip(pairs, keep) if c]
-json.dump(out, sys.stdout)
+with open(sys.argv[1], "w") as f:
+    json.dump(out, f)
 """
 
 
 def train_pairs(runtime_python: str) -> dict[str, list[tuple[str, str, int]]]:
     """Candidate pairs of each TRAIN source (module docstring), computed by the runtime venv."""
-    result = subprocess.run([runtime_python, "-c", _TRAIN_PAIRS], check=True, capture_output=True, text=True,
-                            cwd=REPO_ROOT)
-    return {k: [(a, b, y) for a, b, y in rows] for k, rows in json.loads(result.stdout).items()}
+    with tempfile.TemporaryDirectory() as tmp:  # a file, not stdout: a library's print there broke the JSON
+        out = Path(tmp) / "pairs.json"
+        subprocess.run([runtime_python, "-c", _TRAIN_PAIRS, str(out)], check=True, cwd=REPO_ROOT)
+        rows_by_source = json.loads(out.read_text())
+    return {k: [(a, b, y) for a, b, y in rows] for k, rows in rows_by_source.items()}
 
 
 class PairModel(torch.nn.Module):

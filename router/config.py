@@ -495,6 +495,13 @@ def _split_embedded_paths(problems: list[tuple[str, str]]) -> list[tuple[str, st
     return out
 
 
+def drain_s(cfg: RouterConfig) -> float:
+    """How long a stopping router lets in-flight streams run: as long as Envoy lets a request run, so every answer
+    ends whole (a 5 s grace cut longer answers: reset with failure_mode_allow false, else passed on unprocessed,
+    uncached and unbilled). An idle router exits at once; an orchestrator's own kill timer still bounds it."""
+    return cfg.envoy.upstream_timeout_s
+
+
 def load_config(path: str | Path) -> RouterConfig:
     """Read and validate a YAML config file."""
     file = str(path)

@@ -11,7 +11,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -24,7 +24,7 @@ from router.classifier.memo import MemoizedClassifier
 from router.classifier.model import shared_models
 from router.config import ConfigError, RouterConfig, config_version, load_config
 from router.envoy_config import check_envoy_unchanged
-from router.observability import metrics
+from router.observability import logs, metrics
 from router.observability.health import Readiness
 from router.observability.ops import declare_config_labels
 from router.policy import Policy
@@ -44,6 +44,10 @@ class Runtime:
     version: str = ""  # config_version(cfg): logged per request, reported per worker
     streams: int = 0
     pending_classifications: int = 0  # requests waiting for or in an encoder pass (classifier.max_pending)
+    # A broken encoder or a burst past capacity fails every request: one error line per spell, not one per request
+    # (each request's line names its failure, vsr_classifier_failures_total counts them).
+    classifier_failures: logs.FailureSpell = field(
+        default_factory=lambda: logs.FailureSpell(log, "classifier_failed", "classifier_recovered"))
     retired: bool = False
     closed: bool = False
 
@@ -96,18 +100,20 @@ CACHES = SharedCaches()
 def build_runtime(cfg: RouterConfig) -> Runtime:
     """Load models and connect backends for `cfg`; blocking, so callers run it in a thread.
 
-    Relative paths in the config (model dir, cache file) resolve against the working directory.
+    Relative paths in the config (model dir, cache file) resolve against the working directory. The cache is
+    acquired last: a step failing after it left the cache acquired by no runtime, so never closed.
     """
     classifier = MemoizedClassifier(load_classifier(cfg)) if cfg.classifier.enabled else None
+    affinity = AffinityStore().configure(cfg.affinity) if cfg.affinity.enabled else None
+    policy, tracing, version = Policy(cfg), build_tracing(cfg.tracing), config_version(cfg)
     cache = CACHES.acquire(cfg) if cfg.semantic_cache.enabled else None
     if cache is not None and classifier is not None:
         encoder = shared_models(cfg.classifier).encoder.model_hash
         if encoder != cache.verifier.encoder:  # its cosine feature was calibrated on another encoder
             log.warning("cache_verifier_encoder_mismatch", encoder=encoder, verifier_trained_on=cache.verifier.encoder,
                         fix="retrain: python -m offline.train_cache_verifier")
-    affinity = AffinityStore().configure(cfg.affinity) if cfg.affinity.enabled else None
-    return Runtime(cfg=cfg, policy=Policy(cfg), classifier=classifier, cache=cache, affinity=affinity,
-                   tracing=build_tracing(cfg.tracing), version=config_version(cfg))
+    return Runtime(cfg=cfg, policy=policy, classifier=classifier, cache=cache, affinity=affinity, tracing=tracing,
+                   version=version)
 
 
 class RuntimeHolder:

@@ -6,6 +6,11 @@ Every lookup and write already tells whether the backend answers, so health is r
 that answers some lookups in time and misses others does not flap the log). Only when the cache has
 been idle longer than the probe interval does the probe send one cheap key lookup of its own.
 Transitions are logged once and exported as `vsr_cache_backend_up`.
+
+It is also the breaker: while the backend is marked down, a hanging Milvus cost every cacheable request the whole
+lookup budget (50 ms) for as long as the hang lasted. Now lookups skip it at once (`admit`), except one probe every
+`probe_every_s`, and writes are dropped; the first probe that answers lets traffic through again (half open), and
+any failure before the streak of successes closes the gate again.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ log = structlog.get_logger(__name__)
 class BackendHealth:
     """Up/down from consecutive outcomes; updated on the event loop, read from any thread."""
 
-    def __init__(self, streak: int = 5) -> None:
+    def __init__(self, streak: int = 5, probe_every_s: float = 1.0) -> None:
         self.streak = streak
+        self.probe_every_s = probe_every_s
+        self._next_probe = 0.0
         self.up = True
         self.failures = 0
         self.successes = 0
@@ -51,6 +58,21 @@ class BackendHealth:
             self.up = False
             metrics.set_cache_backend_up(False)
             log.warning("cache_backend_down", error=error, effect="serving uncached until it answers again")
+
+    @property
+    def blocked(self) -> bool:
+        """Marked down and nothing has answered since: calls would only wait out their budget."""
+        return not self.up and self.successes == 0
+
+    def admit(self) -> bool:
+        """Whether a lookup may call the backend: yes unless blocked, then one probe per `probe_every_s`."""
+        if not self.blocked:
+            return True
+        now = time.monotonic()
+        if now < self._next_probe:
+            return False
+        self._next_probe = now + self.probe_every_s
+        return True
 
     def idle_for(self) -> float:
         return time.monotonic() - self.last_activity

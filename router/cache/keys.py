@@ -43,6 +43,7 @@ class SkipReason(StrEnum):
     NON_TEXT_CONTENT = "non_text_content"
     EMPTY_PROMPT = "empty_prompt"
     TOO_LONG = "prompt_too_long"  # normalising a multi-megabyte prompt alone costs ~0.3 s: not cached
+    BACKEND_DOWN = "backend_down"  # the backend is marked down: looked up and stored only by the breaker's probes
 
 
 # Longest latest turn the cache keys (NFKC + whitespace folding is ~80 ns per character).

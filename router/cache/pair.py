@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-from tokenizers import Tokenizer
 
-from router.classifier.encoder import CLS_ID, SEP_ID, SLOW_FUSIONS, ModelMissingError
+from router.classifier.encoder import CLS_ID, SEP_ID, ModelMissingError, load_model
 
 MAX_TOKENS = 128  # both prompts and the three specials; as in training (offline/train_cache_pair.MAX_TOKENS)
 
@@ -71,15 +69,7 @@ class PairModel:
         self.operating_point = OperatingPoint(float(point["lower_bound"]), float(point["threshold"]),
                                               float(point.get("verifier_sure", "inf"))) \
             if point is not None else OperatingPoint(0.0, 0.0)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"],
-                                             disabled_optimizers=SLOW_FUSIONS)
-        self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
+        self._session, self._tokenizer = load_model(model_path, tokenizer_path, threads=1)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-pair")
         self.model_hash = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
 

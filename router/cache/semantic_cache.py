@@ -176,6 +176,10 @@ class SemanticCache:
 
     @classmethod
     def from_config(cls, cfg: RouterConfig) -> SemanticCache:
+        """The pair model loads first: a missing one fails before a backend connects (a Lite child started, a server
+        connection opened), which nothing would have closed."""
+        if cfg.semantic_cache.pair_model_dir is not None:
+            shared_pair_model(cfg.semantic_cache.pair_model_dir)
         return cls(cfg.semantic_cache, make_store(cfg.semantic_cache))
 
     def _count(self, event: str, reason: str | None = None, n: int = 1) -> None:
@@ -190,10 +194,14 @@ class SemanticCache:
         metrics.set_cache_write_queue(len(self.writes))
 
     def _error(self, exc: Exception, op: str) -> None:
+        """Count every failure; log it while the backend is up and has answered. Once it is down the
+        `cache_backend_down` line holds the error and `/readyz` the latest: a line per failed probe or purge would only
+        repeat them. Before its first answer (connecting at start) a failure is logged only as the streak's end."""
         self.health.failure(f"{op}: {str(exc)[:200] or type(exc).__name__}")
         self._count("error", op)
         metrics.record_dependency_error("cache")
-        log.warning("cache_backend_error", op=op, error=str(exc)[:200] or type(exc).__name__)
+        if self.health.up and self.health.answered:
+            log.warning("cache_backend_error", op=op, error=str(exc)[:200] or type(exc).__name__)
 
     def _ensure_purger(self) -> None:
         """On first use from the event loop: start the periodic purge, warn about a missing secret."""
@@ -203,16 +211,25 @@ class SemanticCache:
                 log.warning("cache_hmac_secret_missing", env=self.cfg.hmac_secret_env,
                             effect="random per-process secret: entries survive neither a restart nor span sidecars")
 
-    async def lookup(self, req: CacheRequest) -> CacheHit | None:
-        """A hit or None within `lookup_timeout_ms`; never raises."""
+    async def lookup(self, req: CacheRequest) -> CacheHit | SkipReason | None:
+        """A hit or None within `lookup_timeout_ms`; never raises. SkipReason.BACKEND_DOWN, at once, while the
+        breaker (`health.admit`) keeps the backend out: a hit from memory is still served."""
         if not req.read:
             return None
         self._ensure_purger()
+        now = self._clock()
+        hot = self.hot.get(req.key, req.scope, req.namespace, now)
+        if hot is not None and (hit := self._hit(hot, 1.0, True, now)) is not None:
+            self._count("hit", "exact")  # a repeat of a recent answer: no backend round trip
+            return hit
+        if not self.health.admit():
+            self._count("miss", SkipReason.BACKEND_DOWN)
+            return SkipReason.BACKEND_DOWN
         try:
             # Backends enforce the budget; this backstop ends after theirs (LOOP_GRACE_S), so an answer that
             # arrived in time but reached a busy loop late is still theirs to use (milvus.MilvusStore._call).
             async with asyncio.timeout(self.cfg.lookup_timeout_ms / 1000 * LOOP_SLACK + LOOP_GRACE_S):
-                hit = await self._find(req, self._clock())
+                hit = await self._find(req, now)
         except (CacheBackendError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):  # the event loop's backstop: the backend's budget did not end it
                 metrics.record_lookup_timeout("loop")
@@ -235,9 +252,6 @@ class SemanticCache:
         model on, the pair model (in its own thread) scores that one pair at least its threshold, unless the
         verifier's score is already past the point's `sure`.
         """
-        hot = self.hot.get(req.key, req.scope, req.namespace, now)
-        if hot is not None:  # a repeat of a recent answer: no backend round trip
-            return self._hit(hot, 1.0, True, now)
         if req.embedding is None:
             entry = await self.backend.get(req.key, now)
             return self._hit(entry, 1.0, True, now) if entry is not None and entry.scope == req.scope else None
@@ -283,7 +297,10 @@ class SemanticCache:
         entry = CacheEntry(req.key, req.scope, req.namespace, req.model, req.embedding,
                            req.text if req.embedding is not None else "", payload, now, now + req.ttl_seconds)
         self._ensure_purger()
-        self.hot.put(entry, now)
+        self.hot.put(entry, now)  # memory only: repeats are answered from it even while the backend is down
+        if self.health.blocked:  # the breaker is open: the write would only wait out its budget and retries
+            self._count("dropped", SkipReason.BACKEND_DOWN)
+            return
         self.writes.put(entry)
         metrics.set_cache_write_queue(len(self.writes))
 
@@ -306,8 +323,10 @@ class SemanticCache:
         await self.writes.flush()
 
     async def check(self) -> tuple[bool, str]:
-        """Backend health for readiness: from traffic, or one cheap key lookup after an idle spell."""
-        if self.health.idle_for() >= self.cfg.probe_idle_s:
+        """Backend health for readiness: from traffic, or one cheap key lookup after an idle spell or while the
+        backend has never answered. Up only once it has answered: a Milvus unreachable from the start was reported
+        up ("not asked yet", then "failing (1 in a row)") for the ~50 s its failures took to reach the streak."""
+        if self.health.idle_for() >= self.cfg.probe_idle_s or not self.health.answered:
             try:
                 async with asyncio.timeout(self.cfg.lookup_timeout_ms / 1000 * 4):
                     await self.backend.get("0" * 64, self._clock())
@@ -315,7 +334,7 @@ class SemanticCache:
                 self._error(exc, "probe")
             else:
                 self.health.success()
-        return self.health.up, self.health.detail()
+        return self.health.up and self.health.answered, self.health.detail()
 
     async def _purge_loop(self) -> None:
         """Purge expired entries and refresh the entries gauge every `purge_interval_s`."""

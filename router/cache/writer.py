@@ -78,19 +78,21 @@ class WriteQueue:
             await self._store(batch)
 
     async def _store(self, batch: list[CacheEntry]) -> None:
+        """One warning per batch dropped, not one per attempt (a backend that went down logged four per batch)."""
+        error = ""
         for attempt in range(self.retries + 1):
             try:
                 await self._write(batch)
             except Exception as exc:  # noqa: BLE001 - the writer must outlive any backend failure
                 self._count("error", "write", 1)
-                log.warning("cache_write_failed", entries=len(batch), attempt=attempt + 1,
-                            error=str(exc)[:200] or type(exc).__name__)
+                error = str(exc)[:200] or type(exc).__name__
                 if attempt < self.retries:
                     await asyncio.sleep(self.retry_pause_s * 2 ** attempt)
                 continue
             self._count("write", None, len(batch))
             return
         self._count("dropped", "backend_error", len(batch))
+        log.warning("cache_write_dropped", entries=len(batch), attempts=self.retries + 1, error=error)
 
     async def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every queued entry is stored or dropped (tests, shutdown)."""

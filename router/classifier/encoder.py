@@ -35,6 +35,32 @@ class ModelMissingError(FileNotFoundError):
     """The exported encoder is not there; `make models` (python -m offline build) creates it."""
 
 
+class ModelUnreadableError(ModelMissingError):
+    """The files are there but cannot be loaded (a truncated copy, a corrupt download). Handled as missing: the
+    first start ends with one line and exit 1 (it waited unready forever, /readyz 503), a reload keeps the old one."""
+
+
+def load_model(model_path: Path, tokenizer_path: Path, threads: int) -> tuple[ort.InferenceSession, Tokenizer]:
+    """An onnxruntime session (sequential, `threads` intra-op threads) and the tokenizer, without fixed padding or
+    truncation (the shipped tokenizer.json pads and cuts at 128: callers cut their own windows)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        session = ort.InferenceSession(
+            str(model_path), options, providers=["CPUExecutionProvider"], disabled_optimizers=SLOW_FUSIONS
+        )
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types, tokenizers a bare Exception
+        raise ModelUnreadableError(
+            f"{model_path.parent} cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}): "
+            "run `make models` (python -m offline build)") from None
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return session, tokenizer
+
+
 def model_files(model_dir: str | Path, precision: str = "int8") -> tuple[Path, Path]:
     """The exported graph and the tokenizer the encoder loads from model_dir."""
     return Path(model_dir) / f"model_{precision}.onnx", Path(model_dir) / "tokenizer.json"
@@ -77,17 +103,7 @@ class Encoder:
         if missing:
             raise ModelMissingError(missing)
         model_path, tokenizer_path = model_files(model_dir, precision)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self._session = ort.InferenceSession(
-            str(model_path), options, providers=["CPUExecutionProvider"], disabled_optimizers=SLOW_FUSIONS
-        )
-        self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        # The shipped tokenizer.json pads and truncates at a fixed 128: windows are cut here instead.
-        self._tokenizer.no_padding()
-        self._tokenizer.no_truncation()
+        self._session, self._tokenizer = load_model(model_path, tokenizer_path, threads)  # windows are cut here
         self._budget = window
         self._runs = 0
         self._lock = threading.Lock()

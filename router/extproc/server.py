@@ -17,7 +17,7 @@ from grpc_health.v1.health import aio as grpc_health_aio  # type: ignore[attr-de
 
 from router.classifier.encoder import ModelMissingError
 from router.classifier.service import add_to_server as add_classifier_api
-from router.config import ClassifierConfig, ConfigError, RouterConfig, ServerConfig
+from router.config import ClassifierConfig, ConfigError, RouterConfig, ServerConfig, drain_s
 from router.errors import Outcome
 from router.extproc.attempt import AttemptSession
 from router.extproc.session import StreamSession
@@ -93,7 +93,10 @@ def _record(session: StreamSession) -> None:
         # the router's choice with what the default model answered.
         req.outcome = Outcome.ABANDONED
     category = d.category if d else req.error_category  # a block has no Decision, but its category decided it
-    why = {**_guard_fields(session), **_cache_fields(session)}  # the same facts in the log line and the trace
+    # A 2xx answer whose end never came through: the model reset or went silent mid-stream, the client left, or this
+    # router stopped first. Only Envoy's access log said so (flags UPE); the router logged it as a plain 200.
+    cut = req.outcome is Outcome.UPSTREAM and 200 <= session.response.status < 300 and not session.response.complete
+    why = {**_guard_fields(session), **_cache_fields(session), **({"answer_cut": True} if cut else {})}
     if session.trace.recording:
         session.trace.end(outcome=req.outcome.value, status=session.response.status or None,
                           cache=req.cache_result, upstream_model=session.response.answered_by,
@@ -121,6 +124,8 @@ def _record(session: StreamSession) -> None:
     usage, answered_by = session.response.usage, session.response.answered_by
     if d is not None and answered_by is not None:
         metrics.record_attempts(d.model, answered_by, session.response.attempts)
+    if cut and d is not None:
+        metrics.record_answer_cut(answered_by or d.model)
     if req.affinity is not None:
         metrics.record_affinity(req.affinity)
     if d is not None and usage:
@@ -153,9 +158,12 @@ def _round(score: float | None) -> float | None:
 
 def _guard_fields(session: StreamSession) -> dict[str, Any]:
     """What refused or flagged a request, for the request line: the guard, its score and the threshold it
-    passed, or the PII *types* (never values). Scores and types say why without the prompt."""
+    passed, the PII *types* (never values), or the classifier's failure. Scores and types say why without the
+    prompt."""
     req, clf = session.request, session.runtime.cfg.classifier
     fields: dict[str, Any] = {"pii_types": sorted(req.signal.pii_types)} if req.signal.pii_types else {}
+    if req.classifier_error is not None:  # refused or unguarded by classifier.on_failure: the spell's line is once
+        fields |= {"classifier_failure": req.classifier_failure, "classifier_error": req.classifier_error}
     if req.error_code == "pii_policy_violation":
         fields["guard"] = "pii"
     flagged = req.decision.flagged if req.decision else ()
@@ -232,12 +240,14 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
             raise
         report_now.set()  # serving: the supervisor's /readyz should know at once, not at the next tick
     await stop.wait()
-    if reporter is not None:
-        reporter.cancel()
     log.info("router_stopping")
-    if server is not None and health is not None:
+    if server is not None and health is not None and holder.current is not None:
+        readiness.set("stopping", False, "draining in-flight streams")  # /readyz 503 while they drain
+        report_now.set()
         await health.enter_graceful_shutdown()  # NOT_SERVING while in-flight streams drain
-        await server.stop(grace=5)
+        await server.stop(grace=drain_s(holder.current.cfg))
+    if reporter is not None:  # after the drain: a worker's heartbeat must not go stale while its streams finish
+        reporter.cancel()
     await ops.aclose()
     await holder.aclose()
     executor.shutdown(wait=False, cancel_futures=True)

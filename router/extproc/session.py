@@ -101,6 +101,7 @@ class RequestState:
 class ResponseState:
     status: int = 0
     streaming: bool = False
+    complete: bool = False  # the answer's last byte passed the router (end_of_stream): else it was cut
     body: bytearray = field(default_factory=bytearray)
     decoder: wire.SSEDecoder = field(default_factory=wire.SSEDecoder)
     assembler: apis.Assembler = field(default_factory=wire.StreamAssembler)
@@ -290,6 +291,7 @@ class StreamSession:
         finally:  # every turn the request screens counts
             timings = self.request.timings
             timings["classify"] = timings.get("classify", 0.0) + time.perf_counter() - start
+        self.runtime.classifier_failures.success()
         return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
 
     async def _screen_earlier_turns(self, chat: wire.ChatRequest, signal: Classification,
@@ -326,9 +328,10 @@ class StreamSession:
     async def _screen_other_turns(self, chat: wire.ChatRequest, signal: Classification,
                                   deadline: float) -> Classification:
         """Structured PII (cards, IBANs, SSNs, e-mails, phones, IPs: the exact validators) in the rest of the
-        conversation joins the user turns', so the PII policy sees what the model would. Names and addresses need
-        an encoder pass and are found in the user turns only (`_screen_earlier_turns`). A short text is scanned on the loop (~10 us
-        per 2 kB), a long one in the executor by the request's deadline (up to ~60 ms for 128k digit-dense chars)."""
+        conversation joins the user turns', so the PII policy sees what the model would. Names and addresses need an
+        encoder pass and are found in the user turns only (`_screen_earlier_turns`). A short text is scanned on the
+        loop (~10 us per 2 kB), a long one in the executor by the request's deadline (up to ~60 ms for 128k
+        digit-dense chars)."""
         if signal is NO_SIGNAL or not self.runtime.cfg.classifier.pii_enabled:
             return signal  # no classifier, or it failed: the guards are off for this request either way
         other = wire.bounded(chat.other_text(), self.runtime.cfg.classifier.max_scan_chars)
@@ -391,8 +394,8 @@ class StreamSession:
         policy = self.runtime.cfg.classifier.on_failure
         self.request.classifier_error = f"{type(exc).__name__}: {exc}"[:300]
         self.request.classifier_failure = reason
-        log.error("classifier_failed", error=self.request.classifier_error, reason=reason, on_failure=policy,
-                  request_id=self.request.request_id)
+        self.runtime.classifier_failures.failure(reason, error=self.request.classifier_error, on_failure=policy,
+                                                 request_id=self.request.request_id)
         if policy == "closed":
             raise ClassifierUnavailable("The request could not be screened by the router's guards; retry later")
         return NO_SIGNAL
@@ -414,12 +417,13 @@ class StreamSession:
         start = time.perf_counter()
         with self.trace.span("vsr.cache_lookup"):
             hit = await cache.lookup(key)
-            self.trace.set(cache_result="miss" if hit is None else "hit")
+            result = "miss" if hit is None else f"skip:{hit}" if isinstance(hit, str) else "hit"
+            self.trace.set(cache_result=result)
         self.request.timings["cache_lookup"] = time.perf_counter() - start
-        self.request.cache_result = "miss" if hit is None else "hit"
-        self.request.cache_hit = hit
-        if hit is None:
+        self.request.cache_result = result
+        if hit is None or isinstance(hit, str):  # a miss, or the backend is down (skip:backend_down)
             return None
+        self.request.cache_hit = hit
         self.request.outcome = Outcome.CACHE
         self.response.status = 200
         headers = {**self._decision_headers(), "x-vsr-cache-hit": "true",
@@ -433,6 +437,7 @@ class StreamSession:
         h = msg.header_map(headers)
         status = h.get(":status", "0")
         self.response.status = int(status) if status.isdigit() else 0
+        self.response.complete = headers.end_of_stream  # an answer without a body
         out = self._decision_headers()
         if self.request.decision is not None and self.request.outcome is Outcome.UPSTREAM:
             out |= self._fallback_headers(h, self.request.decision)
@@ -466,6 +471,7 @@ class StreamSession:
         else:
             r.body += body.body
         if body.end_of_stream:
+            r.complete = True
             self._finish_response()
         return msg.continue_response_body()
 

@@ -40,7 +40,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable, shared_lite_env
 from router.cache.milvus import is_local_uri
-from router.config import ConfigError, RouterConfig, load_config
+from router.config import ConfigError, RouterConfig, drain_s, load_config
 from router.extproc.slot import WORKER_STATE_ENV, bootstrap, read_state
 from router.observability import logs
 from router.observability.envoy_stats import EnvoyFailedOpen, admin_reader
@@ -50,7 +50,7 @@ from router.observability.ops import configure_logs
 
 log = logs.get_logger("router.workers")
 TICK_S = 0.2
-STOP_GRACE_S = 10.0  # a worker drains its streams for up to 5 s (server.stop(grace=5))
+STOP_MARGIN_S = 5.0  # after a worker's own drain (config.drain_s) it is killed
 MAX_BACKOFF_S = 10.0
 YOUNG_S = 30.0  # a worker that dies younger than this is restarted after a doubling backoff
 PR_SET_PDEATHSIG = 1
@@ -173,10 +173,13 @@ class Supervisor:
     metrics_dir: Path | None  # PROMETHEUS_MULTIPROC_DIR as given to the supervisor, else a temporary one
     workers: list[Worker] = field(default_factory=list)
     nice: int = 0  # the workers' nice value: LITE_WORKER_NICE while they share our Lite child
+    drain_s: float = 5.0  # how long a stopping worker lets its streams run (config.drain_s of the config at start)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> int:
         cfg = _try_load(self.config_path)
+        if cfg is not None:
+            self.drain_s = drain_s(cfg)
         server, obs = bootstrap(self.config_path)  # the server section even of an invalid file
         configure_logs(obs, self.log_format)
         if not _port_free(server.host, server.port):  # the workers' SO_REUSEPORT would share another router's
@@ -289,7 +292,7 @@ class Supervisor:
 
     def _stop_workers(self) -> None:
         self._each(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = time.monotonic() + self.drain_s + STOP_MARGIN_S
         for w in self.workers:
             if w.proc is None:
                 continue

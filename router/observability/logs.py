@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
@@ -168,3 +169,29 @@ def log_request(
     if status is not None:
         fields["status"] = status
     logger.info("request", **fields, **extra)
+
+
+class FailureSpell:
+    """A recurring failure logged once per spell: the first failure of each kind, then one line when a success
+    ends the spell, with how many failed meanwhile. Every failure is still counted by its metric and named on its
+    request's line. Use from one event loop."""
+
+    def __init__(self, logger: Any, failed: str, recovered: str) -> None:
+        self._logger, self._failed, self._recovered = logger, failed, recovered
+        self._kinds: set[str] = set()
+        self._count = 0
+        self._since = 0.0
+
+    def failure(self, kind: str, **fields: Any) -> None:
+        if not self._count:
+            self._since = time.monotonic()
+        self._count += 1
+        if kind not in self._kinds:
+            self._kinds.add(kind)
+            self._logger.error(self._failed, reason=kind, **fields)
+
+    def success(self) -> None:
+        if self._count:
+            self._logger.info(self._recovered, failures=self._count, reasons=sorted(self._kinds),
+                              lasted_s=round(time.monotonic() - self._since, 3))
+            self._count, self._kinds = 0, set()

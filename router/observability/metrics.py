@@ -181,6 +181,12 @@ class RouterMetrics:
             "Upstream attempts after the first one (Envoy retries), by the chosen model.",
             ("model",),
         )
+        self.answers_cut = self._counter(
+            "answers_cut_total",
+            "2xx answers whose end never passed the router (the model reset or stalled mid-stream, the client left, "
+            "or the router stopped): not cached, usage not counted.",
+            ("model",),
+        )
 
     def _define_signal_series(self) -> None:
         self.confidence = Histogram(
@@ -313,6 +319,9 @@ class RouterMetrics:
         if answered_by and answered_by != model:
             self.fallbacks.labels(label(model), label(answered_by)).inc()
 
+    def record_answer_cut(self, model: str) -> None:
+        self.answers_cut.labels(self.label_sets["model"](model)).inc()
+
     def record_affinity(self, result: str) -> None:
         if result in ("new", "sticky", "rederived", "switched"):
             self.affinity.labels(result).inc()
@@ -372,6 +381,7 @@ record_guard_flag = METRICS.record_guard_flag
 record_pii = METRICS.record_pii
 record_usage = METRICS.record_usage
 record_attempts = METRICS.record_attempts
+record_answer_cut = METRICS.record_answer_cut
 record_affinity = METRICS.record_affinity
 record_config_reload = METRICS.record_config_reload
 record_config_applied = METRICS.record_config_applied

@@ -95,12 +95,13 @@ async def probe_cache(
     """Report the cache component from the current runtime's cache until cancelled.
 
     `cache()` is read on every turn so a reload that swaps the cache is followed. No cache (disabled)
-    is ready. A failing backend leaves the router able to serve (uncached), so it stays ready unless the
-    operator set `ready_without_cache: false`; the cache itself logs the transition and exports
+    is ready. A failing backend, or one that has not answered yet, leaves the router able to serve (uncached),
+    so it stays ready unless the operator set `ready_without_cache: false`; the cache itself logs the transition and exports
     `vsr_cache_backend_up`.
     """
     while True:
         current = cache()
+        up = True
         if current is None:
             readiness.set("cache", True, "disabled")
         else:
@@ -110,4 +111,5 @@ async def probe_cache(
             else:
                 mode = "degraded: serving without cache" if degraded_ok else "unreachable"
                 readiness.set("cache", degraded_ok, f"{mode}: {detail}")
-        await asyncio.sleep(interval_s)
+        # Not up: asked again within a second, so a backend still connecting at start is ready without a 10 s wait.
+        await asyncio.sleep(interval_s if up else min(interval_s, 1.0))

@@ -5,6 +5,9 @@ Each test uses prompts of its own, so entries from one test never satisfy anothe
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -132,3 +135,88 @@ def test_milvus_down_means_misses_not_failures(stack: Stack, milvus_server: Milv
         milvus_server.start()
     # reconnected, collection recreated on the fresh server, caching again
     eventually_hit(client, "What is the capital of Australia?", timeout_s=90)
+
+
+def _metric(stack: Stack, series: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series))
+
+
+def _router_lines(stack: Stack, event: str) -> list[dict[str, Any]]:
+    lines = (stack.workdir / "router.log").read_text().splitlines()
+    return [j for j in (json.loads(line) for line in lines if line.startswith("{")) if j.get("event") == event]
+
+
+def test_a_hanging_milvus_is_skipped_once_marked_down_and_caching_resumes(
+        stack: Stack, milvus_server: MilvusServer | str) -> None:
+    """A SIGSTOPped server accepts connections and answers nothing: every cacheable request paid the whole lookup
+    budget for as long as the hang lasted, and each logged a warning. Once the backend is marked down, lookups now
+    skip it (one probe a second) and the request line says so; after SIGCONT the cache stores and serves again."""
+    if isinstance(milvus_server, str) or milvus_server.proc is None:
+        pytest.skip("an external Milvus (VSR_MILVUS_URI) is not ours to stop")
+    client = _client(stack)
+    eventually_hit(client, "How many legs does a spider have?")
+    down = 'vsr_cache_events_total{event="miss",reason="backend_down"}'
+    skipped_before, errors_before = _metric(stack, down), len(_router_lines(stack, "cache_backend_error"))
+    os.killpg(milvus_server.proc.pid, signal.SIGSTOP)
+    try:
+        for i in range(40):  # lookups time out until the streak of failures marks the backend down
+            if _metric(stack, "vsr_cache_backend_up") == 0:
+                break
+            assert ask(client, f"Hang question number {i}: what is {i} plus {i}?")[1]["x-vsr-cache-hit"] == "false"
+        assert _metric(stack, "vsr_cache_backend_up") == 0
+        ids = []
+        for i in range(10):
+            raw = client.chat.completions.with_raw_response.create(
+                model="auto", messages=[{"role": "user", "content": f"While down, spell the number {i}."}])
+            assert raw.headers["x-vsr-cache-hit"] == "false" and raw.parse().choices[0].message.content
+            ids.append(raw.headers["x-request-id"])
+        lines: dict[str, dict[str, Any]] = {}
+        for _ in range(50):  # a request's line is written when its stream closes, just after the answer
+            lines = {j["request_id"]: j for j in _router_lines(stack, "request") if j.get("request_id") in ids}
+            if len(lines) == len(ids):
+                break
+            time.sleep(0.1)
+        skipped = [rid for rid in ids if lines[rid]["cache"] == "skip:backend_down"]
+        assert len(skipped) >= 5  # one probe a second reaches the hanging server (0 skipped on the old code)
+        assert _metric(stack, down) - skipped_before >= len(skipped)
+        assert len(_router_lines(stack, "cache_backend_error")) - errors_before < 5  # no warning per request
+    finally:
+        os.killpg(milvus_server.proc.pid, signal.SIGCONT)
+    eventually_hit(client, "Which planet is known as the red planet?", timeout_s=60)
+    assert _metric(stack, "vsr_cache_backend_up") == 1
+
+
+def _readyz(stack: Stack) -> tuple[int, dict[str, Any]]:
+    r = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz")
+    return r.status_code, r.json()["components"]["cache"]
+
+
+def test_a_milvus_unreachable_at_start_keeps_a_cache_requiring_router_unready_until_it_answers(
+        make_stack: Callable[..., Stack], milvus_server: MilvusServer | str) -> None:
+    """With `ready_without_cache: false` the router said ready ("not asked yet", then "failing (1 in a row)") for the
+    ~50 s its probes took to mark an unreachable Milvus down. Now it is 503 until the backend has answered."""
+    if isinstance(milvus_server, str):
+        pytest.skip("an external Milvus (VSR_MILVUS_URI) is not ours to stop")
+
+    def overrides(cfg: dict[str, Any]) -> None:
+        cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": milvus_server.uri,
+                                 "collection": f"late_{int(time.time())}"}
+        cfg["observability"]["ready_without_cache"] = False
+
+    milvus_server.stop()
+    try:
+        stack = make_stack(overrides)  # the router starts without its cache
+        states = []
+        for _ in range(10):
+            states.append(_readyz(stack))
+            time.sleep(0.5)
+        assert all(status == 503 and not cache["ok"] for status, cache in states), states
+        assert "failing" in states[-1][1]["detail"]
+    finally:
+        milvus_server.start()
+    deadline = time.monotonic() + 90  # the reconnect backoff doubles up to 30 s while the server is away
+    while _readyz(stack)[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _readyz(stack) == (200, {"ok": True, "detail": "backend answering"})
+    eventually_hit(_client(stack), "What colour is a ripe banana?", timeout_s=30)

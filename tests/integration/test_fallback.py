@@ -6,6 +6,7 @@ chain answers normally. Math prompts (keyword rule) go to gpt-oss-120b first, th
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -119,6 +120,9 @@ def test_an_error_event_after_streaming_began_ends_the_stream_cleanly(stack: Sta
 
 
 def test_a_connection_dropped_after_streaming_began_fails_fast_never_hangs(stack: Stack) -> None:
+    """The router logged such an answer as a plain 200 and counted nothing: only Envoy's access log (flags UPE) said
+    the client got half an answer. Its request line now says `answer_cut` and vsr_answers_cut_total counts it."""
+    cut_before = _metric(stack, "vsr_answers_cut_total", model=BIG)
     start = time.monotonic()
     with httpx.stream("POST", f"{stack.base_url}/chat/completions", timeout=10,
                       headers={"x-demo-fault": f"{BIG}=midstream"},
@@ -130,6 +134,22 @@ def test_a_connection_dropped_after_streaming_began_fails_fast_never_hangs(stack
             for _ in r.iter_bytes():
                 pass
     assert time.monotonic() - start < 5
+    line = _request_line(stack, r.headers["x-request-id"])
+    assert line["status"] == 200 and line.get("answer_cut") is True
+    assert _metric(stack, "vsr_answers_cut_total", model=BIG) == cut_before + 1
+    whole = _post(stack, stream=True)  # a whole stream is not counted
+    assert whole.status_code == 200 and _request_line(stack, whole.headers["x-request-id"]).get("answer_cut") is None
+    assert _metric(stack, "vsr_answers_cut_total", model=BIG) == cut_before + 1
+
+
+def _request_line(stack: Stack, request_id: str) -> dict[str, Any]:
+    """The router's request line for `request_id` (written when its stream closes, just after the answer)."""
+    for _ in range(50):
+        for line in (stack.workdir / "router.log").read_text().splitlines():
+            if line.startswith("{") and request_id in line and '"event": "request"' in line:
+                return dict(json.loads(line))
+        time.sleep(0.1)
+    raise AssertionError(f"no request line for {request_id}")
 
 
 def test_an_explicit_model_is_never_switched(stack: Stack) -> None:

@@ -72,3 +72,40 @@ def test_a_stream_in_flight_finishes_and_the_router_outlives_envoy(make_stack: C
     assert frames[-1] == "[DONE]", frames[-2:]
     assert ended["router"] >= ended["envoy exited"]  # ext_proc served every request Envoy still took
     assert hooks["envoy"].returncode == 0 and hooks["router"].returncode == 0
+
+
+def test_a_router_stopped_mid_stream_lets_the_stream_end_whole(make_stack: Callable[..., Stack]) -> None:
+    """SIGTERM straight to the router (Compose, systemd, `make run`; no preStop hook): it drained streams for 5 s,
+    then cut them. With `failure_mode_allow: false` the client's answer broke off; with true its rest passed through
+    Envoy unprocessed (not cached, usage not counted). The stream here stalls 10 s halfway (demo fault `stall`)."""
+    def closed(cfg: dict[str, Any]) -> None:
+        cfg["envoy"]["failure_mode_allow"] = False
+
+    stack = make_stack(closed)
+    router = stack.procs["router"]
+    body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": "Plan my week, please."}]}
+    frames: list[str] = []
+    with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=60,
+                      headers={"x-demo-fault": "qwen3-4b=stall"}) as r:
+        try:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    frames.append(line.removeprefix("data: "))
+                    if len(frames) == 1:
+                        router.send_signal(signal.SIGTERM)
+                        ready = _readyz_while(router, stack.cfg.server.metrics_port)
+                        assert ready is not None and ready["components"]["stopping"]["ok"] is False, ready
+        except httpx.HTTPError as exc:
+            frames.append(f"error: {exc!r}")
+    assert frames[-1] == "[DONE]", frames[-2:]
+    assert router.wait(30) == 0  # and then it exits by itself
+
+
+def _readyz_while(router: subprocess.Popen[bytes], port: int) -> dict[str, Any] | None:
+    """The router's /readyz once it says it is stopping (None if it exited first): a draining router is not ready."""
+    while router.poll() is None:
+        body: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
+        if "stopping" in body["components"]:
+            return body
+        time.sleep(0.05)
+    return None

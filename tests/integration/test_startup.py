@@ -58,6 +58,22 @@ def test_missing_model_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert_one_line_exit(serve(derive_config(tmp_path, enable)), "python -m offline build")
 
 
+@pytest.mark.parametrize("broken", ["model_int8.onnx", "tokenizer.json"])
+def test_a_corrupt_model_file_is_one_line_and_exit_1(require_model: None, tmp_path: Path, broken: str) -> None:
+    """A truncated or corrupt model file left the router running unready forever (/readyz 503, a
+    runtime_build_failed line), although no config edit can fix it: now it ends like a missing model."""
+    import shutil
+
+    model_dir = tmp_path / "minilm"
+    shutil.copytree(ROOT / "models" / "minilm", model_dir)
+    damaged = model_dir / broken
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+
+    def enable(cfg: dict[str, Any]) -> None:
+        cfg["classifier"].update(enabled=True, model_dir=str(model_dir))
+    assert_one_line_exit(serve(derive_config(tmp_path, enable), timeout=30), "cannot be loaded")
+
+
 def test_unreadable_config_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert_one_line_exit(serve(tmp_path / "missing.yaml"), "cannot read config file")
 

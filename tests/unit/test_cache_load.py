@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 
 from router.cache import milvus as milvus_module
+from router.cache.keys import SkipReason
 from router.cache.memory import MemoryStore, _Block
 from router.cache.milvus import MilvusStore
 from router.cache.semantic_cache import SemanticCache
-from router.cache.store import CacheBackendError, CacheEntry
-from tests.unit.test_cache_facade import BASE, CFG, completion, make_req
+from router.cache.store import CacheBackendError, CacheEntry, Candidate
+from tests.unit.test_cache_facade import BASE, CFG, SlowStore, completion, make_req
 
 
 class CountingStore(MemoryStore):
@@ -95,6 +96,7 @@ async def test_lookups_do_not_wait_for_writes() -> None:
 async def test_backend_health_follows_traffic_and_recovers() -> None:
     cache = SemanticCache(CFG.semantic_cache, MemoryStore())
     streak = cache.health.streak
+    await cache.lookup(make_req("Q?", BASE))  # it answered once: readiness reads traffic, no probe of its own
     for _ in range(streak):
         cache._error(CacheBackendError("connection refused"), "lookup")
     up, detail = await cache.check()
@@ -105,6 +107,63 @@ async def test_backend_health_follows_traffic_and_recovers() -> None:
     await cache.lookup(make_req("Q?", BASE))
     assert (await cache.check())[0]
     await cache.close()
+
+
+class HangingStore(MemoryStore):
+    """A Milvus that accepts calls and answers none (SIGSTOPped) until `hang` is cleared; counts the searches."""
+
+    def __init__(self) -> None:
+        super().__init__(100)
+        self.hang = True
+        self.searches = 0
+
+    async def search(self, scope: str, vector: np.ndarray, top_k: int, min_similarity: float,
+                     now: float) -> list[Candidate]:
+        self.searches += 1
+        if self.hang:
+            await asyncio.sleep(3600)
+        return await super().search(scope, vector, top_k, min_similarity, now)
+
+
+async def test_a_backend_marked_down_is_skipped_but_probed_until_it_answers() -> None:
+    """Every lookup paid the whole budget to a hanging backend although health knew it was down."""
+    store = HangingStore()
+    cache = SemanticCache(CFG.semantic_cache, store)
+    for _ in range(cache.health.streak):  # each waits out its budget: that is how the hang is found
+        assert await cache.lookup(make_req("Q?", BASE)) is None
+    assert not cache.health.up and store.searches == cache.health.streak
+    results = [await cache.lookup(make_req("Q?", BASE)) for _ in range(20)]
+    assert store.searches <= cache.health.streak + 1  # at most one probe went out
+    assert results.count(SkipReason.BACKEND_DOWN) >= 19
+    assert cache.counters["miss:backend_down"] == results.count(SkipReason.BACKEND_DOWN)
+    cache.store(make_req("Q?", BASE), completion())  # dropped and counted, never queued behind the hang
+    assert cache.counters["dropped:backend_down"] == 1 and len(cache.writes) == 0
+    assert (await cache.lookup(make_req("Q?", BASE))).exact  # type: ignore[union-attr]  # this process's memory
+    store.hang = False  # the backend answers again: a probe sees it, then traffic flows until the streak is met
+    while await cache.lookup(make_req("Probe?", BASE)) is SkipReason.BACKEND_DOWN:
+        await asyncio.sleep(0.05)
+    for _ in range(cache.health.streak - 1):
+        assert await cache.lookup(make_req("Other?", BASE)) is None
+    assert cache.health.up
+    cache.store(make_req("Stored again?", BASE), completion())
+    await cache.flush()
+    assert cache.counters["write"] == 1
+    await cache.close()
+
+
+async def test_readiness_asks_a_backend_that_never_answered_instead_of_reporting_it_up() -> None:
+    """A Milvus unreachable from the start was "up" ("not asked yet", then "failing (1 in a row)") for the ~50 s
+    its readiness probes took to reach the streak: `ready_without_cache: false` let traffic in meanwhile."""
+    dead = SemanticCache(CFG.semantic_cache, SlowStore(fail=True))
+    up, detail = await dead.check()
+    assert not up and "down" in detail
+    for _ in range(dead.health.streak - 1):
+        await dead.check()
+    assert not dead.health.up  # asked at every check while it never answered, not once per idle spell
+    healthy = SemanticCache(CFG.semantic_cache, MemoryStore())
+    assert await healthy.check() == (True, "answering")
+    await dead.close()
+    await healthy.close()
 
 
 class Heartbeat:

@@ -208,6 +208,30 @@ async def test_classifier_failure_fails_open_when_configured_and_says_so() -> No
     assert "x-vsr-guards-skipped" in session._decision_headers()
 
 
+async def test_a_failing_classifier_logs_one_line_per_spell_and_each_request_names_it() -> None:
+    """Every request whose classification failed wrote its own `classifier_failed` error line: a broken encoder or a
+    burst past capacity flooded the log with one error per request. Now the spell's first failure is logged, the end
+    of the spell once with the count, and each request's own line names its failure."""
+    from structlog.testing import capture_logs
+
+    from router.extproc.server import _record
+
+    broken, healthy = runtime(RuntimeError("onnx session broke")), runtime(MATH)
+    with capture_logs() as logs:
+        failed = [StreamSession(broken, EXECUTOR) for _ in range(5)]
+        for session in failed:
+            await send(session, chat("Integrate x^2"))
+            _record(session)
+        broken.classifier = healthy.classifier  # the encoder works again
+        await send(StreamSession(broken, EXECUTOR), chat("Integrate x^3"))
+    events = [x["event"] for x in logs]
+    assert events.count("classifier_failed") == 1 and events.count("classifier_recovered") == 1
+    assert next(x for x in logs if x["event"] == "classifier_recovered")["failures"] == 5
+    lines = [x for x in logs if x["event"] == "request"]
+    assert len(lines) == 5 and all(x["classifier_failure"] == "error" for x in lines)
+    assert all(x["classifier_error"] == "RuntimeError: onnx session broke" for x in lines)
+
+
 async def test_an_answer_is_stored_and_the_repeat_is_served_from_the_cache() -> None:
     rt = runtime(MATH, cache=True)
     first = StreamSession(rt, EXECUTOR)

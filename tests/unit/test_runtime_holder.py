@@ -150,3 +150,19 @@ async def test_an_edit_the_running_envoy_cannot_follow_is_rejected(config_file: 
     config_file.write_text(yaml.safe_dump(raw))
     assert await holder.reload() and holder.current is not first
     await holder.aclose()
+
+
+async def test_a_reload_that_fails_half_way_leaves_no_cache_backend_behind(config_file: Path, tmp_path: Path) -> None:
+    """A reload to a new cache whose pair model is missing failed after the backend was made: the Milvus Lite child of
+    the new file (or a server connection and its threads) stayed on, owned by no runtime, once per such edit."""
+    from router.cache import lite
+
+    holder = RuntimeHolder(config_file, Readiness())
+    assert await holder.reload(first=True)
+    raw = yaml.safe_load(config_file.read_text())
+    db = tmp_path / "new" / "cache.db"
+    raw["semantic_cache"] = {"enabled": True, "uri": str(db), "pair_model_dir": str(tmp_path / "no-pair-model")}
+    config_file.write_text(yaml.safe_dump(raw))
+    assert not await holder.reload()  # rejected; the old runtime serves on
+    assert db.absolute() not in lite._SHARED
+    await holder.aclose()
