@@ -69,7 +69,8 @@ FLAG_HEADERS = {"jailbreak": "x-vsr-jailbreak-flagged", "content_safety": "x-vsr
 
 
 class Overloaded(RuntimeError):
-    """`classifier.max_pending` encoder passes are already waiting or running."""
+    """`classifier.max_pending` encoder passes are already waiting or running, or a request's history holds more
+    unknown user turns than MAX_EARLIER_PASSES."""
 
 
 @dataclass
