@@ -61,8 +61,8 @@ INLINE_SCAN_CHARS = 2048
 # Earlier user turns the classification memo does not hold that one request may classify, one encoder pass each
 # (median 5 ms, ~60 ms for a two-window turn). A genuine conversation's are in the memo (each was a latest turn
 # before); sent cold (another replica, evicted) ShareGPT dev requests need 2 (median), 12 (p99), 27 (max): 16 leaves
-# 0.27% of them to on_failure and stops a fabricated history of many turns before it spends its passes; the deadline
-# bounds the time (router/classifier/README.md, "Every user turn").
+# 0.27% of them to on_failure (after 16 passes, memoised for the retry) and bounds what a fabricated history of many
+# turns costs; the deadline bounds the time (router/classifier/README.md, "Every user turn").
 MAX_EARLIER_PASSES = 16
 # A guard under a `flag` action lets the request through and says so in the response (shadow mode).
 FLAG_HEADERS = {"jailbreak": "x-vsr-jailbreak-flagged", "content_safety": "x-vsr-content-flagged"}
@@ -303,9 +303,11 @@ class StreamSession:
         A genuine conversation's earlier turns were each the latest turn of an earlier request, so the per-caller
         memo answers them on the loop, without a pass. The others cost a pass each (the exported graph takes no
         attention mask: texts of different lengths share no batched run), one after another in `_classify`, by the
-        request's deadline and within max_pending. More than MAX_EARLIER_PASSES of them, or a pass that fails, is
-        decided by `classifier.on_failure` like the latest turn's failure: closed refuses, open goes on with what
-        was screened and says x-vsr-guards-skipped. The category stays the latest turn's."""
+        request's deadline and within max_pending. Past MAX_EARLIER_PASSES of them, or at a pass that fails, the
+        request is decided by `classifier.on_failure` like the latest turn's failure: closed refuses (503, Retry-After),
+        open goes on with what was screened and says x-vsr-guards-skipped. The passes spent are memoised, so a long
+        conversation sent cold (a new replica) gets further at each retry instead of being refused for ever. The
+        category stays the latest turn's."""
         clf = self.runtime.classifier
         if clf is None or signal is NO_SIGNAL:
             return signal  # no classifier, or it failed: the guards are off for this request either way
@@ -314,12 +316,16 @@ class StreamSession:
         for turn, text in chat.earlier_user_turns():
             turns.setdefault(wire.bounded(text, max_chars), turn)
         unknown = sum(clf.cached(text, scope) is None for text in turns)
-        if unknown > MAX_EARLIER_PASSES:
-            self._classifier_failed(Overloaded(f"{unknown} earlier user turns are not known to this router; at most "
-                                               f"{MAX_EARLIER_PASSES} are classified per request"), "overload")
-            return signal
         screened: list[tuple[int, Classification]] = []
+        passes = 0
         for text, turn in turns.items():
+            if clf.cached(text, scope) is None:
+                if passes == MAX_EARLIER_PASSES:  # the passes spent are memoised: a retry gets further
+                    self._classifier_failed(Overloaded(
+                        f"{unknown} earlier user turns were not known to this router; {MAX_EARLIER_PASSES} are "
+                        "classified per request"), "overload")
+                    break
+                passes += 1
             result = await self._classify(text, deadline)
             if result is NO_SIGNAL:
                 break  # on_failure decided it (open: the turns screened so far still count)

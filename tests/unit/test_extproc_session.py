@@ -772,8 +772,10 @@ def long_history(turns: int) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("on_failure", ["closed", "open"])
 async def test_more_unknown_earlier_turns_than_the_bound_follow_on_failure(on_failure: str) -> None:
-    """A history of more unknown turns than MAX_EARLIER_PASSES is not screened pass by pass: on_failure decides at once.
-    The same conversation built turn by turn (each earlier turn was a latest turn) costs one pass per request."""
+    """A history of more unknown turns than MAX_EARLIER_PASSES: on_failure decides once that many passes are spent.
+    They are memoised, so the retry gets through: a long conversation sent to a cold replica was refused for ever
+    when the bound failed it before any pass. The same conversation built turn by turn (each earlier turn was a
+    latest turn) costs one pass per request."""
     from router.extproc.session import MAX_EARLIER_PASSES
 
     cfg = config(lambda raw: raw["classifier"].update(on_failure=on_failure))
@@ -783,12 +785,16 @@ async def test_more_unknown_earlier_turns_than_the_bound_follow_on_failure(on_fa
     request = {"model": "auto", "messages": [*history, {"role": "user", "content": "And x^3?"}]}
     session = StreamSession(rt, EXECUTOR)
     resp = await send(session, request)
-    assert session.request.classifier_failure == "overload" and fake.seen == ["And x^3?"]
+    assert session.request.classifier_failure == "overload" and len(fake.seen) == 1 + MAX_EARLIER_PASSES
     if on_failure == "closed":
         assert resp.immediate_response.status.code == 503
     else:
         assert resp.WhichOneof("response") == "request_body"
         assert session._decision_headers()["x-vsr-guards-skipped"] == "classifier_overload"
+    retry = StreamSession(rt, EXECUTOR)
+    resp = await send(retry, request)
+    assert resp.WhichOneof("response") == "request_body" and retry.request.classifier_failure is None
+    assert len(fake.seen) == len(set(fake.seen)) == MAX_EARLIER_PASSES + 2  # every turn screened, each once
     genuine = ByText({})
     rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(genuine), cache=None)
     for length in range(1, len(request["messages"]) + 1, 2):  # each request ends on a user turn
