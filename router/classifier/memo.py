@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 from router.signals import Classification, Classifier
 
-MEMO_ENTRIES = 4096
+MEMO_ENTRIES = 16384  # ~34 MB: a replica with thousands of active conversations keeps their earlier turns
 
 
 class MemoizedClassifier:
