@@ -27,6 +27,9 @@ def hand_labelled() -> dict:
     return {
         "chat_domain_test.jsonl": _jsonl_counts("chat_domain_test.jsonl", "label"),
         "chat_domain_dev.jsonl": _jsonl_counts("chat_domain_dev.jsonl", "label"),
+        "chat_domain_test_v2.jsonl (ShareGPT TEST only; no model predicted on it before it was committed)": _jsonl_counts(
+            "chat_domain_test_v2.jsonl", "label"
+        ),
         "train/chat_domain_train.jsonl (ShareGPT TRAIN only; domain head and offline.finetune)": _jsonl_counts(
             "train/chat_domain_train.jsonl", "label"
         ),
