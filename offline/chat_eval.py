@@ -55,12 +55,19 @@ class Scored:
         )
 
 
-def evaluate_domain_chat(scored: Scored, policy: Policy | None = None) -> dict:
-    rows = jsonl_rows(DATA / "chat_domain_test.jsonl")
+# The hand-labelled chat test sets: the first (evaluated after every change since 2026-11-29, so seen) and a second
+# one labelled 2026-11-30 from ShareGPT TEST conversations only, before any model predicted on it.
+DOMAIN_CHAT_SETS = {
+    "chat": ("chat_domain_test.jsonl", "ShareGPT + chatterbot prompts labelled by reading them"),
+    "chat_v2": ("chat_domain_test_v2.jsonl", "ShareGPT TEST-split prompts labelled by reading them (fresh)"),
+}
+
+
+def evaluate_domain_chat(scored: Scored, policy: Policy | None = None, name: str = "chat") -> dict:
+    file, what = DOMAIN_CHAT_SETS[name]
+    rows = jsonl_rows(DATA / file)
     report = domain_report(scored, [r["text"] for r in rows], [r["label"] for r in rows], policy)
-    report["set"] = (
-        "offline/data/chat_domain_test.jsonl: ShareGPT + chatterbot prompts labelled by reading them"
-    )
+    report["set"] = f"offline/data/{file}: {what}"
     return report
 
 

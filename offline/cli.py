@@ -48,16 +48,17 @@ def _routed(result: dict) -> str:
 def summary_lines(report: dict) -> list[str]:
     """Every figure issue 10's "Done when" asks for, one line each."""
     domain, jailbreak = report["domain"]["question_only"], report["jailbreak"]["test"]
-    chat_domain, guards = report["domain"]["chat"], report["guards_real_chat"]
+    guards = report["guards_real_chat"]
     blocks = guards["false_blocks"]
     lines = [
         (
             f"domain (MMLU held-out, question only): accuracy {domain['accuracy']} macro-F1 {domain['macro_f1']}"
             f"{_routed(domain)}"
         ),
-        (
-            f"domain (hand-labelled real chat, n={chat_domain['n']}): accuracy {chat_domain['accuracy']} "
-            f"macro-F1 {chat_domain['macro_f1']}{_routed(chat_domain)}"
+        *(
+            f"domain ({name}, {chat['set'].split(': ')[0]}, n={chat['n']}): accuracy {chat['accuracy']} "
+            f"macro-F1 {chat['macro_f1']}{_routed(chat)}"
+            for name, chat in report["domain"].items() if name.startswith("chat")
         ),
         f"jailbreak (test sources, MMLU/contradish benign): recall {jailbreak['recall']} FPR {jailbreak['fpr']}",
         (

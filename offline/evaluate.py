@@ -100,7 +100,8 @@ def run_eval(
     started = time.monotonic()
     scored = chat_eval.Scored(EncoderClassifier(models, pii_enabled=False))  # each distinct text classified once
     domain = evaluate_domain(scored, policy)
-    domain["chat"] = chat_eval.evaluate_domain_chat(scored, policy)
+    for name in chat_eval.DOMAIN_CHAT_SETS:
+        domain[name] = chat_eval.evaluate_domain_chat(scored, policy, name)
     report: dict[str, object] = {
         "domain": domain,
         "jailbreak": evaluate_jailbreak(scored, jailbreak_threshold),
