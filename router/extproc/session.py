@@ -315,14 +315,14 @@ class StreamSession:
         turns: dict[str, int] = {}  # a text repeated in the history is screened once, under its first turn
         for turn, text in chat.earlier_user_turns():
             turns.setdefault(wire.bounded(text, max_chars), turn)
-        unknown = sum(clf.cached(text, scope) is None for text in turns)
+        unknown = {text for text in turns if clf.cached(text, scope) is None}  # one memo lookup each, here
         screened: list[tuple[int, Classification]] = []
         passes = 0
         for text, turn in turns.items():
-            if clf.cached(text, scope) is None:
+            if text in unknown:
                 if passes == MAX_EARLIER_PASSES:  # the passes spent are memoised: a retry gets further
                     self._classifier_failed(Overloaded(
-                        f"{unknown} earlier user turns were not known to this router; {MAX_EARLIER_PASSES} are "
+                        f"{len(unknown)} earlier user turns were not known to this router; {MAX_EARLIER_PASSES} are "
                         "classified per request"), "overload")
                     break
                 passes += 1
