@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from offline.cache_sets import RETIRED
 from offline.chat_data import DATA
 from offline.train_data import package_wheel
 from router.cache.guard import ANTONYMS
@@ -48,6 +49,18 @@ def load_jsonl(path: Path) -> list[Pair]:
 def written_pairs() -> dict[str, list[Pair]]:
     """The hand-written pairs of each split (WRITTEN)."""
     return {name: load_jsonl(path) for name, path in WRITTEN.items()}
+
+
+def retired_pairs(avoid: set[str]) -> list[Pair]:
+    """The RETIRED sets' pairs, less any sharing a text (words only, lower case) with `avoid`: the dev, tuning and
+    current held-out texts, which must stay unseen."""
+    rows = [r for path in RETIRED for r in load_jsonl(path)]
+    return [r for r in rows if not {text_key(r["a"]), text_key(r["b"])} & avoid]
+
+
+def text_key(text: str) -> str:
+    """Words only, lower case: 'How do I exit vim?' and 'how do i exit vim' are one text."""
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
 def split_by_question(rows: list[Pair]) -> dict[str, list[Pair]]:

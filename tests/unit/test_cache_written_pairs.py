@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from offline import chat_data
-from offline.cache_pairs import WRITTEN, load_jsonl, written_pairs
+from offline.cache_pairs import WRITTEN, load_jsonl, retired_pairs, text_key, written_pairs
+from offline.cache_sets import HELDOUT, RETIRED
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "data"
 # Evaluation and tuning sets no written pair may share a text with (bench/cache_eval.py reads them).
@@ -25,20 +25,15 @@ EVALUATION = (
 )
 
 
-def _key(text: str) -> str:
-    """Words only, lower case: 'How do I exit vim?' and 'how do i exit vim' are one text."""
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
-
-
 def _texts(rows: list[dict]) -> set[str]:
-    return {_key(r[side]) for r in rows for side in ("a", "b")}
+    return {text_key(r[side]) for r in rows for side in ("a", "b")}
 
 
 def test_rows_are_marked_balanced_and_labelled_by_kind() -> None:
     for name, rows in written_pairs().items():
         assert {r["source"] for r in rows} == {"written"} and all(r["author"] for r in rows), name
         assert all((r["label"] == 1) == (r["kind"] == "paraphrase") for r in rows), name
-        assert all(_key(r["a"]) != _key(r["b"]) for r in rows), name  # an exact repeat is a key hit, not a pair
+        assert all(text_key(r["a"]) != text_key(r["b"]) for r in rows), name  # an exact repeat is a key hit, not a pair
         positives = sum(r["label"] for r in rows)
         assert positives >= {"train": 700, "dev": 150}[name] and len(rows) - positives >= positives * 0.9, name
 
@@ -79,3 +74,12 @@ def test_training_rows_weigh_each_source_and_drop_weight_zero() -> None:
     assert len(x) == 8 and y.mean() == 0.5  # two sources x two pairs x both directions; the weight-0 one is left out
     assert sorted(set(w.round(6))) == [1.0, 10.0]
     assert x[:, FEATURES.index("candidate_only_words")].sum() == 4  # the flipped copies swap the one-sided counts
+
+
+def test_the_current_held_out_set_is_not_retired_and_retired_rows_avoid_what_they_must() -> None:
+    assert HELDOUT.exists() and HELDOUT not in RETIRED and all(p.exists() for p in RETIRED)
+    assert HELDOUT.name in EVALUATION and BENCH / "cache_hard_pairs.jsonl" not in RETIRED  # the tuning set stays dev
+    rows = [r for p in RETIRED for r in load_jsonl(p)]
+    avoid = _texts(rows[:5])
+    kept = retired_pairs(avoid)
+    assert 0 < len(kept) <= len(rows) - 5 and not _texts(kept) & avoid
