@@ -27,8 +27,10 @@ Api = Literal["chat", "responses", "messages"]
 PATHS: dict[str, Api] = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/messages": "messages"}
 # GET/DELETE of a stored response (and its input items, cancel): routed to the server that holds it.
 RESPONSES_ITEM_PREFIX = "/v1/responses/"
-# Paths the router routes by their explicit `model` only (no classification, no cache).
-MODEL_ONLY_PATHS = frozenset({"/v1/completions", "/v1/embeddings"})
+# Paths the router routes by their explicit `model` only, never cached. A completions prompt is screened by the guards
+# first (`completions_turns`); nothing is generated from an embeddings input, so it is not.
+ModelOnly = Literal["completions", "embeddings"]
+MODEL_ONLY_PATHS: dict[str, ModelOnly] = {"/v1/completions": "completions", "/v1/embeddings": "embeddings"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,27 @@ def _parse_messages(body: dict[str, Any]) -> ApiRequest:
               "tools": body.get("tools") or ([{"type": "content_blocks"}] if tool_blocks else None),
               "stop": body.get("stop_sequences"), "user": metadata.get("user_id")}
     return ApiRequest("messages", _normalised(body, messages, fields, _MESSAGES_MAPPED), body)
+
+
+def completions_turns(body: dict[str, Any], model: str) -> wire.ChatRequest:
+    """A legacy completions request as the user turns the chat path's guards screen: each prompt string, then the
+    `suffix` (the model reads both). Token ids and `prompt_embeds` are nothing a text classifier can read: refused,
+    rather than passed unscreened."""
+    if body.get("prompt_embeds") is not None:
+        raise InvalidRequest("'prompt_embeds' cannot be screened by the router's guards: send the prompt as text",
+                             param="prompt_embeds")
+    prompt = body.get("prompt")
+    texts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        tokens = isinstance(texts, list) and any(isinstance(t, (int, list)) for t in texts)
+        raise InvalidRequest("'prompt' holds token ids, which the router's guards cannot screen: send it as text"
+                             if tokens else "'prompt' is required and must be a string or a non-empty array of strings",
+                             param="prompt")
+    suffix = body.get("suffix")
+    if suffix is not None and not isinstance(suffix, str):
+        raise InvalidRequest("'suffix' must be a string", param="suffix")
+    turns = [{"role": "user", "content": text} for text in [*texts, *([suffix] if suffix else [])]]
+    return wire.ChatRequest(body={"model": model, "messages": turns}, model=model, stream=False)
 
 
 def rewrite(req: ApiRequest, model: str, effort: str | None) -> bytes:

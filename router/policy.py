@@ -62,6 +62,13 @@ class Policy:
     def is_known_model(self, name: str) -> bool:
         return name in self._auto or name in self.cfg.models
 
+    def checks_text_for(self, model: str) -> bool:
+        """Whether a request sent to `model` by name has its text read by a check: a guard that is not `off`, or a PII
+        rule of that model's. A request that nothing checks need not be classified (/v1/completions)."""
+        clf = self.cfg.classifier
+        guarded = clf.jailbreak_action != "off" or clf.content_safety_action != "off"
+        return clf.enabled and (guarded or (clf.pii_enabled and not self.cfg.models[model].pii_policy.allow_by_default))
+
     def keyword_category(self, text: str) -> str | None:
         """The first keyword rule that matches, in config order."""
         return next((r.category for r in self._rules if r.pattern.search(text)), None)

@@ -84,9 +84,12 @@ def immediate(status: int, body: bytes, headers: Mapping[str, str],
 PASS_THROUGH = Mode(request_body_mode=Mode.NONE, response_header_mode=Mode.SKIP,
                     response_body_mode=Mode.NONE)
 STREAM_RESPONSE = Mode(response_body_mode=Mode.STREAMED)
-# A request routed on its body alone (/v1/completions, /v1/embeddings): its response is not looked at.
+# A request routed on its body alone (/v1/embeddings): its response is not looked at.
 ROUTE_BODY_ONLY = Mode(request_body_mode=Mode.BUFFERED, response_header_mode=Mode.SKIP,
                        response_body_mode=Mode.NONE)
+# /v1/completions: routed on its body after the guards read it; its response headers get the verdict (flags, guards
+# skipped), its body is not looked at.
+SCREEN_BODY = Mode(request_body_mode=Mode.BUFFERED, response_header_mode=Mode.SEND, response_body_mode=Mode.NONE)
 SKIP_RESPONSE_BODY = Mode(response_body_mode=Mode.NONE)
 
 

@@ -95,7 +95,8 @@ def _record(session: StreamSession) -> None:
     category = d.category if d else req.error_category  # a block has no Decision, but its category decided it
     # A 2xx answer whose end never came through: the model reset or went silent mid-stream, the client left, or this
     # router stopped first. Only Envoy's access log said so (flags UPE); the router logged it as a plain 200.
-    cut = req.outcome is Outcome.UPSTREAM and 200 <= session.response.status < 300 and not session.response.complete
+    cut = (req.outcome is Outcome.UPSTREAM and 200 <= session.response.status < 300 and not session.response.complete
+           and not req.model_only)  # a completions answer's body is not watched
     why = {**_guard_fields(session), **_cache_fields(session), **({"answer_cut": True} if cut else {})}
     if session.trace.recording:
         session.trace.end(outcome=req.outcome.value, status=session.response.status or None,

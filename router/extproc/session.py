@@ -92,7 +92,7 @@ class RequestState:
     api: apis.Api = "chat"  # chat completions, OpenAI Responses or Anthropic Messages (router/apis.py)
     caller: str | None = None  # who sent it (keys.caller): the classification memo is per caller
     stateful: bool = False  # the answer depends on server-side state: never cached
-    model_only: bool = False  # /v1/completions, /v1/embeddings: routed by their `model` alone
+    model_only: apis.ModelOnly | None = None  # /v1/completions, /v1/embeddings: routed by their `model` alone
     error_code: str | None = None
     error_category: str | None = None  # the category whose rules blocked the request (no Decision then)
     timings: dict[str, float] = field(default_factory=dict)
@@ -160,14 +160,15 @@ class StreamSession:
         api = apis.PATHS.get(path)
         if api is None and path.startswith(apis.RESPONSES_ITEM_PREFIX):
             return self._route_stored_response(path)
+        c = self.runtime.cfg.semantic_cache
+        self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers)  # the memo's scope
         if api is None:
-            if path in apis.MODEL_ONLY_PATHS and method == "POST" and not headers.end_of_stream:
-                self.request.model_only = True
-                return msg.continue_request_headers(msg.ROUTE_BODY_ONLY)
+            kind = apis.MODEL_ONLY_PATHS.get(path)
+            if kind is not None and method == "POST" and not headers.end_of_stream:
+                self.request.model_only = kind
+                return msg.continue_request_headers(msg.SCREEN_BODY if kind == "completions" else msg.ROUTE_BODY_ONLY)
             return msg.continue_request_headers(msg.PASS_THROUGH)
         self.request.api = api
-        c = self.runtime.cfg.semantic_cache
-        self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers)
         if self.runtime.tracing is not None:
             self.trace = self.runtime.tracing.start(self.trace_carrier, h)
         limit = self.runtime.cfg.envoy.max_headers_count
@@ -199,19 +200,10 @@ class StreamSession:
         deadline = time.monotonic() + self.runtime.cfg.classifier.timeout_ms / 1000  # parsing counts too
         self._check_size(len(body.body))  # chunked uploads carry no content-length
         if self.request.model_only:
-            return self._route_by_model(body.body)
+            return await self._route_by_model(body.body, deadline)
         parsed = apis.parse(self.request.api, body.body)
         chat, self.request.stateful = parsed.chat, parsed.stateful
-        text = wire.bounded(chat.latest_user_text(), self.runtime.cfg.classifier.max_scan_chars)
-        with self.trace.span("vsr.classify"):
-            signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
-            signal = await self._screen_earlier_turns(chat, signal, deadline)
-            signal = self.request.signal = await self._screen_other_turns(chat, signal, deadline)
-            if self.trace.recording:
-                self.trace.set(category=signal.category, confidence=round(signal.confidence, 4),
-                               jailbreak_score=round(signal.jailbreak_score, 4),
-                               pii_types=",".join(sorted(signal.pii_types)), source=signal.source,
-                               guard_turns=",".join(f"{g}:{t}" for g, t in signal.earlier_turns) or None)
+        text = await self._screen(chat, deadline)
         with self.trace.span("vsr.decision"):
             decision = self.runtime.policy.decide(chat, self.request.signal, text)
             if decision.auto and self.runtime.affinity is not None:
@@ -248,8 +240,27 @@ class StreamSession:
         cluster = self.runtime.cfg.cluster_of(pin.model)
         return msg.route_headers({self.runtime.cfg.server.selection_header: cluster}, msg.PASS_THROUGH)
 
-    def _route_by_model(self, raw: bytes) -> pb.ProcessingResponse:
-        """/v1/completions and /v1/embeddings: to the cluster of their explicit `model` (auto: the default)."""
+    async def _screen(self, chat: wire.ChatRequest, deadline: float) -> str:
+        """Every user turn through the classifier for the guards and the PII rules (`request.signal`); returns the
+        classified text, bounded as the classifier read it, which the keyword rules scan too."""
+        text = wire.bounded(chat.latest_user_text(), self.runtime.cfg.classifier.max_scan_chars)
+        with self.trace.span("vsr.classify"):
+            signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
+            signal = await self._screen_earlier_turns(chat, signal, deadline)
+            signal = self.request.signal = await self._screen_other_turns(chat, signal, deadline)
+            if self.trace.recording:
+                self.trace.set(category=signal.category, confidence=round(signal.confidence, 4),
+                               jailbreak_score=round(signal.jailbreak_score, 4),
+                               pii_types=",".join(sorted(signal.pii_types)), source=signal.source,
+                               guard_turns=",".join(f"{g}:{t}" for g, t in signal.earlier_turns) or None)
+        return text
+
+    async def _route_by_model(self, raw: bytes, deadline: float) -> pb.ProcessingResponse:
+        """/v1/completions and /v1/embeddings: to the cluster of their explicit `model` (auto: the default).
+
+        A completions prompt reaches the model as surely as a chat turn, so it passes the same guards and the
+        model's PII rule first (`apis.completions_turns`), when any of them reads text. The route stays the one
+        asked for: no fallback chain on this path."""
         body = wire.load_object(raw)  # the chat path's JSON limits: depth, Unicode, an object
         model = body.get("model")
         if not isinstance(model, str) or not model:
@@ -259,10 +270,15 @@ class StreamSession:
             raise ModelNotFound(f"The model '{model}' does not exist", param="model")
         target = model if model in self.runtime.cfg.models else self.runtime.cfg.default_model
         cluster = self.runtime.cfg.cluster_of(target)
+        decision = Decision(model=target, cluster=cluster, category="", confidence=0.0, reasoning=False,
+                            auto=target != model, chain=(target,), route=cluster, reason="requested by the client")
+        if self.request.model_only == "completions" and policy.checks_text_for(target):
+            chat = apis.completions_turns(body, target)
+            text = await self._screen(chat, deadline)
+            decision = dataclasses.replace(policy.decide(chat, self.request.signal, text), chain=decision.chain,
+                                           route=decision.route, auto=decision.auto)
         self.request.outcome = Outcome.UPSTREAM
-        self.request.decision = Decision(model=target, cluster=cluster, category="", confidence=0.0,
-                                         reasoning=False, auto=target != model, chain=(target,), route=cluster,
-                                         reason="requested by the client")
+        self.request.decision = decision
         routed = raw if target == model else json.dumps({**body, "model": target}).encode()
         return msg.route_request(routed, {self.runtime.cfg.server.selection_header: cluster})
 
@@ -452,7 +468,7 @@ class StreamSession:
             out["x-vsr-cache-hit"] = "false"
         if len(headers.headers.headers) + len(out) > self.runtime.cfg.envoy.max_headers_count:
             out = self._id_header()  # informational headers must never cost the client its answer
-        if not 200 <= self.response.status < 300:
+        if not 200 <= self.response.status < 300 or self.request.model_only:  # a completions answer: headers only
             return msg.continue_response_headers(out, msg.SKIP_RESPONSE_BODY)
         if h.get("content-type", "").startswith(msg.SSE):
             self.response.streaming = True

@@ -130,6 +130,58 @@ def test_an_attack_in_an_earlier_user_turn_of_a_fabricated_history_is_blocked(
     assert _upstream_calls(stack) == before
 
 
+def complete(client: openai.OpenAI, prompt: str | list[str], model: str = "auto") -> tuple[str, dict[str, str]]:
+    raw = client.completions.with_raw_response.create(model=model, prompt=prompt, max_tokens=16)
+    return raw.parse().model_extra["x_demo"]["upstream"], dict(raw.headers)
+
+
+# DAN as a chat template renders it: a legacy completions prompt may carry a whole templated conversation.
+TEMPLATED_DAN = f"<|im_start|>user\n{DAN}<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize(("prompt", "code", "header"), [
+    (DAN, "jailbreak_detected", "x-vsr-jailbreak-blocked"),
+    (TEMPLATED_DAN, "jailbreak_detected", "x-vsr-jailbreak-blocked"),
+    (HARMFUL, "content_blocked", "x-vsr-content-blocked"),
+    (["Solve for x: 3x + 5 = 20", DAN], "jailbreak_detected", "x-vsr-jailbreak-blocked"),
+])
+def test_a_prompt_the_chat_guards_block_is_blocked_on_legacy_completions_too(
+        client: openai.OpenAI, stack: Stack, prompt: str | list[str], code: str, header: str) -> None:
+    """/v1/completions was routed by its model alone: a prompt whose chat request got a 403 reached the model."""
+    before = _upstream_calls(stack)
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        complete(client, prompt, model="qwen3-4b")
+    assert err.value.code == code and err.value.response.headers[header] == "true"
+    assert _upstream_calls(stack) == before
+
+
+def test_an_ordinary_completions_prompt_still_goes_to_its_explicit_model_with_the_verdict(
+        client: openai.OpenAI) -> None:
+    upstream, headers = complete(client, "Solve for x: 3x + 5 = 20", model="gpt-oss-120b")
+    assert upstream == headers["x-vsr-selected-model"] == "gpt-oss-120b"  # not re-routed by its category
+    upstream, headers = complete(client, "Solve for x: 3x + 5 = 20")
+    assert upstream == headers["x-vsr-selected-model"] == "qwen3-4b"  # auto on this path: the default model
+    assert "x-vsr-cache-hit" not in headers  # never cached
+
+
+@pytest.mark.parametrize("prompt", [[9906, 0], [[9906, 0], [15339]]])
+def test_a_token_id_prompt_is_refused_while_a_guard_is_on(client: openai.OpenAI, stack: Stack,
+                                                          prompt: list[Any]) -> None:
+    """Token ids say nothing a text classifier can read: they were passed to the model unscreened."""
+    before = _upstream_calls(stack)
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="qwen3-4b", prompt=prompt, max_tokens=16)
+    assert err.value.code == "invalid_request" and err.value.param == "prompt"
+    assert "token ids" in err.value.message
+    assert _upstream_calls(stack) == before
+
+
+def test_pii_an_explicit_model_may_not_see_is_blocked_on_completions_too(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        complete(client, "My social security number is 536-22-8741, is it valid?", model="gpt-oss-120b")
+    assert err.value.code == "pii_policy_violation"
+
+
 def test_an_address_in_an_earlier_user_turn_keeps_it_from_a_model_that_may_not_see_it(client: openai.OpenAI) -> None:
     """math prefers gpt-oss-120b, whose pii_policy refuses street addresses; the address was given one turn earlier."""
     upstream, headers = converse(client, "Thanks! What is the derivative of x^2?", "Solve for x: 3x + 5 = 20")
@@ -150,3 +202,5 @@ def test_flag_mode_passes_the_request_with_its_header(make_stack: Callable[..., 
     assert headers["x-vsr-content-flagged"] == "true" and upstream == headers["x-vsr-selected-model"]
     _, plain = route(client, "What is the capital of Australia?")
     assert "x-vsr-content-flagged" not in plain
+    upstream, headers = complete(client, HARMFUL, model="gpt-oss-120b")  # legacy completions: the same verdict
+    assert headers["x-vsr-content-flagged"] == "true" and upstream == "gpt-oss-120b"

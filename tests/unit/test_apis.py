@@ -151,3 +151,27 @@ def test_a_responses_function_output_is_keyed_and_an_answer_after_it_is_not_cach
         return {**RESPONSES, "input": items + ([{"role": "user", "content": then}] if then else [])}
     assert _key_parts("responses", body("18 C", None))[1] is keys.SkipReason.NOT_USER_TURN
     assert _key_parts("responses", body("18 C", "Coat?"))[0] != _key_parts("responses", body("35 C", "Coat?"))[0]
+
+
+def test_a_completions_prompt_becomes_one_user_turn_per_string_then_the_suffix() -> None:
+    chat = apis.completions_turns({"model": "auto", "prompt": ["a", "b"], "suffix": "c"}, "qwen3-4b")
+    assert chat.model == "qwen3-4b" and chat.latest_user_text() == "c"
+    assert chat.earlier_user_turns() == [(1, "a"), (2, "b")]
+    single = apis.completions_turns({"prompt": "a", "suffix": ""}, "m")
+    assert single.latest_user_text() == "a" and single.earlier_user_turns() == []
+
+
+@pytest.mark.parametrize(("body", "param", "words"), [
+    ({}, "prompt", "required"),
+    ({"prompt": []}, "prompt", "required"),
+    ({"prompt": {"text": "a"}}, "prompt", "required"),
+    ({"prompt": [1, 2]}, "prompt", "token ids"),
+    ({"prompt": ["a", [1, 2]]}, "prompt", "token ids"),
+    ({"prompt": "a", "prompt_embeds": "AAAA"}, "prompt_embeds", "cannot be screened"),
+    ({"prompt": "a", "suffix": 3}, "suffix", "must be a string"),
+])
+def test_a_completions_prompt_the_guards_cannot_read_is_refused(body: dict, param: str,  # type: ignore[type-arg]
+                                                                 words: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        apis.completions_turns(body, "m")
+    assert err.value.param == param and words in err.value.message
