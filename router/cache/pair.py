@@ -15,7 +15,6 @@ was chosen on dev data only
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -69,9 +68,8 @@ class PairModel:
         self.operating_point = OperatingPoint(float(point["lower_bound"]), float(point["threshold"]),
                                               float(point.get("verifier_sure", "inf"))) \
             if point is not None else OperatingPoint(0.0, 0.0)
-        self._session, self._tokenizer = load_model(model_path, tokenizer_path, threads=1)
+        self._session, self._tokenizer, self.model_hash = load_model(model_path, tokenizer_path, threads=1)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-pair")
-        self.model_hash = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
 
     def score(self, stored: str, query: str) -> float:
         """P(the answer stored for `stored` is right for `query`); blocking, one ONNX run."""

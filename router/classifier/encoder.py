@@ -40,16 +40,19 @@ class ModelUnreadableError(ModelMissingError):
     first start ends with one line and exit 1 (it waited unready forever, /readyz 503), a reload keeps the old one."""
 
 
-def load_model(model_path: Path, tokenizer_path: Path, threads: int) -> tuple[ort.InferenceSession, Tokenizer]:
-    """An onnxruntime session (sequential, `threads` intra-op threads) and the tokenizer, without fixed padding or
-    truncation (the shipped tokenizer.json pads and cuts at 128: callers cut their own windows)."""
+def load_model(model_path: Path, tokenizer_path: Path, threads: int) -> tuple[ort.InferenceSession, Tokenizer, str]:
+    """An onnxruntime session (sequential, `threads` intra-op threads), the tokenizer, without fixed padding or
+    truncation (the shipped tokenizer.json pads and cuts at 128: callers cut their own windows), and the graph's
+    hash (16 hex digits) from the same bytes the session was built from, so that a file replaced meanwhile cannot
+    give the running model another model's hash (the cache keys entries by it)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     try:
+        graph = model_path.read_bytes()
         session = ort.InferenceSession(
-            str(model_path), options, providers=["CPUExecutionProvider"], disabled_optimizers=SLOW_FUSIONS
+            graph, options, providers=["CPUExecutionProvider"], disabled_optimizers=SLOW_FUSIONS
         )
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types, tokenizers a bare Exception
@@ -58,7 +61,7 @@ def load_model(model_path: Path, tokenizer_path: Path, threads: int) -> tuple[or
             "run `make models` (python -m offline build)") from None
     tokenizer.no_padding()
     tokenizer.no_truncation()
-    return session, tokenizer
+    return session, tokenizer, hashlib.sha256(graph).hexdigest()[:16]
 
 
 def model_files(model_dir: str | Path, precision: str = "int8") -> tuple[Path, Path]:
@@ -103,13 +106,12 @@ class Encoder:
         if missing:
             raise ModelMissingError(missing)
         model_path, tokenizer_path = model_files(model_dir, precision)
-        self._session, self._tokenizer = load_model(model_path, tokenizer_path, threads)  # windows are cut here
-        self._budget = window
+        # The hash identifies the embedding space: the cache keeps entries of different encoders apart.
+        self._session, self._tokenizer, self.model_hash = load_model(model_path, tokenizer_path, threads)
+        self._budget = window  # windows are cut here, not by the tokenizer
         self._runs = 0
         self._lock = threading.Lock()
         self.model_path = model_path
-        # Identifies the embedding space: the cache keeps entries of different encoders apart.
-        self.model_hash = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
 
     @property
     def runs(self) -> int:
