@@ -22,6 +22,15 @@ SSE = "text/event-stream"
 DETAILS = "vsr_router"
 
 
+def attribute(req: pb.ProcessingRequest, name: str) -> str | None:
+    """An attribute Envoy sent (the filter's `request_attributes`), as text; None when it did not send it."""
+    for attrs in req.attributes.values():
+        field = attrs.fields.get(name)
+        if field is not None:
+            return str(field.string_value)
+    return None
+
+
 def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
     """Lower-cased header names to values; Envoy 1.40 fills raw_value, older ones value."""
     out: dict[str, str] = {}
