@@ -14,7 +14,7 @@ import yaml
 from router import resilience, tracing
 from router.config import ConfigError, RouterConfig
 from router.envoy_filters import duration, ext_proc_filter
-from router.extproc.messages import DETAILS
+from router.extproc.messages import CLIENT_ADDRESS_ATTRIBUTE, DETAILS
 from router.policy import Policy
 
 EXT_PROC_CLUSTER = "semantic_router"
@@ -50,9 +50,12 @@ def _cluster(name: str, endpoints: list[tuple[str, int]], http2: bool = False,
 
 
 def _ext_proc_filter(cfg: RouterConfig) -> dict[str, Any]:
+    """The router's filter; the client's address comes with the request headers, to scope an anonymous caller's
+    classification memo (router/classifier/README.md, "Every user turn")."""
     return ext_proc_filter(EXT_PROC_CLUSTER, cfg.envoy.message_timeout_ms, cfg.envoy.failure_mode_allow, {
         "request_header_mode": "SEND", "response_header_mode": "SEND",
-        "request_body_mode": "BUFFERED", "response_body_mode": "BUFFERED"})
+        "request_body_mode": "BUFFERED", "response_body_mode": "BUFFERED"},
+        request_attributes=[CLIENT_ADDRESS_ATTRIBUTE])
 
 
 # Envoy's own local replies (its status, the OpenAI error code, the error type). Anything else Envoy
@@ -179,6 +182,10 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
                  ".HttpConnectionManager",
         "stat_prefix": STAT_PREFIX,
         "generate_request_id": True,
+        # The client's address is the connection's peer, never what the client wrote in X-Forwarded-For: it scopes
+        # an anonymous caller's classification memo (`source.address`), and with the default (false) a client
+        # choosing X-Forwarded-For chose its scope, another client's included (router/classifier/README.md).
+        "use_remote_address": True,
         "preserve_external_request_id": True,
         "always_set_request_id_in_response": True,
         # The router and the routes must see the path the model server will serve: uvicorn unquotes every

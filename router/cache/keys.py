@@ -125,10 +125,24 @@ def identity(
     return f"user\0{tenant or ''}\0{'u' if user else 'k'}\0{who}" if who else None
 
 
-def caller(headers: Mapping[str, str], tenant_headers: Sequence[str], user_headers: Sequence[str]) -> str | None:
-    """Who sent the request (tenant, user, API key), whatever the cache's scope; None when nothing identifies it."""
+def caller(headers: Mapping[str, str], tenant_headers: Sequence[str], user_headers: Sequence[str],
+           address: str | None = None) -> str | None:
+    """Who sent the request (tenant, user, API key), whatever the cache's scope. Without any of them, the client's IP
+    as Envoy saw it (`address`, "ip:port"; the port differs per connection, so it is dropped): clients without
+    identity behind one address share a scope (router/classifier/README.md, "Every user turn"). None when neither is
+    known. The address scope never equals an identity's: those start with "tenant" or an empty tenant part."""
     who = [identity(headers, scope, tenant_headers, user_headers, True) for scope in ("tenant", "user")]
-    return "\0".join(w or "" for w in who) if any(who) else None
+    if any(who):
+        return "\0".join(w or "" for w in who)
+    return f"address\0{_client_ip(address)}" if address else None
+
+
+def _client_ip(address: str) -> str:
+    """'10.0.0.7:51234' -> '10.0.0.7', '[2001:db8::7]:51234' -> '2001:db8::7'; anything else (a pipe) as it is."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or (":" in host and not host.startswith("[")):
+        return address
+    return host.removeprefix("[").removesuffix("]")
 
 
 def namespace_of(secret: bytes, who: str) -> str:

@@ -32,8 +32,9 @@ class MemoizedClassifier:
         """The remembered result for `text`, or None; cheap enough for the event loop (a hash and a dict).
 
         `scope` names the caller, so one caller's texts never make another's request faster: a memo shared by every
-        tenant told, by latency alone, whether anyone had just sent a given text. None (a caller without identity):
-        nothing is remembered.
+        tenant told, by latency alone, whether anyone had just sent a given text. A caller without identity is scoped by
+        its address (router/cache/keys.py `caller`); None (not even an address: Envoy was not asked for it): nothing
+        is remembered.
         """
         return None if scope is None else self._lookup(_key(scope, text))
 

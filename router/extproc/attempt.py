@@ -79,17 +79,15 @@ def endpoint_model(req: pb.ProcessingRequest) -> str | None:
 
     Envoy 1.40 sends the attribute as the text form of a `config.core.v3.Metadata` message.
     """
-    for attrs in req.attributes.values():
-        field = attrs.fields.get(HOST_METADATA_ATTRIBUTE)
-        if field is None:
-            continue
-        meta = base_pb2.Metadata()
-        try:
-            text_format.Parse(field.string_value, meta)
-        except text_format.ParseError:
-            log.warning("upstream_host_metadata_unreadable")
-            return None
-        ours = meta.filter_metadata.get(METADATA_NAMESPACE)
-        model = ours.fields.get("model") if ours is not None else None
-        return model.string_value if model is not None and model.string_value else None
-    return None
+    text = msg.attribute(req, HOST_METADATA_ATTRIBUTE)
+    if text is None:
+        return None
+    meta = base_pb2.Metadata()
+    try:
+        text_format.Parse(text, meta)
+    except text_format.ParseError:
+        log.warning("upstream_host_metadata_unreadable")
+        return None
+    ours = meta.filter_metadata.get(METADATA_NAMESPACE)
+    model = ours.fields.get("model") if ours is not None else None
+    return model.string_value if model is not None and model.string_value else None

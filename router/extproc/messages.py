@@ -20,6 +20,18 @@ SSE = "text/event-stream"
 # Envoy reports an immediate response's `details` as %RESPONSE_CODE_DETAILS%; the generated local_reply_config
 # recognises the router's own answers by this prefix and leaves their OpenAI bodies alone.
 DETAILS = "vsr_router"
+# The client's address as Envoy sees it ("ip:port", "[ipv6]:port"), asked for with the request headers: a caller
+# without identity gets a classification memo scoped by it (router/cache/keys.py `caller`).
+CLIENT_ADDRESS_ATTRIBUTE = "source.address"
+
+
+def attribute(req: pb.ProcessingRequest, name: str) -> str | None:
+    """An attribute Envoy sent (the filter's `request_attributes`), as text; None when it did not send it."""
+    for attrs in req.attributes.values():
+        field = attrs.fields.get(name)
+        if field is not None:
+            return str(field.string_value)
+    return None
 
 
 def header_map(headers: pb.HttpHeaders) -> dict[str, str]:

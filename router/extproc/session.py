@@ -90,7 +90,7 @@ class RequestState:
     cache_stored: bool = False  # the answer was queued for the cache under cache_key
     affinity: str | None = None  # new | sticky | rederived | switched (router/affinity.py)
     api: apis.Api = "chat"  # chat completions, OpenAI Responses or Anthropic Messages (router/apis.py)
-    caller: str | None = None  # who sent it (keys.caller): the classification memo is per caller
+    caller: str | None = None  # who sent it (keys.caller; else its address): the classification memo is per caller
     stateful: bool = False  # the answer depends on server-side state: never cached
     model_only: apis.ModelOnly | None = None  # /v1/completions, /v1/embeddings: routed by their `model` alone
     error_code: str | None = None
@@ -135,7 +135,7 @@ class StreamSession:
         phase = req.WhichOneof("request")
         try:
             if phase == "request_headers":
-                return self.on_request_headers(req.request_headers)
+                return self.on_request_headers(req.request_headers, msg.attribute(req, msg.CLIENT_ADDRESS_ATTRIBUTE))
             if phase == "request_body":
                 return await self.on_request_body(req.request_body)
             if phase == "response_headers":
@@ -151,7 +151,8 @@ class StreamSession:
 
     # ---- request phases ----------------------------------------------------------------------
 
-    def on_request_headers(self, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
+    def on_request_headers(self, headers: pb.HttpHeaders, client: str | None) -> pb.ProcessingResponse:
+        """`client`: the address Envoy saw the request come from, if it said (the memo scope of an anonymous caller)."""
         self.request.headers = h = msg.header_map(headers)
         self.request.request_id = h.get("x-request-id", "")
         method, path = h.get(":method", ""), h.get(":path", "").split("?", 1)[0]
@@ -161,7 +162,7 @@ class StreamSession:
         if api is None and path.startswith(apis.RESPONSES_ITEM_PREFIX):
             return self._route_stored_response(path)
         c = self.runtime.cfg.semantic_cache
-        self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers)  # the memo's scope
+        self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers, client)  # memo scope
         if api is None:
             kind = apis.MODEL_ONLY_PATHS.get(path)
             if kind is not None and method == "POST" and not headers.end_of_stream:
@@ -317,7 +318,7 @@ class StreamSession:
         client may send a fabricated history whose first turn is a DAN prompt and whose last is innocent.
 
         A genuine conversation's earlier turns were each the latest turn of an earlier request, so the per-caller
-        memo answers them on the loop, without a pass. The others cost a pass each (the exported graph takes no
+        memo (per client address for a caller without identity) answers them on the loop, without a pass. The others cost a pass each (the exported graph takes no
         attention mask: texts of different lengths share no batched run), one after another in `_classify`, by the
         request's deadline and within max_pending. Past MAX_EARLIER_PASSES of them, or at a pass that fails, the
         request is decided by `classifier.on_failure` like the latest turn's failure: closed refuses (503, Retry-After),

@@ -204,3 +204,22 @@ def test_flag_mode_passes_the_request_with_its_header(make_stack: Callable[..., 
     assert "x-vsr-content-flagged" not in plain
     upstream, headers = complete(client, HARMFUL, model="gpt-oss-120b")  # legacy completions: the same verdict
     assert headers["x-vsr-content-flagged"] == "true" and upstream == "gpt-oss-120b"
+
+
+
+@pytest.mark.parametrize("forwarded_for", [None, ("10.9.9.9", "10.8.8.8")])
+def test_an_anonymous_conversation_refused_past_the_bound_is_served_on_a_retry(
+        stack: Stack, forwarded_for: tuple[str, str] | None) -> None:
+    """A caller without API key or tenant header had no classification memo: a conversation of 20 user turns was
+    refused (503, 16 earlier turns a request) on every retry, for ever. Envoy now sends the client's address, which
+    scopes that caller's memo, so the retry (a new connection, another port) finishes the screening. The address is
+    the connection's peer: an X-Forwarded-For the client writes (another per request here) neither chooses the scope
+    nor, as it did with Envoy's default, starts a new one at each request."""
+    turns = [f"Step {i} ({forwarded_for}): what is the derivative of x^{i + 2}?" for i in range(20)]
+    messages = [m for t in turns for m in ({"role": "user", "content": t}, {"role": "assistant", "content": "Ok."})]
+    request = {"model": "auto", "messages": messages[:-1]}
+    sent = [{"x-forwarded-for": a} for a in forwarded_for] if forwarded_for else [{}, {}]
+    refused = httpx.post(f"{stack.base_url}/chat/completions", json=request, headers=sent[0], timeout=30)
+    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "classifier_unavailable")
+    retry = httpx.post(f"{stack.base_url}/chat/completions", json=request, headers=sent[1], timeout=30)
+    assert retry.status_code == 200 and retry.headers["x-vsr-selected-category"] == "math"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from router.cache import CacheRequest, SkipReason, build_cache_request
-from router.cache.keys import context_fingerprint, latest_user_text, normalise
+from router.cache.keys import caller, context_fingerprint, latest_user_text, normalise
 from router.config import RouterConfig, parse_config
 
 VEC = np.ones(384, dtype=np.float32) / np.sqrt(384)
@@ -167,3 +167,14 @@ def test_the_encoder_is_part_of_the_scope() -> None:
 
     assert with_encoder("a").scope == with_encoder("a").scope
     assert with_encoder("a").scope != with_encoder("b").scope and with_encoder("a").key != with_encoder("b").key
+
+
+@pytest.mark.parametrize(("address", "ip"), [("203.0.113.7:40001", "203.0.113.7"), ("[2001:db8::9]:443", "2001:db8::9"),
+                                             ("/run/envoy.sock", "/run/envoy.sock")])
+def test_a_caller_without_identity_is_its_address_without_the_port(address: str, ip: str) -> None:
+    """The classification memo's scope: a client's connections differ by port only; an identity still decides."""
+    tenants, users = ["x-tenant-id"], ["x-user-id"]
+    assert caller({}, tenants, users, address) == f"address\0{ip}"
+    assert caller({}, tenants, users) is None
+    key = {"authorization": "Bearer sk-a"}
+    assert caller(key, tenants, users, address) == caller(key, tenants, users) != caller({}, tenants, users, address)

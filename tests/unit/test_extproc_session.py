@@ -802,3 +802,46 @@ async def test_more_unknown_earlier_turns_than_the_bound_follow_on_failure(on_fa
         resp = await send(session, {"model": "auto", "messages": request["messages"][:length]})
         assert resp.WhichOneof("response") == "request_body" and session.request.classifier_failure is None
     assert len(genuine.seen) == len(set(genuine.seen)) == MAX_EARLIER_PASSES + 2  # one pass per turn, ever
+
+
+def anonymous(address: str) -> pb.ProcessingRequest:
+    """Request headers with no API key nor tenant/user header, and the client address Envoy is asked to send."""
+    req = headers()
+    req.attributes["envoy.filters.http.ext_proc"].fields["source.address"].string_value = address
+    return req
+
+
+async def send_from(rt: Runtime, address: str, payload: dict[str, Any]) -> tuple[StreamSession, pb.ProcessingResponse]:
+    session = StreamSession(rt, EXECUTOR)
+    await session.handle(anonymous(address))
+    return session, await session.handle(body(payload))
+
+
+async def test_an_anonymous_callers_earlier_turns_are_classified_once_per_client_address() -> None:
+    """A caller without identity had no memo: each request re-classified every earlier user turn. Its memo is now
+    scoped by the address Envoy saw (the port differs per connection); another address, or an identified caller,
+    learns nothing from it."""
+    fake = ByText({})
+    rt = Runtime(cfg=config(), policy=Policy(config()), classifier=MemoizedClassifier(fake), cache=None)
+    first = [{"role": "user", "content": "Integrate x^2"}]
+    await send_from(rt, "203.0.113.7:40001", {"model": "auto", "messages": first})
+    second = [*first, {"role": "assistant", "content": "x^3/3"}, {"role": "user", "content": "And x^3?"}]
+    _, resp = await send_from(rt, "203.0.113.7:40002", {"model": "auto", "messages": second})
+    assert resp.WhichOneof("response") == "request_body"
+    assert fake.seen == ["Integrate x^2", "And x^3?"]  # the earlier turn cost no second pass
+    await send_from(rt, "[2001:db8::9]:40003", {"model": "auto", "messages": second})
+    await send(StreamSession(rt, EXECUTOR), {"model": "auto", "messages": second})
+    assert fake.seen[2:] == ["And x^3?", "Integrate x^2"] * 2  # another address, an API key: their own passes
+
+
+async def test_an_anonymous_conversation_refused_past_the_bound_is_served_on_a_retry() -> None:
+    """20 user turns from a caller without identity: 16 earlier turns classified, then on_failure (closed: 503). The
+    passes were not remembered for it, so every retry was refused again, for ever."""
+    fake = ByText({})
+    rt = Runtime(cfg=config(), policy=Policy(config()), classifier=MemoizedClassifier(fake), cache=None)
+    request = {"model": "auto", "messages": [*long_history(19), {"role": "user", "content": "And x^3?"}]}
+    _, refused = await send_from(rt, "198.51.100.4:50001", request)
+    assert refused.immediate_response.status.code == 503
+    retry, resp = await send_from(rt, "198.51.100.4:50002", request)
+    assert resp.WhichOneof("response") == "request_body" and retry.request.classifier_failure is None
+    assert len(fake.seen) == len(set(fake.seen)) == 20  # every user turn screened, each once
