@@ -280,7 +280,9 @@ class StreamSession:
                                            route=decision.route, auto=decision.auto)
         self.request.outcome = Outcome.UPSTREAM
         self.request.decision = decision
-        routed = raw if target == model else json.dumps({**body, "model": target}).encode()
+        # Always the parsed body, never the client's bytes: with a key sent twice ({"prompt": A, "prompt": B}) the
+        # guards read B (Python keeps the last), while a model server that keeps the first would have generated from A.
+        routed = json.dumps({**body, "model": target}, separators=(",", ":"), ensure_ascii=False).encode()
         return msg.route_request(routed, {self.runtime.cfg.server.selection_header: cluster})
 
     def _check_size(self, size: int) -> None:

@@ -143,3 +143,15 @@ async def test_the_same_text_is_refused_as_a_prompt_and_routed_unread_as_an_embe
     assert first.mode_override == msg.ROUTE_BODY_ONLY
     resp = await session.handle(body({"model": "qwen3-4b", "input": DAN}))
     assert resp.WhichOneof("response") == "request_body" and fake.seen == [DAN]
+
+
+async def test_the_body_sent_upstream_is_the_one_the_guards_read_even_with_a_key_sent_twice() -> None:
+    """The client's bytes went upstream as they came: {"prompt": DAN, "prompt": benign} was screened as the benign
+    prompt (the last key wins in Python's parser), and a model server whose parser keeps the first key read DAN."""
+    fake = ByText({DAN: ATTACK})
+    session = StreamSession(_runtime(fake), EXECUTOR)
+    await session.handle(headers("/v1/completions", authorization="Bearer sk-tenant-a"))
+    raw = b'{"model": "qwen3-4b", "prompt": ' + json.dumps(DAN).encode() + b', "prompt": "Integrate x^2"}'
+    resp = await session.handle(pb.ProcessingRequest(request_body=pb.HttpBody(body=raw, end_of_stream=True)))
+    sent = resp.request_body.response.body_mutation.body
+    assert json.loads(sent) == {"model": "qwen3-4b", "prompt": "Integrate x^2"} and DAN.encode() not in sent
