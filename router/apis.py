@@ -31,6 +31,10 @@ RESPONSES_ITEM_PREFIX = "/v1/responses/"
 # first (`completions_turns`); nothing is generated from an embeddings input, so it is not.
 ModelOnly = Literal["completions", "embeddings"]
 MODEL_ONLY_PATHS: dict[str, ModelOnly] = {"/v1/completions": "completions", "/v1/embeddings": "embeddings"}
+# vLLM paths that generate from a body the router does not parse: SageMaker's /invocations (a chat or completions
+# body, told apart by its shape), a batch of conversations, token ids. Passed through to the default model, they
+# reached it unscreened: refused while a check reads text (router/extproc/session.py).
+UNSCREENED_GENERATION_PATHS = frozenset({"/invocations", "/v1/chat/completions/batch", "/inference/v1/generate"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,13 @@ class MethodNotAllowed(RouterError):
     code = "method_not_allowed"
 
 
+class UnsupportedPath(RouterError):
+    """A path the model server generates from, in a shape the router's guards do not read."""
+
+    status = 404
+    code = "unsupported_path"
+
+
 class BodyTooLarge(RouterError):
     status = 413
     code = "request_too_large"

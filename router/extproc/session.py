@@ -36,6 +36,7 @@ from router.errors import (
     Outcome,
     RouterError,
     TooManyHeaders,
+    UnsupportedPath,
 )
 from router.extproc import messages as msg
 from router.policy import Decision
@@ -163,6 +164,9 @@ class StreamSession:
             return self._route_stored_response(path)
         c = self.runtime.cfg.semantic_cache
         self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers, client)  # memo scope
+        if path in apis.UNSCREENED_GENERATION_PATHS and self.runtime.policy.checks_text_for(self.runtime.cfg.default_model):
+            raise UnsupportedPath(f"{path} is not served through this router, whose guards cannot read it: send chat "
+                                  "to /v1/chat/completions, text prompts to /v1/completions")
         if api is None:
             kind = apis.MODEL_ONLY_PATHS.get(path)
             if kind is not None and method == "POST" and not headers.end_of_stream:

@@ -176,6 +176,21 @@ def test_a_token_id_prompt_is_refused_while_a_guard_is_on(client: openai.OpenAI,
     assert _upstream_calls(stack) == before
 
 
+@pytest.mark.parametrize(("path", "payload"), [
+    ("/invocations", {"model": "qwen3-4b", "messages": [{"role": "user", "content": DAN}]}),
+    ("/invocations", {"model": "qwen3-4b", "prompt": DAN}),
+    ("/v1/chat/completions/batch", {"model": "qwen3-4b", "messages": [[{"role": "user", "content": DAN}]]}),
+    ("/inference/v1/generate", {"model": "qwen3-4b", "token_ids": [9906, 0]}),
+])
+def test_a_dan_prompt_cannot_reach_the_model_through_the_model_servers_other_generation_paths(
+        stack: Stack, path: str, payload: dict[str, Any]) -> None:
+    """vLLM also generates on these paths (SageMaker's /invocations takes a chat or a completions body); the router
+    passed them through to the default model unread, so the prompt refused on chat and completions got an answer."""
+    r = httpx.post(stack.base_url.removesuffix("/v1") + path, json=payload, timeout=30)
+    assert "x-demo-upstream" not in r.headers  # no model server saw it (the demo one tags even its own 404s)
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "unsupported_path")
+
+
 def test_pii_an_explicit_model_may_not_see_is_blocked_on_completions_too(client: openai.OpenAI) -> None:
     with pytest.raises(openai.PermissionDeniedError) as err:
         complete(client, "My social security number is 536-22-8741, is it valid?", model="gpt-oss-120b")
