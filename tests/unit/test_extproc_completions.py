@@ -86,6 +86,18 @@ async def test_an_innocent_prompt_keeps_its_explicit_model_and_the_answer_carrie
     assert (line["guard"], line["cache"], line.get("answer_cut")) == ("jailbreak", "off", None)
 
 
+async def test_a_routed_prompt_whose_answer_never_came_through_is_logged_abandoned_not_credited() -> None:
+    """Its answer's headers pass the router now: none coming means Envoy stopped waiting (past its message timeout it
+    sends the request unrouted to the default model) or the client left. Logged and counted `upstream`, the asked
+    model was credited with what it never answered."""
+    session, resp = await _complete(_runtime(ByText({})), {"prompt": "Integrate x^2", "model": "gpt-oss-120b"})
+    assert resp.WhichOneof("response") == "request_body"
+    with capture_logs() as logs:
+        _record(session)
+    line = next(x for x in logs if x["event"] == "request")
+    assert (line["path"], line["model"]) == ("abandoned", "gpt-oss-120b")
+
+
 @pytest.mark.parametrize("on_failure", ["closed", "open"])
 async def test_more_unknown_prompt_strings_than_the_pass_bound_follow_on_failure(on_failure: str) -> None:
     """A list of prompts costs a pass each like a fabricated history's turns, under the same bound."""
