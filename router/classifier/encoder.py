@@ -44,7 +44,8 @@ def load_model(model_path: Path, tokenizer_path: Path, threads: int) -> tuple[or
     """An onnxruntime session (sequential, `threads` intra-op threads), the tokenizer, without fixed padding or
     truncation (the shipped tokenizer.json pads and cuts at 128: callers cut their own windows), and the graph's
     hash (16 hex digits) from the same bytes the session was built from, so that a file replaced meanwhile cannot
-    give the running model another model's hash (the cache keys entries by it)."""
+    give the running model another model's hash (the cache keys entries by it). A graph with external weight files
+    (over 2 GB) is not loadable this way; the shipped ones are single files."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
