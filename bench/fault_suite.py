@@ -10,7 +10,8 @@ Scenarios:
 - lite_kill: the Milvus Lite child SIGKILLed a third of the way in; seconds until the router writes to the
   cache again, and failed requests (must be 0: a dead cache is a miss, never an error).
 - router_freeze / router_kill: the router SIGSTOPped for 3 s, then SIGKILLed and restarted, under load;
-  Envoy fails open to the default model (failure_mode_allow), so clients still get answers.
+  Envoy refuses what the router does not answer (503 router_unavailable, counted as failed here; with
+  failure_mode_allow: true it failed open to the default model and clients still got answers).
 - upstream_faults: upstream 5xx and slow answers under load (passed through; 504 past the route timeout).
 - invalid_reloads: an invalid then a valid config written every second under load; requests never fail.
 - hostile: the inputs of bench/hostile_inputs.py, one at a time: 5xx count (must be 0), 4xx with and

@@ -13,7 +13,7 @@ Each scenario runs once per `--workers` value (`server.workers`: router processe
 row records the load average when it started and the CPU time the router's processes (supervisor, workers,
 Milvus Lite child, also apart) and the routed Envoy spent per request, which is what says how far more cores
 would go, and how many requests the router decided by path (`router_decided`: a miss run must show no cache
-answers, and Envoy fails open, so wrk counts a request the router never saw as a success too).
+answers, and a request the router never saw is a 503 for wrk, or with failure_mode_allow: true a success).
 wrk, Envoy, the router and the upstreams share this machine's cores; the JSON records how many.
 Writes bench/results/load.json and load.png.
 
@@ -129,8 +129,8 @@ def wrk(url: str, concurrency: int, duration: int, script: Path,
     """One wrk run; its Lua `done` prints the summary as JSON. `watch`: processes whose CPU per request to report.
 
     With `metrics_url`, the row also says how many of the requests the router decided, by path (upstream,
-    cache, ...): Envoy fails open, so a request the router never answered still counts as a 200 for wrk, and a
-    "miss" run must show no cache answers.
+    cache, ...): a request the router never answered is a 503 (or with failure_mode_allow: true a 200) for wrk,
+    and a "miss" run must show no cache answers.
     """
     load = os.getloadavg()[0]
     before = {name: tree_cpu_s(pid) for name, pid in (watch or {}).items()}

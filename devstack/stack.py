@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import secrets
 import signal
@@ -108,6 +109,15 @@ class Stack:
 
     def stop_router(self) -> None:
         self._stop("router")
+
+    def upstream_requests(self) -> int:
+        """Requests the demo model servers have received, all models together (their `/stats`)."""
+        total = 0
+        for model in self.cfg.models.values():
+            for ep in model.endpoints:
+                with urllib.request.urlopen(f"http://{ep.address}:{ep.port}/stats", timeout=5) as r:
+                    total += int(json.load(r)["requests"])
+        return total
 
     def start_envoy(self) -> None:
         self.envoy_config_path.write_text(render(self.cfg))

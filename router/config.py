@@ -205,8 +205,10 @@ class EnvoyConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8801, ge=1, le=65535)
     admin_port: int = Field(default=9901, ge=0, le=65535)
-    # Fail open: if the sidecar is down, requests still reach the default model unrouted.
-    failure_mode_allow: bool = True
+    # Fail closed: when the router cannot answer (down, frozen, past message_timeout_ms) Envoy refuses the request
+    # (503 router_unavailable) rather than forward it unrouted and unscreened; true chooses availability over the
+    # guards.
+    failure_mode_allow: bool = False
     message_timeout_ms: int = Field(default=1000, ge=10)
     # Envoy's header-count limit (its default, made explicit in the generated config); the router refuses
     # requests that leave no room for the headers it adds (431) instead of Envoy failing them with a 500.

@@ -1,8 +1,8 @@
 """Envoy's config, generated from the router's, so models and routes are declared once.
 
 One cluster per model, a route per cluster matched on the selection header the router sets, and
-a default route to the default model: with `failure_mode_allow` a request still gets an answer
-when the sidecar is down.
+a default route to the default model for the paths the router passes through (and, with
+`failure_mode_allow: true`, for requests the router could not answer).
 """
 
 from __future__ import annotations
@@ -68,6 +68,14 @@ _LOCAL_REPLIES = (
 )
 
 
+# Envoy's own replies when the router did not answer and `failure_mode_allow` is false: details
+# `ext_proc_error_gRPC_error_14{...}` (down, 500) or `ext_proc_error_per-message_timeout_exceeded` (frozen or past
+# message_timeout_ms, 504). A client should retry these like the router's own 503 `classifier_unavailable`.
+_ROUTER_FAILED = "response.code_details.startsWith('ext_proc_error_')"
+_ROUTER_UNAVAILABLE = ("The semantic router did not answer in time (down, restarting or overloaded), so the request "
+                       "was refused rather than passed on unscreened; retry shortly")
+
+
 # Envoy refuses a path with an escaped slash (path_with_escaped_slashes_action) with an empty body.
 _BAD_PATH = "The request path may not contain an escaped slash or backslash"
 
@@ -88,13 +96,18 @@ def _not_router(condition: str) -> dict[str, Any]:
 
 
 def local_reply_config() -> dict[str, Any]:
-    """OpenAI-style JSON bodies for Envoy's own replies (413, 431, 503 no healthy upstream, 504, ...).
+    """OpenAI-style JSON bodies for Envoy's own replies (413, 431, 503 no healthy upstream, 504, ...), and a 503
+    with Retry-After for a request refused because the router did not answer (Envoy says 500 or 504).
 
     Clients parse `{"error": {...}}`; Envoy's default is a plain-text body. The router's own answers
     already are OpenAI errors and pass untouched.
     """
     mappers = [{"filter": _not_router("response.code_details == 'path_normalization_failed'"),
-                "body_format_override": _openai_error("invalid_path", "invalid_request_error", _BAD_PATH)}]
+                "body_format_override": _openai_error("invalid_path", "invalid_request_error", _BAD_PATH)},
+               {"filter": _not_router(_ROUTER_FAILED), "status_code": 503,
+                "headers_to_add": [{"header": {"key": "retry-after", "value": "1"},
+                                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+                "body_format_override": _openai_error("router_unavailable", "server_error", _ROUTER_UNAVAILABLE)}]
     mappers += [{"filter": _not_router(f"response.code == {status}"), "body_format_override": _openai_error(code, kind)}
                 for status, code, kind in _LOCAL_REPLIES]
     mappers.append({"filter": _not_router("response.code >= 500"),
@@ -105,8 +118,9 @@ def local_reply_config() -> dict[str, Any]:
 
 
 # Envoy's side of each request, keyed by the request id the router logs too. What only Envoy knows: the route
-# the router set (none when Envoy failed open past message_timeout_ms, or the router was down), the ext_proc calls
-# with their latency in us and gRPC status (rh: request headers, rb: body, ...), retries and Envoy's own replies.
+# the router set (none when the router was down or past message_timeout_ms: refused, or with failure_mode_allow
+# sent on unrouted), the ext_proc calls with their latency in us and gRPC status (rh: request headers, rb: body,
+# ...), retries and Envoy's own replies.
 # The path without its query; never a body or a credential.
 _ACCESS_LOG_FIELDS = {
     "time": "%START_TIME%", "request_id": "%REQ(X-REQUEST-ID)%", "method": "%REQ(:METHOD)%",
@@ -158,7 +172,7 @@ def _routes(cfg: RouterConfig, chains: list[tuple[str, ...]]) -> list[dict[str, 
     routes = resilience.routes(cfg, chains, timeout, cfg.server.selection_header)
     default = resilience.routes(cfg, [], timeout, cfg.server.selection_header)[
         list(cfg.models).index(cfg.default_model)]
-    routes.append({**default, "match": {"prefix": "/"}})  # unrouted: paths the router skips, router down
+    routes.append({**default, "match": {"prefix": "/"}})  # unrouted: paths the router passes through (and failed-open ones)
     return routes
 
 

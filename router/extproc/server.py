@@ -23,7 +23,7 @@ from router.extproc.attempt import AttemptSession
 from router.extproc.session import StreamSession
 from router.extproc.slot import WorkerSlot, bootstrap
 from router.observability import logs, metrics
-from router.observability.envoy_stats import EnvoyFailedOpen, admin_reader
+from router.observability.envoy_stats import EnvoyRouterFailures, admin_reader
 from router.observability.health import Readiness, add_grpc_health
 from router.observability.logs import LogFormat
 from router.observability.ops import configure_logs, start_ops
@@ -230,7 +230,7 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
                                                      report_now))
     await _first(holder.loaded, stop)
     if holder.current is not None and worker is None and holder.current.cfg.envoy.admin_port:  # the supervisor's
-        metrics.REGISTRY.register(EnvoyFailedOpen(admin_reader(holder.current.cfg.envoy.admin_port)))
+        metrics.REGISTRY.register(EnvoyRouterFailures(admin_reader(holder.current.cfg.envoy.admin_port)))
     if holder.current is not None:  # ports from the config that loaded, which may be a fixed one
         try:
             server, health = await _start_grpc(holder, processor, readiness, holder.current.cfg.server,

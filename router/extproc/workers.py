@@ -43,7 +43,7 @@ from router.cache.milvus import is_local_uri
 from router.config import ConfigError, RouterConfig, drain_s, load_config
 from router.extproc.slot import WORKER_STATE_ENV, bootstrap, read_state
 from router.observability import logs
-from router.observability.envoy_stats import EnvoyFailedOpen, admin_reader
+from router.observability.envoy_stats import EnvoyRouterFailures, admin_reader
 from router.observability.health import HealthServer, Liveness
 from router.observability.logs import LogFormat
 from router.observability.ops import configure_logs
@@ -192,7 +192,7 @@ class Supervisor:
         self.workers = [Worker(i, run_dir / f"worker-{i}.json") for i in range(self.count)]
         view = WorkersView(self.workers, metrics_dir, obs.liveness_stale_after_s)
         if cfg is not None and cfg.envoy.admin_port:
-            view.registry.register(EnvoyFailedOpen(admin_reader(cfg.envoy.admin_port)))
+            view.registry.register(EnvoyRouterFailures(admin_reader(cfg.envoy.admin_port)))
         liveness = Liveness(stale_after_s=obs.liveness_stale_after_s)
         http = HealthServer(view, liveness, view)
         port = server.metrics_port

@@ -1,9 +1,10 @@
-"""Envoy's count of requests it sent on without the router, exported on the router's /metrics.
+"""Envoy's count of requests the router did not answer, exported on the router's /metrics.
 
-When the router is down, frozen or slower than `envoy.message_timeout_ms`, Envoy forwards the request unrouted to
-the default model (`failure_mode_allow`): the router never sees it, and Envoy counts it only on its admin port,
-which is bound to 127.0.0.1 and scraped by nothing. Read at scrape time from that port (Envoy runs beside the
-router: the same Pod, Compose network or machine), so the counter survives router restarts as Envoy's does.
+When the router is down, frozen or slower than `envoy.message_timeout_ms`, Envoy refuses the request (503
+`router_unavailable`, the default) or, with `failure_mode_allow: true`, forwards it unrouted and unguarded to the
+default model. The router never sees either, and Envoy counts them only on its admin port, which is bound to
+127.0.0.1 and scraped by nothing. Read at scrape time from that port (Envoy runs beside the router: the same Pod,
+Compose network or machine), so the counters survive router restarts as Envoy's do.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from prometheus_client.registry import Collector
 
 from router.envoy_config import STAT_PREFIX
 
-FAILED_OPEN = f"http.{STAT_PREFIX}.ext_proc.failure_mode_allowed"
+_EXT_PROC = f"http.{STAT_PREFIX}.ext_proc."
+FAILED_OPEN = _EXT_PROC + "failure_mode_allowed"
+# Every router call that failed (gRPC error: down, reset) or timed out, whatever Envoy then did with the request.
+STREAMS_FAILED = _EXT_PROC + "streams_failed"
+MESSAGE_TIMEOUTS = _EXT_PROC + "message_timeouts"
 TIMEOUT_S = 0.5  # a scrape must not hang on a busy Envoy
 
 
@@ -33,18 +38,30 @@ def admin_reader(admin_port: int) -> Callable[[], dict[str, int]]:
     return read
 
 
-class EnvoyFailedOpen(Collector):
-    """`vsr_envoy_failed_open_total`, absent while Envoy's admin port does not answer (no stale value)."""
+class EnvoyRouterFailures(Collector):
+    """`vsr_envoy_failed_closed_total` and `vsr_envoy_failed_open_total`, absent while Envoy's admin port does not
+    answer (no stale value).
+
+    Envoy has no stat of its own for a refusal (`immediate_responses_sent` also counts the router's own blocks):
+    each failed or timed-out router call either failed open (`failure_mode_allowed`) or was refused, so the
+    refusals are the difference (each call adds 1 to the failures and 0 or 1 to the fail-opens; clamped at 0 in
+    case an Envoy version counts a fail-open elsewhere).
+    """
 
     def __init__(self, read: Callable[[], dict[str, int]]) -> None:
         self.read = read
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         try:
-            value = self.read().get(FAILED_OPEN)
+            stats = self.read()
         except (OSError, ValueError):
             return
-        if value is not None:
-            yield CounterMetricFamily("vsr_envoy_failed_open", "Requests Envoy sent on unrouted to the default model "
-                                      "because the router did not answer (down, frozen, past message_timeout_ms).",
-                                      value=value)
+        if FAILED_OPEN not in stats:
+            return
+        failed = stats.get(STREAMS_FAILED, 0) + stats.get(MESSAGE_TIMEOUTS, 0)
+        yield CounterMetricFamily("vsr_envoy_failed_closed", "Requests Envoy refused (503 router_unavailable) or cut "
+                                  "because the router did not answer (down, frozen, past message_timeout_ms).",
+                                  value=max(failed - stats[FAILED_OPEN], 0))
+        yield CounterMetricFamily("vsr_envoy_failed_open", "Requests Envoy sent on unrouted to the default model "
+                                  "because the router did not answer (failure_mode_allow: true).",
+                                  value=stats[FAILED_OPEN])

@@ -26,15 +26,6 @@ def _client(stack: Stack, api_key: str = "sk-tenant-a") -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.base_url, api_key=api_key, max_retries=0)
 
 
-def upstream_calls(stack: Stack) -> int:
-    """Requests the demo upstreams have served: a cache hit must not add one."""
-    total = 0
-    for model in stack.cfg.models.values():
-        for ep in model.endpoints:
-            total += httpx.get(f"http://{ep.address}:{ep.port}/stats").json()["requests"]
-    return total
-
-
 def ask(client: openai.OpenAI, text: str, system: str | None = None, **kw: Any) -> tuple[str, dict[str, str]]:
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
     raw = client.chat.completions.with_raw_response.create(model="auto", messages=messages, **kw)
@@ -70,12 +61,12 @@ def test_a_paraphrase_is_answered_from_the_cache_without_the_upstream(stack: Sta
     first, headers = ask(client, "How do I reset my password?")
     assert headers["x-vsr-cache-hit"] == "false"
     eventually_hit(client, "How do I reset my password?")  # the write has landed
-    calls = upstream_calls(stack)
+    calls = stack.upstream_requests()
     again, headers = ask(client, "How can I reset my password?")
     assert headers["x-vsr-cache-hit"] == "true"
     assert again == first
     assert 0.8 < float(headers["x-vsr-cache-similarity"]) < 1.0  # a semantic hit, not the exact path
-    assert upstream_calls(stack) == calls
+    assert stack.upstream_requests() == calls
 
 
 def test_another_tenant_never_sees_the_answer(stack: Stack) -> None:

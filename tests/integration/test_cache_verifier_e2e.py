@@ -16,7 +16,7 @@ import yaml
 
 from devstack.milvus_server import MilvusServer
 from devstack.stack import ROOT, Stack
-from tests.integration.test_cache_e2e import _client, ask, eventually_hit, upstream_calls
+from tests.integration.test_cache_e2e import _client, ask, eventually_hit
 
 pytestmark = pytest.mark.usefixtures("require_model")
 MODEL_DIR = ROOT / "models" / "minilm"
@@ -50,20 +50,20 @@ def test_a_paraphrase_is_served_from_the_cache(stack: Stack) -> None:
     # confidence threshold while its paraphrase does not, so they would go to different models.
     first, _ = ask(client, "What's the best way to learn Go programming?")
     eventually_hit(client, "What's the best way to learn Go programming?")
-    calls = upstream_calls(stack)
+    calls = stack.upstream_requests()
     again, headers = ask(client, "How should I go about learning Go programming?")
     assert headers["x-vsr-cache-hit"] == "true" and again == first
-    assert upstream_calls(stack) == calls
+    assert stack.upstream_requests() == calls
 
 
 def test_a_hard_negative_goes_to_the_model(stack: Stack) -> None:
     client = _client(stack)
     eventually_hit(client, "How do I enable notifications on my phone?")
     for near_miss in ("How do I disable notifications on my phone?", "How do I enable notifications on my watch?"):
-        calls = upstream_calls(stack)
+        calls = stack.upstream_requests()
         _, headers = ask(client, near_miss)
         assert headers["x-vsr-cache-hit"] == "false"
-        assert upstream_calls(stack) == calls + 1
+        assert stack.upstream_requests() == calls + 1
 
 
 def other_encoder(tmp: Path) -> Path:

@@ -264,10 +264,10 @@ def _log_line(path: Path, request_id: str, timeout: float = 15.0) -> dict[str, A
 
 
 def test_envoys_access_log_shares_the_request_id_and_shows_requests_the_router_never_decided(stack: Stack) -> None:
-    """On call: "requests to the big model all go to the small one". When the router misses Envoy's message
-    timeout (frozen, restarting, overloaded), Envoy fails open and the default model answers unrouted: the router
-    logs nothing and counts nothing for that request, and Envoy wrote no access log. Now Envoy logs one JSON line
-    per request with the same request id, the route the router chose (none: failed open) and the ext_proc calls."""
+    """On call: "requests to the big model all go to the small one" (or "clients get 503s"). When the router misses
+    Envoy's message timeout (frozen, restarting, overloaded) the router logs nothing and counts nothing for that
+    request, and Envoy wrote no access log. Now Envoy logs one JSON line per request with the same request id, the
+    route the router chose (none: the router never decided), Envoy's reason and the ext_proc calls."""
     routed = chat(stack, MATH)
     rid = routed.headers["x-request-id"]
     envoy_line = _log_line(stack.workdir / "envoy.log", rid)
@@ -280,35 +280,50 @@ def test_envoys_access_log_shares_the_request_id_and_shows_requests_the_router_n
     router = stack.procs["router"]
     router.send_signal(signal.SIGSTOP)
     try:
-        bypassed = chat(stack, MATH)  # past envoy.message_timeout_ms: failure_mode_allow sends it on unrouted
+        refused = chat(stack, MATH)  # past envoy.message_timeout_ms: refused, not sent on
     finally:
         router.send_signal(signal.SIGCONT)
-    assert bypassed.status_code == 200 and "x-vsr-selected-model" not in bypassed.headers
-    line = _log_line(stack.workdir / "envoy.log", bypassed.headers["x-request-id"])
+    assert refused.status_code == 503 and "x-vsr-selected-model" not in refused.headers
+    line = _log_line(stack.workdir / "envoy.log", refused.headers["x-request-id"])
     assert line is not None and line["routed_to"] is None and line["selected_model"] is None
-    assert line["upstream_cluster"] == stack.cfg.cluster_of(stack.cfg.default_model)
+    assert line["status"] == 503 and line["upstream_host"] is None  # Envoy's own reply: no model got it
+    assert line["details"] == "ext_proc_error_per-message_timeout_exceeded"
     assert line["ext_proc"].startswith("rh:")  # the request-headers call, its latency (us) and gRPC status
 
 
-def test_requests_envoy_sent_on_without_the_router_are_counted_on_the_routers_metrics(stack: Stack) -> None:
-    """The fleet view of the test above: Envoy's own count of fail-opens lived on its admin port only, which the
-    shipped monitoring never scrapes, so "the big model gets nothing" while routers froze or restarted showed in no
-    series. The router's /metrics now carries it as vsr_envoy_failed_open_total."""
-    before = sample(scrape(stack), "vsr_envoy_failed_open_total")
+@pytest.mark.parametrize("allow", [False, True], ids=["fail-closed", "fail-open"])
+def test_requests_the_router_did_not_answer_are_refused_or_sent_on_and_counted_on_its_metrics(
+        make_stack: Callable[..., Stack], allow: bool) -> None:
+    """A router frozen past envoy.message_timeout_ms (as a flood can make it): Envoy sent the request on unrouted
+    and unguarded, counted on Envoy's admin port only (which the shipped monitoring never scrapes; now
+    vsr_envoy_failed_open_total). By default Envoy now refuses it: a 503 `router_unavailable` with Retry-After, no
+    model reached, counted as vsr_envoy_failed_closed_total. `failure_mode_allow: true` keeps the old choice."""
+    stack = make_stack(lambda cfg: cfg["envoy"].update(failure_mode_allow=allow))
+    before, upstream_before = scrape(stack), stack.upstream_requests()
     router = stack.procs["router"]
     router.send_signal(signal.SIGSTOP)
     try:
-        assert "x-vsr-selected-model" not in chat(stack, MATH).headers  # answered unrouted
+        answer = chat(stack, MATH)
     finally:
         router.send_signal(signal.SIGCONT)
-    assert until(lambda: sample(scrape(stack), "vsr_envoy_failed_open_total") == before + 1)
+    assert "x-vsr-selected-model" not in answer.headers  # never routed
+    if allow:
+        assert answer.status_code == 200 and stack.upstream_requests() == upstream_before + 1
+    else:
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+        assert answer.json()["error"]["code"] == "router_unavailable"
+        assert stack.upstream_requests() == upstream_before
+    counted = "vsr_envoy_failed_open_total" if allow else "vsr_envoy_failed_closed_total"
+    other = "vsr_envoy_failed_closed_total" if allow else "vsr_envoy_failed_open_total"
+    assert until(lambda: sample(scrape(stack), counted) == sample(before, counted) + 1)
+    assert sample(scrape(stack), other) == sample(before, other)
 
 
 def test_a_decision_envoy_stopped_waiting_for_is_not_counted_as_routed(make_stack: Callable[..., Stack]) -> None:
     """Envoy's message timeout ran out while the router decided (here a 12 MB prompt against a 100 ms timeout):
-    Envoy sent the request on unrouted to the default model, but the router logged and counted it as routed to
-    its choice (`path: upstream`, `model: gpt-oss-120b`), so the metrics said the big model got what the small
-    one answered. Now the line and vsr_requests_total say `abandoned`."""
+    Envoy refused the request (or, with failure_mode_allow, sent it on unrouted to the default model), but the
+    router logged and counted it as routed to its choice (`path: upstream`, `model: gpt-oss-120b`), so the metrics
+    said the big model got it. Now the line and vsr_requests_total say `abandoned`."""
     def slow_body(cfg: dict[str, Any]) -> None:
         cfg["envoy"]["message_timeout_ms"] = 100
         cfg["server"]["max_body_bytes"] = 16 << 20
@@ -318,7 +333,7 @@ def test_a_decision_envoy_stopped_waiting_for_is_not_counted_as_routed(make_stac
     for _ in range(5):  # a busy machine may miss 100 ms on the request headers already: then nothing is decided
         before = scrape(stack)
         answer = chat(stack, big)
-        assert answer.status_code == 200 and "x-vsr-selected-model" not in answer.headers  # Envoy gave up: unrouted
+        assert answer.status_code == 503 and "x-vsr-selected-model" not in answer.headers  # Envoy gave up: refused
         line = _log_line(stack.workdir / "router.log", answer.headers["x-request-id"], timeout=3)
         if line is not None:
             break

@@ -4,8 +4,8 @@
 request must end in a normal, classified answer or in the fallback `classifier.on_failure` names (closed: 503
 with Retry-After; open: routed unguarded with x-vsr-guards-skipped), every fallback must be counted in
 /metrics under its reason, and no request may outlast Envoy's message timeout: the bound past which Envoy stops
-waiting and forwards the request undecided (with `failure_mode_allow`), which would show here as an answer
-carrying no decision at all.
+waiting and refuses the request (503 `router_unavailable`; with `failure_mode_allow: true` it forwards it
+undecided), which would show here as an answer carrying no decision at all.
 """
 
 from __future__ import annotations

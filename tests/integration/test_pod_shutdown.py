@@ -1,7 +1,7 @@
 """The Kubernetes Pod's shutdown, as the kubelet runs it, against the real Envoy and router of a local stack: both
 containers' preStop hooks from deploy/kubernetes/deployment.yaml at once, then SIGTERM to each container whose hook
-returned. A stream in flight must finish, and the router must outlive Envoy (else Envoy's last requests pass
-unrouted and unguarded: `failure_mode_allow`)."""
+returned. A stream in flight must finish, and the router must outlive Envoy (else Envoy's last requests are refused,
+or with `failure_mode_allow: true` pass unrouted and unguarded)."""
 
 from __future__ import annotations
 
@@ -74,17 +74,17 @@ def test_a_stream_in_flight_finishes_and_the_router_outlives_envoy(make_stack: C
     assert hooks["envoy"].returncode == 0 and hooks["router"].returncode == 0
 
 
-def test_a_router_stopped_mid_stream_lets_the_stream_end_whole(make_stack: Callable[..., Stack]) -> None:
+def test_a_router_stopped_mid_stream_lets_the_stream_end_whole_and_refuses_new_requests(
+        make_stack: Callable[..., Stack]) -> None:
     """SIGTERM straight to the router (Compose, systemd, `make run`; no preStop hook): it drained streams for 5 s,
-    then cut them. With `failure_mode_allow: false` the client's answer broke off; with true its rest passed through
-    Envoy unprocessed (not cached, usage not counted). The stream here stalls 10 s halfway (demo fault `stall`)."""
-    def closed(cfg: dict[str, Any]) -> None:
-        cfg["envoy"]["failure_mode_allow"] = False
-
-    stack = make_stack(closed)
+    then cut them: the client's answer broke off (with `failure_mode_allow: true` its rest passed through Envoy
+    unprocessed, not cached, usage not counted). The stream here stalls 10 s halfway (demo fault `stall`). A new
+    request meanwhile went on unrouted and unguarded (fail open); now it gets the 503 `router_unavailable`."""
+    stack = make_stack()
     router = stack.procs["router"]
     body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": "Plan my week, please."}]}
     frames: list[str] = []
+    late: httpx.Response | None = None
     with httpx.stream("POST", f"{stack.base_url}/chat/completions", json=body, timeout=60,
                       headers={"x-demo-fault": "qwen3-4b=stall"}) as r:
         try:
@@ -95,9 +95,15 @@ def test_a_router_stopped_mid_stream_lets_the_stream_end_whole(make_stack: Calla
                         router.send_signal(signal.SIGTERM)
                         ready = _readyz_while(router, stack.cfg.server.metrics_port)
                         assert ready is not None and ready["components"]["stopping"]["ok"] is False, ready
+                        sent = stack.upstream_requests()
+                        late = httpx.post(f"{stack.base_url}/chat/completions", json={**body, "stream": False},
+                                          timeout=30)
+                        assert stack.upstream_requests() == sent  # not forwarded unscreened
         except httpx.HTTPError as exc:
             frames.append(f"error: {exc!r}")
     assert frames[-1] == "[DONE]", frames[-2:]
+    assert late is not None and late.status_code == 503 and late.headers["retry-after"] == "1"
+    assert late.json()["error"]["code"] == "router_unavailable"
     assert router.wait(30) == 0  # and then it exits by itself
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import httpx
 import openai
@@ -154,8 +155,28 @@ def test_unsupported_method_is_405(http: httpx.Client, method: str) -> None:
     assert r.json()["error"]["code"] == "method_not_allowed"
 
 
-def test_router_down_fails_open_to_the_default_model(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_router_down_refuses_the_request_with_an_openai_error_and_forwards_nothing(
+        make_stack: Callable[..., Stack]) -> None:
+    """Envoy sent it on to the default model, unrouted and past every guard (jailbreak, PII), as soon as the router
+    did not answer: a flood that slows the router past envoy.message_timeout_ms let requests through unscreened.
+    Now Envoy fails closed, and says so the way the router's own 503 does: the SDK raises a clear error (and
+    would retry it after Retry-After)."""
     stack = make_stack()
+    client = openai.OpenAI(base_url=stack.base_url, api_key="sk-test", max_retries=0)
+    stack.stop_router()
+    before = stack.upstream_requests()
+    with pytest.raises(openai.InternalServerError) as refused:
+        client.chat.completions.create(model="auto", messages=[{"role": "user", "content": MATH}])
+    error = refused.value
+    assert error.status_code == 503 and error.response.headers["retry-after"] == "1"
+    assert error.code == "router_unavailable" and error.type == "server_error"
+    assert "router" in error.message
+    assert stack.upstream_requests() == before  # never reached a model
+
+
+def test_router_down_with_failure_mode_allow_fails_open_to_the_default_model(make_stack: Callable[..., Stack]) -> None:
+    """The operator's other choice: availability over the guards."""
+    stack = make_stack(lambda cfg: cfg["envoy"].update(failure_mode_allow=True))
     client = openai.OpenAI(base_url=stack.base_url, api_key="sk-test", max_retries=0)
     stack.stop_router()
     completion = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": MATH}])

@@ -98,17 +98,20 @@ def test_signals_reload_and_dependencies(m: RouterMetrics) -> None:
     assert value(m, "vsr_dependency_errors_total", dependency="milvus") == 1
 
 
-def test_envoys_fail_open_count_is_exported_while_its_admin_port_answers() -> None:
-    """No stale value when Envoy's admin port does not answer: the series is absent, not frozen."""
+def test_envoys_refusals_and_fail_opens_are_exported_while_its_admin_port_answers() -> None:
+    """Envoy counts router calls that failed (gRPC error) or timed out, and those of them it let through: the rest it
+    refused. No stale value when Envoy's admin port does not answer: the series are absent, not frozen."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from router.observability.envoy_stats import FAILED_OPEN, EnvoyFailedOpen
+    from router.observability import envoy_stats as es
 
     def down() -> dict[str, int]:
         raise ConnectionRefusedError("envoy admin")
 
     answering, silent = CollectorRegistry(), CollectorRegistry()
-    answering.register(EnvoyFailedOpen(lambda: {FAILED_OPEN: 7, "http.x.other": 1}))
-    silent.register(EnvoyFailedOpen(down))
+    answering.register(es.EnvoyRouterFailures(lambda: {es.STREAMS_FAILED: 5, es.MESSAGE_TIMEOUTS: 4,
+                                                        es.FAILED_OPEN: 7, "http.x.other": 1}))
+    silent.register(es.EnvoyRouterFailures(down))
     assert answering.get_sample_value("vsr_envoy_failed_open_total") == 7
-    assert b"vsr_envoy_failed_open" not in generate_latest(silent)
+    assert answering.get_sample_value("vsr_envoy_failed_closed_total") == 2
+    assert b"vsr_envoy_failed" not in generate_latest(silent)

@@ -24,7 +24,7 @@ import yaml
 
 from router.config import parse_config
 from router.extproc.workers import WorkersView
-from router.observability.envoy_stats import FAILED_OPEN, EnvoyFailedOpen
+from router.observability.envoy_stats import FAILED_OPEN, EnvoyRouterFailures
 from router.observability.metrics import RouterMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -254,7 +254,7 @@ def exported_series() -> dict[str, set[str]]:
     series: dict[str, set[str]] = {}
     with tempfile.TemporaryDirectory() as metrics_dir:  # the supervisor's own series, with router workers
         supervisor = WorkersView([], Path(metrics_dir), stale_after_s=15).registry
-        supervisor.register(EnvoyFailedOpen(lambda: {FAILED_OPEN: 0}))  # Envoy's count, read from its admin port
+        supervisor.register(EnvoyRouterFailures(lambda: {FAILED_OPEN: 0}))  # Envoy's counts, read from its admin port
         families = [*m.registry.collect(), *supervisor.collect()]
     for family in families:
         for sample in family.samples:
