@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -142,11 +143,11 @@ TEMPLATED_DAN = f"<|im_start|>user\n{DAN}<|im_end|>\n<|im_start|>assistant\n"
 def test_a_prompt_the_chat_guards_block_is_blocked_on_legacy_completions_too(
         client: openai.OpenAI, stack: Stack, prompt: str | list[str], code: str, header: str) -> None:
     """/v1/completions was routed by its model alone: a prompt whose chat request got a 403 reached the model."""
-    before = _upstream_calls(stack)
+    before = stack.upstream_requests()
     with pytest.raises(openai.PermissionDeniedError) as err:
         complete(client, prompt, model="qwen3-4b")
     assert err.value.code == code and err.value.response.headers[header] == "true"
-    assert _upstream_calls(stack) == before
+    assert stack.upstream_requests() == before
 
 
 def test_an_ordinary_completions_prompt_still_goes_to_its_explicit_model_with_the_verdict(
@@ -162,12 +163,12 @@ def test_an_ordinary_completions_prompt_still_goes_to_its_explicit_model_with_th
 def test_a_token_id_prompt_is_refused_while_a_guard_is_on(client: openai.OpenAI, stack: Stack,
                                                           prompt: list[Any]) -> None:
     """Token ids say nothing a text classifier can read: they were passed to the model unscreened."""
-    before = _upstream_calls(stack)
+    before = stack.upstream_requests()
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model="qwen3-4b", prompt=prompt, max_tokens=16)
     assert err.value.code == "invalid_request" and err.value.param == "prompt"
     assert "token ids" in err.value.message
-    assert _upstream_calls(stack) == before
+    assert stack.upstream_requests() == before
 
 
 @pytest.mark.parametrize(("path", "payload"), [
