@@ -21,6 +21,7 @@ EVALUATION = (
     "cache_heldout_v8.jsonl",
     "cache_heldout_v9.jsonl",
     "cache_heldout_v10.jsonl",
+    "cache_heldout_v11.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
