@@ -10,4 +10,5 @@ HELDOUT = BENCH / "cache_heldout_v11.jsonl"
 # Held-out sets that were evaluated (once each, figures in router/cache/README.md) and then replaced by a fresher
 # set: written the same way, so the pair model trains on them now. HELDOUT joins this list only when its successor
 # has been written.
-RETIRED = tuple(BENCH / name for name in ("cache_heldout_pairs.jsonl", *(f"cache_heldout_v{v}.jsonl" for v in range(2, 11))))
+RETIRED = tuple(BENCH / name for name in (
+    "cache_heldout_pairs.jsonl", *(f"cache_heldout_v{v}.jsonl" for v in range(2, 11))))

@@ -163,8 +163,10 @@ class StreamSession:
         if api is None and path.startswith(apis.RESPONSES_ITEM_PREFIX):
             return self._route_stored_response(path)
         c = self.runtime.cfg.semantic_cache
-        self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers, client)  # memo scope
-        if path in apis.UNSCREENED_GENERATION_PATHS and self.runtime.policy.checks_text_for(self.runtime.cfg.default_model):
+        # The memo's scope, set before the path branches: completions need it as well as the chat-like APIs.
+        self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers, client)
+        if path in apis.UNSCREENED_GENERATION_PATHS and \
+                self.runtime.policy.checks_text_for(self.runtime.cfg.default_model):
             raise UnsupportedPath(f"{path} is not served through this router, whose guards cannot read it: send chat "
                                   "to /v1/chat/completions, text prompts to /v1/completions")
         if api is None:
@@ -324,9 +326,9 @@ class StreamSession:
         client may send a fabricated history whose first turn is a DAN prompt and whose last is innocent.
 
         A genuine conversation's earlier turns were each the latest turn of an earlier request, so the per-caller
-        memo (per client address for a caller without identity) answers them on the loop, without a pass. The others cost a pass each (the exported graph takes no
-        attention mask: texts of different lengths share no batched run), one after another in `_classify`, by the
-        request's deadline and within max_pending. Past MAX_EARLIER_PASSES of them, or at a pass that fails, the
+        memo (per client address for a caller without identity) answers them on the loop, without a pass. The others
+        cost a pass each (the exported graph takes no attention mask: texts of different lengths share no batched
+        run), one after another in `_classify`, by the request's deadline and within max_pending. Past MAX_EARLIER_PASSES of them, or at a pass that fails, the
         request is decided by `classifier.on_failure` like the latest turn's failure: closed refuses (503, Retry-After),
         open goes on with what was screened and says x-vsr-guards-skipped. The passes spent are memoised, so a long
         conversation sent cold (a new replica) gets further at each retry instead of being refused for ever. The
