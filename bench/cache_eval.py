@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from offline.cache_pair_dev import manifest_fields
 from offline.cache_pairs import load_jsonl, split_by_question
 from offline.train_cache_verifier import QQP, embeddings, hits, pair_table
 from router.cache.guard import VETO_CHECKS, features, reject_reason
 from router.cache.keys import normalise
-from router.cache.pair import PairModel
-from router.cache.verifier import Verifier, _view
+from router.cache.pair import INF, OperatingPoint, PairModel
+from router.cache.verifier import VETOED, Verifier, _view
 from router.config import CacheConfig
 
 COSINES = [round(t, 3) for t in np.arange(0.70, 1.0001, 0.005)]
@@ -52,12 +54,18 @@ VERIFIER_AUDIT = ROOT / "bench" / "data" / "qqp_verifier_false_hit_audit.jsonl"
 BASELINE = 0.92  # the fixed cosine threshold the cache used before the verifier
 
 
-def score(rows: list[dict[str, Any]], emb: dict[str, np.ndarray], max_chars: int) -> dict[str, np.ndarray]:
-    """Per pair: the verifier's table (offline/train_cache_verifier.pair_table), and for the baseline the
-    similarity (1.0 exact, -1 not comparable: exact-only in production) and the guard's verdict."""
+def score(rows: list[dict[str, Any]], emb: dict[str, np.ndarray], max_chars: int,
+          verifier: Verifier) -> dict[str, np.ndarray]:
+    """Per pair: the verifier's table (offline/train_cache_verifier.pair_table) with its assessment of each
+    candidate, and for the baseline the similarity (1.0 exact, -1 not comparable: exact-only in production) and the
+    guard's verdict."""
     table = pair_table(rows, emb)
     long = np.array([max(len(normalise(r["a"])), len(normalise(r["b"]))) > max_chars for r in rows])
     table["candidate"] &= ~long
+    table["verifier"], table["state"] = np.zeros(len(rows)), np.full(len(rows), VETOED)
+    if table["candidate"].any():
+        table["verifier"][table["candidate"]], table["state"][table["candidate"]] = verifier.assess(
+            table["x"][table["candidate"]])
     table["sim"] = np.where(table["exact"], 1.0, np.where(long, -1.0, table["cos"]))
     table["guard_ok"] = np.array([e or reject_reason(normalise(r["b"]), normalise(r["a"])) is None
                                   for e, r in zip(table["exact"], rows, strict=True)])
@@ -72,13 +80,17 @@ def pair_column(rows: list[dict[str, Any]], s: dict[str, np.ndarray], model: Pai
     return out
 
 
-def decision(s: dict[str, np.ndarray], verifier: Verifier, model: PairModel | None, threshold: float) -> np.ndarray:
-    """The default's hits: the verifier at its threshold, or the verifier at the pair model's lower bound and the
-    pair model at `threshold` (or the verifier past the point's `sure`)."""
-    if model is None:
+def decision(s: dict[str, np.ndarray], verifier: Verifier, op: OperatingPoint | None, threshold: float) -> np.ndarray:
+    """The hits of the verifier alone at `threshold`, or of the pair model's operating point with its (first)
+    pair threshold set to `threshold` (the curves sweep it)."""
+    if op is None:
         return hits(s, verifier, threshold)
-    op = model.operating_point
-    return hits(s, verifier, op.lower_bound) & (s["exact"] | (s["pair"] >= threshold) | hits(s, verifier, op.sure))
+    return s["exact"] | (s["candidate"] & replace(op, threshold=threshold).serves(s["verifier"], s["state"], s["pair"]))
+
+
+def one_step(point: OperatingPoint) -> OperatingPoint:
+    """The point without its second step and addition path (the decision before 2026-11-30's stage 2)."""
+    return replace(point, second_lower_bound=INF, second_threshold=INF, addition_threshold=INF)
 
 
 def point(hit: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, float]:
@@ -103,7 +115,7 @@ def check_cost_us(rows: list[dict[str, Any]], verifier: Verifier) -> dict[str, f
     """Mean cost of one guard check and of one verifier score on unseen texts (feature caches cleared)."""
     out = {}
     for name, fn in (("guard", lambda a, b: reject_reason(b, a)),
-                     ("verifier", lambda a, b: verifier.best(b, [(a, 0.9)], 0.5))):
+                     ("verifier", lambda a, b: verifier.judge(b, [(a, 0.9)]))):
         features.cache_clear()
         _view.cache_clear()
         start = time.perf_counter()
@@ -117,7 +129,7 @@ def by_kind(rows: list[dict[str, Any]], s: dict[str, np.ndarray], verifier: Veri
             model: PairModel | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     hit_v, hit_b = hits(s, verifier, verifier.threshold), (s["sim"] >= BASELINE) & s["guard_ok"]
-    hit_p = None if model is None else decision(s, verifier, model, model.operating_point.threshold)
+    hit_p = None if model is None else decision(s, verifier, model.operating_point, model.operating_point.threshold)
     for kind in sorted({r["kind"] for r in rows}):
         idx = np.array([r["kind"] == kind for r in rows])
         out[kind] = {"pairs": int(idx.sum()), "verifier_hits": int(hit_v[idx].sum()),
@@ -216,15 +228,14 @@ def main() -> int:
     else:
         print(f"QQP file {args.qqp} absent: evaluating the hand-written sets only", file=sys.stderr)
     emb = embeddings([r for rows in sets.values() for r in rows], args.model_dir)
-    scored = {name: score(rows, emb, max_chars) for name, rows in sets.items()}
+    scored = {name: score(rows, emb, max_chars, verifier) for name, rows in sets.items()}
     curves: dict[str, list[dict[str, float]]] = {}
     default: dict[str, Any] = {"verifier_threshold": verifier.threshold, "candidate_floor": CacheConfig().similarity_threshold,
                                "vetoes": [*verifier.vetoes, *VETO_CHECKS]}
     if model is not None:
-        default |= {"pair_model": model.model_hash, "pair_lower_bound": model.operating_point.lower_bound,
-                    "pair_threshold": model.operating_point.threshold,
-                    "pair_skipped_from_verifier": None if model.operating_point.sure == float("inf")
-                    else model.operating_point.sure}
+        default |= {"pair_model": model.model_hash, "operating_point": manifest_fields(model.operating_point),
+                    "pair_lower_bound": model.operating_point.lower_bound,
+                    "pair_threshold": model.operating_point.threshold}
     for name, s in scored.items():
         curves[f"{name}_verifier"] = verifier_curve(s, verifier)
         curves[f"{name}_cosine_guard"] = cosine_curve(s, True)
@@ -233,9 +244,11 @@ def main() -> int:
                          f"cosine_{BASELINE}_guard": at(curves[f"{name}_cosine_guard"], BASELINE)}
         if model is not None:
             s["pair"] = pair_column(sets[name], s, model)
-            curves[f"{name}_pair"] = [point(decision(s, verifier, model, t), s["label"], t) for t in SCORES]
-            default[name]["pair"] = point(decision(s, verifier, model, model.operating_point.threshold), s["label"],
-                                          model.operating_point.threshold)
+            op = model.operating_point
+            curves[f"{name}_pair"] = [point(decision(s, verifier, op, t), s["label"], t) for t in SCORES]
+            default[name]["pair"] = point(decision(s, verifier, op, op.threshold), s["label"], op.threshold)
+            default[name]["pair_one_step"] = point(decision(s, verifier, one_step(op), op.threshold), s["label"],
+                                                   op.threshold)
     served = "verifier" if model is None else "pair"
     result = {
         "protocol": (__doc__ or "").split("Data:")[0].strip(),

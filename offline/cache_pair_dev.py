@@ -6,8 +6,8 @@
 Dev sets are the verifier's (offline/train_cache_verifier.dataset, seed 11): the QQP dev split, the rule dev
 pairs, the hand-written tuning set (bench/data/cache_hard_pairs.jsonl) and the written dev pairs
 (offline/data/cache_written_dev.jsonl). Every candidate (cosine >= floor, not an exact repeat) gets the shipped
-verifier's score (its vetoes included) and the pair model's; the decision serves a candidate iff verifier >= L and
-pair >= T. Rule: no false hit on the tuning set, <= 0.5% of rule dev hard negatives hit (the verifier's own dev
+verifier's assessment (score and state, `Verifier.assess`) and the pair model's score; the decision is
+`OperatingPoint.serves`, the router's own rule (router/cache/pair.py). Rule: no false hit on the tuning set, <= 0.5% of rule dev hard negatives hit (the verifier's own dev
 rule), at least MIN_WRITTEN_RECALL of the written dev paraphrases served and the RECALL_FLOORS of the QQP and rule
 dev paraphrases (people's own rewordings and trivial reframes stay found: a model trained on more written pairs
 fits their writers' style, which the written dev and held-out sets share and cannot show); then the fewest written
@@ -15,9 +15,11 @@ dev false hits,
 then the most hand-written dev paraphrases served (tuning + written dev), ties to the higher QQP dev precision, then
 the higher `sure` (fewer paths), then the higher L (fewer pair runs). `sure`: a candidate the verifier scores at least
 this much is served without the pair model (SURE; inf = never). (Until 2026-11-30 the rule asked for no written dev false hit at all; on the written
-dev set grown to 327 negatives no point of the shipped model has none: 2 at best.) Beside it the verifier alone at its
-default.
-`--write` stores the chosen (L, T) as `operating_point` in the model's manifest.json (not a hashed file).
+dev set grown to 327 negatives no point of the shipped model has none: 2 at best.) Stage 2, on top of that point and
+with the same rule: a second step (verifier >= L2 < L, pair >= T2 > T, SECOND_THRESHOLDS) and the addition path's pair
+threshold (ADDITION_THRESHOLDS), each may stay off; ties go to the stricter (higher T2, then L2, then addition
+threshold). Beside it the verifier alone at its default.
+`--write` stores the chosen point as `operating_point` in the model's manifest.json (not a hashed file).
 `--cost`: p50/p99 of one pair run (onnxruntime, 1 thread) over the dev candidate pairs, by total token length, added
 to the output under the model's layer count (`--layers N --minutes 0` exports an untrained N-layer model to time).
 Never read: QQP test, bench/data/cache_heldout*.jsonl.
@@ -26,9 +28,11 @@ Never read: QQP test, bench/data/cache_heldout*.jsonl.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +40,8 @@ import numpy as np
 from offline.build import REPO_ROOT
 from offline.train_cache_verifier import DEV_SETS, QQP, dataset, embeddings, pair_table
 from router.cache.keys import normalise
-from router.cache.pair import PairModel
-from router.cache.verifier import Verifier
+from router.cache.pair import INF, MANIFEST_KEYS, OperatingPoint, PairModel
+from router.cache.verifier import CLEAN, VETOED, Verifier
 
 MODEL_DIR = REPO_ROOT / "offline" / "trained" / "cache-pair"
 OUT = REPO_ROOT / "bench" / "results" / "cache_pair_dev.json"
@@ -48,6 +52,9 @@ LOWER_BOUNDS = [round(x, 2) for x in np.arange(0.05, 0.70, 0.05)]
 THRESHOLDS = [round(x, 3) for x in np.arange(0.05, 0.995, 0.01)]
 # Verifier scores past which the pair model is not asked (inf: always asked).
 SURE = [float("inf"), 0.99, 0.98, 0.97, 0.95]
+# Stage 2 (on top of stage 1's point): a second step for a near-certain pair score, an addition path (inf = off).
+SECOND_THRESHOLDS = [0.99, 0.995, 0.998, 0.999]
+ADDITION_THRESHOLDS = [0.94, 0.97, 0.98, 0.99, 0.995, 0.999, INF]
 
 
 def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -60,26 +67,24 @@ def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarra
     for name, pairs in dev.items():
         table = pair_table(pairs, emb)
         verifier_score = np.zeros(len(pairs))
+        state = np.full(len(pairs), VETOED)
         pair_score = np.zeros(len(pairs))
         if table["candidate"].any():
-            verifier_score[table["candidate"]] = verifier.scores(table["x"][table["candidate"]])
+            verifier_score[table["candidate"]], state[table["candidate"]] = verifier.assess(
+                table["x"][table["candidate"]])
         for i in np.flatnonzero(table["candidate"]):
             pair_score[i] = model.score(normalise(pairs[i]["a"]), normalise(pairs[i]["b"]))
         out[name] = {"exact": table["exact"], "candidate": table["candidate"], "label": table["label"],
-                     "verifier": verifier_score, "pair": pair_score, "threshold": np.array(verifier.threshold)}
+                     "verifier": verifier_score, "state": state, "pair": pair_score,
+                     "threshold": np.array(verifier.threshold)}
     return out
 
 
-def figures(tables: dict[str, dict[str, np.ndarray]], lower: float, threshold: float | None,
-            sure: float = float("inf")) -> dict[str, float]:
-    """Dev figures of one decision: verifier >= lower, and pair >= threshold (or verifier >= sure) unless threshold
-    is None."""
+def figures(tables: dict[str, dict[str, np.ndarray]], point: OperatingPoint) -> dict[str, float]:
+    """Dev figures of one operating point (the verifier alone: OperatingPoint(its threshold, 0.0))."""
     out: dict[str, float] = {}
     for name, t in tables.items():
-        served = t["candidate"] & (t["verifier"] >= lower)
-        if threshold is not None:
-            served &= (t["pair"] >= threshold) | (t["verifier"] >= sure)
-        hit = t["exact"] | served
+        hit = t["exact"] | (t["candidate"] & point.serves(t["verifier"], t["state"], t["pair"]))
         positive = t["label"] == 1
         out[f"{name}_false_hits"] = int((hit & ~positive).sum())
         out[f"{name}_served"] = int((hit & positive).sum())
@@ -100,31 +105,43 @@ def preference(f: dict[str, float]) -> tuple[float, ...]:
     return (-f["written_dev_false_hits"], f["hand_written_served"], f["qqp_dev_precision"])
 
 
-def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[tuple[float, float, float], dict[str, float],
-                                                               list[dict]]:
-    """The (L, T, sure) the module docstring's rule picks, its figures, and the best T per (sure, L) (the sweep)."""
+def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[OperatingPoint, dict[str, float], list[dict]]:
+    """The point the module docstring's rule picks, its figures, and the stage 1 sweep (best T per (sure, L))."""
     sweep, best = [], None
     for sure in SURE:
         for lower in LOWER_BOUNDS:
             row = None
             for threshold in THRESHOLDS:
-                f = figures(tables, lower, threshold, sure)
+                f = figures(tables, OperatingPoint(lower, threshold, sure))
                 if admissible(f) and (row is None or preference(f) > preference(row[1])):
-                    row = ((lower, threshold, sure), f)
+                    row = (OperatingPoint(lower, threshold, sure), f)
             if row is None:
                 continue
-            sweep.append({"lower_bound": lower, "threshold": row[0][1], "verifier_sure": _finite(sure), **row[1]})
+            sweep.append({**manifest_fields(row[0]), **row[1]})
             key = (*preference(row[1]), sure, lower)
             if best is None or key >= best[0]:
                 best = (key, row)
     if best is None:
         raise SystemExit("no (L, T) meets the dev rule")
-    (point, f) = best[1]
-    return point, f, sweep
+    first, f = best[1]
+    # Stage 2: the further paths on top of stage 1's point; ties go to the stricter (fewer served by the new paths).
+    top = (*preference(f), INF, INF, INF), first, f
+    seconds = [(lower, threshold) for lower in LOWER_BOUNDS if lower < first.lower_bound
+               for threshold in SECOND_THRESHOLDS if threshold > first.threshold] + [(INF, INF)]
+    for (second_lower, second_threshold), addition in itertools.product(seconds, ADDITION_THRESHOLDS):
+        point = replace(first, second_lower_bound=second_lower, second_threshold=second_threshold,
+                        addition_threshold=addition)
+        g = figures(tables, point)
+        key = (*preference(g), second_threshold, second_lower, addition)
+        if admissible(g) and key > top[0]:
+            top = key, point, g
+    return top[1], top[2], sweep
 
 
-def _finite(sure: float) -> float | None:
-    return None if sure == float("inf") else sure
+def manifest_fields(point: OperatingPoint) -> dict[str, float | None]:
+    """The point as the manifest's operating_point stores it (inf: the path is off, written as null)."""
+    values = (getattr(point, f.name) for f in fields(point))
+    return {key: None if value == INF else value for key, value in zip(MANIFEST_KEYS, values, strict=True)}
 
 
 def cost(model: PairModel, tables: dict[str, dict[str, np.ndarray]], runs: int = 600) -> dict[str, object]:
@@ -166,24 +183,28 @@ def main() -> int:
     point, chosen, sweep = choose(tables)
     default = float(tables["tuning"]["threshold"])
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    no_vetoes = {name: t | {"state": np.full_like(t["state"], CLEAN)} for name, t in tables.items()}
     result |= {
         "model_dir": str(args.model_dir), "model_hash": model.model_hash,
         "rule": __doc__.split("Rule: ")[1].split(" Beside")[0].replace("\n", " "),
-        "chosen": {"lower_bound": point[0], "threshold": point[1], "verifier_sure": _finite(point[2]), **chosen},
-        "verifier_default": {"threshold": default, **figures(tables, default, None)},
-        "pair_alone": {"lower_bound": 0.0, "threshold": point[1], **figures(tables, 0.0, point[1])},
+        "chosen": {**manifest_fields(point), **chosen},
+        "stage_1": {**manifest_fields(replace(point, second_lower_bound=INF, second_threshold=INF,
+                                              addition_threshold=INF)),
+                    **figures(tables, replace(point, second_lower_bound=INF, second_threshold=INF,
+                                              addition_threshold=INF))},
+        "verifier_default": {"threshold": default, **figures(tables, OperatingPoint(default, 0.0))},
+        "pair_alone": {"lower_bound": 0.0, "threshold": point.threshold,
+                       **figures(no_vetoes, OperatingPoint(0.0, point.threshold))},
         "sweep_best_threshold_per_lower_bound": sweep,
         "candidates": {name: int(t["candidate"].sum()) for name, t in tables.items()},
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("chosen", "verifier_default", "pair_alone")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("chosen", "stage_1", "verifier_default", "pair_alone")}, indent=1))
     if args.write:
         manifest_path = args.model_dir / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
-        manifest["operating_point"] = {"lower_bound": point[0], "threshold": point[1],
+        manifest["operating_point"] = {**{k: v for k, v in manifest_fields(point).items() if v is not None},
                                        "chosen_by": "offline/cache_pair_dev.py (dev only)", "dev": chosen}
-        if point[2] != float("inf"):
-            manifest["operating_point"]["verifier_sure"] = point[2]
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return 0
 

@@ -22,20 +22,59 @@ from pathlib import Path
 
 import numpy as np
 
+from router.cache.verifier import ADDITION, CLEAN
 from router.classifier.encoder import CLS_ID, SEP_ID, ModelMissingError, load_model
 
 MAX_TOKENS = 128  # both prompts and the three specials; as in training (offline/train_cache_pair.MAX_TOKENS)
 
 
+INF = float("inf")
+
+
 @dataclass(frozen=True, slots=True)
 class OperatingPoint:
-    """A candidate is served iff the verifier scores it >= lower_bound and either the pair model scores it >=
-    threshold or the verifier alone >= sure: the pair model turns down many reframes that keep every content word
-    ("could you tell me how to X" / "how to X"), which the verifier is nearly certain of (offline/cache_pair_dev.py)."""
+    """The pair score a candidate needs, from the verifier's view of it (`Verifier.assess`); every field chosen on dev
+    data by offline/cache_pair_dev.py and stored in the model's manifest.json:
+    - CLEAN, verifier >= sure: none, served on the verifier alone (the pair model turns down many reframes that keep
+      every content word, "could you tell me how to X" / "how to X", which the verifier is nearly certain of);
+    - CLEAN, verifier >= lower_bound: threshold;
+    - CLEAN, verifier >= second_lower_bound: second_threshold (a near-certain pair score outweighs a middling verifier
+      score: the verifier's word features mark down rewordings that share few words, "prune an apple tree" / "apple
+      tree trimming - how should i do it");
+    - ADDITION (a number, unit or audience on one side only): addition_threshold;
+    - otherwise (VETOED, or below every bound): not served."""
 
     lower_bound: float
     threshold: float
-    sure: float = float("inf")
+    sure: float = INF
+    second_lower_bound: float = INF
+    second_threshold: float = INF
+    addition_threshold: float = INF
+
+    def required(self, scores: np.ndarray, states: np.ndarray, lower_bound: float | None = None) -> np.ndarray:
+        """Per candidate the pair score it needs: 0 = none, inf = not served. `lower_bound` (the config's
+        `verifier_threshold`, per category too) replaces the point's own and is a floor on every path, additions
+        included: 1.0 serves exact repeats only."""
+        floor = 0.0 if lower_bound is None else lower_bound
+        first = self.lower_bound if lower_bound is None else lower_bound
+        clean, addition = states == CLEAN, (states == ADDITION) & (scores >= floor)
+        need = np.where(addition, self.addition_threshold, INF)
+        need = np.where(clean & (scores >= max(self.second_lower_bound, floor)), self.second_threshold, need)
+        need = np.where(clean & (scores >= first), np.minimum(need, self.threshold), need)
+        return np.where(clean & (scores >= max(self.sure, floor)), 0.0, need)
+
+    def serves(self, scores: np.ndarray, states: np.ndarray, pair: np.ndarray) -> np.ndarray:
+        """Which candidates the point serves given each one's pair score (the offline figures' decision)."""
+        return pair >= self.required(scores, states)
+
+    @classmethod
+    def from_manifest(cls, point: dict[str, float]) -> OperatingPoint:
+        return cls(*(float(point.get(name, INF)) for name in MANIFEST_KEYS))
+
+
+# The manifest's operating_point keys, in the order of OperatingPoint's fields ("verifier_sure" is `sure`).
+MANIFEST_KEYS = ("lower_bound", "threshold", "verifier_sure", "second_lower_bound", "second_threshold",
+                 "addition_threshold")
 
 
 def pair_ids(first: list[int], second: list[int], budget: int = MAX_TOKENS) -> tuple[np.ndarray, np.ndarray]:
@@ -65,9 +104,7 @@ class PairModel:
         if point is None and require_point:
             raise ModelMissingError(f"{manifest_path} has no operating_point: run offline/cache_pair_dev.py --write")
         # (0, 0) only for offline/cache_pair_dev.py, which is about to choose one.
-        self.operating_point = OperatingPoint(float(point["lower_bound"]), float(point["threshold"]),
-                                              float(point.get("verifier_sure", "inf"))) \
-            if point is not None else OperatingPoint(0.0, 0.0)
+        self.operating_point = OperatingPoint.from_manifest(point) if point is not None else OperatingPoint(0.0, 0.0)
         self._session, self._tokenizer, self.model_hash = load_model(model_path, tokenizer_path, threads=1)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-pair")
 

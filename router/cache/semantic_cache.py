@@ -248,9 +248,9 @@ class SemanticCache:
 
         An exact repeat embeds to the same vector, so the search returns its entry first at similarity
         1.0 (recognised as exact by its key); a second, exact-key lookup would only add a round trip.
-        Otherwise the verifier scores every candidate; its best is served if it clears the bar and, with the pair
-        model on, the pair model (in its own thread) scores that one pair at least its threshold, unless the
-        verifier's score is already past the point's `sure`.
+        Otherwise the verifier judges every candidate and the operating point says what pair score each one needs
+        (`OperatingPoint.required`); the one that needs least (then the best verifier score) is served if, with the
+        pair model on, the pair model (in its own thread) scores that one pair at least that much.
         """
         if req.embedding is None:
             entry = await self.backend.get(req.key, now)
@@ -262,20 +262,21 @@ class SemanticCache:
         if exact is not None:
             self.hot.put(exact.entry, now)
             return self._hit(exact.entry, 1.0, True, now)
-        bar = self.point.lower_bound if req.min_score is None else req.min_score
-        pick, score = self.verifier.best(req.text, [(c.entry.text, c.similarity) for c in own], bar)
-        if pick is None:
+        scores, states = self.verifier.judge(req.text, [(c.entry.text, c.similarity) for c in own])
+        need = self.point.required(scores, states, req.min_score)
+        if not own or need.min() == float("inf"):
             if own:
                 self._count("verifier_reject")
             return None
-        pair = None  # not asked: no pair model, or the verifier is past the point's `sure`
-        if self.pair is not None and score < self.point.sure:
+        pick = int(np.lexsort((-scores, need))[0])  # the least the pair model must confirm, then the best score
+        pair = None  # not asked: no pair model, or the verifier alone serves (past the point's `sure`)
+        if self.pair is not None and need[pick] > 0:
             pair = await self.pair.check(own[pick].entry.text, req.text)
-            if pair < self.point.threshold:
+            if pair < need[pick]:
                 self._count("pair_reject")
                 return None
         hit = self._hit(own[pick].entry, own[pick].similarity, False, now)
-        return None if hit is None else replace(hit, verifier_score=score, pair_score=pair)
+        return None if hit is None else replace(hit, verifier_score=float(scores[pick]), pair_score=pair)
 
     def _hit(self, entry: CacheEntry, similarity: float, exact: bool, now: float) -> CacheHit | None:
         try:

@@ -22,7 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from router.cache.guard import CHECKS, VETO_CHECKS, differences, features, veto_differences
+from router.cache.guard import (
+    ADDITION_CHECKS,
+    CHECKS,
+    VETO_CHECKS,
+    differences,
+    features,
+    one_sided,
+    veto_differences,
+)
 
 WEIGHTS = Path(__file__).with_name("verifier.npz")
 FEATURES = (
@@ -30,8 +38,11 @@ FEATURES = (
     "content_jaccard", "query_only_words", "candidate_only_words", "order_mismatch", "trigram_jaccard",
     "log_words",
 )  # the MLP's inputs, recorded in verifier.npz
-# A pair's row: FEATURES, then the guard's veto-only checks, which reject on their own and which the MLP never reads.
-COLUMNS = (*FEATURES, *(f"differs_{name}" for name in VETO_CHECKS))
+# A pair's row: FEATURES, then the guard's veto-only checks, which reject on their own and which the MLP never reads,
+# then whether an addition check's difference is one-sided (guard.ADDITION_CHECKS), which no model reads either.
+COLUMNS = (*FEATURES, *(f"differs_{name}" for name in VETO_CHECKS), *(f"one_sided_{name}" for name in ADDITION_CHECKS))
+# What the vetoes make of a candidate (Verifier.assess): scored as usual, left to the pair model (an added detail), out.
+CLEAN, ADDITION, VETOED = 0, 1, 2
 # Words that rephrasing adds, drops or swaps freely; everything else is a content word.
 FUNCTION_WORDS = frozenset(
     ["a", "an", "the", "is", "are", "was", "were", "be", "been", "am", "do", "does", "did", "i", "me", "my", "mine", "you", "your", "we", "our", "us", "it", "its", "this", "that", "these", "those", "to", "of", "in", "on", "at", "by", "for", "with", "from", "as", "and", "or", "but", "if", "so", "then", "than", "there", "here", "what", "which", "how", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "please", "tell", "explain", "give", "show", "some", "any", "way", "ways", "best", "good", "easiest", "simplest", "go", "about", "into", "out", "get", "make", "thing", "things", "anyone", "someone", "something", "just", "really", "very", "also", "let", "lets", "i'm", "i'd", "i've", "what's", "how's", "it's", "that's", "there's", "whats", "hows"])
@@ -93,7 +104,7 @@ def pair_features(query: str, candidate: str, cosine: float) -> np.ndarray:
         _jaccard(a.words, b.words), _jaccard(ca, cb),
         np.log1p(len(ca - cb)), np.log1p(len(cb - ca)),
         _order_mismatch(a.content, b.content), _jaccard(a.trigrams, b.trigrams),
-        np.log1p(max(len(a.words), len(b.words))), *veto_differences(query, candidate),
+        np.log1p(max(len(a.words), len(b.words))), *veto_differences(query, candidate), *one_sided(query, candidate),
     ], dtype=np.float32)
 
 
@@ -119,18 +130,31 @@ class Verifier:
             return cls(z["mean"], z["scale"], z["w1"], z["b1"], z["w2"], float(z["b2"]), float(z["threshold"]),
                        tuple(z["vetoes"].tolist()), str(z["encoder"]))
 
-    def scores(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities for a [n, COLUMNS] matrix; vetoed rows score 0."""
+    def assess(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of a [n, COLUMNS] matrix: the MLP's probability (0 when VETOED) and the state (CLEAN, ADDITION:
+        every veto that holds is an addition check whose difference is one-sided, VETOED: another veto holds)."""
         hidden = np.maximum((x[:, :len(FEATURES)] - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
         p: np.ndarray = 1.0 / (1.0 + np.exp(-(hidden @ self.w2 + self.b2)))
-        p[(x[:, [COLUMNS.index(f"differs_{name}") for name in (*self.vetoes, *VETO_CHECKS)]] > 0).any(axis=1)] = 0.0
+        names = (*self.vetoes, *VETO_CHECKS)
+        held = x[:, [COLUMNS.index(f"differs_{name}") for name in names]] > 0
+        added = np.zeros_like(held)
+        for j, name in enumerate(names):
+            if name in ADDITION_CHECKS:
+                added[:, j] = x[:, COLUMNS.index(f"one_sided_{name}")] > 0
+        vetoed = (held & ~added).any(axis=1)
+        state = np.where(vetoed, VETOED, np.where(held.any(axis=1), ADDITION, CLEAN))
+        p[vetoed] = 0.0
+        return p, state
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities for a [n, COLUMNS] matrix; a row any veto holds for (additions too) scores 0: the verifier
+        on its own, as trained and as served without the pair model."""
+        p, state = self.assess(x)
+        p[state != CLEAN] = 0.0
         return p
 
-    def best(self, query: str, candidates: list[tuple[str, float]], threshold: float) -> tuple[int | None, float]:
-        """Index of the candidate (text, cosine) most likely to share the query's answer if it clears
-        `threshold`, else None; and that candidate's score."""
+    def judge(self, query: str, candidates: list[tuple[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """`assess` of each candidate (stored text, cosine) for the query."""
         if not candidates:
-            return None, 0.0
-        p = self.scores(np.stack([pair_features(query, text, cos) for text, cos in candidates]))
-        top = int(p.argmax())
-        return (top if p[top] >= threshold else None), float(p[top])
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        return self.assess(np.stack([pair_features(query, text, cos) for text, cos in candidates]))

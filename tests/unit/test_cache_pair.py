@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from router.cache.memory import MemoryStore
-from router.cache.pair import MAX_TOKENS, OperatingPoint, PairModel, pair_ids
+from router.cache.pair import INF, MAX_TOKENS, OperatingPoint, PairModel, pair_ids
 from router.cache.semantic_cache import SemanticCache
-from router.cache.verifier import Verifier
+from router.cache.verifier import ADDITION, CLEAN, VETOED, Verifier
 from router.classifier.encoder import CLS_ID, SEP_ID, ModelMissingError
 from tests.unit.test_cache_facade import BASE, completion, make_req, put
 from tests.unit.test_cache_keys import CFG
@@ -73,13 +73,13 @@ class Recording(PairModel):
 
 
 class AcceptsAll(Verifier):
-    """Passes the nearest candidate on with a score of `given` (default: just the bar), so that the pair model
-    decides unless the score is past the operating point's `sure`."""
+    """Judges every candidate CLEAN with a score of `given`, so that the operating point alone decides what the pair
+    model must confirm."""
 
-    given: float | None = None
+    given = 0.0
 
-    def best(self, query: str, candidates: list[tuple[str, float]], threshold: float) -> tuple[int | None, float]:
-        return (0, threshold if self.given is None else self.given) if candidates else (None, 0.0)
+    def judge(self, query: str, candidates: list[tuple[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        return np.full(len(candidates), self.given), np.full(len(candidates), CLEAN)
 
 
 def accepts_all() -> AcceptsAll:
@@ -91,8 +91,10 @@ def accepts_all() -> AcceptsAll:
 async def test_the_pair_check_decides_in_its_own_thread(model: PairModel) -> None:
     """lookup -> candidates -> verifier -> pair check: what the verifier passes, the pair model still refuses
     when the two prompts ask for opposite things, and it scores off the event loop."""
+    verifier = accepts_all()
     cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100),
-                          verifier=accepts_all())
+                          verifier=verifier)
+    verifier.given = cache.point.lower_bound  # just the bar: the pair model decides
     recording = Recording(MODEL_DIR)
     recording.threads = []
     cache.pair = recording
@@ -150,3 +152,51 @@ def test_a_cache_without_the_pair_model_serves_on_the_verifier_alone() -> None:
 def test_a_missing_pair_model_fails_the_cache(tmp_path: Path) -> None:
     with pytest.raises(ModelMissingError):
         SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(tmp_path)}), MemoryStore(100))
+
+
+POINT = OperatingPoint(0.45, 0.94, sure=0.97, second_lower_bound=0.25, second_threshold=0.995, addition_threshold=0.99)
+
+
+def test_the_operating_point_says_what_pair_score_each_candidate_needs() -> None:
+    scores = np.array([0.98, 0.6, 0.3, 0.1, 0.5, 0.0])
+    states = np.array([CLEAN, CLEAN, CLEAN, CLEAN, ADDITION, VETOED])
+    assert POINT.required(scores, states).tolist() == [0.0, 0.94, 0.995, INF, 0.99, INF]
+    # a configured verifier_threshold replaces the first bound and floors every path: 1.0 = exact repeats only
+    assert POINT.required(scores, states, 0.55).tolist() == [0.0, 0.94, INF, INF, INF, INF]
+    assert POINT.required(scores, states, 0.2).tolist() == [0.0, 0.94, 0.94, INF, 0.99, INF]
+    assert (POINT.required(scores, states, 1.0) == INF).all()
+    # the manifest's point without the newer keys is the one-step point: those paths stay off
+    one_step = OperatingPoint(0.45, 0.94, sure=0.97)
+    assert one_step.required(scores, states).tolist() == [0.0, 0.94, INF, INF, INF, INF]
+
+
+def test_the_operating_point_reads_its_further_paths_from_the_manifest(tmp_path: Path) -> None:
+    for name in ("model_int8.onnx", "tokenizer.json"):
+        (tmp_path / name).symlink_to(MODEL_DIR / name)
+    point = {"lower_bound": 0.45, "threshold": 0.94, "verifier_sure": 0.97, "second_lower_bound": 0.25,
+             "second_threshold": 0.995, "addition_threshold": 0.99, "chosen_by": "test"}
+    (tmp_path / "manifest.json").write_text(json.dumps({"operating_point": point}))
+    assert PairModel(tmp_path).operating_point == POINT
+
+
+@pytest.mark.parametrize(("stored", "query", "served"), [
+    # a unit or an audience on one side only: the pair model judges it, and serves a true rewording ...
+    ("How long does it take to learn to play the piano?", "how many months until i can play piano decently", True),
+    ("How do I get started with rock climbing?", "complete beginner - how do i start climbing", True),
+    # ... but not an added condition that changes the answer
+    ("How do I get started with rock climbing?", "how do i get started with rock climbing at 60", False),
+    # both sides name a number and they differ: vetoed, the pair model is not asked
+    ("Best places to visit in Kerala in 5 days", "Best places to visit in Kerala in 3 days", False),
+])
+async def test_an_added_detail_is_left_to_the_pair_model(model: PairModel, stored: str, query: str,
+                                                         served: bool) -> None:
+    """Until 2026-11-30 a number, unit or audience word on one side only vetoed the candidate (12% of the written dev
+    paraphrases: "how long" / "how many years"); now the pair model decides at its addition threshold."""
+    cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100))
+    cache.point = POINT
+    try:
+        await put(cache, make_req(stored, BASE), completion("stored answer"))
+        hit = await cache.lookup(make_req(query, BASE))
+    finally:
+        await cache.close()
+    assert (hit is not None) is served

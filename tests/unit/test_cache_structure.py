@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from router.cache.guard import VETO_CHECKS, reject_reason, veto_differences
-from router.cache.verifier import COLUMNS, Verifier, pair_features
+from router.cache.verifier import COLUMNS, VETOED, Verifier, pair_features
 
 VERIFIER = Verifier.load()
 
@@ -66,5 +66,6 @@ def test_the_verifier_rejects_the_structural_negatives_it_scored_high() -> None:
     """Pairs whose every other feature looks like a paraphrase: high MLP score, vetoed all the same."""
     query, stored = "how do i copy photos from my pc onto my iphone", "How do I copy photos from my iPhone to my PC?"
     x = pair_features(query, stored, 0.97)[None, :]
-    assert x[0, len(x[0]) - len(VETO_CHECKS):].any() and VERIFIER.best(query, [(stored, 0.97)], 0.0)[1] == 0.0
+    scores, states = VERIFIER.judge(query, [(stored, 0.97)])
+    assert x[0, [COLUMNS.index(f"differs_{c}") for c in VETO_CHECKS]].any() and scores[0] == 0.0 and states[0] == VETOED
     assert np.isfinite(x).all()

@@ -10,7 +10,17 @@ import pytest
 
 from offline.cache_pairs import hard_negative, paraphrase, split_by_question
 from router.cache.guard import CHECKS
-from router.cache.verifier import COLUMNS, FEATURES, Verifier, _order_mismatch, _view, pair_features
+from router.cache.verifier import (
+    ADDITION,
+    CLEAN,
+    COLUMNS,
+    FEATURES,
+    VETOED,
+    Verifier,
+    _order_mismatch,
+    _view,
+    pair_features,
+)
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "minilm"
 VERIFIER = Verifier.load()
@@ -41,13 +51,31 @@ def test_a_veto_rejects_whatever_the_score() -> None:
         assert VERIFIER.scores(x)[0] == 0.0
 
 
-def test_best_picks_the_most_likely_candidate_above_the_bar() -> None:
+def test_judge_scores_each_candidate_and_says_which_a_veto_holds_for() -> None:
     query = "How do I turn on dark mode?"
     candidates = [("How do I turn off dark mode?", 0.99), ("How can I turn on dark mode?", 0.95)]
-    pick, score = VERIFIER.best(query, candidates, VERIFIER.threshold)
-    assert pick == 1 and score >= VERIFIER.threshold
-    assert VERIFIER.best(query, candidates, 1.01) == (None, score)
-    assert VERIFIER.best(query, [], 0.5) == (None, 0.0)
+    scores, states = VERIFIER.judge(query, candidates)
+    assert scores[0] == 0.0 and states[0] == VETOED  # on / off: an antonym
+    assert scores[1] >= VERIFIER.threshold and states[1] == CLEAN
+    assert len(VERIFIER.judge(query, [])[0]) == 0
+
+
+@pytest.mark.parametrize(("stored", "query", "state"), [
+    # a number, unit or audience on one side only: an added detail, for the pair model to judge
+    ("How long does it take to learn the violin?", "how many years till im decent at violin", ADDITION),
+    ("How do I start knitting?", "total beginner, how do i learn to knit", ADDITION),
+    ("What caused World War 1?", "why did the first world war start", ADDITION),
+    # both sides have one and they differ: still a veto
+    ("Best places to visit in Kerala in 5 days", "Best places to visit in Kerala in 3 days", VETOED),
+    ("How do I explain quantum physics to a child?", "How do I explain quantum physics to an expert?", VETOED),
+    ("How long is the drive in hours?", "How long is the drive in minutes?", VETOED),
+    # an addition and another veto (negation) at once: the other veto holds
+    ("Can I eat eggs a week after the date?", "can I not eat eggs after the date", VETOED),
+])
+def test_a_one_sided_difference_is_an_addition_not_a_veto(stored: str, query: str, state: int) -> None:
+    scores, states = VERIFIER.judge(query, [(stored, 0.85)])
+    assert states[0] == state and bool(scores[0] > 0) == (state == ADDITION)
+    assert VERIFIER.scores(pair_features(query, stored, 0.85)[None, :])[0] == 0.0  # the verifier alone never serves it
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +99,8 @@ def cosine() -> object:
 ])
 def test_decisions_on_real_encoder_cosines(cosine: object, stored: str, query: str, same_answer: bool) -> None:
     cos = cosine(stored, query)  # type: ignore[operator]
-    pick, _ = VERIFIER.best(query, [(stored, cos)], VERIFIER.threshold)
-    assert (pick == 0) is same_answer
+    scores, states = VERIFIER.judge(query, [(stored, cos)])
+    assert bool(states[0] == CLEAN and scores[0] >= VERIFIER.threshold) is same_answer
 
 
 def test_split_keeps_every_question_on_one_side() -> None:
