@@ -16,7 +16,7 @@ call many pairs that differ in a number, a negation or an antonym "duplicates" (
 each guard check flags are labelled 1), which is not "the same answer"; the rule pairs carry the cache's stricter
 notion but never change a content word, the written pairs do (other words, same question).
 The test split and the held-out sets bench/data/cache_heldout_pairs.jsonl and cache_heldout_v2.jsonl to
-cache_heldout_v11.jsonl are never read here.
+cache_heldout_v12.jsonl are never read here.
 Guard vetoes (measured, not assumed): a guard check rejects on its own when it flags no paraphrase of the
 hand-written tuning set bench/data/cache_hard_pairs.jsonl, under 5% of the flagged rule dev pairs are
 paraphrases and it flags at most 5% of the written dev paraphrases (when used); the other checks stay features only.
