@@ -50,7 +50,7 @@ from router.cache.memory import MemoryStore
 from router.cache.milvus import MilvusStore, is_local_uri
 from router.cache.semantic_cache import CacheRequest, SemanticCache
 from router.cache.store import DIM, CacheEntry, CacheStore
-from router.cache.verifier import Verifier
+from router.cache.verifier import CLEAN, VETOED, Verifier
 from router.config import CacheConfig
 
 PAYLOAD = json.dumps({"object": "chat.completion", "choices": [
@@ -178,10 +178,16 @@ async def run_one(backend: str, size: int, scopes: int, args: argparse.Namespace
 
 
 class FirstCandidate(Verifier):
-    """Serves the nearest candidate unexamined: the lookup without the verifier's work, for its cost."""
+    """Passes the nearest candidate on unexamined with the score `given` and vetoes the others: the lookup without
+    the verifier's work, for its cost. 1.0 serves it outright; the pair model's lower bound sends it to the pair model."""
 
-    def best(self, query: str, candidates: list[tuple[str, float]], threshold: float) -> tuple[int | None, float]:
-        return (0, 1.0) if candidates else (None, 0.0)
+    given = 1.0
+
+    def judge(self, query: str, candidates: list[tuple[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        scores, states = np.zeros(len(candidates)), np.full(len(candidates), VETOED)
+        if candidates:
+            scores[0], states[0] = self.given, CLEAN
+        return scores, states
 
 
 async def verifier_cost(size: int, queries: int) -> dict[str, Any]:
@@ -195,13 +201,14 @@ async def verifier_cost(size: int, queries: int) -> dict[str, Any]:
                        e.created_at, e.expires_at) for i, e in enumerate(entries(unit_rows(size, rng), 1))]
     out: dict[str, Any] = {"backend": "memory", "entries": size, "layout": "verifier_cost_top3"}
     real = Verifier.load()
-    first = FirstCandidate(*(getattr(real, f) for f in (
-        "mean", "scale", "w1", "b1", "w2", "b2", "threshold", "vetoes", "encoder")))
+    first, to_pair = (FirstCandidate(*(getattr(real, f) for f in (
+        "mean", "scale", "w1", "b1", "w2", "b2", "threshold", "vetoes", "encoder"))) for _ in range(2))
     base = CacheConfig(lookup_timeout_ms=10_000, top_k=3)
     alone = base.model_copy(update={"pair_model_dir": None})
     for name, verifier, cfg in (("verifier", real, alone), ("no_verifier", first, alone),
-                                ("verifier_pair", real, base), ("pair_hit", first, base)):
+                                ("verifier_pair", real, base), ("pair_hit", to_pair, base)):
         cache = SemanticCache(cfg, MemoryStore(max_entries=size), verifier=verifier)
+        to_pair.given = cache.point.lower_bound  # what a would-be hit pays: the pair run and the thread hop
         await fill(cache.backend, rows)
         times = []
         for i in range(queries):

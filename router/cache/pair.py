@@ -63,6 +63,15 @@ class OperatingPoint:
         need = np.where(clean & (scores >= first), np.minimum(need, self.threshold), need)
         return np.where(clean & (scores >= max(self.sure, floor)), 0.0, need)
 
+    def pick(self, scores: np.ndarray, states: np.ndarray, lower_bound: float | None = None) -> tuple[int, float] | None:
+        """The candidate a lookup goes on with (the least pair score needed, then the best verifier score) and the
+        pair score it needs; None when no candidate may be served."""
+        need = self.required(scores, states, lower_bound)
+        if not len(need) or need.min() == INF:
+            return None
+        best = int(np.lexsort((-scores, need))[0])
+        return best, float(need[best])
+
     def serves(self, scores: np.ndarray, states: np.ndarray, pair: np.ndarray) -> np.ndarray:
         """Which candidates the point serves given each one's pair score (the offline figures' decision)."""
         return pair >= self.required(scores, states)

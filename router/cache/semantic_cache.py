@@ -263,16 +263,16 @@ class SemanticCache:
             self.hot.put(exact.entry, now)
             return self._hit(exact.entry, 1.0, True, now)
         scores, states = self.verifier.judge(req.text, [(c.entry.text, c.similarity) for c in own])
-        need = self.point.required(scores, states, req.min_score)
-        if not own or need.min() == float("inf"):
+        chosen = self.point.pick(scores, states, req.min_score)
+        if chosen is None:
             if own:
                 self._count("verifier_reject")
             return None
-        pick = int(np.lexsort((-scores, need))[0])  # the least the pair model must confirm, then the best score
+        pick, need = chosen
         pair = None  # not asked: no pair model, or the verifier alone serves (past the point's `sure`)
-        if self.pair is not None and need[pick] > 0:
+        if self.pair is not None and need > 0:
             pair = await self.pair.check(own[pick].entry.text, req.text)
-            if pair < need[pick]:
+            if pair < need:
                 self._count("pair_reject")
                 return None
         hit = self._hit(own[pick].entry, own[pick].similarity, False, now)

@@ -168,6 +168,12 @@ def test_the_operating_point_says_what_pair_score_each_candidate_needs() -> None
     # the manifest's point without the newer keys is the one-step point: those paths stay off
     one_step = OperatingPoint(0.45, 0.94, sure=0.97)
     assert one_step.required(scores, states).tolist() == [0.0, 0.94, INF, INF, INF, INF]
+    # a lookup goes on with the candidate that needs the least pair score, then the best verifier score
+    assert POINT.pick(scores[1:], states[1:]) == (0, 0.94)
+    assert POINT.pick(np.array([0.3, 0.5]), np.array([CLEAN, ADDITION])) == (1, 0.99)
+    assert POINT.pick(np.array([0.6, 0.7]), np.array([CLEAN, CLEAN])) == (1, 0.94)
+    assert POINT.pick(np.array([0.1, 0.0]), np.array([CLEAN, VETOED])) is None
+    assert POINT.pick(np.zeros(0), np.zeros(0)) is None
 
 
 def test_the_operating_point_reads_its_further_paths_from_the_manifest(tmp_path: Path) -> None:
