@@ -4,12 +4,11 @@ The verifier (`verifier.py`) scores word-overlap features and one cosine, so it 
 prompts together shows: "synonym" vs "antonym", "receive" vs "give" a gift, who does what to whom, an added
 condition ("as a woman", "worst case"). This model reads "[CLS] stored [SEP] query [SEP]" through the first layers
 of MiniLM (int8 ONNX, `offline/train_cache_pair.py`) and returns P(the stored answer is right for the query).
-It runs only on a would-be hit (a candidate the verifier scores at least the lower bound), once per lookup,
-in a thread of its own: ~1-2 ms of ONNX would stall every request on the event loop.
+It runs only on a would-be hit (a candidate the operating point lets through if the pair score is high enough),
+once per lookup, in a thread of its own: ~1-2 ms of ONNX would stall every request on the event loop.
 
-The operating point (verifier lower bound, pair threshold, verifier score past which the pair model is not asked)
-was chosen on dev data only
-(`offline/cache_pair_dev.py`) and is stored in the model's manifest.json beside it.
+The operating point (`OperatingPoint`: what pair score a candidate needs, from its verifier score and state) was
+chosen on dev data only (`offline/cache_pair_dev.py`) and is stored in the model's manifest.json beside it.
 """
 
 from __future__ import annotations
@@ -26,9 +25,7 @@ from router.cache.verifier import ADDITION, CLEAN
 from router.classifier.encoder import CLS_ID, SEP_ID, ModelMissingError, load_model
 
 MAX_TOKENS = 128  # both prompts and the three specials; as in training (offline/train_cache_pair.MAX_TOKENS)
-
-
-INF = float("inf")
+INF = float("inf")  # a pair score no candidate reaches: the path is off
 
 
 @dataclass(frozen=True, slots=True)
