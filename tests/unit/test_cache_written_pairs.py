@@ -23,6 +23,7 @@ EVALUATION = (
     "cache_heldout_v10.jsonl",
     "cache_heldout_v11.jsonl",
     "cache_heldout_v12.jsonl",
+    "cache_heldout_v13.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
