@@ -216,6 +216,12 @@ class EnvoyConfig(_Strict):
     upstream_timeout_s: float = Field(default=300, gt=0)
     # One JSON line per request on Envoy's stdout, with the router's request id (router/envoy_config.py).
     access_log: bool = True
+    # Proxies in front of Envoy that append the client's address to X-Forwarded-For (an ingress, a load balancer:
+    # 1 each). Envoy then takes the client's address from X-Forwarded-For, and it scopes an anonymous caller's
+    # classification memo; otherwise every caller behind the ingress shares the ingress's address and one scope.
+    # 0: Envoy is the edge and ignores X-Forwarded-For for the address, so a client cannot choose its scope. More
+    # than the real count lets a client do exactly that (the entry it writes becomes its address).
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
 
 
 class RoutingConfig(_Strict):

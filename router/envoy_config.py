@@ -200,6 +200,9 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         # an anonymous caller's classification memo (`source.address`), and with the default (false) a client
         # choosing X-Forwarded-For chose its scope, another client's included (router/classifier/README.md).
         "use_remote_address": True,
+        # Behind N proxies that append to X-Forwarded-For, the Nth entry from its right (the address the outermost
+        # trusted proxy saw) is the client's address instead of the last proxy's (envoy.trusted_proxy_hops).
+        "xff_num_trusted_hops": cfg.envoy.trusted_proxy_hops,
         "preserve_external_request_id": True,
         "always_set_request_id_in_response": True,
         # The router and the routes must see the path the model server will serve: uvicorn unquotes every

@@ -233,3 +233,29 @@ def test_an_anonymous_conversation_refused_past_the_bound_is_served_on_a_retry(
     assert (refused.status_code, refused.json()["error"]["code"]) == (503, "classifier_unavailable")
     retry = httpx.post(f"{stack.base_url}/chat/completions", json=request, headers=sent[1], timeout=30)
     assert retry.status_code == 200 and retry.headers["x-vsr-selected-category"] == "math"
+
+
+def test_behind_a_trusted_ingress_each_anonymous_client_address_has_its_own_memo(
+        make_stack: Callable[..., Stack]) -> None:
+    """One ingress in front of Envoy (`envoy.trusted_proxy_hops: 1`) appends each client's address to X-Forwarded-For.
+    Envoy ignored it, so every anonymous caller had the ingress's address and one memo scope: the turns one caller
+    had screened served another's retry. Now the ingress's entry is the address: a caller's own retry is served, a
+    stranger's identical conversation pays its own passes, and an entry the client wrote before the ingress's
+    changes nothing. (Without a trusted hop a client's X-Forwarded-For is ignored: the anonymous test above.)"""
+    def behind_ingress(cfg: dict[str, Any]) -> None:
+        cfg["classifier"]["enabled"] = True
+        cfg["envoy"]["trusted_proxy_hops"] = 1
+
+    ingress = make_stack(behind_ingress)
+    turns = [f"Step {i} (behind an ingress): what is the derivative of x^{i + 2}?" for i in range(20)]
+    messages = [m for t in turns for m in ({"role": "user", "content": t}, {"role": "assistant", "content": "Ok."})]
+
+    def post(forwarded_for: str) -> httpx.Response:
+        return httpx.post(f"{ingress.base_url}/chat/completions", json={"model": "auto", "messages": messages[:-1]},
+                          headers={"x-forwarded-for": forwarded_for}, timeout=30)
+
+    for client in ("10.9.9.9", "10.8.8.8"):  # 16 earlier turns screened per request, in each client's own scope
+        refused = post(client)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "classifier_unavailable"
+    retry = post("10.7.7.7, 10.9.9.9")  # the first client again, with an entry of its own before the ingress's
+    assert retry.status_code == 200 and retry.headers["x-vsr-selected-category"] == "math"

@@ -5,14 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from devstack.stack import ROOT
 from router.cli import build_parser
-from router.config import load_config
-from router.envoy_config import render
+from router.config import ConfigError, load_config, parse_config
+from router.envoy_config import envoy_config, render
 
 SHIPPED = ROOT / "config" / "config.yaml"
 
@@ -129,6 +130,23 @@ def test_generated_envoy_config_passes_envoy_validate(tmp_path: Path) -> None:
 
 def test_committed_envoy_config_is_up_to_date() -> None:
     assert (ROOT / "envoy" / "envoy.yaml").read_text() == render(load_config(SHIPPED))
+
+
+def test_trusted_proxy_hops_reach_envoys_connection_manager() -> None:
+    """Behind an ingress Envoy must read the client's address from X-Forwarded-For (it scopes an anonymous caller's
+    memo); every caller had the ingress's address. Unset, Envoy is the edge; more than 10 is a typo."""
+    def hcm(**envoy: int) -> dict[str, Any]:
+        data = yaml.safe_load(SHIPPED.read_text())
+        data["envoy"].pop("trusted_proxy_hops", None)
+        data["envoy"].update(envoy)
+        listener = envoy_config(parse_config(data))["static_resources"]["listeners"][0]
+        return listener["filter_chains"][0]["filters"][0]["typed_config"]  # type: ignore[no-any-return]
+
+    edge, behind_two = hcm(), hcm(trusted_proxy_hops=2)
+    assert (edge["use_remote_address"], edge["xff_num_trusted_hops"]) == (True, 0)
+    assert (behind_two["use_remote_address"], behind_two["xff_num_trusted_hops"]) == (True, 2)
+    with pytest.raises(ConfigError, match="envoy.trusted_proxy_hops"):
+        hcm(trusted_proxy_hops=11)
 
 
 def test_envoy_wheel_and_ext_proc_stubs_coexist() -> None:
