@@ -272,7 +272,7 @@ class SemanticCache:
         pair = None  # not asked: no pair model, or the verifier alone serves (past the point's `sure`)
         if self.pair is not None and need > 0:
             pair = await self.pair.check(own[pick].entry.text, req.text)
-            if pair < need:
+            if not pair >= need:  # NaN included: a score nothing vouches for never serves
                 self._count("pair_reject")
                 return None
         hit = self._hit(own[pick].entry, own[pick].similarity, False, now)

@@ -206,3 +206,25 @@ async def test_an_added_detail_is_left_to_the_pair_model(model: PairModel, store
     finally:
         await cache.close()
     assert (hit is not None) is served
+
+
+class Broken(PairModel):
+    """The pair model answering NaN (a corrupt or mis-exported ONNX file): no comparison holds for it."""
+
+    def score(self, stored: str, query: str) -> float:
+        return float("nan")
+
+
+async def test_a_pair_score_that_is_not_a_number_refuses(model: PairModel) -> None:
+    """`pair < need` is false for NaN, so a candidate the pair model could not score was served as if confirmed."""
+    verifier = accepts_all()
+    cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100),
+                          verifier=verifier)
+    verifier.given = cache.point.lower_bound  # the pair model must confirm it
+    cache.pair = Broken(MODEL_DIR)
+    try:
+        await put(cache, make_req("What is a synonym for happy?", BASE), completion("glad"))
+        assert await cache.lookup(make_req("What is an antonym for happy?", BASE)) is None
+    finally:
+        await cache.close()
+    assert cache.counters["pair_reject"] == 1
