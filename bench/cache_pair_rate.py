@@ -2,8 +2,9 @@
 same point with its first step only (no second step, no additions).
 
 ShareGPT DEV first turns (offline/chat_data.py; up to 2,000 characters, the first 2,500) arrive in order; each is
-looked up among all earlier ones as the cache searches (top 3 with cosine >= 0.70, exact repeats aside), judged by the
-verifier and the operating point (router/cache/pair.py), and the pair model runs when the chosen candidate needs it.
+looked up among all earlier ones as the cache searches (top 3 with cosine >= 0.70, exact repeats aside; one past
+`max_semantic_chars` by exact key only: it has no candidates and is none), judged by the verifier and the operating
+point (router/cache/pair.py), and the pair model runs when the chosen candidate needs it.
 
     PYTHONPATH=$PWD .venv/bin/python bench/cache_pair_rate.py    # ~2 min; writes bench/results/cache_pair_rate.json
 """
@@ -23,30 +24,43 @@ sys.path.insert(0, str(ROOT))
 from offline import chat_data
 from router.cache.keys import normalise
 from router.cache.pair import INF, PairModel
+from router.cache.semantic_cache import _usable_embedding
 from router.cache.verifier import Verifier
 from router.classifier.encoder import Encoder
 from router.config import CacheConfig
+
+
+def searchable(texts: list[str], vectors: np.ndarray, cfg: CacheConfig) -> np.ndarray:
+    """The vectors the cache searches with and stores (semantic_cache._usable_embedding); a zero row (cosine 0 with
+    every text, under any floor) for a prompt it keeps by exact key only."""
+    usable = (_usable_embedding(v, t, cfg) for v, t in zip(vectors, texts, strict=True))
+    return np.stack([np.zeros(vectors.shape[1], np.float32) if v is None else v for v in usable])
+
+
+def candidates(texts: list[str], vectors: np.ndarray, i: int, cfg: CacheConfig) -> list[tuple[str, float]]:
+    """The candidates (text, cosine) the cache finds for texts[i] among the earlier texts (`vectors`: `searchable`)."""
+    sims = vectors[:i] @ vectors[i]
+    return [(texts[j], float(sims[j])) for j in np.argsort(-sims)[:cfg.top_k]
+            if sims[j] >= cfg.similarity_threshold and texts[j] != texts[i]]
 
 
 def main() -> int:
     texts = [normalise(r.text) for r in chat_data.sharegpt() if r.split == "dev" and len(r.text) <= 2000][:2500]
     encoder, verifier = Encoder(ROOT / "models" / "minilm"), Verifier.load()
     model = PairModel(ROOT / "models" / "cache-pair")
-    vectors = np.stack([encoder.encode(t).embedding for t in texts])
+    cfg = CacheConfig()
+    vectors = searchable(texts, np.stack([encoder.encode(t).embedding for t in texts]), cfg)
     points = {"shipped": model.operating_point,
               "first_step_only": replace(model.operating_point, second_lower_bound=INF, second_threshold=INF,
                                          addition_threshold=INF)}
-    floor, top_k = CacheConfig().similarity_threshold, CacheConfig().top_k
     counts = {name: {"pair_runs": 0, "served": 0} for name in points}
     with_candidates = 0
     for i in range(1, len(texts)):
-        sims = vectors[:i] @ vectors[i]
-        candidates = [(texts[j], float(sims[j])) for j in np.argsort(-sims)[:top_k]
-                      if sims[j] >= floor and texts[j] != texts[i]]
-        if not candidates:
+        found = candidates(texts, vectors, i, cfg)
+        if not found:
             continue
         with_candidates += 1
-        scores, states = verifier.judge(texts[i], candidates)
+        scores, states = verifier.judge(texts[i], found)
         for name, point in points.items():
             chosen = point.pick(scores, states)
             if chosen is None:
@@ -54,7 +68,7 @@ def main() -> int:
             pick, need = chosen
             if need > 0:
                 counts[name]["pair_runs"] += 1
-                counts[name]["served"] += int(model.score(candidates[pick][0], texts[i]) >= need)
+                counts[name]["served"] += int(model.score(found[pick][0], texts[i]) >= need)
             else:
                 counts[name]["served"] += 1
     result = {"lookups": len(texts) - 1, "with_candidates": with_candidates, "points": {
