@@ -107,8 +107,10 @@ class PairModel:
                 f"{missing[0]} is missing: run `make models` (python -m offline build), or set "
                 "semantic_cache.pair_model_dir: null to serve on the verifier alone (router/cache/README.md)")
         point = json.loads(manifest_path.read_text()).get("operating_point")
-        if point is None and require_point:
-            raise ModelMissingError(f"{manifest_path} has no operating_point: run offline/cache_pair_dev.py --write")
+        # The later keys may be missing (a model chosen before them: those paths stay off); the first step's may not.
+        if require_point and (point is None or not {"lower_bound", "threshold"} <= point.keys()):
+            raise ModelMissingError(f"{manifest_path} has no operating_point with lower_bound and threshold: run "
+                                    "offline/cache_pair_dev.py --write")
         # (0, 0) only for offline/cache_pair_dev.py, which is about to choose one.
         self.operating_point = OperatingPoint.from_manifest(point) if point is not None else OperatingPoint(0.0, 0.0)
         self._session, self._tokenizer, self.model_hash = load_model(model_path, tokenizer_path, threads=1)

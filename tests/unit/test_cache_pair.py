@@ -228,3 +228,14 @@ async def test_a_pair_score_that_is_not_a_number_refuses(model: PairModel) -> No
     finally:
         await cache.close()
     assert cache.counters["pair_reject"] == 1
+
+
+def test_a_manifest_without_the_first_step_fails_startup(tmp_path: Path) -> None:
+    """A manifest missing `lower_bound` or `threshold` stopped startup until 2026-11-30 (KeyError); read as inf
+    since, it started a cache that quietly served no pair-checked candidate at all."""
+    for name in ("model_int8.onnx", "tokenizer.json"):
+        (tmp_path / name).symlink_to(MODEL_DIR / name)
+    for point in ({"threshold": 0.94, "verifier_sure": 0.97}, {"lower_bound": 0.45}):
+        (tmp_path / "manifest.json").write_text(json.dumps({"operating_point": point}))
+        with pytest.raises(ModelMissingError, match="operating_point"):
+            PairModel(tmp_path)
