@@ -330,7 +330,7 @@ class CacheConfig(_Strict):
     # Minimum verifier score for a semantic hit; None = the operating point stored with its weights.
     verifier_threshold: float | None = Field(default=None, ge=0, le=1)
     top_k: int = Field(default=3, ge=1, le=32)  # candidates the verifier scores
-    # The pair model (router/cache/pair.py) re-reads the verifier's best candidate with the query; a missing
+    # The pair model (router/cache/pair.py) re-reads the candidate the operating point picks with the query; a missing
     # folder fails startup. null = serve on the verifier alone (its own operating point, verifier_threshold).
     pair_model_dir: str | None = "models/cache-pair"
     ttl_seconds: int = Field(default=3600, ge=1)
