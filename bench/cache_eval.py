@@ -37,11 +37,11 @@ sys.path.insert(0, str(ROOT))
 
 from offline.cache_pair_dev import manifest_fields
 from offline.cache_pairs import load_jsonl, split_by_question
-from offline.train_cache_verifier import QQP, embeddings, hits, pair_table
+from offline.train_cache_verifier import QQP, assessed, embeddings, hits, pair_table
 from router.cache.guard import VETO_CHECKS, features, reject_reason
 from router.cache.keys import normalise
-from router.cache.pair import INF, OperatingPoint, PairModel
-from router.cache.verifier import VETOED, Verifier, _view
+from router.cache.pair import OperatingPoint, PairModel
+from router.cache.verifier import Verifier, _view
 from router.config import CacheConfig
 
 COSINES = [round(t, 3) for t in np.arange(0.70, 1.0001, 0.005)]
@@ -62,10 +62,7 @@ def score(rows: list[dict[str, Any]], emb: dict[str, np.ndarray], max_chars: int
     table = pair_table(rows, emb)
     long = np.array([max(len(normalise(r["a"])), len(normalise(r["b"]))) > max_chars for r in rows])
     table["candidate"] &= ~long
-    table["verifier"], table["state"] = np.zeros(len(rows)), np.full(len(rows), VETOED)
-    if table["candidate"].any():
-        table["verifier"][table["candidate"]], table["state"][table["candidate"]] = verifier.assess(
-            table["x"][table["candidate"]])
+    table["verifier"], table["state"] = assessed(table, verifier)
     table["sim"] = np.where(table["exact"], 1.0, np.where(long, -1.0, table["cos"]))
     table["guard_ok"] = np.array([e or reject_reason(normalise(r["b"]), normalise(r["a"])) is None
                                   for e, r in zip(table["exact"], rows, strict=True)])
@@ -87,10 +84,6 @@ def decision(s: dict[str, np.ndarray], verifier: Verifier, op: OperatingPoint | 
         return hits(s, verifier, threshold)
     return s["exact"] | (s["candidate"] & replace(op, threshold=threshold).serves(s["verifier"], s["state"], s["pair"]))
 
-
-def one_step(point: OperatingPoint) -> OperatingPoint:
-    """The point without its second step and addition path (the decision before 2026-11-30's stage 2)."""
-    return replace(point, second_lower_bound=INF, second_threshold=INF, addition_threshold=INF)
 
 
 def point(hit: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, float]:
@@ -247,7 +240,7 @@ def main() -> int:
             op = model.operating_point
             curves[f"{name}_pair"] = [point(decision(s, verifier, op, t), s["label"], t) for t in SCORES]
             default[name]["pair"] = point(decision(s, verifier, op, op.threshold), s["label"], op.threshold)
-            default[name]["pair_one_step"] = point(decision(s, verifier, one_step(op), op.threshold), s["label"],
+            default[name]["pair_one_step"] = point(decision(s, verifier, op.first_step(), op.threshold), s["label"],
                                                    op.threshold)
     served = "verifier" if model is None else "pair"
     result = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +51,7 @@ def main() -> int:
     cfg = CacheConfig()
     vectors = searchable(texts, np.stack([encoder.encode(t).embedding for t in texts]), cfg)
     points = {"shipped": model.operating_point,
-              "first_step_only": replace(model.operating_point, second_lower_bound=INF, second_threshold=INF,
-                                         addition_threshold=INF)}
+              "first_step_only": model.operating_point.first_step()}
     counts = {name: {"pair_runs": 0, "served": 0} for name in points}
     with_candidates = 0
     for i in range(1, len(texts)):

@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from offline.build import REPO_ROOT
-from offline.train_cache_verifier import DEV_SETS, QQP, dataset, embeddings, pair_table
+from offline.train_cache_verifier import DEV_SETS, QQP, assessed, dataset, embeddings, pair_table
 from router.cache.keys import normalise
 from router.cache.pair import INF, MANIFEST_KEYS, OperatingPoint, PairModel
-from router.cache.verifier import CLEAN, VETOED, Verifier
+from router.cache.verifier import CLEAN, Verifier
 
 MODEL_DIR = REPO_ROOT / "offline" / "trained" / "cache-pair"
 OUT = REPO_ROOT / "bench" / "results" / "cache_pair_dev.json"
@@ -66,12 +66,8 @@ def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarra
     out = {}
     for name, pairs in dev.items():
         table = pair_table(pairs, emb)
-        verifier_score = np.zeros(len(pairs))
-        state = np.full(len(pairs), VETOED)
+        verifier_score, state = assessed(table, verifier)
         pair_score = np.zeros(len(pairs))
-        if table["candidate"].any():
-            verifier_score[table["candidate"]], state[table["candidate"]] = verifier.assess(
-                table["x"][table["candidate"]])
         for i in np.flatnonzero(table["candidate"]):
             pair_score[i] = model.score(normalise(pairs[i]["a"]), normalise(pairs[i]["b"]))
         out[name] = {"exact": table["exact"], "candidate": table["candidate"], "label": table["label"],
@@ -188,10 +184,7 @@ def main() -> int:
         "model_dir": str(args.model_dir), "model_hash": model.model_hash,
         "rule": __doc__.split("Rule: ")[1].split(" Beside")[0].replace("\n", " "),
         "chosen": {**manifest_fields(point), **chosen},
-        "stage_1": {**manifest_fields(replace(point, second_lower_bound=INF, second_threshold=INF,
-                                              addition_threshold=INF)),
-                    **figures(tables, replace(point, second_lower_bound=INF, second_threshold=INF,
-                                              addition_threshold=INF))},
+        "stage_1": {**manifest_fields(point.first_step()), **figures(tables, point.first_step())},
         "verifier_default": {"threshold": default, **figures(tables, OperatingPoint(default, 0.0))},
         "pair_alone": {"lower_bound": 0.0, "threshold": point.threshold,
                        **figures(no_vetoes, OperatingPoint(0.0, point.threshold))},

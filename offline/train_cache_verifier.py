@@ -51,7 +51,7 @@ from offline.cache_pairs import (
 from offline.features import embed
 from router.cache.guard import CHECKS, VETO_CHECKS
 from router.cache.keys import normalise
-from router.cache.verifier import COLUMNS, FEATURES, WEIGHTS, Verifier, pair_features
+from router.cache.verifier import COLUMNS, FEATURES, VETOED, WEIGHTS, Verifier, pair_features
 from router.classifier.encoder import Encoder
 from router.config import CacheConfig
 
@@ -100,6 +100,14 @@ def pair_table(pairs: list[Pair], emb: dict[str, np.ndarray], floor: float = FLO
     cos_a, exact_a = np.array(cos, dtype=np.float64), np.array(exact, dtype=bool)  # typed even when empty
     return {"x": x, "cos": cos_a, "exact": exact_a, "candidate": (cos_a >= floor) & ~exact_a,
             "label": np.array([int(p["label"]) for p in pairs]), "kind": np.array([p.get("kind", "qqp") for p in pairs])}
+
+
+def assessed(table: dict[str, np.ndarray], verifier: Verifier) -> tuple[np.ndarray, np.ndarray]:
+    """`Verifier.assess` of every candidate of a pair table: scores and states, 0 / VETOED for the other rows."""
+    scores, states = np.zeros(len(table["label"])), np.full(len(table["label"]), VETOED)
+    if table["candidate"].any():
+        scores[table["candidate"]], states[table["candidate"]] = verifier.assess(table["x"][table["candidate"]])
+    return scores, states
 
 
 def hits(table: dict[str, np.ndarray], verifier: Verifier, threshold: float) -> np.ndarray:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,10 @@ class OperatingPoint:
     def serves(self, scores: np.ndarray, states: np.ndarray, pair: np.ndarray) -> np.ndarray:
         """Which candidates the point serves given each one's pair score (the offline figures' decision)."""
         return pair >= self.required(scores, states)
+
+    def first_step(self) -> OperatingPoint:
+        """The point without its second step and addition path (the decision before 2026-11-30's stage 2)."""
+        return replace(self, second_lower_bound=INF, second_threshold=INF, addition_threshold=INF)
 
     @classmethod
     def from_manifest(cls, point: dict[str, float]) -> OperatingPoint:

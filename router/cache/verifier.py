@@ -108,6 +108,15 @@ def pair_features(query: str, candidate: str, cosine: float) -> np.ndarray:
     ], dtype=np.float32)
 
 
+@lru_cache(maxsize=4)
+def _veto_columns(vetoes: tuple[str, ...]) -> tuple[list[int], list[tuple[int, int]]]:
+    """The COLUMNS of every veto (the verifier's own, then VETO_CHECKS), and for each addition check among them its
+    position there and its `one_sided_` column: looked up once, not on every lookup."""
+    names = (*vetoes, *VETO_CHECKS)
+    return ([COLUMNS.index(f"differs_{name}") for name in names],
+            [(j, COLUMNS.index(f"one_sided_{name}")) for j, name in enumerate(names) if name in ADDITION_CHECKS])
+
+
 @dataclass(frozen=True)
 class Verifier:
     """Standardise, one ReLU layer, sigmoid: P(the stored answer is right for the query)."""
@@ -135,12 +144,11 @@ class Verifier:
         every veto that holds is an addition check whose difference is one-sided, VETOED: another veto holds)."""
         hidden = np.maximum((x[:, :len(FEATURES)] - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
         p: np.ndarray = 1.0 / (1.0 + np.exp(-(hidden @ self.w2 + self.b2)))
-        names = (*self.vetoes, *VETO_CHECKS)
-        held = x[:, [COLUMNS.index(f"differs_{name}") for name in names]] > 0
+        differs, one_sided_of = _veto_columns(self.vetoes)
+        held = x[:, differs] > 0
         added = np.zeros_like(held)
-        for j, name in enumerate(names):
-            if name in ADDITION_CHECKS:
-                added[:, j] = x[:, COLUMNS.index(f"one_sided_{name}")] > 0
+        for j, column in one_sided_of:
+            added[:, j] = x[:, column] > 0
         vetoed = (held & ~added).any(axis=1)
         state = np.where(vetoed, VETOED, np.where(held.any(axis=1), ADDITION, CLEAN))
         p[vetoed] = 0.0
