@@ -2,12 +2,13 @@
 
 Protocol (pairwise, as a cache sees it): the cache holds prompt `a`; prompt `b` hits when both are
 cacheable the same way as in production: an exact match after normalisation; else, if both fit the
-semantic window and their cosine reaches the candidate floor, when the verifier's score clears its
-threshold (`verifier`), or, for the baseline, when the cosine reaches a fixed threshold and the
+semantic window and their cosine reaches the candidate floor (the verifier's 0.70 or the pair model's operating
+point's), when the verifier's score clears its threshold (`verifier`), or, for the baseline, when the cosine reaches a fixed threshold and the
 guard's `reject_reason` is None (`cosine_guard`, today's design before the verifier) or alone
 (`cosine`). With the pair model (`--pair-model`, on by default as in the router's config; `--no-pair`: the verifier
-alone) a candidate also needs the pair model's score >= its threshold, and the verifier's bar is the pair model's
-lower bound (router/cache/pair.py); `pair` curves sweep the pair threshold at that lower bound. A hit on a label-1 pair is a true hit, on a label-0 pair a false (wrong-answer) hit.
+alone) the operating point decides (router/cache/pair.py); the `pair` curves set every step's pair threshold to
+the swept value; `--stages` also scores each earlier stage of the dev choice (bench/results/cache_pair_dev.json), in
+the same run. A hit on a label-1 pair is a true hit, on a label-0 pair a false (wrong-answer) hit.
   precision = true hits / hits;  recall = true hits / label-1 pairs.
 Data: the test split of QQP (../shared/data/qqp_pairs.jsonl.gz split by question component,
 offline/cache_pairs.py: no test question is in the verifier's training or dev data; crowd labels,
@@ -35,13 +36,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from offline.cache_pair_dev import manifest_fields
+from offline.cache_pair_dev import OUT as DEV_OUT
 from offline.cache_pairs import load_jsonl, split_by_question
 from offline.train_cache_verifier import QQP, assessed, embeddings, hits, pair_table
 from router.cache.guard import VETO_CHECKS, features, reject_reason
 from router.cache.keys import normalise
 from router.cache.pair import OperatingPoint, PairModel
-from router.cache.verifier import Verifier, _view
+from router.cache.verifier import FLOOR, Verifier, _view
 from router.config import CacheConfig
 
 COSINES = [round(t, 3) for t in np.arange(0.70, 1.0001, 0.005)]
@@ -55,11 +56,11 @@ BASELINE = 0.92  # the fixed cosine threshold the cache used before the verifier
 
 
 def score(rows: list[dict[str, Any]], emb: dict[str, np.ndarray], max_chars: int,
-          verifier: Verifier) -> dict[str, np.ndarray]:
-    """Per pair: the verifier's table (offline/train_cache_verifier.pair_table) with its assessment of each
-    candidate, and for the baseline the similarity (1.0 exact, -1 not comparable: exact-only in production) and the
-    guard's verdict."""
-    table = pair_table(rows, emb)
+          verifier: Verifier, floor: float) -> dict[str, np.ndarray]:
+    """Per pair: the verifier's table (offline/train_cache_verifier.pair_table, candidates at `floor`, the lowest any
+    decision uses) with its assessment of each candidate, and for the baseline the similarity (1.0 exact, -1 not
+    comparable: exact-only in production) and the guard's verdict."""
+    table = pair_table(rows, emb, floor=floor)
     long = np.array([max(len(normalise(r["a"])), len(normalise(r["b"]))) > max_chars for r in rows])
     table["candidate"] &= ~long
     table["verifier"], table["state"] = assessed(table, verifier)
@@ -77,19 +78,24 @@ def pair_column(rows: list[dict[str, Any]], s: dict[str, np.ndarray], model: Pai
     return out
 
 
-def decision(s: dict[str, np.ndarray], verifier: Verifier, op: OperatingPoint | None, threshold: float) -> np.ndarray:
-    """The hits of the verifier alone at `threshold`, or of the pair model's operating point with its (first)
-    pair threshold set to `threshold` (the curves sweep it)."""
-    if op is None:
-        return hits(s, verifier, threshold)
-    return s["exact"] | (s["candidate"] & replace(op, threshold=threshold).serves(s["verifier"], s["state"], s["pair"]))
+def alone(s: dict[str, np.ndarray], verifier: Verifier, threshold: float) -> np.ndarray:
+    """The hits of the verifier alone at `threshold` (candidates at its own floor)."""
+    return hits(s | {"candidate": s["candidate"] & (s["cos"] >= FLOOR)}, verifier, threshold)
 
 
+def decision(s: dict[str, np.ndarray], op: OperatingPoint, threshold: float | None = None) -> np.ndarray:
+    """The hits of an operating point; with `threshold`, every step's pair threshold set to it (the curves)."""
+    if threshold is not None:
+        op = replace(op, steps=tuple((bound, threshold if need > 0 else need) for bound, need in op.steps))
+    return s["exact"] | (s["candidate"] & op.serves(s["verifier"], s["state"], s["pair"], s["cos"]))
 
-def point(hit: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, float]:
+
+def point(hit: np.ndarray, label: np.ndarray, threshold: float | None = None) -> dict[str, float]:
+    """Hits, false hits, precision and recall of one decision (`threshold`: the swept value, for a curve)."""
     tp, fp, positives = int((hit & (label == 1)).sum()), int((hit & (label == 0)).sum()), int(label.sum())
-    return {"threshold": threshold, "hits": tp + fp, "false_hits": fp,
-            "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / positives if positives else 0.0}
+    out = {"hits": tp + fp, "false_hits": fp,
+           "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / positives if positives else 0.0}
+    return out if threshold is None else {"threshold": threshold, **out}
 
 
 def cosine_curve(s: dict[str, np.ndarray], guard: bool) -> list[dict[str, float]]:
@@ -97,7 +103,7 @@ def cosine_curve(s: dict[str, np.ndarray], guard: bool) -> list[dict[str, float]
 
 
 def verifier_curve(s: dict[str, np.ndarray], verifier: Verifier) -> list[dict[str, float]]:
-    return [point(hits(s, verifier, t), s["label"], t) for t in SCORES]
+    return [point(alone(s, verifier, t), s["label"], t) for t in SCORES]
 
 
 def at(points: list[dict[str, float]], threshold: float) -> dict[str, float]:
@@ -121,8 +127,8 @@ def check_cost_us(rows: list[dict[str, Any]], verifier: Verifier) -> dict[str, f
 def by_kind(rows: list[dict[str, Any]], s: dict[str, np.ndarray], verifier: Verifier,
             model: PairModel | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    hit_v, hit_b = hits(s, verifier, verifier.threshold), (s["sim"] >= BASELINE) & s["guard_ok"]
-    hit_p = None if model is None else decision(s, verifier, model.operating_point, model.operating_point.threshold)
+    hit_v, hit_b = alone(s, verifier, verifier.threshold), (s["sim"] >= BASELINE) & s["guard_ok"]
+    hit_p = None if model is None else decision(s, model.operating_point)
     for kind in sorted({r["kind"] for r in rows}):
         idx = np.array([r["kind"] == kind for r in rows])
         out[kind] = {"pairs": int(idx.sum()), "verifier_hits": int(hit_v[idx].sum()),
@@ -186,7 +192,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         marks = [(d[name]["verifier"], "red", f"verifier alone (score {d['verifier_threshold']})"),
                  (d[name][f"cosine_{BASELINE}_guard"], "black", f"old default (cosine {BASELINE} + guard)")]
         if "pair" in d[name]:
-            marks.append((d[name]["pair"], "green", f"verifier >= {d['pair_lower_bound']} + pair >= {d['pair_threshold']}"))
+            marks.append((d[name]["pair"], "green", "verifier + pair model, default operating point"))
         for pt, colour, label in marks:
             y = pt["precision"] if name == "qqp_test" else pt["false_hits"]
             ax.scatter([pt["recall"]], [y], color=colour, zorder=3, label=label)
@@ -211,6 +217,9 @@ def main() -> int:
     p.add_argument("--pair-model", type=Path, default=Path(CacheConfig().pair_model_dir or "models/cache-pair"),
                    help="the pair model folder (default: the router's)")
     p.add_argument("--no-pair", action="store_true", help="the verifier alone (semantic_cache.pair_model_dir: null)")
+    p.add_argument("--stages", type=Path, nargs="?", const=DEV_OUT, default=None,
+                   help="also score the earlier stages of the dev choice recorded in this file (default: "
+                        "bench/results/cache_pair_dev.json), in the same run")
     args = p.parse_args()
     verifier = Verifier.load()
     model = None if args.no_pair else PairModel(args.pair_model)
@@ -220,28 +229,29 @@ def main() -> int:
         sets["qqp_test"] = split_by_question(load_jsonl(args.qqp))["test"]
     else:
         print(f"QQP file {args.qqp} absent: evaluating the hand-written sets only", file=sys.stderr)
+    points = {} if model is None else {"pair": model.operating_point}
+    if model is not None and args.stages is not None:
+        dev = json.loads(args.stages.read_text())
+        points |= {f"pair_{k}": OperatingPoint.from_manifest(v) for k, v in dev.items() if k.startswith("stage_")}
+    floor = min([FLOOR, *(op.floor for op in points.values())])
     emb = embeddings([r for rows in sets.values() for r in rows], args.model_dir)
-    scored = {name: score(rows, emb, max_chars, verifier) for name, rows in sets.items()}
+    scored = {name: score(rows, emb, max_chars, verifier, floor) for name, rows in sets.items()}
     curves: dict[str, list[dict[str, float]]] = {}
-    default: dict[str, Any] = {"verifier_threshold": verifier.threshold, "candidate_floor": CacheConfig().similarity_threshold,
+    default: dict[str, Any] = {"verifier_threshold": verifier.threshold, "verifier_candidate_floor": FLOOR,
                                "vetoes": [*verifier.vetoes, *VETO_CHECKS]}
     if model is not None:
-        default |= {"pair_model": model.model_hash, "operating_point": manifest_fields(model.operating_point),
-                    "pair_lower_bound": model.operating_point.lower_bound,
-                    "pair_threshold": model.operating_point.threshold}
+        default |= {"pair_model": model.model_hash, "operating_points": {k: op.manifest() for k, op in points.items()}}
     for name, s in scored.items():
         curves[f"{name}_verifier"] = verifier_curve(s, verifier)
         curves[f"{name}_cosine_guard"] = cosine_curve(s, True)
         curves[f"{name}_cosine"] = cosine_curve(s, False)
-        default[name] = {"verifier": point(hits(s, verifier, verifier.threshold), s["label"], verifier.threshold),
+        default[name] = {"verifier": point(alone(s, verifier, verifier.threshold), s["label"], verifier.threshold),
                          f"cosine_{BASELINE}_guard": at(curves[f"{name}_cosine_guard"], BASELINE)}
         if model is not None:
             s["pair"] = pair_column(sets[name], s, model)
-            op = model.operating_point
-            curves[f"{name}_pair"] = [point(decision(s, verifier, op, t), s["label"], t) for t in SCORES]
-            default[name]["pair"] = point(decision(s, verifier, op, op.threshold), s["label"], op.threshold)
-            default[name]["pair_one_step"] = point(decision(s, verifier, op.first_step(), op.threshold), s["label"],
-                                                   op.threshold)
+            curves[f"{name}_pair"] = [point(decision(s, model.operating_point, t), s["label"], t) for t in SCORES]
+            for key, op in points.items():
+                default[name][key] = point(decision(s, op), s["label"])
     served = "verifier" if model is None else "pair"
     result = {
         "protocol": (__doc__ or "").split("Data:")[0].strip(),

@@ -1,8 +1,8 @@
 """How often a cache lookup on real chat traffic pays a pair-model run, at the shipped operating point and at the
-same point with its first step only (no second step, no additions).
+earlier stages of its dev choice (bench/results/cache_pair_dev.json).
 
 ShareGPT DEV first turns (offline/chat_data.py; up to 2,000 characters, the first 2,500) arrive in order; each is
-looked up among all earlier ones as the cache searches (top 3 with cosine >= 0.70, exact repeats aside; one past
+looked up among all earlier ones as the cache searches (top 3 with cosine >= the point's floor, exact repeats aside; one past
 `max_semantic_chars` by exact key only: it has no candidates and is none), judged by the verifier and the operating
 point (router/cache/pair.py), and the pair model runs when the chosen candidate needs it.
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from offline import chat_data
+from offline.cache_pair_dev import OUT as DEV_OUT
 from router.cache.keys import normalise
-from router.cache.pair import INF, PairModel
+from router.cache.pair import OperatingPoint, PairModel
 from router.cache.semantic_cache import _usable_embedding
 from router.cache.verifier import Verifier
 from router.classifier.encoder import Encoder
@@ -37,11 +37,11 @@ def searchable(texts: list[str], vectors: np.ndarray, cfg: CacheConfig) -> np.nd
     return np.stack([np.zeros(vectors.shape[1], np.float32) if v is None else v for v in usable])
 
 
-def candidates(texts: list[str], vectors: np.ndarray, i: int, cfg: CacheConfig) -> list[tuple[str, float]]:
+def candidates(texts: list[str], vectors: np.ndarray, i: int, top_k: int, floor: float) -> list[tuple[str, float]]:
     """The candidates (text, cosine) the cache finds for texts[i] among the earlier texts (`vectors`: `searchable`)."""
     sims = vectors[:i] @ vectors[i]
-    return [(texts[j], float(sims[j])) for j in np.argsort(-sims)[:cfg.top_k]
-            if sims[j] >= cfg.similarity_threshold and texts[j] != texts[i]]
+    return [(texts[j], float(sims[j])) for j in np.argsort(-sims)[:top_k]
+            if sims[j] >= floor and texts[j] != texts[i]]
 
 
 def main() -> int:
@@ -50,17 +50,17 @@ def main() -> int:
     model = PairModel(ROOT / "models" / "cache-pair")
     cfg = CacheConfig()
     vectors = searchable(texts, np.stack([encoder.encode(t).embedding for t in texts]), cfg)
+    stages = json.loads(DEV_OUT.read_text())
     points = {"shipped": model.operating_point,
-              "first_step_only": model.operating_point.first_step()}
-    counts = {name: {"pair_runs": 0, "served": 0} for name in points}
-    with_candidates = 0
+              **{k: OperatingPoint.from_manifest(v) for k, v in stages.items() if k.startswith("stage_")}}
+    counts = {name: {"pair_runs": 0, "served": 0, "with_candidates": 0} for name in points}
     for i in range(1, len(texts)):
-        found = candidates(texts, vectors, i, cfg)
-        if not found:
-            continue
-        with_candidates += 1
-        scores, states = verifier.judge(texts[i], found)
         for name, point in points.items():
+            found = candidates(texts, vectors, i, cfg.top_k, point.floor)
+            if not found:
+                continue
+            counts[name]["with_candidates"] += 1
+            scores, states = verifier.judge(texts[i], found)
             chosen = point.pick(scores, states)
             if chosen is None:
                 continue
@@ -70,9 +70,9 @@ def main() -> int:
                 counts[name]["served"] += int(model.score(found[pick][0], texts[i]) >= need)
             else:
                 counts[name]["served"] += 1
-    result = {"lookups": len(texts) - 1, "with_candidates": with_candidates, "points": {
+    result = {"lookups": len(texts) - 1, "points": {
         name: {**counts[name], "pair_run_share": round(counts[name]["pair_runs"] / (len(texts) - 1), 4),
-               "operating_point": {k: v for k, v in asdict(points[name]).items() if v != INF}} for name in points}}
+               "operating_point": points[name].manifest()} for name in points}}
     out = ROOT / "bench" / "results" / "cache_pair_rate.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

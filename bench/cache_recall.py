@@ -33,6 +33,7 @@ from offline.cache_pairs import load_jsonl
 from offline.train_cache_verifier import QQP as DEFAULT_QQP
 from offline.train_cache_verifier import embeddings
 from router.cache.memory import SHORTLIST, MemoryStore
+from router.cache.semantic_cache import candidate_floor
 from router.cache.store import CacheEntry
 from router.config import CacheConfig
 
@@ -67,7 +68,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     asked = {row[r["b"]] for r in pairs}
     stored = np.array(sorted(set(range(len(texts))) - asked))
     rng = np.random.default_rng(0)
-    threshold = CacheConfig().similarity_threshold
+    threshold = candidate_floor(CacheConfig())
     results = []
     for label, kind in ((1, "paraphrase"), (0, "hard_negative")):
         pool = [row[r["b"]] for r in pairs if r["label"] == label and row[r["a"]] not in asked]

@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from offline.chat_data import DEV, jsonl_rows, sharegpt
+from router.cache.semantic_cache import candidate_floor
 from router.classifier.encoder import CLS_ID, SEP_ID, Encoder
 from router.classifier.model import EncoderClassifier, load_classifier
 from router.config import load_config
@@ -259,7 +260,7 @@ def main() -> None:
     cfg = load_config(ROOT / "config/config.yaml")
     classifier = load_classifier(cfg)
     encoder = classifier.models.encoder
-    settings, floor = cfg.classifier, cfg.semantic_cache.similarity_threshold
+    settings, floor = cfg.classifier, candidate_floor(cfg.semantic_cache)
     pool = [p.text for p in sharegpt() if p.split == DEV and p.source == "sharegpt"]
     shapes = [rows(encoder, text).shape for text in pool]
     groups = same_length_groups(encoder, pool)

@@ -5,7 +5,7 @@
 
 Dev sets are the verifier's (offline/train_cache_verifier.dataset, seed 11): the QQP dev split, the rule dev
 pairs, the hand-written tuning set (bench/data/cache_hard_pairs.jsonl) and the written dev pairs
-(offline/data/cache_written_dev.jsonl). Every candidate (cosine >= floor, not an exact repeat) gets the shipped
+(offline/data/cache_written_dev.jsonl). Every candidate (cosine >= the lowest FLOORS, not an exact repeat) gets the shipped
 verifier's assessment (score and state, `Verifier.assess`) and the pair model's score; the decision is
 `OperatingPoint.serves`, the router's own rule (router/cache/pair.py). Rule: no false hit on the tuning set, <= 0.5% of rule dev hard negatives hit (the verifier's own dev
 rule), at least MIN_WRITTEN_RECALL of the written dev paraphrases served and the RECALL_FLOORS of the QQP and rule
@@ -13,12 +13,15 @@ dev paraphrases (people's own rewordings and trivial reframes stay found: a mode
 fits their writers' style, which the written dev and held-out sets share and cannot show); then the fewest written
 dev false hits,
 then the most hand-written dev paraphrases served (tuning + written dev), ties to the higher QQP dev precision, then
-the higher `sure` (fewer paths), then the higher L (fewer pair runs). `sure`: a candidate the verifier scores at least
-this much is served without the pair model (SURE; inf = never). (Until 2026-11-30 the rule asked for no written dev false hit at all; on the written
+the higher `sure` (fewer paths), then the higher L (fewer pair runs); at the verifier's candidate floor (0.70).
+`sure`: a candidate the verifier scores at least this much is served without the pair model (SURE; inf = never). (Until 2026-11-30 the rule asked for no written dev false hit at all; on the written
 dev set grown to 327 negatives no point of the shipped model has none: 2 at best.) Stage 2, on top of that point and
 with the same rule: a second step (verifier >= L2 < L, pair >= T2 > T, SECOND_THRESHOLDS) and the addition path's pair
 threshold (ADDITION_THRESHOLDS), each may stay off; ties go to the stricter (higher T2, then L2, then addition
-threshold). Beside it the verifier alone at its default.
+threshold). Stage 3, on top of stage 2's point, same rule: the candidate floor (FLOORS) and a third step between the
+first and `sure` (verifier >= L3 in THIRD_BOUNDS, L < L3 < sure; pair >= T3 in THIRD_THRESHOLDS, T3 < T; may stay off):
+a candidate the verifier likes needs less pair score; ties go to the stricter (higher floor, then T3, then L3).
+Beside it the verifier alone at its default.
 `--write` stores the chosen point as `operating_point` in the model's manifest.json (not a hashed file).
 `--cost`: p50/p99 of one pair run (onnxruntime, 1 thread) over the dev candidate pairs, by total token length, added
 to the output under the model's layer count (`--layers N --minutes 0` exports an untrained N-layer model to time).
@@ -32,7 +35,7 @@ import itertools
 import json
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +43,8 @@ import numpy as np
 from offline.build import REPO_ROOT
 from offline.train_cache_verifier import DEV_SETS, QQP, assessed, dataset, embeddings, pair_table
 from router.cache.keys import normalise
-from router.cache.pair import INF, MANIFEST_KEYS, OperatingPoint, PairModel
-from router.cache.verifier import CLEAN, Verifier
+from router.cache.pair import INF, OperatingPoint, PairModel
+from router.cache.verifier import CLEAN, FLOOR, Verifier
 
 MODEL_DIR = REPO_ROOT / "offline" / "trained" / "cache-pair"
 OUT = REPO_ROOT / "bench" / "results" / "cache_pair_dev.json"
@@ -55,6 +58,10 @@ SURE = [float("inf"), 0.99, 0.98, 0.97, 0.95]
 # Stage 2 (on top of stage 1's point): a second step for a near-certain pair score, an addition path (inf = off).
 SECOND_THRESHOLDS = [0.99, 0.995, 0.998, 0.999]
 ADDITION_THRESHOLDS = [0.94, 0.97, 0.98, 0.99, 0.995, 0.999, INF]
+# Stage 3 (on top of stage 2's point): the candidate floor and a third step.
+FLOORS = [0.5, 0.55, 0.6, 0.65, FLOOR]
+THIRD_BOUNDS = [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+THIRD_THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.9]
 
 
 def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -65,22 +72,22 @@ def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarra
     verifier = Verifier.load()
     out = {}
     for name, pairs in dev.items():
-        table = pair_table(pairs, emb)
+        table = pair_table(pairs, emb, floor=min(FLOORS))
         verifier_score, state = assessed(table, verifier)
         pair_score = np.zeros(len(pairs))
         for i in np.flatnonzero(table["candidate"]):
             pair_score[i] = model.score(normalise(pairs[i]["a"]), normalise(pairs[i]["b"]))
         out[name] = {"exact": table["exact"], "candidate": table["candidate"], "label": table["label"],
-                     "verifier": verifier_score, "state": state, "pair": pair_score,
+                     "cos": table["cos"], "verifier": verifier_score, "state": state, "pair": pair_score,
                      "threshold": np.array(verifier.threshold)}
     return out
 
 
 def figures(tables: dict[str, dict[str, np.ndarray]], point: OperatingPoint) -> dict[str, float]:
-    """Dev figures of one operating point (the verifier alone: OperatingPoint(its threshold, 0.0))."""
+    """Dev figures of one operating point (the verifier alone: OperatingPoint(FLOOR, ((its threshold, 0.0),)))."""
     out: dict[str, float] = {}
     for name, t in tables.items():
-        hit = t["exact"] | (t["candidate"] & point.serves(t["verifier"], t["state"], t["pair"]))
+        hit = t["exact"] | (t["candidate"] & point.serves(t["verifier"], t["state"], t["pair"], t["cos"]))
         positive = t["label"] == 1
         out[f"{name}_false_hits"] = int((hit & ~positive).sum())
         out[f"{name}_served"] = int((hit & positive).sum())
@@ -101,43 +108,54 @@ def preference(f: dict[str, float]) -> tuple[float, ...]:
     return (-f["written_dev_false_hits"], f["hand_written_served"], f["qqp_dev_precision"])
 
 
-def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[OperatingPoint, dict[str, float], list[dict]]:
-    """The point the module docstring's rule picks, its figures, and the stage 1 sweep (best T per (sure, L))."""
+def one_step(lower: float, threshold: float, sure: float) -> OperatingPoint:
+    """Stage 1's point: verifier >= lower and pair >= threshold, or verifier >= sure alone, at the verifier's floor."""
+    return OperatingPoint(FLOOR, ((lower, threshold),) + (((sure, 0.0),) if sure < INF else ()))
+
+
+def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[list[OperatingPoint], dict[str, float], list[dict]]:
+    """The point after each stage of the module docstring's rule (the last one is chosen), its figures, and the
+    stage 1 sweep (best T per (sure, L))."""
     sweep, best = [], None
     for sure in SURE:
         for lower in LOWER_BOUNDS:
             row = None
             for threshold in THRESHOLDS:
-                f = figures(tables, OperatingPoint(lower, threshold, sure))
+                f = figures(tables, one_step(lower, threshold, sure))
                 if admissible(f) and (row is None or preference(f) > preference(row[1])):
-                    row = (OperatingPoint(lower, threshold, sure), f)
+                    row = (one_step(lower, threshold, sure), f)
             if row is None:
                 continue
-            sweep.append({**manifest_fields(row[0]), **row[1]})
+            sweep.append({**row[0].manifest(), **row[1]})
             key = (*preference(row[1]), sure, lower)
             if best is None or key >= best[0]:
                 best = (key, row)
     if best is None:
         raise SystemExit("no (L, T) meets the dev rule")
     first, f = best[1]
+    (lower, threshold), sure = first.steps[0], first.steps[1][0] if len(first.steps) > 1 else INF
     # Stage 2: the further paths on top of stage 1's point; ties go to the stricter (fewer served by the new paths).
     top = (*preference(f), INF, INF, INF), first, f
-    seconds = [(lower, threshold) for lower in LOWER_BOUNDS if lower < first.lower_bound
-               for threshold in SECOND_THRESHOLDS if threshold > first.threshold] + [(INF, INF)]
-    for (second_lower, second_threshold), addition in itertools.product(seconds, ADDITION_THRESHOLDS):
-        point = replace(first, second_lower_bound=second_lower, second_threshold=second_threshold,
-                        addition_threshold=addition)
+    seconds = [((second_lower, second_threshold),) for second_lower in LOWER_BOUNDS if second_lower < lower
+               for second_threshold in SECOND_THRESHOLDS if second_threshold > threshold] + [()]
+    for second, addition in itertools.product(seconds, ADDITION_THRESHOLDS):
+        point = replace(first, steps=first.steps + second, addition_threshold=addition)
         g = figures(tables, point)
-        key = (*preference(g), second_threshold, second_lower, addition)
+        key = (*preference(g), second[0][1] if second else INF, second[0][0] if second else INF, addition)
         if admissible(g) and key > top[0]:
             top = key, point, g
-    return top[1], top[2], sweep
-
-
-def manifest_fields(point: OperatingPoint) -> dict[str, float | None]:
-    """The point as the manifest's operating_point stores it (inf: the path is off, written as null)."""
-    values = (getattr(point, f.name) for f in fields(point))
-    return {key: None if value == INF else value for key, value in zip(MANIFEST_KEYS, values, strict=True)}
+    second_point, f = top[1], top[2]
+    # Stage 3: the candidate floor and a third step; ties to the stricter (higher floor, T3, L3).
+    thirds = [((bound, need),) for bound in THIRD_BOUNDS if lower < bound < sure
+              for need in THIRD_THRESHOLDS if need < threshold] + [()]
+    top = (*preference(f), FLOOR, INF, INF), second_point, f
+    for floor, third in itertools.product(FLOORS, thirds):
+        point = replace(second_point, floor=floor, steps=second_point.steps + third)
+        g = figures(tables, point)
+        key = (*preference(g), floor, third[0][1] if third else INF, third[0][0] if third else INF)
+        if admissible(g) and key > top[0]:
+            top = key, point, g
+    return [first, second_point, top[1]], top[2], sweep
 
 
 def cost(model: PairModel, tables: dict[str, dict[str, np.ndarray]], runs: int = 600) -> dict[str, object]:
@@ -176,28 +194,30 @@ def main() -> int:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
         print(json.dumps(result["cost_one_pair_1_thread"], indent=1))
         return 0
-    point, chosen, sweep = choose(tables)
+    stages, chosen, sweep = choose(tables)
+    point, main_threshold = stages[-1], stages[0].steps[0][1]
     default = float(tables["tuning"]["threshold"])
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     no_vetoes = {name: t | {"state": np.full_like(t["state"], CLEAN)} for name, t in tables.items()}
+    alone = OperatingPoint(FLOOR, ((0.0, main_threshold),))
     result |= {
         "model_dir": str(args.model_dir), "model_hash": model.model_hash,
         "rule": __doc__.split("Rule: ")[1].split(" Beside")[0].replace("\n", " "),
-        "chosen": {**manifest_fields(point), **chosen},
-        "stage_1": {**manifest_fields(point.first_step()), **figures(tables, point.first_step())},
-        "verifier_default": {"threshold": default, **figures(tables, OperatingPoint(default, 0.0))},
-        "pair_alone": {"lower_bound": 0.0, "threshold": point.threshold,
-                       **figures(no_vetoes, OperatingPoint(0.0, point.threshold))},
+        "chosen": {**point.manifest(), **chosen},
+        **{f"stage_{i}": {**p.manifest(), **figures(tables, p)} for i, p in enumerate(stages[:-1], 1)},
+        "verifier_default": {"threshold": default,
+                             **figures(tables, OperatingPoint(FLOOR, ((default, 0.0),)))},
+        "pair_alone": {**alone.manifest(), **figures(no_vetoes, alone)},
         "sweep_best_threshold_per_lower_bound": sweep,
-        "candidates": {name: int(t["candidate"].sum()) for name, t in tables.items()},
+        "candidates": {name: int((t["candidate"] & (t["cos"] >= point.floor)).sum()) for name, t in tables.items()},
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("chosen", "stage_1", "verifier_default", "pair_alone")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("chosen", "stage_1", "stage_2", "verifier_default", "pair_alone")},
+                     indent=1))
     if args.write:
         manifest_path = args.model_dir / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
-        manifest["operating_point"] = {**{k: v for k, v in manifest_fields(point).items() if v is not None},
-                                       "chosen_by": "offline/cache_pair_dev.py (dev only)", "dev": chosen}
+        manifest["operating_point"] = {**point.manifest(), "chosen_by": "offline/cache_pair_dev.py (dev only)", "dev": chosen}
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return 0
 

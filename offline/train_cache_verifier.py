@@ -8,7 +8,7 @@ and each chatterbot-corpus chat request of that split; with `--written-weight` >
 (offline/data/train/cache_written.jsonl: people's rewordings and same-topic hard negatives;
 offline/data/cache_written_dev.jsonl, other topics, for dev). The committed weights use none; `--written-weight 10
 --min-qqp-precision 0.83` is the 2026-11-30 experiment (router/cache/README.md), not kept after its held-out run.
-Pairs below the candidate floor (CacheConfig.similarity_threshold: the search never returns them)
+Pairs below the candidate floor (router.cache.verifier.FLOOR: the search never returns them)
 and exact repeats (answered by key) are left out. Each pair is fed in both directions.
 Model: 17 features (router/cache/verifier.py), one ReLU layer of 16, sigmoid; Adam on class-balanced
 log-loss, rule pairs weighted `--rule-weight` and written pairs `--written-weight` x QQP pairs: QQP's crowd labels
@@ -51,13 +51,11 @@ from offline.cache_pairs import (
 from offline.features import embed
 from router.cache.guard import CHECKS, VETO_CHECKS
 from router.cache.keys import normalise
-from router.cache.verifier import COLUMNS, FEATURES, VETOED, WEIGHTS, Verifier, pair_features
+from router.cache.verifier import COLUMNS, FEATURES, FLOOR, VETOED, WEIGHTS, Verifier, pair_features
 from router.classifier.encoder import Encoder
-from router.config import CacheConfig
 
 QQP = REPO_ROOT.parent / "shared" / "data" / "qqp_pairs.jsonl.gz"
 TUNING = REPO_ROOT / "bench" / "data" / "cache_hard_pairs.jsonl"
-FLOOR = CacheConfig().similarity_threshold
 HIDDEN = 16
 VETO_WRITTEN_SHARE = 0.05  # a veto may flag at most this share of the written dev paraphrases
 DEV_SETS = ("qqp_dev", "rules_dev", "tuning", "written_dev")  # the order dev_figures and operating_point take them

@@ -325,9 +325,11 @@ class CacheConfig(_Strict):
     # Bounded: a lookup never waits for in-flight writes (Session made lookups wait on the write
     # timestamp and blow the 50 ms budget while writes flowed); a fresh entry is found seconds later.
     consistency_level: Literal["Session", "Bounded", "Eventually", "Strong"] = "Bounded"
-    # Cosine floor for candidates: the search returns none below it; the verifier decides above it.
-    similarity_threshold: float = Field(default=0.70, gt=0, le=1)
-    # Minimum verifier score for a semantic hit; None = the operating point stored with its weights.
+    # Cosine floor for candidates: the search returns none below it; the verifier decides above it. None = the
+    # operating point's (the pair model's manifest: chosen on dev with it; without the pair model the verifier's 0.70).
+    similarity_threshold: float | None = Field(default=None, gt=0, le=1)
+    # A floor on the verifier score of every path of the operating point (stricter only; 1.0 = exact repeats only);
+    # None = the operating point as measured.
     verifier_threshold: float | None = Field(default=None, ge=0, le=1)
     top_k: int = Field(default=3, ge=1, le=32)  # candidates the verifier scores
     # The pair model (router/cache/pair.py) re-reads the candidate the operating point picks with the query; a missing

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,61 +31,66 @@ INF = float("inf")  # a pair score no candidate reaches: the path is off
 
 @dataclass(frozen=True, slots=True)
 class OperatingPoint:
-    """The pair score a candidate needs, from the verifier's view of it (`Verifier.assess`); every field chosen on dev
-    data by offline/cache_pair_dev.py and stored in the model's manifest.json:
-    - CLEAN, verifier >= sure: none, served on the verifier alone (the pair model turns down many reframes that keep
-      every content word, "could you tell me how to X" / "how to X", which the verifier is nearly certain of);
-    - CLEAN, verifier >= lower_bound: threshold;
-    - CLEAN, verifier >= second_lower_bound: second_threshold (a near-certain pair score outweighs a middling verifier
-      score: the verifier's word features mark down rewordings that share few words, "prune an apple tree" / "apple
-      tree trimming - how should i do it");
-    - ADDITION (a number, unit or audience on one side only): addition_threshold;
-    - otherwise (VETOED, or below every bound): not served."""
+    """Which candidates a lookup may serve and what pair score each needs; every number chosen on dev data by
+    offline/cache_pair_dev.py and stored in the model's manifest.json (`operating_point`):
+    - `floor`: the cosine a stored prompt needs to be a candidate at all (the search returns none below it);
+    - `steps`, (verifier score, pair score) pairs: a CLEAN candidate needs the least pair score among the steps whose
+      verifier score it reaches. A staircase: 0 past a near-certain verifier score (the pair model turns down many
+      reframes that keep every content word, "could you tell me how to X" / "how to X"), more pair score the less
+      the verifier vouches (its word features mark down rewordings that share few words, "prune an apple tree" /
+      "apple tree trimming - how should i do it", which only a near-certain pair score serves);
+    - `addition_threshold`: an ADDITION candidate (a number, unit or audience on one side only) needs it;
+    - otherwise (VETOED, or below every step): not served."""
 
-    lower_bound: float
-    threshold: float
-    sure: float = INF
-    second_lower_bound: float = INF
-    second_threshold: float = INF
+    floor: float
+    steps: tuple[tuple[float, float], ...]
     addition_threshold: float = INF
 
-    def required(self, scores: np.ndarray, states: np.ndarray, lower_bound: float | None = None) -> np.ndarray:
-        """Per candidate the pair score it needs: 0 = none, inf = not served. `lower_bound` (the config's
-        `verifier_threshold`, per category too) replaces the point's own and is a floor on every path, additions
-        included: 1.0 serves exact repeats only."""
-        floor = 0.0 if lower_bound is None else lower_bound
-        first = self.lower_bound if lower_bound is None else lower_bound
-        clean, addition = states == CLEAN, (states == ADDITION) & (scores >= floor)
-        need = np.where(addition, self.addition_threshold, INF)
-        need = np.where(clean & (scores >= max(self.second_lower_bound, floor)), self.second_threshold, need)
-        need = np.where(clean & (scores >= first), np.minimum(need, self.threshold), need)
-        return np.where(clean & (scores >= max(self.sure, floor)), 0.0, need)
+    def required(self, scores: np.ndarray, states: np.ndarray, min_score: float | None = None) -> np.ndarray:
+        """Per candidate the pair score it needs: 0 = none, inf = not served. `min_score` (the config's
+        `verifier_threshold`, per category too) floors every path, additions included: it can only make the cache
+        stricter than the measured point; 1.0 serves exact repeats only."""
+        floor = 0.0 if min_score is None else min_score
+        need = np.where((states == ADDITION) & (scores >= floor), self.addition_threshold, INF)
+        clean = states == CLEAN
+        for bound, pair in self.steps:
+            need = np.where(clean & (scores >= max(bound, floor)), np.minimum(need, pair), need)
+        return need
 
-    def pick(self, scores: np.ndarray, states: np.ndarray, lower_bound: float | None = None) -> tuple[int, float] | None:
+    def pick(self, scores: np.ndarray, states: np.ndarray, min_score: float | None = None) -> tuple[int, float] | None:
         """The candidate a lookup goes on with (the least pair score needed, then the best verifier score) and the
         pair score it needs; None when no candidate may be served."""
-        need = self.required(scores, states, lower_bound)
+        need = self.required(scores, states, min_score)
         if not len(need) or need.min() == INF:
             return None
         best = int(np.lexsort((-scores, need))[0])
         return best, float(need[best])
 
-    def serves(self, scores: np.ndarray, states: np.ndarray, pair: np.ndarray) -> np.ndarray:
-        """Which candidates the point serves given each one's pair score (the offline figures' decision)."""
-        return pair >= self.required(scores, states)
+    def serves(self, scores: np.ndarray, states: np.ndarray, pair: np.ndarray, cosine: np.ndarray) -> np.ndarray:
+        """Which candidates (cosine >= their own search's floor) the point serves, given each one's pair score: the
+        offline figures' decision."""
+        return (cosine >= self.floor) & (pair >= self.required(scores, states))
 
-    def first_step(self) -> OperatingPoint:
-        """The point without its second step and addition path (the decision before 2026-11-30's stage 2)."""
-        return replace(self, second_lower_bound=INF, second_threshold=INF, addition_threshold=INF)
+    def manifest(self) -> dict[str, object]:
+        """The point as manifest.json stores it, steps from the highest verifier score down (an addition path that is
+        off is left out: JSON has no inf)."""
+        out: dict[str, object] = {"floor": self.floor, "steps": [list(step) for step in sorted(self.steps, reverse=True)]}
+        return out if self.addition_threshold == INF else out | {"addition_threshold": self.addition_threshold}
 
     @classmethod
-    def from_manifest(cls, point: dict[str, float]) -> OperatingPoint:
-        return cls(*(float(point.get(name, INF)) for name in MANIFEST_KEYS))
+    def from_manifest(cls, point: dict[str, Any]) -> OperatingPoint:
+        return cls(float(point["floor"]), tuple((float(b), float(n)) for b, n in point["steps"]),
+                   float(point.get("addition_threshold", INF)))
 
 
-# The manifest's operating_point keys, in the order of OperatingPoint's fields ("verifier_sure" is `sure`).
-MANIFEST_KEYS = ("lower_bound", "threshold", "verifier_sure", "second_lower_bound", "second_threshold",
-                 "addition_threshold")
+def manifest_point(model_dir: str | Path) -> OperatingPoint:
+    """The operating point stored beside a pair model, without loading the model (scripts that only need its floor)."""
+    path = Path(model_dir) / "manifest.json"
+    point = json.loads(path.read_text()).get("operating_point") if path.is_file() else None
+    if not isinstance(point, dict) or not {"floor", "steps"} <= point.keys():
+        raise ModelMissingError(f"{path} has no operating_point with a floor and steps: run "
+                                "offline/cache_pair_dev.py --write")
+    return OperatingPoint.from_manifest(point)
 
 
 def pair_ids(first: list[int], second: list[int], budget: int = MAX_TOKENS) -> tuple[np.ndarray, np.ndarray]:
@@ -110,13 +116,8 @@ class PairModel:
             raise ModelMissingError(
                 f"{missing[0]} is missing: run `make models` (python -m offline build), or set "
                 "semantic_cache.pair_model_dir: null to serve on the verifier alone (router/cache/README.md)")
-        point = json.loads(manifest_path.read_text()).get("operating_point")
-        # The later keys may be missing (a model chosen before them: those paths stay off); the first step's may not.
-        if require_point and (point is None or not {"lower_bound", "threshold"} <= point.keys()):
-            raise ModelMissingError(f"{manifest_path} has no operating_point with lower_bound and threshold: run "
-                                    "offline/cache_pair_dev.py --write")
-        # (0, 0) only for offline/cache_pair_dev.py, which is about to choose one.
-        self.operating_point = OperatingPoint.from_manifest(point) if point is not None else OperatingPoint(0.0, 0.0)
+        # (0, no steps) only for offline/cache_pair_dev.py, which is about to choose one.
+        self.operating_point = manifest_point(model_dir) if require_point else OperatingPoint(0.0, ())
         self._session, self._tokenizer, self.model_hash = load_model(model_path, tokenizer_path, threads=1)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-pair")
 

@@ -31,8 +31,9 @@ from router.cache.hot import HotAnswers
 from router.cache.keys import SkipReason
 from router.cache.memory import MemoryStore
 from router.cache.milvus import MAX_TEXT_BYTES, MilvusStore
-from router.cache.pair import OperatingPoint, PairModel
+from router.cache.pair import OperatingPoint, PairModel, manifest_point
 from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore
+from router.cache.verifier import FLOOR as VERIFIER_FLOOR
 from router.cache.verifier import Verifier
 from router.cache.writer import WriteQueue
 from router.config import LOOP_SLACK, CacheConfig, RouterConfig
@@ -63,7 +64,7 @@ class CacheRequest:
     embedding: np.ndarray | None  # None: exact match only
     category: str | None
     read: bool
-    threshold: float  # cosine floor of the candidates
+    threshold: float | None  # cosine floor of the candidates; None = the operating point's
     ttl_seconds: int
     min_score: float | None = None  # verifier score a candidate needs; None = the default (pair model's lower bound)
 
@@ -140,6 +141,13 @@ def _build(
                         threshold, ttl, min_score)
 
 
+def candidate_floor(c: CacheConfig) -> float:
+    """The cosine floor a lookup searches with when no category overrides it (what SemanticCache uses)."""
+    if c.similarity_threshold is not None:
+        return c.similarity_threshold
+    return VERIFIER_FLOOR if c.pair_model_dir is None else manifest_point(c.pair_model_dir).floor
+
+
 def completion_problem(completion: Any) -> str | None:
     """Why a response must not be cached: only a finished chat.completion object is replayable."""
     if not isinstance(completion, dict) or completion.get("object") != "chat.completion":
@@ -165,7 +173,8 @@ class SemanticCache:
         self.backend = store
         self.verifier = verifier or default_verifier()
         self.pair = None if cfg.pair_model_dir is None else shared_pair_model(cfg.pair_model_dir)
-        self.point = OperatingPoint(self.verifier.threshold, 0.0) if self.pair is None else self.pair.operating_point
+        self.point = (OperatingPoint(VERIFIER_FLOOR, ((self.verifier.threshold, 0.0),)) if self.pair is None
+                      else self.pair.operating_point)
         self._clock = clock
         self._purger: asyncio.Task[None] | None = None
         self.counters: Counter[str] = Counter()
@@ -255,7 +264,8 @@ class SemanticCache:
         if req.embedding is None:
             entry = await self.backend.get(req.key, now)
             return self._hit(entry, 1.0, True, now) if entry is not None and entry.scope == req.scope else None
-        found = await self.backend.search(req.scope, req.embedding, self.cfg.top_k, req.threshold, now)
+        floor = self.point.floor if req.threshold is None else req.threshold
+        found = await self.backend.search(req.scope, req.embedding, self.cfg.top_k, floor, now)
         # Defence in depth: a backend must never return another scope.
         own = [c for c in found if c.entry.scope == req.scope and c.entry.namespace == req.namespace]
         exact = next((c for c in own if c.entry.key == req.key), None)

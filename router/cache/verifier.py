@@ -33,6 +33,9 @@ from router.cache.guard import (
 )
 
 WEIGHTS = Path(__file__).with_name("verifier.npz")
+# The cosine floor the verifier was trained and its threshold chosen at (offline/train_cache_verifier.py): the
+# candidate floor of a cache that serves on the verifier alone.
+FLOOR = 0.70
 FEATURES = (
     "cosine", *(f"differs_{name}" for name in CHECKS), "char_length_ratio", "word_jaccard",
     "content_jaccard", "query_only_words", "candidate_only_words", "order_mismatch", "trigram_jaccard",

@@ -17,5 +17,5 @@ def test_a_prompt_past_max_semantic_chars_neither_searches_nor_is_found() -> Non
     vector = np.ones(384, dtype=np.float32) / np.sqrt(384)
     vectors = searchable(texts, np.stack([vector] * len(texts)), cfg)  # all alike: only the length rule differs
     assert len(long) > cfg.max_semantic_chars
-    assert [text for text, _ in candidates(texts, vectors, 2, cfg)] == [texts[0]]
-    assert candidates(texts, vectors, 3, cfg) == []
+    assert [text for text, _ in candidates(texts, vectors, 2, cfg.top_k, 0.7)] == [texts[0]]
+    assert candidates(texts, vectors, 3, cfg.top_k, 0.7) == []

@@ -75,7 +75,7 @@ async def test_exact_then_semantic_hit_and_threshold(cache: SemanticCache) -> No
     assert exact is not None and exact.exact and exact.completion["choices"][0]["message"]["content"]
     para = await cache.lookup(make_req("What are the steps to reset my password?", near(0.95)))
     assert para is not None and not para.exact and 0.94 < para.similarity < 0.96
-    below_floor = CFG.semantic_cache.similarity_threshold - 0.1  # the search returns no candidate at all
+    below_floor = cache.point.floor - 0.1  # the search returns no candidate at all
     assert await cache.lookup(make_req("What are the steps to reset my password?", near(below_floor))) is None
     assert cache.counters["hit:exact"] == 1 and cache.counters["hit:semantic"] == 1 and cache.counters["miss"] == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,9 @@ import pytest
 from router.cache.memory import MemoryStore
 from router.cache.pair import INF, MAX_TOKENS, OperatingPoint, PairModel, pair_ids
 from router.cache.semantic_cache import SemanticCache
-from router.cache.verifier import ADDITION, CLEAN, VETOED, Verifier
+from router.cache.verifier import ADDITION, CLEAN, FLOOR, VETOED, Verifier
 from router.classifier.encoder import CLS_ID, SEP_ID, ModelMissingError
-from tests.unit.test_cache_facade import BASE, completion, make_req, put
+from tests.unit.test_cache_facade import BASE, completion, make_req, near, put
 from tests.unit.test_cache_keys import CFG
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +42,13 @@ def test_pair_ids_cut_the_longer_side_first() -> None:
     assert ids.shape == (1, MAX_TOKENS) and ids[0].tolist().index(SEP_ID) == 1 + (MAX_TOKENS - 3 + 1) // 2
 
 
+def middling(point: OperatingPoint) -> float:
+    """The pair score a clean candidate the verifier scores 0.5 needs (0.94 at the shipped point)."""
+    return float(point.required(np.array([0.5]), np.array([CLEAN]))[0])
+
+
 def test_a_paraphrase_scores_above_the_threshold(model: PairModel) -> None:
-    threshold = model.operating_point.threshold
+    threshold = middling(model.operating_point)
     assert model.score("How do I exit vim?", "how can i quit the vim editor") >= threshold
     assert model.score("How can I rename a local git branch?",
                        "what's the command to change the name of a git branch on my machine") >= threshold
@@ -54,7 +60,7 @@ def test_a_paraphrase_scores_above_the_threshold(model: PairModel) -> None:
     ("What should I give my wife for our anniversary?", "What should I expect to receive for our anniversary?"),
 ])
 def test_a_pair_that_needs_both_prompts_read_together_scores_below(model: PairModel, stored: str, query: str) -> None:
-    assert model.score(stored, query) < model.operating_point.threshold
+    assert model.score(stored, query) < middling(model.operating_point)
 
 
 def test_a_missing_model_fails_loudly(tmp_path: Path) -> None:
@@ -94,7 +100,7 @@ async def test_the_pair_check_decides_in_its_own_thread(model: PairModel) -> Non
     verifier = accepts_all()
     cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100),
                           verifier=verifier)
-    verifier.given = cache.point.lower_bound  # just the bar: the pair model decides
+    verifier.given = 0.5  # a middling verifier score: the pair model decides
     recording = Recording(MODEL_DIR)
     recording.threads = []
     cache.pair = recording
@@ -124,7 +130,7 @@ async def test_a_candidate_the_verifier_is_sure_of_skips_the_pair_model(model: P
     recording = Recording(MODEL_DIR)
     recording.threads = []
     cache.pair = recording
-    cache.point = OperatingPoint(0.5, model.operating_point.threshold, sure=0.95)
+    cache.point = OperatingPoint(FLOOR, ((0.95, 0.0), (0.5, middling(model.operating_point))))
     try:
         await put(cache, make_req("What is a synonym for happy?", BASE), completion("glad"))
         hit = await cache.lookup(make_req("What is an antonym for happy?", BASE))
@@ -133,20 +139,9 @@ async def test_a_candidate_the_verifier_is_sure_of_skips_the_pair_model(model: P
     assert (hit is None) == asked and len(recording.threads) == int(asked)
 
 
-def test_the_operating_point_reads_sure_from_the_manifest(tmp_path: Path) -> None:
-    for name in ("model_int8.onnx", "tokenizer.json"):
-        (tmp_path / name).symlink_to(MODEL_DIR / name)
-    manifest = {"operating_point": {"lower_bound": 0.5, "threshold": 0.7}}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    assert PairModel(tmp_path).operating_point == OperatingPoint(0.5, 0.7, float("inf"))
-    manifest["operating_point"]["verifier_sure"] = 0.99
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    assert PairModel(tmp_path).operating_point == OperatingPoint(0.5, 0.7, 0.99)
-
-
 def test_a_cache_without_the_pair_model_serves_on_the_verifier_alone() -> None:
     cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": None}), MemoryStore(100))
-    assert cache.pair is None and cache.point.lower_bound == Verifier.load().threshold
+    assert cache.pair is None and cache.point == OperatingPoint(FLOOR, ((Verifier.load().threshold, 0.0),))
 
 
 def test_a_missing_pair_model_fails_the_cache(tmp_path: Path) -> None:
@@ -154,22 +149,23 @@ def test_a_missing_pair_model_fails_the_cache(tmp_path: Path) -> None:
         SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(tmp_path)}), MemoryStore(100))
 
 
-POINT = OperatingPoint(0.45, 0.94, sure=0.97, second_lower_bound=0.25, second_threshold=0.995, addition_threshold=0.99)
+POINT = OperatingPoint(0.55, ((0.97, 0.0), (0.8, 0.7), (0.45, 0.94), (0.25, 0.995)), addition_threshold=0.99)
 
 
 def test_the_operating_point_says_what_pair_score_each_candidate_needs() -> None:
-    scores = np.array([0.98, 0.6, 0.3, 0.1, 0.5, 0.0])
-    states = np.array([CLEAN, CLEAN, CLEAN, CLEAN, ADDITION, VETOED])
-    assert POINT.required(scores, states).tolist() == [0.0, 0.94, 0.995, INF, 0.99, INF]
-    # a configured verifier_threshold replaces the first bound and floors every path: 1.0 = exact repeats only
-    assert POINT.required(scores, states, 0.55).tolist() == [0.0, 0.94, INF, INF, INF, INF]
-    assert POINT.required(scores, states, 0.2).tolist() == [0.0, 0.94, 0.94, INF, 0.99, INF]
+    scores = np.array([0.98, 0.85, 0.6, 0.3, 0.1, 0.5, 0.0])
+    states = np.array([CLEAN, CLEAN, CLEAN, CLEAN, CLEAN, ADDITION, VETOED])
+    assert POINT.required(scores, states).tolist() == [0.0, 0.7, 0.94, 0.995, INF, 0.99, INF]
+    # a configured verifier_threshold floors every path and never loosens one: 1.0 = exact repeats only
+    assert POINT.required(scores, states, 0.55).tolist() == [0.0, 0.7, 0.94, INF, INF, INF, INF]
+    assert POINT.required(scores, states, 0.2).tolist() == POINT.required(scores, states).tolist()
     assert (POINT.required(scores, states, 1.0) == INF).all()
-    # the manifest's point without the newer keys is the one-step point: those paths stay off
-    one_step = OperatingPoint(0.45, 0.94, sure=0.97)
-    assert one_step.required(scores, states).tolist() == [0.0, 0.94, INF, INF, INF, INF]
+    # a point without an addition path (the manifest leaves it out) vetoes those candidates
+    assert OperatingPoint(0.55, POINT.steps).required(scores, states)[5] == INF
+    # a candidate below the point's cosine floor is not served, whatever its scores
+    assert POINT.serves(scores[:2], states[:2], np.ones(2), np.array([0.56, 0.54])).tolist() == [True, False]
     # a lookup goes on with the candidate that needs the least pair score, then the best verifier score
-    assert POINT.pick(scores[1:], states[1:]) == (0, 0.94)
+    assert POINT.pick(scores[2:], states[2:]) == (0, 0.94)
     assert POINT.pick(np.array([0.3, 0.5]), np.array([CLEAN, ADDITION])) == (1, 0.99)
     assert POINT.pick(np.array([0.6, 0.7]), np.array([CLEAN, CLEAN])) == (1, 0.94)
     assert POINT.pick(np.array([0.1, 0.0]), np.array([CLEAN, VETOED])) is None
@@ -179,8 +175,8 @@ def test_the_operating_point_says_what_pair_score_each_candidate_needs() -> None
 def test_the_operating_point_reads_its_further_paths_from_the_manifest(tmp_path: Path) -> None:
     for name in ("model_int8.onnx", "tokenizer.json"):
         (tmp_path / name).symlink_to(MODEL_DIR / name)
-    point = {"lower_bound": 0.45, "threshold": 0.94, "verifier_sure": 0.97, "second_lower_bound": 0.25,
-             "second_threshold": 0.995, "addition_threshold": 0.99, "chosen_by": "test"}
+    point = {**POINT.manifest(), "chosen_by": "test"}
+    assert point["steps"] == [[0.97, 0.0], [0.8, 0.7], [0.45, 0.94], [0.25, 0.995]]
     (tmp_path / "manifest.json").write_text(json.dumps({"operating_point": point}))
     assert PairModel(tmp_path).operating_point == POINT
 
@@ -220,7 +216,7 @@ async def test_a_pair_score_that_is_not_a_number_refuses(model: PairModel) -> No
     verifier = accepts_all()
     cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100),
                           verifier=verifier)
-    verifier.given = cache.point.lower_bound  # the pair model must confirm it
+    verifier.given = 0.5  # the pair model must confirm it
     cache.pair = Broken(MODEL_DIR)
     try:
         await put(cache, make_req("What is a synonym for happy?", BASE), completion("glad"))
@@ -230,12 +226,27 @@ async def test_a_pair_score_that_is_not_a_number_refuses(model: PairModel) -> No
     assert cache.counters["pair_reject"] == 1
 
 
-def test_a_manifest_without_the_first_step_fails_startup(tmp_path: Path) -> None:
-    """A manifest missing `lower_bound` or `threshold` stopped startup until 2026-11-30 (KeyError); read as inf
-    since, it started a cache that quietly served no pair-checked candidate at all."""
+def test_a_manifest_without_its_floor_or_steps_fails_startup(tmp_path: Path) -> None:
+    """A point with a part missing would start a cache that quietly serves nothing (or everything) pair-checked."""
     for name in ("model_int8.onnx", "tokenizer.json"):
         (tmp_path / name).symlink_to(MODEL_DIR / name)
-    for point in ({"threshold": 0.94, "verifier_sure": 0.97}, {"lower_bound": 0.45}):
+    for point in ({"steps": [[0.45, 0.94]]}, {"floor": 0.55}, {"lower_bound": 0.45, "threshold": 0.94}):
         (tmp_path / "manifest.json").write_text(json.dumps({"operating_point": point}))
         with pytest.raises(ModelMissingError, match="operating_point"):
             PairModel(tmp_path)
+
+
+@pytest.mark.parametrize(("floor", "served"), [(None, True), (0.7, False)])
+async def test_a_rewording_that_embeds_far_from_its_twin_is_found(model: PairModel, floor: float | None,
+                                                                  served: bool) -> None:
+    """Rewordings that share few words embed far apart: until 2026-11-30 every candidate under cosine 0.70 was
+    dropped by the search (15% of the written dev paraphrases). The point's own floor (0.55, chosen on dev with it)
+    lets the verifier and the pair model judge them; a configured `similarity_threshold` (the request's) replaces it."""
+    cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100))
+    try:
+        await put(cache, make_req("How do I boil an egg so the yolk stays runny?", BASE), completion("6 minutes"))
+        query = make_req("soft boiled egg with liquid yolk - how long", near(0.62))
+        hit = await cache.lookup(query if floor is None else replace(query, threshold=floor))
+    finally:
+        await cache.close()
+    assert (hit is not None) is served
