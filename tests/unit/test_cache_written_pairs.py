@@ -24,6 +24,7 @@ EVALUATION = (
     "cache_heldout_v11.jsonl",
     "cache_heldout_v12.jsonl",
     "cache_heldout_v13.jsonl",
+    "cache_heldout_v14.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
