@@ -18,9 +18,9 @@ the higher `sure` (fewer paths), then the higher L (fewer pair runs); at the ver
 dev set grown to 327 negatives no point of the shipped model has none: 2 at best.) Stage 2, on top of that point and
 with the same rule: a second step (verifier >= L2 < L, pair >= T2 > T, SECOND_THRESHOLDS) and the addition path's pair
 threshold (ADDITION_THRESHOLDS), each may stay off; ties go to the stricter (higher T2, then L2, then addition
-threshold). Stage 3, on top of stage 2's point, same rule: the candidate floor (FLOORS) and a third step between the
-first and `sure` (verifier >= L3 in THIRD_BOUNDS, L < L3 < sure; pair >= T3 in THIRD_THRESHOLDS, T3 < T; may stay off):
-a candidate the verifier likes needs less pair score; ties go to the stricter (higher floor, then T3, then L3).
+threshold). Stage 3, on top of stage 2's point, same rule: the candidate floor (FLOORS), ties to the higher. (A
+third step between the first and `sure` was chosen with it on 2026-11-30, and failed its held-out rule on QQP test
+precision: router/cache/README.md, "A lower floor and a third step".)
 Beside it the verifier alone at its default.
 `--write` stores the chosen point as `operating_point` in the model's manifest.json (not a hashed file).
 `--cost`: p50/p99 of one pair run (onnxruntime, 1 thread) over the dev candidate pairs, by total token length, added
@@ -58,10 +58,8 @@ SURE = [float("inf"), 0.99, 0.98, 0.97, 0.95]
 # Stage 2 (on top of stage 1's point): a second step for a near-certain pair score, an addition path (inf = off).
 SECOND_THRESHOLDS = [0.99, 0.995, 0.998, 0.999]
 ADDITION_THRESHOLDS = [0.94, 0.97, 0.98, 0.99, 0.995, 0.999, INF]
-# Stage 3 (on top of stage 2's point): the candidate floor and a third step.
+# Stage 3 (on top of stage 2's point): the candidate floor.
 FLOORS = [0.5, 0.55, 0.6, 0.65, FLOOR]
-THIRD_BOUNDS = [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
-THIRD_THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.9]
 
 
 def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -133,7 +131,7 @@ def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[list[OperatingPoin
     if best is None:
         raise SystemExit("no (L, T) meets the dev rule")
     first, f = best[1]
-    (lower, threshold), sure = first.steps[0], first.steps[1][0] if len(first.steps) > 1 else INF
+    (lower, threshold) = first.steps[0]
     # Stage 2: the further paths on top of stage 1's point; ties go to the stricter (fewer served by the new paths).
     top = (*preference(f), INF, INF, INF), first, f
     seconds = [((second_lower, second_threshold),) for second_lower in LOWER_BOUNDS if second_lower < lower
@@ -145,14 +143,12 @@ def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[list[OperatingPoin
         if admissible(g) and key > top[0]:
             top = key, point, g
     second_point, f = top[1], top[2]
-    # Stage 3: the candidate floor and a third step; ties to the stricter (higher floor, T3, L3).
-    thirds = [((bound, need),) for bound in THIRD_BOUNDS if lower < bound < sure
-              for need in THIRD_THRESHOLDS if need < threshold] + [()]
-    top = (*preference(f), FLOOR, INF, INF), second_point, f
-    for floor, third in itertools.product(FLOORS, thirds):
-        point = replace(second_point, floor=floor, steps=second_point.steps + third)
+    # Stage 3: the candidate floor; ties to the higher (fewer candidates to judge).
+    top = (*preference(f), FLOOR), second_point, f
+    for floor in FLOORS:
+        point = replace(second_point, floor=floor)
         g = figures(tables, point)
-        key = (*preference(g), floor, third[0][1] if third else INF, third[0][0] if third else INF)
+        key = (*preference(g), floor)
         if admissible(g) and key > top[0]:
             top = key, point, g
     return [first, second_point, top[1]], top[2], sweep
