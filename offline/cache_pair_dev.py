@@ -5,7 +5,7 @@
 
 Dev sets are the verifier's (offline/train_cache_verifier.dataset, seed 11): the QQP dev split, the rule dev
 pairs, the hand-written tuning set (bench/data/cache_hard_pairs.jsonl) and the written dev pairs
-(offline/data/cache_written_dev.jsonl). Every candidate (cosine >= the lowest FLOORS, not an exact repeat) gets the shipped
+(offline/data/cache_written_dev.jsonl). Every candidate (cosine >= FLOOR, not an exact repeat) gets the shipped
 verifier's assessment (score and state, `Verifier.assess`) and the pair model's score; the decision is
 `OperatingPoint.serves`, the router's own rule (router/cache/pair.py). Rule: no false hit on the tuning set, <= 0.5% of rule dev hard negatives hit (the verifier's own dev
 rule), at least MIN_WRITTEN_RECALL of the written dev paraphrases served and the RECALL_FLOORS of the QQP and rule
@@ -18,9 +18,9 @@ the higher `sure` (fewer paths), then the higher L (fewer pair runs); at the ver
 dev set grown to 327 negatives no point of the shipped model has none: 2 at best.) Stage 2, on top of that point and
 with the same rule: a second step (verifier >= L2 < L, pair >= T2 > T, SECOND_THRESHOLDS) and the addition path's pair
 threshold (ADDITION_THRESHOLDS), each may stay off; ties go to the stricter (higher T2, then L2, then addition
-threshold). Stage 3, on top of stage 2's point, same rule: the candidate floor (FLOORS), ties to the higher. (A
-third step between the first and `sure` was chosen with it on 2026-11-30, and failed its held-out rule on QQP test
-precision: router/cache/README.md, "A lower floor and a third step".)
+threshold). Both stages keep the verifier's candidate floor (0.70): a lower floor (0.55), alone and with a third
+step, was chosen on dev twice on 2026-11-30 and failed its held-out rule on QQP test precision both times
+(router/cache/README.md, "A lower floor and a third step").
 Beside it the verifier alone at its default.
 `--write` stores the chosen point as `operating_point` in the model's manifest.json (not a hashed file).
 `--cost`: p50/p99 of one pair run (onnxruntime, 1 thread) over the dev candidate pairs, by total token length, added
@@ -58,8 +58,6 @@ SURE = [float("inf"), 0.99, 0.98, 0.97, 0.95]
 # Stage 2 (on top of stage 1's point): a second step for a near-certain pair score, an addition path (inf = off).
 SECOND_THRESHOLDS = [0.99, 0.995, 0.998, 0.999]
 ADDITION_THRESHOLDS = [0.94, 0.97, 0.98, 0.99, 0.995, 0.999, INF]
-# Stage 3 (on top of stage 2's point): the candidate floor.
-FLOORS = [0.5, 0.55, 0.6, 0.65, FLOOR]
 
 
 def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -70,7 +68,7 @@ def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarra
     verifier = Verifier.load()
     out = {}
     for name, pairs in dev.items():
-        table = pair_table(pairs, emb, floor=min(FLOORS))
+        table = pair_table(pairs, emb)
         verifier_score, state = assessed(table, verifier)
         pair_score = np.zeros(len(pairs))
         for i in np.flatnonzero(table["candidate"]):
@@ -142,16 +140,7 @@ def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[list[OperatingPoin
         key = (*preference(g), second[0][1] if second else INF, second[0][0] if second else INF, addition)
         if admissible(g) and key > top[0]:
             top = key, point, g
-    second_point, f = top[1], top[2]
-    # Stage 3: the candidate floor; ties to the higher (fewer candidates to judge).
-    top = (*preference(f), FLOOR), second_point, f
-    for floor in FLOORS:
-        point = replace(second_point, floor=floor)
-        g = figures(tables, point)
-        key = (*preference(g), floor)
-        if admissible(g) and key > top[0]:
-            top = key, point, g
-    return [first, second_point, top[1]], top[2], sweep
+    return [first, top[1]], top[2], sweep
 
 
 def cost(model: PairModel, tables: dict[str, dict[str, np.ndarray]], runs: int = 600) -> dict[str, object]:
@@ -194,6 +183,7 @@ def main() -> int:
     point, main_threshold = stages[-1], stages[0].steps[0][1]
     default = float(tables["tuning"]["threshold"])
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    result = {k: v for k, v in result.items() if not k.startswith("stage_")}  # a run with fewer stages leaves none
     no_vetoes = {name: t | {"state": np.full_like(t["state"], CLEAN)} for name, t in tables.items()}
     alone = OperatingPoint(FLOOR, ((0.0, main_threshold),))
     result |= {

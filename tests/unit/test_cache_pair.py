@@ -236,12 +236,12 @@ def test_a_manifest_without_its_floor_or_steps_fails_startup(tmp_path: Path) -> 
             PairModel(tmp_path)
 
 
-@pytest.mark.parametrize(("floor", "served"), [(None, True), (0.7, False)])
-async def test_a_rewording_that_embeds_far_from_its_twin_is_found(model: PairModel, floor: float | None,
-                                                                  served: bool) -> None:
-    """Rewordings that share few words embed far apart: until 2026-11-30 every candidate under cosine 0.70 was
-    dropped by the search (15% of the written dev paraphrases). The point's own floor (0.55, chosen on dev with it)
-    lets the verifier and the pair model judge them; a configured `similarity_threshold` (the request's) replaces it."""
+@pytest.mark.parametrize(("floor", "served"), [(None, False), (0.55, True)])
+async def test_the_candidate_floor_is_the_points_unless_configured(model: PairModel, floor: float | None,
+                                                                   served: bool) -> None:
+    """Rewordings that share few words embed far apart. The search's cosine floor is the operating point's (0.70, in
+    its manifest) unless `similarity_threshold` is configured (the request's), which replaces it: at 0.55 such a
+    rewording reaches the verifier and the pair model."""
     cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100))
     try:
         await put(cache, make_req("How do I boil an egg so the yolk stays runny?", BASE), completion("6 minutes"))
