@@ -6,7 +6,7 @@ of measure (minutes/seconds, miles/kilometers, GB/TB, per month/per week), in ne
 or their order, in the side of an antonym pair (on/off, increase/decrease, he/she, ...), in the
 audience (child vs expert) or in the question word (where/when/who/why); and in what the sentence's
 structure says (`structure.py`): a reversed direction, other dates, a verb that negates ("stop ... from
-going"), one vs all of a thing. Pure regex and set work, ~80 us per check uncached (bench/cache_eval.py
+going"), one vs all of a thing, swapped parties ("a manager motivates the team" / "the team motivates a manager"). Pure regex and set work, ~80 us per check uncached (bench/cache_eval.py
 measures it and its cost in recall).
 """
 
@@ -31,7 +31,11 @@ _NUMBER_WORDS = {
      "triple": "3", "half": "0.5", "dozen": "12", "twenties": "20s", "thirties": "30s", "forties": "40s",
      "fifties": "50s", "sixties": "60s", "seventies": "70s", "eighties": "80s", "nineties": "90s"}
 _NEGATIONS = frozenset(
-    ["not", "no", "non", "never", "none", "nobody", "nothing", "neither", "nor", "nowhere", "cannot", "without", "dont", "doesnt", "didnt", "cant", "couldnt", "wont", "wouldnt", "shouldnt", "isnt", "arent", "wasnt", "werent", "havent", "hasnt", "hadnt", "aint"])
+    ["not", "no", "non", "never", "none", "nobody", "nothing", "neither", "nor", "nowhere", "cannot", "without", "excluding", "dont", "doesnt", "didnt", "cant", "couldnt", "wont", "wouldnt", "shouldnt", "isnt", "arent", "wasnt", "werent", "havent", "hasnt", "hadnt", "aint"])
+# "every file except those matching *.py": "except" negates before these; Python's `except ValueError` / "an except
+# block" does not.
+_EXCEPT_BEFORE = frozenset(["for", "those", "that", "the", "ones", "when", "if", "where", "what", "a", "an", "my",
+                            "your", "our", "their", "his", "her", "its", "this", "these", "any", "one"])
 ANTONYMS = tuple(tuple(p.split("/")) for p in ["on/off", "enable/disable", "enabled/disabled", "activate/deactivate", "start/stop", "open/close", "increase/decrease", "raise/lower", "up/down", "add/remove", "lock/unlock", "before/after", "more/less", "most/least", "max/min", "maximum/minimum", "buy/sell", "import/export", "upload/download", "install/uninstall", "connect/disconnect", "encrypt/decrypt", "include/exclude", "allow/deny", "accept/reject", "win/lose", "gain/lose", "positive/negative", "true/false", "hot/cold", "fast/slow", "cheap/expensive", "cheapest/expensive", "best/worst", "better/worse", "advantages/disadvantages", "north/south", "east/west", "left/right", "male/female", "men/women", "boy/girl", "above/below", "inside/outside", "input/output", "push/pull", "send/receive", "show/hide", "mute/unmute", "subscribe/unsubscribe", "follow/unfollow", "block/unblock", "login/logout", "legal/illegal", "possible/impossible", "higher/lower", "bigger/smaller", "larger/smaller", "faster/slower", "old/new", "first/last", "he/she", "him/her", "his/her", "husband/wife", "boyfriend/girlfriend", "man/woman", "son/daughter", "father/mother", "brother/sister", "like/hate", "love/hate", "like/dislike", "rural/urban", "rich/poor", "good/bad", "right/wrong", "strong/weak", "happy/sad", "early/late", "success/failure", "agree/disagree", "pro/anti", "cause/cure"])
 # Units of measure, plural and abbreviation -> one name: "10 minutes" and "10 seconds" are different questions.
 _UNITS = {w: group.split()[0] for group in [
@@ -75,6 +79,7 @@ class Features:
     dates: tuple[str, ...]
     negated: frozenset[str]  # forms of the verbs a negating verb turns around ("stop it from going": go, goes...)
     quantities: dict[str, frozenset[str]]  # word of a quantified noun phrase -> 'one' / 'many'
+    roles: frozenset[structure.Triple]  # three content words in a row ("manager motivate team")
 
 
 
@@ -146,7 +151,8 @@ def features(text: str) -> Features:
     tokens = [(t, start) for t, start, _, _ in spans]
     lower = [t.lower().replace("’", "'") for t, _ in tokens]
     numbers = sorted([_number(t) for t in lower if t[0].isdigit()] + [_NUMBER_WORDS[t] for t in lower if t in _NUMBER_WORDS])
-    negations = sum(1 for t in lower if t in _NEGATIONS or t.endswith("n't"))
+    negations = sum(1 for i, t in enumerate(lower) if t in _NEGATIONS or t.endswith("n't")
+                    or (t == "except" and lower[i + 1:i + 2] and lower[i + 1] in _EXCEPT_BEFORE))
     words = frozenset(lower)
     sides: dict[int, set[int]] = {}
     for word in words:
@@ -157,7 +163,7 @@ def features(text: str) -> Features:
     return Features(tuple(numbers), frozenset(_UNITS[t] for t in lower if t in _UNITS), negations, frozenset(order), order, words,
                     {k: frozenset(v) for k, v in sides.items()}, words & _AUDIENCE, words & _WH, tuple(lower),
                     structure.directions(stream), structure.dates(stream, proper), structure.negated_verbs(stream),
-                    structure.quantities(stream))
+                    structure.quantities(stream), structure.role_triples(stream))
 
 
 # The checks in the order `reject_reason` reports them; the verifier takes each one as a feature.
@@ -165,7 +171,7 @@ CHECKS = ("numbers", "units", "negation", "entities", "entity_order", "antonym",
 # Checks that only veto (the verifier scores 0 when one differs) and are no verifier input. Measured on dev
 # (`python -m offline.train_cache_verifier --measure-vetoes`, router/cache/README.md): none flags a paraphrase of
 # the tuning set, the rule dev pairs or the written dev pairs.
-VETO_CHECKS = ("direction", "dates", "negating_verb", "quantity")
+VETO_CHECKS = ("direction", "dates", "negating_verb", "quantity", "roles")
 
 
 def differences(query: str, candidate: str) -> tuple[bool, ...]:
@@ -208,6 +214,7 @@ def veto_differences(query: str, candidate: str) -> tuple[bool, ...]:
         structure.negated_by_verb(a.negated, b.words, b.negations)
         or structure.negated_by_verb(b.negated, a.words, a.negations),
         structure.other_quantity(a.quantities, b.quantities),
+        structure.swapped_roles(a.roles, b.roles) or structure.swapped_roles(b.roles, a.roles),
     )
 
 

@@ -1,13 +1,16 @@
 """What a prompt says through its structure, which word overlap and sentence embeddings blur.
 
-Four readings the guard compares between a query and a stored prompt (`guard.py`):
+Five readings the guard compares between a query and a stored prompt (`guard.py`):
 - **direction**: the (source, target) ends of "from X to/into/onto Y", "to Y from X", "X to Y", "X -> Y":
   "from my iPhone to my PC" and "to my iphone from my pc" share every word and differ in the answer;
 - **dates**: month and weekday names and abbreviations, as a multiset ("in March" vs "in May");
 - **negating verbs**: "stop / prevent / keep ... from V-ing", "avoid V-ing" turn their complement around
   ("go to sleep" vs "stop it from going to sleep") without a "not";
 - **quantities**: the quantifier of a noun, one (one / a / single) or many (all / every / each / both / several /
-  multiple): "delete one contact" vs "delete all my contacts".
+  multiple): "delete one contact" vs "delete all my contacts";
+- **roles**: who does what to whom, three content words in a row read the other way round: "how can a manager
+  motivate the team" vs "how can the team motivate a manager", "what should I ask the interviewer" vs "what will
+  the interviewer ask me".
 Each reading works on the guard's token stream: lower-cased words and numbers, "|" where punctuation ended a
 phrase, "->" for an arrow. Pure list and set work: a few microseconds per text.
 """
@@ -225,3 +228,41 @@ def quantities(stream: Sequence[str]) -> dict[str, frozenset[str]]:
 def other_quantity(a: dict[str, frozenset[str]], b: dict[str, frozenset[str]]) -> bool:
     """Is a word quantified in both texts, never the same way ('one' in one, 'many' in the other)?"""
     return any(not kinds & b[word] for word, kinds in a.items() if word in b)
+
+
+# Pronouns stand for their person, so "I ask the interviewer" and "the interviewer asks me" name the same two roles.
+_PERSON = {w: p for p, words in [("i", "i me"), ("we", "we us"), ("you", "you"), ("he", "he him"), ("she", "she"),
+                                 ("they", "they them")] for w in words.split()}
+# A text that compares or lists things may name them in any order ("tcp vs udp" / "udp and tcp"): it has no roles.
+_SYMMETRIC = frozenset(["and", "or", "vs", "versus", "between", "compare", "compared", "comparing", "comparison",
+                        "difference", "differences", "than", "both", "either", "neither", "nor", "same", "similar"])
+_ROLE_SKIP = (_END_STOP | _END_SKIP | _CONNECTORS | _SOURCES).difference(_PERSON)
+_DETERMINERS = frozenset(["a", "an", "the", "my", "your", "our", "his", "her", "their", "its", "this", "that",
+                          "these", "those"])
+Triple = tuple[str, str, str]
+
+
+def role_triples(stream: Sequence[str]) -> frozenset[Triple]:
+    """Every "x w y" of three content words in a row within one phrase whose ends are marked as the parties of a
+    sentence: a pronoun (by person) or a word right after a determiner ("a manager", "the team", "my boss"). Keyword
+    queries reorder unmarked words freely ("change the oil in my car" / "car oil change interval", "travel back in
+    time" / "time travel"). None when the text compares or lists things."""
+    if any(token in _SYMMETRIC for token in stream):
+        return frozenset()
+    out: set[Triple] = set()
+    phrase: list[tuple[str, bool]] = []
+    for i, token in enumerate([*stream, BOUNDARY]):
+        if token in (BOUNDARY, ARROW):
+            out.update((x, w, y) for (x, x_marked), (w, _), (y, y_marked) in zip(phrase, phrase[1:], phrase[2:])
+                       if x_marked and y_marked)
+            phrase = []
+        elif token in _PERSON:
+            phrase.append((_PERSON[token], True))
+        elif token not in _ROLE_SKIP and not token[:1].isdigit():
+            phrase.append((_stem(token), i > 0 and stream[i - 1] in _DETERMINERS))
+    return frozenset(out)
+
+
+def swapped_roles(a: frozenset[Triple], b: frozenset[Triple]) -> bool:
+    """Does one text name "x w y" where the other names "y w x" and never "x w y"?"""
+    return any(x != y and (y, w, x) in b and (x, w, y) not in b for x, w, y in a)

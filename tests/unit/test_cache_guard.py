@@ -16,7 +16,10 @@ from router.cache.guard import reject_reason
     ("Is seat 1 in row 2 of car 2 free?", "Is seat 1 in row 1 of car 2 free?", "numbers"),  # the same set of numbers
     ("What is 7 times 8?", "What's 8 times 7?", None),
     ("Is coffee bad for you?", "Is coffee not bad for you?", "negation"),
+    ("copy every file that matches *.py", "copy every file except those matching *.py", "negation"),
+    ("list all columns excluding the id column", "list all columns with the id column", "negation"),
     ("Why doesn't my code compile?", "Why does not my code compile?", None),
+    ("How do I catch two exceptions in one except block?", "catch 2 exceptions with one except clause", None),
     ("How do I turn on dark mode?", "How do I turn off dark mode?", "antonym"),
     ("How to enable two-factor authentication", "How to disable two-factor authentication", "antonym"),
     ("Who is the CEO of Apple?", "Who is the CEO of Microsoft?", "entities"),
