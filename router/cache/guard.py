@@ -6,7 +6,7 @@ of measure (minutes/seconds, miles/kilometers, GB/TB, per month/per week), in ne
 or their order, in the side of an antonym pair (on/off, increase/decrease, he/she, ...), in the
 audience (child vs expert) or in the question word (where/when/who/why); and in what the sentence's
 structure says (`structure.py`): a reversed direction, other dates, a verb that negates ("stop ... from
-going"), one vs all of a thing, swapped parties ("a manager motivates the team" / "the team motivates a manager"). Pure regex and set work, ~80 us per check uncached (bench/cache_eval.py
+going"), one vs all of a thing, two things that changed places ("a PS4 controller on a PS5" / "a PS5 controller on a PS4"). Pure regex and set work, ~80 us per check uncached (bench/cache_eval.py
 measures it and its cost in recall).
 """
 
@@ -79,7 +79,7 @@ class Features:
     dates: tuple[str, ...]
     negated: frozenset[str]  # forms of the verbs a negating verb turns around ("stop it from going": go, goes...)
     quantities: dict[str, frozenset[str]]  # word of a quantified noun phrase -> 'one' / 'many'
-    roles: frozenset[structure.Triple]  # three content words in a row ("manager motivate team")
+    parties: tuple[str, ...] | None  # content words in order, pronouns by person (structure.parties)
 
 
 
@@ -163,7 +163,7 @@ def features(text: str) -> Features:
     return Features(tuple(numbers), frozenset(_UNITS[t] for t in lower if t in _UNITS), negations, frozenset(order), order, words,
                     {k: frozenset(v) for k, v in sides.items()}, words & _AUDIENCE, words & _WH, tuple(lower),
                     structure.directions(stream), structure.dates(stream, proper), structure.negated_verbs(stream),
-                    structure.quantities(stream), structure.role_triples(stream))
+                    structure.quantities(stream), structure.parties(stream))
 
 
 # The checks in the order `reject_reason` reports them; the verifier takes each one as a feature.
@@ -171,7 +171,7 @@ CHECKS = ("numbers", "units", "negation", "entities", "entity_order", "antonym",
 # Checks that only veto (the verifier scores 0 when one differs) and are no verifier input. Measured on dev
 # (`python -m offline.train_cache_verifier --measure-vetoes`, router/cache/README.md): none flags a paraphrase of
 # the tuning set, the rule dev pairs or the written dev pairs.
-VETO_CHECKS = ("direction", "dates", "negating_verb", "quantity", "roles")
+VETO_CHECKS = ("direction", "dates", "negating_verb", "quantity", "exchange")
 
 
 def differences(query: str, candidate: str) -> tuple[bool, ...]:
@@ -214,7 +214,7 @@ def veto_differences(query: str, candidate: str) -> tuple[bool, ...]:
         structure.negated_by_verb(a.negated, b.words, b.negations)
         or structure.negated_by_verb(b.negated, a.words, a.negations),
         structure.other_quantity(a.quantities, b.quantities),
-        structure.swapped_roles(a.roles, b.roles) or structure.swapped_roles(b.roles, a.roles),
+        structure.exchanged(a.parties, b.parties),
     )
 
 

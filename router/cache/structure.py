@@ -8,9 +8,9 @@ Five readings the guard compares between a query and a stored prompt (`guard.py`
   ("go to sleep" vs "stop it from going to sleep") without a "not";
 - **quantities**: the quantifier of a noun, one (one / a / single) or many (all / every / each / both / several /
   multiple): "delete one contact" vs "delete all my contacts";
-- **roles**: who does what to whom, three content words in a row read the other way round: "how can a manager
-  motivate the team" vs "how can the team motivate a manager", "what should I ask the interviewer" vs "what will
-  the interviewer ask me".
+- **exchange**: two things that change places, everything else said the same: who does what to whom ("how can a
+  manager motivate the team" vs "how can the team motivate a manager", "what should I ask the interviewer" vs "what
+  will the interviewer ask me"), which goes where ("a PS4 controller on a PS5" vs "a PS5 controller on a PS4").
 Each reading works on the guard's token stream: lower-cased words and numbers, "|" where punctuation ended a
 phrase, "->" for an arrow. Pure list and set work: a few microseconds per text.
 """
@@ -230,39 +230,33 @@ def other_quantity(a: dict[str, frozenset[str]], b: dict[str, frozenset[str]]) -
     return any(not kinds & b[word] for word, kinds in a.items() if word in b)
 
 
-# Pronouns stand for their person, so "I ask the interviewer" and "the interviewer asks me" name the same two roles.
+# Pronouns stand for their person, so "I ask the interviewer" and "the interviewer asks me" name the same two parties.
 _PERSON = {w: p for p, words in [("i", "i me"), ("we", "we us"), ("you", "you"), ("he", "he him"), ("she", "she"),
                                  ("they", "they them")] for w in words.split()}
-# A text that compares or lists things may name them in any order ("tcp vs udp" / "udp and tcp"): it has no roles.
+# A text that compares or lists things may name them in any order ("tcp vs udp" / "udp and tcp"), and a passive one
+# names its parties the other way round ("someone blocked me" / "I was blocked by someone"): no exchange is read.
 _SYMMETRIC = frozenset(["and", "or", "vs", "versus", "between", "compare", "compared", "comparing", "comparison",
-                        "difference", "differences", "than", "both", "either", "neither", "nor", "same", "similar"])
-_ROLE_SKIP = (_END_STOP | _END_SKIP | _CONNECTORS | _SOURCES).difference(_PERSON)
-_DETERMINERS = frozenset(["a", "an", "the", "my", "your", "our", "his", "her", "their", "its", "this", "that",
-                          "these", "those"])
-Triple = tuple[str, str, str]
+                        "difference", "differences", "than", "both", "either", "neither", "nor", "same", "similar",
+                        "by"])
+_PARTY_SKIP = (_END_STOP | _END_SKIP | _CONNECTORS | _SOURCES).difference(_PERSON)
 
 
-def role_triples(stream: Sequence[str]) -> frozenset[Triple]:
-    """Every "x w y" of three content words in a row within one phrase whose ends are marked as the parties of a
-    sentence: a pronoun (by person) or a word right after a determiner ("a manager", "the team", "my boss"). Keyword
-    queries reorder unmarked words freely ("change the oil in my car" / "car oil change interval", "travel back in
-    time" / "time travel"). None when the text compares or lists things."""
+def parties(stream: Sequence[str]) -> tuple[str, ...] | None:
+    """The text's content words in order (stemmed, pronouns by person, numbers left out); None when it compares,
+    lists or is passive."""
     if any(token in _SYMMETRIC for token in stream):
-        return frozenset()
-    out: set[Triple] = set()
-    phrase: list[tuple[str, bool]] = []
-    for i, token in enumerate([*stream, BOUNDARY]):
-        if token in (BOUNDARY, ARROW):
-            out.update((x, w, y) for (x, x_marked), (w, _), (y, y_marked) in zip(phrase, phrase[1:], phrase[2:])
-                       if x_marked and y_marked)
-            phrase = []
-        elif token in _PERSON:
-            phrase.append((_PERSON[token], True))
-        elif token not in _ROLE_SKIP and not token[:1].isdigit():
-            phrase.append((_stem(token), i > 0 and stream[i - 1] in _DETERMINERS))
-    return frozenset(out)
+        return None
+    return tuple(_PERSON.get(token) or _stem(token) for token in stream
+                 if token in _PERSON or (token not in _PARTY_SKIP and token not in (BOUNDARY, ARROW)
+                                         and not token[:1].isdigit()))
 
 
-def swapped_roles(a: frozenset[Triple], b: frozenset[Triple]) -> bool:
-    """Does one text name "x w y" where the other names "y w x" and never "x w y"?"""
-    return any(x != y and (y, w, x) in b and (x, w, y) not in b for x, w, y in a)
+def exchanged(a: tuple[str, ...] | None, b: tuple[str, ...] | None) -> bool:
+    """Do two texts name the same content words in the same order except two, not side by side, that changed places?
+    "can I put my dog's flea treatment on my cat" / "... my cat's flea treatment on my dog". Neighbours are left
+    out: "what does each letter stand for in RSVP" / "... each letter in RSVP stand for" is a rewording."""
+    if a is None or b is None or len(a) != len(b):
+        return False
+    differ = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    return len(differ) == 2 and differ[1] - differ[0] > 1 and (a[differ[0]], a[differ[1]]) == (b[differ[1]],
+                                                                                                b[differ[0]])

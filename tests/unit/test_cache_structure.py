@@ -44,12 +44,14 @@ VERIFIER = Verifier.load()
     ("How do I merge multiple PDFs into one?", "combine several pdf files into a single pdf", None),
     ("Is there a way to undo a commit?", "is there any way to undo a commit", None),
     ("How much water should I drink a day?", "how much water should i drink every day", None),
-    # roles: who does what to whom, the parties marked by a determiner or a pronoun
-    ("How can a manager motivate the team?", "how can the team motivate a manager", "roles"),
-    ("What questions should I ask the interviewer?", "what questions will the interviewer ask me", "roles"),
+    # exchange: two things change places, everything else the same; not neighbours, not a comparison or a passive
+    ("How can a manager motivate the team?", "how can the team motivate a manager", "exchange"),
+    ("What questions should I ask the interviewer?", "what questions will the interviewer ask me", "exchange"),
+    ("Will an Xbox controller work on a PC?", "will a pc controller work on an xbox", "exchange"),
     ("How can a manager motivate the team?", "ways for managers to motivate their team", None),
     ("How often should I change the oil in my car?", "car oil change interval, how often?", None),  # keywords reordered
-    ("Is it possible to travel back in time?", "is time travel possible", None),
+    ("What does each letter stand for in RSVP?", "what does each letter in rsvp stand for", None),  # neighbours
+    ("How do I know if someone blocked me?", "how do i know if i was blocked by someone", None),  # passive
     ("What is the difference between a virus and a bacterium?", "a bacterium vs a virus: the difference?", None),
 ])
 def test_structural_check(a: str, b: str, check: str | None) -> None:
