@@ -7,13 +7,15 @@ with the command to use otherwise, or fail when VSR_REQUIRE_MILVUS=1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -274,10 +276,12 @@ async def test_stores_on_one_lite_file_share_its_child_as_a_reload_does(
     assert not new.lite.alive()
 
 
-def test_a_file_locked_by_another_process_stays_locked_after_a_refused_start(tmp_path: Path) -> None:
+def test_a_file_locked_by_another_process_stays_locked_after_a_refused_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`semantic-router cache stats` beside a running router: milvus_lite's Server.stop() unlinks the lock file
     even when that Server never held it, so one refused start used to let the next process open the file beside
     the router's child (two Lite processes on one file corrupt it)."""
+    monkeypatch.setattr("router.cache.lite.FREE_WAIT_S", 0.2)  # the router holding it never lets go: refuse soon
     db = tmp_path / "cache.db"
     script = ("import sys, time; from router.cache.lite import LiteProcess; lite = LiteProcess(sys.argv[1]); "
               "lite.ensure_running(); print('up', flush=True); time.sleep(120)")  # holds the child, as a router does
@@ -308,3 +312,59 @@ async def test_the_lite_file_is_readable_by_its_owner_only(
     await store.close()
     assert db.stat().st_mode & 0o077 == 0, oct(db.stat().st_mode)
 
+
+@pytest.fixture
+def killed_owners_child(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A Lite file whose owner was killed (SIGKILL, OOM) without stopping its child, frozen before it could take the
+    file's lock and exit: the instant a restart used to race. Yields the file and the child's pid."""
+    db = tmp_path / "cache.db"
+    script = ("import sys, time; from router.cache.lite import LiteProcess; lite = LiteProcess(sys.argv[1]); "
+              "lite.ensure_running(); print(lite.pid, flush=True); time.sleep(120)")
+    owner = subprocess.Popen([sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    child = int(owner.stdout.readline())
+    os.kill(child, signal.SIGSTOP)
+    owner.kill()
+    owner.wait()
+    yield db, child
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child, signal.SIGKILL)
+
+
+def _runs(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (a zombie's command line is empty)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes() != b""
+    except FileNotFoundError:
+        return False
+
+
+def _thaw(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_restart_waits_for_the_child_a_killed_owner_left(killed_owners_child: tuple[Path, int]) -> None:
+    """A router killed and restarted at once: its old child exits only after taking the file's lock, and the new
+    start took the lock first, so the old child stayed alive beside the new one on the same file (two Lite processes
+    on one file) until the new one stopped. The old child is let go a moment after the restart begins."""
+    db, old_child = killed_owners_child
+    threading.Timer(1.0, _thaw, (old_child,)).start()
+    lite = LiteProcess(db)
+    try:
+        lite.ensure_running()
+        assert not _runs(old_child), "the killed owner's Lite child still runs beside the new one"
+        assert lite.alive()
+    finally:
+        lite.stop()
+
+
+def test_a_left_child_that_never_exits_refuses_the_start_and_names_it(killed_owners_child: tuple[Path, int]) -> None:
+    """After a bounded wait the start is refused, naming the process to stop, instead of serving the file beside it."""
+    db, old_child = killed_owners_child
+    lite = LiteProcess(db)
+    try:
+        with pytest.raises(LiteUnavailable, match=f"Lite server pid {old_child} still on it"):
+            lite.ensure_running()
+    finally:
+        lite.stop()
