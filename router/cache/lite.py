@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 
 SOCKET_WAIT_S = 10.0
+FREE_WAIT_S = 3.0  # for the Lite server of an owner that died to exit; a few ms unless the machine is loaded
 SHARED_LITE_ENV = "VSR_SHARED_LITE"  # JSON {absolute db file: file holding the child's unix: URI}
 
 
@@ -69,6 +70,37 @@ def _prepare_files(db_file: Path) -> None:
             pass
     except OSError as exc:
         raise LiteUnavailable(f"cannot start Milvus Lite on {db_file}: {exc.strerror}: {exc.filename}") from None
+
+
+def _servers_on(db_file: Path) -> list[int]:
+    """The pids of the Lite servers that have this file open, found by the command line milvus_lite gives its
+    binary (`milvus FILE URI LEVEL LOCK`). Linux's /proc only: elsewhere none are found and only the lock is asked."""
+    target, pids = db_file.resolve(), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = [Path(os.fsdecode(arg)) for arg in (proc / "cmdline").read_bytes().split(b"\0")[:2]]
+        except OSError:  # gone meanwhile, or hidden from us
+            continue
+        if len(argv) == 2 and argv[0].name == "milvus" and argv[1].resolve() == target:
+            pids.append(int(proc.name))
+    return pids
+
+
+def _wait_until_free(db_file: Path) -> None:
+    """Wait, at most FREE_WAIT_S, until no process holds the file's lock and no Lite server has it open.
+
+    A Lite server waits for its owner's lock and exits once it gets it. An owner that died without stopping its
+    child (killed, crashed) left that child to take the lock for an instant and exit: a start in that instant was
+    refused, and a start before the child ran took the lock first and left it alive, blocked, beside the new child
+    on the same file until the new one stopped. A live owner keeps its lock and its child: refused after the bound.
+    """
+    deadline = time.monotonic() + FREE_WAIT_S
+    while (others := _servers_on(db_file)) or _locked_elsewhere(db_file):
+        if time.monotonic() >= deadline:
+            still = f"Lite server pid {', '.join(map(str, others))} still on it" if others else "its lock still held"
+            raise LiteUnavailable(f"cannot start Milvus Lite on {db_file}: another process has it open and publishes "
+                                  f"no child to share (one process per file; {still} after {FREE_WAIT_S:g} s)")
+        time.sleep(0.05)
 
 
 def _locked_elsewhere(db_file: Path) -> bool:
@@ -149,7 +181,8 @@ class LiteProcess:
         return proc is not None and proc.poll() is None
 
     def ensure_running(self) -> str:
-        """The `unix:` URI of a live child, (re)starting it first when needed; blocking (~0.5 s per start)."""
+        """The `unix:` URI of a live child, (re)starting it first when needed; blocking (~0.5 s per start, up to
+        FREE_WAIT_S more while an earlier owner's child exits)."""
         with self._lock:
             if self._server is not None and self.alive():
                 return str(self._server.uds_path)
@@ -158,9 +191,7 @@ class LiteProcess:
                 log.warning("milvus_lite_restarting", db=str(self.db_file), exit_code=code, starts=self.starts)
                 self._server.stop()  # releases the file lock and the stale socket
             _prepare_files(self.db_file)
-            if _locked_elsewhere(self.db_file):
-                raise LiteUnavailable(f"cannot start Milvus Lite on {self.db_file}: another process has it open "
-                                      "and publishes no child to share (one process per file)")
+            _wait_until_free(self.db_file)
             server = Server(str(self.db_file))
             if not server.init() or not server.start():
                 server.stop()

@@ -406,8 +406,11 @@ class MilvusStore:
         return StoreStats(int(rows[0]["count(*)"]) if rows else 0, details)
 
     async def close(self) -> None:
-        """Never blocks the loop: a connect in progress finishes on its thread and its client is closed."""
+        """Never blocks the loop: a connect in progress finishes on its thread and its client is closed. Closing
+        again does nothing (it raised RuntimeError from the shut-down connector), so owners may close on every path."""
         with self._lock:
+            if self._closed:
+                return
             client, self._client, self._closed = self._client, None, True
         loop = asyncio.get_running_loop()
         if client is not None:

@@ -7,19 +7,27 @@ with the command to use otherwise, or fail when VSR_REQUIRE_MILVUS=1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
+from milvus_lite.server_manager import server_manager_instance
 from pymilvus import DataType, MilvusClient
 
 from devstack.milvus_server import MilvusServer, _accepts
+from router.cache.lite import LiteProcess, LiteUnavailable
 from router.cache.memory import MemoryStore
-from router.cache.milvus import CacheSchemaError, MilvusStore
+from router.cache.milvus import CacheSchemaError, MilvusStore, is_local_uri
 from router.cache.store import CacheBackendError, CacheEntry, CacheStore
 
 NOW = time.time()
@@ -54,6 +62,22 @@ def k(i: int) -> str:
 @pytest.fixture(scope="module")
 def lite_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("lite") / "cache.db"
+
+
+@pytest.fixture
+async def milvus_stores() -> AsyncIterator[Callable[..., MilvusStore]]:
+    """Makes MilvusStores with this module's settings, all closed at teardown even when the test failed: a store
+    left open kept the shared Lite child of the module's file alive, and the next test expecting it stopped failed."""
+    made: list[MilvusStore] = []
+
+    def make(uri: str | Path, collection: str | None = None, **settings: Any) -> MilvusStore:
+        made.append(MilvusStore(str(uri), collection or f"t_{uuid.uuid4().hex[:12]}", **{
+            "timeout_s": 10, "write_timeout_s": 30, "consistency_level": READ_YOUR_WRITES, **settings}))
+        return made[-1]
+
+    yield make
+    for s in made:
+        await s.close()
 
 
 def _uri(server: MilvusServer | str) -> str:
@@ -137,36 +161,41 @@ async def test_delete_by_namespace_or_model_and_purge(store: CacheStore) -> None
 
 
 def _wrong_schema(uri: str, collection: str) -> None:
+    """Someone else's collection, made with pymilvus's own client. On a Lite file pymilvus starts a server that
+    outlives client.close(), holding the file's lock in this process; it is released here, which waits for its exit.
+    Left running, it was let go by the store's own probe of the lock (POSIX locks belong to the process) and the
+    store's start raced its exit: refused about one run in four."""
     client = MilvusClient(uri)
-    schema = MilvusClient.create_schema(auto_id=False)
-    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=128)
-    index = client.prepare_index_params()
-    index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
-    client.create_collection(collection, schema=schema, index_params=index)
-    client.close()
+    try:
+        schema = MilvusClient.create_schema(auto_id=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=128)
+        index = client.prepare_index_params()
+        index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+        client.create_collection(collection, schema=schema, index_params=index)
+    finally:
+        client.close()
+        if is_local_uri(uri):
+            server_manager_instance.release_server(uri)
 
 
 @pytest.mark.parametrize("kind", ["lite", "server"])
 async def test_existing_collection_with_another_schema_is_refused(
-        kind: str, request: pytest.FixtureRequest, lite_path: Path) -> None:
+        kind: str, request: pytest.FixtureRequest, lite_path: Path, milvus_stores: Callable[..., MilvusStore]) -> None:
     uri = str(lite_path) if kind == "lite" else _uri(request.getfixturevalue("milvus_server"))
     collection = f"bad_{uuid.uuid4().hex[:12]}"
     _wrong_schema(uri, collection)
-    s = MilvusStore(uri, collection, timeout_s=10, write_timeout_s=30, consistency_level=READ_YOUR_WRITES)
     with pytest.raises(CacheSchemaError, match="another schema"):
-        await s.get(k(1), NOW)
-    await s.close()
+        await milvus_stores(uri, collection).get(k(1), NOW)
 
 
-async def test_collection_is_created_then_reopened_with_its_entries(lite_path: Path) -> None:
+async def test_collection_is_created_then_reopened_with_its_entries(
+        lite_path: Path, milvus_stores: Callable[..., MilvusStore]) -> None:
     collection = f"t_{uuid.uuid4().hex[:12]}"
-    first = MilvusStore(str(lite_path), collection, timeout_s=10, write_timeout_s=30, consistency_level=READ_YOUR_WRITES)
+    first = milvus_stores(lite_path, collection)
     await first.upsert(entry(k(9)))
     await first.close()
-    again = MilvusStore(str(lite_path), collection, timeout_s=10, write_timeout_s=30, consistency_level=READ_YOUR_WRITES)
-    assert await again.get(k(9), NOW) is not None
-    await again.close()
+    assert await milvus_stores(lite_path, collection).get(k(9), NOW) is not None
 
 
 async def _eventually(call: Callable[[], Awaitable[T]], tries: int = 20) -> T:
@@ -212,53 +241,47 @@ async def test_server_stopped_mid_test_misses_counts_and_reconnects(request: pyt
         await s.close()
 
 
-async def test_a_killed_lite_child_is_restarted_and_the_collection_reopened(lite_path: Path) -> None:
+async def test_a_killed_lite_child_is_restarted_and_the_collection_reopened(
+        lite_path: Path, milvus_stores: Callable[..., MilvusStore]) -> None:
     """pymilvus's own Lite manager never notices its child dying; the store owns and restarts it."""
-    import os
-    import signal
-
-    s = MilvusStore(str(lite_path), f"t_{uuid.uuid4().hex[:12]}", timeout_s=2, write_timeout_s=30,
-                    reconnect_backoff_s=0.2, consistency_level=READ_YOUR_WRITES)
-    try:
-        await s.upsert(entry(k(1)))
-        assert s.lite is not None and s.lite.pid is not None
-        os.kill(s.lite.pid, signal.SIGKILL)
-        killed = time.monotonic()
-        while True:
-            try:
-                found = await s.get(k(1), NOW)
-                break
-            except CacheBackendError:
-                assert time.monotonic() - killed < 10, f"not back within 10 s: {s.last_error}"
-                await asyncio.sleep(0.1)
-        assert found is not None  # the data survived: the same file, reopened
-        assert s.lite.starts == 2
-    finally:
-        await s.close()
+    s = milvus_stores(lite_path, timeout_s=2, reconnect_backoff_s=0.2)
+    await s.upsert(entry(k(1)))
+    assert s.lite is not None and s.lite.pid is not None
+    os.kill(s.lite.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    while True:
+        try:
+            found = await s.get(k(1), NOW)
+            break
+        except CacheBackendError:
+            assert time.monotonic() - killed < 10, f"not back within 10 s: {s.last_error}"
+            await asyncio.sleep(0.1)
+    assert found is not None  # the data survived: the same file, reopened
+    assert s.lite.starts == 2
 
 
-async def test_stores_on_one_lite_file_share_its_child_as_a_reload_does(lite_path: Path) -> None:
-    """A reload opens a second store on the file while the first still serves: one child, never two."""
+async def test_stores_on_one_lite_file_share_its_child_as_a_reload_does(
+        lite_path: Path, milvus_stores: Callable[..., MilvusStore]) -> None:
+    """A reload opens a second store on the file while the first still serves: one child, never two. Closing the
+    old store again changes nothing (it raised RuntimeError)."""
     collection = f"t_{uuid.uuid4().hex[:12]}"
-    old = MilvusStore(str(lite_path), collection, timeout_s=10, write_timeout_s=30, consistency_level=READ_YOUR_WRITES)
+    old = milvus_stores(lite_path, collection)
     await old.upsert(entry(k(1)))
-    new = MilvusStore(str(lite_path), collection, timeout_s=10, write_timeout_s=30, consistency_level=READ_YOUR_WRITES)
+    new = milvus_stores(lite_path, collection)
     assert new.lite is old.lite and new.lite is not None
+    await old.close()
     await old.close()
     assert await new.get(k(1), NOW) is not None and new.lite.alive()
     await new.close()
     assert not new.lite.alive()
 
 
-def test_a_file_locked_by_another_process_stays_locked_after_a_refused_start(tmp_path: Path) -> None:
+def test_a_file_locked_by_another_process_stays_locked_after_a_refused_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`semantic-router cache stats` beside a running router: milvus_lite's Server.stop() unlinks the lock file
     even when that Server never held it, so one refused start used to let the next process open the file beside
     the router's child (two Lite processes on one file corrupt it)."""
-    import subprocess
-    import sys
-
-    from router.cache.lite import LiteProcess, LiteUnavailable
-
+    monkeypatch.setattr("router.cache.lite.FREE_WAIT_S", 0.2)  # the router holding it never lets go: refuse soon
     db = tmp_path / "cache.db"
     script = ("import sys, time; from router.cache.lite import LiteProcess; lite = LiteProcess(sys.argv[1]); "
               "lite.ensure_running(); print('up', flush=True); time.sleep(120)")  # holds the child, as a router does
@@ -277,13 +300,71 @@ def test_a_file_locked_by_another_process_stays_locked_after_a_refused_start(tmp
 
 
 @pytest.mark.parametrize("existing", [False, True])
-async def test_the_lite_file_is_readable_by_its_owner_only(tmp_path: Path, existing: bool) -> None:
+async def test_the_lite_file_is_readable_by_its_owner_only(
+        tmp_path: Path, existing: bool, milvus_stores: Callable[..., MilvusStore]) -> None:
     """The file holds every tenant's prompts (PII included) and answers: it was created 0644 under the usual umask,
     so any local user could read them. An older file is tightened at start."""
     db = tmp_path / "cache.db"
     if existing:
         db.touch(mode=0o644)
-    store = MilvusStore(str(db), f"t_{uuid.uuid4().hex[:12]}", timeout_s=10, write_timeout_s=30)
+    store = milvus_stores(db)
     await store.upsert(entry(k(1), text="my card is 4111 1111 1111 1111"))
     await store.close()
     assert db.stat().st_mode & 0o077 == 0, oct(db.stat().st_mode)
+
+
+@pytest.fixture
+def killed_owners_child(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A Lite file whose owner was killed (SIGKILL, OOM) without stopping its child, frozen before it could take the
+    file's lock and exit: the instant a restart used to race. Yields the file and the child's pid."""
+    db = tmp_path / "cache.db"
+    script = ("import sys, time; from router.cache.lite import LiteProcess; lite = LiteProcess(sys.argv[1]); "
+              "lite.ensure_running(); print(lite.pid, flush=True); time.sleep(120)")
+    owner = subprocess.Popen([sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    child = int(owner.stdout.readline())
+    os.kill(child, signal.SIGSTOP)
+    owner.kill()
+    owner.wait()
+    yield db, child
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child, signal.SIGKILL)
+
+
+def _runs(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (a zombie's command line is empty)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes() != b""
+    except FileNotFoundError:
+        return False
+
+
+def _thaw(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_restart_waits_for_the_child_a_killed_owner_left(killed_owners_child: tuple[Path, int]) -> None:
+    """A router killed and restarted at once: its old child exits only after taking the file's lock, and the new
+    start took the lock first, so the old child stayed alive beside the new one on the same file (two Lite processes
+    on one file) until the new one stopped. The old child is let go a moment after the restart begins."""
+    db, old_child = killed_owners_child
+    threading.Timer(1.0, _thaw, (old_child,)).start()
+    lite = LiteProcess(db)
+    try:
+        lite.ensure_running()
+        assert not _runs(old_child), "the killed owner's Lite child still runs beside the new one"
+        assert lite.alive()
+    finally:
+        lite.stop()
+
+
+def test_a_left_child_that_never_exits_refuses_the_start_and_names_it(killed_owners_child: tuple[Path, int]) -> None:
+    """After a bounded wait the start is refused, naming the process to stop, instead of serving the file beside it."""
+    db, old_child = killed_owners_child
+    lite = LiteProcess(db)
+    try:
+        with pytest.raises(LiteUnavailable, match=f"Lite server pid {old_child} still on it"):
+            lite.ensure_running()
+    finally:
+        lite.stop()
