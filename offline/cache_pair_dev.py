@@ -18,9 +18,12 @@ the higher `sure` (fewer paths), then the higher L (fewer pair runs); at the ver
 dev set grown to 327 negatives no point of the shipped model has none: 2 at best.) Stage 2, on top of that point and
 with the same rule: a second step (verifier >= L2 < L, pair >= T2 > T, SECOND_THRESHOLDS) and the addition path's pair
 threshold (ADDITION_THRESHOLDS), each may stay off; ties go to the stricter (higher T2, then L2, then addition
-threshold). Both stages keep the verifier's candidate floor (0.70): a lower floor (0.55), alone and with a third
-step, was chosen on dev twice on 2026-11-30 and failed its held-out rule on QQP test precision both times
-(router/cache/README.md, "A lower floor and a third step").
+threshold). Stage 3, on top of stage 2's point, same rule: what pair score the `sure` step needs (SURE_THRESHOLDS; 0:
+the pair model is not asked), so that a candidate the verifier is sure of is still refused when the pair model is
+sure it asks something else ("zoom in" / "zoom out": verifier 0.99, pair 0.24); ties to the higher. Every stage keeps
+the verifier's candidate floor (0.70): a lower floor (0.55), alone and with a third step, was chosen on dev twice on
+2026-11-30 and failed its held-out rule on QQP test precision both times (router/cache/README.md, "A lower floor and
+a third step").
 Beside it the verifier alone at its default.
 `--write` stores the chosen point as `operating_point` in the model's manifest.json (not a hashed file).
 `--cost`: p50/p99 of one pair run (onnxruntime, 1 thread) over the dev candidate pairs, by total token length, added
@@ -58,6 +61,8 @@ SURE = [float("inf"), 0.99, 0.98, 0.97, 0.95]
 # Stage 2 (on top of stage 1's point): a second step for a near-certain pair score, an addition path (inf = off).
 SECOND_THRESHOLDS = [0.99, 0.995, 0.998, 0.999]
 ADDITION_THRESHOLDS = [0.94, 0.97, 0.98, 0.99, 0.995, 0.999, INF]
+# Stage 3 (on top of stage 2's point): the pair score the `sure` step needs.
+SURE_THRESHOLDS = [0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]
 
 
 def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarray]]:
@@ -129,7 +134,7 @@ def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[list[OperatingPoin
     if best is None:
         raise SystemExit("no (L, T) meets the dev rule")
     first, f = best[1]
-    (lower, threshold) = first.steps[0]
+    (lower, threshold), sure = first.steps[0], max((b for b, n in first.steps if n == 0.0), default=INF)
     # Stage 2: the further paths on top of stage 1's point; ties go to the stricter (fewer served by the new paths).
     top = (*preference(f), INF, INF, INF), first, f
     seconds = [((second_lower, second_threshold),) for second_lower in LOWER_BOUNDS if second_lower < lower
@@ -140,7 +145,17 @@ def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[list[OperatingPoin
         key = (*preference(g), second[0][1] if second else INF, second[0][0] if second else INF, addition)
         if admissible(g) and key > top[0]:
             top = key, point, g
-    return [first, top[1]], top[2], sweep
+    second_point, f = top[1], top[2]
+    # Stage 3: the sure step's pair threshold; ties to the higher.
+    top = (*preference(f), 0.0), second_point, f
+    if sure < INF:
+        for need in SURE_THRESHOLDS:
+            point = replace(second_point, steps=tuple((b, need if b == sure else n) for b, n in second_point.steps))
+            g = figures(tables, point)
+            key = (*preference(g), need)
+            if admissible(g) and key > top[0]:
+                top = key, point, g
+    return [first, second_point, top[1]], top[2], sweep
 
 
 def cost(model: PairModel, tables: dict[str, dict[str, np.ndarray]], runs: int = 600) -> dict[str, object]:

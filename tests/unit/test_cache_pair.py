@@ -250,3 +250,20 @@ async def test_the_candidate_floor_is_the_points_unless_configured(model: PairMo
     finally:
         await cache.close()
     assert (hit is not None) is served
+
+
+async def test_a_candidate_the_verifier_is_sure_of_is_refused_when_the_pair_model_is_sure_it_differs(
+        model: PairModel) -> None:
+    """Past `sure` the pair model was never asked until 2026-11-30: "zoom in" / "zoom out" (verifier 0.99: every word
+    but one the same, and "in"/"out" in no antonym list) was served although the pair model scores it 0.24. The
+    shipped point's sure step now needs a pair score too (chosen on dev)."""
+    cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100))
+    stored, query = "macbook trackpad gesture to zoom in on a webpage", "macbook trackpad gesture to zoom out on a webpage"
+    scores, _ = cache.verifier.judge(query, [(stored, 0.97)])
+    assert scores[0] >= max(bound for bound, _ in cache.point.steps)  # the verifier alone would serve it
+    try:
+        await put(cache, make_req(stored, BASE), completion("pinch outwards"))
+        assert await cache.lookup(make_req(query, near(0.97))) is None
+        assert cache.counters["pair_reject"] == 1
+    finally:
+        await cache.close()
