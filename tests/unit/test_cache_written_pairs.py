@@ -26,6 +26,7 @@ EVALUATION = (
     "cache_heldout_v13.jsonl",
     "cache_heldout_v14.jsonl",
     "cache_heldout_v15.jsonl",
+    "cache_heldout_v16.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
