@@ -18,7 +18,7 @@ namespace (devstack/milvus_server.py); the memory backend alone runs anywhere:
 With the memory backend, the row `verifier_cost_top3` measures what the cache verifier adds per
 lookup: three candidates scored, all texts new to the feature memo, against the same lookup serving
 the nearest candidate unexamined (`verifier_cost`): the verifier alone (`verifier`), and with the pair model
-(`verifier_pair`: the default; it runs only when the verifier's best reaches its lower bound, `pair_runs` times).
+(`verifier_pair`: the default; it runs when the chosen candidate's step needs a pair score, `pair_runs` times).
 `pair_hit` serves the nearest candidate through the pair model every time: what a would-be hit pays.
 
 updates bench/results/cache_latency.json: rows measured now replace the rows of the same backend,
@@ -208,7 +208,8 @@ async def verifier_cost(size: int, queries: int) -> dict[str, Any]:
     for name, verifier, cfg in (("verifier", real, alone), ("no_verifier", first, alone),
                                 ("verifier_pair", real, base), ("pair_hit", to_pair, base)):
         cache = SemanticCache(cfg, MemoryStore(max_entries=size), verifier=verifier)
-        to_pair.given = cache.point.lower_bound  # what a would-be hit pays: the pair run and the thread hop
+        # past the lowest step only, which needs a pair score: what a would-be hit pays, the pair run and the thread hop
+        to_pair.given = min(bound for bound, _ in cache.point.steps)
         await fill(cache.backend, rows)
         times = []
         for i in range(queries):

@@ -79,10 +79,10 @@ def _servers_on(db_file: Path) -> list[int]:
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             argv = [Path(os.fsdecode(arg)) for arg in (proc / "cmdline").read_bytes().split(b"\0")[:2]]
-        except OSError:  # gone meanwhile, or hidden from us
+            if len(argv) == 2 and argv[0].name == "milvus" and argv[1].resolve() == target:
+                pids.append(int(proc.name))
+        except (OSError, RuntimeError):  # gone meanwhile, hidden from us, or another program's path that loops
             continue
-        if len(argv) == 2 and argv[0].name == "milvus" and argv[1].resolve() == target:
-            pids.append(int(proc.name))
     return pids
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from router.cache.verifier import ADDITION, CLEAN
-from router.classifier.encoder import CLS_ID, SEP_ID, ModelMissingError, load_model
+from router.classifier.encoder import CLS_ID, SEP_ID, ModelMissingError, ModelUnreadableError, load_model
 
 MAX_TOKENS = 128  # both prompts and the three specials; as in training (offline/train_cache_pair.MAX_TOKENS)
 INF = float("inf")  # a pair score no candidate reaches: the path is off
@@ -79,8 +79,18 @@ class OperatingPoint:
 
     @classmethod
     def from_manifest(cls, point: dict[str, Any]) -> OperatingPoint:
-        return cls(float(point["floor"]), tuple((float(b), float(n)) for b, n in point["steps"]),
-                   float(point.get("addition_threshold", INF)))
+        """ValueError for a value no cache can serve with: json reads NaN, and a step needing NaN served unchecked
+        (`need > 0` is false for it); no steps served no rewording at all."""
+        try:
+            op = cls(float(point["floor"]), tuple((float(b), float(n)) for b, n in point["steps"]),
+                     float(point.get("addition_threshold", INF)))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"unreadable operating point: {exc}") from None
+        numbers = [op.floor, *(x for step in op.steps for x in step)]
+        numbers += [] if op.addition_threshold == INF else [op.addition_threshold]
+        if not op.steps or op.floor <= 0 or not all(0 <= x <= 1 for x in numbers):  # NaN fails every comparison
+            raise ValueError("an operating point needs steps and every number in [0, 1] (floor above 0)")
+        return op
 
 
 def manifest_point(model_dir: str | Path) -> OperatingPoint:
@@ -90,7 +100,10 @@ def manifest_point(model_dir: str | Path) -> OperatingPoint:
     if not isinstance(point, dict) or not {"floor", "steps"} <= point.keys():
         raise ModelMissingError(f"{path} has no operating_point with a floor and steps: run "
                                 "offline/cache_pair_dev.py --write")
-    return OperatingPoint.from_manifest(point)
+    try:
+        return OperatingPoint.from_manifest(point)
+    except ValueError as exc:
+        raise ModelUnreadableError(f"{path}: operating_point: {exc}: run offline/cache_pair_dev.py --write") from None
 
 
 def pair_ids(first: list[int], second: list[int], budget: int = MAX_TOKENS) -> tuple[np.ndarray, np.ndarray]:

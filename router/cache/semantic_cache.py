@@ -66,7 +66,7 @@ class CacheRequest:
     read: bool
     threshold: float | None  # cosine floor of the candidates; None = the operating point's
     ttl_seconds: int
-    min_score: float | None = None  # verifier score a candidate needs; None = the default (pair model's lower bound)
+    min_score: float | None = None  # a floor on every step's verifier score (verifier_threshold); None = the point's
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,7 +279,7 @@ class SemanticCache:
                 self._count("verifier_reject")
             return None
         pick, need = chosen
-        pair = None  # not asked: no pair model, or the verifier alone serves (past the point's `sure`)
+        pair = None  # not asked: no pair model, or the chosen candidate's step needs no pair score
         if self.pair is not None and need > 0:
             pair = await self.pair.check(own[pick].entry.text, req.text)
             if not pair >= need:  # NaN included: a score nothing vouches for never serves

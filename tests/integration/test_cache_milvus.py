@@ -359,6 +359,24 @@ def test_a_restart_waits_for_the_child_a_killed_owner_left(killed_owners_child: 
         lite.stop()
 
 
+def test_another_program_called_milvus_does_not_stop_a_start(tmp_path: Path) -> None:
+    """A start reads the command line of every process named `milvus` and resolves its first argument; a path that
+    loops (`loop -> loop`) raised RuntimeError out of the start, which the workers' supervisor does not catch (its
+    watch thread died and never restarted the child)."""
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "milvus").symlink_to("/bin/cat")  # a program that stays up, named milvus, given the looping path
+    other = subprocess.Popen([str(tmp_path / "milvus"), str(tmp_path / "loop"), "-"], stdin=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+    lite = LiteProcess(tmp_path / "cache.db")
+    try:
+        lite.ensure_running()
+        assert lite.alive()
+    finally:
+        lite.stop()
+        other.kill()
+        other.wait()
+
+
 def test_a_left_child_that_never_exits_refuses_the_start_and_names_it(killed_owners_child: tuple[Path, int]) -> None:
     """After a bounded wait the start is refused, naming the process to stop, instead of serving the file beside it."""
     db, old_child = killed_owners_child

@@ -236,6 +236,28 @@ def test_a_manifest_without_its_floor_or_steps_fails_startup(tmp_path: Path) -> 
             PairModel(tmp_path)
 
 
+@pytest.mark.parametrize("point", [
+    '{"floor": 0.7, "steps": [[0.97, 0.7], [0.45, NaN]]}',  # NaN needed: served with no pair check at all
+    '{"floor": NaN, "steps": [[0.45, 0.94]]}',
+    '{"floor": 0.7, "steps": [[0.45, 0.94]], "addition_threshold": NaN}',
+    '{"floor": 0.7, "steps": []}',  # a cache that never serves a rewording, silently
+    '{"floor": 0.7, "steps": [["x", 0.94]]}',
+    '{"floor": 0.7, "steps": [[0.45]]}',
+    '{"floor": 0.7, "steps": 0.45}',
+    '{"floor": 1.5, "steps": [[0.45, 0.94]]}',
+    '{"floor": 0.7, "steps": [[0.45, -1]]}',
+])
+def test_a_manifest_with_malformed_numbers_fails_startup(tmp_path: Path, point: str) -> None:
+    """Python's json reads NaN: a step needing NaN made `need > 0` false, so every candidate reaching it was served
+    without the pair model; other malformed values raised ValueError or TypeError, which left the router running
+    unready instead of stopping at start with the file named."""
+    for name in ("model_int8.onnx", "tokenizer.json"):
+        (tmp_path / name).symlink_to(MODEL_DIR / name)
+    (tmp_path / "manifest.json").write_text(f'{{"operating_point": {point}}}')
+    with pytest.raises(ModelMissingError, match="operating_point"):
+        PairModel(tmp_path)
+
+
 @pytest.mark.parametrize(("floor", "served"), [(None, False), (0.55, True)])
 async def test_the_candidate_floor_is_the_points_unless_configured(model: PairModel, floor: float | None,
                                                                    served: bool) -> None:
