@@ -31,7 +31,6 @@ from offline.chat_data import DATA
 from offline.train_data import package_wheel
 from router.cache.guard import ANTONYMS
 from router.cache.keys import normalise
-from router.cache.structure import SYMMETRIC
 from router.cache.verifier import FUNCTION_WORDS
 
 Pair = dict[str, Any]  # {"a": stored prompt, "b": query, "label": 0|1, "kind": str}
@@ -197,41 +196,6 @@ NEGATIVE_RULES: dict[str, Callable[[str, random.Random, list[str]], str | None]]
     "numbers": _numbers, "units": _units, "negation": _negation, "entities": _entities, "direction": _direction,
     "antonym": _antonym, "audience": _audience, "substitute": _substitute,
 }
-
-
-_RELATIONS = frozenset(["to", "from", "on", "in", "into", "onto", "for", "with", "at", "of", "over", "under", "about",
-                        "after", "before", "without", "through", "against"])
-
-
-def exchanged(pairs: list[Pair], seed: int) -> list[Pair]:
-    """Hard negatives for the pair model from rewordings: in b of a label-1 pair (a, b), two words both texts name
-    once, not side by side, change places ("Can a doctor refuse to treat a patient?" / "can a patient refuse treatment
-    from a doctor"). The words of the request stay, who does what or which goes where changes: what the pair model
-    served most on the 2026-11-30 held-out sets (router/cache/README.md). One per pair that has such words; none from
-    a text that compares, lists or is passive (SYMMETRIC: there the order may be free), and only words a relation
-    stands between ("X to Y", "X on Y", "X for Y"): keyword queries reorder freely ("reverse a string c++" / "c++
-    string reverse")."""
-    rng = random.Random(seed)
-    out: list[Pair] = []
-    for p in pairs:
-        if int(p["label"]) != 1:
-            continue
-        in_a = [w.lower() for w in _WORD.findall(p["a"])]
-        spans = list(_WORD.finditer(p["b"]))
-        in_b = [m.group().lower() for m in spans]
-        if SYMMETRIC & {*in_a, *in_b}:
-            continue
-        shared = [i for i, w in enumerate(in_b) if len(w) > 2 and w not in FUNCTION_WORDS
-                  and in_b.count(w) == 1 and in_a.count(w) == 1]
-        choices = [(i, j) for i in shared for j in shared if j > i + 1 and _RELATIONS.intersection(in_b[i + 1:j])]
-        if not choices:
-            continue
-        first, second = (spans[k] for k in rng.choice(choices))
-        b = p["b"]
-        swapped = (b[:first.start()] + second.group() + b[first.end():second.start()] + first.group()
-                   + b[second.end():])
-        out.append({"a": p["a"], "b": swapped, "label": 0, "kind": "exchange"})
-    return out
 
 
 def content_vocabulary(texts: Iterable[str], top: int = 5000) -> list[str]:

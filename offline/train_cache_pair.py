@@ -9,8 +9,7 @@ mean-pooled, one logistic unit: P(the stored answer is right for the query).
 Data (TRAIN parts only, the verifier's own: offline/train_cache_verifier.dataset, seed 11): QQP train split (by
 question component), the rule pairs made from train questions and chat requests, and the hand-written train pairs
 (offline/data/train/cache_written.jsonl) with the retired held-out sets (offline/cache_sets.RETIRED: evaluated once,
-then replaced by a fresher set) and, from their rewordings, exchanged hard negatives (offline/cache_pairs.exchanged,
-since 2026-11-30), less any pair sharing a text with a dev, tuning, QQP test or the current held-out
+then replaced by a fresher set), less any pair sharing a text with a dev, tuning, QQP test or the current held-out
 set (whose texts are read for that check only). Only candidates the cache could ever score: cosine >= the candidate floor
 on the shipped encoder, not exact repeats. Both orders of each pair. Each batch draws from the three sources with
 fixed shares (MIX, or `--written-share`); the written pairs are few and the closest to real rewordings and hard negatives, so they are
@@ -56,7 +55,7 @@ _TRAIN_PAIRS = """
 import json, sys
 from offline.train_cache_verifier import QQP, dataset, embeddings, pair_table
 from offline.build import REPO_ROOT
-from offline.cache_pairs import exchanged, load_jsonl, retired_pairs, split_by_question, text_key
+from offline.cache_pairs import load_jsonl, retired_pairs, split_by_question, text_key
 from offline.cache_sets import HELDOUT
 sets, _ = dataset(QQP, 12000, 11, True)
 names = {"qqp": "qqp_train", "rules": "rules_train", "written": "written_train"}
@@ -64,7 +63,6 @@ train = {k: sets[v] for k, v in names.items()}
 unseen = [*(p for n in ("qqp_dev", "rules_dev", "tuning", "written_dev") for p in sets[n]),
           *split_by_question(load_jsonl(QQP))["test"], *load_jsonl(HELDOUT)]
 train["written"] += retired_pairs({text_key(p[side]) for p in unseen for side in ("a", "b")})
-train["written"] += exchanged(train["written"], 11)
 emb = embeddings([p for pairs in train.values() for p in pairs], REPO_ROOT / "models" / "minilm")
 out = {}
 for k, pairs in train.items():
