@@ -85,8 +85,8 @@ async def wait_indexed(store: MilvusStore, total: int, limit_s: float = 600) -> 
     """HNSW builds in the background after a flush; time searches only once it covers every row."""
     deadline = time.monotonic() + limit_s
 
-    def indexed(c: Any) -> int:
-        return int(c.describe_index(store.collection, "vector").get("indexed_rows", 0))
+    def indexed(c: Any, timeout: float) -> int:
+        return int(c.describe_index(store.collection, "vector", timeout=timeout).get("indexed_rows", 0))
 
     while time.monotonic() < deadline:
         if await store._run(indexed, 30) >= total:
@@ -167,7 +167,7 @@ async def run_one(backend: str, size: int, scopes: int, args: argparse.Namespace
         result["recall_at_1"] = await recall_at_1(store, vectors, scopes, rng)
     finally:
         if isinstance(store, MilvusStore):
-            await store._run(lambda c: c.drop_collection(store.collection), 60)
+            await store._run(lambda c, timeout: c.drop_collection(store.collection, timeout=timeout), 60)
         await cache.close()
     layout = "one_scope" if scopes == 1 else f"{scopes}_scopes"
     out = {"backend": backend, "entries": size, "layout": layout, "fill_s": round(fill_s, 1), **result}
