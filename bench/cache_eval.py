@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from offline.cache_pair_dev import OUT as DEV_OUT
+from offline.cache_pair_dev import recorded_stages
 from offline.cache_pairs import load_jsonl, split_by_question
 from offline.train_cache_verifier import QQP, assessed, embeddings, hits, pair_table
 from router.cache.guard import VETO_CHECKS, features, reject_reason
@@ -231,8 +232,7 @@ def main() -> int:
         print(f"QQP file {args.qqp} absent: evaluating the hand-written sets only", file=sys.stderr)
     points = {} if model is None else {"pair": model.operating_point}
     if model is not None and args.stages is not None:
-        dev = json.loads(args.stages.read_text())
-        points |= {f"pair_{k}": OperatingPoint.from_manifest(v) for k, v in dev.items() if k.startswith("stage_")}
+        points |= {f"pair_{k}": op for k, op in recorded_stages(args.stages).items()}
     floor = min([FLOOR, *(op.floor for op in points.values())])
     emb = embeddings([r for rows in sets.values() for r in rows], args.model_dir)
     scored = {name: score(rows, emb, max_chars, verifier, floor) for name, rows in sets.items()}

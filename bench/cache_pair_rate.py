@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from offline import chat_data
-from offline.cache_pair_dev import OUT as DEV_OUT
+from offline.cache_pair_dev import recorded_stages
 from router.cache.keys import normalise
-from router.cache.pair import OperatingPoint, PairModel
+from router.cache.pair import PairModel
 from router.cache.semantic_cache import _usable_embedding
 from router.cache.verifier import Verifier
 from router.classifier.encoder import Encoder
@@ -50,24 +50,30 @@ def main() -> int:
     model = PairModel(ROOT / "models" / "cache-pair")
     cfg = CacheConfig()
     vectors = searchable(texts, np.stack([encoder.encode(t).embedding for t in texts]), cfg)
-    stages = json.loads(DEV_OUT.read_text())
-    points = {"shipped": model.operating_point,
-              **{k: OperatingPoint.from_manifest(v) for k, v in stages.items() if k.startswith("stage_")}}
+    points = {"shipped": model.operating_point, **recorded_stages()}
     counts = {name: {"pair_runs": 0, "served": 0, "with_candidates": 0} for name in points}
+    floor = min(point.floor for point in points.values())
     for i in range(1, len(texts)):
+        found = candidates(texts, vectors, i, cfg.top_k, floor)  # judged once; each point keeps those past its floor
+        if not found:
+            continue
+        scores, states = verifier.judge(texts[i], found)
+        cosines = np.array([cosine for _, cosine in found])
+        pair_scores: dict[int, float] = {}  # a candidate several points pick is scored once
         for name, point in points.items():
-            found = candidates(texts, vectors, i, cfg.top_k, point.floor)
-            if not found:
+            kept = np.flatnonzero(cosines >= point.floor)
+            if not len(kept):
                 continue
             counts[name]["with_candidates"] += 1
-            scores, states = verifier.judge(texts[i], found)
-            chosen = point.pick(scores, states)
+            chosen = point.pick(scores[kept], states[kept])
             if chosen is None:
                 continue
-            pick, need = chosen
+            pick, need = int(kept[chosen[0]]), chosen[1]
             if need > 0:
+                if pick not in pair_scores:
+                    pair_scores[pick] = model.score(found[pick][0], texts[i])
                 counts[name]["pair_runs"] += 1
-                counts[name]["served"] += int(model.score(found[pick][0], texts[i]) >= need)
+                counts[name]["served"] += int(pair_scores[pick] >= need)
             else:
                 counts[name]["served"] += 1
     result = {"lookups": len(texts) - 1, "points": {

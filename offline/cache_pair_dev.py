@@ -65,6 +65,11 @@ ADDITION_THRESHOLDS = [0.94, 0.97, 0.98, 0.99, 0.995, 0.999, INF]
 SURE_THRESHOLDS = [0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]
 
 
+def recorded_stages(path: Path = OUT) -> dict[str, OperatingPoint]:
+    """The earlier stages' points a run recorded (`stage_1`, ...), for scripts that score them beside the chosen one."""
+    return {k: OperatingPoint.from_manifest(v) for k, v in json.loads(path.read_text()).items() if k.startswith("stage_")}
+
+
 def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     """Per dev set: exact/candidate/label columns, the verifier's and the pair model's score of every candidate."""
     sets, _ = dataset(QQP, 12000, 11, True)

@@ -6,8 +6,8 @@ of measure (minutes/seconds, miles/kilometers, GB/TB, per month/per week), in ne
 or their order, in the side of an antonym pair (on/off, increase/decrease, he/she, ...), in the
 audience (child vs expert) or in the question word (where/when/who/why); and in what the sentence's
 structure says (`structure.py`): a reversed direction, other dates, a verb that negates ("stop ... from
-going"), one vs all of a thing, two things that changed places ("a PS4 controller on a PS5" / "a PS5 controller on a PS4"). Pure regex and set work, ~80 us per check uncached (bench/cache_eval.py
-measures it and its cost in recall).
+going"), one vs all of a thing, two things that changed places ("a PS4 controller on a PS5" / "a PS5 controller on
+a PS4"). Pure regex and set work, ~80 us per check uncached (bench/cache_eval.py measures it and its cost in recall).
 """
 
 from __future__ import annotations

@@ -74,7 +74,8 @@ class OperatingPoint:
     def manifest(self) -> dict[str, object]:
         """The point as manifest.json stores it, steps from the highest verifier score down (an addition path that is
         off is left out: JSON has no inf)."""
-        out: dict[str, object] = {"floor": self.floor, "steps": [list(step) for step in sorted(self.steps, reverse=True)]}
+        steps = [list(step) for step in sorted(self.steps, reverse=True)]
+        out: dict[str, object] = {"floor": self.floor, "steps": steps}
         return out if self.addition_threshold == INF else out | {"addition_threshold": self.addition_threshold}
 
     @classmethod

@@ -235,16 +235,16 @@ _PERSON = {w: p for p, words in [("i", "i me"), ("we", "we us"), ("you", "you"),
                                  ("they", "they them")] for w in words.split()}
 # A text that compares or lists things may name them in any order ("tcp vs udp" / "udp and tcp"), and a passive one
 # names its parties the other way round ("someone blocked me" / "I was blocked by someone"): no exchange is read.
-SYMMETRIC = frozenset(["and", "or", "vs", "versus", "between", "compare", "compared", "comparing", "comparison",
-                        "difference", "differences", "than", "both", "either", "neither", "nor", "same", "similar",
-                        "by"])
+_SYMMETRIC = frozenset(["and", "or", "vs", "versus", "between", "compare", "compared", "comparing", "comparison",
+                         "difference", "differences", "than", "both", "either", "neither", "nor", "same", "similar",
+                         "by"])
 _PARTY_SKIP = (_END_STOP | _END_SKIP | _CONNECTORS | _SOURCES).difference(_PERSON)
 
 
 def parties(stream: Sequence[str]) -> tuple[str, ...] | None:
     """The text's content words in order (stemmed, pronouns by person, numbers left out); None when it compares,
     lists or is passive."""
-    if any(token in SYMMETRIC for token in stream):
+    if any(token in _SYMMETRIC for token in stream):
         return None
     return tuple(_PERSON.get(token) or _stem(token) for token in stream
                  if token in _PERSON or (token not in _PARTY_SKIP and token not in (BOUNDARY, ARROW)
