@@ -193,16 +193,22 @@ def differences(query: str, candidate: str) -> tuple[bool, ...]:
 
 # Checks whose difference may be an added detail rather than a changed one: "how long to learn the violin" / "how many
 # years till I'm decent at violin" (a unit on one side only), "how to start knitting" / "total beginner, how do I learn
-# to knit" (an audience on one side only). When only one prompt has any of it, the verifier's veto gives way to the
-# pair model at its own, stricter threshold (pair.OperatingPoint.addition_threshold); both sides having different
-# ones ("in 3 days" / "in 5 days") still vetoes.
-ADDITION_CHECKS = ("numbers", "units", "audience")
+# to knit" (an audience on one side only), "undo my last commit but keep the changes" / "roll back the commit without
+# losing my edits" (a negation on one side only). When only one prompt has any of it, the verifier's veto gives way to
+# the pair model at its own, stricter threshold (pair.OperatingPoint.addition_threshold); both sides having different
+# ones ("in 3 days" / "in 5 days", "not" / "never ... not") still vetoes.
+ADDITION_CHECKS = ("numbers", "units", "audience", "negation")
 
 
 def one_sided(query: str, candidate: str) -> tuple[bool, ...]:
     """Per check in ADDITION_CHECKS: does exactly one of the two prompts have any of it?"""
     a, b = features(query), features(candidate)
-    return tuple(bool(getattr(a, name)) != bool(getattr(b, name)) for name in ADDITION_CHECKS)
+    return tuple(bool(x) != bool(y) for x, y in zip(_additions(a), _additions(b), strict=True))
+
+
+def _additions(f: Features) -> tuple[object, ...]:
+    """What each of ADDITION_CHECKS reads of one prompt, in that order."""
+    return f.numbers, f.units, f.audience, f.negations
 
 
 def veto_differences(query: str, candidate: str) -> tuple[bool, ...]:

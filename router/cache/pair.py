@@ -39,7 +39,7 @@ class OperatingPoint:
       reframes that keep every content word, "could you tell me how to X" / "how to X"), more pair score the less
       the verifier vouches (its word features mark down rewordings that share few words, "prune an apple tree" /
       "apple tree trimming - how should i do it", which only a near-certain pair score serves);
-    - `addition_threshold`: an ADDITION candidate (a number, unit or audience on one side only) needs it;
+    - `addition_threshold`: an ADDITION candidate (a number, unit, audience or negation on one side only) needs it;
     - otherwise (VETOED, or below every step): not served."""
 
     floor: float

@@ -185,15 +185,19 @@ def test_the_operating_point_reads_its_further_paths_from_the_manifest(tmp_path:
     # a unit or an audience on one side only: the pair model judges it, and serves a true rewording ...
     ("How long does it take to learn to play the piano?", "how many months until i can play piano decently", True),
     ("How do I get started with rock climbing?", "complete beginner - how do i start climbing", True),
-    # ... but not an added condition that changes the answer
+    # a negation on one side only: the same request worded the other way round is served ...
+    ("How do I get rid of hiccups fast?", "my hiccups won't stop, how do i make them go away quickly", True),
+    # ... but not an added condition or a negation that changes the answer
     ("How do I get started with rock climbing?", "how do i get started with rock climbing at 60", False),
+    ("Which foods are safe for dogs?", "which foods are not safe for dogs", False),
     # both sides name a number and they differ: vetoed, the pair model is not asked
     ("Best places to visit in Kerala in 5 days", "Best places to visit in Kerala in 3 days", False),
 ])
 async def test_an_added_detail_is_left_to_the_pair_model(model: PairModel, stored: str, query: str,
                                                          served: bool) -> None:
     """Until 2026-11-30 a number, unit or audience word on one side only vetoed the candidate (12% of the written dev
-    paraphrases: "how long" / "how many years"); now the pair model decides at its addition threshold."""
+    paraphrases: "how long" / "how many years"), until 2026-12-01 a negation on one side only ("won't stop" / "get
+    rid of"); now the pair model decides at its addition threshold."""
     cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100))
     cache.point = POINT
     try:

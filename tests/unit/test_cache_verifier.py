@@ -61,16 +61,17 @@ def test_judge_scores_each_candidate_and_says_which_a_veto_holds_for() -> None:
 
 
 @pytest.mark.parametrize(("stored", "query", "state"), [
-    # a number, unit or audience on one side only: an added detail, for the pair model to judge
+    # a number, unit, audience or negation on one side only: an added detail, for the pair model to judge
     ("How long does it take to learn the violin?", "how many years till im decent at violin", ADDITION),
     ("How do I start knitting?", "total beginner, how do i learn to knit", ADDITION),
     ("What caused World War 1?", "why did the first world war start", ADDITION),
+    ("How do I undo my last git commit and keep my changes?", "undo last commit without losing changes git", ADDITION),
     # both sides have one and they differ: still a veto
     ("Best places to visit in Kerala in 5 days", "Best places to visit in Kerala in 3 days", VETOED),
     ("How do I explain quantum physics to a child?", "How do I explain quantum physics to an expert?", VETOED),
     ("How long is the drive in hours?", "How long is the drive in minutes?", VETOED),
-    # an addition and another veto (negation) at once: the other veto holds
-    ("Can I eat eggs a week after the date?", "can I not eat eggs after the date", VETOED),
+    # an addition and another veto (before / after) at once: the other veto holds
+    ("Can I eat eggs a week after the date?", "can I eat eggs before the date", VETOED),
 ])
 def test_a_one_sided_difference_is_an_addition_not_a_veto(stored: str, query: str, state: int) -> None:
     scores, states = VERIFIER.judge(query, [(stored, 0.85)])
