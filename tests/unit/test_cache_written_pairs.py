@@ -28,6 +28,7 @@ EVALUATION = (
     "cache_heldout_v15.jsonl",
     "cache_heldout_v16.jsonl",
     "cache_heldout_v17.jsonl",
+    "cache_heldout_v18.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
