@@ -37,18 +37,19 @@ _NEGATIONS = frozenset(
 _EXCEPT_BEFORE = frozenset(["for", "those", "that", "the", "ones", "when", "if", "where", "what", "a", "an", "my",
                             "your", "our", "their", "his", "her", "its", "this", "these", "any", "one"])
 ANTONYMS = tuple(tuple(p.split("/")) for p in ["on/off", "enable/disable", "enabled/disabled", "activate/deactivate", "start/stop", "open/close", "increase/decrease", "raise/lower", "up/down", "add/remove", "lock/unlock", "before/after", "more/less", "most/least", "max/min", "maximum/minimum", "buy/sell", "import/export", "upload/download", "install/uninstall", "connect/disconnect", "encrypt/decrypt", "include/exclude", "allow/deny", "accept/reject", "win/lose", "gain/lose", "positive/negative", "true/false", "hot/cold", "fast/slow", "cheap/expensive", "cheapest/expensive", "best/worst", "better/worse", "advantages/disadvantages", "north/south", "east/west", "left/right", "male/female", "men/women", "boy/girl", "above/below", "inside/outside", "input/output", "push/pull", "send/receive", "show/hide", "mute/unmute", "subscribe/unsubscribe", "follow/unfollow", "block/unblock", "login/logout", "legal/illegal", "possible/impossible", "higher/lower", "bigger/smaller", "larger/smaller", "faster/slower", "old/new", "first/last", "he/she", "him/her", "his/her", "husband/wife", "boyfriend/girlfriend", "man/woman", "son/daughter", "father/mother", "brother/sister", "like/hate", "love/hate", "like/dislike", "rural/urban", "rich/poor", "good/bad", "right/wrong", "strong/weak", "happy/sad", "early/late", "success/failure", "agree/disagree", "pro/anti", "cause/cure"])
-# Units of measure, plural and abbreviation -> one name: "10 minutes" and "10 seconds" are different questions.
+# Units of measure, plural, abbreviation and "per" adjective -> one name: "10 minutes" and "10 seconds" are different
+# questions; "every day" and "daily" are not.
 _UNITS = {w: group.split()[0] for group in [
-    "seconds sec secs", "minute minutes min mins", "hour hours hr hrs", "day days", "week weeks",
-    "month months", "year years", "millimeter millimeters mm", "centimeter centimeters cm",
-    "meter meters metre metres", "kilometer kilometers kilometre kilometres km", "mile miles", "foot feet ft",
+    "seconds sec secs", "minute minutes min mins", "hour hours hr hrs hourly", "day days daily",
+    "week weeks weekly", "month months monthly", "year years yearly annually annual",
+    "millimeter millimeters mm", "centimeter centimeters cm", "meter meters metre metres", "kilometer kilometers kilometre kilometres km", "mile miles", "foot feet ft",
     "inch inches", "yard yards", "gram grams", "kilogram kilograms kg kgs kilo kilos", "pound pounds lb lbs",
     "ounce ounces oz", "ton tons tonne tonnes", "celsius centigrade", "fahrenheit", "kelvin",
     "byte bytes", "kb kilobyte kilobytes", "mb megabyte megabytes", "gb gigabyte gigabytes",
     "tb terabyte terabytes", "kbps", "mbps", "gbps", "liter liters litre litres", "milliliter milliliters ml",
     "gallon gallons", "cup cups", "tablespoon tablespoons tbsp", "teaspoon teaspoons tsp", "dollar dollars usd",
     "euro euros eur", "yen", "rupee rupees", "peso pesos", "watt watts", "volt volts", "amp amps ampere amperes",
-    "hourly", "daily", "weekly", "monthly", "yearly annually annual"] for w in group.split()}
+] for w in group.split()}
 # word -> (pair index, side); one dict lookup per token instead of a scan over every pair.
 _ANTONYM_INDEX: dict[str, list[tuple[int, int]]] = {}
 for _i, _pair in enumerate(ANTONYMS):
@@ -56,8 +57,14 @@ for _i, _pair in enumerate(ANTONYMS):
         _ANTONYM_INDEX.setdefault(_word, []).append((_i, _side))
 # Question words whose answers differ in kind (where vs how); what/how/which paraphrase each other freely.
 _WH = frozenset(["who", "whom", "whose", "where", "when", "why"])
-_AUDIENCE = frozenset(
-    ["child", "children", "kid", "kids", "toddler", "toddlers", "teen", "teens", "teenager", "teenagers", "student", "students", "beginner", "beginners", "novice", "novices", "newbie", "newbies", "expert", "experts", "professional", "professionals", "developer", "developers", "engineer", "engineers", "programmer", "programmers", "doctor", "doctors", "nurse", "nurses", "lawyer", "lawyers", "manager", "managers", "executive", "executives", "ceo", "investor", "investors", "parent", "parents", "senior", "seniors", "elderly", "grandma", "grandmother", "grandpa", "grandfather", "adult", "adults", "layman", "laymen", "layperson", "scientist", "scientists", "phd", "professor", "teacher", "teachers"])
+# Audience words -> one name per audience: "kids" / "children", "grandpa" / "grandfather" and a plural are one.
+_AUDIENCE = {w: group.split()[0] for group in [
+    "child children kid kids", "toddler toddlers", "teenager teenagers teen teens", "student students",
+    "beginner beginners novice novices newbie newbies", "expert experts", "professional professionals",
+    "developer developers programmer programmers", "engineer engineers", "doctor doctors", "nurse nurses",
+    "lawyer lawyers", "manager managers", "executive executives ceo", "investor investors", "parent parents",
+    "senior seniors elderly", "grandmother grandma", "grandfather grandpa", "adult adults",
+    "layperson layman laymen", "scientist scientists", "phd", "professor", "teacher teachers"] for w in group.split()}
 _STOP = frozenset(["i", "a", "an", "the", "is", "are", "was", "were", "be", "of", "to", "in", "on", "for", "and", "or", "what", "how", "why", "who", "which", "when"])
 
 
@@ -161,7 +168,7 @@ def features(text: str) -> Features:
     order = _entities(tokens)
     stream, proper = _stream(text, spans)
     return Features(tuple(numbers), frozenset(_UNITS[t] for t in lower if t in _UNITS), negations, frozenset(order), order, words,
-                    {k: frozenset(v) for k, v in sides.items()}, words & _AUDIENCE, words & _WH, tuple(lower),
+                    {k: frozenset(v) for k, v in sides.items()}, frozenset(_AUDIENCE[w] for w in words if w in _AUDIENCE), words & _WH, tuple(lower),
                     structure.directions(stream), structure.dates(stream, proper), structure.negated_verbs(stream),
                     structure.quantities(stream), structure.parties(stream))
 

@@ -28,6 +28,12 @@ from router.cache.guard import reject_reason
     ("Explain black holes to a child", "Explain black holes to a physicist", "audience"),
     ("Explain black holes", "Explain black holes for beginners", "audience"),
     ("How Do I Reset My Password Quickly", "how can i quickly reset my password", None),
+    # the same unit or audience in other words: "monthly" is "every month", "grandpa" is "grandfather"
+    ("How much of my salary should I save every month?", "what percent of income should i save monthly", None),
+    ("How much should I save every week?", "how much should i save monthly", "units"),
+    ("How do I write a eulogy for my grandfather?", "help me write a eulogy for grandpa", None),
+    ("Fun rainy day activities for kids", "rainy day activity ideas for children", None),
+    ("Fun rainy day activities for kids", "rainy day activity ideas for teenagers", "audience"),
 ])
 def test_reject_reason(a: str, b: str, reason: str | None) -> None:
     assert reject_reason(a, b) == reason
