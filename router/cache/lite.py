@@ -44,6 +44,28 @@ FREE_WAIT_S = 3.0  # for the Lite server of an owner that died to exit; a few ms
 SHARED_LITE_ENV = "VSR_SHARED_LITE"  # JSON {absolute db file: file holding the child's unix: URI}
 
 
+class _Server(Server):  # type: ignore[misc]
+    """milvus_lite's Server, except that stopping it leaves the lock file in place.
+
+    Server.stop() unlinks the lock file, and runs again from __del__. Replacing a killed child, the old Server's
+    __del__ unlinked the file the new Server had just locked: the lock lived on in a deleted inode no other process
+    could find, so the cache CLI saw no router on the file, found no child to share and refused (`cache invalidate
+    --entry` unusable until the router restarted), and nothing kept another process off the file. A refused start's
+    stop() unlinked the lock of the process holding it the same way. A lock file has to outlive its holders.
+    """
+
+    _lock_path: str  # set by Server.__init__
+    _uds_path: str
+
+    def stop(self) -> None:
+        # Server.stop() unlinks its socket and its "lock file", each tolerating a missing file: name the socket twice.
+        lock_path, self._lock_path = self._lock_path, self._uds_path
+        try:
+            super().stop()
+        finally:
+            self._lock_path = lock_path
+
+
 def _wait_for_socket(uri: str, server: Server) -> None:
     """A fresh child opens its socket some time after it starts; connecting earlier fails and backs off."""
     path = Path(uri.removeprefix("unix:"))
@@ -104,10 +126,8 @@ def _wait_until_free(db_file: Path) -> None:
 
 
 def _locked_elsewhere(db_file: Path) -> bool:
-    """Whether another process holds the lock milvus_lite takes for this file. Asked before a Server exists:
-    Server.stop() (also run by its __del__) unlinks the lock file even when that Server never got the lock, so
-    one refused start (`semantic-router cache stats` beside a running router) let the next process open the
-    file beside the running child. A start racing this check can still unlink it; none did here."""
+    """Whether another process holds the lock milvus_lite takes for this file (never unlinked: `_Server`).
+    Closing the probe drops any lock this process holds on the file: not for the owner to ask about its own."""
     try:
         fd = os.open(_lock_file(db_file), os.O_WRONLY)
     except FileNotFoundError:
@@ -192,7 +212,7 @@ class LiteProcess:
                 self._server.stop()  # releases the file lock and the stale socket
             _prepare_files(self.db_file)
             _wait_until_free(self.db_file)
-            server = Server(str(self.db_file))
+            server = _Server(str(self.db_file))
             if not server.init() or not server.start():
                 server.stop()
                 self._server = None

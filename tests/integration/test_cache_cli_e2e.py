@@ -8,6 +8,8 @@ from Lite, so a hit or a miss says what Lite holds.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -103,3 +105,18 @@ def test_a_wrong_answer_is_removed_by_the_entry_its_log_line_names(stack: Stack)
     assert cli(stack, "invalidate", "--entry", line["cache_entry"])["deleted"] == 1
     until(lambda: ask(stack, wrong).headers.get("x-vsr-cache-hit") != "true", "the removed entry still hits")
     assert ask(stack, other).headers.get("x-vsr-cache-hit") == "true"
+
+
+def test_the_cli_still_works_after_the_routers_lite_child_was_killed(stack: Stack) -> None:
+    """The router (with workers, its supervisor) replaces a killed Lite child and serves again, but the old child's
+    Server, dropped once the new one had locked the file, unlinked the lock file: the CLI then found no router on the
+    file and exited 1 ("another process has it open and publishes no child to share") until the router restarted."""
+    db = Path(stack.cfg.semantic_cache.uri)
+    [old] = lite_processes(db)
+    os.kill(old, signal.SIGKILL)
+    text = f"Which mountain stands nearest to the city of {stack.cfg.server.port}?"
+    until(lambda: ask(stack, text).headers.get("x-vsr-cache-hit") == "true", "the router never served from Lite again")
+    [new] = lite_processes(db)
+    assert new != old
+    assert cli(stack, "stats")["entries"] >= 1
+    assert lite_processes(db) == [new]  # the CLI used the router's new child and started none
