@@ -138,6 +138,17 @@ def _router_lines(stack: Stack, event: str) -> list[dict[str, Any]]:
     return [j for j in (json.loads(line) for line in lines if line.startswith("{")) if j.get("event") == event]
 
 
+def _request_lines(stack: Stack, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The router's request lines of `ids`, by id."""
+    lines: dict[str, dict[str, Any]] = {}
+    for _ in range(50):  # a request's line is written when its stream closes, just after the answer
+        lines = {j["request_id"]: j for j in _router_lines(stack, "request") if j.get("request_id") in ids}
+        if len(lines) == len(ids):
+            break
+        time.sleep(0.1)
+    return lines
+
+
 def test_a_hanging_milvus_is_skipped_once_marked_down_and_caching_resumes(
         stack: Stack, milvus_server: MilvusServer | str) -> None:
     """A SIGSTOPped server accepts connections and answers nothing: every cacheable request paid the whole lookup
@@ -162,12 +173,7 @@ def test_a_hanging_milvus_is_skipped_once_marked_down_and_caching_resumes(
                 model="auto", messages=[{"role": "user", "content": f"While down, spell the number {i}."}])
             assert raw.headers["x-vsr-cache-hit"] == "false" and raw.parse().choices[0].message.content
             ids.append(raw.headers["x-request-id"])
-        lines: dict[str, dict[str, Any]] = {}
-        for _ in range(50):  # a request's line is written when its stream closes, just after the answer
-            lines = {j["request_id"]: j for j in _router_lines(stack, "request") if j.get("request_id") in ids}
-            if len(lines) == len(ids):
-                break
-            time.sleep(0.1)
+        lines = _request_lines(stack, ids)
         skipped = [rid for rid in ids if lines[rid]["cache"] == "skip:backend_down"]
         assert len(skipped) >= 5  # one probe a second reaches the hanging server (0 skipped on the old code)
         assert _metric(stack, down) - skipped_before >= len(skipped)

@@ -272,10 +272,11 @@ async def test_an_upstream_answer_with_a_huge_integer_passes_to_the_client_uncac
     assert resp.WhichOneof("response") == "response_body" and session.response.usage is None
 
 
-async def _answered(rt: Runtime, text: str) -> StreamSession:
-    """A routed request whose upstream answered 200 JSON (so the router queues it for the cache)."""
+async def _answered(rt: Runtime, text: str | dict[str, Any]) -> StreamSession:
+    """A routed request (a prompt, or a whole body) whose upstream answered 200 JSON (so the router queues it for
+    the cache)."""
     session = StreamSession(rt, EXECUTOR)
-    await send(session, chat(text))
+    await send(session, chat(text) if isinstance(text, str) else text)
     status = [base_pb2.HeaderValue(key=":status", raw_value=b"200"),
               base_pb2.HeaderValue(key="content-type", raw_value=b"application/json")]
     await session.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=status))))
@@ -318,6 +319,49 @@ async def test_a_cache_hit_log_line_names_the_stored_entry_and_its_scores() -> N
     assert 0.0 < lines[2]["cache_verifier_score"] <= 1.0 and lines[2]["cache_age_s"] >= 0.0
     assert "cache_pair_score" in lines[2]  # None without a pair model
     assert "two plus" not in json.dumps(lines) and "What" not in json.dumps(lines)
+    await rt.cache.close()
+
+
+SSN_PROMPT = "My SSN is 536-22-1234: which tax form do I file?"
+PII_REQUESTS = {  # (what the classifier reports for the latest turn, the request, the types the log line names)
+    "the classified turn": (dataclasses.replace(MATH, pii=(PIIFinding("US_SSN", 10, 21, 1.0),)), chat(SSN_PROMPT),
+                            ["US_SSN"]),
+    "the system prompt (exact validators)": (MATH, {"model": "auto", "messages": [
+        {"role": "system", "content": CARD}, {"role": "user", "content": "Integrate x^2"}]}, ["CREDIT_CARD"]),
+}
+
+
+@pytest.mark.parametrize("where", PII_REQUESTS)
+async def test_a_request_with_pii_is_neither_stored_in_nor_served_from_the_cache(where: str) -> None:
+    """A prompt with an SSN was stored in the cache backend (its text and the answer; Milvus, possibly a shared
+    cluster) and its repeat served from there (seen on the real stack). PII anywhere the PII policy reads is now
+    a skip of its own (`skip:pii`, counted), and the log line names the types only."""
+    from structlog.testing import capture_logs
+
+    from router.extproc.server import _record
+    from router.observability.metrics import REGISTRY
+
+    def skipped() -> float:
+        labels = {"event": "skipped_write", "reason": "pii"}
+        return REGISTRY.get_sample_value("vsr_cache_events_total", labels) or 0.0
+
+    result, payload, types = PII_REQUESTS[where]
+    rt = runtime(result, cache=True)
+    assert rt.cache is not None
+    before = skipped()
+    first = await _answered(rt, payload)
+    await rt.cache.flush()
+    assert (await rt.cache.stats())["entries"] == 0
+    second = StreamSession(rt, EXECUTOR)
+    resp = await send(second, payload)
+    assert resp.WhichOneof("response") == "request_body"  # to the model again, not answered from the cache
+    assert skipped() - before == 2
+    with capture_logs() as logs:
+        for s in (first, second):
+            _record(s)
+    lines = [x for x in logs if x["event"] == "request"]
+    assert [(x["cache"], x["pii_types"]) for x in lines] == [("skip:pii", types)] * 2
+    assert not any(digits in json.dumps(lines) for digits in ("536-22-1234", "4111"))
     await rt.cache.close()
 
 
