@@ -283,15 +283,20 @@ class MilvusStore:
     async def _call(self, call: Callable[[MilvusClient], T], backstop_s: float, marks: list[float],
                     deadline: float, write: bool) -> T:
         """Run `call` on its pool under the loop's backstop. When the backstop fires because the loop was
-        busy, not the backend (the thread marked its answer before the deadline), the answer is used."""
+        busy, not the backend (the thread marked its answer before the deadline), the answer is used.
+
+        Both awaits are shielded (a cancelled wait must not cancel the shared connect, and the backstop must
+        leave the call's answer readable), so a caller that stops waiting, at the backstop or cancelled by an
+        outer scope, leaves its future behind: `_observed` reads its outcome when it ends, else asyncio logs
+        the backend's late failure as "Future exception was never retrieved", at ERROR with a traceback."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] | None = None
         try:
             async with asyncio.timeout(backstop_s):
                 client = self._client  # connected: no hop through the loop before the call
                 if client is None:
-                    client = await asyncio.shield(asyncio.wrap_future(self._connection()))
-                future = loop.run_in_executor(self._writes if write else self._reads, call, client)
+                    client = await asyncio.shield(_observed(asyncio.wrap_future(self._connection())))
+                future = _observed(loop.run_in_executor(self._writes if write else self._reads, call, client))
                 return await asyncio.shield(future)
         except TimeoutError:
             if future is None:
@@ -303,7 +308,6 @@ class MilvusStore:
                 if len(marks) == 2 and marks[1] <= deadline:
                     metrics.record_lookup_late()
                     return future.result()
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
             raise
 
     # --- CacheStore ---------------------------------------------------------------------------
@@ -420,6 +424,13 @@ class MilvusStore:
         if self._lite is not None:  # after any connect in progress, so that one's child stops too
             await asyncio.wrap_future(self._connector.submit(self._lite.release))
         self._connector.shutdown(wait=False)
+
+
+def _observed(future: asyncio.Future[T]) -> asyncio.Future[T]:
+    """`future`, its outcome read as soon as it ends: whoever gave up on it has its own outcome (a counted
+    timeout, a cancelled request), so a late failure needs no report."""
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
 
 
 def _deadline_exceeded(exc: BaseException) -> bool:

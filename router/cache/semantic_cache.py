@@ -239,9 +239,7 @@ class SemanticCache:
             self._count("miss", SkipReason.BACKEND_DOWN)
             return SkipReason.BACKEND_DOWN
         try:
-            # Backends enforce the budget; this backstop ends after theirs (LOOP_GRACE_S), so an answer that
-            # arrived in time but reached a busy loop late is still theirs to use (milvus.MilvusStore._call).
-            async with asyncio.timeout(self.cfg.lookup_timeout_ms / 1000 * LOOP_SLACK + LOOP_GRACE_S):
+            async with asyncio.timeout(_backstop(self.cfg.lookup_timeout_ms)):
                 hit = await self._find(req, now)
         except (CacheBackendError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):  # the event loop's backstop: the backend's budget did not end it
@@ -322,7 +320,7 @@ class SemanticCache:
     async def _write_batch(self, entries: list[CacheEntry]) -> None:
         """One backend call for a batch, under the write budget; failures feed health and the retry."""
         try:
-            async with asyncio.timeout(self.cfg.write_timeout_ms / 1000):
+            async with asyncio.timeout(_backstop(self.cfg.write_timeout_ms)):
                 await self.backend.upsert_many(entries)
         except (CacheBackendError, TimeoutError) as exc:
             self.health.failure(f"write: {str(exc)[:200] or type(exc).__name__}")
@@ -385,6 +383,14 @@ class SemanticCache:
             self._purger.cancel()
         await self.writes.close(self.cfg.write_timeout_ms / 1000)
         await self.backend.close()
+
+
+def _backstop(budget_ms: int) -> float:
+    """The facade's timeout on a backend call. Backends enforce the budget; this one ends after theirs (LOOP_GRACE_S
+    after milvus.MilvusStore._call's), so a timeout is the backend's to count and report, and an answer that arrived
+    in time but reached a busy loop late is still theirs to use. Ending with the budget, the write's cancelled the
+    store's call before its own deadline could report it (and left its future's failure to be logged as a traceback)."""
+    return budget_ms / 1000 * LOOP_SLACK + LOOP_GRACE_S
 
 
 @functools.cache

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import json
+import logging
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +20,9 @@ import pytest
 
 from router.cache import CacheRequest, SemanticCache, build_cache_request
 from router.cache.cli import namespace_for, register
+from router.cache.store import CacheBackendError
 from router.config import RouterConfig, parse_config
+from router.observability.logs import LIBRARY_LOGGERS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 MODEL_DIR = ROOT / "models" / "minilm"
@@ -32,13 +38,13 @@ def encode() -> Any:
     return lambda text: encoder.encode(text).embedding
 
 
-def config(uri: str, collection: str) -> RouterConfig:
+def config(uri: str, collection: str, **cache: Any) -> RouterConfig:
     return parse_config({
         "default_model": "m1", "models": {"m1": {"endpoints": [{"port": 8001}]}},
         "envoy": {"message_timeout_ms": 5000},  # room for the test's generous lookup budget
         # Session: these cases read their own writes at once (production uses Bounded, see config.py)
         "semantic_cache": {"uri": uri, "collection": collection, "lookup_timeout_ms": 2000,
-                           "write_timeout_ms": 30000, "consistency_level": "Session"},
+                           "write_timeout_ms": 30000, "consistency_level": "Session", **cache},
     })
 
 
@@ -83,6 +89,52 @@ async def test_paraphrase_hits_and_near_misses_do_not(cfg: RouterConfig, encode:
         assert cache.counters["error:lookup"] == 0
     finally:
         await cache.close()
+
+
+async def test_a_frozen_lite_child_costs_counted_failures_and_one_warning_never_a_traceback(
+        tmp_path: Path, encode: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The trial froze the Lite child (SIGSTOP) under traffic: every timed-out write attempt, and every lookup given
+    up on, left a pool future whose late failure asyncio logged at ERROR with a traceback ("Future exception was
+    never retrieved"): 9 in 14 s. A cache failure is counted and logged as one warning, never as a traceback."""
+    from structlog.testing import capture_logs
+
+    cfg = config(str(tmp_path / "cache.db"), "frozen", lookup_timeout_ms=300, write_timeout_ms=300,
+                 write_interval_ms=0)
+    cache = SemanticCache.from_config(cfg)
+    cache.store(request(cfg, "What is the capital of France?", encode), answer("Paris."))
+    await cache.flush()
+    assert cache.counters["write"] == 1
+    failed_before = cache.counters["error:write"]  # the first attempt may have met the child still starting
+    lite = cache.backend.lite
+    assert lite is not None and lite.pid is not None
+    os.kill(lite.pid, signal.SIGSTOP)
+    try:
+        with capture_logs() as logs:
+            lookup = asyncio.create_task(cache.lookup(request(cfg, "What is the capital of Spain?", encode)))
+            await asyncio.sleep(0)  # the search is on its read thread, waiting on the frozen child
+            lookup.cancel()  # the client hung up: the stream's task is cancelled
+            with pytest.raises(asyncio.CancelledError):
+                await lookup
+            for text in ("Name a red fruit.", "Name a yellow fruit.", "Name a green fruit."):
+                cache.store(request(cfg, text, encode), answer("An apple."))
+            await cache.flush()  # every attempt timed out: the batch is dropped
+    finally:
+        os.kill(lite.pid, signal.SIGCONT)
+    for _ in range(40):  # the write thread runs calls in order: once this one answers, the frozen ones have ended
+        try:
+            await cache.backend.stats()
+            break
+        except CacheBackendError:
+            await asyncio.sleep(0.5)
+    gc.collect()  # a future nobody read reports itself when it is collected
+    await cache.close()
+    assert cache.counters["error:write"] - failed_before == 4 and cache.counters["dropped:backend_error"] == 3
+    # the store's own deadline ended each attempt (the facade's used to cancel it first: error "TimeoutError")
+    assert [(e["event"], e["log_level"], e.get("error")) for e in logs if e["log_level"] != "info"] == [
+        ("cache_write_dropped", "warning", "timeout after 300 ms")]
+    # pymilvus logs each failed call at ERROR itself; the router shows those at log_level debug only (logs.py)
+    assert [r.getMessage() for r in caplog.records if (r.levelno >= logging.ERROR or r.exc_info)
+            and not r.name.startswith(LIBRARY_LOGGERS)] == []
 
 
 def _cli(*argv: str) -> int:

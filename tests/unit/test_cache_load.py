@@ -7,6 +7,7 @@ held across a Milvus connect and taken again on the loop, ValueError escaping th
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -268,6 +269,29 @@ async def test_a_hanging_milvus_connect_never_blocks_the_event_loop(monkeypatch:
     HangingClient.release.set()
     assert time.perf_counter() - start < 0.5
     assert beat.max_gap < 0.1, f"event loop blocked for {beat.max_gap:.2f} s"
+
+
+async def test_a_connect_that_fails_after_its_callers_gave_up_logs_no_traceback(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Lookups wait for a connect within their own budget and give up; when the connect then failed, each one's
+    wait was logged by asyncio at ERROR with a traceback ("Future exception was never retrieved"). The failure is
+    already counted, once per lookup."""
+    HangingClient.release.clear()
+    monkeypatch.setattr(milvus_module, "MilvusClient", HangingClient)
+    store = MilvusStore("http://127.0.0.1:1", "c", timeout_s=0.05)
+    for _ in range(3):
+        with pytest.raises(CacheBackendError):
+            await store.get("a" * 64, time.time())
+    connect = store._connecting
+    assert connect is not None
+    HangingClient.release.set()
+    with pytest.raises(OSError):
+        await asyncio.wrap_future(connect)  # the lookups' waits were told first: they waited on it before
+    del connect  # its callbacks hold the waits
+    gc.collect()  # a future nobody read reports itself when it is collected
+    await store.close()
+    assert store.errors == 3
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
 @pytest.mark.parametrize("call", [
