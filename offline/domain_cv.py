@@ -12,6 +12,8 @@ with --written-teacher, every fold's teacher rows; they are never scored. MMLU's
 are never read. Reported per setting and prior shift: balanced recall (mean per-domain recall: what
 a balanced test measures), accuracy on the natural mix (what an operator's traffic looks like), MMLU CV accuracy
 (question only) and chat dev accuracy (84 rows, mean over the fold models; too small to choose by).
+--features pooled trains and scores the head on heads.pooled_features (embedding | max over token states, what
+the guard heads read) instead of the embedding alone.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def _labels(texts: list[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Data:
-    """MiniLM features, labels and folds of every row the folds draw from (plus the dev set, reported only)."""
+    """MiniLM features (embedding or pooled), labels and folds of every row the folds draw from (plus the dev
+    set, reported only)."""
 
     x_mmlu: np.ndarray
     y_mmlu: np.ndarray
@@ -73,29 +76,29 @@ def _fold_teacher(
                                    [r["label"] for r in inside] + [e.label for e in written])
 
 
-def _load(encoder: Encoder, with_teacher: bool, written_teacher: bool) -> _Data:
+def _load(encoder: Encoder, with_teacher: bool, written_teacher: bool, pooled: bool) -> _Data:
     (plain, _), (listed, _) = domain_split(False), domain_split(True)
     mmlu = plain + listed
     rows, dev = jsonl_rows(train.CHAT_TRAIN), jsonl_rows(CHAT_DOMAIN_DEV)
     hand_texts = {r["text"] for r in rows}
     pool = [p for p in benign_chat(TRAIN) if p.text not in hand_texts] if with_teacher else []
     hand_folds = np.array([_fold(r["id"]) for r in rows])
-    x_hand = embed(encoder, [r["text"] for r in rows])
+    x_hand = embed(encoder, [r["text"] for r in rows], pooled)
     written = train.written_chat()
     return _Data(
-        x_mmlu=embed(encoder, [e.text for e in mmlu]),
+        x_mmlu=embed(encoder, [e.text for e in mmlu], pooled),
         y_mmlu=_labels([e.label for e in mmlu]),
         mmlu_folds=np.array([_fold(e.text) for e in plain] * 2),  # listed[i] is plain[i] with its options
         question_only=np.arange(len(mmlu)) < len(plain),
         x_hand=x_hand,
         y_hand=_labels([r["label"] for r in rows]),
         hand_folds=hand_folds,
-        x_dev=embed(encoder, [r["text"] for r in dev]),
+        x_dev=embed(encoder, [r["text"] for r in dev], pooled),
         y_dev=_labels([r["label"] for r in dev]),
-        x_written=embed(encoder, [e.text for e in written]),
+        x_written=embed(encoder, [e.text for e in written], pooled),
         y_written=_labels([e.label for e in written]),
         pool=[p.text for p in pool],
-        x_pool=embed(encoder, [p.text for p in pool]) if pool else np.zeros((0, x_hand.shape[1]), np.float32),
+        x_pool=embed(encoder, [p.text for p in pool], pooled) if pool else np.zeros((0, x_hand.shape[1]), "f4"),
         pool_folds=np.array([_fold(p.id) for p in pool]),
         teachers=[
             _fold_teacher(rows, hand_folds, fold, written if written_teacher else [])
@@ -154,12 +157,12 @@ def _cross_validate(
             "pseudo_weight": pseudo_weight, "mmlu_weight": mmlu_weight, "balance": balance,
             "written_weight": written_weight, "written_teacher": args.written_teacher,
             "prior_shift": shift, "epochs": args.epochs, "seeds": args.seeds, "first_seed": args.first_seed,
-            "hidden": args.hidden,
+            "hidden": args.hidden, "features": args.features,
             "pseudo_rows_per_fold": pseudo_rows // FOLDS,
-            "cv_balanced_recall": round(float(np.mean(recall)), 3),
-            "cv_natural_accuracy": round(float(np.mean(predicted[shift] == data.y_hand)), 3),
+            "cv_balanced_recall": round(float(np.mean(recall)), 4),
+            "cv_natural_accuracy": round(float(np.mean(predicted[shift] == data.y_hand)), 4),
             "cv_recall_by_domain": [round(r, 2) for r in recall],
-            "mmlu_cv": round(mmlu_right[shift] / int(data.question_only.sum()), 3),
+            "mmlu_cv": round(mmlu_right[shift] / int(data.question_only.sum()), 4),
             "chat_dev": round(dev_right[shift] / (FOLDS * len(data.y_dev)), 3),
         })  # fmt: skip
     return results
@@ -184,10 +187,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="MLP members per fold (offline.train uses 2)")
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first member (to average runs)")
     parser.add_argument("--hidden", type=int, default=1024, help="MLP hidden width")
+    parser.add_argument(
+        "--features", choices=("embedding", "pooled"), default="embedding",
+        help="head input: the sentence embedding or heads.pooled_features (embedding | max over token states)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = _load(Encoder(train.MODEL_DIR, threads=args.threads), args.teacher, args.written_teacher)
+    encoder = Encoder(train.MODEL_DIR, threads=args.threads)
+    data = _load(encoder, args.teacher, args.written_teacher, args.features == "pooled")
     grid = itertools.product(
         args.min_confidence, args.cap, args.pseudo_weight, args.mmlu_weight, args.balance, args.written_weight
     )
