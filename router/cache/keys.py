@@ -38,6 +38,7 @@ class SkipReason(StrEnum):
     DISABLED = "disabled"
     CATEGORY_DISABLED = "category_disabled"
     NO_STORE = "no_store"
+    STATEFUL = "stateful"  # the answer depends on server-side state (Responses API store / previous_response_id)
     PII = "pii"  # the PII screen found personal data in the conversation: the shared store never holds it
     NO_IDENTITY = "no_identity"
     NOT_USER_TURN = "not_user_turn"

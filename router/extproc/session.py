@@ -436,13 +436,10 @@ class StreamSession:
         cache = self.runtime.cache
         if cache is None:
             return None
-        if self.request.stateful:
-            self.request.cache_result = "skip:stateful"
-            return None
         signal = self.request.signal
         key = build_cache_request(chat.body, apis.cache_identity(self.request.headers), decision.model,
                                   decision.category, signal.embedding, self.runtime.cfg, encoder=signal.encoder,
-                                  pii_types=signal.pii_types)
+                                  pii_types=signal.pii_types, stateful=self.request.stateful)
         if isinstance(key, str):  # a skip reason: this request is not cacheable
             self.request.cache_result = f"skip:{key}"
             return None

@@ -365,6 +365,26 @@ async def test_a_request_with_pii_is_neither_stored_in_nor_served_from_the_cache
     await rt.cache.close()
 
 
+async def test_a_stateful_responses_request_is_a_counted_cache_skip() -> None:
+    """A Responses request the server keeps state for (`store` defaults to true) is never cached; the skip was
+    logged as skip:stateful but missing from vsr_cache_events_total, so /metrics under-counted skipped requests."""
+    from router.observability.metrics import REGISTRY
+
+    def skipped() -> float:
+        labels = {"event": "skipped_write", "reason": "stateful"}
+        return REGISTRY.get_sample_value("vsr_cache_events_total", labels) or 0.0
+
+    rt = runtime(MATH, cache=True)
+    before = skipped()
+    session = StreamSession(rt, EXECUTOR)
+    await session.handle(headers("/v1/responses", authorization="Bearer sk-tenant-a"))
+    resp = await session.handle(body({"model": "auto", "input": "Integrate x^2"}))
+    assert resp.WhichOneof("response") == "request_body"
+    assert session.request.cache_result == "skip:stateful" and skipped() - before == 1
+    assert rt.cache is not None
+    await rt.cache.close()
+
+
 async def test_a_streamed_hit_ends_with_a_usage_chunk_only_when_the_client_asked() -> None:
     """OpenAI sends the `choices: []` usage chunk only for `stream_options.include_usage`; a client reading
     `chunk.choices[0]` breaks on one it did not ask for (a JSON answer stored with its usage, replayed as SSE)."""
