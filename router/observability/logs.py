@@ -60,7 +60,7 @@ def configure(
     log_prompts: bool = False,
     stream: TextIO | None = None,
 ) -> None:
-    """Send structlog events and stdlib records (grpc, pymilvus) through one renderer to `stream`.
+    """Send structlog events, stdlib records (grpc, pymilvus) and Python warnings through one renderer to `stream`.
 
     structlog events take the direct PrintLogger path (no stdlib formatting on the hot path); stdlib
     records get the same processors through a ProcessorFormatter so every line has one shape.
@@ -94,6 +94,7 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_level_number(level))
+    logging.captureWarnings(True)  # a library's warnings.warn() is a log line too, not raw text on stderr
     adopt_loggers(*[name for name in LIBRARY_LOGGERS if name in sys.modules])
 
 
