@@ -62,7 +62,7 @@ def configure(
 ) -> None:
     """Send structlog events, stdlib records (grpc, pymilvus) and Python warnings through one renderer to `stream`.
 
-    structlog events take the direct PrintLogger path (no stdlib formatting on the hot path); stdlib
+    structlog events take the direct WriteLogger path (no stdlib formatting on the hot path); stdlib
     records get the same processors through a ProcessorFormatter so every line has one shape.
     """
     out = stream if stream is not None else sys.stderr
@@ -77,7 +77,9 @@ def configure(
     ]
     structlog.configure(
         processors=[*shared, renderer],
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per line: router workers share one stderr, unbuffered in the image (PYTHONUNBUFFERED), and print()
+        # wrote the line and its newline apart, so under load two workers' lines met on one line.
+        logger_factory=structlog.WriteLoggerFactory(out),
         wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
         cache_logger_on_first_use=False,
     )

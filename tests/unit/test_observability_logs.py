@@ -67,6 +67,27 @@ def test_a_library_warning_is_a_json_line_too() -> None:
     assert "UserWarning: Removal of labels has not been implemented" in str(line["event"])
 
 
+class _Writes(io.StringIO):
+    """A stream that keeps each write call apart, as the kernel sees an unbuffered stderr."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+
+def test_each_line_is_one_write_so_workers_sharing_stderr_never_interleave() -> None:
+    """Two workers' request lines were seen as `{...}{...}` and an empty line in the workers test's log."""
+    out = _Writes()
+    logs.configure("json", stream=out)
+    emit_request(logs.get_logger("extproc"))
+    logging.getLogger("grpc").warning("a library line")
+    assert len(out.calls) == 2 and all(c.endswith("\n") and c.count("\n") == 1 for c in out.calls), out.calls
+
+
 def test_log_prompts_flag_keeps_text_for_debugging() -> None:
     out = io.StringIO()
     logs.configure("json", stream=out, log_prompts=True)
