@@ -43,8 +43,9 @@ lint: install
 	$(BIN)/mypy
 
 # The real Milvus server binds every interface, so as root the suite runs inside a loopback-only
-# network namespace; elsewhere the Milvus-server tests skip with the command to run them.
-NETNS := vsr-test
+# network namespace (`NETNS=name make test` picks another one); elsewhere the Milvus-server tests skip with the
+# command to run them.
+NETNS ?= vsr-test
 test: lint models test-data wheelhouse
 	@if [ "$$(id -u)" = 0 ] && command -v ip >/dev/null; then \
 	  ip netns add $(NETNS) 2>/dev/null || true; \

@@ -221,7 +221,8 @@ def main() -> None:
         stack.start()
         print(f"\nSemantic router ready. OpenAI endpoint: {stack.base_url}  (Ctrl-C to stop)\n"
               f"  Envoy config: {stack.envoy_config_path}\n"
-              f"  curl -s {stack.base_url}/chat/completions -H 'content-type: application/json' "
+              f"  curl -si {stack.base_url}/chat/completions -H 'authorization: Bearer sk-demo' "
+              "-H 'content-type: application/json' "
               """-d '{"model":"auto","messages":[{"role":"user","content":"Prove that sqrt(2) is irrational"}]}'"""
               "\n", flush=True)
         while all(p.poll() is None for p in stack.procs.values()):

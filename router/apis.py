@@ -374,12 +374,17 @@ def _text_of(completion: dict[str, Any]) -> tuple[str, str]:
     return str((choice.get("message") or {}).get("content") or ""), str(choice.get("finish_reason") or "stop")
 
 
-def as_response(completion: dict[str, Any], model: str) -> dict[str, Any]:
+def _model_of(completion: dict[str, Any]) -> str:
+    """The model the stored answer came back with (what that request's miss showed the client)."""
+    return str(completion.get("model", ""))
+
+
+def as_response(completion: dict[str, Any]) -> dict[str, Any]:
     text, finish = _text_of(completion)
     usage = completion.get("usage") or {}
     p, c = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
     return {"id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": int(time.time()),
-            "status": "completed" if finish == "stop" else "incomplete", "model": model, "error": None,
+            "status": "completed" if finish == "stop" else "incomplete", "model": _model_of(completion), "error": None,
             "incomplete_details": None if finish == "stop" else {"reason": "max_output_tokens"},
             "output": [{"type": "message", "id": f"msg_{uuid.uuid4().hex}", "status": "completed",
                         "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}],
@@ -388,11 +393,11 @@ def as_response(completion: dict[str, Any], model: str) -> dict[str, Any]:
                       "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}}
 
 
-def as_message(completion: dict[str, Any], model: str) -> dict[str, Any]:
+def as_message(completion: dict[str, Any]) -> dict[str, Any]:
     text, finish = _text_of(completion)
     usage = completion.get("usage") or {}
-    return {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": text}],
+    return {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
+            "model": _model_of(completion), "content": [{"type": "text", "text": text}],
             "stop_reason": "max_tokens" if finish == "length" else "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": int(usage.get("prompt_tokens", 0)),
                       "output_tokens": int(usage.get("completion_tokens", 0))}}
@@ -441,16 +446,16 @@ def message_events(msg: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     yield "message_stop", {"type": "message_stop"}
 
 
-def render_hit(api: Api, completion: dict[str, Any], model: str, stream: bool, include_usage: bool = False) -> bytes:
-    """A cached answer (a chat.completion) in the client's format; `model` is the name the client asked for,
-    `include_usage` its chat `stream_options.include_usage` (the other APIs' streams always carry usage)."""
+def render_hit(api: Api, completion: dict[str, Any], stream: bool, include_usage: bool = False) -> bytes:
+    """A cached answer (a chat.completion) in the client's format, naming the model that answered it;
+    `include_usage` is the chat `stream_options.include_usage` (the other APIs' streams always carry usage)."""
     if api == "chat":
-        fresh = wire.fresh_completion(completion, model)
+        fresh = wire.fresh_completion(completion)
         return wire.completion_to_sse(fresh, include_usage) if stream else json.dumps(fresh).encode()
     if api == "responses":
-        resp = as_response(completion, model)
+        resp = as_response(completion)
         return _sse(response_events(resp)) if stream else json.dumps(resp).encode()
-    msg = as_message(completion, model)
+    msg = as_message(completion)
     return _sse(message_events(msg)) if stream else json.dumps(msg).encode()
 
 

@@ -10,6 +10,7 @@ import difflib
 import hashlib
 import re
 import types
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -417,10 +418,11 @@ def _dangling_references(cfg: RouterConfig) -> list[str]:
     """Names that point at nothing; pydantic cannot see across sections."""
     out: list[str] = []
     if cfg.default_model not in cfg.models:
-        out.append(f"default_model: unknown model {cfg.default_model!r}")
+        out.append(f"default_model: {_unknown('model', cfg.default_model, cfg.models)}")
     for name, model in cfg.models.items():
         if model.reasoning_family and model.reasoning_family not in cfg.reasoning_families:
-            out.append(f"models.{name}.reasoning_family: unknown family {model.reasoning_family!r}")
+            out.append(f"models.{name}.reasoning_family: "
+                       f"{_unknown('family', model.reasoning_family, cfg.reasoning_families)}")
     clash = set(cfg.auto_model_names) & set(cfg.models)
     if clash:
         out.append(f"auto_model_names: {sorted(clash)} are also model names")
@@ -430,18 +432,34 @@ def _dangling_references(cfg: RouterConfig) -> list[str]:
     for i, cat in enumerate(cfg.categories):
         for j, score in enumerate(cat.model_scores):
             if score.model not in cfg.models:
-                out.append(f"categories.{i}.model_scores.{j}.model: unknown model {score.model!r}")
+                out.append(f"categories.{i}.model_scores.{j}.model: {_unknown('model', score.model, cfg.models)}")
     lookup = cfg.semantic_cache.lookup_timeout_ms * LOOP_SLACK if cfg.semantic_cache.enabled else 0
     budget = cfg.classifier.timeout_ms + lookup
     if cfg.classifier.enabled and budget + ROUTER_MARGIN_MS > cfg.envoy.message_timeout_ms:
         out.append(f"classifier.timeout_ms: {cfg.classifier.timeout_ms} ms plus twice the cache lookup budget and "
                    f"{ROUTER_MARGIN_MS} ms for parsing must stay under envoy.message_timeout_ms "
                    f"({cfg.envoy.message_timeout_ms} ms), or Envoy forwards slow requests undecided")
+    # Left out, the default category may name no category: its requests go to default_model. Written, it must
+    # resolve: a typo would send every low-confidence request past the category the operator meant.
+    if "default_category" in cfg.model_fields_set and cfg.default_category not in names:
+        out.append(f"default_category: {_unknown('category', cfg.default_category, names)}")
     known = set(names) | {cfg.default_category}
     for i, rule in enumerate(cfg.keyword_rules):
         if rule.category not in known:
-            out.append(f"keyword_rules.{i}.category: unknown category {rule.category!r}")
+            out.append(f"keyword_rules.{i}.category: {_unknown('category', rule.category, sorted(known))}")
     return out
+
+
+def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    return f"unknown {kind} {name!r}{_hint(name, list(known), 'known')}"
+
+
+def _hint(name: str, choices: list[str], listed: str) -> str:
+    """The close name meant, else every one it could have been."""
+    close = difflib.get_close_matches(name, choices, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" ({listed}: {', '.join(choices)})" if choices else ""
 
 
 def _format_location(loc: tuple[Any, ...]) -> str:
@@ -472,11 +490,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
 
 def _unknown_key(loc: tuple[Any, ...]) -> str:
     """What pydantic calls "Extra inputs are not permitted": the close key meant, else every allowed one."""
-    allowed = _allowed_keys(loc)
-    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-    if close:
-        return f"unknown key (did you mean {close[0]!r}?)"
-    return f"unknown key (allowed: {', '.join(allowed)})" if allowed else "unknown key"
+    return "unknown key" + _hint(str(loc[-1]), _allowed_keys(loc), "allowed")
 
 
 def parse_config(data: Any, file: str = "<config>") -> RouterConfig:

@@ -187,9 +187,10 @@ def models_list(names: list[str]) -> bytes:
     return json.dumps({"object": "list", "data": [model_object(n) for n in names]}).encode()
 
 
-def fresh_completion(stored: dict[str, Any], model: str) -> dict[str, Any]:
-    """A stored completion re-issued as new: fresh id and timestamp, the requested model."""
-    return {**stored, "id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
+def fresh_completion(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored completion re-issued as new: fresh id and timestamp; its model stays the one that answered, as on
+    the miss that stored it (a client counting cost by `model` would otherwise book hits under `auto`)."""
+    return {**stored, "id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time())}
 
 
 # ---- Server-sent events -------------------------------------------------------------------

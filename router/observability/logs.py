@@ -60,9 +60,9 @@ def configure(
     log_prompts: bool = False,
     stream: TextIO | None = None,
 ) -> None:
-    """Send structlog events and stdlib records (grpc, pymilvus) through one renderer to `stream`.
+    """Send structlog events, stdlib records (grpc, pymilvus) and Python warnings through one renderer to `stream`.
 
-    structlog events take the direct PrintLogger path (no stdlib formatting on the hot path); stdlib
+    structlog events take the direct WriteLogger path (no stdlib formatting on the hot path); stdlib
     records get the same processors through a ProcessorFormatter so every line has one shape.
     """
     out = stream if stream is not None else sys.stderr
@@ -77,7 +77,9 @@ def configure(
     ]
     structlog.configure(
         processors=[*shared, renderer],
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per line: router workers share one stderr, unbuffered in the image (PYTHONUNBUFFERED), and print()
+        # wrote the line and its newline apart, so under load two workers' lines met on one line.
+        logger_factory=structlog.WriteLoggerFactory(out),
         wrapper_class=structlog.make_filtering_bound_logger(_level_number(level)),
         cache_logger_on_first_use=False,
     )
@@ -94,6 +96,7 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_level_number(level))
+    logging.captureWarnings(True)  # a library's warnings.warn() is a log line too, not raw text on stderr
     adopt_loggers(*[name for name in LIBRARY_LOGGERS if name in sys.modules])
 
 

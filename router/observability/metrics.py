@@ -337,11 +337,12 @@ class RouterMetrics:
         self.last_reload_ts.set(time.time() if now is None else now)
 
     def set_config_version(self, version: str) -> None:
-        """The running config's version at 1; the one it replaced at 0 (with workers its file keeps the series)."""
+        """The running config's version at 1; the ones it replaced stay at 0. prometheus_client cannot remove a
+        series in multi-process mode (a worker's file keeps it, and `remove` writes a plain-text warning into the
+        JSON log), so the single-process router keeps them too: one scrape shape, one series per version applied."""
         old, self._config_version = self._config_version, version
         if old is not None and old != version:
             self.config_info.labels(old).set(0)
-            self.config_info.remove(old)
         self.config_info.labels(version).set(1)
 
     def record_classifier_failure(self, policy: str, reason: ClassifierFailure = "error") -> None:

@@ -49,7 +49,8 @@ def test_responses_are_classified_routed_and_cached(oai: openai.OpenAI) -> None:
                                                    store=False)
     assert again.headers["x-vsr-cache-hit"] == "true"
     hit = again.parse()
-    assert hit.output_text == first.output_text and hit.model == "auto" and hit.status == "completed"
+    assert hit.output_text == first.output_text and hit.status == "completed"
+    assert hit.model == first.model == BIG  # the model that answered, as on the miss: not the `auto` asked for
 
 
 def test_responses_stream_in_their_own_events_and_replay_from_the_cache(oai: openai.OpenAI) -> None:
@@ -63,6 +64,21 @@ def test_responses_stream_in_their_own_events_and_replay_from_the_cache(oai: ope
         assert text == "This is gpt-oss-120b answering a 14-word question."
         assert events[-1].type == "response.completed"
         assert events[-1].response.output_text == text
+        assert {e.response.model for e in events if e.type in ("response.created", "response.completed")} == {BIG}
+
+
+def test_a_chat_cache_hit_names_the_model_that_answered(oai: openai.OpenAI) -> None:
+    """A hit said `auto` where its miss said gpt-oss-120b: a client booking cost by `response.model` miscounted."""
+    messages: list[Any] = [{"role": "user", "content": MATH + " (chat)"}]
+    for expect_hit in ("false", "true"):
+        raw = oai.chat.completions.with_raw_response.create(model="auto", messages=messages)
+        assert raw.headers["x-vsr-cache-hit"] == expect_hit and raw.parse().model == BIG
+    streamed: list[Any] = [{"role": "user", "content": MATH + " (chat, streamed)"}]
+    for expect_hit in ("false", "true"):
+        with oai.chat.completions.with_streaming_response.create(model="auto", messages=streamed,
+                                                                 stream=True) as r:
+            assert r.headers["x-vsr-cache-hit"] == expect_hit
+            assert {chunk.model for chunk in r.parse()} == {BIG}
 
 
 def test_a_responses_request_that_depends_on_server_state_is_routed_but_never_cached(oai: openai.OpenAI) -> None:
@@ -104,6 +120,7 @@ def test_anthropic_messages_are_classified_routed_and_cached(claude: anthropic.A
     assert again.headers["x-vsr-cache-hit"] == "true"
     hit = again.parse()
     assert hit.content[0].text == first.content[0].text and hit.stop_reason == "end_turn"
+    assert hit.model == first.model == BIG
     assert hit.usage.output_tokens == first.usage.output_tokens
 
 
@@ -117,6 +134,7 @@ def test_anthropic_streams_in_its_own_events_and_replays_from_the_cache(claude: 
             final = stream.get_final_message()
         assert text == "This is gpt-oss-120b answering a 14-word question."
         assert final.stop_reason == "end_turn" and final.content[0].text == text
+        assert final.model == BIG  # from message_start
 
 
 def test_anthropic_clients_get_anthropic_errors(claude: anthropic.Anthropic, stack: Stack) -> None:

@@ -161,6 +161,26 @@ def test_each_worker_reports_the_config_version_it_runs(stack: Stack) -> None:
     assert line["config"] == version
 
 
+def test_a_new_config_version_keeps_the_log_json_and_the_replaced_one_at_zero(stack: Stack) -> None:
+    """Each applied version change once wrote prometheus_client's "Removal of labels has not been implemented in
+    multi-process mode" warning, two plain-text lines, into the JSON log; the replaced version must still scrape 0."""
+    url = f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz"
+    old = _poll(url, lambda r: len({w.get("config_version") for w in r.json()["workers"]}) == 1)["workers"][0]
+    raw = yaml.safe_load(stack.config_path.read_text())
+    raw["classifier"]["confidence_threshold"] = 0.53
+    stack.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    version = _validated_version(stack.config_path)
+    body = _poll(url, lambda r: all(w.get("config_version") == version for w in r.json()["workers"]), timeout_s=20)
+    text = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics", timeout=5).text
+    info = {(s.labels["pid"], s.labels["version"]): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "vsr_config_info"}
+    for pid in {str(w["pid"]) for w in body["workers"]}:
+        assert info[(pid, version)] == 1 and info[(pid, old["config_version"])] == 0, info
+    lines = (stack.workdir / "router.log").read_text().splitlines()
+    assert [x for x in lines if not x.startswith("{")] == []
+    assert [x for x in map(json.loads, lines) if x.get("logger_name") == "py.warnings"] == []
+
+
 def test_a_killed_worker_is_replaced_and_only_its_streams_in_flight_fail(stack: Stack) -> None:
     """SIGKILL to one worker under load: the streams in flight on it are cut and Envoy refuses them (503
     `router_unavailable`; with failure_mode_allow: true they went on unrouted), counted by Envoy. A request sent

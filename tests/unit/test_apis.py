@@ -52,10 +52,10 @@ def test_anthropic_errors_have_anthropics_shape() -> None:
 
 
 def _replay(api: apis.Api) -> list[dict]:  # type: ignore[type-arg]
-    completion = {"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant",
-                  "content": "Hello there"}, "finish_reason": "stop"}],
+    completion = {"object": "chat.completion", "model": "m1", "choices": [{"index": 0, "message": {
+                  "role": "assistant", "content": "Hello there"}, "finish_reason": "stop"}],
                   "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
-    return [json.loads(p) for p in SSEDecoder().feed(apis.render_hit(api, completion, "auto", stream=True))]
+    return [json.loads(p) for p in SSEDecoder().feed(apis.render_hit(api, completion, stream=True))]
 
 
 @pytest.mark.parametrize("api", ["responses", "messages"])
@@ -64,7 +64,7 @@ def test_a_cache_replay_reassembles_into_the_same_answer(api: apis.Api) -> None:
     for event in _replay(api):
         assembler.add(json.dumps(event).encode())
     completion = assembler.completion()
-    assert completion is not None
+    assert completion is not None and completion["model"] == "m1"
     assert completion["choices"][0]["message"]["content"] == "Hello there"
     assert assembler.usage == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
 

@@ -81,6 +81,31 @@ def test_dangling_references_are_reported(tmp_path: Path) -> None:
     assert "keyword_rules.0.category: unknown category 'astrology'" in result.stderr
 
 
+def test_a_default_category_that_names_no_category_is_refused_with_the_one_meant(tmp_path: Path) -> None:
+    """validate said OK and a reload applied it: every low-confidence request then went to no category at all."""
+    def edit(d: dict) -> None:
+        d["default_category"] = "otherr"
+        d["categories"][0]["model_scores"][0]["model"] = "qwen3-4bb"
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{path}: categories.0.model_scores.0.model: unknown model 'qwen3-4bb' (did you mean 'qwen3-4b'?)",
+        f"{path}: default_category: unknown category 'otherr' (did you mean 'other'?)"]
+
+
+def test_a_default_category_left_out_may_name_no_category() -> None:
+    """Left out, low-confidence requests go to default_model (the policy's answer for no category)."""
+    cfg = parse_config({"default_model": "m", "models": {"m": {"endpoints": [{"port": 8001}]}},
+                        "categories": [{"name": "math", "model_scores": [{"model": "m", "score": 1}]}]})
+    assert cfg.default_category == "other" and cfg.category("other") is None
+    with pytest.raises(ConfigError) as err:
+        parse_config({"default_model": "m", "models": {"m": {"endpoints": [{"port": 8001}]}},
+                      "default_category": "general"})
+    assert err.value.problems == [("default_category", "unknown category 'general'")]
+
+
 def test_a_value_outside_a_union_gets_one_plain_message(tmp_path: Path) -> None:
     def edit(d: dict) -> None:
         d["server"]["workers"] = "many"
@@ -96,7 +121,7 @@ def test_a_dangling_reference_under_a_hyphenated_name_keeps_its_key_path(tmp_pat
 
     path = _broken(tmp_path, edit)
     lines = _cli("validate", str(path)).stderr.splitlines()
-    assert lines == [f"{path}: models.qwen3-4b.reasoning_family: unknown family 'qwen'"]  # it was under <root>
+    assert lines == [f"{path}: models.qwen3-4b.reasoning_family: unknown family 'qwen' (did you mean 'qwen3'?)"]  # it was under <root>
 
 
 def test_validate_refuses_a_model_dir_a_reload_would_refuse(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +17,7 @@ from router.observability import logs
 @pytest.fixture(autouse=True)
 def _restore_logging() -> Iterator[None]:
     yield
+    logging.captureWarnings(False)
     structlog.reset_defaults()
     root = logging.getLogger()
     for handler in [h for h in root.handlers if h.get_name() == logs._HANDLER_NAME]:
@@ -51,6 +53,39 @@ def test_one_json_line_per_request_without_prompt_text() -> None:
     assert line["cache"] == "miss" and line["classify_ms"] == 1.2 and line["total_ms"] == 2.13
     assert line["prompt"] == logs.REDACTED and line["messages"] == logs.REDACTED
     assert "078-05-1120" not in out.getvalue()
+
+
+def test_a_library_warning_is_a_json_line_too() -> None:
+    """prometheus_client's warnings.warn() reached stderr as two plain-text lines between the JSON ones."""
+    out = io.StringIO()
+    logs.configure("json", stream=out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("Removal of labels has not been implemented", UserWarning, stacklevel=1)
+    (line,) = lines(out)
+    assert line["level"] == "warning" and line["logger_name"] == "py.warnings"
+    assert "UserWarning: Removal of labels has not been implemented" in str(line["event"])
+
+
+class _Writes(io.StringIO):
+    """A stream that keeps each write call apart, as the kernel sees an unbuffered stderr."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+
+def test_each_line_is_one_write_so_workers_sharing_stderr_never_interleave() -> None:
+    """Two workers' request lines were seen as `{...}{...}` and an empty line in the workers test's log."""
+    out = _Writes()
+    logs.configure("json", stream=out)
+    emit_request(logs.get_logger("extproc"))
+    logging.getLogger("grpc").warning("a library line")
+    assert len(out.calls) == 2 and all(c.endswith("\n") and c.count("\n") == 1 for c in out.calls), out.calls
 
 
 def test_log_prompts_flag_keeps_text_for_debugging() -> None:

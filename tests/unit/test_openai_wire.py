@@ -77,8 +77,8 @@ def test_replayed_stream_parses_back_to_the_same_answer() -> None:
     stored = {"id": "x", "created": 1, "model": "m", "object": "chat.completion",
               "choices": [{"index": 0, "message": {"role": "assistant", "content": "cached"},
                            "finish_reason": "stop"}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
-    fresh = wire.fresh_completion(stored, "auto")
-    assert fresh["id"] != "x" and fresh["model"] == "auto"
+    fresh = wire.fresh_completion(stored)
+    assert fresh["id"] != "x" and fresh["model"] == "m"  # the model that answered, as on the miss
     decoder, assembler = wire.SSEDecoder(), wire.StreamAssembler()
     for payload in decoder.feed(wire.completion_to_sse(fresh, include_usage=True)):
         assembler.add(payload)

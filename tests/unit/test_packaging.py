@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -344,3 +345,12 @@ def test_image_check_runs_the_router_container_as_the_manifest_does(tmp_path: Pa
     assert args[args.index("--user") + 1] == "10001" and args[args.index("--cap-drop") + 1] == "ALL"
     mounts = {a.split(":")[1]: a.split(":")[2] for a in args if a.count(":") == 2 and a.startswith("/")}
     assert mounts == {"/app/config": "ro", "/app/var": "rw", "/tmp": "rw"}
+
+
+@pytest.mark.parametrize(("env", "netns"), [({}, "vsr-test"), ({"NETNS": "vsr-other"}, "vsr-other")])
+def test_make_test_runs_in_the_network_namespace_netns_names(env: dict[str, str], netns: str) -> None:
+    """README: `NETNS=name make test`; the Makefile fixed vsr-test, so two checkouts testing at once shared it."""
+    base = {k: v for k, v in os.environ.items() if k != "NETNS"}
+    dry = subprocess.run(["make", "-n", "test"], cwd=ROOT, env={**base, **env}, capture_output=True, text=True,
+                         check=True).stdout
+    assert set(re.findall(r"ip netns exec (\S+)", dry)) == {netns}
