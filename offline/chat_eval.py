@@ -60,6 +60,7 @@ class Scored:
 DOMAIN_CHAT_SETS = {
     "chat": ("chat_domain_test.jsonl", "ShareGPT + chatterbot prompts labelled by reading them"),
     "chat_v2": ("chat_domain_test_v2.jsonl", "ShareGPT TEST-split prompts labelled by reading them (fresh)"),
+    "chat_v3": ("chat_domain_test_v3.jsonl", "ShareGPT DEV-split and later TEST-split prompts labelled by reading"),
 }
 
 
