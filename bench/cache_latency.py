@@ -47,11 +47,11 @@ sys.path.insert(0, str(ROOT))
 from latency_stats import summary_ms
 
 from router.cache.memory import MemoryStore
-from router.cache.milvus import MilvusStore, is_local_uri
+from router.cache.milvus import MilvusStore
 from router.cache.semantic_cache import CacheRequest, SemanticCache
 from router.cache.store import DIM, CacheEntry, CacheStore
 from router.cache.verifier import CLEAN, VETOED, Verifier
-from router.config import CacheConfig
+from router.config import CacheConfig, is_local_uri
 
 PAYLOAD = json.dumps({"object": "chat.completion", "choices": [
     {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "x" * 1000}}]})

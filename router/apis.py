@@ -446,9 +446,14 @@ def message_events(msg: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     yield "message_stop", {"type": "message_stop"}
 
 
-def render_hit(api: Api, completion: dict[str, Any], stream: bool, include_usage: bool = False) -> bytes:
-    """A cached answer (a chat.completion) in the client's format, naming the model that answered it;
-    `include_usage` is the chat `stream_options.include_usage` (the other APIs' streams always carry usage)."""
+def render_hit(api: Api, completion: dict[str, Any], routed: str, stream: bool, include_usage: bool = False) -> bytes:
+    """A cached answer (a chat.completion) in the client's format, naming the model that answered it: the stored
+    answer's own `model`, else `routed`, the model the request was routed to (part of the entry's scope), so an
+    upstream answer without one is never replayed with none, null, "" or "None". `include_usage` is the chat
+    `stream_options.include_usage` (the other APIs' streams always carry usage)."""
+    answered = completion.get("model")
+    if not isinstance(answered, str) or not answered:
+        completion = {**completion, "model": routed}
     if api == "chat":
         fresh = wire.fresh_completion(completion)
         return wire.completion_to_sse(fresh, include_usage) if stream else json.dumps(fresh).encode()

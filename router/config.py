@@ -311,6 +311,16 @@ class ClassifierConfig(_Strict):
     example_threshold: float = Field(default=0.6, ge=0, le=1)
 
 
+def is_local_uri(uri: str) -> bool:
+    """A file path (embedded Milvus Lite), not a server's address."""
+    return not re.match(r"^(https?|tcp|grpc|unix)://", uri)
+
+
+# The file names milvus_lite's Server accepts: any other raised RuntimeError on every connect, and its __del__ a
+# plain-text traceback on stderr, while validate said OK.
+_LITE_FILE_NAME = re.compile(r"^[a-zA-Z0-9.\-_]{1,36}$")
+
+
 class CacheConfig(_Strict):
     """The semantic cache (router/cache/README.md explains every field and the measurements behind them)."""
 
@@ -362,6 +372,14 @@ class CacheConfig(_Strict):
     user_headers: list[str] = ["x-authz-user-id"]
     use_api_key: bool = True  # the bearer token in `authorization` identifies the tenant/user
     hmac_secret_env: str = "VSR_CACHE_HMAC_SECRET"
+
+    @field_validator("uri")
+    @classmethod
+    def _lite_file_name(cls, uri: str) -> str:
+        name = Path(uri).name
+        if is_local_uri(uri) and not _LITE_FILE_NAME.match(name):
+            raise ValueError(f"Milvus Lite takes a file name of at most 36 letters, digits, '.', '-' and '_', not {name!r}")
+        return uri
 
 
 class ObservabilityConfig(_Strict):

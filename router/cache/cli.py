@@ -18,10 +18,9 @@ from typing import Any
 
 from router.cache import keys
 from router.cache.lite import SHARED_LITE_ENV, running_child, shared_lite_env
-from router.cache.milvus import is_local_uri
 from router.cache.semantic_cache import SemanticCache
 from router.cache.store import CacheBackendError
-from router.config import CONFIG_HELP, DEFAULT_CONFIG, CacheConfig, ConfigError, load_config
+from router.config import CONFIG_HELP, DEFAULT_CONFIG, CacheConfig, ConfigError, is_local_uri, load_config
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -38,7 +38,7 @@ from router.cache.store import (
     InvalidCacheArgument,
     StoreStats,
 )
-from router.config import LOOP_SLACK
+from router.config import LOOP_SLACK, is_local_uri
 from router.observability import metrics
 
 T = TypeVar("T")
@@ -77,10 +77,6 @@ class _QueueExpired(TimeoutError):
 
 class CacheSchemaError(CacheBackendError):
     """The collection exists with another schema: an operator must drop it or pick another name."""
-
-
-def is_local_uri(uri: str) -> bool:
-    return not re.match(r"^(https?|tcp|grpc|unix)://", uri)
 
 
 def _ms(t: float) -> int:

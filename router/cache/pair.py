@@ -143,6 +143,15 @@ class PairModel:
         (probability,) = self._session.run(None, {"input_ids": ids, "token_type_ids": types})
         return float(probability[0])
 
-    async def check(self, stored: str, query: str) -> float:
-        """`score` in the model's own thread, so the event loop keeps serving meanwhile."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self.score, stored, query)
+    def reads_whole(self, stored: str, query: str) -> bool:
+        """Whether the two prompts fit in MAX_TOKENS together, so `pair_ids` cuts neither."""
+        lengths = (len(self._tokenizer.encode(t, add_special_tokens=False).ids) for t in (stored, query))
+        return sum(lengths) <= MAX_TOKENS - 3
+
+    async def check(self, stored: str, query: str, whole: bool = False) -> float:
+        """`score` in the model's own thread, so the event loop keeps serving meanwhile. `whole` (an ADDITION: the
+        detail one prompt adds is what the model is asked about, and sits anywhere, often at the end): 0.0 unless it
+        reads both prompts whole; cut, it scored the rest and vouched for a detail it never read."""
+        def run() -> float:
+            return self.score(stored, query) if not whole or self.reads_whole(stored, query) else 0.0
+        return await asyncio.get_running_loop().run_in_executor(self._thread, run)

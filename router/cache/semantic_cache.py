@@ -33,8 +33,8 @@ from router.cache.memory import MemoryStore
 from router.cache.milvus import MAX_TEXT_BYTES, MilvusStore
 from router.cache.pair import OperatingPoint, PairModel, manifest_point
 from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore
+from router.cache.verifier import ADDITION, Verifier
 from router.cache.verifier import FLOOR as VERIFIER_FLOOR
-from router.cache.verifier import Verifier
 from router.cache.writer import WriteQueue
 from router.config import LOOP_SLACK, CacheConfig, RouterConfig
 from router.observability import metrics
@@ -288,7 +288,7 @@ class SemanticCache:
         pick, need = chosen
         pair = None  # not asked: no pair model, or the chosen candidate's step needs no pair score
         if self.pair is not None and need > 0:
-            pair = await self.pair.check(own[pick].entry.text, req.text)
+            pair = await self.pair.check(own[pick].entry.text, req.text, whole=bool(states[pick] == ADDITION))
             if not pair >= need:  # NaN included: a score nothing vouches for never serves
                 self._count("pair_reject")
                 return None

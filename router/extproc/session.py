@@ -458,7 +458,7 @@ class StreamSession:
         self.response.status = 200
         headers = {**self._decision_headers(), "x-vsr-cache-hit": "true",
                    "x-vsr-cache-similarity": f"{hit.similarity:.4f}"}
-        body = apis.render_hit(self.request.api, hit.completion, chat.stream, chat.include_usage)
+        body = apis.render_hit(self.request.api, hit.completion, decision.model, chat.stream, chat.include_usage)
         return msg.immediate(200, body, headers, msg.SSE if chat.stream else msg.JSON)
 
     # ---- response phases ---------------------------------------------------------------------

@@ -39,8 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, PlatformCollect
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable, shared_lite_env
-from router.cache.milvus import is_local_uri
-from router.config import ConfigError, RouterConfig, drain_s, load_config
+from router.config import ConfigError, RouterConfig, drain_s, is_local_uri, load_config
 from router.extproc.slot import WORKER_STATE_ENV, bootstrap, read_state
 from router.observability import logs
 from router.observability.envoy_stats import EnvoyRouterFailures, admin_reader

@@ -27,8 +27,9 @@ from pymilvus import DataType, MilvusClient
 from devstack.milvus_server import MilvusServer, _accepts
 from router.cache.lite import LiteProcess, LiteUnavailable
 from router.cache.memory import MemoryStore
-from router.cache.milvus import CacheSchemaError, MilvusStore, is_local_uri
+from router.cache.milvus import CacheSchemaError, MilvusStore
 from router.cache.store import CacheBackendError, CacheEntry, CacheStore
+from router.config import is_local_uri
 
 NOW = time.time()
 # These cases check what a store keeps, not how soon a write shows: read your own writes.

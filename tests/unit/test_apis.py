@@ -55,7 +55,7 @@ def _replay(api: apis.Api) -> list[dict]:  # type: ignore[type-arg]
     completion = {"object": "chat.completion", "model": "m1", "choices": [{"index": 0, "message": {
                   "role": "assistant", "content": "Hello there"}, "finish_reason": "stop"}],
                   "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
-    return [json.loads(p) for p in SSEDecoder().feed(apis.render_hit(api, completion, stream=True))]
+    return [json.loads(p) for p in SSEDecoder().feed(apis.render_hit(api, completion, "m2", stream=True))]
 
 
 @pytest.mark.parametrize("api", ["responses", "messages"])

@@ -208,6 +208,30 @@ async def test_an_added_detail_is_left_to_the_pair_model(model: PairModel, store
     assert (hit is not None) is served
 
 
+SHOP = ("I run a small online shop selling handmade candles and soaps, about forty orders a week, mostly shipped within "
+        "the country, and I do all of the packing and bookkeeping myself in the evenings after my day job. Sales peak "
+        "right before the holidays. ")
+
+
+async def test_an_addition_is_served_only_when_the_pair_model_reads_both_prompts_whole(model: PairModel) -> None:
+    """The pair model reads both prompts in MAX_TOKENS, the longer one cut first: a negation at the end of a long prompt
+    ("I do not want to use any paid software") was cut off, the pair model scored what was left (0.99, the score of the
+    prompt without it) and served the answer to the prompt without it. Read whole (one sentence less context), the
+    same addition scored 0.74."""
+    cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100))
+    stored, query = (SHOP + "How should I keep track of my inventory?",
+                     SHOP + "what's a good way to track my stock levels? I do not want to use any paid software.")
+    _, states = cache.verifier.judge(query, [(stored, 1.0)])
+    assert states.tolist() == [ADDITION]  # the negation on one side only
+    assert model.score(stored, query) >= model.operating_point.addition_threshold  # what is left once it is cut
+    try:
+        await put(cache, make_req(stored, BASE), completion("A spreadsheet, or a paid inventory app."))
+        assert await cache.lookup(make_req(query, BASE)) is None
+    finally:
+        await cache.close()
+    assert cache.counters["pair_reject"] == 1
+
+
 class Broken(PairModel):
     """The pair model answering NaN (a corrupt or mis-exported ONNX file): no comparison holds for it."""
 

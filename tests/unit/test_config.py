@@ -115,6 +115,21 @@ def test_a_value_outside_a_union_gets_one_plain_message(tmp_path: Path) -> None:
     assert lines == [f"{path}: server.workers: must be 'auto' or a number of router processes from 1 to 64"]
 
 
+@pytest.mark.parametrize("name", ["semantic_router_production_cache_v2.db", "my cache.db"])
+def test_a_milvus_lite_file_name_milvus_lite_refuses_is_refused_by_validate(tmp_path: Path, name: str) -> None:
+    """validate said OK; milvus_lite then refused the name (RuntimeError: at most 36 letters, digits, '.', '-', '_')
+    on every connect, logged as cache_lookup_bug, and its Server's __del__ printed a plain-text traceback."""
+    def edit(d: dict) -> None:
+        d["semantic_cache"]["uri"] = f"var/cache/{name}"
+
+    path = _broken(tmp_path, edit)
+    lines = _cli("validate", str(path)).stderr.splitlines()
+    problem = f"Milvus Lite takes a file name of at most 36 letters, digits, '.', '-' and '_', not {name!r}"
+    assert lines == [f"{path}: semantic_cache.uri: {problem}"]
+    server = _broken(tmp_path, lambda d: d["semantic_cache"].update(uri=f"http://milvus:19530/{name}"))
+    assert _cli("validate", str(server)).returncode == 0  # a server's address is no file name
+
+
 def test_a_dangling_reference_under_a_hyphenated_name_keeps_its_key_path(tmp_path: Path) -> None:
     def edit(d: dict) -> None:
         d["models"]["qwen3-4b"]["reasoning_family"] = "qwen"

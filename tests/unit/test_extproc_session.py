@@ -385,6 +385,39 @@ async def test_a_stateful_responses_request_is_a_counted_cache_skip() -> None:
     await rt.cache.close()
 
 
+@pytest.mark.parametrize("stored_model", ["missing", None, ""])
+async def test_a_hit_on_an_answer_without_a_model_name_names_the_routed_model(stored_model: str | None) -> None:
+    """A hit names the model that answered, read from the stored answer; an upstream answer without a usable `model`
+    (left out, null, empty) was replayed as a chat answer with no `model` at all (required by the OpenAI schema)
+    and as Responses / Anthropic answers naming the model "None" or "". The routed model answered it (the cache
+    scope holds it), so the hit names that one."""
+    rt = runtime(MATH, cache=True)
+    first = StreamSession(rt, EXECUTOR)
+    await send(first, {**chat("Integrate x^5"), "max_tokens": 100})
+    status = [base_pb2.HeaderValue(key=":status", raw_value=b"200"),
+              base_pb2.HeaderValue(key="content-type", raw_value=b"application/json")]
+    await first.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=status))))
+    answer: dict[str, Any] = {"id": "x", "object": "chat.completion", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "x^6/6"}, "finish_reason": "stop"}]}
+    if stored_model != "missing":
+        answer["model"] = stored_model
+    await first.handle(pb.ProcessingRequest(
+        response_body=pb.HttpBody(body=json.dumps(answer).encode(), end_of_stream=True)))
+    assert rt.cache is not None and first.request.decision is not None
+    await rt.cache.flush()
+    routed = first.request.decision.model
+    for path, payload in [("/v1/chat/completions", {**chat("Integrate x^5"), "max_tokens": 100}),
+                          ("/v1/responses", {"model": "auto", "input": "Integrate x^5", "store": False,
+                                             "max_output_tokens": 100}),
+                          ("/v1/messages", {**chat("Integrate x^5"), "max_tokens": 100})]:
+        session = StreamSession(rt, EXECUTOR)
+        await session.handle(headers(path, authorization="Bearer sk-tenant-a"))
+        resp = await session.handle(body(payload))
+        assert resp.WhichOneof("response") == "immediate_response", path  # a hit
+        assert json.loads(resp.immediate_response.body).get("model") == routed, path
+    await rt.cache.close()
+
+
 async def test_a_streamed_hit_ends_with_a_usage_chunk_only_when_the_client_asked() -> None:
     """OpenAI sends the `choices: []` usage chunk only for `stream_options.include_usage`; a client reading
     `chunk.choices[0]` breaks on one it did not ask for (a JSON answer stored with its usage, replayed as SSE)."""
