@@ -30,6 +30,7 @@ EVALUATION = (
     "cache_heldout_v17.jsonl",
     "cache_heldout_v18.jsonl",
     "cache_heldout_v19.jsonl",
+    "cache_heldout_v20.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
