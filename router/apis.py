@@ -374,17 +374,13 @@ def _text_of(completion: dict[str, Any]) -> tuple[str, str]:
     return str((choice.get("message") or {}).get("content") or ""), str(choice.get("finish_reason") or "stop")
 
 
-def _model_of(completion: dict[str, Any]) -> str:
-    """The model the stored answer came back with (what that request's miss showed the client)."""
-    return str(completion.get("model", ""))
-
-
 def as_response(completion: dict[str, Any]) -> dict[str, Any]:
+    """A stored chat.completion as a Responses API object; its `model` is the one `render_hit` settled on."""
     text, finish = _text_of(completion)
     usage = completion.get("usage") or {}
     p, c = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
     return {"id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": int(time.time()),
-            "status": "completed" if finish == "stop" else "incomplete", "model": _model_of(completion), "error": None,
+            "status": "completed" if finish == "stop" else "incomplete", "model": completion["model"], "error": None,
             "incomplete_details": None if finish == "stop" else {"reason": "max_output_tokens"},
             "output": [{"type": "message", "id": f"msg_{uuid.uuid4().hex}", "status": "completed",
                         "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}],
@@ -394,10 +390,11 @@ def as_response(completion: dict[str, Any]) -> dict[str, Any]:
 
 
 def as_message(completion: dict[str, Any]) -> dict[str, Any]:
+    """A stored chat.completion as an Anthropic message; its `model` is the one `render_hit` settled on."""
     text, finish = _text_of(completion)
     usage = completion.get("usage") or {}
     return {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
-            "model": _model_of(completion), "content": [{"type": "text", "text": text}],
+            "model": completion["model"], "content": [{"type": "text", "text": text}],
             "stop_reason": "max_tokens" if finish == "length" else "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": int(usage.get("prompt_tokens", 0)),
                       "output_tokens": int(usage.get("completion_tokens", 0))}}

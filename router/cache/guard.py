@@ -37,19 +37,27 @@ _NEGATIONS = frozenset(
 _EXCEPT_BEFORE = frozenset(["for", "those", "that", "the", "ones", "when", "if", "where", "what", "a", "an", "my",
                             "your", "our", "their", "his", "her", "its", "this", "these", "any", "one"])
 ANTONYMS = tuple(tuple(p.split("/")) for p in ["on/off", "enable/disable", "enabled/disabled", "activate/deactivate", "start/stop", "open/close", "increase/decrease", "raise/lower", "up/down", "add/remove", "lock/unlock", "before/after", "more/less", "most/least", "max/min", "maximum/minimum", "buy/sell", "import/export", "upload/download", "install/uninstall", "connect/disconnect", "encrypt/decrypt", "include/exclude", "allow/deny", "accept/reject", "win/lose", "gain/lose", "positive/negative", "true/false", "hot/cold", "fast/slow", "cheap/expensive", "cheapest/expensive", "best/worst", "better/worse", "advantages/disadvantages", "north/south", "east/west", "left/right", "male/female", "men/women", "boy/girl", "above/below", "inside/outside", "input/output", "push/pull", "send/receive", "show/hide", "mute/unmute", "subscribe/unsubscribe", "follow/unfollow", "block/unblock", "login/logout", "legal/illegal", "possible/impossible", "higher/lower", "bigger/smaller", "larger/smaller", "faster/slower", "old/new", "first/last", "he/she", "him/her", "his/her", "husband/wife", "boyfriend/girlfriend", "man/woman", "son/daughter", "father/mother", "brother/sister", "like/hate", "love/hate", "like/dislike", "rural/urban", "rich/poor", "good/bad", "right/wrong", "strong/weak", "happy/sad", "early/late", "success/failure", "agree/disagree", "pro/anti", "cause/cure"])
+
+
+def _one_name(groups: list[str]) -> dict[str, str]:
+    """Each word of each space-separated group -> the group's first word."""
+    return {word: group.split()[0] for group in groups for word in group.split()}
+
+
 # Units of measure, plural, abbreviation and "per" adjective -> one name: "10 minutes" and "10 seconds" are different
 # questions; "every day" and "daily" are not.
-_UNITS = {w: group.split()[0] for group in [
+_UNITS = _one_name([
     "seconds sec secs", "minute minutes min mins", "hour hours hr hrs hourly", "day days daily",
     "week weeks weekly", "month months monthly", "year years yearly annually annual",
-    "millimeter millimeters mm", "centimeter centimeters cm", "meter meters metre metres", "kilometer kilometers kilometre kilometres km", "mile miles", "foot feet ft",
+    "millimeter millimeters mm", "centimeter centimeters cm", "meter meters metre metres",
+    "kilometer kilometers kilometre kilometres km", "mile miles", "foot feet ft",
     "inch inches", "yard yards", "gram grams", "kilogram kilograms kg kgs kilo kilos", "pound pounds lb lbs",
     "ounce ounces oz", "ton tons tonne tonnes", "celsius centigrade", "fahrenheit", "kelvin",
     "byte bytes", "kb kilobyte kilobytes", "mb megabyte megabytes", "gb gigabyte gigabytes",
     "tb terabyte terabytes", "kbps", "mbps", "gbps", "liter liters litre litres", "milliliter milliliters ml",
     "gallon gallons", "cup cups", "tablespoon tablespoons tbsp", "teaspoon teaspoons tsp", "dollar dollars usd",
     "euro euros eur", "yen", "rupee rupees", "peso pesos", "watt watts", "volt volts", "amp amps ampere amperes",
-] for w in group.split()}
+])
 # word -> (pair index, side); one dict lookup per token instead of a scan over every pair.
 _ANTONYM_INDEX: dict[str, list[tuple[int, int]]] = {}
 for _i, _pair in enumerate(ANTONYMS):
@@ -58,13 +66,13 @@ for _i, _pair in enumerate(ANTONYMS):
 # Question words whose answers differ in kind (where vs how); what/how/which paraphrase each other freely.
 _WH = frozenset(["who", "whom", "whose", "where", "when", "why"])
 # Audience words -> one name per audience: "kids" / "children", "grandpa" / "grandfather" and a plural are one.
-_AUDIENCE = {w: group.split()[0] for group in [
+_AUDIENCE = _one_name([
     "child children kid kids", "toddler toddlers", "teenager teenagers teen teens", "student students",
     "beginner beginners novice novices newbie newbies", "expert experts", "professional professionals",
     "developer developers programmer programmers", "engineer engineers", "doctor doctors", "nurse nurses",
     "lawyer lawyers", "manager managers", "executive executives ceo", "investor investors", "parent parents",
     "senior seniors elderly", "grandmother grandma", "grandfather grandpa", "adult adults",
-    "layperson layman laymen", "scientist scientists", "phd", "professor", "teacher teachers"] for w in group.split()}
+    "layperson layman laymen", "scientist scientists", "phd", "professor", "teacher teachers"])
 _STOP = frozenset(["i", "a", "an", "the", "is", "are", "was", "were", "be", "of", "to", "in", "on", "for", "and", "or", "what", "how", "why", "who", "which", "when"])
 
 

@@ -111,11 +111,16 @@ def pair_ids(first: list[int], second: list[int], budget: int = MAX_TOKENS) -> t
     """input_ids and token_type_ids of "[CLS] first [SEP] second [SEP]", the longer side cut first, one token at a
     time (what the training tokenizer's "longest_first" does), so the two never exceed `budget` together."""
     a, b = list(first), list(second)
-    while len(a) + len(b) > budget - 3:
+    while not _fits(a, b, budget):
         (a if len(a) > len(b) else b).pop()
     ids = np.array([[CLS_ID, *a, SEP_ID, *b, SEP_ID]], dtype=np.int64)
     types = np.array([[0] * (len(a) + 2) + [1] * (len(b) + 1)], dtype=np.int64)
     return ids, types
+
+
+def _fits(first: list[int], second: list[int], budget: int = MAX_TOKENS) -> bool:
+    """Whether both sides and the three specials fit in `budget`, so `pair_ids` cuts neither."""
+    return len(first) + len(second) <= budget - 3
 
 
 class PairModel:
@@ -135,23 +140,18 @@ class PairModel:
         self._session, self._tokenizer, self.model_hash = load_model(model_path, tokenizer_path, threads=1)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-pair")
 
-    def score(self, stored: str, query: str) -> float:
-        """P(the answer stored for `stored` is right for `query`); blocking, one ONNX run."""
+    def score(self, stored: str, query: str, whole: bool = False) -> float:
+        """P(the answer stored for `stored` is right for `query`); blocking, one ONNX run. `whole` (an ADDITION: the
+        detail one prompt adds is what the model is asked about, and sits anywhere, often at the end): 0.0 unless it
+        reads both prompts whole; cut, it scored the rest and vouched for a detail it never read."""
         first, second = (self._tokenizer.encode(t, add_special_tokens=False).ids
                          for t in (stored, query))
+        if whole and not _fits(first, second):
+            return 0.0
         ids, types = pair_ids(first, second)
         (probability,) = self._session.run(None, {"input_ids": ids, "token_type_ids": types})
         return float(probability[0])
 
-    def reads_whole(self, stored: str, query: str) -> bool:
-        """Whether the two prompts fit in MAX_TOKENS together, so `pair_ids` cuts neither."""
-        lengths = (len(self._tokenizer.encode(t, add_special_tokens=False).ids) for t in (stored, query))
-        return sum(lengths) <= MAX_TOKENS - 3
-
     async def check(self, stored: str, query: str, whole: bool = False) -> float:
-        """`score` in the model's own thread, so the event loop keeps serving meanwhile. `whole` (an ADDITION: the
-        detail one prompt adds is what the model is asked about, and sits anywhere, often at the end): 0.0 unless it
-        reads both prompts whole; cut, it scored the rest and vouched for a detail it never read."""
-        def run() -> float:
-            return self.score(stored, query) if not whole or self.reads_whole(stored, query) else 0.0
-        return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+        """`score` in the model's own thread, so the event loop keeps serving meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self.score, stored, query, whole)

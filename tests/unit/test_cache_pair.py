@@ -73,9 +73,9 @@ class Recording(PairModel):
 
     threads: list[str]
 
-    def score(self, stored: str, query: str) -> float:
+    def score(self, stored: str, query: str, whole: bool = False) -> float:
         self.threads.append(threading.current_thread().name)
-        return super().score(stored, query)
+        return super().score(stored, query, whole)
 
 
 class AcceptsAll(Verifier):
@@ -235,7 +235,7 @@ async def test_an_addition_is_served_only_when_the_pair_model_reads_both_prompts
 class Broken(PairModel):
     """The pair model answering NaN (a corrupt or mis-exported ONNX file): no comparison holds for it."""
 
-    def score(self, stored: str, query: str) -> float:
+    def score(self, stored: str, query: str, whole: bool = False) -> float:
         return float("nan")
 
 
