@@ -20,7 +20,10 @@ with the same rule: a second step (verifier >= L2 < L, pair >= T2 > T, SECOND_TH
 threshold (ADDITION_THRESHOLDS), each may stay off; ties go to the stricter (higher T2, then L2, then addition
 threshold). Stage 3, on top of stage 2's point, same rule: what pair score the `sure` step needs (SURE_THRESHOLDS; 0:
 the pair model is not asked), so that a candidate the verifier is sure of is still refused when the pair model is
-sure it asks something else ("zoom in" / "zoom out": verifier 0.99, pair 0.24); ties to the higher. Every stage keeps
+sure it asks something else ("zoom in" / "zoom out": verifier 0.99, pair 0.24); ties to the higher. Stage 4, on top
+of stage 3's point, same rule: which guard checks still veto (`OperatingPoint.vetoes`; the verifier's were chosen
+without the pair model): from all of them, drop the one whose dropping gives the most preferred admissible point,
+while one strictly improves on the current point; ties keep the veto. Every stage keeps
 the verifier's candidate floor (0.70): a lower floor (0.55), alone and with a third step, was chosen on dev twice on
 2026-11-30 and failed its held-out rule on QQP test precision both times (router/cache/README.md, "A lower floor and
 a third step").
@@ -47,7 +50,8 @@ from offline.build import REPO_ROOT
 from offline.train_cache_verifier import DEV_SETS, QQP, assessed, dataset, embeddings, pair_table
 from router.cache.keys import normalise
 from router.cache.pair import INF, OperatingPoint, PairModel
-from router.cache.verifier import CLEAN, FLOOR, Verifier
+from router.cache.semantic_cache import default_verifier
+from router.cache.verifier import FLOOR
 
 MODEL_DIR = REPO_ROOT / "offline" / "trained" / "cache-pair"
 OUT = REPO_ROOT / "bench" / "results" / "cache_pair_dev.json"
@@ -75,7 +79,7 @@ def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarra
     sets, _ = dataset(QQP, 12000, 11, True)
     dev = {name: sets[name] for name in DEV_SETS}
     emb = embeddings([p for pairs in dev.values() for p in pairs], encoder_dir)
-    verifier = Verifier.load()
+    verifier = default_verifier()
     out = {}
     for name, pairs in dev.items():
         table = pair_table(pairs, emb)
@@ -84,16 +88,19 @@ def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarra
         for i in np.flatnonzero(table["candidate"]):
             pair_score[i] = model.score(normalise(pairs[i]["a"]), normalise(pairs[i]["b"]))
         out[name] = {"exact": table["exact"], "candidate": table["candidate"], "label": table["label"],
-                     "cos": table["cos"], "verifier": verifier_score, "state": state, "pair": pair_score,
+                     "cos": table["cos"], "x": table["x"], "verifier": verifier_score, "state": state, "pair": pair_score,
                      "threshold": np.array(verifier.threshold)}
     return out
 
 
 def figures(tables: dict[str, dict[str, np.ndarray]], point: OperatingPoint) -> dict[str, float]:
-    """Dev figures of one operating point (the verifier alone: OperatingPoint(FLOOR, ((its threshold, 0.0),)))."""
+    """Dev figures of one operating point (the verifier alone: OperatingPoint(FLOOR, ((its threshold, 0.0),))); a
+    point that names its vetoes has the candidates assessed again with them."""
     out: dict[str, float] = {}
     for name, t in tables.items():
-        hit = t["exact"] | (t["candidate"] & point.serves(t["verifier"], t["state"], t["pair"], t["cos"]))
+        scores, states = (t["verifier"], t["state"]) if point.vetoes is None else \
+            assessed(t, point.judging(default_verifier()))
+        hit = t["exact"] | (t["candidate"] & point.serves(scores, states, t["pair"], t["cos"]))
         positive = t["label"] == 1
         out[f"{name}_false_hits"] = int((hit & ~positive).sum())
         out[f"{name}_served"] = int((hit & positive).sum())
@@ -160,7 +167,17 @@ def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[list[OperatingPoin
             key = (*preference(g), need)
             if admissible(g) and key > top[0]:
                 top = key, point, g
-    return [first, second_point, top[1]], top[2], sweep
+    third_point, f = top[1], top[2]
+    # Stage 4: drop vetoes one at a time while dropping one is strictly preferred; ties keep the veto.
+    fourth = replace(third_point, vetoes=default_verifier().vetoes)
+    while fourth.vetoes:
+        tried = [(figures(tables, p), p) for p in (replace(fourth, vetoes=tuple(v for v in fourth.vetoes if v != name))
+                                                   for name in fourth.vetoes)]
+        better = [(g, p) for g, p in tried if admissible(g) and preference(g) > preference(f)]
+        if not better:
+            break
+        f, fourth = max(better, key=lambda gp: preference(gp[0]))
+    return [first, second_point, third_point, fourth], f, sweep
 
 
 def cost(model: PairModel, tables: dict[str, dict[str, np.ndarray]], runs: int = 600) -> dict[str, object]:
@@ -204,8 +221,7 @@ def main() -> int:
     default = float(tables["tuning"]["threshold"])
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     result = {k: v for k, v in result.items() if not k.startswith("stage_")}  # a run with fewer stages leaves none
-    no_vetoes = {name: t | {"state": np.full_like(t["state"], CLEAN)} for name, t in tables.items()}
-    alone = OperatingPoint(FLOOR, ((0.0, main_threshold),))
+    alone = OperatingPoint(FLOOR, ((0.0, main_threshold),), vetoes=())
     result |= {
         "model_dir": str(args.model_dir), "model_hash": model.model_hash,
         "rule": __doc__.split("Rule: ")[1].split(" Beside")[0].replace("\n", " "),
@@ -213,12 +229,12 @@ def main() -> int:
         **{f"stage_{i}": {**p.manifest(), **figures(tables, p)} for i, p in enumerate(stages[:-1], 1)},
         "verifier_default": {"threshold": default,
                              **figures(tables, OperatingPoint(FLOOR, ((default, 0.0),)))},
-        "pair_alone": {**alone.manifest(), **figures(no_vetoes, alone)},
+        "pair_alone": {**alone.manifest(), **figures(tables, alone)},
         "sweep_best_threshold_per_lower_bound": sweep,
         "candidates": {name: int((t["candidate"] & (t["cos"] >= point.floor)).sum()) for name, t in tables.items()},
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("chosen", "stage_1", "stage_2", "verifier_default", "pair_alone")},
+    print(json.dumps({k: result[k] for k in ("chosen", "stage_1", "stage_2", "stage_3", "verifier_default", "pair_alone")},
                      indent=1))
     if args.write:
         manifest_path = args.model_dir / "manifest.json"
