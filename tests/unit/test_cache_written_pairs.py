@@ -31,6 +31,7 @@ EVALUATION = (
     "cache_heldout_v18.jsonl",
     "cache_heldout_v19.jsonl",
     "cache_heldout_v20.jsonl",
+    "cache_heldout_v21.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
