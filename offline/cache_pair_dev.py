@@ -22,8 +22,9 @@ threshold). Stage 3, on top of stage 2's point, same rule: what pair score the `
 the pair model is not asked), so that a candidate the verifier is sure of is still refused when the pair model is
 sure it asks something else ("zoom in" / "zoom out": verifier 0.99, pair 0.24); ties to the higher. Stage 4, on top
 of stage 3's point, same rule: which guard checks still veto (`OperatingPoint.vetoes`; the verifier's were chosen
-without the pair model): from all of them, drop the one whose dropping gives the most preferred admissible point,
-while one strictly improves on the current point; ties keep the veto. Every stage keeps
+without the pair model): from all of them, drop the one whose dropping gives the most preferred admissible point
+that serves no more wrong answers on the retired held-out sets (`offline.cache_sets.RETIRED`, scored as a dev table)
+than the point before the drop, while one strictly improves on it; ties keep the veto. Every stage keeps
 the verifier's candidate floor (0.70): a lower floor (0.55), alone and with a third step, was chosen on dev twice on
 2026-11-30 and failed its held-out rule on QQP test precision both times (router/cache/README.md, "A lower floor and
 a third step").
@@ -31,7 +32,7 @@ Beside it the verifier alone at its default.
 `--write` stores the chosen point as `operating_point` in the model's manifest.json (not a hashed file).
 `--cost`: p50/p99 of one pair run (onnxruntime, 1 thread) over the dev candidate pairs, by total token length, added
 to the output under the model's layer count (`--layers N --minutes 0` exports an untrained N-layer model to time).
-Never read: QQP test, bench/data/cache_heldout*.jsonl.
+Never read: QQP test, the current and unused held-out sets (only `offline.cache_sets.RETIRED`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from offline.build import REPO_ROOT
+from offline.cache_pairs import retired_pairs
 from offline.train_cache_verifier import DEV_SETS, QQP, assessed, dataset, embeddings, pair_table
 from router.cache.keys import normalise
 from router.cache.pair import INF, OperatingPoint, PairModel
@@ -77,7 +79,7 @@ def recorded_stages(path: Path = OUT) -> dict[str, OperatingPoint]:
 def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarray]]:
     """Per dev set: exact/candidate/label columns, the verifier's and the pair model's score of every candidate."""
     sets, _ = dataset(QQP, 12000, 11, True)
-    dev = {name: sets[name] for name in DEV_SETS}
+    dev = {name: sets[name] for name in DEV_SETS} | {"retired": retired_pairs(set())}
     emb = embeddings([p for pairs in dev.values() for p in pairs], encoder_dir)
     verifier = default_verifier()
     out = {}
@@ -173,7 +175,8 @@ def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[list[OperatingPoin
     while fourth.vetoes:
         tried = [(figures(tables, p), p) for p in (replace(fourth, vetoes=tuple(v for v in fourth.vetoes if v != name))
                                                    for name in fourth.vetoes)]
-        better = [(g, p) for g, p in tried if admissible(g) and preference(g) > preference(f)]
+        better = [(g, p) for g, p in tried if admissible(g) and g["retired_false_hits"] <= f["retired_false_hits"]
+                  and preference(g) > preference(f)]
         if not better:
             break
         f, fourth = max(better, key=lambda gp: preference(gp[0]))
