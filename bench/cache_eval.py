@@ -40,7 +40,7 @@ from offline.cache_pair_dev import OUT as DEV_OUT
 from offline.cache_pair_dev import recorded_stages
 from offline.cache_pairs import load_jsonl, split_by_question
 from offline.train_cache_verifier import QQP, assessed, embeddings, hits, pair_table
-from router.cache.guard import features, reject_reason
+from router.cache.guard import VETO_CHECKS, features, reject_reason
 from router.cache.keys import normalise
 from router.cache.pair import OperatingPoint, PairModel
 from router.cache.verifier import FLOOR, Verifier, _view
@@ -59,11 +59,12 @@ BASELINE = 0.92  # the fixed cosine threshold the cache used before the verifier
 def score(rows: list[dict[str, Any]], emb: dict[str, np.ndarray], max_chars: int,
           verifier: Verifier, floor: float) -> dict[str, np.ndarray]:
     """Per pair: the verifier's table (offline/train_cache_verifier.pair_table, candidates at `floor`, the lowest any
-    decision uses), and for the baseline the similarity (1.0 exact, -1 not
+    decision uses) with its assessment of each candidate, and for the baseline the similarity (1.0 exact, -1 not
     comparable: exact-only in production) and the guard's verdict."""
     table = pair_table(rows, emb, floor=floor)
     long = np.array([max(len(normalise(r["a"])), len(normalise(r["b"]))) > max_chars for r in rows])
     table["candidate"] &= ~long
+    table["verifier"], table["state"] = assessed(table, verifier)
     table["sim"] = np.where(table["exact"], 1.0, np.where(long, -1.0, table["cos"]))
     table["guard_ok"] = np.array([e or reject_reason(normalise(r["b"]), normalise(r["a"])) is None
                                   for e, r in zip(table["exact"], rows, strict=True)])
@@ -83,14 +84,11 @@ def alone(s: dict[str, np.ndarray], verifier: Verifier, threshold: float) -> np.
     return hits(s | {"candidate": s["candidate"] & (s["cos"] >= FLOOR)}, verifier, threshold)
 
 
-def decision(s: dict[str, np.ndarray], op: OperatingPoint, verifier: Verifier,
-             threshold: float | None = None) -> np.ndarray:
-    """The hits of an operating point (its verifier's assessment, with its vetoes); with `threshold`, every step's
-    pair threshold set to it (the curves)."""
+def decision(s: dict[str, np.ndarray], op: OperatingPoint, threshold: float | None = None) -> np.ndarray:
+    """The hits of an operating point; with `threshold`, every step's pair threshold set to it (the curves)."""
     if threshold is not None:
         op = replace(op, steps=tuple((bound, threshold if need > 0 else need) for bound, need in op.steps))
-    scores, states = assessed(s, op.judging(verifier))
-    return s["exact"] | (s["candidate"] & op.serves(scores, states, s["pair"], s["cos"]))
+    return s["exact"] | (s["candidate"] & op.serves(s["verifier"], s["state"], s["pair"], s["cos"]))
 
 
 def point(hit: np.ndarray, label: np.ndarray, threshold: float | None = None) -> dict[str, float]:
@@ -131,7 +129,7 @@ def by_kind(rows: list[dict[str, Any]], s: dict[str, np.ndarray], verifier: Veri
             model: PairModel | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     hit_v, hit_b = alone(s, verifier, verifier.threshold), (s["sim"] >= BASELINE) & s["guard_ok"]
-    hit_p = None if model is None else decision(s, model.operating_point, verifier)
+    hit_p = None if model is None else decision(s, model.operating_point)
     for kind in sorted({r["kind"] for r in rows}):
         idx = np.array([r["kind"] == kind for r in rows])
         out[kind] = {"pairs": int(idx.sum()), "verifier_hits": int(hit_v[idx].sum()),
@@ -240,11 +238,9 @@ def main() -> int:
     scored = {name: score(rows, emb, max_chars, verifier, floor) for name, rows in sets.items()}
     curves: dict[str, list[dict[str, float]]] = {}
     default: dict[str, Any] = {"verifier_threshold": verifier.threshold, "verifier_candidate_floor": FLOOR,
-                               "vetoes": list(verifier.vetoes)}
+                               "vetoes": [*verifier.vetoes, *VETO_CHECKS]}
     if model is not None:
-        default |= {"pair_model": model.model_hash,
-                    "operating_points": {k: {"vetoes": list(op.judging(verifier).vetoes), **op.manifest()}
-                                         for k, op in points.items()}}
+        default |= {"pair_model": model.model_hash, "operating_points": {k: op.manifest() for k, op in points.items()}}
     for name, s in scored.items():
         curves[f"{name}_verifier"] = verifier_curve(s, verifier)
         curves[f"{name}_cosine_guard"] = cosine_curve(s, True)
@@ -253,9 +249,9 @@ def main() -> int:
                          f"cosine_{BASELINE}_guard": at(curves[f"{name}_cosine_guard"], BASELINE)}
         if model is not None:
             s["pair"] = pair_column(sets[name], s, model)
-            curves[f"{name}_pair"] = [point(decision(s, model.operating_point, verifier, t), s["label"], t) for t in SCORES]
+            curves[f"{name}_pair"] = [point(decision(s, model.operating_point, t), s["label"], t) for t in SCORES]
             for key, op in points.items():
-                default[name][key] = point(decision(s, op, verifier), s["label"])
+                default[name][key] = point(decision(s, op), s["label"])
     served = "verifier" if model is None else "pair"
     result = {
         "protocol": (__doc__ or "").split("Data:")[0].strip(),

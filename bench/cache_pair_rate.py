@@ -57,6 +57,7 @@ def main() -> int:
         found = candidates(texts, vectors, i, cfg.top_k, floor)  # judged once; each point keeps those past its floor
         if not found:
             continue
+        scores, states = verifier.judge(texts[i], found)
         cosines = np.array([cosine for _, cosine in found])
         pair_scores: dict[int, float] = {}  # a candidate several points pick is scored once
         for name, point in points.items():
@@ -64,7 +65,6 @@ def main() -> int:
             if not len(kept):
                 continue
             counts[name]["with_candidates"] += 1
-            scores, states = point.judging(verifier).judge(texts[i], found)
             chosen = point.pick(scores[kept], states[kept])
             if chosen is None:
                 continue

@@ -199,7 +199,7 @@ class WideVerifier(Verifier):
         wide = np.hstack([x[:, :len(FEATURES)], x[:, len(COLUMNS):]])
         hidden = np.maximum((wide - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
         p: np.ndarray = 1.0 / (1.0 + np.exp(-(hidden @ self.w2 + self.b2)))
-        p[(x[:, [COLUMNS.index(f"differs_{name}") for name in self.vetoes]] > 0).any(axis=1)] = 0.0
+        p[(x[:, [COLUMNS.index(f"differs_{name}") for name in (*self.vetoes, *VETO_CHECKS)]] > 0).any(axis=1)] = 0.0
         return p
 
 
@@ -356,7 +356,7 @@ def main() -> int:
         for seed in args.seeds:
             params = fit(x, y, weight, seed)
             verifier = WideVerifier(params["mean"], params["scale"], params["w1"], params["b1"], params["w2"],
-                                    float(params["b2"][0]), 0.5, (*vetoes, *VETO_CHECKS), "")
+                                    float(params["b2"][0]), 0.5, vetoes, "")
             results[f"{name}/seed{seed}"] = evaluate(verifier, dev, rule_dev, args.min_qqp_precision)
             print(name, seed, json.dumps(results[f"{name}/seed{seed}"]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

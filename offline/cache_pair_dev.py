@@ -20,11 +20,7 @@ with the same rule: a second step (verifier >= L2 < L, pair >= T2 > T, SECOND_TH
 threshold (ADDITION_THRESHOLDS), each may stay off; ties go to the stricter (higher T2, then L2, then addition
 threshold). Stage 3, on top of stage 2's point, same rule: what pair score the `sure` step needs (SURE_THRESHOLDS; 0:
 the pair model is not asked), so that a candidate the verifier is sure of is still refused when the pair model is
-sure it asks something else ("zoom in" / "zoom out": verifier 0.99, pair 0.24); ties to the higher. Stage 4, on top
-of stage 3's point, same rule: which guard checks still veto (`OperatingPoint.vetoes`; the verifier's were chosen
-without the pair model): from all of them, drop the one whose dropping gives the most preferred admissible point
-that serves no more wrong answers on the retired held-out sets (`offline.cache_sets.RETIRED`, scored as a dev table)
-than the point before the drop, while one strictly improves on it; ties keep the veto. Every stage keeps
+sure it asks something else ("zoom in" / "zoom out": verifier 0.99, pair 0.24); ties to the higher. Every stage keeps
 the verifier's candidate floor (0.70): a lower floor (0.55), alone and with a third step, was chosen on dev twice on
 2026-11-30 and failed its held-out rule on QQP test precision both times (router/cache/README.md, "A lower floor and
 a third step").
@@ -32,7 +28,8 @@ Beside it the verifier alone at its default.
 `--write` stores the chosen point as `operating_point` in the model's manifest.json (not a hashed file).
 `--cost`: p50/p99 of one pair run (onnxruntime, 1 thread) over the dev candidate pairs, by total token length, added
 to the output under the model's layer count (`--layers N --minutes 0` exports an untrained N-layer model to time).
-Never read: QQP test, the current and unused held-out sets (only `offline.cache_sets.RETIRED`).
+The retired held-out sets (`offline.cache_sets.RETIRED`) are scored as a dev table too (`retired_*`: reported,
+not in the rule). Never read: QQP test, the current and unused held-out sets.
 """
 
 from __future__ import annotations
@@ -52,8 +49,7 @@ from offline.cache_pairs import retired_pairs
 from offline.train_cache_verifier import DEV_SETS, QQP, assessed, dataset, embeddings, pair_table
 from router.cache.keys import normalise
 from router.cache.pair import INF, OperatingPoint, PairModel
-from router.cache.semantic_cache import default_verifier
-from router.cache.verifier import FLOOR
+from router.cache.verifier import CLEAN, FLOOR, Verifier
 
 MODEL_DIR = REPO_ROOT / "offline" / "trained" / "cache-pair"
 OUT = REPO_ROOT / "bench" / "results" / "cache_pair_dev.json"
@@ -81,7 +77,7 @@ def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarra
     sets, _ = dataset(QQP, 12000, 11, True)
     dev = {name: sets[name] for name in DEV_SETS} | {"retired": retired_pairs(set())}
     emb = embeddings([p for pairs in dev.values() for p in pairs], encoder_dir)
-    verifier = default_verifier()
+    verifier = Verifier.load()
     out = {}
     for name, pairs in dev.items():
         table = pair_table(pairs, emb)
@@ -90,19 +86,16 @@ def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarra
         for i in np.flatnonzero(table["candidate"]):
             pair_score[i] = model.score(normalise(pairs[i]["a"]), normalise(pairs[i]["b"]))
         out[name] = {"exact": table["exact"], "candidate": table["candidate"], "label": table["label"],
-                     "cos": table["cos"], "x": table["x"], "verifier": verifier_score, "state": state, "pair": pair_score,
+                     "cos": table["cos"], "verifier": verifier_score, "state": state, "pair": pair_score,
                      "threshold": np.array(verifier.threshold)}
     return out
 
 
 def figures(tables: dict[str, dict[str, np.ndarray]], point: OperatingPoint) -> dict[str, float]:
-    """Dev figures of one operating point (the verifier alone: OperatingPoint(FLOOR, ((its threshold, 0.0),))); a
-    point that names its vetoes has the candidates assessed again with them."""
+    """Dev figures of one operating point (the verifier alone: OperatingPoint(FLOOR, ((its threshold, 0.0),)))."""
     out: dict[str, float] = {}
     for name, t in tables.items():
-        scores, states = (t["verifier"], t["state"]) if point.vetoes is None else \
-            assessed(t, point.judging(default_verifier()))
-        hit = t["exact"] | (t["candidate"] & point.serves(scores, states, t["pair"], t["cos"]))
+        hit = t["exact"] | (t["candidate"] & point.serves(t["verifier"], t["state"], t["pair"], t["cos"]))
         positive = t["label"] == 1
         out[f"{name}_false_hits"] = int((hit & ~positive).sum())
         out[f"{name}_served"] = int((hit & positive).sum())
@@ -169,18 +162,7 @@ def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[list[OperatingPoin
             key = (*preference(g), need)
             if admissible(g) and key > top[0]:
                 top = key, point, g
-    third_point, f = top[1], top[2]
-    # Stage 4: drop vetoes one at a time while dropping one is strictly preferred; ties keep the veto.
-    fourth = replace(third_point, vetoes=default_verifier().vetoes)
-    while fourth.vetoes:
-        tried = [(figures(tables, p), p) for p in (replace(fourth, vetoes=tuple(v for v in fourth.vetoes if v != name))
-                                                   for name in fourth.vetoes)]
-        better = [(g, p) for g, p in tried if admissible(g) and g["retired_false_hits"] <= f["retired_false_hits"]
-                  and preference(g) > preference(f)]
-        if not better:
-            break
-        f, fourth = max(better, key=lambda gp: preference(gp[0]))
-    return [first, second_point, third_point, fourth], f, sweep
+    return [first, second_point, top[1]], top[2], sweep
 
 
 def cost(model: PairModel, tables: dict[str, dict[str, np.ndarray]], runs: int = 600) -> dict[str, object]:
@@ -224,7 +206,8 @@ def main() -> int:
     default = float(tables["tuning"]["threshold"])
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
     result = {k: v for k, v in result.items() if not k.startswith("stage_")}  # a run with fewer stages leaves none
-    alone = OperatingPoint(FLOOR, ((0.0, main_threshold),), vetoes=())
+    no_vetoes = {name: t | {"state": np.full_like(t["state"], CLEAN)} for name, t in tables.items()}
+    alone = OperatingPoint(FLOOR, ((0.0, main_threshold),))
     result |= {
         "model_dir": str(args.model_dir), "model_hash": model.model_hash,
         "rule": __doc__.split("Rule: ")[1].split(" Beside")[0].replace("\n", " "),
@@ -232,12 +215,12 @@ def main() -> int:
         **{f"stage_{i}": {**p.manifest(), **figures(tables, p)} for i, p in enumerate(stages[:-1], 1)},
         "verifier_default": {"threshold": default,
                              **figures(tables, OperatingPoint(FLOOR, ((default, 0.0),)))},
-        "pair_alone": {**alone.manifest(), **figures(tables, alone)},
+        "pair_alone": {**alone.manifest(), **figures(no_vetoes, alone)},
         "sweep_best_threshold_per_lower_bound": sweep,
         "candidates": {name: int((t["candidate"] & (t["cos"] >= point.floor)).sum()) for name, t in tables.items()},
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("chosen", "stage_1", "stage_2", "stage_3", "verifier_default", "pair_alone")},
+    print(json.dumps({k: result[k] for k in ("chosen", "stage_1", "stage_2", "verifier_default", "pair_alone")},
                      indent=1))
     if args.write:
         manifest_path = args.model_dir / "manifest.json"

@@ -253,7 +253,7 @@ def main() -> int:
     params = fit(x, y, weight, args.seed)
     vetoes = choose_vetoes(*dev[1:])
     verifier = Verifier(params["mean"], params["scale"], params["w1"], params["b1"], params["w2"],
-                        float(params["b2"][0]), 0.5, (*vetoes, *VETO_CHECKS), sha256_file(args.model_dir / "model_int8.onnx")[:16])
+                        float(params["b2"][0]), 0.5, vetoes, sha256_file(args.model_dir / "model_int8.onnx")[:16])
     threshold, figures = operating_point(verifier, args.min_qqp_precision, *dev)
     info: dict[str, object] = {
         "split_pairs": split_sizes,

@@ -16,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from router.cache.guard import CHECKS, VETO_CHECKS
-from router.cache.verifier import ADDITION, CLEAN, Verifier
+from router.cache.verifier import ADDITION, CLEAN
 from router.classifier.encoder import CLS_ID, SEP_ID, ModelMissingError, ModelUnreadableError, load_model
 
 MAX_TOKENS = 128  # both prompts and the three specials; as in training (offline/train_cache_pair.MAX_TOKENS)
@@ -41,18 +40,11 @@ class OperatingPoint:
       the verifier vouches (its word features mark down rewordings that share few words, "prune an apple tree" /
       "apple tree trimming - how should i do it", which only a near-certain pair score serves);
     - `addition_threshold`: an ADDITION candidate (a number, unit, audience or negation on one side only) needs it;
-    - otherwise (VETOED, or below every step): not served;
-    - `vetoes`: the guard checks that reject a candidate on their own at this point (None: the verifier's, chosen
-      without the pair model); the others are features the verifier and the pair model weigh."""
+    - otherwise (VETOED, or below every step): not served."""
 
     floor: float
     steps: tuple[tuple[float, float], ...]
     addition_threshold: float = INF
-    vetoes: tuple[str, ...] | None = None
-
-    def judging(self, verifier: Verifier) -> Verifier:
-        """The verifier as this point uses it: with the point's vetoes when it names them."""
-        return verifier if self.vetoes is None else replace(verifier, vetoes=self.vetoes)
 
     def required(self, scores: np.ndarray, states: np.ndarray, min_score: float | None = None) -> np.ndarray:
         """Per candidate the pair score it needs: 0 = none, inf = not served. `min_score` (the config's
@@ -84,21 +76,17 @@ class OperatingPoint:
         off is left out: JSON has no inf)."""
         steps = [list(step) for step in sorted(self.steps, reverse=True)]
         out: dict[str, object] = {"floor": self.floor, "steps": steps}
-        out |= {} if self.addition_threshold == INF else {"addition_threshold": self.addition_threshold}
-        return out if self.vetoes is None else out | {"vetoes": list(self.vetoes)}
+        return out if self.addition_threshold == INF else out | {"addition_threshold": self.addition_threshold}
 
     @classmethod
     def from_manifest(cls, point: dict[str, Any]) -> OperatingPoint:
         """ValueError for a value no cache can serve with: json reads NaN, and a step needing NaN served unchecked
         (`need > 0` is false for it); no steps served no rewording at all."""
         try:
-            vetoes = point.get("vetoes")
             op = cls(float(point["floor"]), tuple((float(b), float(n)) for b, n in point["steps"]),
-                     float(point.get("addition_threshold", INF)), None if vetoes is None else tuple(map(str, vetoes)))
+                     float(point.get("addition_threshold", INF)))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"unreadable operating point: {exc}") from None
-        if op.vetoes is not None and not set(op.vetoes) <= {*CHECKS, *VETO_CHECKS}:
-            raise ValueError(f"unknown vetoes {sorted(set(op.vetoes) - {*CHECKS, *VETO_CHECKS})}")
         numbers = [op.floor, *(x for step in op.steps for x in step)]
         numbers += [] if op.addition_threshold == INF else [op.addition_threshold]
         if not op.steps or op.floor <= 0 or not all(0 <= x <= 1 for x in numbers):  # NaN fails every comparison

@@ -180,11 +180,10 @@ class SemanticCache:
                  verifier: Verifier | None = None):
         self.cfg = cfg
         self.backend = store
-        verifier = verifier or default_verifier()
+        self.verifier = verifier or default_verifier()
         self.pair = None if cfg.pair_model_dir is None else shared_pair_model(cfg.pair_model_dir)
-        self.point = (OperatingPoint(VERIFIER_FLOOR, ((verifier.threshold, 0.0),)) if self.pair is None
+        self.point = (OperatingPoint(VERIFIER_FLOOR, ((self.verifier.threshold, 0.0),)) if self.pair is None
                       else self.pair.operating_point)
-        self.verifier = self.point.judging(verifier)
         self._clock = clock
         self._purger: asyncio.Task[None] | None = None
         self.counters: Counter[str] = Counter()

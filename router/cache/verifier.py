@@ -5,9 +5,8 @@ A fixed cosine threshold cannot tell "How do I exit vim?" / "How can I quit the 
 ~0.98, wrong answer). The verifier sees, besides the cosine, what the embedding blurs: the guard's
 checks (numbers, negation, entities and their order, antonym side, audience, question word), word
 and character overlap, words only one side has, word order among the shared words, and length. The guard's
-structural checks (reversed direction, dates, negating verbs, one vs all: `guard.VETO_CHECKS`) are no inputs.
-A candidate that differs in a check named by `vetoes` scores 0: the structural checks and the inputs the training
-script chose, or those an operating point chosen with the pair model names (`pair.OperatingPoint.vetoes`).
+structural checks (reversed direction, dates, negating verbs, one vs all: `guard.VETO_CHECKS`) are no inputs:
+a candidate that differs in one of them scores 0, as do those in the inputs named by `vetoes`.
 It reads only the two prompt texts and the cosine the search returned: no second encoder pass.
 
 Weights (`verifier.npz` beside this file) come from `offline/train_cache_verifier.py`, which
@@ -114,10 +113,11 @@ def pair_features(query: str, candidate: str, cosine: float) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _veto_columns(vetoes: tuple[str, ...]) -> tuple[list[int], list[tuple[int, int]]]:
-    """The COLUMNS of every veto, and for each addition check among them its position there and its `one_sided_`
-    column: looked up once, not on every lookup."""
-    return ([COLUMNS.index(f"differs_{name}") for name in vetoes],
-            [(j, COLUMNS.index(f"one_sided_{name}")) for j, name in enumerate(vetoes) if name in ADDITION_CHECKS])
+    """The COLUMNS of every veto (the verifier's own, then VETO_CHECKS), and for each addition check among them its
+    position there and its `one_sided_` column: looked up once, not on every lookup."""
+    names = (*vetoes, *VETO_CHECKS)
+    return ([COLUMNS.index(f"differs_{name}") for name in names],
+            [(j, COLUMNS.index(f"one_sided_{name}")) for j, name in enumerate(names) if name in ADDITION_CHECKS])
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class Verifier:
     w2: np.ndarray
     b2: float
     threshold: float  # default operating point, chosen on the dev split (see the training script)
-    vetoes: tuple[str, ...]  # the checks that reject on their own (verifier.npz names those among the MLP's inputs)
+    vetoes: tuple[str, ...]  # guard checks among the MLP's inputs that also reject on their own (VETO_CHECKS always do)
     encoder: str  # hash of the encoder whose cosines it was trained on
 
     @classmethod
@@ -140,7 +140,7 @@ class Verifier:
             if tuple(z["features"].tolist()) != FEATURES:
                 raise ValueError(f"{path} was trained on other features: retrain it (offline/train_cache_verifier.py)")
             return cls(z["mean"], z["scale"], z["w1"], z["b1"], z["w2"], float(z["b2"]), float(z["threshold"]),
-                       (*z["vetoes"].tolist(), *VETO_CHECKS), str(z["encoder"]))
+                       tuple(z["vetoes"].tolist()), str(z["encoder"]))
 
     def assess(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row of a [n, COLUMNS] matrix: the MLP's probability (0 when VETOED) and the state (CLEAN, ADDITION:
