@@ -286,12 +286,13 @@ def test_a_manifest_with_malformed_numbers_fails_startup(tmp_path: Path, point: 
         PairModel(tmp_path)
 
 
-@pytest.mark.parametrize(("floor", "served"), [(None, False), (0.55, True)])
+@pytest.mark.parametrize(("floor", "served"), [(None, True), (0.70, False)])
 async def test_the_candidate_floor_is_the_points_unless_configured(model: PairModel, floor: float | None,
                                                                    served: bool) -> None:
-    """Rewordings that share few words embed far apart. The search's cosine floor is the operating point's (0.70, in
-    its manifest) unless `similarity_threshold` is configured (the request's), which replaces it: at 0.55 such a
-    rewording reaches the verifier and the pair model."""
+    """Rewordings that share few words embed far apart. The search's cosine floor is the operating point's (0.55, in
+    its manifest) unless `similarity_threshold` is configured (the request's), which replaces it: at 0.70 such a
+    rewording never reaches the verifier and the pair model."""
+    assert model.operating_point.floor < 0.62
     cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100))
     try:
         await put(cache, make_req("How do I boil an egg so the yolk stays runny?", BASE), completion("6 minutes"))
