@@ -21,9 +21,11 @@ threshold (ADDITION_THRESHOLDS), each may stay off; ties go to the stricter (hig
 threshold). Stage 3, on top of stage 2's point, same rule: what pair score the `sure` step needs (SURE_THRESHOLDS; 0:
 the pair model is not asked), so that a candidate the verifier is sure of is still refused when the pair model is
 sure it asks something else ("zoom in" / "zoom out": verifier 0.99, pair 0.24); ties to the higher. Stages 1-3 keep
-the verifier's candidate floor (0.70); stage 4, on top of stage 3's point, same rule, chooses the floor (FLOORS; ties
-to the higher): rewordings that share few words embed far apart (router/cache/README.md, "A lower floor and a third
-step" and "The floor again").
+the verifier's candidate floor (0.70); stage 4, on top of stage 3's point, same rule, chooses the floor (FLOORS) and
+the pair score a candidate under 0.70 needs whatever its step (FAR_PAIRS), among the points whose QQP dev precision
+is not below stage 3's; ties to the higher floor, then the higher pair score: rewordings that share few words embed
+far apart, and what a lower floor adds on QQP is less often right (router/cache/README.md, "A lower floor and a
+third step" and "The floor again").
 Beside it the verifier alone at its default.
 `--write` stores the chosen point as `operating_point` in the model's manifest.json (not a hashed file).
 `--cost`: p50/p99 of one pair run (onnxruntime, 1 thread) over the dev candidate pairs, by total token length, added
@@ -65,8 +67,9 @@ SECOND_THRESHOLDS = [0.99, 0.995, 0.998, 0.999]
 ADDITION_THRESHOLDS = [0.94, 0.97, 0.98, 0.99, 0.995, 0.999, INF]
 # Stage 3 (on top of stage 2's point): the pair score the `sure` step needs.
 SURE_THRESHOLDS = [0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]
-# Stage 4 (on top of stage 3's point): the candidate floor.
+# Stage 4 (on top of stage 3's point): the candidate floor and the pair score a candidate under FLOOR needs.
 FLOORS = [0.50, 0.55, 0.60, 0.65, FLOOR]
+FAR_PAIRS = [0.0, 0.99, 0.995, 0.998, 0.999]
 
 
 def recorded_stages(path: Path = OUT) -> dict[str, OperatingPoint]:
@@ -165,13 +168,13 @@ def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[list[OperatingPoin
             if admissible(g) and key > top[0]:
                 top = key, point, g
     third_point, f = top[1], top[2]
-    # Stage 4: the floor; ties to the higher.
-    top = (*preference(f), third_point.floor), third_point, f
-    for floor in FLOORS:
-        point = replace(third_point, floor=floor)
+    # Stage 4: the floor and the far candidates' pair score, QQP dev precision kept; ties to the stricter.
+    top = (*preference(f), third_point.floor, 1.0), third_point, f
+    for floor, far_pair in itertools.product(FLOORS[:-1], FAR_PAIRS):
+        point = replace(third_point, floor=floor, near=FLOOR, far_pair=far_pair)
         g = figures(tables, point)
-        key = (*preference(g), floor)
-        if admissible(g) and key > top[0]:
+        key = (*preference(g), floor, far_pair)
+        if admissible(g) and g["qqp_dev_precision"] >= f["qqp_dev_precision"] and key > top[0]:
             top = key, point, g
     return [first, second_point, third_point, top[1]], top[2], sweep
 
