@@ -65,7 +65,7 @@ def main() -> int:
             if not len(kept):
                 continue
             counts[name]["with_candidates"] += 1
-            chosen = point.pick(scores[kept], states[kept], cosines[kept])
+            chosen = point.pick(scores[kept], states[kept])
             if chosen is None:
                 continue
             pick, need = int(kept[chosen[0]]), chosen[1]

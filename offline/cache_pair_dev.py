@@ -20,12 +20,10 @@ with the same rule: a second step (verifier >= L2 < L, pair >= T2 > T, SECOND_TH
 threshold (ADDITION_THRESHOLDS), each may stay off; ties go to the stricter (higher T2, then L2, then addition
 threshold). Stage 3, on top of stage 2's point, same rule: what pair score the `sure` step needs (SURE_THRESHOLDS; 0:
 the pair model is not asked), so that a candidate the verifier is sure of is still refused when the pair model is
-sure it asks something else ("zoom in" / "zoom out": verifier 0.99, pair 0.24); ties to the higher. Stages 1-3 keep
-the verifier's candidate floor (0.70); stage 4, on top of stage 3's point, same rule, chooses the floor (FLOORS) and
-the pair score a candidate under 0.70 needs whatever its step (FAR_PAIRS), among the points whose QQP dev precision
-is not below stage 3's; ties to the higher floor, then the higher pair score: rewordings that share few words embed
-far apart, and what a lower floor adds on QQP is less often right (router/cache/README.md, "A lower floor and a
-third step" and "The floor again").
+sure it asks something else ("zoom in" / "zoom out": verifier 0.99, pair 0.24); ties to the higher. Every stage keeps
+the verifier's candidate floor (0.70): a lower floor (0.55), alone and with a third step, was chosen on dev twice on
+2026-11-30 and failed its held-out rule on QQP test precision both times (router/cache/README.md, "A lower floor and
+a third step").
 Beside it the verifier alone at its default.
 `--write` stores the chosen point as `operating_point` in the model's manifest.json (not a hashed file).
 `--cost`: p50/p99 of one pair run (onnxruntime, 1 thread) over the dev candidate pairs, by total token length, added
@@ -67,9 +65,6 @@ SECOND_THRESHOLDS = [0.99, 0.995, 0.998, 0.999]
 ADDITION_THRESHOLDS = [0.94, 0.97, 0.98, 0.99, 0.995, 0.999, INF]
 # Stage 3 (on top of stage 2's point): the pair score the `sure` step needs.
 SURE_THRESHOLDS = [0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9]
-# Stage 4 (on top of stage 3's point): the candidate floor and the pair score a candidate under FLOOR needs.
-FLOORS = [0.50, 0.55, 0.60, 0.65, FLOOR]
-FAR_PAIRS = [0.0, 0.99, 0.995, 0.998, 0.999]
 
 
 def recorded_stages(path: Path = OUT) -> dict[str, OperatingPoint]:
@@ -85,7 +80,7 @@ def scored(model: PairModel, encoder_dir: Path) -> dict[str, dict[str, np.ndarra
     verifier = Verifier.load()
     out = {}
     for name, pairs in dev.items():
-        table = pair_table(pairs, emb, floor=min(FLOORS))
+        table = pair_table(pairs, emb)
         verifier_score, state = assessed(table, verifier)
         pair_score = np.zeros(len(pairs))
         for i in np.flatnonzero(table["candidate"]):
@@ -167,16 +162,7 @@ def choose(tables: dict[str, dict[str, np.ndarray]]) -> tuple[list[OperatingPoin
             key = (*preference(g), need)
             if admissible(g) and key > top[0]:
                 top = key, point, g
-    third_point, f = top[1], top[2]
-    # Stage 4: the floor and the far candidates' pair score, QQP dev precision kept; ties to the stricter.
-    top = (*preference(f), third_point.floor, 1.0), third_point, f
-    for floor, far_pair in itertools.product(FLOORS[:-1], FAR_PAIRS):
-        point = replace(third_point, floor=floor, near=FLOOR, far_pair=far_pair)
-        g = figures(tables, point)
-        key = (*preference(g), floor, far_pair)
-        if admissible(g) and g["qqp_dev_precision"] >= f["qqp_dev_precision"] and key > top[0]:
-            top = key, point, g
-    return [first, second_point, third_point, top[1]], top[2], sweep
+    return [first, second_point, top[1]], top[2], sweep
 
 
 def cost(model: PairModel, tables: dict[str, dict[str, np.ndarray]], runs: int = 600) -> dict[str, object]:
@@ -234,7 +220,7 @@ def main() -> int:
         "candidates": {name: int((t["candidate"] & (t["cos"] >= point.floor)).sum()) for name, t in tables.items()},
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("chosen", "stage_1", "stage_2", "stage_3", "verifier_default", "pair_alone")},
+    print(json.dumps({k: result[k] for k in ("chosen", "stage_1", "stage_2", "verifier_default", "pair_alone")},
                      indent=1))
     if args.write:
         manifest_path = args.model_dir / "manifest.json"

@@ -40,18 +40,13 @@ class OperatingPoint:
       the verifier vouches (its word features mark down rewordings that share few words, "prune an apple tree" /
       "apple tree trimming - how should i do it", which only a near-certain pair score serves);
     - `addition_threshold`: an ADDITION candidate (a number, unit, audience or negation on one side only) needs it;
-    - `near`, `far_pair`: a candidate under cosine `near` (a rewording that shares few words, found only because the
-      floor is below `near`) needs at least `far_pair` whatever its step (0: no such rule);
     - otherwise (VETOED, or below every step): not served."""
 
     floor: float
     steps: tuple[tuple[float, float], ...]
     addition_threshold: float = INF
-    near: float = 0.0
-    far_pair: float = 0.0
 
-    def required(self, scores: np.ndarray, states: np.ndarray, cosines: np.ndarray,
-                 min_score: float | None = None) -> np.ndarray:
+    def required(self, scores: np.ndarray, states: np.ndarray, min_score: float | None = None) -> np.ndarray:
         """Per candidate the pair score it needs: 0 = none, inf = not served. `min_score` (the config's
         `verifier_threshold`, per category too) floors every path, additions included: it can only make the cache
         stricter than the measured point; 1.0 serves exact repeats only."""
@@ -60,13 +55,12 @@ class OperatingPoint:
         clean = states == CLEAN
         for bound, pair in self.steps:
             need = np.where(clean & (scores >= max(bound, floor)), np.minimum(need, pair), need)
-        return np.where(cosines < self.near, np.maximum(need, self.far_pair), need)
+        return need
 
-    def pick(self, scores: np.ndarray, states: np.ndarray, cosines: np.ndarray,
-             min_score: float | None = None) -> tuple[int, float] | None:
+    def pick(self, scores: np.ndarray, states: np.ndarray, min_score: float | None = None) -> tuple[int, float] | None:
         """The candidate a lookup goes on with (the least pair score needed, then the best verifier score) and the
         pair score it needs; None when no candidate may be served."""
-        need = self.required(scores, states, cosines, min_score)
+        need = self.required(scores, states, min_score)
         if not len(need) or need.min() == INF:
             return None
         best = int(np.lexsort((-scores, need))[0])
@@ -75,14 +69,13 @@ class OperatingPoint:
     def serves(self, scores: np.ndarray, states: np.ndarray, pair: np.ndarray, cosine: np.ndarray) -> np.ndarray:
         """Which candidates (cosine >= their own search's floor) the point serves, given each one's pair score: the
         offline figures' decision."""
-        return (cosine >= self.floor) & (pair >= self.required(scores, states, cosine))
+        return (cosine >= self.floor) & (pair >= self.required(scores, states))
 
     def manifest(self) -> dict[str, object]:
         """The point as manifest.json stores it, steps from the highest verifier score down (an addition path that is
         off is left out: JSON has no inf)."""
         steps = [list(step) for step in sorted(self.steps, reverse=True)]
         out: dict[str, object] = {"floor": self.floor, "steps": steps}
-        out |= {} if self.far_pair == 0.0 else {"near": self.near, "far_pair": self.far_pair}
         return out if self.addition_threshold == INF else out | {"addition_threshold": self.addition_threshold}
 
     @classmethod
@@ -91,11 +84,10 @@ class OperatingPoint:
         (`need > 0` is false for it); no steps served no rewording at all."""
         try:
             op = cls(float(point["floor"]), tuple((float(b), float(n)) for b, n in point["steps"]),
-                     float(point.get("addition_threshold", INF)), float(point.get("near", 0.0)),
-                     float(point.get("far_pair", 0.0)))
+                     float(point.get("addition_threshold", INF)))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"unreadable operating point: {exc}") from None
-        numbers = [op.floor, op.near, op.far_pair, *(x for step in op.steps for x in step)]
+        numbers = [op.floor, *(x for step in op.steps for x in step)]
         numbers += [] if op.addition_threshold == INF else [op.addition_threshold]
         if not op.steps or op.floor <= 0 or not all(0 <= x <= 1 for x in numbers):  # NaN fails every comparison
             raise ValueError("an operating point needs steps and every number in [0, 1] (floor above 0)")

@@ -280,7 +280,7 @@ class SemanticCache:
             self.hot.put(exact.entry, now)
             return self._hit(exact.entry, 1.0, True, now)
         scores, states = self.verifier.judge(req.text, [(c.entry.text, c.similarity) for c in own])
-        chosen = self.point.pick(scores, states, np.array([c.similarity for c in own]), req.min_score)
+        chosen = self.point.pick(scores, states, req.min_score)
         if chosen is None:
             if own:
                 self._count("verifier_reject")

@@ -44,7 +44,7 @@ def test_pair_ids_cut_the_longer_side_first() -> None:
 
 def middling(point: OperatingPoint) -> float:
     """The pair score a clean candidate the verifier scores 0.5 needs (0.94 at the shipped point)."""
-    return float(point.required(np.array([0.5]), np.array([CLEAN]), np.array([0.9]))[0])
+    return float(point.required(np.array([0.5]), np.array([CLEAN]))[0])
 
 
 def test_a_paraphrase_scores_above_the_threshold(model: PairModel) -> None:
@@ -155,33 +155,21 @@ POINT = OperatingPoint(0.55, ((0.97, 0.0), (0.8, 0.7), (0.45, 0.94), (0.25, 0.99
 def test_the_operating_point_says_what_pair_score_each_candidate_needs() -> None:
     scores = np.array([0.98, 0.85, 0.6, 0.3, 0.1, 0.5, 0.0])
     states = np.array([CLEAN, CLEAN, CLEAN, CLEAN, CLEAN, ADDITION, VETOED])
-    near = np.full(len(scores), 0.9)
-    assert POINT.required(scores, states, near).tolist() == [0.0, 0.7, 0.94, 0.995, INF, 0.99, INF]
+    assert POINT.required(scores, states).tolist() == [0.0, 0.7, 0.94, 0.995, INF, 0.99, INF]
     # a configured verifier_threshold floors every path and never loosens one: 1.0 = exact repeats only
-    assert POINT.required(scores, states, near, 0.55).tolist() == [0.0, 0.7, 0.94, INF, INF, INF, INF]
-    assert POINT.required(scores, states, near, 0.2).tolist() == POINT.required(scores, states, near).tolist()
-    assert (POINT.required(scores, states, near, 1.0) == INF).all()
+    assert POINT.required(scores, states, 0.55).tolist() == [0.0, 0.7, 0.94, INF, INF, INF, INF]
+    assert POINT.required(scores, states, 0.2).tolist() == POINT.required(scores, states).tolist()
+    assert (POINT.required(scores, states, 1.0) == INF).all()
     # a point without an addition path (the manifest leaves it out) vetoes those candidates
-    assert OperatingPoint(0.55, POINT.steps).required(scores, states, near)[5] == INF
+    assert OperatingPoint(0.55, POINT.steps).required(scores, states)[5] == INF
     # a candidate below the point's cosine floor is not served, whatever its scores
     assert POINT.serves(scores[:2], states[:2], np.ones(2), np.array([0.56, 0.54])).tolist() == [True, False]
     # a lookup goes on with the candidate that needs the least pair score, then the best verifier score
-    assert POINT.pick(scores[2:], states[2:], near[2:]) == (0, 0.94)
-    assert POINT.pick(np.array([0.3, 0.5]), np.array([CLEAN, ADDITION]), near[:2]) == (1, 0.99)
-    assert POINT.pick(np.array([0.6, 0.7]), np.array([CLEAN, CLEAN]), near[:2]) == (1, 0.94)
-    assert POINT.pick(np.array([0.1, 0.0]), np.array([CLEAN, VETOED]), near[:2]) is None
-    assert POINT.pick(np.zeros(0), np.zeros(0), np.zeros(0)) is None
-
-
-def test_a_far_candidate_needs_the_far_pair_score_whatever_its_step() -> None:
-    """A rewording under cosine `near` shares few words with the stored prompt; what the floor below `near` adds on
-    QQP is less often right, so such a candidate needs `far_pair` even where its step needs less (or nothing)."""
-    point = OperatingPoint(0.55, POINT.steps, 0.99, near=0.70, far_pair=0.998)
-    scores, states = np.array([0.98, 0.6, 0.5, 0.1]), np.array([CLEAN, CLEAN, ADDITION, CLEAN])
-    assert point.required(scores, states, np.array([0.65, 0.65, 0.65, 0.65])).tolist() == [0.998, 0.998, 0.998, INF]
-    assert point.required(scores, states, np.array([0.75, 0.75, 0.75, 0.75])).tolist() == [0.0, 0.94, 0.99, INF]
-    assert point.pick(np.array([0.98, 0.6]), np.array([CLEAN, CLEAN]), np.array([0.6, 0.8])) == (1, 0.94)
-    assert OperatingPoint.from_manifest(point.manifest()) == point
+    assert POINT.pick(scores[2:], states[2:]) == (0, 0.94)
+    assert POINT.pick(np.array([0.3, 0.5]), np.array([CLEAN, ADDITION])) == (1, 0.99)
+    assert POINT.pick(np.array([0.6, 0.7]), np.array([CLEAN, CLEAN])) == (1, 0.94)
+    assert POINT.pick(np.array([0.1, 0.0]), np.array([CLEAN, VETOED])) is None
+    assert POINT.pick(np.zeros(0), np.zeros(0)) is None
 
 
 def test_the_operating_point_reads_its_further_paths_from_the_manifest(tmp_path: Path) -> None:
@@ -298,13 +286,12 @@ def test_a_manifest_with_malformed_numbers_fails_startup(tmp_path: Path, point: 
         PairModel(tmp_path)
 
 
-@pytest.mark.parametrize(("floor", "served"), [(None, True), (0.70, False)])
+@pytest.mark.parametrize(("floor", "served"), [(None, False), (0.55, True)])
 async def test_the_candidate_floor_is_the_points_unless_configured(model: PairModel, floor: float | None,
                                                                    served: bool) -> None:
-    """Rewordings that share few words embed far apart. The search's cosine floor is the operating point's (0.55, in
-    its manifest) unless `similarity_threshold` is configured (the request's), which replaces it: at 0.70 such a
-    rewording never reaches the verifier and the pair model."""
-    assert model.operating_point.floor < 0.62
+    """Rewordings that share few words embed far apart. The search's cosine floor is the operating point's (0.70, in
+    its manifest) unless `similarity_threshold` is configured (the request's), which replaces it: at 0.55 such a
+    rewording reaches the verifier and the pair model."""
     cache = SemanticCache(CFG.semantic_cache.model_copy(update={"pair_model_dir": str(MODEL_DIR)}), MemoryStore(100))
     try:
         await put(cache, make_req("How do I boil an egg so the yolk stays runny?", BASE), completion("6 minutes"))
