@@ -6,7 +6,11 @@ one chat completion (request headers, request body, response headers, response b
 server does (metrics, log line), on the shipped config with the real encoder and a real Milvus Lite child:
 
 - `keyword_only`: classifier and cache off;
-- `miss`: classifier and Lite cache on, a new prompt per request (each one also stored, as on the real path);
+- `miss`: classifier and Lite cache on, a new prompt per request (each one also stored, as on the real path); the
+  prompts differ only in a number, so every lookup finds top_k stored candidates above the cosine floor and the
+  verifier judges them all (a number veto rejects them), which real new prompts rarely cause;
+- `miss_chat`: the same with real first turns instead (ShareGPT TRAIN, `CHAT_PROMPTS`, in file order): lengths as
+  in real chat (median 254 characters, some over 100k), and a lookup finds a candidate only when one is close;
 - `hit`: the same, one prompt asked over and over (the classification memo and the hot answers reply).
 
 It prints CPU milliseconds per request: the event loop thread's (`loop`: session, policy, cache facade and
@@ -48,6 +52,7 @@ from router.observability import logs
 from router.runtime import Runtime, build_runtime
 
 PROMPT = "How do I convert miles to kilometres for a road trip? (trip {run}-{i})"  # bench/load.py's shape
+CHAT_PROMPTS = ROOT / "offline" / "data" / "train" / "chat_domain_train.jsonl"
 ANSWER = json.dumps({
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "qwen3-4b",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "About 1.609 km per mile."},
@@ -123,7 +128,11 @@ async def run(scenario: str, n: int, concurrency: int, profile: bool) -> dict[st
     for i in range(30):  # warm-up: Lite connected, ONNX arenas grown, first entries stored
         await one(runtime, executor, PROMPT.format(run=f"warm{run_id}", i=i))
 
+    chat = [json.loads(line)["text"] for line in CHAT_PROMPTS.open()] if scenario == "miss_chat" else []
+
     def prompt(i: int) -> str:
+        if chat:
+            return chat[i % len(chat)]
         return PROMPT.format(run=run_id, i=0 if scenario == "hit" else i)
 
     await one(runtime, executor, prompt(0))  # `hit`: answered and cached once before timing
@@ -155,7 +164,7 @@ async def run(scenario: str, n: int, concurrency: int, profile: bool) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", choices=["keyword_only", "miss", "hit"], nargs="+",
+    parser.add_argument("--scenario", choices=["keyword_only", "miss", "miss_chat", "hit"], nargs="+",
                         default=["keyword_only", "miss", "hit"])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1])
