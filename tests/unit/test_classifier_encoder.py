@@ -59,6 +59,19 @@ def test_long_input_uses_head_and_tail_windows(encoder: Encoder) -> None:
     assert len(encoded.token_states) == 2 * WINDOW_TOKENS
 
 
+@pytest.mark.parametrize("text", [
+    " ".join(f"Ligne {i}: naïve café, x={i * 37}; (voir §{i})" for i in range(600)),  # 20k chars, accents, punctuation
+    "def f(x):\n    return x ** 2  # comment\n" * 400 + "终" * 3000,  # code, then a tail with no whitespace
+])
+def test_a_long_text_gets_the_windows_of_its_whole_tokenisation(encoder: Encoder, text: str) -> None:
+    """Over 4k characters only the ends are tokenised (cut at whitespace): the head and tail windows must be the ones
+    tokenising the whole text gives, ids and character offsets."""
+    whole = encoder._tokenizer.encode(text, add_special_tokens=False)
+    windows = encoder._windows(text)
+    assert windows[0].ids == whole.ids[:WINDOW_TOKENS] and windows[0].offsets == whole.offsets[:WINDOW_TOKENS]
+    assert windows[-1].ids == whole.ids[-WINDOW_TOKENS:] and windows[-1].offsets == whole.offsets[-WINDOW_TOKENS:]
+
+
 def test_overlapping_windows_do_not_duplicate_tokens(encoder: Encoder) -> None:
     text = " ".join(f"w{i}" for i in range(150))  # 300 tokens: head and tail windows overlap
     encoded = encoder.encode(text)
