@@ -149,10 +149,9 @@ class Policy:
         keyword = self.keyword_category(text) if self._rules else None
         if keyword:
             return keyword, 1.0
-        threshold = self.cfg.classifier.confidence_threshold
-        if signal.category and signal.confidence >= threshold and self.cfg.category(signal.category):
-            return signal.category, signal.confidence
-        return self.cfg.default_category, signal.confidence
+        confident = confident_category(signal, self.cfg.classifier.confidence_threshold,
+                                       lambda name: self.cfg.category(name) is not None)
+        return confident or self.cfg.default_category, signal.confidence
 
     def _check_guard(self, guard: str, signal: Classification, cat: Category | None, category: str) -> bool:
         """True when the guard fires under a `flag` action; raises when it fires under `block`.
@@ -245,6 +244,14 @@ def _blocked(guard: str, cat: Category | None, category: str, turn: int | None) 
                                 status=cat.jailbreak_status if cat else 403, category=category)
     return ContentBlocked(f"The request was blocked: {subject} asks for harmful content",
                           status=cat.content_safety_status if cat else 403, category=category)
+
+
+def confident_category(signal: Classification, threshold: float, known: Callable[[str], bool]) -> str | None:
+    """The classifier's category when it is sure enough and names a category the config routes; else None, and the
+    default category applies (`semantic-router classify` reports the same)."""
+    if signal.category and signal.confidence >= threshold and known(signal.category):
+        return signal.category
+    return None
 
 
 def _compile_rule(category: str, keywords: list[str], regexes: list[str]) -> _CompiledRule:

@@ -2,7 +2,8 @@
 
 Milvus Lite allows one process per file: while a router on this host serves from the Lite file, the CLI
 uses that router's Lite child (as its workers do), else it starts its own. Namespaces are HMACs, so
-`invalidate --tenant/--api-key` needs the same secret (env var `semantic_cache.hmac_secret_env`) as the router.
+`invalidate --tenant/--api-key` needs the same secret (env var `semantic_cache.hmac_secret_env`) as the router; the
+dev stack (`make run`) keeps its own in var/cache-hmac.secret.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ def namespace_for(cfg: CacheConfig, tenant: str | None, user: str | None, api_ke
         raise ValueError(f"these values give no identity under scope {cfg.scope!r}")
     secret, configured = keys.hmac_secret(cfg.hmac_secret_env)
     if not configured:
-        raise ValueError(f"set {cfg.hmac_secret_env} to the router's secret to derive namespaces")
+        # The dev stack keeps its secret in a file the router never reads; name it so `make run` users find it.
+        raise ValueError(f"set {cfg.hmac_secret_env} to the secret the router runs with to derive namespaces "
+                         f"(under `make run`: {cfg.hmac_secret_env}=$(cat var/cache-hmac.secret))")
     return keys.namespace_of(secret, who)
 
 

@@ -9,11 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from router.config import DEFAULT_CONFIG, ClassifierConfig, ConfigError, RouterConfig, load_config
+from router.policy import Policy, confident_category
+
+NO_CONFIG_DEFAULT: str = RouterConfig.model_fields["default_category"].default
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "classify", help="classify text with the ONNX encoder heads; one JSON line each"
+        "classify", help="classify text as the router would (category after keyword rules and the confidence "
+                         "threshold, beside the head's top_category); one JSON line each"
     )
     p.add_argument("text", nargs="?", help="the text to classify")
     p.add_argument("--jsonl", type=Path, help='file with one {"text": ...} per line (- for stdin)')
@@ -59,11 +63,19 @@ def _classify(args: argparse.Namespace) -> int:
     except (ConfigError, ModelMissingError) as exc:
         print(exc, file=sys.stderr)
         return 1
+    policy = Policy(cfg) if cfg is not None else None
     for text in _texts(args):
         result = classifier.classify(text)
+        if policy is not None:
+            category, confidence = policy.category_for(text, result)
+        else:  # no config: every head category counts, the schema's threshold and default category apply
+            category = confident_category(result, settings.confidence_threshold, lambda _: True) or NO_CONFIG_DEFAULT
+            confidence = result.confidence
         row = {
-            "category": result.category,
-            "confidence": round(result.confidence, 4),
+            "category": category,  # what the router routes on: keyword rules, then the head above the threshold
+            "confidence": round(confidence, 4),
+            "top_category": result.category,
+            "top_confidence": round(result.confidence, 4),
             "jailbreak": result.jailbreak_score >= settings.jailbreak_threshold,
             "jailbreak_score": round(result.jailbreak_score, 4),
             "content_flagged": result.content_safety_score >= settings.content_safety_threshold,

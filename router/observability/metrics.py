@@ -258,8 +258,21 @@ class RouterMetrics:
         PlatformCollector(registry=r)
 
     def set_label_values(self, kind: LabelKind, values: Iterable[str]) -> None:
-        """Declare the allowed values of a config-driven label (call at start and on every reload)."""
-        self.label_sets[kind].allow(values)
+        """Declare the allowed values of a config-driven label (call at start and on every reload). The event counters
+        labelled by models or categories are exported at zero for each value: with router workers a series nobody
+        touched was not exported at all, so rate() and alerts on it saw nothing until its first event."""
+        names = list(values)
+        self.label_sets[kind].allow(names)
+        if kind == "model":
+            for model in names:
+                self.retries.labels(model)
+                self.answers_cut.labels(model)
+                for answered_by in names:
+                    if answered_by != model:
+                        self.fallbacks.labels(model, answered_by)
+        elif kind == "category":
+            for category in names:
+                self.jailbreak_blocks.labels(category)
 
     def record_request(self, model: str | None, category: str | None, path: DecisionPath) -> None:
         lab = self.label_sets

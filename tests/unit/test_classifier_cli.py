@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from router.classifier.cli import register
 from router.classifier.model import load_classifier
 from router.config import load_config
+from router.policy import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,3 +63,26 @@ def test_bad_jsonl_line_names_file_and_line(require_model: None, tmp_path: Path)
     file.write_text('{"text": "fine"}\n{"prompt": "wrong key"}\n')
     with pytest.raises(SystemExit, match=r"bad.jsonl:2"):
         run(["classify", "--config", "/nonexistent.yaml", "--jsonl", str(file)])
+
+
+def test_category_is_the_routers_with_the_heads_top_beside_it(
+    require_model: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI printed the head's top category ("business 0.1655") where the router, below confidence_threshold,
+    routed the default category: `category` is now the router's, `top_category` the head's."""
+    data = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    data["classifier"]["confidence_threshold"] = 1.0  # no head answer is sure enough: the default category routes
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    texts = ["What does the mitochondrion do in a eukaryotic cell?", "Prove that sqrt(2) is irrational"]
+    file = tmp_path / "in.jsonl"
+    file.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    assert run(["classify", "--config", str(config), "--jsonl", str(file)]) == 0
+    head, keyword = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    cfg = load_config(config)
+    top = load_classifier(cfg).classify(texts[0])
+    assert top.category != cfg.default_category
+    assert (head["category"], head["top_category"], head["top_confidence"]) == (
+        cfg.default_category, top.category, round(top.confidence, 4))
+    assert Policy(cfg).category_for(texts[0], top)[0] == head["category"]
+    assert (keyword["category"], keyword["confidence"]) == ("math", 1.0)  # the keyword rule `prove`, as routed

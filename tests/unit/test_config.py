@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import types
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from devstack.stack import ROOT
 from router.cli import build_parser
-from router.config import ConfigError, load_config, parse_config
+from router.config import ConfigError, RouterConfig, load_config, parse_config
 from router.envoy_config import envoy_config, render
 
 SHIPPED = ROOT / "config" / "config.yaml"
@@ -204,3 +208,54 @@ def test_every_subcommand_says_which_config_it_reads(command: list[str], capsys:
     with pytest.raises(SystemExit):
         build_parser().parse_args([*command, "--help"])
     assert "default: config/config.yaml" in " ".join(capsys.readouterr().out.split())
+
+
+def _schema_keys(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    """Every setting a config file may hold (sections are implied by their keys), as the reference spells it
+    (`models.NAME.x`, `categories[].x`)."""
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        kind = field.annotation
+        while get_origin(kind) in (Annotated, Union, types.UnionType):  # `X | None`, `Annotated[X, ...]`
+            kind = next(a for a in get_args(kind) if a is not type(None))
+        item = get_args(kind)[-1] if get_origin(kind) in (list, dict) else None
+        if _is_section(item):  # a list or map of sections: `categories[].name`, `models.NAME.cluster`
+            kind, path = item, path + ("[]" if get_origin(kind) is list else ".NAME")
+        if _is_section(kind):
+            yield from _schema_keys(kind, f"{path}.")
+        else:
+            yield path
+
+
+def _is_section(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+
+def _reference_rows() -> list[tuple[set[str], set[str]]]:
+    """README's configuration reference: per table row, the keys its first cell names (and their parents, so that a row
+    on `fallback.*` or `server.host` covers siblings), and every word written in backticks anywhere in the row."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Configuration reference\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        first = line.split("|")[1]
+        named = {token.removesuffix(".*").replace("[]", "") for token in re.findall(r"`([^`]+)`", first)}
+        parents = named | {token.rsplit(".", 1)[0] for token in named if "." in token}
+        words = set(re.findall(r"\w+", " ".join(re.findall(r"`([^`]+)`", line))))
+        rows.append((parents, words))
+    return rows
+
+
+def test_every_config_key_is_in_the_readme_reference() -> None:
+    """A key missing there is one an operator writing their own file cannot find (observability.metrics_host was: the
+    Kubernetes overlay sets 0.0.0.0, a hand-written manifest kept 127.0.0.1 and its probes failed)."""
+    rows = _reference_rows()
+
+    def documented(key: str) -> bool:
+        parent, _, name = key.replace("[]", "").rpartition(".")
+        return any(parent in parents and name in words if parent else key in parents for parents, words in rows)
+
+    missing = [key for key in _schema_keys(RouterConfig) if not documented(key)]
+    assert not missing, f"README.md 'Configuration reference' lacks: {', '.join(missing)}"

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from router.observability.metrics import OTHER, BoundedLabel, RouterMetrics, cost_usd
 
@@ -115,3 +121,21 @@ def test_envoys_refusals_and_fail_opens_are_exported_while_its_admin_port_answer
     assert answering.get_sample_value("vsr_envoy_failed_open_total") == 7
     assert answering.get_sample_value("vsr_envoy_failed_closed_total") == 2
     assert b"vsr_envoy_failed" not in generate_latest(silent)
+
+
+def test_event_counters_are_exported_at_zero_from_the_start_under_router_workers(tmp_path: Path) -> None:
+    """README, Metrics: with workers (the default) the supervisor exports what the workers wrote, and a labelled counter
+    nobody had touched was not exported at all (not even its HELP): an alert on vsr_jailbreak_blocks_total or
+    vsr_fallbacks_total saw no series until the first event. A worker declares its config's names at start."""
+    worker = ("from router.observability.metrics import RouterMetrics\n"
+              "m = RouterMetrics()\n"
+              "m.set_label_values('model', ['qwen3-4b', 'gpt-oss-120b'])\n"
+              "m.set_label_values('category', ['math'])\n")
+    subprocess.run([sys.executable, "-c", worker], env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+                   cwd=Path(__file__).resolve().parents[2], check=True)
+    supervisor = CollectorRegistry()
+    MultiProcessCollector(supervisor, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    zero = {("vsr_upstream_retries_total", ("qwen3-4b",)), ("vsr_answers_cut_total", ("gpt-oss-120b",)),
+            ("vsr_fallbacks_total", ("gpt-oss-120b", "qwen3-4b")), ("vsr_jailbreak_blocks_total", ("math",))}
+    exported = {(s.name, tuple(s.labels.values())): s.value for family in supervisor.collect() for s in family.samples}
+    assert {key: exported.get(key) for key in zero} == dict.fromkeys(zero, 0.0)
