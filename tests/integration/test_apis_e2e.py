@@ -81,6 +81,34 @@ def test_a_chat_cache_hit_names_the_model_that_answered(oai: openai.OpenAI) -> N
             assert {chunk.model for chunk in r.parse()} == {BIG}
 
 
+def test_a_cache_hit_reports_zero_usage_in_every_api(oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
+    """The answer is stored from a stream that asked no usage, so it holds none: its hits said `usage: null` (JSON)
+    and sent no usage chunk to a stream that asked for one. A hit spent no tokens: zero, never missing."""
+    messages: list[Any] = [{"role": "user", "content": MATH + " (stored without usage)"}]
+    with oai.chat.completions.with_streaming_response.create(model="auto", messages=messages, stream=True) as r:
+        assert r.headers["x-vsr-cache-hit"] == "false" and all(c.usage is None for c in r.parse())
+    raw = oai.chat.completions.with_raw_response.create(model="auto", messages=messages)
+    assert raw.headers["x-vsr-cache-hit"] == "true"
+    usage = raw.parse().usage
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (0, 0, 0)
+    with oai.chat.completions.with_streaming_response.create(
+            model="auto", messages=messages, stream=True, stream_options={"include_usage": True}) as r:
+        assert r.headers["x-vsr-cache-hit"] == "true"
+        chunks = list(r.parse())
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 0
+    assert all(c.usage is None and c.choices for c in chunks[:-1])
+    for expect_hit in ("false", "true"):
+        resp = oai.responses.with_raw_response.create(model="auto", input=MATH + " (usage)", store=False)
+        assert resp.headers["x-vsr-cache-hit"] == expect_hit
+    assert (u := resp.parse().usage) is not None and (u.input_tokens, u.output_tokens, u.total_tokens) == (0, 0, 0)
+    question = [{"role": "user", "content": MATH + " (usage)"}]
+    claude.messages.create(model="auto", max_tokens=64, messages=question)  # type: ignore[arg-type]
+    with claude.messages.stream(model="auto", max_tokens=64, messages=question) as stream:  # type: ignore[arg-type]
+        assert stream.response.headers["x-vsr-cache-hit"] == "true"
+        final = stream.get_final_message()
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (0, 0)
+
+
 def test_a_responses_request_that_depends_on_server_state_is_routed_but_never_cached(oai: openai.OpenAI) -> None:
     raw = oai.responses.with_raw_response.create(model="auto", input=MATH, previous_response_id="resp_earlier")
     assert raw.headers["x-vsr-selected-model"] == BIG
@@ -121,7 +149,7 @@ def test_anthropic_messages_are_classified_routed_and_cached(claude: anthropic.A
     hit = again.parse()
     assert hit.content[0].text == first.content[0].text and hit.stop_reason == "end_turn"
     assert hit.model == first.model == BIG
-    assert hit.usage.output_tokens == first.usage.output_tokens
+    assert (hit.usage.input_tokens, hit.usage.output_tokens) == (0, 0)  # a hit spent no tokens
 
 
 def test_anthropic_streams_in_its_own_events_and_replays_from_the_cache(claude: anthropic.Anthropic) -> None:
