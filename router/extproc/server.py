@@ -124,7 +124,8 @@ def _record(session: StreamSession) -> None:
                                           req.classifier_failure or "error")
     usage, answered_by = session.response.usage, session.response.answered_by
     if d is not None and answered_by is not None:
-        metrics.record_attempts(d.model, answered_by, session.response.attempts)
+        ok = 200 <= session.response.status < 300 and not cut
+        metrics.record_attempts(d.model, answered_by, session.response.attempts, ok)
     if cut and d is not None:
         metrics.record_answer_cut(answered_by or d.model)
     if req.affinity is not None:
