@@ -109,6 +109,30 @@ def test_a_cache_hit_reports_zero_usage_in_every_api(oai: openai.OpenAI, claude:
     assert (final.usage.input_tokens, final.usage.output_tokens) == (0, 0)
 
 
+def test_cache_control_opts_out_and_an_unknown_directive_is_refused(
+        oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
+    """The standard `Cache-Control: no-cache` / `no-store` were ignored (a cached answer served all the same), and so
+    was an `x-vsr-cache-control` value the router does not know: the client believed it had opted out."""
+    messages: list[Any] = [{"role": "user", "content": MATH + " (cache control)"}]
+    oai.chat.completions.create(model="auto", messages=messages)  # stored
+    served = oai.chat.completions.with_raw_response.create(model="auto", messages=messages)
+    assert served.headers["x-vsr-cache-hit"] == "true"
+    fresh = oai.chat.completions.with_raw_response.create(model="auto", messages=messages,
+                                                          extra_headers={"Cache-Control": "no-cache"})
+    assert fresh.headers["x-vsr-cache-hit"] == "false" and fresh.headers["x-demo-upstream"] == BIG
+    untouched = oai.chat.completions.with_raw_response.create(model="auto", messages=messages,
+                                                              extra_headers={"Cache-Control": "no-store"})
+    assert "x-vsr-cache-hit" not in untouched.headers and untouched.headers["x-demo-upstream"] == BIG
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.chat.completions.create(model="auto", messages=messages, extra_headers={"x-vsr-cache-control": "nocache"})
+    assert "accepted: no-store, no-cache" in err.value.message
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        claude.messages.create(model="auto", max_tokens=64, messages=messages,
+                               extra_headers={"x-vsr-cache-control": "nocache"})
+    assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "accepted: no-store, no-cache" in bad.value.body["error"]["message"]  # type: ignore[index]
+
+
 def test_a_responses_request_that_depends_on_server_state_is_routed_but_never_cached(oai: openai.OpenAI) -> None:
     raw = oai.responses.with_raw_response.create(model="auto", input=MATH, previous_response_id="resp_earlier")
     assert raw.headers["x-vsr-selected-model"] == BIG
