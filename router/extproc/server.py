@@ -103,7 +103,7 @@ def _record(session: StreamSession) -> None:
                           cache=req.cache_result, upstream_model=session.response.answered_by,
                           attempts=session.response.attempts, error=req.error_code, category=category,
                           config=session.runtime.version, **why)
-    if req.outcome in (Outcome.PASSTHROUGH, Outcome.MODELS):
+    if req.outcome in (Outcome.PASSTHROUGH, Outcome.MODELS, Outcome.UNSERVED):
         return
     for phase, seconds in req.timings.items():
         metrics.observe_phase(phase, seconds)  # type: ignore[arg-type]

@@ -33,6 +33,7 @@ from router.errors import (
     InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
+    NotServed,
     Outcome,
     RouterError,
     TooManyHeaders,
@@ -159,6 +160,9 @@ class StreamSession:
         method, path = h.get(":method", ""), h.get(":path", "").split("?", 1)[0]
         if path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             return self._answer_models(method, path)
+        if path == apis.COUNT_TOKENS_PATH:
+            self.request.api = "messages"
+            raise NotServed("This router does not count tokens: /v1/messages/count_tokens is not served")
         api = apis.PATHS.get(path)
         if api is None and path.startswith(apis.RESPONSES_ITEM_PREFIX):
             return self._route_stored_response(path)

@@ -199,6 +199,16 @@ def test_anthropic_clients_get_anthropic_errors(claude: anthropic.Anthropic, sta
                                                    "message": "'max_tokens' is required and must be a positive integer"}}
 
 
+def test_count_tokens_is_refused_by_the_router_in_anthropics_shape(claude: anthropic.Anthropic) -> None:
+    """It passed through to the default model, whose server answered a plain-text 404 the SDK could not parse."""
+    with pytest.raises(anthropic.NotFoundError) as err:
+        claude.messages.count_tokens(model="auto", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.body == {"type": "error", "error": {
+        "type": "not_found_error",
+        "message": "This router does not count tokens: /v1/messages/count_tokens is not served"}}
+    assert "x-demo-upstream" not in err.value.response.headers  # no model server was asked
+
+
 def test_a_fallback_rewrites_the_model_of_a_responses_body(stack: Stack) -> None:
     r = httpx.post(f"{stack.base_url}/responses", headers={"x-demo-fault": f"{BIG}=503"}, timeout=10,
                    json={"model": "auto", "input": MATH + " (fallback)"})
