@@ -224,8 +224,12 @@ class SemanticCache:
     def _error(self, exc: Exception, op: str) -> None:
         """Count every failure; log it while the backend is up and has answered. Once it is down the
         `cache_backend_down` line holds the error and `/readyz` the latest: a line per failed probe or purge would only
-        repeat them. Before its first answer (connecting at start) a failure is logged only as the streak's end."""
+        repeat them. Before its first answer (connecting at start) a failure is logged only as the streak's end, and a
+        readiness probe's is counted only from there: each clean start counted one per worker (probed while the Lite
+        child was still starting), logged nowhere."""
         self.health.failure(f"{op}: {str(exc)[:200] or type(exc).__name__}")
+        if op == "probe" and not self.health.answered and self.health.up:
+            return
         self._count("error", op)
         metrics.record_dependency_error("cache")
         if self.health.up and self.health.answered:
