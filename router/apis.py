@@ -25,6 +25,9 @@ from router.errors import InvalidRequest, RouterError
 
 Api = Literal["chat", "responses", "messages"]
 PATHS: dict[str, Api] = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/messages": "messages"}
+# Anthropic clients (Claude Code) call it to size a prompt; the count is the served model's tokenizer's, which the
+# router does not have: refused with an Anthropic 404 instead of the default model server's plain-text one.
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 # GET/DELETE of a stored response (and its input items, cancel): routed to the server that holds it.
 RESPONSES_ITEM_PREFIX = "/v1/responses/"
 # Paths the router routes by their explicit `model` only, never cached. A completions prompt is screened by the guards
@@ -369,6 +372,8 @@ def assembler(api: Api) -> Assembler:
 
 # ---- cache hits: chat.completion -> format ---------------------------------------------------------
 
+HIT_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
 def _text_of(completion: dict[str, Any]) -> tuple[str, str]:
     choice = (completion.get("choices") or [{}])[0]
     return str((choice.get("message") or {}).get("content") or ""), str(choice.get("finish_reason") or "stop")
@@ -447,10 +452,15 @@ def render_hit(api: Api, completion: dict[str, Any], routed: str, stream: bool, 
     """A cached answer (a chat.completion) in the client's format, naming the model that answered it: the stored
     answer's own `model`, else `routed`, the model the request was routed to (part of the entry's scope), so an
     upstream answer without one is never replayed with none, null, "" or "None". `include_usage` is the chat
-    `stream_options.include_usage` (the other APIs' streams always carry usage)."""
+    `stream_options.include_usage` (the other APIs' streams always carry usage).
+
+    A hit reports zero usage in every format: no model spent tokens on it, so a client billing from `usage` pays
+    nothing for it. It replayed the stored answer's usage, and none at all (`usage: null`, no usage chunk) for an
+    answer stored from a stream the client had not asked usage of."""
     answered = completion.get("model")
+    completion = {**completion, "usage": HIT_USAGE}
     if not isinstance(answered, str) or not answered:
-        completion = {**completion, "model": routed}
+        completion["model"] = routed
     if api == "chat":
         fresh = wire.fresh_completion(completion)
         return wire.completion_to_sse(fresh, include_usage) if stream else json.dumps(fresh).encode()

@@ -16,6 +16,7 @@ class Outcome(StrEnum):
     MODELS = "models"  # GET /v1/models, answered by the router
     ABANDONED = "abandoned"  # routed, but the stream ended before any answer (Envoy gave up waiting, client left)
     PASSTHROUGH = "passthrough"  # a path the router does not process
+    UNSERVED = "unserved"  # a path the router refuses itself (404), never routed: not a request's error
 
 
 class RouterError(Exception):
@@ -64,6 +65,15 @@ class UnsupportedPath(RouterError):
 
     status = 404
     code = "unsupported_path"
+
+
+class NotServed(RouterError):
+    """A path clients call that neither the router nor its model servers answer (Anthropic's count_tokens): a 404
+    of the router's, in the API's shape, not the default model's plain-text one."""
+
+    status = 404
+    code = "not_found"
+    outcome = Outcome.UNSERVED
 
 
 class BodyTooLarge(RouterError):

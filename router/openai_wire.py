@@ -275,9 +275,12 @@ class StreamAssembler:
 
 
 def completion_to_sse(completion: dict[str, Any], include_usage: bool) -> bytes:
-    """Replays a complete answer as a valid chat.completion.chunk stream ending in [DONE]."""
+    """Replays a complete answer as a valid chat.completion.chunk stream ending in [DONE]. With `include_usage`, as
+    OpenAI streams it: every chunk has `usage: null` but the last, `choices: []` with the answer's usage."""
     base: dict[str, Any] = {k: completion[k] for k in ("id", "created", "model") if k in completion}
     base["object"] = "chat.completion.chunk"
+    if include_usage:
+        base["usage"] = None
     frames: list[dict[str, Any]] = []
     for choice in completion.get("choices", []):
         message = choice.get("message") or {}
@@ -286,7 +289,7 @@ def completion_to_sse(completion: dict[str, Any], include_usage: bool) -> bytes:
         frames.append({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
         frames.append({**base, "choices": [{"index": index, "delta": {},
                                             "finish_reason": choice.get("finish_reason", "stop")}]})
-    if include_usage and completion.get("usage"):
-        frames.append({**base, "choices": [], "usage": completion["usage"]})
+    if include_usage:
+        frames.append({**base, "choices": [], "usage": completion.get("usage")})
     out = b"".join(b"data: " + json.dumps(f).encode() + b"\n\n" for f in frames)
     return out + b"data: " + DONE + b"\n\n"

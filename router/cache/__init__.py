@@ -7,9 +7,10 @@ from router.cache.semantic_cache import (
     CacheRequest,
     SemanticCache,
     build_cache_request,
+    cache_control,
     make_store,
 )
 from router.cache.store import CacheBackendError, CacheStore, InvalidCacheArgument
 
 __all__ = ["CACHE_REASONS", "CacheBackendError", "CacheHit", "CacheRequest", "CacheStore", "InvalidCacheArgument", "SemanticCache",
-           "SkipReason", "build_cache_request", "make_store"]
+           "SkipReason", "build_cache_request", "cache_control", "make_store"]

@@ -37,10 +37,12 @@ from router.cache.verifier import ADDITION, Verifier
 from router.cache.verifier import FLOOR as VERIFIER_FLOOR
 from router.cache.writer import WriteQueue
 from router.config import LOOP_SLACK, CacheConfig, RouterConfig
+from router.errors import InvalidRequest
 from router.observability import metrics
 
 log = structlog.get_logger(__name__)
 CONTROL_HEADER = "x-vsr-cache-control"
+CONTROL_VALUES = ("no-store", "no-cache")  # neither read nor write; do not read (the fresh answer may be stored)
 LOOP_GRACE_S = 0.01
 _FINISH_OK = frozenset({"stop", "length", "tool_calls", "function_call"})
 # Every `reason` label value this module emits: declare them with metrics.set_label_values("cache_reason", ...).
@@ -80,8 +82,16 @@ class CacheHit:
     pair_score: float | None = None  # and the pair model's (None: exact, or no pair model)
 
 
-def _control(headers: Mapping[str, str]) -> set[str]:
-    return {t.strip().lower() for t in headers.get(CONTROL_HEADER, "").split(",") if t.strip()}
+def cache_control(headers: Mapping[str, str]) -> set[str]:
+    """The request's cache directives (`no-store`, `no-cache`): from `x-vsr-cache-control`, where a value the router
+    does not know raises InvalidRequest (`nocache` was ignored: the client believed it had opted out), and from the
+    standard `Cache-Control`, whose other directives (`max-age=0`, ...) are about HTTP caches and left to them."""
+    ours = {t.strip().lower() for t in headers.get(CONTROL_HEADER, "").split(",") if t.strip()}
+    if unknown := ours - set(CONTROL_VALUES):
+        raise InvalidRequest(f"{CONTROL_HEADER}: unknown value {', '.join(sorted(unknown))!r}; accepted: "
+                             f"{', '.join(CONTROL_VALUES)}", param=CONTROL_HEADER)
+    standard = {t.split("=", 1)[0].strip().lower() for t in headers.get("cache-control", "").split(",")}
+    return ours | (standard & set(CONTROL_VALUES))
 
 
 def _usable_embedding(embedding: np.ndarray | None, text: str, cfg: CacheConfig) -> np.ndarray | None:
@@ -125,7 +135,7 @@ def _build(
         return SkipReason.DISABLED
     if override is not None and override.enabled is False:
         return SkipReason.CATEGORY_DISABLED
-    control = _control(headers)
+    control = cache_control(headers)
     if "no-store" in control:
         return SkipReason.NO_STORE
     if stateful:
@@ -214,8 +224,12 @@ class SemanticCache:
     def _error(self, exc: Exception, op: str) -> None:
         """Count every failure; log it while the backend is up and has answered. Once it is down the
         `cache_backend_down` line holds the error and `/readyz` the latest: a line per failed probe or purge would only
-        repeat them. Before its first answer (connecting at start) a failure is logged only as the streak's end."""
+        repeat them. Before its first answer (connecting at start) a failure is logged only as the streak's end, and a
+        readiness probe's is counted only from there: each clean start counted one per worker (probed while the Lite
+        child was still starting), logged nowhere."""
         self.health.failure(f"{op}: {str(exc)[:200] or type(exc).__name__}")
+        if op == "probe" and not self.health.answered and self.health.up:
+            return
         self._count("error", op)
         metrics.record_dependency_error("cache")
         if self.health.up and self.health.answered:

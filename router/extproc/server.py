@@ -103,7 +103,7 @@ def _record(session: StreamSession) -> None:
                           cache=req.cache_result, upstream_model=session.response.answered_by,
                           attempts=session.response.attempts, error=req.error_code, category=category,
                           config=session.runtime.version, **why)
-    if req.outcome in (Outcome.PASSTHROUGH, Outcome.MODELS):
+    if req.outcome in (Outcome.PASSTHROUGH, Outcome.MODELS, Outcome.UNSERVED):
         return
     for phase, seconds in req.timings.items():
         metrics.observe_phase(phase, seconds)  # type: ignore[arg-type]
@@ -124,7 +124,8 @@ def _record(session: StreamSession) -> None:
                                           req.classifier_failure or "error")
     usage, answered_by = session.response.usage, session.response.answered_by
     if d is not None and answered_by is not None:
-        metrics.record_attempts(d.model, answered_by, session.response.attempts)
+        ok = 200 <= session.response.status < 300 and not cut
+        metrics.record_attempts(d.model, answered_by, session.response.attempts, ok)
     if cut and d is not None:
         metrics.record_answer_cut(answered_by or d.model)
     if req.affinity is not None:

@@ -24,7 +24,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from router import affinity, apis, resilience
 from router import openai_wire as wire
-from router.cache import CacheHit, build_cache_request, keys
+from router.cache import CacheHit, build_cache_request, cache_control, keys
 from router.classifier.pii_rules import find_structured
 from router.errors import (
     BodyTooLarge,
@@ -33,6 +33,7 @@ from router.errors import (
     InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
+    NotServed,
     Outcome,
     RouterError,
     TooManyHeaders,
@@ -159,6 +160,9 @@ class StreamSession:
         method, path = h.get(":method", ""), h.get(":path", "").split("?", 1)[0]
         if path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             return self._answer_models(method, path)
+        if path == apis.COUNT_TOKENS_PATH:
+            self.request.api = "messages"
+            raise NotServed("This router does not count tokens: /v1/messages/count_tokens is not served")
         api = apis.PATHS.get(path)
         if api is None and path.startswith(apis.RESPONSES_ITEM_PREFIX):
             return self._route_stored_response(path)
@@ -176,6 +180,7 @@ class StreamSession:
                 return msg.continue_request_headers(msg.SCREEN_BODY if kind == "completions" else msg.ROUTE_BODY_ONLY)
             return msg.continue_request_headers(msg.PASS_THROUGH)
         self.request.api = api
+        cache_control(h)  # a directive the router does not know is refused here, cache on or off
         if self.runtime.tracing is not None:
             self.trace = self.runtime.tracing.start(self.trace_carrier, h)
         limit = self.runtime.cfg.envoy.max_headers_count

@@ -166,8 +166,14 @@ class RouterMetrics:
         )
         self.fallbacks = self._counter(
             "fallbacks_total",
-            "Routed requests answered by a fallback model after the chosen one failed.",
+            "Routed requests answered (2xx, complete) by a fallback model after the chosen one failed.",
             ("model", "answered_by"),
+        )
+        self.fallbacks_failed = self._counter(
+            "fallbacks_failed_total",
+            "Routed requests whose fallback chain failed: the chosen model and a fallback were tried, the client "
+            "got no complete 2xx answer.",
+            ("model",),
         )
         self.affinity = self._counter(
             "affinity_total",
@@ -324,13 +330,18 @@ class RouterMetrics:
         self.tokens.labels(label, "completion").inc(max(completion_tokens, 0))
         self.cost.labels(label).inc(max(cost_usd, 0.0))
 
-    def record_attempts(self, model: str | None, answered_by: str | None, attempts: int) -> None:
-        """Envoy's retries of one routed request, and a fallback when another model answered."""
+    def record_attempts(self, model: str | None, answered_by: str | None, attempts: int, ok: bool) -> None:
+        """Envoy's retries of one routed request, and a fallback when another model was tried: answered by it only
+        when `ok`, its answer reached the client as a complete 2xx (a chain that failed throughout was counted as
+        answered by its last model)."""
         label = self.label_sets["model"]
         if attempts > 1:
             self.retries.labels(label(model)).inc(attempts - 1)
         if answered_by and answered_by != model:
-            self.fallbacks.labels(label(model), label(answered_by)).inc()
+            if ok:
+                self.fallbacks.labels(label(model), label(answered_by)).inc()
+            else:
+                self.fallbacks_failed.labels(label(model)).inc()
 
     def record_answer_cut(self, model: str) -> None:
         self.answers_cut.labels(self.label_sets["model"](model)).inc()

@@ -81,6 +81,58 @@ def test_a_chat_cache_hit_names_the_model_that_answered(oai: openai.OpenAI) -> N
             assert {chunk.model for chunk in r.parse()} == {BIG}
 
 
+def test_a_cache_hit_reports_zero_usage_in_every_api(oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
+    """The answer is stored from a stream that asked no usage, so it holds none: its hits said `usage: null` (JSON)
+    and sent no usage chunk to a stream that asked for one. A hit spent no tokens: zero, never missing."""
+    messages: list[Any] = [{"role": "user", "content": MATH + " (stored without usage)"}]
+    with oai.chat.completions.with_streaming_response.create(model="auto", messages=messages, stream=True) as r:
+        assert r.headers["x-vsr-cache-hit"] == "false" and all(c.usage is None for c in r.parse())
+    raw = oai.chat.completions.with_raw_response.create(model="auto", messages=messages)
+    assert raw.headers["x-vsr-cache-hit"] == "true"
+    usage = raw.parse().usage
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (0, 0, 0)
+    with oai.chat.completions.with_streaming_response.create(
+            model="auto", messages=messages, stream=True, stream_options={"include_usage": True}) as r:
+        assert r.headers["x-vsr-cache-hit"] == "true"
+        chunks = list(r.parse())
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 0
+    assert all(c.usage is None and c.choices for c in chunks[:-1])
+    for expect_hit in ("false", "true"):
+        resp = oai.responses.with_raw_response.create(model="auto", input=MATH + " (usage)", store=False)
+        assert resp.headers["x-vsr-cache-hit"] == expect_hit
+    assert (u := resp.parse().usage) is not None and (u.input_tokens, u.output_tokens, u.total_tokens) == (0, 0, 0)
+    question = [{"role": "user", "content": MATH + " (usage)"}]
+    claude.messages.create(model="auto", max_tokens=64, messages=question)  # type: ignore[arg-type]
+    with claude.messages.stream(model="auto", max_tokens=64, messages=question) as stream:  # type: ignore[arg-type]
+        assert stream.response.headers["x-vsr-cache-hit"] == "true"
+        final = stream.get_final_message()
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (0, 0)
+
+
+def test_cache_control_opts_out_and_an_unknown_directive_is_refused(
+        oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
+    """The standard `Cache-Control: no-cache` / `no-store` were ignored (a cached answer served all the same), and so
+    was an `x-vsr-cache-control` value the router does not know: the client believed it had opted out."""
+    messages: list[Any] = [{"role": "user", "content": MATH + " (cache control)"}]
+    oai.chat.completions.create(model="auto", messages=messages)  # stored
+    served = oai.chat.completions.with_raw_response.create(model="auto", messages=messages)
+    assert served.headers["x-vsr-cache-hit"] == "true"
+    fresh = oai.chat.completions.with_raw_response.create(model="auto", messages=messages,
+                                                          extra_headers={"Cache-Control": "no-cache"})
+    assert fresh.headers["x-vsr-cache-hit"] == "false" and fresh.headers["x-demo-upstream"] == BIG
+    untouched = oai.chat.completions.with_raw_response.create(model="auto", messages=messages,
+                                                              extra_headers={"Cache-Control": "no-store"})
+    assert "x-vsr-cache-hit" not in untouched.headers and untouched.headers["x-demo-upstream"] == BIG
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.chat.completions.create(model="auto", messages=messages, extra_headers={"x-vsr-cache-control": "nocache"})
+    assert "accepted: no-store, no-cache" in err.value.message
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        claude.messages.create(model="auto", max_tokens=64, messages=messages,
+                               extra_headers={"x-vsr-cache-control": "nocache"})
+    assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "accepted: no-store, no-cache" in bad.value.body["error"]["message"]  # type: ignore[index]
+
+
 def test_a_responses_request_that_depends_on_server_state_is_routed_but_never_cached(oai: openai.OpenAI) -> None:
     raw = oai.responses.with_raw_response.create(model="auto", input=MATH, previous_response_id="resp_earlier")
     assert raw.headers["x-vsr-selected-model"] == BIG
@@ -121,7 +173,7 @@ def test_anthropic_messages_are_classified_routed_and_cached(claude: anthropic.A
     hit = again.parse()
     assert hit.content[0].text == first.content[0].text and hit.stop_reason == "end_turn"
     assert hit.model == first.model == BIG
-    assert hit.usage.output_tokens == first.usage.output_tokens
+    assert (hit.usage.input_tokens, hit.usage.output_tokens) == (0, 0)  # a hit spent no tokens
 
 
 def test_anthropic_streams_in_its_own_events_and_replays_from_the_cache(claude: anthropic.Anthropic) -> None:
@@ -145,6 +197,16 @@ def test_anthropic_clients_get_anthropic_errors(claude: anthropic.Anthropic, sta
     assert r.status_code == 400
     assert r.json() == {"type": "error", "error": {"type": "invalid_request_error",
                                                    "message": "'max_tokens' is required and must be a positive integer"}}
+
+
+def test_count_tokens_is_refused_by_the_router_in_anthropics_shape(claude: anthropic.Anthropic) -> None:
+    """It passed through to the default model, whose server answered a plain-text 404 the SDK could not parse."""
+    with pytest.raises(anthropic.NotFoundError) as err:
+        claude.messages.count_tokens(model="auto", messages=[{"role": "user", "content": "hi"}])
+    assert err.value.body == {"type": "error", "error": {
+        "type": "not_found_error",
+        "message": "This router does not count tokens: /v1/messages/count_tokens is not served"}}
+    assert "x-demo-upstream" not in err.value.response.headers  # no model server was asked
 
 
 def test_a_fallback_rewrites_the_model_of_a_responses_body(stack: Stack) -> None:

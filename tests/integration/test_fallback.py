@@ -80,6 +80,16 @@ def test_503_on_the_chosen_model_is_answered_by_the_next_one_rewritten_for_it(st
     assert _metric(stack, "vsr_fallbacks_total", model=BIG, answered_by=SMALL) == before + 1
 
 
+def test_a_chain_that_fails_throughout_is_counted_as_failed_not_as_answered(stack: Stack) -> None:
+    """With both models failing the client got a 503 while vsr_fallbacks_total said qwen3-4b had answered."""
+    answered = _metric(stack, "vsr_fallbacks_total", model=BIG, answered_by=SMALL)
+    failed = _metric(stack, "vsr_fallbacks_failed_total", model=BIG)
+    r = _post(stack, fault=f"{BIG}=503,{SMALL}=503")
+    assert r.status_code == 503 and r.headers["x-vsr-upstream-model"] == SMALL
+    assert _metric(stack, "vsr_fallbacks_failed_total", model=BIG) == failed + 1
+    assert _metric(stack, "vsr_fallbacks_total", model=BIG, answered_by=SMALL) == answered
+
+
 def test_a_connection_closed_by_the_chosen_model_falls_back(stack: Stack) -> None:
     r = _post(stack, fault=f"{BIG}=close")
     assert r.status_code == 200

@@ -88,6 +88,9 @@ def test_ready_lists_every_worker_and_one_lite_child(stack: Stack) -> None:
     names = sorted(_name(p) for p in children)
     assert names.count("milvus") == 1, names  # the supervisor's one Lite child, not one per worker
     assert metric(stack, "vsr_workers_ready") == WORKERS
+    # Each worker's readiness probe while the Lite child was still starting counted as a failure, logged nowhere.
+    assert metric(stack, "vsr_dependency_errors_total", dependency="cache") == 0
+    assert metric(stack, "vsr_cache_events_total", event="error") == 0
     text = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics", timeout=5).text
     # Envoy's counts of requests the router did not answer, on the supervisor's /metrics too
     assert "\nvsr_envoy_failed_closed_total " in text and "\nvsr_envoy_failed_open_total " in text

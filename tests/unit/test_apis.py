@@ -66,7 +66,23 @@ def test_a_cache_replay_reassembles_into_the_same_answer(api: apis.Api) -> None:
     completion = assembler.completion()
     assert completion is not None and completion["model"] == "m1"
     assert completion["choices"][0]["message"]["content"] == "Hello there"
-    assert assembler.usage == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    assert assembler.usage == apis.HIT_USAGE  # a hit spent no tokens, whatever its miss cost
+
+
+def test_a_hit_reports_zero_usage_even_when_its_answer_was_stored_without_any() -> None:
+    """An answer stored from a stream without `include_usage` has no usage: its hits said `usage: null` (JSON) and
+    sent no usage chunk to a client that asked for one."""
+    stored = {"object": "chat.completion", "model": "m1", "choices": [{"index": 0, "message": {
+              "role": "assistant", "content": "Hi"}, "finish_reason": "stop"}]}
+    zero = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    assert json.loads(apis.render_hit("chat", stored, "m2", stream=False))["usage"] == zero
+    sse = apis.render_hit("chat", stored, "m2", stream=True, include_usage=True)
+    chunks = [json.loads(p) for p in SSEDecoder().feed(sse) if p != b"[DONE]"]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == zero
+    assert all(c["usage"] is None for c in chunks[:-1])  # as OpenAI streams it with include_usage
+    assert json.loads(apis.render_hit("responses", stored, "m2", stream=False))["usage"]["total_tokens"] == 0
+    assert json.loads(apis.render_hit("messages", stored, "m2", stream=False))["usage"] == {
+        "input_tokens": 0, "output_tokens": 0}
 
 
 def test_only_finished_text_answers_are_cacheable() -> None:

@@ -218,6 +218,21 @@ async def test_failing_backend_is_a_counted_miss() -> None:
     await cache.close()
 
 
+async def test_probes_before_the_first_answer_count_only_once_the_backend_is_marked_down() -> None:
+    """Every clean start counted an error per worker: its readiness probe came while the Lite child was starting."""
+    store = SlowStore(fail=True)
+    starting = SemanticCache(CFG.semantic_cache, store)
+    assert await starting.check() == (False, "failing (1 in a row): probe: down")
+    store.fail = False
+    assert (await starting.check())[0] and starting.counters["error:probe"] == 0
+    never = SemanticCache(CFG.semantic_cache, SlowStore(fail=True))
+    for _ in range(never.health.streak + 1):
+        await never.check()
+    assert not never.health.up and never.counters["error:probe"] == 2  # the streak's last failure and the next one
+    await starting.close()
+    await never.close()
+
+
 async def test_lru_and_fifo_eviction() -> None:
     def entry(key: str) -> CacheEntry:
         return CacheEntry(key, "s", "n", "m", BASE, "t", "{}", 0.0, 1e12)

@@ -10,6 +10,7 @@ import pytest
 from router.cache import CacheRequest, SkipReason, build_cache_request
 from router.cache.keys import caller, context_fingerprint, latest_user_text, normalise
 from router.config import RouterConfig, parse_config
+from router.errors import InvalidRequest
 
 VEC = np.ones(384, dtype=np.float32) / np.sqrt(384)
 
@@ -122,6 +123,20 @@ def test_cache_control_header() -> None:
     assert req(headers={**KEY_A, "x-vsr-cache-control": "no-cache"}).read is False
     skipped = build_cache_request(body(), {**KEY_A, "x-vsr-cache-control": "No-Store"}, "m1", None, VEC, CFG)
     assert skipped is SkipReason.NO_STORE
+
+
+def test_the_standard_cache_control_header_opts_out_too() -> None:
+    """`Cache-Control: no-cache` / `no-store` were ignored: the client got a cached answer it had declined."""
+    assert req(headers={**KEY_A, "cache-control": "max-age=0, No-Cache"}).read is False
+    assert build_cache_request(body(), {**KEY_A, "cache-control": "no-store"}, "m1", None, VEC, CFG) \
+        is SkipReason.NO_STORE
+    assert req(headers={**KEY_A, "cache-control": "max-age=0, no-transform"}).read is True
+
+
+def test_an_unknown_x_vsr_cache_control_value_is_refused_naming_the_accepted_ones() -> None:
+    with pytest.raises(InvalidRequest, match="unknown value 'nocache'; accepted: no-store, no-cache") as err:
+        build_cache_request(body(), {**KEY_A, "x-vsr-cache-control": "nocache"}, "m1", None, VEC, CFG)
+    assert err.value.status == 400
 
 
 def test_category_overrides() -> None:
