@@ -458,7 +458,7 @@ def render_hit(api: Api, completion: dict[str, Any], routed: str, stream: bool, 
     nothing for it. It replayed the stored answer's usage, and none at all (`usage: null`, no usage chunk) for an
     answer stored from a stream the client had not asked usage of."""
     answered = completion.get("model")
-    completion = {**completion, "usage": HIT_USAGE}
+    completion = {**completion, "usage": dict(HIT_USAGE)}
     if not isinstance(answered, str) or not answered:
         completion["model"] = routed
     if api == "chat":

@@ -273,6 +273,7 @@ class RouterMetrics:
             for model in names:
                 self.retries.labels(model)
                 self.answers_cut.labels(model)
+                self.fallbacks_failed.labels(model)
                 for answered_by in names:
                     if answered_by != model:
                         self.fallbacks.labels(model, answered_by)
