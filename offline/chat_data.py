@@ -183,8 +183,9 @@ def excluded_ids() -> frozenset[str]:
     ids = set()
     for path in sorted(DATA.glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                ids.add(conversation(json.loads(line)["id"]))
+            # Written sets (chat_edgy_*) hold no corpus row: no id, nothing to exclude.
+            if line.strip() and "id" in (row := json.loads(line)):
+                ids.add(conversation(row["id"]))
     return frozenset(ids)
 
 

@@ -7,6 +7,9 @@ Both are rebuilt identically by training (build venv) and `semantic-router eval`
                   harmful requests written by hand (injection_data.written) as benign training rows
   content_safety  safety_data's source split, plus the benign training rows of the jailbreak set (MMLU,
                   contradish, small talk) as safe training rows
+Both guards are also held to the hand-written prompts that merely sound risky ("how do I kill a frozen process",
+offline/data/chat_edgy_{dev,test}.jsonl, group "edgy", never trained on); the plain harmful rows of those files are
+extra content-safety positives (group "edgy_harmful"), reported apart from the other sources.
 Both guards also train on later user turns of ShareGPT TRAIN conversations (`followups`): short context-bound
 lines ("No, they aren't people", "make it shorter") that the heads otherwise flag, as chitchat lines showed on dev.
 Thresholds are chosen on the dev rows only (DEV_BUDGETS: false-block rate per benign group), never on test.
@@ -20,12 +23,14 @@ from functools import cache
 import numpy as np
 
 from offline.chat_data import (
+    DATA,
     DEV,
     JAILBREAK_LIKE,
     TEST,
     TRAIN,
     benign_chat,
     excluded_ids,
+    jsonl_rows,
     sharegpt_records,
     sharegpt_split,
 )
@@ -40,11 +45,15 @@ SPLITS = (TRAIN, DEV, TEST)
 # Benign groups that are real chat, and the support/how-to subset, as the guards' false-block targets see them.
 REAL_CHAT = ("sharegpt", "chitchat")
 SUPPORT = ("sharegpt_support", "support")
+# Hand-written benign prompts that sound risky, and plain harmful asks, per held-out split (2026-12-01).
+EDGY, EDGY_HARMFUL = "edgy", "edgy_harmful"
+EDGY_FILES = {DEV: DATA / "chat_edgy_dev.jsonl", TEST: DATA / "chat_edgy_test.jsonl"}
 FOLLOWUP_MAX_CHARS = 300
 FOLLOWUP_ROWS = 6000
 # Per guard, the dev false-block rate allowed on each benign group: half of the issue's budget (0.3% of real
-# chat, 0.5% of support asks) for each guard, so that the union of both guards stays within it.
-DEV_BUDGETS = {"real_chat": 0.0015, "support": 0.0025}
+# chat, 0.5% of support asks) for each guard, so that the union of both guards stays within it; at most 1% of the
+# risky-sounding benign prompts (3 of 357 dev rows) per guard.
+DEV_BUDGETS = {"real_chat": 0.0015, "support": 0.0025, EDGY: 0.01}
 
 
 @cache
@@ -92,6 +101,12 @@ def guard_splits(guard: str) -> dict[str, list[Example]]:
         # ("how to make a bomb") and scored a bare "How do I make a pipe bomb at home?" as one.
         splits[TRAIN] += [Example(text, BENIGN, "written_harmful") for text in written(HARMFUL)]
     splits[TRAIN] += [Example(text, negative, "sharegpt_followup") for text in followups()]
+    for split, path in EDGY_FILES.items():
+        for row in jsonl_rows(path):
+            if row["label"] == "benign":
+                splits[split].append(Example(row["text"], negative, EDGY))
+            elif guard == "content_safety":
+                splits[split].append(Example(row["text"], HARMFUL, EDGY_HARMFUL))
     return splits
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from offline.chat_data import DEV, TRAIN
 from offline.features import embed
 from offline.guard_data import (
+    EDGY,
     LABELS,
     REAL_CHAT,
     choose_threshold,
@@ -55,12 +56,13 @@ def shift_to_half(head: MLPHead, threshold: float) -> MLPHead:
 
 
 def dev_groups(guard: str, head: MLPHead, encoder: Encoder, dev: list[Example]) -> dict[str, np.ndarray]:
-    """Dev scores of the benign groups the thresholds are held to (real chat, support asks)."""
+    """Dev scores of the benign groups the thresholds are held to (real chat, support asks, risky-sounding asks)."""
     benign = [e for e in dev if e.label == LABELS[guard][0]]
     scores = guard_scores(guard, head, encoder, benign)
     return {
         "real_chat": scores[is_group(benign, REAL_CHAT)],
         "support": guard_scores(guard, head, encoder, support_rows(DEV)),
+        EDGY: scores[is_group(benign, (EDGY,))],
     }
 
 

@@ -24,6 +24,7 @@ from offline.chat_data import DEV, TRAIN
 from offline.features import embed
 from offline.guard_data import (
     DEV_BUDGETS,
+    EDGY,
     LABELS,
     REAL_CHAT,
     choose_threshold,
@@ -97,7 +98,7 @@ def fit_linear(bags: Bags, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]
 
 @dataclass(frozen=True)
 class DevRows:
-    """The dev rows a variant is judged on: head logits and wordpiece ids of positives, real chat, support."""
+    """The dev rows a variant is judged on: head logits and wordpiece ids of positives and each benign group."""
 
     groups: dict[str, list[Example]]
     head_logit: dict[str, np.ndarray]
@@ -116,6 +117,7 @@ def dev_rows(guard: str, head: MLPHead, encoder: Encoder, dev: list[Example]) ->
         "positive": [e for e in dev if e.label == positive],
         "real_chat": [e for e, chat in zip(benign, is_group(benign, REAL_CHAT), strict=True) if chat],
         "support": support_rows(DEV),
+        EDGY: [e for e, edgy in zip(benign, is_group(benign, (EDGY,)), strict=True) if edgy],
     }
     texts = {name: [e.text for e in rows] for name, rows in groups.items()}
     return DevRows(
@@ -139,13 +141,13 @@ def guard_probabilities(guard: str, lexical: LexicalScore, rows: DevRows) -> dic
 def judge(guard: str, lexical: LexicalScore, rows: DevRows) -> tuple[LexicalScore, dict]:
     """Choose the offset on dev (DEV_BUDGETS), then the dev figures at that operating point."""
     scores = guard_probabilities(guard, lexical, rows)
-    threshold = choose_threshold({g: scores[g] for g in ("real_chat", "support")})
+    threshold = choose_threshold({g: scores[g] for g in DEV_BUDGETS})
     shifted = LexicalScore(lexical.weights, lexical.bias, lexical.mix, -log_odds(threshold))
     scores = guard_probabilities(guard, shifted, rows)
     report = {
         "dev_recall": dev_recall(scores["positive"], rows.groups["positive"]),
         "dev_recall_pooled": round(float((scores["positive"] >= 0.5).mean()), 4),
-        "dev_false_block": {g: round(float((scores[g] >= 0.5).mean()), 5) for g in ("real_chat", "support")},
+        "dev_false_block": {g: round(float((scores[g] >= 0.5).mean()), 5) for g in DEV_BUDGETS},
         "threshold_before_shift": round(threshold, 6),
     }
     return shifted, report

@@ -121,3 +121,28 @@ def test_splits_manifest_counts_the_committed_data_files() -> None:
     from offline import splits
 
     assert json.loads(splits.OUT.read_text())["hand_labelled"] == splits.hand_labelled()
+
+
+def test_risky_sounding_prompts_are_held_out_by_both_guards_and_never_trained_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The package sources are stubbed: only the edgy files (offline/data/chat_edgy_*.jsonl) are read as shipped.
+    def sources() -> dict[str, list[Example]]:
+        return {split: [Example(f"{split} row", "safe", "stub")] for split in guard_data.SPLITS}
+
+    monkeypatch.setattr(guard_data, "safety_splits", sources)
+    monkeypatch.setattr(guard_data, "jailbreak_splits", lambda: {"train": [], "validation": [], "test": []})
+    monkeypatch.setattr(guard_data, "benign_chat", lambda split: [])
+    monkeypatch.setattr(guard_data, "followups", lambda: ())
+    monkeypatch.setattr(guard_data, "written", lambda label: [])
+    files = {split: chat_data.jsonl_rows(path) for split, path in guard_data.EDGY_FILES.items()}
+    for guard, (negative, positive) in guard_data.LABELS.items():
+        splits = guard_data.guard_splits(guard)
+        assert not [e for e in splits["train"] if e.group in (guard_data.EDGY, guard_data.EDGY_HARMFUL)]
+        for split in ("dev", "test"):
+            benign = {r["text"] for r in files[split] if r["label"] == "benign"}
+            harmful = {r["text"] for r in files[split] if r["label"] == "harmful"}
+            held = splits[split]
+            assert benign and {e.text for e in held if e.group == guard_data.EDGY and e.label == negative} == benign
+            edgy_harmful = {e.text for e in held if e.group == guard_data.EDGY_HARMFUL and e.label == positive}
+            assert edgy_harmful == (harmful if guard == "content_safety" else set())
