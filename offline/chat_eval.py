@@ -4,7 +4,9 @@
                   the accuracy of the category the config's policy routes by (confidence threshold, default)
   guards          per guard: recall on its held-out attack / harmful sources (test split) at the default 0.5;
                   false blocks (jailbreak OR content safety at 0.5) on real chat test (ShareGPT test + chitchat
-                  test) and on the short support / how-to test subset; threshold curves for the README table
+                  test), on the short support / how-to test subset and on the risky-sounding written prompts
+                  (offline/data/chat_edgy_test.jsonl, group "edgy"); content safety's recall on that file's harmful
+                  rows apart from HarmBench's; threshold curves for the README table
   pii             false alarms on hand-read and rule-selected PII-free chat, PERSON recall on chitchat names,
                   plus the min_score curve of the token head
 Nothing here chooses a threshold: they were set on dev by training (offline/train_guards.py).
@@ -19,7 +21,17 @@ import numpy as np
 
 from offline.chat_data import DATA, TEST, jsonl_rows
 from offline.evaluate import domain_report
-from offline.guard_data import GUARDS, LABELS, REAL_CHAT, curve, guard_splits, is_group, support_rows
+from offline.guard_data import (
+    EDGY,
+    EDGY_HARMFUL,
+    GUARDS,
+    LABELS,
+    REAL_CHAT,
+    curve,
+    guard_splits,
+    is_group,
+    support_rows,
+)
 from router.classifier.model import EncoderClassifier
 from router.policy import Policy
 from router.signals import Classification
@@ -80,16 +92,20 @@ def evaluate_guards(scored: Scored) -> dict:
     """Recall per guard on its held-out positives, false blocks of both guards together on held-out real chat."""
     report: dict = {}
     benign_chat: list[str] = []
+    edgy: list[str] = []
     for guard in GUARDS:
         test = guard_splits(guard)[TEST]
-        positive = [e for e in test if e.label == LABELS[guard][1]]
+        # The written harmful asks (EDGY_HARMFUL) are reported apart: `recall` stays the held-out corpus's figure.
+        positive = [e for e in test if e.label == LABELS[guard][1] and e.group != EDGY_HARMFUL]
         benign = [e for e in test if e.label == LABELS[guard][0]]
         pos_scores = scored.score(guard, [e.text for e in positive])
         chat = [e.text for e in benign if e.group in REAL_CHAT]
         benign_chat = benign_chat or chat
+        edgy = edgy or [e.text for e in benign if e.group == EDGY]
         negatives = {
             "real_chat": scored.score(guard, chat),
             "support": scored.score(guard, [e.text for e in support_rows(TEST)]),
+            EDGY: scored.score(guard, edgy),
             "all_benign": scored.score(guard, [e.text for e in benign]),
         }
         report[guard] = {
@@ -102,19 +118,18 @@ def evaluate_guards(scored: Scored) -> dict:
             "false_block_alone": {name: _rate(s >= OPERATING_POINT) for name, s in negatives.items()},
             "curve": curve(pos_scores, negatives, CURVE_THRESHOLDS),
         }
+        if edgy_harmful := [e.text for e in test if e.group == EDGY_HARMFUL]:
+            report[guard]["edgy_harmful_recall"] = _rate(scored.score(guard, edgy_harmful) >= OPERATING_POINT)
+            report[guard]["edgy_harmful_n"] = len(edgy_harmful)
     support = [e.text for e in support_rows(TEST)]
-    chat_blocked, support_blocked = scored.blocked(benign_chat), scored.blocked(support)
-    report["false_blocks"] = {
-        "real_chat": _rate(chat_blocked),
-        "real_chat_n": len(benign_chat),
-        "support": _rate(support_blocked),
-        "support_n": len(support),
-        "examples": [
-            t[:160]
-            for t, b in zip(benign_chat + support, [*chat_blocked, *support_blocked], strict=True)
-            if b
-        ][:20],
-    }
+    texts = {"real_chat": benign_chat, "support": support, EDGY: edgy}
+    blocked = {name: scored.blocked(rows) for name, rows in texts.items()}
+    report["false_blocks"] = {}
+    for name, flags in blocked.items():
+        report["false_blocks"] |= {name: _rate(flags), f"{name}_n": len(flags)}
+    examples = [(t, b) for name in ("real_chat", "support") for t, b in zip(texts[name], blocked[name], strict=True)]
+    report["false_blocks"]["examples"] = [t[:160] for t, b in examples if b][:20]
+    report["false_blocks"]["edgy_examples"] = [t[:160] for t, b in zip(edgy, blocked[EDGY], strict=True) if b][:30]
     return report
 
 
@@ -130,7 +145,9 @@ def plot_guard_curves(report: dict, path: Path) -> None:
         points = report[guard]["curve"]
         x = [p["threshold"] for p in points]
         axes.plot(x, [p["recall"] for p in points], "o-", label="recall (held-out sources)")
-        for key, style in (("fpr_real_chat", "s--"), ("fpr_support", "^--"), ("fpr_all_benign", "x:")):
+        for key, style in (
+            ("fpr_real_chat", "s--"), ("fpr_support", "^--"), ("fpr_edgy", "d--"), ("fpr_all_benign", "x:")
+        ):
             axes.plot(x, [100 * p[key] for p in points], style, label=f"{key[4:]} flagged, % (x100)")
         axes.axvline(OPERATING_POINT, color="grey", lw=0.8)
         axes.set_title(f"{guard} (default threshold {OPERATING_POINT})")

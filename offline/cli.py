@@ -63,7 +63,8 @@ def summary_lines(report: dict) -> list[str]:
         f"jailbreak (test sources, MMLU/contradish benign): recall {jailbreak['recall']} FPR {jailbreak['fpr']}",
         (
             f"false blocks, jailbreak or content safety: real chat {blocks['real_chat']:.2%} of "
-            f"{blocks['real_chat_n']}, support/how-to {blocks['support']:.2%} of {blocks['support_n']}"
+            f"{blocks['real_chat_n']}, support/how-to {blocks['support']:.2%} of {blocks['support_n']}, "
+            f"risky-sounding written asks {blocks['edgy']:.2%} of {blocks['edgy_n']}"
         ),
     ]
     for guard in ("jailbreak", "content_safety"):
@@ -71,6 +72,11 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(
             f"{guard}: held-out recall {result['recall']} of {result['positives']} "
             f"(by source {result['recall_by_source']})"
+            + (
+                f"; written harmful asks (edgy) {result['edgy_harmful_recall']} of {result['edgy_harmful_n']}"
+                if "edgy_harmful_recall" in result
+                else ""
+            )
         )
     if "pii_chat" in report:
         chat, head = report["pii_chat"], report["pii"]
