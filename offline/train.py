@@ -1,5 +1,7 @@
 """Retrain the heads: `.venv-build/bin/python -m offline.train [domain] [jailbreak] [content_safety]`.
 
+`offline.train content_safety --rethreshold` keeps that head's weights and re-chooses its operating point on dev.
+
 Runs in the build venv (torch for fitting); features come from the runtime int8 encoder, one text per run
 exactly as in serving, so the heads see at training time what they see in production. Writes
 router/classifier/heads/*.npz and heads/training.json (splits, settings, held-out figures). The two guards
@@ -239,16 +241,26 @@ def main() -> None:
     # No `choices`: Python 3.11's argparse checks an empty or default list against them and fails without heads.
     parser.add_argument("heads", nargs="*", help=f"any of {', '.join(HEADS)} (default: all)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--rethreshold", action="store_true",
+        help="content_safety only: keep the shipped head, re-choose its dev operating point (after DEV_BUDGETS change)",
+    )
     args = parser.parse_args()
     if unknown := set(args.heads) - set(HEADS):
         parser.error(f"unknown heads {sorted(unknown)}; choose from {', '.join(HEADS)}")
+    # The jailbreak guard's operating point lives in its lexical offset (offline.train_lexical jailbreak --write).
+    if args.rethreshold and args.heads != ["content_safety"]:
+        parser.error("--rethreshold applies to content_safety alone")
     torch.set_num_threads(args.threads)
     encoder = Encoder(MODEL_DIR, threads=args.threads)
     results = {"encoder_int8_sha256": sha256_file(encoder.model_path)}
-    from offline.train_guards import train_guard
+    from offline.train_guards import rethreshold_guard, train_guard
 
     for name in args.heads or HEADS:
-        results[name] = train_domain(encoder) if name == "domain" else train_guard(name, encoder)
+        if args.rethreshold:
+            results[name] = rethreshold_guard(name, encoder)
+        else:
+            results[name] = train_domain(encoder) if name == "domain" else train_guard(name, encoder)
     # Read just before writing: heads trained by separate runs keep each other's entries.
     summary_path = HEADS_DIR / "training.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
