@@ -146,3 +146,34 @@ def test_risky_sounding_prompts_are_held_out_by_both_guards_and_never_trained_on
             assert benign and {e.text for e in held if e.group == guard_data.EDGY and e.label == negative} == benign
             edgy_harmful = {e.text for e in held if e.group == guard_data.EDGY_HARMFUL and e.label == positive}
             assert edgy_harmful == (harmful if guard == "content_safety" else set())
+
+
+def test_eval_reports_risky_sounding_blocks_and_keeps_written_harmful_rows_out_of_the_corpus_recall(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from offline import chat_eval
+    from router.signals import Classification
+
+    rows = {
+        "content_safety": [
+            Example("harmbench ask", "harmful", "harmbench"),
+            Example("written harmful ask", "harmful", guard_data.EDGY_HARMFUL),
+            Example("kill a frozen process", "safe", guard_data.EDGY),
+            Example("hello", "safe", "sharegpt"),
+        ],
+        "jailbreak": [Example("kill a frozen process", "benign", guard_data.EDGY), Example("hello", "benign", "sharegpt")],
+    }
+    monkeypatch.setattr(chat_eval, "guard_splits", lambda guard: {"test": rows[guard]})
+    monkeypatch.setattr(chat_eval, "support_rows", lambda split: [])
+    flagged = {"harmbench ask", "kill a frozen process"}
+
+    class Fake:
+        def classify(self, text: str) -> Classification:
+            return Classification(category=None, confidence=0.0, jailbreak_score=0.0,
+                                  content_safety_score=0.9 if text in flagged else 0.1)
+
+    report = chat_eval.evaluate_guards(chat_eval.Scored(Fake()))  # type: ignore[arg-type]
+    assert report["content_safety"]["recall"] == 1.0 and report["content_safety"]["positives"] == 1
+    assert report["content_safety"]["edgy_harmful_recall"] == 0.0
+    assert report["false_blocks"]["edgy"] == 1.0 and report["false_blocks"]["real_chat"] == 0.0
+    assert report["false_blocks"]["edgy_examples"] == ["kill a frozen process"]
