@@ -33,6 +33,7 @@ EVALUATION = (
     "cache_heldout_v20.jsonl",
     "cache_heldout_v21.jsonl",
     "cache_heldout_v22.jsonl",
+    "cache_heldout_v23.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
