@@ -20,7 +20,7 @@ cache_heldout_v12.jsonl are never read here.
 Guard vetoes (measured, not assumed): a guard check rejects on its own when it flags no paraphrase of the
 hand-written tuning set bench/data/cache_hard_pairs.jsonl, under 5% of the flagged rule dev pairs are
 paraphrases and it flags at most 5% of the written dev paraphrases (when used); the other checks stay features only.
-The guard's structural checks (guard.VETO_CHECKS: direction, dates, negating verbs, quantity, exchange, owner) are no inputs and always
+The guard's structural checks (guard.VETO_CHECKS: direction, dates, negating verbs, quantity) are no inputs and always
 veto: they met the same rule on the written dev pairs too (`--measure-vetoes` prints every check's figures).
 Operating point (dev): the lowest score threshold at which the tuning set and the written dev negatives (when used)
 get no false hit, rule hard negatives are hit at most 0.5% of the time and QQP dev precision is at least

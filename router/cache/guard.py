@@ -95,7 +95,6 @@ class Features:
     negated: frozenset[str]  # forms of the verbs a negating verb turns around ("stop it from going": go, goes...)
     quantities: dict[str, frozenset[str]]  # word of a quantified noun phrase -> 'one' / 'many'
     parties: tuple[str, ...] | None  # content words in order, pronouns by person (structure.parties)
-    owned: dict[str, frozenset[str]]  # owned word -> its owners (structure.owners)
 
 
 
@@ -179,7 +178,7 @@ def features(text: str) -> Features:
     return Features(tuple(numbers), frozenset(_UNITS[t] for t in lower if t in _UNITS), negations, frozenset(order), order, words,
                     {k: frozenset(v) for k, v in sides.items()}, frozenset(_AUDIENCE[w] for w in words if w in _AUDIENCE), words & _WH, tuple(lower),
                     structure.directions(stream), structure.dates(stream, proper), structure.negated_verbs(stream),
-                    structure.quantities(stream), structure.parties(stream), structure.owners(stream))
+                    structure.quantities(stream), structure.parties(stream))
 
 
 # The checks in the order `reject_reason` reports them; the verifier takes each one as a feature.
@@ -187,7 +186,7 @@ CHECKS = ("numbers", "units", "negation", "entities", "entity_order", "antonym",
 # Checks that only veto (the verifier scores 0 when one differs) and are no verifier input. Measured on dev
 # (`python -m offline.train_cache_verifier --measure-vetoes`, router/cache/README.md): none flags a paraphrase of
 # the tuning set, the rule dev pairs or the written dev pairs.
-VETO_CHECKS = ("direction", "dates", "negating_verb", "quantity", "exchange", "owner")
+VETO_CHECKS = ("direction", "dates", "negating_verb", "quantity", "exchange")
 
 
 def differences(query: str, candidate: str) -> tuple[bool, ...]:
@@ -237,7 +236,6 @@ def veto_differences(query: str, candidate: str) -> tuple[bool, ...]:
         or structure.negated_by_verb(b.negated, a.words, a.negations),
         structure.other_quantity(a.quantities, b.quantities),
         structure.exchanged(a.parties, b.parties),
-        structure.other_owner(a.owned, b.owned),
     )
 
 

@@ -1,6 +1,6 @@
 """What a prompt says through its structure, which word overlap and sentence embeddings blur.
 
-Six readings the guard compares between a query and a stored prompt (`guard.py`):
+Five readings the guard compares between a query and a stored prompt (`guard.py`):
 - **direction**: the (source, target) ends of "from X to/into/onto Y", "to Y from X", "X to Y", "X -> Y":
   "from my iPhone to my PC" and "to my iphone from my pc" share every word and differ in the answer;
 - **dates**: month and weekday names and abbreviations, as a multiset ("in March" vs "in May");
@@ -10,9 +10,7 @@ Six readings the guard compares between a query and a stored prompt (`guard.py`)
   multiple): "delete one contact" vs "delete all my contacts";
 - **exchange**: two things that change places, everything else said the same: who does what to whom ("how can a
   manager motivate the team" vs "how can the team motivate a manager", "what should I ask the interviewer" vs "what
-  will the interviewer ask me"), which goes where ("a PS4 controller on a PS5" vs "a PS5 controller on a PS4");
-- **owners**: whose thing a word names ("my neighbor's tree fell on my fence" vs "my tree fell on my neighbor's
-  fence", "can my employer read my emails" vs "can I read my employer's emails").
+  will the interviewer ask me"), which goes where ("a PS4 controller on a PS5" vs "a PS5 controller on a PS4").
 Each reading works on the guard's token stream: lower-cased words and numbers, "|" where punctuation ended a
 phrase, "->" for an arrow. Pure list and set work: a few microseconds per text.
 """
@@ -262,55 +260,3 @@ def exchanged(a: tuple[str, ...] | None, b: tuple[str, ...] | None) -> bool:
     differ = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
     return len(differ) == 2 and differ[1] - differ[0] > 1 and (a[differ[0]], a[differ[1]]) == (b[differ[1]],
                                                                                                 b[differ[0]])
-
-
-# Owners: a possessive pronoun, or a person named with 's, and the words it owns (at most two, up to a stop word).
-# "my", "your", "our" are one owner (people ask "how do you find your IP" for "my IP"); "their" stands for anyone
-# ("someone who stands on their feet all day"); "his", "her", "its" for a third party, who may be the person named on
-# the other side ("my daughter's coach" / "her coach") but not the asker.
-_OWNER = {"my": "self", "your": "self", "our": "self", "their": "they", "his": "he", "her": "she", "its": "it"}
-_THIRD = frozenset(["he", "she", "it"])
-_PEOPLE = {w: g.split()[0] for g in [
-    "neighbor neighbour", "ex", "employer", "employee", "boss", "manager", "client", "customer", "freelancer",
-    "contractor", "landlord", "tenant", "roommate flatmate", "coworker colleague", "friend", "partner", "husband",
-    "wife", "boyfriend", "girlfriend", "spouse", "mom mother mum", "dad father", "parent", "child kid son daughter",
-    "brother", "sister", "teacher", "student", "doctor", "patient", "coach", "hairdresser", "owner", "seller", "buyer",
-    "therapist", "lawyer"] for w in g.split()}
-_OWNED_SKIP = frozenset(["a", "an", "the", "own", "old", "new", "little", "big", "best", "current", "former", "ex",
-                         "younger", "older", "elder"])
-_OWNED_STOP = _END_STOP | _CONNECTORS | _SOURCES | frozenset(
-    ["keep", "keeps", "kept", "has", "get", "gets", "got", "make", "makes", "made", "want", "wants", "need", "needs",
-     "said", "says", "told", "tells"])
-
-
-def _owner(token: str) -> str | None:
-    if token in _OWNER:
-        return _OWNER[token]
-    person = token[:-2] if token.endswith("'s") else None
-    return _PEOPLE.get(person) if person else None
-
-
-def owners(stream: Sequence[str]) -> dict[str, frozenset[str]]:
-    """Each owned word (stemmed) and who owns it in the text."""
-    out: dict[str, set[str]] = {}
-    for i, token in enumerate(stream):
-        owner = _owner(token)
-        if owner is None:
-            continue
-        for word in stream[i + 1:i + 3]:
-            if word in _OWNED_STOP or word in (BOUNDARY, ARROW) or _owner(word) is not None:
-                break
-            if word not in _OWNED_SKIP:
-                out.setdefault(_stem(word), set()).add(owner)
-    return {word: frozenset(who) for word, who in out.items()}
-
-
-def _same_owner(x: str, y: str) -> bool:
-    if x == y or "they" in (x, y):
-        return True
-    return (x in _THIRD and y not in _THIRD and y != "self") or (y in _THIRD and x not in _THIRD and x != "self")
-
-
-def other_owner(a: dict[str, frozenset[str]], b: dict[str, frozenset[str]]) -> bool:
-    """Is a word owned in both texts by owners that cannot be the same (the asker vs a neighbour, two people)?"""
-    return any(not any(_same_owner(x, y) for x in who for y in b[word]) for word, who in a.items() if word in b)

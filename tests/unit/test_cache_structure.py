@@ -53,13 +53,6 @@ VERIFIER = Verifier.load()
     ("What does each letter stand for in RSVP?", "what does each letter in rsvp stand for", None),  # neighbours
     ("How do I know if someone blocked me?", "how do i know if i was blocked by someone", None),  # passive
     ("What is the difference between a virus and a bacterium?", "a bacterium vs a virus: the difference?", None),
-    # owner: a word owned on both sides by owners that cannot be the same; my / your / our are one owner, their anyone,
-    # her / his may be the person the other side names
-    ("My landlord's dog bit my kid, what can I do?", "my dog bit my landlord's kid, what can i do", "owner"),
-    ("Can my boss read my messages on Slack?", "can i read my boss's messages on slack", "owner"),
-    ("how do you find your ip address on windows", "How do I find my IP address on Windows?", None),
-    ("Tips for a speech at my sister's wedding", "my sister is getting married, tips for a speech at her wedding", None),
-    ("which shoes for someone on their feet all day", "which shoes if my feet hurt from standing all day", None),
 ])
 def test_structural_check(a: str, b: str, check: str | None) -> None:
     flagged = {name for name, differs in zip(VETO_CHECKS, veto_differences(a, b), strict=True) if differs}
