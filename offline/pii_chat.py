@@ -110,11 +110,13 @@ def read_negatives(group: str) -> list[str]:
     return [row["text"] for row in _jsonl("pii_chat_negative_test.jsonl") if row["group"] == group]
 
 
-_ENGLISH_FUNCTION_WORDS = frozenset(
-    "the a an and or of to in is are was were be been it this that for on with as at by from you your i my me we our "
-    "what how why can could would should do does did not no have has had will if which who when where there their they "
-    "he she his her them about into than then so but just also please write make give explain".split()
-)
+_ENGLISH_FUNCTION_WORDS = frozenset((
+    "the", "a", "an", "and", "or", "of", "to", "in", "is", "are", "was", "were", "be", "been", "it", "this", "that", "for", "on", "with", "as", "at", "by", "from", "you",
+    "your", "i", "my", "me", "we", "our", "what", "how", "why", "can", "could", "would", "should", "do", "does", "did",
+    "not", "no", "have", "has", "had", "will", "if", "which", "who", "when", "where", "there", "their", "they", "he",
+    "she", "his", "her", "them", "about", "into", "than", "then", "so", "but", "just", "also", "please", "write",
+    "make", "give", "explain",
+))  # fmt: skip
 _LETTERS = re.compile(r"[^\W\d_]+")
 
 
