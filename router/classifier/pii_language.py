@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import re
 
+# Only the opening characters are read: a few hundred words decide the language, and the whole of a 128k-character
+# prompt (classifier.max_scan_chars) cost 20 ms; 2,000 cost 0.3 ms.
+SAMPLE_CHARS = 2000
 # Lowercase function words of English; a text needs more foreign ones than these to count as foreign. Words that are
 # also frequent in another language ("an", "in", "am", "was", "also" in German; "is" in Dutch; "a", "no", "me" in
 # Spanish; "to", "do", "i" in Polish; "on", "so") count for neither side.
@@ -68,9 +71,11 @@ _LETTER = re.compile(r"[^\W\d_]")
 _LATIN_LETTER = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
 
 
+
 def is_english(text: str) -> bool:
     """False when `text` is mostly in a non-Latin script, or has two or more foreign function words and more of them
     than English ones (one alone is a loanword or a place: "St. Kitts und Nevis was fun", "Das Boot")."""
+    text = text[:SAMPLE_CHARS]
     if len(_LATIN_LETTER.findall(text)) * 2 < len(_LETTER.findall(text)):
         return False
     foreign = english = 0
