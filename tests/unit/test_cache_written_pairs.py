@@ -34,6 +34,7 @@ EVALUATION = (
     "cache_heldout_v21.jsonl",
     "cache_heldout_v22.jsonl",
     "cache_heldout_v23.jsonl",
+    "cache_heldout_v24.jsonl",
     "cache_hard_pairs.jsonl",
 )
 
