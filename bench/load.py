@@ -7,6 +7,9 @@ both at each concurrency, one after the other, so machine noise hits both alike:
 - `keyword_only`: classifier and cache off (the ext_proc round trips and the policy alone);
 - `miss`: the default stack (classifier, Milvus Lite cache), a new prompt per request (a Lua counter), so
   neither the classification memo nor the cache can answer;
+- `miss_chat`: the same with real first turns (ShareGPT TRAIN, `CHAT_PROMPTS`, in file order, each made new by a
+  counter): `miss`'s prompts are 25 tokens and differ only in a number, so they understate the encoder (real turns run
+  to 256 tokens per window, two windows past that) and every lookup finds 3 candidates the verifier judges;
 - `hit`: the default stack, one repeated prompt that was answered once before timing (cache hits).
 
 Each scenario runs once per `--workers` value (`server.workers`: router processes on the ext_proc port). Every
@@ -43,18 +46,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devstack.stack import ROOT, Stack, derive_config
 
 PROMPT = "How do I convert miles to kilometres for a road trip?"
+CHAT_PROMPTS = ROOT / "offline" / "data" / "train" / "chat_domain_train.jsonl"
 LUA = """
 local counter = 0
 local threads = 0
 local unique = %(unique)s
 local run = ""
+local prompts = {}
 -- `tid` is a global of each thread's own Lua state, set here from the main state (a `local tid` would shadow
 -- it, and both wrk threads then sent the same prompts: exact repeats the memo and the cache answered)
 setup = function(thread) thread:set("tid", threads); threads = threads + 1 end
-init = function(args) run = args[1] or "" end
+init = function(args)
+  run = args[1] or ""
+  for line in io.lines("%(prompts)s") do prompts[#prompts + 1] = line end
+end
 request = function()
   counter = counter + 1
-  local text = "%(prompt)s"
+  local text = prompts[(counter %% #prompts) + 1]
   if unique then text = string.format("%%s (trip %%s-%%d-%%d)", text, run, tid, counter) end
   local body = '{"model":"auto","messages":[{"role":"user","content":"' .. text .. '"}]}'
   return wrk.format("POST", "/v1/chat/completions",
@@ -174,8 +182,10 @@ def scenario_config(tmp: Path, name: str, workers: int) -> Path:
 def run_scenario(name: str, concurrencies: list[int], duration: int, workers: int, pin: bool = False) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"vsr-load-{name}-"))
     stack = Stack(scenario_config(tmp, name, workers), tmp, log_to=tmp)
-    script = tmp / "request.lua"
-    script.write_text(LUA % {"unique": "false" if name == "hit" else "true", "prompt": PROMPT})
+    script, prompts = tmp / "request.lua", tmp / "prompts.txt"
+    texts = [json.loads(line)["text"] for line in CHAT_PROMPTS.open()] if name == "miss_chat" else [PROMPT]
+    prompts.write_text("".join(json.dumps(t)[1:-1] + "\n" for t in texts))  # JSON-escaped, one per line
+    script.write_text(LUA % {"unique": "false" if name == "hit" else "true", "prompts": prompts})
     rows: list[dict[str, Any]] = []
     try:
         stack.start()
@@ -259,7 +269,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--scenarios", nargs="+", default=["keyword_only", "miss", "hit"])
+    parser.add_argument("--scenarios", nargs="+", default=["keyword_only", "miss", "hit"],
+                        choices=["keyword_only", "miss", "miss_chat", "hit"])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server.workers values to compare")
     parser.add_argument("--pin", action="store_true",
                         help="router processes alone on the last CPU, the rest of the stack and wrk on the others: "

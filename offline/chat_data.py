@@ -178,12 +178,12 @@ def conversation(prompt_id: str) -> str:
 def excluded_ids() -> frozenset[str]:
     """Conversations of every hand-labelled row (offline/data/*.jsonl): no training pool may contain them.
 
-    Whole ShareGPT conversations are excluded, since its other parts share topic and wording.
+    Whole ShareGPT conversations are excluded, since its other parts share topic and wording. Rows written by hand
+    (no `id`: the edgy guard sets) come from no pool.
     """
     ids = set()
     for path in sorted(DATA.glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
-            # Written sets (chat_edgy_*) hold no corpus row: no id, nothing to exclude.
             if line.strip() and "id" in (row := json.loads(line)):
                 ids.add(conversation(row["id"]))
     return frozenset(ids)

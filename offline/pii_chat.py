@@ -16,6 +16,9 @@ Sets (ShareGPT split by conversation as in chat_data; hand-labelled conversation
   public figures      10 chitchat messages naming public figures (Stan Lee, Betty White): flags reported apart
   names               offline/data/pii_chat_names_test.jsonl: 34 chitchat messages naming private people
                       ("Hi Naomi!", "My name is Kate."), hand-labelled PERSON spans
+  non-English         offline/data/pii_chat_non_english_test.jsonl: 85 ShareGPT user turns (any turn) of TEST
+                      conversations read to be in another language and to hold no personal data
+                      (non_english_candidates)
 
 Dev sets (train_pii picks min_score on them; never trained on; chitchat's dev half, ShareGPT's dev split):
   dev names           offline/data/pii_chat_dev.jsonl group "names": the 31 chitchat dev messages in which a greeting
@@ -28,6 +31,8 @@ Dev sets (train_pii picks min_score on them; never trained on; chitchat's dev ha
                       reading showed to name a private person or give a street address (group "negative_personal":
                       "hi claire!!!", "my daughter Linoy"); only texts some candidate head flagged were read, so a
                       few names the rule let through may remain (false alarms are, if anything, overstated)
+  dev non-English     offline/data/pii_chat_non_english_dev.jsonl: 105 ShareGPT user turns of DEV conversations, picked
+                      as the test set was; the PII language gate (router/classifier/pii_language.py) was chosen on them
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from offline import pii_data
 from offline.chat_data import (
     DATA,
     DEV,
+    JAILBREAK_LIKE,
     TEST,
     TRAIN,
     chitchat,
@@ -52,6 +58,8 @@ from offline.chat_data import (
     excluded_ids,
     jsonl_rows,
     sharegpt,
+    sharegpt_records,
+    sharegpt_split,
 )
 from router.classifier.encoder import Encoder
 from router.classifier.pii_rules import find_structured
@@ -100,6 +108,48 @@ def _jsonl(name: str) -> list[dict]:
 def read_negatives(group: str) -> list[str]:
     """Hand-read PII-free prompts of one group: 'sharegpt' (real requests) or 'public_figure' (chitchat)."""
     return [row["text"] for row in _jsonl("pii_chat_negative_test.jsonl") if row["group"] == group]
+
+
+_ENGLISH_FUNCTION_WORDS = frozenset((
+    "the", "a", "an", "and", "or", "of", "to", "in", "is", "are", "was", "were", "be", "been", "it", "this", "that", "for", "on", "with", "as", "at", "by", "from", "you",
+    "your", "i", "my", "me", "we", "our", "what", "how", "why", "can", "could", "would", "should", "do", "does", "did",
+    "not", "no", "have", "has", "had", "will", "if", "which", "who", "when", "where", "there", "their", "they", "he",
+    "she", "his", "her", "them", "about", "into", "than", "then", "so", "but", "just", "also", "please", "write",
+    "make", "give", "explain",
+))  # fmt: skip
+_LETTERS = re.compile(r"[^\W\d_]+")
+
+
+def non_english_candidates(split: str) -> list[tuple[str, str]]:
+    """(id, text) of the ShareGPT user turns the non-English sets were read from: any turn of the split's
+    conversations, 10-600 characters, not JAILBREAK_LIKE, 8+ letters, and 30%+ of the letters non-ASCII or under 15% of
+    the words English function words (3+ words). Independent of the runtime gate's word lists (pii_language), so the
+    test set also measures what that gate misses. All were read (505 dev, 563 test); kept: those mostly in another
+    language (a Korean request with code, a Swedish text to translate) naming no private person and giving no address
+    or contact detail. Ids: sharegpt:<part>:<k>, user turn k (0-based)."""
+    seen: set[str] = set()
+    out = []
+    for record in sharegpt_records():
+        if sharegpt_split(str(record["id"]).rsplit("_", 1)[0]) != split:
+            continue
+        turns = [t.get("value") for t in record.get("conversations", []) if t.get("from") == "human"]
+        for k, text in enumerate(t.strip() if isinstance(t, str) else "" for t in turns):
+            key = " ".join(text.lower().split())
+            letters = [c for c in text if c.isalpha()]
+            words = [w.lower() for w in _LETTERS.findall(text)]
+            english = sum(w in _ENGLISH_FUNCTION_WORDS for w in words) / max(len(words), 1)
+            foreign = len(letters) >= 8 and (
+                sum(not c.isascii() for c in letters) >= 0.3 * len(letters) or (english < 0.15 and len(words) >= 3)
+            )
+            if key not in seen and 10 <= len(text) <= 600 and not JAILBREAK_LIKE.search(text) and foreign:
+                seen.add(key)
+                out.append((f"sharegpt:{record['id']}:{k}", text))
+    return out
+
+
+def read_non_english(split: str) -> list[str]:
+    """Hand-read non-English ShareGPT prompts without personal data, of one split (non_english_candidates)."""
+    return [row["text"] for row in _jsonl(f"pii_chat_non_english_{split}.jsonl")]
 
 
 def _person_samples(rows: Sequence[dict]) -> list[pii_data.Sample]:
@@ -157,6 +207,7 @@ def evaluate_chat(detect: Detector, rule_count: int = 1500) -> dict[str, object]
         "negative_read": false_alarms(read_negatives("sharegpt"), detect),
         "negative_public_figures": false_alarms(read_negatives("public_figure"), detect),
         "negative_rule": false_alarms([s.text for s in chat_negatives(TEST, rule_count, 1)], detect),
+        "negative_non_english": false_alarms(read_non_english(TEST), detect),
         "chitchat_names": score(names, detect, [pii_data.PERSON])[pii_data.PERSON] | {"messages": len(names)},
     }
 

@@ -52,6 +52,12 @@ def hand_labelled() -> dict:
         "pii_chat_names_test.jsonl": {
             "messages": sum(1 for _ in (DATA / "pii_chat_names_test.jsonl").open())
         },
+        "pii_chat_non_english_dev.jsonl (ShareGPT DEV conversations, read; the PII language gate was chosen on it)": {
+            "messages": len(chat_data.jsonl_rows(DATA / "pii_chat_non_english_dev.jsonl"))
+        },
+        "pii_chat_non_english_test.jsonl (ShareGPT TEST conversations, read; never used to choose)": {
+            "messages": len(chat_data.jsonl_rows(DATA / "pii_chat_non_english_test.jsonl"))
+        },
         "excluded_from_training": "every conversation with a row in offline/data/*.jsonl (chat_data.excluded_ids)",
     }
 

@@ -167,9 +167,11 @@ class Encoder:
         head = self._tokenizer.encode(text[:SIDE_CHARS], add_special_tokens=False)
         shift = len(text) - SIDE_CHARS
         tail = self._tokenizer.encode(text[shift:], add_special_tokens=False)
-        tail_offsets = [(start + shift, end + shift) for start, end in tail.offsets[-budget:]]
-        return [_Window(head.ids[:budget], head.offsets[:budget]), _Window(tail.ids[-budget:], tail_offsets)]
-
+        tail_offsets = [(start + shift, end + shift) for start, end in tail.offsets]
+        if min(len(head.ids), len(tail.ids)) < budget:  # a side that is one giant word: the two windows could not
+            # be batched unpadded (ValueError, a 503 under on_failure: closed); one window of both sides' tokens
+            return [_Window((head.ids + tail.ids)[:budget], (head.offsets + tail_offsets)[:budget])]
+        return [_Window(head.ids[:budget], head.offsets[:budget]), _Window(tail.ids[-budget:], tail_offsets[-budget:])]
 
     def _ends(self, text: str) -> list[_Window] | None:
         """The head and tail windows of a long text from its first and last END_CHARS characters, or None.

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from router.classifier.pii_cues import find_cues
+from router.classifier.pii_language import is_english
 from router.classifier.pii_rules import find_structured
 from router.signals import PIIFinding
 
@@ -335,8 +336,14 @@ def default_head() -> TokenHead:
 
 
 def detect_pii(text: str, encoded: EncodedTokens, head: TokenHead | None = None) -> tuple[PIIFinding, ...]:
-    """All PII in `text`: validated structured findings first, head spans that do not overlap them."""
+    """All PII in `text`: validated structured findings first, head spans that do not overlap them.
+
+    The head (names, addresses) runs on English text only (pii_language): in other languages it mistook capitalised
+    nouns and opening words for names; the validated types are found in every language.
+    """
     found = find_structured(text)
+    if not is_english(text):
+        return tuple(found)
     for span in (head or default_head()).spans(text, encoded):
         if not any(span.start < f.end and f.start < span.end for f in found):
             found.append(span)

@@ -35,10 +35,13 @@ def attribute(req: pb.ProcessingRequest, name: str) -> str | None:
 
 
 def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
-    """Lower-cased header names to values; Envoy 1.40 fills raw_value, older ones value."""
+    """Lower-cased header names to values; Envoy 1.40 fills raw_value, older ones value. Envoy sends each line of a
+    repeated header: they are one comma-separated list (RFC 9110, 5.3), or every line but the last would be lost (a
+    client's `x-vsr-cache-control: no-store` followed by another line of it)."""
     out: dict[str, str] = {}
     for h in headers.headers.headers:
-        out[h.key.lower()] = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+        key, value = h.key.lower(), h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
+        out[key] = f"{out[key]}, {value}" if key in out else value
     return out
 
 

@@ -133,6 +133,21 @@ def test_cache_control_opts_out_and_an_unknown_directive_is_refused(
     assert "accepted: no-store, no-cache" in bad.value.body["error"]["message"]  # type: ignore[index]
 
 
+def test_a_cache_directive_on_a_repeated_header_line_is_not_lost(stack: Stack) -> None:
+    """Envoy hands the router each line of a repeated header, and the router kept only the last: `nocache` then
+    `no-store` was a 200 (the unknown value ignored, the client believing it had opted out), and `no-store` then
+    `no-cache` stored the answer its client had said not to store. The lines are one comma-separated list (RFC 9110)."""
+    url, body = f"{stack.base_url}/chat/completions", {"model": "auto", "messages": [
+        {"role": "user", "content": MATH + " (repeated header lines)"}]}
+    refused = httpx.post(url, json=body, timeout=10, headers=[
+        ("x-vsr-cache-control", "nocache"), ("x-vsr-cache-control", "no-store")])
+    assert refused.status_code == 400 and "unknown value 'nocache'" in refused.json()["error"]["message"]
+    key = ("authorization", "Bearer sk-repeated")
+    untouched = httpx.post(url, json=body, timeout=10, headers=[
+        key, ("x-vsr-cache-control", "no-store"), ("x-vsr-cache-control", "no-cache")])
+    assert untouched.status_code == 200 and "x-vsr-cache-hit" not in untouched.headers  # neither read nor stored
+
+
 def test_a_responses_request_that_depends_on_server_state_is_routed_but_never_cached(oai: openai.OpenAI) -> None:
     raw = oai.responses.with_raw_response.create(model="auto", input=MATH, previous_response_id="resp_earlier")
     assert raw.headers["x-vsr-selected-model"] == BIG

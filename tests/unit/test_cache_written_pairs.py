@@ -33,6 +33,8 @@ EVALUATION = (
     "cache_heldout_v20.jsonl",
     "cache_heldout_v21.jsonl",
     "cache_heldout_v22.jsonl",
+    "cache_heldout_v23.jsonl",
+    "cache_heldout_v24.jsonl",
     "cache_hard_pairs.jsonl",
 )
 

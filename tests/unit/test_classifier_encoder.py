@@ -72,6 +72,15 @@ def test_a_long_text_gets_the_windows_of_its_whole_tokenisation(encoder: Encoder
     assert windows[-1].ids == whole.ids[-WINDOW_TOKENS:] and windows[-1].offsets == whole.offsets[-WINDOW_TOKENS:]
 
 
+def test_a_huge_text_with_one_giant_word_at_one_end_is_encoded(encoder: Encoder) -> None:
+    """Over 64k characters only the ends are read; when one end is a single giant word (one [UNK]) its window was
+    shorter than the other's and the unpadded batch raised ValueError: the request failed classification."""
+    text = "a" * 40_000 + " " + "hello world " * 4_000
+    encoded = encoder.encode(text)
+    assert encoded.windows == 1 and len(encoded.token_states) == WINDOW_TOKENS
+    assert text[slice(*encoded.offsets[-1])] in ("hello", "world")
+
+
 def test_overlapping_windows_do_not_duplicate_tokens(encoder: Encoder) -> None:
     text = " ".join(f"w{i}" for i in range(150))  # 300 tokens: head and tail windows overlap
     encoded = encoder.encode(text)

@@ -304,6 +304,13 @@ def test_promql_parses_and_uses_only_exported_series_and_labels(where: str) -> N
                 assert label in series[name] | TARGET_LABELS, f"{title}: {name} has no label {label}"
 
 
+def test_the_fallback_alert_counts_the_chains_that_failed_too() -> None:
+    """vsr_fallbacks_total counts a fallback only when it answered (2026-12-01): on it alone the alert went quiet in
+    the worst case, the chosen model and its fallback both failing and every client getting an error."""
+    expr = dict(rule_exprs())["SemanticRouterFallbacksHigh"]
+    assert {"vsr_fallbacks_total", "vsr_fallbacks_failed_total"} <= {name for name, _ in promql_selectors(expr)}
+
+
 def test_promql_check_rejects_an_unknown_metric() -> None:
     series = exported_series()
     (name, _), *_ = promql_selectors('sum(rate(vsr_request_total{path="upstream"}[5m]))')

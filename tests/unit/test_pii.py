@@ -12,6 +12,7 @@ import pytest
 from router.classifier import pii_rules as rules
 from router.classifier.pii import TokenHead, detect_pii, token_features
 from router.classifier.pii_cues import find_cues
+from router.classifier.pii_language import is_english
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "minilm"
 
@@ -356,3 +357,40 @@ def test_real_head_with_cues_is_quiet_on_cue_like_words_public_figures_products_
     encoder, text: str
 ) -> None:  # type: ignore[no-untyped-def]
     assert detect_pii(text, encoder.encode(text)) == ()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Wie viel Trinkgeld gibt man in Deutschland im Restaurant?",  # was PERSON ("Wie viel")
+        "Kannst du mir ein Rezept für Apfelkuchen geben?",  # was STREET_ADDRESS ("Apfelkuchen geben")
+        "Wo finde ich meine Steuer-ID?",  # was PERSON ("Steuer")
+        "Jak mogę poprawić swoje CV?",  # was PERSON ("Jak mogę")
+    ],
+)
+def test_real_head_is_quiet_on_ordinary_non_english_questions(encoder, text: str) -> None:  # type: ignore[no-untyped-def]
+    assert detect_pii(text, encoder.encode(text)) == ()
+
+
+def test_email_and_phone_in_german_text_are_still_found(encoder) -> None:  # type: ignore[no-untyped-def]
+    text = "Bitte schreib mir an jonas.becker@example.de oder ruf mich an unter +49 30 12345678, danke!"
+    found = {(f.type, text[f.start : f.end]) for f in detect_pii(text, encoder.encode(text))}
+    assert found == {("EMAIL_ADDRESS", "jonas.becker@example.de"), ("PHONE_NUMBER", "+49 30 12345678")}
+
+
+@pytest.mark.parametrize(
+    ("text", "english"),
+    [
+        ("Hi Naomi!", True),  # no function word of any language: English, the head runs
+        ("Please forward it to 4953 avenue de Perret, Morel-sur-Berthelot, 90985.", True),
+        ("Ship it to 10 Main St, Chicago, IL 60601 for Dan Li", True),  # state codes, names: not foreign words
+        ("Translate into English: Ich bin müde und ich will schlafen.", False),
+        ("St. Kitts und Nevis was fun to visit!", True),  # one foreign word is a name or a loanword
+        ("Wat is het verschil tussen een huis en een appartement?", False),
+        ("Bu akşam için ne pişirebilirim?", False),
+        ("猫山王是什么意思", False),
+        ("Расскажи о лицензии", False),
+    ],
+)
+def test_language_gate(text: str, english: bool) -> None:
+    assert is_english(text) is english
