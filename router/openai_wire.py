@@ -276,7 +276,9 @@ class StreamAssembler:
 
 def completion_to_sse(completion: dict[str, Any], include_usage: bool) -> bytes:
     """Replays a complete answer as a valid chat.completion.chunk stream ending in [DONE]. With `include_usage`, as
-    OpenAI streams it: every chunk has `usage: null` but the last, `choices: []` with the answer's usage."""
+    OpenAI streams it: every chunk has `usage: null` but the last, `choices: []` with the answer's usage. Every field of
+    the message travels in the one delta (tool calls with their stream `index`, reasoning, refusal) and the choice's
+    logprobs with it: a cached tool call replayed as content only was an empty turn for an agent loop."""
     base: dict[str, Any] = {k: completion[k] for k in ("id", "created", "model") if k in completion}
     base["object"] = "chat.completion.chunk"
     if include_usage:
@@ -285,8 +287,15 @@ def completion_to_sse(completion: dict[str, Any], include_usage: bool) -> bytes:
     for choice in completion.get("choices", []):
         message = choice.get("message") or {}
         index = choice.get("index", 0)
-        delta = {"role": message.get("role", "assistant"), "content": message.get("content") or ""}
-        frames.append({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
+        delta = {"role": message.get("role", "assistant"), "content": message.get("content") or "",
+                 **{k: v for k, v in message.items() if k not in ("role", "content") and v is not None}}
+        if isinstance(delta.get("tool_calls"), list):
+            delta["tool_calls"] = [{"index": i, **call} if isinstance(call, dict) else call
+                                   for i, call in enumerate(delta["tool_calls"])]
+        first = {"index": index, "delta": delta, "finish_reason": None}
+        if choice.get("logprobs") is not None:
+            first["logprobs"] = choice["logprobs"]
+        frames.append({**base, "choices": [first]})
         frames.append({**base, "choices": [{"index": index, "delta": {},
                                             "finish_reason": choice.get("finish_reason", "stop")}]})
     if include_usage:

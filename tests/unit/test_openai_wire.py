@@ -87,6 +87,26 @@ def test_replayed_stream_parses_back_to_the_same_answer() -> None:
     assert again["id"] == fresh["id"]
 
 
+def test_a_replayed_tool_call_reaches_the_sdk_whole() -> None:
+    """A cache hit of a tool-call answer, replayed to a streaming client: the official SDK's stream accumulator must
+    rebuild the same tool calls (the replay sent content only: finish_reason tool_calls with no call in it)."""
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    stored = {"id": "x", "created": 1, "model": "m", "object": "chat.completion",
+              "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": None,
+                           "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
+    state, decoder = ChatCompletionStreamState(), wire.SSEDecoder()
+    for payload in decoder.feed(wire.completion_to_sse(wire.fresh_completion(stored), include_usage=False)):
+        if payload != wire.DONE:
+            state.handle_chunk(ChatCompletionChunk.model_validate_json(payload))
+    choice = state.get_final_completion().choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls or []] == [
+        ("call_1", "get_weather", '{"city": "Oslo"}')]
+
+
 @pytest.mark.parametrize("raw", [
     b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",
     b'{"model": "auto", "messages": [{"role": "user", "content": "\\udc00 lone low surrogate"}]}',
