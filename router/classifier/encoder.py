@@ -160,18 +160,13 @@ class Encoder:
             return ends
         if len(text) <= 2 * SIDE_CHARS:
             encoding = self._tokenizer.encode(text, add_special_tokens=False)
-            ids, offsets = encoding.ids, encoding.offsets
-            if len(ids) <= budget:
-                return [_Window(ids, offsets)]
-            return [_Window(ids[:budget], offsets[:budget]), _Window(ids[-budget:], offsets[-budget:])]
-        head = self._tokenizer.encode(text[:SIDE_CHARS], add_special_tokens=False)
-        shift = len(text) - SIDE_CHARS
-        tail = self._tokenizer.encode(text[shift:], add_special_tokens=False)
-        tail_offsets = [(start + shift, end + shift) for start, end in tail.offsets]
+            whole = _Window(encoding.ids, encoding.offsets)
+            return [whole] if len(whole.ids) <= budget else _head_and_tail(whole, whole, budget)
+        head, tail = self._sides(text, SIDE_CHARS, len(text) - SIDE_CHARS)
         if min(len(head.ids), len(tail.ids)) < budget:  # a side that is one giant word: the two windows could not
             # be batched unpadded (ValueError, a 503 under on_failure: closed); one window of both sides' tokens
-            return [_Window((head.ids + tail.ids)[:budget], (head.offsets + tail_offsets)[:budget])]
-        return [_Window(head.ids[:budget], head.offsets[:budget]), _Window(tail.ids[-budget:], tail_offsets[-budget:])]
+            return [_Window((head.ids + tail.ids)[:budget], (head.offsets + tail.offsets)[:budget])]
+        return _head_and_tail(head, tail, budget)
 
     def _ends(self, text: str) -> list[_Window] | None:
         """The head and tail windows of a long text from its first and last END_CHARS characters, or None.
@@ -181,18 +176,26 @@ class Encoder:
         text's. None when a slice has no such cut or holds no more than a window (runs without whitespace, CJK):
         the caller then tokenises as before.
         """
-        budget = self._budget
         cut = max(text.rfind(" ", 0, END_CHARS), text.rfind("\n", 0, END_CHARS))
         after = [i for i in (text.find(" ", len(text) - END_CHARS), text.find("\n", len(text) - END_CHARS)) if i >= 0]
         if cut <= 0 or not after:
             return None
-        start = min(after) + 1
-        head = self._tokenizer.encode(text[:cut], add_special_tokens=False)
-        tail = self._tokenizer.encode(text[start:], add_special_tokens=False)
-        if len(head.ids) <= budget or len(tail.ids) <= budget:
+        head, tail = self._sides(text, cut, min(after) + 1)
+        if len(head.ids) <= self._budget or len(tail.ids) <= self._budget:
             return None
-        tail_offsets = [(begin + start, end + start) for begin, end in tail.offsets[-budget:]]
-        return [_Window(head.ids[:budget], head.offsets[:budget]), _Window(tail.ids[-budget:], tail_offsets)]
+        return _head_and_tail(head, tail, self._budget)
+
+    def _sides(self, text: str, head_end: int, tail_start: int) -> tuple[_Window, _Window]:
+        """All tokens of text[:head_end] and of text[tail_start:], offsets in `text`'s characters."""
+        head = self._tokenizer.encode(text[:head_end], add_special_tokens=False)
+        tail = self._tokenizer.encode(text[tail_start:], add_special_tokens=False)
+        return (_Window(head.ids, head.offsets),
+                _Window(tail.ids, [(begin + tail_start, end + tail_start) for begin, end in tail.offsets]))
+
+
+def _head_and_tail(head: _Window, tail: _Window, budget: int) -> list[_Window]:
+    """A long text's two windows: the first `budget` tokens of `head`, the last of `tail`."""
+    return [_Window(head.ids[:budget], head.offsets[:budget]), _Window(tail.ids[-budget:], tail.offsets[-budget:])]
 
 
 def _tail_keep(windows: list[_Window]) -> int | None:
