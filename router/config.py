@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from router.classifier.pii import PII_TYPES
+
 # The file every subcommand reads unless told otherwise: relative, so `semantic-router serve` run in a deployment
 # directory (config/, models/, var/) finds its own.
 DEFAULT_CONFIG = "config/config.yaml"
@@ -441,6 +443,9 @@ def _dangling_references(cfg: RouterConfig) -> list[str]:
         if model.reasoning_family and model.reasoning_family not in cfg.reasoning_families:
             out.append(f"models.{name}.reasoning_family: "
                        f"{_unknown('family', model.reasoning_family, cfg.reasoning_families)}")
+        for t in model.pii_policy.pii_types_allowed:
+            if t not in PII_TYPES:
+                out.append(f"models.{name}.pii_policy.pii_types_allowed: {_unknown('PII type', t, PII_TYPES)}")
     clash = set(cfg.auto_model_names) & set(cfg.models)
     if clash:
         out.append(f"auto_model_names: {sorted(clash)} are also model names")

@@ -106,7 +106,7 @@ def _usable_embedding(embedding: np.ndarray | None, text: str, cfg: CacheConfig)
 
 def build_cache_request(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
-    embedding: np.ndarray | None, cfg: RouterConfig, encoder: str = "", pii_types: Collection[str] = (),
+    embedding: np.ndarray | None, cfg: RouterConfig, encoder: str = "", pii_types: Collection[str] | None = (),
     stateful: bool = False,
 ) -> CacheRequest | SkipReason:
     """The cache key of a validated chat request, or why it must not touch the cache.
@@ -114,7 +114,8 @@ def build_cache_request(
     `encoder` identifies the model that produced `embedding` (Classification.encoder); it is part of the
     scope, so entries embedded by another encoder are never candidates. `pii_types`: what the PII screen found
     anywhere in the conversation (Classification.pii_types); any at all keeps the request out of the cache, whose
-    entries hold the prompt's text and the answer in a backend that may be shared. `stateful`: the answer depends on
+    entries hold the prompt's text and the answer in a backend that may be shared; None when the screen should have
+    run and did not (the classifier failed and `on_failure: open` let the request through), which keeps it out too. `stateful`: the answer depends on
     state the server keeps (a Responses request with `previous_response_id`, `conversation` or `store`), so another
     request's answer is never this one's.
     """
@@ -126,7 +127,7 @@ def build_cache_request(
 
 def _build(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
-    embedding: np.ndarray | None, cfg: RouterConfig, encoder: str, pii_types: Collection[str], stateful: bool,
+    embedding: np.ndarray | None, cfg: RouterConfig, encoder: str, pii_types: Collection[str] | None, stateful: bool,
 ) -> CacheRequest | SkipReason:
     c = cfg.semantic_cache
     found = cfg.category(category) if category else None
@@ -140,6 +141,8 @@ def _build(
         return SkipReason.NO_STORE
     if stateful:
         return SkipReason.STATEFUL
+    if pii_types is None:
+        return SkipReason.UNSCREENED
     if pii_types:
         return SkipReason.PII
     who = keys.identity(headers, c.scope, c.tenant_headers, c.user_headers, c.use_api_key)

@@ -20,7 +20,7 @@ import numpy as np
 
 from router.classifier.pii_cues import find_cues
 from router.classifier.pii_language import is_english
-from router.classifier.pii_rules import find_structured
+from router.classifier.pii_rules import STRUCTURED_TYPES, find_structured
 from router.signals import PIIFinding
 
 DEFAULT_HEAD = Path(__file__).with_name("heads") / "pii_token_head.npz"
@@ -32,6 +32,10 @@ EXTEND_MAX_O = 0.5  # a span's edge tokens need only be more likely entity than 
 # alarm; single words, where real chat's brands and characters sit, keep min_score.
 FULL_NAME_MAX_O = 0.5
 PERSON = "PERSON"
+STREET_ADDRESS = "STREET_ADDRESS"
+# Every type a finding can carry: the token head's emitted labels and the exact validators' (config checks
+# `pii_types_allowed` against it, so a typo cannot silently refuse a type the operator meant to allow).
+PII_TYPES = (PERSON, STREET_ADDRESS, *STRUCTURED_TYPES)
 # A word a cue (pii_cues) proposes is a name when one of its tokens has P(O) below this: chosen on dev
 # (`python -m offline.train_pii --cue-table`, classifier README), the loosest value at which no dev chat false alarm
 # was added.
@@ -308,7 +312,7 @@ def _plausible(label: str, span: str, score: float) -> bool:
         if " " not in span and _IDENTIFIER.match(span):
             return False
         return _NAME_WORD.search(_casing(span)) is not None or (span.islower() and score >= LOWERCASE_NAME_MIN)
-    if label == "STREET_ADDRESS":
+    if label == STREET_ADDRESS:
         words = span.split()
         if not any(w.strip(",.").isdigit() for w in words) and (
             _NAME_WORD.search(span) is None or (len(words) == 1 and _CODE_TOKEN.search(span))

@@ -444,7 +444,8 @@ class StreamSession:
         signal = self.request.signal
         key = build_cache_request(chat.body, apis.cache_identity(self.request.headers), decision.model,
                                   decision.category, signal.embedding, self.runtime.cfg, encoder=signal.encoder,
-                                  pii_types=signal.pii_types, stateful=self.request.stateful)
+                                  pii_types=None if self.request.classifier_failure else signal.pii_types,
+                                  stateful=self.request.stateful)
         if isinstance(key, str):  # a skip reason: this request is not cacheable
             self.request.cache_result = f"skip:{key}"
             return None

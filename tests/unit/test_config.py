@@ -99,6 +99,20 @@ def test_a_default_category_that_names_no_category_is_refused_with_the_one_meant
         f"{path}: default_category: unknown category 'otherr' (did you mean 'other'?)"]
 
 
+def test_an_unknown_pii_type_in_a_models_allow_list_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    """`pii_types_allowed: [EMAIL]` was accepted: the operator meant to let e-mail addresses reach the model, and
+    every request with one was moved off it, since no finding is ever typed EMAIL."""
+    def edit(d: dict) -> None:
+        d["models"]["gpt-oss-120b"]["pii_policy"]["pii_types_allowed"] = ["EMAIL", "PERSON"]
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        (f"{path}: models.gpt-oss-120b.pii_policy.pii_types_allowed: unknown PII type 'EMAIL' (known: PERSON, "
+         "STREET_ADDRESS, CREDIT_CARD, IBAN_CODE, US_SSN, EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS)")]
+
+
 def test_a_default_category_left_out_may_name_no_category() -> None:
     """Left out, low-confidence requests go to default_model (the policy's answer for no category)."""
     cfg = parse_config({"default_model": "m", "models": {"m": {"endpoints": [{"port": 8001}]}},

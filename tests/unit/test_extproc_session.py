@@ -366,6 +366,31 @@ async def test_a_request_with_pii_is_neither_stored_in_nor_served_from_the_cache
     await rt.cache.close()
 
 
+async def test_a_request_the_classifier_failed_open_on_is_not_stored_in_the_cache() -> None:
+    """With `on_failure: open` a request whose classification failed goes on unscreened: no PII screen ran, so its
+    prompt (an SSN here) was stored in the shared cache backend and its repeat served from there. It is now a
+    counted skip of its own (`skip:unscreened`): what was not screened is never stored."""
+    from router.observability.metrics import REGISTRY
+
+    def skipped() -> float:
+        labels = {"event": "skipped_write", "reason": "unscreened"}
+        return REGISTRY.get_sample_value("vsr_cache_events_total", labels) or 0.0
+
+    rt = runtime(RuntimeError("onnx session broke"), config(lambda raw: raw["classifier"].update(on_failure="open")),
+                 cache=True)
+    assert rt.cache is not None
+    before = skipped()
+    first = await _answered(rt, SSN_PROMPT)
+    await rt.cache.flush()
+    assert (await rt.cache.stats())["entries"] == 0
+    second = StreamSession(rt, EXECUTOR)
+    resp = await send(second, chat(SSN_PROMPT))
+    assert resp.WhichOneof("response") == "request_body"
+    assert [s.request.cache_result for s in (first, second)] == ["skip:unscreened"] * 2
+    assert skipped() - before == 2
+    await rt.cache.close()
+
+
 async def test_a_stateful_responses_request_is_a_counted_cache_skip() -> None:
     """A Responses request the server keeps state for (`store` defaults to true) is never cached; the skip was
     logged as skip:stateful but missing from vsr_cache_events_total, so /metrics under-counted skipped requests."""

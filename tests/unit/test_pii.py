@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from router.classifier import pii_rules as rules
-from router.classifier.pii import TokenHead, detect_pii, token_features
+from router.classifier.pii import PII_TYPES, TokenHead, detect_pii, token_features
 from router.classifier.pii_cues import find_cues
 from router.classifier.pii_language import is_english
 
@@ -246,6 +246,12 @@ def test_real_head_finds_name_and_address_in_fresh_sentence(
     found = detect_pii(text, encoder.encode(text))
     start = text.index(value)
     assert any(f.type == kind and f.start <= start < f.end for f in found), found
+
+
+def test_every_type_a_finding_can_carry_is_one_the_config_accepts() -> None:
+    """`pii_types_allowed` is checked against PII_TYPES: a type the shipped head emits but the list lacked would make
+    a valid allow list impossible to write."""
+    assert TokenHead.load().emit | set(rules.STRUCTURED_TYPES) == set(PII_TYPES)
 
 
 def test_real_head_is_quiet_on_a_plain_question(encoder) -> None:  # type: ignore[no-untyped-def]
