@@ -332,22 +332,15 @@ PII_REQUESTS = {  # (what the classifier reports for the latest turn, the reques
 }
 
 
-@pytest.mark.parametrize("where", PII_REQUESTS)
-async def test_a_request_with_pii_is_neither_stored_in_nor_served_from_the_cache(where: str) -> None:
-    """A prompt with an SSN was stored in the cache backend (its text and the answer; Milvus, possibly a shared
-    cluster) and its repeat served from there (seen on the real stack). PII anywhere the PII policy reads is now
-    a skip of its own (`skip:pii`, counted), and the log line names the types only."""
-    from structlog.testing import capture_logs
-
-    from router.extproc.server import _record
+async def _twice_not_cached(rt: Runtime, payload: dict[str, Any], reason: str) -> tuple[StreamSession, StreamSession]:
+    """The request answered by the model, then sent again: nothing was stored, the repeat goes to the model too, and
+    both count as a skipped write for `reason`. Closes the runtime's cache."""
     from router.observability.metrics import REGISTRY
 
     def skipped() -> float:
-        labels = {"event": "skipped_write", "reason": "pii"}
+        labels = {"event": "skipped_write", "reason": reason}
         return REGISTRY.get_sample_value("vsr_cache_events_total", labels) or 0.0
 
-    result, payload, types = PII_REQUESTS[where]
-    rt = runtime(result, cache=True)
     assert rt.cache is not None
     before = skipped()
     first = await _answered(rt, payload)
@@ -357,38 +350,37 @@ async def test_a_request_with_pii_is_neither_stored_in_nor_served_from_the_cache
     resp = await send(second, payload)
     assert resp.WhichOneof("response") == "request_body"  # to the model again, not answered from the cache
     assert skipped() - before == 2
+    await rt.cache.close()
+    return first, second
+
+
+@pytest.mark.parametrize("where", PII_REQUESTS)
+async def test_a_request_with_pii_is_neither_stored_in_nor_served_from_the_cache(where: str) -> None:
+    """A prompt with an SSN was stored in the cache backend (its text and the answer; Milvus, possibly a shared
+    cluster) and its repeat served from there (seen on the real stack). PII anywhere the PII policy reads is now
+    a skip of its own (`skip:pii`, counted), and the log line names the types only."""
+    from structlog.testing import capture_logs
+
+    from router.extproc.server import _record
+
+    result, payload, types = PII_REQUESTS[where]
+    first, second = await _twice_not_cached(runtime(result, cache=True), payload, "pii")
     with capture_logs() as logs:
         for s in (first, second):
             _record(s)
     lines = [x for x in logs if x["event"] == "request"]
     assert [(x["cache"], x["pii_types"]) for x in lines] == [("skip:pii", types)] * 2
     assert not any(digits in json.dumps(lines) for digits in ("536-22-1234", "4111"))
-    await rt.cache.close()
 
 
 async def test_a_request_the_classifier_failed_open_on_is_not_stored_in_the_cache() -> None:
     """With `on_failure: open` a request whose classification failed goes on unscreened: no PII screen ran, so its
     prompt (an SSN here) was stored in the shared cache backend and its repeat served from there. It is now a
     counted skip of its own (`skip:unscreened`): what was not screened is never stored."""
-    from router.observability.metrics import REGISTRY
-
-    def skipped() -> float:
-        labels = {"event": "skipped_write", "reason": "unscreened"}
-        return REGISTRY.get_sample_value("vsr_cache_events_total", labels) or 0.0
-
-    rt = runtime(RuntimeError("onnx session broke"), config(lambda raw: raw["classifier"].update(on_failure="open")),
-                 cache=True)
-    assert rt.cache is not None
-    before = skipped()
-    first = await _answered(rt, SSN_PROMPT)
-    await rt.cache.flush()
-    assert (await rt.cache.stats())["entries"] == 0
-    second = StreamSession(rt, EXECUTOR)
-    resp = await send(second, chat(SSN_PROMPT))
-    assert resp.WhichOneof("response") == "request_body"
+    fail_open = config(lambda raw: raw["classifier"].update(on_failure="open"))
+    rt = runtime(RuntimeError("onnx session broke"), fail_open, cache=True)
+    first, second = await _twice_not_cached(rt, chat(SSN_PROMPT), "unscreened")
     assert [s.request.cache_result for s in (first, second)] == ["skip:unscreened"] * 2
-    assert skipped() - before == 2
-    await rt.cache.close()
 
 
 async def test_a_stateful_responses_request_is_a_counted_cache_skip() -> None:
