@@ -372,11 +372,12 @@ class SemanticCache:
         return self.health.up and self.health.answered, self.health.detail()
 
     async def _purge_loop(self) -> None:
-        """Purge expired entries and refresh the entries gauge every `purge_interval_s`."""
+        """Refresh the entries gauge at once (a restarted worker said 0 entries until its first purge, 300 s), then
+        purge expired entries and refresh it every `purge_interval_s`."""
         while True:
+            await self.stats()
             await asyncio.sleep(self.cfg.purge_interval_s)
             await self.purge_expired()
-            await self.stats()
 
     async def purge_expired(self) -> int:
         try:

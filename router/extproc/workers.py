@@ -45,6 +45,7 @@ from router.observability import logs
 from router.observability.envoy_stats import EnvoyRouterFailures, admin_reader
 from router.observability.health import HealthServer, Liveness
 from router.observability.logs import LogFormat
+from router.observability.metrics import RouterMemory
 from router.observability.ops import configure_logs
 
 log = logs.get_logger("router.workers")
@@ -97,6 +98,7 @@ class WorkersView:
         self.registry = CollectorRegistry()
         MultiProcessCollector(self.registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
         ProcessCollector(registry=self.registry)  # the supervisor's own process; workers report theirs in logs
+        self.registry.register(RouterMemory())  # the supervisor, its workers and Lite together
         PlatformCollector(registry=self.registry)  # python_info, as a single router exports it (README, Metrics)
         Gauge("vsr_workers", "Router worker processes configured.", registry=self.registry).set(len(workers))
         ready = Gauge("vsr_workers_ready", "Router workers serving and ready.", registry=self.registry)

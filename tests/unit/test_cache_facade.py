@@ -278,3 +278,24 @@ async def test_a_repeat_of_a_recent_answer_skips_the_backend(clock: Clock) -> No
     await cache.invalidate(model="m1")
     assert await cache.lookup(make_req("How do I reset my password?", BASE)) is None
     await cache.close()
+
+
+async def test_a_new_cache_facade_reports_the_backends_entries_on_its_first_use(clock: Clock) -> None:
+    """A restarted router worker said `vsr_cache_entries 0` until its first purge, 300 s later, while the shared
+    backend held entries other workers wrote: the gauge is read as soon as the facade serves."""
+    from router.observability.metrics import REGISTRY, set_cache_entries
+
+    store = MemoryStore(100)
+    for i in range(3):  # written by another worker
+        req = make_req(f"question number {i}", near(0.5))
+        await store.upsert(CacheEntry(req.key, req.scope, req.namespace, req.model, req.embedding, req.text, b"{}",
+                                      clock.now, clock.now + 60))
+    set_cache_entries(0)
+    restarted = SemanticCache(CFG.semantic_cache, store, clock=clock)
+    await restarted.lookup(make_req("an unrelated question", near(0.1)))
+    for _ in range(200):
+        if REGISTRY.get_sample_value("vsr_cache_entries") == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert REGISTRY.get_sample_value("vsr_cache_entries") == 3
+    await restarted.close()

@@ -139,3 +139,19 @@ def test_event_counters_are_exported_at_zero_from_the_start_under_router_workers
             ("vsr_fallbacks_total", ("gpt-oss-120b", "qwen3-4b")), ("vsr_jailbreak_blocks_total", ("math",))}
     exported = {(s.name, tuple(s.labels.values())): s.value for family in supervisor.collect() for s in family.samples}
     assert {key: exported.get(key) for key in zero} == dict.fromkeys(zero, 0.0)
+
+
+def test_router_memory_counts_the_processes_below_the_router(m: RouterMetrics) -> None:
+    """With router workers the dashboard read the supervisor's own RSS (162 MB while its workers held 590 MB):
+    vsr_router_resident_memory_bytes adds every process below the router's, as the container's limit does."""
+    held = 300 << 20
+    child = subprocess.Popen([sys.executable, "-c", f"import sys; x = b'x' * {held}; print(flush=True); sys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline()  # the child's memory is written, so resident
+        own = value(m, "process_resident_memory_bytes")
+        assert value(m, "vsr_router_resident_memory_bytes") >= own + held
+    finally:
+        child.kill()
+        child.wait()
+    assert value(m, "vsr_router_resident_memory_bytes") < own + held

@@ -288,11 +288,12 @@ def rule_exprs() -> list[tuple[str, str]]:
 
 
 TARGET_LABELS = {"job", "instance"}
+SCRAPE_SERIES = {"up": set()}  # Prometheus's own series per scrape target: a router that is down exports nothing
 
 
 @pytest.mark.parametrize("where", ["dashboard", "rules"])
 def test_promql_parses_and_uses_only_exported_series_and_labels(where: str) -> None:
-    series = exported_series()
+    series = exported_series() | SCRAPE_SERIES
     exprs = dashboard_exprs() if where == "dashboard" else rule_exprs()
     assert exprs
     for title, expr in exprs:
@@ -309,6 +310,19 @@ def test_the_fallback_alert_counts_the_chains_that_failed_too() -> None:
     the worst case, the chosen model and its fallback both failing and every client getting an error."""
     expr = dict(rule_exprs())["SemanticRouterFallbacksHigh"]
     assert {"vsr_fallbacks_total", "vsr_fallbacks_failed_total"} <= {name for name, _ in promql_selectors(expr)}
+
+
+def test_a_router_that_is_down_raises_an_alert_under_the_job_name_both_deployments_scrape(
+        k8s: dict[str, dict[str, Any]]) -> None:
+    """Every alert read the router's own series, which vanish with the router: a router that was down raised none.
+    SemanticRouterDown reads the scrape's `up` under the job name compose's Prometheus and the ServiceMonitor give."""
+    expr = dict(rule_exprs())["SemanticRouterDown"]
+    [(name, matchers)] = list(promql_selectors(expr))
+    assert name == "up" and [(label, value) for label, _, value in matchers] == [("job", "semantic-router")]
+    compose = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    assert [j["job_name"] for j in compose["scrape_configs"]] == ["semantic-router"]
+    monitor = k8s["ServiceMonitor/semantic-router"]  # its targets' job is the Service's name, unless jobLabel says
+    assert "Service/semantic-router" in k8s and "jobLabel" not in monitor["spec"]
 
 
 def test_promql_check_rejects_an_unknown_metric() -> None:
