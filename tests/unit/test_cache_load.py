@@ -89,7 +89,7 @@ async def test_lookups_do_not_wait_for_writes() -> None:
     await asyncio.sleep(0.01)  # the writer is now inside its 1 s backend call
     start = time.perf_counter()
     assert await cache.lookup(make_req("other?", BASE)) is None
-    assert time.perf_counter() - start < 0.05
+    assert time.perf_counter() - start < 0.5  # far from the write's 1 s: a loaded machine cannot fail it
     assert cache.counters["miss"] == 1  # answered, not timed out
     await cache.close()
 
@@ -206,7 +206,7 @@ async def test_memory_store_search_runs_off_the_loop_so_its_timeout_fires(monkey
     beat = Heartbeat()
     start = time.perf_counter()
     assert await beat.during(lambda: cache.lookup(req)) is None
-    assert time.perf_counter() - start < 0.2  # the 50 ms budget held
+    assert time.perf_counter() - start < 0.4  # the 50 ms budget held: not the 0.5 s search
     assert beat.max_gap < 0.1 and cache.counters["error:lookup"] == 1
     await cache.close()
 
