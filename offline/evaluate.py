@@ -33,9 +33,19 @@ def domain_report(classifier: Classify, texts: list[str], labels: list[str], pol
     signals = classifier(texts)
     report = multiclass_report(labels, [c.category or "" for c in signals], DOMAINS)
     if policy is not None:
-        hits = [policy.category_for(t, s)[0] == label for t, s, label in zip(texts, signals, labels, strict=True)]
-        report["routed_accuracy"] = round(float(np.mean(hits)), 4)
+        routed = [policy.category_for(t, s)[0] for t, s in zip(texts, signals, strict=True)]
+        report["routed_accuracy"] = round(float(np.mean([r == y for r, y in zip(routed, labels, strict=True)])), 4)
+        # Two categories the config sends to the same model with the same reasoning setting are one decision: what
+        # a user can notice is the model and reasoning their request got, not the category's name.
+        same = [_served(policy, r) == _served(policy, y) for r, y in zip(routed, labels, strict=True)]
+        report["routed_decision_accuracy"] = round(float(np.mean(same)), 4)
     return report
+
+
+def _served(policy: Policy, category: str) -> tuple[str, bool]:
+    """The model and reasoning setting a request of `category` gets from the policy when every model may see it."""
+    cat = policy.cfg.category(category)
+    return policy.ranked(cat, lambda _: True).models[0], bool(cat and cat.use_reasoning)
 
 
 def evaluate_domain(classifier: Classify, policy: Policy | None = None) -> dict:
