@@ -24,6 +24,7 @@ import asyncio
 import heapq
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,7 +49,8 @@ def size_class(chars: int) -> int:
 @dataclass
 class _Lane:
     running: bool = False
-    waiting: list[tuple[int, int, asyncio.Future[None]]] = field(default_factory=list)  # heap: class, arrival, ticket
+    # A heap of (size class, arrival, ticket, the caller's deadline as a time.monotonic() value).
+    waiting: list[tuple[int, int, asyncio.Future[None], float]] = field(default_factory=list)
 
 
 class EncoderQueue(ThreadPoolExecutor):
@@ -61,6 +63,7 @@ class EncoderQueue(ThreadPoolExecutor):
         self._lock = threading.Lock()
         self._lanes = [_Lane() for _ in range(LANES)]
         self._arrivals = itertools.count()
+        self._last_s: dict[int, float] = {}  # seconds the last pass of each size class took
 
     @property
     def pending(self) -> int:
@@ -69,23 +72,27 @@ class EncoderQueue(ThreadPoolExecutor):
             return self._pending()
 
     def _pending(self) -> int:
-        return sum(lane.running + sum(not t.done() for _, _, t in lane.waiting) for lane in self._lanes)
+        return sum(lane.running + sum(not entry[2].done() for entry in lane.waiting) for lane in self._lanes)
 
-    async def run(self, chars: int, bound: int | None, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, chars: int, bound: int | None, deadline: float, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` on its lane's thread when its turn comes; `chars` sizes the work. Raises Overloaded when
-        `bound` passes are already running or waiting and none waiting is of a larger class (None: no bound)."""
+        `bound` passes are already running or waiting and none waiting is of a larger class (None: no bound), and,
+        for a long text, TimeoutError when, after waiting, less time is left to `deadline` (time.monotonic()) than the
+        last pass of its size class took: a pass its caller would abandon only delays the long ones behind it. (A
+        short pass costs ~10 ms, too little to save at the risk of refusing one that would have made it.)"""
         rank = size_class(chars)
         lane = self._lanes[min(rank, 1)]
-        await self._turn(lane, rank, bound)
+        await self._turn(lane, rank, bound, deadline)
+        start = time.monotonic()
         try:
             future = self.submit(fn, *args)
         except BaseException:
             self._release(lane)
             raise
-        future.add_done_callback(lambda _: self._release(lane))
+        future.add_done_callback(lambda _: self._release(lane, rank, time.monotonic() - start))
         return await asyncio.wrap_future(future)  # a caller that gives up leaves the pass running to its end
 
-    async def _turn(self, lane: _Lane, rank: int, bound: int | None) -> None:
+    async def _turn(self, lane: _Lane, rank: int, bound: int | None, deadline: float) -> None:
         with self._lock:
             for each in self._lanes:
                 each.waiting = [entry for entry in each.waiting if not entry[2].done()]
@@ -96,7 +103,7 @@ class EncoderQueue(ThreadPoolExecutor):
                 lane.running = True
                 return
             ticket = asyncio.get_running_loop().create_future()
-            heapq.heappush(lane.waiting, (rank, next(self._arrivals), ticket))
+            heapq.heappush(lane.waiting, (rank, next(self._arrivals), ticket, deadline))
         try:
             await ticket
         except asyncio.CancelledError:
@@ -110,21 +117,32 @@ class EncoderQueue(ThreadPoolExecutor):
         worst = max(entries, key=lambda pair: pair[0][:2], default=None)
         if worst is None or worst[0][0] <= rank:
             raise Overloaded(f"{self._pending()} classifications already pending")
-        (_, _, ticket), lane = worst
+        (_, _, ticket, _), lane = worst
         lane.waiting.remove(worst[0])
         heapq.heapify(lane.waiting)
         self._settle(lane, ticket, Overloaded(f"{bound} classifications pending: a shorter text took this one's place"))
 
-    def _release(self, lane: _Lane) -> None:
-        """The lane's thread is free: its next waiting ticket gets it, else it goes idle."""
+    def _release(self, lane: _Lane, rank: int | None = None, took_s: float = 0.0) -> None:
+        """The lane's thread is free (after a pass of class `rank` that took `took_s`): its next waiting ticket with
+        time for a pass gets it, else it goes idle. The last pass is the estimate; a lane that went idle starts the
+        next pass whatever the estimate, so a high one is measured again rather than refusing its class for ever."""
+        now = time.monotonic()
         with self._lock:
+            if rank is not None:
+                self._last_s[rank] = took_s
             while lane.waiting:
-                _, _, ticket = heapq.heappop(lane.waiting)
-                if not ticket.done() and self._settle(lane, ticket, None):
+                rank, _, ticket, deadline = heapq.heappop(lane.waiting)
+                if ticket.done():
+                    continue
+                if rank > 0 and deadline - now < self._last_s.get(rank, 0.0):  # long: a wasted pass costs 0.1-0.5 s
+                    last_ms = self._last_s[rank] * 1000
+                    self._settle(lane, ticket, TimeoutError(f"{(deadline - now) * 1000:.0f} ms left, the last pass of "
+                                                            f"this size took {last_ms:.0f} ms"))
+                elif self._settle(lane, ticket, None):
                     return
             lane.running = False
 
-    def _settle(self, lane: _Lane, ticket: asyncio.Future[None], error: Overloaded | None) -> bool:
+    def _settle(self, lane: _Lane, ticket: asyncio.Future[None], error: Exception | None) -> bool:
         """Grant `ticket` the lane's thread (`error` None) or refuse it, on its own loop; False when that loop is
         closed (its caller will never run)."""
         def settle() -> None:

@@ -402,7 +402,7 @@ class StreamSession:
         if left <= 0:
             raise TimeoutError
         async with asyncio.timeout_at(loop.time() + left):
-            return await self.executor.run(chars, bound, fn, *args)
+            return await self.executor.run(chars, bound, deadline, fn, *args)
 
     async def _classify_anchor(self, text: str, deadline: float) -> Classification:
         """A conversation's first user turn, for affinity re-derived without state; no signal on failure.

@@ -82,5 +82,4 @@ def test_short_prompts_are_classified_while_long_prompts_keep_the_encoder_busy(s
     for _, headers, answer in shorts:
         assert "x-vsr-guards-skipped" not in headers and headers["x-vsr-selected-category"]
         assert answer["x_demo"]["upstream"] == headers["x-vsr-selected-model"]
-    assert longs["answered"] > 0, longs  # the long prompts still get the encoder when no short one waits
     assert sum((failures(stack) - before).values()) == longs["refused"]  # every refusal counted, all of them long
