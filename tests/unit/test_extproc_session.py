@@ -209,13 +209,16 @@ async def test_classifier_failure_fails_open_when_configured_and_says_so() -> No
     assert "x-vsr-guards-skipped" in session._decision_headers()
 
 
-async def test_a_failing_classifier_logs_one_line_per_spell_and_each_request_names_it() -> None:
+async def test_a_failing_classifier_logs_one_line_per_spell_and_each_request_names_it(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Every request whose classification failed wrote its own `classifier_failed` error line: a broken encoder or a
     burst past capacity flooded the log with one error per request. Now the spell's first failure is logged, the end
-    of the spell once with the count, and each request's own line names its failure."""
+    of the spell once with the count, and each request's own line names its failure. Successes between failures
+    (long prompts timing out between short ones that pass) do not end the spell: it ends at a success
+    SPELL_QUIET_S after the last failure."""
     from structlog.testing import capture_logs
 
     from router.extproc.server import _record
+    from router.observability import logs as router_logs
 
     broken, healthy = runtime(RuntimeError("onnx session broke")), runtime(MATH)
     with capture_logs() as logs:
@@ -223,6 +226,12 @@ async def test_a_failing_classifier_logs_one_line_per_spell_and_each_request_nam
         for session in failed:
             await send(session, chat("Integrate x^2"))
             _record(session)
+            classifier = broken.classifier
+            broken.classifier = healthy.classifier  # a success between failures
+            await send(StreamSession(broken, EXECUTOR), chat(f"Integrate x^{len(logs) + 4}"))
+            broken.classifier = classifier
+        assert "classifier_recovered" not in [x["event"] for x in logs]  # one spell so far
+        monkeypatch.setattr(router_logs, "SPELL_QUIET_S", 0.0)  # as if quiet for long enough
         broken.classifier = healthy.classifier  # the encoder works again
         await send(StreamSession(broken, EXECUTOR), chat("Integrate x^3"))
     events = [x["event"] for x in logs]
