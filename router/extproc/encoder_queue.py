@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +34,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 # Texts up to this many characters are short: one 256-token window of prose holds ~1,000-1,300.
 SHORT_CHARS = 2048
-LANES = 2  # short, long
+# The long lane's thread runs at this nice value: where the cores are contended, the short lane, the event loop and
+# gRPC's threads go first, and long passes take what they leave.
+LONG_NICE = 10
 
 
 class Overloaded(RuntimeError):
@@ -54,14 +57,16 @@ class _Lane:
 
 
 class EncoderQueue(ThreadPoolExecutor):
-    """A pool of LANES threads whose `run` gives each lane's thread to that lane's waiting call of the smallest size
-    class first. Thread-safe and not tied to one event loop: a finished pass hands its thread on from the pool's
-    thread. Plain `submit` (the Classify RPC) bypasses the lanes and the bound."""
+    """The short lane's thread (this pool) and the long lane's (a pool of its own at LONG_NICE); `run` gives each
+    lane's thread to that lane's waiting call of the smallest size class first. Thread-safe and not tied to one event
+    loop: a finished pass hands its thread on from that thread. Plain `submit` (the Classify RPC) runs on the short
+    lane's thread, outside the lanes' order and the bound."""
 
     def __init__(self, thread_name_prefix: str = ""):
-        super().__init__(max_workers=LANES, thread_name_prefix=thread_name_prefix)
+        super().__init__(max_workers=1, thread_name_prefix=thread_name_prefix)
+        self._long = ThreadPoolExecutor(1, thread_name_prefix=f"{thread_name_prefix}-long", initializer=_lower_priority)
         self._lock = threading.Lock()
-        self._lanes = [_Lane() for _ in range(LANES)]
+        self._lanes = [_Lane(), _Lane()]  # short, long
         self._arrivals = itertools.count()
         self._last_s: dict[int, float] = {}  # seconds the last pass of each size class took
 
@@ -85,12 +90,16 @@ class EncoderQueue(ThreadPoolExecutor):
         await self._turn(lane, rank, bound, deadline)
         start = time.monotonic()
         try:
-            future = self.submit(fn, *args)
+            future = self.submit(fn, *args) if rank == 0 else self._long.submit(fn, *args)
         except BaseException:
             self._release(lane)
             raise
         future.add_done_callback(lambda _: self._release(lane, rank, time.monotonic() - start))
         return await asyncio.wrap_future(future)  # a caller that gives up leaves the pass running to its end
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._long.shutdown(wait=wait, cancel_futures=cancel_futures)
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
 
     async def _turn(self, lane: _Lane, rank: int, bound: int | None, deadline: float) -> None:
         with self._lock:
@@ -159,3 +168,8 @@ class EncoderQueue(ThreadPoolExecutor):
         except RuntimeError:
             return False
         return True
+
+
+def _lower_priority() -> None:
+    """Runs on the long lane's thread as it starts: that thread alone gets LONG_NICE (Linux: a thread id is a pid)."""
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LONG_NICE)
