@@ -46,15 +46,28 @@ class LoadResult:
                 "latency_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)}}
 
 
-def prompt(rng: random.Random, n: int) -> str:
-    """A new, plain question (unique by its numbers); odd templates make the jailbreak head nervous."""
+# A long prompt's body: a report pasted before the question (the trial's long clients sent 60k-240k characters).
+REPORT = ("The committee reviewed the quarterly figures for the northern warehouses, noted that deliveries arrived "
+          "later in winter than in summer, and asked the planning team to compare routes, staffing and the cost of "
+          "keeping spare stock near the busiest stores before the next meeting.\n\n")
+
+
+def prompt(rng: random.Random, n: int, long_chars: tuple[int, int] | None = None) -> str:
+    """A new, plain question (unique by its numbers); odd templates make the jailbreak head nervous. With
+    `long_chars` (low, high): after a report of that many characters."""
     budget = f"{rng.randint(2, 400)} {rng.choice(['minutes a day', 'dollars', 'weeks'])}"
-    return f"What is the best way to {rng.choice(TOPICS)} with {budget} and {n % 997 + 3} friends?"
+    question = f"What is the best way to {rng.choice(TOPICS)} with {budget} and {n % 997 + 3} friends?"
+    if long_chars is None:
+        return question
+    chars = rng.randint(*long_chars)
+    return f"Report {n}.\n\n" + (REPORT * (chars // len(REPORT) + 1))[:chars] + question
 
 
 async def run_load(base_url: str, clients: int, seconds: float, result: LoadResult,
-                   headers: dict[str, str] | None = None, repeat_share: float = 0.5) -> None:
-    """`clients` concurrent clients for `seconds`; every response is tallied into `result`."""
+                   headers: dict[str, str] | None = None, repeat_share: float = 0.5,
+                   long_chars: tuple[int, int] | None = None, seed: int = 0) -> None:
+    """`clients` concurrent clients for `seconds`; every response is tallied into `result`. `long_chars`: each new
+    prompt follows a report of that many characters (`prompt`)."""
     sent: list[str] = []
     counter = iter(range(10**9))
     stop_at = time.monotonic() + seconds
@@ -67,7 +80,7 @@ async def run_load(base_url: str, clients: int, seconds: float, result: LoadResu
             if sent and rng.random() < repeat_share:
                 text = rng.choice(sent[-500:])
             else:
-                text = prompt(rng, next(counter))
+                text = prompt(rng, next(counter), long_chars)
                 sent.append(text)
             body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": text}]})
             start = time.perf_counter()
@@ -82,7 +95,7 @@ async def run_load(base_url: str, clients: int, seconds: float, result: LoadResu
 
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        await asyncio.gather(*(client(i, session) for i in range(clients)))
+        await asyncio.gather(*(client(seed + i, session) for i in range(clients)))
 
 
 async def sample_readyz(metrics_port: int, stop: asyncio.Event, out: Counter[int], interval_s: float = 0.5) -> None:

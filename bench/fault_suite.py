@@ -16,6 +16,10 @@ Scenarios:
 - invalid_reloads: an invalid then a valid config written every second under load; requests never fail.
 - hostile: the inputs of bench/hostile_inputs.py, one at a time: 5xx count (must be 0), 4xx with and
   without an OpenAI error body, valid shapes routed, multi-megabyte guarded requests decided.
+- long_prompts: `--clients` clients sending new short prompts, alone for `--fault-seconds`, then as long again
+  beside LONG_CLIENTS clients sending new prompts of 60k-240k characters (issue 13's trial): the short requests'
+  p50/p99 and refusals in both phases, the long ones' outcomes, the router's classifier failures by reason. An A/B
+  of two trees: run this file from each with the same `--out` and a `--tag` each.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +42,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fault_load import LoadResult, cache_figures, run_load, sample_readyz, scrape, total
+from fault_load import LoadResult, cache_figures, delta, run_load, sample_readyz, scrape, total
 from hostile_inputs import cases
 
 from devstack.stack import ROOT, Stack, derive_config
@@ -202,6 +207,28 @@ async def invalid_reloads(stack: Stack, clients: int, seconds: float) -> dict[st
     return await under_load(stack, clients, seconds, fault)
 
 
+LONG_CLIENTS = 4
+LONG_CHARS = (60_000, 240_000)
+
+
+async def long_prompts(stack: Stack, clients: int, seconds: float) -> dict[str, Any]:
+    """Short prompts alone, then beside long ones; every prompt new (neither the memo nor the cache answers)."""
+    out: dict[str, Any] = {"long_clients": LONG_CLIENTS, "long_chars": list(LONG_CHARS)}
+    for phase, long_clients in (("alone", 0), ("with_long", LONG_CLIENTS)):
+        before = scrape(stack.cfg.server.metrics_port)
+        short, long = LoadResult(), LoadResult()
+        seed = 1000 * (long_clients + 1)  # each phase's prompts differ from the other's
+        await asyncio.gather(run_load(stack.base_url, clients, seconds, short, repeat_share=0, seed=seed),
+                             run_load(stack.base_url, long_clients, seconds, long, repeat_share=0,
+                                      long_chars=LONG_CHARS, seed=seed + 500))
+        after = await settle(stack)
+        out[phase] = {"short": short.summary(), **({"long": long.summary()} if long_clients else {}),
+                      "classifier_failures": {reason: int(delta(before, after, "vsr_classifier_failures_total",
+                                                                reason=reason))
+                                              for reason in ("timeout", "overload", "error")}}
+    return out
+
+
 async def hostile(stack: Stack, _clients: int, _seconds: float) -> dict[str, Any]:
     import httpx
 
@@ -230,7 +257,15 @@ async def hostile(stack: Stack, _clients: int, _seconds: float) -> dict[str, Any
 SCENARIOS: dict[str, Callable[[Stack, int, float], Awaitable[dict[str, Any]]]] = {
     "load": under_load, "lite_kill": lite_kill, "router_faults": router_faults,
     "upstream_faults": upstream_faults, "invalid_reloads": invalid_reloads, "hostile": hostile,
+    "long_prompts": long_prompts,
 }
+
+
+def _commit(tree: Path) -> str:
+    """The commit of the router code that ran, "+" when `router/` had changes beyond it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tree, capture_output=True, text=True, check=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain", "--untracked-files=no", "--", "router") else "")
 
 
 def main() -> None:
@@ -241,6 +276,7 @@ def main() -> None:
     parser.add_argument("--fault-seconds", type=float, default=30, help="duration of each fault scenario")
     parser.add_argument("--workers", type=int, default=None, help="server.workers (default: the shipped config's)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--tag", help="store each scenario as NAME@TAG (old and new code into one file)")
     args = parser.parse_args()
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     with tempfile.TemporaryDirectory(prefix="fault-suite-") as tmp:
@@ -250,11 +286,13 @@ def main() -> None:
             for name in args.only:
                 seconds = args.seconds if name == "load" else args.fault_seconds
                 print(f"{name}: {args.clients} clients, {seconds:.0f} s", flush=True)
-                results[name] = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                 "workers": args.workers or stack.cfg.server.workers,
-                                 "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
-                                 **asyncio.run(SCENARIOS[name](stack, args.clients, seconds))}
-                print(json.dumps(results[name], indent=1), flush=True)
+                key = f"{name}@{args.tag}" if args.tag else name
+                results[key] = {"measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                "router_code": _commit(stack.cwd),
+                                "workers": args.workers or stack.cfg.server.workers,
+                                "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+                                **asyncio.run(SCENARIOS[name](stack, args.clients, seconds))}
+                print(json.dumps(results[key], indent=1), flush=True)
                 args.out.write_text(json.dumps(results, indent=1) + "\n")
         finally:
             stack.stop()

@@ -33,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devstack.stack import ROOT
 from router.cache.milvus import MilvusStore
 from router.config import parse_config
+from router.extproc.encoder_queue import EncoderQueue
 from router.extproc.server import GIL_SWITCH_INTERVAL_S, _record
 from router.extproc.session import StreamSession
 from router.observability import logs
@@ -78,7 +78,7 @@ def messages(text: str) -> list[pb.ProcessingRequest]:
     ]
 
 
-async def one(runtime: Runtime, executor: ThreadPoolExecutor, text: str) -> StreamSession:
+async def one(runtime: Runtime, executor: EncoderQueue, text: str) -> StreamSession:
     session = StreamSession(runtime, executor)
     for message in messages(text):
         if (await session.handle(message)).HasField("immediate_response"):
@@ -123,7 +123,7 @@ def config(scenario: str, tmp: Path) -> Any:
 async def run(scenario: str, n: int, concurrency: int, profile: bool) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="vsr-session-cpu-"))
     runtime = build_runtime(config(scenario, tmp))
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="router-worker")  # as the server's
+    executor = EncoderQueue(thread_name_prefix="router-worker")  # as the server's
     run_id = os.urandom(4).hex()
     for i in range(30):  # warm-up: Lite connected, ONNX arenas grown, first entries stored
         await one(runtime, executor, PROMPT.format(run=f"warm{run_id}", i=i))

@@ -43,7 +43,6 @@ class Runtime:
     tracing: Tracing | None = None
     version: str = ""  # config_version(cfg): logged per request, reported per worker
     streams: int = 0
-    pending_classifications: int = 0  # requests waiting for or in an encoder pass (classifier.max_pending)
     # A broken encoder or a burst past capacity fails every request: one error line per spell, not one per request
     # (each request's line names its failure, vsr_classifier_failures_total counts them).
     classifier_failures: logs.FailureSpell = field(

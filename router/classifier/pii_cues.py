@@ -9,6 +9,7 @@ there", "Dear Sir" and "Name: TBD" stay O), and the cue, not the head, then deci
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 MAX_NAME_WORDS = 4
@@ -93,18 +94,21 @@ _TRIGGERS = (
 )  # fmt: skip
 
 
-def find_cues(text: str) -> list[Cue]:
-    """Every cue in `text` with the words it proposes."""
-    folded = text.lower()
+def find_cues(text: str, regions: Sequence[tuple[int, int]] = ()) -> list[Cue]:
+    """Every cue in `text` with the words it proposes; with `regions` ((start, end) character ranges, in order, apart),
+    only the cues whose pattern matches inside one of them (anchors and word boundaries still read the whole text)."""
     cues = []
-    for trigger in _TRIGGERS:
-        if not any(key in (folded if trigger.fold else text) for key in trigger.keys):
-            continue
-        for m in trigger.pattern.finditer(text):
-            words = _words_after(text, m.end()) if trigger.follows else _words_before(text, m.start())
-            named = _name_words(text, words, trigger.explicit)
-            if named:
-                cues.append(Cue(named, trigger.explicit))
+    for start, end in regions or ((0, len(text)),):
+        part = text[start:end]
+        folded = part.lower()
+        for trigger in _TRIGGERS:
+            if not any(key in (folded if trigger.fold else part) for key in trigger.keys):
+                continue
+            for m in trigger.pattern.finditer(text, start, end):
+                words = _words_after(text, m.end()) if trigger.follows else _words_before(text, m.start())
+                named = _name_words(text, words, trigger.explicit)
+                if named:
+                    cues.append(Cue(named, trigger.explicit))
     return cues
 
 

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import sys
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from router.classifier.service import add_to_server as add_classifier_api
 from router.config import ClassifierConfig, ConfigError, RouterConfig, ServerConfig, drain_s
 from router.errors import Outcome
 from router.extproc.attempt import AttemptSession
+from router.extproc.encoder_queue import EncoderQueue
 from router.extproc.session import StreamSession
 from router.extproc.slot import WorkerSlot, bootstrap
 from router.observability import logs, metrics
@@ -38,10 +38,6 @@ log = logs.get_logger("router.extproc")
 # 3 ms Milvus lookup took 30-50 ms under load (the convoy effect). At 0.2 ms the lookups answered within their
 # 50 ms budget went from ~55-65 % to ~80-87 % at 32 clients (bench/fault_suite.py), at the same throughput.
 GIL_SWITCH_INTERVAL_S = 0.0002
-# Encoder passes run one at a time per process: with two threads interleaving int8 runs on the shared cores a miss
-# cost 11-14 ms of router CPU, with one 9-10 ms, and one served 13-30 % more misses/s (bench/load.py --scenarios
-# miss, two A/B pairs back to back, 2026-11-29; cache contention is the likely cause). More cores: more workers.
-ENCODER_THREADS = 1
 # The guard behind each refusal code, for the request log line.
 _BLOCKED_BY = {"jailbreak_detected": "jailbreak", "content_blocked": "content_safety"}
 
@@ -51,7 +47,7 @@ class StartupError(Exception):
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]  # untyped stubs
-    def __init__(self, holder: RuntimeHolder, executor: ThreadPoolExecutor):
+    def __init__(self, holder: RuntimeHolder, executor: EncoderQueue):
         self.holder = holder
         self.executor = executor
         self.streams = 0  # ext_proc streams opened on this process (a worker reports it to its supervisor)
@@ -201,7 +197,7 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
     server_cfg, obs = bootstrap(config_path)
     configure_logs(obs, log_format)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    executor = ThreadPoolExecutor(max_workers=ENCODER_THREADS, thread_name_prefix="router-worker")
+    executor = EncoderQueue(thread_name_prefix="router-worker")
     readiness = Readiness()
     holder = RuntimeHolder(config_path, readiness)
     stop = asyncio.Event()

@@ -15,7 +15,6 @@ import json
 import time
 import urllib.parse
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -40,6 +39,7 @@ from router.errors import (
     UnsupportedPath,
 )
 from router.extproc import messages as msg
+from router.extproc.encoder_queue import EncoderQueue, Overloaded
 from router.policy import Decision
 from router.runtime import Runtime
 from router.signals import NO_SIGNAL, Classification, with_earlier_turns
@@ -68,11 +68,6 @@ INLINE_SCAN_CHARS = 2048
 MAX_EARLIER_PASSES = 16
 # A guard under a `flag` action lets the request through and says so in the response (shadow mode).
 FLAG_HEADERS = {"jailbreak": "x-vsr-jailbreak-flagged", "content_safety": "x-vsr-content-flagged"}
-
-
-class Overloaded(RuntimeError):
-    """`classifier.max_pending` encoder passes are already waiting or running, or a request's history holds more
-    unknown user turns than MAX_EARLIER_PASSES."""
 
 
 @dataclass
@@ -117,7 +112,7 @@ class ResponseState:
 class StreamSession:
     """Turns the ProcessingRequests of one stream into ProcessingResponses."""
 
-    def __init__(self, runtime: Runtime, executor: Executor):
+    def __init__(self, runtime: Runtime, executor: EncoderQueue):
         self.runtime = runtime
         self.executor = executor
         self.request = RequestState()
@@ -376,7 +371,7 @@ class StreamSession:
             found = find_structured(other)
         else:
             try:
-                found = await self._in_executor_by(deadline, find_structured, other)
+                found = await self._in_executor_by(deadline, len(other), None, find_structured, other)
             except TimeoutError:
                 budget = self.runtime.cfg.classifier.timeout_ms
                 return self._classifier_failed(TimeoutError(f"no PII screen within {budget} ms"), "timeout")
@@ -393,25 +388,21 @@ class StreamSession:
         scope = self.request.caller
         if (known := rt.classifier.cached(text, scope)) is not None:
             return known
-        if rt.pending_classifications >= rt.cfg.classifier.max_pending:
-            raise Overloaded(f"{rt.pending_classifications} classifications already pending")
-        rt.pending_classifications += 1
-        try:
-            return await self._in_executor_by(deadline, rt.classifier.classify, text, scope)
-        finally:
-            rt.pending_classifications -= 1
+        bound = rt.cfg.classifier.max_pending
+        return await self._in_executor_by(deadline, len(text), bound, rt.classifier.classify, text, scope)
 
-    async def _in_executor_by(self, deadline: float, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in the executor, off the event loop; TimeoutError past `deadline` (a time.monotonic() value).
-
-        Nothing is started once the deadline has passed: a thread cannot be stopped, and its result would go unread.
-        """
+    async def _in_executor_by(self, deadline: float, chars: int, bound: int | None, fn: Callable[..., T],
+                              *args: Any) -> T:
+        """`fn(*args)` on the encoder thread, off the event loop, in its turn by size (`chars` of text: shorter texts
+        go first, encoder_queue.py) within `bound` passes pending; TimeoutError past `deadline` (a time.monotonic()
+        value). Nothing is started once the deadline has passed: a thread cannot be stopped, and its result would
+        go unread."""
         loop = asyncio.get_running_loop()
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError
         async with asyncio.timeout_at(loop.time() + left):
-            return await loop.run_in_executor(self.executor, fn, *args)
+            return await self.executor.run(chars, bound, deadline, fn, *args)
 
     async def _classify_anchor(self, text: str, deadline: float) -> Classification:
         """A conversation's first user turn, for affinity re-derived without state; no signal on failure.

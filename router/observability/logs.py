@@ -26,6 +26,8 @@ SENSITIVE_KEYS = frozenset({
     "pii", "pii_values", "user", "body",
 })  # fmt: skip
 REDACTED = "[redacted]"
+# A failure spell (FailureSpell) ends at the first success this long after its last failure.
+SPELL_QUIET_S = 10.0
 _HANDLER_NAME = "semantic-router"
 # Libraries that install handlers of their own. pymilvus also logs every failed call at ERROR with its traceback
 # (~2.5 kB) before raising it; the cache store logs and counts each failure once (`cache_backend_error`), so under
@@ -176,25 +178,30 @@ def log_request(
 
 class FailureSpell:
     """A recurring failure logged once per spell: the first failure of each kind, then one line when a success
-    ends the spell, with how many failed meanwhile. Every failure is still counted by its metric and named on its
-    request's line. Use from one event loop."""
+    comes SPELL_QUIET_S or more after the last failure, with how many failed meanwhile. Every failure is still
+    counted by its metric and named on its request's line. Use from one event loop.
+
+    A spell ended at the first success wrote an error line and a "recovered" line per refused request when failures
+    and successes interleave, as under overload: long prompts timing out between short ones that pass (issue 13's
+    trial log). Now such a stretch is one spell."""
 
     def __init__(self, logger: Any, failed: str, recovered: str) -> None:
         self._logger, self._failed, self._recovered = logger, failed, recovered
         self._kinds: set[str] = set()
         self._count = 0
-        self._since = 0.0
+        self._since = self._last = 0.0
 
     def failure(self, kind: str, **fields: Any) -> None:
+        self._last = time.monotonic()
         if not self._count:
-            self._since = time.monotonic()
+            self._since = self._last
         self._count += 1
         if kind not in self._kinds:
             self._kinds.add(kind)
             self._logger.error(self._failed, reason=kind, **fields)
 
     def success(self) -> None:
-        if self._count:
+        if self._count and time.monotonic() - self._last >= SPELL_QUIET_S:
             self._logger.info(self._recovered, failures=self._count, reasons=sorted(self._kinds),
-                              lasted_s=round(time.monotonic() - self._since, 3))
+                              lasted_s=round(self._last - self._since, 3))
             self._count, self._kinds = 0, set()

@@ -7,7 +7,6 @@ the same ProcessingRequest sequence Envoy sends, and counts the encoder's ONNX r
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from envoy.config.core.v3 import base_pb2
@@ -15,6 +14,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from devstack.stack import ROOT
 from router.config import load_config
+from router.extproc.encoder_queue import EncoderQueue
 from router.extproc.session import StreamSession
 from router.runtime import Runtime, build_runtime
 
@@ -26,7 +26,7 @@ def _headers(pairs: dict[str, str], end: bool = False) -> pb.HttpHeaders:
     return pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=values), end_of_stream=end)
 
 
-async def _exchange(runtime: Runtime, executor: ThreadPoolExecutor, text: str) -> list[pb.ProcessingResponse]:
+async def _exchange(runtime: Runtime, executor: EncoderQueue, text: str) -> list[pb.ProcessingResponse]:
     """One request as Envoy streams it; the upstream answer is only sent when the router routed."""
     session = StreamSession(runtime, executor)
     body = json.dumps({"model": "auto", "messages": [{"role": "user", "content": text}]}).encode()
@@ -51,7 +51,7 @@ async def test_classification_and_cache_share_one_encoder_pass() -> None:
     cfg = cfg.model_copy(update={"semantic_cache": cfg.semantic_cache.model_copy(update={"backend": "memory"})})
     runtime = build_runtime(cfg)
     encoder = runtime.classifier.inner.encoder  # type: ignore[union-attr]
-    with ThreadPoolExecutor(max_workers=1) as executor:
+    with EncoderQueue() as executor:
         before = encoder.runs
         miss = await _exchange(runtime, executor, "How do I reset my password?")
         assert encoder.runs - before == 1  # classified, looked up and stored on one pass

@@ -18,6 +18,7 @@ from router.classifier.heads import HEADS_DIR, MLPHead
 from router.classifier.memo import MemoizedClassifier
 from router.classifier.model import EncoderClassifier, load_classifier
 from router.config import RouterConfig, parse_config
+from router.extproc.encoder_queue import EncoderQueue
 from router.extproc.session import StreamSession
 from router.policy import Policy
 from router.runtime import Runtime
@@ -146,7 +147,7 @@ def test_committed_heads_round_trip(tmp_path: Path) -> None:
     assert np.allclose(head.probabilities(features).sum(axis=1), 1.0, atol=1e-5)
 
 
-EXECUTOR = ThreadPoolExecutor(max_workers=1)
+EXECUTOR = EncoderQueue()
 
 
 async def _send(rt: Runtime, messages: list[dict[str, str]]) -> pb.ProcessingResponse:

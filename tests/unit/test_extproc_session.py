@@ -10,7 +10,6 @@ import dataclasses
 import json
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -27,12 +26,13 @@ from router.cache.memory import MemoryStore
 from router.classifier.memo import MemoizedClassifier
 from router.config import RouterConfig, parse_config
 from router.errors import Outcome
+from router.extproc.encoder_queue import EncoderQueue
 from router.extproc.session import StreamSession
 from router.policy import Policy
 from router.runtime import Runtime
 from router.signals import Classification, PIIFinding
 
-EXECUTOR = ThreadPoolExecutor(max_workers=1)
+EXECUTOR = EncoderQueue()
 
 
 class FakeClassifier:
@@ -209,13 +209,16 @@ async def test_classifier_failure_fails_open_when_configured_and_says_so() -> No
     assert "x-vsr-guards-skipped" in session._decision_headers()
 
 
-async def test_a_failing_classifier_logs_one_line_per_spell_and_each_request_names_it() -> None:
+async def test_a_failing_classifier_logs_one_line_per_spell_and_each_request_names_it(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Every request whose classification failed wrote its own `classifier_failed` error line: a broken encoder or a
     burst past capacity flooded the log with one error per request. Now the spell's first failure is logged, the end
-    of the spell once with the count, and each request's own line names its failure."""
+    of the spell once with the count, and each request's own line names its failure. Successes between failures
+    (long prompts timing out between short ones that pass) do not end the spell: it ends at a success
+    SPELL_QUIET_S after the last failure."""
     from structlog.testing import capture_logs
 
     from router.extproc.server import _record
+    from router.observability import logs as router_logs
 
     broken, healthy = runtime(RuntimeError("onnx session broke")), runtime(MATH)
     with capture_logs() as logs:
@@ -223,6 +226,12 @@ async def test_a_failing_classifier_logs_one_line_per_spell_and_each_request_nam
         for session in failed:
             await send(session, chat("Integrate x^2"))
             _record(session)
+            classifier = broken.classifier
+            broken.classifier = healthy.classifier  # a success between failures
+            await send(StreamSession(broken, EXECUTOR), chat(f"Integrate x^{len(logs) + 4}"))
+            broken.classifier = classifier
+        assert "classifier_recovered" not in [x["event"] for x in logs]  # one spell so far
+        monkeypatch.setattr(router_logs, "SPELL_QUIET_S", 0.0)  # as if quiet for long enough
         broken.classifier = healthy.classifier  # the encoder works again
         await send(StreamSession(broken, EXECUTOR), chat("Integrate x^3"))
     events = [x["event"] for x in logs]
@@ -657,7 +666,7 @@ async def test_too_many_headers_is_refused_before_envoy_fails_the_mutation() -> 
     assert resp.immediate_response.status.code == 431
 
 
-class NoExecutor(ThreadPoolExecutor):
+class NoExecutor(EncoderQueue):
     """Fails any use: proves a phase never left the event loop."""
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
@@ -666,16 +675,17 @@ class NoExecutor(ThreadPoolExecutor):
 
 async def test_a_remembered_text_is_answered_on_the_loop_outside_the_pending_bound() -> None:
     inner = FakeClassifier(MATH)
-    cfg = config()
+    cfg = config(lambda raw: raw["classifier"].update(max_pending=1))
     rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(inner), cache=None)
     await send(StreamSession(rt, EXECUTOR), chat("Integrate x^2"))  # an earlier request's pass (same caller)
-    rt.pending_classifications = cfg.classifier.max_pending  # every encoder slot busy
-    session = StreamSession(rt, NoExecutor())
+    busy = NoExecutor()
+    busy._lanes[0].running = True  # the one pass max_pending allows is running
+    session = StreamSession(rt, busy)
     resp = await send(session, chat("Integrate x^2"))
     assert resp.WhichOneof("response") == "request_body"
     assert session.request.classifier_failure is None and session.request.decision.category == "math"
     assert inner.calls == 1
-    new_text = StreamSession(rt, NoExecutor())  # a text the memo lacks still meets the bound
+    new_text = StreamSession(rt, busy)  # a text the memo lacks still meets the bound
     await send(new_text, chat("Integrate x^3"))
     assert new_text.request.classifier_failure == "overload"
 
@@ -698,10 +708,10 @@ async def test_a_burst_past_max_pending_is_decided_at_once_not_queued(policy: st
     cfg = config(small_queue)
     slow = HeldClassifier()
     rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(slow), cache=None)
-    workers = ThreadPoolExecutor(max_workers=2)
+    workers = EncoderQueue()
     waiting = [asyncio.create_task(send(StreamSession(rt, workers), chat("Integrate x^2"))) for _ in range(2)]
     await asyncio.sleep(0.05)
-    assert rt.pending_classifications == 2
+    assert workers.pending == 2
     extra = StreamSession(rt, workers)
     resp = await asyncio.wait_for(send(extra, chat("Integrate x^2")), timeout=0.5)  # no wait in a queue
     assert extra.request.classifier_failure == "overload"
@@ -714,7 +724,7 @@ async def test_a_burst_past_max_pending_is_decided_at_once_not_queued(policy: st
     slow.release.set()
     for task in waiting:
         assert (await task).WhichOneof("response") == "request_body"
-    assert rt.pending_classifications == 0
+    assert workers.pending == 0
     workers.shutdown()
 
 
@@ -738,7 +748,7 @@ async def test_the_affinity_anchor_pass_keeps_the_request_deadline() -> None:
     hanging = AnchorHangs("Why do the northern lights change colour over the night")
     rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(hanging), cache=None,
                  affinity=AffinityStore().configure(cfg.affinity))
-    workers = ThreadPoolExecutor(max_workers=2)
+    workers = EncoderQueue()
     session = StreamSession(rt, workers)
     follow_up = {"model": "auto", "messages": [{"role": "user", "content": hanging.anchor},
                                                {"role": "assistant", "content": "Once upon a time..."},
@@ -747,9 +757,10 @@ async def test_the_affinity_anchor_pass_keeps_the_request_deadline() -> None:
     assert resp.WhichOneof("response") == "request_body"  # the turn's own decision stands
     assert session.request.classifier_failure == "timeout"  # the first turn was not screened: x-vsr-guards-skipped
     assert hanging.seen == [follow_up["messages"][2]["content"], hanging.anchor]
-    assert rt.pending_classifications == 0
+    assert workers.pending == 1  # a pass past its deadline holds its thread (and its place in the bound) to its end
     hanging.release.set()
-    workers.shutdown()
+    workers.shutdown()  # waits for the pass
+    assert workers.pending == 0
 
 
 class SlowAnchor(AnchorHangs):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from router.classifier import pii
 from router.classifier import pii_rules as rules
 from router.classifier.pii import PII_TYPES, TokenHead, detect_pii, token_features
 from router.classifier.pii_cues import find_cues
@@ -400,3 +401,20 @@ def test_email_and_phone_in_german_text_are_still_found(encoder) -> None:  # typ
 )
 def test_language_gate(text: str, english: bool) -> None:
     assert is_english(text) is english
+
+
+def test_a_long_text_is_scanned_for_cues_where_the_encoder_reads_it(encoder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Cues only name words the encoder read (their tokens' P(O)), so the unread middle of a long text is not
+    scanned; names cued at the edges of both windows are found as a scan of the whole text finds them."""
+    filler = "The committee reviewed the quarterly figures for the northern warehouses and the stores. "
+    text = (filler * 11 + "Name: Clara Nogueira\n" + filler * 400 + "Dear Robert Smith, thanks for the note. "
+            + "Thanks,\nMaria Lopez\n" + filler * 12)
+    encoded = encoder.encode(text)
+    assert encoded.windows == 2
+    regions = pii._read_regions(encoded.offsets[:, 0], encoded.offsets[:, 1], len(text))
+    assert len(regions) == 2 and regions[0][1] < len(text) // 4 and regions[1][0] > len(text) // 2
+    assert find_cues(text, [(regions[0][1], regions[1][0])]) == []  # the middle holds no cue: none is lost
+    found = detect_pii(text, encoded)
+    monkeypatch.setattr(pii, "_read_regions", lambda starts, ends, length: [(0, length)])
+    assert found == detect_pii(text, encoded)
+    assert {text[f.start:f.end] for f in found if f.type == "PERSON"} >= {"Clara Nogueira", "Robert Smith"}

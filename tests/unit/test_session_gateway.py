@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import yaml
@@ -11,11 +10,12 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from devstack.stack import ROOT
 from router.config import parse_config
+from router.extproc.encoder_queue import EncoderQueue
 from router.extproc.session import StreamSession
 from router.runtime import Runtime, build_runtime
 from tests.unit.test_extproc_session import body, header_message, set_headers
 
-EXECUTOR = ThreadPoolExecutor(max_workers=1)
+EXECUTOR = EncoderQueue()
 MATH = "Prove that the sum of two even numbers is even."
 
 
