@@ -69,6 +69,7 @@ class CacheRequest:
     threshold: float | None  # cosine floor of the candidates; None = the operating point's
     ttl_seconds: int
     min_score: float | None = None  # a floor on every step's verifier score (verifier_threshold); None = the point's
+    logprobs: bool = False  # the client asked for logprobs: an entry without them is a miss (`_hit`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +158,7 @@ def _build(
         ttl = override.ttl_seconds if override.ttl_seconds is not None else ttl
     return CacheRequest(namespace, model, scope, keys.exact_key(scope, text), text,
                         _usable_embedding(embedding, text, c), category, "no-cache" not in control,
-                        threshold, ttl, min_score)
+                        threshold, ttl, min_score, body.get("logprobs") is True)
 
 
 def candidate_floor(c: CacheConfig) -> float:
@@ -251,7 +252,7 @@ class SemanticCache:
         self._ensure_purger()
         now = self._clock()
         hot = self.hot.get(req.key, req.scope, req.namespace, now)
-        if hot is not None and (hit := self._hit(hot, 1.0, True, now)) is not None:
+        if hot is not None and (hit := self._hit(req, hot, 1.0, True, now)) is not None:
             self._count("hit", "exact")  # a repeat of a recent answer: no backend round trip
             return hit
         if not self.health.admit():
@@ -284,7 +285,7 @@ class SemanticCache:
         """
         if req.embedding is None:
             entry = await self.backend.get(req.key, now)
-            return self._hit(entry, 1.0, True, now) if entry is not None and entry.scope == req.scope else None
+            return self._hit(req, entry, 1.0, True, now) if entry is not None and entry.scope == req.scope else None
         floor = self.point.floor if req.threshold is None else req.threshold
         found = await self.backend.search(req.scope, req.embedding, self.cfg.top_k, floor, now)
         # Defence in depth: a backend must never return another scope.
@@ -292,7 +293,7 @@ class SemanticCache:
         exact = next((c for c in own if c.entry.key == req.key), None)
         if exact is not None:
             self.hot.put(exact.entry, now)
-            return self._hit(exact.entry, 1.0, True, now)
+            return self._hit(req, exact.entry, 1.0, True, now)
         scores, states = self.verifier.judge(req.text, [(c.entry.text, c.similarity) for c in own])
         chosen = self.point.pick(scores, states, req.min_score)
         if chosen is None:
@@ -306,13 +307,19 @@ class SemanticCache:
             if not pair >= need:  # NaN included: a score nothing vouches for never serves
                 self._count("pair_reject")
                 return None
-        hit = self._hit(own[pick].entry, own[pick].similarity, False, now)
+        hit = self._hit(req, own[pick].entry, own[pick].similarity, False, now)
         return None if hit is None else replace(hit, verifier_score=float(scores[pick]), pair_score=pair)
 
-    def _hit(self, entry: CacheEntry, similarity: float, exact: bool, now: float) -> CacheHit | None:
+    def _hit(self, req: CacheRequest, entry: CacheEntry, similarity: float, exact: bool, now: float,
+             ) -> CacheHit | None:
+        """The entry as a hit, or None: unreadable, or without the logprobs the request asked for (stored by a router
+        that dropped a stream's logprobs, or an upstream that ignored the field). A miss, not a skip: its answer is
+        stored under the same key and serves the next repeat."""
         try:
             completion = json.loads(entry.payload)
         except ValueError:
+            return None
+        if req.logprobs and any(c.get("logprobs") is None for c in completion.get("choices") or [{}]):
             return None
         return CacheHit(completion, min(similarity, 1.0), exact, max(now - entry.created_at, 0.0), entry.key)
 

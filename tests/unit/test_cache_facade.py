@@ -157,6 +157,22 @@ async def test_only_finished_completions_are_written(cache: SemanticCache, answe
     assert cache.counters[f"skipped_write:{problem}"] == 1
 
 
+async def test_a_request_for_logprobs_is_never_served_an_entry_without_them(cache: SemanticCache) -> None:
+    """An entry without logprobs (a stream stored before they were kept, an upstream that ignored the field) is a
+    miss for a request that asks for them; the miss's answer, stored under the same key, serves the next repeat."""
+    text = "How do I reset my password?"
+    await put(cache, make_req(text, BASE, logprobs=True))  # choices without logprobs
+    assert await cache.lookup(make_req(text, BASE, logprobs=True)) is None
+    assert await cache.lookup(make_req("What are the steps to reset my password?", near(0.95), logprobs=True)) is None
+    answer = completion()
+    answer["choices"][0]["logprobs"] = {"content": [{"token": "Click", "logprob": -0.1}], "refusal": None}
+    await put(cache, make_req(text, BASE, logprobs=True), answer)
+    hit = await cache.lookup(make_req(text, BASE, logprobs=True))
+    assert hit is not None and hit.completion["choices"][0]["logprobs"] == answer["choices"][0]["logprobs"]
+    await put(cache, make_req(text, BASE))
+    assert await cache.lookup(make_req(text, BASE)) is not None  # not asked: served as before
+
+
 async def test_oversized_answer_is_skipped(cache: SemanticCache) -> None:
     await put(cache, make_req("Q?", BASE), completion("x" * 70_000))
     assert cache.counters["skipped_write:too_large"] == 1
