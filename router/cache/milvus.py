@@ -34,6 +34,7 @@ from router.cache.store import (
     HEX,
     CacheBackendError,
     CacheEntry,
+    CacheTimeout,
     Candidate,
     InvalidCacheArgument,
     StoreStats,
@@ -265,14 +266,14 @@ class MilvusStore:
             if not write:
                 metrics.record_lookup_timeout("queue" if isinstance(exc, _QueueExpired) else "loop")
             self.last_error = f"timeout after {timeout_s * 1000:.0f} ms"
-            raise CacheBackendError(self.last_error) from None
+            raise CacheTimeout(self.last_error) from None
         except _FAILURES as exc:
             self.errors += 1
             if _deadline_exceeded(exc):  # Milvus ran out of the time it was given: the connection is fine
                 if not write:
                     metrics.record_lookup_timeout("backend")
                 self.last_error = f"timeout after {timeout_s * 1000:.0f} ms"
-                raise CacheBackendError(self.last_error) from None
+                raise CacheTimeout(self.last_error) from None
             self._drop_client(_describe(exc))
             raise CacheBackendError(self.last_error) from exc
 

@@ -32,7 +32,7 @@ from router.cache.keys import SkipReason
 from router.cache.memory import MemoryStore
 from router.cache.milvus import MAX_TEXT_BYTES, MilvusStore
 from router.cache.pair import OperatingPoint, PairModel, manifest_point
-from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore
+from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore, CacheTimeout
 from router.cache.verifier import ADDITION, Verifier
 from router.cache.verifier import FLOOR as VERIFIER_FLOOR
 from router.cache.writer import WriteQueue
@@ -228,7 +228,7 @@ class SemanticCache:
         repeat them. Before its first answer (connecting at start) a failure is logged only as the streak's end, and a
         readiness probe's is counted only from there: each clean start counted one per worker (probed while the Lite
         child was still starting), logged nowhere."""
-        self.health.failure(f"{op}: {str(exc)[:200] or type(exc).__name__}")
+        self.health.failure(f"{op}: {str(exc)[:200] or type(exc).__name__}", _timed_out(exc))
         if op == "probe" and not self.health.answered and self.health.up:
             return
         self._count("error", op)
@@ -349,7 +349,7 @@ class SemanticCache:
             async with asyncio.timeout(_backstop(self.cfg.write_timeout_ms)):
                 await self.backend.upsert_many(entries)
         except (CacheBackendError, TimeoutError) as exc:
-            self.health.failure(f"write: {str(exc)[:200] or type(exc).__name__}")
+            self.health.failure(f"write: {str(exc)[:200] or type(exc).__name__}", _timed_out(exc))
             metrics.record_dependency_error("cache")
             raise
         except Exception:
@@ -409,6 +409,11 @@ class SemanticCache:
             self._purger.cancel()
         await self.writes.close(self.cfg.write_timeout_ms / 1000)
         await self.backend.close()
+
+
+def _timed_out(exc: Exception) -> bool:
+    """Out of its budget, in the store (CacheTimeout) or at the facade's backstop (TimeoutError): slow or hanging."""
+    return isinstance(exc, (CacheTimeout, TimeoutError))
 
 
 def _backstop(budget_ms: int) -> float:

@@ -150,6 +150,8 @@ class RouterMetrics:
             "1 while the cache backend answers real traffic, 0 while it fails (the router serves uncached).",
             registry=r, multiprocess_mode="livemin",
         )
+        self.cache_backend_downs = self._counter(
+            "cache_backend_down_total", "Times the cache backend was marked down (the breaker opened).", ())
         self.cache_write_queue = Gauge(
             f"{PREFIX}_cache_write_queue_depth", "Cache writes queued and not yet stored.", registry=r,
             multiprocess_mode="livesum",
@@ -308,6 +310,10 @@ class RouterMetrics:
     def set_cache_backend_up(self, up: bool) -> None:
         self.cache_backend_up.set(1 if up else 0)
 
+    def record_cache_backend_down(self) -> None:
+        """The breaker opened: the gauge shows the state, this counter a breaker that keeps flapping."""
+        self.cache_backend_downs.inc()
+
     def set_cache_write_queue(self, depth: int) -> None:
         self.cache_write_queue.set(depth)
 
@@ -400,6 +406,7 @@ observe_lookup_stages = METRICS.observe_lookup_stages
 record_lookup_timeout = METRICS.record_lookup_timeout
 record_lookup_late = METRICS.record_lookup_late
 set_cache_backend_up = METRICS.set_cache_backend_up
+record_cache_backend_down = METRICS.record_cache_backend_down
 set_cache_write_queue = METRICS.set_cache_write_queue
 observe_confidence = METRICS.observe_confidence
 record_jailbreak_block = METRICS.record_jailbreak_block

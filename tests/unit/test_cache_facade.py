@@ -234,6 +234,36 @@ async def test_failing_backend_is_a_counted_miss() -> None:
     await cache.close()
 
 
+async def test_a_slow_backend_never_opens_the_breaker_a_silent_or_failing_one_does() -> None:
+    """Under CPU contention lookups ran over budget in bursts; each counted as a failure and five in a row opened the
+    breaker on a backend that answered the calls around them. Now a timeout is a miss, and a failure only once the
+    backend has answered nothing for `silent_s`; an error still counts at once."""
+    store = SlowStore()
+    cache = SemanticCache(CFG.semantic_cache, store)
+    streak = cache.health.streak
+    assert await cache.lookup(make_req("Q0?", BASE)) is None  # answered
+    store.delay = 0.2  # past the lookup budget and the facade's backstop
+    for i in range(streak * 2):
+        assert await cache.lookup(make_req(f"Q{i}?", BASE)) is None
+    assert cache.counters["error:lookup"] == streak * 2  # every one a counted miss
+    assert cache.health.up and cache.counters["miss:backend_down"] == 0
+    cache.health.silent_s = 0.0  # a hanging backend: nothing answered for longer than silent_s
+    for i in range(streak):
+        await cache.lookup(make_req(f"H{i}?", BASE))
+    assert not cache.health.up
+    await cache.lookup(make_req("Probe?", BASE))  # the breaker lets one probe a second through
+    assert await cache.lookup(make_req("Skipped?", BASE)) == "backend_down"
+    failing = SemanticCache(CFG.semantic_cache, SlowStore(fail=True))
+    assert await failing.lookup(make_req("Q0?", BASE)) is None
+    failing.health.answered = True  # an error counts even right after an answer
+    failing.health.success()
+    for i in range(streak):
+        await failing.lookup(make_req(f"F{i}?", BASE))
+    assert not failing.health.up
+    await cache.close()
+    await failing.close()
+
+
 async def test_probes_before_the_first_answer_count_only_once_the_backend_is_marked_down() -> None:
     """Every clean start counted an error per worker: its readiness probe came while the Lite child was starting."""
     store = SlowStore(fail=True)
