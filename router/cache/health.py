@@ -72,6 +72,11 @@ class BackendHealth:
             log.warning("cache_backend_down", error=error, effect="serving uncached until it answers again")
 
     @property
+    def changing(self) -> bool:
+        """Between states: failing while marked up, or answering while marked down (half open)."""
+        return self.failures > 0 if self.up else self.successes > 0
+
+    @property
     def blocked(self) -> bool:
         """Marked down and nothing has answered since: calls would only wait out their budget."""
         return not self.up and self.successes == 0

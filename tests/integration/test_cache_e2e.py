@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import yaml
 
 from devstack.milvus_server import MilvusServer
-from devstack.stack import Stack
+from devstack.stack import ROOT, Stack
 
 pytestmark = pytest.mark.usefixtures("require_model")
 
@@ -247,8 +248,51 @@ def test_a_milvus_unreachable_at_start_keeps_a_cache_requiring_router_unready_un
         assert "failing" in states[-1][1]["detail"]
     finally:
         milvus_server.start()
-    deadline = time.monotonic() + 90  # the reconnect backoff doubles up to 30 s while the server is away
+    deadline = time.monotonic() + 90
     while _readyz(stack)[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _readyz(stack) == (200, {"ok": True, "detail": "backend answering"})
     eventually_hit(_client(stack), "What colour is a ripe banana?", timeout_s=30)
+
+
+def _readiness_period_s() -> float:
+    """The period of the Kubernetes readiness probe on /readyz (deploy/kubernetes/deployment.yaml): how soon an
+    operator's orchestrator asks again, so how soon /readyz must show a change."""
+    for doc in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text()):
+        for container in ((doc or {}).get("spec") or {}).get("template", {}).get("spec", {}).get("containers", []):
+            probe = container.get("readinessProbe") or {}
+            if probe.get("httpGet", {}).get("path") == "/readyz":
+                return float(probe["periodSeconds"])
+    raise AssertionError("no /readyz readiness probe in the Kubernetes manifest")
+
+
+def test_readyz_follows_a_stopped_and_a_restarted_milvus_within_the_readiness_probe_period(
+        make_stack: Callable[..., Stack], milvus_server: MilvusServer | str) -> None:
+    """With `ready_without_cache: false` and no traffic, /readyz said 503 only 47 s after Milvus stopped and 200 68 s
+    after it served again (one outcome of the streak of 5 per 10 s turn, a reconnect wait doubling up to 30 s). The
+    readiness probe asks every `periodSeconds` (5): one period after Milvus stops it must see 503. Back up, this
+    server starts empty, so the router first recreates its collection (3.5-5.5 s in all, bench/readyz_lag.py): 200 by
+    the probe after next."""
+    if isinstance(milvus_server, str):
+        pytest.skip("an external Milvus (VSR_MILVUS_URI) is not ours to stop")
+
+    def overrides(cfg: dict[str, Any]) -> None:
+        cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": milvus_server.uri,
+                                 "collection": f"readyz_{int(time.time())}"}
+        cfg["observability"]["ready_without_cache"] = False
+
+    stack = make_stack(overrides)
+    deadline = time.monotonic() + 60
+    while _readyz(stack)[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    period = _readiness_period_s()
+    time.sleep(period)  # no traffic: what the router knows of the backend comes from its own probes
+    milvus_server.stop()
+    try:
+        time.sleep(period)
+        status, cache = _readyz(stack)
+        assert status == 503 and not cache["ok"] and "failing" in cache["detail"], cache
+    finally:
+        milvus_server.start()
+    time.sleep(2 * period)
+    assert _readyz(stack) == (200, {"ok": True, "detail": "backend answering"})

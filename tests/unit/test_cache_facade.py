@@ -279,6 +279,21 @@ async def test_probes_before_the_first_answer_count_only_once_the_backend_is_mar
     await never.close()
 
 
+async def test_one_readiness_check_confirms_a_change_of_the_backend() -> None:
+    """Each readiness turn (10 s) added one outcome to the streak of 5: with no traffic a stopped Milvus read 503 only
+    47 s later, a restarted one 200 after 68 s. A check that finds the backend changing now asks until it decides."""
+    store = SlowStore()
+    cache = SemanticCache(CFG.semantic_cache, store)
+    assert await cache.check() == (True, "answering")
+    store.fail = True
+    cache.health.last_activity -= cache.cfg.probe_idle_s  # no traffic since: the check sends its own lookup
+    assert await cache.check() == (False, f"failing ({cache.health.streak} in a row): probe: down")
+    store.fail = False
+    cache.health.last_activity -= cache.cfg.probe_idle_s
+    assert await cache.check() == (True, "answering")
+    await cache.close()
+
+
 async def test_lru_and_fifo_eviction() -> None:
     def entry(key: str) -> CacheEntry:
         return CacheEntry(key, "s", "n", "m", BASE, "t", "{}", 0.0, 1e12)
