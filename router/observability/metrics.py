@@ -231,7 +231,7 @@ class RouterMetrics:
 
     def _define_ops_series(self) -> None:
         r = self.registry
-        self.reloads = self._counter("config_reloads_total", "Config reload attempts by result.", ("result",))
+        self.reloads = self._counter("config_reloads_total", "Config edits applied or rejected, by result; once per router, whatever its workers.", ("result",))
         for result in ("ok", "failed"):
             self.reloads.labels(result)
         self.last_reload_ok = Gauge(
@@ -357,8 +357,11 @@ class RouterMetrics:
         if result in ("new", "sticky", "rederived", "switched"):
             self.affinity.labels(result).inc()
 
-    def record_config_reload(self, ok: bool, now: float | None = None) -> None:
-        self.reloads.labels("ok" if ok else "failed").inc()
+    def record_config_reload(self, ok: bool, now: float | None = None, counted: bool = True) -> None:
+        """`counted`: False in all router workers but one, so one edit is one reload of the Pod, not one per worker
+        (every worker still reports its verdict in the gauges, whose worst live worker the Pod shows)."""
+        if counted:
+            self.reloads.labels("ok" if ok else "failed").inc()
         self.last_reload_ok.set(1 if ok else 0)
         if ok:
             self.record_config_applied(now)
