@@ -15,7 +15,7 @@ any failure before the streak of successes closes the gate again.
 A call over its budget is a miss for its request, but a failure of the backend only once the backend has answered
 nothing for `silent_s` (2 s): a hanging Milvus answers nothing, a slow one answers most calls. Under 16 clients on 2
 cores the loop, the read pool and Milvus Lite all waited for CPU, lookups timed out in bursts and the breaker opened
-twice a minute on a backend that answered ~45 calls a second (bench: router/cache/README.md, "Slow is not down").
+2-12 times a minute on a backend answering ~60 lookups a second (router/cache/README.md, "Slow is not down").
 An error (refused, reset, a bad answer) counts at once, as does a timeout before the backend ever answered.
 """
 
