@@ -154,6 +154,10 @@ def cache_figures(before: dict[Any, float], after: dict[Any, float]) -> dict[str
         "writes_queued": int(writes), "writes_stored": int(stored), "writes_dropped_queue_full": int(dropped_full),
         "writes_dropped_backend_error": int(dropped_failed),
         "write_attempt_errors": int(delta(before, after, events, event="error", reason="write")),
+        # The breaker (router/cache/health.py): times it opened, and what it cost while open.
+        "breaker_openings": int(delta(before, after, "vsr_cache_backend_down_total")),
+        "lookups_skipped_backend_down": int(delta(before, after, events, event="miss", reason="backend_down")),
+        "writes_dropped_backend_down": int(delta(before, after, events, event="dropped", reason="backend_down")),
         "writes_stored_or_dropped_by_policy_share": round((stored + dropped_full) / writes, 4) if writes else None,
         "classifier_failures": int(delta(before, after, "vsr_classifier_failures_total")),
         "phase_share_within_s": {phase: {le: _share(before, after, phase, le) for le in ("0.01", "0.05", "0.1")}

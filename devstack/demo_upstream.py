@@ -96,7 +96,7 @@ class DemoModel:
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": self.name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop", "logprobs": None}],
+                         "finish_reason": "stop", "logprobs": _logprobs(body, _pieces(text))}],
             "usage": _usage(body, text), "x_demo": {"upstream": self.name, "received": received},
         })
 
@@ -124,7 +124,9 @@ class DemoModel:
                                                  "type": "server_error", "code": None}})
                 await response.write_eof()
                 return response
-            await _send(response, {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+            choice = {"index": 0, "delta": delta, "finish_reason": None,
+                      "logprobs": _logprobs(body, [delta["content"]] if delta["content"] else [])}
+            await _send(response, {**base, "choices": [choice]})
         await _send(response, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         if (body.get("stream_options") or {}).get("include_usage"):
             await _send(response, {**base, "choices": [], "usage": _usage(body, text)})
@@ -139,6 +141,20 @@ class DemoModel:
 def _pieces(text: str) -> list[str]:
     words = text.split(" ")
     return [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
+
+
+def _logprobs(body: dict[str, Any], tokens: list[str]) -> dict[str, Any] | None:
+    """With `logprobs: true`, an entry per token (a word here) as vLLM and OpenAI send them, in a stream each chunk's
+    own; made-up but fixed values, so a test can tell one answer's logprobs from none."""
+    if body.get("logprobs") is not True:
+        return None
+    top = int(body.get("top_logprobs") or 0)
+
+    def entry(token: str, rank: int = 0) -> dict[str, Any]:
+        return {"token": token, "logprob": -0.01 * (len(token) + rank), "bytes": list(token.encode())}
+
+    return {"content": [{**entry(t), "top_logprobs": [entry(t, r) for r in range(top)]} for t in tokens],
+            "refusal": None}
 
 
 def _usage(body: dict[str, Any], text: str) -> dict[str, int]:

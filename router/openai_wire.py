@@ -214,7 +214,9 @@ class SSEDecoder:
 
 
 class StreamAssembler:
-    """Rebuilds one chat.completion from chat.completion.chunk frames, so streams can be cached."""
+    """Rebuilds one chat.completion from chat.completion.chunk frames, so streams can be cached. A choice's logprobs
+    are the chunks' `content` and `refusal` token lists joined in order, as a non-streamed answer carries them: they
+    were dropped (`null`), and a client that asked for logprobs got a cached answer without them."""
 
     def __init__(self) -> None:
         self.done = False
@@ -253,6 +255,12 @@ class StreamAssembler:
             slot["tool_calls"] = True  # streamed tool calls are not reassembled: never cached
         if choice.get("finish_reason"):
             slot["finish_reason"] = choice["finish_reason"]
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict):  # each chunk carries the token entries of its own delta, in order
+            kept = slot.setdefault("logprobs", {})
+            for part in ("content", "refusal"):
+                if isinstance(tokens := logprobs.get(part), list):
+                    kept.setdefault(part, []).extend(tokens)
 
     def completion(self) -> dict[str, Any] | None:
         """The reassembled answer, or None when the stream was cut, failed or is not cacheable."""
@@ -262,7 +270,7 @@ class StreamAssembler:
         if any(s.get("tool_calls") or not s["finish_reason"] for s in slots):
             return None
         choices = [{"index": i, "message": {"role": s["role"], "content": "".join(s["content"])},
-                    "finish_reason": s["finish_reason"], "logprobs": None}
+                    "finish_reason": s["finish_reason"], "logprobs": _logprobs(s)}
                    for i, s in sorted(self._choices.items())]
         out = {**self._meta, "object": "chat.completion", "choices": choices}
         if self._usage:
@@ -272,6 +280,12 @@ class StreamAssembler:
     @property
     def usage(self) -> dict[str, Any] | None:
         return self._usage
+
+
+def _logprobs(slot: dict[str, Any]) -> dict[str, Any] | None:
+    """A choice's logprobs as a non-streamed answer has them; None when no chunk carried any."""
+    kept = slot.get("logprobs")
+    return None if kept is None else {"content": kept.get("content"), "refusal": kept.get("refusal")}
 
 
 def completion_to_sse(completion: dict[str, Any], include_usage: bool) -> bytes:

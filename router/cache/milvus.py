@@ -4,9 +4,10 @@ A local file path runs embedded Milvus Lite (one child process per file, owned a
 `lite.py`), `http://host:19530` a standalone server or a cluster. Blocking calls run in thread pools
 under a time budget: reads (get, search) on a pool of their own, so they never queue behind writes,
 deletes or counts, which share a second pool. A failure or timeout raises CacheBackendError (the
-facade counts it as a miss) and drops the client; the next call after the reconnect backoff (doubling
-up to 30 s while connects keep failing) connects again on the connector thread and re-checks the
-collection, so a restarted server or Lite child is picked up without anyone's help.
+facade counts it as a miss) and drops the client; the next call after the reconnect backoff connects again on the
+connector thread and re-checks the collection, so a restarted server or Lite child is picked up without anyone's
+help. The backoff is constant: it doubled up to 30 s while connects kept failing, so a Milvus back after a minute
+away was reconnected, and reported ready, up to 30 s late; a refused connect costs ~10 ms, one at a time.
 
 Connecting (up to 30 s against a server that is starting) happens on that connector thread, which
 holds no lock the event loop takes: callers wait for it within their own budget, and `close()` never
@@ -34,6 +35,7 @@ from router.cache.store import (
     HEX,
     CacheBackendError,
     CacheEntry,
+    CacheTimeout,
     Candidate,
     InvalidCacheArgument,
     StoreStats,
@@ -48,7 +50,6 @@ HNSW_DEFAULTS = {"M": 16, "efConstruction": 200}
 # Creating and loading a collection on a freshly started server takes seconds; it runs in a pool
 # thread, so callers still get their own short budget while it completes.
 CONNECT_TIMEOUT_S = 30.0
-MAX_BACKOFF_S = 30.0
 # Reads mostly wait on Milvus; at ~200 lookups/s and ~15-30 ms each under load, 4 threads queued lookups
 # for ~50 ms before they started (measured with bench/fault_suite.py), 8 keep the queue short.
 READ_THREADS = 8
@@ -118,7 +119,6 @@ class MilvusStore:
         self._client: MilvusClient | None = None
         self._connecting: Future[MilvusClient] | None = None
         self._retry_at = 0.0
-        self._failed_connects = 0
         self._closed = False
         self.errors = 0
         self.reconnects = 0
@@ -159,13 +159,11 @@ class MilvusStore:
         except BaseException as exc:
             with self._lock:
                 self._connecting = None
-                self._failed_connects += 1
-                self._retry_at = time.monotonic() + self._next_backoff()
+                self._retry_at = time.monotonic() + self._backoff_s
                 self.last_error = _describe(exc)
             raise
         with self._lock:
             self._connecting = None
-            self._failed_connects = 0
             stale = self._closed
             if not stale:
                 self._client = client
@@ -173,9 +171,6 @@ class MilvusStore:
         if stale:
             client.close()
         return client
-
-    def _next_backoff(self) -> float:
-        return float(min(self._backoff_s * 2 ** max(self._failed_connects - 1, 0), MAX_BACKOFF_S))
 
     def _ensure_collection(self, client: MilvusClient) -> None:
         timeout = CONNECT_TIMEOUT_S
@@ -221,7 +216,7 @@ class MilvusStore:
     def _drop_client(self, reason: str) -> None:
         with self._lock:
             client, self._client = self._client, None
-            self._retry_at = time.monotonic() + self._next_backoff()
+            self._retry_at = time.monotonic() + self._backoff_s
             self.last_error = reason
         if client is not None:
             self._writes.submit(client.close)
@@ -265,14 +260,14 @@ class MilvusStore:
             if not write:
                 metrics.record_lookup_timeout("queue" if isinstance(exc, _QueueExpired) else "loop")
             self.last_error = f"timeout after {timeout_s * 1000:.0f} ms"
-            raise CacheBackendError(self.last_error) from None
+            raise CacheTimeout(self.last_error) from None
         except _FAILURES as exc:
             self.errors += 1
             if _deadline_exceeded(exc):  # Milvus ran out of the time it was given: the connection is fine
                 if not write:
                     metrics.record_lookup_timeout("backend")
                 self.last_error = f"timeout after {timeout_s * 1000:.0f} ms"
-                raise CacheBackendError(self.last_error) from None
+                raise CacheTimeout(self.last_error) from None
             self._drop_client(_describe(exc))
             raise CacheBackendError(self.last_error) from exc
 

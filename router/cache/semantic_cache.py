@@ -32,7 +32,7 @@ from router.cache.keys import SkipReason
 from router.cache.memory import MemoryStore
 from router.cache.milvus import MAX_TEXT_BYTES, MilvusStore
 from router.cache.pair import OperatingPoint, PairModel, manifest_point
-from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore
+from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore, CacheTimeout
 from router.cache.verifier import ADDITION, Verifier
 from router.cache.verifier import FLOOR as VERIFIER_FLOOR
 from router.cache.writer import WriteQueue
@@ -44,6 +44,7 @@ log = structlog.get_logger(__name__)
 CONTROL_HEADER = "x-vsr-cache-control"
 CONTROL_VALUES = ("no-store", "no-cache")  # neither read nor write; do not read (the fresh answer may be stored)
 LOOP_GRACE_S = 0.01
+CONFIRM_S = 0.1  # readiness's pause between the probes that confirm a change (`check`)
 _FINISH_OK = frozenset({"stop", "length", "tool_calls", "function_call"})
 # Every `reason` label value this module emits: declare them with metrics.set_label_values("cache_reason", ...).
 CACHE_REASONS = (
@@ -69,6 +70,7 @@ class CacheRequest:
     threshold: float | None  # cosine floor of the candidates; None = the operating point's
     ttl_seconds: int
     min_score: float | None = None  # a floor on every step's verifier score (verifier_threshold); None = the point's
+    logprobs: bool = False  # the client asked for logprobs: an entry without them is a miss (`_hit`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +162,7 @@ def _build(
         ttl = override.ttl_seconds if override.ttl_seconds is not None else ttl
     return CacheRequest(namespace, model, scope, keys.exact_key(scope, text), text,
                         _usable_embedding(embedding, text, c), category, "no-cache" not in control,
-                        threshold, ttl, min_score)
+                        threshold, ttl, min_score, body.get("logprobs") is True)
 
 
 def candidate_floor(c: CacheConfig) -> float:
@@ -230,7 +232,7 @@ class SemanticCache:
         repeat them. Before its first answer (connecting at start) a failure is logged only as the streak's end, and a
         readiness probe's is counted only from there: each clean start counted one per worker (probed while the Lite
         child was still starting), logged nowhere."""
-        self.health.failure(f"{op}: {str(exc)[:200] or type(exc).__name__}")
+        self.health.failure(f"{op}: {str(exc)[:200] or type(exc).__name__}", _timed_out(exc))
         if op == "probe" and not self.health.answered and self.health.up:
             return
         self._count("error", op)
@@ -254,7 +256,7 @@ class SemanticCache:
         self._ensure_purger()
         now = self._clock()
         hot = self.hot.get(req.key, req.scope, req.namespace, now)
-        if hot is not None and (hit := self._hit(hot, 1.0, True, now)) is not None:
+        if hot is not None and (hit := self._hit(req, hot, 1.0, True, now)) is not None:
             self._count("hit", "exact")  # a repeat of a recent answer: no backend round trip
             return hit
         if not self.health.admit():
@@ -287,7 +289,7 @@ class SemanticCache:
         """
         if req.embedding is None:
             entry = await self.backend.get(req.key, now)
-            return self._hit(entry, 1.0, True, now) if entry is not None and entry.scope == req.scope else None
+            return self._hit(req, entry, 1.0, True, now) if entry is not None and entry.scope == req.scope else None
         floor = self.point.floor if req.threshold is None else req.threshold
         found = await self.backend.search(req.scope, req.embedding, self.cfg.top_k, floor, now)
         # Defence in depth: a backend must never return another scope.
@@ -295,7 +297,7 @@ class SemanticCache:
         exact = next((c for c in own if c.entry.key == req.key), None)
         if exact is not None:
             self.hot.put(exact.entry, now)
-            return self._hit(exact.entry, 1.0, True, now)
+            return self._hit(req, exact.entry, 1.0, True, now)
         scores, states = self.verifier.judge(req.text, [(c.entry.text, c.similarity) for c in own])
         chosen = self.point.pick(scores, states, req.min_score)
         if chosen is None:
@@ -309,13 +311,19 @@ class SemanticCache:
             if not pair >= need:  # NaN included: a score nothing vouches for never serves
                 self._count("pair_reject")
                 return None
-        hit = self._hit(own[pick].entry, own[pick].similarity, False, now)
+        hit = self._hit(req, own[pick].entry, own[pick].similarity, False, now)
         return None if hit is None else replace(hit, verifier_score=float(scores[pick]), pair_score=pair)
 
-    def _hit(self, entry: CacheEntry, similarity: float, exact: bool, now: float) -> CacheHit | None:
+    def _hit(self, req: CacheRequest, entry: CacheEntry, similarity: float, exact: bool, now: float,
+             ) -> CacheHit | None:
+        """The entry as a hit, or None: unreadable, or without the logprobs the request asked for (stored by a router
+        that dropped a stream's logprobs, or an upstream that ignored the field). A miss, not a skip: its answer is
+        stored under the same key and serves the next repeat."""
         try:
             completion = json.loads(entry.payload)
         except ValueError:
+            return None
+        if req.logprobs and any(c.get("logprobs") is None for c in completion.get("choices") or [{}]):
             return None
         return CacheHit(completion, min(similarity, 1.0), exact, max(now - entry.created_at, 0.0), entry.key)
 
@@ -345,7 +353,7 @@ class SemanticCache:
             async with asyncio.timeout(_backstop(self.cfg.write_timeout_ms)):
                 await self.backend.upsert_many(entries)
         except (CacheBackendError, TimeoutError) as exc:
-            self.health.failure(f"write: {str(exc)[:200] or type(exc).__name__}")
+            self.health.failure(f"write: {str(exc)[:200] or type(exc).__name__}", _timed_out(exc))
             metrics.record_dependency_error("cache")
             raise
         except Exception:
@@ -358,18 +366,28 @@ class SemanticCache:
         await self.writes.flush()
 
     async def check(self) -> tuple[bool, str]:
-        """Backend health for readiness: from traffic, or one cheap key lookup after an idle spell or while the
-        backend has never answered. Up only once it has answered: a Milvus unreachable from the start was reported
-        up ("not asked yet", then "failing (1 in a row)") for the ~50 s its failures took to reach the streak."""
-        if self.health.idle_for() >= self.cfg.probe_idle_s or not self.health.answered:
-            try:
-                async with asyncio.timeout(self.cfg.lookup_timeout_ms / 1000 * 4):
-                    await self.backend.get("0" * 64, self._clock())
-            except Exception as exc:  # noqa: BLE001 - any failure is the answer
-                self._error(exc, "probe")
-            else:
-                self.health.success()
+        """Backend health for readiness: from traffic, or one cheap key lookup after `probe_idle_s` without any or
+        while the backend has never answered. Up only once it has answered: a Milvus unreachable from the start was
+        reported up ("not asked yet", then "failing (1 in a row)") for the ~50 s its failures took to reach the streak.
+        A backend found changing (failing while marked up, answering while marked down) is asked again, CONFIRM_S
+        apart, until its streak decides: a change reaches /readyz within one probe turn, where each turn added one
+        outcome to the streak (Milvus stopped with no traffic: 503 after 47 s; back: 200 after 68 s)."""
+        for _ in range(self.health.streak):
+            if self.health.idle_for() >= self.cfg.probe_idle_s or not self.health.answered or self.health.changing:
+                await self._probe()
+            if not (self.health.answered and self.health.changing):  # a backend still starting: one probe a turn
+                break
+            await asyncio.sleep(CONFIRM_S)
         return self.health.up and self.health.answered, self.health.detail()
+
+    async def _probe(self) -> None:
+        try:
+            async with asyncio.timeout(self.cfg.lookup_timeout_ms / 1000 * 4):
+                await self.backend.get("0" * 64, self._clock())
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer
+            self._error(exc, "probe")
+        else:
+            self.health.success()
 
     async def _purge_loop(self) -> None:
         """Refresh the entries gauge at once (a restarted worker said 0 entries until its first purge, 300 s), then
@@ -406,6 +424,11 @@ class SemanticCache:
             self._purger.cancel()
         await self.writes.close(self.cfg.write_timeout_ms / 1000)
         await self.backend.close()
+
+
+def _timed_out(exc: Exception) -> bool:
+    """Out of its budget, in the store (CacheTimeout) or at the facade's backstop (TimeoutError): slow or hanging."""
+    return isinstance(exc, (CacheTimeout, TimeoutError))
 
 
 def _backstop(budget_ms: int) -> float:

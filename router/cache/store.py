@@ -24,6 +24,11 @@ class CacheBackendError(Exception):
     """A backend failed or ran out of time; the facade counts it and treats it as a miss."""
 
 
+class CacheTimeout(CacheBackendError):
+    """A call ran out of its budget: a miss for the caller; whether the backend is hanging or only slow (a saturated
+    machine) is the health's to judge (router/cache/health.py)."""
+
+
 class InvalidCacheArgument(CacheBackendError):
     """A value a backend refuses (a key that cannot go into a filter, an entry over the schema's size)."""
 

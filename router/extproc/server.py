@@ -214,7 +214,8 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
     # After the first load, so the cache probe never reports a runtime that is still loading.
     try:
         ops = await start_ops(obs, 0 if worker else server_cfg.metrics_port, config_path, holder.reload, readiness,
-                              cache=lambda: holder.current.cache if holder.current else None, started_from=started_from)
+                              cache=lambda: holder.current.cache if holder.current else None, started_from=started_from,
+                              counts_reloads=worker is None or worker.counts_reloads)
     except OSError as exc:
         await holder.aclose()
         raise StartupError(f"metrics port {obs.metrics_host}:{server_cfg.metrics_port}: {exc.strerror}") from None

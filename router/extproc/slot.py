@@ -28,17 +28,25 @@ if TYPE_CHECKING:  # the supervisor imports this module before prometheus_client
     from router.observability.health import Readiness
 
 WORKER_STATE_ENV = "VSR_WORKER_STATE"
+WORKER_INDEX_ENV = "VSR_WORKER_INDEX"
 REPORT_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
 class WorkerSlot:
     state_file: Path
+    index: int = 0  # the supervisor's number for this worker (0 to workers - 1), kept across its restarts
 
     @classmethod
     def from_env(cls) -> WorkerSlot | None:
         path = os.environ.get(WORKER_STATE_ENV)
-        return cls(Path(path)) if path else None
+        return cls(Path(path), int(os.environ.get(WORKER_INDEX_ENV, "0"))) if path else None
+
+    @property
+    def counts_reloads(self) -> bool:
+        """Every worker reloads the same file; one of them counts it, so an edit is one reload of the Pod (README
+        "Router workers"). Worker 0's counts survive its restarts: a dead worker's files stay in the sums."""
+        return self.index == 0
 
     def write(self, state: dict[str, Any]) -> None:
         tmp = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}")

@@ -40,7 +40,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable, shared_lite_env
 from router.config import ConfigError, RouterConfig, drain_s, is_local_uri, load_config
-from router.extproc.slot import WORKER_STATE_ENV, bootstrap, read_state
+from router.extproc.slot import WORKER_INDEX_ENV, WORKER_STATE_ENV, bootstrap, read_state
 from router.observability import logs
 from router.observability.envoy_stats import EnvoyRouterFailures, admin_reader
 from router.observability.health import HealthServer, Liveness
@@ -274,7 +274,7 @@ class Supervisor:
         command = [sys.executable, "-m", "router.cli", "serve", "--config", str(self.config_path)]
         if self.log_format:
             command += ["--log-format", self.log_format]
-        w.proc = subprocess.Popen(command, env={**env, WORKER_STATE_ENV: str(w.state_file)},
+        w.proc = subprocess.Popen(command, env={**env, WORKER_STATE_ENV: str(w.state_file), WORKER_INDEX_ENV: str(w.index)},
                                   preexec_fn=_worker_preexec(self.nice))  # noqa: PLW1509 - prctl and nice only
         w.started, w.served = time.monotonic(), False
         log.info("worker_started", worker=w.index, pid=w.proc.pid)

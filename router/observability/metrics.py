@@ -187,6 +187,8 @@ class RouterMetrics:
             "1 while the cache backend answers real traffic, 0 while it fails (the router serves uncached).",
             registry=r, multiprocess_mode="livemin",
         )
+        self.cache_backend_downs = self._counter(
+            "cache_backend_down_total", "Times the cache backend was marked down (the breaker opened).", ())
         self.cache_write_queue = Gauge(
             f"{PREFIX}_cache_write_queue_depth", "Cache writes queued and not yet stored.", registry=r,
             multiprocess_mode="livesum",
@@ -266,7 +268,7 @@ class RouterMetrics:
 
     def _define_ops_series(self) -> None:
         r = self.registry
-        self.reloads = self._counter("config_reloads_total", "Config reload attempts by result.", ("result",))
+        self.reloads = self._counter("config_reloads_total", "Config edits applied or rejected, by result; once per router, whatever its workers.", ("result",))
         for result in ("ok", "failed"):
             self.reloads.labels(result)
         self.last_reload_ok = Gauge(
@@ -346,6 +348,10 @@ class RouterMetrics:
     def set_cache_backend_up(self, up: bool) -> None:
         self.cache_backend_up.set(1 if up else 0)
 
+    def record_cache_backend_down(self) -> None:
+        """The breaker opened: the gauge shows the state, this counter a breaker that keeps flapping."""
+        self.cache_backend_downs.inc()
+
     def set_cache_write_queue(self, depth: int) -> None:
         self.cache_write_queue.set(depth)
 
@@ -389,8 +395,11 @@ class RouterMetrics:
         if result in ("new", "sticky", "rederived", "switched"):
             self.affinity.labels(result).inc()
 
-    def record_config_reload(self, ok: bool, now: float | None = None) -> None:
-        self.reloads.labels("ok" if ok else "failed").inc()
+    def record_config_reload(self, ok: bool, now: float | None = None, counted: bool = True) -> None:
+        """`counted`: False in all router workers but one, so one edit is one reload of the Pod, not one per worker
+        (every worker still reports its verdict in the gauges, whose worst live worker the Pod shows)."""
+        if counted:
+            self.reloads.labels("ok" if ok else "failed").inc()
         self.last_reload_ok.set(1 if ok else 0)
         if ok:
             self.record_config_applied(now)
@@ -438,6 +447,7 @@ observe_lookup_stages = METRICS.observe_lookup_stages
 record_lookup_timeout = METRICS.record_lookup_timeout
 record_lookup_late = METRICS.record_lookup_late
 set_cache_backend_up = METRICS.set_cache_backend_up
+record_cache_backend_down = METRICS.record_cache_backend_down
 set_cache_write_queue = METRICS.set_cache_write_queue
 observe_confidence = METRICS.observe_confidence
 record_jailbreak_block = METRICS.record_jailbreak_block

@@ -8,7 +8,8 @@ for one short settle interval, so an editor's truncate-then-write is not read ha
 
 This module decides *when* to reload; the runtime's `reload()` decides *whether* the new config is
 valid, builds the new runtime and swaps it atomically. On `False` (or an exception) the old runtime
-keeps serving; both outcomes are counted in `vsr_config_reloads_total` and logged with the reason.
+keeps serving; both outcomes are logged with the reason and counted in `vsr_config_reloads_total`, once per Pod:
+with router workers only one of them counts (`counts`), and each sets `vsr_config_last_reload_successful`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class ConfigWatcher:
         metrics: RouterMetrics = METRICS,
         poll: bool = True,
         started_from: Baseline | None = None,
+        counts: bool = True,
     ) -> None:
         self.path = Path(path)
         self._reload = reload
@@ -71,6 +73,7 @@ class ConfigWatcher:
         self.settle_s = settle_s
         self.poll = poll  # False: only SIGHUP / request_reload() trigger a reload
         self._metrics = metrics
+        self.counts = counts
         # The content the runtime was started from (by default: the file as it is now).
         self._stat, self._hash = started_from if started_from is not None else baseline(self.path)
         self._wake = asyncio.Event()
@@ -141,5 +144,5 @@ class ConfigWatcher:
                 else:  # reload() logged the build error itself (runtime_build_failed) just before
                     log.warning("config_reload_rejected", reason="runtime build failed (runtime_build_failed)",
                                 **where)
-        self._metrics.record_config_reload(ok)
+        self._metrics.record_config_reload(ok, counted=self.counts)
         return ok

@@ -137,6 +137,50 @@ async def test_a_frozen_lite_child_costs_counted_failures_and_one_warning_never_
             and not r.name.startswith(LIBRARY_LOGGERS)] == []
 
 
+async def test_a_slow_milvus_costs_misses_and_only_a_stopped_one_opens_the_breaker(
+        milvus_server: Any, encode: Any) -> None:
+    """Under CPU contention lookups ran over their 50 ms in bursts, five in a row opened the breaker, and the cache
+    was bypassed on a backend that answered the calls around the burst. A server frozen for 0.4 s at a time (SIGSTOP,
+    8 lookups over budget each time) now costs those lookups a miss each and leaves the breaker closed; a stopped
+    server still opens it."""
+    if isinstance(milvus_server, str) or milvus_server.proc is None:
+        pytest.skip("an external Milvus (VSR_MILVUS_URI) is not ours to stop")
+    cfg = config(milvus_server.uri, f"slow_{uuid.uuid4().hex[:10]}", lookup_timeout_ms=50)
+    cache = SemanticCache.from_config(cfg)
+    req = request(cfg, "What is the capital of France?", encode)
+    try:
+        for _ in range(300):  # connected and the collection loaded (timeouts meanwhile may mark it down): up again
+            await cache.lookup(req)
+            if cache.health.up and cache.health.answered and not cache.health.failures:
+                break
+            await asyncio.sleep(0.1)
+        assert cache.health.up and cache.health.answered
+        errors, skipped = cache.counters["error:lookup"], cache.counters["miss:backend_down"]
+        for _ in range(3):
+            os.killpg(milvus_server.proc.pid, signal.SIGSTOP)
+            try:
+                for _ in range(8):
+                    assert await cache.lookup(req) is None
+            finally:
+                os.killpg(milvus_server.proc.pid, signal.SIGCONT)
+            for _ in range(5):
+                await cache.lookup(req)
+        assert cache.counters["error:lookup"] - errors >= 3 * cache.health.streak  # over budget: counted misses
+        assert cache.health.up and cache.counters["miss:backend_down"] == skipped
+        milvus_server.stop()
+        try:
+            for _ in range(50):
+                await cache.lookup(req)
+                if not cache.health.up:
+                    break
+                await asyncio.sleep(0.1)
+            assert not cache.health.up
+        finally:
+            milvus_server.start()
+    finally:
+        await cache.close()
+
+
 def _cli(*argv: str) -> int:
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command", required=True))

@@ -123,13 +123,40 @@ def test_an_answer_stored_through_one_worker_is_a_hit_through_the_other(stack: S
     assert all(after[pid] > before.get(pid, 0) for pid in after)  # hits were served by both workers
 
 
-def test_config_reload_reaches_every_worker(stack: Stack) -> None:
-    ok = metric(stack, "vsr_config_reloads_total", result="ok")
-    stack.config_path.write_text(stack.config_path.read_text() + "\n# reloaded by the workers test\n")
-    deadline = time.monotonic() + 10
-    while metric(stack, "vsr_config_reloads_total", result="ok") < ok + WORKERS and time.monotonic() < deadline:
+def _settled_count(stack: Stack, result: str, at_least: float) -> float:
+    """vsr_config_reloads_total{result} once it reached `at_least`, and 3 s more for a second worker's count."""
+    deadline = time.monotonic() + 20
+    while metric(stack, "vsr_config_reloads_total", result=result) < at_least and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert metric(stack, "vsr_config_reloads_total", result="ok") == ok + WORKERS
+    deadline = time.monotonic() + 3
+    while metric(stack, "vsr_config_reloads_total", result=result) == at_least and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return metric(stack, "vsr_config_reloads_total", result=result)
+
+
+def test_one_config_edit_reaches_every_worker_and_counts_one_reload(stack: Stack) -> None:
+    """Each worker counted its own reload, so one edit read as 2 reloads (and one bad edit as 2 failures) on the Pod's
+    /metrics. Now an edit counts once whatever the workers; each worker still applies it (its version in /readyz)."""
+    url = f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz"
+    ok, failed = (metric(stack, "vsr_config_reloads_total", result=r) for r in ("ok", "failed"))
+    raw = yaml.safe_load(stack.config_path.read_text())
+    raw["classifier"]["confidence_threshold"] = 0.52
+    stack.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    version = _validated_version(stack.config_path)
+    _poll(url, lambda r: all(w.get("config_version") == version for w in r.json()["workers"]), timeout_s=20)
+    assert _settled_count(stack, "ok", ok + 1) == ok + 1
+    valid = stack.config_path.read_text()
+    raw["classifier"]["confidence_threshold"] = "high"  # rejected by every worker
+    stack.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    try:
+        assert _settled_count(stack, "failed", failed + 1) == failed + 1
+        assert metric(stack, "vsr_config_last_reload_successful") == 0
+    finally:
+        stack.config_path.write_text(valid + "\n# fixed\n")
+    deadline = time.monotonic() + 20
+    while metric(stack, "vsr_config_last_reload_successful") != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _settled_count(stack, "ok", ok + 2) == ok + 2
 
 
 def _validated_version(path: Path) -> str:

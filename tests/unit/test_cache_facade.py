@@ -156,6 +156,22 @@ async def test_only_finished_completions_are_written(cache: SemanticCache, answe
     assert cache.counters[f"skipped_write:{problem}"] == 1
 
 
+async def test_a_request_for_logprobs_is_never_served_an_entry_without_them(cache: SemanticCache) -> None:
+    """An entry without logprobs (a stream stored before they were kept, an upstream that ignored the field) is a
+    miss for a request that asks for them; the miss's answer, stored under the same key, serves the next repeat."""
+    text = "How do I reset my password?"
+    await put(cache, make_req(text, BASE, logprobs=True))  # choices without logprobs
+    assert await cache.lookup(make_req(text, BASE, logprobs=True)) is None
+    assert await cache.lookup(make_req("What are the steps to reset my password?", near(0.95), logprobs=True)) is None
+    answer = completion()
+    answer["choices"][0]["logprobs"] = {"content": [{"token": "Click", "logprob": -0.1}], "refusal": None}
+    await put(cache, make_req(text, BASE, logprobs=True), answer)
+    hit = await cache.lookup(make_req(text, BASE, logprobs=True))
+    assert hit is not None and hit.completion["choices"][0]["logprobs"] == answer["choices"][0]["logprobs"]
+    await put(cache, make_req(text, BASE))
+    assert await cache.lookup(make_req(text, BASE)) is not None  # not asked: served as before
+
+
 async def test_oversized_answer_is_skipped(cache: SemanticCache) -> None:
     await put(cache, make_req("Q?", BASE), completion("x" * 70_000))
     assert cache.counters["skipped_write:too_large"] == 1
@@ -217,6 +233,36 @@ async def test_failing_backend_is_a_counted_miss() -> None:
     await cache.close()
 
 
+async def test_a_slow_backend_never_opens_the_breaker_a_silent_or_failing_one_does() -> None:
+    """Under CPU contention lookups ran over budget in bursts; each counted as a failure and five in a row opened the
+    breaker on a backend that answered the calls around them. Now a timeout is a miss, and a failure only once the
+    backend has answered nothing for `silent_s`; an error still counts at once."""
+    store = SlowStore()
+    cache = SemanticCache(CFG.semantic_cache, store)
+    streak = cache.health.streak
+    assert await cache.lookup(make_req("Q0?", BASE)) is None  # answered
+    store.delay = 0.2  # past the lookup budget and the facade's backstop
+    for i in range(streak * 2):
+        assert await cache.lookup(make_req(f"Q{i}?", BASE)) is None
+    assert cache.counters["error:lookup"] == streak * 2  # every one a counted miss
+    assert cache.health.up and cache.counters["miss:backend_down"] == 0
+    cache.health.silent_s = 0.0  # a hanging backend: nothing answered for longer than silent_s
+    for i in range(streak):
+        await cache.lookup(make_req(f"H{i}?", BASE))
+    assert not cache.health.up
+    await cache.lookup(make_req("Probe?", BASE))  # the breaker lets one probe a second through
+    assert await cache.lookup(make_req("Skipped?", BASE)) == "backend_down"
+    failing = SemanticCache(CFG.semantic_cache, SlowStore(fail=True))
+    assert await failing.lookup(make_req("Q0?", BASE)) is None
+    failing.health.answered = True  # an error counts even right after an answer
+    failing.health.success()
+    for i in range(streak):
+        await failing.lookup(make_req(f"F{i}?", BASE))
+    assert not failing.health.up
+    await cache.close()
+    await failing.close()
+
+
 async def test_probes_before_the_first_answer_count_only_once_the_backend_is_marked_down() -> None:
     """Every clean start counted an error per worker: its readiness probe came while the Lite child was starting."""
     store = SlowStore(fail=True)
@@ -230,6 +276,21 @@ async def test_probes_before_the_first_answer_count_only_once_the_backend_is_mar
     assert not never.health.up and never.counters["error:probe"] == 2  # the streak's last failure and the next one
     await starting.close()
     await never.close()
+
+
+async def test_one_readiness_check_confirms_a_change_of_the_backend() -> None:
+    """Each readiness turn (10 s) added one outcome to the streak of 5: with no traffic a stopped Milvus read 503 only
+    47 s later, a restarted one 200 after 68 s. A check that finds the backend changing now asks until it decides."""
+    store = SlowStore()
+    cache = SemanticCache(CFG.semantic_cache, store)
+    assert await cache.check() == (True, "answering")
+    store.fail = True
+    cache.health.last_activity -= cache.cfg.probe_idle_s  # no traffic since: the check sends its own lookup
+    assert await cache.check() == (False, f"failing ({cache.health.streak} in a row): probe: down")
+    store.fail = False
+    cache.health.last_activity -= cache.cfg.probe_idle_s
+    assert await cache.check() == (True, "answering")
+    await cache.close()
 
 
 async def test_lru_and_fifo_eviction() -> None:

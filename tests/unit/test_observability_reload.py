@@ -144,3 +144,14 @@ async def test_an_edit_made_between_the_first_load_and_the_watchers_start_is_rel
                             started_from=before)
     assert await watcher.check() is True
     assert runtime.applied == ["valid v2"]
+
+
+async def test_a_worker_that_does_not_count_reloads_still_reports_its_verdict(setup: Setup) -> None:
+    """With router workers one counts the Pod's reloads (each counting its own read one edit as N reloads); the
+    others still set the gauge, whose worst live worker the Pod shows."""
+    path, runtime, _, metrics = setup
+    other = ConfigWatcher(path, runtime.reload, settle_s=0.01, metrics=metrics, counts=False)
+    rewrite(path, "models: [")
+    assert await other.check() is False
+    assert reloads(metrics, "failed") == 0
+    assert metrics.registry.get_sample_value("vsr_config_last_reload_successful") == 0

@@ -66,6 +66,39 @@ def test_stream_reassembles_whatever_the_chunking(size: int) -> None:
     assert completion["usage"]["completion_tokens"] == 2
 
 
+def _token(text: str) -> dict[str, object]:
+    return {"token": text, "logprob": -0.5, "bytes": list(text.encode()), "top_logprobs": []}
+
+
+def test_a_streams_logprobs_are_kept_in_order() -> None:
+    """The stored answer carried `logprobs: null` whatever the chunks held: a client that asked for them got a cached
+    answer without them. Content and refusal token lists are joined per choice, in order, as a non-streamed answer."""
+    chunk = {"id": "c1", "created": 1, "model": "m"}
+    stream = _frames(
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None}]},
+        {**chunk, "choices": [{"index": 0, "delta": {"content": "Hello "},
+                               "logprobs": {"content": [_token("Hello"), _token(" ")], "refusal": None}}]},
+        {**chunk, "choices": [{"index": 1, "delta": {"content": "No"},
+                               "logprobs": {"content": None, "refusal": [_token("No")]}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {"content": "world"},
+                               "logprobs": {"content": [_token("world")], "refusal": None}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"},
+                              {"index": 1, "delta": {}, "finish_reason": "stop"}]},
+    )
+    assembler = wire.StreamAssembler()
+    for payload in wire.SSEDecoder().feed(stream):
+        assembler.add(payload)
+    completion = assembler.completion()
+    assert completion is not None
+    first, second = completion["choices"]
+    assert first["logprobs"] == {"content": [_token("Hello"), _token(" "), _token("world")], "refusal": None}
+    assert second["logprobs"] == {"content": None, "refusal": [_token("No")]}
+    plain = wire.StreamAssembler()
+    for payload in wire.SSEDecoder().feed(STREAM):
+        plain.add(payload)
+    assert plain.completion()["choices"][0]["logprobs"] is None  # type: ignore[index]  # none asked, none sent
+
+
 def test_a_cut_stream_is_not_a_completion() -> None:
     decoder, assembler = wire.SSEDecoder(), wire.StreamAssembler()
     for payload in decoder.feed(STREAM[: STREAM.index(b"finish_reason")]):

@@ -163,3 +163,15 @@ def test_a_lite_child_that_cannot_start_is_retried_with_a_backoff(monkeypatch: p
     time.sleep(2.2)
     lite.stop()
     assert 3 <= len(attempts) <= 4, attempts  # at 0, 0.5, 1.5 s (then 3.5 s): not 11 ticks
+
+
+def test_only_the_first_worker_counts_config_reloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every worker reloads the same file; each counting it made one edit read as N reloads on the Pod's /metrics."""
+    monkeypatch.setenv("VSR_WORKER_STATE", str(tmp_path / "worker-1.json"))
+    counted = []
+    for index in ("0", "1"):
+        monkeypatch.setenv("VSR_WORKER_INDEX", index)
+        slot = WorkerSlot.from_env()
+        assert slot is not None and slot.index == int(index)
+        counted.append(slot.counts_reloads)
+    assert counted == [True, False]
