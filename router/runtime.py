@@ -16,8 +16,8 @@ from pathlib import Path
 
 import structlog
 
-from router.accepted import AcceptedConfig
-from router.affinity import AffinityStore
+from router.accepted import AcceptedConfig, runtime_dir
+from router.affinity import PinStore, open_pins
 from router.cache import CACHE_REASONS, SemanticCache
 from router.classifier import load_classifier
 from router.classifier.encoder import ModelMissingError
@@ -39,7 +39,7 @@ class Runtime:
     policy: Policy
     classifier: MemoizedClassifier | None  # every runtime's classifier is memoised: a repeat skips the pass
     cache: SemanticCache | None
-    affinity: AffinityStore | None = None
+    affinity: PinStore | None = None
     tracing: Tracing | None = None
     version: str = ""  # config_version(cfg): logged per request, reported per worker
     streams: int = 0
@@ -104,7 +104,7 @@ def build_runtime(cfg: RouterConfig) -> Runtime:
     acquired last: a step failing after it left the cache acquired by no runtime, so never closed.
     """
     classifier = MemoizedClassifier(load_classifier(cfg)) if cfg.classifier.enabled else None
-    affinity = AffinityStore().configure(cfg.affinity) if cfg.affinity.enabled else None
+    affinity = open_pins(cfg.affinity, runtime_dir()) if cfg.affinity.enabled else None
     policy, tracing, version = Policy(cfg), build_tracing(cfg.tracing), config_version(cfg)
     cache = CACHES.acquire(cfg) if cfg.semantic_cache.enabled else None
     if cache is not None and classifier is not None:

@@ -185,6 +185,40 @@ def test_a_new_config_version_keeps_the_log_json_and_the_replaced_one_at_zero(st
     assert [x for x in map(json.loads, lines) if x.get("logger_name") == "py.warnings"] == []
 
 
+def test_sessions_and_responses_keep_their_model_whichever_worker_a_turn_lands_on(stack: Stack) -> None:
+    """Trial 4: pins lived in each worker's memory, so with two workers 10 of 40 `x-session-id` sessions moved model
+    on their second turn and 14 of 40 `previous_response_id` continuations went to the model that does not hold the
+    response (vLLM: "response not found"). With one worker, 0 of 40. Now the workers share them (SQLite, WAL)."""
+    big = "gpt-oss-120b"
+    before = streams(stack)
+    with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
+        def session(i: int) -> tuple[str, str, str]:
+            sid = f"session-{i}-{time.monotonic_ns()}"
+
+            def say(text: str) -> httpx.Response:
+                return client.post(f"{stack.base_url}/chat/completions", headers={"x-session-id": sid},
+                                   json={"model": "auto", "messages": [{"role": "user", "content": text}]})
+            first = say(f"Prove the theorem that there are infinitely many primes ({sid})")
+            second = say(f"tell me something nice about my grandmother ({sid})")  # alone: the small model's
+            return (first.headers["x-vsr-selected-model"], second.headers["x-vsr-selected-model"],
+                    second.headers["x-vsr-affinity"])
+
+        def conversation(i: int) -> tuple[str, str]:
+            first = client.post(f"{stack.base_url}/responses",
+                                json={"model": "auto", "input": f"Prove that the integral of x is x^2/2 ({i})"})
+            second = client.post(f"{stack.base_url}/responses", json={
+                "model": "auto", "previous_response_id": first.json()["id"], "input": "tell me something nice"})
+            assert second.status_code == 200, second.text
+            return first.headers["x-vsr-selected-model"], second.headers["x-vsr-selected-model"]
+
+        sessions = list(pool.map(session, range(40)))
+        continuations = list(pool.map(conversation, range(40)))
+    assert sessions == [(big, big, "sticky")] * 40
+    assert continuations == [(big, big)] * 40
+    after = streams(stack)
+    assert all(after[pid] > before.get(pid, 0) for pid in after)  # both workers served turns (before any is killed)
+
+
 def test_a_killed_worker_is_replaced_and_only_its_streams_in_flight_fail(stack: Stack) -> None:
     """SIGKILL to one worker under load: the streams in flight on it are cut and Envoy refuses them (503
     `router_unavailable`; with failure_mode_allow: true they went on unrouted), counted by Envoy. A request sent
