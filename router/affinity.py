@@ -7,13 +7,15 @@ lets the new turn switch it:
 
 - **Key**: a session header, the OpenAI `user` field, or a fingerprint of the conversation (tenant,
   system prompt, first user turn), whichever of `affinity.keys` is present first.
-- **Remembered**: key -> (model, category) in a TTL- and size-bounded LRU, per router process.
-- **Re-derived without state**: when the LRU has no entry (another replica, a restart, an expired
+- **Remembered**: key -> (model, category) in a TTL- and size-bounded store (PinStore): in the process's memory
+  (MemoryPins), or, when the router has a runtime directory (always with workers), in a SQLite file there that
+  every worker of the Pod reads and writes (SharedPins), so a turn that lands on another worker finds its pin.
+- **Re-derived without state**: when the store has no entry (another Pod, a restart, an expired
   entry) and the request carries its history, the conversation's category is the category of its
-  first user turn (keyword rules, else one more memoised classifier pass), so every replica reaches
-  the same model without shared state. Only a *switch* lives in the LRU alone: after a switch, a
-  request that reaches another replica goes back to the first turn's model, unless the load
-  balancer keeps sessions on one replica (e.g. hash on the session header) or the LRU is shared.
+  first user turn (keyword rules, else one more memoised classifier pass), so every Pod reaches
+  the same model without shared state. Only a *switch* lives in the store alone: after a switch, a
+  request that reaches another Pod goes back to the first turn's model, unless the load
+  balancer keeps sessions on one Pod (e.g. hash on the session header).
 - **Responses state**: a Responses request that continues `previous_response_id` goes to the model
   that produced that response (its server holds the state), remembered when the answer passed.
 - **Switch**: the pinned category is not `sticky`, the new turn's own category signal reaches
@@ -23,16 +25,25 @@ lets the new turn switch it:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 from router.config import AffinityConfig, RouterConfig
+from router.observability import logs, metrics
 from router.openai_wire import ChatRequest, message_text
 from router.policy import Decision, Policy
 from router.signals import Classification
+
+log = logs.get_logger("router.affinity")
+PINS_FILE = "affinity-pins.sqlite3"
 
 # What `x-vsr-affinity` reports.
 NEW, STICKY, SWITCHED, REDERIVED = "new", "sticky", "switched", "rederived"
@@ -44,21 +55,33 @@ class Pin:
     category: str
 
 
-class AffinityStore:
-    """A TTL- and size-bounded LRU of session key -> Pin; one per router process, kept across reloads."""
+class PinStore(Protocol):
+    """Session key -> Pin, bounded in size (the oldest written go first) and in time (`ttl_s` after the last write).
+    One per router process, kept across reloads. `now` (time.monotonic(): CLOCK_MONOTONIC, one clock for every
+    process of the host) is for tests."""
+
+    def configure(self, cfg: AffinityConfig) -> PinStore: ...
+
+    async def get(self, key: str, now: float | None = None) -> Pin | None: ...
+
+    async def put(self, key: str, pin: Pin, now: float | None = None) -> None: ...
+
+
+class MemoryPins:
+    """The pins of one router process, in its memory: the store of a single router without a runtime directory."""
 
     def __init__(self, max_entries: int = 100_000, ttl_s: float = 3600.0):
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self._entries: OrderedDict[str, tuple[float, Pin]] = OrderedDict()
 
-    def configure(self, cfg: AffinityConfig) -> AffinityStore:
+    def configure(self, cfg: AffinityConfig) -> MemoryPins:
         self.max_entries, self.ttl_s = cfg.max_entries, cfg.ttl_s
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return self
 
-    def get(self, key: str, now: float | None = None) -> Pin | None:
+    async def get(self, key: str, now: float | None = None) -> Pin | None:
         found = self._entries.get(key)
         if found is None:
             return None
@@ -66,17 +89,93 @@ class AffinityStore:
         if expires <= (time.monotonic() if now is None else now):
             del self._entries[key]
             return None
-        self._entries.move_to_end(key)
         return pin
 
-    def put(self, key: str, pin: Pin, now: float | None = None) -> None:
+    async def put(self, key: str, pin: Pin, now: float | None = None) -> None:
         self._entries[key] = ((time.monotonic() if now is None else now) + self.ttl_s, pin)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def __len__(self) -> int:
-        return len(self._entries)
+
+class SharedPins:
+    """The pins of every router process of a Pod, in a SQLite file (WAL: readers never wait for a writer) in the
+    router's runtime directory. Every query runs on this store's own thread, never on the event loop; the table is
+    pruned every `prune_every` writes of each process (expired rows, then all but the newest `max_entries`), so it
+    holds at most `max_entries` plus that many per process. Policy on failure (a full disk, a damaged file, a lock
+    held past BUSY_TIMEOUT_S): the request goes on as if no pin were stored (a continuation that carries its
+    history is re-derived from its first turn), logged once per spell (`affinity_store_failed`) and counted in
+    `vsr_dependency_errors_total{dependency="affinity_store"}`."""
+
+    BUSY_TIMEOUT_S = 0.05
+
+    def __init__(self, path: Path, max_entries: int = 100_000, ttl_s: float = 3600.0):
+        self.path = path
+        self.max_entries, self.ttl_s = max_entries, ttl_s
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="affinity-pins")
+        self._db: sqlite3.Connection | None = None  # opened on that thread at first use
+        self._writes = 0
+        self._spell = logs.FailureSpell(log, "affinity_store_failed", "affinity_store_recovered")
+
+    @property
+    def prune_every(self) -> int:
+        return max(1, min(1000, self.max_entries // 10))
+
+    def configure(self, cfg: AffinityConfig) -> SharedPins:
+        self.max_entries, self.ttl_s = cfg.max_entries, cfg.ttl_s
+        self._writes = self.prune_every - 1  # prune at the next write: the bound may have shrunk
+        return self
+
+    async def get(self, key: str, now: float | None = None) -> Pin | None:
+        row = await self._run(self._select, key, time.monotonic() if now is None else now)
+        return Pin(*row) if row else None
+
+    async def put(self, key: str, pin: Pin, now: float | None = None) -> None:
+        self._writes += 1
+        prune = self._writes % self.prune_every == 0
+        await self._run(self._upsert, key, pin, time.monotonic() if now is None else now, prune)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        except (sqlite3.Error, OSError) as exc:
+            self._spell.failure(type(exc).__name__, error=str(exc), path=str(self.path),
+                                effect="sessions are routed as if no pin were stored")
+            metrics.record_dependency_error("affinity_store")
+            return None
+        self._spell.success()
+        return result
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=self.BUSY_TIMEOUT_S, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=OFF")  # a pin lost in a power cut costs one re-derivation
+            db.execute("CREATE TABLE IF NOT EXISTS pins (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
+                       "category TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID")
+            db.execute("CREATE INDEX IF NOT EXISTS pins_by_expiry ON pins (expires)")
+            self._db = db
+        return self._db
+
+    def _select(self, key: str, now: float) -> tuple[str, str] | None:
+        row = self._connection().execute("SELECT model, category FROM pins WHERE key = ? AND expires > ?",
+                                         (key, now)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def _upsert(self, key: str, pin: Pin, now: float, prune: bool) -> None:
+        db = self._connection()
+        db.execute("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)", (key, pin.model, pin.category, now + self.ttl_s))
+        if prune:
+            db.execute("DELETE FROM pins WHERE expires <= ?", (now,))
+            db.execute("DELETE FROM pins WHERE key IN (SELECT key FROM pins ORDER BY expires DESC LIMIT -1 OFFSET ?)",
+                       (self.max_entries,))
+
+
+def open_pins(cfg: AffinityConfig, runtime_dir: Path | None) -> PinStore:
+    """Shared by the Pod's processes when the router has a runtime directory (workers always do), else in memory."""
+    store: PinStore = SharedPins(runtime_dir / PINS_FILE) if runtime_dir is not None else MemoryPins()
+    return store.configure(cfg)
 
 
 def _digest(*parts: str) -> str:
@@ -133,13 +232,13 @@ def switches(cfg: RouterConfig, pin: Pin, decision: Decision) -> bool:
     return decision.confidence >= cfg.affinity.switch_confidence
 
 
-async def resolve(policy: Policy, store: AffinityStore, chat: ChatRequest, headers: Mapping[str, str],
+async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: Mapping[str, str],
                   decision: Decision, pii: frozenset[str],
                   classify: Callable[[str], Awaitable[Classification]]) -> tuple[Decision, str]:
     """The decision for this turn of its conversation, and what affinity did (for x-vsr-affinity)."""
     cfg = policy.cfg
     previous = chat.body.get("previous_response_id")
-    if isinstance(previous, str) and (held := store.get(response_key(headers, previous))) is not None:
+    if isinstance(previous, str) and (held := await store.get(response_key(headers, previous))) is not None:
         pinned = policy.pinned(decision, held.model, held.category, pii)  # only its server has the state
         if pinned is not None:
             return pinned, STICKY
@@ -147,17 +246,17 @@ async def resolve(policy: Policy, store: AffinityStore, chat: ChatRequest, heade
     if key is None:
         return decision, NEW
     if key.startswith("c:") and not is_continuation(chat):  # a first turn starts its own conversation
-        store.put(key, Pin(decision.model, decision.category))
+        await store.put(key, Pin(decision.model, decision.category))
         return decision, NEW
-    pin, how = store.get(key), STICKY
+    pin, how = await store.get(key), STICKY
     if pin is None and is_continuation(chat):
         pin, how = await _rederive(policy, chat, pii, classify), REDERIVED
     if pin is not None and not switches(cfg, pin, decision):
         pinned = policy.pinned(decision, pin.model, pin.category, pii)
         if pinned is not None:
-            store.put(key, pin)
+            await store.put(key, pin)
             return pinned, how
-    store.put(key, Pin(decision.model, decision.category))
+    await store.put(key, Pin(decision.model, decision.category))
     return decision, (SWITCHED if pin is not None else NEW)
 
 

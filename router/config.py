@@ -553,11 +553,27 @@ def drain_s(cfg: RouterConfig) -> float:
 
 def load_config(path: str | Path) -> RouterConfig:
     """Read and validate a YAML config file."""
+    return parse_config_text(read_config_text(path), str(path))
+
+
+def read_config_text(path: str | Path) -> str:
+    """The file's text; a file that is not UTF-8 (a Latin-1 `é`) is a ConfigError naming the byte and its line,
+    not a UnicodeDecodeError traceback from `validate` or `serve`."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(file, [("", f"cannot read file: {exc.strerror}")]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        problem = f"not UTF-8: byte 0x{data[exc.start]:02x} on line {line}; save the file as UTF-8"
+        raise ConfigError(file, [("", problem)]) from None
+
+
+def parse_config_text(text: str, file: str) -> RouterConfig:
+    """Validate a config file's text (`file` names it in the errors)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

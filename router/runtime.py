@@ -16,14 +16,14 @@ from pathlib import Path
 
 import structlog
 
-from router.affinity import AffinityStore
+from router.accepted import AcceptedConfig, runtime_dir
+from router.affinity import PinStore, open_pins
 from router.cache import CACHE_REASONS, SemanticCache
 from router.classifier import load_classifier
 from router.classifier.encoder import ModelMissingError
 from router.classifier.memo import MemoizedClassifier
 from router.classifier.model import shared_models
-from router.config import ConfigError, RouterConfig, config_version, load_config
-from router.envoy_config import check_envoy_unchanged
+from router.config import ConfigError, RouterConfig, config_version
 from router.observability import logs, metrics
 from router.observability.health import Readiness
 from router.observability.ops import declare_config_labels
@@ -39,7 +39,7 @@ class Runtime:
     policy: Policy
     classifier: MemoizedClassifier | None  # every runtime's classifier is memoised: a repeat skips the pass
     cache: SemanticCache | None
-    affinity: AffinityStore | None = None
+    affinity: PinStore | None = None
     tracing: Tracing | None = None
     version: str = ""  # config_version(cfg): logged per request, reported per worker
     streams: int = 0
@@ -103,7 +103,7 @@ def build_runtime(cfg: RouterConfig) -> Runtime:
     acquired last: a step failing after it left the cache acquired by no runtime, so never closed.
     """
     classifier = MemoizedClassifier(load_classifier(cfg)) if cfg.classifier.enabled else None
-    affinity = AffinityStore().configure(cfg.affinity) if cfg.affinity.enabled else None
+    affinity = open_pins(cfg.affinity, runtime_dir()) if cfg.affinity.enabled else None
     policy, tracing, version = Policy(cfg), build_tracing(cfg.tracing), config_version(cfg)
     cache = CACHES.acquire(cfg) if cfg.semantic_cache.enabled else None
     if cache is not None and classifier is not None:
@@ -122,8 +122,9 @@ class RuntimeHolder:
     a thread of its own, so a reload never takes the workers that classify requests.
     """
 
-    def __init__(self, path: Path, readiness: Readiness):
+    def __init__(self, path: Path, readiness: Readiness, accepted: AcceptedConfig | None = None):
         self.path = path
+        self.accepted = accepted or AcceptedConfig(None)  # where a Pod's workers keep the config they serve
         self.current: Runtime | None = None
         self.loaded = asyncio.Event()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-reload")
@@ -160,14 +161,14 @@ class RuntimeHolder:
     async def reload(self, first: bool = False) -> bool:
         """Load and build the config file's runtime; on failure the old runtime keeps serving.
 
-        Raises ConfigError for an invalid file (the watcher logs the reason and counts it), and on the
-        `first` load ModelMissingError, which no config edit can fix.
+        Raises ConfigError for an invalid file or one that changes Envoy's config (the watcher logs the reason and
+        counts it; at start, the Pod's accepted config serves in its place when there is one), and on the `first`
+        load ModelMissingError, which no config edit can fix. An applied config becomes the Pod's accepted one.
         """
         loop = asyncio.get_running_loop()
         try:
-            cfg = await loop.run_in_executor(self._loader, load_config, self.path)
-            if self.current is not None:
-                check_envoy_unchanged(self.current.cfg, cfg, str(self.path))
+            text, cfg = await loop.run_in_executor(self._loader, self.accepted.servable, self.path,
+                                                   self.current.cfg if self.current else None)
             new = await loop.run_in_executor(self._loader, build_runtime, cfg)
         except ConfigError as exc:
             if self.current is None:
@@ -181,6 +182,7 @@ class RuntimeHolder:
                 self._readiness.set("models", False, f"{type(exc).__name__}: {exc}")
             return False
         self._apply(new)
+        await loop.run_in_executor(self._loader, self.accepted.save, text)
         return True
 
     def _apply(self, new: Runtime) -> None:

@@ -14,6 +14,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1.health import aio as grpc_health_aio  # type: ignore[attr-defined]  # stubs lag
 
+from router.accepted import AcceptedConfig, runtime_dir
 from router.classifier.encoder import ModelMissingError
 from router.classifier.service import add_to_server as add_classifier_api
 from router.config import ClassifierConfig, ConfigError, RouterConfig, ServerConfig, drain_s
@@ -199,7 +200,7 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     executor = EncoderQueue(thread_name_prefix="router-worker")
     readiness = Readiness()
-    holder = RuntimeHolder(config_path, readiness)
+    holder = RuntimeHolder(config_path, readiness, AcceptedConfig(runtime_dir()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

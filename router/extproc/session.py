@@ -132,13 +132,14 @@ class StreamSession:
         phase = req.WhichOneof("request")
         try:
             if phase == "request_headers":
-                return self.on_request_headers(req.request_headers, msg.attribute(req, msg.CLIENT_ADDRESS_ATTRIBUTE))
+                return await self.on_request_headers(req.request_headers,
+                                                     msg.attribute(req, msg.CLIENT_ADDRESS_ATTRIBUTE))
             if phase == "request_body":
                 return await self.on_request_body(req.request_body)
             if phase == "response_headers":
                 return self.on_response_headers(req.response_headers)
             if phase == "response_body":
-                return self.on_response_body(req.response_body)
+                return await self.on_response_body(req.response_body)
         except RouterError as exc:
             return self.reject(exc)
         except Exception:
@@ -148,7 +149,7 @@ class StreamSession:
 
     # ---- request phases ----------------------------------------------------------------------
 
-    def on_request_headers(self, headers: pb.HttpHeaders, client: str | None) -> pb.ProcessingResponse:
+    async def on_request_headers(self, headers: pb.HttpHeaders, client: str | None) -> pb.ProcessingResponse:
         """`client`: the address Envoy saw the request come from, if it said (the memo scope of an anonymous caller)."""
         self.request.headers = h = msg.header_map(headers)
         self.request.request_id = h.get("x-request-id", "")
@@ -160,7 +161,7 @@ class StreamSession:
             raise NotServed("This router does not count tokens: /v1/messages/count_tokens is not served")
         api = apis.PATHS.get(path)
         if api is None and path.startswith(apis.RESPONSES_ITEM_PREFIX):
-            return self._route_stored_response(path)
+            return await self._route_stored_response(path)
         c = self.runtime.cfg.semantic_cache
         # The memo's scope, set before the path branches: completions need it as well as the chat-like APIs.
         self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers, client)
@@ -237,11 +238,11 @@ class StreamSession:
                    **resilience.routed_headers(decision.model, category)}
         return msg.route_request(routed, headers)
 
-    def _route_stored_response(self, path: str) -> pb.ProcessingResponse:
+    async def _route_stored_response(self, path: str) -> pb.ProcessingResponse:
         """GET/DELETE /v1/responses/{id}[/...]: to the model whose server stored that response, if known."""
         rid = path[len(apis.RESPONSES_ITEM_PREFIX):].split("/", 1)[0]
         store = self.runtime.affinity
-        pin = store.get(affinity.response_key(self.request.headers, rid)) if store is not None and rid else None
+        pin = await store.get(affinity.response_key(self.request.headers, rid)) if store is not None and rid else None
         if pin is None or pin.model not in self.runtime.cfg.models:
             return msg.continue_request_headers(msg.PASS_THROUGH)  # unknown here: the default model
         cluster = self.runtime.cfg.cluster_of(pin.model)
@@ -490,7 +491,7 @@ class StreamSession:
             self.request.cache_key = None  # the key names the model the policy chose, not this one
         return out
 
-    def on_response_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
+    async def on_response_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
         r = self.response
         if r.streaming:
             for payload in r.decoder.feed(body.body):
@@ -499,10 +500,10 @@ class StreamSession:
             r.body += body.body
         if body.end_of_stream:
             r.complete = True
-            self._finish_response()
+            await self._finish_response()
         return msg.continue_response_body()
 
-    def _finish_response(self) -> None:
+    async def _finish_response(self) -> None:
         """The answer is complete: account its usage and store it in the cache."""
         r = self.response
         if r.streaming:
@@ -514,19 +515,19 @@ class StreamSession:
             r.usage = completion.get("usage") if completion else None
             r.response_id = apis.response_id(answer)
         if self.request.api == "responses":
-            self._remember_response()
+            await self._remember_response()
         cache, key = self.runtime.cache, self.request.cache_key
         if cache is not None and key is not None and completion is not None and completion.get("choices"):
             cache.store(key, completion)
             self.request.cache_stored = True
 
-    def _remember_response(self) -> None:
+    async def _remember_response(self) -> None:
         """A later `previous_response_id` request must reach the model (and server) that holds this answer."""
         r, d, store = self.response, self.request.decision, self.runtime.affinity
         rid = r.response_id or getattr(r.assembler, "response_id", None)
         if rid and d is not None and store is not None:
             pin = affinity.Pin(r.answered_by if r.answered_by in self.runtime.cfg.models else d.model, d.category)
-            store.put(affinity.response_key(self.request.headers, rid), pin)
+            await store.put(affinity.response_key(self.request.headers, rid), pin)
 
     # ---- helpers -----------------------------------------------------------------------------
 

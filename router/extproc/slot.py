@@ -83,7 +83,7 @@ def bootstrap(path: Path) -> tuple[ServerConfig, ObservabilityConfig]:
         return cfg.server, cfg.observability
     except ConfigError:
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.safe_load(path.read_bytes().decode("utf-8", "replace"))  # a Latin-1 comment: still its ports
             return ServerConfig.model_validate(raw.get("server") or {}), ObservabilityConfig()
         except Exception:  # noqa: BLE001 - any unreadable server section means defaults
             return ServerConfig(), ObservabilityConfig()

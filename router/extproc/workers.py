@@ -38,8 +38,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, PlatformCollector, ProcessCollector
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from router.accepted import RUNTIME_DIR_ENV, AcceptedConfig, runtime_dir
 from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable, shared_lite_env
-from router.config import ConfigError, RouterConfig, drain_s, is_local_uri, load_config
+from router.config import ConfigError, RouterConfig, drain_s, is_local_uri
 from router.extproc.slot import WORKER_INDEX_ENV, WORKER_STATE_ENV, bootstrap, read_state
 from router.observability import logs
 from router.observability.envoy_stats import EnvoyRouterFailures, admin_reader
@@ -116,7 +117,12 @@ class WorkersView:
         first: dict[str, Any] = (ready or reported or [{}])[0] or {}
         components = first.get("components") or {
             "workers": {"ok": False, "detail": "no worker has reported yet"}}
-        return {"ready": bool(ready), "components": components, "workers_ready": len(ready),
+        # Workers serving different configs route the same request differently: not ready until they agree.
+        versions = sorted({s["config_version"] for s in reported if s.get("serving") and s.get("config_version")})
+        if len(versions) > 1:
+            components = {**components, "workers": {"ok": False, "detail": "workers serve different configs: "
+                                                    + ", ".join(versions)}}
+        return {"ready": bool(ready) and len(versions) <= 1, "components": components, "workers_ready": len(ready),
                 "workers": [{"index": w.index, "pid": w.proc.pid if w.proc else None,
                              "ready": self._ready(s), "config_version": (s or {}).get("config_version"),
                              "streams": (s or {}).get("streams", 0),
@@ -178,16 +184,18 @@ class Supervisor:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> int:
-        cfg = _try_load(self.config_path)
-        if cfg is not None:
-            self.drain_s = drain_s(cfg)
         server, obs = bootstrap(self.config_path)  # the server section even of an invalid file
         configure_logs(obs, self.log_format)
         if not _port_free(server.host, server.port):  # the workers' SO_REUSEPORT would share another router's
             print(f"semantic-router: cannot start: ext_proc port {server.host}:{server.port} is already in use or "
                   "cannot be bound", file=sys.stderr)
             return 1
-        run_dir = Path(tempfile.mkdtemp(prefix="vsr-workers-"))
+        named = runtime_dir()  # kept (the accepted config, the affinity pins); a temporary one is removed at exit
+        run_dir = named or Path(tempfile.mkdtemp(prefix="vsr-workers-"))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg = _accept(self.config_path, AcceptedConfig(run_dir))
+        if cfg is not None:
+            self.drain_s = drain_s(cfg)
         metrics_dir = self.metrics_dir or run_dir / "metrics"
         _empty(metrics_dir)
         self.workers = [Worker(i, run_dir / f"worker-{i}.json") for i in range(self.count)]
@@ -204,9 +212,10 @@ class Supervisor:
         except OSError as exc:
             print(f"semantic-router: cannot start: metrics port {obs.metrics_host}:{port}: {exc.strerror}",
                   file=sys.stderr)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            if named is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
             return 1
-        env = self._worker_env(cfg, metrics_dir, lite)
+        env = {**self._worker_env(cfg, metrics_dir, lite), RUNTIME_DIR_ENV: str(run_dir)}
         self._signals()
         log.info("workers_starting", workers=self.count, metrics_dir=str(metrics_dir), nice=self.nice)
         try:
@@ -216,7 +225,8 @@ class Supervisor:
             if lite is not None:
                 lite.stop()
             http.stop()
-            shutil.rmtree(run_dir, ignore_errors=True)
+            if named is None:
+                shutil.rmtree(run_dir, ignore_errors=True)
 
     def _worker_env(self, cfg: RouterConfig | None, metrics_dir: Path, lite: LiteSupervisor | None,
                     ) -> dict[str, str]:
@@ -304,12 +314,16 @@ class Supervisor:
                 w.proc.wait()
 
 
-def _try_load(path: Path) -> RouterConfig | None:
+def _accept(path: Path, accepted: AcceptedConfig) -> RouterConfig | None:
+    """The config the workers start from, recorded as accepted: the file, unless the runtime directory holds an
+    accepted config from an earlier start in this Pod whose Envoy config the file would change (then that one)."""
     try:
-        return load_config(path)
+        text, cfg = accepted.servable(path, None)
     except ConfigError as exc:
         log.error("config_invalid", reason=str(exc), effect="workers start and wait for a fix")
         return None
+    accepted.save(text)
+    return cfg
 
 
 def _lite(cfg: RouterConfig | None) -> LiteSupervisor | None:

@@ -158,3 +158,42 @@ def test_a_lite_file_in_a_read_only_directory_serves_uncached(tmp_path: Path, wo
         _, stderr = proc.communicate(timeout=30)
     assert "Traceback" not in stderr, stderr[-3000:]
     assert "Read-only file system" in stderr  # the reason is logged
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_config_that_is_not_utf8_waits_for_a_fix_saying_why(tmp_path: Path, workers: int) -> None:
+    """A Latin-1 `é` in the file at start: `serve` died with a UnicodeDecodeError traceback (exit 1). Like any invalid
+    file it now keeps the probes up on the file's own ports, says why in /readyz, and serves once the file is fixed."""
+    import signal
+    import time
+
+    import httpx
+    import yaml
+
+    config = derive_config(tmp_path, lambda cfg: cfg["server"].update(workers=workers))
+    good = config.read_text()
+    config.write_bytes(good.replace("\n", "\n# caf\u00e9\n", 1).encode("latin-1"))
+    url = f"http://127.0.0.1:{yaml.safe_load(good)['server']['metrics_port']}/readyz"
+    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(config)], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+
+    def poll(status: int, needle: str = "") -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                r = httpx.get(url, timeout=2)
+                if r.status_code == status and needle in r.text:
+                    return r.text
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"no {status} with {needle!r} from {url}; exit code {proc.poll()}")
+
+    try:
+        poll(503, f"{config}: <root>: not UTF-8: byte 0xe9 on line 2")
+        config.write_text(good)
+        poll(200)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in stderr, stderr[-3000:]

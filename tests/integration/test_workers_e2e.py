@@ -24,6 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.stack import ROOT, Stack, derive_config
+from router.extproc.workers import _port_free
 
 WORKERS = 2
 
@@ -211,6 +212,40 @@ def test_a_new_config_version_keeps_the_log_json_and_the_replaced_one_at_zero(st
     assert [x for x in map(json.loads, lines) if x.get("logger_name") == "py.warnings"] == []
 
 
+def test_sessions_and_responses_keep_their_model_whichever_worker_a_turn_lands_on(stack: Stack) -> None:
+    """Trial 4: pins lived in each worker's memory, so with two workers 10 of 40 `x-session-id` sessions moved model
+    on their second turn and 14 of 40 `previous_response_id` continuations went to the model that does not hold the
+    response (vLLM: "response not found"). With one worker, 0 of 40. Now the workers share them (SQLite, WAL)."""
+    big = "gpt-oss-120b"
+    before = streams(stack)
+    with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
+        def session(i: int) -> tuple[str, str, str]:
+            sid = f"session-{i}-{time.monotonic_ns()}"
+
+            def say(text: str) -> httpx.Response:
+                return client.post(f"{stack.base_url}/chat/completions", headers={"x-session-id": sid},
+                                   json={"model": "auto", "messages": [{"role": "user", "content": text}]})
+            first = say(f"Prove the theorem that there are infinitely many primes ({sid})")
+            second = say(f"tell me something nice about my grandmother ({sid})")  # alone: the small model's
+            return (first.headers["x-vsr-selected-model"], second.headers["x-vsr-selected-model"],
+                    second.headers["x-vsr-affinity"])
+
+        def conversation(i: int) -> tuple[str, str]:
+            first = client.post(f"{stack.base_url}/responses",
+                                json={"model": "auto", "input": f"Prove that the integral of x is x^2/2 ({i})"})
+            second = client.post(f"{stack.base_url}/responses", json={
+                "model": "auto", "previous_response_id": first.json()["id"], "input": "tell me something nice"})
+            assert second.status_code == 200, second.text
+            return first.headers["x-vsr-selected-model"], second.headers["x-vsr-selected-model"]
+
+        sessions = list(pool.map(session, range(40)))
+        continuations = list(pool.map(conversation, range(40)))
+    assert sessions == [(big, big, "sticky")] * 40
+    assert continuations == [(big, big)] * 40
+    after = streams(stack)
+    assert all(after[pid] > before.get(pid, 0) for pid in after)  # both workers served turns (before any is killed)
+
+
 def test_a_killed_worker_is_replaced_and_only_its_streams_in_flight_fail(stack: Stack) -> None:
     """SIGKILL to one worker under load: the streams in flight on it are cut and Envoy refuses them (503
     `router_unavailable`; with failure_mode_allow: true they went on unrouted), counted by Envoy. A request sent
@@ -253,6 +288,87 @@ def test_a_killed_worker_is_replaced_and_only_its_streams_in_flight_fail(stack: 
     assert metric(stack, "vsr_worker_restarts_total") == restarts + 1
     answers = burst(stack, [f"after the restart {i}" for i in range(64)])
     assert [r.status_code for r in answers] == [200] * 64
+
+
+def _versions(body: dict[str, Any]) -> set[str | None]:
+    return {w.get("config_version") for w in body["workers"]}
+
+
+def test_a_replaced_worker_serves_the_accepted_config_not_an_edit_envoy_lacks(stack: Stack) -> None:
+    """Trial 4: a model added to the file is rejected by both workers (Envoy has no cluster for it); a worker
+    SIGKILLed then came back on the edited file, /readyz stayed 200 with two config versions, and requests for the
+    new model went through Envoy to another model's server under the new name. The replacement serves the accepted
+    config: one version, and the new model is unknown on every worker."""
+    url = f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz"
+    body = _poll(url, lambda r: r.status_code == 200 and len(_versions(r.json())) == 1)
+    accepted, victim = _versions(body), body["workers"][0]["pid"]
+    original = stack.config_path.read_text()
+    raw = yaml.safe_load(original)
+    raw["models"]["llama-new"] = {"endpoints": [{"address": "127.0.0.1", "port": 9}]}
+    failed = metric(stack, "vsr_config_reloads_total", result="failed")
+    try:
+        stack.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        _poll(url, lambda r: metric(stack, "vsr_config_reloads_total", result="failed") > failed)
+        os.kill(victim, signal.SIGKILL)
+        body = _poll(url, lambda r: victim not in [w["pid"] for w in r.json()["workers"]]
+                     and all(w["config_version"] for w in r.json()["workers"]) and r.json()["workers_ready"] == WORKERS)
+        assert _versions(body) == accepted and httpx.get(url, timeout=5).status_code == 200, body
+        # Requests until the replacement has served some, at most 400: after earlier bursts in this module Envoy may
+        # keep reusing its connections to the other worker (trial 4's worker_share.py); its version is checked above.
+        replacement = next(w["pid"] for w in body["workers"] if w["index"] == 0)
+        answers: list[httpx.Response] = []
+        with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
+            while len(answers) < 400 and streams(stack).get(replacement, 0) == 0:
+                answers += pool.map(lambda i: client.post(
+                    f"{stack.base_url}/chat/completions", headers={"authorization": "Bearer sk-workers"},
+                    json={"model": "llama-new", "messages": [{"role": "user", "content": f"new model {i}"}]}),
+                    range(40))
+        assert {(r.status_code, r.json()["error"]["code"]) for r in answers} == {(404, "model_not_found")}
+    finally:
+        stack.config_path.write_text(original)
+    time.sleep(1)  # the workers' watchers (0.2 s) see the restored file: the same Envoy config, accepted
+    body = _poll(url, lambda r: r.status_code == 200)
+    assert _versions(body) == accepted
+
+
+@pytest.mark.parametrize("workers", [1, WORKERS])
+def test_a_router_restarted_in_its_pod_keeps_the_accepted_config(tmp_path: Path, workers: int) -> None:
+    """A router container restarted in its Pod (OOMKilled, liveness) after a ConfigMap edit that Envoy's config lacks:
+    Envoy, not restarted, still has the old clusters. With the runtime directory on the Pod's emptyDir
+    (VSR_RUNTIME_DIR, as in the manifest), the restarted router serves the config it had accepted, not the edit."""
+    path = derive_config(tmp_path, lambda cfg: cfg["server"].update(workers=workers))
+    good = path.read_text()
+    env = {**os.environ, "VSR_RUNTIME_DIR": str(tmp_path / "run")}
+    url = f"http://127.0.0.1:{load_config_port(good)}/readyz"
+
+    def version(body: dict[str, Any]) -> set[str | None]:
+        return _versions(body) if workers > 1 else {body["config_version"]}
+
+    def serving() -> set[str | None]:
+        return version(_poll(url, lambda r: r.status_code == 200 and None not in version(r.json())))
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--config", str(path)], cwd=ROOT,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    proc = start()
+    try:
+        accepted = serving()
+        raw = yaml.safe_load(good)
+        raw["models"]["llama-new"] = {"endpoints": [{"address": "127.0.0.1", "port": 9}]}
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        time.sleep(2)  # rejected by the running router (its watcher polls every second)
+        proc.kill()  # the container dies; its workers follow (PR_SET_PDEATHSIG)
+        proc.wait()
+        ext_proc = ("127.0.0.1", int(raw["server"]["port"]))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not _port_free(*ext_proc):
+            time.sleep(0.2)
+        proc = start()
+        assert serving() == accepted
+    finally:
+        proc.terminate()
+        proc.wait(20)
 
 
 def _parent(stat: Path) -> int | None:

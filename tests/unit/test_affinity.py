@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from devstack.stack import ROOT
-from router.affinity import AffinityStore, Pin, resolve, response_key, session_key, switches
+from router.affinity import (
+    MemoryPins,
+    Pin,
+    PinStore,
+    SharedPins,
+    open_pins,
+    resolve,
+    response_key,
+    session_key,
+    switches,
+)
 from router.config import AffinityConfig, load_config, parse_config
 from router.openai_wire import parse_chat_request
 from router.policy import Policy
@@ -26,14 +41,54 @@ def _chat(*turns: str, user: str | None = None, system: str = "sys"):  # type: i
     return parse_chat_request(json.dumps(body).encode())
 
 
-def test_store_is_bounded_in_size_and_time() -> None:
-    store = AffinityStore(max_entries=2, ttl_s=10)
-    store.put("a", Pin(BIG, "math"), now=0)
-    store.put("b", Pin(SMALL, "other"), now=0)
-    assert store.get("a", now=1) == Pin(BIG, "math")  # refreshes a: b is now the oldest
-    store.put("c", Pin(SMALL, "other"), now=1)
-    assert store.get("b", now=1) is None and len(store) == 2
-    assert store.get("a", now=11) is None  # expired
+STORES: dict[str, Callable[[Path], PinStore]] = {
+    "memory": lambda _: MemoryPins(),
+    "shared": lambda tmp: SharedPins(tmp / "pins.sqlite3"),
+}
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_every_pin_store_is_bounded_in_size_and_time(tmp_path: Path, kind: str) -> None:
+    """The conformance cases every PinStore passes: overwrite, expiry `ttl_s` after the last write, and the
+    oldest written going first past `max_entries`."""
+    store = STORES[kind](tmp_path).configure(AffinityConfig(max_entries=3, ttl_s=10))
+    assert await store.get("a", now=0) is None
+    await store.put("a", Pin(BIG, "math"), now=0)
+    await store.put("a", Pin(SMALL, "other"), now=1)
+    assert await store.get("a", now=2) == Pin(SMALL, "other")
+    assert await store.get("a", now=11) is None  # expired 10 s after its last write
+    for i in range(10):
+        await store.put(f"k{i}", Pin(BIG, str(i)), now=20 + i)
+    assert [await store.get(f"k{i}", now=30) for i in range(10)] == [None] * 7 + [Pin(BIG, str(i)) for i in (7, 8, 9)]
+
+
+def _pin_in_another_process(directory: str) -> None:
+    import asyncio
+
+    asyncio.run(open_pins(AffinityConfig(), Path(directory)).put("h:session", Pin(BIG, "math")))
+
+
+async def test_shared_pins_are_seen_by_every_process_of_the_pod(tmp_path: Path) -> None:
+    """Trial 4: with two workers, pins lived in each worker's memory and 10 of 40 sessions moved model."""
+    process = multiprocessing.get_context("spawn").Process(target=_pin_in_another_process, args=(str(tmp_path),))
+    process.start()
+    process.join(30)
+    assert process.exitcode == 0
+    assert await open_pins(AffinityConfig(), tmp_path).get("h:session") == Pin(BIG, "math")
+    assert await open_pins(AffinityConfig(), None).get("h:session") is None  # no runtime directory: this process's
+
+
+async def test_a_failing_pin_store_routes_as_if_no_pin_were_stored(tmp_path: Path) -> None:
+    from router.observability.metrics import REGISTRY
+
+    def errors() -> float:
+        return REGISTRY.get_sample_value("vsr_dependency_errors_total", {"dependency": "affinity_store"}) or 0.0
+
+    (tmp_path / "not-a-dir").write_text("")
+    store, before = SharedPins(tmp_path / "not-a-dir" / "pins.sqlite3"), errors()
+    await store.put("a", Pin(BIG, "math"))
+    assert await store.get("a") is None
+    assert errors() == before + 2
 
 
 def test_keys_come_from_the_first_configured_source_and_never_cross_api_keys() -> None:
@@ -69,7 +124,7 @@ def test_only_a_strong_signal_for_another_category_switches() -> None:
 
 
 async def test_a_continuation_without_a_stored_pin_is_rederived_from_its_first_turn() -> None:
-    policy, store = Policy(CFG), AffinityStore()
+    policy, store = Policy(CFG), MemoryPins()
     chat = _chat("prove that 2 is prime", "It is.", "ok")
     decision = policy.decide(chat, NO_SIGNAL)
     assert decision.model == SMALL  # "ok" alone
@@ -86,9 +141,9 @@ async def test_a_continuation_without_a_stored_pin_is_rederived_from_its_first_t
 
 
 async def test_a_pinned_model_the_pii_forbids_is_left_for_an_allowed_one() -> None:
-    policy, store = Policy(CFG), AffinityStore()
+    policy, store = Policy(CFG), MemoryPins()
     chat = _chat("prove that 2 is prime", "It is.", "my card is 4111 1111 1111 1111")
-    store.put(session_key(chat, {}, CFG.affinity) or "", Pin(BIG, "math"))
+    await store.put(session_key(chat, {}, CFG.affinity) or "", Pin(BIG, "math"))
     decision = policy.decide(chat, NO_SIGNAL)
 
     async def classify(text: str) -> Classification:

@@ -60,6 +60,15 @@ def test_every_field_error_is_reported_with_file_and_key_path(tmp_path: Path) ->
     assert f"{path}: categories.0.use_reasonin: unknown key (did you mean 'use_reasoning'?)" in result.stderr
 
 
+def test_a_file_that_is_not_utf8_is_one_line_naming_the_file_and_the_byte(tmp_path: Path) -> None:
+    """A Latin-1 `é` (an editor's legacy encoding) ended `validate` with a UnicodeDecodeError traceback."""
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(SHIPPED.read_text().replace("\n", "\n# caf\u00e9 du coin\n", 3).encode("latin-1"))
+    result = _cli("validate", str(path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"{path}: <root>: not UTF-8: byte 0xe9 on line 2; save the file as UTF-8"]
+
+
 def test_an_unknown_key_names_a_close_one_or_every_allowed_one(tmp_path: Path) -> None:
     """pydantic's "Extra inputs are not permitted" told an operator neither what was wrong nor what to write."""
     def edit(d: dict) -> None:

@@ -20,7 +20,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from devstack.stack import ROOT
 from router import apis
-from router.affinity import AffinityStore
+from router.affinity import MemoryPins
 from router.cache import SemanticCache
 from router.cache.memory import MemoryStore
 from router.classifier.memo import MemoizedClassifier
@@ -747,7 +747,7 @@ async def test_the_affinity_anchor_pass_keeps_the_request_deadline() -> None:
     cfg = config(lambda raw: raw["classifier"].update(timeout_ms=200, on_failure="open"))
     hanging = AnchorHangs("Why do the northern lights change colour over the night")
     rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(hanging), cache=None,
-                 affinity=AffinityStore().configure(cfg.affinity))
+                 affinity=MemoryPins().configure(cfg.affinity))
     workers = EncoderQueue()
     session = StreamSession(rt, workers)
     follow_up = {"model": "auto", "messages": [{"role": "user", "content": hanging.anchor},
@@ -789,7 +789,7 @@ async def test_the_affinity_pass_is_a_timed_phase_of_its_own() -> None:
     cfg = config()
     slow = SlowAnchor("Why do the northern lights change colour over the night")
     rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(slow), cache=None,
-                 affinity=AffinityStore().configure(cfg.affinity))
+                 affinity=MemoryPins().configure(cfg.affinity))
     session = StreamSession(rt, EXECUTOR)
     before = observed()
     await send(session, {"model": "auto", "messages": [{"role": "user", "content": slow.anchor},

@@ -119,6 +119,28 @@ def test_readyz_is_ready_while_one_worker_serves_and_lists_them_all(tmp_path: Pa
     assert read_state(tmp_path / "nothing.json") is None
 
 
+def test_readyz_is_not_ready_while_workers_serve_different_configs(tmp_path: Path) -> None:
+    """A replaced worker that served another config than its sibling (trial 4) left /readyz at 200."""
+    class FakeProc:
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+    workers = [Worker(i, tmp_path / f"worker-{i}.json") for i in range(2)]
+    for i, w in enumerate(workers):
+        w.proc = FakeProc(1000 + i)  # type: ignore[assignment]
+    (tmp_path / "metrics").mkdir()
+    view = WorkersView(workers, tmp_path / "metrics", stale_after_s=15)
+    for i, (w, version) in enumerate(zip(workers, ["aaaaaaaaaaaa", "bbbbbbbbbbbb"], strict=True)):
+        WorkerSlot(w.state_file).write({"pid": 1000 + i, "ready": True, "serving": True, "streams": 0, "beat": time.time(),
+                                        "config_version": version, "components": {"config": {"ok": True, "detail": ""}}})
+    snap = view.snapshot()
+    assert snap["ready"] is False and snap["workers_ready"] == 2
+    assert snap["components"]["workers"] == {"ok": False,
+                                             "detail": "workers serve different configs: aaaaaaaaaaaa, bbbbbbbbbbbb"}
+    WorkerSlot(workers[1].state_file).write({**read_state(workers[1].state_file), "config_version": "aaaaaaaaaaaa"})
+    assert view.snapshot()["ready"] is True
+
+
 def test_an_operators_metrics_dir_that_does_not_exist_yet_does_not_stop_the_cli(tmp_path: Path) -> None:
     """The Kubernetes manifest sets PROMETHEUS_MULTIPROC_DIR on an empty /tmp: prometheus-client must not open
     files there before the supervisor has created the directory (the image check caught a crash at import)."""
