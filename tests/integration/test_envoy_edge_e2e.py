@@ -133,6 +133,17 @@ def test_stalled_clients_neither_lock_others_out_nor_stay(stack: Stack) -> None:
     assert {r.split(b"\r\n", 1)[0] for r in replies} == {b"HTTP/1.1 408 Request Timeout"}
 
 
+def test_an_answer_outlasting_both_bounds_streams_to_its_end(stack: Stack) -> None:
+    """Neither bound is on the answer: a streamed one that starts after envoy.request_timeout_s and whose router
+    connection is retired (SPREAD_CONNECTION_S) while it runs arrives whole."""
+    delay_ms = (max(REQUEST_TIMEOUT_S, SPREAD_CONNECTION_S) + 2) * 1000
+    body = {"model": "auto", "stream": True, "messages": [{"role": "user", "content": "Tell me about long rivers"}]}
+    with httpx.Client(timeout=60) as client, client.stream(
+            "POST", f"{stack.base_url}/chat/completions", json=body, headers={"x-demo-delay-ms": str(delay_ms)}) as r:
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert r.status_code == 200 and events[-1] == "data: [DONE]" and len(events) > 3, events[-3:]
+
+
 def test_http10_gets_a_426_with_an_openai_error(stack: Stack) -> None:
     """nginx's proxy_pass speaks HTTP/1.0 by default: Envoy's own 426 never reached the client (an empty reply) while
     the router's filter held it."""
