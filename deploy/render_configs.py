@@ -43,7 +43,8 @@ KUBERNETES: dict[str, Any] = {
     "server": {"workers": 2},
     # Clients call the Service directly (kube-proxy keeps their address), so no trusted_proxy_hops: behind an
     # Ingress or L7 load balancer add `"trusted_proxy_hops": 1`, else anonymous callers share its memo scope.
-    "envoy": {"host": "0.0.0.0"},
+    # Envoy's heap budget, under its container's 512Mi limit in deployment.yaml (README "Kubernetes").
+    "envoy": {"host": "0.0.0.0", "max_heap_mb": 384},
     "observability": {"metrics_host": "0.0.0.0", "log_format": "json"},
     "semantic_cache": {"uri": "http://milvus.milvus.svc.cluster.local:19530", "token_env": "MILVUS_TOKEN"},
     "models": {

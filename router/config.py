@@ -217,6 +217,18 @@ class EnvoyConfig(_Strict):
     # requests that leave no room for the headers it adds (431) instead of Envoy failing them with a 500.
     max_headers_count: int = Field(default=100, ge=32, le=1000)
     upstream_timeout_s: float = Field(default=300, gt=0)
+    # A client must send its whole request (headers and body) within this: past it Envoy answers 408 and closes the
+    # connection. Without it a client that sent headers and stalled held a router stream until the 5 min idle
+    # timeout, and ~1,100 of them locked every other client out (trial 4). Not a bound on the answer: a streamed
+    # answer may last minutes (envoy.upstream_timeout_s).
+    request_timeout_s: float = Field(default=30, gt=0)
+    # Requests in flight through this Envoy: each holds one router stream for its whole life, a streamed answer
+    # included, so this sizes the router cluster's circuit breakers. Past it a request is refused at once (503
+    # gateway_overloaded); Envoy's default, 1,024, queued it until message_timeout_ms and called the router slow.
+    max_requests: int = Field(default=2048, ge=1)
+    # Envoy's heap budget in MiB (overload manager): past 90 % of it new requests get 503 gateway_overloaded instead
+    # of the kernel OOM-killing Envoy with every stream of the Pod; keep it under the container's memory limit.
+    max_heap_mb: int = Field(default=1024, ge=64)
     # One JSON line per request on Envoy's stdout, with the router's request id (router/envoy_config.py).
     access_log: bool = True
     # Proxies in front of Envoy that append the client's address to X-Forwarded-For (an ingress, a load balancer:

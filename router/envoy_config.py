@@ -21,7 +21,8 @@ EXT_PROC_CLUSTER = "semantic_router"
 STAT_PREFIX = "semantic_router"  # Envoy's stats of the listener: router/observability/envoy_stats.py reads them
 _BUFFER_SLACK = 64 * 1024
 SPREAD_STREAMS_PER_CONNECTION = 1
-SPREAD_REQUESTS_PER_CONNECTION = 100
+SPREAD_CONNECTION_S = 10
+REQUEST_HEADERS_TIMEOUT_S = 10
 
 
 def _cluster(name: str, endpoints: list[tuple[str, int]], http2: bool = False,
@@ -37,11 +38,13 @@ def _cluster(name: str, endpoints: list[tuple[str, int]], http2: bool = False,
         options: dict[str, Any] = {"explicit_http_config": {"http2_protocol_options": h2}}
         if spread:
             # Router workers share one port and the kernel spreads connections (by a hash), not streams: one
-            # stream per connection makes Envoy keep as many connections as concurrent requests, and recycling
-            # them every 100 requests re-draws the split, so neither an unlucky hash nor a restarted worker
-            # leaves the load uneven for long (at 8 connections the split was 1:2 without recycling, even with).
+            # stream per connection makes Envoy keep as many connections as concurrent requests, and retiring each
+            # connection 10 s after it opened (it drains: its stream runs to its end, a streamed answer included)
+            # re-draws the split, so neither an unlucky hash nor a restarted worker leaves the load uneven for
+            # more than 10 s. Recycling after 100 requests did not bound it: after a burst Envoy kept ~200 idle
+            # connections to the surviving worker and spread 800 later requests over them, none to its replacement.
             h2["max_concurrent_streams"] = SPREAD_STREAMS_PER_CONNECTION
-            options["common_http_protocol_options"] = {"max_requests_per_connection": SPREAD_REQUESTS_PER_CONNECTION}
+            options["common_http_protocol_options"] = {"max_connection_duration": duration(SPREAD_CONNECTION_S)}
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
@@ -79,6 +82,20 @@ _ROUTER_UNAVAILABLE = ("The semantic router did not answer in time (down, restar
 # Envoy refuses a path with an escaped slash (path_with_escaped_slashes_action) with an empty body.
 _BAD_PATH = "The request path may not contain an escaped slash or backslash"
 
+# HTTP/1.0 (nginx's proxy_pass speaks it unless told `proxy_http_version 1.1`): Envoy's own refusal of it (426
+# low_version) closes the connection at once while the ext_proc filter is still asking the router about the reply's
+# headers, so the client got an empty reply. Envoy accepts HTTP/1.0 instead and this RBAC policy, ahead of the
+# router's filter, refuses it as an ordinary local reply, answered 426 by the mapper below.
+_HTTP10_POLICY = "http10"
+_HTTP10 = "HTTP/1.0 is not supported: send HTTP/1.1 or HTTP/2 (behind nginx, set `proxy_http_version 1.1`)"
+
+# Envoy itself is full: more requests in flight than envoy.max_requests (the router cluster's circuit breaker
+# overflows: details `ext_proc_error_gRPC_error_14{...overflow...}`), or past 90 % of envoy.max_heap_mb (the
+# overload manager: details `overload`). Not the router being slow, which is what a request waiting for a router
+# connection until message_timeout_ms used to be reported as.
+_OVERLOADED = ("(response.code_details.startsWith('ext_proc_error_') && response.code_details.contains('overflow'))"
+               " || response.code_details == 'overload'")
+
 
 def _openai_error(code: str, error_type: str, message: str = "%LOCAL_REPLY_BODY%") -> dict[str, Any]:
     return {"json_format": {"error": {"message": message, "type": error_type, "code": code,
@@ -95,19 +112,32 @@ def _not_router(condition: str) -> dict[str, Any]:
                          "expression": expression}}}
 
 
-def local_reply_config() -> dict[str, Any]:
+def _retry_after() -> list[dict[str, Any]]:
+    return [{"header": {"key": "retry-after", "value": "1"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+
+
+def local_reply_config(cfg: RouterConfig) -> dict[str, Any]:
     """OpenAI-style JSON bodies for Envoy's own replies (413, 431, 503 no healthy upstream, 504, ...), and a 503
     with Retry-After for a request refused because the router did not answer (Envoy says 500 or 504).
 
     Clients parse `{"error": {...}}`; Envoy's default is a plain-text body. The router's own answers
     already are OpenAI errors and pass untouched.
     """
+    overloaded = (f"This gateway is full (more than envoy.max_requests = {cfg.envoy.max_requests} requests in flight, "
+                  f"or its memory near envoy.max_heap_mb = {cfg.envoy.max_heap_mb} MiB); retry shortly")
+    too_slow = (f"The request was not received within envoy.request_timeout_s ({cfg.envoy.request_timeout_s:g} s; "
+                f"its headers within {REQUEST_HEADERS_TIMEOUT_S} s)")
     mappers = [{"filter": _not_router("response.code_details == 'path_normalization_failed'"),
                 "body_format_override": _openai_error("invalid_path", "invalid_request_error", _BAD_PATH)},
-               {"filter": _not_router(_ROUTER_FAILED), "status_code": 503,
-                "headers_to_add": [{"header": {"key": "retry-after", "value": "1"},
-                                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
-                "body_format_override": _openai_error("router_unavailable", "server_error", _ROUTER_UNAVAILABLE)}]
+               {"filter": _not_router(f"response.code_details.startsWith('rbac_access_denied_matched_policy"
+                                      f"[{_HTTP10_POLICY}]')"), "status_code": 426,
+                "body_format_override": _openai_error("unsupported_http_version", "invalid_request_error", _HTTP10)},
+               {"filter": _not_router(_OVERLOADED), "status_code": 503, "headers_to_add": _retry_after(),
+                "body_format_override": _openai_error("gateway_overloaded", "server_error", overloaded)},
+               {"filter": _not_router(_ROUTER_FAILED), "status_code": 503, "headers_to_add": _retry_after(),
+                "body_format_override": _openai_error("router_unavailable", "server_error", _ROUTER_UNAVAILABLE)},
+               {"filter": _not_router("response.code == 408"),
+                "body_format_override": _openai_error("request_timeout", "invalid_request_error", too_slow)}]
     mappers += [{"filter": _not_router(f"response.code == {status}"), "body_format_override": _openai_error(code, kind)}
                 for status, code, kind in _LOCAL_REPLIES]
     mappers.append({"filter": _not_router("response.code >= 500"),
@@ -167,6 +197,55 @@ def _strip_client_headers(cfg: RouterConfig) -> dict[str, Any]:
     }
 
 
+def _refuse_http10() -> dict[str, Any]:
+    """RBAC's 403 for an HTTP/1.0 request, made a 426 by local_reply_config (see _HTTP10)."""
+    is_http10 = {"call_expr": {"function": "_==_", "args": [
+        {"select_expr": {"operand": {"ident_expr": {"name": "request"}}, "field": "protocol"}},
+        {"const_expr": {"string_value": "HTTP/1.0"}}]}}
+    return {"name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {"action": "DENY", "policies": {_HTTP10_POLICY: {
+            "permissions": [{"any": True}], "principals": [{"any": True}], "condition": is_http10}}}}}
+
+
+def _router_cluster(cfg: RouterConfig) -> dict[str, Any]:
+    """The router's cluster, sized for envoy.max_requests streams in flight (one per request, for its whole life).
+
+    Connections get twice that room so that the stream count is what binds: at the connection limit (one stream
+    per connection with workers, and draining connections still count) a stream waited for a connection until
+    message_timeout_ms and was refused as `per-message_timeout_exceeded`, a slow router to whoever read it.
+    """
+    cluster = _cluster(EXT_PROC_CLUSTER, [(cfg.server.host, cfg.server.port)], http2=True,
+                       spread=cfg.server.workers != 1)
+    n = cfg.envoy.max_requests
+    cluster["circuit_breakers"] = {"thresholds": [
+        {"max_requests": n, "max_pending_requests": n, "max_connections": 2 * n}]}
+    return cluster
+
+
+def overload_manager(cfg: RouterConfig) -> dict[str, Any]:
+    """Envoy sheds load before the kernel kills it: past 90 % of envoy.max_heap_mb new requests get 503
+    gateway_overloaded (and from 85 % free heap pages go back to the system, which the container's limit counts),
+    and it accepts at most 2 x envoy.max_requests connections (room for clients' idle keep-alive connections).
+    README "Kubernetes" has the arithmetic that ties the heap budget to the Pod's memory limit."""
+    def action(name: str, saturation: float) -> dict[str, Any]:
+        return {"name": f"envoy.overload_actions.{name}", "triggers": [
+            {"name": "envoy.resource_monitors.fixed_heap", "threshold": {"value": saturation}}]}
+
+    return {
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {"name": "envoy.resource_monitors.fixed_heap", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                "max_heap_size_bytes": cfg.envoy.max_heap_mb * 1024 * 1024}},
+            {"name": "envoy.resource_monitors.global_downstream_max_connections", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3"
+                         ".DownstreamConnectionsConfig",
+                "max_active_downstream_connections": 2 * cfg.envoy.max_requests}}],
+        "actions": [action("shrink_heap", 0.85), action("stop_accepting_requests", 0.9)],
+    }
+
+
 def _routes(cfg: RouterConfig, chains: list[tuple[str, ...]]) -> list[dict[str, Any]]:
     timeout = duration(cfg.envoy.upstream_timeout_s)
     routes = resilience.routes(cfg, chains, timeout, cfg.server.selection_header)
@@ -213,13 +292,19 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
         # Explicit, and the router's 431 check reads the same value (envoy.max_headers_count).
         "common_http_protocol_options": {"max_headers_count": cfg.envoy.max_headers_count},
-        "local_reply_config": local_reply_config(),
+        # A client has this long to send its request (not to read the answer, which may stream for minutes), then
+        # gets a 408 and its connection is closed: stalled senders held a router stream each for 5 minutes.
+        "request_headers_timeout": duration(REQUEST_HEADERS_TIMEOUT_S),
+        "request_timeout": duration(cfg.envoy.request_timeout_s),
+        # Accepted only to be refused with a readable 426 (see _HTTP10).
+        "http_protocol_options": {"accept_http_10": True, "default_host_for_http_10": "semantic-router"},
+        "local_reply_config": local_reply_config(cfg),
         "access_log": access_log(cfg),
         "route_config": {"name": "models", "virtual_hosts": [
             {"name": "openai", "domains": ["*"], "routes": _routes(cfg, chains),
              "include_attempt_count_in_response": True}]},
         "early_header_mutation_extensions": [_strip_client_headers(cfg)],
-        "http_filters": [_ext_proc_filter(cfg), {
+        "http_filters": [_refuse_http10(), _ext_proc_filter(cfg), {
             "name": "envoy.filters.http.router",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }
@@ -231,13 +316,13 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                         "typed_config": hcm}]}],
     }
-    clusters = [_cluster(EXT_PROC_CLUSTER, [(cfg.server.host, cfg.server.port)], http2=True,
-                         spread=cfg.server.workers != 1)]
+    clusters = [_router_cluster(cfg)]
     clusters += [_model_cluster(cfg, name, buffer_limit) for name in cfg.models]
     clusters += [resilience.aggregate_cluster(cfg, chain, EXT_PROC_CLUSTER) for chain in chains]
     if cfg.tracing.enabled and cfg.tracing.envoy:
         clusters.append(_cluster(tracing.COLLECTOR_CLUSTER, [tracing.collector_address(cfg.tracing)], http2=True))
-    out: dict[str, Any] = {"static_resources": {"listeners": [listener], "clusters": clusters}}
+    out: dict[str, Any] = {"static_resources": {"listeners": [listener], "clusters": clusters},
+                           "overload_manager": overload_manager(cfg)}
     if cfg.envoy.admin_port:
         out["admin"] = {"address": {"socket_address": {"address": "127.0.0.1",
                                                        "port_value": cfg.envoy.admin_port}}}

@@ -24,6 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.stack import ROOT, Stack, derive_config
+from router.envoy_config import SPREAD_CONNECTION_S
 from router.extproc.workers import _port_free
 
 WORKERS = 2
@@ -116,12 +117,15 @@ def test_an_answer_stored_through_one_worker_is_a_hit_through_the_other(stack: S
     deadline = time.monotonic() + 20
     while metric(stack, "vsr_cache_events_total", event="write") < 1 and time.monotonic() < deadline:
         time.sleep(0.1)
-    before = streams(stack)
-    repeats = burst(stack, [text] * 64)
-    after = streams(stack)
-    assert all(r.headers.get("x-vsr-cache-hit") == "true" for r in repeats), \
-        [r.headers.get("x-vsr-cache-hit") for r in repeats]
-    assert all(after[pid] > before.get(pid, 0) for pid in after)  # hits were served by both workers
+    before, deadline = streams(stack), time.monotonic() + 3 * SPREAD_CONNECTION_S
+    while True:  # a quick burst may run on a few fresh connections, all to one worker: they re-draw within the bound
+        repeats = burst(stack, [text] * 64)
+        assert all(r.headers.get("x-vsr-cache-hit") == "true" for r in repeats), \
+            [r.headers.get("x-vsr-cache-hit") for r in repeats]
+        after = streams(stack)
+        if all(after[pid] > before.get(pid, 0) for pid in after) or time.monotonic() > deadline:
+            break
+    assert all(after[pid] > before.get(pid, 0) for pid in after), (before, after)  # both workers served hits
 
 
 def _settled_count(stack: Stack, result: str, at_least: float) -> float:

@@ -222,6 +222,22 @@ def test_kubernetes_pod_is_the_sidecar_pattern(k8s: dict[str, dict[str, Any]]) -
             assert f"ConfigMap/{volume['configMap']['name']}" in k8s
 
 
+def test_envoys_memory_limit_covers_its_heap_budget(k8s: dict[str, dict[str, Any]]) -> None:
+    """Envoy sheds load at 90 % of its heap budget; the container's limit must leave room above the budget for what
+    it holds outside the heap and what accepted bodies still bring (README "Kubernetes"), or the kernel kills it
+    first, with every stream of the Pod. Its 256Mi limit and no budget at all let ~45 large prompts do that."""
+    envoy = containers(k8s)["envoy"]
+    limit = envoy["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi")
+    config = yaml.safe_load(k8s["ConfigMap/semantic-router-envoy"]["data"]["envoy.yaml"])
+    heap = next(m for m in config["overload_manager"]["resource_monitors"]
+                if m["name"] == "envoy.resource_monitors.fixed_heap")["typed_config"]["max_heap_size_bytes"]
+    assert int(limit[:-2]) * 2**20 >= heap + 128 * 2**20
+    cfg = parse_config(yaml.safe_load(k8s["ConfigMap/semantic-router-config"]["data"]["config.yaml"]), "ConfigMap")
+    assert heap * 0.9 >= 64 * cfg.server.max_body_bytes  # room for 64 largest bodies at once
+    assert "--concurrency" in envoy["command"]  # else a worker thread (and its memory) per CPU of the node
+
+
 def test_servicemonitor_selects_the_service_metrics_port(k8s: dict[str, dict[str, Any]]) -> None:
     service, monitor = k8s["Service/semantic-router"], k8s["ServiceMonitor/semantic-router"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
