@@ -12,13 +12,17 @@ model only (so a fallback model in the same request answers normally): ACTION is
 `error-event` (send an SSE error event halfway through a stream, then end it), `stall` (hang for
 `STALL_S` before answering, or halfway through a stream, with the connection open) or `slow-stream` (a
 healthy stream, 0.3 s between chunks). `--fault ACTION` makes every request to this upstream fail that
-way (a model that keeps failing).
+way (a model that keeps failing). A chat request's `max_tokens` (or `max_completion_tokens`) makes the answer that many
+words, one SSE event each when streamed, ending with `finish_reason: length` as a real server's cut answer does:
+realistic stream lengths for benchmarks. `x-demo-token-ms` waits that long before each streamed event (a model
+generating), so each event is its own write rather than a few coalesced ones.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 import uuid
@@ -53,7 +57,12 @@ class DemoModel:
     def answer_text(self, body: dict[str, Any]) -> str:
         last = body.get("messages", [{}])[-1].get("content")
         words = len(str(last).split())
-        return f"This is {self.name} answering a {words}-word question."
+        text = f"This is {self.name} answering a {words}-word question."
+        limit = max_tokens(body)
+        if limit is None:
+            return text
+        filler = itertools.cycle(text.split())
+        return " ".join(itertools.islice(itertools.chain(text.split(), filler), limit))
 
     async def _prelude(self, request: web.Request) -> tuple[dict[str, Any], str | None, web.Response | None]:
         """The body, the injected fault, and an error response when the fault is an HTTP status."""
@@ -96,7 +105,8 @@ class DemoModel:
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": self.name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop", "logprobs": _logprobs(body, _pieces(text))}],
+                         "finish_reason": "stop" if max_tokens(body) is None else "length",
+                         "logprobs": _logprobs(body, _pieces(text))}],
             "usage": _usage(body, text), "x_demo": {"upstream": self.name, "received": received},
         })
 
@@ -110,7 +120,10 @@ class DemoModel:
         text = self.answer_text(body)
         pieces = [{"role": "assistant", "content": ""}] + [{"content": w} for w in _pieces(text)]
         abort = request.headers.get("x-demo-abort") == "1" or fault == "midstream"
+        token_s = float(request.headers.get("x-demo-token-ms", "0")) / 1000
         for i, delta in enumerate(pieces):
+            if token_s:
+                await asyncio.sleep(token_s)
             if fault == "stall" and i == len(pieces) // 2:
                 await asyncio.sleep(STALL_S)
             if fault == "slow-stream":
@@ -127,7 +140,8 @@ class DemoModel:
             choice = {"index": 0, "delta": delta, "finish_reason": None,
                       "logprobs": _logprobs(body, [delta["content"]] if delta["content"] else [])}
             await _send(response, {**base, "choices": [choice]})
-        await _send(response, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        finish = "stop" if max_tokens(body) is None else "length"
+        await _send(response, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         if (body.get("stream_options") or {}).get("include_usage"):
             await _send(response, {**base, "choices": [], "usage": _usage(body, text)})
         await response.write(b"data: [DONE]\n\n")
@@ -136,6 +150,12 @@ class DemoModel:
 
     async def stats(self, _: web.Request) -> web.Response:
         return web.json_response({"model": self.name, "requests": self.requests})
+
+
+def max_tokens(body: dict[str, Any]) -> int | None:
+    """The answer's length the client asked for, as vLLM reads it (`max_completion_tokens` first); None: not asked."""
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _pieces(text: str) -> list[str]:

@@ -93,7 +93,7 @@ def _record(session: StreamSession) -> None:
     # A 2xx answer whose end never came through: the model reset or went silent mid-stream, the client left, or this
     # router stopped first. Only Envoy's access log said so (flags UPE); the router logged it as a plain 200.
     cut = (req.outcome is Outcome.UPSTREAM and 200 <= session.response.status < 300 and not session.response.complete
-           and not req.model_only)  # a completions answer's body is not watched
+           and not req.model_only and not session.response.unread)  # bodies the router does not read: unknown
     why = {**_guard_fields(session), **_cache_fields(session), **({"answer_cut": True} if cut else {})}
     if session.trace.recording:
         session.trace.end(outcome=req.outcome.value, status=session.response.status or None,

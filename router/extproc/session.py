@@ -1,7 +1,8 @@
 """One ext_proc stream: the phases of one HTTP request, from headers to the last response byte.
 
 Envoy sends request headers, the buffered request body, response headers, then the response body
-(buffered JSON, or streamed SSE after a mode override). Each phase has one handler; phases the
+(buffered JSON, or streamed SSE after a mode override; no SSE body at all when there is nothing in it to store or
+count). Each phase has one handler; phases the
 router did not ask for never arrive. The session knows the wire format and the policy, not how
 classification or caching work inside.
 """
@@ -89,6 +90,7 @@ class RequestState:
     api: apis.Api = "chat"  # chat completions, OpenAI Responses or Anthropic Messages (router/apis.py)
     caller: str | None = None  # who sent it (keys.caller; else its address): the classification memo is per caller
     stateful: bool = False  # the answer depends on server-side state: never cached
+    stream_usage: bool = True  # a streamed answer carries usage to count (a chat stream: include_usage asked)
     model_only: apis.ModelOnly | None = None  # /v1/completions, /v1/embeddings: routed by their `model` alone
     error_code: str | None = None
     error_category: str | None = None  # the category whose rules blocked the request (no Decision then)
@@ -100,6 +102,7 @@ class ResponseState:
     status: int = 0
     streaming: bool = False
     complete: bool = False  # the answer's last byte passed the router (end_of_stream): else it was cut
+    unread: bool = False  # the body went to the client without passing the router: whether it was cut is unknown
     body: bytearray = field(default_factory=bytearray)
     decoder: wire.SSEDecoder = field(default_factory=wire.SSEDecoder)
     assembler: apis.Assembler = field(default_factory=wire.StreamAssembler)
@@ -211,6 +214,7 @@ class StreamSession:
             return await self._route_by_model(body.body, deadline)
         parsed = apis.parse(self.request.api, body.body)
         chat, self.request.stateful = parsed.chat, parsed.stateful
+        self.request.stream_usage = parsed.api != "chat" or chat.include_usage  # Responses, Messages: always
         text = await self._screen(chat, deadline)
         with self.trace.span("vsr.decision"):
             decision = self.runtime.policy.decide(chat, self.request.signal, text)
@@ -477,6 +481,11 @@ class StreamSession:
             return msg.continue_response_headers(out, msg.SKIP_RESPONSE_BODY)
         if h.get("content-type", "").startswith(msg.SSE):
             self.response.streaming = True
+            if self.request.cache_key is None and not self.request.stream_usage:
+                # Nothing in it to store or count: each chunk would cost a round trip to the router (~0.35 ms of
+                # its CPU, README "What a streamed answer costs"), one per token from vLLM.
+                self.response.unread = True
+                return msg.continue_response_headers(out, msg.SKIP_RESPONSE_BODY)
             self.response.assembler = apis.assembler(self.request.api)
             return msg.continue_response_headers(out, msg.STREAM_RESPONSE)
         return msg.continue_response_headers(out)

@@ -131,12 +131,14 @@ def test_an_error_event_after_streaming_began_ends_the_stream_cleanly(stack: Sta
 
 def test_a_connection_dropped_after_streaming_began_fails_fast_never_hangs(stack: Stack) -> None:
     """The router logged such an answer as a plain 200 and counted nothing: only Envoy's access log (flags UPE) said
-    the client got half an answer. Its request line now says `answer_cut` and vsr_answers_cut_total counts it."""
+    the client got half an answer. Its request line now says `answer_cut` and vsr_answers_cut_total counts it, for a
+    stream whose chunks pass the router: one it stores or, as here, one whose usage it counts (include_usage). A
+    stream with neither goes by the router (test_stream_cost_e2e.py): its cut is in Envoy's access log alone."""
     cut_before = _metric(stack, "vsr_answers_cut_total", model=BIG)
     start = time.monotonic()
     with httpx.stream("POST", f"{stack.base_url}/chat/completions", timeout=10,
                       headers={"x-demo-fault": f"{BIG}=midstream"},
-                      json={"model": "auto", "stream": True,
+                      json={"model": "auto", "stream": True, "stream_options": {"include_usage": True},
                             "messages": [{"role": "user", "content": MATH}]}) as r:
         assert r.status_code == 200
         assert r.headers["x-vsr-upstream-model"] == BIG  # the first byte came from the first model
@@ -147,7 +149,7 @@ def test_a_connection_dropped_after_streaming_began_fails_fast_never_hangs(stack
     line = _request_line(stack, r.headers["x-request-id"])
     assert line["status"] == 200 and line.get("answer_cut") is True
     assert _metric(stack, "vsr_answers_cut_total", model=BIG) == cut_before + 1
-    whole = _post(stack, stream=True)  # a whole stream is not counted
+    whole = _post(stack, stream=True, stream_options={"include_usage": True})  # a whole stream is not counted
     assert whole.status_code == 200 and _request_line(stack, whole.headers["x-request-id"]).get("answer_cut") is None
     assert _metric(stack, "vsr_answers_cut_total", model=BIG) == cut_before + 1
 

@@ -27,6 +27,7 @@ from router.classifier.memo import MemoizedClassifier
 from router.config import RouterConfig, parse_config
 from router.errors import Outcome
 from router.extproc.encoder_queue import EncoderQueue
+from router.extproc.messages import Mode
 from router.extproc.session import StreamSession
 from router.policy import Policy
 from router.runtime import Runtime
@@ -591,7 +592,7 @@ async def test_model_only_paths_refuse_bad_bodies_as_chat_does(path: str, raw: b
     """Routed by `model` alone, yet parsed with the same limits: bad JSON is named as such (it was "'model' is
     required") and deep nesting is a 400, not a RecursionError answered 500 with a traceback in the log."""
     session = StreamSession(runtime(MATH), EXECUTOR)
-    await session.handle(headers(path))
+    await session.handle(headers(path, authorization="Bearer sk-tenant-a"))  # the cache needs a tenant
     resp = await session.handle(pb.ProcessingRequest(request_body=pb.HttpBody(body=raw, end_of_stream=True)))
     assert resp.immediate_response.status.code == 400
     assert json.loads(resp.immediate_response.body)["error"]["code"] == code
@@ -971,3 +972,29 @@ async def test_an_anonymous_conversation_refused_past_the_bound_is_served_on_a_r
     retry, resp = await send_from(rt, "198.51.100.4:50002", request)
     assert resp.WhichOneof("response") == "request_body" and retry.request.classifier_failure is None
     assert len(fake.seen) == len(set(fake.seen)) == 20  # every user turn screened, each once
+
+
+@pytest.mark.parametrize(("cache", "path", "extra", "read"), [
+    (False, "/v1/chat/completions", {}, False),  # nothing to store, no usage in a plain chat stream
+    (False, "/v1/chat/completions", {"stream_options": {"include_usage": True}}, True),  # usage to count
+    (True, "/v1/chat/completions", {}, True),  # the answer to store
+    (False, "/v1/responses", {}, True),  # response.completed carries usage (and the id affinity remembers)
+    (False, "/v1/messages", {"max_tokens": 64}, True),  # message_start / message_delta carry usage
+], ids=["chat-plain", "chat-usage", "chat-cached", "responses", "messages"])
+async def test_a_streamed_answer_passes_the_router_only_when_it_stores_or_counts_it(
+        cache: bool, path: str, extra: dict[str, Any], read: bool) -> None:
+    """Each chunk the router reads is a round trip to it (~0.35 ms of its CPU: README "What a streamed answer costs");
+    a stream with nothing to store or count goes from the model to the client by Envoy alone, and the request
+    line cannot then say whether it was cut."""
+    session = StreamSession(runtime(MATH, cache=cache), EXECUTOR)
+    prompt = {"input": "Integrate x^2"} if path == "/v1/responses" else {
+        "messages": [{"role": "user", "content": "Integrate x^2"}]}
+    await session.handle(headers(path, authorization="Bearer sk-tenant-a"))  # the cache needs a tenant
+    await session.handle(body({"model": "auto", "stream": True, **prompt, **extra}))
+    resp = await session.handle(header_message({":status": "200", "content-type": "text/event-stream"},
+                                               "response_headers"))
+    mode = Mode.STREAMED if read else Mode.NONE
+    assert resp.mode_override.response_body_mode == mode
+    assert session.response.unread is not read
+    if session.runtime.cache is not None:
+        await session.runtime.cache.close()
