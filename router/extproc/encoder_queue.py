@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+_Work = tuple[str, int]  # a pass's function (qualified name) and size class: what its time is estimated by
 # Texts up to this many characters are short: one 256-token window of prose holds ~1,000-1,300.
 SHORT_CHARS = 2048
 # The long lane's thread runs at this nice value: where the cores are contended, the short lane, the event loop and
@@ -52,8 +53,8 @@ def size_class(chars: int) -> int:
 @dataclass
 class _Lane:
     running: bool = False
-    # A heap of (size class, arrival, ticket, the caller's deadline as a time.monotonic() value).
-    waiting: list[tuple[int, int, asyncio.Future[None], float]] = field(default_factory=list)
+    # A heap of (size class, arrival, ticket, the caller's deadline as a time.monotonic() value, its estimate's key).
+    waiting: list[tuple[int, int, asyncio.Future[None], float, _Work]] = field(default_factory=list)
 
 
 class EncoderQueue(ThreadPoolExecutor):
@@ -68,7 +69,7 @@ class EncoderQueue(ThreadPoolExecutor):
         self._lock = threading.Lock()
         self._lanes = [_Lane(), _Lane()]  # short, long
         self._arrivals = itertools.count()
-        self._last_s: dict[int, float] = {}  # seconds the last pass of each size class took
+        self._last_s: dict[_Work, float] = {}  # seconds the last pass of each kind and size class took
 
     @property
     def pending(self) -> int:
@@ -83,36 +84,37 @@ class EncoderQueue(ThreadPoolExecutor):
         """`fn(*args)` on its lane's thread when its turn comes; `chars` sizes the work. Raises Overloaded when
         `bound` passes are already running or waiting and none waiting is of a larger class (None: no bound), and,
         for a long text, TimeoutError when, after waiting, less time is left to `deadline` (time.monotonic()) than the
-        last pass of its size class took: a pass its caller would abandon only delays the long ones behind it. (A
+        last pass of `fn` of its size class took: a pass its caller would abandon only delays the long ones behind it. (A
         short pass costs ~10 ms, too little to save at the risk of refusing one that would have made it.)"""
         rank = size_class(chars)
+        work = (getattr(fn, "__qualname__", ""), rank)
         lane = self._lanes[min(rank, 1)]
-        await self._turn(lane, rank, bound, deadline)
+        await self._turn(lane, work, bound, deadline)
         start = time.monotonic()
         try:
             future = self.submit(fn, *args) if rank == 0 else self._long.submit(fn, *args)
         except BaseException:
             self._release(lane)
             raise
-        future.add_done_callback(lambda _: self._release(lane, rank, time.monotonic() - start))
+        future.add_done_callback(lambda _: self._release(lane, work, time.monotonic() - start))
         return await asyncio.wrap_future(future)  # a caller that gives up leaves the pass running to its end
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._long.shutdown(wait=wait, cancel_futures=cancel_futures)
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
 
-    async def _turn(self, lane: _Lane, rank: int, bound: int | None, deadline: float) -> None:
+    async def _turn(self, lane: _Lane, work: _Work, bound: int | None, deadline: float) -> None:
         with self._lock:
             for each in self._lanes:
                 each.waiting = [entry for entry in each.waiting if not entry[2].done()]
                 heapq.heapify(each.waiting)
             if bound is not None and self._pending() >= bound:
-                self._displace(rank, bound)
+                self._displace(work[1], bound)
             if not lane.running and not lane.waiting:
                 lane.running = True
                 return
             ticket = asyncio.get_running_loop().create_future()
-            heapq.heappush(lane.waiting, (rank, next(self._arrivals), ticket, deadline))
+            heapq.heappush(lane.waiting, (work[1], next(self._arrivals), ticket, deadline, work))
         try:
             await ticket
         except asyncio.CancelledError:
@@ -126,27 +128,29 @@ class EncoderQueue(ThreadPoolExecutor):
         worst = max(entries, key=lambda pair: pair[0][:2], default=None)
         if worst is None or worst[0][0] <= rank:
             raise Overloaded(f"{self._pending()} classifications already pending")
-        (_, _, ticket, _), lane = worst
+        (_, _, ticket, _, _), lane = worst
         lane.waiting.remove(worst[0])
         heapq.heapify(lane.waiting)
         self._settle(lane, ticket, Overloaded(f"{bound} classifications pending: a shorter text took this one's place"))
 
-    def _release(self, lane: _Lane, rank: int | None = None, took_s: float = 0.0) -> None:
-        """The lane's thread is free (after a pass of class `rank` that took `took_s`): its next waiting ticket with
-        time for a pass gets it, else it goes idle. The last pass is the estimate; a lane that went idle starts the
-        next pass whatever the estimate, so a high one is measured again rather than refusing its class for ever."""
+    def _release(self, lane: _Lane, work: _Work | None = None, took_s: float = 0.0) -> None:
+        """The lane's thread is free (after a pass of `work` that took `took_s`): its next waiting ticket with time
+        for a pass gets it, else it goes idle. The last pass of the same function and size class is the estimate (an
+        encoder pass of 131k characters takes 100-500 ms, a PII rules scan of them up to ~60 ms: one estimate for both
+        refused scans that had time); a lane that went idle starts the next pass whatever the estimate, so a high one
+        is measured again rather than refusing its kind for ever."""
         now = time.monotonic()
         with self._lock:
-            if rank is not None:
-                self._last_s[rank] = took_s
+            if work is not None:
+                self._last_s[work] = took_s
             while lane.waiting:
-                rank, _, ticket, deadline = heapq.heappop(lane.waiting)
+                rank, _, ticket, deadline, waiting = heapq.heappop(lane.waiting)
                 if ticket.done():
                     continue
-                if rank > 0 and deadline - now < self._last_s.get(rank, 0.0):  # long: a wasted pass costs 0.1-0.5 s
-                    last_ms = self._last_s[rank] * 1000
+                if rank > 0 and deadline - now < self._last_s.get(waiting, 0.0):  # long: a wasted pass: 0.1-0.5 s
+                    last_ms = self._last_s[waiting] * 1000
                     self._settle(lane, ticket, TimeoutError(f"{(deadline - now) * 1000:.0f} ms left, the last pass of "
-                                                            f"this size took {last_ms:.0f} ms"))
+                                                            f"this kind and size took {last_ms:.0f} ms"))
                 elif self._settle(lane, ticket, None):
                     return
             lane.running = False

@@ -177,31 +177,44 @@ def log_request(
 
 
 class FailureSpell:
-    """A recurring failure logged once per spell: the first failure of each kind, then one line when a success
-    comes SPELL_QUIET_S or more after the last failure, with how many failed meanwhile. Every failure is still
-    counted by its metric and named on its request's line. Use from one event loop.
+    """A recurring failure logged once per spell: the first failure of each kind, then one line when the spell ends,
+    with how many failed meanwhile: at a success SPELL_QUIET_S or more after the last failure, or, when a success came
+    sooner and nothing failed for SPELL_QUIET_S after it, at the next failure (which starts a new spell). Every failure
+    is still counted by its metric and named on its request's line. Use from one event loop.
 
     A spell ended at the first success wrote an error line and a "recovered" line per refused request when failures
     and successes interleave, as under overload: long prompts timing out between short ones that pass (issue 13's
-    trial log). Now such a stretch is one spell."""
+    trial log). Now such a stretch is one spell. A spell whose successes all came within SPELL_QUIET_S of its last
+    failure, followed by a quiet stretch (little traffic), would otherwise never end: an outage hours later wrote no
+    line at all."""
 
     def __init__(self, logger: Any, failed: str, recovered: str) -> None:
         self._logger, self._failed, self._recovered = logger, failed, recovered
         self._kinds: set[str] = set()
         self._count = 0
         self._since = self._last = 0.0
+        self._answered = False  # a success since the last failure
 
     def failure(self, kind: str, **fields: Any) -> None:
-        self._last = time.monotonic()
+        now = time.monotonic()
+        if self._answered and now - self._last >= SPELL_QUIET_S:
+            self._end()
+        self._last, self._answered = now, False
         if not self._count:
-            self._since = self._last
+            self._since = now
         self._count += 1
         if kind not in self._kinds:
             self._kinds.add(kind)
             self._logger.error(self._failed, reason=kind, **fields)
 
     def success(self) -> None:
-        if self._count and time.monotonic() - self._last >= SPELL_QUIET_S:
-            self._logger.info(self._recovered, failures=self._count, reasons=sorted(self._kinds),
-                              lasted_s=round(self._last - self._since, 3))
-            self._count, self._kinds = 0, set()
+        if not self._count:
+            return
+        self._answered = True
+        if time.monotonic() - self._last >= SPELL_QUIET_S:
+            self._end()
+
+    def _end(self) -> None:
+        self._logger.info(self._recovered, failures=self._count, reasons=sorted(self._kinds),
+                          lasted_s=round(self._last - self._since, 3))
+        self._count, self._kinds, self._answered = 0, set(), False

@@ -103,3 +103,24 @@ async def test_a_waiting_pass_without_time_for_its_size_is_refused_unrun() -> No
     await asyncio.gather(running, patient)
     assert ran == ["measured", "patient"]
     queue.shutdown()
+
+
+async def test_a_quick_kind_of_pass_is_not_refused_by_a_slow_kind_of_its_size() -> None:
+    """A PII rules scan of a long conversation (a fraction of an encoder pass) is estimated by its own last run:
+    one estimate per size class refused a scan with time to spare after an encoder pass, and `on_failure` decided
+    the request (closed: 503; open: guards skipped)."""
+    queue = EncoderQueue()
+
+    def encode(gate: threading.Event) -> None:
+        gate.wait(5)
+
+    gate = threading.Event()
+    encoding = asyncio.create_task(queue.run(100_000, None, FAR, encode, gate))  # 0.5 s: the class's last pass
+    while queue.pending == 0:
+        await asyncio.sleep(0.001)
+    scan = asyncio.create_task(queue.run(100_000, None, time.monotonic() + 0.7, str, "scanned"))
+    await asyncio.sleep(0.5)
+    gate.set()
+    await encoding
+    assert await scan == "scanned"  # under 0.2 s left: enough for a scan, not for an encoder pass
+    queue.shutdown()

@@ -157,3 +157,19 @@ def test_every_line_names_the_process_that_wrote_it() -> None:
     emit_request(logs.get_logger("extproc"))
     logging.getLogger("grpc").warning("a library record")
     assert [line["pid"] for line in lines(out)] == [os.getpid(), os.getpid()]
+
+
+def test_a_spell_followed_by_a_quiet_stretch_ends_before_the_next_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure, a success soon after (the spell goes on), then nothing for SPELL_QUIET_S (little traffic): the
+    spell is over. The next failure, however late, is a new outage and gets its error line, after the old spell's
+    recovered line; it was silent (the old spell never ended: its one success came too soon)."""
+    from structlog.testing import capture_logs
+
+    spell = logs.FailureSpell(logs.get_logger("test"), "thing_failed", "thing_recovered")
+    with capture_logs() as lines:
+        spell.failure("timeout")
+        spell.success()  # within SPELL_QUIET_S of the failure: the spell goes on
+        monkeypatch.setattr(logs, "SPELL_QUIET_S", 0.0)  # as if the quiet stretch had lasted long enough
+        spell.failure("timeout")
+    assert [(x["event"], x.get("failures")) for x in lines] == [
+        ("thing_failed", None), ("thing_recovered", 1), ("thing_failed", None)]
