@@ -12,8 +12,12 @@ lookup budget (50 ms) for as long as the hang lasted. Now lookups skip it at onc
 `probe_every_s`, and writes are dropped; the first probe that answers lets traffic through again (half open), and
 any failure before the streak of successes closes the gate again.
 
-A call over its budget is a miss for its request, but a failure of the backend only once the backend has answered
-nothing for `silent_s` (2 s): a hanging Milvus answers nothing, a slow one answers most calls. Under 16 clients on 2
+A call over its budget is a miss for its request, but a failure of the backend only when the backend answered
+nothing in the last `silent_s` (2 s), or, over at least SLOW_CALLS calls in that time, less than a quarter
+(SLOW_SHARE) of them: a hanging Milvus answers nothing, a slow one most calls (a server frozen 0.4 s at a time in
+tests/integration/test_cache_milvus_facade.py: ~40 %), and a near-dead one that answers 1 call in 40 is down (with
+the first rule alone it stayed up and every lookup paid its whole budget). A backend coming back (probes once a
+second, a few calls) is judged by the first rule only, so its slow first calls do not keep it down. Under 16 clients on 2
 cores the loop, the read pool and Milvus Lite all waited for CPU, lookups timed out in bursts and the breaker opened
 2-12 times a minute on a backend answering ~60 lookups a second (router/cache/README.md, "Slow is not down").
 An error (refused, reset, a bad answer) counts at once, as does a timeout before the backend ever answered.
@@ -22,12 +26,15 @@ An error (refused, reset, a bad answer) counts at once, as does a timeout before
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import structlog
 
 from router.observability import metrics
 
 log = structlog.get_logger(__name__)
+SLOW_SHARE = 0.25  # a timeout is a failure of the backend when it answered less than this share of recent calls,
+SLOW_CALLS = 20  # counted over at least this many
 
 
 class BackendHealth:
@@ -37,7 +44,6 @@ class BackendHealth:
         self.streak = streak
         self.probe_every_s = probe_every_s
         self.silent_s = silent_s
-        self.last_answer = 0.0
         self._next_probe = 0.0
         self.up = True
         self.failures = 0
@@ -45,10 +51,23 @@ class BackendHealth:
         self.answered = False  # up is assumed at start; the detail says whether the backend ever answered
         self.last_error = ""
         self.last_activity = time.monotonic()
+        self._recent: deque[tuple[float, bool]] = deque()  # (when, answered) of the calls of the last silent_s
         metrics.set_cache_backend_up(True)
 
+    def _note(self, now: float, answered: bool) -> None:
+        """Record a call among the last `silent_s`'s."""
+        self._recent.append((now, answered))
+        while self._recent[0][0] < now - self.silent_s:
+            self._recent.popleft()
+
+    def _only_slow(self) -> bool:
+        """A timeout now is the backend being slow, not down: it answered lately, and most of a busy window's calls."""
+        answers = sum(ok for _, ok in self._recent)
+        return answers > 0 and (len(self._recent) < SLOW_CALLS or answers >= SLOW_SHARE * len(self._recent))
+
     def success(self) -> None:
-        self.last_activity = self.last_answer = time.monotonic()
+        self.last_activity = time.monotonic()
+        self._note(self.last_activity, True)
         self.failures = 0
         self.successes += 1
         self.answered = True
@@ -58,9 +77,11 @@ class BackendHealth:
             log.info("cache_backend_up")
 
     def failure(self, error: str, timeout: bool = False) -> None:
-        """A failed call; a `timeout` while the backend still answers others is only slow, and leaves the streaks."""
+        """A failed call; a `timeout` while the backend still answers SLOW_SHARE of its calls is only slow, and
+        leaves the streaks."""
         self.last_activity = time.monotonic()
-        if timeout and self.answered and self.last_activity - self.last_answer < self.silent_s:
+        self._note(self.last_activity, False)
+        if timeout and self.answered and self._only_slow():
             return
         self.failures += 1
         self.successes = 0

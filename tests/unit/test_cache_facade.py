@@ -235,13 +235,14 @@ async def test_failing_backend_is_a_counted_miss() -> None:
 
 async def test_a_slow_backend_never_opens_the_breaker_a_silent_or_failing_one_does() -> None:
     """Under CPU contention lookups ran over budget in bursts; each counted as a failure and five in a row opened the
-    breaker on a backend that answered the calls around them. Now a timeout is a miss, and a failure only once the
-    backend has answered nothing for `silent_s`; an error still counts at once."""
+    breaker on a backend that answered the calls around them. Now a timeout is a miss, and a failure only when the
+    backend answered less than a quarter of the last `silent_s`'s calls; an error still counts at once."""
     store = SlowStore()
     cache = SemanticCache(CFG.semantic_cache, store)
     streak = cache.health.streak
-    assert await cache.lookup(make_req("Q0?", BASE)) is None  # answered
-    store.delay = 0.2  # past the lookup budget and the facade's backstop
+    for i in range(streak * 2 + 1):  # a backend answering its traffic...
+        assert await cache.lookup(make_req(f"A{i}?", BASE)) is None
+    store.delay = 0.2  # ...then a burst past the lookup budget and the facade's backstop
     for i in range(streak * 2):
         assert await cache.lookup(make_req(f"Q{i}?", BASE)) is None
     assert cache.counters["error:lookup"] == streak * 2  # every one a counted miss
@@ -338,6 +339,20 @@ async def test_a_repeat_of_a_recent_answer_skips_the_backend(clock: Clock) -> No
     await cache.invalidate(model="m1")
     assert await cache.lookup(make_req("How do I reset my password?", BASE)) is None
     await cache.close()
+
+
+def test_a_backend_that_answers_one_call_in_forty_is_down() -> None:
+    """Review of the rule above: "a timeout counts only after 2 s without any answer" kept a Milvus where 39 of 40
+    calls time out marked up, so every lookup paid its whole budget; judged by the share of answered calls it opens."""
+    from router.cache.health import BackendHealth
+
+    health = BackendHealth()
+    health.success()
+    for _ in range(3):
+        for _ in range(39):
+            health.failure("timeout after 50 ms", timeout=True)
+        health.success()
+    assert not health.up
 
 
 async def test_a_new_cache_facade_reports_the_backends_entries_on_its_first_use(clock: Clock) -> None:
