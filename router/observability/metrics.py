@@ -54,10 +54,11 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0
 
 
 class RouterMemory(Collector):
-    """vsr_router_resident_memory_bytes: the resident memory of this process and every process below it (router
-    workers, the embedded Milvus Lite), read from /proc at each scrape. With router workers the supervisor's
+    """vsr_router_resident_memory_bytes: the memory of this process and every process below it (router workers, the
+    embedded Milvus Lite), read from /proc at each scrape. With router workers the supervisor's
     `process_resident_memory_bytes` is its own process only (a dashboard showed 162 MB while the workers held
-    590 MB), and the container's memory limit counts them all."""
+    590 MB), and the container's memory limit counts them all. Each process counts its proportional set size (Pss:
+    a page shared by n processes counts 1/n in each), so shared libraries are not counted once per process."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(f"{PREFIX}_router_resident_memory_bytes",
@@ -67,7 +68,8 @@ class RouterMemory(Collector):
 
 
 def tree_rss_bytes(root: int, proc: Path = Path("/proc")) -> int:
-    """The summed resident set of `root` and its descendants (0 where /proc is not Linux's)."""
+    """The summed proportional set size of `root` and its descendants (their resident set where the kernel has no
+    smaps_rollup; 0 where /proc is not Linux's)."""
     children: dict[int, list[int]] = {}
     for stat in proc.glob("[0-9]*/stat"):
         try:
@@ -79,11 +81,19 @@ def tree_rss_bytes(root: int, proc: Path = Path("/proc")) -> int:
     while todo:
         pid = todo.pop()
         try:
-            total += int((proc / str(pid) / "statm").read_text().split()[1]) * page
+            total += _pss_bytes(proc / str(pid)) or int((proc / str(pid) / "statm").read_text().split()[1]) * page
         except (OSError, IndexError, ValueError):
             continue
         todo.extend(children.get(pid, ()))
     return total
+
+
+def _pss_bytes(process: Path) -> int | None:
+    try:
+        rollup = (process / "smaps_rollup").read_text()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith("Pss:")), None)
 
 
 class BoundedLabel:
