@@ -251,7 +251,7 @@ def test_an_edit_envoy_cannot_follow_is_rejected_so_clients_never_pick_their_ten
     assert reloads()[1] == before[1] + 1  # rejected, and counted so (the reload-failed alert fires)
 
 
-def _log_line(path: Path, request_id: str, timeout: float = 15.0) -> dict[str, Any] | None:
+def log_line(path: Path, request_id: str, timeout: float = 15.0) -> dict[str, Any] | None:
     """The JSON line of `path` that names `request_id` (Envoy writes its access log out every 10 s, its
     --file-flush-interval-msec default)."""
     deadline = time.monotonic() + timeout
@@ -270,8 +270,8 @@ def test_envoys_access_log_shares_the_request_id_and_shows_requests_the_router_n
     route the router chose (none: the router never decided), Envoy's reason and the ext_proc calls."""
     routed = chat(stack, MATH)
     rid = routed.headers["x-request-id"]
-    envoy_line = _log_line(stack.workdir / "envoy.log", rid)
-    router_line = _log_line(stack.workdir / "router.log", rid)
+    envoy_line = log_line(stack.workdir / "envoy.log", rid)
+    router_line = log_line(stack.workdir / "router.log", rid)
     assert envoy_line is not None and router_line is not None
     assert envoy_line["status"] == 200 and envoy_line["selected_model"] == router_line["model"] == "gpt-oss-120b"
     assert envoy_line["routed_to"] and envoy_line["path"] == "/v1/chat/completions"
@@ -284,7 +284,7 @@ def test_envoys_access_log_shares_the_request_id_and_shows_requests_the_router_n
     finally:
         router.send_signal(signal.SIGCONT)
     assert refused.status_code == 503 and "x-vsr-selected-model" not in refused.headers
-    line = _log_line(stack.workdir / "envoy.log", refused.headers["x-request-id"])
+    line = log_line(stack.workdir / "envoy.log", refused.headers["x-request-id"])
     assert line is not None and line["routed_to"] is None and line["selected_model"] is None
     assert line["status"] == 503 and line["upstream_host"] is None  # Envoy's own reply: no model got it
     assert line["details"] == "ext_proc_error_per-message_timeout_exceeded"
@@ -334,7 +334,7 @@ def test_a_decision_envoy_stopped_waiting_for_is_not_counted_as_routed(make_stac
         before = scrape(stack)
         answer = chat(stack, big)
         assert answer.status_code == 503 and "x-vsr-selected-model" not in answer.headers  # Envoy gave up: refused
-        line = _log_line(stack.workdir / "router.log", answer.headers["x-request-id"], timeout=3)
+        line = log_line(stack.workdir / "router.log", answer.headers["x-request-id"], timeout=3)
         if line is not None:
             break
     assert line is not None, "the router never received a body within 5 tries"

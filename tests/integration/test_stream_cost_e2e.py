@@ -8,10 +8,8 @@ alone. Envoy's access log says, per request, which ext_proc calls it made (`sb:`
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +19,7 @@ import pytest
 from devstack.demo_upstream import DemoModel
 from devstack.milvus_server import MilvusServer
 from devstack.stack import Stack
+from tests.integration.test_observability import log_line
 
 pytestmark = pytest.mark.usefixtures("require_model")
 TOKENS = 200
@@ -51,20 +50,11 @@ def content(chunks: list[Any]) -> str:
     return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
-def log_line(path: Path, request_id: str, timeout: float = 15.0) -> dict[str, Any]:
-    """The JSON line of `path` that names `request_id` (Envoy writes its access log out every 10 s)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in path.read_text().splitlines():
-            if request_id in line and line.startswith("{"):
-                return dict(json.loads(line))
-        time.sleep(0.2)
-    raise AssertionError(f"no line for {request_id} in {path.name}")
-
-
 def body_calls(stack: Stack, request_id: str) -> int:
     """Response-body messages Envoy sent the router for one request (`sb:COUNT:...` in its access log's ext_proc)."""
-    calls = log_line(stack.workdir / "envoy.log", request_id)["ext_proc"].split(",")
+    line = log_line(stack.workdir / "envoy.log", request_id)
+    assert line is not None, f"no access log line for {request_id}"
+    calls = line["ext_proc"].split(",")
     return sum(int(c.split(":")[1]) for c in calls if c.startswith("sb:"))
 
 
@@ -87,6 +77,7 @@ def test_a_stream_with_nothing_to_store_or_count_reaches_the_client_without_the_
     assert chunks[-1].choices[0].finish_reason == "length" and {c.model for c in chunks} == {model}
     assert body_calls(stack, headers["x-request-id"]) == 0
     line = log_line(stack.workdir / "router.log", headers["x-request-id"])
+    assert line is not None
     assert line["status"] == 200 and line["cache"] == "skip:no_store" and "answer_cut" not in line
 
 

@@ -91,16 +91,22 @@ def test_a_worker_uses_the_supervisors_lite_child_by_its_uri_file(tmp_path: Path
     other.release()
 
 
-def test_readyz_is_ready_while_one_worker_serves_and_lists_them_all(tmp_path: Path) -> None:
-    class FakeProc:
-        def __init__(self, pid: int) -> None:
-            self.pid = pid
+class FakeProc:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
 
+
+def two_workers(tmp_path: Path) -> tuple[list[Worker], WorkersView]:
+    """Two workers with pids 1000 and 1001 that have not reported yet, and the supervisor's view of them."""
     workers = [Worker(i, tmp_path / f"worker-{i}.json") for i in range(2)]
     for i, w in enumerate(workers):
         w.proc = FakeProc(1000 + i)  # type: ignore[assignment]
     (tmp_path / "metrics").mkdir()
-    view = WorkersView(workers, tmp_path / "metrics", stale_after_s=15)
+    return workers, WorkersView(workers, tmp_path / "metrics", stale_after_s=15)
+
+
+def test_readyz_is_ready_while_one_worker_serves_and_lists_them_all(tmp_path: Path) -> None:
+    workers, view = two_workers(tmp_path)
     assert view.snapshot()["ready"] is False  # nobody reported yet
     exported = {family.name for family in view.registry.collect()}
     assert {"python_info", "process_resident_memory_bytes", "vsr_workers"} <= exported  # README's list, as one router
@@ -121,15 +127,7 @@ def test_readyz_is_ready_while_one_worker_serves_and_lists_them_all(tmp_path: Pa
 
 def test_readyz_is_not_ready_while_workers_serve_different_configs(tmp_path: Path) -> None:
     """A replaced worker that served another config than its sibling (trial 4) left /readyz at 200."""
-    class FakeProc:
-        def __init__(self, pid: int) -> None:
-            self.pid = pid
-
-    workers = [Worker(i, tmp_path / f"worker-{i}.json") for i in range(2)]
-    for i, w in enumerate(workers):
-        w.proc = FakeProc(1000 + i)  # type: ignore[assignment]
-    (tmp_path / "metrics").mkdir()
-    view = WorkersView(workers, tmp_path / "metrics", stale_after_s=15)
+    workers, view = two_workers(tmp_path)
     for i, (w, version) in enumerate(zip(workers, ["aaaaaaaaaaaa", "bbbbbbbbbbbb"], strict=True)):
         WorkerSlot(w.state_file).write({"pid": 1000 + i, "ready": True, "serving": True, "streams": 0, "beat": time.time(),
                                         "config_version": version, "components": {"config": {"ok": True, "detail": ""}}})
