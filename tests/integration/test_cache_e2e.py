@@ -44,17 +44,22 @@ def eventually_hit(client: openai.OpenAI, text: str, timeout_s: float = 30, **kw
     raise AssertionError(f"never a cache hit for {text!r}")
 
 
-@pytest.fixture(scope="module")
-def stack(make_stack: Callable[..., Stack], milvus_server: MilvusServer | str) -> Stack:
+def milvus_cache_stack(make_stack: Callable[..., Stack], milvus_server: MilvusServer | str, prefix: str) -> Stack:
+    """A stack with the classifier and the cache on the test's Milvus server, in a collection of its own."""
     uri = milvus_server if isinstance(milvus_server, str) else milvus_server.uri
 
     def overrides(cfg: dict[str, Any]) -> None:
         cfg["classifier"]["enabled"] = True
         # hot_answers 0: a repeat must reach Milvus, so an exact hit proves the write landed there.
         cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": uri, "hot_answers": 0,
-                                 "collection": f"e2e_{int(time.time())}"}
+                                 "collection": f"{prefix}_{int(time.time())}"}
 
     return make_stack(overrides)
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Callable[..., Stack], milvus_server: MilvusServer | str) -> Stack:
+    return milvus_cache_stack(make_stack, milvus_server, "e2e")
 
 
 def test_a_paraphrase_is_answered_from_the_cache_without_the_upstream(stack: Stack) -> None:

@@ -19,6 +19,7 @@ import pytest
 from devstack.demo_upstream import DemoModel
 from devstack.milvus_server import MilvusServer
 from devstack.stack import Stack
+from tests.integration.test_cache_e2e import milvus_cache_stack
 from tests.integration.test_observability import log_line
 
 pytestmark = pytest.mark.usefixtures("require_model")
@@ -27,14 +28,7 @@ TOKENS = 200
 
 @pytest.fixture(scope="module")
 def stack(make_stack: Callable[..., Stack], milvus_server: MilvusServer | str) -> Stack:
-    uri = milvus_server if isinstance(milvus_server, str) else milvus_server.uri
-
-    def overrides(cfg: dict[str, Any]) -> None:
-        cfg["classifier"]["enabled"] = True
-        cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": uri, "hot_answers": 0,
-                                 "collection": f"stream_cost_{int(time.time())}"}
-
-    return make_stack(overrides)
+    return milvus_cache_stack(make_stack, milvus_server, "stream_cost")
 
 
 def stream(stack: Stack, text: str, **kw: Any) -> tuple[list[Any], dict[str, str]]:
