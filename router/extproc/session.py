@@ -483,7 +483,7 @@ class StreamSession:
             self.response.streaming = True
             if self.request.cache_key is None and not self.request.stream_usage:
                 # Nothing in it to store or count: each chunk would cost a round trip to the router (~0.35 ms of
-                # its CPU, README "What a streamed answer costs"), one per token from vLLM.
+                # its CPU, bench/README.md "What a streamed answer costs"), one per token from vLLM.
                 self.response.unread = True
                 return msg.continue_response_headers(out, msg.SKIP_RESPONSE_BODY)
             self.response.assembler = apis.assembler(self.request.api)

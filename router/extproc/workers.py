@@ -57,7 +57,7 @@ YOUNG_S = 30.0  # a worker that dies younger than this is restarted after a doub
 PR_SET_PDEATHSIG = 1
 # With the embedded Lite child on the same cores, workers run this much nicer than the child: a lookup is a
 # few milliseconds of Lite CPU, but at nice 0 the child's threads waited in the run queue behind the
-# workers' threads and most lookups missed their 50 ms budget (bench/fault_suite.py, README "Fault suite").
+# workers' threads and most lookups missed their 50 ms budget (bench/fault_suite.py, bench/README.md "Fault suite").
 # Raising one's own nice value needs no privilege (lowering Lite's would).
 LITE_WORKER_NICE = 5
 

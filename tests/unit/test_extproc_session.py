@@ -983,7 +983,7 @@ async def test_an_anonymous_conversation_refused_past_the_bound_is_served_on_a_r
 ], ids=["chat-plain", "chat-usage", "chat-cached", "responses", "messages"])
 async def test_a_streamed_answer_passes_the_router_only_when_it_stores_or_counts_it(
         cache: bool, path: str, extra: dict[str, Any], read: bool) -> None:
-    """Each chunk the router reads is a round trip to it (~0.35 ms of its CPU: README "What a streamed answer costs");
+    """Each chunk the router reads is a round trip to it (~0.35 ms of its CPU: bench/README.md "What a streamed answer costs");
     a stream with nothing to store or count goes from the model to the client by Envoy alone, and the request
     line cannot then say whether it was cut."""
     session = StreamSession(runtime(MATH, cache=cache), EXECUTOR)
