@@ -35,7 +35,7 @@ wheelhouse: install
 	$(BIN)/pip wheel -q -w $(WHEELHOUSE) .
 
 run: models
-	$(BIN)/python -m devstack
+	$(BIN)/python -m devstack $(CONFIG)
 
 # The quality gate `make test` runs first: ruff on everything, mypy strict on the runtime package.
 lint: install

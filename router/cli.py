@@ -8,7 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-from router.config import CONFIG_HELP, DEFAULT_CONFIG, ConfigError, config_version, load_config
+from router.config import (
+    CONFIG_HELP,
+    DEFAULT_CONFIG,
+    ConfigError,
+    config_version,
+    config_warnings,
+    load_config,
+)
 from router.extproc.slot import WORKER_STATE_ENV
 
 
@@ -20,7 +27,11 @@ def _validate(args: argparse.Namespace) -> int:
     missing = missing_model(cfg.classifier.model_dir, cfg.classifier.precision) if cfg.classifier.enabled else None
     if missing:
         raise ConfigError(args.file, [("classifier.model_dir", missing)])
-    print(f"{args.file}: OK ({len(cfg.models)} models, {len(cfg.categories)} categories, version {config_version(cfg)})")
+    warnings = config_warnings(cfg)
+    for warning in warnings:
+        print(f"{args.file}: warning: {warning}")
+    print(f"{args.file}: OK ({len(cfg.models)} models, {len(cfg.categories)} categories, version {config_version(cfg)}"
+          f"{f', {len(warnings)} warnings' if warnings else ''})")
     return 0
 
 

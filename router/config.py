@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from router.classifier.pii import PII_TYPES
+from router.signals import DOMAIN_CATEGORIES
 
 # The file every subcommand reads unless told otherwise: relative, so `semantic-router serve` run in a deployment
 # directory (config/, models/, var/) finds its own.
@@ -484,6 +485,26 @@ def _dangling_references(cfg: RouterConfig) -> list[str]:
     for i, rule in enumerate(cfg.keyword_rules):
         if rule.category not in known:
             out.append(f"keyword_rules.{i}.category: {_unknown('category', rule.category, sorted(known))}")
+    return out
+
+
+def config_warnings(cfg: RouterConfig) -> list[str]:
+    """Settings that are valid but cannot do what they say: `validate` prints them and a load logs them. A renamed
+    classifier category ("medicine" for "health") validated clean and silently sent every such request to the
+    default category; `use_reasoning` on models without a reasoning family sent nothing (an operator's trial)."""
+    ruled = {rule.category for rule in cfg.keyword_rules}
+    out = []
+    for i, cat in enumerate(cfg.categories):
+        if cat.use_reasoning and not any(cfg.models[s.model].reasoning_family for s in cat.model_scores):
+            out.append(f"categories.{i}.use_reasoning: none of its models has a reasoning_family, so nothing "
+                       f"switches reasoning on (give one a family from reasoning_families, or drop use_reasoning)")
+        by_classifier = cfg.classifier.enabled and (cat.name in DOMAIN_CATEGORIES or cat.examples)
+        if by_classifier or cat.name in ruled or cat.name == cfg.default_category:
+            continue
+        why = ("it is not a classifier category" + _hint(cat.name, list(DOMAIN_CATEGORIES), "those are")
+               + ", has no examples and no keyword rule names it") if cfg.classifier.enabled else \
+              "the classifier is disabled and no keyword rule names it"
+        out.append(f"categories.{i}.name: {cat.name!r} can never be chosen: {why}")
     return out
 
 

@@ -91,7 +91,7 @@ class Policy:
             if not allowed:
                 raise PIIViolation(f"No model may receive {_types(signal.pii_types)}", category=category)
             model = allowed[0]
-            reasoning = bool(cat_cfg and cat_cfg.use_reasoning)
+            reasoning = self.reasons(cat_cfg, model)
             reason += self._pii_skipped(cat_cfg, model, signal.pii_types)
         else:
             reason = "requested by the client"
@@ -112,9 +112,14 @@ class Policy:
         cat = self.cfg.category(category)
         chain = self.chain(model, self.allowed_ranking(cat, pii))
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
-                        confidence=decision.confidence, reasoning=bool(cat and cat.use_reasoning),
+                        confidence=decision.confidence, reasoning=self.reasons(cat, model),
                         auto=True, chain=chain, route=chain_cluster(self.cfg, chain),
                         reason="the conversation's model (affinity)", flagged=decision.flagged)
+
+    def reasons(self, cat: Category | None, model: str) -> bool:
+        """Whether `model` is asked to reason: the category wants it and the model has a family that switches it
+        (without one nothing is sent, and `x-vsr-selected-reasoning: on` would have told the client otherwise)."""
+        return bool(cat and cat.use_reasoning and self.cfg.models[model].reasoning_family)
 
     def ranking(self, cat: Category | None) -> list[str]:
         """The category's models, best first (the default model when the category lists none)."""
@@ -214,7 +219,7 @@ class Policy:
         if category is not None and routed in self.cfg.models and target in self.cfg.models:
             self._remove_reasoning(out, routed)
             cat = self.cfg.category(category)
-            reasoning = bool(cat and cat.use_reasoning)
+            reasoning = self.reasons(cat, target)
             self._apply_reasoning(out, Decision(model=target, cluster="", category=category, confidence=0.0,
                                                 reasoning=reasoning, auto=True))
         return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()

@@ -23,7 +23,7 @@ from router.classifier import load_classifier
 from router.classifier.encoder import ModelMissingError
 from router.classifier.memo import MemoizedClassifier
 from router.classifier.model import shared_models
-from router.config import ConfigError, RouterConfig, config_version
+from router.config import ConfigError, RouterConfig, config_version, config_warnings
 from router.observability import logs, metrics
 from router.observability.health import Readiness
 from router.observability.ops import declare_config_labels
@@ -194,6 +194,8 @@ class RuntimeHolder:
         self._readiness.config_version = new.version
         metrics.set_config_version(new.version)
         log.info("config_applied", version=new.version, previous=old.version if old else None)
+        for warning in config_warnings(new.cfg):
+            log.warning("config_warning", version=new.version, warning=warning)
         self._readiness.set("config", True, str(self.path))
         self._readiness.set("models", True, "classifier loaded" if new.classifier else "classifier disabled")
         self.loaded.set()

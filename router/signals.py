@@ -12,6 +12,13 @@ from typing import Protocol
 
 import numpy as np
 
+# The categories the shipped domain head answers (router/classifier/heads/domain.npz; a unit test keeps them equal):
+# a configured category is chosen by one of these names, by its own `examples`, or by a keyword rule.
+DOMAIN_CATEGORIES = (
+    "biology", "business", "chemistry", "computer science", "economics", "engineering", "health", "history", "law",
+    "math", "other", "philosophy", "physics", "psychology",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class PIIFinding:

@@ -108,6 +108,45 @@ def test_a_default_category_that_names_no_category_is_refused_with_the_one_meant
         f"{path}: default_category: unknown category 'otherr' (did you mean 'other'?)"]
 
 
+def test_validate_warns_of_a_category_nothing_can_choose_and_of_reasoning_nothing_switches(tmp_path: Path) -> None:
+    """An operator's trial: `health` renamed `medicine` and a `code` category without examples both said OK, and
+    every medical question went to the default category; `use_reasoning` on a model with no reasoning family said OK
+    and sent nothing while the response header claimed reasoning was on."""
+    def edit(d: dict) -> None:
+        health = next(c for c in d["categories"] if c["name"] == "health")
+        health["name"] = "medicine"
+        d["categories"].append({"name": "code", "model_scores": [{"model": "qwen3-4b", "score": 1.0}]})
+        d["categories"].append({"name": "greetings", "examples": ["hello there"],
+                                "model_scores": [{"model": "qwen3-4b", "score": 1.0}]})
+        d["models"]["gpt-oss-120b"].pop("reasoning_family")
+        health.update(use_reasoning=True, model_scores=[{"model": "gpt-oss-120b", "score": 1.0}])
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if ": warning: " in line]
+    assert any("'medicine' can never be chosen: it is not a classifier category" in w and "health" in w
+               for w in warnings), result.stdout
+    assert any("'code' can never be chosen" in w for w in warnings)
+    assert not any("greetings" in w for w in warnings)  # its examples choose it
+    assert any(".use_reasoning: none of its models has a reasoning_family" in w for w in warnings)
+    assert result.stdout.splitlines()[-1].endswith(f"{len(warnings)} warnings)")
+
+
+def test_the_shipped_config_has_no_warnings() -> None:
+    assert ": warning: " not in _cli("validate", str(SHIPPED)).stdout
+
+
+def test_the_domain_categories_the_config_checks_are_the_shipped_heads_labels() -> None:
+    import numpy as np
+
+    from router.classifier.heads import HEADS_DIR
+    from router.signals import DOMAIN_CATEGORIES
+
+    with np.load(HEADS_DIR / "domain.npz") as head:
+        assert tuple(str(label) for label in head["labels"]) == DOMAIN_CATEGORIES
+
+
 def test_an_unknown_pii_type_in_a_models_allow_list_is_refused_with_the_known_ones(tmp_path: Path) -> None:
     """`pii_types_allowed: [EMAIL]` was accepted: the operator meant to let e-mail addresses reach the model, and
     every request with one was moved off it, since no finding is ever typed EMAIL."""

@@ -103,6 +103,16 @@ def test_unknown_model() -> None:
         Policy(CFG).decide(_chat("hi", model="gpt-9"), _signal())
 
 
+def test_reasoning_is_on_only_where_the_model_has_a_family_that_switches_it() -> None:
+    """`x-vsr-selected-reasoning` said `on` for a model without a reasoning family, which received nothing."""
+    data = CFG.model_dump()
+    data["models"]["gpt-oss-120b"]["reasoning_family"] = None
+    cfg = type(CFG).model_validate(data)
+    d = Policy(cfg).decide(_chat("solve x^2 = 4"), _signal("math"))
+    assert (d.category, d.model, d.reasoning) == ("math", "gpt-oss-120b", False)
+    assert "reasoning_effort" not in json.loads(Policy(cfg).rewrite(_chat("solve x^2 = 4"), d))
+
+
 def test_rewrite_sets_model_and_reasoning_but_keeps_client_fields() -> None:
     policy = Policy(CFG)
     chat = _chat("prove it", temperature=0.2, chat_template_kwargs={"foo": 1})
