@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import re
 import types
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -51,6 +53,19 @@ class ConfigError(Exception):
 class Endpoint(_Strict):
     address: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_url(cls, data: Any) -> Any:
+        """An endpoint is Envoy's socket address: a URL (`http://10.0.0.5:8000`, as a whole endpoint or as its
+        address) validated and then failed at Envoy's start, so it is refused here with the form meant."""
+        text = data if isinstance(data, str) else data.get("address") if isinstance(data, dict) else None
+        if isinstance(text, str) and ("://" in text or "/" in text):
+            url = urlsplit(text if "://" in text else f"//{text}")
+            port = url.port if url.port is not None else data.get("port") if isinstance(data, dict) else None
+            raise ValueError(f"an endpoint is a host and a port, not a URL: write "
+                             f"{{address: {url.hostname or 'HOST'}, port: {port or 'PORT'}}}")
+        return data
 
 
 class Pricing(_Strict):
@@ -494,6 +509,9 @@ def config_warnings(cfg: RouterConfig) -> list[str]:
     default category; `use_reasoning` on models without a reasoning family sent nothing (an operator's trial)."""
     ruled = {rule.category for rule in cfg.keyword_rules}
     out = []
+    if cfg.fallback.enabled and cfg.fallback.max_fallbacks >= len(cfg.models):
+        out.append(f"fallback.max_fallbacks: {cfg.fallback.max_fallbacks} but there are {len(cfg.models)} models, so "
+                   f"a chain holds at most {len(cfg.models) - 1} more")
     for i, cat in enumerate(cfg.categories):
         if cat.use_reasoning and not any(cfg.models[s.model].reasoning_family for s in cat.model_scores):
             out.append(f"categories.{i}.use_reasoning: none of its models has a reasoning_family, so nothing "
@@ -531,10 +549,10 @@ def _unwrap(kind: Any) -> Any:
     return kind
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The keys the schema accepts beside the unknown one at `loc`, found by walking the models down its path."""
+def _kind_at(loc: tuple[Any, ...]) -> Any:
+    """The schema type at a key path, found by walking the models down it."""
     kind: Any = RouterConfig
-    for part in loc[:-1]:
+    for part in loc:
         kind = _unwrap(kind)
         if isinstance(kind, type) and issubclass(kind, BaseModel):
             field = kind.model_fields.get(str(part))
@@ -542,13 +560,46 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         else:  # list items and dict values
             args = get_args(kind)
             kind = args[-1] if args else None
-    kind = _unwrap(kind)
+    return _unwrap(kind)
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    kind = _kind_at(loc)
     return list(kind.model_fields) if isinstance(kind, type) and issubclass(kind, BaseModel) else []
 
 
+def _homes(kind: Any = RouterConfig, prefix: str = "") -> dict[str, list[str]]:
+    """Every key of the schema with the paths it is written at (`categories[].jailbreak_status`)."""
+    out: dict[str, list[str]] = {}
+    kind = _unwrap(kind)
+    if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+        return out
+    for name, field in kind.model_fields.items():
+        out.setdefault(name, []).append(prefix + name)
+        inner = _unwrap(field.annotation)
+        args = get_args(inner)
+        below = prefix + name + ("[]" if get_origin(inner) is list else ".NAME" if get_origin(inner) is dict else "")
+        for key, paths in _homes(args[-1] if args else inner, below + ".").items():
+            out.setdefault(key, []).extend(paths)
+    return out
+
+
 def _unknown_key(loc: tuple[Any, ...]) -> str:
-    """What pydantic calls "Extra inputs are not permitted": the close key meant, else every allowed one."""
-    return "unknown key" + _hint(str(loc[-1]), _allowed_keys(loc), "allowed")
+    """What pydantic calls "Extra inputs are not permitted": where the key belongs when it is a key elsewhere
+    (`jailbreak_status` under `classifier:` is a category's), else the close key meant, else every allowed one."""
+    elsewhere = _homes().get(str(loc[-1]))
+    if elsewhere:
+        return f"unknown key here (it is written at {' or '.join(elsewhere)})"
+    return "unknown key" + _hint(str(loc[-1]), _keys_at(loc[:-1]), "allowed")
+
+
+def _expected_mapping(loc: tuple[Any, ...], value: Any) -> str:
+    """What pydantic calls "Input should be a valid dictionary or instance of CategoryCache", said with the keys
+    (`cache: false` is a common guess: its mapping has `enabled`)."""
+    keys = _keys_at(loc)
+    hint = f" (to switch it off write {{enabled: {str(value).lower()}}})" if isinstance(value, bool) and "enabled" in keys \
+        else ""
+    return f"expected a mapping with keys {', '.join(keys)}, not {json.dumps(value, default=str)}{hint}"
 
 
 def parse_config(data: Any, file: str = "<config>") -> RouterConfig:
@@ -560,7 +611,12 @@ def parse_config(data: Any, file: str = "<config>") -> RouterConfig:
     except ValidationError as exc:
         problems: list[tuple[str, str]] = []
         for err in exc.errors(include_url=False):
-            msg = _unknown_key(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = _unknown_key(err["loc"])
+            elif err["type"] == "model_type":
+                msg = _expected_mapping(err["loc"], err["input"])
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
             problems.extend((_format_location(err["loc"]), part) for part in msg.split("; "))
         raise ConfigError(file, _split_embedded_paths(problems)) from None
 

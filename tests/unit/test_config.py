@@ -84,6 +84,42 @@ def test_an_unknown_key_names_a_close_one_or_every_allowed_one(tmp_path: Path) -
             "selection_header, workers)") in lines
 
 
+def test_the_errors_an_operators_trial_met_say_what_to_write(tmp_path: Path) -> None:
+    """An operator's trial (2026-12-01): `cache: false` got "Input should be a valid dictionary or instance of
+    CategoryCache", an endpoint written as a URL got pydantic's type jargon (and as an `address` it said OK, then
+    Envoy refused to start), and a category's `jailbreak_status` under `classifier:` was told to mean
+    `jailbreak_action`, which it does not."""
+    def edit(d: dict) -> None:
+        d["categories"][0]["cache"] = False
+        d["models"]["qwen3-4b"]["endpoints"] = ["http://10.0.0.5:8000"]
+        d["models"]["gpt-oss-120b"]["endpoints"] = [{"address": "http://10.0.0.6", "port": 8002}]
+        d["classifier"]["jailbreak_status"] = 451
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert (f"{path}: categories.0.cache: expected a mapping with keys enabled, similarity_threshold, "
+            "verifier_threshold, ttl_seconds, not false (to switch it off write {enabled: false})") in lines
+    assert (f"{path}: models.qwen3-4b.endpoints.0: an endpoint is a host and a port, not a URL: write "
+            "{address: 10.0.0.5, port: 8000}") in lines
+    assert (f"{path}: models.gpt-oss-120b.endpoints.0: an endpoint is a host and a port, not a URL: write "
+            "{address: 10.0.0.6, port: 8002}") in lines
+    assert (f"{path}: classifier.jailbreak_status: unknown key here "
+            "(it is written at categories[].jailbreak_status)") in lines
+
+
+def test_more_fallbacks_than_models_is_a_warning(tmp_path: Path) -> None:
+    def edit(d: dict) -> None:
+        d["fallback"]["max_fallbacks"] = 4
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 0, result.stderr
+    assert (f"{path}: warning: fallback.max_fallbacks: 4 but there are 2 models, so a chain holds at most 1 more"
+            in result.stdout.splitlines())
+
+
 def test_dangling_references_are_reported(tmp_path: Path) -> None:
     def edit(d: dict) -> None:
         d["default_model"] = "missing"
