@@ -134,7 +134,14 @@ def _record(session: StreamSession) -> None:
                      category=category, confidence=d.confidence if d else None,
                      cache=req.cache_result, path=req.outcome, timings_s={**req.timings, "total": total},
                      status=session.response.status or None, error=req.error_code, config=session.runtime.version,
-                     reason=d.reason if d else None, affinity=req.affinity, **why)
+                     reason=d.reason if d else None, affinity=req.affinity, **_answer_fields(session), **why)
+
+
+def _answer_fields(session: StreamSession) -> dict[str, Any]:
+    """Who answered a routed request and in how many attempts: `model` is the router's choice, and an operator
+    counting answers per model by it credited the first choice with what a fallback answered."""
+    r = session.response
+    return {"answered_by": r.answered_by, "attempts": r.attempts} if r.answered_by is not None else {}
 
 
 def _cache_fields(session: StreamSession) -> dict[str, Any]:

@@ -7,10 +7,12 @@ from typing import Any
 
 import yaml
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from structlog.testing import capture_logs
 
 from devstack.stack import ROOT
 from router.config import parse_config
 from router.extproc.encoder_queue import EncoderQueue
+from router.extproc.server import _record
 from router.extproc.session import StreamSession
 from router.runtime import Runtime, build_runtime
 from tests.unit.test_extproc_session import body, header_message, set_headers
@@ -43,6 +45,10 @@ async def test_a_fallback_answer_is_reported_and_never_cached() -> None:
     assert out["x-vsr-fallback-from"] == "gpt-oss-120b" and out["x-vsr-attempts"] == "2"
     assert session.request.cache_key is None  # the key names gpt-oss-120b: a qwen3-4b answer must not fill it
     assert (session.response.answered_by, session.response.attempts) == ("qwen3-4b", 2)
+    with capture_logs() as logs:
+        _record(session)
+    line = next(x for x in logs if x["event"] == "request")  # an operator's trial: the line named only gpt-oss-120b
+    assert (line["model"], line["answered_by"], line["attempts"]) == ("gpt-oss-120b", "qwen3-4b", 2)
 
 
 async def test_anthropic_requests_get_anthropic_errors_and_their_body_keeps_its_shape() -> None:
