@@ -18,6 +18,8 @@ from router.config import (
 )
 from router.extproc.slot import WORKER_STATE_ENV
 
+NEEDS_RESTART = 3  # `validate --against`: valid, but not as a hot reload
+
 
 def _validate(args: argparse.Namespace) -> int:
     """The verdict a reload would give: the schema, and the encoder files the router loads (from this directory)."""
@@ -32,6 +34,16 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{args.file}: warning: {warning}")
     print(f"{args.file}: OK ({len(cfg.models)} models, {len(cfg.categories)} categories, version {config_version(cfg)}"
           f"{f', {len(warnings)} warnings' if warnings else ''})")
+    if args.against:
+        from router.envoy_config import check_envoy_unchanged
+
+        try:
+            check_envoy_unchanged(load_config(args.against), cfg, args.file)
+        except ConfigError as exc:
+            print(f"{exc}\n{args.file}: a router serving {args.against} would refuse it as a hot reload",
+                  file=sys.stderr)
+            return NEEDS_RESTART
+        print(f"{args.file}: a router serving {args.against} applies it as a hot reload")
     return 0
 
 
@@ -77,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a config file and report every problem")
     p.add_argument("file", nargs="?", default=DEFAULT_CONFIG, help=CONFIG_HELP)
+    p.add_argument("--against", metavar="RUNNING", help="the config the router serves now: say whether it would apply "
+                   f"FILE as a hot reload (exit {NEEDS_RESTART}: Envoy's config changes, restart both)")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("envoy-config", help="write Envoy's config generated from the router config")

@@ -249,8 +249,7 @@ def overload_manager(cfg: RouterConfig) -> dict[str, Any]:
 def _routes(cfg: RouterConfig, chains: list[tuple[str, ...]]) -> list[dict[str, Any]]:
     timeout = duration(cfg.envoy.upstream_timeout_s)
     routes = resilience.routes(cfg, chains, timeout, cfg.server.selection_header)
-    default = resilience.routes(cfg, [], timeout, cfg.server.selection_header)[
-        list(cfg.models).index(cfg.default_model)]
+    default = resilience.routes(cfg, [], timeout, cfg.server.selection_header)[sorted(cfg.models).index(cfg.default_model)]
     routes.append({**default, "match": {"prefix": "/"}})  # unrouted: paths the router passes through (and failed-open ones)
     return routes
 
@@ -317,7 +316,7 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
                                         "typed_config": hcm}]}],
     }
     clusters = [_router_cluster(cfg)]
-    clusters += [_model_cluster(cfg, name, buffer_limit) for name in cfg.models]
+    clusters += [_model_cluster(cfg, name, buffer_limit) for name in sorted(cfg.models)]
     clusters += [resilience.aggregate_cluster(cfg, chain, EXT_PROC_CLUSTER) for chain in chains]
     if cfg.tracing.enabled and cfg.tracing.envoy:
         clusters.append(_cluster(tracing.COLLECTOR_CLUSTER, [tracing.collector_address(cfg.tracing)], http2=True))
@@ -334,12 +333,31 @@ def check_envoy_unchanged(running: RouterConfig, edited: RouterConfig, file: str
     routes and stripped client headers are fixed until it restarts. Applied anyway, a model added by an edit was
     selected but its requests went to the default model's server under the new name, and new cache identity
     headers were trusted while Envoy still let clients send them (any tenant's cached answers)."""
-    if envoy_config(edited) == envoy_config(running):
+    before, after = envoy_config(running), envoy_config(edited)
+    if before == after:
         return
     changed = [key for key in RouterConfig.model_fields if getattr(running, key) != getattr(edited, key)]
-    why = ("changes Envoy's config, which Envoy reads only at start: regenerate it (`semantic-router envoy-config`) "
-           "and restart Envoy and the router; the running config keeps serving")
+    why = (f"changes Envoy's config ({_envoy_diff(before, after)}), which Envoy reads only at start: regenerate it "
+           "(`semantic-router envoy-config`) and restart Envoy and the router; the running config keeps serving")
     raise ConfigError(file, [(", ".join(changed), why)])
+
+
+def _envoy_diff(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """What differs, by cluster name: a category's new model order can add a fallback chain's cluster, which no
+    operator guesses from the edit (an operator's trial found the restart need unpredictable)."""
+    def split(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+        return clusters, {**cfg, "static_resources": cfg["static_resources"]["listeners"]}
+
+    (old, old_rest), (new, new_rest) = split(before), split(after)
+    parts = []
+    for what, names in (("added", new.keys() - old.keys()), ("removed", old.keys() - new.keys()),
+                        ("changed", {n for n in old.keys() & new.keys() if old[n] != new[n]})):
+        if names:
+            parts.append(f"clusters {what}: {', '.join(sorted(names))}")
+    if old_rest != new_rest:
+        parts.append("listener, routes or overload settings changed")
+    return "; ".join(parts)
 
 
 def render(cfg: RouterConfig) -> str:

@@ -206,8 +206,9 @@ def response_headers_to_add() -> list[dict[str, Any]]:
 
 def routes(cfg: RouterConfig, chains: Iterable[tuple[str, ...]], timeout: str,
            header: str) -> list[dict[str, Any]]:
-    """One route per model cluster and per chain cluster, matched on the selection header."""
-    targets = [(m,) for m in cfg.models] + list(chains)
+    """One route per model cluster and per chain cluster, matched on the selection header (models by name: their
+    order in the file changes nothing, so reordering them must not make a reload look like an Envoy change)."""
+    targets = [(m,) for m in sorted(cfg.models)] + list(chains)
     return [{"match": {"prefix": "/", "headers": [{"name": header,
                                                    "string_match": {"exact": chain_cluster(cfg, chain)}}]},
              "route": _route_action(cfg, chain, timeout),

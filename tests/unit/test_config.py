@@ -120,6 +120,26 @@ def test_more_fallbacks_than_models_is_a_warning(tmp_path: Path) -> None:
             in result.stdout.splitlines())
 
 
+def test_validate_against_the_running_config_says_whether_a_hot_reload_applies(tmp_path: Path) -> None:
+    """An operator's trial: whether an edit needed a restart could not be told beforehand (a category's new model
+    order can add a fallback chain's Envoy cluster); and models merely reordered in the file changed the generated
+    Envoy config, so such a reload was refused."""
+    def add_model(d: dict) -> None:
+        d["models"]["qwen3-8b"] = {"endpoints": [{"port": 8003}]}
+        d["categories"][-1]["model_scores"].insert(0, {"model": "qwen3-8b", "score": 0.95})
+
+    data = yaml.safe_load(SHIPPED.read_text())
+    data["models"] = dict(reversed(list(data["models"].items())))
+    (reordered := tmp_path / "reordered.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    applied = _cli("validate", str(reordered), "--against", str(SHIPPED))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines()[-1].endswith(f"a router serving {SHIPPED} applies it as a hot reload")
+    refused = _cli("validate", str(_broken(tmp_path, add_model)), "--against", str(SHIPPED))
+    assert refused.returncode == 3
+    assert "changes Envoy's config (clusters added: " in refused.stderr and "qwen3-8b" in refused.stderr
+    assert f"a router serving {SHIPPED} would refuse it as a hot reload" in refused.stderr
+
+
 def test_dangling_references_are_reported(tmp_path: Path) -> None:
     def edit(d: dict) -> None:
         d["default_model"] = "missing"
