@@ -272,7 +272,8 @@ async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: M
     share the pins, and the model one is routed to would tell it how others' conversations opened and moved. It is
     re-derived from its own history instead (the same answer on every replica, and nothing learnt from others)."""
     previous = chat.body.get("previous_response_id")
-    if isinstance(previous, str) and (held := await store.get(response_key(headers, previous))) is not None:
+    if isinstance(previous, str) and (held := await store.get(response_key(headers, previous))) is not None \
+            and held.model in policy.cfg.models:  # a model the config no longer has: the turn's own decision
         return _continued(policy, decision, held, signal), STICKY
     key = session_key(chat, headers, policy.cfg.affinity)
     if key is None:
@@ -299,11 +300,11 @@ async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: M
 
 def _continued(policy: Policy, decision: Decision, held: Pin, signal: Classification) -> Decision:
     """A `previous_response_id` continuation goes to the model that holds the response: only its server has the
-    state. A model the config no longer has leaves the turn to its own decision; one that may not see this turn's
-    PII refuses it (400): routing elsewhere would only earn a "response not found" from a model without the state."""
+    state. One that may not see this turn's PII refuses it (400): routing elsewhere would only earn a "response not
+    found" from a model without the state, or an answer without the conversation."""
     pinned = policy.pinned(decision, held.model, held.category, signal)
-    if pinned is not None or held.model not in policy.cfg.models:
-        return pinned or decision
+    if pinned is not None:
+        return pinned
     raise PIIViolation(f"This conversation's model '{held.model}', which holds the previous response, may not "
                        f"receive personal data of type {', '.join(sorted(signal.pii_types))}: remove it, or start a "
                        "new conversation without previous_response_id", param="previous_response_id", status=400,

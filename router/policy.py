@@ -118,7 +118,7 @@ class Policy:
         if model not in self.cfg.models or not self.cfg.models[model].pii_policy.allows(pii):
             return None
         cat = self.cfg.category(category)
-        flagged = tuple(g for g in GUARDS if g in decision.flagged or self._check_guard(g, signal, cat, category))
+        flagged = tuple(g for g in GUARDS if self._check_guard(g, signal, cat, category) or g in decision.flagged)
         chain = self.chain(model, self.allowed_ranking(cat, pii))
         turn = decision.category if decision.category != category else None
         reason = "the conversation's model (affinity)" + (f"; this turn is {turn}: the stricter rules apply" if turn
