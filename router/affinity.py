@@ -5,22 +5,29 @@ middle of a coding task would be routed on its own words, often to the small mod
 that continues a conversation is routed where the conversation started, unless the operator's rule
 lets the new turn switch it:
 
-- **Key**: a session header, the OpenAI `user` field, or a fingerprint of the conversation (tenant,
-  system prompt, first user turn), whichever of `affinity.keys` is present first.
+- **Key**: a session header, the OpenAI `user` field, or the conversation itself (caller, system prompt, first
+  *decisive* user turn: the first that names a category other than the default one, so "hi" never keys or pins a
+  conversation), whichever of `affinity.keys` is present first. Only a decisive turn creates a pin.
+- **Anonymous clients** (no API key, tenant or user header) get no stored pins keyed by content: they would share
+  them, and their routed model would reveal how others' conversations opened. Theirs are re-derived (below).
 - **Remembered**: key -> (model, category) in a TTL- and size-bounded store (PinStore): in the process's memory
   (MemoryPins), or, when the router has a runtime directory (always with workers), in a SQLite file there that
   every worker of the Pod reads and writes (SharedPins), so a turn that lands on another worker finds its pin.
 - **Re-derived without state**: when the store has no entry (another Pod, a restart, an expired
   entry) and the request carries its history, the conversation's category is the category of its
-  first user turn (keyword rules, else one more memoised classifier pass), so every Pod reaches
+  first decisive user turn (keyword rules, else the memoised classification), so every Pod reaches
   the same model without shared state. Only a *switch* lives in the store alone: after a switch, a
-  request that reaches another Pod goes back to the first turn's model, unless the load
+  request that reaches another Pod goes back to the first decisive turn's model, unless the load
   balancer keeps sessions on one Pod (e.g. hash on the session header).
 - **Responses state**: a Responses request that continues `previous_response_id` goes to the model
-  that produced that response (its server holds the state), remembered when the answer passed.
+  that produced that response (its server holds the state), remembered when the answer passed; if that
+  model may not see the new input's PII, the request is refused (400), never sent to a model without the state.
 - **Switch**: the pinned category is not `sticky`, the new turn's own category signal reaches
   `affinity.switch_confidence` (keyword rules count as 1.0), or the pinned model may not see the
   PII detected in this turn.
+- **Stricter rules**: a turn answered as its conversation's category obeys the restrictive settings of both its
+  own category and the conversation's: guards (Policy.pinned) and cache settings (semantic_cache.build_cache_request).
+  Model, chain and reasoning are the conversation's.
 """
 
 from __future__ import annotations
@@ -37,8 +44,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from router.config import AffinityConfig, RouterConfig
+from router.errors import PIIViolation
 from router.observability import logs, metrics
-from router.openai_wire import ChatRequest, message_text
+from router.openai_wire import ChatRequest, bounded, message_text
 from router.policy import Decision, Policy
 from router.signals import Classification
 
@@ -46,7 +54,8 @@ log = logs.get_logger("router.affinity")
 PINS_FILE = "affinity-pins.sqlite3"
 
 # What `x-vsr-affinity` reports.
-NEW, STICKY, SWITCHED, REDERIVED = "new", "sticky", "switched", "rederived"
+# none: no pin applies (nothing in the conversation has decided a category yet, or no key).
+NEW, STICKY, SWITCHED, REDERIVED, NONE = "new", "sticky", "switched", "rederived", "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,14 +194,28 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()
 
 
-def first_user_text(chat: ChatRequest) -> str | None:
-    """The conversation's anchor: its first user turn."""
-    return next((message_text(m) for m in chat.messages if m["role"] == "user"), None)
+def is_decisive(cfg: RouterConfig, category: str) -> bool:
+    """A turn decides its conversation's category when it names one: a keyword rule, or the classifier confident
+    enough (`classifier.confidence_threshold`) in a category other than the default one. Greetings and small talk are
+    the default category's by training ("hi": other, 0.82), so a conversation opened with "hello" is pinned by its
+    first real question, never by the greeting."""
+    return category != cfg.default_category
 
 
-def is_continuation(chat: ChatRequest) -> bool:
-    """A request that carries earlier turns: an assistant message before its last user turn."""
-    return any(m["role"] == "assistant" for m in chat.messages)
+async def first_decisive(policy: Policy, chat: ChatRequest,
+                         classify: Callable[[str], Awaitable[Classification]]) -> tuple[str, str] | None:
+    """(text, category) of the conversation's first decisive earlier user turn; None when none is (the latest turn's
+    own decision then opens the conversation, if it is decisive). Keyword rules first, else a classification: the
+    guards' screen of earlier turns has just made it or found it in the memo, so this is a memo lookup each."""
+    limit = policy.cfg.classifier.max_scan_chars
+    for _, text in chat.earlier_user_turns():
+        scanned = bounded(text, limit)
+        category = policy.keyword_category(scanned)
+        if category is None:
+            category, _ = policy.category_for(scanned, await classify(scanned))
+        if is_decisive(policy.cfg, category):
+            return text, category
+    return None
 
 
 def _tenant(headers: Mapping[str, str]) -> str:
@@ -200,8 +223,12 @@ def _tenant(headers: Mapping[str, str]) -> str:
     return _digest(headers.get("authorization", ""), headers.get("x-api-key", ""))
 
 
+CONVERSATION = "conversation"
+
+
 def session_key(chat: ChatRequest, headers: Mapping[str, str], cfg: AffinityConfig) -> str | None:
-    """The key of the conversation, from the first configured source the request carries."""
+    """The key of a session the client names (a session header, the `user` field), from the first configured source
+    the request carries; CONVERSATION when the conversation source comes first; None without any."""
     tenant = _tenant(headers)
     for source in cfg.keys:
         if source == "header" and headers.get(cfg.header):
@@ -209,12 +236,15 @@ def session_key(chat: ChatRequest, headers: Mapping[str, str], cfg: AffinityConf
         user = chat.body.get("user")
         if source == "user" and isinstance(user, str) and user:
             return "u:" + _digest(tenant, user)
-        if source == "conversation":
-            anchor = first_user_text(chat)
-            if anchor is not None:
-                system = "\n".join(message_text(m) for m in chat.messages if m["role"] in ("system", "developer"))
-                return "c:" + _digest(tenant, system, anchor)
+        if source == CONVERSATION:
+            return CONVERSATION
     return None
+
+
+def conversation_key(chat: ChatRequest, caller: str, anchor: str) -> str:
+    """The key of a conversation keyed by its content: the caller, the system prompt and its first decisive turn."""
+    system = "\n".join(message_text(m) for m in chat.messages if m["role"] in ("system", "developer"))
+    return "c:" + _digest(caller, system, anchor)
 
 
 def response_key(headers: Mapping[str, str], response_id: str) -> str:
@@ -227,46 +257,77 @@ def switches(cfg: RouterConfig, pin: Pin, decision: Decision) -> bool:
     pinned = cfg.category(pin.category)
     if pinned is not None and not pinned.sticky:
         return True
-    if decision.category in (pin.category, cfg.default_category):
+    if decision.category == pin.category or not is_decisive(cfg, decision.category):
         return False  # the same category, or no signal strong enough to pick one
     return decision.confidence >= cfg.affinity.switch_confidence
 
 
 async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: Mapping[str, str],
-                  decision: Decision, pii: frozenset[str],
+                  decision: Decision, signal: Classification, caller: str | None,
                   classify: Callable[[str], Awaitable[Classification]]) -> tuple[Decision, str]:
-    """The decision for this turn of its conversation, and what affinity did (for x-vsr-affinity)."""
-    cfg = policy.cfg
+    """The decision for this turn of its conversation, and what affinity did (for x-vsr-affinity).
+
+    `caller`: the client's identity (API key, tenant or user header), None for an anonymous client. Without one,
+    a conversation keyed by its content is never read from nor written to the store: every anonymous client would
+    share the pins, and the model one is routed to would tell it how others' conversations opened and moved. It is
+    re-derived from its own history instead (the same answer on every replica, and nothing learnt from others)."""
     previous = chat.body.get("previous_response_id")
-    if isinstance(previous, str) and (held := await store.get(response_key(headers, previous))) is not None:
-        pinned = policy.pinned(decision, held.model, held.category, pii)  # only its server has the state
-        if pinned is not None:
-            return pinned, STICKY
-    key = session_key(chat, headers, cfg.affinity)
+    if isinstance(previous, str) and (held := await store.get(response_key(headers, previous))) is not None \
+            and held.model in policy.cfg.models:  # a model the config no longer has: the turn's own decision
+        return _continued(policy, decision, held, signal), STICKY
+    key = session_key(chat, headers, policy.cfg.affinity)
     if key is None:
-        return decision, NEW
-    if key.startswith("c:") and not is_continuation(chat):  # a first turn starts its own conversation
-        await store.put(key, Pin(decision.model, decision.category))
-        return decision, NEW
-    pin, how = await store.get(key), STICKY
-    if pin is None and is_continuation(chat):
-        pin, how = await _rederive(policy, chat, pii, classify), REDERIVED
-    if pin is not None and not switches(cfg, pin, decision):
-        pinned = policy.pinned(decision, pin.model, pin.category, pii)
+        return decision, NONE
+    if key != CONVERSATION:
+        pin, how = await store.get(key), STICKY
+        if pin is None and (anchor := await first_decisive(policy, chat, classify)) is not None:
+            pin, how = _derived(policy, anchor[1], signal), REDERIVED
+        return await _follow(policy, store, key, pin, how, decision, signal)
+    anchor = await first_decisive(policy, chat, classify)
+    if anchor is None:  # this turn opens the conversation (a first turn is its own conversation), or nothing does yet
+        opens = is_decisive(policy.cfg, decision.category)
+        if opens and caller is not None:
+            await store.put(conversation_key(chat, caller, chat.latest_user_text()),
+                            Pin(decision.model, decision.category))
+        return decision, NEW if opens else NONE
+    derived = _derived(policy, anchor[1], signal)
+    if caller is None:
+        return await _follow(policy, store, None, derived, REDERIVED, decision, signal)
+    key = conversation_key(chat, caller, anchor[0])
+    pin = await store.get(key)
+    return await _follow(policy, store, key, pin or derived, STICKY if pin else REDERIVED, decision, signal)
+
+
+def _continued(policy: Policy, decision: Decision, held: Pin, signal: Classification) -> Decision:
+    """A `previous_response_id` continuation goes to the model that holds the response: only its server has the
+    state. One that may not see this turn's PII refuses it (400): routing elsewhere would only earn a "response not
+    found" from a model without the state, or an answer without the conversation."""
+    pinned = policy.pinned(decision, held.model, held.category, signal)
+    if pinned is not None:
+        return pinned
+    raise PIIViolation(f"This conversation's model '{held.model}', which holds the previous response, may not "
+                       f"receive personal data of type {', '.join(sorted(signal.pii_types))}: remove it, or start a "
+                       "new conversation without previous_response_id", param="previous_response_id", status=400,
+                       category=held.category)
+
+
+async def _follow(policy: Policy, store: PinStore, key: str | None, pin: Pin | None, how: str, decision: Decision,
+                  signal: Classification) -> tuple[Decision, str]:
+    """This turn on its conversation's pin unless it switches; only a decisive turn pins (or re-pins) a conversation.
+    `key` None: nothing is stored (an anonymous conversation)."""
+    if pin is not None and not switches(policy.cfg, pin, decision):
+        pinned = policy.pinned(decision, pin.model, pin.category, signal)
         if pinned is not None:
-            await store.put(key, pin)
+            if key is not None:
+                await store.put(key, pin)
             return pinned, how
-    await store.put(key, Pin(decision.model, decision.category))
-    return decision, (SWITCHED if pin is not None else NEW)
+    decisive = is_decisive(policy.cfg, decision.category)
+    if decisive and key is not None:
+        await store.put(key, Pin(decision.model, decision.category))
+    return decision, SWITCHED if pin is not None else NEW if decisive else NONE
 
 
-async def _rederive(policy: Policy, chat: ChatRequest, pii: frozenset[str],
-                    classify: Callable[[str], Awaitable[Classification]]) -> Pin | None:
-    """The conversation's pin from its first user turn alone: the same on every replica."""
-    anchor = first_user_text(chat)
-    if anchor is None:
-        return None
-    signal = await classify(anchor) if policy.keyword_category(anchor) is None else Classification(None, 0.0)
-    category, _ = policy.category_for(anchor, signal)
-    allowed = policy.allowed_ranking(policy.cfg.category(category), pii)
+def _derived(policy: Policy, category: str, signal: Classification) -> Pin | None:
+    """The pin of a conversation whose first decisive turn is in `category`: the same on every replica."""
+    allowed = policy.allowed_ranking(policy.cfg.category(category), signal.pii_types)
     return Pin(allowed[0], category) if allowed else None

@@ -277,7 +277,7 @@ class AffinityConfig(_Strict):
 
     enabled: bool = True
     # Where the session key comes from, first match wins: a request header, the OpenAI `user` field
-    # (one model per end user for ttl_s), or the conversation itself (system prompt + first user turn).
+    # (one model per end user for ttl_s), or the conversation itself (caller, system prompt, first decisive user turn).
     keys: list[Literal["header", "user", "conversation"]] = Field(default=["header", "conversation"], min_length=1)
     header: str = Field(default="x-session-id", pattern=r"^[a-z0-9-]+$")
     ttl_s: float = Field(default=3600, gt=0)

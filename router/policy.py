@@ -37,6 +37,9 @@ class Decision:
     # Guards whose score passed their threshold under a `flag` action: the request goes on, the response
     # carries x-vsr-jailbreak-flagged / x-vsr-content-flagged and vsr_guard_flags_total counts it.
     flagged: tuple[str, ...] = ()
+    # This turn's own category when affinity answers it as its conversation's (`category`): the stricter of the two
+    # categories' restrictive rules applies (guards here, cache settings in the cache key).
+    turn_category: str | None = None
 
 
 GUARDS = ("jailbreak", "content_safety")
@@ -105,16 +108,25 @@ class Policy:
                         confidence=confidence, reasoning=reasoning, auto=auto, chain=chain,
                         route=chain_cluster(self.cfg, chain), reason=reason + earlier, flagged=flagged)
 
-    def pinned(self, decision: Decision, model: str, category: str, pii: frozenset[str]) -> Decision | None:
-        """`decision` moved to a conversation's model and category; None if that model may not see the PII."""
+    def pinned(self, decision: Decision, model: str, category: str, signal: Classification) -> Decision | None:
+        """`decision` moved to a conversation's model and category; None if that model may not see the PII.
+
+        The conversation's category decides the model, its chain and reasoning (how the conversation is answered);
+        a guard the conversation's category is stricter about than this turn's (`decide` applied the turn's) flags
+        or blocks here, so a turn never escapes a rule of either category by being pinned."""
+        pii = signal.pii_types
         if model not in self.cfg.models or not self.cfg.models[model].pii_policy.allows(pii):
             return None
         cat = self.cfg.category(category)
+        flagged = tuple(g for g in GUARDS if self._check_guard(g, signal, cat, category) or g in decision.flagged)
         chain = self.chain(model, self.allowed_ranking(cat, pii))
+        turn = decision.category if decision.category != category else None
+        reason = "the conversation's model (affinity)" + (f"; this turn is {turn}: the stricter rules apply" if turn
+                                                           else "")
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
                         confidence=decision.confidence, reasoning=self.reasons(cat, model),
                         auto=True, chain=chain, route=chain_cluster(self.cfg, chain),
-                        reason="the conversation's model (affinity)", flagged=decision.flagged)
+                        reason=reason, flagged=flagged, turn_category=turn)
 
     def reasons(self, cat: Category | None, model: str) -> bool:
         """Whether `model` is asked to reason: the category wants it and the model has a family that switches it

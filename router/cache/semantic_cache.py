@@ -36,7 +36,7 @@ from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore, C
 from router.cache.verifier import ADDITION, Verifier
 from router.cache.verifier import FLOOR as VERIFIER_FLOOR
 from router.cache.writer import WriteQueue
-from router.config import LOOP_SLACK, CacheConfig, RouterConfig
+from router.config import LOOP_SLACK, CacheConfig, CategoryCache, RouterConfig
 from router.errors import InvalidRequest
 from router.observability import metrics
 
@@ -109,7 +109,7 @@ def _usable_embedding(embedding: np.ndarray | None, text: str, cfg: CacheConfig)
 def build_cache_request(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
     embedding: np.ndarray | None, cfg: RouterConfig, encoder: str = "", pii_types: Collection[str] | None = (),
-    stateful: bool = False,
+    stateful: bool = False, turn_category: str | None = None,
 ) -> CacheRequest | SkipReason:
     """The cache key of a validated chat request, or why it must not touch the cache.
 
@@ -119,9 +119,10 @@ def build_cache_request(
     entries hold the prompt's text and the answer in a backend that may be shared; None when the screen should have
     run and did not (the classifier failed and `on_failure: open` let the request through), which keeps it out too. `stateful`: the answer depends on
     state the server keeps (a Responses request with `previous_response_id`, `conversation` or `store`), so another
-    request's answer is never this one's.
+    request's answer is never this one's. `turn_category`: the latest turn's own category when affinity routed the
+    request as its conversation's `category`; the stricter of the two categories' settings applies (`_strictest`).
     """
-    result = _build(body, headers, model, category, embedding, cfg, encoder, pii_types, stateful)
+    result = _build(body, headers, model, category, embedding, cfg, encoder, pii_types, stateful, turn_category)
     if isinstance(result, SkipReason):
         metrics.record_cache("skipped_write", result.value)
     return result
@@ -130,13 +131,13 @@ def build_cache_request(
 def _build(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
     embedding: np.ndarray | None, cfg: RouterConfig, encoder: str, pii_types: Collection[str] | None, stateful: bool,
+    turn_category: str | None,
 ) -> CacheRequest | SkipReason:
     c = cfg.semantic_cache
-    found = cfg.category(category) if category else None
-    override = found.cache if found is not None else None
+    overrides = [found.cache for name in (category, turn_category) if name and (found := cfg.category(name))]
     if not c.enabled:
         return SkipReason.DISABLED
-    if override is not None and override.enabled is False:
+    if any(o.enabled is False for o in overrides):
         return SkipReason.CATEGORY_DISABLED
     control = cache_control(headers)
     if "no-store" in control:
@@ -155,14 +156,25 @@ def _build(
         return text
     namespace = keys.namespace_of(keys.hmac_secret(c.hmac_secret_env)[0], who)
     scope = keys.scope_key(namespace, model, keys.context_fingerprint(body), encoder)
-    threshold, min_score, ttl = c.similarity_threshold, c.verifier_threshold, c.ttl_seconds
-    if override is not None:
-        threshold = override.similarity_threshold or threshold
-        min_score = override.verifier_threshold if override.verifier_threshold is not None else min_score
-        ttl = override.ttl_seconds if override.ttl_seconds is not None else ttl
+    threshold, min_score, ttl = _strictest(c, overrides or [CategoryCache()])
     return CacheRequest(namespace, model, scope, keys.exact_key(scope, text), text,
                         _usable_embedding(embedding, text, c), category, "no-cache" not in control,
                         threshold, ttl, min_score, body.get("logprobs") is True)
+
+
+def _strictest(c: CacheConfig, overrides: list[CategoryCache]) -> tuple[float | None, float | None, int]:
+    """(similarity floor, verifier floor, TTL) of the categories' settings, each category's own value else the
+    cache's: the highest floors and the shortest TTL, so a turn pinned to another category's model is cached no more
+    loosely than either category allows. None: the operating point's (its floor is `candidate_floor`; its verifier
+    steps are floored by a verifier_threshold, never loosened)."""
+    similarity = [o.similarity_threshold or c.similarity_threshold for o in overrides]
+    verifier = [o.verifier_threshold if o.verifier_threshold is not None else c.verifier_threshold for o in overrides]
+    ttl = min(o.ttl_seconds if o.ttl_seconds is not None else c.ttl_seconds for o in overrides)
+    floors = [s for s in similarity if s is not None]
+    threshold = max(floors, default=None)
+    if threshold is not None and len(floors) < len(similarity) and threshold <= candidate_floor(c):
+        threshold = None  # the operating point's own floor is the higher one
+    return threshold, max((v for v in verifier if v is not None), default=None), ttl
 
 
 def candidate_floor(c: CacheConfig) -> float:

@@ -220,9 +220,11 @@ class StreamSession:
             decision = self.runtime.policy.decide(chat, self.request.signal, text)
             if decision.auto and self.runtime.affinity is not None:
                 start = time.perf_counter()  # may hold a second encoder pass: the conversation's first turn
+                c, h = self.runtime.cfg.semantic_cache, self.request.headers
                 decision, self.request.affinity = await affinity.resolve(
-                    self.runtime.policy, self.runtime.affinity, chat, self.request.headers, decision,
-                    self.request.signal.pii_types, functools.partial(self._classify_anchor, deadline=deadline))
+                    self.runtime.policy, self.runtime.affinity, chat, h, decision, self.request.signal,
+                    keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers),
+                    functools.partial(self._classify_anchor, deadline=deadline))
                 self.request.timings["affinity"] = time.perf_counter() - start
             self.request.decision = decision
             if self.trace.recording:
@@ -410,7 +412,7 @@ class StreamSession:
             return await self.executor.run(chars, bound, deadline, fn, *args)
 
     async def _classify_anchor(self, text: str, deadline: float) -> Classification:
-        """A conversation's first user turn, for affinity re-derived without state; no signal on failure.
+        """An earlier user turn, for affinity's first decisive turn (usually a memo hit); no signal on failure.
 
         It shares the request's deadline and the pending bound: a hint never delays or overloads more than
         the turn's own pass could.
@@ -418,7 +420,7 @@ class StreamSession:
         if self.runtime.classifier is None:
             return NO_SIGNAL
         try:
-            return await self._encode_bounded(wire.bounded(text, self.runtime.cfg.classifier.max_scan_chars), deadline)
+            return await self._encode_bounded(text, deadline)  # bounded by affinity.first_decisive
         except Exception as exc:  # noqa: BLE001 - the turn itself was classified; the anchor is only a hint
             log.warning("affinity_anchor_unclassified", error=type(exc).__name__, request_id=self.request.request_id)
             return NO_SIGNAL
@@ -441,7 +443,7 @@ class StreamSession:
         key = build_cache_request(chat.body, apis.cache_identity(self.request.headers), decision.model,
                                   decision.category, signal.embedding, self.runtime.cfg, encoder=signal.encoder,
                                   pii_types=None if self.request.classifier_failure else signal.pii_types,
-                                  stateful=self.request.stateful)
+                                  stateful=self.request.stateful, turn_category=decision.turn_category)
         if isinstance(key, str):  # a skip reason: this request is not cacheable
             self.request.cache_result = f"skip:{key}"
             return None

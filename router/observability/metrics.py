@@ -226,10 +226,10 @@ class RouterMetrics:
         )
         self.affinity = self._counter(
             "affinity_total",
-            "Routed turns by what session affinity did: new, sticky, rederived or switched.",
+            "Routed turns by what session affinity did: new, sticky, rederived, switched or none (no pin applies).",
             ("result",),
         )
-        for result in ("new", "sticky", "rederived", "switched"):
+        for result in ("new", "sticky", "rederived", "switched", "none"):
             self.affinity.labels(result)
         self.retries = self._counter(
             "upstream_retries_total",
@@ -402,7 +402,7 @@ class RouterMetrics:
         self.answers_cut.labels(self.label_sets["model"](model)).inc()
 
     def record_affinity(self, result: str) -> None:
-        if result in ("new", "sticky", "rederived", "switched"):
+        if result in ("new", "sticky", "rederived", "switched", "none"):
             self.affinity.labels(result).inc()
 
     def record_config_reload(self, ok: bool, now: float | None = None, counted: bool = True) -> None:

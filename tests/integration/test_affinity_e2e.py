@@ -1,7 +1,10 @@
-"""Session affinity through the real stack: a conversation stays on its first model while it continues.
+"""Session affinity through the real stack and the official openai SDK: a conversation stays on its first
+model while it continues.
 
-The classifier is off here, so short follow-ups have no category of their own (the default one,
-which the small model serves); keyword rules are the strong signals that may switch a conversation.
+The classifier is off in the first stack, so short follow-ups have no category of their own (the default one,
+which the small model serves); keyword rules are the strong signals that may switch a conversation. The second
+stack has the real encoder on (greetings, a math question below switch_confidence, a legal turn, PII) and the
+cache on embedded Milvus Lite, with the `law` category's cache off.
 """
 
 from __future__ import annotations
@@ -9,15 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import openai
 import pytest
+from openai._legacy_response import LegacyAPIResponse
 
 from devstack.stack import Stack
+from tests.integration.test_cache_e2e import _request_lines
 
 BIG, SMALL = "gpt-oss-120b", "qwen3-4b"
 OPENING = "Prove the theorem that the sum of two even numbers is even."  # keyword rule -> math -> BIG
 FOLLOW_UPS = ["ok", "and then?", "shorter please", "why?", "go on", "thanks, continue", "again", "one more"]
 SWITCH = "Now tell me about Napoleon."  # keyword rule -> history -> SMALL, confidence 1.0
+EIGEN = "Compute the eigenvalues of the matrix [[2,1],[1,2]]."  # the encoder: math 0.66, below switch_confidence
+LEGAL = "Can my landlord keep my deposit if I gave 30 days notice?"  # the encoder: law 0.82, below it too
 
 
 def _rules(cfg: dict[str, Any]) -> None:
@@ -29,19 +36,38 @@ def stack(make_stack: Callable[..., Stack]) -> Stack:
     return make_stack(_rules)
 
 
-class Conversation:
-    def __init__(self, stack: Stack, system: str = "You are terse.", headers: dict[str, str] | None = None):
-        self.stack = stack
-        self.messages: list[dict[str, str]] = [{"role": "system", "content": system}]
-        self.headers = headers or {}
+@pytest.fixture(scope="module")
+def classified(make_stack: Callable[..., Stack], tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    db = tmp_path_factory.mktemp("lite") / "cache.db"
 
-    def say(self, text: str, history: bool = True) -> httpx.Response:
+    def overrides(cfg: dict[str, Any]) -> None:
+        cfg["classifier"]["enabled"] = True
+        cfg["semantic_cache"] = {"enabled": True, "uri": str(db), "hot_answers": 0}
+        next(c for c in cfg["categories"] if c["name"] == "law")["cache"] = {"enabled": False}
+
+    return make_stack(overrides)
+
+
+class Conversation:
+    """One chat through the openai SDK; `api_key` None: an anonymous client, no `authorization` header at all."""
+
+    def __init__(self, stack: Stack, system: str = "You are terse.", headers: dict[str, str] | None = None,
+                 api_key: str | None = "sk-affinity"):
+        self.client = openai.OpenAI(base_url=stack.base_url, api_key=api_key or "unsent", max_retries=0, timeout=10)
+        self.messages: list[dict[str, str]] = [{"role": "system", "content": system}]
+        self.headers: dict[str, Any] = {**(headers or {}), **({"Authorization": openai.omit} if api_key is None else {})}
+
+    def say(self, text: str, history: bool = True) -> LegacyAPIResponse[Any]:
         self.messages.append({"role": "user", "content": text})
-        body = {"model": "auto", "messages": self.messages if history else self.messages[-1:]}
-        r = httpx.post(f"{self.stack.base_url}/chat/completions", json=body, headers=self.headers, timeout=10)
-        assert r.status_code == 200, r.text
-        self.messages.append({"role": "assistant", "content": r.json()["choices"][0]["message"]["content"]})
-        return r
+        raw = self.client.chat.completions.with_raw_response.create(
+            model="auto", messages=self.messages if history else self.messages[-1:],  # type: ignore[arg-type]
+            extra_headers=self.headers)
+        self.messages.append({"role": "assistant", "content": raw.parse().choices[0].message.content or ""})
+        return raw
+
+
+def _routed(raw: LegacyAPIResponse[Any]) -> tuple[str, str]:
+    return raw.headers["x-vsr-selected-model"], raw.headers["x-vsr-affinity"]
 
 
 def test_a_ten_turn_conversation_of_short_follow_ups_stays_on_its_first_model(stack: Stack) -> None:
@@ -54,7 +80,7 @@ def test_a_ten_turn_conversation_of_short_follow_ups_stays_on_its_first_model(st
         assert r.headers["x-vsr-selected-model"] == BIG, text
         assert r.headers["x-vsr-affinity"] == "sticky"
         assert r.headers["x-vsr-selected-category"] == "math"  # reasoning stays on for the conversation
-        assert r.json()["x_demo"]["received"]["reasoning_effort"] == "high"
+        assert r.http_response.json()["x_demo"]["received"]["reasoning_effort"] == "high"
     tenth = talk.say(SWITCH)  # the operator's rule: a keyword-strength signal moves the conversation
     assert tenth.headers["x-vsr-selected-model"] == SMALL
     assert tenth.headers["x-vsr-affinity"] == "switched"
@@ -65,7 +91,7 @@ def test_a_ten_turn_conversation_of_short_follow_ups_stays_on_its_first_model(st
 def test_the_same_follow_up_without_history_goes_by_its_own_words(stack: Stack) -> None:
     r = Conversation(stack).say("go on")
     assert r.headers["x-vsr-selected-model"] == SMALL
-    assert r.headers["x-vsr-affinity"] == "new"
+    assert r.headers["x-vsr-affinity"] == "none"  # it names no category: nothing to pin
 
 
 def test_a_session_header_keeps_the_model_when_only_the_latest_turn_is_sent(stack: Stack) -> None:
@@ -93,3 +119,64 @@ def test_a_category_that_is_not_sticky_routes_every_turn_on_its_own(make_stack: 
     talk = Conversation(make_stack(not_sticky))
     assert talk.say(OPENING).headers["x-vsr-selected-model"] == BIG
     assert talk.say("ok").headers["x-vsr-selected-model"] == SMALL
+
+
+def test_anonymous_clients_never_learn_each_other_s_conversations(stack: Stack) -> None:
+    """Trial (2026-12-01): clients without an API key shared one pin namespace. One opened a conversation and moved it
+    to history; another sending the same opening got the moved pin (SMALL, `sticky`): the routed model told it how
+    someone else's conversation had opened and where it had gone. Now an anonymous conversation is re-derived from its
+    own history at every turn and nothing keyed by its content is stored."""
+    mine = Conversation(stack, system="Anonymous tutor.", api_key=None)
+    assert _routed(mine.say(OPENING)) == (BIG, "new")
+    assert _routed(mine.say(SWITCH)) == (SMALL, "switched")
+    theirs = Conversation(stack, system="Anonymous tutor.", api_key=None)
+    theirs.messages += mine.messages[1:3]  # the same opening and answer
+    assert _routed(theirs.say("ok")) == (BIG, "rederived")
+    keyed = Conversation(stack, system="Anonymous tutor.", api_key="sk-someone")  # an identified client still pins
+    keyed.say(OPENING)
+    assert _routed(keyed.say("ok")) == (BIG, "sticky")
+
+
+def test_a_greeting_opened_chat_is_pinned_by_its_first_real_question(classified: Stack) -> None:
+    """Trial (2026-12-01): the first user turn keyed and pinned a conversation, so every chat opened with "hi" under
+    one API key shared the chat model's pin, and a math question at turn 2 (0.66, below switch_confidence) stayed on
+    the small model. Now "hi" pins nothing and the first turn that names a category does."""
+    talk = Conversation(classified, system="You help.")
+    assert _routed(talk.say("hi")) == (SMALL, "none")
+    second = talk.say(EIGEN)
+    assert (*_routed(second), second.headers["x-vsr-selected-category"]) == (BIG, "new", "math")
+    assert _routed(talk.say("ok")) == (BIG, "sticky")
+    other = Conversation(classified, system="You help.")  # the same key, the same greeting: not that pin
+    assert _routed(other.say("hi")) == (SMALL, "none")
+    assert _routed(other.say("Write a haiku about autumn.")) == (SMALL, "none")
+
+
+def test_a_legal_turn_pinned_to_math_is_never_cached(classified: Stack) -> None:
+    """Trial (2026-12-01): a legal turn in a conversation pinned elsewhere was routed as that category and cached,
+    though `law` has the cache off. It now keeps the conversation's model and obeys law's cache rule."""
+    talk = Conversation(classified, system="Tutor and advisor.")
+    assert _routed(talk.say(OPENING)) == (BIG, "new")
+    legal = talk.say(LEGAL)
+    assert _routed(legal) == (BIG, "sticky") and legal.headers["x-vsr-selected-category"] == "math"
+    assert "x-vsr-cache-hit" not in legal.headers  # the cache was not consulted
+    rid = legal.headers["x-request-id"]
+    assert _request_lines(classified, [rid])[rid]["cache"] == "skip:category_disabled"
+    assert "this turn is law" in legal.headers["x-vsr-decision-reason"]
+
+
+def test_a_continued_response_with_pii_its_model_refuses_is_a_400(classified: Stack) -> None:
+    """Trial (2026-12-01): the continuation went silently to another model, whose server does not hold the previous
+    response. The client now gets a 400 naming the model and the PII type, and may drop previous_response_id."""
+    client = openai.OpenAI(base_url=classified.base_url, api_key="sk-affinity", max_retries=0, timeout=10)
+    first = client.responses.create(model="auto", input=OPENING)
+    assert first.model == BIG
+    card = "My card is 4111 1111 1111 1111, is that number valid?"
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="auto", input=card, previous_response_id=first.id)
+    error = refused.value
+    assert error.status_code == 400 and error.code == "pii_policy_violation"
+    assert error.param == "previous_response_id"
+    assert BIG in error.message and "CREDIT_CARD" in error.message
+    assert error.response.headers["x-vsr-pii-violation"] == "CREDIT_CARD"
+    fresh = client.responses.with_raw_response.create(model="auto", input=card)  # a new conversation may
+    assert fresh.headers["x-vsr-selected-model"] == SMALL
