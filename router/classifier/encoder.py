@@ -28,12 +28,13 @@ from tokenizers import Encoding, Tokenizer
 DIM = 384
 WINDOW_TOKENS = 256  # content tokens per window, [CLS] and [SEP] not counted
 SIDE_CHARS = 32_768
-# Windows `read_middle` encodes between a long text's head and tail for the PII token head. One costs ~20 ms on a quiet
-# core, ~35 ms at load 4 on 2 cores (bench/pii_middle.py, 2026-12-02): 8 add at most ~160-280 ms to a pass, which
-# leaves the head and tail pass and its queueing room within classifier.timeout_ms (600 ms); 12 took a 16k-character
-# prompt's pass to 770 ms under that load. With head and tail, 2,560 tokens (~10-13k characters of English prose)
-# are read whole; past that the middle is not read at all (the caller treats it as unscreened).
-MIDDLE_WINDOWS = 8
+# Windows `read_middle` encodes between a long text's head and tail for the PII token head. One costs ~16-20 ms on a
+# quiet core and 25-50 ms at load 4 on 2 cores (bench/pii_middle.py, 2026-12-02): 6 add ~120 ms, or up to ~300 ms
+# under that load, which leaves the head and tail pass and its queueing room within classifier.timeout_ms (600 ms);
+# 12 took a 16k-character prompt's pass to 770 ms, 7 a 12k one's to 440 ms under that load. With head and tail,
+# 2,048 tokens (~8-10k characters of English prose) are read whole; past that the middle is not read at all (the
+# caller treats it as unscreened).
+MIDDLE_WINDOWS = 6
 # Characters a token spans at most in text `read_middle` still tokenises (prose ~4.5, code ~3): a middle longer than
 # MIDDLE_WINDOWS windows of such tokens is not worth tokenising to find that it holds too many.
 MAX_TOKEN_CHARS = 8

@@ -105,7 +105,7 @@ def test_a_name_in_the_middle_of_a_long_prompt_keeps_it_from_a_model_that_refuse
 
 
 def test_a_prompt_longer_than_the_pii_screen_reads_is_unscreened(stack: Stack) -> None:
-    """Past the 2,560 tokens the PII head reads (~10-13k characters), a name could sit unread: such a prompt is routed
+    """Past the 2,048 tokens the PII head reads (~8-10k characters), a name could sit unread: such a prompt is routed
     as if it held names and addresses, and never cached."""
     counted = 'vsr_pii_unscreened_total{type="PERSON"}'
     before = _metric(stack, counted)
