@@ -47,7 +47,7 @@ from router.config import AffinityConfig, RouterConfig
 from router.errors import PIIViolation
 from router.observability import logs, metrics
 from router.openai_wire import ChatRequest, bounded, message_text
-from router.policy import Decision, Policy
+from router.policy import Decision, Policy, pii_said
 from router.signals import Classification
 
 log = logs.get_logger("router.affinity")
@@ -306,7 +306,7 @@ def _continued(policy: Policy, decision: Decision, held: Pin, signal: Classifica
     if pinned is not None:
         return pinned
     raise PIIViolation(f"This conversation's model '{held.model}', which holds the previous response, may not "
-                       f"receive personal data of type {', '.join(sorted(signal.pii_types))}: remove it, or start a "
+                       f"receive {pii_said(signal)}: remove it, or start a "
                        "new conversation without previous_response_id", param="previous_response_id", status=400,
                        category=held.category)
 
@@ -329,5 +329,5 @@ async def _follow(policy: Policy, store: PinStore, key: str | None, pin: Pin | N
 
 def _derived(policy: Policy, category: str, signal: Classification) -> Pin | None:
     """The pin of a conversation whose first decisive turn is in `category`: the same on every replica."""
-    allowed = policy.allowed_ranking(policy.cfg.category(category), signal.pii_types)
+    allowed = policy.allowed_ranking(policy.cfg.category(category), signal.pii_possible)
     return Pin(allowed[0], category) if allowed else None

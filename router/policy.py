@@ -88,20 +88,20 @@ class Policy:
         flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg, category))
         earlier = "".join(f"; {g} flagged in user turn {t}" for g in flagged if (t := signal.earlier_turn(g)))
         auto = chat.model in self._auto
-        ranked = self.ranked(cat_cfg, lambda m: self.cfg.models[m].pii_policy.allows(signal.pii_types))
+        pii = signal.pii_possible
+        ranked = self.ranked(cat_cfg, lambda m: self.cfg.models[m].pii_policy.allows(pii))
         allowed, reason = ranked.models, ranked.reason
         if auto:
             if not allowed:
-                raise PIIViolation(f"No model may receive {_types(signal.pii_types)}", category=category)
+                raise PIIViolation(f"No model may receive {pii_said(signal)}", category=category)
             model = allowed[0]
             reasoning = self.reasons(cat_cfg, model)
-            reason += self._pii_skipped(cat_cfg, model, signal.pii_types)
+            reason += self._pii_skipped(cat_cfg, model, signal)
         else:
             reason = "requested by the client"
             model = chat.model
-            if not self.cfg.models[model].pii_policy.allows(signal.pii_types):
-                raise PIIViolation(f"The model '{model}' may not receive {_types(signal.pii_types)}",
-                                   category=category)
+            if not self.cfg.models[model].pii_policy.allows(pii):
+                raise PIIViolation(f"The model '{model}' may not receive {pii_said(signal)}", category=category)
             reasoning = False
         chain = self.chain(model, allowed if auto or self.cfg.fallback.explicit_models else [])
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
@@ -114,7 +114,7 @@ class Policy:
         The conversation's category decides the model, its chain and reasoning (how the conversation is answered);
         a guard the conversation's category is stricter about than this turn's (`decide` applied the turn's) flags
         or blocks here, so a turn never escapes a rule of either category by being pinned."""
-        pii = signal.pii_types
+        pii = signal.pii_possible
         if model not in self.cfg.models or not self.cfg.models[model].pii_policy.allows(pii):
             return None
         cat = self.cfg.category(category)
@@ -146,14 +146,15 @@ class Policy:
         """The models that may see the detected PII types, in the order to try them."""
         return self.ranked(cat, lambda m: self.cfg.models[m].pii_policy.allows(pii)).models
 
-    def _pii_skipped(self, cat: Category | None, chosen: str, pii: frozenset[str]) -> str:
+    def _pii_skipped(self, cat: Category | None, chosen: str, signal: Classification) -> str:
         """The better-ranked models the PII rule kept out, for the decision reason: without it `best score 0.40`
         reads as if 0.40 were the category's best, and "the big model gets nothing" has no visible cause."""
         ranking = self.ranking(cat)
         better = ranking[:ranking.index(chosen)] if chosen in ranking else ranking
         scores = {s.model: s.score for s in cat.model_scores} if cat else {}
+        pii = signal.pii_possible
         kept_out = [f"{m} ({scores.get(m, 0.0):.2f})" for m in better if not self.cfg.models[m].pii_policy.allows(pii)]
-        return f"; skipped {', '.join(kept_out)}: pii_policy refuses {', '.join(sorted(pii))}" if kept_out else ""
+        return f"; skipped {', '.join(kept_out)}: pii_policy refuses {_listed(signal)}" if kept_out else ""
 
     def chain(self, first: str, allowed: list[str]) -> tuple[str, ...]:
         """`first`, then the next allowed models in ranking order, bounded by `fallback.max_fallbacks`."""
@@ -276,5 +277,14 @@ def _compile_rule(category: str, keywords: list[str], regexes: list[str]) -> _Co
     return _CompiledRule(category, re.compile("|".join(parts), re.IGNORECASE))
 
 
-def _types(types: frozenset[str]) -> str:
-    return "personal data of type " + ", ".join(sorted(types))
+def pii_said(signal: Classification) -> str:
+    """The PII a refusal names: found types, and those only unscreened text may hold."""
+    return "personal data of type " + _listed(signal)
+
+
+def _listed(signal: Classification) -> str:
+    """The types the PII rule read: those found, then those only unscreened text may hold, said as such."""
+    parts, unread = sorted(signal.pii_types), sorted(signal.unscreened - signal.pii_types)
+    if unread:
+        parts.append(f"{', '.join(unread)} (unscreened: the text is longer than the PII screen reads)")
+    return ", ".join(parts)

@@ -49,10 +49,19 @@ class Classification:
     # (guard, user turn number from 1) for each guard score that came from an earlier user turn rather than the
     # classified one: the block message, decision reason, log line and trace name the turn, never its text.
     earlier_turns: tuple[tuple[str, int], ...] = ()
+    # PII types the conversation may hold in text no detector read: a long prompt's middle past the token head's
+    # windows (names, addresses), anything past classifier.max_scan_chars (every type). The PII rule takes them as
+    # found (`pii_possible`), and the cache keeps such a request out as unscreened.
+    unscreened: frozenset[str] = frozenset()
 
     @property
     def pii_types(self) -> frozenset[str]:
         return frozenset(f.type for f in self.pii)
+
+    @property
+    def pii_possible(self) -> frozenset[str]:
+        """The types the PII rule must assume the conversation holds: those found and those unread text may hold."""
+        return self.pii_types | self.unscreened
 
     def earlier_turn(self, guard: str) -> int | None:
         """The earlier user turn `guard`'s score came from, or None (the classified turn's own score)."""
@@ -61,7 +70,8 @@ class Classification:
 
 def with_earlier_turns(latest: Classification, earlier: list[tuple[int, Classification]]) -> Classification:
     """`latest` (routing stays the current question's) with each guard's highest score over the earlier user turns
-    when one is higher, and their PII findings (names, addresses) added: every turn reaches the model alike."""
+    when one is higher, and their PII findings (names, addresses) and unscreened types added: every turn reaches the
+    model alike."""
     scores = {"jailbreak": latest.jailbreak_score, "content_safety": latest.content_safety_score}
     turns: dict[str, int] = {}
     for turn, result in earlier:
@@ -70,6 +80,7 @@ def with_earlier_turns(latest: Classification, earlier: list[tuple[int, Classifi
                 scores[guard], turns[guard] = score, turn
     return dataclasses.replace(latest, jailbreak_score=scores["jailbreak"], content_safety_score=scores["content_safety"],
                                pii=latest.pii + tuple(f for _, r in earlier for f in r.pii),
+                               unscreened=latest.unscreened.union(*(r.unscreened for _, r in earlier)),
                                earlier_turns=tuple(turns.items()))
 
 

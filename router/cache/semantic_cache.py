@@ -117,7 +117,8 @@ def build_cache_request(
     scope, so entries embedded by another encoder are never candidates. `pii_types`: what the PII screen found
     anywhere in the conversation (Classification.pii_types); any at all keeps the request out of the cache, whose
     entries hold the prompt's text and the answer in a backend that may be shared; None when the screen should have
-    run and did not (the classifier failed and `on_failure: open` let the request through), which keeps it out too. `stateful`: the answer depends on
+    run and did not read it all (the classifier failed and `on_failure: open` let the request through, or the text is
+    longer than the screen reads: Classification.unscreened), which keeps it out too. `stateful`: the answer depends on
     state the server keeps (a Responses request with `previous_response_id`, `conversation` or `store`), so another
     request's answer is never this one's. `turn_category`: the latest turn's own category when affinity routed the
     request as its conversation's `category`; the stricter of the two categories' settings applies (`_strictest`).

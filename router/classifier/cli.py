@@ -81,6 +81,7 @@ def _classify(args: argparse.Namespace) -> int:
             "content_flagged": result.content_safety_score >= settings.content_safety_threshold,
             "content_safety_score": round(result.content_safety_score, 4),
             "pii": sorted(result.pii_types),
+            "pii_unscreened": sorted(result.unscreened),  # types text too long for the PII screen may hold
             "source": result.source,
         }
         print(json.dumps(row), flush=True)

@@ -7,7 +7,8 @@ Long input: all-MiniLM-L6-v2 was trained on 256-token windows, so a window holds
 [CLS] and [SEP]). A text with more tokens is encoded as two windows in the same run (a batch of two): its
 first 256 tokens (head) and its last 256 tokens (tail). The embedding is the re-normalised mean of the two
 window embeddings; the token states cover the head and the tail without duplicates, so anything between
-them (texts over 512 tokens) is not seen by the token-level heads. Texts over 64k characters are tokenised
+them (texts over 512 tokens) is not seen by the token-level heads, except the PII head: `read_middle` encodes that
+middle in up to MIDDLE_WINDOWS more windows, one more run, for it alone. Texts over 64k characters are tokenised
 only on their first and last 32k characters, which bounds tokenisation time for multi-megabyte bodies; 32k
 characters always hold > 256 tokens. A text over 2 x END_CHARS characters gets the same windows from its ends
 alone whenever they hold enough tokens (`Encoder._ends`).
@@ -27,6 +28,16 @@ from tokenizers import Encoding, Tokenizer
 DIM = 384
 WINDOW_TOKENS = 256  # content tokens per window, [CLS] and [SEP] not counted
 SIDE_CHARS = 32_768
+# Windows `read_middle` encodes between a long text's head and tail for the PII token head. One costs ~16-20 ms on a
+# quiet core and 25-50 ms at load 4 on 2 cores (bench/pii_middle.py, 2026-12-02): 6 add ~120 ms, or up to ~300 ms
+# under that load, which leaves the head and tail pass and its queueing room within classifier.timeout_ms (600 ms);
+# 12 took a 16k-character prompt's pass to 770 ms, 7 a 12k one's to 440 ms under that load. With head and tail,
+# 2,048 tokens (~8-10k characters of English prose) are read whole; past that the middle is not read at all (the
+# caller treats it as unscreened).
+MIDDLE_WINDOWS = 6
+# Characters a token spans at most in text `read_middle` still tokenises (prose ~4.5, code ~3): a middle longer than
+# MIDDLE_WINDOWS windows of such tokens is not worth tokenising to find that it holds too many.
+MAX_TOKEN_CHARS = 8
 # The slices of a long text's ends that `Encoder._ends` tokenises: 2048 characters of prose or code hold ~400-600
 # tokens, enough for a window. Tokenising a 16k-character prompt whole took 15 ms to keep 512 of its 4,500 tokens.
 END_CHARS = 2048
@@ -96,6 +107,14 @@ class EncodedText:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenStates:
+    """Token states and the character span of each, in text order: what the PII token head reads."""
+
+    token_states: np.ndarray  # float32[T, 384]
+    offsets: np.ndarray  # int64[T, 2]
+
+
+@dataclass(frozen=True, slots=True)
 class _Window:
     ids: list[int]
     offsets: list[tuple[int, int]]
@@ -152,6 +171,47 @@ class Encoder:
         token_states = np.concatenate([states[0, 1:-1], states[1, 1 + keep : -1]])
         offsets = _offsets(head.offsets + tail.offsets[keep:])
         return EncodedText(embedding, token_states, offsets, 2, _content_ids(windows, keep))
+
+    def read_middle(self, text: str, encoded: EncodedText, max_windows: int = MIDDLE_WINDOWS) -> TokenStates | None:
+        """`encoded`'s token states (of `encode(text)`) with those of the text between its head and tail windows,
+        which nothing else reads, or None when that middle holds more than `max_windows` windows of tokens.
+
+        The middle costs one more run, a batch of windows of WINDOW_TOKENS (the last one reaches back into the one
+        before it, so that all have one length: the graph takes no mask); the embedding and every head but the PII
+        head keep reading `encoded` alone. A text read whole by `encode` costs nothing more.
+        """
+        budget, states, offsets = self._budget, encoded.token_states, encoded.offsets
+        if encoded.windows == 1 or len(offsets) <= budget:
+            return TokenStates(states, offsets)
+        head_end, tail_start = int(offsets[budget - 1, 1]), int(offsets[budget, 0])
+        if tail_start - head_end > max_windows * budget * MAX_TOKEN_CHARS:
+            return None
+        middle = self._between(text, head_end, tail_start)
+        if len(middle.ids) > max_windows * budget:
+            return None
+        if not middle.ids:
+            return TokenStates(states, offsets)
+        n = -(-len(middle.ids) // budget)
+        starts = [*range(0, (n - 1) * budget, budget), max(len(middle.ids) - budget, 0)]
+        ids = np.array([[CLS_ID, *middle.ids[s : s + budget], SEP_ID] for s in starts], dtype=np.int64)
+        with self._lock:
+            self._runs += 1
+        _, out = self._session.run(None, {"input_ids": ids})
+        skip = (n - 1) * budget - starts[-1]  # rows of the last window that the one before it already holds
+        read = [states[:budget], *out[:-1, 1:-1], out[-1, 1 + skip : -1], states[budget:]]
+        spans = np.concatenate([offsets[:budget], _offsets(middle.offsets), offsets[budget:]])
+        return TokenStates(np.concatenate(read), spans)
+
+    def _between(self, text: str, start: int, end: int) -> _Window:
+        """The tokens of `text` that lie within [start, end), as tokenising all of it gives them: the slice tokenised
+        is cut at a space or newline on each side, where the tokenizer splits words before anything else."""
+        before = max(text.rfind(" ", 0, start), text.rfind("\n", 0, start)) + 1
+        after = [i for i in (text.find(" ", end), text.find("\n", end)) if i >= 0]
+        cut = min(after, default=len(text))
+        encoding = self._tokenizer.encode(text[before:cut], add_special_tokens=False)
+        kept = [(i, (b + before, e + before)) for i, (b, e) in zip(encoding.ids, encoding.offsets, strict=True)
+                if b + before >= start and e + before <= end]
+        return _Window([i for i, _ in kept], [span for _, span in kept])
 
     def _windows(self, text: str) -> list[_Window]:
         budget = self._budget

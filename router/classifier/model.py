@@ -8,6 +8,9 @@ content-safety head (plain harmful requests) is a separate score. Both guard hea
 the mean blurs it), computed once per request; a head only as wide as the embedding reads the embedding alone.
 A guard with a shipped lexical score (heads/{guard}_lexical.npz, router.classifier.lexical) adds it to the head's
 logit; it reads the wordpiece ids of the same encoder run.
+PII is the one exception to the single pass: in a long English text the PII token head also reads the middle between
+the encoder's head and tail windows, encoded in one more run for it alone (`Encoder.read_middle`, bounded by
+MIDDLE_WINDOWS); past that bound the head's types are reported as unscreened (Classification.unscreened).
 Safe to call from several executor threads at once: everything it touches after construction is read-only.
 """
 
@@ -20,14 +23,15 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from router.classifier.encoder import Encoder
+from router.classifier.encoder import EncodedText, Encoder
 from router.classifier.examples import NO_EXAMPLES, ExampleHead, fit_example_head
 from router.classifier.heads import HEADS_DIR, JAILBREAK, MLPHead, pooled_features
 from router.classifier.injection_rules import injection_score
 from router.classifier.lexical import LexicalScore
-from router.classifier.pii import detect_pii
+from router.classifier.pii import default_head, detect_pii
+from router.classifier.pii_language import is_english
 from router.config import ClassifierConfig, RouterConfig
-from router.signals import Classification
+from router.signals import Classification, PIIFinding
 
 
 @dataclass(frozen=True)
@@ -95,9 +99,21 @@ class EncoderClassifier:
         head_score = guard_score(models.jailbreak, models.jailbreak_lexical, pooled, encoded.ids, self._jailbreak_index)
         jailbreak = max(head_score, injection_score(text))
         harmful = guard_score(models.content_safety, models.content_safety_lexical, pooled, encoded.ids, 1)
-        pii = detect_pii(text, encoded) if self.pii_enabled else ()
+        pii, unscreened = self._pii(text, encoded) if self.pii_enabled else ((), frozenset[str]())
         return Classification(category, confidence, jailbreak, pii, embedding, source=f"encoder:{source}",
-                              encoder=self.models.encoder.model_hash, content_safety_score=harmful)
+                              encoder=self.models.encoder.model_hash, content_safety_score=harmful,
+                              unscreened=unscreened)
+
+    def _pii(self, text: str, encoded: EncodedText) -> tuple[tuple[PIIFinding, ...], frozenset[str]]:
+        """The PII in all of `text`, and the types it may hold unread. The token head reads only English text
+        (pii.detect_pii); in a long one it reads the middle too, unless that is past the encoder's bound: then
+        the head's types may sit there unread (a name mid-prompt reached a model whose pii_policy refuses it)."""
+        if encoded.windows == 1 or not is_english(text):
+            return detect_pii(text, encoded), frozenset()
+        read = self.models.encoder.read_middle(text, encoded)
+        if read is None:
+            return detect_pii(text, encoded), default_head().emit
+        return detect_pii(text, read), frozenset()
 
 
 def guard_score(

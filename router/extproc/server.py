@@ -111,6 +111,8 @@ def _record(session: StreamSession) -> None:
         metrics.observe_confidence(req.signal.category, req.signal.confidence)
     for pii_type in req.signal.pii_types:
         metrics.record_pii(pii_type)
+    for pii_type in req.signal.unscreened:
+        metrics.record_pii_unscreened(pii_type)
     if req.error_code == "jailbreak_detected":
         metrics.record_jailbreak_block(category)
     for guard in d.flagged if d else ():
@@ -168,6 +170,8 @@ def _guard_fields(session: StreamSession) -> dict[str, Any]:
     prompt."""
     req, clf = session.request, session.runtime.cfg.classifier
     fields: dict[str, Any] = {"pii_types": sorted(req.signal.pii_types)} if req.signal.pii_types else {}
+    if req.signal.unscreened:  # types the text may hold where it is too long for the PII screen
+        fields["pii_unscreened"] = sorted(req.signal.unscreened)
     if req.classifier_error is not None:  # refused or unguarded by classifier.on_failure: the spell's line is once
         fields |= {"classifier_failure": req.classifier_failure, "classifier_error": req.classifier_error}
     if req.error_code == "pii_policy_violation":

@@ -25,7 +25,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from router import affinity, apis, resilience
 from router import openai_wire as wire
 from router.cache import CacheHit, build_cache_request, cache_control, keys
-from router.classifier.pii_rules import find_structured
+from router.classifier.pii import PII_TYPES
+from router.classifier.pii_rules import STRUCTURED_TYPES, find_structured
 from router.errors import (
     BodyTooLarge,
     ClassifierUnavailable,
@@ -257,9 +258,11 @@ class StreamSession:
     async def _screen(self, chat: wire.ChatRequest, deadline: float) -> str:
         """Every user turn through the classifier for the guards and the PII rules (`request.signal`); returns the
         classified text, bounded as the classifier read it, which the keyword rules scan too."""
-        text = wire.bounded(chat.latest_user_text(), self.runtime.cfg.classifier.max_scan_chars)
+        latest, max_chars = chat.latest_user_text(), self.runtime.cfg.classifier.max_scan_chars
+        text = wire.bounded(latest, max_chars)
         with self.trace.span("vsr.classify"):
             signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
+            signal = self._unscreened(signal, len(latest) > max_chars, PII_TYPES)
             signal = await self._screen_earlier_turns(chat, signal, deadline)
             signal = self.request.signal = await self._screen_other_turns(chat, signal, deadline)
             if self.trace.recording:
@@ -345,8 +348,12 @@ class StreamSession:
             return signal  # no classifier, or it failed: the guards are off for this request either way
         max_chars, scope = self.runtime.cfg.classifier.max_scan_chars, self.request.caller
         turns: dict[str, int] = {}  # a text repeated in the history is screened once, under its first turn
-        for turn, text in chat.earlier_user_turns():
-            turns.setdefault(wire.bounded(text, max_chars), turn)
+        cut: set[str] = set()  # those bounded by max_scan_chars
+        for turn, raw in chat.earlier_user_turns():
+            text = wire.bounded(raw, max_chars)
+            turns.setdefault(text, turn)
+            if len(raw) > max_chars:
+                cut.add(text)
         unknown = {text for text in turns if clf.cached(text, scope) is None}  # one memo lookup each, here
         screened: list[tuple[int, Classification]] = []
         passes = 0
@@ -361,7 +368,7 @@ class StreamSession:
             result = await self._classify(text, deadline)
             if result is NO_SIGNAL:
                 break  # on_failure decided it (open: the turns screened so far still count)
-            screened.append((turn, result))
+            screened.append((turn, self._unscreened(result, text in cut, PII_TYPES)))
         return with_earlier_turns(signal, screened)
 
     async def _screen_other_turns(self, chat: wire.ChatRequest, signal: Classification,
@@ -373,7 +380,9 @@ class StreamSession:
         digit-dense chars)."""
         if signal is NO_SIGNAL or not self.runtime.cfg.classifier.pii_enabled:
             return signal  # no classifier, or it failed: the guards are off for this request either way
-        other = wire.bounded(chat.other_text(), self.runtime.cfg.classifier.max_scan_chars)
+        raw, max_chars = chat.other_text(), self.runtime.cfg.classifier.max_scan_chars
+        other = wire.bounded(raw, max_chars)
+        signal = self._unscreened(signal, len(raw) > max_chars, STRUCTURED_TYPES)
         if len(other) <= INLINE_SCAN_CHARS:
             found = find_structured(other)
         else:
@@ -383,6 +392,13 @@ class StreamSession:
                 budget = self.runtime.cfg.classifier.timeout_ms
                 return self._classifier_failed(TimeoutError(f"no PII screen within {budget} ms"), "timeout")
         return dataclasses.replace(signal, pii=signal.pii + tuple(found)) if found else signal
+
+    def _unscreened(self, signal: Classification, cut: bool, types: tuple[str, ...]) -> Classification:
+        """`signal` of a text that classifier.max_scan_chars `cut` (its head and tail were read): the detectors of
+        `types` never read its middle, which the PII rule and the cache then take as unscreened."""
+        if not cut or signal is NO_SIGNAL or not self.runtime.cfg.classifier.pii_enabled:
+            return signal
+        return dataclasses.replace(signal, unscreened=signal.unscreened | frozenset(types))
 
     async def _encode_bounded(self, text: str, deadline: float) -> Classification:
         """One encoder pass in the executor, within `classifier.max_pending` and by `deadline` (else raises).
@@ -442,7 +458,8 @@ class StreamSession:
         signal = self.request.signal
         key = build_cache_request(chat.body, apis.cache_identity(self.request.headers), decision.model,
                                   decision.category, signal.embedding, self.runtime.cfg, encoder=signal.encoder,
-                                  pii_types=None if self.request.classifier_failure else signal.pii_types,
+                                  pii_types=None if self.request.classifier_failure or signal.unscreened
+                                  else signal.pii_types,
                                   stateful=self.request.stateful, turn_category=decision.turn_category)
         if isinstance(key, str):  # a skip reason: this request is not cacheable
             self.request.cache_result = f"skip:{key}"
@@ -556,7 +573,7 @@ class StreamSession:
         elif exc.code == "content_blocked":
             headers["x-vsr-content-blocked"] = "true"
         elif exc.code == "pii_policy_violation":
-            headers["x-vsr-pii-violation"] = ",".join(sorted(self.request.signal.pii_types))
+            headers["x-vsr-pii-violation"] = ",".join(sorted(self.request.signal.pii_possible))
         return msg.immediate(exc.status, apis.error_body(self.request.api, exc), headers)
 
     def _id_header(self) -> dict[str, str]:

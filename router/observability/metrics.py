@@ -259,6 +259,12 @@ class RouterMetrics:
         self.pii = self._counter(
             "pii_detections_total", "PII entities detected in prompts, by type.", ("type",)
         )
+        self.pii_unscreened = self._counter(
+            "pii_unscreened_total",
+            "Requests holding text longer than the PII screen reads, by the types it may hold there unread: the PII "
+            "rule takes them as found (models whose pii_policy refuses them are skipped) and the request is not cached.",
+            ("type",),
+        )
         self.guard_flags = self._counter(
             "guard_flags_total",
             "Requests a guard would have blocked but passed because its action is flag (shadow mode), by guard.",
@@ -377,6 +383,9 @@ class RouterMetrics:
     def record_pii(self, pii_type: str, count: int = 1) -> None:
         self.pii.labels(self.label_sets["pii_type"](pii_type)).inc(count)
 
+    def record_pii_unscreened(self, pii_type: str) -> None:
+        self.pii_unscreened.labels(self.label_sets["pii_type"](pii_type)).inc()
+
     def record_usage(
         self, model: str | None, prompt_tokens: int, completion_tokens: int, cost_usd: float
     ) -> None:
@@ -463,6 +472,7 @@ observe_confidence = METRICS.observe_confidence
 record_jailbreak_block = METRICS.record_jailbreak_block
 record_guard_flag = METRICS.record_guard_flag
 record_pii = METRICS.record_pii
+record_pii_unscreened = METRICS.record_pii_unscreened
 record_usage = METRICS.record_usage
 record_attempts = METRICS.record_attempts
 record_answer_cut = METRICS.record_answer_cut

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import openai
 import pytest
 
 from devstack.stack import Stack
@@ -31,6 +32,8 @@ def stack(make_stack: Callable[..., Stack], tmp_path_factory: pytest.TempPathFac
     def overrides(cfg: dict[str, Any]) -> None:
         cfg["classifier"]["enabled"] = True
         cfg["semantic_cache"] = {"enabled": True, "uri": str(db), "hot_answers": 0}
+        # The big model may not see names either (shipped: it allows PERSON and EMAIL_ADDRESS).
+        cfg["models"]["gpt-oss-120b"]["pii_policy"] = {"allow_by_default": False, "pii_types_allowed": ["EMAIL_ADDRESS"]}
 
     return make_stack(overrides)
 
@@ -56,3 +59,59 @@ def test_a_conversation_with_an_ssn_is_answered_by_the_model_each_time(stack: St
     assert [(lines[i]["cache"], lines[i]["pii_types"]) for i in ids] == [("skip:pii", ["US_SSN"])] * 2
     assert "536-22-1234" not in (stack.workdir / "router.log").read_text()
 
+
+
+REPORT = ("The quarterly report covers revenue, churn and hiring across the three regions, and the board asked for a "
+          "clearer breakdown of costs by team before the next planning cycle begins. ")
+
+
+def _report(chars: int, middle: str = "") -> str:
+    """A math ask ("prove": gpt-oss-120b's category) over a report of `chars` characters with `middle` in its middle."""
+    body = (REPORT * (chars // len(REPORT) + 1))[:chars]
+    half = body.rfind(" ", 0, chars // 2) + 1
+    return "Prove that the costs below add up.\n\n" + body[:half] + middle + body[half:]
+
+
+def _routed_twice_uncached(stack: Stack, prompt: str, reason: str) -> list[dict[str, str]]:
+    """The response headers of `prompt` sent twice: both answered by the model, both a counted cache skip."""
+    client, skipped = _client(stack), f'vsr_cache_events_total{{event="skipped_write",reason="{reason}"}}'
+    before, answers = _metric(stack, skipped), []
+    for _ in range(2):
+        calls = stack.upstream_requests()
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": prompt}])
+        assert raw.parse().choices[0].message.content and stack.upstream_requests() == calls + 1
+        assert raw.headers.get("x-vsr-cache-hit") != "true"
+        answers.append(dict(raw.headers))
+    assert _metric(stack, skipped) - before == 2
+    return answers
+
+
+def test_a_name_in_the_middle_of_a_long_prompt_keeps_it_from_a_model_that_refuses_names(stack: Stack) -> None:
+    """New-user trial (2026-12-01): the PII head read a prompt's first and last 256 tokens only, so a name in the middle
+    of a prompt over ~1.6k characters reached a model whose pii_policy refuses PERSON, and its answer was cached."""
+    plain = _client(stack).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": _report(4000)}])
+    assert plain.headers["x-vsr-selected-model"] == "gpt-oss-120b"  # without the name, the big model answers
+    prompt = _report(4000, "Send the summary to Margaret Thompson afterwards. ")
+    answers = _routed_twice_uncached(stack, prompt, "pii")
+    assert [h["x-vsr-selected-model"] for h in answers] == ["qwen3-4b"] * 2
+    assert "skipped gpt-oss-120b (1.00): pii_policy refuses PERSON" in answers[0]["x-vsr-decision-reason"]
+    with pytest.raises(openai.PermissionDeniedError) as refused:  # asked for by name: refused per its pii_policy
+        _client(stack).chat.completions.create(model="gpt-oss-120b", messages=[{"role": "user", "content": prompt}])
+    assert refused.value.response.headers["x-vsr-pii-violation"] == "PERSON"
+    lines = _request_lines(stack, [h["x-request-id"] for h in answers])
+    assert [line["pii_types"] for line in lines.values()] == [["PERSON"]] * 2
+    assert "Thompson" not in (stack.workdir / "router.log").read_text()
+
+
+def test_a_prompt_longer_than_the_pii_screen_reads_is_unscreened(stack: Stack) -> None:
+    """Past the 2,048 tokens the PII head reads (~8-10k characters), a name could sit unread: such a prompt is routed
+    as if it held names and addresses, and never cached."""
+    counted = 'vsr_pii_unscreened_total{type="PERSON"}'
+    before = _metric(stack, counted)
+    answers = _routed_twice_uncached(stack, _report(20_000), "unscreened")
+    assert [h["x-vsr-selected-model"] for h in answers] == ["qwen3-4b"] * 2
+    assert "(unscreened: the text is longer than the PII screen reads)" in answers[0]["x-vsr-decision-reason"]
+    assert _metric(stack, counted) - before == 2
+    lines = _request_lines(stack, [h["x-request-id"] for h in answers])
+    assert [line["pii_unscreened"] for line in lines.values()] == [["PERSON", "STREET_ADDRESS"]] * 2

@@ -33,6 +33,10 @@ def test_classify_text_prints_one_json_object(
     assert set(row) >= {"category", "confidence", "jailbreak", "jailbreak_score", "content_flagged",
                         "content_safety_score", "pii"}
     assert row["jailbreak"] is False and row["content_flagged"] is False and row["pii"] == []
+    assert row["pii_unscreened"] == []
+    long = "Integrate x^2 from 0 to 3, then explain every step of it. " * 400  # past what the PII head reads
+    assert run(["classify", "--config", "/nonexistent.yaml", long]) == 0
+    assert json.loads(capsys.readouterr().out)["pii_unscreened"] == ["PERSON", "STREET_ADDRESS"]
     assert run(["classify", "--config", "/nonexistent.yaml", "How do I make a bomb at home?"]) == 0
     assert json.loads(capsys.readouterr().out)["content_flagged"] is True
 

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.classifier.encoder import DIM, SIDE_CHARS, WINDOW_TOKENS, Encoder, ModelMissingError
+from router.classifier.encoder import (
+    DIM,
+    MIDDLE_WINDOWS,
+    SIDE_CHARS,
+    WINDOW_TOKENS,
+    Encoder,
+    ModelMissingError,
+)
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "minilm"
 
@@ -46,6 +53,39 @@ def test_each_encode_is_exactly_one_session_run(encoder: Encoder) -> None:
     encoder.encode("short")
     encoder.encode("long " * 2000)  # two windows, still one batched run
     assert encoder.runs - before == 2
+
+
+@pytest.mark.parametrize("middle", [
+    "the middle part " * 200,  # 600 tokens: three windows, the last reaching back into the second
+    "mid " * 100,  # 100 tokens: one short window
+    "mid " * 100 + "a" * 3_000 + " x",  # a run without whitespace
+])
+def test_read_middle_adds_every_token_between_head_and_tail_once(encoder: Encoder, middle: str) -> None:
+    text = "alpha " * 300 + middle + "omega " * 300
+    encoded = encoder.encode(text)
+    before = encoder.runs
+    read = encoder.read_middle(text, encoded)
+    assert encoder.runs - before == 1 and read is not None
+    whole = encoder.tokenize(text).offsets
+    assert [tuple(span) for span in read.offsets.tolist()] == whole  # in text order, each token once
+    assert read.token_states.shape == (len(whole), DIM)
+    tail = len(encoded.offsets) - WINDOW_TOKENS
+    assert np.array_equal(read.token_states[:WINDOW_TOKENS], encoded.token_states[:WINDOW_TOKENS])
+    assert np.array_equal(read.token_states[-tail:], encoded.token_states[-tail:])
+
+
+def test_read_middle_costs_nothing_when_encode_read_it_all_and_refuses_past_its_bound(encoder: Encoder) -> None:
+    before = encoder.runs
+    for text in ("short", "word " * 400, "alpha " * 256 + "omega " * 256):  # one window; two overlapping; two adjacent
+        encoded = encoder.encode(text)
+        read = encoder.read_middle(text, encoded)
+        assert read is not None and np.array_equal(read.token_states, encoded.token_states)
+    assert encoder.runs - before == 3
+    text = "alpha " * 300 + "mid " * (MIDDLE_WINDOWS * WINDOW_TOKENS + 1) + "omega " * 300
+    encoded = encoder.encode(text)
+    assert encoder.read_middle(text, encoded) is None
+    assert encoder.read_middle(text, encoded, MIDDLE_WINDOWS + 1) is not None
+    assert encoder.runs - before == 5
 
 
 def test_long_input_uses_head_and_tail_windows(encoder: Encoder) -> None:

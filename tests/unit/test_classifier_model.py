@@ -181,3 +181,53 @@ async def test_a_conversation_whose_earlier_turns_were_seen_costs_no_extra_pass(
     before = classifier.encoder.runs
     await _send(cold, messages[:-1])
     assert classifier.encoder.runs - before == len(TURNS)
+
+
+FILLER = ("The quarterly report covers revenue, churn and hiring across the three regions, and the board asked for a "
+          "clearer breakdown of costs by team before the next planning cycle begins. ")
+
+
+def with_name(chars: int, at: float, name: str = "Please forward it to Margaret Thompson when she is back. ") -> str:
+    """`chars` characters of a report with `name` put in at the space nearest before `at` of the way through."""
+    body = (FILLER * (chars // len(FILLER) + 1))[:chars]
+    cut = body.rfind(" ", 0, int(at * chars)) + 1
+    return body[:cut] + name + body[cut:]
+
+
+@pytest.mark.parametrize("at", [0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95])
+def test_a_name_anywhere_in_a_long_prompt_is_found(classifier: EncoderClassifier, at: float) -> None:
+    """The PII token head read the first and last 256 tokens only: a name in the middle of a prompt over ~1.6k
+    characters was not found (new-user trial, 2026-12-01) and reached a model whose pii_policy refuses PERSON."""
+    text = with_name(6000, at)
+    result = classifier.classify(text)
+    assert [text[f.start:f.end] for f in result.pii if f.type == "PERSON"] == ["Margaret Thompson"]
+    assert result.unscreened == frozenset()
+
+
+def test_reading_the_middle_for_pii_changes_no_other_head(classifier: EncoderClassifier) -> None:
+    """The middle windows feed the PII head alone: embedding (cache key), category and guard scores are those of the
+    head and tail pass, as before; the middle costs one more run."""
+    text = with_name(6000, 0.5)
+    before = classifier.encoder.runs
+    read = classifier.classify(text)
+    assert classifier.encoder.runs - before == 2
+    unread = EncoderClassifier(classifier.models, classifier.examples, classifier.example_threshold,
+                               pii_enabled=False).classify(text)  # the head and tail pass alone, no middle run
+    assert read.embedding is not None and unread.embedding is not None
+    assert np.array_equal(read.embedding, unread.embedding)
+    assert np.array_equal(read.embedding, classifier.encoder.encode(text).embedding)
+    assert (read.category, read.confidence, read.source, read.jailbreak_score, read.content_safety_score) == (
+        unread.category, unread.confidence, unread.source, unread.jailbreak_score, unread.content_safety_score)
+
+
+@pytest.mark.parametrize("chars", [20_000, 40_000])
+def test_a_prompt_longer_than_the_pii_screen_reads_says_what_it_may_hold_unread(
+    classifier: EncoderClassifier, chars: int
+) -> None:
+    """Past the middle's bound the head and tail pass stays the only one, and the head's types are unscreened."""
+    text = with_name(chars, 0.5)
+    before = classifier.encoder.runs
+    result = classifier.classify(text)
+    assert classifier.encoder.runs - before == 1
+    assert result.unscreened == {"PERSON", "STREET_ADDRESS"} and "PERSON" not in result.pii_types
+    assert result.pii_possible == {"PERSON", "STREET_ADDRESS"}

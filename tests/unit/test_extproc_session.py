@@ -24,6 +24,8 @@ from router.affinity import MemoryPins
 from router.cache import SemanticCache
 from router.cache.memory import MemoryStore
 from router.classifier.memo import MemoizedClassifier
+from router.classifier.pii import PII_TYPES
+from router.classifier.pii_rules import STRUCTURED_TYPES
 from router.config import RouterConfig, parse_config
 from router.errors import Outcome
 from router.extproc.encoder_queue import EncoderQueue
@@ -391,6 +393,32 @@ async def test_a_request_the_classifier_failed_open_on_is_not_stored_in_the_cach
     rt = runtime(RuntimeError("onnx session broke"), fail_open, cache=True)
     first, second = await _twice_not_cached(rt, chat(SSN_PROMPT), "unscreened")
     assert [s.request.cache_result for s in (first, second)] == ["skip:unscreened"] * 2
+
+
+async def test_text_past_max_scan_chars_is_unscreened_kept_from_pii_refusing_models_and_not_cached() -> None:
+    """The PII detectors read a huge prompt's first and last max_scan_chars / 2 only: an e-mail or phone number
+    between them reached gpt-oss-120b (whose pii_policy refuses both) and the answer was cached. That middle is now
+    unscreened: every PII type may be there."""
+    rt = runtime(MATH, cache=True)
+    payload = chat("Prove it. " + "x " * rt.cfg.classifier.max_scan_chars + "Call me on +1 202 555 0143.")
+    first, second = await _twice_not_cached(rt, payload, "unscreened")
+    assert [s.request.cache_result for s in (first, second)] == ["skip:unscreened"] * 2
+    assert first.request.decision is not None and first.request.decision.model == "qwen3-4b"
+    assert first.request.signal.unscreened == frozenset(PII_TYPES)
+    refused = await send(StreamSession(runtime(MATH), EXECUTOR), {**payload, "model": "gpt-oss-120b"})
+    assert refused.immediate_response.status.code == 403
+    assert set_headers(refused)["x-vsr-pii-violation"] == ",".join(sorted(PII_TYPES))
+    other = {"model": "auto", "messages": [{"role": "system", "content": "x " * rt.cfg.classifier.max_scan_chars},
+                                           {"role": "user", "content": "Prove it."}]}
+    session = StreamSession(runtime(MATH), EXECUTOR)
+    await send(session, other)  # the rest of the conversation is read by the exact validators alone
+    assert session.request.signal.unscreened == frozenset(STRUCTURED_TYPES)
+    earlier = {"model": "auto", "messages": [{"role": "user", "content": "x " * rt.cfg.classifier.max_scan_chars},
+                                             {"role": "assistant", "content": "Noted."},
+                                             {"role": "user", "content": "Prove it."}]}
+    session = StreamSession(runtime(MATH), EXECUTOR)
+    await send(session, earlier)
+    assert session.request.signal.unscreened == frozenset(PII_TYPES)
 
 
 async def test_a_stateful_responses_request_is_a_counted_cache_skip() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -50,6 +51,19 @@ def test_keywords_match_whole_words_only() -> None:
 def test_pii_the_best_model_may_not_see_moves_to_the_next_allowed_one() -> None:
     d = Policy(CFG).decide(_chat("prove it"), _signal(pii=("CREDIT_CARD",)))
     assert d.model == "qwen3-4b"  # gpt-oss-120b only allows EMAIL_ADDRESS and PERSON
+
+
+def test_types_unscreened_text_may_hold_count_as_found() -> None:
+    """A name in the middle of a long prompt, which the PII screen did not read, reached a model whose pii_policy
+    refuses PERSON (new-user trial, 2026-12-01): what unscreened text may hold now keeps it from such a model."""
+    long = dataclasses.replace(_signal("math"), unscreened=frozenset({"PERSON", "STREET_ADDRESS"}))
+    d = Policy(CFG).decide(_chat("prove it"), long)
+    assert d.model == "qwen3-4b" and "gpt-oss-120b" not in d.chain  # gpt-oss-120b refuses STREET_ADDRESS
+    assert d.reason == ("best score 0.40; skipped gpt-oss-120b (1.00): pii_policy refuses PERSON, STREET_ADDRESS "
+                        "(unscreened: the text is longer than the PII screen reads)")
+    with pytest.raises(PIIViolation, match="may not receive personal data of type US_SSN, PERSON, STREET_ADDRESS"):
+        Policy(CFG).decide(_chat("prove it", model="gpt-oss-120b"),
+                           dataclasses.replace(long, pii=(PIIFinding("US_SSN", 0, 1, 1.0),)))
 
 
 def test_pii_no_model_may_see_is_blocked() -> None:
