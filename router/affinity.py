@@ -242,9 +242,12 @@ def session_key(chat: ChatRequest, headers: Mapping[str, str], cfg: AffinityConf
 
 
 def conversation_key(chat: ChatRequest, caller: str, anchor: str) -> str:
-    """The key of a conversation keyed by its content: the caller, the system prompt and its first decisive turn."""
+    """The key of a conversation keyed by its content: the caller, the end user the app names in `user` (one API key
+    serves all of an app's users: two whose chats opened alike shared a pin, so one's switch moved the other's
+    model), the system prompt and its first decisive turn."""
     system = "\n".join(message_text(m) for m in chat.messages if m["role"] in ("system", "developer"))
-    return "c:" + _digest(caller, system, anchor)
+    user = chat.body.get("user")
+    return "c:" + _digest(caller, user if isinstance(user, str) else "", system, anchor)
 
 
 def response_key(headers: Mapping[str, str], response_id: str) -> str:

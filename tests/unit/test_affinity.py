@@ -136,6 +136,9 @@ def test_keys_come_from_the_first_configured_source_and_never_cross_callers() ->
     assert conv == conversation_key(_chat("hello"), ALICE, "hello")  # same anchor, any later turn
     assert conv != conversation_key(_chat("hello"), "tenant\0k\0sk-bob", "hello")
     assert conv != conversation_key(_chat("hello", system="other"), ALICE, "hello")
+    # an app's end users under its one API key (an SDK trial: Bob's chat moved to Alice's model)
+    assert conversation_key(_chat("hello", user="alice"), ALICE, "hello") != conversation_key(
+        _chat("hello", user="bob"), ALICE, "hello")
 
 
 def test_anthropic_api_keys_never_share_a_session_or_a_stored_response() -> None:
