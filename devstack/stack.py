@@ -88,7 +88,8 @@ class Stack:
     def _spawn(self, name: str, args: list[str], cwd: Path = ROOT) -> subprocess.Popen[bytes]:
         out: IO[bytes] | None = None
         if self.log_to is not None:
-            out = open(self.log_to / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+            # A served name may be a Hugging Face id ("Qwen/Qwen3-4B"): one file, not a directory.
+            out = open(self.log_to / f"{name.replace('/', '_')}.log", "ab")  # noqa: SIM115 - closed in stop()
             self._logs.append(out)
         proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT if out else None,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -79,8 +79,8 @@ _ROUTER_UNAVAILABLE = ("The semantic router did not answer in time (down, restar
                        "was refused rather than passed on unscreened; retry shortly")
 
 
-# Envoy refuses a path with an escaped slash (path_with_escaped_slashes_action) with an empty body.
-_BAD_PATH = "The request path may not contain an escaped slash or backslash"
+# Envoy refuses a path it cannot normalise (a stray "..") with an empty body.
+_BAD_PATH = "The request path could not be normalised"
 
 # HTTP/1.0 (nginx's proxy_pass speaks it unless told `proxy_http_version 1.1`): Envoy's own refusal of it (426
 # low_version) closes the connection at once while the ext_proc filter is still asking the router about the reply's
@@ -288,7 +288,10 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         # chat completions upstream but an unknown path here, passed through unclassified and unguarded.
         "normalize_path": True,
         "merge_slashes": True,
-        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        # %2F and %5C are decoded too (then the path is normalised again), so the router, the routes and the model
+        # server see one path: refusing them (REJECT_REQUEST) broke the openai SDK's `models.retrieve` for vLLM's
+        # Hugging Face names ("Qwen/Qwen3-4B" is sent as Qwen%2FQwen3-4B).
+        "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
         # Explicit, and the router's 431 check reads the same value (envoy.max_headers_count).
         "common_http_protocol_options": {"max_headers_count": cfg.envoy.max_headers_count},
         # A client has this long to send its request (not to read the answer, which may stream for minutes), then

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from devstack.stack import Stack
 
@@ -219,6 +220,25 @@ def test_an_encoded_chat_path_is_guarded_or_refused_never_passed_through(stack: 
     assert r.status in (400, 403), (path, r.status, body[:200])
     error = json.loads(body)["error"]
     assert error["code"] in ("jailbreak_detected", "invalid_path") and error["message"], error
+
+
+def test_a_hugging_face_model_name_is_retrieved_and_routed_through_the_sdk(make_stack: Callable[..., Stack]) -> None:
+    """vLLM serves Hugging Face ids ("Qwen/Qwen3-4B"); the openai SDK sends `models.retrieve` for one as
+    /v1/models/Qwen%2FQwen3-4B, which Envoy refused (400 invalid_path) before the router saw it (an SDK trial)."""
+    name = "Qwen/Qwen3-4B"
+
+    def rename(cfg: dict[str, Any]) -> None:
+        cfg["models"][name] = cfg["models"].pop("qwen3-4b")
+        cfg["default_model"] = name
+        for cat in cfg["categories"]:
+            for score in cat["model_scores"]:
+                score["model"] = name if score["model"] == "qwen3-4b" else score["model"]
+
+    hf = make_stack(rename)
+    client = OpenAI(base_url=hf.base_url, api_key="sk-hostile", max_retries=0)
+    assert client.models.retrieve(name).id == name
+    answer = client.chat.completions.create(model=name, messages=[{"role": "user", "content": "hi"}])
+    assert answer.model == name
 
 
 def test_pii_in_an_earlier_turn_never_reaches_a_model_that_may_not_see_it(http: httpx.Client) -> None:
