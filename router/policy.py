@@ -40,6 +40,9 @@ class Decision:
 
 
 GUARDS = ("jailbreak", "content_safety")
+# What a pii_policy sees for a document the router cannot read: no model lists it, so only models that allow any PII
+# (allow_by_default) receive it. Also the x-vsr-pii-violation value of such a block.
+UNSCREENED = "unscreened"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,27 +86,37 @@ class Policy:
         category, confidence = self.category_for(chat.latest_user_text() if text is None else text, signal)
         cat_cfg = self.cfg.category(category)
         flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg, category))
-        earlier = "".join(f"; {g} flagged in user turn {t}" for g in flagged if (t := signal.earlier_turn(g)))
+        earlier = "".join(f"; {g} flagged in {t}" for g in flagged if (t := signal.earlier_turn(g)))
         auto = chat.model in self._auto
-        ranked = self.ranked(cat_cfg, lambda m: self.cfg.models[m].pii_policy.allows(signal.pii_types))
+        types = self.receivable(signal)
+        ranked = self.ranked(cat_cfg, lambda m: self.cfg.models[m].pii_policy.allows(types))
         allowed, reason = ranked.models, ranked.reason
         if auto:
             if not allowed:
-                raise PIIViolation(f"No model may receive {_types(signal.pii_types)}", category=category)
+                raise PIIViolation(f"No model may receive {_types(types, signal)}", category=category)
             model = allowed[0]
             reasoning = bool(cat_cfg and cat_cfg.use_reasoning)
-            reason += self._pii_skipped(cat_cfg, model, signal.pii_types)
+            reason += self._pii_skipped(cat_cfg, model, types)
         else:
             reason = "requested by the client"
             model = chat.model
-            if not self.cfg.models[model].pii_policy.allows(signal.pii_types):
-                raise PIIViolation(f"The model '{model}' may not receive {_types(signal.pii_types)}",
+            if not self.cfg.models[model].pii_policy.allows(types):
+                raise PIIViolation(f"The model '{model}' may not receive {_types(types, signal)}",
                                    category=category)
             reasoning = False
         chain = self.chain(model, allowed if auto or self.cfg.fallback.explicit_models else [])
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
                         confidence=confidence, reasoning=reasoning, auto=auto, chain=chain,
                         route=chain_cluster(self.cfg, chain), reason=reason + earlier, flagged=flagged)
+
+    def receivable(self, signal: Classification) -> frozenset[str]:
+        """What a model's pii_policy is checked against: the PII types found, and UNSCREENED when the request holds a
+        document the router cannot read (a PDF) and `classifier.on_failure` is `closed`. Like personal data no model
+        lists, it keeps the request from every model whose pii_policy restricts PII; `open` is the operator's choice
+        to let what could not be screened through, as when classification fails."""
+        if signal.unreadable and self.cfg.classifier.on_failure == "closed":
+            return signal.pii_types | {UNSCREENED}
+        return signal.pii_types
 
     def pinned(self, decision: Decision, model: str, category: str, pii: frozenset[str]) -> Decision | None:
         """`decision` moved to a conversation's model and category; None if that model may not see the PII."""
@@ -236,9 +249,9 @@ class Policy:
                 body.pop("chat_template_kwargs", None)
 
 
-def _blocked(guard: str, cat: Category | None, category: str, turn: int | None) -> RouterError:
-    """`turn`: the earlier user turn (from 1) that fired the guard; the client learns which turn, never its text."""
-    subject = "it" if turn is None else f"user turn {turn} of the conversation"
+def _blocked(guard: str, cat: Category | None, category: str, turn: str | None) -> RouterError:
+    """`turn`: the other text that fired the guard ("user turn 1"); the client learns which, never its text."""
+    subject = "it" if turn is None else f"{turn} of the conversation"
     if guard == "jailbreak":
         return JailbreakBlocked(f"The request was blocked: {subject} looks like a jailbreak or prompt injection",
                                 status=cat.jailbreak_status if cat else 403, category=category)
@@ -259,5 +272,9 @@ def _compile_rule(category: str, keywords: list[str], regexes: list[str]) -> _Co
     return _CompiledRule(category, re.compile("|".join(parts), re.IGNORECASE))
 
 
-def _types(types: frozenset[str]) -> str:
-    return "personal data of type " + ", ".join(sorted(types))
+def _types(types: frozenset[str], signal: Classification) -> str:
+    found = sorted(types - {UNSCREENED})
+    what = ["personal data of type " + ", ".join(found)] if found else []
+    if UNSCREENED in types:
+        what.append(f"content the router cannot read ({', '.join(sorted(set(signal.unreadable)))})")
+    return " or ".join(what)

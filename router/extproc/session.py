@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from router import affinity, apis, resilience
+from router import affinity, apis, resilience, screening
 from router import openai_wire as wire
 from router.cache import CacheHit, build_cache_request, cache_control, keys
 from router.classifier.pii_rules import find_structured
@@ -43,7 +43,7 @@ from router.extproc import messages as msg
 from router.extproc.encoder_queue import EncoderQueue, Overloaded
 from router.policy import Decision
 from router.runtime import Runtime
-from router.signals import NO_SIGNAL, Classification, with_earlier_turns
+from router.signals import NO_SIGNAL, Classification, PIIFinding, with_earlier_turns
 from router.tracing import NO_TRACE, RequestTrace
 
 log = structlog.get_logger(__name__)
@@ -222,7 +222,7 @@ class StreamSession:
                 start = time.perf_counter()  # may hold a second encoder pass: the conversation's first turn
                 decision, self.request.affinity = await affinity.resolve(
                     self.runtime.policy, self.runtime.affinity, chat, self.request.headers, decision,
-                    self.request.signal.pii_types, functools.partial(self._classify_anchor, deadline=deadline))
+                    self.runtime.policy.receivable(self.request.signal), functools.partial(self._classify_anchor, deadline=deadline))
                 self.request.timings["affinity"] = time.perf_counter() - start
             self.request.decision = decision
             if self.trace.recording:
@@ -253,13 +253,18 @@ class StreamSession:
         return msg.route_headers({self.runtime.cfg.server.selection_header: cluster}, msg.PASS_THROUGH)
 
     async def _screen(self, chat: wire.ChatRequest, deadline: float) -> str:
-        """Every user turn through the classifier for the guards and the PII rules (`request.signal`); returns the
-        classified text, bounded as the classifier read it, which the keyword rules scan too."""
-        text = wire.bounded(chat.latest_user_text(), self.runtime.cfg.classifier.max_scan_chars)
+        """Every text put in front of the model through the classifier for the guards and the PII rules
+        (`request.signal`, router/screening.py); returns the classified text, bounded and in the canonical form the
+        classifier read, which the keyword rules scan too."""
+        screen = screening.screen(chat)
+        text = self._scan_form(screen.latest)
         with self.trace.span("vsr.classify"):
             signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
-            signal = await self._screen_earlier_turns(chat, signal, deadline)
-            signal = self.request.signal = await self._screen_other_turns(chat, signal, deadline)
+            signal = await self._screen_earlier_turns(screen, signal, deadline)
+            signal = await self._screen_other_turns(screen, signal, deadline)
+            if screen.unreadable and signal is not NO_SIGNAL:
+                signal = dataclasses.replace(signal, unreadable=screen.unreadable)
+            self.request.signal = signal
             if self.trace.recording:
                 self.trace.set(category=signal.category, confidence=round(signal.confidence, 4),
                                jailbreak_score=round(signal.jailbreak_score, 4),
@@ -325,10 +330,16 @@ class StreamSession:
         self.runtime.classifier_failures.success()
         return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
 
-    async def _screen_earlier_turns(self, chat: wire.ChatRequest, signal: Classification,
+    def _scan_form(self, text: str) -> str:
+        """What the classifier reads of a text: its head and tail (classifier.max_scan_chars), in canonical form."""
+        return screening.canonical(wire.bounded(text, self.runtime.cfg.classifier.max_scan_chars))
+
+    async def _screen_earlier_turns(self, screen: screening.Screen, signal: Classification,
                                     deadline: float) -> Classification:
         """The guards and the name/address screen read every earlier user turn too: the router is stateless, so a
-        client may send a fabricated history whose first turn is a DAN prompt and whose last is innocent.
+        client may send a fabricated history whose first turn is a DAN prompt and whose last is innocent. Tool results
+        are read alike (a tool's output is attacker-influenced: a web page or file may carry an injected instruction),
+        and a last assistant message, which the model continues as its own words (a prefill).
 
         A genuine conversation's earlier turns were each the latest turn of an earlier request, so the per-caller
         memo (per client address for a caller without identity) answers them on the loop, without a pass. The others
@@ -341,19 +352,19 @@ class StreamSession:
         clf = self.runtime.classifier
         if clf is None or signal is NO_SIGNAL:
             return signal  # no classifier, or it failed: the guards are off for this request either way
-        max_chars, scope = self.runtime.cfg.classifier.max_scan_chars, self.request.caller
-        turns: dict[str, int] = {}  # a text repeated in the history is screened once, under its first turn
-        for turn, text in chat.earlier_user_turns():
-            turns.setdefault(wire.bounded(text, max_chars), turn)
+        scope = self.request.caller
+        turns: dict[str, str] = {}  # a text repeated in the history is screened once, under its first turn
+        for turn, text in screen.earlier:
+            turns.setdefault(self._scan_form(text), turn)
         unknown = {text for text in turns if clf.cached(text, scope) is None}  # one memo lookup each, here
-        screened: list[tuple[int, Classification]] = []
+        screened: list[tuple[str, Classification]] = []
         passes = 0
         for text, turn in turns.items():
             if text in unknown:
                 if passes == MAX_EARLIER_PASSES:  # the passes spent are memoised: a retry gets further
                     self._classifier_failed(Overloaded(
-                        f"{len(unknown)} earlier user turns were not known to this router; {MAX_EARLIER_PASSES} are "
-                        "classified per request"), "overload")
+                        f"{len(unknown)} earlier turns and tool results were not known to this router; "
+                        f"{MAX_EARLIER_PASSES} are classified per request"), "overload")
                     break
                 passes += 1
             result = await self._classify(text, deadline)
@@ -362,21 +373,21 @@ class StreamSession:
             screened.append((turn, result))
         return with_earlier_turns(signal, screened)
 
-    async def _screen_other_turns(self, chat: wire.ChatRequest, signal: Classification,
+    async def _screen_other_turns(self, screen: screening.Screen, signal: Classification,
                                   deadline: float) -> Classification:
         """Structured PII (cards, IBANs, SSNs, e-mails, phones, IPs: the exact validators) in the rest of the
-        conversation joins the user turns', so the PII policy sees what the model would. Names and addresses need an
-        encoder pass and are found in the user turns only (`_screen_earlier_turns`). A short text is scanned on the
-        loop (~10 us per 2 kB), a long one in the executor by the request's deadline (up to ~60 ms for 128k
-        digit-dense chars)."""
+        conversation joins the user turns', so the PII policy sees what the model would; so do the parts of each message
+        run together (a value split over two parts). Names and addresses need an encoder pass and are found in the
+        texts `_screen_earlier_turns` reads. A short text is scanned on the loop (~10 us per 2 kB), a long one in the
+        executor by the request's deadline (up to ~60 ms for 128k digit-dense chars)."""
         if signal is NO_SIGNAL or not self.runtime.cfg.classifier.pii_enabled:
             return signal  # no classifier, or it failed: the guards are off for this request either way
-        other = wire.bounded(chat.other_text(), self.runtime.cfg.classifier.max_scan_chars)
+        other = wire.bounded(screen.structured, self.runtime.cfg.classifier.max_scan_chars)
         if len(other) <= INLINE_SCAN_CHARS:
-            found = find_structured(other)
+            found = _find_structured(other)
         else:
             try:
-                found = await self._in_executor_by(deadline, len(other), None, find_structured, other)
+                found = await self._in_executor_by(deadline, len(other), None, _find_structured, other)
             except TimeoutError:
                 budget = self.runtime.cfg.classifier.timeout_ms
                 return self._classifier_failed(TimeoutError(f"no PII screen within {budget} ms"), "timeout")
@@ -418,7 +429,7 @@ class StreamSession:
         if self.runtime.classifier is None:
             return NO_SIGNAL
         try:
-            return await self._encode_bounded(wire.bounded(text, self.runtime.cfg.classifier.max_scan_chars), deadline)
+            return await self._encode_bounded(self._scan_form(text), deadline)
         except Exception as exc:  # noqa: BLE001 - the turn itself was classified; the anchor is only a hint
             log.warning("affinity_anchor_unclassified", error=type(exc).__name__, request_id=self.request.request_id)
             return NO_SIGNAL
@@ -440,7 +451,8 @@ class StreamSession:
         signal = self.request.signal
         key = build_cache_request(chat.body, apis.cache_identity(self.request.headers), decision.model,
                                   decision.category, signal.embedding, self.runtime.cfg, encoder=signal.encoder,
-                                  pii_types=None if self.request.classifier_failure else signal.pii_types,
+                                  pii_types=None if self.request.classifier_failure or signal.unreadable
+                                  else signal.pii_types,
                                   stateful=self.request.stateful)
         if isinstance(key, str):  # a skip reason: this request is not cacheable
             self.request.cache_result = f"skip:{key}"
@@ -554,7 +566,7 @@ class StreamSession:
         elif exc.code == "content_blocked":
             headers["x-vsr-content-blocked"] = "true"
         elif exc.code == "pii_policy_violation":
-            headers["x-vsr-pii-violation"] = ",".join(sorted(self.request.signal.pii_types))
+            headers["x-vsr-pii-violation"] = ",".join(sorted(self.runtime.policy.receivable(self.request.signal)))
         return msg.immediate(exc.status, apis.error_body(self.request.api, exc), headers)
 
     def _id_header(self) -> dict[str, str]:
@@ -574,7 +586,13 @@ class StreamSession:
             out["x-vsr-affinity"] = self.request.affinity
         if self.request.classifier_failure is not None:
             out["x-vsr-guards-skipped"] = _SKIPPED[self.request.classifier_failure]
+        elif self.request.signal.unreadable:  # a document the guards could not read went on
+            out["x-vsr-guards-skipped"] = "unreadable_content"
         return out
+
+
+def _find_structured(text: str) -> list[PIIFinding]:
+    return find_structured(screening.canonical(text))
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

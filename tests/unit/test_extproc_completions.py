@@ -62,7 +62,7 @@ async def test_every_prompt_string_and_the_suffix_pass_the_jailbreak_guard(paylo
     with capture_logs() as logs:
         _record(session)
     line = next(x for x in logs if x["event"] == "request")
-    assert (line["guard"], line.get("guard_turn"), line["path"]) == ("jailbreak", turn, "blocked")
+    assert (line["guard"], line.get("guard_turn"), line["path"]) == ("jailbreak", turn and f"user turn {turn}", "blocked")
     assert "DAN" not in json.dumps(line)
 
 
