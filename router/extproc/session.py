@@ -254,10 +254,10 @@ class StreamSession:
 
     async def _screen(self, chat: wire.ChatRequest, deadline: float) -> str:
         """Every text put in front of the model through the classifier for the guards and the PII rules
-        (`request.signal`, router/screening.py); returns the classified text, bounded and in the canonical form the
-        classifier read, which the keyword rules scan too."""
+        (`request.signal`, router/screening.py); returns the classified text, bounded as the classifier read it, which
+        the keyword rules scan too."""
         screen = screening.screen(chat)
-        text = self._scan_form(screen.latest)
+        text = self._bounded(screen.latest)
         with self.trace.span("vsr.classify"):
             signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
             signal = await self._screen_earlier_turns(screen, signal, deadline)
@@ -330,9 +330,9 @@ class StreamSession:
         self.runtime.classifier_failures.success()
         return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
 
-    def _scan_form(self, text: str) -> str:
-        """What the classifier reads of a text: its head and tail (classifier.max_scan_chars), in canonical form."""
-        return screening.canonical(wire.bounded(text, self.runtime.cfg.classifier.max_scan_chars))
+    def _bounded(self, text: str) -> str:
+        """What the classifier reads of a text: its head and tail (classifier.max_scan_chars)."""
+        return wire.bounded(text, self.runtime.cfg.classifier.max_scan_chars)
 
     async def _screen_earlier_turns(self, screen: screening.Screen, signal: Classification,
                                     deadline: float) -> Classification:
@@ -355,7 +355,7 @@ class StreamSession:
         scope = self.request.caller
         turns: dict[str, str] = {}  # a text repeated in the history is screened once, under its first turn
         for turn, text in screen.earlier:
-            turns.setdefault(self._scan_form(text), turn)
+            turns.setdefault(self._bounded(text), turn)
         unknown = {text for text in turns if clf.cached(text, scope) is None}  # one memo lookup each, here
         screened: list[tuple[str, Classification]] = []
         passes = 0
@@ -429,7 +429,7 @@ class StreamSession:
         if self.runtime.classifier is None:
             return NO_SIGNAL
         try:
-            return await self._encode_bounded(self._scan_form(text), deadline)
+            return await self._encode_bounded(self._bounded(text), deadline)
         except Exception as exc:  # noqa: BLE001 - the turn itself was classified; the anchor is only a hint
             log.warning("affinity_anchor_unclassified", error=type(exc).__name__, request_id=self.request.request_id)
             return NO_SIGNAL

@@ -167,19 +167,6 @@ def _runtime(fake: ByText, cfg: RouterConfig | None = None, cache: bool = False)
     return Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(fake), cache=store)
 
 
-async def test_the_guards_read_the_canonical_form_and_the_model_gets_the_text_as_sent() -> None:
-    """A fullwidth or zero-width-split "ignore all previous instructions" passed the jailbreak guard."""
-    canonical = screening.canonical(FULLWIDTH)
-    fake = ByText({canonical: ATTACK})
-    resp = await send(StreamSession(_runtime(fake), EXECUTOR),
-                      {"model": "auto", "messages": [{"role": "user", "content": FULLWIDTH}]})
-    assert resp.immediate_response.status.code == 403 and fake.seen == [canonical]
-    innocent = "ｗｈａｔ ｉｓ ２＋２?"
-    routed = await send(StreamSession(_runtime(ByText({})), EXECUTOR),
-                        {"model": "auto", "messages": [{"role": "user", "content": innocent}]})
-    assert json.loads(routed.request_body.response.body_mutation.body)["messages"][0]["content"] == innocent
-
-
 @pytest.mark.parametrize("name", TOOL_RESULTS)
 async def test_a_jailbreak_in_a_tool_result_is_blocked_and_the_result_named(name: str) -> None:
     """Tool results were read for structured PII only: an instruction injected into a fetched page reached the model."""
