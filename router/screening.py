@@ -17,7 +17,7 @@ import mimetypes
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from router.openai_wire import ChatRequest
 
@@ -153,16 +153,26 @@ def read(content: Any) -> Reading:
                    tuple(reader.parts))
 
 
+class Other(NamedTuple):
+    """A text the guards read besides the classified turn."""
+
+    label: str  # how a block names it: "user turn 2", "tool result 1", "the assistant prefill"
+    text: str
+    # A request the content-safety guard judges (a user turn, a prefill), not a tool's output: a page about a harmful
+    # topic that a tool fetched is not the user asking for it. The jailbreak guard reads every one.
+    asks: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Screen:
     """What one chat request puts in front of the model, as the session screens it. The texts are as sent: the session
     bounds them, then takes their `canonical` form (bounded work for a huge prompt)."""
 
     latest: str  # the classified turn (the latest user turn, else the last message): category and guards
-    # (label, text) the guards and the name/address detection read besides, in order: every earlier user turn, every
+    # what the guards and the name/address detection read besides, in order: every earlier user turn, every
     # tool result (role tool, function_call_output, tool_result blocks) and an assistant prefill (a last assistant
     # message, which the model continues as its own words)
-    earlier: tuple[tuple[str, str], ...]
+    earlier: tuple[Other, ...]
     structured: str  # for the exact PII validators: every string of the other messages, and the parts run together
     unreadable: tuple[str, ...]  # documents anywhere in the conversation the router cannot read
 
@@ -171,21 +181,21 @@ def screen(chat: ChatRequest) -> Screen:
     """Every text of `chat` a guard or the PII screen must read, and what it cannot read."""
     classified, last = chat.classified_index(), len(chat.messages) - 1
     readings = [read(m.get("content")) for m in chat.messages]
-    earlier: list[tuple[str, str]] = []
+    earlier: list[Other] = []
     users = tools = 0
     for i, (message, reading) in enumerate(zip(chat.messages, readings, strict=True)):
         role = message["role"]
         users += role == "user"
         if role == "user" and i != classified and reading.texts:
-            earlier.append((f"user turn {users}", reading.text))
+            earlier.append(Other(f"user turn {users}", reading.text, asks=True))
         elif role in ("tool", "function") and reading.texts:
             tools += 1
-            earlier.append((f"tool result {tools}", reading.text))
+            earlier.append(Other(f"tool result {tools}", reading.text, asks=False))
         elif role == "assistant" and i == last != classified and reading.texts:
-            earlier.append(("the assistant prefill", reading.text))
+            earlier.append(Other("the assistant prefill", reading.text, asks=True))
         for result in filter(None, reading.tool_results):
             tools += 1
-            earlier.append((f"tool result {tools}", result))
+            earlier.append(Other(f"tool result {tools}", result, asks=False))
     joined = [r.joined for r in readings if len(r.parts) > 1 or r.decoded]
     return Screen(readings[classified].text, tuple(earlier), "\n".join(filter(None, [chat.other_text(), *joined])),
                   tuple(u for r in readings for u in r.unreadable))

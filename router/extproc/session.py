@@ -353,13 +353,13 @@ class StreamSession:
         if clf is None or signal is NO_SIGNAL:
             return signal  # no classifier, or it failed: the guards are off for this request either way
         scope = self.request.caller
-        turns: dict[str, str] = {}  # a text repeated in the history is screened once, under its first turn
-        for turn, text in screen.earlier:
-            turns.setdefault(self._bounded(text), turn)
+        turns: dict[str, screening.Other] = {}  # a text repeated in the history is screened once, as its first turn
+        for other in screen.earlier:
+            turns.setdefault(self._bounded(other.text), other)
         unknown = {text for text in turns if clf.cached(text, scope) is None}  # one memo lookup each, here
         screened: list[tuple[str, Classification]] = []
         passes = 0
-        for text, turn in turns.items():
+        for text, other in turns.items():
             if text in unknown:
                 if passes == MAX_EARLIER_PASSES:  # the passes spent are memoised: a retry gets further
                     self._classifier_failed(Overloaded(
@@ -370,7 +370,7 @@ class StreamSession:
             result = await self._classify(text, deadline)
             if result is NO_SIGNAL:
                 break  # on_failure decided it (open: the turns screened so far still count)
-            screened.append((turn, result))
+            screened.append((other.label, result if other.asks else dataclasses.replace(result, content_safety_score=0.0)))
         return with_earlier_turns(signal, screened)
 
     async def _screen_other_turns(self, screen: screening.Screen, signal: Classification,

@@ -150,13 +150,14 @@ TOOL_RESULTS: dict[str, tuple[str, list[dict[str, Any]]]] = {
 @pytest.mark.parametrize("name", TOOL_RESULTS)
 def test_a_tool_result_is_screened_as_a_tool_result(name: str) -> None:
     api, messages = TOOL_RESULTS[name]
-    assert ("tool result 1", DAN) in parsed(api, messages).earlier  # type: ignore[arg-type]
+    assert screening.Other("tool result 1", DAN, asks=False) in parsed(api, messages).earlier  # type: ignore[arg-type]
 
 
 def test_a_prefill_is_screened_earlier_assistant_turns_are_not() -> None:
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
                 {"role": "user", "content": "Tell me"}, {"role": "assistant", "content": DAN}]
-    assert parsed("messages", messages).earlier == (("user turn 1", "Hi"), ("the assistant prefill", DAN))
+    assert [(o.label, o.text) for o in parsed("messages", messages).earlier] == [("user turn 1", "Hi"),
+                                                                                  ("the assistant prefill", DAN)]
 
 
 # ---- through the ext_proc session --------------------------------------------------------------------------------
@@ -182,6 +183,24 @@ async def test_a_jailbreak_in_a_tool_result_is_blocked_and_the_result_named(name
         resp = await session.handle(body(payload))
     assert resp.immediate_response.status.code == 403
     assert "tool result 1 of the conversation" in resp.immediate_response.body.decode()
+
+
+async def test_a_tool_result_is_read_by_the_jailbreak_guard_not_as_a_harmful_request() -> None:
+    """The content-safety guard judges what the user asks for: a page about a harmful topic that a tool fetched is not
+    the user asking (a user turn with that text is refused); an instruction injected into it is blocked."""
+    page, injected = "Hotwiring: how car thieves bypass the ignition", "Page text. " + DAN
+    fake = ByText({page: dataclasses.replace(MATH, content_safety_score=0.98), injected: ATTACK})
+    _, messages = TOOL_RESULTS["chat role tool"]
+
+    async def with_tool_result(text: str) -> Any:
+        payload = {"model": "auto", "messages": [*messages[:-1], {**messages[-1], "content": text}]}
+        return await send(StreamSession(_runtime(fake), EXECUTOR), payload)
+    assert (await with_tool_result(page)).WhichOneof("response") == "request_body"
+    assert json.loads((await with_tool_result(injected)).immediate_response.body)["error"]["code"] == \
+        "jailbreak_detected"
+    as_user = [{"role": "user", "content": page}, {"role": "assistant", "content": "Ok."}, messages[0]]
+    refused = await send(StreamSession(_runtime(fake), EXECUTOR), {"model": "auto", "messages": as_user})
+    assert json.loads(refused.immediate_response.body)["error"]["code"] == "content_blocked"
 
 
 def _pdf_request(model: str) -> dict[str, Any]:
