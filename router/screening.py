@@ -31,6 +31,7 @@ _TEXT_MEDIA = frozenset({"application/json", "application/xml", "application/yam
 # (classifier.max_scan_chars' default), so a document costs bounded work whatever its size.
 MAX_DOCUMENT_CHARS = 131_072
 _TEXT_PARTS = ("text", "input_text", "output_text", "refusal")
+_URLSAFE = str.maketrans("-_", "+/")  # the URL-safe alphabet decodes to the same bytes
 
 
 def canonical(text: str) -> str:
@@ -211,14 +212,16 @@ def _data_url(value: str) -> tuple[str | None, str]:
 
 
 def _b64(payload: str) -> bytes | None:
-    """The bytes of base64 `payload`, at most the head and tail that MAX_DOCUMENT_CHARS of text can come from; None
-    when it is not base64."""
-    compact = "".join(payload.split())
+    """The bytes of base64 `payload` (standard or URL-safe, padded or not), at most the head and tail that
+    MAX_DOCUMENT_CHARS bytes come from; None when it is not base64."""
+    compact = payload.replace("\r", "").replace("\n", "").translate(_URLSAFE)  # line breaks only: text has spaces
+    compact += "=" * (-len(compact) % 4)
+    half = MAX_DOCUMENT_CHARS // 2 // 3 * 4  # whole base64 quanta on each side
     try:
-        if len(compact) <= 2 * MAX_DOCUMENT_CHARS:
+        if len(compact) <= 2 * half:
             return base64.b64decode(compact, validate=True)
-        half = MAX_DOCUMENT_CHARS // 2 // 3 * 4  # whole base64 quanta, each side
-        return base64.b64decode(compact[:half], validate=True) + b"\n" + base64.b64decode(compact[-half:], validate=True)
+        head, tail = compact[:half], compact[-half:]
+        return base64.b64decode(head, validate=True) + b"\n" + base64.b64decode(tail, validate=True)
     except (binascii.Error, ValueError):
         return None
 

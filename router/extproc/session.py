@@ -222,7 +222,8 @@ class StreamSession:
                 start = time.perf_counter()  # may hold a second encoder pass: the conversation's first turn
                 decision, self.request.affinity = await affinity.resolve(
                     self.runtime.policy, self.runtime.affinity, chat, self.request.headers, decision,
-                    self.runtime.policy.receivable(self.request.signal), functools.partial(self._classify_anchor, deadline=deadline))
+                    self.runtime.policy.receivable(self.request.signal),
+                    functools.partial(self._classify_anchor, deadline=deadline))
                 self.request.timings["affinity"] = time.perf_counter() - start
             self.request.decision = decision
             if self.trace.recording:
@@ -370,7 +371,9 @@ class StreamSession:
             result = await self._classify(text, deadline)
             if result is NO_SIGNAL:
                 break  # on_failure decided it (open: the turns screened so far still count)
-            screened.append((other.label, result if other.asks else dataclasses.replace(result, content_safety_score=0.0)))
+            if not other.asks:  # a tool's output: the jailbreak guard only
+                result = dataclasses.replace(result, content_safety_score=0.0)
+            screened.append((other.label, result))
         return with_earlier_turns(signal, screened)
 
     async def _screen_other_turns(self, screen: screening.Screen, signal: Classification,

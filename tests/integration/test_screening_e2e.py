@@ -147,7 +147,7 @@ def test_a_jailbreak_in_fullwidth_forms_is_blocked(oai: openai.OpenAI, claude: a
     assert oai.chat.completions.create(model=SMALL, messages=[{"role": "user", "content": innocent}]).model == SMALL
 
 
-@pytest.mark.parametrize("ssn", ["５３６-２２-１２３４", "536-22-\u200b1234"], ids=["fullwidth digits", "zero-width space"])
+@pytest.mark.parametrize("ssn", ["５３６-２２-１２３４", "536-22-\u200b1234"], ids=["fullwidth", "zero-width"])
 def test_an_ssn_in_compatibility_forms_is_found(oai: openai.OpenAI, ssn: str) -> None:
     text = f"My social security number is {ssn}. {QUESTION}"
     with pytest.raises(openai.PermissionDeniedError) as refused:
@@ -158,7 +158,7 @@ def test_an_ssn_in_compatibility_forms_is_found(oai: openai.OpenAI, ssn: str) ->
 # ---- tool results and prefills ----------------------------------------------------------------------------------
 
 def test_an_injection_in_a_chat_tool_result_is_blocked(oai: openai.OpenAI) -> None:
-    """A tool's output (a fetched page) carrying an instruction reached the model: tool results were read for PII only."""
+    """A tool's output (a fetched page) carrying an instruction reached the model: it was read for PII only."""
     messages: Any = [{"role": "user", "content": "Summarise https://example.com"},
                      {"role": "assistant", "content": None, "tool_calls": [
                          {"id": "c1", "type": "function", "function": {"name": "fetch", "arguments": "{}"}}]},

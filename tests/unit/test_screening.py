@@ -170,7 +170,7 @@ def _runtime(fake: ByText, cfg: RouterConfig | None = None, cache: bool = False)
 
 @pytest.mark.parametrize("name", TOOL_RESULTS)
 async def test_a_jailbreak_in_a_tool_result_is_blocked_and_the_result_named(name: str) -> None:
-    """Tool results were read for structured PII only: an instruction injected into a fetched page reached the model."""
+    """Tool results were read for structured PII only: an instruction injected into a fetched page went through."""
     api, messages = TOOL_RESULTS[name]
     session = StreamSession(_runtime(ByText({DAN: ATTACK})), EXECUTOR)
     if api == "chat":
