@@ -305,7 +305,8 @@ class ClassifierConfig(_Strict):
     # When classification fails for a request (an exception in the encoder or a head), the guards cannot
     # decide. closed: refuse it (503 classifier_unavailable, Retry-After); open: route it on keyword rules
     # and the default category without the jailbreak and PII checks (x-vsr-guards-skipped). Both are
-    # logged with the error and counted (vsr_classifier_failures_total).
+    # logged with the error and counted (vsr_classifier_failures_total). It also decides a document the router
+    # cannot read (a PDF, router/screening.py): closed keeps it from models whose pii_policy restricts PII.
     on_failure: Literal["closed", "open"] = "closed"
     # The router's own budget for one classification, queueing included. It must end well inside Envoy's
     # message timeout (checked below), so a slow pass is decided by `on_failure` (reason "timeout") here

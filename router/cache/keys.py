@@ -40,7 +40,8 @@ class SkipReason(StrEnum):
     NO_STORE = "no_store"
     STATEFUL = "stateful"  # the answer depends on server-side state (Responses API store / previous_response_id)
     PII = "pii"  # the PII screen found personal data in the conversation: the shared store never holds it
-    UNSCREENED = "unscreened"  # the classifier failed open, so no PII screen ran: what was not screened is not stored
+    # the classifier failed open, or a document could not be read (a PDF): what was not screened is not stored
+    UNSCREENED = "unscreened"
     NO_IDENTITY = "no_identity"
     NOT_USER_TURN = "not_user_turn"
     NON_TEXT_CONTENT = "non_text_content"
