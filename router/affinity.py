@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from router import screening
 from router.config import AffinityConfig, RouterConfig
 from router.errors import PIIViolation
 from router.observability import logs, metrics
@@ -208,7 +209,7 @@ async def first_decisive(policy: Policy, chat: ChatRequest,
     own decision then opens the conversation, if it is decisive). Keyword rules first, else a classification: the
     guards' screen of earlier turns has just made it or found it in the memo, so this is a memo lookup each."""
     limit = policy.cfg.classifier.max_scan_chars
-    for _, text in chat.earlier_user_turns():
+    for text in screening.screen(chat).user_turns():
         scanned = bounded(text, limit)
         category = policy.keyword_category(scanned)
         if category is None:

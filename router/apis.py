@@ -71,13 +71,15 @@ _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 
 
 def _content(content: Any) -> str | list[Any]:
-    """A turn's content as the chat pipeline sees it: its text, or, when it holds anything but text (an image, a
+    """A turn's content as the chat pipeline sees it: its text parts as chat text parts (kept apart: a value split
+    over two parts is screened run together, router/screening.py), or, when it holds anything but text (an image, a
     file, a tool result), its parts as sent, so that the cache keys all of it and never serves one picture's
     answer for another (a non-text latest turn is not cached at all)."""
-    if isinstance(content, list) and any(not isinstance(p, dict) or p.get("type") not in _TEXT_PARTS
-                                         for p in content):
+    if not isinstance(content, list):
+        return _parts_text(content)
+    if any(not isinstance(p, dict) or p.get("type") not in _TEXT_PARTS for p in content):
         return content
-    return _parts_text(content)
+    return [{"type": "text", "text": p["text"]} for p in content if isinstance(p.get("text"), str)]
 
 
 def _normalised(body: dict[str, Any], messages: list[dict[str, Any]], fields: dict[str, Any],
@@ -150,7 +152,7 @@ def _parse_messages(body: dict[str, Any]) -> ApiRequest:
         raise InvalidRequest("'max_tokens' is required and must be a positive integer", param="max_tokens")
     messages: list[dict[str, Any]] = []
     if body.get("system"):
-        messages.append({"role": "system", "content": _parts_text(body["system"])})
+        messages.append({"role": "system", "content": _content(body["system"])})
     tool_blocks = False
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant"):

@@ -64,21 +64,16 @@ class ChatRequest:
 
     def latest_user_text(self) -> str:
         """The text the classifier and the cache look at: the last user turn, else the last message."""
-        return message_text(self.messages[self._classified()])
-
-    def earlier_user_turns(self) -> list[tuple[int, str]]:
-        """(user turn number from 1, text) of every user turn before the classified one: the guards and the name and
-        address screen read them too, since a client may send a fabricated history (router/classifier/README.md)."""
-        users = [m for m in self.messages if m["role"] == "user"]
-        return [(n, message_text(m)) for n, m in enumerate(users[:-1], start=1)]
+        return message_text(self.messages[self.classified_index()])
 
     def other_text(self) -> str:
         """Every string of the other messages (system prompt, history, tool calls and results), for the PII screen:
         PII given one turn earlier reaches the chosen model as surely as PII in the latest one."""
-        classified = self._classified()
+        classified = self.classified_index()
         return "\n".join(s for i, m in enumerate(self.messages) if i != classified for s in _strings(m))
 
-    def _classified(self) -> int:
+    def classified_index(self) -> int:
+        """The message the category is taken from: the last user turn, else the last message."""
         users = [i for i, m in enumerate(self.messages) if m["role"] == "user"]
         return users[-1] if users else len(self.messages) - 1
 

@@ -86,7 +86,7 @@ class Policy:
         category, confidence = self.category_for(chat.latest_user_text() if text is None else text, signal)
         cat_cfg = self.cfg.category(category)
         flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg, category))
-        earlier = "".join(f"; {g} flagged in user turn {t}" for g in flagged if (t := signal.earlier_turn(g)))
+        earlier = "".join(f"; {g} flagged in {t}" for g in flagged if (t := signal.earlier_turn(g)))
         auto = chat.model in self._auto
         pii = signal.pii_possible
         ranked = self.ranked(cat_cfg, lambda m: self.cfg.models[m].pii_policy.allows(pii))
@@ -154,7 +154,8 @@ class Policy:
         scores = {s.model: s.score for s in cat.model_scores} if cat else {}
         pii = signal.pii_possible
         kept_out = [f"{m} ({scores.get(m, 0.0):.2f})" for m in better if not self.cfg.models[m].pii_policy.allows(pii)]
-        return f"; skipped {', '.join(kept_out)}: pii_policy refuses {_listed(signal)}" if kept_out else ""
+        refused = ", ".join(part for part in _pii_parts(signal) if part)
+        return f"; skipped {', '.join(kept_out)}: pii_policy refuses {refused}" if kept_out else ""
 
     def chain(self, first: str, allowed: list[str]) -> tuple[str, ...]:
         """`first`, then the next allowed models in ranking order, bounded by `fallback.max_fallbacks`."""
@@ -254,9 +255,9 @@ class Policy:
                 body.pop("chat_template_kwargs", None)
 
 
-def _blocked(guard: str, cat: Category | None, category: str, turn: int | None) -> RouterError:
-    """`turn`: the earlier user turn (from 1) that fired the guard; the client learns which turn, never its text."""
-    subject = "it" if turn is None else f"user turn {turn} of the conversation"
+def _blocked(guard: str, cat: Category | None, category: str, turn: str | None) -> RouterError:
+    """`turn`: the other text that fired the guard ("user turn 1"); the client learns which, never its text."""
+    subject = "it" if turn is None else f"{turn} of the conversation"
     if guard == "jailbreak":
         return JailbreakBlocked(f"The request was blocked: {subject} looks like a jailbreak or prompt injection",
                                 status=cat.jailbreak_status if cat else 403, category=category)
@@ -278,13 +279,16 @@ def _compile_rule(category: str, keywords: list[str], regexes: list[str]) -> _Co
 
 
 def pii_said(signal: Classification) -> str:
-    """The PII a refusal names: found types, and those only unscreened text may hold."""
-    return "personal data of type " + _listed(signal)
+    """The PII a refusal names: found types, those only unscreened text may hold, documents no screen could read."""
+    types, unreadable = _pii_parts(signal)
+    return " or ".join(([f"personal data of type {types}"] if types else []) + ([unreadable] if unreadable else []))
 
 
-def _listed(signal: Classification) -> str:
-    """The types the PII rule read: those found, then those only unscreened text may hold, said as such."""
+def _pii_parts(signal: Classification) -> tuple[str, str]:
+    """(the types found, then those only unscreened text may hold, said as such; the documents no screen could
+    read), each "" when there is none."""
     parts, unread = sorted(signal.pii_types), sorted(signal.unscreened - signal.pii_types)
     if unread:
         parts.append(f"{', '.join(unread)} (unscreened: the text is longer than the PII screen reads)")
-    return ", ".join(parts)
+    docs = f"content the router cannot read ({', '.join(sorted(set(signal.unreadable)))})" if signal.unreadable else ""
+    return ", ".join(parts), docs

@@ -20,6 +20,11 @@ DOMAIN_CATEGORIES = (
 )
 
 
+# What the PII rule sees for a document the router cannot read (a PDF, a file by id): no pii_policy lists it, so only
+# models that allow any PII receive such a request; also the x-vsr-pii-violation value of its refusal.
+UNREADABLE = "unscreened"
+
+
 @dataclass(frozen=True, slots=True)
 class PIIFinding:
     """One span of personal data found in the classified text."""
@@ -46,13 +51,17 @@ class Classification:
     # Probability that the text is a plain request for harmful content (weapons, drugs, theft, sexual content),
     # with or without jailbreak framing; its operating point is 0.5 like the jailbreak score's.
     content_safety_score: float = 0.0
-    # (guard, user turn number from 1) for each guard score that came from an earlier user turn rather than the
-    # classified one: the block message, decision reason, log line and trace name the turn, never its text.
-    earlier_turns: tuple[tuple[str, int], ...] = ()
+    # (guard, "user turn 2" / "tool result 1" / "the assistant prefill") for each guard score that came from another
+    # text than the classified turn (router/screening.py): the block message, decision reason, log line and trace
+    # name it, never its text.
+    earlier_turns: tuple[tuple[str, str], ...] = ()
     # PII types the conversation may hold in text no detector read: a long prompt's middle past the token head's
     # windows (names, addresses), anything past classifier.max_scan_chars (every type). The PII rule takes them as
     # found (`pii_possible`), and the cache keeps such a request out as unscreened.
     unscreened: frozenset[str] = frozenset()
+    # Documents in the conversation the router cannot read (a PDF, a file by id), as router/screening.py names them:
+    # unscreened content of any kind, taken by the PII rule as UNREADABLE (`pii_possible`), never cached.
+    unreadable: tuple[str, ...] = ()
 
     @property
     def pii_types(self) -> frozenset[str]:
@@ -60,20 +69,21 @@ class Classification:
 
     @property
     def pii_possible(self) -> frozenset[str]:
-        """The types the PII rule must assume the conversation holds: those found and those unread text may hold."""
-        return self.pii_types | self.unscreened
+        """The types the PII rule must assume the conversation holds: those found, those unread text may hold, and
+        UNREADABLE for a document no screen could read (no model lists it: only allow_by_default models take it)."""
+        return self.pii_types | self.unscreened | (frozenset({UNREADABLE}) if self.unreadable else frozenset())
 
-    def earlier_turn(self, guard: str) -> int | None:
-        """The earlier user turn `guard`'s score came from, or None (the classified turn's own score)."""
+    def earlier_turn(self, guard: str) -> str | None:
+        """The text `guard`'s score came from ("user turn 1", "tool result 2"), or None (the classified turn's own)."""
         return next((turn for g, turn in self.earlier_turns if g == guard), None)
 
 
-def with_earlier_turns(latest: Classification, earlier: list[tuple[int, Classification]]) -> Classification:
-    """`latest` (routing stays the current question's) with each guard's highest score over the earlier user turns
-    when one is higher, and their PII findings (names, addresses) and unscreened types added: every turn reaches the
-    model alike."""
+def with_earlier_turns(latest: Classification, earlier: list[tuple[str, Classification]]) -> Classification:
+    """`latest` (routing stays the current question's) with each guard's highest score over the other texts screened
+    (earlier user turns, tool results, a prefill) when one is higher, and their PII findings (names, addresses) and
+    unscreened types added: every one reaches the model alike."""
     scores = {"jailbreak": latest.jailbreak_score, "content_safety": latest.content_safety_score}
-    turns: dict[str, int] = {}
+    turns: dict[str, str] = {}
     for turn, result in earlier:
         for guard, score in (("jailbreak", result.jailbreak_score), ("content_safety", result.content_safety_score)):
             if score > scores[guard]:

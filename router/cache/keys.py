@@ -40,8 +40,8 @@ class SkipReason(StrEnum):
     NO_STORE = "no_store"
     STATEFUL = "stateful"  # the answer depends on server-side state (Responses API store / previous_response_id)
     PII = "pii"  # the PII screen found personal data in the conversation: the shared store never holds it
-    # No PII screen read all of it (the classifier failed open, or the text is longer than the screen reads):
-    # what was not screened is not stored.
+    # No PII screen read all of it (the classifier failed open, the text is longer than the screen reads, or a
+    # document could not be read): what was not screened is not stored.
     UNSCREENED = "unscreened"
     NO_IDENTITY = "no_identity"
     NOT_USER_TURN = "not_user_turn"

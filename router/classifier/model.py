@@ -31,6 +31,7 @@ from router.classifier.lexical import LexicalScore
 from router.classifier.pii import default_head, detect_pii
 from router.classifier.pii_language import is_english
 from router.config import ClassifierConfig, RouterConfig
+from router.screening import canonical
 from router.signals import Classification, PIIFinding
 
 
@@ -82,6 +83,9 @@ class EncoderClassifier:
         return self.models.encoder
 
     def classify(self, text: str) -> Classification:
+        """Every head reads `text` in its canonical form (NFKC, zero-width characters removed): "ｉｇｎｏｒｅ" is "ignore"
+        to the guards and "５３６" digits to the PII rules, as to the model. PII spans are offsets into that form."""
+        text = canonical(text)
         encoded = self.models.encoder.encode(text)
         embedding = encoded.embedding
         category, confidence = self.examples.predict(embedding)

@@ -183,7 +183,7 @@ def _guard_fields(session: StreamSession) -> dict[str, Any]:
         threshold = clf.jailbreak_threshold if guard == "jailbreak" else clf.content_safety_threshold
         fields |= {"guard": guard, "guard_score": round(score, 3), "guard_threshold": threshold}
         if (turn := req.signal.earlier_turn(guard)) is not None:
-            fields["guard_turn"] = turn  # an earlier user turn fired it (its number, never its text)
+            fields["guard_turn"] = turn  # another text fired it ("user turn 1", "tool result 2"; never its text)
     return fields
 
 

@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 import structlog
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from router import affinity, apis, resilience
+from router import affinity, apis, resilience, screening
 from router import openai_wire as wire
 from router.cache import CacheHit, build_cache_request, cache_control, keys
 from router.classifier.pii import PII_TYPES
@@ -44,7 +44,7 @@ from router.extproc import messages as msg
 from router.extproc.encoder_queue import EncoderQueue, Overloaded
 from router.policy import Decision
 from router.runtime import Runtime
-from router.signals import NO_SIGNAL, Classification, with_earlier_turns
+from router.signals import NO_SIGNAL, Classification, PIIFinding, with_earlier_turns
 from router.tracing import NO_TRACE, RequestTrace
 
 log = structlog.get_logger(__name__)
@@ -256,15 +256,19 @@ class StreamSession:
         return msg.route_headers({self.runtime.cfg.server.selection_header: cluster}, msg.PASS_THROUGH)
 
     async def _screen(self, chat: wire.ChatRequest, deadline: float) -> str:
-        """Every user turn through the classifier for the guards and the PII rules (`request.signal`); returns the
-        classified text, bounded as the classifier read it, which the keyword rules scan too."""
-        latest, max_chars = chat.latest_user_text(), self.runtime.cfg.classifier.max_scan_chars
-        text = wire.bounded(latest, max_chars)
+        """Every text put in front of the model through the classifier for the guards and the PII rules
+        (`request.signal`, router/screening.py); returns the classified text, bounded as the classifier read it, which
+        the keyword rules scan too."""
+        screen = screening.screen(chat)
+        text = self._bounded(screen.latest)
         with self.trace.span("vsr.classify"):
             signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
-            signal = self._unscreened(signal, len(latest) > max_chars, PII_TYPES)
-            signal = await self._screen_earlier_turns(chat, signal, deadline)
-            signal = self.request.signal = await self._screen_other_turns(chat, signal, deadline)
+            signal = self._unscreened(signal, len(text) < len(screen.latest), PII_TYPES)
+            signal = await self._screen_earlier_turns(screen, signal, deadline)
+            signal = await self._screen_other_turns(screen, signal, deadline)
+            if screen.unreadable and signal is not NO_SIGNAL:
+                signal = dataclasses.replace(signal, unreadable=screen.unreadable)
+            self.request.signal = signal
             if self.trace.recording:
                 self.trace.set(category=signal.category, confidence=round(signal.confidence, 4),
                                jailbreak_score=round(signal.jailbreak_score, 4),
@@ -330,10 +334,16 @@ class StreamSession:
         self.runtime.classifier_failures.success()
         return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
 
-    async def _screen_earlier_turns(self, chat: wire.ChatRequest, signal: Classification,
+    def _bounded(self, text: str) -> str:
+        """What the classifier reads of a text: its head and tail (classifier.max_scan_chars)."""
+        return wire.bounded(text, self.runtime.cfg.classifier.max_scan_chars)
+
+    async def _screen_earlier_turns(self, screen: screening.Screen, signal: Classification,
                                     deadline: float) -> Classification:
         """The guards and the name/address screen read every earlier user turn too: the router is stateless, so a
-        client may send a fabricated history whose first turn is a DAN prompt and whose last is innocent.
+        client may send a fabricated history whose first turn is a DAN prompt and whose last is innocent. Tool results
+        are read alike (a tool's output is attacker-influenced: a web page or file may carry an injected instruction),
+        and a last assistant message, which the model continues as its own words (a prefill).
 
         A genuine conversation's earlier turns were each the latest turn of an earlier request, so the per-caller
         memo (per client address for a caller without identity) answers them on the loop, without a pass. The others
@@ -346,48 +356,50 @@ class StreamSession:
         clf = self.runtime.classifier
         if clf is None or signal is NO_SIGNAL:
             return signal  # no classifier, or it failed: the guards are off for this request either way
-        max_chars, scope = self.runtime.cfg.classifier.max_scan_chars, self.request.caller
-        turns: dict[str, int] = {}  # a text repeated in the history is screened once, under its first turn
+        scope = self.request.caller
+        turns: dict[str, screening.Other] = {}  # a text repeated in the history is screened once, as its first turn
         cut: set[str] = set()  # those bounded by max_scan_chars
-        for turn, raw in chat.earlier_user_turns():
-            text = wire.bounded(raw, max_chars)
-            turns.setdefault(text, turn)
-            if len(raw) > max_chars:
+        for other in screen.earlier:
+            text = self._bounded(other.text)
+            turns.setdefault(text, other)
+            if len(text) < len(other.text):
                 cut.add(text)
         unknown = {text for text in turns if clf.cached(text, scope) is None}  # one memo lookup each, here
-        screened: list[tuple[int, Classification]] = []
+        screened: list[tuple[str, Classification]] = []
         passes = 0
-        for text, turn in turns.items():
+        for text, other in turns.items():
             if text in unknown:
                 if passes == MAX_EARLIER_PASSES:  # the passes spent are memoised: a retry gets further
                     self._classifier_failed(Overloaded(
-                        f"{len(unknown)} earlier user turns were not known to this router; {MAX_EARLIER_PASSES} are "
-                        "classified per request"), "overload")
+                        f"{len(unknown)} earlier turns and tool results were not known to this router; "
+                        f"{MAX_EARLIER_PASSES} are classified per request"), "overload")
                     break
                 passes += 1
             result = await self._classify(text, deadline)
             if result is NO_SIGNAL:
                 break  # on_failure decided it (open: the turns screened so far still count)
-            screened.append((turn, self._unscreened(result, text in cut, PII_TYPES)))
+            if not other.asks:  # a tool's output: the jailbreak guard only
+                result = dataclasses.replace(result, content_safety_score=0.0)
+            screened.append((other.label, self._unscreened(result, text in cut, PII_TYPES)))
         return with_earlier_turns(signal, screened)
 
-    async def _screen_other_turns(self, chat: wire.ChatRequest, signal: Classification,
+    async def _screen_other_turns(self, screen: screening.Screen, signal: Classification,
                                   deadline: float) -> Classification:
         """Structured PII (cards, IBANs, SSNs, e-mails, phones, IPs: the exact validators) in the rest of the
-        conversation joins the user turns', so the PII policy sees what the model would. Names and addresses need an
-        encoder pass and are found in the user turns only (`_screen_earlier_turns`). A short text is scanned on the
-        loop (~10 us per 2 kB), a long one in the executor by the request's deadline (up to ~60 ms for 128k
-        digit-dense chars)."""
+        conversation joins the user turns', so the PII policy sees what the model would; so do the parts of each message
+        run together (a value split over two parts). Names and addresses need an encoder pass and are found in the
+        texts `_screen_earlier_turns` reads. A short text is scanned on the loop (~10 us per 2 kB), a long one in the
+        executor by the request's deadline (up to ~60 ms for 128k digit-dense chars)."""
         if signal is NO_SIGNAL or not self.runtime.cfg.classifier.pii_enabled:
             return signal  # no classifier, or it failed: the guards are off for this request either way
-        raw, max_chars = chat.other_text(), self.runtime.cfg.classifier.max_scan_chars
-        other = wire.bounded(raw, max_chars)
-        signal = self._unscreened(signal, len(raw) > max_chars, STRUCTURED_TYPES)
+        raw = screen.structured
+        other = self._bounded(raw)
+        signal = self._unscreened(signal, len(other) < len(raw), STRUCTURED_TYPES)
         if len(other) <= INLINE_SCAN_CHARS:
-            found = find_structured(other)
+            found = _find_structured(other)
         else:
             try:
-                found = await self._in_executor_by(deadline, len(other), None, find_structured, other)
+                found = await self._in_executor_by(deadline, len(other), None, _find_structured, other)
             except TimeoutError:
                 budget = self.runtime.cfg.classifier.timeout_ms
                 return self._classifier_failed(TimeoutError(f"no PII screen within {budget} ms"), "timeout")
@@ -459,7 +471,7 @@ class StreamSession:
         key = build_cache_request(chat.body, apis.cache_identity(self.request.headers), decision.model,
                                   decision.category, signal.embedding, self.runtime.cfg, encoder=signal.encoder,
                                   pii_types=None if self.request.classifier_failure or signal.unscreened
-                                  else signal.pii_types,
+                                  or signal.unreadable else signal.pii_types,
                                   stateful=self.request.stateful, turn_category=decision.turn_category)
         if isinstance(key, str):  # a skip reason: this request is not cacheable
             self.request.cache_result = f"skip:{key}"
@@ -593,7 +605,13 @@ class StreamSession:
             out["x-vsr-affinity"] = self.request.affinity
         if self.request.classifier_failure is not None:
             out["x-vsr-guards-skipped"] = _SKIPPED[self.request.classifier_failure]
+        elif self.request.signal.unreadable:  # a document the guards could not read went on
+            out["x-vsr-guards-skipped"] = "unreadable_content"
         return out
+
+
+def _find_structured(text: str) -> list[PIIFinding]:
+    return find_structured(screening.canonical(text))
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

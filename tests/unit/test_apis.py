@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from router import apis
+from router import apis, screening
 from router.cache import keys
 from router.errors import InvalidRequest, ModelNotFound
 from router.openai_wire import SSEDecoder
@@ -172,9 +172,9 @@ def test_a_responses_function_output_is_keyed_and_an_answer_after_it_is_not_cach
 def test_a_completions_prompt_becomes_one_user_turn_per_string_then_the_suffix() -> None:
     chat = apis.completions_turns({"model": "auto", "prompt": ["a", "b"], "suffix": "c"}, "qwen3-4b")
     assert chat.model == "qwen3-4b" and chat.latest_user_text() == "c"
-    assert chat.earlier_user_turns() == [(1, "a"), (2, "b")]
+    assert [(o.label, o.text) for o in screening.screen(chat).earlier] == [("user turn 1", "a"), ("user turn 2", "b")]
     single = apis.completions_turns({"prompt": "a", "suffix": ""}, "m")
-    assert single.latest_user_text() == "a" and single.earlier_user_turns() == []
+    assert single.latest_user_text() == "a" and screening.screen(single).earlier == ()
 
 
 @pytest.mark.parametrize(("body", "param", "words"), [

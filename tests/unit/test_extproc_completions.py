@@ -62,7 +62,8 @@ async def test_every_prompt_string_and_the_suffix_pass_the_jailbreak_guard(paylo
     with capture_logs() as logs:
         _record(session)
     line = next(x for x in logs if x["event"] == "request")
-    assert (line["guard"], line.get("guard_turn"), line["path"]) == ("jailbreak", turn, "blocked")
+    named = f"user turn {turn}" if turn else None
+    assert (line["guard"], line.get("guard_turn"), line["path"]) == ("jailbreak", named, "blocked")
     assert "DAN" not in json.dumps(line)
 
 

@@ -900,7 +900,7 @@ async def test_a_jailbreak_in_an_earlier_user_turn_is_blocked_and_the_turn_named
     with capture_logs() as logs:
         _record(session)
     line = next(x for x in logs if x["event"] == "request")
-    assert (line["guard"], line["guard_turn"], line["guard_score"]) == ("jailbreak", 1, 0.97)
+    assert (line["guard"], line["guard_turn"], line["guard_score"]) == ("jailbreak", "user turn 1", 0.97)
     assert "DAN" not in json.dumps(line) and "DAN" not in error["message"]
 
 
