@@ -94,7 +94,7 @@ def check_part(part: Any, role: str, param: str) -> None:
     part = _obj(part, param)
     kind = part.get("type")
     allowed = _PARTS.get(role, {"text"})
-    if kind not in allowed:
+    if not isinstance(kind, str) or kind not in allowed:  # an unhashable type (a list, an object) was a 500
         raise _fail(f"{param}.type", f"must be one of {sorted(allowed)} for a {role} message")
     if kind in ("text", "refusal"):
         _str_field(part, kind, param)
@@ -116,7 +116,7 @@ def check_part(part: Any, role: str, param: str) -> None:
 def check_message(message: Any, param: str) -> None:
     message = _obj(message, param)
     role = message.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:  # an unhashable role (["user"]) was a 500
         raise InvalidRequest(f"{param}.role must be one of {sorted(ROLES)}", param=f"{param}.role")
     content = message.get("content")
     if isinstance(content, list):

@@ -1,8 +1,8 @@
 """Envoy's config, generated from the router's, so models and routes are declared once.
 
 One cluster per model, a route per cluster matched on the selection header the router sets, and
-a default route to the default model for the paths the router passes through (and, with
-`failure_mode_allow: true`, for requests the router could not answer).
+a default route to the default model for what the router passes through unrouted (a stored response it has no pin
+for; any other path it refuses) and, with `failure_mode_allow: true`, for requests the router could not answer.
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def _routes(cfg: RouterConfig, chains: list[tuple[str, ...]]) -> list[dict[str, 
     routes = resilience.routes(cfg, chains, timeout, cfg.server.selection_header)
     default = resilience.routes(cfg, [], timeout, cfg.server.selection_header)[
         list(cfg.models).index(cfg.default_model)]
-    routes.append({**default, "match": {"prefix": "/"}})  # unrouted: paths the router passes through (and failed-open ones)
+    routes.append({**default, "match": {"prefix": "/"}})  # unrouted: unpinned stored responses (and failed-open ones)
     return routes
 
 

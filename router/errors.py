@@ -61,7 +61,8 @@ class MethodNotAllowed(RouterError):
 
 
 class UnsupportedPath(RouterError):
-    """A path the model server generates from, in a shape the router's guards do not read."""
+    """A path the router does not serve: only the known API paths reach a model (an allow-list), since a model
+    server may generate from any other (vLLM's /invocations, /v1/audio/*) in a shape the guards never read."""
 
     status = 404
     code = "unsupported_path"
@@ -74,6 +75,13 @@ class NotServed(RouterError):
     status = 404
     code = "not_found"
     outcome = Outcome.UNSERVED
+
+
+class UnsupportedEncoding(RouterError):
+    """A compressed request body (Content-Encoding: gzip): the router would screen bytes it cannot read."""
+
+    status = 415
+    code = "unsupported_content_encoding"
 
 
 class BodyTooLarge(RouterError):

@@ -37,6 +37,7 @@ from router.errors import (
     Outcome,
     RouterError,
     TooManyHeaders,
+    UnsupportedEncoding,
     UnsupportedPath,
 )
 from router.extproc import messages as msg
@@ -162,37 +163,39 @@ class StreamSession:
         if path == apis.COUNT_TOKENS_PATH:
             self.request.api = "messages"
             raise NotServed("This router does not count tokens: /v1/messages/count_tokens is not served")
-        api = apis.PATHS.get(path)
-        if api is None and path.startswith(apis.RESPONSES_ITEM_PREFIX):
-            return await self._route_stored_response(path)
+        api, kind = apis.PATHS.get(path), apis.MODEL_ONLY_PATHS.get(path)
+        if api is None and kind is None:
+            if apis.is_stored_response_path(path):
+                return await self._route_stored_response(path)
+            if path.startswith(apis.MESSAGES_PREFIX):
+                self.request.api = "messages"  # an Anthropic client reads Anthropic errors
+            raise UnsupportedPath(f"{method} {path[:200]} is not served by this router: {apis.SERVED}")
         c = self.runtime.cfg.semantic_cache
-        # The memo's scope, set before the path branches: completions need it as well as the chat-like APIs.
+        # The memo's scope: completions need it as well as the chat-like APIs.
         self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers, client)
-        if path in apis.UNSCREENED_GENERATION_PATHS and \
-                self.runtime.policy.checks_text_for(self.runtime.cfg.default_model):
-            raise UnsupportedPath(f"{path} is not served through this router, whose guards cannot read it: send chat "
-                                  "to /v1/chat/completions, text prompts to /v1/completions")
-        if api is None:
-            kind = apis.MODEL_ONLY_PATHS.get(path)
-            if kind is not None and method == "POST" and not headers.end_of_stream:
-                self.request.model_only = kind
-                return msg.continue_request_headers(msg.SCREEN_BODY if kind == "completions" else msg.ROUTE_BODY_ONLY)
-            return msg.continue_request_headers(msg.PASS_THROUGH)
-        self.request.api = api
-        cache_control(h)  # a directive the router does not know is refused here, cache on or off
-        if self.runtime.tracing is not None:
-            self.trace = self.runtime.tracing.start(self.trace_carrier, h)
+        if api is not None:
+            self.request.api = api
+            cache_control(h)  # a directive the router does not know is refused here, cache on or off
+            if self.runtime.tracing is not None:
+                self.trace = self.runtime.tracing.start(self.trace_carrier, h)
         limit = self.runtime.cfg.envoy.max_headers_count
         if len(headers.headers.headers) + REQUEST_HEADROOM > limit:
             raise TooManyHeaders(f"the request has {len(headers.headers.headers)} headers; at most "
                                  f"{limit - REQUEST_HEADROOM} are accepted")
         if method != "POST":
             raise MethodNotAllowed(f"{method} is not allowed on {path}; use POST")
-        if headers.end_of_stream:
-            raise InvalidRequest("a chat completion request needs a JSON body")
+        if headers.end_of_stream:  # an empty /v1/completions body passed through to the default model
+            raise InvalidRequest(f"a request to {path} needs a JSON body")
+        encoding = h.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", ""):  # the guards would read compressed bytes as bad JSON, or not at all
+            raise UnsupportedEncoding(f"Content-Encoding '{encoding}' is not supported: send the body uncompressed",
+                                      param="content-encoding")
         length = h.get("content-length", "")
         if length.isdigit():
             self._check_size(int(length))  # refuse early, before Envoy buffers the body
+        if kind is not None:
+            self.request.model_only = kind
+            return msg.continue_request_headers(msg.SCREEN_BODY if kind == "completions" else msg.ROUTE_BODY_ONLY)
         return msg.continue_request_headers()
 
     def _answer_models(self, method: str, path: str) -> pb.ProcessingResponse:

@@ -38,6 +38,15 @@ def test_tool_items_mark_the_request_so_the_cache_treats_it_as_a_tool_call() -> 
     ("messages", {"model": "m", "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
     ("messages", {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
      "messages[0].role"),
+    # An unhashable part type or role was a 500 (TypeError) until 2026-12-02; a role that is no role went on as a
+    # tool item, unscreened.
+    ("responses", {"model": "m", "input": [{"role": "user", "content": [{"type": {"x": 1}, "text": "hi"}]}]},
+     "input[0].content[0].type"),
+    ("responses", {"model": "m", "input": [{"role": ["user"], "content": "hi"}]}, "input[0].role"),
+    ("messages", {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": ["text"]}]}]},
+     "messages[0].content[0].type"),
+    ("messages", {"model": "m", "max_tokens": 5, "messages": [{"role": ["user"], "content": "hi"}]},
+     "messages[0].role"),
 ])
 def test_invalid_requests_name_the_field(api: apis.Api, body: dict, param: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(InvalidRequest) as err:
