@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 from router import openai_wire as wire
 from router.cache.keys import NON_ANSWER_FIELDS
+from router.chat_schema import check_count
 from router.errors import InvalidRequest, RouterError
 
 Api = Literal["chat", "responses", "messages"]
@@ -134,6 +135,7 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
         items = [{"role": "user", "content": items}]
     if not isinstance(items, list) or not items:
         raise InvalidRequest("'input' must be a non-empty string or array", param="input")
+    check_count(items, "input")
     messages: list[dict[str, Any]] = []
     if isinstance(body.get("instructions"), str):
         messages.append({"role": "system", "content": body["instructions"]})
@@ -168,6 +170,7 @@ def _parse_messages(body: dict[str, Any]) -> ApiRequest:
     turns = body.get("messages")
     if not isinstance(turns, list) or not turns:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    check_count(turns, "messages")
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("'max_tokens' is required and must be a positive integer", param="max_tokens")
@@ -202,6 +205,8 @@ def completions_turns(body: dict[str, Any], model: str) -> wire.ChatRequest:
                              param="prompt_embeds")
     prompt = body.get("prompt")
     texts = [prompt] if isinstance(prompt, str) else prompt
+    if isinstance(texts, list):
+        check_count(texts, "prompt")
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         tokens = isinstance(texts, list) and any(isinstance(t, (int, list)) for t in texts)
         raise InvalidRequest("'prompt' holds token ids, which the router's guards cannot screen: send it as text"

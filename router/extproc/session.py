@@ -68,6 +68,9 @@ INLINE_SCAN_CHARS = 2048
 # 0.27% of them to on_failure (after 16 passes, memoised for the retry) and bounds what a fabricated history of many
 # turns costs; the deadline bounds the time (router/classifier/README.md, "Every user turn").
 MAX_EARLIER_PASSES = 16
+# Largest body parsed on the event loop: a larger one is parsed in a thread (JSON parsing and the schema's checks take
+# ~0.1 s a MB of dense JSON; on the loop every other stream of the worker waited for them, bench/README.md).
+INLINE_BODY_BYTES = 256 * 1024
 # A guard under a `flag` action lets the request through and says so in the response (shadow mode).
 FLAG_HEADERS = {"jailbreak": "x-vsr-jailbreak-flagged", "content_safety": "x-vsr-content-flagged"}
 
@@ -215,7 +218,7 @@ class StreamSession:
         self._check_size(len(body.body))  # chunked uploads carry no content-length
         if self.request.model_only:
             return await self._route_by_model(body.body, deadline)
-        parsed = apis.parse(self.request.api, body.body)
+        parsed = await _parsed(len(body.body), apis.parse, self.request.api, body.body)
         chat, self.request.stateful = parsed.chat, parsed.stateful
         self.request.stream_usage = parsed.api != "chat" or chat.include_usage  # Responses, Messages: always
         text = await self._screen(chat, deadline)
@@ -276,7 +279,7 @@ class StreamSession:
         A completions prompt reaches the model as surely as a chat turn, so it passes the same guards and the
         model's PII rule first (`apis.completions_turns`), when any of them reads text. The route stays the one
         asked for: no fallback chain on this path."""
-        body = wire.load_object(raw)  # the chat path's JSON limits: depth, Unicode, an object
+        body = await _parsed(len(raw), wire.load_object, raw)  # the chat path's JSON limits: depth, Unicode, an object
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
@@ -578,6 +581,13 @@ class StreamSession:
         if self.request.classifier_failure is not None:
             out["x-vsr-guards-skipped"] = _SKIPPED[self.request.classifier_failure]
         return out
+
+
+async def _parsed(size: int, parse: Callable[..., T], *args: Any) -> T:
+    """`parse(*args)` of a body of `size` bytes: inline when small (a thread hop costs more), else in a thread."""
+    if size <= INLINE_BODY_BYTES:
+        return parse(*args)
+    return await asyncio.to_thread(parse, *args)
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from router.extproc.session import StreamSession
+from router import apis
+from router.extproc.session import INLINE_BODY_BYTES, StreamSession
 from tests.unit.test_extproc_session import EXECUTOR, MATH, config, headers, runtime
 
 
@@ -90,3 +93,26 @@ async def test_a_compressed_body_is_a_415_naming_its_encoding(path: str) -> None
     plain = await _answer(headers(path, **{"content-encoding": "identity"}))
     assert plain.WhichOneof("response") == "request_headers"
 
+
+
+async def test_a_large_body_is_parsed_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 4 MB body was parsed on the loop (up to ~1.5 s: JSON, the depth scan, the schema), and every other stream
+    of the worker waited. The parse here waits until the loop, still free, releases it: on the loop it never could."""
+    released = threading.Event()
+    outcome: list[bool] = []
+
+    def slow_parse(api: apis.Api, raw: bytes) -> apis.ApiRequest:
+        outcome.append(released.wait(timeout=10))
+        return real_parse(api, raw)
+
+    real_parse = apis.parse
+    monkeypatch.setattr(apis, "parse", slow_parse)
+    session = StreamSession(runtime(MATH), EXECUTOR)
+    await session.handle(headers(authorization="Bearer sk-tenant-a"))
+    big = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "x " * (INLINE_BODY_BYTES // 2)}]})
+    task = asyncio.create_task(session.handle(pb.ProcessingRequest(
+        request_body=pb.HttpBody(body=big.encode(), end_of_stream=True))))
+    await asyncio.sleep(0.05)  # the loop runs: the parse is in its thread
+    released.set()
+    resp = await task
+    assert outcome == [True] and resp.WhichOneof("response") == "request_body"
