@@ -96,6 +96,13 @@ class TooManyHeaders(RouterError):
     code = "too_many_headers"
 
 
+class TooManyUnscreenedTurns(RouterError):
+    """More earlier user turns than one request screens, from a caller for whom nothing screened is remembered: no
+    retry could get further, so not the 503 a client retries."""
+
+    code = "too_many_unscreened_turns"
+
+
 class JailbreakBlocked(RouterError):
     status = 403
     type = "content_policy_violation"

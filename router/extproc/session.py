@@ -37,6 +37,7 @@ from router.errors import (
     Outcome,
     RouterError,
     TooManyHeaders,
+    TooManyUnscreenedTurns,
     UnsupportedEncoding,
     UnsupportedPath,
 )
@@ -352,14 +353,24 @@ class StreamSession:
         for turn, text in chat.earlier_user_turns():
             turns.setdefault(wire.bounded(text, max_chars), turn)
         unknown = {text for text in turns if clf.cached(text, scope) is None}  # one memo lookup each, here
+        if scope is None and len(unknown) > MAX_EARLIER_PASSES and self.runtime.cfg.classifier.on_failure == "closed":
+            # Nothing is remembered for a caller without identity or address: each retry would start again at the
+            # first turn, refused with a 503 its client retries for ever.
+            raise TooManyUnscreenedTurns(
+                f"{len(unknown)} earlier user turns are new to this router, which screens at most {MAX_EARLIER_PASSES} "
+                "a request and remembers them only for a caller it can tell apart: send an API key, or at most "
+                f"{MAX_EARLIER_PASSES} earlier user turns", param="messages")
         screened: list[tuple[int, Classification]] = []
         passes = 0
         for text, turn in turns.items():
             if text in unknown:
                 if passes == MAX_EARLIER_PASSES:  # the passes spent are memoised: a retry gets further
+                    left = len(unknown) - passes
                     self._classifier_failed(Overloaded(
                         f"{len(unknown)} earlier user turns were not known to this router; {MAX_EARLIER_PASSES} are "
-                        "classified per request"), "overload")
+                        "classified per request"), "overload",
+                        f"{len(unknown)} earlier user turns were new to this router, which screens "
+                        f"{MAX_EARLIER_PASSES} a request and remembers them: {left} remain, retry to go on")
                     break
                 passes += 1
             result = await self._classify(text, deadline)
@@ -429,14 +440,14 @@ class StreamSession:
             log.warning("affinity_anchor_unclassified", error=type(exc).__name__, request_id=self.request.request_id)
             return NO_SIGNAL
 
-    def _classifier_failed(self, exc: Exception, reason: Failure) -> Classification:
+    def _classifier_failed(self, exc: Exception, reason: Failure, hint: str = "retry later") -> Classification:
         policy = self.runtime.cfg.classifier.on_failure
         self.request.classifier_error = f"{type(exc).__name__}: {exc}"[:300]
         self.request.classifier_failure = reason
         self.runtime.classifier_failures.failure(reason, error=self.request.classifier_error, on_failure=policy,
                                                  request_id=self.request.request_id)
         if policy == "closed":
-            raise ClassifierUnavailable("The request could not be screened by the router's guards; retry later")
+            raise ClassifierUnavailable(f"The request could not be screened by the router's guards; {hint}")
         return NO_SIGNAL
 
     async def _cache_lookup(self, chat: wire.ChatRequest, decision: Decision) -> pb.ProcessingResponse | None:

@@ -308,3 +308,19 @@ def test_a_body_of_100k_messages_is_a_400_naming_the_limit(http: httpx.Client) -
     error = assert_openai_error(post(http, {"model": "auto", "messages": messages}), 400)
     assert error["param"] == "messages" and "2048" in error["message"], error
 
+
+
+def test_a_long_unseen_history_is_refused_only_while_a_retry_gets_further(http: httpx.Client) -> None:
+    """35 earlier user turns the router has not seen (a fabricated history, or another replica's): 16 are screened a
+    request and remembered, so the 503's Retry-After is worth following, and it says how far there is to go (it said
+    "retry later", to a client that could not tell progress from a loop)."""
+    history: list[dict[str, Any]] = []
+    for i in range(35):
+        history += [{"role": "user", "content": f"Question {i}: what is the integral of x^{i + 2}?"},
+                    {"role": "assistant", "content": "Ok."}]
+    request = {"model": "auto", "messages": [*history, {"role": "user", "content": "And of x^100?"}]}
+    for left in (19, 3):
+        r = post(http, request)
+        error = assert_openai_error(r, 503, "classifier_unavailable")
+        assert r.headers["retry-after"] == "1" and f"{left} remain, retry to go on" in error["message"], error
+    assert post(http, request).status_code == 200
