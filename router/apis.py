@@ -25,14 +25,15 @@ from router.chat_schema import check_count
 from router.errors import InvalidRequest, RouterError
 
 Api = Literal["chat", "responses", "messages"]
-PATHS: dict[str, Api] = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/messages": "messages"}
+MESSAGES_PATH = "/v1/messages"
+PATHS: dict[str, Api] = {"/v1/chat/completions": "chat", "/v1/responses": "responses", MESSAGES_PATH: "messages"}
 # Anthropic clients (Claude Code) call it to size a prompt; the count is the served model's tokenizer's, which the
 # router does not have: refused with an Anthropic 404 instead of the default model server's plain-text one.
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 # GET/DELETE of a stored response (and its input items, cancel): routed to the server that holds it.
 RESPONSES_ITEM_PREFIX = "/v1/responses/"
 _RESPONSE_CALLS = ("", "input_items", "cancel")
-MESSAGES_PREFIX = "/v1/messages/"  # an unserved path below it is refused in Anthropic's shape
+MESSAGES_PREFIX = MESSAGES_PATH + "/"  # an unserved path below it is refused in Anthropic's shape
 # Paths the router routes by their explicit `model` only, never cached. A completions prompt is screened by the guards
 # first (`completions_turns`); nothing is generated from an embeddings input, so it is not.
 ModelOnly = Literal["completions", "embeddings"]

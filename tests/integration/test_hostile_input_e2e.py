@@ -324,3 +324,19 @@ def test_a_long_unseen_history_is_refused_only_while_a_retry_gets_further(http: 
         error = assert_openai_error(r, 503, "classifier_unavailable")
         assert r.headers["retry-after"] == "1" and f"{left} remain, retry to go on" in error["message"], error
     assert post(http, request).status_code == 200
+
+
+def test_envoys_own_errors_on_messages_are_in_anthropics_shape(http: httpx.Client) -> None:
+    """Envoy's replies (504 upstream timeout, 413) on /v1/messages were OpenAI-shaped, which the Anthropic SDK cannot
+    read; the router's own errors there already were Anthropic's."""
+    base = http.base_url.copy_with(path="/v1/messages")
+    slow = http.post(base, json={"model": "qwen3-4b", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+                     headers={"x-demo-delay-ms": "3000", "anthropic-version": "2023-06-01"})
+    big = json.dumps({"model": "auto", "max_tokens": 8, "messages": [{"role": "user", "content": "x" * 5_000_000}]})
+    chunked = http.post(base, content=iter([big[i:i + 65536].encode() for i in range(0, len(big), 65536)]),
+                        headers={"content-type": "application/json"})
+    for r, status, kind in ((slow, 504, "api_error"), (chunked, 413, "request_too_large")):
+        assert r.status_code == status, r.text[:300]
+        body = r.json()
+        assert body["type"] == "error" and body["error"]["type"] == kind and body["error"]["message"], body
+    assert_openai_error(post(http, user("What should I cook?"), **{"x-demo-delay-ms": "3000"}), 504, "upstream_timeout")
