@@ -70,7 +70,7 @@ INLINE_SCAN_CHARS = 2048
 # turns costs; the deadline bounds the time (router/classifier/README.md, "Every user turn").
 MAX_EARLIER_PASSES = 16
 # Largest body parsed on the event loop: a larger one is parsed in a thread (JSON parsing and the schema's checks take
-# ~0.1 s a MB of dense JSON; on the loop every other stream of the worker waited for them, bench/README.md).
+# ~0.1 s a MB of dense JSON; on the loop every other stream of the worker waited for them: README, "Behaviour").
 INLINE_BODY_BYTES = 256 * 1024
 # A guard under a `flag` action lets the request through and says so in the response (shadow mode).
 FLAG_HEADERS = {"jailbreak": "x-vsr-jailbreak-flagged", "content_safety": "x-vsr-content-flagged"}
