@@ -21,23 +21,35 @@ from typing import Any, Literal, Protocol
 
 from router import openai_wire as wire
 from router.cache.keys import NON_ANSWER_FIELDS
+from router.chat_schema import check_count
 from router.errors import InvalidRequest, RouterError
 
 Api = Literal["chat", "responses", "messages"]
-PATHS: dict[str, Api] = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/messages": "messages"}
+MESSAGES_PATH = "/v1/messages"
+PATHS: dict[str, Api] = {"/v1/chat/completions": "chat", "/v1/responses": "responses", MESSAGES_PATH: "messages"}
 # Anthropic clients (Claude Code) call it to size a prompt; the count is the served model's tokenizer's, which the
 # router does not have: refused with an Anthropic 404 instead of the default model server's plain-text one.
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 # GET/DELETE of a stored response (and its input items, cancel): routed to the server that holds it.
 RESPONSES_ITEM_PREFIX = "/v1/responses/"
+_RESPONSE_CALLS = ("", "input_items", "cancel")
+MESSAGES_PREFIX = MESSAGES_PATH + "/"  # an unserved path below it is refused in Anthropic's shape
 # Paths the router routes by their explicit `model` only, never cached. A completions prompt is screened by the guards
 # first (`completions_turns`); nothing is generated from an embeddings input, so it is not.
 ModelOnly = Literal["completions", "embeddings"]
 MODEL_ONLY_PATHS: dict[str, ModelOnly] = {"/v1/completions": "completions", "/v1/embeddings": "embeddings"}
-# vLLM paths that generate from a body the router does not parse: SageMaker's /invocations (a chat or completions
-# body, told apart by its shape), a batch of conversations, token ids. Passed through to the default model, they
-# reached it unscreened: refused while a check reads text (router/extproc/session.py).
-UNSCREENED_GENERATION_PATHS = frozenset({"/invocations", "/v1/chat/completions/batch", "/inference/v1/generate"})
+# The allow-list, as a refusal says it. Paths match exactly (case, trailing slash) after Envoy's normalisation
+# (escapes decoded, slashes merged, dot segments removed); the query string is not part of the path. Any other path
+# is refused: passed through to the default model, vLLM generated from some (/invocations, a batch of conversations,
+# token ids) and a model server from who knows which others, all unscreened.
+SERVED = (f"it serves POST {', '.join([*PATHS, *MODEL_ONLY_PATHS])}, GET /v1/models and the stored responses "
+          f"({RESPONSES_ITEM_PREFIX}{{id}}); paths are exact (case, no trailing slash)")
+
+
+def is_stored_response_path(path: str) -> bool:
+    """/v1/responses/{id}, and its /input_items and /cancel: calls on a response a model server stored."""
+    rid, _, rest = path.removeprefix(RESPONSES_ITEM_PREFIX).partition("/")
+    return path.startswith(RESPONSES_ITEM_PREFIX) and rid != "" and rest in _RESPONSE_CALLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +80,15 @@ def _parts_text(content: Any) -> str:
 
 
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+_RESPONSES_ROLES = ("user", "assistant", "system", "developer")
+
+
+def _check_part_types(content: Any, param: str) -> None:
+    """A part's `type` must be a string: a list or an object there was hashed into a 500 (`_content`)."""
+    if isinstance(content, list):
+        for j, part in enumerate(content):
+            if isinstance(part, dict) and not isinstance(part.get("type", ""), str):
+                raise InvalidRequest(f"{param}[{j}].type must be a string", param=f"{param}[{j}].type")
 
 
 def _content(content: Any) -> str | list[Any]:
@@ -117,6 +138,7 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
         items = [{"role": "user", "content": items}]
     if not isinstance(items, list) or not items:
         raise InvalidRequest("'input' must be a non-empty string or array", param="input")
+    check_count(items, "input")
     messages: list[dict[str, Any]] = []
     if isinstance(body.get("instructions"), str):
         messages.append({"role": "system", "content": body["instructions"]})
@@ -125,7 +147,11 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
         if not isinstance(item, dict):
             raise InvalidRequest(f"input[{i}] must be an object", param=f"input[{i}]")
         role = item.get("role")
-        if item.get("type", "message") == "message" and role in ("user", "assistant", "system", "developer"):
+        if item.get("type", "message") == "message":
+            if role not in _RESPONSES_ROLES:  # else it went on as a tool item: never screened
+                raise InvalidRequest(f"input[{i}].role must be one of {', '.join(_RESPONSES_ROLES)}",
+                                     param=f"input[{i}].role")
+            _check_part_types(item.get("content"), f"input[{i}].content")
             messages.append({"role": role, "content": _content(item.get("content"))})
         else:  # function calls and their outputs: not classified, but keyed (an answer depends on the output)
             tool_items = True
@@ -147,6 +173,7 @@ def _parse_messages(body: dict[str, Any]) -> ApiRequest:
     turns = body.get("messages")
     if not isinstance(turns, list) or not turns:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    check_count(turns, "messages")
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("'max_tokens' is required and must be a positive integer", param="max_tokens")
@@ -161,6 +188,7 @@ def _parse_messages(body: dict[str, Any]) -> ApiRequest:
         if not isinstance(content, (str, list)):
             raise InvalidRequest(f"messages[{i}].content must be a string or an array of content blocks",
                                  param=f"messages[{i}].content")
+        _check_part_types(content, f"messages[{i}].content")
         tool_blocks |= isinstance(content, list) and any(
             isinstance(b, dict) and b.get("type") not in ("text", None) for b in content)
         messages.append({"role": turn["role"], "content": _content(content)})
@@ -180,6 +208,8 @@ def completions_turns(body: dict[str, Any], model: str) -> wire.ChatRequest:
                              param="prompt_embeds")
     prompt = body.get("prompt")
     texts = [prompt] if isinstance(prompt, str) else prompt
+    if isinstance(texts, list):
+        check_count(texts, "prompt")
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         tokens = isinstance(texts, list) and any(isinstance(t, (int, list)) for t in texts)
         raise InvalidRequest("'prompt' holds token ids, which the router's guards cannot screen: send it as text"

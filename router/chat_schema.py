@@ -17,6 +17,9 @@ import numpy as np
 from router.errors import InvalidJSON, InvalidRequest
 
 MAX_DEPTH = 64  # a chat request with a JSON-schema tool nests ~10 deep; 64 leaves room for any real one
+# Messages (Responses input items, completions prompts) one request may hold: OpenAI's own limit. A 4 MB body of 100k
+# tiny messages took 2.2 s of the router's event loop to parse and key, and each user turn may cost an encoder pass.
+MAX_ITEMS = 2048
 _OPEN, _CLOSE, _QUOTE = (ord("["), ord("{")), (ord("]"), ord("}")), ord('"')
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
@@ -31,13 +34,17 @@ _PARTS = {
 
 
 def json_depth(raw: bytes) -> int:
-    """Deepest bracket nesting outside strings; vectorised, ~10 ms for 4 MB, no recursion."""
+    """Deepest bracket nesting outside strings; vectorised, no recursion: ~25 ms for 4 MB. Only the brackets' running
+    sum is taken (a bracket is outside a string when an even number of quotes precedes it): a cumulative sum over every
+    byte took 0.6-0.9 s of a 4 MB body, on the event loop."""
     if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return 0  # cannot be deeper than the limit: skip the scan for ordinary bodies
     flat = raw.replace(b"\\\\", b"").replace(b'\\"', b"")  # escapes cannot toggle string state
     a = np.frombuffer(flat, dtype=np.uint8)
-    outside = (np.cumsum(a == _QUOTE) & 1) == 0
-    step = (np.isin(a, _OPEN).astype(np.int32) - np.isin(a, _CLOSE).astype(np.int32)) * outside
+    quotes = np.flatnonzero(a == _QUOTE)
+    brackets = np.flatnonzero((a == _OPEN[0]) | (a == _OPEN[1]) | (a == _CLOSE[0]) | (a == _CLOSE[1]))
+    outside = a[brackets[(np.searchsorted(quotes, brackets) & 1) == 0]]
+    step = np.where((outside == _OPEN[0]) | (outside == _OPEN[1]), 1, -1)
     return int(np.cumsum(step).max(initial=0))
 
 
@@ -75,6 +82,12 @@ def _fail(param: str, message: str) -> InvalidRequest:
     return InvalidRequest(f"{param} {message}", param=param)
 
 
+def check_count(items: list[Any], param: str) -> None:
+    """At most MAX_ITEMS entries in the request's list of turns: a 400 naming the limit, before any is looked at."""
+    if len(items) > MAX_ITEMS:
+        raise _fail(param, f"holds {len(items)} entries; at most {MAX_ITEMS} are accepted")
+
+
 def _str_field(obj: dict[str, Any], key: str, param: str, required: bool = True) -> None:
     value = obj.get(key)
     if value is None and not required:
@@ -94,7 +107,7 @@ def check_part(part: Any, role: str, param: str) -> None:
     part = _obj(part, param)
     kind = part.get("type")
     allowed = _PARTS.get(role, {"text"})
-    if kind not in allowed:
+    if not isinstance(kind, str) or kind not in allowed:  # an unhashable type (a list, an object) was a 500
         raise _fail(f"{param}.type", f"must be one of {sorted(allowed)} for a {role} message")
     if kind in ("text", "refusal"):
         _str_field(part, kind, param)
@@ -116,7 +129,7 @@ def check_part(part: Any, role: str, param: str) -> None:
 def check_message(message: Any, param: str) -> None:
     message = _obj(message, param)
     role = message.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:  # an unhashable role (["user"]) was a 500
         raise InvalidRequest(f"{param}.role must be one of {sorted(ROLES)}", param=f"{param}.role")
     content = message.get("content")
     if isinstance(content, list):

@@ -1,8 +1,8 @@
 """Envoy's config, generated from the router's, so models and routes are declared once.
 
 One cluster per model, a route per cluster matched on the selection header the router sets, and
-a default route to the default model for the paths the router passes through (and, with
-`failure_mode_allow: true`, for requests the router could not answer).
+a default route to the default model for what the router passes through unrouted (a stored response it has no pin
+for; any other path it refuses) and, with `failure_mode_allow: true`, for requests the router could not answer.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from router import resilience, tracing
+from router.apis import MESSAGES_PATH
 from router.config import ConfigError, RouterConfig
 from router.envoy_filters import duration, ext_proc_filter
 from router.extproc.messages import CLIENT_ADDRESS_ATTRIBUTE, DETAILS
@@ -127,6 +128,7 @@ def local_reply_config(cfg: RouterConfig) -> dict[str, Any]:
                   f"or its memory near envoy.max_heap_mb = {cfg.envoy.max_heap_mb} MiB); retry shortly")
     too_slow = (f"The request was not received within envoy.request_timeout_s ({cfg.envoy.request_timeout_s:g} s; "
                 f"its headers within {REQUEST_HEADERS_TIMEOUT_S} s)")
+    mappers: list[dict[str, Any]]
     mappers = [{"filter": _not_router("response.code_details == 'path_normalization_failed'"),
                 "body_format_override": _openai_error("invalid_path", "invalid_request_error", _BAD_PATH)},
                {"filter": _not_router(f"response.code_details.startsWith('rbac_access_denied_matched_policy"
@@ -144,7 +146,26 @@ def local_reply_config(cfg: RouterConfig) -> dict[str, Any]:
                     "body_format_override": _openai_error("envoy_error", "server_error")})
     mappers.append({"filter": _not_router("response.code >= 400"),
                     "body_format_override": _openai_error("envoy_error", "invalid_request_error")})
-    return {"mappers": mappers}
+    return {"mappers": [*(_for_messages(m) for m in mappers), *mappers]}
+
+
+# Anthropic's error types for the codes above whose type is not the plain one (server_error: api_error).
+_ANTHROPIC_TYPES = {"request_too_large": "request_too_large", "gateway_overloaded": "overloaded_error",
+                    "router_unavailable": "overloaded_error"}
+
+
+def _for_messages(mapper: dict[str, Any]) -> dict[str, Any]:
+    """The same reply in Anthropic's shape on /v1/messages, whose SDK reads `{"type": "error", "error": {...}}`: the
+    router's own errors there already are (router/apis.py `error_body`), Envoy's came OpenAI-shaped."""
+    error = mapper["body_format_override"]["json_format"]["error"]
+    kind = _ANTHROPIC_TYPES.get(error["code"], "api_error" if error["type"] == "server_error" else error["type"])
+    cel = mapper["filter"]["extension_filter"]["typed_config"]
+    expression = f"({cel['expression']}) && request.path.startsWith('{MESSAGES_PATH}')"
+    body = {"json_format": {"type": "error", "error": {"type": kind, "message": error["message"]}},
+            "content_type": "application/json"}
+    return {**mapper, "filter": {"extension_filter": {**mapper["filter"]["extension_filter"],
+                                                      "typed_config": {**cel, "expression": expression}}},
+            "body_format_override": body}
 
 
 # Envoy's side of each request, keyed by the request id the router logs too. What only Envoy knows: the route
@@ -250,7 +271,7 @@ def _routes(cfg: RouterConfig, chains: list[tuple[str, ...]]) -> list[dict[str, 
     timeout = duration(cfg.envoy.upstream_timeout_s)
     routes = resilience.routes(cfg, chains, timeout, cfg.server.selection_header)
     default = resilience.routes(cfg, [], timeout, cfg.server.selection_header)[sorted(cfg.models).index(cfg.default_model)]
-    routes.append({**default, "match": {"prefix": "/"}})  # unrouted: paths the router passes through (and failed-open ones)
+    routes.append({**default, "match": {"prefix": "/"}})  # unrouted: unpinned stored responses (and failed-open ones)
     return routes
 
 

@@ -61,7 +61,8 @@ class MethodNotAllowed(RouterError):
 
 
 class UnsupportedPath(RouterError):
-    """A path the model server generates from, in a shape the router's guards do not read."""
+    """A path the router does not serve: only the known API paths reach a model (an allow-list), since a model
+    server may generate from any other (vLLM's /invocations, /v1/audio/*) in a shape the guards never read."""
 
     status = 404
     code = "unsupported_path"
@@ -76,6 +77,13 @@ class NotServed(RouterError):
     outcome = Outcome.UNSERVED
 
 
+class UnsupportedEncoding(RouterError):
+    """A compressed request body (Content-Encoding: gzip): the router would screen bytes it cannot read."""
+
+    status = 415
+    code = "unsupported_content_encoding"
+
+
 class BodyTooLarge(RouterError):
     status = 413
     code = "request_too_large"
@@ -86,6 +94,13 @@ class TooManyHeaders(RouterError):
 
     status = 431
     code = "too_many_headers"
+
+
+class TooManyUnscreenedTurns(RouterError):
+    """More earlier user turns than one request screens, from a caller for whom nothing screened is remembered: no
+    retry could get further, so not the 503 a client retries."""
+
+    code = "too_many_unscreened_turns"
 
 
 class JailbreakBlocked(RouterError):

@@ -168,6 +168,7 @@ def _is_bool_for_number(value: Any, types: tuple[type, ...]) -> bool:
 def _check_messages(messages: Any) -> None:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    schema.check_count(messages, "messages")
     for i, message in enumerate(messages):
         schema.check_message(message, f"messages[{i}]")
 

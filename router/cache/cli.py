@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--api-key", help="API key, when the key is the identity; `-` reads it from stdin, which keeps it "
                    "out of `ps` and the shell's history")
     p.add_argument("--model", help="selected model name")
-    p.add_argument("--entry", help="one entry: the cache_entry of a request log line (hex key prefix)")
+    p.add_argument("--entry", help="one entry: the cache_entry of a request log line (its whole id, 64 hex)")
     p.set_defaults(func=lambda a: _run(a, _invalidate))
     p = actions.add_parser("purge-expired", help="delete entries past their TTL")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=CONFIG_HELP)

@@ -24,7 +24,7 @@ from typing import Literal, TypeVar
 
 import numpy as np
 
-from router.cache.store import DIM, HEX, CacheEntry, Candidate, InvalidCacheArgument, StoreStats
+from router.cache.store import DIM, CacheEntry, Candidate, InvalidCacheArgument, StoreStats, entry_id
 
 T = TypeVar("T")
 
@@ -196,11 +196,10 @@ class MemoryStore:
     async def delete(self, namespace: str | None = None, model: str | None = None, entry: str | None = None) -> int:
         if namespace is None and model is None and entry is None:
             raise InvalidCacheArgument("delete needs a namespace, a model or an entry")
-        if entry is not None and not HEX.match(entry):
-            raise InvalidCacheArgument(f"entry must be hex: {entry!r}")
+        entry = entry_id(entry)
         return await self._off_loop(lambda: self._remove_where(
             lambda e: (namespace is None or e.namespace == namespace) and (model is None or e.model == model)
-            and (entry is None or e.key.startswith(entry))))
+            and (entry is None or e.key == entry)))
 
     async def purge_expired(self, now: float) -> int:
         return await self._off_loop(lambda: self._remove_where(lambda e: e.expires_at <= now))

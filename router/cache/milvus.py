@@ -39,6 +39,7 @@ from router.cache.store import (
     Candidate,
     InvalidCacheArgument,
     StoreStats,
+    entry_id,
 )
 from router.config import LOOP_SLACK, is_local_uri
 from router.observability import metrics
@@ -379,7 +380,7 @@ class MilvusStore:
     async def delete(self, namespace: str | None = None, model: str | None = None, entry: str | None = None) -> int:
         parts = []
         if entry is not None:
-            parts.append(f'id like "{_check("entry", entry, HEX)}%"')
+            parts.append(f'id == "{entry_id(entry)}"')
         if namespace is not None:
             parts.append(f'namespace == "{_check("namespace", namespace, HEX)}"')
         if model is not None:

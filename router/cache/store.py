@@ -18,6 +18,9 @@ DIM = 384  # MiniLM sentence-embedding width
 # Keys, scopes, namespaces and entry ids are hex digests (router/cache/keys.py); a backend checks them before they
 # go into a filter expression.
 HEX = re.compile(r"^[0-9a-f]{1,64}$")
+# An entry's id: its whole key (a SHA-256), the `cache_entry` a request log line names. Deletion by id is exact: a
+# prefix ("0") matched every tenant's entries beginning with it.
+ENTRY_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 class CacheBackendError(Exception):
@@ -31,6 +34,13 @@ class CacheTimeout(CacheBackendError):
 
 class InvalidCacheArgument(CacheBackendError):
     """A value a backend refuses (a key that cannot go into a filter, an entry over the schema's size)."""
+
+
+def entry_id(entry: str | None) -> str | None:
+    """`entry` checked as a whole entry id (both backends delete by it exactly), or None."""
+    if entry is not None and not ENTRY_ID.match(entry):
+        raise InvalidCacheArgument(f"an entry id is the 64 hex characters of a log line's cache_entry, not {entry[:80]!r}")
+    return entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +97,8 @@ class CacheStore(Protocol):
         ...
 
     async def delete(self, namespace: str | None = None, model: str | None = None, entry: str | None = None) -> int:
-        """Remove entries matching every given field (at least one); returns how many were matched. `entry` is a
-        key prefix: the `cache_entry` a request log line names."""
+        """Remove entries matching every given field (at least one); returns how many were matched. `entry` is one
+        entry's whole key (ENTRY_ID): the `cache_entry` a request log line names."""
         ...
 
     async def purge_expired(self, now: float) -> int: ...

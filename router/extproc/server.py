@@ -148,15 +148,15 @@ def _answer_fields(session: StreamSession) -> dict[str, Any]:
 
 def _cache_fields(session: StreamSession) -> dict[str, Any]:
     """Which stored entry a hit served and how it matched, or the entry a miss's answer was queued as: the same
-    `cache_entry` (16 hex of the entry's key, itself a hash) on both lines ties a wrong answer to the request that
-    stored it, without the prompt text."""
+    `cache_entry` (the entry's whole key, itself a hash: `cache invalidate --entry` deletes by it exactly) on both
+    lines ties a wrong answer to the request that stored it, without the prompt text."""
     req, hit = session.request, session.request.cache_hit
     if hit is not None:
-        return {"cache_entry": hit.key[:16], "cache_match": "exact" if hit.exact else "semantic",
+        return {"cache_entry": hit.key, "cache_match": "exact" if hit.exact else "semantic",
                 "cache_similarity": round(hit.similarity, 4), "cache_age_s": round(hit.age_seconds, 1),
                 "cache_verifier_score": _round(hit.verifier_score), "cache_pair_score": _round(hit.pair_score)}
     if req.cache_stored and req.cache_key is not None:
-        return {"cache_entry": req.cache_key.key[:16]}
+        return {"cache_entry": req.cache_key.key}
     return {}
 
 

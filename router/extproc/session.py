@@ -38,6 +38,8 @@ from router.errors import (
     Outcome,
     RouterError,
     TooManyHeaders,
+    TooManyUnscreenedTurns,
+    UnsupportedEncoding,
     UnsupportedPath,
 )
 from router.extproc import messages as msg
@@ -68,6 +70,9 @@ INLINE_SCAN_CHARS = 2048
 # 0.27% of them to on_failure (after 16 passes, memoised for the retry) and bounds what a fabricated history of many
 # turns costs; the deadline bounds the time (router/classifier/README.md, "Every user turn").
 MAX_EARLIER_PASSES = 16
+# Largest body parsed on the event loop: a larger one is parsed in a thread (JSON parsing and the schema's checks take
+# ~0.1 s a MB of dense JSON; on the loop every other stream of the worker waited for them: README, "Behaviour").
+INLINE_BODY_BYTES = 256 * 1024
 # A guard under a `flag` action lets the request through and says so in the response (shadow mode).
 FLAG_HEADERS = {"jailbreak": "x-vsr-jailbreak-flagged", "content_safety": "x-vsr-content-flagged"}
 
@@ -163,37 +168,39 @@ class StreamSession:
         if path == apis.COUNT_TOKENS_PATH:
             self.request.api = "messages"
             raise NotServed("This router does not count tokens: /v1/messages/count_tokens is not served")
-        api = apis.PATHS.get(path)
-        if api is None and path.startswith(apis.RESPONSES_ITEM_PREFIX):
-            return await self._route_stored_response(path)
+        api, kind = apis.PATHS.get(path), apis.MODEL_ONLY_PATHS.get(path)
+        if api is None and kind is None:
+            if apis.is_stored_response_path(path):
+                return await self._route_stored_response(path)
+            if path.startswith(apis.MESSAGES_PREFIX):
+                self.request.api = "messages"  # an Anthropic client reads Anthropic errors
+            raise UnsupportedPath(f"{method} {path[:200]} is not served by this router: {apis.SERVED}")
         c = self.runtime.cfg.semantic_cache
-        # The memo's scope, set before the path branches: completions need it as well as the chat-like APIs.
+        # The memo's scope: completions need it as well as the chat-like APIs.
         self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers, client)
-        if path in apis.UNSCREENED_GENERATION_PATHS and \
-                self.runtime.policy.checks_text_for(self.runtime.cfg.default_model):
-            raise UnsupportedPath(f"{path} is not served through this router, whose guards cannot read it: send chat "
-                                  "to /v1/chat/completions, text prompts to /v1/completions")
-        if api is None:
-            kind = apis.MODEL_ONLY_PATHS.get(path)
-            if kind is not None and method == "POST" and not headers.end_of_stream:
-                self.request.model_only = kind
-                return msg.continue_request_headers(msg.SCREEN_BODY if kind == "completions" else msg.ROUTE_BODY_ONLY)
-            return msg.continue_request_headers(msg.PASS_THROUGH)
-        self.request.api = api
-        cache_control(h)  # a directive the router does not know is refused here, cache on or off
-        if self.runtime.tracing is not None:
-            self.trace = self.runtime.tracing.start(self.trace_carrier, h)
+        if api is not None:
+            self.request.api = api
+            cache_control(h)  # a directive the router does not know is refused here, cache on or off
+            if self.runtime.tracing is not None:
+                self.trace = self.runtime.tracing.start(self.trace_carrier, h)
         limit = self.runtime.cfg.envoy.max_headers_count
         if len(headers.headers.headers) + REQUEST_HEADROOM > limit:
             raise TooManyHeaders(f"the request has {len(headers.headers.headers)} headers; at most "
                                  f"{limit - REQUEST_HEADROOM} are accepted")
         if method != "POST":
             raise MethodNotAllowed(f"{method} is not allowed on {path}; use POST")
-        if headers.end_of_stream:
-            raise InvalidRequest("a chat completion request needs a JSON body")
+        if headers.end_of_stream:  # an empty /v1/completions body passed through to the default model
+            raise InvalidRequest(f"a request to {path} needs a JSON body")
+        encoding = h.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", ""):  # the guards would read compressed bytes as bad JSON, or not at all
+            raise UnsupportedEncoding(f"Content-Encoding '{encoding}' is not supported: send the body uncompressed",
+                                      param="content-encoding")
         length = h.get("content-length", "")
         if length.isdigit():
             self._check_size(int(length))  # refuse early, before Envoy buffers the body
+        if kind is not None:
+            self.request.model_only = kind
+            return msg.continue_request_headers(msg.SCREEN_BODY if kind == "completions" else msg.ROUTE_BODY_ONLY)
         return msg.continue_request_headers()
 
     def _answer_models(self, method: str, path: str) -> pb.ProcessingResponse:
@@ -213,7 +220,7 @@ class StreamSession:
         self._check_size(len(body.body))  # chunked uploads carry no content-length
         if self.request.model_only:
             return await self._route_by_model(body.body, deadline)
-        parsed = apis.parse(self.request.api, body.body)
+        parsed = await _parsed(len(body.body), apis.parse, self.request.api, body.body)
         chat, self.request.stateful = parsed.chat, parsed.stateful
         self.request.stream_usage = parsed.api != "chat" or chat.include_usage  # Responses, Messages: always
         text = await self._screen(chat, deadline)
@@ -282,7 +289,7 @@ class StreamSession:
         A completions prompt reaches the model as surely as a chat turn, so it passes the same guards and the
         model's PII rule first (`apis.completions_turns`), when any of them reads text. The route stays the one
         asked for: no fallback chain on this path."""
-        body = wire.load_object(raw)  # the chat path's JSON limits: depth, Unicode, an object
+        body = await _parsed(len(raw), wire.load_object, raw)  # the chat path's JSON limits: depth, Unicode, an object
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
@@ -365,14 +372,24 @@ class StreamSession:
             if len(text) < len(other.text):
                 cut.add(text)
         unknown = {text for text in turns if clf.cached(text, scope) is None}  # one memo lookup each, here
+        if scope is None and len(unknown) > MAX_EARLIER_PASSES and self.runtime.cfg.classifier.on_failure == "closed":
+            # Nothing is remembered for a caller without identity or address: each retry would start again at the
+            # first turn, refused with a 503 its client retries for ever.
+            raise TooManyUnscreenedTurns(
+                f"{len(unknown)} earlier turns and tool results are new to this router, which screens at most {MAX_EARLIER_PASSES} "
+                "a request and remembers them only for a caller it can tell apart: send an API key, or at most "
+                f"{MAX_EARLIER_PASSES} earlier turns and tool results", param="messages")
         screened: list[tuple[str, Classification]] = []
         passes = 0
         for text, other in turns.items():
             if text in unknown:
                 if passes == MAX_EARLIER_PASSES:  # the passes spent are memoised: a retry gets further
+                    left = len(unknown) - passes
                     self._classifier_failed(Overloaded(
-                        f"{len(unknown)} earlier turns and tool results were not known to this router; "
-                        f"{MAX_EARLIER_PASSES} are classified per request"), "overload")
+                        f"{len(unknown)} earlier turns and tool results were not known to this router; {MAX_EARLIER_PASSES} are "
+                        "classified per request"), "overload",
+                        f"{len(unknown)} earlier turns and tool results were new to this router, which screens "
+                        f"{MAX_EARLIER_PASSES} a request and remembers them: {left} remain, retry to go on")
                     break
                 passes += 1
             result = await self._classify(text, deadline)
@@ -453,14 +470,14 @@ class StreamSession:
             log.warning("affinity_anchor_unclassified", error=type(exc).__name__, request_id=self.request.request_id)
             return NO_SIGNAL
 
-    def _classifier_failed(self, exc: Exception, reason: Failure) -> Classification:
+    def _classifier_failed(self, exc: Exception, reason: Failure, hint: str = "retry later") -> Classification:
         policy = self.runtime.cfg.classifier.on_failure
         self.request.classifier_error = f"{type(exc).__name__}: {exc}"[:300]
         self.request.classifier_failure = reason
         self.runtime.classifier_failures.failure(reason, error=self.request.classifier_error, on_failure=policy,
                                                  request_id=self.request.request_id)
         if policy == "closed":
-            raise ClassifierUnavailable("The request could not be screened by the router's guards; retry later")
+            raise ClassifierUnavailable(f"The request could not be screened by the router's guards; {hint}")
         return NO_SIGNAL
 
     async def _cache_lookup(self, chat: wire.ChatRequest, decision: Decision) -> pb.ProcessingResponse | None:
@@ -612,6 +629,13 @@ class StreamSession:
 
 def _find_structured(text: str) -> list[PIIFinding]:
     return find_structured(screening.canonical(text))
+
+
+async def _parsed(size: int, parse: Callable[..., T], *args: Any) -> T:
+    """`parse(*args)` of a body of `size` bytes: inline when small (a thread hop costs more), else in a thread."""
+    if size <= INLINE_BODY_BYTES:
+        return parse(*args)
+    return await asyncio.to_thread(parse, *args)
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

@@ -40,16 +40,20 @@ def stack(request: pytest.FixtureRequest, make_stack: Callable[..., Stack],
     return s
 
 
-def cli(stack: Stack, *args: str) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "router.cli", "cache", *args, "--config", str(stack.config_path)],
+def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "router.cli", "cache", *args, "--config", str(stack.config_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+
+def cli(stack: Stack, *args: str) -> dict[str, Any]:
+    done = run_cli(stack, *args)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
-def ask(stack: Stack, text: str) -> httpx.Response:
-    r = httpx.post(f"{stack.base_url}/chat/completions", headers={"authorization": "Bearer sk-cli"}, timeout=10,
+def ask(stack: Stack, text: str, key: str = "sk-cli") -> httpx.Response:
+    r = httpx.post(f"{stack.base_url}/chat/completions", headers={"authorization": f"Bearer {key}"}, timeout=10,
                    json={"model": "auto", "messages": [{"role": "user", "content": text}]})
     assert r.status_code == 200
     return r
@@ -105,6 +109,28 @@ def test_a_wrong_answer_is_removed_by_the_entry_its_log_line_names(stack: Stack)
     assert cli(stack, "invalidate", "--entry", line["cache_entry"])["deleted"] == 1
     until(lambda: ask(stack, wrong).headers.get("x-vsr-cache-hit") != "true", "the removed entry still hits")
     assert ask(stack, other).headers.get("x-vsr-cache-hit") == "true"
+
+
+def log_line(stack: Stack, rid: str) -> dict[str, Any]:
+    log = stack.workdir / "router.log"
+    until(lambda: rid in log.read_text(), "no log line for the request")
+    line: dict[str, Any] = next(json.loads(x) for x in log.read_text().splitlines() if rid in x and '"request"' in x)
+    return line
+
+
+def test_an_entry_is_invalidated_by_its_whole_id_never_by_a_prefix(stack: Stack) -> None:
+    """`--entry 0` deleted every entry whose id began with "0", any tenant's (a `like "0%"` filter): an id is now
+    matched exactly, and anything but a whole one (64 hex) is refused."""
+    text = f"Which bridge is the oldest in the city of {stack.cfg.server.port}?"
+    ask(stack, text, key="sk-tenant-b")
+    until(lambda: ask(stack, text, key="sk-tenant-b").headers.get("x-vsr-cache-hit") == "true", "never stored")
+    theirs = log_line(stack, ask(stack, text, key="sk-tenant-b").headers["x-request-id"])["cache_entry"]
+    for prefix in (theirs[:1], theirs[:16], theirs[:63]):
+        refused = run_cli(stack, "invalidate", "--entry", prefix)
+        assert refused.returncode == 1 and "64 hex" in refused.stderr, (prefix, refused.stdout, refused.stderr)
+    assert ask(stack, text, key="sk-tenant-b").headers.get("x-vsr-cache-hit") == "true"  # the other tenant's entry
+    assert cli(stack, "invalidate", "--entry", theirs)["deleted"] == 1
+    until(lambda: ask(stack, text, key="sk-tenant-b").headers.get("x-vsr-cache-hit") != "true", "still hits")
 
 
 def test_the_cli_still_works_after_the_routers_lite_child_was_killed(stack: Stack) -> None:

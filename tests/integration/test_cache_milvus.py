@@ -128,13 +128,19 @@ async def test_scopes_never_mix_and_expired_or_exact_only_entries_are_not_search
 
 
 async def test_delete_one_entry_by_the_id_the_request_log_names(store: CacheStore) -> None:
-    """On call: a wrong cached answer, found by its `cache_entry` (16 hex of the key) in the request log, could only
-    be removed with its whole tenant namespace or model."""
-    kept, doomed = "ab" * 32, "cd" * 32
-    await store.upsert(entry(kept))
-    await store.upsert(entry(doomed))
-    assert await store.delete(entry=doomed[:16]) == 1
+    """On call: a wrong cached answer, found by its `cache_entry` (the key) in the request log, could only be removed
+    with its whole tenant namespace or model. By its id exactly: a prefix ("c", as `--entry 0` was) deleted every
+    entry beginning with it, any tenant's."""
+    kept, doomed, alike = "ab" * 32, "cd" * 32, "cd" * 31 + "ef"
+    for key in (kept, doomed, alike):
+        await store.upsert(entry(key))
+    for prefix in ("c", doomed[:16], doomed[:63]):
+        with pytest.raises(CacheBackendError):
+            await store.delete(entry=prefix)
+    assert await store.get(alike, NOW) is not None
+    assert await store.delete(entry=doomed) == 1
     assert await store.get(doomed, NOW) is None and await store.get(kept, NOW) is not None
+    assert await store.get(alike, NOW) is not None
     with pytest.raises(CacheBackendError):  # an id must be hex: it goes into a filter expression
         await store.delete(entry='0" or key != "')
 

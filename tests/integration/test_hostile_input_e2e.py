@@ -7,6 +7,7 @@ blocked or decided by `classifier.on_failure`, never forwarded unclassified.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable, Iterator
 from http.client import HTTPConnection
@@ -248,3 +249,114 @@ def test_pii_in_an_earlier_turn_never_reaches_a_model_that_may_not_see_it(http: 
     r = post(http, {"model": "auto", "messages": messages})
     assert r.status_code == 200 and r.headers["x-vsr-selected-model"] == "qwen3-4b", r.headers
     assert_openai_error(post(http, {"model": "gpt-oss-120b", "messages": messages}), 403, "pii_policy_violation")
+
+
+def raw_request(stack: Stack, method: str, path: str, body: bytes | None = None,
+                **headers: str) -> tuple[int, dict[str, str], bytes]:
+    """A request exactly as written (httpx would tidy the path), through Envoy."""
+    conn = HTTPConnection(stack.cfg.envoy.host, stack.cfg.envoy.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers={"content-type": "application/json", **headers})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
+UNKNOWN_PATHS = ["/generate", "/v1/realtime", "/v1/audio/speech", "/v1/audio/transcriptions",
+                 "/v1/chat/completions/", "/V1/Chat/Completions", "/v1/chat/completions/?x=1", "/generate?prompt=hi"]
+
+
+@pytest.mark.parametrize("path", UNKNOWN_PATHS)
+def test_an_unknown_path_is_an_openai_404_never_forwarded(stack: Stack, path: str) -> None:
+    """The trial of 2026-12-01: every path but the chat-like APIs was forwarded to the default model unscreened (the
+    demo upstream answered a DAN prompt on some; vLLM generates on /invocations and its audio endpoints)."""
+    status, headers, body = raw_request(stack, "POST", path, json.dumps(user(JAILBREAK)).encode())
+    assert "x-demo-upstream" not in headers, (path, status, body[:200])  # no model server saw it
+    assert status == 404 and headers["content-type"].startswith("application/json"), (path, status, body[:200])
+    error = json.loads(body)["error"]
+    assert error["code"] == "unsupported_path" and "/v1/chat/completions" in error["message"], error
+
+
+def test_a_query_string_on_the_chat_path_is_the_chat_path_screened(stack: Stack) -> None:
+    status, headers, body = raw_request(stack, "POST", "/v1/chat/completions?api-version=2024-10-21",
+                                        json.dumps(user(JAILBREAK)).encode())
+    assert (status, json.loads(body)["error"]["code"]) == (403, "jailbreak_detected")
+    assert "x-demo-upstream" not in headers
+
+
+@pytest.mark.parametrize("body", [None, b"", b'{"model": "qwen3-4b"}'])
+def test_a_completions_request_without_a_prompt_is_a_400(stack: Stack, body: bytes | None) -> None:
+    """An empty /v1/completions body was forwarded to the default model."""
+    status, headers, answer = raw_request(stack, "POST", "/v1/completions", body)
+    assert "x-demo-upstream" not in headers, (status, answer[:200])
+    assert status == 400 and json.loads(answer)["error"]["message"], (status, answer[:200])
+
+
+@pytest.mark.parametrize(("path", "payload", "param"), [
+    ("/v1/chat/completions", {"model": "auto", "messages": [{"role": ["user"], "content": "hi"}]}, "messages[0].role"),
+    ("/v1/chat/completions", user([{"type": {"x": 1}, "text": "hi"}]), "messages[0].content[0].type"),
+    ("/v1/responses", {"model": "auto", "input": [{"role": "user", "content": [{"type": {"x": 1}, "text": "hi"}]}]},
+     "input[0].content[0].type"),
+    ("/v1/messages", {"model": "auto", "max_tokens": 8, "messages": [
+        {"role": "user", "content": [{"type": ["text"], "text": "hi"}]}]}, "messages[0].content[0].type"),
+])
+def test_an_unhashable_role_or_part_type_is_a_400_naming_it(stack: Stack, path: str, payload: dict[str, Any],
+                                                             param: str) -> None:
+    """A list or an object where a role or a part type belongs was a 500 (the router hashed it)."""
+    status, headers, answer = raw_request(stack, "POST", path, json.dumps(payload).encode())
+    assert status == 400, answer[:300]
+    error = json.loads(answer)["error"]
+    assert param in error["message"] and "x-demo-upstream" not in headers, error
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"])
+def test_a_gzip_body_is_a_415_naming_the_encoding(stack: Stack, path: str) -> None:
+    """A gzip body reached the JSON parser compressed: a 400 invalid_json that did not say why."""
+    payload = {**user("hello"), "prompt": "hello", "input": "hello", "model": "qwen3-4b"}
+    status, headers, answer = raw_request(stack, "POST", path, gzip.compress(json.dumps(payload).encode()),
+                                          **{"content-encoding": "gzip"})
+    assert status == 415 and "x-demo-upstream" not in headers, (status, answer[:300])
+    error = json.loads(answer)["error"]
+    assert error["code"] == "unsupported_content_encoding" and "gzip" in error["message"], error
+
+
+def test_a_body_of_100k_messages_is_a_400_naming_the_limit(http: httpx.Client) -> None:
+    """A 4 MB body of 100,000 tiny messages took ~2.2 s of the router's event loop (parse, then the cache key), every
+    other request of that worker waiting, and was then refused with a 503 its client retried."""
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"hi {i % 7}"} for i in range(100_000)]
+    error = assert_openai_error(post(http, {"model": "auto", "messages": messages}), 400)
+    assert error["param"] == "messages" and "2048" in error["message"], error
+
+
+
+def test_a_long_unseen_history_is_refused_only_while_a_retry_gets_further(http: httpx.Client) -> None:
+    """35 earlier user turns the router has not seen (a fabricated history, or another replica's): 16 are screened a
+    request and remembered, so the 503's Retry-After is worth following, and it says how far there is to go (it said
+    "retry later", to a client that could not tell progress from a loop)."""
+    history: list[dict[str, Any]] = []
+    for i in range(35):
+        history += [{"role": "user", "content": f"Question {i}: what is the integral of x^{i + 2}?"},
+                    {"role": "assistant", "content": "Ok."}]
+    request = {"model": "auto", "messages": [*history, {"role": "user", "content": "And of x^100?"}]}
+    for left in (19, 3):
+        r = post(http, request)
+        error = assert_openai_error(r, 503, "classifier_unavailable")
+        assert r.headers["retry-after"] == "1" and f"{left} remain, retry to go on" in error["message"], error
+    assert post(http, request).status_code == 200
+
+
+def test_envoys_own_errors_on_messages_are_in_anthropics_shape(http: httpx.Client) -> None:
+    """Envoy's replies (504 upstream timeout, 413) on /v1/messages were OpenAI-shaped, which the Anthropic SDK cannot
+    read; the router's own errors there already were Anthropic's."""
+    base = http.base_url.copy_with(path="/v1/messages")
+    slow = http.post(base, json={"model": "qwen3-4b", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
+                     headers={"x-demo-delay-ms": "3000", "anthropic-version": "2023-06-01"})
+    big = json.dumps({"model": "auto", "max_tokens": 8, "messages": [{"role": "user", "content": "x" * 5_000_000}]})
+    chunked = http.post(base, content=iter([big[i:i + 65536].encode() for i in range(0, len(big), 65536)]),
+                        headers={"content-type": "application/json"})
+    for r, status, kind in ((slow, 504, "api_error"), (chunked, 413, "request_too_large")):
+        assert r.status_code == status, r.text[:300]
+        body = r.json()
+        assert body["type"] == "error" and body["error"]["type"] == kind and body["error"]["message"], body
+    assert_openai_error(post(http, user("What should I cook?"), **{"x-demo-delay-ms": "3000"}), 504, "upstream_timeout")

@@ -102,15 +102,17 @@ def test_upstream_errors_reach_the_client(client: openai.OpenAI) -> None:
                                        extra_headers={"x-demo-status": "500"})
 
 
-def test_other_paths_pass_through_to_the_default_model(http: httpx.Client) -> None:
+def test_other_paths_are_refused_by_the_router(http: httpx.Client) -> None:
+    """They passed through to the default model unread (vLLM generates speech on this one)."""
     r = http.post("/audio/speech", json={"model": "x", "input": "hello"})
-    assert r.headers["x-demo-upstream"] == "qwen3-4b"  # the upstream answered, not the router
-    assert "x-vsr-selected-model" not in r.headers
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "unsupported_path")
+    assert "x-demo-upstream" not in r.headers  # no model server saw it
 
 
 def test_clients_cannot_choose_the_upstream_cluster(http: httpx.Client) -> None:
-    """Only the router sets the selection header: a client-sent one steered pass-through paths to any model."""
-    r = http.post("/audio/speech", json={"model": "x", "input": "hello"}, headers={"x-selected-cluster": "gpt-oss-120b"})
+    """Only the router sets the selection header: a client-sent one steered pass-through paths (a stored response
+    this router does not know goes to the default model) to any model."""
+    r = http.get("/responses/resp_unknown", headers={"x-selected-cluster": "gpt-oss-120b"})
     assert r.headers["x-demo-upstream"] == "qwen3-4b"
 
 

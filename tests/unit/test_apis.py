@@ -38,6 +38,15 @@ def test_tool_items_mark_the_request_so_the_cache_treats_it_as_a_tool_call() -> 
     ("messages", {"model": "m", "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
     ("messages", {"model": "m", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
      "messages[0].role"),
+    # An unhashable part type or role was a 500 (TypeError) until 2026-12-02; a role that is no role went on as a
+    # tool item, unscreened.
+    ("responses", {"model": "m", "input": [{"role": "user", "content": [{"type": {"x": 1}, "text": "hi"}]}]},
+     "input[0].content[0].type"),
+    ("responses", {"model": "m", "input": [{"role": ["user"], "content": "hi"}]}, "input[0].role"),
+    ("messages", {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": ["text"]}]}]},
+     "messages[0].content[0].type"),
+    ("messages", {"model": "m", "max_tokens": 5, "messages": [{"role": ["user"], "content": "hi"}]},
+     "messages[0].role"),
 ])
 def test_invalid_requests_name_the_field(api: apis.Api, body: dict, param: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(InvalidRequest) as err:
@@ -191,3 +200,24 @@ def test_a_completions_prompt_the_guards_cannot_read_is_refused(body: dict, para
     with pytest.raises(InvalidRequest) as err:
         apis.completions_turns(body, "m")
     assert err.value.param == param and words in err.value.message
+
+
+@pytest.mark.parametrize(("api", "body", "param"), [
+    ("chat", {"model": "m", "messages": [{"role": "user", "content": "hi"}] * 2049}, "messages"),
+    ("responses", {"model": "m", "input": [{"role": "user", "content": "hi"}] * 2049}, "input"),
+    ("messages", {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}] * 2049}, "messages"),
+])
+def test_more_turns_than_openai_accepts_are_a_400_naming_the_limit(api: apis.Api, body: dict,  # type: ignore[type-arg]
+                                                                   param: str) -> None:
+    """A body of 100k tiny messages was parsed, validated and keyed on the event loop (2.2 s) before any limit."""
+    with pytest.raises(InvalidRequest) as err:
+        apis.parse(api, json.dumps(body).encode())
+    assert err.value.param == param and "2048" in err.value.message
+    ok = {**body, param: body[param][:2048]}
+    assert apis.parse(api, json.dumps(ok).encode()).chat.messages
+
+
+def test_a_completions_prompt_list_is_bounded_alike() -> None:
+    with pytest.raises(InvalidRequest) as err:
+        apis.completions_turns({"model": "m", "prompt": ["hi"] * 2049}, "m")
+    assert err.value.param == "prompt" and "2048" in err.value.message

@@ -168,23 +168,3 @@ async def test_the_body_sent_upstream_is_the_one_the_guards_read_even_with_a_key
     resp = await session.handle(pb.ProcessingRequest(request_body=pb.HttpBody(body=raw, end_of_stream=True)))
     sent = resp.request_body.response.body_mutation.body
     assert json.loads(sent) == {"model": "qwen3-4b", "prompt": "Integrate x^2"} and DAN.encode() not in sent
-
-
-# vLLM serves these on every model server: SageMaker's /invocations runs a chat or a completions body (by its shape),
-# /v1/chat/completions/batch a list of conversations, /inference/v1/generate token ids.
-UNSCREENED = ["/invocations", "/v1/chat/completions/batch", "/inference/v1/generate"]
-
-
-@pytest.mark.parametrize("path", UNSCREENED)
-async def test_a_generation_path_the_guards_cannot_read_is_refused_while_a_check_is_on(path: str) -> None:
-    """Other paths pass through to the default model unread: a DAN prompt refused on /v1/chat/completions and
-    /v1/completions reached it through vLLM's /invocations, its batch of conversations or its token-id endpoint."""
-    resp = await StreamSession(_runtime(ByText({})), EXECUTOR).handle(headers(path))
-    assert resp.immediate_response.status.code == 404
-    error = _error(resp)
-    assert error["code"] == "unsupported_path" and "/v1/chat/completions" in error["message"]
-
-    def guards_off(raw: dict[str, Any]) -> None:
-        raw["classifier"].update(jailbreak_action="off", content_safety_action="off")
-    passed = await StreamSession(_runtime(ByText({}), config(guards_off)), EXECUTOR).handle(headers(path))
-    assert passed.mode_override == msg.PASS_THROUGH  # nothing would read its text: passed through as before

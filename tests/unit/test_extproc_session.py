@@ -326,7 +326,7 @@ async def test_a_cache_hit_log_line_names_the_stored_entry_and_its_scores() -> N
     lines = [x for x in logs if x["event"] == "request"]
     assert [x["cache"] for x in lines] == ["miss", "hit", "hit"]
     entry = lines[0]["cache_entry"]
-    assert len(entry) == 16 and lines[1]["cache_entry"] == entry == lines[2]["cache_entry"]
+    assert len(entry) == 64 and lines[1]["cache_entry"] == entry == lines[2]["cache_entry"]  # the id, whole
     assert (lines[1]["cache_match"], lines[1]["cache_similarity"]) == ("exact", 1.0)
     assert lines[2]["cache_match"] == "semantic" and 0.99 < lines[2]["cache_similarity"] < 1.0
     assert 0.0 < lines[2]["cache_verifier_score"] <= 1.0 and lines[2]["cache_age_s"] >= 0.0

@@ -178,6 +178,10 @@ def test_depth_counts_brackets_outside_strings_only() -> None:
     ({"role": "user", "content": [{"type": "text", "text": 5}]}, "messages[0].content[0].text"),
     ({"role": "user", "content": [{"type": "image_url", "image_url": "http://x"}]}, "messages[0].content[0].image_url"),
     ({"role": "user", "content": [{"type": "x"}]}, "messages[0].content[0].type"),
+    ({"role": ["user"], "content": "hi"}, "messages[0].role"),  # unhashable: a 500 until 2026-12-02
+    ({"role": {"x": 1}, "content": "hi"}, "messages[0].role"),
+    ({"role": "user", "content": [{"type": {"x": 1}}]}, "messages[0].content[0].type"),
+    ({"role": "user", "content": [{"type": ["text"], "text": "hi"}]}, "messages[0].content[0].type"),
     ({"role": "system", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}, "messages[0].content[0].type"),
     ({"role": "user", "content": None}, "messages[0].content"),
     ({"role": "tool", "content": "42"}, "messages[0].tool_call_id"),

@@ -1,0 +1,63 @@
+"""A long history the router has not seen: a 503 to retry while a retry gets further, a 400 when none could."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from router.classifier.memo import MemoizedClassifier
+from router.extproc.session import MAX_EARLIER_PASSES, StreamSession
+from router.policy import Policy
+from router.runtime import Runtime
+from tests.unit.test_extproc_session import EXECUTOR, ByText, body, config, headers, long_history, send
+
+
+def _runtime(on_failure: str = "closed") -> tuple[Runtime, ByText]:
+    cfg = config(lambda raw: raw["classifier"].update(on_failure=on_failure))
+    fake = ByText({})
+    return Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(fake), cache=None), fake
+
+
+def _request(turns: int) -> dict[str, Any]:
+    return {"model": "auto", "messages": [*long_history(turns), {"role": "user", "content": "And x^3?"}]}
+
+
+async def test_a_caller_nothing_is_remembered_for_gets_a_400_not_a_503_retried_for_ever() -> None:
+    """No identity and no client address (an Envoy not asked for it): the 16 passes were spent and forgotten, and
+    every retry of the 503 started again at the first turn."""
+    rt, fake = _runtime()
+    for _ in range(2):
+        session = StreamSession(rt, EXECUTOR)
+        await session.handle(headers())  # no API key, no source.address
+        resp = await session.handle(body(_request(MAX_EARLIER_PASSES + 1)))
+        assert resp.immediate_response.status.code == 400
+        error = json.loads(resp.immediate_response.body)["error"]
+        assert error["code"] == "too_many_unscreened_turns" and error["param"] == "messages"
+        assert f"{MAX_EARLIER_PASSES + 1} earlier turns and tool results" in error["message"]
+    assert fake.seen == ["And x^3?"] * 2  # no pass on an earlier turn: none would have been remembered
+
+
+@pytest.mark.parametrize("on_failure", ["closed", "open"])
+async def test_within_the_bound_or_failing_open_the_forgetful_caller_is_served(on_failure: str) -> None:
+    rt, _ = _runtime(on_failure)
+    session = StreamSession(rt, EXECUTOR)
+    await session.handle(headers())
+    turns = MAX_EARLIER_PASSES if on_failure == "closed" else MAX_EARLIER_PASSES + 5
+    resp = await session.handle(body(_request(turns)))
+    assert resp.WhichOneof("response") == "request_body"
+
+
+async def test_the_503_says_how_many_turns_remain_and_that_a_retry_goes_on() -> None:
+    rt, _ = _runtime()
+    remaining = []
+    for _ in range(3):
+        resp = await send(StreamSession(rt, EXECUTOR), _request(2 * MAX_EARLIER_PASSES + 3))
+        if resp.WhichOneof("response") == "request_body":
+            break
+        assert resp.immediate_response.status.code == 503
+        remaining.append(json.loads(resp.immediate_response.body)["error"]["message"])
+    assert len(remaining) == 2, remaining
+    assert f"{MAX_EARLIER_PASSES + 3} remain, retry to go on" in remaining[0]
+    assert "3 remain, retry to go on" in remaining[1]

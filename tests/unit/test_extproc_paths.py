@@ -1,0 +1,118 @@
+"""Which paths and request framings the header phase lets on to a model: an allow-list, refused in the API's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from router import apis
+from router.extproc.session import INLINE_BODY_BYTES, StreamSession
+from tests.unit.test_extproc_session import EXECUTOR, MATH, config, headers, runtime
+
+
+def _guards_off(raw: dict[str, Any]) -> None:
+    raw["classifier"].update(jailbreak_action="off", content_safety_action="off")
+    for model in raw["models"].values():
+        model.pop("pii_policy", None)
+
+
+async def _answer(req: pb.ProcessingRequest, guards: bool = True) -> pb.ProcessingResponse:
+    return await StreamSession(runtime(MATH, None if guards else config(_guards_off)), EXECUTOR).handle(req)
+
+
+def _error(resp: pb.ProcessingResponse) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(resp.immediate_response.body)
+    return body
+
+
+UNKNOWN = ["/generate", "/v1/realtime", "/v1/audio/speech", "/v1/audio/transcriptions", "/v1/chat/completions/",
+           "/V1/Chat/Completions", "/v1/chat/completions/batch", "/invocations", "/inference/v1/generate",
+           "/v1/responses/", "/v1/responses/resp_1/other", "/generate?x=1", "/", "/v1/completions/"]
+
+
+@pytest.mark.parametrize("guards", [True, False])
+@pytest.mark.parametrize("path", UNKNOWN)
+async def test_an_unknown_path_is_a_404_from_the_router_never_passed_through(path: str, guards: bool) -> None:
+    """Every path but the chat-like APIs passed through to the default model unread: vLLM generates on /invocations,
+    its batch and token-id endpoints, a server that ignores case or a trailing slash on the chat path itself."""
+    resp = await _answer(headers(path), guards)
+    assert resp.immediate_response.status.code == 404, resp
+    error = _error(resp)["error"]
+    assert error["code"] == "unsupported_path" and error["type"] == "invalid_request_error"
+    assert path.split("?")[0] in error["message"] and "POST /v1/chat/completions" in error["message"]
+
+
+async def test_an_unknown_path_under_messages_is_refused_in_anthropics_shape() -> None:
+    body = _error(await _answer(headers("/v1/messages/batches")))
+    assert body["type"] == "error" and body["error"]["type"] == "not_found_error"
+
+
+@pytest.mark.parametrize(("path", "method"), [
+    ("/v1/chat/completions?api-version=2024-10-21", "POST"), ("/v1/embeddings", "POST"), ("/v1/completions", "POST"),
+    ("/v1/responses/resp_1", "GET"), ("/v1/responses/resp_1", "DELETE"), ("/v1/responses/resp_1/input_items", "GET"),
+    ("/v1/responses/resp_1/cancel", "POST"), ("/v1/models", "GET"), ("/v1/models/qwen3-4b", "GET")])
+async def test_the_served_paths_still_go_on(path: str, method: str) -> None:
+    resp = await _answer(headers(path, method))
+    which = resp.WhichOneof("response")
+    assert which == "request_headers" or resp.immediate_response.status.code == 200, resp
+
+
+def _no_body(path: str) -> pb.ProcessingRequest:
+    req = headers(path)
+    req.request_headers.end_of_stream = True
+    return req
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/embeddings", "/v1/chat/completions"])
+async def test_a_request_without_a_body_is_a_400(path: str) -> None:
+    """`curl -X POST /v1/completions` (no body) passed through to the default model, unscreened."""
+    resp = await _answer(_no_body(path))
+    assert resp.immediate_response.status.code == 400
+    assert "needs a JSON body" in _error(resp)["error"]["message"]
+
+
+async def test_a_model_only_path_refuses_another_method() -> None:
+    resp = await _answer(headers("/v1/completions", "GET"))
+    assert resp.immediate_response.status.code == 405
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"])
+async def test_a_compressed_body_is_a_415_naming_its_encoding(path: str) -> None:
+    """A gzip body reached the parser as bytes that are not JSON: a 400 `invalid_json` that told the client nothing
+    of why."""
+    resp = await _answer(headers(path, **{"content-encoding": "gzip"}))
+    assert resp.immediate_response.status.code == 415
+    error = _error(resp)["error"]
+    assert "gzip" in error["message"] and (error.get("code") == "unsupported_content_encoding" or path ==
+                                             "/v1/messages")
+    plain = await _answer(headers(path, **{"content-encoding": "identity"}))
+    assert plain.WhichOneof("response") == "request_headers"
+
+
+
+async def test_a_large_body_is_parsed_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 4 MB body was parsed on the loop (up to ~1.5 s: JSON, the depth scan, the schema), and every other stream
+    of the worker waited. The parse here waits until the loop, still free, releases it: on the loop it never could."""
+    released = threading.Event()
+    outcome: list[bool] = []
+
+    def slow_parse(api: apis.Api, raw: bytes) -> apis.ApiRequest:
+        outcome.append(released.wait(timeout=10))
+        return real_parse(api, raw)
+
+    real_parse = apis.parse
+    monkeypatch.setattr(apis, "parse", slow_parse)
+    session = StreamSession(runtime(MATH), EXECUTOR)
+    await session.handle(headers(authorization="Bearer sk-tenant-a"))
+    big = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "x " * (INLINE_BODY_BYTES // 2)}]})
+    task = asyncio.create_task(session.handle(pb.ProcessingRequest(
+        request_body=pb.HttpBody(body=big.encode(), end_of_stream=True))))
+    await asyncio.sleep(0.05)  # the loop runs: the parse is in its thread
+    released.set()
+    resp = await task
+    assert outcome == [True] and resp.WhichOneof("response") == "request_body"
