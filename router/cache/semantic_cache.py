@@ -84,16 +84,17 @@ class CacheHit:
     pair_score: float | None = None  # and the pair model's (None: exact, or no pair model)
 
 
-def cache_control(headers: Mapping[str, str]) -> set[str]:
+def cache_control(headers: Mapping[str, str]) -> frozenset[str]:
     """The request's cache directives (`no-store`, `no-cache`): from `x-vsr-cache-control`, where a value the router
     does not know raises InvalidRequest (`nocache` was ignored: the client believed it had opted out), and from the
-    standard `Cache-Control`, whose other directives (`max-age=0`, ...) are about HTTP caches and left to them."""
+    standard `Cache-Control`, whose other directives (`max-age=0`, ...) are about HTTP caches and left to them.
+    Read once, with the request's headers (refused there, cache on or off); build_cache_request takes the result."""
     ours = {t.strip().lower() for t in headers.get(CONTROL_HEADER, "").split(",") if t.strip()}
     if unknown := ours - set(CONTROL_VALUES):
         raise InvalidRequest(f"{CONTROL_HEADER}: unknown value {', '.join(sorted(unknown))!r}; accepted: "
                              f"{', '.join(CONTROL_VALUES)}", param=CONTROL_HEADER)
     standard = {t.split("=", 1)[0].strip().lower() for t in headers.get("cache-control", "").split(",")}
-    return ours | (standard & set(CONTROL_VALUES))
+    return frozenset(ours | (standard & set(CONTROL_VALUES)))
 
 
 def _usable_embedding(embedding: np.ndarray | None, text: str, cfg: CacheConfig) -> np.ndarray | None:
@@ -109,7 +110,7 @@ def _usable_embedding(embedding: np.ndarray | None, text: str, cfg: CacheConfig)
 def build_cache_request(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
     embedding: np.ndarray | None, cfg: RouterConfig, encoder: str = "", pii_types: Collection[str] | None = (),
-    stateful: bool = False,
+    stateful: bool = False, control: Collection[str] = frozenset(),
 ) -> CacheRequest | SkipReason:
     """The cache key of a validated chat request, or why it must not touch the cache.
 
@@ -119,9 +120,9 @@ def build_cache_request(
     entries hold the prompt's text and the answer in a backend that may be shared; None when the screen should have
     run and did not (the classifier failed and `on_failure: open` let the request through), which keeps it out too. `stateful`: the answer depends on
     state the server keeps (a Responses request with `previous_response_id`, `conversation` or `store`), so another
-    request's answer is never this one's.
+    request's answer is never this one's. `control`: the request's cache directives (`cache_control`).
     """
-    result = _build(body, headers, model, category, embedding, cfg, encoder, pii_types, stateful)
+    result = _build(body, headers, model, category, embedding, cfg, encoder, pii_types, stateful, control)
     if isinstance(result, SkipReason):
         metrics.record_cache("skipped_write", result.value)
     return result
@@ -130,6 +131,7 @@ def build_cache_request(
 def _build(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
     embedding: np.ndarray | None, cfg: RouterConfig, encoder: str, pii_types: Collection[str] | None, stateful: bool,
+    control: Collection[str],
 ) -> CacheRequest | SkipReason:
     c = cfg.semantic_cache
     found = cfg.category(category) if category else None
@@ -138,7 +140,6 @@ def _build(
         return SkipReason.DISABLED
     if override is not None and override.enabled is False:
         return SkipReason.CATEGORY_DISABLED
-    control = cache_control(headers)
     if "no-store" in control:
         return SkipReason.NO_STORE
     if stateful:

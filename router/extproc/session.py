@@ -80,6 +80,7 @@ class RequestState:
     signal: Classification = NO_SIGNAL
     decision: Decision | None = None
     cache_key: Any = None
+    cache_control: frozenset[str] = frozenset()  # the client's no-store / no-cache (cache.cache_control)
     outcome: Outcome = Outcome.PASSTHROUGH
     classifier_error: str | None = None  # "Type: message" when classification failed
     classifier_failure: Failure | None = None  # an exception, or out of its time budget
@@ -179,7 +180,7 @@ class StreamSession:
                 return msg.continue_request_headers(msg.SCREEN_BODY if kind == "completions" else msg.ROUTE_BODY_ONLY)
             return msg.continue_request_headers(msg.PASS_THROUGH)
         self.request.api = api
-        cache_control(h)  # a directive the router does not know is refused here, cache on or off
+        self.request.cache_control = cache_control(h)  # a directive the router does not know is refused, cache on or off
         if self.runtime.tracing is not None:
             self.trace = self.runtime.tracing.start(self.trace_carrier, h)
         limit = self.runtime.cfg.envoy.max_headers_count
@@ -441,7 +442,7 @@ class StreamSession:
         key = build_cache_request(chat.body, apis.cache_identity(self.request.headers), decision.model,
                                   decision.category, signal.embedding, self.runtime.cfg, encoder=signal.encoder,
                                   pii_types=None if self.request.classifier_failure else signal.pii_types,
-                                  stateful=self.request.stateful)
+                                  stateful=self.request.stateful, control=self.request.cache_control)
         if isinstance(key, str):  # a skip reason: this request is not cacheable
             self.request.cache_result = f"skip:{key}"
             return None

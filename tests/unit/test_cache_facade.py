@@ -119,7 +119,7 @@ async def test_entries_of_another_encoder_are_never_candidates(cache: SemanticCa
 
 
 async def test_no_cache_reads_nothing_but_writes(cache: SemanticCache) -> None:
-    no_cache = build_cache_request(body("Q?"), {**KEY_A, "x-vsr-cache-control": "no-cache"}, "m1", None, BASE, CFG)
+    no_cache = build_cache_request(body("Q?"), KEY_A, "m1", None, BASE, CFG, control={"no-cache"})
     assert isinstance(no_cache, CacheRequest)
     await put(cache, no_cache)
     assert await cache.lookup(no_cache) is None
