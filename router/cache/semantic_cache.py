@@ -38,7 +38,7 @@ from router.cache.verifier import FLOOR as VERIFIER_FLOOR
 from router.cache.writer import WriteQueue
 from router.config import LOOP_SLACK, CacheConfig, RouterConfig
 from router.errors import InvalidRequest
-from router.observability import metrics
+from router.observability import logs, metrics
 
 log = structlog.get_logger(__name__)
 CONTROL_HEADER = "x-vsr-cache-control"
@@ -204,6 +204,9 @@ class SemanticCache:
         self._purger: asyncio.Task[None] | None = None
         self.counters: Counter[str] = Counter()
         self.health = BackendHealth()
+        # One warning per spell of failures, then a summary with their count: a Milvus slower than the lookup budget
+        # under load wrote a line per request (each still counted, `vsr_cache_events_total{event="error"}`).
+        self._errors = logs.FailureSpell(log, "cache_backend_error", "cache_backend_recovered", level="warning")
         self.hot = HotAnswers(cfg.hot_answers, cfg.hot_answers_ttl_s)
         self.writes = WriteQueue(self._write_batch, self._count_n, size=cfg.write_queue_size,
                                  batch=cfg.write_batch_size, interval_s=cfg.write_interval_ms / 1000)
@@ -239,7 +242,11 @@ class SemanticCache:
         self._count("error", op)
         metrics.record_dependency_error("cache")
         if self.health.up and self.health.answered:
-            log.warning("cache_backend_error", op=op, error=str(exc)[:200] or type(exc).__name__)
+            self._errors.failure(op, error=str(exc)[:200] or type(exc).__name__)
+
+    def _answered(self) -> None:
+        self.health.success()
+        self._errors.success()
 
     def _ensure_purger(self) -> None:
         """On first use from the event loop: start the periodic purge, warn about a missing secret."""
@@ -275,7 +282,7 @@ class SemanticCache:
             log.exception("cache_lookup_bug", error=type(exc).__name__)
             self._error(exc, "lookup")
             return None
-        self.health.success()
+        self._answered()
         self._count("hit" if hit else "miss", None if hit is None else ("exact" if hit.exact else "semantic"))
         return hit
 
@@ -360,7 +367,7 @@ class SemanticCache:
         except Exception:
             log.exception("cache_write_bug")
             raise
-        self.health.success()
+        self._answered()
 
     async def flush(self) -> None:
         """Wait for queued writes (tests, shutdown)."""
@@ -388,7 +395,7 @@ class SemanticCache:
         except Exception as exc:  # noqa: BLE001 - any failure is the answer
             self._error(exc, "probe")
         else:
-            self.health.success()
+            self._answered()
 
     async def _purge_loop(self) -> None:
         """Refresh the entries gauge at once (a restarted worker said 0 entries until its first purge, 300 s), then
