@@ -474,8 +474,7 @@ class StreamSession:
         out = self._decision_headers()
         if self.request.decision is not None and self.request.outcome is Outcome.UPSTREAM:
             out |= self._fallback_headers(h, self.request.decision)
-        if self.request.cache_key is not None:
-            out["x-vsr-cache-hit"] = "false"
+        out |= self._cache_headers()
         if len(headers.headers.headers) + len(out) > self.runtime.cfg.envoy.max_headers_count:
             out = self._id_header()  # informational headers must never cost the client its answer
         if not 200 <= self.response.status < 300 or self.request.model_only:  # a completions answer: headers only
@@ -490,6 +489,15 @@ class StreamSession:
             self.response.assembler = apis.assembler(self.request.api)
             return msg.continue_response_headers(out, msg.STREAM_RESPONSE)
         return msg.continue_response_headers(out)
+
+    def _cache_headers(self) -> dict[str, str]:
+        """Every answer the cache was asked about says so, a skipped one with why (README "Headers"): the header was
+        absent on a skip, which a client could not tell from a router without a cache."""
+        result = self.request.cache_result
+        if result == "off":  # no cache, or an API it does not serve
+            return {}
+        reason = result.removeprefix("skip:")
+        return {"x-vsr-cache-hit": "false", **({"x-vsr-cache-skip": reason} if reason != result else {})}
 
     def _fallback_headers(self, headers: dict[str, str], decision: Decision) -> dict[str, str]:
         """Which model answered and in how many attempts; a fallback answer is never cached."""
