@@ -194,7 +194,7 @@ class StreamSession:
         length = h.get("content-length", "")
         if length.isdigit():
             self._check_size(int(length))  # refuse early, before Envoy buffers the body
-        return msg.continue_request_headers()
+        return msg.continue_request_headers(msg.SCREEN_AND_READ_ANSWER)
 
     def _answer_models(self, method: str, path: str) -> pb.ProcessingResponse:
         """GET /v1/models and /v1/models/{name}: the router's names (auto included), which no model server knows."""

@@ -157,6 +157,33 @@ def test_http10_gets_a_426_with_an_openai_error(stack: Stack) -> None:
         assert "proxy_http_version 1.1" in error["message"]
 
 
+_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "code", "details"), [
+    (_HEAD + b"X-Big: " + b"a" * 70_000 + b"\r\nContent-Length: %d\r\n\r\n" % len(CHAT) + CHAT,
+     431, "headers_too_large", "http1.headers_too_large"),
+    (_HEAD + b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n%x\r\n" % (len(CHAT), len(CHAT)) + CHAT
+     + b"\r\n0\r\n\r\n", 400, "invalid_http_message", "http1.content_length_and_chunked_not_allowed"),
+    (_HEAD + b"Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(CHAT), len(CHAT)) + CHAT,
+     400, "invalid_http_message", "http1.codec_error"),
+    (_HEAD + b"".join(b"X-H%d: v\r\n" % i for i in range(120)) + b"Content-Length: %d\r\n\r\n" % len(CHAT) + CHAT,
+     431, "too_many_headers", "http1.too_many_headers"),
+], ids=["headers past 60 KiB", "transfer-encoding and content-length", "content-length twice", "120 headers"])
+def test_a_request_envoys_codec_refuses_gets_an_openai_error_then_the_connection_closes(
+        stack: Stack, request_bytes: bytes, status: int, code: str, details: str) -> None:
+    """Envoy's HTTP/1 codec refuses these before the router sees them, then closes the connection (HTTP/1.1 cannot
+    find the next request in a message it cannot frame). Its reply went to the router's filter for the response
+    headers while the connection closed, so the client got an empty reply (envoyproxy/envoy#29440): now the router's
+    filter reads a response only when the router asked for it, and the client gets the status and an OpenAI error."""
+    with socket.create_connection((stack.cfg.envoy.host, stack.cfg.envoy.port)) as s:
+        s.sendall(request_bytes)
+        raw = reply(s, 10)
+    assert raw.endswith(b"<closed>")
+    got, error = error_of(raw)
+    assert (got, error["code"], error["details"], error["type"]) == (status, code, details, "invalid_request_error")
+
+
 def test_a_restarted_worker_takes_streams_again(stack: Stack) -> None:
     """After a burst Envoy held many ext_proc connections to the surviving worker and kept reusing them: the
     replacement served 0 of 800 later requests. Connections now retire SPREAD_CONNECTION_S after they open. The
