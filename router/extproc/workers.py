@@ -133,7 +133,6 @@ class WorkersView:
                              "streams": (s or {}).get("streams", 0),
                              "restarts": w.restarts} for w, s in states]}
 
-
     def _split(self, versions: list[str]) -> dict[str, Any] | None:
         """Workers serving different configs route the same request differently: not ready once they have
         disagreed for `split_grace_s`; before that they are rolling out a reload, and ready."""
