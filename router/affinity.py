@@ -76,6 +76,9 @@ class PinStore(Protocol):
 
     async def put(self, key: str, pin: Pin, now: float | None = None) -> None: ...
 
+    async def flush(self) -> None:
+        """Wait for the pins put so far to be stored (shutdown, tests)."""
+
 
 class MemoryPins:
     """The pins of one router process, in its memory: the store of a single router without a runtime directory."""
@@ -107,6 +110,9 @@ class MemoryPins:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    async def flush(self) -> None:
+        return None
+
 
 class SharedPins:
     """The pins of every router process of a Pod, in a SQLite file (WAL: readers never wait for a writer) in the
@@ -115,9 +121,16 @@ class SharedPins:
     holds at most `max_entries` plus that many per process. Policy on failure (a full disk, a damaged file, a lock
     held past BUSY_TIMEOUT_S): the request goes on as if no pin were stored (a continuation that carries its
     history is re-derived from its first turn), logged once per spell (`affinity_store_failed`) and counted in
-    `vsr_dependency_errors_total{dependency="affinity_store"}`."""
+    `vsr_dependency_errors_total{dependency="affinity_store"}`.
+
+    Writes are behind the request: `put` queues the pin and returns (each first turn awaited its SQLite write), and one
+    task stores the queue in a transaction. This process reads a queued pin from the queue; another worker finds it
+    once written (a turn there before that is re-derived, as above). Loss policy: the queue holds MAX_PENDING keys;
+    a pin for another key while it is full is dropped (`queue_full`, logged and counted as a failure), as are the
+    queued pins of a process killed before `flush` (graceful shutdown flushes)."""
 
     BUSY_TIMEOUT_S = 0.05
+    MAX_PENDING = 10_000
 
     def __init__(self, path: Path, max_entries: int = 100_000, ttl_s: float = 3600.0):
         self.path = path
@@ -126,6 +139,8 @@ class SharedPins:
         self._db: sqlite3.Connection | None = None  # opened on that thread at first use
         self._writes = 0
         self._spell = logs.FailureSpell(log, "affinity_store_failed", "affinity_store_recovered")
+        self._pending: dict[str, tuple[Pin, float]] = {}  # key -> (pin, when put), not yet written
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def prune_every(self) -> int:
@@ -137,13 +152,37 @@ class SharedPins:
         return self
 
     async def get(self, key: str, now: float | None = None) -> Pin | None:
-        row = await self._run(self._select, key, time.monotonic() if now is None else now)
+        now = time.monotonic() if now is None else now
+        queued = self._pending.get(key)
+        if queued is not None and queued[1] + self.ttl_s > now:
+            return queued[0]
+        row = await self._run(self._select, key, now)
         return Pin(*row) if row else None
 
     async def put(self, key: str, pin: Pin, now: float | None = None) -> None:
-        self._writes += 1
-        prune = self._writes % self.prune_every == 0
-        await self._run(self._upsert, key, pin, time.monotonic() if now is None else now, prune)
+        if key not in self._pending and len(self._pending) >= self.MAX_PENDING:
+            self._spell.failure("queue_full", error=f"{self.MAX_PENDING} pins waiting to be written",
+                                path=str(self.path), effect="this pin is dropped: its session may be re-derived")
+            metrics.record_dependency_error("affinity_store")
+            return
+        self._pending[key] = (pin, time.monotonic() if now is None else now)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_pending())
+
+    async def flush(self) -> None:
+        if self._writer is not None:
+            await self._writer
+
+    async def _write_pending(self) -> None:
+        """Store what is queued, in batches, until the queue is empty; a failed batch is lost (logged, counted)."""
+        while self._pending:
+            batch = list(self._pending.items())
+            before, self._writes = self._writes, self._writes + len(batch)
+            prune = before // self.prune_every != self._writes // self.prune_every
+            await self._run(self._upsert, batch, prune)
+            for key, queued in batch:
+                if self._pending.get(key) is queued:  # not put again meanwhile
+                    del self._pending[key]
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -173,11 +212,12 @@ class SharedPins:
                                          (key, now)).fetchone()
         return (row[0], row[1]) if row else None
 
-    def _upsert(self, key: str, pin: Pin, now: float, prune: bool) -> None:
+    def _upsert(self, batch: list[tuple[str, tuple[Pin, float]]], prune: bool) -> None:
         db = self._connection()
-        db.execute("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)", (key, pin.model, pin.category, now + self.ttl_s))
+        db.executemany("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)",
+                       [(key, pin.model, pin.category, now + self.ttl_s) for key, (pin, now) in batch])
         if prune:
-            db.execute("DELETE FROM pins WHERE expires <= ?", (now,))
+            db.execute("DELETE FROM pins WHERE expires <= ?", (max(now for _, (_, now) in batch),))
             db.execute("DELETE FROM pins WHERE key IN (SELECT key FROM pins ORDER BY expires DESC LIMIT -1 OFFSET ?)",
                        (self.max_entries,))
 

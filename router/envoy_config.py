@@ -24,6 +24,7 @@ _BUFFER_SLACK = 64 * 1024
 SPREAD_STREAMS_PER_CONNECTION = 1
 SPREAD_CONNECTION_S = 10
 REQUEST_HEADERS_TIMEOUT_S = 10
+MAX_REQUEST_HEADERS_KB = 60  # Envoy's default, explicit so that its 431 can name it
 
 
 def _cluster(name: str, endpoints: list[tuple[str, int]], http2: bool = False,
@@ -55,10 +56,16 @@ def _cluster(name: str, endpoints: list[tuple[str, int]], http2: bool = False,
 
 def _ext_proc_filter(cfg: RouterConfig) -> dict[str, Any]:
     """The router's filter; the client's address comes with the request headers, to scope an anonymous caller's
-    classification memo (router/classifier/README.md, "Every user turn")."""
+    classification memo (router/classifier/README.md, "Every user turn").
+
+    The response is sent to the router only when its answer to the request headers asks for it (a mode override,
+    extproc/messages.py `SCREEN_AND_READ_ANSWER`): Envoy's reply to a request its HTTP/1 codec refused (headers past
+    max_request_headers_kb, Transfer-Encoding with Content-Length, two Content-Lengths) never reached the router's
+    request phase, yet went to the router for its response headers while Envoy closed the connection, so the client
+    got an empty reply instead of the 431 or 400 (envoyproxy/envoy#29440)."""
     return ext_proc_filter(EXT_PROC_CLUSTER, cfg.envoy.message_timeout_ms, cfg.envoy.failure_mode_allow, {
-        "request_header_mode": "SEND", "response_header_mode": "SEND",
-        "request_body_mode": "BUFFERED", "response_body_mode": "BUFFERED"},
+        "request_header_mode": "SEND", "response_header_mode": "SKIP",
+        "request_body_mode": "BUFFERED", "response_body_mode": "NONE"},
         request_attributes=[CLIENT_ADDRESS_ATTRIBUTE])
 
 
@@ -79,6 +86,14 @@ _ROUTER_FAILED = "response.code_details.startsWith('ext_proc_error_')"
 _ROUTER_UNAVAILABLE = ("The semantic router did not answer in time (down, restarting or overloaded), so the request "
                        "was refused rather than passed on unscreened; retry shortly")
 
+
+# Requests Envoy's HTTP/1 codec refuses before the router sees them, then closes the connection: headers past
+# MAX_REQUEST_HEADERS_KB (431; more than max_headers_count: 431 too_many_headers below), and framing it cannot trust
+# (400: Transfer-Encoding with Content-Length, two Content-Lengths, a bad chunk), each named in `details`
+# (http1.headers_too_large, http1.too_many_headers, http1.codec_error, ...).
+_HEADERS_TOO_LARGE = f"The request's headers exceed {MAX_REQUEST_HEADERS_KB} KiB"
+_BAD_HTTP = ("The request is not valid HTTP/1.1 (e.g. both Transfer-Encoding and Content-Length, Content-Length "
+             "twice, a malformed chunk): refused, and the connection closed")
 
 # Envoy refuses a path it cannot normalise (a stray "..") with an empty body.
 _BAD_PATH = "The request path could not be normalised"
@@ -131,6 +146,11 @@ def local_reply_config(cfg: RouterConfig) -> dict[str, Any]:
     mappers: list[dict[str, Any]]
     mappers = [{"filter": _not_router("response.code_details == 'path_normalization_failed'"),
                 "body_format_override": _openai_error("invalid_path", "invalid_request_error", _BAD_PATH)},
+               {"filter": _not_router("response.code_details == 'http1.headers_too_large'"),
+                "body_format_override": _openai_error("headers_too_large", "invalid_request_error",
+                                                      _HEADERS_TOO_LARGE)},
+               {"filter": _not_router("response.code == 400 && response.code_details.startsWith('http1.')"),
+                "body_format_override": _openai_error("invalid_http_message", "invalid_request_error", _BAD_HTTP)},
                {"filter": _not_router(f"response.code_details.startsWith('rbac_access_denied_matched_policy"
                                       f"[{_HTTP10_POLICY}]')"), "status_code": 426,
                 "body_format_override": _openai_error("unsupported_http_version", "invalid_request_error", _HTTP10)},
@@ -315,6 +335,7 @@ def envoy_config(cfg: RouterConfig) -> dict[str, Any]:
         "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
         # Explicit, and the router's 431 check reads the same value (envoy.max_headers_count).
         "common_http_protocol_options": {"max_headers_count": cfg.envoy.max_headers_count},
+        "max_request_headers_kb": MAX_REQUEST_HEADERS_KB,
         # A client has this long to send its request (not to read the answer, which may stream for minutes), then
         # gets a 408 and its connection is closed: stalled senders held a router stream each for 5 minutes.
         "request_headers_timeout": duration(REQUEST_HEADERS_TIMEOUT_S),

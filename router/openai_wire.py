@@ -212,7 +212,8 @@ class SSEDecoder:
 class StreamAssembler:
     """Rebuilds one chat.completion from chat.completion.chunk frames, so streams can be cached. A choice's logprobs
     are the chunks' `content` and `refusal` token lists joined in order, as a non-streamed answer carries them: they
-    were dropped (`null`), and a client that asked for logprobs got a cached answer without them."""
+    were dropped (`null`), and a client that asked for logprobs got a cached answer without them. Likewise the
+    `delta.refusal` texts become the message's `refusal`: dropped, a cached refusal replayed as an empty answer."""
 
     def __init__(self) -> None:
         self.done = False
@@ -245,8 +246,9 @@ class StreamAssembler:
         delta = choice.get("delta") or {}
         if delta.get("role"):
             slot["role"] = delta["role"]
-        if isinstance(delta.get("content"), str):
-            slot["content"].append(delta["content"])
+        for part in ("content", "refusal"):
+            if isinstance(delta.get(part), str):
+                slot.setdefault(part, []).append(delta[part])
         if delta.get("tool_calls"):
             slot["tool_calls"] = True  # streamed tool calls are not reassembled: never cached
         if choice.get("finish_reason"):
@@ -265,8 +267,7 @@ class StreamAssembler:
             return None
         if any(s.get("tool_calls") or not s["finish_reason"] for s in slots):
             return None
-        choices = [{"index": i, "message": {"role": s["role"], "content": "".join(s["content"])},
-                    "finish_reason": s["finish_reason"], "logprobs": _logprobs(s)}
+        choices = [{"index": i, "message": _message(s), "finish_reason": s["finish_reason"], "logprobs": _logprobs(s)}
                    for i, s in sorted(self._choices.items())]
         out = {**self._meta, "object": "chat.completion", "choices": choices}
         if self._usage:
@@ -276,6 +277,14 @@ class StreamAssembler:
     @property
     def usage(self) -> dict[str, Any] | None:
         return self._usage
+
+
+def _message(slot: dict[str, Any]) -> dict[str, Any]:
+    """A choice's message; `refusal` only when a chunk carried one, as the content-only answers stored so far."""
+    message = {"role": slot["role"], "content": "".join(slot["content"])}
+    if "refusal" in slot:
+        message["refusal"] = "".join(slot["refusal"])
+    return message
 
 
 def _logprobs(slot: dict[str, Any]) -> dict[str, Any] | None:

@@ -57,6 +57,8 @@ class Runtime:
         self.closed = True
         if self.cache is not None:
             await CACHES.release(self.cache)
+        if self.affinity is not None:  # pins are written behind the requests: store the queued ones
+            await self.affinity.flush()
         if self.tracing is not None:  # flushes the last spans; blocking, so off the event loop
             await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
 

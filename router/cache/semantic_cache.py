@@ -38,7 +38,7 @@ from router.cache.verifier import FLOOR as VERIFIER_FLOOR
 from router.cache.writer import WriteQueue
 from router.config import LOOP_SLACK, CacheConfig, CategoryCache, RouterConfig
 from router.errors import InvalidRequest
-from router.observability import metrics
+from router.observability import logs, metrics
 
 log = structlog.get_logger(__name__)
 CONTROL_HEADER = "x-vsr-cache-control"
@@ -84,16 +84,17 @@ class CacheHit:
     pair_score: float | None = None  # and the pair model's (None: exact, or no pair model)
 
 
-def cache_control(headers: Mapping[str, str]) -> set[str]:
+def cache_control(headers: Mapping[str, str]) -> frozenset[str]:
     """The request's cache directives (`no-store`, `no-cache`): from `x-vsr-cache-control`, where a value the router
     does not know raises InvalidRequest (`nocache` was ignored: the client believed it had opted out), and from the
-    standard `Cache-Control`, whose other directives (`max-age=0`, ...) are about HTTP caches and left to them."""
+    standard `Cache-Control`, whose other directives (`max-age=0`, ...) are about HTTP caches and left to them.
+    Read once, with the request's headers (refused there, cache on or off); build_cache_request takes the result."""
     ours = {t.strip().lower() for t in headers.get(CONTROL_HEADER, "").split(",") if t.strip()}
     if unknown := ours - set(CONTROL_VALUES):
         raise InvalidRequest(f"{CONTROL_HEADER}: unknown value {', '.join(sorted(unknown))!r}; accepted: "
                              f"{', '.join(CONTROL_VALUES)}", param=CONTROL_HEADER)
     standard = {t.split("=", 1)[0].strip().lower() for t in headers.get("cache-control", "").split(",")}
-    return ours | (standard & set(CONTROL_VALUES))
+    return frozenset(ours | (standard & set(CONTROL_VALUES)))
 
 
 def _usable_embedding(embedding: np.ndarray | None, text: str, cfg: CacheConfig) -> np.ndarray | None:
@@ -109,7 +110,7 @@ def _usable_embedding(embedding: np.ndarray | None, text: str, cfg: CacheConfig)
 def build_cache_request(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
     embedding: np.ndarray | None, cfg: RouterConfig, encoder: str = "", pii_types: Collection[str] | None = (),
-    stateful: bool = False, turn_category: str | None = None,
+    stateful: bool = False, turn_category: str | None = None, control: Collection[str] = frozenset(),
 ) -> CacheRequest | SkipReason:
     """The cache key of a validated chat request, or why it must not touch the cache.
 
@@ -122,8 +123,10 @@ def build_cache_request(
     state the server keeps (a Responses request with `previous_response_id`, `conversation` or `store`), so another
     request's answer is never this one's. `turn_category`: the latest turn's own category when affinity routed the
     request as its conversation's `category`; the stricter of the two categories' settings applies (`_strictest`).
+    `control`: the request's cache directives (`cache_control`).
     """
-    result = _build(body, headers, model, category, embedding, cfg, encoder, pii_types, stateful, turn_category)
+    result = _build(body, headers, model, category, embedding, cfg, encoder, pii_types, stateful, turn_category,
+                    control)
     if isinstance(result, SkipReason):
         metrics.record_cache("skipped_write", result.value)
     return result
@@ -132,7 +135,7 @@ def build_cache_request(
 def _build(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
     embedding: np.ndarray | None, cfg: RouterConfig, encoder: str, pii_types: Collection[str] | None, stateful: bool,
-    turn_category: str | None,
+    turn_category: str | None, control: Collection[str],
 ) -> CacheRequest | SkipReason:
     c = cfg.semantic_cache
     overrides = [found.cache for name in (category, turn_category) if name and (found := cfg.category(name))]
@@ -140,7 +143,6 @@ def _build(
         return SkipReason.DISABLED
     if any(o.enabled is False for o in overrides):
         return SkipReason.CATEGORY_DISABLED
-    control = cache_control(headers)
     if "no-store" in control:
         return SkipReason.NO_STORE
     if stateful:
@@ -216,6 +218,9 @@ class SemanticCache:
         self._purger: asyncio.Task[None] | None = None
         self.counters: Counter[str] = Counter()
         self.health = BackendHealth()
+        # One warning per spell of failures, then a summary with their count: a Milvus slower than the lookup budget
+        # under load wrote a line per request (each still counted, `vsr_cache_events_total{event="error"}`).
+        self._errors = logs.FailureSpell(log, "cache_backend_error", "cache_backend_recovered", level="warning")
         self.hot = HotAnswers(cfg.hot_answers, cfg.hot_answers_ttl_s)
         self.writes = WriteQueue(self._write_batch, self._count_n, size=cfg.write_queue_size,
                                  batch=cfg.write_batch_size, interval_s=cfg.write_interval_ms / 1000)
@@ -251,7 +256,11 @@ class SemanticCache:
         self._count("error", op)
         metrics.record_dependency_error("cache")
         if self.health.up and self.health.answered:
-            log.warning("cache_backend_error", op=op, error=str(exc)[:200] or type(exc).__name__)
+            self._errors.failure(op, error=str(exc)[:200] or type(exc).__name__)
+
+    def _answered(self) -> None:
+        self.health.success()
+        self._errors.success()
 
     def _ensure_purger(self) -> None:
         """On first use from the event loop: start the periodic purge, warn about a missing secret."""
@@ -287,7 +296,7 @@ class SemanticCache:
             log.exception("cache_lookup_bug", error=type(exc).__name__)
             self._error(exc, "lookup")
             return None
-        self.health.success()
+        self._answered()
         self._count("hit" if hit else "miss", None if hit is None else ("exact" if hit.exact else "semantic"))
         return hit
 
@@ -372,7 +381,7 @@ class SemanticCache:
         except Exception:
             log.exception("cache_write_bug")
             raise
-        self.health.success()
+        self._answered()
 
     async def flush(self) -> None:
         """Wait for queued writes (tests, shutdown)."""
@@ -400,7 +409,7 @@ class SemanticCache:
         except Exception as exc:  # noqa: BLE001 - any failure is the answer
             self._error(exc, "probe")
         else:
-            self.health.success()
+            self._answered()
 
     async def _purge_loop(self) -> None:
         """Refresh the entries gauge at once (a restarted worker said 0 entries until its first purge, 300 s), then

@@ -95,6 +95,10 @@ def immediate(status: int, body: bytes, headers: Mapping[str, str],
     ))
 
 
+# A request the router screens and routes by its body, and whose answer it reads (headers, cache, usage). Envoy's
+# filter sends no response phase unless asked (router/envoy_config.py `_ext_proc_filter`).
+SCREEN_AND_READ_ANSWER = Mode(request_body_mode=Mode.BUFFERED, response_header_mode=Mode.SEND,
+                              response_body_mode=Mode.BUFFERED)
 # Phases the router does not need for a stream it passes through untouched.
 PASS_THROUGH = Mode(request_body_mode=Mode.NONE, response_header_mode=Mode.SKIP,
                     response_body_mode=Mode.NONE)

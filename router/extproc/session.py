@@ -86,6 +86,7 @@ class RequestState:
     signal: Classification = NO_SIGNAL
     decision: Decision | None = None
     cache_key: Any = None
+    cache_control: frozenset[str] = frozenset()  # the client's no-store / no-cache (cache.cache_control)
     outcome: Outcome = Outcome.PASSTHROUGH
     classifier_error: str | None = None  # "Type: message" when classification failed
     classifier_failure: Failure | None = None  # an exception, or out of its time budget
@@ -180,7 +181,7 @@ class StreamSession:
         self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers, client)
         if api is not None:
             self.request.api = api
-            cache_control(h)  # a directive the router does not know is refused here, cache on or off
+            self.request.cache_control = cache_control(h)  # an unknown directive is refused, cache on or off
             if self.runtime.tracing is not None:
                 self.trace = self.runtime.tracing.start(self.trace_carrier, h)
         limit = self.runtime.cfg.envoy.max_headers_count
@@ -201,7 +202,7 @@ class StreamSession:
         if kind is not None:
             self.request.model_only = kind
             return msg.continue_request_headers(msg.SCREEN_BODY if kind == "completions" else msg.ROUTE_BODY_ONLY)
-        return msg.continue_request_headers()
+        return msg.continue_request_headers(msg.SCREEN_AND_READ_ANSWER)
 
     def _answer_models(self, method: str, path: str) -> pb.ProcessingResponse:
         """GET /v1/models and /v1/models/{name}: the router's names (auto included), which no model server knows."""
@@ -489,7 +490,8 @@ class StreamSession:
                                   decision.category, signal.embedding, self.runtime.cfg, encoder=signal.encoder,
                                   pii_types=None if self.request.classifier_failure or signal.unscreened
                                   or signal.unreadable else signal.pii_types,
-                                  stateful=self.request.stateful, turn_category=decision.turn_category)
+                                  stateful=self.request.stateful, turn_category=decision.turn_category,
+                                  control=self.request.cache_control)
         if isinstance(key, str):  # a skip reason: this request is not cacheable
             self.request.cache_result = f"skip:{key}"
             return None
@@ -521,8 +523,7 @@ class StreamSession:
         out = self._decision_headers()
         if self.request.decision is not None and self.request.outcome is Outcome.UPSTREAM:
             out |= self._fallback_headers(h, self.request.decision)
-        if self.request.cache_key is not None:
-            out["x-vsr-cache-hit"] = "false"
+        out |= self._cache_headers()
         if len(headers.headers.headers) + len(out) > self.runtime.cfg.envoy.max_headers_count:
             out = self._id_header()  # informational headers must never cost the client its answer
         if not 200 <= self.response.status < 300 or self.request.model_only:  # a completions answer: headers only
@@ -537,6 +538,15 @@ class StreamSession:
             self.response.assembler = apis.assembler(self.request.api)
             return msg.continue_response_headers(out, msg.STREAM_RESPONSE)
         return msg.continue_response_headers(out)
+
+    def _cache_headers(self) -> dict[str, str]:
+        """Every answer the cache was asked about says so, a skipped one with why (README "Headers"): the header was
+        absent on a skip, which a client could not tell from a router without a cache."""
+        result = self.request.cache_result
+        if result == "off":  # no cache, or an API it does not serve
+            return {}
+        reason = result.removeprefix("skip:")
+        return {"x-vsr-cache-hit": "false", **({"x-vsr-cache-skip": reason} if reason != result else {})}
 
     def _fallback_headers(self, headers: dict[str, str], decision: Decision) -> dict[str, str]:
         """Which model answered and in how many attempts; a fallback answer is never cached."""
@@ -585,6 +595,8 @@ class StreamSession:
         if rid and d is not None and store is not None:
             pin = affinity.Pin(r.answered_by if r.answered_by in self.runtime.cfg.models else d.model, d.category)
             await store.put(affinity.response_key(self.request.headers, rid), pin)
+            await store.flush()  # stored before the answer's end reaches the client, whose continuation may come at
+            # once through another worker (written behind: 1 of 40 did in a test_workers_e2e run, to the other model)
 
     # ---- helpers -----------------------------------------------------------------------------
 

@@ -60,6 +60,10 @@ PR_SET_PDEATHSIG = 1
 # workers' threads and most lookups missed their 50 ms budget (bench/fault_suite.py, bench/README.md "Fault suite").
 # Raising one's own nice value needs no privilege (lowering Lite's would).
 LITE_WORKER_NICE = 5
+# Each worker applies an edit on its own poll of the file (observability.watch_interval_s) and then builds its runtime,
+# so on every valid reload the workers serve two versions for a moment (/readyz said 503 for ~0.2 s each time): only a
+# split that outlasts this, plus the poll interval, is a worker left on another config.
+RELOAD_SPREAD_S = 10.0
 
 
 def _worker_preexec(nice: int) -> Callable[[], None]:
@@ -94,8 +98,9 @@ class Worker:
 class WorkersView:
     """`/readyz` and `/metrics` of the supervisor."""
 
-    def __init__(self, workers: list[Worker], metrics_dir: Path, stale_after_s: float):
-        self.workers, self.stale_after_s = workers, stale_after_s
+    def __init__(self, workers: list[Worker], metrics_dir: Path, stale_after_s: float, split_grace_s: float):
+        self.workers, self.stale_after_s, self.split_grace_s = workers, stale_after_s, split_grace_s
+        self._split_since: float | None = None  # since when the serving workers report different config versions
         self.registry = CollectorRegistry()
         MultiProcessCollector(self.registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
         ProcessCollector(registry=self.registry)  # the supervisor's own process; workers report theirs in logs
@@ -117,16 +122,28 @@ class WorkersView:
         first: dict[str, Any] = (ready or reported or [{}])[0] or {}
         components = first.get("components") or {
             "workers": {"ok": False, "detail": "no worker has reported yet"}}
-        # Workers serving different configs route the same request differently: not ready until they agree.
         versions = sorted({s["config_version"] for s in reported if s.get("serving") and s.get("config_version")})
-        if len(versions) > 1:
-            components = {**components, "workers": {"ok": False, "detail": "workers serve different configs: "
-                                                    + ", ".join(versions)}}
-        return {"ready": bool(ready) and len(versions) <= 1, "components": components, "workers_ready": len(ready),
+        split = self._split(versions)
+        if split is not None:
+            components = {**components, "workers": split}
+        return {"ready": bool(ready) and (split is None or split["ok"]), "components": components,
+                "workers_ready": len(ready),
                 "workers": [{"index": w.index, "pid": w.proc.pid if w.proc else None,
                              "ready": self._ready(s), "config_version": (s or {}).get("config_version"),
                              "streams": (s or {}).get("streams", 0),
                              "restarts": w.restarts} for w, s in states]}
+
+    def _split(self, versions: list[str]) -> dict[str, Any] | None:
+        """Workers serving different configs route the same request differently: not ready once they have
+        disagreed for `split_grace_s`; before that they are rolling out a reload, and ready."""
+        if len(versions) <= 1:
+            self._split_since = None
+            return None
+        now = time.monotonic()
+        since = self._split_since = now if self._split_since is None else self._split_since
+        if now - since < self.split_grace_s:
+            return {"ok": True, "detail": "workers applying a reload: " + ", ".join(versions)}
+        return {"ok": False, "detail": "workers serve different configs: " + ", ".join(versions)}
 
 
 def backoff(failures: int) -> float:
@@ -199,7 +216,8 @@ class Supervisor:
         metrics_dir = self.metrics_dir or run_dir / "metrics"
         _empty(metrics_dir)
         self.workers = [Worker(i, run_dir / f"worker-{i}.json") for i in range(self.count)]
-        view = WorkersView(self.workers, metrics_dir, obs.liveness_stale_after_s)
+        view = WorkersView(self.workers, metrics_dir, obs.liveness_stale_after_s,
+                           split_grace_s=obs.watch_interval_s + RELOAD_SPREAD_S)
         if cfg is not None and cfg.envoy.admin_port:
             view.registry.register(EnvoyRouterFailures(admin_reader(cfg.envoy.admin_port)))
         liveness = Liveness(stale_after_s=obs.liveness_stale_after_s)

@@ -1,34 +1,47 @@
-"""Envoy's count of requests the router did not answer, exported on the router's /metrics.
+"""Envoy's count of requests the router did not answer, and of those it refused because it was full, exported on
+the router's /metrics.
 
 When the router is down, frozen or slower than `envoy.message_timeout_ms`, Envoy refuses the request (503
 `router_unavailable`, the default) or, with `failure_mode_allow: true`, forwards it unrouted and unguarded to the
 default model. The router never sees either, and Envoy counts them only on its admin port, which is bound to
 127.0.0.1 and scraped by nothing. Read at scrape time from that port (Envoy runs beside the router: the same Pod,
 Compose network or machine), so the counters survive router restarts as Envoy's do.
+
+A request past `envoy.max_requests` gets no router stream (the router cluster's circuit breaker overflows) and Envoy
+counts that as a failed router call too: it was counted as the router being unavailable, and the
+SemanticRouterUnavailable alert fired on plain overload. It is `vsr_envoy_overloaded_total` instead.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from router.envoy_config import STAT_PREFIX
+from router.envoy_config import EXT_PROC_CLUSTER, STAT_PREFIX
 
 _EXT_PROC = f"http.{STAT_PREFIX}.ext_proc."
 FAILED_OPEN = _EXT_PROC + "failure_mode_allowed"
 # Every router call that failed (gRPC error: down, reset) or timed out, whatever Envoy then did with the request.
 STREAMS_FAILED = _EXT_PROC + "streams_failed"
 MESSAGE_TIMEOUTS = _EXT_PROC + "message_timeouts"
+# Requests Envoy refused as full (503 gateway_overloaded), by the limit they hit: no router stream to be had (the
+# active and pending request breakers of its cluster), or the overload manager's heap budget.
+OVERFLOWS = {f"cluster.{EXT_PROC_CLUSTER}.upstream_rq_active_overflow": "max_requests",
+             f"cluster.{EXT_PROC_CLUSTER}.upstream_rq_pending_overflow": "max_requests",
+             f"http.{STAT_PREFIX}.downstream_rq_overload_close": "max_heap_mb"}
 TIMEOUT_S = 0.5  # a scrape must not hang on a busy Envoy
 
 
 def admin_reader(admin_port: int) -> Callable[[], dict[str, int]]:
-    """Envoy's ext_proc counters from its admin `/stats` (JSON)."""
-    url = f"http://127.0.0.1:{admin_port}/stats?format=json&filter=%5Ehttp%5C.{STAT_PREFIX}%5C.ext_proc%5C."
+    """Envoy's ext_proc counters and OVERFLOWS from its admin `/stats` (JSON)."""
+    wanted = "|".join([re.escape(_EXT_PROC), *(re.escape(name) + "$" for name in OVERFLOWS)])
+    url = f"http://127.0.0.1:{admin_port}/stats?format=json&filter=" + urllib.parse.quote(f"^({wanted})")
 
     def read() -> dict[str, int]:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as answer:
@@ -39,13 +52,14 @@ def admin_reader(admin_port: int) -> Callable[[], dict[str, int]]:
 
 
 class EnvoyRouterFailures(Collector):
-    """`vsr_envoy_failed_closed_total` and `vsr_envoy_failed_open_total`, absent while Envoy's admin port does not
-    answer (no stale value).
+    """`vsr_envoy_failed_closed_total`, `vsr_envoy_failed_open_total` and `vsr_envoy_overloaded_total{limit}`,
+    absent while Envoy's admin port does not answer (no stale value).
 
     Envoy has no stat of its own for a refusal (`immediate_responses_sent` also counts the router's own blocks):
     each failed or timed-out router call either failed open (`failure_mode_allowed`) or was refused, so the
-    refusals are the difference (each call adds 1 to the failures and 0 or 1 to the fail-opens; clamped at 0 in
-    case an Envoy version counts a fail-open elsewhere).
+    refusals are the difference (each call adds 1 to the failures and 0 or 1 to the fail-opens), less the calls that
+    failed only because Envoy was full (breaker overflows). Clamped at 0: with failure_mode_allow an overflow fails
+    open, and an Envoy version may count a fail-open elsewhere.
     """
 
     def __init__(self, read: Callable[[], dict[str, int]]) -> None:
@@ -59,9 +73,19 @@ class EnvoyRouterFailures(Collector):
         if FAILED_OPEN not in stats:
             return
         failed = stats.get(STREAMS_FAILED, 0) + stats.get(MESSAGE_TIMEOUTS, 0)
+        full = {"max_requests": 0, "max_heap_mb": 0}
+        for name, limit in OVERFLOWS.items():
+            full[limit] += stats.get(name, 0)
         yield CounterMetricFamily("vsr_envoy_failed_closed", "Requests Envoy refused (503 router_unavailable) or cut "
                                   "because the router did not answer (down, frozen, past message_timeout_ms).",
-                                  value=max(failed - stats[FAILED_OPEN], 0))
+                                  value=max(failed - stats[FAILED_OPEN] - full["max_requests"], 0))
+        overloaded = CounterMetricFamily("vsr_envoy_overloaded", "Requests Envoy refused because it was full (503 "
+                                         "gateway_overloaded): past envoy.max_requests in flight (with "
+                                         "failure_mode_allow sent on unrouted instead), or its heap past 90 % of "
+                                         "envoy.max_heap_mb.", labels=["limit"])
+        for limit, count in full.items():
+            overloaded.add_metric([limit], count)
+        yield overloaded
         yield CounterMetricFamily("vsr_envoy_failed_open", "Requests Envoy sent on unrouted to the default model "
                                   "because the router did not answer (failure_mode_allow: true).",
                                   value=stats[FAILED_OPEN])

@@ -188,8 +188,9 @@ class FailureSpell:
     failure, followed by a quiet stretch (little traffic), would otherwise never end: an outage hours later wrote no
     line at all."""
 
-    def __init__(self, logger: Any, failed: str, recovered: str) -> None:
+    def __init__(self, logger: Any, failed: str, recovered: str, level: str = "error") -> None:
         self._logger, self._failed, self._recovered = logger, failed, recovered
+        self._log_failure = getattr(logger, level)  # a degraded optional part (the cache) warns
         self._kinds: set[str] = set()
         self._count = 0
         self._since = self._last = 0.0
@@ -205,7 +206,7 @@ class FailureSpell:
         self._count += 1
         if kind not in self._kinds:
             self._kinds.add(kind)
-            self._logger.error(self._failed, reason=kind, **fields)
+            self._log_failure(self._failed, reason=kind, **fields)
 
     def success(self) -> None:
         if not self._count:

@@ -109,6 +109,13 @@ def test_a_cache_hit_reports_zero_usage_in_every_api(oai: openai.OpenAI, claude:
     assert (final.usage.input_tokens, final.usage.output_tokens) == (0, 0)
 
 
+def skipped(headers: Any) -> str | None:
+    """Why the cache skipped a request, as its answer says: `x-vsr-cache-hit: false` with `x-vsr-cache-skip` (both
+    were absent, so a skip looked like a router without a cache)."""
+    assert headers["x-vsr-cache-hit"] == "false"
+    return headers.get("x-vsr-cache-skip")
+
+
 def test_cache_control_opts_out_and_an_unknown_directive_is_refused(
         oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
     """The standard `Cache-Control: no-cache` / `no-store` were ignored (a cached answer served all the same), and so
@@ -122,7 +129,7 @@ def test_cache_control_opts_out_and_an_unknown_directive_is_refused(
     assert fresh.headers["x-vsr-cache-hit"] == "false" and fresh.headers["x-demo-upstream"] == BIG
     untouched = oai.chat.completions.with_raw_response.create(model="auto", messages=messages,
                                                               extra_headers={"Cache-Control": "no-store"})
-    assert "x-vsr-cache-hit" not in untouched.headers and untouched.headers["x-demo-upstream"] == BIG
+    assert skipped(untouched.headers) == "no_store" and untouched.headers["x-demo-upstream"] == BIG
     with pytest.raises(openai.BadRequestError) as err:
         oai.chat.completions.create(model="auto", messages=messages, extra_headers={"x-vsr-cache-control": "nocache"})
     assert "accepted: no-store, no-cache" in err.value.message
@@ -145,16 +152,16 @@ def test_a_cache_directive_on_a_repeated_header_line_is_not_lost(stack: Stack) -
     key = ("authorization", "Bearer sk-repeated")
     untouched = httpx.post(url, json=body, timeout=10, headers=[
         key, ("x-vsr-cache-control", "no-store"), ("x-vsr-cache-control", "no-cache")])
-    assert untouched.status_code == 200 and "x-vsr-cache-hit" not in untouched.headers  # neither read nor stored
+    assert untouched.status_code == 200 and skipped(untouched.headers) == "no_store"  # neither read nor stored
 
 
 def test_a_responses_request_that_depends_on_server_state_is_routed_but_never_cached(oai: openai.OpenAI) -> None:
     raw = oai.responses.with_raw_response.create(model="auto", input=MATH, previous_response_id="resp_earlier")
     assert raw.headers["x-vsr-selected-model"] == BIG
-    assert "x-vsr-cache-hit" not in raw.headers
+    assert skipped(raw.headers) == "stateful"
     assert raw.parse().model_extra["x_demo"]["received"]["previous_response_id"] == "resp_earlier"
     stored = oai.responses.with_raw_response.create(model="auto", input=MATH)  # store defaults to true
-    assert "x-vsr-cache-hit" not in stored.headers
+    assert skipped(stored.headers) == "stateful"
 
 
 def test_a_continued_response_goes_to_the_model_that_holds_its_state(oai: openai.OpenAI) -> None:

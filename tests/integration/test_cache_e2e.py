@@ -192,6 +192,17 @@ def test_a_hanging_milvus_is_skipped_once_marked_down_and_caching_resumes(
     assert _metric(stack, "vsr_cache_backend_up") == 1
 
 
+def cache_requiring_stack(make_stack: Callable[..., Stack], milvus_server: MilvusServer, prefix: str) -> Stack:
+    """A stack on the test's own Milvus server whose router is unready while its cache does not answer."""
+
+    def overrides(cfg: dict[str, Any]) -> None:
+        cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": milvus_server.uri,
+                                 "collection": f"{prefix}_{int(time.time())}"}
+        cfg["observability"]["ready_without_cache"] = False
+
+    return make_stack(overrides)
+
+
 def _readyz(stack: Stack) -> tuple[int, dict[str, Any]]:
     r = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz")
     return r.status_code, r.json()["components"]["cache"]
@@ -204,14 +215,9 @@ def test_a_milvus_unreachable_at_start_keeps_a_cache_requiring_router_unready_un
     if isinstance(milvus_server, str):
         pytest.skip("an external Milvus (VSR_MILVUS_URI) is not ours to stop")
 
-    def overrides(cfg: dict[str, Any]) -> None:
-        cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": milvus_server.uri,
-                                 "collection": f"late_{int(time.time())}"}
-        cfg["observability"]["ready_without_cache"] = False
-
     milvus_server.stop()
     try:
-        stack = make_stack(overrides)  # the router starts without its cache
+        stack = cache_requiring_stack(make_stack, milvus_server, "late")  # the router starts without its cache
         states = []
         for _ in range(10):
             states.append(_readyz(stack))
@@ -248,12 +254,7 @@ def test_readyz_follows_a_stopped_and_a_restarted_milvus_within_the_readiness_pr
     if isinstance(milvus_server, str):
         pytest.skip("an external Milvus (VSR_MILVUS_URI) is not ours to stop")
 
-    def overrides(cfg: dict[str, Any]) -> None:
-        cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": milvus_server.uri,
-                                 "collection": f"readyz_{int(time.time())}"}
-        cfg["observability"]["ready_without_cache"] = False
-
-    stack = make_stack(overrides)
+    stack = cache_requiring_stack(make_stack, milvus_server, "readyz")
     deadline = time.monotonic() + 60
     while _readyz(stack)[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.5)

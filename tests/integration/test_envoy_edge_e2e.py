@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.stack import Stack
 from router.envoy_config import SPREAD_CONNECTION_S
@@ -156,6 +157,33 @@ def test_http10_gets_a_426_with_an_openai_error(stack: Stack) -> None:
         assert "proxy_http_version 1.1" in error["message"]
 
 
+_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "code", "details"), [
+    (_HEAD + b"X-Big: " + b"a" * 70_000 + b"\r\nContent-Length: %d\r\n\r\n" % len(CHAT) + CHAT,
+     431, "headers_too_large", "http1.headers_too_large"),
+    (_HEAD + b"Transfer-Encoding: chunked\r\nContent-Length: %d\r\n\r\n%x\r\n" % (len(CHAT), len(CHAT)) + CHAT
+     + b"\r\n0\r\n\r\n", 400, "invalid_http_message", "http1.content_length_and_chunked_not_allowed"),
+    (_HEAD + b"Content-Length: %d\r\nContent-Length: %d\r\n\r\n" % (len(CHAT), len(CHAT)) + CHAT,
+     400, "invalid_http_message", "http1.codec_error"),
+    (_HEAD + b"".join(b"X-H%d: v\r\n" % i for i in range(120)) + b"Content-Length: %d\r\n\r\n" % len(CHAT) + CHAT,
+     431, "too_many_headers", "http1.too_many_headers"),
+], ids=["headers past 60 KiB", "transfer-encoding and content-length", "content-length twice", "120 headers"])
+def test_a_request_envoys_codec_refuses_gets_an_openai_error_then_the_connection_closes(
+        stack: Stack, request_bytes: bytes, status: int, code: str, details: str) -> None:
+    """Envoy's HTTP/1 codec refuses these before the router sees them, then closes the connection (HTTP/1.1 cannot
+    find the next request in a message it cannot frame). Its reply went to the router's filter for the response
+    headers while the connection closed, so the client got an empty reply (envoyproxy/envoy#29440): now the router's
+    filter reads a response only when the router asked for it, and the client gets the status and an OpenAI error."""
+    with socket.create_connection((stack.cfg.envoy.host, stack.cfg.envoy.port)) as s:
+        s.sendall(request_bytes)
+        raw = reply(s, 10)
+    assert raw.endswith(b"<closed>")
+    got, error = error_of(raw)
+    assert (got, error["code"], error["details"], error["type"]) == (status, code, details, "invalid_request_error")
+
+
 def test_a_restarted_worker_takes_streams_again(stack: Stack) -> None:
     """After a burst Envoy held many ext_proc connections to the surviving worker and kept reusing them: the
     replacement served 0 of 800 later requests. Connections now retire SPREAD_CONNECTION_S after they open. The
@@ -184,13 +212,25 @@ def streams(stack: Stack) -> dict[int, int]:
     return {w["pid"]: w["streams"] for w in readyz(stack)["workers"]}
 
 
+def envoy_counts(stack: Stack) -> dict[str, float]:
+    """The router's /metrics series read from Envoy's admin port: refusals for the router, and for Envoy being full."""
+    text = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics", timeout=5).text
+    return {s.name + "".join(f":{v}" for v in s.labels.values()): s.value for f in text_string_to_metric_families(text)
+            for s in f.samples if s.name in ("vsr_envoy_failed_closed_total", "vsr_envoy_overloaded_total")}
+
+
 def test_past_max_requests_a_request_is_refused_at_once_as_overloaded(small: Stack) -> None:
     """More requests in flight than envoy.max_requests: refused with what it is, not after waiting
-    message_timeout_ms for a router connection as `per-message_timeout_exceeded` (a slow router, to on-call)."""
+    message_timeout_ms for a router connection as `per-message_timeout_exceeded` (a slow router, to on-call). Counted
+    as Envoy being full, not in vsr_envoy_failed_closed_total: SemanticRouterUnavailable fired on plain overload."""
+    before = envoy_counts(small)
     with held(small, small.cfg.envoy.max_requests), httpx.Client(timeout=30) as client:
         r = chat(client, small)
     assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
     assert r.json()["error"]["code"] == "gateway_overloaded" and "overflow" in r.json()["error"]["details"]
+    after = envoy_counts(small)
+    assert after["vsr_envoy_failed_closed_total"] == before["vsr_envoy_failed_closed_total"]
+    assert after["vsr_envoy_overloaded_total:max_requests"] == before["vsr_envoy_overloaded_total:max_requests"] + 1
     with httpx.Client(timeout=30) as client:
         assert chat(client, small).status_code == 200  # room again once they are gone
 
@@ -200,10 +240,12 @@ def test_envoy_refuses_new_requests_before_its_heap_budget_is_spent(small: Stack
     every stream of the Pod): past 90 % of envoy.max_heap_mb new requests get 503 `gateway_overloaded` instead.
     (Requests already accepted keep their bodies: 20 sent at once may all be in before the heap is sampled.)"""
     big = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "word " * 800_000}]}).encode()
+    before = envoy_counts(small)["vsr_envoy_overloaded_total:max_heap_mb"]
     with held(small, 20, big), httpx.Client(timeout=30) as client:
         r = poll(lambda: chat(client, small), lambda r: r.status_code != 200)
         assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
         assert (r.json()["error"]["code"], r.json()["error"]["details"]) == ("gateway_overloaded", "overload")
+    assert envoy_counts(small)["vsr_envoy_overloaded_total:max_heap_mb"] > before
     with httpx.Client(timeout=30) as client:  # the same Envoy serves again once they are gone
         assert poll(lambda: chat(client, small), lambda r: r.status_code == 200).status_code == 200
 

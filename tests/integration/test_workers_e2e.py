@@ -216,6 +216,30 @@ def test_a_new_config_version_keeps_the_log_json_and_the_replaced_one_at_zero(st
     assert [x for x in map(json.loads, lines) if x.get("logger_name") == "py.warnings"] == []
 
 
+def test_a_valid_reload_keeps_the_pod_ready_while_it_reaches_each_worker(stack: Stack) -> None:
+    """Each worker applies an edit on its own poll of the file: /readyz said 503 (`workers serve different configs`)
+    for the ~0.2 s between the first and the last, on every valid reload, and the Pod left its Service. Here the
+    second worker is held back (SIGSTOP, well within its heartbeat's 15 s) so the rollout is seen every time."""
+    url = f"http://127.0.0.1:{stack.cfg.server.metrics_port}/readyz"
+    body = _poll(url, lambda r: r.status_code == 200 and len(_versions(r.json())) == 1)
+    slow = body["workers"][1]["pid"]
+    raw = yaml.safe_load(stack.config_path.read_text())
+    raw["classifier"]["confidence_threshold"] = 0.54
+    edit = stack.config_path.with_name("edit.yaml")
+    edit.write_text(yaml.safe_dump(raw, sort_keys=False))
+    version = _validated_version(edit)
+    os.kill(slow, signal.SIGSTOP)
+    try:
+        stack.config_path.write_text(edit.read_text())
+        _poll(url, lambda r: version in _versions(r.json()), timeout_s=10)  # the first worker has applied it
+        rolling = [httpx.get(url, timeout=5) for _ in range(5)]
+    finally:
+        os.kill(slow, signal.SIGCONT)
+    assert [(r.status_code, len(_versions(r.json()))) for r in rolling] == [(200, 2)] * 5
+    assert rolling[-1].json()["components"]["workers"]["detail"].startswith("workers applying a reload")
+    _poll(url, lambda r: r.status_code == 200 and _versions(r.json()) == {version}, timeout_s=20)
+
+
 def test_sessions_and_responses_keep_their_model_whichever_worker_a_turn_lands_on(stack: Stack) -> None:
     """Trial 4: pins lived in each worker's memory, so with two workers 10 of 40 `x-session-id` sessions moved model
     on their second turn and 14 of 40 `previous_response_id` continuations went to the model that does not hold the

@@ -65,13 +65,19 @@ async def test_every_pin_store_is_bounded_in_size_and_time(tmp_path: Path, kind:
     assert await store.get("a", now=11) is None  # expired 10 s after its last write
     for i in range(10):
         await store.put(f"k{i}", Pin(BIG, str(i)), now=20 + i)
+    await store.flush()  # bounds apply to what is stored
     assert [await store.get(f"k{i}", now=30) for i in range(10)] == [None] * 7 + [Pin(BIG, str(i)) for i in (7, 8, 9)]
 
 
 def _pin_in_another_process(directory: str) -> None:
     import asyncio
 
-    asyncio.run(open_pins(AffinityConfig(), Path(directory)).put("h:session", Pin(BIG, "math")))
+    async def pin() -> None:
+        store = open_pins(AffinityConfig(), Path(directory))
+        await store.put("h:session", Pin(BIG, "math"))
+        await store.flush()  # written behind the request; a graceful exit flushes (Runtime.close)
+
+    asyncio.run(pin())
 
 
 async def test_shared_pins_are_seen_by_every_process_of_the_pod(tmp_path: Path) -> None:
@@ -93,8 +99,41 @@ async def test_a_failing_pin_store_routes_as_if_no_pin_were_stored(tmp_path: Pat
     (tmp_path / "not-a-dir").write_text("")
     store, before = SharedPins(tmp_path / "not-a-dir" / "pins.sqlite3"), errors()
     await store.put("a", Pin(BIG, "math"))
+    await store.flush()
     assert await store.get("a") is None
     assert errors() == before + 2
+
+
+async def test_a_pin_is_written_behind_the_request_through_a_bounded_queue(tmp_path: Path) -> None:
+    """Each first turn awaited its pin's SQLite write (up to the 50 ms busy timeout while another worker held the
+    lock). Now `put` returns at once, even while the store's thread is stuck, this process reads the queued pin, and
+    another worker finds it once written; past MAX_PENDING queued keys a new pin is dropped and counted."""
+    import asyncio
+    import threading
+
+    from router.observability.metrics import REGISTRY
+
+    def errors() -> float:
+        return REGISTRY.get_sample_value("vsr_dependency_errors_total", {"dependency": "affinity_store"}) or 0.0
+
+    store, stuck = SharedPins(tmp_path / "pins.sqlite3"), threading.Event()
+    store.MAX_PENDING = 3
+    blocked = asyncio.get_running_loop().run_in_executor(store._thread, stuck.wait)  # a lock held by another worker
+    before = errors()
+    try:
+        for i in range(4):
+            put = asyncio.ensure_future(store.put(f"h:{i}", Pin(BIG, "math")))
+            for _ in range(10):  # loop turns, no clock: a put that waits for the thread never completes here
+                await asyncio.sleep(0)
+            assert put.done()
+        assert await store.get("h:0") == Pin(BIG, "math")  # read from the queue
+        assert errors() == before + 1  # the fourth key found the queue full
+    finally:
+        stuck.set()
+    await blocked
+    await store.flush()
+    other = SharedPins(tmp_path / "pins.sqlite3")  # another worker of the Pod
+    assert [await other.get(f"h:{i}") for i in range(4)] == [Pin(BIG, "math")] * 3 + [None]
 
 
 ALICE = "tenant\0k\0sk-alice"  # a caller identity as keys.caller makes it (an API key)

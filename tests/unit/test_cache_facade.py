@@ -119,7 +119,7 @@ async def test_entries_of_another_encoder_are_never_candidates(cache: SemanticCa
 
 
 async def test_no_cache_reads_nothing_but_writes(cache: SemanticCache) -> None:
-    no_cache = build_cache_request(body("Q?"), {**KEY_A, "x-vsr-cache-control": "no-cache"}, "m1", None, BASE, CFG)
+    no_cache = build_cache_request(body("Q?"), KEY_A, "m1", None, BASE, CFG, control={"no-cache"})
     assert isinstance(no_cache, CacheRequest)
     await put(cache, no_cache)
     assert await cache.lookup(no_cache) is None
@@ -217,6 +217,34 @@ async def test_slow_backend_is_a_miss_within_budget_and_writes_do_not_block() ->
     assert await cache.lookup(make_req("Another question?", BASE)) is None
     assert loop.time() - start < 0.5
     assert cache.counters["error:lookup"] == 1
+    await cache.close()
+
+
+async def test_slow_lookups_warn_once_per_spell_and_each_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each lookup over its budget logged its own `cache_backend_error` warning: under load, a line per request. Now
+    the spell's first is logged, and its end once with the count; the metric still counts every one."""
+    from structlog.testing import capture_logs
+
+    from router.observability import logs as router_logs
+
+    store = SlowStore()
+    cache = SemanticCache(CFG.semantic_cache, store)
+    with capture_logs() as lines:
+        assert await cache.lookup(make_req("A?", BASE)) is None  # the backend answers...
+        store.delay = 0.2  # ...then runs past the lookup budget, now and then answering in time
+        for i in range(8):
+            assert await cache.lookup(make_req(f"Q{i}?", BASE)) is None
+            if i == 3:
+                store.delay = 0.0
+                await cache.lookup(make_req("In time?", BASE))
+                store.delay = 0.2
+        store.delay = 0.0
+        monkeypatch.setattr(router_logs, "SPELL_QUIET_S", 0.0)  # as if quiet for long enough
+        await cache.lookup(make_req("Back?", BASE))
+    events = [x for x in lines if x["event"].startswith("cache_backend_")]
+    assert [x["event"] for x in events] == ["cache_backend_error", "cache_backend_recovered"]
+    assert events[0]["log_level"] == "warning" and events[0]["reason"] == "lookup"
+    assert events[1]["failures"] == 8 and cache.counters["error:lookup"] == 8
     await cache.close()
 
 

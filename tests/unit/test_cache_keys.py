@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from router.cache import CacheRequest, SkipReason, build_cache_request
+from router.cache import CacheRequest, SkipReason, build_cache_request, cache_control
 from router.cache.keys import caller, context_fingerprint, latest_user_text, normalise
 from router.config import RouterConfig, parse_config
 from router.errors import InvalidRequest
@@ -119,23 +119,29 @@ def test_whitespace_variants_share_the_exact_key_case_does_not() -> None:
     assert normalise("ｆｕｌｌ　width") == "full width"
 
 
+def directives(headers: dict[str, str]) -> CacheRequest | SkipReason:
+    """A request with these headers, its directives read from them as the session reads them."""
+    return build_cache_request(body(), {**KEY_A, **headers}, "m1", None, VEC, CFG, control=cache_control(headers))
+
+
 def test_cache_control_header() -> None:
-    assert req(headers={**KEY_A, "x-vsr-cache-control": "no-cache"}).read is False
-    skipped = build_cache_request(body(), {**KEY_A, "x-vsr-cache-control": "No-Store"}, "m1", None, VEC, CFG)
-    assert skipped is SkipReason.NO_STORE
+    no_cache = directives({"x-vsr-cache-control": "no-cache"})
+    assert isinstance(no_cache, CacheRequest) and no_cache.read is False
+    assert directives({"x-vsr-cache-control": "No-Store"}) is SkipReason.NO_STORE
 
 
 def test_the_standard_cache_control_header_opts_out_too() -> None:
     """`Cache-Control: no-cache` / `no-store` were ignored: the client got a cached answer it had declined."""
-    assert req(headers={**KEY_A, "cache-control": "max-age=0, No-Cache"}).read is False
-    assert build_cache_request(body(), {**KEY_A, "cache-control": "no-store"}, "m1", None, VEC, CFG) \
-        is SkipReason.NO_STORE
-    assert req(headers={**KEY_A, "cache-control": "max-age=0, no-transform"}).read is True
+    no_cache = directives({"cache-control": "max-age=0, No-Cache"})
+    assert isinstance(no_cache, CacheRequest) and no_cache.read is False
+    assert directives({"cache-control": "no-store"}) is SkipReason.NO_STORE
+    other = directives({"cache-control": "max-age=0, no-transform"})
+    assert isinstance(other, CacheRequest) and other.read is True
 
 
 def test_an_unknown_x_vsr_cache_control_value_is_refused_naming_the_accepted_ones() -> None:
     with pytest.raises(InvalidRequest, match="unknown value 'nocache'; accepted: no-store, no-cache") as err:
-        build_cache_request(body(), {**KEY_A, "x-vsr-cache-control": "nocache"}, "m1", None, VEC, CFG)
+        cache_control({"x-vsr-cache-control": "nocache"})
     assert err.value.status == 400
 
 

@@ -441,6 +441,18 @@ async def test_a_stateful_responses_request_is_a_counted_cache_skip() -> None:
     await rt.cache.close()
 
 
+async def test_the_cache_directives_read_with_the_headers_decide_the_lookup() -> None:
+    """The directives are read once, in the headers phase (refused there if unknown); the lookup uses that reading."""
+    rt = runtime(MATH, cache=True)
+    for directive, result in (("no-store", "skip:no_store"), ("no-cache", "miss")):
+        session = StreamSession(rt, EXECUTOR)
+        await session.handle(headers(authorization="Bearer sk-tenant-a", **{"x-vsr-cache-control": directive}))
+        await session.handle(body(chat("Integrate x^2")))
+        assert session.request.cache_result == result
+    assert rt.cache is not None
+    await rt.cache.close()
+
+
 @pytest.mark.parametrize("stored_model", ["missing", None, ""])
 async def test_a_hit_on_an_answer_without_a_model_name_names_the_routed_model(stored_model: str | None) -> None:
     """A hit names the model that answered, read from the stored answer; an upstream answer without a usable `model`

@@ -123,6 +123,22 @@ def test_envoys_refusals_and_fail_opens_are_exported_while_its_admin_port_answer
     assert b"vsr_envoy_failed" not in generate_latest(silent)
 
 
+def test_requests_refused_because_envoy_was_full_are_not_the_router_being_unavailable() -> None:
+    """A request past envoy.max_requests gets no router stream, which Envoy counts as a failed router call: it was in
+    vsr_envoy_failed_closed_total, and SemanticRouterUnavailable fired on plain overload. Now it is counted apart."""
+    from prometheus_client import CollectorRegistry
+
+    from router.observability import envoy_stats as es
+
+    active, pending, heap = es.OVERFLOWS
+    registry = CollectorRegistry()
+    registry.register(es.EnvoyRouterFailures(lambda: {es.STREAMS_FAILED: 10, es.MESSAGE_TIMEOUTS: 1, es.FAILED_OPEN: 0,
+                                                      active: 6, pending: 2, heap: 3}))
+    assert registry.get_sample_value("vsr_envoy_failed_closed_total") == 3  # 11 failed calls, 8 of them overflows
+    assert registry.get_sample_value("vsr_envoy_overloaded_total", {"limit": "max_requests"}) == 8
+    assert registry.get_sample_value("vsr_envoy_overloaded_total", {"limit": "max_heap_mb"}) == 3
+
+
 def test_event_counters_are_exported_at_zero_from_the_start_under_router_workers(tmp_path: Path) -> None:
     """README, Metrics: with workers (the default) the supervisor exports what the workers wrote, and a labelled counter
     nobody had touched was not exported at all (not even its HELP): an alert on vsr_jailbreak_blocks_total or

@@ -217,3 +217,28 @@ def test_bounded_keeps_head_and_tail() -> None:
     assert wire.bounded("abc", 10) == "abc"
     out = wire.bounded("H" + "x" * 100 + "T", 10)
     assert out.startswith("H") and out.endswith("T") and len(out) == 11
+
+
+def test_a_streamed_refusal_is_stored_and_replayed_with_its_text() -> None:
+    """A model's streamed refusal (`delta.refusal`, content empty) was reassembled without its text, so its cached
+    replay reached the official SDK as an empty answer: the refusal must survive the store and the replay."""
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    upstream = _frames(
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None, "refusal": ""}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {"refusal": "I can't help "}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {"refusal": "with that."}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    )
+    assembler = wire.StreamAssembler()
+    for payload in wire.SSEDecoder().feed(upstream):
+        assembler.add(payload)
+    stored = assembler.completion()
+    assert stored is not None and stored["choices"][0]["message"]["refusal"] == "I can't help with that."
+    state = ChatCompletionStreamState()
+    for payload in wire.SSEDecoder().feed(wire.completion_to_sse(wire.fresh_completion(stored), include_usage=False)):
+        if payload != wire.DONE:
+            state.handle_chunk(ChatCompletionChunk.model_validate_json(payload))
+    assert state.get_final_completion().choices[0].message.refusal == "I can't help with that."

@@ -271,7 +271,7 @@ def exported_series() -> dict[str, set[str]]:
     m.set_component_ready("cache", True)
     series: dict[str, set[str]] = {}
     with tempfile.TemporaryDirectory() as metrics_dir:  # the supervisor's own series, with router workers
-        supervisor = WorkersView([], Path(metrics_dir), stale_after_s=15).registry
+        supervisor = WorkersView([], Path(metrics_dir), stale_after_s=15, split_grace_s=10).registry
         supervisor.register(EnvoyRouterFailures(lambda: {FAILED_OPEN: 0}))  # Envoy's counts, read from its admin port
         families = [*m.registry.collect(), *supervisor.collect()]
     for family in families:

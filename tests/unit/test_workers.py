@@ -96,13 +96,13 @@ class FakeProc:
         self.pid = pid
 
 
-def two_workers(tmp_path: Path) -> tuple[list[Worker], WorkersView]:
+def two_workers(tmp_path: Path, grace_s: float = 10.0) -> tuple[list[Worker], WorkersView]:
     """Two workers with pids 1000 and 1001 that have not reported yet, and the supervisor's view of them."""
     workers = [Worker(i, tmp_path / f"worker-{i}.json") for i in range(2)]
     for i, w in enumerate(workers):
         w.proc = FakeProc(1000 + i)  # type: ignore[assignment]
     (tmp_path / "metrics").mkdir()
-    return workers, WorkersView(workers, tmp_path / "metrics", stale_after_s=15)
+    return workers, WorkersView(workers, tmp_path / "metrics", stale_after_s=15, split_grace_s=grace_s)
 
 
 def test_readyz_is_ready_while_one_worker_serves_and_lists_them_all(tmp_path: Path) -> None:
@@ -125,18 +125,37 @@ def test_readyz_is_ready_while_one_worker_serves_and_lists_them_all(tmp_path: Pa
     assert read_state(tmp_path / "nothing.json") is None
 
 
-def test_readyz_is_not_ready_while_workers_serve_different_configs(tmp_path: Path) -> None:
-    """A replaced worker that served another config than its sibling (trial 4) left /readyz at 200."""
-    workers, view = two_workers(tmp_path)
-    for i, (w, version) in enumerate(zip(workers, ["aaaaaaaaaaaa", "bbbbbbbbbbbb"], strict=True)):
+def _serving(workers: list[Worker], versions: list[str]) -> None:
+    for i, (w, version) in enumerate(zip(workers, versions, strict=True)):
         WorkerSlot(w.state_file).write({"pid": 1000 + i, "ready": True, "serving": True, "streams": 0, "beat": time.time(),
                                         "config_version": version, "components": {"config": {"ok": True, "detail": ""}}})
+
+
+def test_readyz_is_not_ready_while_workers_serve_different_configs(tmp_path: Path) -> None:
+    """A replaced worker that served another config than its sibling (trial 4) left /readyz at 200."""
+    workers, view = two_workers(tmp_path, grace_s=0.0)  # the split has outlasted a reload's rollout
+    _serving(workers, ["aaaaaaaaaaaa", "bbbbbbbbbbbb"])
     snap = view.snapshot()
     assert snap["ready"] is False and snap["workers_ready"] == 2
     assert snap["components"]["workers"] == {"ok": False,
                                              "detail": "workers serve different configs: aaaaaaaaaaaa, bbbbbbbbbbbb"}
-    WorkerSlot(workers[1].state_file).write({**read_state(workers[1].state_file), "config_version": "aaaaaaaaaaaa"})
+    _serving(workers, ["aaaaaaaaaaaa"] * 2)
     assert view.snapshot()["ready"] is True
+
+
+def test_a_reload_reaching_one_worker_before_the_other_keeps_the_pod_ready(tmp_path: Path) -> None:
+    """Each worker applies an edit on its own poll: /readyz said 503 for the ~0.2 s between them on every valid
+    reload. A split shorter than the grace is a reload rolling out: ready, and /readyz says so."""
+    workers, view = two_workers(tmp_path)
+    _serving(workers, ["aaaaaaaaaaaa"] * 2)
+    assert view.snapshot()["ready"] is True
+    _serving(workers, ["bbbbbbbbbbbb", "aaaaaaaaaaaa"])  # the first worker has applied the edit
+    snap = view.snapshot()
+    assert snap["ready"] is True
+    assert snap["components"]["workers"] == {"ok": True,
+                                             "detail": "workers applying a reload: aaaaaaaaaaaa, bbbbbbbbbbbb"}
+    _serving(workers, ["bbbbbbbbbbbb"] * 2)
+    assert view.snapshot()["ready"] is True and "workers" not in view.snapshot()["components"]
 
 
 def test_an_operators_metrics_dir_that_does_not_exist_yet_does_not_stop_the_cli(tmp_path: Path) -> None:
