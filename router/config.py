@@ -512,6 +512,7 @@ def config_warnings(cfg: RouterConfig) -> list[str]:
     if cfg.fallback.enabled and cfg.fallback.max_fallbacks >= len(cfg.models):
         out.append(f"fallback.max_fallbacks: {cfg.fallback.max_fallbacks} but there are {len(cfg.models)} models, so "
                    f"a chain holds at most {len(cfg.models) - 1} more")
+    unreachable = []
     for i, cat in enumerate(cfg.categories):
         if cat.use_reasoning and not any(cfg.models[s.model].reasoning_family for s in cat.model_scores):
             out.append(f"categories.{i}.use_reasoning: none of its models has a reasoning_family, so nothing "
@@ -519,10 +520,15 @@ def config_warnings(cfg: RouterConfig) -> list[str]:
         by_classifier = cfg.classifier.enabled and (cat.name in DOMAIN_CATEGORIES or cat.examples)
         if by_classifier or cat.name in ruled or cat.name == cfg.default_category:
             continue
-        why = ("it is not a classifier category" + _hint(cat.name, list(DOMAIN_CATEGORIES), "those are")
-               + ", has no examples and no keyword rule names it") if cfg.classifier.enabled else \
-              "the classifier is disabled and no keyword rule names it"
-        out.append(f"categories.{i}.name: {cat.name!r} can never be chosen: {why}")
+        if cfg.classifier.enabled:
+            out.append(f"categories.{i}.name: {cat.name!r} can never be chosen: it is not a classifier category"
+                       f"{_hint(cat.name, list(DOMAIN_CATEGORIES), 'those are')}, has no examples and no keyword rule "
+                       "names it")
+        else:
+            unreachable.append(cat.name)
+    if unreachable:  # one line: a keyword-only deployment chose this, and 14 lines would bury the rest
+        out.append(f"classifier.enabled: false, so only keyword rules choose a category; none names "
+                   f"{len(unreachable)} of them ({', '.join(unreachable)})")
     return out
 
 

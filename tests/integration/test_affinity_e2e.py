@@ -158,7 +158,7 @@ def test_a_legal_turn_pinned_to_math_is_never_cached(classified: Stack) -> None:
     assert _routed(talk.say(OPENING)) == (BIG, "new")
     legal = talk.say(LEGAL)
     assert _routed(legal) == (BIG, "sticky") and legal.headers["x-vsr-selected-category"] == "math"
-    assert "x-vsr-cache-hit" not in legal.headers  # the cache was not consulted
+    assert legal.headers["x-vsr-cache-skip"] == "category_disabled"  # the cache was not consulted
     rid = legal.headers["x-request-id"]
     assert _request_lines(classified, [rid])[rid]["cache"] == "skip:category_disabled"
     assert "this turn is law" in legal.headers["x-vsr-decision-reason"]

@@ -168,7 +168,7 @@ def _validated_version(path: Path) -> str:
     """The version `semantic-router validate` prints for a file (what an operator checks a push against)."""
     out = subprocess.run([sys.executable, "-m", "router.cli", "validate", str(path)], capture_output=True,
                          text=True, cwd=ROOT, check=True).stdout
-    return out.rsplit("version ", 1)[1].strip(" )\n")
+    return out.rsplit("version ", 1)[1].split(")")[0].split(",")[0]
 
 
 def test_each_worker_reports_the_config_version_it_runs(stack: Stack) -> None:
