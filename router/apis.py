@@ -162,6 +162,9 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
     fields = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "tools": tools,
               "max_tokens": body.get("max_output_tokens"), "user": body.get("user"),
               "previous_response_id": body.get("previous_response_id"),  # affinity: the state's server
+              # the client's own reasoning choice, which the router keeps (Policy.reasoning_asked)
+              "reasoning_effort": (body.get("reasoning") or {}).get("effort") if isinstance(body.get("reasoning"), dict)
+              else None,
               "response_format": (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None}
     # A cached answer has no server-side twin a later `previous_response_id` could continue, so only
     # requests that neither continue nor create stored state (store: false) are served from the cache.

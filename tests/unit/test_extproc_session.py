@@ -285,6 +285,25 @@ async def test_an_upstream_answer_with_a_huge_integer_passes_to_the_client_uncac
     assert resp.WhichOneof("response") == "response_body" and session.response.usage is None
 
 
+async def test_an_answer_is_served_only_where_the_model_server_got_the_same_reasoning_setting() -> None:
+    """trial8 finding 2: `auto` sent a math prompt to gpt-oss-120b with `reasoning_effort: high` (the category's); the
+    same prompt naming gpt-oss-120b (the server's default effort) was served that answer, and the reverse, since
+    the key was the client's body. The key now holds the switch the router sets."""
+    rt = runtime(MATH, cache=True)
+    await _answered(rt, "Integrate x^2")  # auto: reasoning_effort high
+    for _ in range(100):  # writes leave the request path; wait for this one to land
+        repeat = StreamSession(rt, EXECUTOR)
+        if (await send(repeat, chat("Integrate x^2"))).WhichOneof("response") == "immediate_response":
+            break
+        await asyncio.sleep(0.01)
+    assert repeat.request.outcome is Outcome.CACHE
+    explicit = StreamSession(rt, EXECUTOR)
+    await send(explicit, chat("Integrate x^2", model="gpt-oss-120b"))
+    assert explicit.request.cache_result == "miss" and explicit.request.outcome is Outcome.UPSTREAM
+    assert rt.cache is not None
+    await rt.cache.close()
+
+
 async def _answered(rt: Runtime, text: str | dict[str, Any]) -> StreamSession:
     """A routed request (a prompt, or a whole body) whose upstream answered 200 JSON (so the router queues it for
     the cache)."""
