@@ -159,12 +159,11 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
     if not any(m["role"] == "user" for m in messages):
         raise InvalidRequest("'input' needs at least one user message", param="input")
     tools = body.get("tools") or ([{"type": "input_items"}] if tool_items else None)
+    reasoning = body["reasoning"] if isinstance(body.get("reasoning"), dict) else {}
     fields = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "tools": tools,
               "max_tokens": body.get("max_output_tokens"), "user": body.get("user"),
               "previous_response_id": body.get("previous_response_id"),  # affinity: the state's server
-              # the client's own reasoning choice, which the router keeps (Policy.reasoning_asked)
-              "reasoning_effort": (body.get("reasoning") or {}).get("effort") if isinstance(body.get("reasoning"), dict)
-              else None,
+              "reasoning_effort": reasoning.get("effort"),  # the client's choice, which the router keeps
               "response_format": (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None}
     # A cached answer has no server-side twin a later `previous_response_id` could continue, so only
     # requests that neither continue nor create stored state (store: false) are served from the cache.

@@ -304,6 +304,16 @@ async def test_an_answer_is_served_only_where_the_model_server_got_the_same_reas
     await rt.cache.close()
 
 
+async def test_a_fallback_retry_keeps_a_reasoning_setting_the_client_chose() -> None:
+    """The upstream filter rewrites the reasoning switch of a retry that lands on another model when the request names
+    its routed category: with the client's own setting it would have put the category's back (trial8 finding 4)."""
+    session = StreamSession(runtime(MATH), EXECUTOR)
+    routed = set_headers(await send(session, {**chat("Integrate x^2"), "reasoning_effort": "low"}))
+    assert routed["x-vsr-routed-model"] == "gpt-oss-120b" and "x-vsr-routed-category" not in routed
+    routed = set_headers(await send(StreamSession(runtime(MATH), EXECUTOR), chat("Integrate x^2")))
+    assert routed["x-vsr-routed-category"] == "math"
+
+
 async def _answered(rt: Runtime, text: str | dict[str, Any]) -> StreamSession:
     """A routed request (a prompt, or a whole body) whose upstream answered 200 JSON (so the router queues it for
     the cache)."""
