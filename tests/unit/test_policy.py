@@ -184,3 +184,16 @@ def test_the_reasoning_switch_is_the_routers_only_when_it_chose_the_model_and_th
     assert [(f.parameter, v) for f, v in [policy.reasoning_switch(policy.decide(history, _signal()))]] == \
         [("enable_thinking", False)]
     assert policy.reasoning_switch(policy.decide(_chat("prove it", model="gpt-oss-120b"), _signal())) is None
+
+
+def test_a_turn_pinned_to_its_conversations_model_keeps_the_clients_reasoning_setting() -> None:
+    """Affinity answers a turn with its conversation's model and category; the client's own setting still wins."""
+    policy = Policy(CFG)
+    chat = _chat("hello", reasoning_effort="high")
+    pinned = policy.pinned(policy.decide(chat, _signal()), "gpt-oss-120b", "math", _signal())
+    assert pinned is not None and pinned.reasoning and policy.reasoning_switch(pinned) is None
+    assert json.loads(policy.rewrite(chat, pinned))["reasoning_effort"] == "high"
+    chat = _chat("hello", reasoning_effort="minimal")
+    pinned = policy.pinned(policy.decide(chat, _signal()), "gpt-oss-120b", "math", _signal())
+    assert pinned is not None and not pinned.reasoning
+    assert json.loads(policy.rewrite(chat, pinned))["reasoning_effort"] == "minimal"
