@@ -42,16 +42,23 @@ async def _start(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _token_logprobs(words: list[str]) -> list[dict[str, Any]]:
+    """A made-up but fixed entry per word, as Responses sends them when `include` asks for logprobs."""
+    return [{"token": w, "logprob": -0.01 * len(w), "bytes": list(w.encode()), "top_logprobs": []} for w in words]
+
+
 async def responses(model: DemoModel, request: web.Request, body: dict[str, Any], fault: str | None) -> web.StreamResponse:
     items = body.get("input")
     last = items if isinstance(items, str) else _last_text((items or [{}])[-1].get("content"))
     text = f"This is {model.name} answering a {len(last.split())}-word question."
+    logprobs = _token_logprobs(_words(text)) if "message.output_text.logprobs" in (body.get("include") or []) else []
     received = {k: body[k] for k in RESPONSES_ECHO if k in body}
     usage = {"input_tokens": len(last.split()), "output_tokens": len(text.split()),
              "total_tokens": len(last.split()) + len(text.split()),
              "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
     message = {"type": "message", "id": f"msg_{uuid.uuid4().hex}", "status": "completed", "role": "assistant",
-               "content": [{"type": "output_text", "text": text, "annotations": []}]}
+               "content": [{"type": "output_text", "text": text, "annotations": [],
+                            "logprobs": logprobs}]}
     resp = {"id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": int(time.time()),
             "status": "completed", "model": model.name, "output": [message], "usage": usage, "error": None,
             "incomplete_details": None, "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
@@ -75,8 +82,9 @@ async def responses(model: DemoModel, request: web.Request, body: dict[str, Any]
             await out.write_eof()
             return out
         await _event(out, "response.output_text.delta", {"sequence_number": next(seq), **ids, "delta": piece,
-                                                         "logprobs": []})
-    await _event(out, "response.output_text.done", {"sequence_number": next(seq), **ids, "text": text, "logprobs": []})
+                                                         "logprobs": _token_logprobs([piece]) if logprobs else []})
+    await _event(out, "response.output_text.done", {"sequence_number": next(seq), **ids, "text": text,
+                                                    "logprobs": logprobs})
     await _event(out, "response.output_item.done", {"sequence_number": next(seq), "output_index": 0, "item": message})
     await _event(out, "response.completed", {"sequence_number": next(seq), "response": resp})
     await out.write_eof()
@@ -86,10 +94,13 @@ async def responses(model: DemoModel, request: web.Request, body: dict[str, Any]
 async def messages(model: DemoModel, request: web.Request, body: dict[str, Any], fault: str | None) -> web.StreamResponse:
     last = _last_text((body.get("messages") or [{}])[-1].get("content"))
     text = f"This is {model.name} answering a {len(last.split())}-word question."
+    # The first of `stop_sequences` the answer holds ends it there, as Anthropic stops on one.
+    stop = min(((text.find(s), s) for s in body.get("stop_sequences") or [] if s in text), default=None)
+    text, reason, sequence = (text[:stop[0]], "stop_sequence", stop[1]) if stop else (text, "end_turn", None)
     received = {k: body[k] for k in RESPONSES_ECHO if k in body}
     usage = {"input_tokens": len(last.split()), "output_tokens": len(text.split())}
     msg = {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant", "model": model.name,
-           "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+           "content": [{"type": "text", "text": text}], "stop_reason": reason, "stop_sequence": sequence,
            "usage": usage, "x_demo": {"upstream": model.name, "received": received}}
     if not body.get("stream"):
         return web.json_response(msg)
@@ -101,7 +112,7 @@ async def messages(model: DemoModel, request: web.Request, body: dict[str, Any],
     for piece in _words(text):
         await _event(out, "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
     await _event(out, "content_block_stop", {"index": 0})
-    await _event(out, "message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+    await _event(out, "message_delta", {"delta": {"stop_reason": reason, "stop_sequence": sequence},
                                         "usage": {"output_tokens": usage["output_tokens"]}})
     await _event(out, "message_stop", {})
     await out.write_eof()

@@ -15,7 +15,10 @@ healthy stream, 0.3 s between chunks). `--fault ACTION` makes every request to t
 way (a model that keeps failing). A chat request's `max_tokens` (or `max_completion_tokens`) makes the answer that many
 words, one SSE event each when streamed, ending with `finish_reason: length` as a real server's cut answer does:
 realistic stream lengths for benchmarks. `x-demo-token-ms` waits that long before each streamed event (a model
-generating), so each event is its own write rather than a few coalesced ones.
+generating), so each event is its own write rather than a few coalesced ones. `x-demo-reasoning: TEXT` makes the
+model think TEXT first, sent as vLLM's reasoning parser sends it: the message's `reasoning_content`, or in a stream
+`delta.reasoning_content` word by word before the content. The Anthropic endpoint honours `stop_sequences` and the
+Responses one `include: ["message.output_text.logprobs"]` (devstack/demo_formats.py).
 """
 
 from __future__ import annotations
@@ -101,10 +104,12 @@ class DemoModel:
         if body.get("stream"):
             return await self._stream(request, body, received, fault)
         text = self.answer_text(body)
+        thought = request.headers.get("x-demo-reasoning")
         return web.json_response({
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": self.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
+                                                 **({"reasoning_content": thought} if thought else {})},
                          "finish_reason": "stop" if max_tokens(body) is None else "length",
                          "logprobs": _logprobs(body, _pieces(text))}],
             "usage": _usage(body, text), "x_demo": {"upstream": self.name, "received": received},
@@ -118,7 +123,10 @@ class DemoModel:
                 "created": int(time.time()), "model": self.name, "x_demo": {"upstream": self.name,
                                                                             "received": received}}
         text = self.answer_text(body)
-        pieces = [{"role": "assistant", "content": ""}] + [{"content": w} for w in _pieces(text)]
+        thought = request.headers.get("x-demo-reasoning")
+        pieces: list[dict[str, str | None]] = [{"role": "assistant", "content": ""}]
+        pieces += [{"reasoning_content": w, "content": None} for w in _pieces(thought)] if thought else []
+        pieces += [{"content": w} for w in _pieces(text)]
         abort = request.headers.get("x-demo-abort") == "1" or fault == "midstream"
         token_s = float(request.headers.get("x-demo-token-ms", "0")) / 1000
         for i, delta in enumerate(pieces):

@@ -159,9 +159,11 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
     if not any(m["role"] == "user" for m in messages):
         raise InvalidRequest("'input' needs at least one user message", param="input")
     tools = body.get("tools") or ([{"type": "input_items"}] if tool_items else None)
+    reasoning = body["reasoning"] if isinstance(body.get("reasoning"), dict) else {}
     fields = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "tools": tools,
               "max_tokens": body.get("max_output_tokens"), "user": body.get("user"),
               "previous_response_id": body.get("previous_response_id"),  # affinity: the state's server
+              "reasoning_effort": reasoning.get("effort"),  # the client's choice, which the router keeps
               "response_format": (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None}
     # A cached answer has no server-side twin a later `previous_response_id` could continue, so only
     # requests that neither continue nor create stored state (store: false) are served from the cache.
@@ -233,11 +235,13 @@ def rewrite(req: ApiRequest, model: str, effort: str | None) -> bytes:
 
 # ---- answers: format -> chat.completion (cache, usage) --------------------------------------------
 
-def _completion(model: str, text: str, finish: str, usage: dict[str, Any] | None) -> dict[str, Any]:
+def _completion(model: str, text: str, finish: str, usage: dict[str, Any] | None,
+                choice: dict[str, Any] | None = None, message: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`choice`, `message`: further fields of the answer, in chat terms (`stop_reason`, `logprobs`, `annotations`)."""
     out: dict[str, Any] = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
                            "created": int(time.time()), "model": model,
-                           "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                        "finish_reason": finish, "logprobs": None}]}
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": text, **(message or {})},
+                                        "finish_reason": finish, "logprobs": None, **(choice or {})}]}
     if usage:
         out["usage"] = usage
     return out
@@ -273,7 +277,26 @@ def _response_to_completion(resp: dict[str, Any]) -> dict[str, Any] | None:
     if resp.get("status") != "completed" or any(o.get("type") != "message" for o in output if isinstance(o, dict)):
         return {"usage": chat_usage}  # usage only: tool calls, reasoning items or an unfinished answer
     text = "".join(_parts_text(o.get("content")) for o in output if isinstance(o, dict))
-    return _completion(str(resp.get("model", "")), text, "stop", chat_usage)
+    parts = [p for o in output if isinstance(o, dict) and isinstance(o.get("content"), list)
+             for p in o["content"] if isinstance(p, dict)]
+    logprobs = [t for p in parts if isinstance(p.get("logprobs"), list) for t in p["logprobs"]]
+    notes = [_chat_annotation(a) for p in parts if isinstance(p.get("annotations"), list) for a in p["annotations"]]
+    return _completion(str(resp.get("model", "")), text, "stop", chat_usage,
+                       {"logprobs": {"content": logprobs, "refusal": None}} if logprobs else None,
+                       {"annotations": notes} if notes else None)
+
+
+# A url_citation is the one annotation both APIs have: chat nests its fields, Responses does not. Others stay as sent.
+def _chat_annotation(note: Any) -> Any:
+    if isinstance(note, dict) and note.get("type") == "url_citation" and "url_citation" not in note:
+        return {"type": "url_citation", "url_citation": {k: v for k, v in note.items() if k != "type"}}
+    return note
+
+
+def _responses_annotation(note: Any) -> Any:
+    if isinstance(note, dict) and note.get("type") == "url_citation" and isinstance(note.get("url_citation"), dict):
+        return {"type": "url_citation", **note["url_citation"]}
+    return note
 
 
 _STOP = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
@@ -287,7 +310,14 @@ def _message_to_completion(msg: dict[str, Any]) -> dict[str, Any] | None:
     finish = _STOP.get(str(msg.get("stop_reason")))
     if finish is None or any(b.get("type") != "text" for b in blocks if isinstance(b, dict)):
         return {"usage": chat_usage}
-    return _completion(str(msg.get("model", "")), _parts_text(blocks), finish, chat_usage)
+    return _completion(str(msg.get("model", "")), _parts_text(blocks), finish, chat_usage,
+                       _stop_reason(msg.get("stop_reason"), msg.get("stop_sequence")))
+
+
+def _stop_reason(reason: Any, sequence: Any) -> dict[str, Any] | None:
+    """The stop sequence an Anthropic answer ended on, as vLLM's chat choice names it (`stop_reason`, the matched
+    stop string), so that a hit replays it: it replayed as a natural end (`end_turn`, `stop_sequence: null`)."""
+    return {"stop_reason": sequence} if reason == "stop_sequence" and isinstance(sequence, str) else None
 
 
 class Assembler(Protocol):
@@ -352,6 +382,7 @@ class MessagesAssembler:
         self._input: int | None = None
         self._output: int | None = None
         self._stop: str | None = None
+        self._stop_sequence: str | None = None
         self._other_blocks = False
         self.done = self.failed = False
 
@@ -371,6 +402,7 @@ class MessagesAssembler:
             self._text.append(str(event["delta"].get("text", "")))
         elif kind == "message_delta":
             self._stop = (event.get("delta") or {}).get("stop_reason")
+            self._stop_sequence = (event.get("delta") or {}).get("stop_sequence")
             self._output = (event.get("usage") or {}).get("output_tokens")
         elif kind == "message_stop":
             self.done = True
@@ -381,7 +413,8 @@ class MessagesAssembler:
         finish = _STOP.get(str(self._stop))
         if not self.done or self.failed or self._other_blocks or finish is None:
             return None
-        return _completion(self._model, "".join(self._text), finish, self.usage)
+        return _completion(self._model, "".join(self._text), finish, self.usage,
+                           _stop_reason(self._stop, self._stop_sequence))
 
     @property
     def usage(self) -> dict[str, Any] | None:
@@ -406,21 +439,31 @@ def assembler(api: Api) -> Assembler:
 
 HIT_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
-def _text_of(completion: dict[str, Any]) -> tuple[str, str]:
+def _choice(completion: dict[str, Any]) -> dict[str, Any]:
     choice = (completion.get("choices") or [{}])[0]
+    return choice if isinstance(choice, dict) else {}
+
+
+def _text_of(completion: dict[str, Any]) -> tuple[str, str]:
+    choice = _choice(completion)
     return str((choice.get("message") or {}).get("content") or ""), str(choice.get("finish_reason") or "stop")
 
 
 def as_response(completion: dict[str, Any]) -> dict[str, Any]:
     """A stored chat.completion as a Responses API object; its `model` is the one `render_hit` settled on."""
     text, finish = _text_of(completion)
+    choice = _choice(completion)
+    notes = (choice.get("message") or {}).get("annotations") or []
+    logprobs = (choice.get("logprobs") or {}).get("content") or []
+    part = {"type": "output_text", "text": text, "annotations": [_responses_annotation(a) for a in notes],
+            "logprobs": logprobs}
     usage = completion.get("usage") or {}
     p, c = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
     return {"id": f"resp_{uuid.uuid4().hex}", "object": "response", "created_at": int(time.time()),
             "status": "completed" if finish == "stop" else "incomplete", "model": completion["model"], "error": None,
             "incomplete_details": None if finish == "stop" else {"reason": "max_output_tokens"},
             "output": [{"type": "message", "id": f"msg_{uuid.uuid4().hex}", "status": "completed",
-                        "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+                        "role": "assistant", "content": [part]}],
             "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
             "usage": {"input_tokens": p, "output_tokens": c, "total_tokens": p + c,
                       "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}}
@@ -429,10 +472,13 @@ def as_response(completion: dict[str, Any]) -> dict[str, Any]:
 def as_message(completion: dict[str, Any]) -> dict[str, Any]:
     """A stored chat.completion as an Anthropic message; its `model` is the one `render_hit` settled on."""
     text, finish = _text_of(completion)
+    sequence = _choice(completion).get("stop_reason")
+    sequence = sequence if isinstance(sequence, str) and finish == "stop" else None
     usage = completion.get("usage") or {}
+    reason = "max_tokens" if finish == "length" else "end_turn" if sequence is None else "stop_sequence"
     return {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
             "model": completion["model"], "content": [{"type": "text", "text": text}],
-            "stop_reason": "max_tokens" if finish == "length" else "end_turn", "stop_sequence": None,
+            "stop_reason": reason, "stop_sequence": sequence,
             "usage": {"input_tokens": int(usage.get("prompt_tokens", 0)),
                       "output_tokens": int(usage.get("completion_tokens", 0))}}
 
@@ -444,9 +490,10 @@ def _sse(events: Iterator[tuple[str, dict[str, Any]]]) -> bytes:
 def response_events(resp: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """A complete response replayed as the Responses streaming events, in order."""
     message = resp["output"][0]
-    text = message["content"][0]["text"]
+    done = message["content"][0]
+    text, logprobs = done["text"], done["logprobs"]
     started = {**resp, "status": "in_progress", "output": [], "usage": None}
-    part = {"type": "output_text", "text": "", "annotations": []}
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
     ids = {"item_id": message["id"], "output_index": 0, "content_index": 0}
     events: list[tuple[str, dict[str, Any]]] = [
         ("response.created", {"response": started}),
@@ -454,9 +501,9 @@ def response_events(resp: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]
         ("response.output_item.added", {"output_index": 0, "item": {**message, "status": "in_progress",
                                                                     "content": []}}),
         ("response.content_part.added", {**ids, "part": part}),
-        ("response.output_text.delta", {**ids, "delta": text, "logprobs": []}),
-        ("response.output_text.done", {**ids, "text": text, "logprobs": []}),
-        ("response.content_part.done", {**ids, "part": {**part, "text": text}}),
+        ("response.output_text.delta", {**ids, "delta": text, "logprobs": logprobs}),
+        ("response.output_text.done", {**ids, "text": text, "logprobs": logprobs}),
+        ("response.content_part.done", {**ids, "part": done}),
         ("response.output_item.done", {"output_index": 0, "item": message}),
         ("response.completed", {"response": resp}),
     ]
@@ -468,14 +515,15 @@ def message_events(msg: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """A complete message replayed as Anthropic's streaming events, in order."""
     usage = msg["usage"]
     yield "message_start", {"type": "message_start", "message": {
-        **msg, "content": [], "stop_reason": None, "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 0}}}
+        **msg, "content": [], "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 0}}}
     yield "content_block_start", {"type": "content_block_start", "index": 0,
                                   "content_block": {"type": "text", "text": ""}}
     yield "content_block_delta", {"type": "content_block_delta", "index": 0,
                                   "delta": {"type": "text_delta", "text": msg["content"][0]["text"]}}
     yield "content_block_stop", {"type": "content_block_stop", "index": 0}
     yield "message_delta", {"type": "message_delta", "delta": {"stop_reason": msg["stop_reason"],
-                                                               "stop_sequence": None},
+                                                               "stop_sequence": msg["stop_sequence"]},
                             "usage": {"output_tokens": usage["output_tokens"]}}
     yield "message_stop", {"type": "message_stop"}
 

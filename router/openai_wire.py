@@ -174,8 +174,9 @@ def _check_messages(messages: Any) -> None:
 
 
 def model_object(name: str, owned_by: str = "semantic-router") -> dict[str, Any]:
-    """One entry of GET /v1/models, and the body of GET /v1/models/{name}."""
-    return {"id": name, "object": "model", "created": int(time.time()), "owned_by": owned_by}
+    """One entry of GET /v1/models, and the body of GET /v1/models/{name}. `created` is 0: the router's names have
+    no creation date, and the time of each call (as it was) made the same model look new on every listing."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": owned_by}
 
 
 def models_list(names: list[str]) -> bytes:
@@ -209,11 +210,18 @@ class SSEDecoder:
                 yield b"\n".join(data)
 
 
+# Message texts a stream spells out in pieces, joined as a non-streamed answer holds them: the content, a refusal, vLLM's
+# reasoning parser output (`reasoning_content`, or `reasoning` in newer versions; dropped until 2026-12-02, a hit had
+# no reasoning though a non-streamed miss's JSON has it).
+_TEXT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
+
+
 class StreamAssembler:
     """Rebuilds one chat.completion from chat.completion.chunk frames, so streams can be cached. A choice's logprobs
     are the chunks' `content` and `refusal` token lists joined in order, as a non-streamed answer carries them: they
     were dropped (`null`), and a client that asked for logprobs got a cached answer without them. Likewise the
-    `delta.refusal` texts become the message's `refusal`: dropped, a cached refusal replayed as an empty answer."""
+    `delta.refusal` texts become the message's `refusal`: dropped, a cached refusal replayed as an empty answer; and a
+    legacy `delta.function_call` the message's `function_call`: dropped, a hit was an empty turn for a function loop."""
 
     def __init__(self) -> None:
         self.done = False
@@ -246,9 +254,12 @@ class StreamAssembler:
         delta = choice.get("delta") or {}
         if delta.get("role"):
             slot["role"] = delta["role"]
-        for part in ("content", "refusal"):
+        for part in _TEXT_FIELDS:
             if isinstance(delta.get(part), str):
                 slot.setdefault(part, []).append(delta[part])
+        if isinstance(call := delta.get("function_call"), dict):  # a legacy function call: name, arguments in pieces
+            kept = slot.setdefault("function_call", {})
+            kept |= {k: kept.get(k, "") + v for k, v in call.items() if k in ("name", "arguments") and isinstance(v, str)}
         if delta.get("tool_calls"):
             slot["tool_calls"] = True  # streamed tool calls are not reassembled: never cached
         if choice.get("finish_reason"):
@@ -280,10 +291,12 @@ class StreamAssembler:
 
 
 def _message(slot: dict[str, Any]) -> dict[str, Any]:
-    """A choice's message; `refusal` only when a chunk carried one, as the content-only answers stored so far."""
+    """A choice's message; each field but the content only when a chunk carried it, as the content-only answers
+    stored so far."""
     message = {"role": slot["role"], "content": "".join(slot["content"])}
-    if "refusal" in slot:
-        message["refusal"] = "".join(slot["refusal"])
+    message |= {field: "".join(slot[field]) for field in _TEXT_FIELDS if field != "content" and field in slot}
+    if "function_call" in slot:
+        message["function_call"] = slot["function_call"]
     return message
 
 
@@ -298,7 +311,8 @@ def completion_to_sse(completion: dict[str, Any], include_usage: bool) -> bytes:
     OpenAI streams it: every chunk has `usage: null` but the last, `choices: []` with the answer's usage. Every field of
     the message travels in the one delta (tool calls with their stream `index`, reasoning, refusal) and the choice's
     logprobs with it: a cached tool call replayed as content only was an empty turn for an agent loop."""
-    base: dict[str, Any] = {k: completion[k] for k in ("id", "created", "model") if k in completion}
+    base: dict[str, Any] = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint")
+                            if k in completion}
     base["object"] = "chat.completion.chunk"
     if include_usage:
         base["usage"] = None
@@ -306,7 +320,7 @@ def completion_to_sse(completion: dict[str, Any], include_usage: bool) -> bytes:
     for choice in completion.get("choices", []):
         message = choice.get("message") or {}
         index = choice.get("index", 0)
-        delta = {"role": message.get("role", "assistant"), "content": message.get("content") or "",
+        delta = {"role": message.get("role", "assistant"), "content": message.get("content"),
                  **{k: v for k, v in message.items() if k not in ("role", "content") and v is not None}}
         if isinstance(delta.get("tool_calls"), list):
             delta["tool_calls"] = [{"index": i, **call} if isinstance(call, dict) else call

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from router import cost
-from router.config import Category, RouterConfig
+from router.config import Category, ReasoningFamily, RouterConfig
 from router.errors import ContentBlocked, JailbreakBlocked, ModelNotFound, PIIViolation, RouterError
 from router.openai_wire import ChatRequest
 from router.resilience import chain_cluster
@@ -40,9 +40,14 @@ class Decision:
     # This turn's own category when affinity answers it as its conversation's (`category`): the stricter of the two
     # categories' restrictive rules applies (guards here, cache settings in the cache key).
     turn_category: str | None = None
+    # The client set reasoning itself (`reasoning_effort`, a family's `chat_template_kwargs` flag, Responses
+    # `reasoning.effort`): `reasoning` is its choice and the router sends the body's setting untouched.
+    client_reasoning: bool = False
 
 
 GUARDS = ("jailbreak", "content_safety")
+# Client efforts that mean "do not think" in the router's terms (it sends `low` to switch reasoning off).
+_NO_EFFORT = frozenset({"none", "minimal", "low"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,7 @@ class Policy:
         flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg, category))
         earlier = "".join(f"; {g} flagged in {t}" for g in flagged if (t := signal.earlier_turn(g)))
         auto = chat.model in self._auto
+        chosen = self.reasoning_asked(chat)
         pii = signal.pii_possible
         ranked = self.ranked(cat_cfg, lambda m: self.cfg.models[m].pii_policy.allows(pii))
         allowed, reason = ranked.models, ranked.reason
@@ -95,18 +101,19 @@ class Policy:
             if not allowed:
                 raise PIIViolation(f"No model may receive {pii_said(signal)}", category=category)
             model = allowed[0]
-            reasoning = self.reasons(cat_cfg, model)
+            reasoning = self.reasons(cat_cfg, model) if chosen is None else chosen
             reason += self._pii_skipped(cat_cfg, model, signal)
         else:
             reason = "requested by the client"
             model = chat.model
             if not self.cfg.models[model].pii_policy.allows(pii):
                 raise PIIViolation(f"The model '{model}' may not receive {pii_said(signal)}", category=category)
-            reasoning = False
+            reasoning = bool(chosen)
         chain = self.chain(model, allowed if auto or self.cfg.fallback.explicit_models else [])
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
                         confidence=confidence, reasoning=reasoning, auto=auto, chain=chain,
-                        route=chain_cluster(self.cfg, chain), reason=reason + earlier, flagged=flagged)
+                        route=chain_cluster(self.cfg, chain), reason=reason + earlier, flagged=flagged,
+                        client_reasoning=chosen is not None)
 
     def pinned(self, decision: Decision, model: str, category: str, signal: Classification) -> Decision | None:
         """`decision` moved to a conversation's model and category; None if that model may not see the PII.
@@ -123,15 +130,29 @@ class Policy:
         turn = decision.category if decision.category != category else None
         reason = "the conversation's model (affinity)" + (f"; this turn is {turn}: the stricter rules apply" if turn
                                                            else "")
+        reasoning = decision.reasoning if decision.client_reasoning else self.reasons(cat, model)
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
-                        confidence=decision.confidence, reasoning=self.reasons(cat, model),
+                        confidence=decision.confidence, reasoning=reasoning,
                         auto=True, chain=chain, route=chain_cluster(self.cfg, chain),
-                        reason=reason, flagged=flagged, turn_category=turn)
+                        reason=reason, flagged=flagged, turn_category=turn,
+                        client_reasoning=decision.client_reasoning)
 
     def reasons(self, cat: Category | None, model: str) -> bool:
         """Whether `model` is asked to reason: the category wants it and the model has a family that switches it
         (without one nothing is sent, and `x-vsr-selected-reasoning: on` would have told the client otherwise)."""
         return bool(cat and cat.use_reasoning and self.cfg.models[model].reasoning_family)
+
+    def reasoning_asked(self, chat: ChatRequest) -> bool | None:
+        """The reasoning the client set itself in a family's parameter, as on/off (an effort of low or below is off,
+        as the router sends `low` for off); None when it set none, and the category decides. Responses'
+        `reasoning.effort` arrives as `reasoning_effort` (router/apis.py)."""
+        kwargs = chat.body.get("chat_template_kwargs")
+        for family in self.cfg.reasoning_families.values():
+            where = kwargs if family.type == "chat_template_kwargs" else chat.body
+            value = where.get(family.parameter) if isinstance(where, dict) else None
+            if value is not None:
+                return value not in _NO_EFFORT if isinstance(value, str) else bool(value)
+        return None
 
     def ranking(self, cat: Category | None) -> list[str]:
         """The category's models, best first (the default model when the category lists none)."""
@@ -195,33 +216,37 @@ class Policy:
     def rewrite(self, chat: ChatRequest, decision: Decision) -> bytes:
         """The body sent upstream: the chosen model, and reasoning switched per the category."""
         body: dict[str, Any] = {**chat.body, "model": decision.model}
-        if decision.auto:
-            self._apply_reasoning(body, decision)
+        self._apply_reasoning(body, decision)
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
-    def _apply_reasoning(self, body: dict[str, Any], decision: Decision) -> None:
+    def reasoning_switch(self, decision: Decision) -> tuple[ReasoningFamily, bool | str] | None:
+        """The reasoning switch the router sets: the model's family and the value of its parameter (on/off, or an
+        effort). None when the body goes with the client's setting, or the server's default: an explicit model, a
+        client that set reasoning itself, a model without a family. The cache keys it: the server answers by it."""
         family_name = self.cfg.models[decision.model].reasoning_family
         family = self.cfg.reasoning_families.get(family_name) if family_name else None
-        if family is None:
+        if not decision.auto or decision.client_reasoning or family is None:
+            return None
+        if family.type == "chat_template_kwargs":
+            return family, decision.reasoning
+        cat = self.cfg.category(decision.category)
+        return family, (cat.reasoning_effort if cat else "high") if decision.reasoning else "low"
+
+    def _apply_reasoning(self, body: dict[str, Any], decision: Decision) -> None:
+        switch = self.reasoning_switch(decision)
+        if switch is None:
             return
+        family, value = switch
         if family.type == "chat_template_kwargs":
             kwargs = body.get("chat_template_kwargs")
-            kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
-            kwargs[family.parameter] = decision.reasoning
-            body["chat_template_kwargs"] = kwargs
+            body["chat_template_kwargs"] = {**(kwargs if isinstance(kwargs, dict) else {}), family.parameter: value}
         else:
-            cat = self.cfg.category(decision.category)
-            effort = cat.reasoning_effort if cat else "high"
-            body[family.parameter] = effort if decision.reasoning else "low"
+            body[family.parameter] = value
 
     def effort_for(self, decision: Decision) -> str | None:
-        """The reasoning effort for a `reasoning_effort` family when the router chose the model, else None."""
-        family_name = self.cfg.models[decision.model].reasoning_family
-        family = self.cfg.reasoning_families.get(family_name) if family_name else None
-        if not decision.auto or family is None or family.type != "reasoning_effort":
-            return None
-        cat = self.cfg.category(decision.category)
-        return (cat.reasoning_effort if cat else "high") if decision.reasoning else "low"
+        """The reasoning effort the router sets for a `reasoning_effort` family, else None."""
+        switch = self.reasoning_switch(decision)
+        return switch[1] if switch and isinstance(switch[1], str) else None
 
     def retarget(self, body: dict[str, Any], routed: str, target: str, category: str | None) -> bytes:
         """The body of a retry that lands on `target` instead of `routed` (the fallback chain).

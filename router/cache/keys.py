@@ -80,12 +80,16 @@ def latest_user_text(messages: Sequence[Mapping[str, Any]]) -> str | SkipReason:
     return text if text else SkipReason.EMPTY_PROMPT
 
 
-def context_fingerprint(body: Mapping[str, Any]) -> str:
-    """Hash of everything but the latest turn that can change the answer."""
+def context_fingerprint(body: Mapping[str, Any], reasoning: tuple[str, bool | str] | None = None) -> str:
+    """Hash of everything but the latest turn that can change the answer. `reasoning`: the switch the router adds to
+    the body it sends (parameter, value), which the client's body does not show."""
     params = {k: v for k, v in body.items() if k not in NON_ANSWER_FIELDS}
     history = list(body["messages"][:-1])
     last_extra = {k: v for k, v in body["messages"][-1].items() if k not in ("role", "content")}
-    return hashlib.sha256(_canonical({"v": 1, "history": history, "last": last_extra, "params": params})).hexdigest()
+    context = {"v": 1, "history": history, "last": last_extra, "params": params}
+    if reasoning is not None:
+        context["reasoning"] = list(reasoning)
+    return hashlib.sha256(_canonical(context)).hexdigest()
 
 
 @cache

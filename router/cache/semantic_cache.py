@@ -111,6 +111,7 @@ def build_cache_request(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
     embedding: np.ndarray | None, cfg: RouterConfig, encoder: str = "", pii_types: Collection[str] | None = (),
     stateful: bool = False, turn_category: str | None = None, control: Collection[str] = frozenset(),
+    reasoning: tuple[str, bool | str] | None = None,
 ) -> CacheRequest | SkipReason:
     """The cache key of a validated chat request, or why it must not touch the cache.
 
@@ -123,10 +124,12 @@ def build_cache_request(
     state the server keeps (a Responses request with `previous_response_id`, `conversation` or `store`), so another
     request's answer is never this one's. `turn_category`: the latest turn's own category when affinity routed the
     request as its conversation's `category`; the stricter of the two categories' settings applies (`_strictest`).
-    `control`: the request's cache directives (`cache_control`).
+    `control`: the request's cache directives (`cache_control`). `reasoning`: the reasoning switch the router sets in
+    the body it sends (Policy.reasoning_switch: parameter and value), None when the body goes with the client's setting
+    or the server's default; an answer generated with another setting is another answer.
     """
     result = _build(body, headers, model, category, embedding, cfg, encoder, pii_types, stateful, turn_category,
-                    control)
+                    control, reasoning)
     if isinstance(result, SkipReason):
         metrics.record_cache("skipped_write", result.value)
     return result
@@ -135,7 +138,7 @@ def build_cache_request(
 def _build(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
     embedding: np.ndarray | None, cfg: RouterConfig, encoder: str, pii_types: Collection[str] | None, stateful: bool,
-    turn_category: str | None, control: Collection[str],
+    turn_category: str | None, control: Collection[str], reasoning: tuple[str, bool | str] | None,
 ) -> CacheRequest | SkipReason:
     c = cfg.semantic_cache
     overrides = [found.cache for name in (category, turn_category) if name and (found := cfg.category(name))]
@@ -158,7 +161,7 @@ def _build(
     if isinstance(text, SkipReason):
         return text
     namespace = keys.namespace_of(keys.hmac_secret(c.hmac_secret_env)[0], who)
-    scope = keys.scope_key(namespace, model, keys.context_fingerprint(body), encoder)
+    scope = keys.scope_key(namespace, model, keys.context_fingerprint(body, reasoning), encoder)
     threshold, min_score, ttl = _strictest(c, overrides or [CategoryCache()])
     return CacheRequest(namespace, model, scope, keys.exact_key(scope, text), text,
                         _usable_embedding(embedding, text, c), category, "no-cache" not in control,

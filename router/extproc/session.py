@@ -247,8 +247,9 @@ class StreamSession:
             routed = self.runtime.policy.rewrite(chat, decision)
         else:
             routed = apis.rewrite(parsed, decision.model, self.runtime.policy.effort_for(decision))
-        # The category goes along only for chat bodies: a fallback retry rewrites their reasoning fields.
-        category = decision.category if decision.auto and parsed.api == "chat" else None
+        # The category goes along only for chat bodies whose reasoning the router set: a fallback retry rewrites it.
+        switched = decision.auto and not decision.client_reasoning and parsed.api == "chat"
+        category = decision.category if switched else None
         headers = {self.runtime.cfg.server.selection_header: decision.route or decision.cluster,
                    **resilience.routed_headers(decision.model, category)}
         return msg.route_request(routed, headers)
@@ -486,12 +487,14 @@ class StreamSession:
         if cache is None:
             return None
         signal = self.request.signal
+        switch = self.runtime.policy.reasoning_switch(decision)
         key = build_cache_request(chat.body, apis.cache_identity(self.request.headers), decision.model,
                                   decision.category, signal.embedding, self.runtime.cfg, encoder=signal.encoder,
                                   pii_types=None if self.request.classifier_failure or signal.unscreened
                                   or signal.unreadable else signal.pii_types,
                                   stateful=self.request.stateful, turn_category=decision.turn_category,
-                                  control=self.request.cache_control)
+                                  control=self.request.cache_control,
+                                  reasoning=switch and (switch[0].parameter, switch[1]))
         if isinstance(key, str):  # a skip reason: this request is not cacheable
             self.request.cache_result = f"skip:{key}"
             return None

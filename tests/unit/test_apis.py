@@ -78,6 +78,51 @@ def test_a_cache_replay_reassembles_into_the_same_answer(api: apis.Api) -> None:
     assert assembler.usage == apis.HIT_USAGE  # a hit spent no tokens, whatever its miss cost
 
 
+def _events(api: apis.Api, completion: dict) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(p) for p in SSEDecoder().feed(apis.render_hit(api, completion, "m", stream=True))]
+
+
+def test_an_anthropic_answer_that_stopped_on_a_stop_sequence_replays_it() -> None:
+    """trial8 finding 6: an answer that ended on one of `stop_sequences` replayed as `end_turn`, `stop_sequence: null`:
+    an app splitting on the matched delimiter saw a natural end. Kept from a JSON miss and from a streamed one."""
+    msg = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m", "content": [{"type": "text",
+           "text": "1, 2, 3"}], "stop_reason": "stop_sequence", "stop_sequence": "4",
+           "usage": {"input_tokens": 5, "output_tokens": 7}}
+    streamed = apis.assembler("messages")
+    for event in _events("messages", apis.to_completion("messages", msg) or {}):
+        streamed.add(json.dumps(event).encode())
+    for stored in (apis.to_completion("messages", msg), streamed.completion()):
+        assert stored is not None
+        hit = json.loads(apis.render_hit("messages", stored, "m", stream=False))
+        assert (hit["stop_reason"], hit["stop_sequence"]) == ("stop_sequence", "4")
+        delta = next(e for e in _events("messages", stored) if e["type"] == "message_delta")["delta"]
+        assert delta == {"stop_reason": "stop_sequence", "stop_sequence": "4"}
+    natural = apis.to_completion("messages", {**msg, "stop_reason": "end_turn", "stop_sequence": None})
+    assert natural is not None
+    assert json.loads(apis.render_hit("messages", natural, "m", stream=False))["stop_sequence"] is None
+
+
+def test_a_responses_answer_keeps_its_logprobs_and_annotations_on_a_hit() -> None:
+    """trial8 finding 6: `output_text.logprobs` (asked with `include: ["message.output_text.logprobs"]`) and
+    `annotations` (citations) came back as none and `[]` from the cache."""
+    note = {"type": "url_citation", "url": "https://x", "start_index": 0, "end_index": 5, "title": "x"}
+    logprobs = [{"token": "Paris", "logprob": -0.1, "bytes": [80], "top_logprobs": []}]
+    resp = {"id": "resp_1", "object": "response", "status": "completed", "model": "m",
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+            "output": [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [
+                {"type": "output_text", "text": "Paris", "annotations": [note], "logprobs": logprobs}]}]}
+    stored = apis.to_completion("responses", resp)
+    assert stored is not None
+    part = json.loads(apis.render_hit("responses", stored, "m", stream=False))["output"][0]["content"][0]
+    assert (part["annotations"], part["logprobs"]) == ([note], logprobs)
+    done = next(e for e in _events("responses", stored) if e["type"] == "response.output_text.done")
+    assert done["logprobs"] == logprobs
+    chat = json.loads(apis.render_hit("chat", stored, "m", stream=False))["choices"][0]  # chat terms for chat clients
+    assert chat["message"]["annotations"] == [{"type": "url_citation", "url_citation": {
+        "url": "https://x", "start_index": 0, "end_index": 5, "title": "x"}}]
+    assert chat["logprobs"]["content"] == logprobs
+
+
 def test_a_hit_reports_zero_usage_even_when_its_answer_was_stored_without_any() -> None:
     """An answer stored from a stream without `include_usage` has no usage: its hits said `usage: null` (JSON) and
     sent no usage chunk to a client that asked for one."""

@@ -285,6 +285,35 @@ async def test_an_upstream_answer_with_a_huge_integer_passes_to_the_client_uncac
     assert resp.WhichOneof("response") == "response_body" and session.response.usage is None
 
 
+async def test_an_answer_is_served_only_where_the_model_server_got_the_same_reasoning_setting() -> None:
+    """trial8 finding 2: `auto` sent a math prompt to gpt-oss-120b with `reasoning_effort: high` (the category's); the
+    same prompt naming gpt-oss-120b (the server's default effort) was served that answer, and the reverse, since
+    the key was the client's body. The key now holds the switch the router sets."""
+    rt = runtime(MATH, cache=True)
+    await _answered(rt, "Integrate x^2")  # auto: reasoning_effort high
+    for _ in range(100):  # writes leave the request path; wait for this one to land
+        repeat = StreamSession(rt, EXECUTOR)
+        if (await send(repeat, chat("Integrate x^2"))).WhichOneof("response") == "immediate_response":
+            break
+        await asyncio.sleep(0.01)
+    assert repeat.request.outcome is Outcome.CACHE
+    explicit = StreamSession(rt, EXECUTOR)
+    await send(explicit, chat("Integrate x^2", model="gpt-oss-120b"))
+    assert explicit.request.cache_result == "miss" and explicit.request.outcome is Outcome.UPSTREAM
+    assert rt.cache is not None
+    await rt.cache.close()
+
+
+async def test_a_fallback_retry_keeps_a_reasoning_setting_the_client_chose() -> None:
+    """The upstream filter rewrites the reasoning switch of a retry that lands on another model when the request names
+    its routed category: with the client's own setting it would have put the category's back (trial8 finding 4)."""
+    session = StreamSession(runtime(MATH), EXECUTOR)
+    routed = set_headers(await send(session, {**chat("Integrate x^2"), "reasoning_effort": "low"}))
+    assert routed["x-vsr-routed-model"] == "gpt-oss-120b" and "x-vsr-routed-category" not in routed
+    routed = set_headers(await send(StreamSession(runtime(MATH), EXECUTOR), chat("Integrate x^2")))
+    assert routed["x-vsr-routed-category"] == "math"
+
+
 async def _answered(rt: Runtime, text: str | dict[str, Any]) -> StreamSession:
     """A routed request (a prompt, or a whole body) whose upstream answered 200 JSON (so the router queues it for
     the cache)."""

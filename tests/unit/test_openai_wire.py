@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -135,9 +136,77 @@ def test_a_replayed_tool_call_reaches_the_sdk_whole() -> None:
         if payload != wire.DONE:
             state.handle_chunk(ChatCompletionChunk.model_validate_json(payload))
     choice = state.get_final_completion().choices[0]
-    assert choice.finish_reason == "tool_calls"
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None  # as stored: it was "" (trial8 10)
     assert [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls or []] == [
         ("call_1", "get_weather", '{"city": "Oslo"}')]
+
+
+def _replayed_to_sdk(stored: dict[str, Any]) -> Any:
+    """A stored answer replayed as SSE, as the official SDK's stream accumulator rebuilds it."""
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+    from openai.types.chat import ChatCompletionChunk
+
+    state, chunks = ChatCompletionStreamState(), []
+    for payload in wire.SSEDecoder().feed(wire.completion_to_sse(wire.fresh_completion(stored), include_usage=False)):
+        if payload != wire.DONE:
+            chunks.append(ChatCompletionChunk.model_validate_json(payload))
+            state.handle_chunk(chunks[-1])
+    return state.get_final_completion(), chunks
+
+
+def _assembled(*chunks: dict[str, Any]) -> dict[str, Any] | None:
+    assembler = wire.StreamAssembler()
+    for payload in wire.SSEDecoder().feed(_frames(*chunks)):
+        assembler.add(payload)
+    return assembler.completion()
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"id": "c1", "created": 1, "model": "m", "system_fingerprint": "fp_1",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_a_streamed_answer_keeps_its_reasoning_as_the_json_answer_does(field: str) -> None:
+    """trial8 finding 5: vLLM's reasoning parser streams the thinking as `delta.reasoning_content` (`reasoning` in newer
+    versions); the stored answer dropped it, so a hit had no reasoning though a non-streamed miss's JSON has it."""
+    stored = _assembled(_chunk({"role": "assistant", field: "Let me think. "}), _chunk({field: "2+2=4."}),
+                        _chunk({"content": "4"}), _chunk({}, "stop"))
+    assert stored is not None
+    assert stored["choices"][0]["message"] == {"role": "assistant", "content": "4", field: "Let me think. 2+2=4."}
+    _, chunks = _replayed_to_sdk(stored)
+    assert "".join(getattr(c.choices[0].delta, field, None) or "" for c in chunks if c.choices) == "Let me think. 2+2=4."
+
+
+def test_a_streamed_legacy_function_call_is_kept_whole() -> None:
+    """trial8 finding 5: a streamed `delta.function_call` (`functions=...`) was stored as `content: ""`,
+    `finish_reason: function_call` and no call: a hit gave the app's function loop nothing to call."""
+    stored = _assembled(_chunk({"role": "assistant", "content": None,
+                                "function_call": {"name": "get_weather", "arguments": ""}}),
+                        _chunk({"function_call": {"arguments": '{"city":'}}),
+                        _chunk({"function_call": {"arguments": '"Paris"}'}}), _chunk({}, "function_call"))
+    assert stored is not None
+    assert stored["choices"][0]["message"]["function_call"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+    final, _ = _replayed_to_sdk(stored)
+    call = final.choices[0].message.function_call
+    assert (final.choices[0].finish_reason, call.name, call.arguments) == ("function_call", "get_weather",
+                                                                           '{"city":"Paris"}')
+
+
+def test_an_sse_replay_keeps_the_system_fingerprint() -> None:
+    """trial8 finding 6: the JSON replay kept `system_fingerprint`, the SSE replay's chunks had none."""
+    stored = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "system_fingerprint": "fp_1",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}
+    _, chunks = _replayed_to_sdk(stored)
+    assert chunks and all(c.system_fingerprint == "fp_1" for c in chunks)
+
+
+def test_the_model_list_is_the_same_on_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """trial8 finding 10: `created` was the time of each call, so every listing showed the models as new."""
+    first = wire.models_list(["auto", "m"])
+    monkeypatch.setattr(wire.time, "time", lambda: 4_000_000_000.0)
+    assert wire.models_list(["auto", "m"]) == first
+    assert wire.model_object("m") == json.loads(first)["data"][1]
 
 
 @pytest.mark.parametrize("raw", [

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from devstack.stack import ROOT
+from router import apis
 from router.config import load_config
 from router.errors import ContentBlocked, JailbreakBlocked, ModelNotFound, PIIViolation
 from router.openai_wire import parse_chat_request
@@ -146,3 +147,53 @@ def test_the_decision_reason_names_the_better_models_the_pii_policy_skipped() ->
     assert d.reason == "best score 0.40; skipped gpt-oss-120b (1.00): pii_policy refuses PHONE_NUMBER"
     plain = Policy(CFG).decide(_chat("prove it"), _signal("math"))
     assert plain.reason == "best score 1.00"  # nothing skipped: unchanged
+
+
+@pytest.mark.parametrize(("prompt", "asked", "sent", "on"), [
+    ("prove it", {"reasoning_effort": "low"}, {"reasoning_effort": "low"}, False),
+    ("prove it", {"reasoning_effort": "medium"}, {"reasoning_effort": "medium"}, True),
+    ("hello", {"chat_template_kwargs": {"enable_thinking": True, "custom": 1}},
+     {"chat_template_kwargs": {"enable_thinking": True, "custom": 1}}, True),
+])
+def test_a_reasoning_setting_the_client_chose_is_sent_as_it_is_and_reported(
+        prompt: str, asked: dict, sent: dict, on: bool) -> None:  # type: ignore[type-arg]
+    """trial8 finding 4: `reasoning_effort: low` on a math prompt reached gpt-oss as `high` (an app that lowered it for
+    cost paid for high), and `enable_thinking: true` on a history prompt reached qwen3 as false."""
+    policy = Policy(CFG)
+    chat = _chat(prompt, **asked)
+    d = policy.decide(chat, _signal())
+    body = json.loads(policy.rewrite(chat, d))
+    assert {k: body.get(k) for k in sent} == sent
+    assert d.reasoning is on and policy.reasoning_switch(d) is None  # x-vsr-selected-reasoning tells its choice
+
+
+def test_a_responses_reasoning_effort_is_the_clients_choice_too() -> None:
+    policy = Policy(CFG)
+    req = apis.parse("responses", b'{"model":"auto","input":"prove it","reasoning":{"effort":"low","summary":"auto"}}')
+    d = policy.decide(req.chat, _signal())
+    assert (d.model, d.reasoning, policy.effort_for(d)) == ("gpt-oss-120b", False, None)
+    assert json.loads(apis.rewrite(req, d.model, policy.effort_for(d)))["reasoning"] == {"effort": "low",
+                                                                                         "summary": "auto"}
+
+
+def test_the_reasoning_switch_is_the_routers_only_when_it_chose_the_model_and_the_client_said_nothing() -> None:
+    policy = Policy(CFG)
+    math, history = _chat("prove it"), _chat("hello")
+    assert [(f.parameter, v) for f, v in [policy.reasoning_switch(policy.decide(math, _signal()))]] == \
+        [("reasoning_effort", "high")]
+    assert [(f.parameter, v) for f, v in [policy.reasoning_switch(policy.decide(history, _signal()))]] == \
+        [("enable_thinking", False)]
+    assert policy.reasoning_switch(policy.decide(_chat("prove it", model="gpt-oss-120b"), _signal())) is None
+
+
+def test_a_turn_pinned_to_its_conversations_model_keeps_the_clients_reasoning_setting() -> None:
+    """Affinity answers a turn with its conversation's model and category; the client's own setting still wins."""
+    policy = Policy(CFG)
+    chat = _chat("hello", reasoning_effort="high")
+    pinned = policy.pinned(policy.decide(chat, _signal()), "gpt-oss-120b", "math", _signal())
+    assert pinned is not None and pinned.reasoning and policy.reasoning_switch(pinned) is None
+    assert json.loads(policy.rewrite(chat, pinned))["reasoning_effort"] == "high"
+    chat = _chat("hello", reasoning_effort="minimal")
+    pinned = policy.pinned(policy.decide(chat, _signal()), "gpt-oss-120b", "math", _signal())
+    assert pinned is not None and not pinned.reasoning
+    assert json.loads(policy.rewrite(chat, pinned))["reasoning_effort"] == "minimal"
