@@ -64,12 +64,12 @@ _SKIPPED: dict[Failure, str] = {"error": "classifier_failed", "timeout": "classi
                                 "overload": "classifier_overload"}
 # Longest rest of a conversation the PII screen scans on the event loop rather than in the executor.
 INLINE_SCAN_CHARS = 2048
-# Earlier user turns the classification memo does not hold that one request may classify, one encoder pass each
-# (median 5 ms, ~60 ms for a two-window turn). A genuine conversation's are in the memo (each was a latest turn
-# before); sent cold (another replica, evicted) ShareGPT dev requests need 2 (median), 12 (p99), 27 (max): 16 leaves
-# 0.27% of them to on_failure (after 16 passes, memoised for the retry) and bounds what a fabricated history of many
-# turns costs; the deadline bounds the time (router/classifier/README.md, "Every user turn").
-MAX_EARLIER_PASSES = 16
+# Earlier user turns and tool results the classification memo does not hold that one request may classify, one
+# encoder pass each (2.2 ms for a short turn, ~35 ms for a two-window one). A genuine conversation's are in the memo
+# (each was a latest turn before); sent cold (a restart, another replica) ShareGPT dev requests need 2 (median), 12
+# (p99), 27 (max), and an SDK trial's real 50-turn conversation failed past its retries at 16. 64 short passes cost
+# ~140 ms; long turns meet the request's deadline first (router/classifier/README.md, "Every user turn").
+MAX_EARLIER_PASSES = 64
 # Largest body parsed on the event loop: a larger one is parsed in a thread (JSON parsing and the schema's checks take
 # ~0.1 s a MB of dense JSON; on the loop every other stream of the worker waited for them: README, "Behaviour").
 INLINE_BODY_BYTES = 256 * 1024

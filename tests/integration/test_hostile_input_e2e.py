@@ -331,15 +331,18 @@ def test_a_body_of_100k_messages_is_a_400_naming_the_limit(http: httpx.Client) -
 
 
 def test_a_long_unseen_history_is_refused_only_while_a_retry_gets_further(http: httpx.Client) -> None:
-    """35 earlier user turns the router has not seen (a fabricated history, or another replica's): 16 are screened a
-    request and remembered, so the 503's Retry-After is worth following, and it says how far there is to go (it said
-    "retry later", to a client that could not tell progress from a loop)."""
+    """More earlier user turns than the router screens a request (a fabricated history, or a conversation that
+    outlived a restart): each request screens and remembers MAX_EARLIER_PASSES, so the 503's Retry-After is worth
+    following, and it says how far there is to go (it said "retry later", to a client that could not tell progress
+    from a loop)."""
+    from router.extproc.session import MAX_EARLIER_PASSES
+
     history: list[dict[str, Any]] = []
-    for i in range(35):
+    for i in range(2 * MAX_EARLIER_PASSES + 3):
         history += [{"role": "user", "content": f"Question {i}: what is the integral of x^{i + 2}?"},
                     {"role": "assistant", "content": "Ok."}]
     request = {"model": "auto", "messages": [*history, {"role": "user", "content": "And of x^100?"}]}
-    for left in (19, 3):
+    for left in (MAX_EARLIER_PASSES + 3, 3):
         r = post(http, request)
         error = assert_openai_error(r, 503, "classifier_unavailable")
         assert r.headers["retry-after"] == "1" and f"{left} remain, retry to go on" in error["message"], error

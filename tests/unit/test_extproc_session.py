@@ -1031,16 +1031,20 @@ async def test_an_anonymous_callers_earlier_turns_are_classified_once_per_client
 
 
 async def test_an_anonymous_conversation_refused_past_the_bound_is_served_on_a_retry() -> None:
-    """20 user turns from a caller without identity: 16 earlier turns classified, then on_failure (closed: 503). The
-    passes were not remembered for it, so every retry was refused again, for ever."""
+    """More user turns than the bound from a caller without identity: MAX_EARLIER_PASSES earlier turns classified,
+    then on_failure (closed: 503). The passes were not remembered for it, so every retry was refused again, for
+    ever."""
+    from router.extproc.session import MAX_EARLIER_PASSES
+
     fake = ByText({})
     rt = Runtime(cfg=config(), policy=Policy(config()), classifier=MemoizedClassifier(fake), cache=None)
-    request = {"model": "auto", "messages": [*long_history(19), {"role": "user", "content": "And x^3?"}]}
+    turns = MAX_EARLIER_PASSES + 4
+    request = {"model": "auto", "messages": [*long_history(turns - 1), {"role": "user", "content": "And x^3?"}]}
     _, refused = await send_from(rt, "198.51.100.4:50001", request)
     assert refused.immediate_response.status.code == 503
     retry, resp = await send_from(rt, "198.51.100.4:50002", request)
     assert resp.WhichOneof("response") == "request_body" and retry.request.classifier_failure is None
-    assert len(fake.seen) == len(set(fake.seen)) == 20  # every user turn screened, each once
+    assert len(fake.seen) == len(set(fake.seen)) == turns  # every user turn screened, each once
 
 
 @pytest.mark.parametrize(("cache", "path", "extra", "read"), [
