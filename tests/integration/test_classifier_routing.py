@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from devstack.stack import Stack
+from router.extproc.session import MAX_EARLIER_PASSES
 
 pytestmark = pytest.mark.usefixtures("require_model")
 
@@ -221,11 +222,11 @@ def test_flag_mode_passes_the_request_with_its_header(make_stack: Callable[..., 
 def test_an_anonymous_conversation_refused_past_the_bound_is_served_on_a_retry(
         stack: Stack, forwarded_for: tuple[str, str] | None) -> None:
     """A caller without API key or tenant header had no classification memo: a conversation of 20 user turns was
-    refused (503, 16 earlier turns a request) on every retry, for ever. Envoy now sends the client's address, which
+    refused (503, MAX_EARLIER_PASSES earlier turns a request) on every retry, for ever. Envoy now sends the client's address, which
     scopes that caller's memo, so the retry (a new connection, another port) finishes the screening. The address is
     the connection's peer: an X-Forwarded-For the client writes (another per request here) neither chooses the scope
     nor, as it did with Envoy's default, starts a new one at each request."""
-    turns = [f"Step {i} ({forwarded_for}): what is the derivative of x^{i + 2}?" for i in range(20)]
+    turns = [f"Step {i} ({forwarded_for}): what is the derivative of x^{i + 2}?" for i in range(MAX_EARLIER_PASSES + 4)]
     messages = [m for t in turns for m in ({"role": "user", "content": t}, {"role": "assistant", "content": "Ok."})]
     request = {"model": "auto", "messages": messages[:-1]}
     sent = [{"x-forwarded-for": a} for a in forwarded_for] if forwarded_for else [{}, {}]
@@ -247,14 +248,14 @@ def test_behind_a_trusted_ingress_each_anonymous_client_address_has_its_own_memo
         cfg["envoy"]["trusted_proxy_hops"] = 1
 
     ingress = make_stack(behind_ingress)
-    turns = [f"Step {i} (behind an ingress): what is the derivative of x^{i + 2}?" for i in range(20)]
+    turns = [f"Step {i} (behind an ingress): what is the derivative of x^{i + 2}?" for i in range(MAX_EARLIER_PASSES + 4)]
     messages = [m for t in turns for m in ({"role": "user", "content": t}, {"role": "assistant", "content": "Ok."})]
 
     def post(forwarded_for: str) -> httpx.Response:
         return httpx.post(f"{ingress.base_url}/chat/completions", json={"model": "auto", "messages": messages[:-1]},
                           headers={"x-forwarded-for": forwarded_for}, timeout=30)
 
-    for client in ("10.9.9.9", "10.8.8.8"):  # 16 earlier turns screened per request, in each client's own scope
+    for client in ("10.9.9.9", "10.8.8.8"):  # MAX_EARLIER_PASSES screened per request, in each client's own scope
         refused = post(client)
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "classifier_unavailable"
     retry = post("10.7.7.7, 10.9.9.9")  # the first client again, with an entry of its own before the ingress's
