@@ -104,14 +104,16 @@ def _content(content: Any) -> str | list[Any]:
 
 
 def _normalised(body: dict[str, Any], messages: list[dict[str, Any]], fields: dict[str, Any],
-                mapped: frozenset[str]) -> wire.ChatRequest:
+                mapped: frozenset[str], switches: frozenset[str]) -> wire.ChatRequest:
     """`fields` are the body's fields in chat terms; every other field outside `mapped` and the fields known not to
-    change the answer goes along as `api_params`, so the cache keys it (thinking, top_k, reasoning effort, ...)."""
+    change the answer goes along as `api_params`, so the cache keys it (thinking, top_k, reasoning effort, ...).
+    `switches`: the reasoning family types `rewrite` can set in this format's body."""
     rest = {k: v for k, v in body.items() if k not in mapped and k not in NON_ANSWER_FIELDS}
     chat_body = {"model": body["model"], "messages": messages, **{k: v for k, v in fields.items() if v is not None}}
     if rest:
         chat_body["api_params"] = rest
-    return wire.ChatRequest(body=chat_body, model=body["model"], stream=bool(body.get("stream")))
+    return wire.ChatRequest(body=chat_body, model=body["model"], stream=bool(body.get("stream")),
+                            reasoning_switches=switches)
 
 
 def parse(api: Api, raw: bytes) -> ApiRequest:
@@ -130,6 +132,9 @@ _RESPONSES_MAPPED = frozenset({"model", "input", "instructions", "temperature", 
                                "previous_response_id"})
 _MESSAGES_MAPPED = frozenset({"model", "messages", "system", "temperature", "top_p", "tools", "max_tokens",
                               "stop_sequences"})
+# A Responses body carries a reasoning effort (`reasoning.effort`), no chat-template flag; the router sets no Anthropic
+# `thinking` (its budget is the client's to choose), so a Messages body carries none of the router's.
+_EFFORT_ONLY = frozenset({"reasoning_effort"})
 
 
 def _parse_responses(body: dict[str, Any]) -> ApiRequest:
@@ -168,7 +173,7 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
     # A cached answer has no server-side twin a later `previous_response_id` could continue, so only
     # requests that neither continue nor create stored state (store: false) are served from the cache.
     stateful = bool(body.get("previous_response_id") or body.get("conversation")) or body.get("store") is not False
-    return ApiRequest("responses", _normalised(body, messages, fields, _RESPONSES_MAPPED), body, stateful)
+    return ApiRequest("responses", _normalised(body, messages, fields, _RESPONSES_MAPPED, _EFFORT_ONLY), body, stateful)
 
 
 def _parse_messages(body: dict[str, Any]) -> ApiRequest:
@@ -198,7 +203,7 @@ def _parse_messages(body: dict[str, Any]) -> ApiRequest:
     fields = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "max_tokens": max_tokens,
               "tools": body.get("tools") or ([{"type": "content_blocks"}] if tool_blocks else None),
               "stop": body.get("stop_sequences"), "user": metadata.get("user_id")}
-    return ApiRequest("messages", _normalised(body, messages, fields, _MESSAGES_MAPPED), body)
+    return ApiRequest("messages", _normalised(body, messages, fields, _MESSAGES_MAPPED, frozenset()), body)
 
 
 def completions_turns(body: dict[str, Any], model: str) -> wire.ChatRequest:
@@ -224,13 +229,17 @@ def completions_turns(body: dict[str, Any], model: str) -> wire.ChatRequest:
     return wire.ChatRequest(body={"model": model, "messages": turns}, model=model, stream=False)
 
 
-def rewrite(req: ApiRequest, model: str, effort: str | None) -> bytes:
+def upstream_body(req: ApiRequest, model: str, effort: str | None) -> dict[str, Any]:
     """The client's body for the chosen model; Responses also gets the reasoning effort when the router chose it."""
     body: dict[str, Any] = {**req.original, "model": model}
     if req.api == "responses" and effort is not None:
         reasoning = body.get("reasoning")
         body["reasoning"] = {**(reasoning if isinstance(reasoning, dict) else {}), "effort": effort}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return body
+
+
+def rewrite(req: ApiRequest, model: str, effort: str | None) -> bytes:
+    return json.dumps(upstream_body(req, model, effort), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # ---- answers: format -> chat.completion (cache, usage) --------------------------------------------
@@ -449,8 +458,17 @@ def _text_of(completion: dict[str, Any]) -> tuple[str, str]:
     return str((choice.get("message") or {}).get("content") or ""), str(choice.get("finish_reason") or "stop")
 
 
-def as_response(completion: dict[str, Any]) -> dict[str, Any]:
-    """A stored chat.completion as a Responses API object; its `model` is the one `render_hit` settled on."""
+# The request parameters a Response object repeats (OpenAI's and vLLM's do), with the defaults of the three it always
+# has. A hit said `tools: []`, `tool_choice: "auto"` whatever was sent and repeated none of the others.
+_RESPONSE_ECHO = ("background", "instructions", "max_output_tokens", "max_tool_calls", "metadata", "prompt",
+                  "prompt_cache_key", "reasoning", "safety_identifier", "service_tier", "store", "temperature", "text",
+                  "top_logprobs", "top_p", "truncation", "user")
+_RESPONSE_DEFAULTS = {"parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+
+
+def as_response(completion: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    """A stored chat.completion as a Responses API object answering `request` (the body sent, or that would have been
+    sent, upstream), whose parameters it repeats; its `model` is the one `render_hit` settled on."""
     text, finish = _text_of(completion)
     choice = _choice(completion)
     notes = (choice.get("message") or {}).get("annotations") or []
@@ -464,7 +482,8 @@ def as_response(completion: dict[str, Any]) -> dict[str, Any]:
             "incomplete_details": None if finish == "stop" else {"reason": "max_output_tokens"},
             "output": [{"type": "message", "id": f"msg_{uuid.uuid4().hex}", "status": "completed",
                         "role": "assistant", "content": [part]}],
-            "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            **{k: request.get(k, v) for k, v in _RESPONSE_DEFAULTS.items()},
+            **{k: request[k] for k in _RESPONSE_ECHO if k in request},
             "usage": {"input_tokens": p, "output_tokens": c, "total_tokens": p + c,
                       "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}}
 
@@ -528,11 +547,13 @@ def message_events(msg: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     yield "message_stop", {"type": "message_stop"}
 
 
-def render_hit(api: Api, completion: dict[str, Any], routed: str, stream: bool, include_usage: bool = False) -> bytes:
+def render_hit(api: Api, completion: dict[str, Any], routed: str, stream: bool, include_usage: bool = False,
+               request: dict[str, Any] | None = None) -> bytes:
     """A cached answer (a chat.completion) in the client's format, naming the model that answered it: the stored
     answer's own `model`, else `routed`, the model the request was routed to (part of the entry's scope), so an
     upstream answer without one is never replayed with none, null, "" or "None". `include_usage` is the chat
-    `stream_options.include_usage` (the other APIs' streams always carry usage).
+    `stream_options.include_usage` (the other APIs' streams always carry usage). `request`: the body the request would
+    have sent upstream (`upstream_body`), whose parameters a Response repeats.
 
     A hit reports zero usage in every format: no model spent tokens on it, so a client billing from `usage` pays
     nothing for it. It replayed the stored answer's usage, and none at all (`usage: null`, no usage chunk) for an
@@ -545,7 +566,7 @@ def render_hit(api: Api, completion: dict[str, Any], routed: str, stream: bool, 
         fresh = wire.fresh_completion(completion)
         return wire.completion_to_sse(fresh, include_usage) if stream else json.dumps(fresh).encode()
     if api == "responses":
-        resp = as_response(completion)
+        resp = as_response(completion, request or {})
         return _sse(response_events(resp)) if stream else json.dumps(resp).encode()
     msg = as_message(completion)
     return _sse(message_events(msg)) if stream else json.dumps(msg).encode()

@@ -39,6 +39,11 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# The reasoning family types (config `reasoning_families.*.type`) whose switch the router can set in a request's body:
+# a chat body carries either; Responses only an effort, Messages neither (router/apis.py).
+REASONING_SWITCHES = frozenset({"chat_template_kwargs", "reasoning_effort"})
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """A validated chat completion request; `body` is the client's JSON object."""
@@ -46,6 +51,7 @@ class ChatRequest:
     body: dict[str, Any]
     model: str
     stream: bool
+    reasoning_switches: frozenset[str] = REASONING_SWITCHES  # what the format sent upstream can carry
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -292,8 +298,11 @@ class StreamAssembler:
 
 def _message(slot: dict[str, Any]) -> dict[str, Any]:
     """A choice's message; each field but the content only when a chunk carried it, as the content-only answers
-    stored so far."""
-    message = {"role": slot["role"], "content": "".join(slot["content"])}
+    stored so far. An empty content beside a function call or a refusal is null, as in the non-streamed answer (it
+    was "": a hit differed from the miss it replays)."""
+    text = "".join(slot["content"])
+    message = {"role": slot["role"], "content": None if not text and ("function_call" in slot or "refusal" in slot)
+               else text}
     message |= {field: "".join(slot[field]) for field in _TEXT_FIELDS if field != "content" and field in slot}
     if "function_call" in slot:
         message["function_call"] = slot["function_call"]

@@ -15,7 +15,7 @@ from typing import Any
 from router import cost
 from router.config import Category, ReasoningFamily, RouterConfig
 from router.errors import ContentBlocked, JailbreakBlocked, ModelNotFound, PIIViolation, RouterError
-from router.openai_wire import ChatRequest
+from router.openai_wire import REASONING_SWITCHES, ChatRequest
 from router.resilience import chain_cluster
 from router.signals import Classification
 
@@ -28,7 +28,9 @@ class Decision:
     cluster: str
     category: str
     confidence: float
-    reasoning: bool
+    # Thinking on or off as the body sent upstream sets it (the router's switch or the client's own); None when it
+    # sets none and the model server's default applies (x-vsr-selected-reasoning is then absent, not guessed).
+    reasoning: bool | None
     auto: bool
     # The models Envoy may try, in order (the first is `model`): the same category ranking and PII rule.
     chain: tuple[str, ...] = ()
@@ -43,6 +45,8 @@ class Decision:
     # The client set reasoning itself (`reasoning_effort`, a family's `chat_template_kwargs` flag, Responses
     # `reasoning.effort`): `reasoning` is its choice and the router sends the body's setting untouched.
     client_reasoning: bool = False
+    # The family types whose switch the request's format carries (ChatRequest.reasoning_switches).
+    reasoning_switches: frozenset[str] = REASONING_SWITCHES
 
 
 GUARDS = ("jailbreak", "content_safety")
@@ -101,19 +105,19 @@ class Policy:
             if not allowed:
                 raise PIIViolation(f"No model may receive {pii_said(signal)}", category=category)
             model = allowed[0]
-            reasoning = self.reasons(cat_cfg, model) if chosen is None else chosen
+            reasoning = self.reasons(cat_cfg, model, chat.reasoning_switches) if chosen is None else chosen
             reason += self._pii_skipped(cat_cfg, model, signal)
         else:
             reason = "requested by the client"
             model = chat.model
             if not self.cfg.models[model].pii_policy.allows(pii):
                 raise PIIViolation(f"The model '{model}' may not receive {pii_said(signal)}", category=category)
-            reasoning = bool(chosen)
+            reasoning = chosen  # none chosen: the server's default, which the router does not know
         chain = self.chain(model, allowed if auto or self.cfg.fallback.explicit_models else [])
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
                         confidence=confidence, reasoning=reasoning, auto=auto, chain=chain,
                         route=chain_cluster(self.cfg, chain), reason=reason + earlier, flagged=flagged,
-                        client_reasoning=chosen is not None)
+                        client_reasoning=chosen is not None, reasoning_switches=chat.reasoning_switches)
 
     def pinned(self, decision: Decision, model: str, category: str, signal: Classification) -> Decision | None:
         """`decision` moved to a conversation's model and category; None if that model may not see the PII.
@@ -130,17 +134,27 @@ class Policy:
         turn = decision.category if decision.category != category else None
         reason = "the conversation's model (affinity)" + (f"; this turn is {turn}: the stricter rules apply" if turn
                                                            else "")
-        reasoning = decision.reasoning if decision.client_reasoning else self.reasons(cat, model)
+        reasoning = decision.reasoning if decision.client_reasoning else self.reasons(cat, model,
+                                                                                       decision.reasoning_switches)
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
                         confidence=decision.confidence, reasoning=reasoning,
                         auto=True, chain=chain, route=chain_cluster(self.cfg, chain),
                         reason=reason, flagged=flagged, turn_category=turn,
-                        client_reasoning=decision.client_reasoning)
+                        client_reasoning=decision.client_reasoning, reasoning_switches=decision.reasoning_switches)
 
-    def reasons(self, cat: Category | None, model: str) -> bool:
-        """Whether `model` is asked to reason: the category wants it and the model has a family that switches it
-        (without one nothing is sent, and `x-vsr-selected-reasoning: on` would have told the client otherwise)."""
-        return bool(cat and cat.use_reasoning and self.cfg.models[model].reasoning_family)
+    def reasons(self, cat: Category | None, model: str, switches: frozenset[str]) -> bool | None:
+        """Whether the router asks `model` to reason (the category's `use_reasoning`); None when it cannot switch it:
+        the model has no family, or the request's format cannot carry the family's switch (`switches`: a Messages
+        body, a Responses body to a `chat_template_kwargs` family). Nothing is sent then and the server's default
+        applies: `x-vsr-selected-reasoning` followed the category all the same."""
+        family = self._family(model)
+        if family is None or family.type not in switches:
+            return None
+        return bool(cat and cat.use_reasoning)
+
+    def _family(self, model: str) -> ReasoningFamily | None:
+        name = self.cfg.models[model].reasoning_family
+        return self.cfg.reasoning_families.get(name) if name else None
 
     def reasoning_asked(self, chat: ChatRequest) -> bool | None:
         """The reasoning the client set itself in a family's parameter, as on/off (an effort of low or below is off,
@@ -222,10 +236,10 @@ class Policy:
     def reasoning_switch(self, decision: Decision) -> tuple[ReasoningFamily, bool | str] | None:
         """The reasoning switch the router sets: the model's family and the value of its parameter (on/off, or an
         effort). None when the body goes with the client's setting, or the server's default: an explicit model, a
-        client that set reasoning itself, a model without a family. The cache keys it: the server answers by it."""
-        family_name = self.cfg.models[decision.model].reasoning_family
-        family = self.cfg.reasoning_families.get(family_name) if family_name else None
-        if not decision.auto or decision.client_reasoning or family is None:
+        client that set reasoning itself, a model or a request format the router cannot switch (`reasons`). The cache
+        keys it: the server answers by it."""
+        family = self._family(decision.model)
+        if decision.client_reasoning or decision.reasoning is None or family is None:
             return None
         if family.type == "chat_template_kwargs":
             return family, decision.reasoning
@@ -258,14 +272,13 @@ class Policy:
         if category is not None and routed in self.cfg.models and target in self.cfg.models:
             self._remove_reasoning(out, routed)
             cat = self.cfg.category(category)
-            reasoning = self.reasons(cat, target)
+            reasoning = self.reasons(cat, target, REASONING_SWITCHES)  # a chat body (the session says)
             self._apply_reasoning(out, Decision(model=target, cluster="", category=category, confidence=0.0,
                                                 reasoning=reasoning, auto=True))
         return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
 
     def _remove_reasoning(self, body: dict[str, Any], model: str) -> None:
-        family_name = self.cfg.models[model].reasoning_family
-        family = self.cfg.reasoning_families.get(family_name) if family_name else None
+        family = self._family(model)
         if family is None:
             return
         if family.type == "reasoning_effort":

@@ -103,12 +103,10 @@ SCREEN_AND_READ_ANSWER = Mode(request_body_mode=Mode.BUFFERED, response_header_m
 PASS_THROUGH = Mode(request_body_mode=Mode.NONE, response_header_mode=Mode.SKIP,
                     response_body_mode=Mode.NONE)
 STREAM_RESPONSE = Mode(response_body_mode=Mode.STREAMED)
-# A request routed on its body alone (/v1/embeddings): its response is not looked at.
-ROUTE_BODY_ONLY = Mode(request_body_mode=Mode.BUFFERED, response_header_mode=Mode.SKIP,
-                       response_body_mode=Mode.NONE)
-# /v1/completions: routed on its body after the guards read it; its response headers get the verdict (flags, guards
-# skipped), its body is not looked at.
-SCREEN_BODY = Mode(request_body_mode=Mode.BUFFERED, response_header_mode=Mode.SEND, response_body_mode=Mode.NONE)
+# /v1/completions and /v1/embeddings: routed on their body (a completions prompt after the guards read it); the response
+# headers get the decision (the model, flags, guards skipped: an embeddings answer had no x-vsr-selected-model), the
+# body is not looked at.
+ROUTE_BY_BODY = Mode(request_body_mode=Mode.BUFFERED, response_header_mode=Mode.SEND, response_body_mode=Mode.NONE)
 SKIP_RESPONSE_BODY = Mode(response_body_mode=Mode.NONE)
 
 

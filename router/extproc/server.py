@@ -84,10 +84,10 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
 def _record(session: StreamSession) -> None:
     """One log line and the metrics for a finished request; never the prompt."""
     req, d = session.request, session.request.decision
-    if req.outcome is Outcome.UPSTREAM and not session.response.status and req.model_only != "embeddings":
+    if req.outcome is Outcome.UPSTREAM and not session.response.status:
         # Routed, yet no response came through: Envoy stopped waiting (past its message timeout it forwards the
         # request unrouted to the default model) or the client left. Counted as routed, the metrics would credit
-        # the router's choice with what the default model answered. (An embeddings answer's headers are not sent.)
+        # the router's choice with what the default model answered.
         req.outcome = Outcome.ABANDONED
     category = d.category if d else req.error_category  # a block has no Decision, but its category decided it
     # A 2xx answer whose end never came through: the model reset or went silent mid-stream, the client left, or this

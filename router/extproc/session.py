@@ -201,7 +201,7 @@ class StreamSession:
             self._check_size(int(length))  # refuse early, before Envoy buffers the body
         if kind is not None:
             self.request.model_only = kind
-            return msg.continue_request_headers(msg.SCREEN_BODY if kind == "completions" else msg.ROUTE_BODY_ONLY)
+            return msg.continue_request_headers(msg.ROUTE_BY_BODY)
         return msg.continue_request_headers(msg.SCREEN_AND_READ_ANSWER)
 
     def _answer_models(self, method: str, path: str) -> pb.ProcessingResponse:
@@ -239,7 +239,7 @@ class StreamSession:
             if self.trace.recording:
                 self.trace.set(category=decision.category, model=decision.model, reason=decision.reason,
                                route=decision.route, affinity=self.request.affinity, reasoning=decision.reasoning)
-        hit = await self._cache_lookup(chat, decision)
+        hit = await self._cache_lookup(parsed, decision)
         if hit is not None:
             return hit
         self.request.outcome = Outcome.UPSTREAM
@@ -300,7 +300,7 @@ class StreamSession:
             raise ModelNotFound(f"The model '{model}' does not exist", param="model")
         target = model if model in self.runtime.cfg.models else self.runtime.cfg.default_model
         cluster = self.runtime.cfg.cluster_of(target)
-        decision = Decision(model=target, cluster=cluster, category="", confidence=0.0, reasoning=False,
+        decision = Decision(model=target, cluster=cluster, category="", confidence=0.0, reasoning=None,
                             auto=target != model, chain=(target,), route=cluster, reason="requested by the client")
         if self.request.model_only == "completions" and policy.checks_text_for(target):
             chat = apis.completions_turns(body, target)
@@ -482,8 +482,8 @@ class StreamSession:
             raise ClassifierUnavailable(f"The request could not be screened by the router's guards; {hint}")
         return NO_SIGNAL
 
-    async def _cache_lookup(self, chat: wire.ChatRequest, decision: Decision) -> pb.ProcessingResponse | None:
-        cache = self.runtime.cache
+    async def _cache_lookup(self, parsed: apis.ApiRequest, decision: Decision) -> pb.ProcessingResponse | None:
+        cache, chat = self.runtime.cache, parsed.chat
         if cache is None:
             return None
         signal = self.request.signal
@@ -513,7 +513,8 @@ class StreamSession:
         self.response.status = 200
         headers = {**self._decision_headers(), "x-vsr-cache-hit": "true",
                    "x-vsr-cache-similarity": f"{hit.similarity:.4f}"}
-        body = apis.render_hit(self.request.api, hit.completion, decision.model, chat.stream, chat.include_usage)
+        sent = apis.upstream_body(parsed, decision.model, self.runtime.policy.effort_for(decision))
+        body = apis.render_hit(self.request.api, hit.completion, decision.model, chat.stream, chat.include_usage, sent)
         return msg.immediate(200, body, headers, msg.SSE if chat.stream else msg.JSON)
 
     # ---- response phases ---------------------------------------------------------------------
@@ -627,9 +628,11 @@ class StreamSession:
         d = self.request.decision
         out = self._id_header()
         if d is not None:
-            out |= {"x-vsr-selected-model": d.model, "x-vsr-selected-category": d.category,
-                    "x-vsr-selected-reasoning": "on" if d.reasoning else "off",
-                    "x-vsr-selected-confidence": f"{d.confidence:.3f}"}
+            out["x-vsr-selected-model"] = d.model
+            if d.category:  # none for an unscreened /v1/completions or /v1/embeddings request
+                out |= {"x-vsr-selected-category": d.category, "x-vsr-selected-confidence": f"{d.confidence:.3f}"}
+            if d.reasoning is not None:  # None: the server's default, which the router does not know
+                out["x-vsr-selected-reasoning"] = "on" if d.reasoning else "off"
             out |= {FLAG_HEADERS[guard]: "true" for guard in d.flagged}
         if d is not None and d.reason:
             out["x-vsr-decision-reason"] = d.reason

@@ -123,6 +123,27 @@ def test_a_responses_answer_keeps_its_logprobs_and_annotations_on_a_hit() -> Non
     assert chat["logprobs"]["content"] == logprobs
 
 
+def test_a_responses_hit_repeats_the_parameters_of_its_own_request() -> None:
+    """trial8 finding 10: a Responses hit said `tools: []`, `tool_choice: "auto"` whatever was sent and repeated no
+    `instructions`, `temperature`, `max_output_tokens`, `text`, `reasoning`, `metadata`, as OpenAI's answers do. The
+    entry may be another request's (`metadata` does not split the cache): this request's values are the ones told."""
+    tool = {"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {}}, "strict": True}
+    sent = {"model": "m", "input": "hi", "instructions": "Be brief.", "temperature": 0.3, "max_output_tokens": 99,
+            "text": {"format": {"type": "text"}, "verbosity": "low"}, "reasoning": {"effort": "high"},
+            "metadata": {"ticket": "42"}, "tools": [tool], "tool_choice": "none", "store": False}
+    stored = {"object": "chat.completion", "model": "m", "choices": [{"index": 0, "message": {
+              "role": "assistant", "content": "Hi"}, "finish_reason": "stop"}]}
+    hit = json.loads(apis.render_hit("responses", stored, "m", stream=False, request=sent))
+    assert {k: hit.get(k) for k in sent if k not in ("model", "input")} == {k: v for k, v in sent.items()
+                                                                            if k not in ("model", "input")}
+    streamed = apis.render_hit("responses", stored, "m", stream=True, request=sent)
+    completed = json.loads(list(SSEDecoder().feed(streamed))[-1])["response"]
+    assert (completed["instructions"], completed["tools"]) == ("Be brief.", [tool])
+    bare = json.loads(apis.render_hit("responses", stored, "m", stream=False, request={"model": "m", "input": "hi"}))
+    assert (bare["tools"], bare["tool_choice"], bare["parallel_tool_calls"]) == ([], "auto", True)
+    assert "instructions" not in bare and "temperature" not in bare
+
+
 def test_a_hit_reports_zero_usage_even_when_its_answer_was_stored_without_any() -> None:
     """An answer stored from a stream without `include_usage` has no usage: its hits said `usage: null` (JSON) and
     sent no usage chunk to a client that asked for one."""

@@ -153,7 +153,7 @@ async def test_the_same_text_is_refused_as_a_prompt_and_routed_unread_as_an_embe
     assert resp.immediate_response.status.code == 403 and fake.seen == [DAN]
     session = StreamSession(_runtime(fake), EXECUTOR)
     first = await session.handle(headers("/v1/embeddings"))
-    assert first.mode_override == msg.ROUTE_BODY_ONLY
+    assert first.mode_override == msg.ROUTE_BY_BODY
     resp = await session.handle(body({"model": "qwen3-4b", "input": DAN}))
     assert resp.WhichOneof("response") == "request_body" and fake.seen == [DAN]
 

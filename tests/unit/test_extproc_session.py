@@ -490,7 +490,10 @@ async def test_a_hit_on_an_answer_without_a_model_name_names_the_routed_model(st
     scope holds it), so the hit names that one."""
     rt = runtime(MATH, cache=True)
     first = StreamSession(rt, EXECUTOR)
-    await send(first, {**chat("Integrate x^5"), "max_tokens": 100})
+    # Named: the three formats then send the server the same reasoning setting (its default), so one entry serves them
+    # (for `auto` the router sets an effort in a chat or Responses body, none in a Messages body)
+    named = {**chat("Integrate x^5"), "model": "gpt-oss-120b", "max_tokens": 100}
+    await send(first, named)
     status = [base_pb2.HeaderValue(key=":status", raw_value=b"200"),
               base_pb2.HeaderValue(key="content-type", raw_value=b"application/json")]
     await first.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=status))))
@@ -503,10 +506,10 @@ async def test_a_hit_on_an_answer_without_a_model_name_names_the_routed_model(st
     assert rt.cache is not None and first.request.decision is not None
     await rt.cache.flush()
     routed = first.request.decision.model
-    for path, payload in [("/v1/chat/completions", {**chat("Integrate x^5"), "max_tokens": 100}),
-                          ("/v1/responses", {"model": "auto", "input": "Integrate x^5", "store": False,
+    for path, payload in [("/v1/chat/completions", named),
+                          ("/v1/responses", {"model": "gpt-oss-120b", "input": "Integrate x^5", "store": False,
                                              "max_output_tokens": 100}),
-                          ("/v1/messages", {**chat("Integrate x^5"), "max_tokens": 100})]:
+                          ("/v1/messages", named)]:
         session = StreamSession(rt, EXECUTOR)
         await session.handle(headers(path, authorization="Bearer sk-tenant-a"))
         resp = await session.handle(body(payload))
@@ -1071,3 +1074,37 @@ async def test_a_streamed_answer_passes_the_router_only_when_it_stores_or_counts
     assert session.response.unread is not read
     if session.runtime.cache is not None:
         await session.runtime.cache.close()
+
+
+async def _answer_headers(path: str, payload: dict[str, Any]) -> dict[str, str]:
+    """The headers the router adds to a 200 answer of `payload` sent to `path`; Envoy must be asked to send them."""
+    session = StreamSession(runtime(MATH), EXECUTOR)
+    first = await session.handle(headers(path, authorization="Bearer sk-tenant-a"))
+    assert first.request_headers.response.status == 0 and first.mode_override.response_header_mode == Mode.SEND
+    await session.handle(body(payload))
+    status = [base_pb2.HeaderValue(key=":status", raw_value=b"200")]
+    return set_headers(await session.handle(pb.ProcessingRequest(
+        response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=status)))))
+
+
+@pytest.mark.parametrize(("path", "payload", "reasoning"), [
+    ("/v1/chat/completions", chat("Integrate x^2"), "on"),  # the router's switch
+    ("/v1/chat/completions", {**chat("Integrate x^2"), "reasoning_effort": "low"}, "off"),  # the client's
+    ("/v1/chat/completions", chat("Integrate x^2", model="qwen3-4b"), None),  # the server's default
+    ("/v1/messages", {**chat("Integrate x^2"), "max_tokens": 9}, None),  # no reasoning field is sent
+    ("/v1/responses", {"model": "auto", "input": "Integrate x^2"}, "on"),  # reasoning.effort is sent
+])
+async def test_the_reasoning_header_reports_what_the_model_server_is_sent(
+        path: str, payload: dict[str, Any], reasoning: str | None) -> None:
+    """trial8 finding 10: `x-vsr-selected-reasoning` followed the category for a Messages request (nothing is sent) and
+    said `off` for an explicit model the client set nothing for (the server's default applies, qwen3 thinks)."""
+    out = await _answer_headers(path, payload)
+    assert out["x-vsr-selected-category"] == "math" and out.get("x-vsr-selected-reasoning") == reasoning
+
+
+async def test_an_embeddings_answer_names_its_model() -> None:
+    """trial8 finding 10: embeddings answers carried no `x-vsr-selected-model` (their headers never reached the router);
+    nor headers that mean nothing without a classification (an empty category, a reasoning setting)."""
+    out = await _answer_headers("/v1/embeddings", {"model": "auto", "input": "hello"})
+    assert out["x-vsr-selected-model"] == "qwen3-4b"  # `auto` on this path: the default model
+    assert not {"x-vsr-selected-category", "x-vsr-selected-reasoning", "x-vsr-selected-confidence"} & out.keys()

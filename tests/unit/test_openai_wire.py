@@ -193,6 +193,19 @@ def test_a_streamed_legacy_function_call_is_kept_whole() -> None:
                                                                            '{"city":"Paris"}')
 
 
+@pytest.mark.parametrize("first", [{"content": None}, {"content": ""}, {}])
+def test_a_streamed_function_call_is_stored_with_null_content_as_the_json_answer_has_it(first: dict[str, Any]) -> None:
+    """trial8 finding 10: the stream's function call was stored (and replayed) with `content: ""` where the
+    non-streamed answer says null; an empty answer without a call keeps its "" (as vLLM's JSON has it)."""
+    stored = _assembled(_chunk({"role": "assistant", **first, "function_call": {"name": "f", "arguments": "{}"}}),
+                        _chunk({}, "function_call"))
+    assert stored is not None and stored["choices"][0]["message"]["content"] is None
+    final, _ = _replayed_to_sdk(stored)
+    assert final.choices[0].message.content is None
+    empty = _assembled(_chunk({"role": "assistant", "content": ""}), _chunk({}, "stop"))
+    assert empty is not None and empty["choices"][0]["message"]["content"] == ""
+
+
 def test_an_sse_replay_keeps_the_system_fingerprint() -> None:
     """trial8 finding 6: the JSON replay kept `system_fingerprint`, the SSE replay's chunks had none."""
     stored = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "system_fingerprint": "fp_1",

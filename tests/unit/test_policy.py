@@ -118,14 +118,44 @@ def test_unknown_model() -> None:
         Policy(CFG).decide(_chat("hi", model="gpt-9"), _signal())
 
 
-def test_reasoning_is_on_only_where_the_model_has_a_family_that_switches_it() -> None:
-    """`x-vsr-selected-reasoning` said `on` for a model without a reasoning family, which received nothing."""
+def test_reasoning_is_unknown_where_the_model_has_no_family_that_switches_it() -> None:
+    """`x-vsr-selected-reasoning` said `on` for a model without a reasoning family, which received nothing (then
+    `off`, a guess: the server's default applies)."""
     data = CFG.model_dump()
     data["models"]["gpt-oss-120b"]["reasoning_family"] = None
     cfg = type(CFG).model_validate(data)
     d = Policy(cfg).decide(_chat("solve x^2 = 4"), _signal("math"))
-    assert (d.category, d.model, d.reasoning) == ("math", "gpt-oss-120b", False)
+    assert (d.category, d.model, d.reasoning) == ("math", "gpt-oss-120b", None)
     assert "reasoning_effort" not in json.loads(Policy(cfg).rewrite(_chat("solve x^2 = 4"), d))
+
+
+@pytest.mark.parametrize(("api", "body", "model", "reasoning", "effort"), [
+    ("messages", {"max_tokens": 9, "messages": [{"role": "user", "content": "prove it"}]}, "gpt-oss-120b", None, None),
+    ("messages", {"max_tokens": 9, "messages": [{"role": "user", "content": "hello"}]}, "qwen3-4b", None, None),
+    ("responses", {"input": "hello"}, "qwen3-4b", None, None),
+    ("responses", {"input": "prove it"}, "gpt-oss-120b", True, "high"),
+])
+def test_the_reasoning_reported_is_the_one_the_request_format_carries_upstream(
+        api: apis.Api, body: dict, model: str, reasoning: bool | None, effort: str | None) -> None:  # type: ignore[type-arg]
+    """trial8 finding 10: a Messages request (no reasoning field is sent) and a Responses request to qwen3 (its
+    chat-template flag has no place in a Responses body) were reported `on`/`off` by the category, and keyed by a
+    switch the model server never got; a Responses effort is sent and reported."""
+    policy = Policy(CFG)
+    req = apis.parse(api, json.dumps({"model": "auto", **body}).encode())
+    d = policy.decide(req.chat, _signal())
+    assert (d.model, d.reasoning, policy.effort_for(d)) == (model, reasoning, effort)
+    assert (policy.reasoning_switch(d) is None) is (reasoning is None)
+    sent = json.loads(apis.rewrite(req, d.model, policy.effort_for(d)))
+    assert sent.get("reasoning") == ({"effort": effort} if effort else None) and "chat_template_kwargs" not in sent
+    pinned = policy.pinned(d, "gpt-oss-120b", "math", _signal())  # affinity keeps what the format can carry
+    assert pinned is not None and pinned.reasoning is (None if api == "messages" else True)
+
+
+def test_an_explicit_model_the_client_set_no_reasoning_for_reports_none() -> None:
+    """trial8 finding 10: `x-vsr-selected-reasoning: off` for an explicit model with no client setting, while the
+    server thinks by its default (qwen3 does)."""
+    d = Policy(CFG).decide(_chat("hello", model="qwen3-4b"), _signal())
+    assert (d.model, d.reasoning, d.client_reasoning) == ("qwen3-4b", None, False)
 
 
 def test_rewrite_sets_model_and_reasoning_but_keeps_client_fields() -> None:
