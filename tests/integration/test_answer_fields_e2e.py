@@ -143,3 +143,53 @@ def test_responses_logprobs_are_replayed_from_the_cache(oai: openai.OpenAI) -> N
     headers, first = response()
     assert headers["x-vsr-cache-hit"] == "false" and first
     assert _until_hit(response) == first
+
+
+def test_the_reasoning_header_says_only_what_the_model_server_is_sent(oai: openai.OpenAI,
+                                                                      claude: anthropic.Anthropic) -> None:
+    """trial8 finding 10: `x-vsr-selected-reasoning` followed the category for an `auto` Messages request and for a
+    Responses request to qwen3 (neither body carries the router's switch), and said `off` for an explicit model the
+    client set nothing for (the server's default applies: qwen3 thinks). It is absent where nothing was sent."""
+    raw = claude.messages.with_raw_response.create(
+        model="auto", max_tokens=64, messages=[{"role": "user", "content": "Prove that 7 is prime (header)."}])
+    received = (raw.parse().model_extra or {})["x_demo"]["received"]
+    assert raw.headers["x-vsr-selected-model"] == BIG and not {"reasoning", "thinking"} & received.keys()
+    assert "x-vsr-selected-reasoning" not in raw.headers
+    history = "Tell me about the history of the Ottoman empire (header)."
+    resp = oai.responses.with_raw_response.create(model="auto", input=history, store=False)
+    assert resp.headers["x-vsr-selected-model"] == SMALL and "x-vsr-selected-reasoning" not in resp.headers
+    assert "reasoning" not in (resp.parse().model_extra or {})["x_demo"]["received"]
+    headers, answer = _chat(oai, SMALL, history)
+    assert "chat_template_kwargs" not in answer["x_demo"]["received"] and "x-vsr-selected-reasoning" not in headers
+    headers, _ = _chat(oai, "auto", history)  # the router's switch: said
+    assert (headers["x-vsr-selected-model"], headers["x-vsr-selected-reasoning"]) == (SMALL, "off")
+
+
+def test_a_responses_hit_repeats_its_own_requests_parameters(oai: openai.OpenAI) -> None:
+    """trial8 finding 10: a Responses hit said `tools: []`, `tool_choice: "auto"` whatever was sent and repeated no
+    `instructions`, `temperature`, `max_output_tokens`, `text`, `reasoning`, `metadata`."""
+    tool: Any = {"type": "function", "name": "weather", "description": "The weather in a city", "strict": True,
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                                "additionalProperties": False}}
+    ask: dict[str, Any] = {"model": "auto", "input": "Prove that 11 is prime (echo).", "store": False,
+                           "instructions": "Be brief.", "temperature": 0.3, "max_output_tokens": 99,
+                           "text": {"format": {"type": "text"}, "verbosity": "low"}, "tools": [tool],
+                           "tool_choice": "none"}
+
+    def response(**extra: Any) -> tuple[dict[str, str], Any]:
+        raw = oai.responses.with_raw_response.create(**ask, **extra)
+        return dict(raw.headers), raw.parse()
+
+    response(metadata={"ticket": "1"})
+    hit = _until_hit(lambda: response(metadata={"ticket": "2"}))  # metadata does not split the cache: this request's
+    assert (hit.instructions, hit.temperature, hit.max_output_tokens, hit.tool_choice, hit.metadata) == (
+        "Be brief.", 0.3, 99, "none", {"ticket": "2"})
+    assert [t.name for t in hit.tools] == ["weather"] and hit.text.verbosity == "low"
+    assert hit.reasoning.effort == "high"  # what gpt-oss was sent for a math prompt (the router's switch)
+
+
+def test_an_embeddings_answer_names_its_model(oai: openai.OpenAI) -> None:
+    """trial8 finding 10: `/v1/embeddings` answers carried no `x-vsr-selected-model`."""
+    raw = oai.embeddings.with_raw_response.create(model="auto", input="hello")
+    assert (raw.headers["x-vsr-selected-model"], raw.headers["x-demo-upstream"]) == (SMALL, SMALL)
+    assert "x-vsr-selected-category" not in raw.headers  # nothing was classified
