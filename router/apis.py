@@ -239,6 +239,7 @@ def upstream_body(req: ApiRequest, model: str, effort: str | None) -> dict[str, 
 
 
 def rewrite(req: ApiRequest, model: str, effort: str | None) -> bytes:
+    """`upstream_body` as the bytes sent."""
     return json.dumps(upstream_body(req, model, effort), separators=(",", ":"), ensure_ascii=False).encode()
 
 
