@@ -32,7 +32,9 @@ PATHS: dict[str, Api] = {"/v1/chat/completions": "chat", "/v1/responses": "respo
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 # GET/DELETE of a stored response (and its input items, cancel): routed to the server that holds it.
 RESPONSES_ITEM_PREFIX = "/v1/responses/"
-_RESPONSE_CALLS = ("", "input_items", "cancel")
+# The calls on a stored response, with the methods OpenAI serves them on: another method (a POST with a prompt to
+# /v1/responses/{id}) passed through to the default model unscreened.
+_RESPONSE_CALLS = {"": ("GET", "DELETE"), "input_items": ("GET",), "cancel": ("POST",)}
 MESSAGES_PREFIX = MESSAGES_PATH + "/"  # an unserved path below it is refused in Anthropic's shape
 # Paths the router routes by their explicit `model` only, never cached. A completions prompt is screened by the guards
 # first (`completions_turns`); nothing is generated from an embeddings input, so it is not.
@@ -46,10 +48,11 @@ SERVED = (f"it serves POST {', '.join([*PATHS, *MODEL_ONLY_PATHS])}, GET /v1/mod
           f"({RESPONSES_ITEM_PREFIX}{{id}}); paths are exact (case, no trailing slash)")
 
 
-def is_stored_response_path(path: str) -> bool:
-    """/v1/responses/{id}, and its /input_items and /cancel: calls on a response a model server stored."""
+def stored_response_methods(path: str) -> tuple[str, ...]:
+    """The methods of /v1/responses/{id}, its /input_items or its /cancel (calls on a response a model server
+    stored); () for any other path."""
     rid, _, rest = path.removeprefix(RESPONSES_ITEM_PREFIX).partition("/")
-    return path.startswith(RESPONSES_ITEM_PREFIX) and rid != "" and rest in _RESPONSE_CALLS
+    return _RESPONSE_CALLS.get(rest, ()) if path.startswith(RESPONSES_ITEM_PREFIX) and rid else ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,7 +171,9 @@ class StreamSession:
             raise NotServed("This router does not count tokens: /v1/messages/count_tokens is not served")
         api, kind = apis.PATHS.get(path), apis.MODEL_ONLY_PATHS.get(path)
         if api is None and kind is None:
-            if apis.is_stored_response_path(path):
+            if methods := apis.stored_response_methods(path):
+                if method not in methods:
+                    raise MethodNotAllowed(f"{method} is not allowed on {path[:200]}; use {' or '.join(methods)}")
                 return await self._route_stored_response(path)
             if path.startswith(apis.MESSAGES_PREFIX):
                 self.request.api = "messages"  # an Anthropic client reads Anthropic errors

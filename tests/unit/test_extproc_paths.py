@@ -62,6 +62,17 @@ async def test_the_served_paths_still_go_on(path: str, method: str) -> None:
     assert which == "request_headers" or resp.immediate_response.status.code == 200, resp
 
 
+@pytest.mark.parametrize(("path", "method"), [
+    ("/v1/responses/resp_1", "POST"), ("/v1/responses/resp_1", "PUT"), ("/v1/responses/resp_1/input_items", "POST"),
+    ("/v1/responses/resp_1/cancel", "GET")])
+async def test_a_stored_response_call_on_another_method_is_a_405(path: str, method: str) -> None:
+    """An adversarial trial: a POST with a prompt to /v1/responses/{id} passed through to the default model
+    unscreened (the path was served, its method never checked)."""
+    resp = await _answer(headers(path, method))
+    assert resp.immediate_response.status.code == 405, resp
+    assert _error(resp)["error"]["code"] == "method_not_allowed"
+
+
 def _no_body(path: str) -> pb.ProcessingRequest:
     req = headers(path)
     req.request_headers.end_of_stream = True
