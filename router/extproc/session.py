@@ -368,11 +368,14 @@ class StreamSession:
         if clf is None or signal is NO_SIGNAL:
             return signal  # no classifier, or it failed: the guards are off for this request either way
         scope = self.request.caller
-        turns: dict[str, screening.Other] = {}  # a text repeated in the history is screened once, as its first turn
+        turns: dict[str, screening.Other] = {}  # a text repeated in the history is screened once
         cut: set[str] = set()  # those bounded by max_scan_chars
         for other in screen.earlier:
             text = self._bounded(other.text)
-            turns.setdefault(text, other)
+            if text not in turns or other.asks and not turns[text].asks:
+                # One pass per text, judged where it asks: a user turn repeating a tool result's text is a request
+                # for the content-safety guard (keeping the first place, the tool's, zeroed its score).
+                turns[text] = other
             if len(text) < len(other.text):
                 cut.add(text)
         unknown = {text for text in turns if clf.cached(text, scope) is None}  # one memo lookup each, here

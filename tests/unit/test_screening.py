@@ -201,6 +201,12 @@ async def test_a_tool_result_is_read_by_the_jailbreak_guard_not_as_a_harmful_req
     as_user = [{"role": "user", "content": page}, {"role": "assistant", "content": "Ok."}, messages[0]]
     refused = await send(StreamSession(_runtime(fake), EXECUTOR), {"model": "auto", "messages": as_user})
     assert json.loads(refused.immediate_response.body)["error"]["code"] == "content_blocked"
+    # the same text as a tool result earlier and as a user turn later: one pass, judged as the user's request (an
+    # adversarial trial: the first place, the tool's, was kept and the user turn's score zeroed: 200)
+    both = [*messages[:-1], {**messages[-1], "content": page}, {"role": "assistant", "content": "Ok."},
+            {"role": "user", "content": page}, {"role": "assistant", "content": "Ok."}, messages[0]]
+    refused = await send(StreamSession(_runtime(fake), EXECUTOR), {"model": "auto", "messages": both})
+    assert json.loads(refused.immediate_response.body)["error"]["code"] == "content_blocked"
 
 
 def _pdf_request(model: str) -> dict[str, Any]:
