@@ -51,7 +51,7 @@ class SkipReason(StrEnum):
     BACKEND_DOWN = "backend_down"  # the backend is marked down: looked up and stored only by the breaker's probes
 
 
-# Longest latest turn the cache keys (NFKC + whitespace folding is ~80 ns per character).
+# Longest latest turn the cache keys (NFC + whitespace folding is ~80 ns per character).
 MAX_KEY_CHARS = 65_536
 
 
@@ -60,8 +60,9 @@ def _canonical(obj: Any) -> bytes:
 
 
 def normalise(text: str) -> str:
-    """NFKC and collapsed whitespace; case is kept, 'US' and 'us' may be different questions."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    """NFC and collapsed whitespace; case is kept, 'US' and 'us' may be different questions. Not NFKC: it folds what
+    changes a question ("x²" to "x2", "①" to "1"), and such pairs shared one exact entry (an adversarial trial)."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
 
 
 def latest_user_text(messages: Sequence[Mapping[str, Any]]) -> str | SkipReason:

@@ -116,7 +116,14 @@ def test_system_prompt_history_and_model_change_the_scope() -> None:
 def test_whitespace_variants_share_the_exact_key_case_does_not() -> None:
     assert req(body("  How do I reset\n my password? ")).key == req().key
     assert req(body("HOW DO I RESET MY PASSWORD?")).key != req().key
-    assert normalise("ｆｕｌｌ　width") == "full width"
+    assert normalise("full\u3000width") == "full width"  # an ideographic space is whitespace
+    assert normalise("Cafe\u0301") == normalise("Café")  # NFC: one text, two encodings
+
+
+def test_characters_that_change_a_question_keep_their_own_exact_key() -> None:
+    """NFKC folded them: "What is x²?" and "What is x2?" shared one exact entry (an adversarial trial)."""
+    for one, other in (("What is x²?", "What is x2?"), ("Step ①", "Step 1"), ("ﬁle size", "file size")):
+        assert req(body(one)).key != req(body(other)).key
 
 
 def directives(headers: dict[str, str]) -> CacheRequest | SkipReason:
