@@ -51,7 +51,6 @@ from router.tracing import NO_TRACE, RequestTrace
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 # Headers the router may add to a routed request: the selection header, x-vsr-routed-model, x-vsr-routed-category
 # (router/resilience.py) and content-length for a chunked body. Envoy checks the mutated map against
