@@ -73,6 +73,12 @@ class Classification:
         UNREADABLE for a document no screen could read (no model lists it: only allow_by_default models take it)."""
         return self.pii_types | self.unscreened | (frozenset({UNREADABLE}) if self.unreadable else frozenset())
 
+    @property
+    def read_whole(self) -> bool:
+        """No text of the conversation went unread by the PII screen (nothing `unscreened`, no `unreadable`
+        document): else the cache keeps the request out as unscreened, as the PII rule assumes the worst of it."""
+        return not self.unscreened and not self.unreadable
+
     def earlier_turn(self, guard: str) -> str | None:
         """The text `guard`'s score came from ("user turn 1", "tool result 2"), or None (the classified turn's own)."""
         return next((turn for g, turn in self.earlier_turns if g == guard), None)

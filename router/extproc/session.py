@@ -481,8 +481,8 @@ class StreamSession:
         switch = self.runtime.policy.reasoning_switch(decision)
         key = build_cache_request(chat.body, apis.cache_identity(self.request.headers), decision.model,
                                   decision.category, signal.embedding, self.runtime.cfg, encoder=signal.encoder,
-                                  pii_types=None if self.request.classifier_failure or signal.unscreened
-                                  or signal.unreadable else signal.pii_types,
+                                  pii_types=signal.pii_types if self.request.classifier_failure is None
+                                  and signal.read_whole else None,
                                   stateful=self.request.stateful, turn_category=decision.turn_category,
                                   control=self.request.cache_control,
                                   reasoning=switch and (switch[0].parameter, switch[1]))
