@@ -225,6 +225,18 @@ async def test_an_unreadable_document_is_unscreened_content() -> None:
     assert error["code"] == "pii_policy_violation" and "cannot read (a application/pdf document)" in error["message"]
 
 
+async def test_an_unreadable_document_is_unscreened_content_under_on_failure_open_too() -> None:
+    """on_failure decides a classifier that failed, not what no screen can read: a first cut let a PDF through to a
+    model whose pii_policy restricts PII under `open`, an exception the merge dropped (a long prompt's unread middle
+    has none either)."""
+    cfg = config(lambda raw: raw["classifier"].update(on_failure="open"))
+    routed = await send(StreamSession(_runtime(ByText({}), cfg), EXECUTOR), _pdf_request("auto"))
+    assert json.loads(routed.request_body.response.body_mutation.body)["model"] == "qwen3-4b"
+    refused = await send(StreamSession(_runtime(ByText({}), cfg), EXECUTOR), _pdf_request("gpt-oss-120b"))
+    assert refused.immediate_response.status.code == 403
+    assert set_headers(refused)["x-vsr-pii-violation"] == "unscreened"
+
+
 async def test_a_text_document_with_pii_is_kept_from_a_model_that_may_not_see_it() -> None:
     api, part = TEXT_DOCUMENTS["chat file, data URL"]
     refused = await send(StreamSession(_runtime(ByText({})), EXECUTOR),
