@@ -15,8 +15,8 @@ lets the new turn switch it:
   every worker of the Pod reads and writes (SharedPins), so a turn that lands on another worker finds its pin.
 - **Re-derived without state**: when the store has no entry (another Pod, a restart, an expired
   entry) and the request carries its history, the conversation's category is the category of its
-  first decisive user turn (keyword rules, else the classification the guards' screen gave it), so every Pod reaches
-  the same model without shared state. Only a *switch* lives in the store alone: after a switch, a
+  first decisive user turn (keyword rules, else the classification the guards' screen gave it), so every Pod
+  reaches the same model without shared state. Only a *switch* lives in the store alone: after a switch, a
   request that reaches another Pod goes back to the first decisive turn's model, unless the load
   balancer keeps sessions on one Pod (e.g. hash on the session header).
 - **Responses state**: a Responses request that continues `previous_response_id` goes to the model

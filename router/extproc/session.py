@@ -383,8 +383,8 @@ class StreamSession:
             # first turn, refused with a 503 its client retries for ever.
             raise TooManyUnscreenedTurns(
                 f"{len(unknown)} earlier turns and tool results are new to this router, which screens at most "
-                f"{MAX_EARLIER_PASSES} a request and remembers them only for a caller it can tell apart: send an API key, or at most "
-                f"{MAX_EARLIER_PASSES} earlier turns and tool results", param="messages")
+                f"{MAX_EARLIER_PASSES} a request and remembers them only for a caller it can tell apart: send an API "
+                f"key, or at most {MAX_EARLIER_PASSES} earlier turns and tool results", param="messages")
         screened: list[tuple[str, Classification]] = []
         passes = 0
         for text, other in turns.items():
