@@ -95,7 +95,7 @@ class RequestState:
     affinity: str | None = None  # new | sticky | rederived | switched | none (router/affinity.py)
     # What the screen made of each earlier text it read (bounded as the classifier read it): affinity looks for the
     # conversation's first decisive turn here, at no cost of its own.
-    earlier: dict[str, Classification] = field(default_factory=dict)
+    earlier_signals: dict[str, Classification] = field(default_factory=dict)
     api: apis.Api = "chat"  # chat completions, OpenAI Responses or Anthropic Messages (router/apis.py)
     caller: str | None = None  # who sent it (keys.caller; else its address): the classification memo is per caller
     stateful: bool = False  # the answer depends on server-side state: never cached
@@ -232,7 +232,8 @@ class StreamSession:
             if decision.auto and self.runtime.affinity is not None:
                 start = time.perf_counter()
                 c, h = self.runtime.cfg.semantic_cache, self.request.headers
-                turns = [(t, self.request.earlier.get(self._bounded(t), NO_SIGNAL)) for t in screen.user_turns()]
+                known = self.request.earlier_signals
+                turns = [(t, known.get(self._bounded(t), NO_SIGNAL)) for t in screen.user_turns()]
                 decision, self.request.affinity = await affinity.resolve(
                     self.runtime.policy, self.runtime.affinity, chat, h, decision, self.request.signal,
                     keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers), turns)
@@ -365,7 +366,7 @@ class StreamSession:
         x-vsr-guards-skipped. The passes spent are memoised, so a long conversation sent cold (a new replica) gets
         further at each retry instead of being refused for ever; a caller the memo cannot scope, whose retries would
         get no further, gets a 400 at once. The category stays the latest turn's; each text's classification is kept
-        in `request.earlier` for affinity."""
+        in `request.earlier_signals` for affinity."""
         clf = self.runtime.classifier
         if clf is None or signal is NO_SIGNAL:
             return signal  # no classifier, or it failed: the guards are off for this request either way
@@ -401,7 +402,7 @@ class StreamSession:
             result = await self._classify(text, deadline)
             if result is NO_SIGNAL:
                 break  # on_failure decided it (open: the turns screened so far still count)
-            self.request.earlier[text] = result
+            self.request.earlier_signals[text] = result
             if not other.asks:  # a tool's output: the jailbreak guard only
                 result = dataclasses.replace(result, content_safety_score=0.0)
             screened.append((other.label, self._unscreened(result, text in cut, PII_TYPES)))
