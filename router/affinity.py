@@ -15,8 +15,8 @@ lets the new turn switch it:
   every worker of the Pod reads and writes (SharedPins), so a turn that lands on another worker finds its pin.
 - **Re-derived without state**: when the store has no entry (another Pod, a restart, an expired
   entry) and the request carries its history, the conversation's category is the category of its
-  first decisive user turn (keyword rules, else the memoised classification), so every Pod reaches
-  the same model without shared state. Only a *switch* lives in the store alone: after a switch, a
+  first decisive user turn (keyword rules, else the classification the guards' screen gave it), so every Pod
+  reaches the same model without shared state. Only a *switch* lives in the store alone: after a switch, a
   request that reaches another Pod goes back to the first decisive turn's model, unless the load
   balancer keeps sessions on one Pod (e.g. hash on the session header).
 - **Responses state**: a Responses request that continues `previous_response_id` goes to the model
@@ -37,13 +37,12 @@ import hashlib
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from router import screening
 from router.config import AffinityConfig, RouterConfig
 from router.errors import PIIViolation
 from router.observability import logs, metrics
@@ -243,17 +242,14 @@ def is_decisive(cfg: RouterConfig, category: str) -> bool:
     return category != cfg.default_category
 
 
-async def first_decisive(policy: Policy, chat: ChatRequest,
-                         classify: Callable[[str], Awaitable[Classification]]) -> tuple[str, str] | None:
+def first_decisive(policy: Policy, turns: Sequence[tuple[str, Classification]]) -> tuple[str, str] | None:
     """(text, category) of the conversation's first decisive earlier user turn; None when none is (the latest turn's
-    own decision then opens the conversation, if it is decisive). Keyword rules first, else a classification: the
-    guards' screen of earlier turns has just made it or found it in the memo, so this is a memo lookup each."""
+    own decision then opens the conversation, if it is decisive). `turns`: the earlier user turns with what the
+    guards' screen made of each (NO_SIGNAL where it stopped first: past its bound, or failing open); keyword rules
+    first, else that classification. No pass of its own: the screen's bound is the request's."""
     limit = policy.cfg.classifier.max_scan_chars
-    for text in screening.screen(chat).user_turns():
-        scanned = bounded(text, limit)
-        category = policy.keyword_category(scanned)
-        if category is None:
-            category, _ = policy.category_for(scanned, await classify(scanned))
+    for text, signal in turns:
+        category, _ = policy.category_for(bounded(text, limit), signal)
         if is_decisive(policy.cfg, category):
             return text, category
     return None
@@ -308,13 +304,14 @@ def switches(cfg: RouterConfig, pin: Pin, decision: Decision) -> bool:
 
 async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: Mapping[str, str],
                   decision: Decision, signal: Classification, caller: str | None,
-                  classify: Callable[[str], Awaitable[Classification]]) -> tuple[Decision, str]:
+                  turns: Sequence[tuple[str, Classification]]) -> tuple[Decision, str]:
     """The decision for this turn of its conversation, and what affinity did (for x-vsr-affinity).
 
     `caller`: the client's identity (API key, tenant or user header), None for an anonymous client. Without one,
     a conversation keyed by its content is never read from nor written to the store: every anonymous client would
     share the pins, and the model one is routed to would tell it how others' conversations opened and moved. It is
-    re-derived from its own history instead (the same answer on every replica, and nothing learnt from others)."""
+    re-derived from its own history instead (the same answer on every replica, and nothing learnt from others).
+    `turns`: the earlier user turns as the guards' screen read them (`first_decisive`)."""
     previous = chat.body.get("previous_response_id")
     if isinstance(previous, str) and (held := await store.get(response_key(headers, previous))) is not None \
             and held.model in policy.cfg.models:  # a model the config no longer has: the turn's own decision
@@ -324,10 +321,10 @@ async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: M
         return decision, NONE
     if key != CONVERSATION:
         pin, how = await store.get(key), STICKY
-        if pin is None and (anchor := await first_decisive(policy, chat, classify)) is not None:
+        if pin is None and (anchor := first_decisive(policy, turns)) is not None:
             pin, how = _derived(policy, anchor[1], signal), REDERIVED
         return await _follow(policy, store, key, pin, how, decision, signal)
-    anchor = await first_decisive(policy, chat, classify)
+    anchor = first_decisive(policy, turns)
     if anchor is None:  # this turn opens the conversation (a first turn is its own conversation), or nothing does yet
         opens = is_decisive(policy.cfg, decision.category)
         if opens and caller is not None:

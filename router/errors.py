@@ -15,7 +15,7 @@ class Outcome(StrEnum):
     ERROR = "error"  # refused because the request or a dependency failed
     MODELS = "models"  # GET /v1/models, answered by the router
     ABANDONED = "abandoned"  # routed, but the stream ended before any answer (Envoy gave up waiting, client left)
-    PASSTHROUGH = "passthrough"  # a path the router does not process
+    PASSTHROUGH = "passthrough"  # a stored response's call (GET/DELETE /v1/responses/{id}), routed unread
     UNSERVED = "unserved"  # a path the router refuses itself (404), never routed: not a request's error
 
 

@@ -256,7 +256,7 @@ def _describe(name: Any, media: str | None, ref: Any) -> str:
     which may itself be personal data), else how it was sent."""
     media = media or (mimetypes.guess_type(name)[0] if isinstance(name, str) else None)
     if media:
-        return f"a {media[:60]} document"
+        return f"a document of type {media[:60]}"
     if isinstance(name, str) and "." in name:
         return f"a .{name.rsplit('.', 1)[1][:10]} file"
     return "a file by reference" if ref else "a document"

@@ -22,7 +22,7 @@ DOMAIN_CATEGORIES = (
 
 # What the PII rule sees for a document the router cannot read (a PDF, a file by id): no pii_policy lists it, so only
 # models that allow any PII receive such a request; also the x-vsr-pii-violation value of its refusal.
-UNREADABLE = "unscreened"
+UNSCREENED_CONTENT = "unscreened"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,7 @@ class Classification:
     # found (`pii_possible`), and the cache keeps such a request out as unscreened.
     unscreened: frozenset[str] = frozenset()
     # Documents in the conversation the router cannot read (a PDF, a file by id), as router/screening.py names them:
-    # unscreened content of any kind, taken by the PII rule as UNREADABLE (`pii_possible`), never cached.
+    # unscreened content of any kind, taken by the PII rule as UNSCREENED_CONTENT (`pii_possible`), never cached.
     unreadable: tuple[str, ...] = ()
 
     @property
@@ -70,8 +70,16 @@ class Classification:
     @property
     def pii_possible(self) -> frozenset[str]:
         """The types the PII rule must assume the conversation holds: those found, those unread text may hold, and
-        UNREADABLE for a document no screen could read (no model lists it: only allow_by_default models take it)."""
-        return self.pii_types | self.unscreened | (frozenset({UNREADABLE}) if self.unreadable else frozenset())
+        UNSCREENED_CONTENT for a document no screen could read (no model lists it: only allow_by_default models take
+        it)."""
+        document = frozenset({UNSCREENED_CONTENT}) if self.unreadable else frozenset()
+        return self.pii_types | self.unscreened | document
+
+    @property
+    def read_whole(self) -> bool:
+        """No text of the conversation went unread by the PII screen (nothing `unscreened`, no `unreadable`
+        document): else the cache keeps the request out as unscreened, as the PII rule assumes the worst of it."""
+        return not self.unscreened and not self.unreadable
 
     def earlier_turn(self, guard: str) -> str | None:
         """The text `guard`'s score came from ("user turn 1", "tool result 2"), or None (the classified turn's own)."""

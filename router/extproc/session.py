@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import json
 import time
 import urllib.parse
@@ -52,7 +51,6 @@ from router.tracing import NO_TRACE, RequestTrace
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 # Headers the router may add to a routed request: the selection header, x-vsr-routed-model, x-vsr-routed-category
 # (router/resilience.py) and content-length for a chunked body. Envoy checks the mutated map against
@@ -70,8 +68,9 @@ INLINE_SCAN_CHARS = 2048
 # (p99), 27 (max), and an SDK trial's real 50-turn conversation failed past its retries at 16. 64 short passes cost
 # ~140 ms; long turns meet the request's deadline first (router/classifier/README.md, "Every user turn").
 MAX_EARLIER_PASSES = 64
-# Largest body parsed on the event loop: a larger one is parsed in a thread (JSON parsing and the schema's checks take
-# ~0.1 s a MB of dense JSON; on the loop every other stream of the worker waited for them: README, "Behaviour").
+# Largest body parsed and read (router/screening.py) on the event loop: a larger one is in a thread (JSON parsing and
+# the schema's checks take ~0.1 s a MB of dense JSON, reading it ~20 ms; on the loop every other stream of the worker
+# waited for them: README, "Behaviour").
 INLINE_BODY_BYTES = 256 * 1024
 # A guard under a `flag` action lets the request through and says so in the response (shadow mode).
 FLAG_HEADERS = {"jailbreak": "x-vsr-jailbreak-flagged", "content_safety": "x-vsr-content-flagged"}
@@ -93,7 +92,10 @@ class RequestState:
     cache_result: str = "off"  # off | skip:<reason> | hit | miss
     cache_hit: CacheHit | None = None  # what a hit matched (entry, scores): the log line names it
     cache_stored: bool = False  # the answer was queued for the cache under cache_key
-    affinity: str | None = None  # new | sticky | rederived | switched (router/affinity.py)
+    affinity: str | None = None  # new | sticky | rederived | switched | none (router/affinity.py)
+    # What the screen made of each earlier text it read (bounded as the classifier read it): affinity looks for the
+    # conversation's first decisive turn here, at no cost of its own.
+    earlier_signals: dict[str, Classification] = field(default_factory=dict)
     api: apis.Api = "chat"  # chat completions, OpenAI Responses or Anthropic Messages (router/apis.py)
     caller: str | None = None  # who sent it (keys.caller; else its address): the classification memo is per caller
     stateful: bool = False  # the answer depends on server-side state: never cached
@@ -223,19 +225,20 @@ class StreamSession:
         self._check_size(len(body.body))  # chunked uploads carry no content-length
         if self.request.model_only:
             return await self._route_by_model(body.body, deadline)
-        parsed = await _parsed(len(body.body), apis.parse, self.request.api, body.body)
+        parsed, screen = await _off_loop_when_large(len(body.body), _read, self.request.api, body.body)
         chat, self.request.stateful = parsed.chat, parsed.stateful
         self.request.stream_usage = parsed.api != "chat" or chat.include_usage  # Responses, Messages: always
-        text = await self._screen(chat, deadline)
+        text = await self._screen(chat, screen, deadline)
         with self.trace.span("vsr.decision"):
             decision = self.runtime.policy.decide(chat, self.request.signal, text)
             if decision.auto and self.runtime.affinity is not None:
-                start = time.perf_counter()  # may hold a second encoder pass: the conversation's first turn
+                start = time.perf_counter()
                 c, h = self.runtime.cfg.semantic_cache, self.request.headers
+                known = self.request.earlier_signals
+                turns = [(t, known.get(self._bounded(t), NO_SIGNAL)) for t in screen.user_turns()]
                 decision, self.request.affinity = await affinity.resolve(
                     self.runtime.policy, self.runtime.affinity, chat, h, decision, self.request.signal,
-                    keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers),
-                    functools.partial(self._classify_anchor, deadline=deadline))
+                    keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers), turns)
                 self.request.timings["affinity"] = time.perf_counter() - start
             self.request.decision = decision
             if self.trace.recording:
@@ -266,11 +269,10 @@ class StreamSession:
         cluster = self.runtime.cfg.cluster_of(pin.model)
         return msg.route_headers({self.runtime.cfg.server.selection_header: cluster}, msg.PASS_THROUGH)
 
-    async def _screen(self, chat: wire.ChatRequest, deadline: float) -> str:
-        """Every text put in front of the model through the classifier for the guards and the PII rules
-        (`request.signal`, router/screening.py); returns the classified text, bounded as the classifier read it, which
-        the keyword rules scan too."""
-        screen = screening.screen(chat)
+    async def _screen(self, chat: wire.ChatRequest, screen: screening.Screen, deadline: float) -> str:
+        """Every text put in front of the model (`screen`, router/screening.py) through the classifier for the guards
+        and the PII rules (`request.signal`); returns the classified text, bounded as the classifier read it, which the
+        keyword rules scan too."""
         text = self._bounded(screen.latest)
         with self.trace.span("vsr.classify"):
             signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
@@ -293,7 +295,8 @@ class StreamSession:
         A completions prompt reaches the model as surely as a chat turn, so it passes the same guards and the
         model's PII rule first (`apis.completions_turns`), when any of them reads text. The route stays the one
         asked for: no fallback chain on this path."""
-        body = await _parsed(len(raw), wire.load_object, raw)  # the chat path's JSON limits: depth, Unicode, an object
+        # The chat path's JSON limits: depth, Unicode, an object.
+        body = await _off_loop_when_large(len(raw), wire.load_object, raw)
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
@@ -306,7 +309,7 @@ class StreamSession:
                             auto=target != model, chain=(target,), route=cluster, reason="requested by the client")
         if self.request.model_only == "completions" and policy.checks_text_for(target):
             chat = apis.completions_turns(body, target)
-            text = await self._screen(chat, deadline)
+            text = await self._screen(chat, await _off_loop_when_large(len(raw), screening.screen, chat), deadline)
             decision = dataclasses.replace(policy.decide(chat, self.request.signal, text), chain=decision.chain,
                                            route=decision.route, auto=decision.auto)
         self.request.outcome = Outcome.UPSTREAM
@@ -359,11 +362,13 @@ class StreamSession:
         A genuine conversation's earlier turns were each the latest turn of an earlier request, so the per-caller
         memo (per client address for a caller without identity) answers them on the loop, without a pass. The others
         cost a pass each (the exported graph takes no attention mask: texts of different lengths share no batched
-        run), one after another in `_classify`, by the request's deadline and within max_pending. Past MAX_EARLIER_PASSES of them, or at a pass that fails, the
-        request is decided by `classifier.on_failure` like the latest turn's failure: closed refuses (503, Retry-After),
-        open goes on with what was screened and says x-vsr-guards-skipped. The passes spent are memoised, so a long
-        conversation sent cold (a new replica) gets further at each retry instead of being refused for ever. The
-        category stays the latest turn's."""
+        run), one after another in `_classify`, by the request's deadline and within max_pending. Past
+        MAX_EARLIER_PASSES of them, or at a pass that fails, the request is decided by `classifier.on_failure` like the
+        latest turn's failure: closed refuses (503, Retry-After), open goes on with what was screened and says
+        x-vsr-guards-skipped. The passes spent are memoised, so a long conversation sent cold (a new replica) gets
+        further at each retry instead of being refused for ever; a caller the memo cannot scope, whose retries would
+        get no further, gets a 400 at once. The category stays the latest turn's; each text's classification is kept
+        in `request.earlier_signals` for affinity."""
         clf = self.runtime.classifier
         if clf is None or signal is NO_SIGNAL:
             return signal  # no classifier, or it failed: the guards are off for this request either way
@@ -383,9 +388,9 @@ class StreamSession:
             # Nothing is remembered for a caller without identity or address: each retry would start again at the
             # first turn, refused with a 503 its client retries for ever.
             raise TooManyUnscreenedTurns(
-                f"{len(unknown)} earlier turns and tool results are new to this router, which screens at most {MAX_EARLIER_PASSES} "
-                "a request and remembers them only for a caller it can tell apart: send an API key, or at most "
-                f"{MAX_EARLIER_PASSES} earlier turns and tool results", param="messages")
+                f"{len(unknown)} earlier turns and tool results are new to this router, which screens at most "
+                f"{MAX_EARLIER_PASSES} a request and remembers them only for a caller it can tell apart: send an API "
+                f"key, or at most {MAX_EARLIER_PASSES} earlier turns and tool results", param="messages")
         screened: list[tuple[str, Classification]] = []
         passes = 0
         for text, other in turns.items():
@@ -393,8 +398,8 @@ class StreamSession:
                 if passes == MAX_EARLIER_PASSES:  # the passes spent are memoised: a retry gets further
                     left = len(unknown) - passes
                     self._classifier_failed(Overloaded(
-                        f"{len(unknown)} earlier turns and tool results were not known to this router; {MAX_EARLIER_PASSES} are "
-                        "classified per request"), "overload",
+                        f"{len(unknown)} earlier turns and tool results were not known to this router; "
+                        f"{MAX_EARLIER_PASSES} are classified per request"), "overload",
                         f"{len(unknown)} earlier turns and tool results were new to this router, which screens "
                         f"{MAX_EARLIER_PASSES} a request and remembers them: {left} remain, retry to go on")
                     break
@@ -402,6 +407,7 @@ class StreamSession:
             result = await self._classify(text, deadline)
             if result is NO_SIGNAL:
                 break  # on_failure decided it (open: the turns screened so far still count)
+            self.request.earlier_signals[text] = result
             if not other.asks:  # a tool's output: the jailbreak guard only
                 result = dataclasses.replace(result, content_safety_score=0.0)
             screened.append((other.label, self._unscreened(result, text in cut, PII_TYPES)))
@@ -463,20 +469,6 @@ class StreamSession:
         async with asyncio.timeout_at(loop.time() + left):
             return await self.executor.run(chars, bound, deadline, fn, *args)
 
-    async def _classify_anchor(self, text: str, deadline: float) -> Classification:
-        """An earlier user turn, for affinity's first decisive turn (usually a memo hit); no signal on failure.
-
-        It shares the request's deadline and the pending bound: a hint never delays or overloads more than
-        the turn's own pass could.
-        """
-        if self.runtime.classifier is None:
-            return NO_SIGNAL
-        try:
-            return await self._encode_bounded(text, deadline)  # bounded by affinity.first_decisive
-        except Exception as exc:  # noqa: BLE001 - the turn itself was classified; the anchor is only a hint
-            log.warning("affinity_anchor_unclassified", error=type(exc).__name__, request_id=self.request.request_id)
-            return NO_SIGNAL
-
     def _classifier_failed(self, exc: Exception, reason: Failure, hint: str = "retry later") -> Classification:
         policy = self.runtime.cfg.classifier.on_failure
         self.request.classifier_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -495,8 +487,8 @@ class StreamSession:
         switch = self.runtime.policy.reasoning_switch(decision)
         key = build_cache_request(chat.body, apis.cache_identity(self.request.headers), decision.model,
                                   decision.category, signal.embedding, self.runtime.cfg, encoder=signal.encoder,
-                                  pii_types=None if self.request.classifier_failure or signal.unscreened
-                                  or signal.unreadable else signal.pii_types,
+                                  pii_types=signal.pii_types if self.request.classifier_failure is None
+                                  and signal.read_whole else None,
                                   stateful=self.request.stateful, turn_category=decision.turn_category,
                                   control=self.request.cache_control,
                                   reasoning=switch and (switch[0].parameter, switch[1]))
@@ -654,11 +646,18 @@ def _find_structured(text: str) -> list[PIIFinding]:
     return find_structured(screening.canonical(text))
 
 
-async def _parsed(size: int, parse: Callable[..., T], *args: Any) -> T:
-    """`parse(*args)` of a body of `size` bytes: inline when small (a thread hop costs more), else in a thread."""
+async def _off_loop_when_large(size: int, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` over a body of `size` bytes (parsing it, reading what it puts before the model): inline when
+    small (a thread hop costs more), else in a thread, so that the worker's other streams never wait for it."""
     if size <= INLINE_BODY_BYTES:
-        return parse(*args)
-    return await asyncio.to_thread(parse, *args)
+        return work(*args)
+    return await asyncio.to_thread(work, *args)
+
+
+def _read(api: apis.Api, raw: bytes) -> tuple[apis.ApiRequest, screening.Screen]:
+    """A chat-like body parsed, and what it puts in front of the model: one thread hop for both."""
+    parsed = apis.parse(api, raw)
+    return parsed, screening.screen(parsed.chat)
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

@@ -188,7 +188,8 @@ class FailureSpell:
     failure, followed by a quiet stretch (little traffic), would otherwise never end: an outage hours later wrote no
     line at all."""
 
-    def __init__(self, logger: Any, failed: str, recovered: str, level: str = "error") -> None:
+    def __init__(self, logger: Any, failed: str, recovered: str,
+                 level: Literal["error", "warning"] = "error") -> None:
         self._logger, self._failed, self._recovered = logger, failed, recovered
         self._log_failure = getattr(logger, level)  # a degraded optional part (the cache) warns
         self._kinds: set[str] = set()

@@ -43,6 +43,7 @@ OTHER = "other"
 NONE = "none"
 PREFIX = "vsr"
 GUARDS = ("jailbreak", "content_safety")  # router.policy.GUARDS; metrics does not import the policy
+AFFINITY_RESULTS = ("new", "sticky", "rederived", "switched", "none")  # router.affinity's, which imports metrics
 
 # The sidecar adds about 1 ms per request and a classifier pass costs 1-30 ms: resolve that range
 # finely, and keep a few coarse buckets for stalls.
@@ -229,7 +230,7 @@ class RouterMetrics:
             "Routed turns by what session affinity did: new, sticky, rederived, switched or none (no pin applies).",
             ("result",),
         )
-        for result in ("new", "sticky", "rederived", "switched", "none"):
+        for result in AFFINITY_RESULTS:
             self.affinity.labels(result)
         self.retries = self._counter(
             "upstream_retries_total",
@@ -411,7 +412,7 @@ class RouterMetrics:
         self.answers_cut.labels(self.label_sets["model"](model)).inc()
 
     def record_affinity(self, result: str) -> None:
-        if result in ("new", "sticky", "rederived", "switched", "none"):
+        if result in AFFINITY_RESULTS:
             self.affinity.labels(result).inc()
 
     def record_config_reload(self, ok: bool, now: float | None = None, counted: bool = True) -> None:

@@ -112,7 +112,7 @@ def test_an_unreadable_document_is_unscreened_content(oai: openai.OpenAI, claude
         claude.messages.create(model=BIG, max_tokens=64,
                                messages=[{"role": "user", "content": [pdf, {"type": "text", "text": QUESTION}]}])
     assert refused.value.response.headers["x-vsr-pii-violation"] == "unscreened"
-    assert "cannot read (a application/pdf document)" in refused.value.body["error"]["message"]  # type: ignore[index]
+    assert "cannot read (a document of type application/pdf)" in refused.value.body["error"]["message"]  # type: ignore[index]
     history: Any = [{"role": "user", "content": [{"type": "text", "text": "My scan."},
                                                  {"type": "file", "file": {"file_id": "file-abc123"}}]},
                     {"role": "assistant", "content": "Got it."}, {"role": "user", "content": QUESTION}]

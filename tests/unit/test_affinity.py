@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devstack.stack import ROOT
+from router import screening
 from router.affinity import (
     CONVERSATION,
     MemoryPins,
@@ -28,7 +29,7 @@ from router.affinity import (
 from router.cache import SkipReason, build_cache_request
 from router.config import AffinityConfig, RouterConfig, load_config, parse_config
 from router.errors import JailbreakBlocked, PIIViolation
-from router.openai_wire import parse_chat_request
+from router.openai_wire import ChatRequest, parse_chat_request
 from router.policy import Decision, Policy
 from router.signals import NO_SIGNAL, Classification, PIIFinding
 
@@ -143,11 +144,10 @@ def _signal(category: str | None, confidence: float, pii: tuple[str, ...] = ()) 
     return Classification(category, confidence, pii=tuple(PIIFinding(t, 0, 1, 1.0) for t in pii))
 
 
-def _classifier(known: dict[str, Classification]) -> Callable[[str], Awaitable[Classification]]:
-    """The memo as the session's callback sees it: the text's classification, NO_SIGNAL for one it does not know."""
-    async def classify(text: str) -> Classification:
-        return known.get(text, NO_SIGNAL)
-    return classify
+def _screened(chat: ChatRequest, known: dict[str, Classification]) -> list[tuple[str, Classification]]:
+    """The earlier user turns as the session hands them over: with what the guards' screen made of each (NO_SIGNAL
+    for one it did not classify)."""
+    return [(text, known.get(text, NO_SIGNAL)) for text in screening.screen(chat).user_turns()]
 
 
 GREETING = {"hi": _signal("other", 0.82)}  # what the shipped head says: greetings are the default category's
@@ -161,7 +161,7 @@ async def _turn(store: PinStore, *turns: str, caller: str | None = ALICE, header
     chat = _chat(*turns)
     decision = policy.decide(chat, known.get(turns[-1], NO_SIGNAL))
     return await resolve(policy, store, chat, headers or {}, decision, known.get(turns[-1], NO_SIGNAL), caller,
-                         _classifier(known))
+                         _screened(chat, known))
 
 
 def test_keys_come_from_the_first_configured_source_and_never_cross_callers() -> None:
@@ -225,20 +225,14 @@ async def test_a_session_header_is_not_pinned_by_a_greeting_either() -> None:
 
 
 async def test_a_continuation_without_a_stored_pin_is_rederived_from_its_first_decisive_turn() -> None:
-    calls: list[str] = []
-
-    async def classify(text: str) -> Classification:
-        calls.append(text)
-        return GREETING.get(text, NO_SIGNAL)
-
     policy = Policy(CFG)
     chat = _chat("hi", "Hello!", "prove that 2 is prime", "It is.", "ok")
     decision = policy.decide(chat, NO_SIGNAL)
     assert decision.model == SMALL  # "ok" alone
-    out, how = await resolve(policy, MemoryPins(), chat, {}, decision, NO_SIGNAL, ALICE, classify)
+    # the greeting's classification decides nothing; the proof, unclassified, matches a keyword rule
+    out, how = await resolve(policy, MemoryPins(), chat, {}, decision, NO_SIGNAL, ALICE, _screened(chat, GREETING))
     assert (out.model, out.category, out.reasoning, how) == (BIG, "math", True, "rederived")
     assert out.chain == (BIG, SMALL)
-    assert calls == ["hi"]  # the greeting looked up; the proof matched a keyword rule: no classifier pass needed
 
 
 async def test_anonymous_conversations_are_never_stored_so_none_learns_another_s_pins() -> None:
@@ -262,7 +256,7 @@ async def test_a_pinned_model_the_pii_forbids_is_left_for_an_allowed_one() -> No
     chat = _chat("prove that 2 is prime", "It is.", "my card is 4111 1111 1111 1111")
     await store.put(conversation_key(chat, ALICE, "prove that 2 is prime"), Pin(BIG, "math"))
     card = _signal("other", 0.5, ("CREDIT_CARD",))
-    out, how = await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _classifier({}))
+    out, how = await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _screened(chat, {}))
     assert out.model == SMALL and how == "switched"
     assert await store.get(conversation_key(chat, ALICE, "prove that 2 is prime")) == Pin(BIG, "math")
 
@@ -275,14 +269,14 @@ async def test_a_response_continuation_whose_pii_its_model_refuses_is_a_400_not_
         {"role": "user", "content": "my card is 4111 1111 1111 1111"}]}).encode())
     card = _signal("other", 0.5, ("CREDIT_CARD",))
     with pytest.raises(PIIViolation) as raised:
-        await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _classifier({}))
+        await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _screened(chat, {}))
     assert raised.value.status == 400 and raised.value.param == "previous_response_id"
     assert f"'{BIG}'" in raised.value.message and "CREDIT_CARD" in raised.value.message
     clean = _signal("other", 0.5)
-    out, how = await resolve(policy, store, chat, {}, policy.decide(chat, clean), clean, ALICE, _classifier({}))
+    out, how = await resolve(policy, store, chat, {}, policy.decide(chat, clean), clean, ALICE, _screened(chat, {}))
     assert (out.model, how) == (BIG, "sticky")
     await store.put(response_key({}, "resp_1"), Pin("a-model-since-removed", "math"))
-    out, how = await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _classifier({}))
+    out, how = await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _screened(chat, {}))
     assert (out.model, how) == (SMALL, "none")  # no server of this config holds it: the turn's own words decide
 
 

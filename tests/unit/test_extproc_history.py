@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
+from router.affinity import MemoryPins
 from router.classifier.memo import MemoizedClassifier
 from router.extproc.session import MAX_EARLIER_PASSES, StreamSession
 from router.policy import Policy
 from router.runtime import Runtime
+from router.signals import Classification
 from tests.unit.test_extproc_session import EXECUTOR, ByText, body, config, headers, long_history, send
 
 
@@ -25,7 +27,7 @@ def _request(turns: int) -> dict[str, Any]:
 
 
 async def test_a_caller_nothing_is_remembered_for_gets_a_400_not_a_503_retried_for_ever() -> None:
-    """No identity and no client address (an Envoy not asked for it): the 16 passes were spent and forgotten, and
+    """No identity and no client address (an Envoy not asked for it): the passes were spent and forgotten, and
     every retry of the 503 started again at the first turn."""
     rt, fake = _runtime()
     for _ in range(2):
@@ -61,3 +63,17 @@ async def test_the_503_says_how_many_turns_remain_and_that_a_retry_goes_on() -> 
     assert len(remaining) == 2, remaining
     assert f"{MAX_EARLIER_PASSES + 3} remain, retry to go on" in remaining[0]
     assert "3 remain, retry to go on" in remaining[1]
+
+
+async def test_affinity_reads_what_the_screen_classified_and_costs_no_pass_of_its_own() -> None:
+    """Affinity looks for the conversation's first decisive turn among the earlier user turns: it classified each
+    one the screen had not (past the bound under on_failure: open, one more pass each until the deadline, then a
+    warning each), where the screen's results or nothing are all it needs."""
+    cfg = config(lambda raw: raw["classifier"].update(on_failure="open"))
+    history = long_history(MAX_EARLIER_PASSES + 5)
+    chatter = Classification("other", 0.9)  # the default category's: no turn of the history decides one
+    fake = ByText({m["content"]: chatter for m in history if m["role"] == "user"})
+    rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(fake), cache=None, affinity=MemoryPins())
+    resp = await send(StreamSession(rt, EXECUTOR), _request(MAX_EARLIER_PASSES + 5))
+    assert resp.WhichOneof("response") == "request_body"
+    assert len(fake.seen) == 1 + MAX_EARLIER_PASSES  # the latest turn, and the bound's worth of earlier ones

@@ -59,12 +59,12 @@ TEXT_DOCUMENTS: dict[str, tuple[str, dict[str, Any]]] = {
 PDF = b64("%PDF-1.7\n\x00\x01\x02 binary")
 UNREADABLE: dict[str, tuple[str, dict[str, Any], str]] = {
     "chat PDF": ("chat", {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}",
-                                                   "filename": "scan.pdf"}}, "a application/pdf document"),
+                                                   "filename": "scan.pdf"}}, "a document of type application/pdf"),
     "chat file id": ("chat", {"type": "file", "file": {"file_id": "file-abc"}}, "a file by reference"),
     "responses PDF": ("responses", {"type": "input_file", "filename": "x.pdf", "file_data": PDF},
-                      "a application/pdf document"),
+                      "a document of type application/pdf"),
     "anthropic PDF": ("messages", {"type": "document", "source": {
-        "type": "base64", "media_type": "application/pdf", "data": PDF}}, "a application/pdf document"),
+        "type": "base64", "media_type": "application/pdf", "data": PDF}}, "a document of type application/pdf"),
     "anthropic URL": ("messages", {"type": "document", "source": {"type": "url", "url": "https://x/y.pdf"}},
                       "a file by reference"),
 }
@@ -222,13 +222,25 @@ async def test_an_unreadable_document_is_unscreened_content() -> None:
     assert json.loads(routed.request_body.response.body_mutation.body)["model"] == "qwen3-4b"
     assert session.request.cache_result == "skip:unscreened"
     assert session._decision_headers()["x-vsr-guards-skipped"] == "unreadable_content"
-    assert "pii_policy refuses content the router cannot read (a application/pdf document)" in \
+    assert "pii_policy refuses content the router cannot read (a document of type application/pdf)" in \
         session.request.decision.reason  # type: ignore[union-attr]
     refused = await send(StreamSession(_runtime(fake), EXECUTOR), _pdf_request("gpt-oss-120b"))
     assert refused.immediate_response.status.code == 403
     assert set_headers(refused)["x-vsr-pii-violation"] == "unscreened"
     error = json.loads(refused.immediate_response.body)["error"]
-    assert error["code"] == "pii_policy_violation" and "cannot read (a application/pdf document)" in error["message"]
+    assert error["code"] == "pii_policy_violation" and "cannot read (a document of type application/pdf)" in error["message"]
+
+
+async def test_an_unreadable_document_is_unscreened_content_under_on_failure_open_too() -> None:
+    """on_failure decides a classifier that failed, not what no screen can read: a first cut let a PDF through to a
+    model whose pii_policy restricts PII under `open`, an exception the merge dropped (a long prompt's unread middle
+    has none either)."""
+    cfg = config(lambda raw: raw["classifier"].update(on_failure="open"))
+    routed = await send(StreamSession(_runtime(ByText({}), cfg), EXECUTOR), _pdf_request("auto"))
+    assert json.loads(routed.request_body.response.body_mutation.body)["model"] == "qwen3-4b"
+    refused = await send(StreamSession(_runtime(ByText({}), cfg), EXECUTOR), _pdf_request("gpt-oss-120b"))
+    assert refused.immediate_response.status.code == 403
+    assert set_headers(refused)["x-vsr-pii-violation"] == "unscreened"
 
 
 async def test_a_text_document_with_pii_is_kept_from_a_model_that_may_not_see_it() -> None:
