@@ -2,9 +2,10 @@
 
 A message's content is read part by part: text parts, the text of documents and files whose media type is text
 (decoded from base64 or a data URL), tool results apart (a tool's output is attacker-influenced: indirect prompt
-injection). What the router cannot read (a PDF, an image file, a file id or URL it never sees) is named in
-`Reading.unreadable`: the request is then unscreened content (router/extproc/session.py). Every text is read in its
-canonical form (`canonical`): what the model reads as "ignore" is screened as "ignore" however it is spelt.
+injection). What the router cannot read (a PDF, an image file, a file id or URL it never sees, a part of a type it
+does not know) is named in `Reading.unreadable`: the request is then unscreened content (router/extproc/session.py).
+Every text is read in its canonical form (`canonical`): what the model reads as "ignore" is screened as "ignore"
+however it is spelt.
 
 Pure code, no I/O; what is forwarded upstream is never changed here.
 """
@@ -13,31 +14,83 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import mimetypes
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+from urllib.parse import unquote_to_bytes
 
 from router.openai_wire import ChatRequest
 
-# Zero-width and bidirectional format characters: invisible to a reader, they split a word the guards would know
-# ("ig\u200bnore"). The tag characters (U+E0000 block) are kept: the injection rules decode text smuggled in them.
-_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]")
+# Unicode's Default_Ignorable_Code_Point set (DerivedCoreProperties.txt, Unicode 15.1): characters a renderer
+# shows as nothing and a model's tokenizer drops or reads past, so they split a word or a number the screen would
+# know ("ig\u200bnore", "5\ufe0f3\ufe0f6-22-1234"). Removed, except the Hangul fillers, which render as a blank
+# (_BLANK), and the tag characters U+E0020-E007F, kept for the injection rules, which decode text smuggled in them
+# (the PII validators read past them: router/classifier/pii_rules.py).
+_IGNORABLE = re.compile(
+    "[\u00ad\u034f\u061c\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufe00-\ufe0f"
+    "\ufeff\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e001f"
+    "\U000e0080-\U000e0fff]"
+)
+# Blank-looking fillers (the Hangul ones are default-ignorable, U+2800 is the blank Braille pattern): a reader sees a
+# space, so the guards read one ("Ignore\u3164all previous instructions"); between the characters of a number they
+# are removed, as the ignorable ones are ("536\u3164-22-1234" is an SSN).
+_BLANK = "\u115f\u1160\u2800\u3164\uffa0"
+# The dashes (Unicode category Pd, Unicode 14) and the minus sign: a number's separators however they are spelt.
+DASHES = ("-\u058a\u05be\u1400\u1806\u2010\u2011\u2012\u2013\u2014\u2015\u2e17\u2e1a\u2e3a\u2e3b\u2e40"
+          "\u2e5d\u301c\u3030\u30a0\ufe31\ufe32\ufe58\ufe63\uff0d\U00010ead\u2212")
+_NUMBER_CHAR = f"[\\d{re.escape(DASHES)}]"
+_BLANK_IN_NUMBER = re.compile(f"(?<={_NUMBER_CHAR})[{_BLANK}]+(?={_NUMBER_CHAR})")
+_BLANKS = re.compile(f"[{_BLANK}]")
+# Cyrillic and Greek letters drawn like Latin ones, folded only inside a word that mixes them with Latin letters
+# ("Ignоrе" with a Cyrillic о and е): a Russian or Greek word is left as it is.
+_LOOKALIKES = str.maketrans(
+    "аеорсухіјѕԁһӏԛԝАВЕКМНОРСТХУІЈЅαικνορυΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
+    "aeopcyxijsdhlqwABEKMHOPCTXYIJSaikvopuABEZHIKMNOPTYX",
+)
+_LOOKALIKE = re.compile(f"[{''.join(map(chr, _LOOKALIKES))}]")
+_LATIN = re.compile("[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
+_WORD = re.compile(r"\w+")
 # Media types whose bytes are text the model reads as such, beside text/*.
 _TEXT_MEDIA = frozenset({"application/json", "application/xml", "application/yaml", "application/x-yaml",
                          "application/x-ndjson", "application/csv", "application/javascript", "application/sql"})
 # Decoded characters kept of one document: its head and tail, as the classifier reads a long prompt
 # (classifier.max_scan_chars' default), so a document costs bounded work whatever its size.
 MAX_DOCUMENT_CHARS = 131_072
+_HALF = MAX_DOCUMENT_CHARS // 2 // 3 * 3  # bytes kept of each end: whole base64 quanta
+_OCTETS = "application/octet-stream"
+# A byte-order mark decides a document's encoding before any charset (UTF-32 first: its LE mark starts as UTF-16's).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8"),
+         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
+_UNIT = {"utf-16-le": 2, "utf-16-be": 2, "utf-32-le": 4, "utf-32-be": 4}  # bytes per code unit
 _TEXT_PARTS = ("text", "input_text", "output_text", "refusal")
+_TYPE_NAME = re.compile(r"[a-z0-9_.-]{1,40}")  # a part type named in a block message and a header as sent
+# Parts and blocks that are read as nothing, and not counted unreadable: images, audio and video (README), and an
+# assistant's own tool calls and reasoning, which the PII validators read as every string of an earlier message
+# does. Any other type the router does not read is unreadable: it may carry text the model reads.
+_NOT_READ = frozenset({
+    "image_url", "input_image", "image", "audio_url", "video_url", "input_audio",
+    "function_call", "custom_tool_call", "tool_use", "server_tool_use", "mcp_tool_use", "computer_call",
+    "local_shell_call", "web_search_call", "image_generation_call", "mcp_list_tools", "mcp_approval_request",
+    "mcp_approval_response", "reasoning", "thinking", "redacted_thinking",
+})
 _URLSAFE = str.maketrans("-_", "+/")  # the URL-safe alphabet decodes to the same bytes
 
 
 def canonical(text: str) -> str:
-    """`text` as the guards and the PII rules read it: invisible format characters removed, then NFKC (fullwidth and
-    compatibility forms folded: "ｉｇｎｏｒｅ" is "ignore", "１２３" is "123")."""
-    return unicodedata.normalize("NFKC", _INVISIBLE.sub("", text))
+    """`text` as the guards and the PII rules read it: default-ignorable characters removed, blank fillers a space,
+    NFKC (fullwidth and compatibility forms folded: "ｉｇｎｏｒｅ" is "ignore", "１２３" is "123"), and look-alike
+    letters in a word that mixes them with Latin ones read as the Latin letters they pass for."""
+    text = _BLANKS.sub(" ", _BLANK_IN_NUMBER.sub("", _IGNORABLE.sub("", text)))
+    text = unicodedata.normalize("NFKC", text)
+    return _WORD.sub(_unmixed, text) if _LOOKALIKE.search(text) else text
+
+
+def _unmixed(word: re.Match[str]) -> str:
+    text = word.group()
+    return text.translate(_LOOKALIKES) if _LOOKALIKE.search(text) and _LATIN.search(text) else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +151,14 @@ class _Reader:
             self.unreadable += inner.unreadable
             self.decoded |= inner.decoded
             self.parts += inner.parts
+        elif kind == "search_result":  # Anthropic: a search result the client supplies, as text blocks
+            self.strings(part.get("source"), part.get("title"))
+            self.content(part.get("content"))
         elif isinstance(kind, str) and kind.endswith("_output"):  # Responses function_call_output and the like
             self.content(part.get("output"))
+        elif kind not in _NOT_READ:  # an item_reference (stored content), a type the router does not know
+            self.unreadable.append(f"a part of type {kind}" if isinstance(kind, str) and _TYPE_NAME.fullmatch(kind)
+                                   else "a part of an unknown type")
 
     def strings(self, *values: Any) -> None:
         for value in values:
@@ -108,20 +167,18 @@ class _Reader:
 
     def file(self, file: dict[str, Any], data: Any) -> None:
         """A chat `file` part or a Responses `input_file`: inline data (a data URL or bare base64) is read when it is
-        text; a file id or URL names a file the router never sees."""
-        name = file.get("filename")
+        text; a file id or URL names a file the router never sees, also beside inline data (a server may prefer it)."""
+        name, ref = file.get("filename"), file.get("file_id") or file.get("file_url")
+        if ref or not isinstance(data, str) or not data:
+            self.unreadable.append(_describe(name, None, ref))
         if not isinstance(data, str) or not data:
-            self.unreadable.append(_describe(name, None, file.get("file_id") or file.get("file_url")))
             return
-        media, payload = _data_url(data)
-        if media is None:
-            media = mimetypes.guess_type(name)[0] if isinstance(name, str) else None
-            if (raw := _b64(payload)) is None:  # neither a data URL nor base64: plain text the model reads
-                self.add(payload)
-                return
-        else:
-            raw = _b64(payload)
-        self.bytes(raw, media, name)
+        if (url := _data_url(data)) is not None:
+            self.bytes(url[1], url[0], name)
+        elif (raw := _b64(data)) is not None:
+            self.bytes(raw, mimetypes.guess_type(name)[0] if isinstance(name, str) else None, name)
+        else:  # neither a data URL nor base64: plain text the model reads
+            self.add(data)
 
     def document(self, source: Any) -> None:
         if not isinstance(source, dict):
@@ -137,10 +194,10 @@ class _Reader:
         else:  # url, file: a document the router never sees
             self.unreadable.append(_describe(None, media, source.get("url") or source.get("file_id")))
 
-    def bytes(self, raw: bytes | None, media: str | None, name: Any) -> None:
+    def bytes(self, raw: tuple[bytes, ...] | None, media: str | None, name: Any) -> None:
         text = _text_of(raw, media) if raw is not None else None
         if text is None:
-            self.unreadable.append(_describe(name, media, None))
+            self.unreadable.append(_describe(name, media.split(";", 1)[0].strip() if media else None, None))
         else:
             self.add(text)
             self.decoded = True
@@ -210,45 +267,79 @@ def screen(chat: ChatRequest) -> Screen:
                   tuple(u for r in readings for u in r.unreadable))
 
 
-def _data_url(value: str) -> tuple[str | None, str]:
-    """(media type, payload) of a base64 data URL; (None, value) for anything else."""
-    head, sep, payload = value.partition(",")
-    if value.startswith("data:") and sep and head.endswith(";base64"):
-        media = head[5:].split(";", 1)[0].strip().lower()
-        return media or "application/octet-stream", payload
-    return None, value
+def _data_url(value: str) -> tuple[str, tuple[bytes, ...] | None] | None:
+    """(media type with its parameters, bytes) of an RFC 2397 data URL: scheme and `;base64` in any case, a payload
+    percent-encoded when not base64; the bytes are None when the payload does not decode. None for anything else."""
+    if value[:5].lower() != "data:" or "," not in value:
+        return None
+    head, _, payload = value[5:].partition(",")
+    params = head.split(";")
+    if params[-1].strip().lower() == "base64":
+        return ";".join(params[:-1]) or _OCTETS, _b64(payload)
+    raw = unquote_to_bytes(payload)
+    return head or _OCTETS, (raw,) if len(raw) <= 2 * _HALF else (raw[:_HALF], raw[-_HALF:])
 
 
-def _b64(payload: str) -> bytes | None:
-    """The bytes of base64 `payload` (standard or URL-safe, padded or not), at most the head and tail that
+def _b64(payload: str) -> tuple[bytes, ...] | None:
+    """The bytes of base64 `payload` (standard or URL-safe, padded or not): all of them, or the head and tail that
     MAX_DOCUMENT_CHARS bytes come from; None when it is not base64."""
     compact = payload.replace("\r", "").replace("\n", "").translate(_URLSAFE)  # line breaks only: text has spaces
     compact += "=" * (-len(compact) % 4)
-    half = MAX_DOCUMENT_CHARS // 2 // 3 * 4  # whole base64 quanta on each side
+    half = _HALF // 3 * 4
     try:
         if len(compact) <= 2 * half:
-            return base64.b64decode(compact, validate=True)
-        head, tail = compact[:half], compact[-half:]
-        return base64.b64decode(head, validate=True) + b"\n" + base64.b64decode(tail, validate=True)
+            return (base64.b64decode(compact, validate=True),)
+        return base64.b64decode(compact[:half], validate=True), base64.b64decode(compact[-half:], validate=True)
     except (binascii.Error, ValueError):
         return None
 
 
-def _text_of(raw: bytes, media: str | None) -> str | None:
-    """The text of a document's bytes when its media type is text (or unknown and the bytes are UTF-8 text)."""
-    readable = media is not None and (media.startswith("text/") or media in _TEXT_MEDIA
-                                      or media.endswith(("+json", "+xml")))
-    if media is not None and not readable:
+def _text_of(pieces: tuple[bytes, ...], media: str | None) -> str | None:
+    """The text of a document's bytes (one piece, or its head and tail) when its media type is text (or unknown and
+    the bytes are text), decoded as its byte-order mark, else its charset, else UTF-8 says. None when it is not text:
+    a charset Python does not know, NULs in declared text (UTF-16 sent without a BOM or charset) are never guessed."""
+    kind, charset = _media_type(media)
+    readable = kind is not None and (kind.startswith("text/") or kind in _TEXT_MEDIA or kind.endswith(("+json", "+xml")))
+    if kind is not None and not readable:
         return None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        if not readable:
-            return None
-        text = raw.decode("utf-8", errors="replace")  # a cut multibyte character at the bound, or latin-1 text
-    if not readable and any(not (c.isprintable() or c.isspace()) for c in text[:4096]):
+    if (codec := _codec(pieces[0], charset)) is None:
+        return None
+    name, bom = codec
+    unit = _UNIT.get(name, 1)  # a tail piece starts on a code unit: its end is the document's
+    pieces = (pieces[0][bom:], *(piece[len(piece) % unit:] for piece in pieces[1:]))
+    try:  # declared text keeps a character cut at the bound, or latin-1 sent as UTF-8, as U+FFFD
+        text = "\n".join(piece.decode(name, "replace" if readable else "strict") for piece in pieces)
+    except (UnicodeError, LookupError):  # not text in that encoding; a codec that is no text encoding (base64)
+        return None
+    if "\x00" in text or (not readable and any(not (c.isprintable() or c.isspace()) for c in text[:4096])):
         return None  # bytes of no stated type that are not text (an image sent without its media type)
     return text
+
+
+def _media_type(media: str | None) -> tuple[str | None, str | None]:
+    """(type, charset) of a media type with its parameters: "text/plain; charset=utf-16" is text/plain in UTF-16."""
+    if media is None:
+        return None, None
+    kind, *params = media.split(";")
+    charsets = [v.strip().strip('"') for k, _, v in (p.partition("=") for p in params) if k.strip().lower() == "charset"]
+    return kind.strip().lower() or None, charsets[0] if charsets else None
+
+
+def _codec(head: bytes, charset: str | None) -> tuple[str, int] | None:
+    """(codec, length of its byte-order mark) of a document starting with `head`; None for an unknown charset."""
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            return name, len(bom)
+    if charset is None:
+        return "utf-8", 0
+    try:
+        name = codecs.lookup(charset).name
+    except LookupError:
+        return None
+    if name in ("utf-16", "utf-32"):  # no byte order marked or named: the one whose high bytes are the zeros
+        unit = 2 if name == "utf-16" else 4
+        return name + ("-le" if head[unit - 1::unit].count(0) >= head[::unit].count(0) else "-be"), 0
+    return name, 0
 
 
 def _describe(name: Any, media: str | None, ref: Any) -> str:

@@ -83,7 +83,7 @@ class EncoderClassifier:
         return self.models.encoder
 
     def classify(self, text: str) -> Classification:
-        """Every head reads `text` in its canonical form (NFKC, zero-width characters removed): "ｉｇｎｏｒｅ" is "ignore"
+        """Every head reads `text` in its canonical form (`screening.canonical`): "ｉｇｎｏｒｅ" or "Ignоrе" is "ignore"
         to the guards and "５３６" digits to the PII rules, as to the model. PII spans are offsets into that form."""
         text = canonical(text)
         encoded = self.models.encoder.encode(text)

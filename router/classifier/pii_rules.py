@@ -7,12 +7,15 @@ All patterns are compiled once at import; a text without a digit, '@' or ':' cos
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 
 import phonenumbers
 
+from router.screening import DASHES
 from router.signals import PIIFinding
 
 CREDIT_CARD = "CREDIT_CARD"
@@ -26,7 +29,7 @@ STRUCTURED_TYPES = (CREDIT_CARD, IBAN_CODE, US_SSN, EMAIL_ADDRESS, PHONE_NUMBER,
 _PREFILTER = re.compile(r"[0-9@:]")
 _CARD = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){11,18}(?![\w-]|\.\d)")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b", re.IGNORECASE)
-_SSN = re.compile(r"(?<![\w-])(\d{3})([- ]?)(\d{2})\2(\d{4})(?![\w-])")
+_SSN = re.compile(r"(?<![\w-])(\d{3})([-. ]?)(\d{2})\2(\d{4})(?![\w-])")
 _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,62}[A-Za-z0-9_%+-])?"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b"
@@ -55,6 +58,10 @@ _PHONE_CONTEXT = re.compile(
 _SSN_CONTEXT = re.compile(r"\b(?:ssn|social security|ss#|ss no)", re.IGNORECASE)
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,6}$", re.IGNORECASE)
 _NON_DIGIT = re.compile(r"\D")
+# What the validators read past or as ASCII (`_plain`): a value the model reads whatever its spelling.
+_TAGS = re.compile("[\U000e0000-\U000e007f]")  # tag characters, which the guards' text keeps (router/screening.py)
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")  # every Unicode decimal digit (category Nd) but the ASCII ones
+_ASCII_DASHES = str.maketrans(dict.fromkeys(DASHES, "-"))
 
 # IIN prefixes of the card networks (ISO/IEC 7812 ranges; Maestro is 12-19 digits, hence the 12).
 _CARD_PREFIX = re.compile(r"^(?:[456]|2[2-7]|3[0-8]|2131|1800|0604)")
@@ -212,12 +219,29 @@ _DETECTORS: tuple[Callable[[str], Iterator[PIIFinding]], ...] = (
 
 
 def find_structured(text: str) -> list[PIIFinding]:
-    """All validated structured findings in `text`, non-overlapping, in text order."""
-    if _PREFILTER.search(text) is None:
+    """All validated structured findings in `text` (its canonical form, router/screening.py), non-overlapping, in
+    text order; offsets are into `text`."""
+    plain, at = _plain(text)
+    if _PREFILTER.search(plain) is None:
         return []
     kept: list[PIIFinding] = []
     for detect in _DETECTORS:
-        for found in detect(text):
+        for found in detect(plain):
             if not any(found.start < k.end and k.start < found.end for k in kept):
                 kept.append(found)
+    if at is not None:
+        kept = [dataclasses.replace(f, start=at[f.start], end=at[f.end - 1] + 1) for f in kept]
     return sorted(kept, key=lambda f: f.start)
+
+
+def _plain(text: str) -> tuple[str, list[int] | None]:
+    """`text` as the validators read it: every decimal digit ASCII ("٥٣٦" is "536"), every dash '-', tag characters
+    removed ("536\U000e0020-22-1234" is an SSN); with, when characters were removed, each kept one's offset in
+    `text`."""
+    text = text.translate(_ASCII_DASHES)
+    if not text.isascii():
+        text = _OTHER_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group())), text)
+    if _TAGS.search(text) is None:
+        return text, None
+    at = [i for i, c in enumerate(text) if not _TAGS.match(c)]
+    return "".join(text[i] for i in at), at
