@@ -52,7 +52,8 @@ _LOOKALIKES = str.maketrans(
 )
 _LOOKALIKE = re.compile(f"[{''.join(map(chr, _LOOKALIKES))}]")
 _LATIN = re.compile("[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
-_WORD = re.compile(r"\w+")
+# A word holding a look-alike; linear: the lookahead runs from word starts only, the word is taken possessively.
+_LOOKALIKE_WORD = re.compile(f"\\b(?=\\w*?{_LOOKALIKE.pattern})\\w++")
 # Media types whose bytes are text the model reads as such, beside text/*.
 _TEXT_MEDIA = frozenset({"application/json", "application/xml", "application/yaml", "application/x-yaml",
                          "application/x-ndjson", "application/csv", "application/javascript", "application/sql"})
@@ -83,14 +84,16 @@ def canonical(text: str) -> str:
     """`text` as the guards and the PII rules read it: default-ignorable characters removed, blank fillers a space,
     NFKC (fullwidth and compatibility forms folded: "ｉｇｎｏｒｅ" is "ignore", "１２３" is "123"), and look-alike
     letters in a word that mixes them with Latin ones read as the Latin letters they pass for."""
-    text = _BLANKS.sub(" ", _BLANK_IN_NUMBER.sub("", _IGNORABLE.sub("", text)))
+    text = _IGNORABLE.sub("", text)
+    if _BLANKS.search(text):
+        text = _BLANKS.sub(" ", _BLANK_IN_NUMBER.sub("", text))
     text = unicodedata.normalize("NFKC", text)
-    return _WORD.sub(_unmixed, text) if _LOOKALIKE.search(text) else text
+    return _LOOKALIKE_WORD.sub(_unmixed, text) if _LOOKALIKE.search(text) else text
 
 
 def _unmixed(word: re.Match[str]) -> str:
     text = word.group()
-    return text.translate(_LOOKALIKES) if _LOOKALIKE.search(text) and _LATIN.search(text) else text
+    return text.translate(_LOOKALIKES) if _LATIN.search(text) else text
 
 
 @dataclass(frozen=True, slots=True)

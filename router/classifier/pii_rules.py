@@ -239,8 +239,8 @@ def _plain(text: str) -> tuple[str, list[int] | None]:
     removed ("536\U000e0020-22-1234" is an SSN); with, when characters were removed, each kept one's offset in
     `text`."""
     text = text.translate(_ASCII_DASHES)
-    if not text.isascii():
-        text = _OTHER_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group())), text)
+    if not text.isascii() and (digits := set(_OTHER_DIGIT.findall(text))):
+        text = text.translate({ord(d): str(unicodedata.decimal(d)) for d in digits})
     if _TAGS.search(text) is None:
         return text, None
     at = [i for i, c in enumerate(text) if not _TAGS.match(c)]
