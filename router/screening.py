@@ -157,7 +157,7 @@ class _Reader:
         elif kind == "search_result":  # Anthropic: a search result the client supplies, as text blocks
             self.strings(part.get("source"), part.get("title"))
             self.content(part.get("content"))
-        elif isinstance(kind, str) and kind.endswith("_output"):  # Responses function_call_output and the like
+        elif kind == "mcp_call" or isinstance(kind, str) and kind.endswith("_output"):  # Responses: a tool's output
             self.content(part.get("output"))
         elif kind not in _NOT_READ:  # an item_reference (stored content), a type the router does not know
             self.unreadable.append(f"a part of type {kind}" if isinstance(kind, str) and _TYPE_NAME.fullmatch(kind)

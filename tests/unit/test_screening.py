@@ -233,6 +233,9 @@ TOOL_RESULTS: dict[str, tuple[str, list[dict[str, Any]]]] = {
         {"role": "user", "content": "Summarise the page"},
         {"type": "function_call", "call_id": "c1", "name": "fetch", "arguments": "{}"},
         {"type": "function_call_output", "call_id": "c1", "output": DAN}]),
+    "responses mcp_call": ("responses", [  # trial9: its output was read by the PII validators only
+        {"role": "user", "content": "Summarise the page"},
+        {"type": "mcp_call", "id": "mcp_1", "server_label": "web", "name": "fetch", "arguments": "{}", "output": DAN}]),
     "anthropic tool_result": ("messages", [
         {"role": "user", "content": "Summarise the page"},
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "fetch", "input": {}}]},
