@@ -299,8 +299,8 @@ def _b64(payload: str) -> tuple[bytes, ...] | None:
 
 def _text_of(pieces: tuple[bytes, ...], media: str | None) -> str | None:
     """The text of a document's bytes (one piece, or its head and tail) when its media type is text (or unknown and
-    the bytes are text), decoded as its byte-order mark, else its charset, else UTF-8 says. None when it is not text:
-    a charset Python does not know, NULs in declared text (UTF-16 sent without a BOM or charset) are never guessed."""
+    the bytes are text), decoded as its byte-order mark, else its charset, else UTF-8 says; None when it is not text,
+    or in a charset Python does not know."""
     kind, charset = _media_type(media)
     readable = kind is not None and (kind.startswith("text/") or kind in _TEXT_MEDIA or kind.endswith(("+json", "+xml")))
     if kind is not None and not readable:
@@ -314,7 +314,9 @@ def _text_of(pieces: tuple[bytes, ...], media: str | None) -> str | None:
         text = "\n".join(piece.decode(name, "replace" if readable else "strict") for piece in pieces)
     except (UnicodeError, LookupError):  # not text in that encoding; a codec that is no text encoding (base64)
         return None
-    if "\x00" in text or (not readable and any(not (c.isprintable() or c.isspace()) for c in text[:4096])):
+    if "\x00" in text:  # text in an encoding it does not say (UTF-16 without a BOM or charset), never guessed
+        return None
+    if not readable and any(not (c.isprintable() or c.isspace()) for c in text[:4096]):
         return None  # bytes of no stated type that are not text (an image sent without its media type)
     return text
 
