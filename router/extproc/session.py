@@ -24,6 +24,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from router import affinity, apis, resilience, screening
 from router import openai_wire as wire
 from router.cache import CacheHit, build_cache_request, cache_control, keys
+from router.chat_schema import MAX_ITEMS
 from router.classifier.pii import PII_TYPES
 from router.classifier.pii_rules import STRUCTURED_TYPES, find_structured
 from router.errors import (
@@ -383,6 +384,10 @@ class StreamSession:
                 turns[text] = other
             if len(text) < len(other.text):
                 cut.add(text)
+        if len(turns) > MAX_ITEMS:  # blocks of one message are not messages: 55k tool results needed ~860 retries
+            raise TooManyUnscreenedTurns(f"the conversation holds {len(turns)} texts the guards read (earlier user "
+                                         f"turns, tool results, documents); at most {MAX_ITEMS} are accepted",
+                                         param="messages")
         unknown = {text for text in turns if clf.cached(text, scope) is None}  # one memo lookup each, here
         if scope is None and len(unknown) > MAX_EARLIER_PASSES and self.runtime.cfg.classifier.on_failure == "closed":
             # Nothing is remembered for a caller without identity or address: each retry would start again at the

@@ -77,3 +77,21 @@ async def test_affinity_reads_what_the_screen_classified_and_costs_no_pass_of_it
     resp = await send(StreamSession(rt, EXECUTOR), _request(MAX_EARLIER_PASSES + 5))
     assert resp.WhichOneof("response") == "request_body"
     assert len(fake.seen) == 1 + MAX_EARLIER_PASSES  # the latest turn, and the bound's worth of earlier ones
+
+
+async def test_more_texts_to_screen_than_messages_allowed_is_a_400_not_retries_by_the_hundred() -> None:
+    """An adversarial trial: one Anthropic-style user turn of 55k tool_result blocks passed the 2,048-message limit
+    (blocks are not messages) and got a 503 it needed ~860 retries to get through."""
+    from router.chat_schema import MAX_ITEMS
+
+    rt, fake = _runtime()
+    results = [{"type": "tool_result", "tool_use_id": f"c{i}", "content": f"result {i}"} for i in range(MAX_ITEMS + 1)]
+    session = StreamSession(rt, EXECUTOR)
+    await session.handle(headers("/v1/messages", authorization="Bearer sk-a"))
+    resp = await session.handle(body({"model": "auto", "max_tokens": 16, "messages": [
+        {"role": "user", "content": "Run them"}, {"role": "assistant", "content": "Ok."},
+        {"role": "user", "content": [*results, {"type": "text", "text": "And now?"}]}]}))
+    assert resp.immediate_response.status.code == 400, resp
+    error = json.loads(resp.immediate_response.body)["error"]
+    assert error["type"] == "invalid_request_error" and f"at most {MAX_ITEMS}" in error["message"], error
+    assert fake.seen == ["And now?"]  # the latest turn only: refused before any pass on the others
