@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from router.classifier.canonical import canonical
 from router.classifier.encoder import EncodedText, Encoder
 from router.classifier.examples import NO_EXAMPLES, ExampleHead, fit_example_head
 from router.classifier.heads import HEADS_DIR, JAILBREAK, MLPHead, pooled_features
@@ -31,7 +32,6 @@ from router.classifier.lexical import LexicalScore
 from router.classifier.pii import default_head, detect_pii
 from router.classifier.pii_language import is_english
 from router.config import ClassifierConfig, RouterConfig
-from router.screening import canonical
 from router.signals import Classification, PIIFinding
 
 
@@ -83,7 +83,7 @@ class EncoderClassifier:
         return self.models.encoder
 
     def classify(self, text: str) -> Classification:
-        """Every head reads `text` in its canonical form (`screening.canonical`): "ｉｇｎｏｒｅ" or "Ignоrе" is "ignore"
+        """Every head reads `text` in its canonical form (router/classifier/canonical.py): "ｉｇｎｏｒｅ" or "Ignоrе" is "ignore"
         to the guards and "５３６" digits to the PII rules, as to the model. PII spans are offsets into that form."""
         text = canonical(text)
         encoded = self.models.encoder.encode(text)

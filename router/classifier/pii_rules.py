@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import phonenumbers
 
-from router.screening import DASHES
+from router.classifier.canonical import DASHES
 from router.signals import PIIFinding
 
 CREDIT_CARD = "CREDIT_CARD"
@@ -59,7 +59,7 @@ _SSN_CONTEXT = re.compile(r"\b(?:ssn|social security|ss#|ss no)", re.IGNORECASE)
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,6}$", re.IGNORECASE)
 _NON_DIGIT = re.compile(r"\D")
 # What the validators read past or as ASCII (`_plain`): a value the model reads whatever its spelling.
-_TAGS = re.compile("[\U000e0000-\U000e007f]")  # tag characters, which the guards' text keeps (router/screening.py)
+_TAGS = re.compile("[\U000e0000-\U000e007f]")  # tag characters, which the guards' text keeps (canonical.py)
 _OTHER_DIGIT = re.compile(r"(?![0-9])\d")  # every Unicode decimal digit (category Nd) but the ASCII ones
 _ASCII_DASHES = str.maketrans(dict.fromkeys(DASHES, "-"))
 
@@ -219,7 +219,7 @@ _DETECTORS: tuple[Callable[[str], Iterator[PIIFinding]], ...] = (
 
 
 def find_structured(text: str) -> list[PIIFinding]:
-    """All validated structured findings in `text` (its canonical form, router/screening.py), non-overlapping, in
+    """All validated structured findings in `text` (its canonical form, canonical.py), non-overlapping, in
     text order; offsets are into `text`."""
     plain, at = _plain(text)
     if _PREFILTER.search(plain) is None:

@@ -25,6 +25,7 @@ from router import affinity, apis, resilience, screening
 from router import openai_wire as wire
 from router.cache import CacheHit, build_cache_request, cache_control, keys
 from router.chat_schema import MAX_ITEMS
+from router.classifier.canonical import canonical
 from router.classifier.pii import PII_TYPES
 from router.classifier.pii_rules import STRUCTURED_TYPES, find_structured
 from router.errors import (
@@ -648,7 +649,7 @@ class StreamSession:
 
 
 def _find_structured(text: str) -> list[PIIFinding]:
-    return find_structured(screening.canonical(text))
+    return find_structured(canonical(text))
 
 
 async def _off_loop_when_large(size: int, work: Callable[..., T], *args: Any) -> T:
