@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,9 +35,10 @@ MIN_SCORES = (0.9, 0.95, 0.98, 0.99)  # 0.9 is the shipped head's, as for user t
 # The name an app gives its assistant ("You are Finn", "Your name is Max", "I'm Sol"): not a person.
 _PERSONA = re.compile(r"(?:\byou are|\byou're|\byour name is|\bi am|\bi'm)\s+$", re.IGNORECASE)
 Detector = Callable[[str], Sequence[PIIFinding]]
+Keep = Callable[[str, Sequence[PIIFinding]], Sequence[PIIFinding]]  # an option: the findings it keeps of a text
 
 
-def load(split: str) -> list[dict]:
+def load(split: str) -> list[dict[str, Any]]:
     return jsonl_rows(DATA / f"pii_system_{split}.jsonl")
 
 
@@ -44,7 +46,7 @@ def _hits(findings: Sequence[PIIFinding], kind: str, spans: Sequence[Sequence[in
     return any(f.type == kind and f.start < b and a < f.end for f in findings for a, b in spans)
 
 
-def evaluate(rows: Sequence[Mapping], detect: Detector) -> dict[str, object]:
+def evaluate(rows: Sequence[Mapping[str, Any]], detect: Detector) -> dict[str, object]:
     """False alarms (a negative with any name or address finding) and recall per positive prompt: its name (address)
     counts as found when a PERSON (STREET_ADDRESS) finding overlaps one of its labelled spans."""
     negatives = [r for r in rows if r["group"] == "negative"]
@@ -69,11 +71,11 @@ def evaluate(rows: Sequence[Mapping], detect: Detector) -> dict[str, object]:
     }
 
 
-def _not_persona(text: str, found: Sequence[PIIFinding]) -> list[PIIFinding]:
+def _not_persona(text: str, found: Sequence[PIIFinding]) -> Sequence[PIIFinding]:
     return [f for f in found if f.type != PERSON or not _PERSONA.search(text[max(0, f.start - 40) : f.start])]
 
 
-OPTIONS: dict[str, Callable[[str, Sequence[PIIFinding]], Sequence[PIIFinding]]] = {
+OPTIONS: dict[str, Keep] = {
     "A head as for user turns": lambda text, found: found,
     "B addresses only": lambda text, found: [f for f in found if f.type == STREET_ADDRESS],
     "C names without persona names, addresses": _not_persona,
@@ -97,7 +99,7 @@ def option_table(encoder: Encoder, split: str = "dev") -> dict[str, dict[str, ob
         head = TokenHead.from_arrays(arrays, min_score)
         for name, keep in OPTIONS.items():
 
-            def detect(text: str, head: TokenHead = head, keep: Callable = keep) -> Sequence[PIIFinding]:
+            def detect(text: str, head: TokenHead = head, keep: Keep = keep) -> Sequence[PIIFinding]:
                 return keep(text, detect_pii(canonical(text), encoded[text], head))
 
             table[f"{name} @ {min_score}"] = evaluate(rows, detect)

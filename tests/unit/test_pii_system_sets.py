@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -27,10 +28,10 @@ def test_each_set_holds_enough_labelled_prompts_of_both_groups(split: str) -> No
 
 
 def test_dev_and_test_share_no_prompt_and_no_name_or_address() -> None:
-    def sentences(rows: list[dict]) -> set[str]:
+    def sentences(rows: list[dict[str, Any]]) -> set[str]:
         return {" ".join(s.lower().split()) for r in rows for s in re.split(r"[.\n]", r["text"]) if len(s.split()) > 4}
 
-    def spans(rows: list[dict]) -> set[str]:
+    def spans(rows: list[dict[str, Any]]) -> set[str]:
         return {r["text"][a:b] for r in rows for a, b in r["person_spans"] + r["address_spans"]}
 
     dev, test = pii_system.load("dev"), pii_system.load("test")
@@ -38,7 +39,7 @@ def test_dev_and_test_share_no_prompt_and_no_name_or_address() -> None:
     assert not spans(dev) & spans(test)
 
 
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {"id": "n1", "group": "negative", "kind": "persona", "text": "You are Finn, a bot.", "person_spans": [],
      "address_spans": []},
     {"id": "n2", "group": "negative", "kind": "business_address", "text": "Shop at 2 Mill Road.", "person_spans": [],
