@@ -4,6 +4,8 @@
 
 Accuracy: offline.pii_eval (templates, splits described there) and offline.pii_chat (real-chat test sets:
 false alarms on PII-free prompts, public figures, chitchat names); the PII-only path of `python -m offline eval`.
+System prompts: offline.pii_system's options on its DEV set (names and addresses in system prompts, which the router
+does not read with the head: classifier README, "System prompts"); its test set is kept for the option that passes.
 Latency: detect_pii only (validators +
 token head on an already computed EncodedText), 1 thread, at ~16/64/256 tokens; the encoder pass is
 timed beside it for scale. Needs Faker (train extra) and the exported encoder.
@@ -30,6 +32,7 @@ from latency_stats import summary_ms, time_calls
 
 from offline.pii_chat import evaluate_chat
 from offline.pii_eval import evaluate_encoder
+from offline.pii_system import option_table
 from router.classifier.encoder import Encoder
 from router.classifier.pii import default_head, detect_pii
 from router.classifier.pii_rules import find_structured
@@ -78,6 +81,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "threads": 1},
         "accuracy": evaluate_encoder(encoder, args.cache_dir, args.per_template),
         "chat": evaluate_chat(lambda text: detect_pii(text, encoder.encode(text))),
+        "system_dev": option_table(encoder, "dev"),
         "latency": latency(encoder, args.repeats),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +93,8 @@ def main() -> None:
     print("benign flag rate:", acc["benign_flag_rate"])  # type: ignore[index]
     for name, row in result["chat"].items():  # type: ignore[union-attr]
         print(name, {k: v for k, v in row.items() if k != "examples"})
+    for option, row in result["system_dev"].items():  # type: ignore[union-attr]
+        print("system dev", option, {k: v for k, v in row.items() if k != "alarms"})
     for tokens, row in result["latency"].items():
         print(tokens, {k: v for k, v in row.items() if k != "tokens"})
     print(f"wrote {args.out}")

@@ -58,6 +58,12 @@ def hand_labelled() -> dict:
         "pii_chat_non_english_test.jsonl (ShareGPT TEST conversations, read; never used to choose)": {
             "messages": len(chat_data.jsonl_rows(DATA / "pii_chat_non_english_test.jsonl"))
         },
+        "pii_system_dev.jsonl (system prompts written by hand; the system-prompt PII rule is chosen on it)": _jsonl_counts(
+            "pii_system_dev.jsonl", "group"
+        ),
+        "pii_system_test.jsonl (system prompts written by hand apart from dev; run once, for the option chosen)": (
+            _jsonl_counts("pii_system_test.jsonl", "group")
+        ),
         "excluded_from_training": "every conversation with a row in offline/data/*.jsonl (chat_data.excluded_ids)",
     }
 
