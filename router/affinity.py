@@ -307,10 +307,11 @@ async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: M
                   turns: Sequence[tuple[str, Classification]]) -> tuple[Decision, str]:
     """The decision for this turn of its conversation, and what affinity did (for x-vsr-affinity).
 
-    `caller`: the client's identity (API key, tenant or user header), None for an anonymous client. Without one,
-    a conversation keyed by its content is never read from nor written to the store: every anonymous client would
-    share the pins, and the model one is routed to would tell it how others' conversations opened and moved. It is
-    re-derived from its own history instead (the same answer on every replica, and nothing learnt from others).
+    `caller`: the client's identity (keys.Caller.identity: API key, tenant or user header), None for an anonymous
+    client. Without one, a conversation keyed by its content is never read from nor written to the store: every
+    anonymous client would share the pins, and the model one is routed to would tell it how others' conversations
+    opened and moved. It is re-derived from its own history instead (the same answer on every replica, and nothing
+    learnt from others).
     `turns`: the earlier user turns as the guards' screen read them (`first_decisive`)."""
     previous = chat.body.get("previous_response_id")
     if isinstance(previous, str) and (held := await store.get(response_key(headers, previous))) is not None \

@@ -99,7 +99,7 @@ class RequestState:
     # conversation's first decisive turn here, at no cost of its own.
     earlier_signals: dict[str, Classification] = field(default_factory=dict)
     api: apis.Api = "chat"  # chat completions, OpenAI Responses or Anthropic Messages (router/apis.py)
-    caller: str | None = None  # who sent it (keys.caller; else its address): the classification memo is per caller
+    caller: keys.Caller = keys.ANONYMOUS  # who sent it: the classification memo and affinity are per caller
     stateful: bool = False  # the answer depends on server-side state: never cached
     stream_usage: bool = True  # a streamed answer carries usage to count (a chat stream: include_usage asked)
     model_only: apis.ModelOnly | None = None  # /v1/completions, /v1/embeddings: routed by their `model` alone
@@ -183,7 +183,7 @@ class StreamSession:
                 self.request.api = "messages"  # an Anthropic client reads Anthropic errors
             raise UnsupportedPath(f"{method} {path[:200]} is not served by this router: {apis.SERVED}")
         c = self.runtime.cfg.semantic_cache
-        # The memo's scope: completions need it as well as the chat-like APIs.
+        # Read once: the memo's scope (completions need it as well as the chat-like APIs) and affinity's caller.
         self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers, client)
         if api is not None:
             self.request.api = api
@@ -235,12 +235,11 @@ class StreamSession:
             decision = self.runtime.policy.decide(chat, self.request.signal, text)
             if decision.auto and self.runtime.affinity is not None:
                 start = time.perf_counter()
-                c, h = self.runtime.cfg.semantic_cache, self.request.headers
                 known = self.request.earlier_signals
                 turns = [(t, known.get(self._bounded(t), NO_SIGNAL)) for t in screen.user_turns()]
                 decision, self.request.affinity = await affinity.resolve(
-                    self.runtime.policy, self.runtime.affinity, chat, h, decision, self.request.signal,
-                    keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers), turns)
+                    self.runtime.policy, self.runtime.affinity, chat, self.request.headers, decision,
+                    self.request.signal, self.request.caller.identity, turns)
                 self.request.timings["affinity"] = time.perf_counter() - start
             self.request.decision = decision
             if self.trace.recording:
@@ -374,7 +373,7 @@ class StreamSession:
         clf = self.runtime.classifier
         if clf is None or signal is NO_SIGNAL:
             return signal  # no classifier, or it failed: the guards are off for this request either way
-        scope = self.request.caller
+        scope = self.request.caller.memo_scope
         turns: dict[str, screening.Other] = {}  # a text repeated in the history is screened once
         cut: set[str] = set()  # those bounded by max_scan_chars
         for other in screen.earlier:
@@ -456,7 +455,7 @@ class StreamSession:
         """
         rt = self.runtime
         assert rt.classifier is not None
-        scope = self.request.caller
+        scope = self.request.caller.memo_scope
         if (known := rt.classifier.cached(text, scope)) is not None:
             return known
         bound = rt.cfg.classifier.max_pending
