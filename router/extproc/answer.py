@@ -101,7 +101,7 @@ class AnswerPhases(StreamState):
         rid = r.response_id or getattr(r.assembler, "response_id", None)
         if rid and d is not None and store is not None:
             pin = affinity.Pin(r.answered_by if r.answered_by in self.runtime.cfg.models else d.model, d.category)
-            await store.put(affinity.response_key(self.request.headers, rid), pin)
+            await store.put(affinity.response_key(self.request.caller.identity, rid), pin)
             await store.flush()  # stored before the answer's end reaches the client, whose continuation may come at
             # once through another worker (written behind: 1 of 40 did in a test_workers_e2e run, to the other model)
 

@@ -98,6 +98,10 @@ class StreamSession(Screener, AnswerPhases):
         self.request.headers = h = msg.header_map(headers)
         self.request.request_id = h.get("x-request-id", "")
         method, path = h.get(":method", ""), h.get(":path", "").split("?", 1)[0]
+        c = self.runtime.cfg.semantic_cache
+        # Read once: the memo's scope (completions need it as well as the chat-like APIs), and whose sessions and
+        # stored responses affinity keys (a stored response's GET too).
+        self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers, client)
         if path == MODELS_PATH or path.startswith(MODELS_PATH + "/"):
             return self._answer_models(method, path)
         if path == apis.COUNT_TOKENS_PATH:
@@ -112,9 +116,6 @@ class StreamSession(Screener, AnswerPhases):
             if path.startswith(apis.MESSAGES_PREFIX):
                 self.request.api = "messages"  # an Anthropic client reads Anthropic errors
             raise UnsupportedPath(f"{method} {path[:200]} is not served by this router: {apis.SERVED}")
-        c = self.runtime.cfg.semantic_cache
-        # Read once: the memo's scope (completions need it as well as the chat-like APIs) and affinity's caller.
-        self.request.caller = keys.caller(apis.cache_identity(h), c.tenant_headers, c.user_headers, client)
         if api is not None:
             self.request.api = api
             self.request.cache_control = cache_control(h)  # an unknown directive is refused, cache on or off
@@ -193,8 +194,8 @@ class StreamSession(Screener, AnswerPhases):
     async def _route_stored_response(self, path: str) -> pb.ProcessingResponse:
         """GET/DELETE /v1/responses/{id}[/...]: to the model whose server stored that response, if known."""
         rid = path[len(apis.RESPONSES_ITEM_PREFIX):].split("/", 1)[0]
-        store = self.runtime.affinity
-        pin = await store.get(affinity.response_key(self.request.headers, rid)) if store is not None and rid else None
+        store, key = self.runtime.affinity, affinity.response_key(self.request.caller.identity, rid)
+        pin = await store.get(key) if store is not None and rid else None
         if pin is None or pin.model not in self.runtime.cfg.models:
             return msg.continue_request_headers(msg.PASS_THROUGH)  # unknown here: the default model
         cluster = self.runtime.cfg.cluster_of(pin.model)
