@@ -139,7 +139,7 @@ async def test_a_pin_is_written_behind_the_request_through_a_bounded_queue(tmp_p
     assert [await other.get(f"h:{i}") for i in range(4)] == [Pin(BIG, "math")] * 3 + [None]
 
 
-ALICE = "tenant\0k\0sk-alice"  # a caller identity as keys.caller makes it (an API key)
+ALICE = "tenant\0k\0sk-alice"  # a caller identity (keys.Caller.identity) of an API key
 
 
 def _signal(category: str | None, confidence: float, pii: tuple[str, ...] = ()) -> Classification:
