@@ -35,7 +35,8 @@ from router.classifier.memo import MEMO_ENTRIES, MemoizedClassifier
 from router.classifier.model import load_classifier
 from router.config import RouterConfig, load_config
 from router.errors import ContentBlocked, JailbreakBlocked
-from router.extproc.session import MAX_EARLIER_PASSES, StreamSession
+from router.extproc.screen import MAX_EARLIER_PASSES
+from router.extproc.session import StreamSession
 from router.openai_wire import ChatRequest
 from router.policy import Policy
 from router.runtime import Runtime

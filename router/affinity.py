@@ -255,18 +255,15 @@ def first_decisive(policy: Policy, turns: Sequence[tuple[str, Classification]]) 
     return None
 
 
-def _tenant(headers: Mapping[str, str]) -> str:
-    """Two API keys never share a session: OpenAI clients send theirs as `authorization`, Anthropic's as `x-api-key`."""
-    return _digest(headers.get("authorization", ""), headers.get("x-api-key", ""))
-
-
 CONVERSATION = "conversation"
 
 
-def session_key(chat: ChatRequest, headers: Mapping[str, str], cfg: AffinityConfig) -> str | None:
+def session_key(chat: ChatRequest, headers: Mapping[str, str], caller: str | None,
+                cfg: AffinityConfig) -> str | None:
     """The key of a session the client names (a session header, the `user` field), from the first configured source
-    the request carries; CONVERSATION when the conversation source comes first; None without any."""
-    tenant = _tenant(headers)
+    the request carries; CONVERSATION when the conversation source comes first; None without any. `caller`: its
+    identity (keys.Caller.identity): two callers never share a session, anonymous ones share theirs."""
+    tenant = caller or ""
     for source in cfg.keys:
         if source == "header" and headers.get(cfg.header):
             return "h:" + _digest(tenant, headers[cfg.header])
@@ -287,9 +284,10 @@ def conversation_key(chat: ChatRequest, caller: str, anchor: str) -> str:
     return "c:" + _digest(caller, user if isinstance(user, str) else "", system, anchor)
 
 
-def response_key(headers: Mapping[str, str], response_id: str) -> str:
-    """The key of a Responses answer, continued later with `previous_response_id`."""
-    return "r:" + _digest(_tenant(headers), response_id)
+def response_key(caller: str | None, response_id: str) -> str:
+    """The key of a Responses answer, continued later with `previous_response_id` by the same `caller` (its
+    identity, keys.Caller.identity)."""
+    return "r:" + _digest(caller or "", response_id)
 
 
 def switches(cfg: RouterConfig, pin: Pin, decision: Decision) -> bool:
@@ -307,16 +305,17 @@ async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: M
                   turns: Sequence[tuple[str, Classification]]) -> tuple[Decision, str]:
     """The decision for this turn of its conversation, and what affinity did (for x-vsr-affinity).
 
-    `caller`: the client's identity (API key, tenant or user header), None for an anonymous client. Without one,
-    a conversation keyed by its content is never read from nor written to the store: every anonymous client would
-    share the pins, and the model one is routed to would tell it how others' conversations opened and moved. It is
-    re-derived from its own history instead (the same answer on every replica, and nothing learnt from others).
+    `caller`: the client's identity (keys.Caller.identity: API key, tenant or user header), None for an anonymous
+    client. Without one, a conversation keyed by its content is never read from nor written to the store: every
+    anonymous client would share the pins, and the model one is routed to would tell it how others' conversations
+    opened and moved. It is re-derived from its own history instead (the same answer on every replica, and nothing
+    learnt from others).
     `turns`: the earlier user turns as the guards' screen read them (`first_decisive`)."""
     previous = chat.body.get("previous_response_id")
-    if isinstance(previous, str) and (held := await store.get(response_key(headers, previous))) is not None \
+    if isinstance(previous, str) and (held := await store.get(response_key(caller, previous))) is not None \
             and held.model in policy.cfg.models:  # a model the config no longer has: the turn's own decision
         return _continued(policy, decision, held, signal), STICKY
-    key = session_key(chat, headers, policy.cfg.affinity)
+    key = session_key(chat, headers, caller, policy.cfg.affinity)
     if key is None:
         return decision, NONE
     if key != CONVERSATION:

@@ -73,15 +73,6 @@ def _load(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _parts_text(content: Any) -> str:
-    """Text of a string or of a list of typed parts (input_text, output_text, text)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 _RESPONSES_ROLES = ("user", "assistant", "system", "developer")
 
@@ -100,7 +91,7 @@ def _content(content: Any) -> str | list[Any]:
     file, a tool result), its parts as sent, so that the cache keys all of it and never serves one picture's
     answer for another (a non-text latest turn is not cached at all)."""
     if not isinstance(content, list):
-        return _parts_text(content)
+        return wire.content_text(content)
     if any(not isinstance(p, dict) or p.get("type") not in _TEXT_PARTS for p in content):
         return content
     return [{"type": "text", "text": p["text"]} for p in content if isinstance(p.get("text"), str)]
@@ -289,7 +280,7 @@ def _response_to_completion(resp: dict[str, Any]) -> dict[str, Any] | None:
     output = resp.get("output") or []
     if resp.get("status") != "completed" or any(o.get("type") != "message" for o in output if isinstance(o, dict)):
         return {"usage": chat_usage}  # usage only: tool calls, reasoning items or an unfinished answer
-    text = "".join(_parts_text(o.get("content")) for o in output if isinstance(o, dict))
+    text = "".join(wire.content_text(o.get("content")) for o in output if isinstance(o, dict))
     parts = [p for o in output if isinstance(o, dict) and isinstance(o.get("content"), list)
              for p in o["content"] if isinstance(p, dict)]
     logprobs = [t for p in parts if isinstance(p.get("logprobs"), list) for t in p["logprobs"]]
@@ -323,7 +314,7 @@ def _message_to_completion(msg: dict[str, Any]) -> dict[str, Any] | None:
     finish = _STOP.get(str(msg.get("stop_reason")))
     if finish is None or any(b.get("type") != "text" for b in blocks if isinstance(b, dict)):
         return {"usage": chat_usage}
-    return _completion(str(msg.get("model", "")), _parts_text(blocks), finish, chat_usage,
+    return _completion(str(msg.get("model", "")), wire.content_text(blocks), finish, chat_usage,
                        _stop_reason(msg.get("stop_reason"), msg.get("stop_sequence")))
 
 

@@ -98,7 +98,11 @@ def _strings(value: Any) -> Iterator[str]:
 
 def message_text(message: dict[str, Any]) -> str:
     """Text of a message whose content is a string, a list of parts, or null."""
-    content = message.get("content")
+    return content_text(message.get("content"))
+
+
+def content_text(content: Any) -> str:
+    """Text of a string or of a list of typed parts (text, input_text, output_text: any part with a `text`)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):

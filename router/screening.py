@@ -3,7 +3,7 @@
 A message's content is read part by part: text parts, the text of documents and files whose media type is text
 (decoded from base64 or a data URL), tool results apart (a tool's output is attacker-influenced: indirect prompt
 injection). What the router cannot read (a PDF, an image file, a file id or URL it never sees, a part of a type it
-does not know) is named in `Reading.unreadable`: the request is then unscreened content (router/extproc/session.py).
+does not know) is named in `Reading.unreadable`: the request is then unscreened content (router/extproc/screen.py).
 The classifier reads every text in its canonical form (router/classifier/canonical.py): what the model reads as
 "ignore" is screened as "ignore" however it is spelt.
 

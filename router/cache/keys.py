@@ -17,6 +17,7 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from typing import Any, Literal
@@ -135,16 +136,32 @@ def identity(
     return f"user\0{tenant or ''}\0{'u' if user else 'k'}\0{who}" if who else None
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request, read once from its headers and the client's address.
+
+    `identity`: tenant, user and API key, whatever the cache's scope; None for an anonymous client, whose
+    conversations affinity never stores by content (anonymous clients would share them). `memo_scope`: the
+    classification memo's scope, the identity or else the client's IP as Envoy saw it (the port differs per
+    connection, so it is dropped): clients without identity behind one address share a scope
+    (router/classifier/README.md, "Every user turn"); None when neither is known, and nothing is remembered. The
+    address scope never equals an identity's: those start with "tenant" or an empty tenant part."""
+
+    identity: str | None
+    memo_scope: str | None
+
+
+ANONYMOUS = Caller(None, None)  # nothing known: neither an identity nor the client's address
+
+
 def caller(headers: Mapping[str, str], tenant_headers: Sequence[str], user_headers: Sequence[str],
-           address: str | None = None) -> str | None:
-    """Who sent the request (tenant, user, API key), whatever the cache's scope. Without any of them, the client's IP
-    as Envoy saw it (`address`, "ip:port"; the port differs per connection, so it is dropped): clients without
-    identity behind one address share a scope (router/classifier/README.md, "Every user turn"). None when neither is
-    known. The address scope never equals an identity's: those start with "tenant" or an empty tenant part."""
+           address: str | None = None) -> Caller:
+    """The Caller of a request with these headers, from `address` ("ip:port", as Envoy saw it) if Envoy said."""
     who = [identity(headers, scope, tenant_headers, user_headers, True) for scope in ("tenant", "user")]
     if any(who):
-        return "\0".join(w or "" for w in who)
-    return f"address\0{_client_ip(address)}" if address else None
+        known = "\0".join(w or "" for w in who)
+        return Caller(known, known)
+    return Caller(None, f"address\0{_client_ip(address)}") if address else ANONYMOUS
 
 
 def _client_ip(address: str) -> str:

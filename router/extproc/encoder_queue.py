@@ -42,7 +42,7 @@ LONG_NICE = 10
 
 class Overloaded(RuntimeError):
     """`classifier.max_pending` encoder passes are already waiting or running, and none waiting costs more; or a
-    request's history holds more unknown user turns than session.MAX_EARLIER_PASSES."""
+    request's history holds more unknown user turns than screen.MAX_EARLIER_PASSES."""
 
 
 def size_class(chars: int) -> int:

@@ -66,13 +66,9 @@ def route_headers(headers: Mapping[str, str], mode: Mode | None = None) -> pb.Pr
 
 def route_request(body: bytes, headers: Mapping[str, str]) -> pb.ProcessingResponse:
     """Replace the request body and set routing headers, then make Envoy re-pick the route."""
-    common = pb.CommonResponse(
-        status=pb.CommonResponse.CONTINUE_AND_REPLACE,
-        header_mutation=_mutation({**headers, "content-length": str(len(body))}),
-        body_mutation=pb.BodyMutation(body=body),
-        clear_route_cache=True,
-    )
-    return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+    out = replace_request_body(body, headers)
+    out.request_body.response.clear_route_cache = True
+    return out
 
 
 def continue_response_headers(headers: Mapping[str, str], mode: Mode | None = None) -> pb.ProcessingResponse:

@@ -22,22 +22,13 @@ from tests.integration.test_cache_e2e import milvus_cache_stack
 
 pytestmark = pytest.mark.usefixtures("require_model")
 BIG, SMALL = "gpt-oss-120b", "qwen3-4b"
+API_KEY = "sk-fields"  # this module's cache tenant (tests/integration/conftest.py)
 R = TypeVar("R")
 
 
 @pytest.fixture(scope="module")
 def stack(make_stack: Callable[..., Stack], milvus_server: MilvusServer | str) -> Stack:
     return milvus_cache_stack(make_stack, milvus_server, "fields")
-
-
-@pytest.fixture(scope="module")
-def oai(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url, api_key="sk-fields", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def claude(stack: Stack) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=stack.base_url.removesuffix("/v1"), api_key="sk-fields", max_retries=0)
 
 
 def _until_hit(call: Callable[[], tuple[dict[str, str], R]]) -> R:

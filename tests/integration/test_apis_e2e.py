@@ -15,6 +15,7 @@ from devstack.stack import Stack
 
 MATH = "Prove the theorem that the sum of two even numbers is even."  # keyword rule -> math -> gpt-oss-120b
 BIG, SMALL = "gpt-oss-120b", "qwen3-4b"
+API_KEY = "sk-responses"  # this module's cache tenant (tests/integration/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +24,6 @@ def stack(make_stack: Callable[..., Stack]) -> Stack:
         cfg["semantic_cache"] = {"enabled": True, "backend": "memory"}
 
     return make_stack(cached)
-
-
-@pytest.fixture(scope="module")
-def oai(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url, api_key="sk-responses", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def claude(stack: Stack) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=stack.base_url.removesuffix("/v1"), api_key="sk-ant", max_retries=0)
 
 
 def test_responses_are_classified_routed_and_cached(oai: openai.OpenAI) -> None:
@@ -169,7 +160,7 @@ def test_a_continued_response_goes_to_the_model_that_holds_its_state(oai: openai
     assert first.model == BIG
     follow = oai.responses.with_raw_response.create(model="auto", input="ok", previous_response_id=first.id)
     assert (follow.headers["x-vsr-selected-model"], follow.headers["x-vsr-affinity"]) == (BIG, "sticky")
-    stored = httpx.get(f"{oai.base_url}responses/{first.id}", headers={"authorization": "Bearer sk-responses"})
+    stored = httpx.get(f"{oai.base_url}responses/{first.id}", headers={"authorization": f"Bearer {API_KEY}"})
     assert stored.headers["x-demo-upstream"] == BIG  # retrieval goes to the server that holds it
     assert httpx.get(f"{oai.base_url}responses/resp_unknown").headers["x-demo-upstream"] == SMALL
     with oai.responses.with_streaming_response.create(model="auto", input=MATH + " (stateful, streamed)",

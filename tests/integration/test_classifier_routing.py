@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from devstack.stack import Stack
-from router.extproc.session import MAX_EARLIER_PASSES
+from router.extproc.screen import MAX_EARLIER_PASSES
 
 pytestmark = pytest.mark.usefixtures("require_model")
 

@@ -335,7 +335,7 @@ def test_a_long_unseen_history_is_refused_only_while_a_retry_gets_further(http: 
     outlived a restart): each request screens and remembers MAX_EARLIER_PASSES, so the 503's Retry-After is worth
     following, and it says how far there is to go (it said "retry later", to a client that could not tell progress
     from a loop)."""
-    from router.extproc.session import MAX_EARLIER_PASSES
+    from router.extproc.screen import MAX_EARLIER_PASSES
 
     history: list[dict[str, Any]] = []
     for i in range(2 * MAX_EARLIER_PASSES + 3):

@@ -26,7 +26,9 @@ from router.affinity import (
     session_key,
     switches,
 )
+from router.apis import cache_identity
 from router.cache import SkipReason, build_cache_request
+from router.cache.keys import caller
 from router.config import AffinityConfig, RouterConfig, load_config, parse_config
 from router.errors import JailbreakBlocked, PIIViolation
 from router.openai_wire import ChatRequest, parse_chat_request
@@ -137,7 +139,7 @@ async def test_a_pin_is_written_behind_the_request_through_a_bounded_queue(tmp_p
     assert [await other.get(f"h:{i}") for i in range(4)] == [Pin(BIG, "math")] * 3 + [None]
 
 
-ALICE = "tenant\0k\0sk-alice"  # a caller identity as keys.caller makes it (an API key)
+ALICE = "tenant\0k\0sk-alice"  # a caller identity (keys.Caller.identity) of an API key
 
 
 def _signal(category: str | None, confidence: float, pii: tuple[str, ...] = ()) -> Classification:
@@ -167,10 +169,12 @@ async def _turn(store: PinStore, *turns: str, caller: str | None = ALICE, header
 def test_keys_come_from_the_first_configured_source_and_never_cross_callers() -> None:
     cfg = AffinityConfig(keys=["header", "user", "conversation"])
     chat = _chat("hello", user="alice")
-    assert session_key(chat, {"x-session-id": "s1"}, cfg).startswith("h:")  # type: ignore[union-attr]
-    assert session_key(chat, {}, cfg).startswith("u:")  # type: ignore[union-attr]
-    assert session_key(_chat("hello"), {}, cfg) == CONVERSATION
-    assert session_key(_chat("hello"), {}, AffinityConfig(keys=["header"])) is None
+    assert session_key(chat, {"x-session-id": "s1"}, ALICE, cfg).startswith("h:")  # type: ignore[union-attr]
+    assert session_key(chat, {}, ALICE, cfg).startswith("u:")  # type: ignore[union-attr]
+    assert session_key(_chat("hello"), {}, ALICE, cfg) == CONVERSATION
+    assert session_key(_chat("hello"), {}, ALICE, AffinityConfig(keys=["header"])) is None
+    named = {"x-session-id": "s1"}
+    assert session_key(chat, named, ALICE, cfg) != session_key(chat, named, None, cfg)  # never an anonymous one's
     conv = conversation_key(_chat("hello", "hi", "more"), ALICE, "hello")
     assert conv == conversation_key(_chat("hello"), ALICE, "hello")  # same anchor, any later turn
     assert conv != conversation_key(_chat("hello"), "tenant\0k\0sk-bob", "hello")
@@ -184,9 +188,13 @@ def test_anthropic_api_keys_never_share_a_session_or_a_stored_response() -> None
     """Messages clients send `x-api-key`, not `authorization`: every one of them had the empty key's sessions, so one
     could move another's conversation (same x-session-id) to another model."""
     cfg = AffinityConfig(keys=["header", "conversation"])
-    a = session_key(_chat("hello"), {"x-session-id": "s1", "x-api-key": "sk-ant-a"}, cfg)
-    assert a != session_key(_chat("hello"), {"x-session-id": "s1", "x-api-key": "sk-ant-b"}, cfg)
-    assert response_key({"x-api-key": "sk-ant-a"}, "resp_1") != response_key({"x-api-key": "sk-ant-b"}, "resp_1")
+    def who(headers: dict[str, str]) -> str | None:  # as the session reads the caller
+        return caller(cache_identity(headers), ["x-authz-tenant-id"], ["x-authz-user-id"]).identity
+
+    a, b = who({"x-api-key": "sk-ant-a"}), who({"x-api-key": "sk-ant-b"})
+    assert session_key(_chat("hello"), {"x-session-id": "s1"}, a, cfg) != session_key(
+        _chat("hello"), {"x-session-id": "s1"}, b, cfg)
+    assert response_key(a, "resp_1") != response_key(b, "resp_1")
 
 
 def test_only_a_strong_signal_for_another_category_switches() -> None:
@@ -264,7 +272,7 @@ async def test_a_pinned_model_the_pii_forbids_is_left_for_an_allowed_one() -> No
 async def test_a_response_continuation_whose_pii_its_model_refuses_is_a_400_not_a_silent_move() -> None:
     """Trial (2026-12-01): it went to another model, whose server does not hold the previous response."""
     policy, store = Policy(CFG), MemoryPins()
-    await store.put(response_key({}, "resp_1"), Pin(BIG, "math"))
+    await store.put(response_key(ALICE, "resp_1"), Pin(BIG, "math"))
     chat = parse_chat_request(json.dumps({"model": "auto", "previous_response_id": "resp_1", "messages": [
         {"role": "user", "content": "my card is 4111 1111 1111 1111"}]}).encode())
     card = _signal("other", 0.5, ("CREDIT_CARD",))
@@ -275,7 +283,7 @@ async def test_a_response_continuation_whose_pii_its_model_refuses_is_a_400_not_
     clean = _signal("other", 0.5)
     out, how = await resolve(policy, store, chat, {}, policy.decide(chat, clean), clean, ALICE, _screened(chat, {}))
     assert (out.model, how) == (BIG, "sticky")
-    await store.put(response_key({}, "resp_1"), Pin("a-model-since-removed", "math"))
+    await store.put(response_key(ALICE, "resp_1"), Pin("a-model-since-removed", "math"))
     out, how = await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _screened(chat, {}))
     assert (out.model, how) == (SMALL, "none")  # no server of this config holds it: the turn's own words decide
 

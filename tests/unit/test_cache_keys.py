@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from router.cache import CacheRequest, SkipReason, build_cache_request, cache_control
-from router.cache.keys import caller, context_fingerprint, latest_user_text, normalise
+from router.cache.keys import Caller, caller, context_fingerprint, latest_user_text, normalise
 from router.config import RouterConfig, parse_config
 from router.errors import InvalidRequest
 
@@ -202,7 +202,9 @@ def test_the_encoder_is_part_of_the_scope() -> None:
 def test_a_caller_without_identity_is_its_address_without_the_port(address: str, ip: str) -> None:
     """The classification memo's scope: a client's connections differ by port only; an identity still decides."""
     tenants, users = ["x-tenant-id"], ["x-user-id"]
-    assert caller({}, tenants, users, address) == f"address\0{ip}"
-    assert caller({}, tenants, users) is None
+    assert caller({}, tenants, users, address) == Caller(None, f"address\0{ip}")
+    assert caller({}, tenants, users) == Caller(None, None)
     key = {"authorization": "Bearer sk-a"}
-    assert caller(key, tenants, users, address) == caller(key, tenants, users) != caller({}, tenants, users, address)
+    known = caller(key, tenants, users, address)
+    assert known == caller(key, tenants, users) and known.identity == known.memo_scope
+    assert known.memo_scope != caller({}, tenants, users, address).memo_scope

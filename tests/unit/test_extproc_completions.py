@@ -14,8 +14,9 @@ from structlog.testing import capture_logs
 from router.classifier.memo import MemoizedClassifier
 from router.config import RouterConfig
 from router.extproc import messages as msg
+from router.extproc.screen import MAX_EARLIER_PASSES
 from router.extproc.server import _record
-from router.extproc.session import MAX_EARLIER_PASSES, StreamSession
+from router.extproc.session import StreamSession
 from router.policy import Policy
 from router.runtime import Runtime
 from tests.unit.test_extproc_session import DAN, EXECUTOR, MATH, ByText, body, config, headers, set_headers

@@ -9,7 +9,8 @@ import pytest
 
 from router.affinity import MemoryPins
 from router.classifier.memo import MemoizedClassifier
-from router.extproc.session import MAX_EARLIER_PASSES, StreamSession
+from router.extproc.screen import MAX_EARLIER_PASSES
+from router.extproc.session import StreamSession
 from router.policy import Policy
 from router.runtime import Runtime
 from router.signals import Classification

@@ -975,7 +975,7 @@ async def test_more_unknown_earlier_turns_than_the_bound_follow_on_failure(on_fa
     They are memoised, so the retry gets through: a long conversation sent to a cold replica was refused for ever
     when the bound failed it before any pass. The same conversation built turn by turn (each earlier turn was a
     latest turn) costs one pass per request."""
-    from router.extproc.session import MAX_EARLIER_PASSES
+    from router.extproc.screen import MAX_EARLIER_PASSES
 
     cfg = config(lambda raw: raw["classifier"].update(on_failure=on_failure))
     fake = ByText({})
@@ -1037,7 +1037,7 @@ async def test_an_anonymous_conversation_refused_past_the_bound_is_served_on_a_r
     """More user turns than the bound from a caller without identity: MAX_EARLIER_PASSES earlier turns classified,
     then on_failure (closed: 503). The passes were not remembered for it, so every retry was refused again, for
     ever."""
-    from router.extproc.session import MAX_EARLIER_PASSES
+    from router.extproc.screen import MAX_EARLIER_PASSES
 
     fake = ByText({})
     rt = Runtime(cfg=config(), policy=Policy(config()), classifier=MemoizedClassifier(fake), cache=None)

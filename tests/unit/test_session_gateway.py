@@ -64,3 +64,23 @@ async def test_anthropic_requests_get_anthropic_errors_and_their_body_keeps_its_
                     "messages": [{"role": "user", "content": MATH}]}  # only the model changes
     assert set_headers(routed)["x-vsr-routed-model"] == "gpt-oss-120b"
     assert "x-vsr-routed-category" not in set_headers(routed)  # a retry rewrites only the model of such a body
+
+
+async def test_tenants_an_auth_filter_names_never_share_a_session() -> None:
+    """Behind an auth filter that names the tenant in a header and forwards no API key (Envoy's jwt_authn drops the
+    token by default), affinity keyed every tenant's sessions alike: tenant b's `x-session-id: s1` followed tenant
+    a's conversation to its model (and `x-vsr-affinity: sticky` told b how a's had gone)."""
+    rt = _runtime()
+
+    async def turn(tenant: str, text: str) -> StreamSession:
+        session = StreamSession(rt, EXECUTOR)
+        await session.handle(header_message({":path": "/v1/chat/completions", ":method": "POST",
+                                             "x-authz-tenant-id": tenant, "x-session-id": "s1"}))
+        await session.handle(body({"model": "auto", "messages": [{"role": "user", "content": text}]}))
+        return session
+
+    assert (await turn("a", MATH)).request.affinity == "new"
+    assert (await turn("a", "ok")).request.affinity == "sticky"  # a's own session keeps its model
+    other = await turn("b", "ok")
+    assert other.request.affinity == "none" and other.request.decision is not None
+    assert other.request.decision.model == rt.cfg.default_model
