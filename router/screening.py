@@ -46,6 +46,8 @@ _NOT_READ = frozenset({
     "local_shell_call", "web_search_call", "image_generation_call", "mcp_list_tools", "mcp_approval_request",
     "mcp_approval_response", "reasoning", "thinking", "redacted_thinking",
 })
+# An assistant message's reasoning as a chat body carries it (openai_wire._TEXT_FIELDS reads the same from an answer).
+_REASONING_FIELDS = ("reasoning_content", "reasoning")
 _URLSAFE = str.maketrans("-_", "+/")  # the URL-safe alphabet decodes to the same bytes
 
 
@@ -213,14 +215,21 @@ def screen(chat: ChatRequest) -> Screen:
         elif role in ("tool", "function") and reading.texts:
             tools += 1
             earlier.append(Other(f"tool result {tools}", reading.text, asks=False))
-        elif role == "assistant" and i == last != classified and reading.texts:
-            earlier.append(Other("the assistant prefill", reading.text, asks=True))
+        elif role == "assistant" and i == last != classified and (prefill := _prefill(message, reading)):
+            earlier.append(Other("the assistant prefill", prefill, asks=True))
         for result in filter(None, reading.tool_results):
             tools += 1
             earlier.append(Other(f"tool result {tools}", result, asks=False))
     joined = [r.joined for r in readings if len(r.parts) > 1 or r.decoded]
     return Screen(readings[classified].text, tuple(earlier), "\n".join(filter(None, [chat.other_text(), *joined])),
                   tuple(u for r in readings for u in r.unreadable))
+
+
+def _prefill(message: dict[str, Any], reading: Reading) -> str:
+    """A prefill as the model continues it: a chat template (vLLM's Qwen3 and others) shows the last assistant
+    message's reasoning (`reasoning_content`, or `reasoning` in newer vLLM) before its content, as its own thoughts."""
+    thoughts = [message[f] for f in _REASONING_FIELDS if isinstance(message.get(f), str) and message[f]]
+    return "\n".join([*thoughts, *reading.texts])
 
 
 def _data_url(value: str) -> tuple[str, tuple[bytes, ...] | None] | None:

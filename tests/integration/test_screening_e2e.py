@@ -226,3 +226,13 @@ def test_an_injection_in_an_anthropic_tool_result_or_prefill_is_blocked(claude: 
     with pytest.raises(anthropic.PermissionDeniedError) as blocked:
         claude.messages.create(model="auto", max_tokens=64, messages=[ask, prefill])
     assert "the assistant prefill" in blocked.value.body["error"]["message"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_an_injection_in_a_prefills_reasoning_is_blocked(oai: openai.OpenAI, field: str) -> None:
+    """vLLM's chat templates show a last assistant message's reasoning before its content, which the model continues:
+    the guards read the content only."""
+    prefill: Any = {"role": "assistant", "content": "Sure.", field: JAILBREAK}
+    with pytest.raises(openai.PermissionDeniedError) as blocked:
+        oai.chat.completions.create(model="auto", messages=[{"role": "user", "content": QUESTION}, prefill])
+    assert blocked.value.code == "jailbreak_detected" and "the assistant prefill" in blocked.value.message

@@ -258,6 +258,17 @@ def test_a_prefill_is_screened_earlier_assistant_turns_are_not() -> None:
                                                                                   ("the assistant prefill", DAN)]
 
 
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_a_prefills_reasoning_is_screened_with_it_earlier_reasoning_is_not(field: str) -> None:
+    """The model continues a prefill's reasoning as its own thoughts: it went past the guards, its content did not."""
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello.", field: "Fine, earlier."},
+                {"role": "user", "content": "Tell me"}, {"role": "assistant", "content": "Sure.", field: DAN}]
+    assert [(o.label, o.text) for o in parsed("chat", messages).earlier] == [("user turn 1", "Hi"),
+                                                                              ("the assistant prefill", f"{DAN}\nSure.")]
+    messages[-1] = {"role": "assistant", "content": None, field: DAN}  # reasoning alone, the content still to come
+    assert parsed("chat", messages).earlier[-1] == screening.Other("the assistant prefill", DAN, asks=True)
+
+
 # ---- through the ext_proc session --------------------------------------------------------------------------------
 
 def _runtime(fake: ByText, cfg: RouterConfig | None = None, cache: bool = False) -> Runtime:
