@@ -247,3 +247,27 @@ def test_an_injection_in_a_prefills_reasoning_is_blocked(oai: openai.OpenAI, fie
     with pytest.raises(openai.PermissionDeniedError) as blocked:
         oai.chat.completions.create(model="auto", messages=[{"role": "user", "content": QUESTION}, prefill])
     assert blocked.value.code == "jailbreak_detected" and "the assistant prefill" in blocked.value.message
+
+
+def _searched(result: dict[str, Any]) -> list[Any]:
+    """A conversation that used Anthropic's web search: the call and its result in the assistant turn."""
+    return [{"role": "user", "content": "What changed in the 2026 tax rules?"},
+            {"role": "assistant", "content": [
+                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "tax 2026"}},
+                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [result]},
+                {"type": "text", "text": "The standard deduction rose."}]},
+            {"role": "user", "content": QUESTION}]
+
+
+def test_a_conversation_that_used_web_search_is_screened_cached_and_served_by_any_model(
+        claude: anthropic.Anthropic) -> None:
+    """A web_search_tool_result was unreadable content: the conversation was never cached and refused by gpt-oss-120b
+    (`x-vsr-pii-violation: unscreened`) for good. Its titles and URLs are read as a tool result; the page text is
+    ciphertext no model behind the router reads."""
+    page = {"type": "web_search_result", "title": "2026 tax changes", "url": "https://irs.example/2026",
+            "encrypted_content": "RW5jcnlwdGVkIGJ5IEFudGhyb3BpYw==", "page_age": "2 days"}
+    answer = claude.messages.with_raw_response.create(model=BIG, max_tokens=64, messages=_searched(page))
+    assert answer.headers["x-vsr-selected-model"] == BIG and "x-vsr-cache-skip" not in answer.headers
+    with pytest.raises(anthropic.PermissionDeniedError) as blocked:
+        claude.messages.create(model="auto", max_tokens=64, messages=_searched({**page, "title": JAILBREAK}))
+    assert "tool result 1" in blocked.value.body["error"]["message"]  # type: ignore[index]
