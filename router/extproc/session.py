@@ -115,7 +115,8 @@ class StreamSession(Screener, AnswerPhases):
                 return await self._route_stored_response(path)
             if path.startswith(apis.MESSAGES_PREFIX):
                 self.request.api = "messages"  # an Anthropic client reads Anthropic errors
-            raise UnsupportedPath(f"{method} {path[:200]} is not served by this router: {apis.SERVED}")
+            target = f"{method} {path[:200]}" if path else f"{method} without a path"  # CONNECT has none
+            raise UnsupportedPath(f"{target} is not served by this router: {apis.SERVED}")
         if api is not None:
             self.request.api = api
             self.request.cache_control = cache_control(h)  # an unknown directive is refused, cache on or off
