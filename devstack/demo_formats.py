@@ -120,11 +120,30 @@ async def messages(model: DemoModel, request: web.Request, body: dict[str, Any],
 
 
 async def completions(model: DemoModel, request: web.Request, body: dict[str, Any], fault: str | None) -> web.StreamResponse:
-    return web.json_response({"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
-                              "created": int(time.time()), "model": model.name,
-                              "choices": [{"index": 0, "text": f" from {model.name}", "finish_reason": "stop",
-                                           "logprobs": None}],
-                              "x_demo": {"upstream": model.name, "received": {"model": body.get("model")}}})
+    """A text_completion with usage, as vLLM answers; streamed word by word, its usage in a last `choices: []` chunk
+    when `stream_options.include_usage` asks for it."""
+    prompt = body.get("prompt")
+    text = f" from {model.name}"
+    usage = {"prompt_tokens": len(" ".join(prompt if isinstance(prompt, list) else [str(prompt)]).split()),
+             "completion_tokens": len(text.split())}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": model.name}
+    if not body.get("stream"):
+        return web.json_response({**base, "usage": usage, "x_demo": {"upstream": model.name,
+                                                                     "received": {"model": body.get("model")}},
+                                  "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}]})
+    out = await _start(request)
+    words = _words(text)
+    for i, word in enumerate(words):
+        finish = "stop" if i == len(words) - 1 else None
+        chunk = {**base, "choices": [{"index": 0, "text": word, "finish_reason": finish, "logprobs": None}]}
+        await out.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    if (body.get("stream_options") or {}).get("include_usage"):
+        await out.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
+    await out.write(b"data: [DONE]\n\n")
+    await out.write_eof()
+    return out
 
 
 async def embeddings(model: DemoModel, request: web.Request, body: dict[str, Any], fault: str | None) -> web.StreamResponse:

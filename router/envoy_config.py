@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from router import resilience, tracing
-from router.apis import MESSAGES_PATH
+from router.apis import MESSAGES_PATH, SERVED
 from router.config import ConfigError, RouterConfig
 from router.envoy_filters import duration, ext_proc_filter
 from router.extproc.messages import CLIENT_ADDRESS_ATTRIBUTE, DETAILS
@@ -97,6 +97,12 @@ _BAD_HTTP = ("The request is not valid HTTP/1.1 (e.g. both Transfer-Encoding and
 
 # Envoy refuses a path it cannot normalise (a stray "..") with an empty body.
 _BAD_PATH = "The request path could not be normalised"
+# Envoy's other refusals without a text of their own (their message was ""): a request target that is no path
+# (`OPTIONS *`), a request without a Host header; any other says what Envoy's details say.
+_NOT_A_PATH = f"The request target is not a path (as `OPTIONS *`), and this router serves paths only: {SERVED}"
+_NO_HOST = "The request has no Host header, which HTTP/1.1 requires"
+_ENVOY_REFUSED = "The gateway refused the request: %RESPONSE_CODE_DETAILS%"
+_ENVOY_FAILED = "The gateway could not serve the request: %RESPONSE_CODE_DETAILS%"
 
 # HTTP/1.0 (nginx's proxy_pass speaks it unless told `proxy_http_version 1.1`): Envoy's own refusal of it (426
 # low_version) closes the connection at once while the ext_proc filter is still asking the router about the reply's
@@ -146,6 +152,10 @@ def local_reply_config(cfg: RouterConfig) -> dict[str, Any]:
     mappers: list[dict[str, Any]]
     mappers = [{"filter": _not_router("response.code_details == 'path_normalization_failed'"),
                 "body_format_override": _openai_error("invalid_path", "invalid_request_error", _BAD_PATH)},
+               {"filter": _not_router("response.code_details == 'absolute_path_rejected'"),
+                "body_format_override": _openai_error("unsupported_path", "invalid_request_error", _NOT_A_PATH)},
+               {"filter": _not_router("response.code_details == 'missing_host_header'"),
+                "body_format_override": _openai_error("missing_host_header", "invalid_request_error", _NO_HOST)},
                {"filter": _not_router("response.code_details == 'http1.headers_too_large'"),
                 "body_format_override": _openai_error("headers_too_large", "invalid_request_error",
                                                       _HEADERS_TOO_LARGE)},
@@ -163,9 +173,9 @@ def local_reply_config(cfg: RouterConfig) -> dict[str, Any]:
     mappers += [{"filter": _not_router(f"response.code == {status}"), "body_format_override": _openai_error(code, kind)}
                 for status, code, kind in _LOCAL_REPLIES]
     mappers.append({"filter": _not_router("response.code >= 500"),
-                    "body_format_override": _openai_error("envoy_error", "server_error")})
+                    "body_format_override": _openai_error("envoy_error", "server_error", _ENVOY_FAILED)})
     mappers.append({"filter": _not_router("response.code >= 400"),
-                    "body_format_override": _openai_error("envoy_error", "invalid_request_error")})
+                    "body_format_override": _openai_error("envoy_error", "invalid_request_error", _ENVOY_REFUSED)})
     return {"mappers": [*(_for_messages(m) for m in mappers), *mappers]}
 
 

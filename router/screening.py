@@ -17,6 +17,7 @@ import binascii
 import codecs
 import mimetypes
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
@@ -43,9 +44,38 @@ _TYPE_NAME = re.compile(r"[a-z0-9_.-]{1,40}")  # a part type named in a block me
 _NOT_READ = frozenset({
     "image_url", "input_image", "image", "audio_url", "video_url", "input_audio",
     "function_call", "custom_tool_call", "tool_use", "server_tool_use", "mcp_tool_use", "computer_call",
-    "local_shell_call", "web_search_call", "image_generation_call", "mcp_list_tools", "mcp_approval_request",
+    "local_shell_call", "image_generation_call", "mcp_list_tools", "mcp_approval_request",
     "mcp_approval_response", "reasoning", "thinking", "redacted_thinking",
 })
+# An assistant message's reasoning as a chat body carries it (openai_wire._TEXT_FIELDS reads the same from an answer).
+_REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def _items(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _field(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, dict) else None
+
+
+# The outputs of tools the model provider runs itself (Anthropic's server tools, the Responses API's hosted tools),
+# sent back in a later request's history: what each holds that the model reads, as strings, content lists or blocks.
+# A web search result's page text is `encrypted_content`, ciphertext only Anthropic's API decrypts: no model server
+# behind the router reads it, so it is not read (nor is an encrypted stdout). Output files (`file_id`) are names of
+# files the model wrote, not their text. An error holds a code only.
+_SERVER_TOOL_RESULTS: dict[str, Callable[[dict[str, Any]], list[Any]]] = {
+    "web_search_tool_result": lambda b: [s for r in _items(b.get("content")) for s in (r.get("title"), r.get("url"))],
+    "web_fetch_tool_result": lambda b: [_field(b.get("content"), "url"), _field(b.get("content"), "content")],
+    "mcp_tool_result": lambda b: [b.get("content")],
+    "code_execution_tool_result": lambda b: [_field(b.get("content"), "stdout"), _field(b.get("content"), "stderr")],
+    "bash_code_execution_tool_result": lambda b: [_field(b.get("content"), "stdout"),
+                                                  _field(b.get("content"), "stderr")],
+    # Responses: the call's own arguments (code, queries) are the model's, as a function_call's are
+    "code_interpreter_call": lambda b: [o.get("logs") for o in _items(b.get("outputs"))],
+    "file_search_call": lambda b: [s for r in _items(b.get("results")) for s in (r.get("filename"), r.get("text"))],
+    "web_search_call": lambda b: [s.get("url") for s in _items(_field(b.get("action"), "sources"))],
+}
 _URLSAFE = str.maketrans("-_", "+/")  # the URL-safe alphabet decodes to the same bytes
 
 
@@ -78,6 +108,10 @@ class _Reader:
     decoded: bool = False
     parts: list[str] = field(default_factory=list)
 
+    def reading(self) -> Reading:
+        return Reading(tuple(self.texts), tuple(self.tool_results), tuple(self.unreadable), self.decoded,
+                       tuple(self.parts))
+
     def add(self, text: str) -> None:
         self.texts.append(text)
         self.parts.append(text)
@@ -102,11 +136,15 @@ class _Reader:
             self.strings(part.get("title"), part.get("context"))
             self.document(part.get("source"))
         elif kind == "tool_result":  # Anthropic: a tool's output inside a user turn
-            inner = read(part.get("content"))
-            self.tool_results.append("\n".join((*inner.texts, *inner.tool_results)))
-            self.unreadable += inner.unreadable
-            self.decoded |= inner.decoded
-            self.parts += inner.parts
+            self.tool_result(read(part.get("content")))
+        elif kind in _SERVER_TOOL_RESULTS:
+            inner = _Reader()
+            for piece in _SERVER_TOOL_RESULTS[kind](part):
+                if isinstance(piece, dict):  # a fetched page: a document block
+                    inner.part(piece)
+                else:
+                    inner.content(piece)
+            self.tool_result(inner.reading())
         elif kind == "search_result":  # Anthropic: a search result the client supplies, as text blocks
             self.strings(part.get("source"), part.get("title"))
             self.content(part.get("content"))
@@ -115,6 +153,12 @@ class _Reader:
         elif kind not in _NOT_READ:  # an item_reference (stored content), a type the router does not know
             self.unreadable.append(f"a part of type {kind}" if isinstance(kind, str) and _TYPE_NAME.fullmatch(kind)
                                    else "a part of an unknown type")
+
+    def tool_result(self, inner: Reading) -> None:
+        self.tool_results.append("\n".join((*inner.texts, *inner.tool_results)))
+        self.unreadable += inner.unreadable
+        self.decoded |= inner.decoded
+        self.parts += inner.parts
 
     def strings(self, *values: Any) -> None:
         for value in values:
@@ -163,8 +207,7 @@ def read(content: Any) -> Reading:
     """What the router can read of a message's content (a string, a list of parts or blocks, or anything else)."""
     reader = _Reader()
     reader.content(content)
-    return Reading(tuple(reader.texts), tuple(reader.tool_results), tuple(reader.unreadable), reader.decoded,
-                   tuple(reader.parts))
+    return reader.reading()
 
 
 class Other(NamedTuple):
@@ -213,14 +256,21 @@ def screen(chat: ChatRequest) -> Screen:
         elif role in ("tool", "function") and reading.texts:
             tools += 1
             earlier.append(Other(f"tool result {tools}", reading.text, asks=False))
-        elif role == "assistant" and i == last != classified and reading.texts:
-            earlier.append(Other("the assistant prefill", reading.text, asks=True))
+        elif role == "assistant" and i == last != classified and (prefill := _prefill(message, reading)):
+            earlier.append(Other("the assistant prefill", prefill, asks=True))
         for result in filter(None, reading.tool_results):
             tools += 1
             earlier.append(Other(f"tool result {tools}", result, asks=False))
     joined = [r.joined for r in readings if len(r.parts) > 1 or r.decoded]
     return Screen(readings[classified].text, tuple(earlier), "\n".join(filter(None, [chat.other_text(), *joined])),
                   tuple(u for r in readings for u in r.unreadable))
+
+
+def _prefill(message: dict[str, Any], reading: Reading) -> str:
+    """A prefill as the model continues it: a chat template (vLLM's Qwen3 and others) shows the last assistant
+    message's reasoning (`reasoning_content`, or `reasoning` in newer vLLM) before its content, as its own thoughts."""
+    thoughts = [message[f] for f in _REASONING_FIELDS if isinstance(message.get(f), str) and message[f]]
+    return "\n".join([*thoughts, *reading.texts])
 
 
 def _data_url(value: str) -> tuple[str, tuple[bytes, ...] | None] | None:

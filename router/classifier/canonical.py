@@ -12,13 +12,19 @@ import unicodedata
 # Unicode's Default_Ignorable_Code_Point set (DerivedCoreProperties.txt, Unicode 15.1): characters a renderer
 # shows as nothing and a model's tokenizer drops or reads past, so they split a word or a number the screen would
 # know ("ig\u200bnore", "5\ufe0f3\ufe0f6-22-1234"). Removed, except the Hangul fillers, which render as a blank
-# (_BLANK), and the tag characters U+E0020-E007F, kept for the injection rules, which decode text smuggled in them
-# (the PII validators read past them: router/classifier/pii_rules.py).
+# (_BLANK), and the tag characters U+E0020-E007F (_SHORT_TAG_RUN).
 _IGNORABLE = re.compile(
     "[\u00ad\u034f\u061c\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufe00-\ufe0f"
     "\ufeff\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e001f"
     "\U000e0080-\U000e0fff]"
 )
+# Tag characters: invisible, and read by some models as the ASCII they encode. A run long enough to carry a sentence
+# (TAG_RUN, 8 or more) is kept for the injection rules, which refuse it; a shorter one (an emoji flag's, or one
+# splitting a word: "ign\U000e0020ore") is removed, as the ignorable ones are: the reader sees the word whole, and the
+# encoder read it as two pieces (the PII validators read past every tag: router/classifier/pii_rules.py).
+TAG_RUN = 8
+_TAG = "\U000e0020-\U000e007f"
+_SHORT_TAG_RUN = re.compile(f"(?<![{_TAG}])[{_TAG}]{{1,{TAG_RUN - 1}}}(?![{_TAG}])")
 # Blank-looking fillers (the Hangul ones are default-ignorable, U+2800 is the blank Braille pattern): a reader sees a
 # space, so the guards read one ("Ignore\u3164all previous instructions"); between the characters of a number they
 # are removed, as the ignorable ones are ("536\u3164-22-1234" is an SSN).
@@ -40,10 +46,10 @@ _LATIN = re.compile("[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
 # A word holding a look-alike; linear: the lookahead runs from word starts only, the word is taken possessively.
 _LOOKALIKE_WORD = re.compile(f"\\b(?=\\w*?{_LOOKALIKE.pattern})\\w++")
 def canonical(text: str) -> str:
-    """`text` as the guards and the PII rules read it: default-ignorable characters removed, blank fillers a space,
-    NFKC (fullwidth and compatibility forms folded: "ｉｇｎｏｒｅ" is "ignore", "１２３" is "123"), and look-alike
+    """`text` as the guards and the PII rules read it: default-ignorable characters and short tag runs removed, blank
+    fillers a space, NFKC (fullwidth and compatibility forms folded: "ｉｇｎｏｒｅ" is "ignore", "１２３" is "123"), and look-alike
     letters in a word that mixes them with Latin ones read as the Latin letters they pass for."""
-    text = _IGNORABLE.sub("", text)
+    text = _SHORT_TAG_RUN.sub("", _IGNORABLE.sub("", text))
     if _BLANKS.search(text):
         text = _BLANKS.sub(" ", _BLANK_IN_NUMBER.sub("", text))
     text = unicodedata.normalize("NFKC", text)

@@ -13,6 +13,8 @@ import base64
 import binascii
 import re
 
+from router.classifier.canonical import TAG_RUN
+
 RULE_SCORE = 0.99
 
 _OVERRIDE = re.compile(
@@ -29,7 +31,7 @@ _REVEAL = re.compile(
     r"prompt (?:di|de) (?:sistema|syst[eè]me)|systemprompt|instructions syst[eè]me|istruzioni di sistema)",
     re.IGNORECASE,
 )
-_TAG_RUN = re.compile("[\U000e0020-\U000e007f]{8,}")
+_TAG_RUN = re.compile(f"[\U000e0020-\U000e007f]{{{TAG_RUN},}}")  # shorter runs are gone from the canonical form
 _BASE64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}")
 _BASE32 = re.compile(r"[A-Z2-7]{16,}={0,6}")
 _BINARY = re.compile(r"(?:[01]{8}\s?){6,}")

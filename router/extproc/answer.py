@@ -33,7 +33,7 @@ class AnswerPhases(StreamState):
         out |= self._cache_headers()
         if len(headers.headers.headers) + len(out) > self.runtime.cfg.envoy.max_headers_count:
             out = self._id_header()  # informational headers must never cost the client its answer
-        if not 200 <= self.response.status < 300 or self.request.model_only:  # a completions answer: headers only
+        if not 200 <= self.response.status < 300 or self.request.model_only == "embeddings":  # headers only
             return msg.continue_response_headers(out, msg.SKIP_RESPONSE_BODY)
         if h.get("content-type", "").startswith(msg.SSE):
             self.response.streaming = True

@@ -99,9 +99,8 @@ SCREEN_AND_READ_ANSWER = Mode(request_body_mode=Mode.BUFFERED, response_header_m
 PASS_THROUGH = Mode(request_body_mode=Mode.NONE, response_header_mode=Mode.SKIP,
                     response_body_mode=Mode.NONE)
 STREAM_RESPONSE = Mode(response_body_mode=Mode.STREAMED)
-# /v1/completions and /v1/embeddings: routed on their body (a completions prompt after the guards read it); the response
-# headers get the decision (the model, flags, guards skipped: an embeddings answer had no x-vsr-selected-model), the
-# body is not looked at.
+# /v1/embeddings: routed on its body; the response headers get the decision (an embeddings answer had no
+# x-vsr-selected-model), the body is not looked at. /v1/completions is read as SCREEN_AND_READ_ANSWER (its usage).
 ROUTE_BY_BODY = Mode(request_body_mode=Mode.BUFFERED, response_header_mode=Mode.SEND, response_body_mode=Mode.NONE)
 SKIP_RESPONSE_BODY = Mode(response_body_mode=Mode.NONE)
 

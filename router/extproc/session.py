@@ -115,7 +115,8 @@ class StreamSession(Screener, AnswerPhases):
                 return await self._route_stored_response(path)
             if path.startswith(apis.MESSAGES_PREFIX):
                 self.request.api = "messages"  # an Anthropic client reads Anthropic errors
-            raise UnsupportedPath(f"{method} {path[:200]} is not served by this router: {apis.SERVED}")
+            target = f"{method} {path[:200]}" if path else f"{method} without a path"  # CONNECT has none
+            raise UnsupportedPath(f"{target} is not served by this router: {apis.SERVED}")
         if api is not None:
             self.request.api = api
             self.request.cache_control = cache_control(h)  # an unknown directive is refused, cache on or off
@@ -138,8 +139,8 @@ class StreamSession(Screener, AnswerPhases):
             self._check_size(int(length))  # refuse early, before Envoy buffers the body
         if kind is not None:
             self.request.model_only = kind
-            return msg.continue_request_headers(msg.ROUTE_BY_BODY)
-        return msg.continue_request_headers(msg.SCREEN_AND_READ_ANSWER)
+        # A completions answer is read for its usage, as a chat answer is (it was not counted); embeddings' is not.
+        return msg.continue_request_headers(msg.ROUTE_BY_BODY if kind == "embeddings" else msg.SCREEN_AND_READ_ANSWER)
 
     def _answer_models(self, method: str, path: str) -> pb.ProcessingResponse:
         """GET /v1/models and /v1/models/{name}: the router's names (auto included), which no model server knows."""
@@ -226,6 +227,8 @@ class StreamSession(Screener, AnswerPhases):
                                            route=decision.route, auto=decision.auto)
         self.request.outcome = Outcome.UPSTREAM
         self.request.decision = decision
+        options = body.get("stream_options")  # a completions stream carries usage when asked, as a chat stream does
+        self.request.stream_usage = isinstance(options, dict) and options.get("include_usage") is True
         # Always the parsed body, never the client's bytes: with a key sent twice ({"prompt": A, "prompt": B}) the
         # guards read B (Python keeps the last), while a model server that keeps the first would have generated from A.
         routed = json.dumps({**body, "model": target}, separators=(",", ":"), ensure_ascii=False).encode()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 from collections.abc import Callable, Iterator
 from http.client import HTTPConnection
 from typing import Any
@@ -276,6 +277,31 @@ def test_an_unknown_path_is_an_openai_404_never_forwarded(stack: Stack, path: st
     assert status == 404 and headers["content-type"].startswith("application/json"), (path, status, body[:200])
     error = json.loads(body)["error"]
     assert error["code"] == "unsupported_path" and "/v1/chat/completions" in error["message"], error
+
+
+ODD_TARGETS = {  # request head as sent -> status, error code, what the message must say
+    "OPTIONS *": (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n", 404, "unsupported_path", "not a path"),
+    "no Host header": (b"GET /v1/models HTTP/1.1\r\n", 400, "missing_host_header", "Host header"),
+    "CONNECT": (b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n", 404, "unsupported_path", "CONNECT without a path"),
+    "websocket upgrade": (b"GET /v1/models HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+                          403, "envoy_error", "upgrade_failed"),
+}
+
+
+@pytest.mark.parametrize("name", ODD_TARGETS)
+def test_a_request_of_an_odd_form_gets_an_error_saying_what_was_wrong(stack: Stack, name: str) -> None:
+    """`OPTIONS *` and a request without Host got Envoy's error with an empty message (a websocket upgrade too), and
+    CONNECT "CONNECT  is not served": raw sockets, as no HTTP client sends these."""
+    head, status, code, says = ODD_TARGETS[name]
+    with socket.create_connection((stack.cfg.envoy.host, stack.cfg.envoy.port), timeout=10) as s:
+        s.sendall(head + b"Connection: close\r\n\r\n")
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    status_line, _, body = reply.partition(b"\r\n\r\n")
+    assert status_line.split()[1] == str(status).encode(), reply[:300]
+    error = json.loads(body)["error"]
+    assert error["code"] == code and says in error["message"], error
 
 
 def test_a_query_string_on_the_chat_path_is_the_chat_path_screened(stack: Stack) -> None:

@@ -93,6 +93,31 @@ def test_metrics_move_with_the_right_labels_after_requests_through_envoy(stack: 
     assert delta("vsr_upstream_cost_usd_total", model="gpt-oss-120b") == pytest.approx(expected)
 
 
+def test_legacy_completions_answers_count_their_usage_and_cost(stack: Stack) -> None:
+    """/v1/completions answers were not counted: tokens and cost from their `usage`, streamed too when asked."""
+    before = scrape(stack)
+    client = openai.OpenAI(base_url=stack.base_url, api_key="sk-test", max_retries=0)
+    answer = client.completions.create(model="qwen3-4b", prompt="Say hello to the team")
+    assert answer.usage is not None
+    with client.completions.create(model="qwen3-4b", prompt="Say hi", stream=True,
+                                   stream_options={"include_usage": True}) as stream:
+        usage = [c.usage for c in stream if c.usage][-1]
+    with client.completions.create(model="qwen3-4b", prompt="Not counted", stream=True) as unasked:
+        assert all(c.usage is None for c in unasked)  # no usage in the stream: nothing to count
+    after = scrape(stack)
+    prompt = answer.usage.prompt_tokens + usage.prompt_tokens
+    completion = answer.usage.completion_tokens + usage.completion_tokens
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert delta("vsr_upstream_tokens_total", model="qwen3-4b", kind="prompt") == prompt
+    assert delta("vsr_upstream_tokens_total", model="qwen3-4b", kind="completion") == completion
+    price = stack.cfg.models["qwen3-4b"].pricing
+    expected = (prompt * price.prompt_per_1m + completion * price.completion_per_1m) / 1e6
+    assert delta("vsr_upstream_cost_usd_total", model="qwen3-4b") == pytest.approx(expected)
+
+
 def test_probes_and_grpc_health_say_ready(stack: Stack) -> None:
     base = f"http://127.0.0.1:{stack.cfg.server.metrics_port}"
     assert httpx.get(base + "/healthz", timeout=5).status_code == 200
