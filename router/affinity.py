@@ -34,6 +34,7 @@ lets the new turn switch it:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import sqlite3
 import time
@@ -370,6 +371,9 @@ async def _follow(policy: Policy, store: PinStore, key: str | None, pin: Pin | N
             if key is not None:
                 await store.put(key, pin)
             return pinned, how
+        # only the PII rule moved it: the reason says so, else it reads like a switch on this turn's words
+        decision = dataclasses.replace(decision, reason=f"{decision.reason}; left the conversation's model {pin.model}, "
+                                                        f"which may not receive {pii_said(signal)}")
     decisive = is_decisive(policy.cfg, decision.category, decision.confidence, later=True)
     if decisive and key is not None:
         await store.put(key, Pin(decision.model, decision.category))

@@ -239,7 +239,7 @@ async def test_a_weak_later_turn_neither_pins_nor_moves_a_conversation_nothing_d
     assert (await _turn(store, DND, headers=headers, known=DND_SIGNALS))[0].model == SMALL
     weak, how = await _turn(store, DND, "A fighter.", CLASS, headers=headers, known=DND_SIGNALS)
     assert (weak.model, weak.category, weak.reasoning, how) == (SMALL, "other", False, "sticky")
-    assert weak.reason == "the conversation's model (affinity); this turn is math: the stricter rules apply"
+    assert weak.reason == "the conversation's model (affinity); this turn is math (0.244): the stricter rules apply"
     later, how = await _turn(store, DND, "A fighter.", CLASS, "A wizard.", "thanks", headers=headers,
                              known=DND_SIGNALS)
     assert (later.model, how) == (SMALL, "none")  # the weak turn is no anchor when the history is re-read
@@ -290,6 +290,9 @@ async def test_a_pinned_model_the_pii_forbids_is_left_for_an_allowed_one() -> No
     card = _signal("other", 0.5, ("CREDIT_CARD",))
     out, how = await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _screened(chat, {}))
     assert out.model == SMALL and how == "switched"
+    # the reason names the PII (new-user trial 11: "best score 0.70" alone read as a switch on the turn's words)
+    assert out.reason == ("best score 0.80; left the conversation's model gpt-oss-120b, which may not receive "
+                          "personal data of type CREDIT_CARD")
     assert await store.get(conversation_key(chat, ALICE, "prove that 2 is prime")) == Pin(BIG, "math")
 
 
