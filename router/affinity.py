@@ -306,7 +306,7 @@ def switches(cfg: RouterConfig, pin: Pin, decision: Decision) -> bool:
     pinned = cfg.category(pin.category)
     if pinned is not None and not pinned.sticky:
         return True
-    if decision.category == pin.category or not is_decisive(cfg, decision.category, decision.confidence, True):
+    if decision.category == pin.category or not is_decisive(cfg, decision.category, decision.confidence, later=True):
         return False  # the same category, or no signal strong enough to pick one
     return decision.confidence >= cfg.affinity.switch_confidence
 
