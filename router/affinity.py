@@ -7,7 +7,8 @@ lets the new turn switch it:
 
 - **Key**: a session header, the OpenAI `user` field, or the conversation itself (caller, system prompt, first
   *decisive* user turn: the first that names a category other than the default one, so "hi" never keys or pins a
-  conversation), whichever of `affinity.keys` is present first. Only a decisive turn creates a pin.
+  conversation; a later turn only at LATE_CONFIDENCE), whichever of `affinity.keys` is present first. Only a decisive
+  turn creates a pin; until one does, the conversation is answered as the default category.
 - **Anonymous clients** (no API key, tenant or user header) get no stored pins keyed by content: they would share
   them, and their routed model would reveal how others' conversations opened. Theirs are re-derived (below).
 - **Remembered**: key -> (model, category) in a TTL- and size-bounded store (PinStore): in the process's memory
@@ -33,6 +34,7 @@ lets the new turn switch it:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import sqlite3
 import time
@@ -234,12 +236,21 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()
 
 
-def is_decisive(cfg: RouterConfig, category: str) -> bool:
+# How sure a later turn of a conversation no earlier turn decided must be to decide it. Such a conversation was
+# answered by the default category's model so far; a vague follow-up the domain head scores just over
+# classifier.confidence_threshold ("Can you choose a different class?": math 0.24 in a D&D chat) pinned it to the
+# reasoning model for good: 19 of 43 model changes in 360 ShareGPT TRAIN conversations (new-user trial, 2026-12-02).
+# Chosen on TRAIN replays (offline/affinity_replay.py; offline/README.md, "Late pins").
+LATE_CONFIDENCE = 0.5
+
+
+def is_decisive(cfg: RouterConfig, category: str, confidence: float, later: bool) -> bool:
     """A turn decides its conversation's category when it names one: a keyword rule, or the classifier confident
     enough (`classifier.confidence_threshold`) in a category other than the default one. Greetings and small talk are
     the default category's by training ("hi": other, 0.82), so a conversation opened with "hello" is pinned by its
-    first real question, never by the greeting."""
-    return category != cfg.default_category
+    first real question, never by the greeting. A `later` turn (one after the conversation's first user turn) must
+    also reach LATE_CONFIDENCE: below it the turn is answered as the default category, like the turns before it."""
+    return category != cfg.default_category and (not later or confidence >= LATE_CONFIDENCE)
 
 
 def first_decisive(policy: Policy, turns: Sequence[tuple[str, Classification]]) -> tuple[str, str] | None:
@@ -248,9 +259,9 @@ def first_decisive(policy: Policy, turns: Sequence[tuple[str, Classification]]) 
     guards' screen made of each (NO_SIGNAL where it stopped first: past its bound, or failing open); keyword rules
     first, else that classification. No pass of its own: the screen's bound is the request's."""
     limit = policy.cfg.classifier.max_scan_chars
-    for text, signal in turns:
-        category, _ = policy.category_for(bounded(text, limit), signal)
-        if is_decisive(policy.cfg, category):
+    for n, (text, signal) in enumerate(turns):
+        category, confidence = policy.category_for(bounded(text, limit), signal)
+        if is_decisive(policy.cfg, category, confidence, later=n > 0):
             return text, category
     return None
 
@@ -295,7 +306,7 @@ def switches(cfg: RouterConfig, pin: Pin, decision: Decision) -> bool:
     pinned = cfg.category(pin.category)
     if pinned is not None and not pinned.sticky:
         return True
-    if decision.category == pin.category or not is_decisive(cfg, decision.category):
+    if decision.category == pin.category or not is_decisive(cfg, decision.category, decision.confidence, later=True):
         return False  # the same category, or no signal strong enough to pick one
     return decision.confidence >= cfg.affinity.switch_confidence
 
@@ -320,16 +331,15 @@ async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: M
         return decision, NONE
     if key != CONVERSATION:
         pin, how = await store.get(key), STICKY
-        if pin is None and (anchor := first_decisive(policy, turns)) is not None:
+        if pin is None:
+            if (anchor := first_decisive(policy, turns)) is None:
+                return await _open(policy, store, key, decision, signal, later=bool(turns))
             pin, how = _derived(policy, anchor[1], signal), REDERIVED
         return await _follow(policy, store, key, pin, how, decision, signal)
     anchor = first_decisive(policy, turns)
     if anchor is None:  # this turn opens the conversation (a first turn is its own conversation), or nothing does yet
-        opens = is_decisive(policy.cfg, decision.category)
-        if opens and caller is not None:
-            await store.put(conversation_key(chat, caller, chat.latest_user_text()),
-                            Pin(decision.model, decision.category))
-        return decision, NEW if opens else NONE
+        opening = conversation_key(chat, caller, chat.latest_user_text()) if caller is not None else None
+        return await _open(policy, store, opening, decision, signal, later=bool(turns))
     derived = _derived(policy, anchor[1], signal)
     if caller is None:
         return await _follow(policy, store, None, derived, REDERIVED, decision, signal)
@@ -361,10 +371,29 @@ async def _follow(policy: Policy, store: PinStore, key: str | None, pin: Pin | N
             if key is not None:
                 await store.put(key, pin)
             return pinned, how
-    decisive = is_decisive(policy.cfg, decision.category)
+        # only the PII rule moved it: the reason says so, else it reads like a switch on this turn's words
+        decision = dataclasses.replace(decision, reason=f"{decision.reason}; left the conversation's model {pin.model}, "
+                                                        f"which may not receive {pii_said(signal)}")
+    decisive = is_decisive(policy.cfg, decision.category, decision.confidence, later=True)
     if decisive and key is not None:
         await store.put(key, Pin(decision.model, decision.category))
     return decision, SWITCHED if pin is not None else NEW if decisive else NONE
+
+
+async def _open(policy: Policy, store: PinStore, key: str | None, decision: Decision, signal: Classification,
+                later: bool) -> tuple[Decision, str]:
+    """A turn of a conversation no earlier turn decided: a decisive one opens it (pinned under `key`; None: not
+    stored). A `later` turn that names another category too weakly to decide is answered as the default category, as
+    the turns before it were: routed on its own, it moved the chat to another model for that turn alone."""
+    if is_decisive(policy.cfg, decision.category, decision.confidence, later):
+        if key is not None:
+            await store.put(key, Pin(decision.model, decision.category))
+        return decision, NEW
+    default = policy.cfg.default_category
+    if later and decision.category != default and (pin := _derived(policy, default, signal)) is not None \
+            and (kept := policy.pinned(decision, pin.model, pin.category, signal)) is not None:
+        return kept, STICKY
+    return decision, NONE
 
 
 def _derived(policy: Policy, category: str, signal: Classification) -> Pin | None:

@@ -27,6 +27,8 @@ class Decision:
     model: str
     cluster: str
     category: str
+    # The classifier's confidence in this turn's own category: `turn_category` when affinity answers the turn as its
+    # conversation's (x-vsr-selected-confidence is then left out: it would read as a weak `category`), else `category`.
     confidence: float
     # Thinking on or off as the body sent upstream sets it (the router's switch or the client's own); None when it
     # sets none and the model server's default applies (x-vsr-selected-reasoning is then absent, not guessed).
@@ -132,8 +134,8 @@ class Policy:
         flagged = tuple(g for g in GUARDS if self._check_guard(g, signal, cat, category) or g in decision.flagged)
         chain = self.chain(model, self.allowed_ranking(cat, pii))
         turn = decision.category if decision.category != category else None
-        reason = "the conversation's model (affinity)" + (f"; this turn is {turn}: the stricter rules apply" if turn
-                                                           else "")
+        said = f"; this turn is {turn} ({decision.confidence:.3f}): the stricter rules apply" if turn else ""
+        reason = "the conversation's model (affinity)" + said
         reasoning = decision.reasoning if decision.client_reasoning else self.reasons(cat, model,
                                                                                        decision.reasoning_switches)
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,

@@ -133,7 +133,7 @@ def _record(session: StreamSession) -> None:
         model = answered_by if answered_by in session.runtime.cfg.models else d.model
         _record_usage(session.runtime.cfg, model, usage)
     logs.log_request(log, request_id=req.request_id, model=d.model if d else None,
-                     category=category, confidence=d.confidence if d else None,
+                     category=category, confidence=d.confidence if d and d.turn_category is None else None,
                      cache=req.cache_result, path=req.outcome, timings_s={**req.timings, "total": total},
                      status=session.response.status or None, error=req.error_code, config=session.runtime.version,
                      reason=d.reason if d else None, affinity=req.affinity, **_answer_fields(session), **why)

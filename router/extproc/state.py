@@ -93,7 +93,9 @@ class StreamState:
         if d is not None:
             out["x-vsr-selected-model"] = d.model
             if d.category:  # none for an unscreened /v1/completions or /v1/embeddings request
-                out |= {"x-vsr-selected-category": d.category, "x-vsr-selected-confidence": f"{d.confidence:.3f}"}
+                out["x-vsr-selected-category"] = d.category
+            if d.category and d.turn_category is None:  # else the confidence is another category's (the reason's)
+                out["x-vsr-selected-confidence"] = f"{d.confidence:.3f}"
             if d.reasoning is not None:  # None: the server's default, which the router does not know
                 out["x-vsr-selected-reasoning"] = "on" if d.reasoning else "off"
             out |= {FLAG_HEADERS[guard]: "true" for guard in d.flagged}

@@ -25,6 +25,9 @@ FOLLOW_UPS = ["ok", "and then?", "shorter please", "why?", "go on", "thanks, con
 SWITCH = "Now tell me about Napoleon."  # keyword rule -> history -> SMALL, confidence 1.0
 EIGEN = "Compute the eigenvalues of the matrix [[2,1],[1,2]]."  # the encoder: math 0.66, below switch_confidence
 LEGAL = "Can my landlord keep my deposit if I gave 30 days notice?"  # the encoder: law 0.82, below it too
+DND = "Help me build a level 3 character for my D&D campaign"  # the encoder: other 0.87
+CLASS = "Can you choose a different class?"  # the encoder: math 0.244, just over confidence_threshold
+SURE = "Sure."  # the encoder: philosophy 0.230
 
 
 def _rules(cfg: dict[str, Any]) -> None:
@@ -149,6 +152,36 @@ def test_a_greeting_opened_chat_is_pinned_by_its_first_real_question(classified:
     other = Conversation(classified, system="You help.")  # the same key, the same greeting: not that pin
     assert _routed(other.say("hi")) == (SMALL, "none")
     assert _routed(other.say("Write a haiku about autumn.")) == (SMALL, "none")
+
+
+def test_a_vague_follow_up_in_a_small_talk_chat_keeps_it_on_its_model(classified: Stack) -> None:
+    """New-user trial (2026-12-02): "Can you choose a different class?" in a D&D chat (math 0.244) pinned it to the
+    reasoning model for every later turn. A later turn must reach 0.5 to decide a conversation nothing decided yet;
+    this one is answered as the default category, on the model the chat had, and the headers say why."""
+    talk = Conversation(classified, system="You are a game master.")
+    assert _routed(talk.say(DND)) == (SMALL, "none")
+    vague = talk.say(CLASS)
+    assert (*_routed(vague), vague.headers["x-vsr-selected-category"]) == (SMALL, "sticky", "other")
+    assert "this turn is math (0.244)" in vague.headers["x-vsr-decision-reason"]
+    assert "x-vsr-selected-confidence" not in vague.headers  # not "other 0.244": that was math's
+    assert _routed(talk.say("thanks!")) == (SMALL, "none")
+    assert _routed(talk.say("make it shorter")) == (SMALL, "none")
+
+
+def test_a_pinned_turn_never_shows_another_category_s_confidence(classified: Stack) -> None:
+    """New-user trial (2026-12-02): on a `sticky` turn the category header was the conversation's and the confidence
+    this turn's own in another category ("Sure." read as math 0.230). The confidence header now goes with its own
+    category only; the reason names the turn's category with its confidence, and so does nothing else."""
+    talk = Conversation(classified, system="You help.")
+    opened = talk.say(EIGEN)
+    assert _routed(opened) == (BIG, "new") and float(opened.headers["x-vsr-selected-confidence"]) > 0.5
+    sure = talk.say(SURE)
+    assert (*_routed(sure), sure.headers["x-vsr-selected-category"]) == (BIG, "sticky", "math")
+    assert "x-vsr-selected-confidence" not in sure.headers
+    assert "this turn is philosophy (0.230)" in sure.headers["x-vsr-decision-reason"]
+    rid = sure.headers["x-request-id"]
+    line = _request_lines(classified, [rid])[rid]
+    assert (line["category"], line["confidence"]) == ("math", None)
 
 
 def test_a_legal_turn_pinned_to_math_is_never_cached(classified: Stack) -> None:

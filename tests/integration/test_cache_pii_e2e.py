@@ -69,7 +69,7 @@ def _report(chars: int, middle: str = "") -> str:
     """A math ask ("prove": gpt-oss-120b's category) over a report of `chars` characters with `middle` in its middle."""
     body = (REPORT * (chars // len(REPORT) + 1))[:chars]
     half = body.rfind(" ", 0, chars // 2) + 1
-    return "Prove that the costs below add up.\n\n" + body[:half] + middle + body[half:]
+    return "Prove that the costs below add up (sum = total).\n\n" + body[:half] + middle + body[half:]
 
 
 def _routed_twice_uncached(stack: Stack, prompt: str, reason: str) -> list[dict[str, str]]:

@@ -224,6 +224,30 @@ async def test_a_greeting_neither_keys_nor_pins_a_conversation() -> None:
     assert await store.get(conversation_key(_chat("hi"), ALICE, "hi")) is None
 
 
+DND = "Help me build a level 3 character for my D&D campaign"
+CLASS = "Can you choose a different class?"
+DND_SIGNALS = {DND: _signal("other", 0.71), CLASS: _signal("math", 0.244)}  # the shipped head's, trial 11
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-session-id": "dnd-1"}])
+async def test_a_weak_later_turn_neither_pins_nor_moves_a_conversation_nothing_decided(headers: dict[str, str]) -> None:
+    """New-user trial (2026-12-02): "Can you choose a different class?" in a D&D chat (math 0.244, just over the
+    classifier's threshold) pinned it to gpt-oss-120b with reasoning for every later turn. A later turn of a
+    conversation nothing decided yet must reach LATE_CONFIDENCE to decide it; below it, it is answered as the
+    default category, on the model the conversation had."""
+    store = MemoryPins()
+    assert (await _turn(store, DND, headers=headers, known=DND_SIGNALS))[0].model == SMALL
+    weak, how = await _turn(store, DND, "A fighter.", CLASS, headers=headers, known=DND_SIGNALS)
+    assert (weak.model, weak.category, weak.reasoning, how) == (SMALL, "other", False, "sticky")
+    assert weak.reason == "the conversation's model (affinity); this turn is math (0.244): the stricter rules apply"
+    later, how = await _turn(store, DND, "A fighter.", CLASS, "A wizard.", "thanks", headers=headers,
+                             known=DND_SIGNALS)
+    assert (later.model, how) == (SMALL, "none")  # the weak turn is no anchor when the history is re-read
+    strong, how = await _turn(store, DND, "A fighter.", CLASS, "A wizard.", EIGEN, headers=headers,
+                              known={**DND_SIGNALS, EIGEN: _signal("math", 0.66)})
+    assert (strong.model, strong.category, how) == (BIG, "math", "new")  # a real question still opens it
+
+
 async def test_a_session_header_is_not_pinned_by_a_greeting_either() -> None:
     store, headers = MemoryPins(), {"x-session-id": "ticket-9"}
     assert (await _turn(store, "hi", headers=headers))[1] == "none"
@@ -266,6 +290,9 @@ async def test_a_pinned_model_the_pii_forbids_is_left_for_an_allowed_one() -> No
     card = _signal("other", 0.5, ("CREDIT_CARD",))
     out, how = await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _screened(chat, {}))
     assert out.model == SMALL and how == "switched"
+    # the reason names the PII (new-user trial 11: "best score 0.70" alone read as a switch on the turn's words)
+    assert out.reason == ("best score 0.80; left the conversation's model gpt-oss-120b, which may not receive "
+                          "personal data of type CREDIT_CARD")
     assert await store.get(conversation_key(chat, ALICE, "prove that 2 is prime")) == Pin(BIG, "math")
 
 

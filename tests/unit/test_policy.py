@@ -46,11 +46,27 @@ def test_keyword_rules_win_over_the_classifier() -> None:
 
 def test_keywords_match_whole_words_only() -> None:
     assert Policy(CFG).keyword_category("I read a reprove of the book") is None
-    assert Policy(CFG).keyword_category("please PROVE it") == "math"
+    assert Policy(CFG).keyword_category("please PROVE that 7 is prime") == "math"
+
+
+@pytest.mark.parametrize(("text", "category"), [
+    # A new-user trial (2026-12-02): each of these was routed at confidence 1.0 and moved its chat to gpt-oss-120b.
+    ("I need to prove my value to the team before asking for a raise", None),
+    ("Marketing to teenagers can prove dangerous territory", None),
+    ("add a line that I want to prove I can handle the morning rush", None),
+    ("what should I feed my pet ball python?", None),
+    ("Skills: Python (Intermediate), SQL, Excel", None),
+    ("Prove that sqrt(2) is irrational", "math"),
+    ("What is the derivative of x^2 sin(x)?", "math"),
+    ("write a python script that renames my photos", "computer science"),
+    ("my C code won't compile", "computer science"),
+])
+def test_shipped_keyword_rules_fire_on_phrases_not_everyday_words(text: str, category: str | None) -> None:
+    assert Policy(CFG).keyword_category(text) == category
 
 
 def test_pii_the_best_model_may_not_see_moves_to_the_next_allowed_one() -> None:
-    d = Policy(CFG).decide(_chat("prove it"), _signal(pii=("CREDIT_CARD",)))
+    d = Policy(CFG).decide(_chat("prove that 7 is prime"), _signal(pii=("CREDIT_CARD",)))
     assert d.model == "qwen3-4b"  # gpt-oss-120b only allows EMAIL_ADDRESS and PERSON
 
 
@@ -58,12 +74,12 @@ def test_types_unscreened_text_may_hold_count_as_found() -> None:
     """A name in the middle of a long prompt, which the PII screen did not read, reached a model whose pii_policy
     refuses PERSON (new-user trial, 2026-12-01): what unscreened text may hold now keeps it from such a model."""
     long = dataclasses.replace(_signal("math"), unscreened=frozenset({"PERSON", "STREET_ADDRESS"}))
-    d = Policy(CFG).decide(_chat("prove it"), long)
+    d = Policy(CFG).decide(_chat("prove that 7 is prime"), long)
     assert d.model == "qwen3-4b" and "gpt-oss-120b" not in d.chain  # gpt-oss-120b refuses STREET_ADDRESS
     assert d.reason == ("best score 0.40; skipped gpt-oss-120b (1.00): pii_policy refuses PERSON, STREET_ADDRESS "
                         "(unscreened: the text is longer than the PII screen reads)")
     with pytest.raises(PIIViolation, match="may not receive personal data of type US_SSN, PERSON, STREET_ADDRESS"):
-        Policy(CFG).decide(_chat("prove it", model="gpt-oss-120b"),
+        Policy(CFG).decide(_chat("prove that 7 is prime", model="gpt-oss-120b"),
                            dataclasses.replace(long, pii=(PIIFinding("US_SSN", 0, 1, 1.0),)))
 
 
@@ -72,7 +88,7 @@ def test_pii_no_model_may_see_is_blocked() -> None:
         name: m.model_copy(update={"pii_policy": m.pii_policy.model_copy(update={"allow_by_default": False})})
         for name, m in CFG.models.items()}})
     with pytest.raises(PIIViolation):
-        Policy(cfg).decide(_chat("prove it"), _signal(pii=("US_SSN",)))
+        Policy(cfg).decide(_chat("prove that 7 is prime"), _signal(pii=("US_SSN",)))
 
 
 def test_jailbreak_above_threshold_is_blocked_even_for_explicit_models() -> None:
@@ -130,10 +146,10 @@ def test_reasoning_is_unknown_where_the_model_has_no_family_that_switches_it() -
 
 
 @pytest.mark.parametrize(("api", "body", "model", "reasoning", "effort"), [
-    ("messages", {"max_tokens": 9, "messages": [{"role": "user", "content": "prove it"}]}, "gpt-oss-120b", None, None),
+    ("messages", {"max_tokens": 9, "messages": [{"role": "user", "content": "prove that 7 is prime"}]}, "gpt-oss-120b", None, None),
     ("messages", {"max_tokens": 9, "messages": [{"role": "user", "content": "hello"}]}, "qwen3-4b", None, None),
     ("responses", {"input": "hello"}, "qwen3-4b", None, None),
-    ("responses", {"input": "prove it"}, "gpt-oss-120b", True, "high"),
+    ("responses", {"input": "prove that 7 is prime"}, "gpt-oss-120b", True, "high"),
 ])
 def test_the_reasoning_reported_is_the_one_the_request_format_carries_upstream(
         api: apis.Api, body: dict, model: str, reasoning: bool | None, effort: str | None) -> None:  # type: ignore[type-arg]
@@ -160,7 +176,7 @@ def test_an_explicit_model_the_client_set_no_reasoning_for_reports_none() -> Non
 
 def test_rewrite_sets_model_and_reasoning_but_keeps_client_fields() -> None:
     policy = Policy(CFG)
-    chat = _chat("prove it", temperature=0.2, chat_template_kwargs={"foo": 1})
+    chat = _chat("prove that 7 is prime", temperature=0.2, chat_template_kwargs={"foo": 1})
     body = json.loads(policy.rewrite(chat, policy.decide(chat, _signal())))
     assert body["model"] == "gpt-oss-120b" and body["reasoning_effort"] == "high"
     assert body["temperature"] == 0.2 and body["messages"] == chat.messages
@@ -172,16 +188,16 @@ def test_rewrite_sets_model_and_reasoning_but_keeps_client_fields() -> None:
 def test_the_decision_reason_names_the_better_models_the_pii_policy_skipped() -> None:
     """On call: "requests to the big model all go to the small one". The reason said `best score 0.40` for math
     sent to qwen3-4b, as if 0.40 were the best score; it was the best *allowed* one."""
-    d = Policy(CFG).decide(_chat("prove it, call me on my phone"), _signal("math", pii=("PHONE_NUMBER",)))
+    d = Policy(CFG).decide(_chat("prove that 7 is prime, call me on my phone"), _signal("math", pii=("PHONE_NUMBER",)))
     assert d.model == "qwen3-4b"
     assert d.reason == "best score 0.40; skipped gpt-oss-120b (1.00): pii_policy refuses PHONE_NUMBER"
-    plain = Policy(CFG).decide(_chat("prove it"), _signal("math"))
+    plain = Policy(CFG).decide(_chat("prove that 7 is prime"), _signal("math"))
     assert plain.reason == "best score 1.00"  # nothing skipped: unchanged
 
 
 @pytest.mark.parametrize(("prompt", "asked", "sent", "on"), [
-    ("prove it", {"reasoning_effort": "low"}, {"reasoning_effort": "low"}, False),
-    ("prove it", {"reasoning_effort": "medium"}, {"reasoning_effort": "medium"}, True),
+    ("prove that 7 is prime", {"reasoning_effort": "low"}, {"reasoning_effort": "low"}, False),
+    ("prove that 7 is prime", {"reasoning_effort": "medium"}, {"reasoning_effort": "medium"}, True),
     ("hello", {"chat_template_kwargs": {"enable_thinking": True, "custom": 1}},
      {"chat_template_kwargs": {"enable_thinking": True, "custom": 1}}, True),
 ])
@@ -199,7 +215,7 @@ def test_a_reasoning_setting_the_client_chose_is_sent_as_it_is_and_reported(
 
 def test_a_responses_reasoning_effort_is_the_clients_choice_too() -> None:
     policy = Policy(CFG)
-    req = apis.parse("responses", b'{"model":"auto","input":"prove it","reasoning":{"effort":"low","summary":"auto"}}')
+    req = apis.parse("responses", b'{"model":"auto","input":"prove that 7 is prime","reasoning":{"effort":"low","summary":"auto"}}')
     d = policy.decide(req.chat, _signal())
     assert (d.model, d.reasoning, policy.effort_for(d)) == ("gpt-oss-120b", False, None)
     assert json.loads(apis.rewrite(req, d.model, policy.effort_for(d)))["reasoning"] == {"effort": "low",
@@ -208,12 +224,12 @@ def test_a_responses_reasoning_effort_is_the_clients_choice_too() -> None:
 
 def test_the_reasoning_switch_is_the_routers_only_when_it_chose_the_model_and_the_client_said_nothing() -> None:
     policy = Policy(CFG)
-    math, history = _chat("prove it"), _chat("hello")
+    math, history = _chat("prove that 7 is prime"), _chat("hello")
     assert [(f.parameter, v) for f, v in [policy.reasoning_switch(policy.decide(math, _signal()))]] == \
         [("reasoning_effort", "high")]
     assert [(f.parameter, v) for f, v in [policy.reasoning_switch(policy.decide(history, _signal()))]] == \
         [("enable_thinking", False)]
-    assert policy.reasoning_switch(policy.decide(_chat("prove it", model="gpt-oss-120b"), _signal())) is None
+    assert policy.reasoning_switch(policy.decide(_chat("prove that 7 is prime", model="gpt-oss-120b"), _signal())) is None
 
 
 def test_a_turn_pinned_to_its_conversations_model_keeps_the_clients_reasoning_setting() -> None:

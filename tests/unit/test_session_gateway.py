@@ -18,7 +18,7 @@ from router.runtime import Runtime, build_runtime
 from tests.unit.test_extproc_session import body, header_message, set_headers
 
 EXECUTOR = EncoderQueue()
-MATH = "Prove that the sum of two even numbers is even."
+MATH = "Prove that the sum of two even integers is even."
 
 
 def _runtime() -> Runtime:
