@@ -135,8 +135,9 @@ def _ssns(text: str) -> Iterator[PIIFinding]:
         area, sep, group, serial = m.groups()
         if not ssn_valid(area, group, serial):
             continue
-        # Nine bare digits are any ID; without separators only a nearby "ssn"/"social security" counts.
-        if sep or _has_context(text, m.start(), m.end(), _SSN_CONTEXT):
+        # Nine bare digits are any ID, and dotted ones a version, an address or a figure ("123.45.6789" in a log):
+        # only dashes (or spaces) are the SSN's own form, else a nearby "ssn"/"social security" must say it is one.
+        if sep in ("-", " ") or _has_context(text, m.start(), m.end(), _SSN_CONTEXT):
             yield PIIFinding(US_SSN, m.start(), m.end(), 0.9 if sep else 0.7)
 
 

@@ -106,6 +106,19 @@ def test_bare_ssn_needs_a_keyword_nearby() -> None:
     assert _found("my ssn is 536904399") == [(rules.US_SSN, "536904399")]
 
 
+@pytest.mark.parametrize("text", ["SSN 536.22.1234", "social security number: 536.22.1234",
+                                  "536.22.1234 (my SSN)"])
+def test_a_dotted_ssn_is_an_ssn_where_the_text_says_so(text: str) -> None:
+    assert _found(text) == [(rules.US_SSN, "536.22.1234")]
+
+
+@pytest.mark.parametrize("text", ["upgraded to 536.22.1234 last night", "build 412.30.5518 fails",
+                                  "the total was 536.22.1234 units", "536.22.1234"])
+def test_a_bare_dotted_number_is_no_ssn(text: str) -> None:
+    """Versions, builds and figures with 3.2.4 digits were phantom SSNs: cached never, kept from gpt-oss-120b."""
+    assert _found(text) == []
+
+
 def test_iban_stops_at_registered_length() -> None:
     text = "IBAN GB82 WEST 1234 5698 7654 32 ABCD please"
     assert _found(text) == [(rules.IBAN_CODE, "GB82 WEST 1234 5698 7654 32")]
