@@ -62,6 +62,7 @@ _DOT_AND_DASH = re.compile(r"\d\.\d.*\d-\d|\d-\d.*\d\.\d")
 # phone number.)
 _NUMBER_BEFORE = re.compile(r"\d[\d.,]*[ \t]+$")
 _PHONE_WRITTEN = re.compile(r"[+(]|\d-\d|\d\.\d+\.\d")
+_DOTTED_FOUR = re.compile(r"(?!1\.)\d+(?:\.\d+){3}")
 # A military grid reference ("11S NU 48000 13000": zone, 100 km square, easting, northing) is a place, not a number.
 _GRID_SQUARE = re.compile(r"\b\d{1,2}[C-X] ?[A-Z]{2} ?$")
 # A JSON number ("created":1673222706) is a count, an ID or a time: JSON keeps phone numbers in strings.
@@ -230,11 +231,12 @@ def _phone_shaped(text: str, start: int, end: int) -> bool:
 
     Digit groups: past the country code, only the first may be a single digit ("1 800 ...", "+33 1 77 ..."); runs of
     small numbers ("frequency 2 2 17 27 22 1 2", "data: 0.3 0.5 0.7"), versions ("109.0.5414.87") and CAS numbers
-    ("2060571-02-8") have single digits further in. Four dotted numbers up to 255 are an IPv4 address.
+    ("2060571-02-8") have single digits further in. Four dotted numbers are an IP address, public (_ips) or not, a
+    made-up one ("111.11.1111.1111") or a version; only North America's "1." trunk starts a dotted phone of four.
     """
     raw = _TRUNK.sub("", _EXTENSION.sub("", text[start:end]))
-    if _IPV4.fullmatch(raw):
-        return False  # an IPv4 address, public (_ips) or not
+    if _DOTTED_FOUR.fullmatch(raw):
+        return False
     groups = _DIGIT_GROUP.findall(raw)
     if raw.startswith(("+", "00")):
         groups = groups[1:]

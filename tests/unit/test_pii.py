@@ -105,6 +105,7 @@ def test_invalid_or_look_alike_numbers_are_not_reported(text: str) -> None:
         "x y z\n-0.568 12.997 9.450\n-0.568 13.066 13.740\n-0.567 13.135 14.290",  # cells of a number table
         "Weekly_Sales: num 24924 46039 41596 19404 21828 ...",
         "(Session info: chrome=109.0.5414.87)",  # a version
+        "ssh to the server at 111.11.1111.1111 port 22",  # a made-up IP address
         '"CAS ID": "2060571-02-8"',  # a CAS registry number
         "see DFARS 252.204-7021 on cybersecurity",  # a regulation clause: dots and dashes mixed
         "'2023-03-06 10:39:34.685784-05'",
@@ -135,6 +136,7 @@ def test_numbers_that_are_no_phone_numbers(text: str) -> None:
         ("1 800 682 2671 toll free", "1 800 682 2671"),
         ("my phone number is 4156822671", "4156822671"),
         ("reach me at 415.682.2671", "415.682.2671"),
+        ("reach me at 1.415.682.2671", "1.415.682.2671"),
         ("Springfield IL 62704, 217-682-0199", "217-682-0199"),
         ("row 12 +44 20 7946 0958", "+44 20 7946 0958"),
     ],
