@@ -39,7 +39,7 @@ from router.classifier.pii_rules import find_structured
 
 PROMPT = (
     "Hi, I'm Margaret Thompson. Please send the new card to 742 Evergreen Terrace, Springfield, and call me "
-    "at (415) 555-2671 if there is a problem; my old card 4111 1111 1111 1111 was stolen in Lisbon. "
+    "at (415) 682-2671 if there is a problem; my old card 4111 1111 1111 1111 was stolen in Lisbon. "
 )
 
 

@@ -205,6 +205,8 @@ class TokenHead:
         score = float(token_probs.mean())
         if sum(c.isalpha() for c in text[start:end]) < 2 or not _plausible(self.labels[label], text[start:end], score):
             return None
+        if self.labels[label] == STREET_ADDRESS and _in_code(text, start, end):
+            return None
         return PIIFinding(self.labels[label], start, end, round(score, 4))
 
 
@@ -338,6 +340,22 @@ def _plausible(label: str, span: str, score: float) -> bool:
             return False  # neither a house number nor a capitalised street word: code, a path, foreign text
         return len(words) > 1 or any(c.isdigit() for c in span) or bool(_COMPOUND_STREET.search(span))
     return True
+
+
+# Code, not a street (TRAIN code prompts): a lowerCamelCase identifier ("ringRadius: 2.5, pipeRadius"), a path (a
+# backslash, or a slash beside a letter: "OneDrive - Church of Jesus Christ\\Documents"; "39/150, Bal Nagar" is a
+# house number), a `//` comment ("new Coordinate(19.82, -155.47), // Mauna Kea Summit"; a URL's "://" is none).
+_CAMEL_WORD = re.compile(r"\b[a-z]+[A-Z]")
+_PATH_BEFORE = re.compile(r"(?:\\|[^\W\d]/)$")
+_PATH_AFTER = re.compile(r"\\|/[^\W\d]")
+_LINE_COMMENT = re.compile(r"(?<!:)//[^\n]*$")
+
+
+def _in_code(text: str, start: int, end: int) -> bool:
+    """Whether the span text[start:end] is part of code rather than prose or a form."""
+    if _CAMEL_WORD.search(text, start, end) or _PATH_BEFORE.search(text, max(0, start - 2), start):
+        return True
+    return bool(_PATH_AFTER.match(text, end) or _LINE_COMMENT.search(text, text.rfind("\n", 0, start) + 1, start))
 
 
 def _casing(span: str) -> str:

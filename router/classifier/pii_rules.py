@@ -46,8 +46,29 @@ _PHONE = re.compile(
     + _PHONE_END,
     re.IGNORECASE,
 )
-# Dates, times and decimals have phone-like digit counts; they are never phone numbers.
-_NOT_PHONE = re.compile(r"(?:19|20)\d\d-[01]\d-[0-3]\d|[0-3]?\d[./-][01]?\d[./-](?:19|20)?\d\d\b|\d+\.\d+$")
+# Dates, times and decimals have phone-like digit counts; they are never phone numbers, nor is a run that holds an
+# ISO date ("174 2007-07-20", a table row).
+_NOT_PHONE = re.compile(r"[0-3]?\d[./-][01]?\d[./-](?:19|20)?\d\d\b|\d+\.\d+$")
+_ISO_DATE = re.compile(r"(?:19|20)\d\d-[01]\d-[0-3]\d")
+# "(0)" marks the trunk digit dialled only at home ("+44 (0)20 7946 0958"); it is no group of its own.
+_TRUNK = re.compile(r"\(0\)")
+_DIGIT_GROUP = re.compile(r"\d+")
+# Phones are written with dots or with dashes, never both: "252.204-7021" is a regulation clause, "34.685784-05" a
+# timestamp's seconds and time zone.
+_DOT_AND_DASH = re.compile(r"\d\.\d.*\d-\d|\d-\d.*\d\.\d")
+# A cell of a number table: another number just before it on its line ("-0.568 13.066 13.740", "41596 19404 21828").
+# Only numbers spaced, or with one decimal point, are read so: a phone written with a plus, a parenthesis, a dash
+# between digits or dots between three groups stays one. (Not across lines: a postcode ends the line above many a
+# phone number.)
+_NUMBER_BEFORE = re.compile(r"\d[\d.,]*[ \t]+$")
+_PHONE_WRITTEN = re.compile(r"[+(]|\d-\d|\d\.\d+\.\d")
+_DOTTED_FOUR = re.compile(r"(?!1\.)\d+(?:\.\d+){3}")
+# A military grid reference ("11S NU 48000 13000": zone, 100 km square, easting, northing) is a place, not a number.
+_GRID_SQUARE = re.compile(r"\b\d{1,2}[C-X] ?[A-Z]{2} ?$")
+# A JSON number ("created":1673222706) is a count, an ID or a time: JSON keeps phone numbers in strings.
+_JSON_NUMBER = re.compile(r'":[ \t]*$')
+# A number right before a file extension is a file name ("/tmp/ipykernel_27/4149060727.py").
+_FILE_EXTENSION = re.compile(r"\.[A-Za-z]")
 # National formats are ambiguous without a country: a number counts if it is possible in any of these.
 _PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN")
 _POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
@@ -55,6 +76,7 @@ _PHONE_CONTEXT = re.compile(
     r"\b(?:phone|call|mobile|cell|tel|fax|number|contact|reach|text|sms|messag|answer|whats ?app|dial|desk|office)",
     re.IGNORECASE,
 )
+_VERSION_BEFORE = re.compile(r"\b(?:version|release|build)\b", re.IGNORECASE)
 _SSN_CONTEXT = re.compile(r"\b(?:ssn|social security|ss#|ss no)", re.IGNORECASE)
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,6}$", re.IGNORECASE)
 _NON_DIGIT = re.compile(r"\D")
@@ -65,6 +87,9 @@ _ASCII_DASHES = str.maketrans(dict.fromkeys(DASHES, "-"))
 
 # IIN prefixes of the card networks (ISO/IEC 7812 ranges; Maestro is 12-19 digits, hence the 12).
 _CARD_PREFIX = re.compile(r"^(?:[456]|2[2-7]|3[0-8]|2131|1800|0604)")
+# Cards are printed unbroken or in fours (Amex 4-6-5, Diners 4-6-4); "27995 2020-08-20" is a table row whose 13
+# digits pass Luhn by chance.
+_CARD_GROUPS = re.compile(r"\d+$|\d{4}(?:[ -]\d{4})*(?:[ -]\d{1,4})?$|\d{4}[ -]\d{6}[ -]\d{4,5}$")
 _SSN_BLOCKLIST = frozenset({"123456789", "078051120", "219099999"})
 _CONTEXT_WINDOW = 40
 
@@ -111,7 +136,12 @@ def ssn_valid(area: str, group: str, serial: str) -> bool:
 def _cards(text: str) -> Iterator[PIIFinding]:
     for m in _CARD.finditer(text):
         digits = _NON_DIGIT.sub("", m.group())
-        if 12 <= len(digits) <= 19 and _CARD_PREFIX.match(digits) and luhn_valid(digits):
+        if (
+            12 <= len(digits) <= 19
+            and _CARD_GROUPS.match(m.group())
+            and _CARD_PREFIX.match(digits)
+            and luhn_valid(digits)
+        ):
             yield PIIFinding(CREDIT_CARD, m.start(), m.end(), 1.0)
 
 
@@ -149,15 +179,22 @@ def _emails(text: str) -> Iterator[PIIFinding]:
 
 
 def _ips(text: str) -> Iterator[PIIFinding]:
+    """Only a public address can point to someone's machine: loopback, private (RFC 1918, fc00::/7), link-local,
+    shared (100.64/10), documentation, multicast and reserved ones (`ipaddress`) are the same on every network, so
+    `127.0.0.1` or `192.168.1.1` in a config or a question names no one."""
     for pattern, parse in ((_IPV4, ipaddress.IPv4Address), (_IPV6, ipaddress.IPv6Address)):
         for m in pattern.finditer(text):
             candidate = m.group()
             if not _address_shaped(candidate, pattern is _IPV6):
                 continue
             try:
-                parse(candidate)
+                address = parse(candidate)
             except ValueError:
                 continue
+            if not address.is_global or address.is_multicast:
+                continue
+            if _VERSION_BEFORE.search(text, max(0, m.start() - _CONTEXT_WINDOW // 2), m.start()):
+                continue  # "ruby version is 2.6.8.205": four dotted numbers under 256 are also a version
             yield PIIFinding(IP_ADDRESS, m.start(), m.end(), 1.0)
 
 
@@ -173,20 +210,54 @@ def _phones(text: str) -> Iterator[PIIFinding]:
     for m in _PHONE.finditer(text):
         raw = m.group()
         digits = _NON_DIGIT.sub("", _EXTENSION.sub("", raw))
-        if not 7 <= len(digits) <= 15 or _NOT_PHONE.match(raw):
+        if not 7 <= len(digits) <= 15 or _NOT_PHONE.match(raw) or not _phone_shaped(text, m.start(), m.end()):
             continue
-        formatted = raw.startswith(("+", "(")) or any(c in raw for c in " -.()")
-        if not (formatted or _has_context(text, m.start(), m.end(), _PHONE_CONTEXT)):
+        punctuated = raw.startswith(("+", "(")) or any(c in raw for c in "-.()")
+        # Digits alone or spaced are as often IDs, counts and table rows ("raport all 10 1900 19000"): without a
+        # phone word nearby, bare digits never count and spaced ones only as a number valid in its region.
+        in_context = punctuated or _has_context(text, m.start(), m.end(), _PHONE_CONTEXT)
+        if not (in_context or " " in raw):
             continue
         number = _parse_phone("+" + raw[2:] if raw.startswith("00") else raw)
-        if number is not None:
-            yield PIIFinding(
-                PHONE_NUMBER, m.start(), m.end(), 0.9 if phonenumbers.is_valid_number(number) else 0.6
-            )
+        if number is None or _fictional(number):
+            continue
+        valid = phonenumbers.is_valid_number(number)
+        if in_context or valid:
+            yield PIIFinding(PHONE_NUMBER, m.start(), m.end(), 0.9 if valid else 0.6)
+
+
+def _phone_shaped(text: str, start: int, end: int) -> bool:
+    """Written as people write phone numbers, not as tables, versions, clauses or grid references do.
+
+    Digit groups: past the country code, only the first may be a single digit ("1 800 ...", "+33 1 77 ..."); runs of
+    small numbers ("frequency 2 2 17 27 22 1 2", "data: 0.3 0.5 0.7"), versions ("109.0.5414.87") and CAS numbers
+    ("2060571-02-8") have single digits further in. Four dotted numbers are an IP address, public (_ips) or not, a
+    made-up one ("111.11.1111.1111") or a version; only North America's "1." trunk starts a dotted phone of four.
+    """
+    raw = _TRUNK.sub("", _EXTENSION.sub("", text[start:end]))
+    if _DOTTED_FOUR.fullmatch(raw):
+        return False
+    groups = _DIGIT_GROUP.findall(raw)
+    if raw.startswith(("+", "00")):
+        groups = groups[1:]
+    if any(len(g) == 1 for g in groups[1:]) or _ISO_DATE.search(raw) or _DOT_AND_DASH.search(raw):
+        return False
+    before = text[max(0, start - _CONTEXT_WINDOW) : start]
+    if _PHONE_WRITTEN.search(raw) is None and _NUMBER_BEFORE.search(before):
+        return False
+    return not (_GRID_SQUARE.search(before) or _JSON_NUMBER.search(before) or _FILE_EXTENSION.match(text, end))
+
+
+def _fictional(number: phonenumbers.PhoneNumber) -> bool:
+    """North American numbers with 555 as area code or exchange ("555-555-5555", "(212) 555-0143") are the
+    continent's placeholders: NANPA reserves 555-0100..0199 for fiction, and no 555 number reaches a person."""
+    national = str(number.national_number)
+    return number.country_code == 1 and len(national) == 10 and "555" in (national[:3], national[3:6])
 
 
 def _parse_phone(raw: str) -> phonenumbers.PhoneNumber | None:
-    """International numbers parse as they are; a national number is tried in the regions its shape allows.
+    """International numbers parse as they are; a national number is tried in the regions its shape allows, and
+    the first where it is valid wins over the first where it is merely possible ("06 12 34 56 78" is French).
 
     Only US numbers lack a trunk "0", so a national number without one must be a possible US number.
     """
@@ -197,6 +268,7 @@ def _parse_phone(raw: str) -> phonenumbers.PhoneNumber | None:
         regions = _PHONE_REGIONS[1:]
     else:
         regions = _PHONE_REGIONS[:1]
+    possible = None
     for region in regions:
         try:
             number = phonenumbers.parse(raw, region)
@@ -204,8 +276,10 @@ def _parse_phone(raw: str) -> phonenumbers.PhoneNumber | None:
             continue
         # IS_POSSIBLE_LOCAL_ONLY (7 digits, no area code) is also true of postcodes like "4736-819".
         if phonenumbers.is_possible_number_with_reason(number) == _POSSIBLE:
-            return number
-    return None
+            if phonenumbers.is_valid_number(number):
+                return number
+            possible = possible or number
+    return possible
 
 
 def _has_context(text: str, start: int, end: int, pattern: re.Pattern[str]) -> bool:

@@ -68,6 +68,35 @@ def test_pii_the_best_model_may_not_see_goes_to_the_next_allowed_model(client: o
     assert upstream == "qwen3-4b"
 
 
+def test_a_loopback_address_in_code_talk_reaches_the_pii_restricted_model(client: openai.OpenAI) -> None:
+    """gpt-oss-120b may see no IP or phone number: 127.0.0.1 in a question or in the model's own earlier answer, and a
+    number table, were IP_ADDRESS / PHONE_NUMBER and sent coding and maths to qwen3-4b (ShareGPT train turns)."""
+    flask = [
+        {"role": "user", "content": "My Flask app works locally but I can't reach it in Docker. What's wrong?"},
+        {"role": "assistant", "content": "Inside the container Flask listens on 127.0.0.1 only. Run it with "
+                                         "app.run(host='0.0.0.0', port=5000) and publish the port."},
+        {"role": "user", "content": "Why does binding the Python server to 127.0.0.1 make it unreachable from "
+                                    "outside the container? Explain the socket and network namespace behaviour."},
+    ]
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=flask)
+    assert raw.headers["x-vsr-selected-category"] == "computer science"
+    assert raw.parse().model_extra["x_demo"]["upstream"] == "gpt-oss-120b"
+
+
+def test_a_maths_number_table_reaches_the_pii_restricted_model(client: openai.OpenAI) -> None:
+    upstream, headers = route(client, "Calculate the area of the histogram with class width 10 and frequency "
+                                      "2 2 17 27 22 1 2, then solve for the mean of the distribution.")
+    assert headers["x-vsr-selected-category"] == "math"
+    assert upstream == "gpt-oss-120b", headers.get("x-vsr-decision-reason")
+
+
+def test_a_real_phone_number_still_keeps_the_request_off_the_pii_restricted_model(client: openai.OpenAI) -> None:
+    upstream, headers = route(client, "Solve for x: 3x + 5 = 20, and text the answer to my phone (415) 682-2671.")
+    assert headers["x-vsr-selected-category"] == "math"
+    assert upstream == "qwen3-4b"
+    assert "pii_policy refuses PHONE_NUMBER" in headers["x-vsr-decision-reason"]
+
+
 def test_pii_an_explicit_model_may_not_see_is_blocked(client: openai.OpenAI) -> None:
     with pytest.raises(openai.PermissionDeniedError) as err:
         route(client, "My social security number is 536-22-8741, is it valid?", model="gpt-oss-120b")

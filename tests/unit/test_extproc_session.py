@@ -429,7 +429,7 @@ async def test_text_past_max_scan_chars_is_unscreened_kept_from_pii_refusing_mod
     between them reached gpt-oss-120b (whose pii_policy refuses both) and the answer was cached. That middle is now
     unscreened: every PII type may be there."""
     rt = runtime(MATH, cache=True)
-    payload = chat("Prove it. " + "x " * rt.cfg.classifier.max_scan_chars + "Call me on +1 202 555 0143.")
+    payload = chat("Prove it. " + "x " * rt.cfg.classifier.max_scan_chars + "Call me on +1 202 682 0143.")
     first, second = await _twice_not_cached(rt, payload, "unscreened")
     assert [s.request.cache_result for s in (first, second)] == ["skip:unscreened"] * 2
     assert first.request.decision is not None and first.request.decision.model == "qwen3-4b"

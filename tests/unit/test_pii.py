@@ -66,12 +66,11 @@ def _found(text: str) -> list[tuple[str, str]]:
         ("GB82 WEST 1234 5698 7654 32", rules.IBAN_CODE),
         ("536-90-4399", rules.US_SSN),
         ("jane.oneil+billing@mail.example.co.uk", rules.EMAIL_ADDRESS),
-        ("(415) 555-2671", rules.PHONE_NUMBER),
+        ("(415) 682-2671", rules.PHONE_NUMBER),
         ("+41 44 668 18 00", rules.PHONE_NUMBER),
-        ("192.168.10.254", rules.IP_ADDRESS),
-        ("2001:db8::8a2e:370:7334", rules.IP_ADDRESS),
-        ("fe80::1", rules.IP_ADDRESS),
-        ("10.0.0.1", rules.IP_ADDRESS),
+        ("81.2.69.160", rules.IP_ADDRESS),
+        ("2606:4700:4700::1111", rules.IP_ADDRESS),
+        ("2a00:1450:4001:82b::200e", rules.IP_ADDRESS),
     ],
 )
 def test_structured_span_is_exact(value: str, kind: str) -> None:
@@ -96,6 +95,101 @@ def test_structured_span_is_exact(value: str, kind: str) -> None:
 )
 def test_invalid_or_look_alike_numbers_are_not_reported(text: str) -> None:
     assert _found(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Calculate area of histogram frequency 2 2 17 27 22 1 2",  # single-digit groups: a run of counts
+        "a-frame: `data: 0.3 0.5 0.7 0.6`",
+        "x y z\n-0.568 12.997 9.450\n-0.568 13.066 13.740\n-0.567 13.135 14.290",  # cells of a number table
+        "Weekly_Sales: num 24924 46039 41596 19404 21828 ...",
+        "(Session info: chrome=109.0.5414.87)",  # a version
+        "ssh to the server at 111.11.1111.1111 port 22",  # a made-up IP address
+        '"CAS ID": "2060571-02-8"',  # a CAS registry number
+        "see DFARS 252.204-7021 on cybersecurity",  # a regulation clause: dots and dashes mixed
+        "'2023-03-06 10:39:34.685784-05'",
+        "movie 4 83 2007 Thriller 174 2007-07-20 Eric Forsberg",  # a table row holding an ISO date
+        "The CTCP is currently located at 11S NU 48000 13000.",  # a military grid reference
+        '{"object":"text_completion","created":1673222706}',  # a Unix time, digits alone and no valid number
+        "Traceback (most recent call last) /tmp/ipykernel_27/4149060727.py in 25",  # a file name
+        "raport all 10 1900 19000 al qombinations",  # spaced digits, not a valid number
+        "john.doe@email.com | 555-555-5555 | linkedin.com/in/johndoe",  # NANP placeholders
+        "Call me on +1 202 555 0143.",
+        "call (415) 555-2671 tomorrow",
+    ],
+)
+def test_numbers_that_are_no_phone_numbers(text: str) -> None:
+    """Tables, versions, clauses and placeholders moved code and maths off PII-restricted models (TRAIN turns)."""
+    assert rules.PHONE_NUMBER not in {kind for kind, _ in _found(text)}
+
+
+@pytest.mark.parametrize(
+    ("text", "phone"),
+    [
+        ("please call me at (415) 682-2671 tomorrow", "(415) 682-2671"),
+        ("Contact us today on Tel: (07) 3265 3888", "(07) 3265 3888"),
+        ("contact me @610 906 5208 or email", "610 906 5208"),
+        ("France: +33 1 77 70 00 59", "+33 1 77 70 00 59"),
+        ("Australia T: +61 (0)2 9746-5896", "+61 (0)2 9746-5896"),
+        ("mon portable : 06 12 34 56 78", "06 12 34 56 78"),
+        ("1 800 682 2671 toll free", "1 800 682 2671"),
+        ("my phone number is 4156822671", "4156822671"),
+        ("reach me at 415.682.2671", "415.682.2671"),
+        ("reach me at 1.415.682.2671", "1.415.682.2671"),
+        ("Springfield IL 62704, 217-682-0199", "217-682-0199"),
+        ("row 12 +44 20 7946 0958", "+44 20 7946 0958"),
+    ],
+)
+def test_phone_numbers_written_as_people_write_them_are_found(text: str, phone: str) -> None:
+    assert _found(text) == [(rules.PHONE_NUMBER, phone)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Flask listens on 127.0.0.1 only",
+        "DB_HOST=10.0.12.7\nDB_PORT=5432",
+        "regex to match an IPv4 address like 192.168.1.1",
+        "transport_address: 10.15.192.115:9300",  # private, and no phone number either
+        "docs use 192.0.2.10 and 2001:db8::8a2e:370:7334",  # documentation ranges
+        "the link-local fe80::1 and ::1",
+        "bind to 0.0.0.0 or 100.64.0.1, multicast 224.0.0.251",
+        "The current ruby version is 2.6.8.205.",  # a version, in a version context
+    ],
+)
+def test_addresses_that_name_no_one_are_no_ip_addresses(text: str) -> None:
+    assert _found(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "ip"),
+    [
+        ("the ip_addresses array is returning ['1.2.3.4', '13.250.2.198']", "13.250.2.198"),
+        ("fetch('http://159.89.98.186:5000/root')", "159.89.98.186"),
+        ("my home IP is 81.2.69.160, version 2 of the firewall rules blocks it", "81.2.69.160"),
+    ],
+)
+def test_public_addresses_are_ip_addresses(text: str, ip: str) -> None:
+    assert _found(text) == [(rules.IP_ADDRESS, ip)]
+
+
+@pytest.mark.parametrize(
+    ("text", "card"),
+    [
+        ("card 4111111111111111 please", "4111111111111111"),
+        ("card 4111 1111 1111 1111 please", "4111 1111 1111 1111"),
+        ("amex 3782 822463 10005 please", "3782 822463 10005"),
+        ("diners 3056 930902 5904 please", "3056 930902 5904"),
+    ],
+)
+def test_cards_printed_unbroken_or_in_their_groups_are_cards(text: str, card: str) -> None:
+    assert _found(text) == [(rules.CREDIT_CARD, card)]
+
+
+def test_a_table_row_passing_luhn_is_no_card() -> None:
+    """13 digits of a row ("27995 2020-08-20") passed Luhn and an IIN prefix: a phantom card in a movie table."""
+    assert rules.CREDIT_CARD not in {k for k, _ in _found("Drama, Horror, Mystery, Thriller 27995 2020-08-20 Gerard")}
 
 
 def test_iban_with_broken_checksum_is_not_an_iban() -> None:
@@ -260,6 +354,54 @@ def test_real_head_finds_name_and_address_in_fresh_sentence(
     found = detect_pii(text, encoder.encode(text))
     start = text.index(value)
     assert any(f.type == kind and f.start <= start < f.end for f in found), found
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ("Why is the ring so thin?\n let accretionDiskGeometry = SCNTorus(ringRadius: 2.5, pipeRadius: 0.2)\n"
+         " let accretionDiskMaterial = SCNMaterial()"),  # was STREET_ADDRESS "5, pipeRadius"
+        ("Why does this print NaN?\n\n$points = [\n new Coordinate(19.820664, -155.468066), // Mauna Kea Summit\n"
+         " new Coordinate(20.709722, -156.253333), // Haleakala Summit\n new Coordinate(21.306944, -157.858333), "
+         "// Diamond Head\n];\n$calculator = new Vincenty();"),  # was STREET_ADDRESS "Mauna Kea Summit"
+    ],
+)
+def test_real_head_reads_no_street_address_in_code(encoder, text: str) -> None:  # type: ignore[no-untyped-def]
+    """Code moved coding questions off gpt-oss-120b (which refuses STREET_ADDRESS) on TRAIN prompts."""
+    assert [f for f in detect_pii(text, encoder.encode(text)) if f.type == "STREET_ADDRESS"] == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'customer = {"name": "Ana", "address": "742 Evergreen Terrace, Springfield"}',
+        "See https://maps.example.com/place for 742 Evergreen Terrace, Springfield",
+        "ADR;type=HOME:;;6445 S Minerva Ave;Chicago;IL;60637",
+    ],
+)
+def test_real_head_still_finds_a_street_address_in_data_and_beside_a_url(  # type: ignore[no-untyped-def]
+    encoder, text: str
+) -> None:
+    assert any(f.type == "STREET_ADDRESS" for f in detect_pii(text, encoder.encode(text)))
+
+
+@pytest.mark.parametrize(
+    ("text", "span", "code"),
+    [
+        ("C:\\Users\\Mike\\OneDrive - Church of Jesus Christ\\Documents", "Jesus Christ", True),
+        ("cd /srv/Harbor View/logs", "Harbor View", True),
+        ("new Coordinate(19.82, -155.47), // Mauna Kea Summit", "Mauna Kea Summit", True),
+        ("SCNTorus(ringRadius: 2.5, pipeRadius: 0.2)", "5, pipeRadius", True),
+        ("Send it to 742 Evergreen Terrace, Springfield", "742 Evergreen Terrace", False),
+        ("https://example.com/x and 742 Evergreen Terrace", "742 Evergreen Terrace", False),
+        ("Harbor View / Springfield", "Harbor View", False),
+        ("billing address 39/150, Bal Nagar, Eluru", "150, Bal Nagar", False),  # a house number, not a path
+        ("Ship it to 12 Main Street // not the old office", "12 Main Street", False),
+    ],
+)
+def test_address_spans_in_code_are_told_from_prose(text: str, span: str, code: bool) -> None:
+    start = text.index(span)
+    assert pii._in_code(text, start, start + len(span)) is code
 
 
 def test_every_type_a_finding_can_carry_is_one_the_config_accepts() -> None:
