@@ -10,8 +10,9 @@ An override written in plain words ("Please ignore all previous instructions. I 
 writer", "ignore my previous instructions and make it formal") only counts where the request holds instructions
 the user did not type (a system or developer prompt, a tool result, a document: `in_request`): in a plain chat
 there is nothing for it to override but the user's own earlier asks, and 0.36% of real ShareGPT first turns (AIPRM
-templates) open that way. The jailbreak head still reads those words; an extraction request ("print your system
-prompt"), tag characters and a decoded or spelled-out override count everywhere.
+templates) open that way. The jailbreak head still reads those words; an override aimed at the model's own rules
+("forget your content policy", "bypass the safety filters"), an extraction request ("print your system prompt"), tag
+characters and a decoded or spelled-out override count everywhere.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ _OVERRIDE = re.compile(
     r"oublie\w*|esque[cç]a\w*|ignora\w*|ignoriere\w*|missachte\w*)\b"
     r"[\w\s,'’-]{0,40}?\b(?:instructions?|instrucciones|istruzioni|anweisungen|richtlinien|regeln|consignes|"
     r"instru[cç][oõ]es|rules|guidelines|directives?|prompts?|safety|restrictions?|policies|policy)\b",
+    re.IGNORECASE,
+)
+# An override aimed at the model's own rules, not at a user's instructions: no ShareGPT TRAIN or DEV first turn has one.
+_AGAINST_MODEL = re.compile(
+    r"\b(?:ignor\w*|disregard\w*|forget|overrid\w*|bypass\w*)\b[\w\s,'’-]{0,40}?"
+    r"\b(?:your|system|safety|content|ethical|moral)\b[\w\s,'’-]{0,20}?"
+    r"\b(?:instructions?|rules|guidelines|directives?|prompts?|restrictions?|polic(?:y|ies)|filters?|safeguards)\b",
     re.IGNORECASE,
 )
 _REVEAL = re.compile(
@@ -89,9 +97,10 @@ def _decoded_variants(text: str) -> list[tuple[str, int]]:
 
 
 def injection_score(text: str) -> float:
-    """RULE_SCORE for a prompt-extraction instruction, an override hidden in an encoding, or tag characters, else 0.
-    A plain override is `overrides_instructions`, which counts by the request (`in_request`)."""
-    if _REVEAL.search(text) or _TAG_RUN.search(text):
+    """RULE_SCORE for a prompt-extraction instruction, an override of the model's own rules or one hidden in an
+    encoding, or tag characters, else 0. Any other plain override is `overrides_instructions`, which counts by the
+    request (`in_request`)."""
+    if _REVEAL.search(text) or _AGAINST_MODEL.search(text) or _TAG_RUN.search(text):
         return RULE_SCORE  # invisible tag characters have no use in a prompt except smuggling text
     hidden = any(_REVEAL.search(variant) or _overrides(variant) > plain for variant, plain in _decoded_variants(text))
     return RULE_SCORE if hidden else 0.0
