@@ -86,7 +86,7 @@ class EncoderClassifier:
     def classify(self, text: str) -> Classification:
         """Every head reads `text` in its canonical form (router/classifier/canonical.py): "ｉｇｎｏｒｅ" or "Ignоrе" is "ignore"
         to the guards and "５３６" digits to the PII rules, as to the model. PII spans are offsets into that form."""
-        text = canonical(text)
+        sent, text = text, canonical(text)
         encoded = self.models.encoder.encode(text)
         embedding = encoded.embedding
         category, confidence = self.examples.predict(embedding)
@@ -102,7 +102,7 @@ class EncoderClassifier:
         pooled = pooled_features(encoded)
         models = self.models
         head_score = guard_score(models.jailbreak, models.jailbreak_lexical, pooled, encoded.ids, self._jailbreak_index)
-        jailbreak = max(head_score, injection_score(text))
+        jailbreak = max(head_score, injection_score(text, sent))
         harmful = guard_score(models.content_safety, models.content_safety_lexical, pooled, encoded.ids, 1)
         pii, unscreened = self._pii(text, encoded) if self.pii_enabled else ((), frozenset[str]())
         return Classification(category, confidence, jailbreak, pii, embedding, source=f"encoder:{source}",
