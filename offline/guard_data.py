@@ -3,7 +3,8 @@
 Both are rebuilt identically by training (build venv) and `semantic-router eval` (runtime venv): no torch here.
   jailbreak       jailbreak_data's source split (its "validation" is the dev split here), plus real chat:
                   ShareGPT train part as benign training rows; ShareGPT dev + support dev + chitchat dev as dev;
-                  ShareGPT test + support test + chitchat test as test (chat_data.benign_chat); the plain
+                  ShareGPT test + support test + chitchat test as test (chat_data.benign_chat: with the dev/test
+                  rows JAILBREAK_LIKE matches that were read as benign, chat_data.JAILBREAK_LIKE_LABELS); the plain
                   harmful requests written by hand (injection_data.written) as benign training rows
   content_safety  safety_data's source split, plus the benign training rows of the jailbreak set (MMLU,
                   contradish, small talk) as safe training rows
@@ -26,6 +27,7 @@ from offline.chat_data import (
     DATA,
     DEV,
     JAILBREAK_LIKE,
+    JAILBREAK_LIKE_BENIGN,
     TEST,
     TRAIN,
     benign_chat,
@@ -42,8 +44,10 @@ from offline.train_data import Example
 GUARDS = ("jailbreak", "content_safety")
 LABELS = {"jailbreak": (BENIGN, JAILBREAK), "content_safety": (SAFE, HARMFUL)}
 SPLITS = (TRAIN, DEV, TEST)
-# Benign groups that are real chat, and the support/how-to subset, as the guards' false-block targets see them.
-REAL_CHAT = ("sharegpt", "chitchat")
+# Benign groups that are real chat, and the support/how-to subset, as the guards' false-block targets see them. The
+# jailbreak-like ShareGPT rows read as benign count since 2026-12-02 (before, a template opening "ignore all previous
+# instructions" was never counted, however often the guard refused it).
+REAL_CHAT = ("sharegpt", "chitchat", JAILBREAK_LIKE_BENIGN)
 SUPPORT = ("sharegpt_support", "support")
 # Hand-written benign prompts that sound risky, and plain harmful asks, per held-out split (2026-12-01).
 EDGY, EDGY_HARMFUL = "edgy", "edgy_harmful"

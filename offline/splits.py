@@ -48,6 +48,10 @@ def hand_labelled() -> dict:
         "cache_written_dev.jsonl (written by hand on other topics; cache verifier dev pairs)": _jsonl_counts(
             "cache_written_dev.jsonl", "kind"
         ),
+        "chat_jailbreak_like_dev.jsonl (ShareGPT DEV rows JAILBREAK_LIKE matches, read before any model scored them)":
+            _jsonl_counts("chat_jailbreak_like_dev.jsonl", "label"),
+        "chat_jailbreak_like_test.jsonl (ShareGPT TEST rows JAILBREAK_LIKE matches, read once, labels by reading only)":
+            _jsonl_counts("chat_jailbreak_like_test.jsonl", "label"),
         "pii_chat_negative_test.jsonl": _jsonl_counts("pii_chat_negative_test.jsonl", "group"),
         "pii_chat_names_test.jsonl": {
             "messages": sum(1 for _ in (DATA / "pii_chat_names_test.jsonl").open())

@@ -76,6 +76,9 @@ _SERVER_TOOL_RESULTS: dict[str, Callable[[dict[str, Any]], list[Any]]] = {
     "file_search_call": lambda b: [s for r in _items(b.get("results")) for s in (r.get("filename"), r.get("text"))],
     "web_search_call": lambda b: [s.get("url") for s in _items(_field(b.get("action"), "sources"))],
 }
+# Parts holding text the user did not type (with every "*_output" part: a tool's output in a Responses item).
+_FOREIGN_PARTS = frozenset({"file", "input_file", "document", "tool_result", "search_result", "mcp_call",
+                            *_SERVER_TOOL_RESULTS})
 _URLSAFE = str.maketrans("-_", "+/")  # the URL-safe alphabet decodes to the same bytes
 
 
@@ -88,6 +91,7 @@ class Reading:
     unreadable: tuple[str, ...] = ()  # each document it holds that the router cannot read, as the client named it
     decoded: bool = False  # a document was decoded: its text is in no string of the body
     parts: tuple[str, ...] = ()  # every text read, tool results' own parts included, in order
+    foreign: bool = False  # it holds text the user did not type: a document, file, search result or tool output
 
     @property
     def text(self) -> str:
@@ -107,10 +111,11 @@ class _Reader:
     unreadable: list[str] = field(default_factory=list)
     decoded: bool = False
     parts: list[str] = field(default_factory=list)
+    foreign: bool = False
 
     def reading(self) -> Reading:
         return Reading(tuple(self.texts), tuple(self.tool_results), tuple(self.unreadable), self.decoded,
-                       tuple(self.parts))
+                       tuple(self.parts), self.foreign)
 
     def add(self, text: str) -> None:
         self.texts.append(text)
@@ -126,6 +131,7 @@ class _Reader:
 
     def part(self, part: dict[str, Any]) -> None:
         kind = part.get("type")
+        self.foreign |= kind in _FOREIGN_PARTS or isinstance(kind, str) and kind.endswith("_output")
         if kind in _TEXT_PARTS and isinstance(part.get(kind if kind == "refusal" else "text"), str):
             self.add(part[kind if kind == "refusal" else "text"])
         elif kind == "file" and isinstance(part.get("file"), dict):  # chat completions
@@ -232,6 +238,10 @@ class Screen:
     earlier: tuple[Other, ...]
     structured: str  # for the exact PII validators: every string of the other messages, and the parts run together
     unreadable: tuple[str, ...]  # documents anywhere in the conversation the router cannot read
+    # The request holds instructions the user did not type: a system or developer prompt, a tool result, a document,
+    # file or search result. A plain override ("ignore all previous instructions") is a jailbreak only then
+    # (router/classifier/injection_rules.py); in a plain chat it redirects the user's own earlier asks.
+    foreign: bool
 
     def user_turns(self) -> list[str]:
         """The earlier user turns' texts, in order, as the guards read them (affinity's first decisive turn is
@@ -262,8 +272,10 @@ def screen(chat: ChatRequest) -> Screen:
             tools += 1
             earlier.append(Other(f"tool result {tools}", result, asks=False))
     joined = [r.joined for r in readings if len(r.parts) > 1 or r.decoded]
+    foreign = tools > 0 or any(r.foreign for r in readings) or any(
+        m["role"] in ("system", "developer") and r.texts for m, r in zip(chat.messages, readings, strict=True))
     return Screen(readings[classified].text, tuple(earlier), "\n".join(filter(None, [chat.other_text(), *joined])),
-                  tuple(u for r in readings for u in r.unreadable))
+                  tuple(u for r in readings for u in r.unreadable), foreign)
 
 
 def _prefill(message: dict[str, Any], reading: Reading) -> str:

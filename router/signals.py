@@ -51,6 +51,10 @@ class Classification:
     # Probability that the text is a plain request for harmful content (weapons, drugs, theft, sexual content),
     # with or without jailbreak framing; its operating point is 0.5 like the jailbreak score's.
     content_safety_score: float = 0.0
+    # The text tells the model in plain words to ignore instructions or rules ("ignore all previous instructions"):
+    # a jailbreak only in a request holding instructions the user did not type (injection_rules.in_request), the
+    # user's own redirect in a plain chat; `jailbreak_score` does not count it.
+    overrides: bool = False
     # (guard, "user turn 2" / "tool result 1" / "the assistant prefill") for each guard score that came from another
     # text than the classified turn (router/screening.py): the block message, decision reason, log line and trace
     # name it, never its text.

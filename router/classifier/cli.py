@@ -77,7 +77,10 @@ def _classify(args: argparse.Namespace) -> int:
             "top_category": result.category,
             "top_confidence": round(result.confidence, 4),
             "jailbreak": result.jailbreak_score >= settings.jailbreak_threshold,
-            "jailbreak_score": round(result.jailbreak_score, 4),
+            "jailbreak_score": round(result.jailbreak_score, 4),  # as a plain chat's user turn
+            # "ignore all previous instructions" in plain words: a jailbreak in a request with a system prompt,
+            # tool result or document (router/classifier/injection_rules.py)
+            "overrides": result.overrides,
             "content_flagged": result.content_safety_score >= settings.content_safety_threshold,
             "content_safety_score": round(result.content_safety_score, 4),
             "pii": sorted(result.pii_types),

@@ -2,7 +2,8 @@
 
 `classify()` runs the ONNX encoder exactly once; the domain, example, jailbreak and PII heads all read that
 single `EncodedText`, and its embedding goes out with the result as the semantic-cache key. The jailbreak
-score is the larger of the head's and the exact injection rules' (encoded or non-English overrides); the
+score is the larger of the head's and the exact injection rules' (encoded overrides, extraction requests); a plain
+override ("ignore all previous instructions") is reported apart (`overrides`) and counts by the request; the
 content-safety head (plain harmful requests) is a separate score. Both guard heads read heads.pooled_features
 (embedding | max over token states: a decisive word such as "meth" or "system prompt" survives the max where
 the mean blurs it), computed once per request; a head only as wide as the embedding reads the embedding alone.
@@ -27,7 +28,7 @@ from router.classifier.canonical import canonical
 from router.classifier.encoder import EncodedText, Encoder
 from router.classifier.examples import NO_EXAMPLES, ExampleHead, fit_example_head
 from router.classifier.heads import HEADS_DIR, JAILBREAK, MLPHead, pooled_features
-from router.classifier.injection_rules import injection_score
+from router.classifier.injection_rules import injection_score, overrides_instructions
 from router.classifier.lexical import LexicalScore
 from router.classifier.pii import default_head, detect_pii
 from router.classifier.pii_language import is_english
@@ -85,7 +86,7 @@ class EncoderClassifier:
     def classify(self, text: str) -> Classification:
         """Every head reads `text` in its canonical form (router/classifier/canonical.py): "ｉｇｎｏｒｅ" or "Ignоrе" is "ignore"
         to the guards and "５３６" digits to the PII rules, as to the model. PII spans are offsets into that form."""
-        text = canonical(text)
+        sent, text = text, canonical(text)
         encoded = self.models.encoder.encode(text)
         embedding = encoded.embedding
         category, confidence = self.examples.predict(embedding)
@@ -101,12 +102,12 @@ class EncoderClassifier:
         pooled = pooled_features(encoded)
         models = self.models
         head_score = guard_score(models.jailbreak, models.jailbreak_lexical, pooled, encoded.ids, self._jailbreak_index)
-        jailbreak = max(head_score, injection_score(text))
+        jailbreak = max(head_score, injection_score(text, sent))
         harmful = guard_score(models.content_safety, models.content_safety_lexical, pooled, encoded.ids, 1)
         pii, unscreened = self._pii(text, encoded) if self.pii_enabled else ((), frozenset[str]())
         return Classification(category, confidence, jailbreak, pii, embedding, source=f"encoder:{source}",
                               encoder=self.models.encoder.model_hash, content_safety_score=harmful,
-                              unscreened=unscreened)
+                              unscreened=unscreened, overrides=overrides_instructions(text))
 
     def _pii(self, text: str, encoded: EncodedText) -> tuple[tuple[PIIFinding, ...], frozenset[str]]:
         """The PII in all of `text`, and the types it may hold unread. The token head reads only English text

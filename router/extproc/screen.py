@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from router import openai_wire as wire
 from router import screening
 from router.chat_schema import MAX_ITEMS
+from router.classifier import injection_rules
 from router.classifier.canonical import canonical
 from router.classifier.pii import PII_TYPES
 from router.classifier.pii_rules import STRUCTURED_TYPES, find_structured
@@ -46,6 +47,7 @@ class Screener(StreamState):
         text = self._bounded(screen.latest)
         with self.trace.span("vsr.classify"):
             signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
+            signal = injection_rules.in_request(signal, screen.foreign)
             signal = self._unscreened(signal, len(text) < len(screen.latest), PII_TYPES)
             signal = await self._screen_earlier_turns(screen, signal, deadline)
             signal = await self._screen_other_turns(screen, signal, deadline)
@@ -81,7 +83,7 @@ class Screener(StreamState):
             timings = self.request.timings
             timings["classify"] = timings.get("classify", 0.0) + time.perf_counter() - start
         self.runtime.classifier_failures.success()
-        return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0)
+        return result if screen_jailbreak else dataclasses.replace(result, jailbreak_score=0.0, overrides=False)
 
     def _bounded(self, text: str) -> str:
         """What the classifier reads of a text: its head and tail (classifier.max_scan_chars)."""
@@ -147,6 +149,7 @@ class Screener(StreamState):
             if result is NO_SIGNAL:
                 break  # on_failure decided it (open: the turns screened so far still count)
             self.request.earlier_signals[text] = result
+            result = injection_rules.in_request(result, screen.foreign)
             if not other.asks:  # a tool's output: the jailbreak guard only
                 result = dataclasses.replace(result, content_safety_score=0.0)
             screened.append((other.label, self._unscreened(result, text in cut, PII_TYPES)))
