@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from router.cache import keys
-from router.cache.lite import SHARED_LITE_ENV, running_child, shared_lite_env
+from router.cache.lite import SHARED_LITE_ENV, SharedLite, running_child, shared_lite_env, vacuum
+from router.cache.milvus import MilvusStore
 from router.cache.semantic_cache import SemanticCache
 from router.cache.store import CacheBackendError
 from router.config import CONFIG_HELP, DEFAULT_CONFIG, CacheConfig, ConfigError, is_local_uri, load_config
@@ -79,7 +80,27 @@ async def _invalidate(cache: SemanticCache, args: argparse.Namespace) -> dict[st
     if namespace is None and args.model is None and args.entry is None:
         raise ValueError("give --namespace, --tenant/--user/--api-key, --model or --entry")
     deleted = await cache.invalidate(namespace=namespace, model=args.model, entry=args.entry)
-    return {"deleted": deleted, "namespace": namespace, "model": args.model, "entry": args.entry}
+    return {"deleted": deleted, "namespace": namespace, "model": args.model, "entry": args.entry,
+            "erasure": await _erase(cache)}
+
+
+async def _erase(cache: SemanticCache) -> str:
+    """Deleted rows are gone from searches at once, not from disk: ask the backend to drop their bytes where it can,
+    and say what it did (README "Semantic cache": what invalidate guarantees)."""
+    store = cache.backend
+    if not isinstance(store, MilvusStore):
+        return "none needed: the memory backend holds nothing on disk"
+    job = await store.compact()
+    if job is not None:
+        return (f"compaction {job} requested: the server rewrites the segments without the deleted rows; their old "
+                f"files go at its next garbage collection, its write-ahead log keeps them until its retention")
+    if isinstance(store.lite, SharedLite):
+        return ("not yet: a router serves the Lite file, whose free pages keep the deleted rows' bytes until reused; "
+                "run invalidate again with the router stopped to vacuum the file")
+    await cache.close()  # this process's own Lite child stops, so the file is free to rewrite
+    if await asyncio.to_thread(vacuum, store.uri):
+        return "vacuumed: the Lite file was rewritten without the deleted rows' bytes"
+    return "not yet: another process opened the Lite file; run invalidate again with the router stopped"
 
 
 async def _purge(cache: SemanticCache, _: argparse.Namespace) -> dict[str, Any]:

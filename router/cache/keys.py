@@ -176,9 +176,19 @@ def namespace_of(secret: bytes, who: str) -> str:
     return hmac.new(secret, who.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def scope_key(namespace: str, model: str, fingerprint: str, encoder: str) -> str:
-    """`encoder` is the hash of the embedding model: vectors of two encoders are never compared."""
-    return hashlib.sha256(_canonical(["scope", namespace, model, fingerprint, encoder])).hexdigest()[:32]
+def end_user(body: Mapping[str, Any]) -> str | None:
+    """The end user the app names in the request (OpenAI `user`, Anthropic `metadata.user_id`), if any."""
+    user = body.get("user")
+    return user if isinstance(user, str) and user else None
+
+
+def scope_key(namespace: str, model: str, fingerprint: str, encoder: str, user: str | None = None) -> str:
+    """`encoder` is the hash of the embedding model: vectors of two encoders are never compared. `user`
+    (`end_user`): one app key serving many end users keeps each one's entries apart (until 2026-12-02 one end user's
+    answer served another's similar question); the namespace stays the tenant's, so `cache invalidate --api-key`
+    still drops them all. Without one, the scope is what it was."""
+    parts = ["scope", namespace, model, fingerprint, encoder, *([user] if user else [])]
+    return hashlib.sha256(_canonical(parts)).hexdigest()[:32]
 
 
 def exact_key(scope: str, text: str) -> str:

@@ -20,9 +20,11 @@ operator to stop the router (`running_child`). The supervisor's workers read the
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import sqlite3
 import threading
 import time
 import warnings
@@ -151,6 +153,27 @@ def running_child(db_file: str | Path) -> Path | None:
     path = Path(db_file).absolute()
     uri_file = uri_file_of(path)
     return uri_file if _locked_elsewhere(path) and uri_file.exists() else None
+
+
+def vacuum(db_file: str | Path) -> bool:
+    """Rewrite the file without the free pages that deleted rows leave behind (their bytes stay readable there until
+    SQLite reuses the pages; Milvus Lite has no compaction: its Compact call answers UNIMPLEMENTED). Only while no
+    process has it open, holding its lock meanwhile so that no router starts on it: False when one has it. Lite keys
+    its rows by an INTEGER PRIMARY KEY, which VACUUM keeps (a reopened file answers the same searches)."""
+    path = Path(db_file).absolute()
+    fd = os.open(_lock_file(path), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        if _servers_on(path):
+            return False
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("VACUUM")
+        return True
+    finally:
+        os.close(fd)
 
 
 class LiteUnavailable(RuntimeError):

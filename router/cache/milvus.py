@@ -389,6 +389,16 @@ class MilvusStore:
             raise InvalidCacheArgument("delete needs a namespace, a model or an entry")
         return await self._count_and_delete(" and ".join(parts))
 
+    async def compact(self) -> int | None:
+        """Ask a Milvus server to compact the collection: its segments are rewritten without the deleted rows (their
+        old files go at the server's next garbage collection; its write-ahead log keeps them until its retention).
+        The compaction's id; None on Lite, which has none (`lite.vacuum`)."""
+        if self._lite is not None:
+            return None
+        job = await self._run(lambda c, _: c.compact(self.collection, timeout=self._write_timeout_s),
+                              self._write_timeout_s, write=True)
+        return int(job)
+
     async def purge_expired(self, now: float) -> int:
         return await self._count_and_delete(f"expires_at <= {_ms(now)}")
 

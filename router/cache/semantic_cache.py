@@ -19,13 +19,14 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import structlog
 
-from router.cache import keys
+from router.cache import answer_pii, keys
 from router.cache.health import BackendHealth
 from router.cache.hot import HotAnswers
 from router.cache.keys import SkipReason
@@ -45,12 +46,13 @@ CONTROL_HEADER = "x-vsr-cache-control"
 CONTROL_VALUES = ("no-store", "no-cache")  # neither read nor write; do not read (the fresh answer may be stored)
 LOOP_GRACE_S = 0.01
 CONFIRM_S = 0.1  # readiness's pause between the probes that confirm a change (`check`)
+ANSWER_PII = "answer_pii"  # the answer itself holds PII the validators find (answer_pii.py): not stored
 _FINISH_OK = frozenset({"stop", "length", "tool_calls", "function_call"})
 # Every `reason` label value this module emits: declare them with metrics.set_label_values("cache_reason", ...).
 CACHE_REASONS = (
     "exact", "semantic", "lookup", "write", "purge", "stats", "probe",
     "queue_full", "backend_error", "shutdown",
-    "not_completion", "no_choices", "bad_message", "unfinished", "too_large",
+    "not_completion", "no_choices", "bad_message", "unfinished", "too_large", ANSWER_PII,
     *(r.value for r in SkipReason),
 )
 
@@ -161,7 +163,7 @@ def _build(
     if isinstance(text, SkipReason):
         return text
     namespace = keys.namespace_of(keys.hmac_secret(c.hmac_secret_env)[0], who)
-    scope = keys.scope_key(namespace, model, keys.context_fingerprint(body, reasoning), encoder)
+    scope = keys.scope_key(namespace, model, keys.context_fingerprint(body, reasoning), encoder, keys.end_user(body))
     threshold, min_score, ttl = _strictest(c, overrides or [CategoryCache()])
     return CacheRequest(namespace, model, scope, keys.exact_key(scope, text), text,
                         _usable_embedding(embedding, text, c), category, "no-cache" not in control,
@@ -227,6 +229,9 @@ class SemanticCache:
         self.hot = HotAnswers(cfg.hot_answers, cfg.hot_answers_ttl_s)
         self.writes = WriteQueue(self._write_batch, self._count_n, size=cfg.write_queue_size,
                                  batch=cfg.write_batch_size, interval_s=cfg.write_interval_ms / 1000)
+        self._answer_screen = ThreadPoolExecutor(1, thread_name_prefix="cache-answer-pii")
+        self._unscreened: list[tuple[CacheEntry, dict[str, Any]]] = []
+        self._screener: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, cfg: RouterConfig) -> SemanticCache:
@@ -353,7 +358,8 @@ class SemanticCache:
         return CacheHit(completion, min(similarity, 1.0), exact, max(now - entry.created_at, 0.0), entry.key)
 
     def store(self, req: CacheRequest, completion: dict[str, Any]) -> None:
-        """Queue the write and return at once (a full queue drops it, counted); call from the event loop."""
+        """Queue the answer for its PII screen (`_screen`) and return at once; call from the event loop. Too many
+        waiting drops it, counted like a full write queue."""
         problem = completion_problem(completion)
         payload = "" if problem else json.dumps(completion, ensure_ascii=False, separators=(",", ":"))
         if not problem and len(payload.encode()) > self.cfg.max_entry_bytes:
@@ -361,11 +367,33 @@ class SemanticCache:
         if problem:
             self._count("skipped_write", problem)
             return
+        if len(self._unscreened) >= self.cfg.write_queue_size:
+            self._count("dropped", "queue_full")
+            return
         now = self._clock()
-        entry = CacheEntry(req.key, req.scope, req.namespace, req.model, req.embedding,
-                           req.text if req.embedding is not None else "", payload, now, now + req.ttl_seconds)
+        self._unscreened.append((CacheEntry(req.key, req.scope, req.namespace, req.model, req.embedding,
+                                            req.text if req.embedding is not None else "", payload, now,
+                                            now + req.ttl_seconds), completion))
         self._ensure_purger()
-        self.hot.put(entry, now)  # memory only: repeats are answered from it even while the backend is down
+        if self._screener is None or self._screener.done():
+            self._screener = asyncio.get_running_loop().create_task(self._screen(), name="cache-answer-pii")
+
+    async def _screen(self) -> None:
+        """The answers waiting, screened together in the screen's thread (one hand-over per burst, which the write
+        queue then gets whole); those without PII are kept (`_keep`). Only the request was screened until 2026-12-02:
+        an answer naming a customer's SSN was replayed to the tenant's other callers."""
+        loop = asyncio.get_running_loop()
+        while self._unscreened:
+            batch, self._unscreened = self._unscreened, []
+            found = await loop.run_in_executor(self._answer_screen, _holding_pii, [c for _, c in batch])
+            for (entry, _), pii in zip(batch, found, strict=True):
+                if pii:
+                    self._count("skipped_write", ANSWER_PII)
+                else:
+                    self._keep(entry)
+
+    def _keep(self, entry: CacheEntry) -> None:
+        self.hot.put(entry, self._clock())  # memory only: repeats are answered from it even while the backend is down
         if self.health.blocked:  # the breaker is open: the write would only wait out its budget and retries
             self._count("dropped", SkipReason.BACKEND_DOWN)
             return
@@ -387,7 +415,9 @@ class SemanticCache:
         self._answered()
 
     async def flush(self) -> None:
-        """Wait for queued writes (tests, shutdown)."""
+        """Wait for answers being screened and queued writes (tests, shutdown)."""
+        if self._screener is not None:
+            await self._screener
         await self.writes.flush()
 
     async def check(self) -> tuple[bool, str]:
@@ -447,8 +477,15 @@ class SemanticCache:
     async def close(self) -> None:
         if self._purger is not None:
             self._purger.cancel()
+        if self._screener is not None:
+            await self._screener  # milliseconds per answer, in its own thread
+        self._answer_screen.shutdown(wait=False)
         await self.writes.close(self.cfg.write_timeout_ms / 1000)
         await self.backend.close()
+
+
+def _holding_pii(completions: list[dict[str, Any]]) -> list[bool]:
+    return [bool(answer_pii.pii_types(c)) for c in completions]
 
 
 def _timed_out(exc: Exception) -> bool:

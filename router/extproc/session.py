@@ -283,6 +283,7 @@ class StreamSession(Screener, AnswerPhases):
         self.request.error_category = exc.category
         self.response.status = exc.status  # no upstream answer will set it: the log line and trace need it
         headers = self._decision_headers()
+        headers.pop("x-vsr-guards-skipped", None)  # it says a request went on unguarded: a refused one did not
         if isinstance(exc, ClassifierUnavailable):
             headers["retry-after"] = "1"
         elif exc.code == "jailbreak_detected":

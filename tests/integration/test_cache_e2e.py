@@ -81,6 +81,16 @@ def test_another_tenant_never_sees_the_answer(stack: Stack) -> None:
     assert headers["x-vsr-cache-hit"] == "false"
 
 
+def test_an_end_user_the_app_names_never_sees_another_end_users_answer(stack: Stack) -> None:
+    """Trial 10: one app key serving many end users shared entries, so alice's answer was a hit for bob."""
+    client, prompt = _client(stack), "What did my last blood test say about my cholesterol?"
+    eventually_hit(client, prompt, user="alice")
+    _, headers = ask(client, prompt, user="bob")
+    assert headers["x-vsr-cache-hit"] == "false" and "x-vsr-cache-skip" not in headers  # a miss: bob's own scope
+    _, headers = ask(client, prompt)  # and the app's requests that name no end user
+    assert headers["x-vsr-cache-hit"] == "false"
+
+
 def test_a_different_system_prompt_misses(stack: Stack) -> None:
     client = _client(stack)
     eventually_hit(client, "Summarise the plot of Hamlet.", system="Answer in English.")

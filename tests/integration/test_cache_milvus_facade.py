@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pymilvus import MilvusClient
 
 from router.cache import CacheRequest, SemanticCache, build_cache_request
 from router.cache.cli import namespace_for, register
@@ -188,28 +189,36 @@ def _cli(*argv: str) -> int:
     return int(args.func(args))
 
 
-def test_cli_stats_invalidate_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VSR_CACHE_HMAC_SECRET", "test-secret")
+def _cli_config(tmp_path: Path, uri: str, collection: str = "vsr_semantic_cache") -> Path:
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text(json.dumps({"default_model": "m1", "models": {"m1": {"endpoints": [{"port": 8001}]}},
                                     "envoy": {"message_timeout_ms": 5000},
-                                    "semantic_cache": {"uri": str(tmp_path / "cli.db"), "write_timeout_ms": 30000,
-                                                       "lookup_timeout_ms": 2000}}))
-    cfg = config(str(tmp_path / "cli.db"), "vsr_semantic_cache")
+                                    "semantic_cache": {"uri": uri, "collection": collection,
+                                                       "write_timeout_ms": 30000, "lookup_timeout_ms": 2000}}))
+    return cfg_file
+
+
+async def _populate(cfg: RouterConfig, entries: tuple[tuple[str, str], ...]) -> None:
+    """(api key, prompt) entries, stored through the facade as the router stores them; the store closes after."""
+    cache = SemanticCache.from_config(cfg)
     vec = np.ones(384, dtype=np.float32) / np.sqrt(384)
+    for key, text in entries:
+        req = build_cache_request({"messages": [{"role": "user", "content": text}]},
+                                  {"authorization": f"Bearer {key}"}, "m1", None, vec, cfg)
+        assert isinstance(req, CacheRequest)
+        cache.store(req, answer(text))
+    await cache.flush()
+    await cache.close()  # the CLI opens the Lite file next
 
-    async def populate() -> None:
-        cache = SemanticCache.from_config(cfg)
-        for key, text in (("sk-a", "q1"), ("sk-a", "q2"), ("sk-b", "q3")):
-            req = build_cache_request({"messages": [{"role": "user", "content": text}]},
-                                      {"authorization": f"Bearer {key}"}, "m1", None, vec, cfg)
-            assert isinstance(req, CacheRequest)
-            cache.store(req, answer(text))
-        await cache.flush()
-        await cache.close()  # the CLI opens the Lite file next
 
-    asyncio.run(populate())
+def test_cli_stats_invalidate_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """And the Lite file keeps no byte of an invalidated prompt: a deleted row's bytes stayed readable in the file's
+    free pages (trial 10: `cache invalidate --api-key` "deleted" the rows, `grep -a` still found the prompts)."""
+    monkeypatch.setenv("VSR_CACHE_HMAC_SECRET", "test-secret")
+    db = tmp_path / "cli.db"
+    cfg_file, cfg = _cli_config(tmp_path, str(db)), config(str(db), "vsr_semantic_cache")
+    asyncio.run(_populate(cfg, (("sk-a", "ZQXVORPAL one"), ("sk-a", "ZQXVORPAL two"), ("sk-b", "KEPTMARKER three"))))
 
     def run(*argv: str) -> dict[str, Any]:
         code = _cli("cache", *argv, "--config", str(cfg_file))
@@ -220,11 +229,35 @@ def test_cli_stats_invalidate_purge(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert run("stats")["entries"] == 3
     monkeypatch.setattr("sys.stdin", io.StringIO("sk-a\n"))  # `-`: the key never on the command line
     deleted = run("invalidate", "--api-key", "-")
-    assert deleted["deleted"] == 2
+    assert deleted["deleted"] == 2 and deleted["erasure"].startswith("vacuumed")
     assert deleted["namespace"] == namespace_for(cfg.semantic_cache, None, None, "sk-a")
+    assert b"ZQXVORPAL" not in db.read_bytes() and b"KEPTMARKER" in db.read_bytes()
     assert run("stats")["entries"] == 1
     assert run("purge-expired")["purged"] == 0
     assert run("invalidate", "--model", "m1")["deleted"] == 1
+
+
+def test_cli_invalidate_asks_a_milvus_server_to_compact(milvus_server: Any, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server keeps a deleted row in its segments until a compaction rewrites them: invalidate now asks for one."""
+    monkeypatch.setenv("VSR_CACHE_HMAC_SECRET", "test-secret")
+    uri = milvus_server if isinstance(milvus_server, str) else milvus_server.uri
+    collection = f"cli_{uuid.uuid4().hex[:10]}"
+    cfg_file, cfg = _cli_config(tmp_path, uri, collection), config(uri, collection)
+    asyncio.run(_populate(cfg, (("sk-a", "ZQXVORPAL one"), ("sk-b", "KEPTMARKER three"))))
+    assert _cli("cache", "invalidate", "--model", "m1", "--config", str(cfg_file)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["deleted"] == 2 and out["erasure"].startswith("compaction ")
+    job = int(out["erasure"].split()[1])
+    client = MilvusClient(uri=uri)
+    try:
+        assert client.get_compaction_state(job) in ("Executing", "Completed")  # a real compaction, not a no-op
+        assert client.query(collection, filter="", output_fields=["count(*)"],
+                            consistency_level="Strong")[0]["count(*)"] == 0
+        client.drop_collection(collection)
+    finally:
+        client.close()
 
 
 def test_cli_exits_1_when_the_backend_cannot_be_reached(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -115,3 +115,27 @@ def test_a_prompt_longer_than_the_pii_screen_reads_is_unscreened(stack: Stack) -
     assert _metric(stack, counted) - before == 2
     lines = _request_lines(stack, [h["x-request-id"] for h in answers])
     assert [line["pii_unscreened"] for line in lines.values()] == [["PERSON", "STREET_ADDRESS"]] * 2
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_an_answer_holding_pii_is_not_served_to_the_next_caller(stack: Stack, stream: bool) -> None:
+    """Trial 10: a model answering from its documents named a customer's SSN and card for a prompt without PII; the
+    answer was stored and replayed to the tenant's next caller (`x-vsr-cache-hit: true`, the SSN in its reasoning).
+    Now the answer's PII screen keeps it out of the cache: the repeat is answered by the model again."""
+    client, prompt = _client(stack), f"Which customer called support last about a refund? ({stream})"
+    skipped = 'vsr_cache_events_total{event="skipped_write",reason="answer_pii"}'
+    before = _metric(stack, skipped)
+    leak = "The customer was Jane Roe, SSN 536-22-1234, card 4111 1111 1111 1111, jane.roe@example.com"
+    first = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": prompt}], stream=stream,
+        extra_headers={"x-demo-reasoning": leak})
+    said = "".join(str(c.choices[0].delta.model_extra.get("reasoning_content") or "") for c in first.parse()
+                   if c.choices) if stream else first.parse().choices[0].message.model_extra["reasoning_content"]
+    assert "536-22-1234" in said and first.headers.get("x-vsr-cache-skip") is None  # the request itself is clean
+    eventually_hit(client, f"How do refunds reach a customer's card? ({stream})")  # the leak's write, queued
+    calls = stack.upstream_requests()  # before this one, would have landed by now
+    repeat = client.chat.completions.with_raw_response.create(model="auto",
+                                                              messages=[{"role": "user", "content": prompt}])
+    assert repeat.headers["x-vsr-cache-hit"] == "false" and stack.upstream_requests() == calls + 1
+    assert "536-22-1234" not in repeat.text
+    assert _metric(stack, skipped) - before == 1

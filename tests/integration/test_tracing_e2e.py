@@ -100,6 +100,28 @@ def test_router_spans_continue_envoys_trace_with_the_decision_and_never_the_prom
             assert "even numbers" not in str(a.value), (span.name, a.key)
 
 
+def test_envoys_spans_hold_neither_the_query_string_nor_the_user_agent(
+        stack: Stack, collector: tuple[Collector, int]) -> None:
+    """Trial 10: Envoy's span exported `http.url` with the query (`?api-key=...&user=<e-mail>`) and the User-Agent as
+    sent, where the access log keeps the path without its query."""
+    trace_id = "6bf92f3577b34da6a3ce929d0e0e4736"
+    r = httpx.post(f"{stack.base_url}/chat/completions?api-key=sk-SECRETQUERY&user=marker@example.com", timeout=10,
+                   headers={"traceparent": f"00-{trace_id}-{CLIENT_SPAN}-01", "authorization": "Bearer sk-t",
+                            "user-agent": "SECRETAGENT/1.0"},
+                   json={"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 2?"}]})
+    assert r.status_code == 200
+    ours = bytes.fromhex(trace_id)
+    _wait(lambda: any(svc == "envoy" and s.trace_id == ours and s.parent_span_id == bytes.fromhex(CLIENT_SPAN)
+                      for svc, s in collector[0].spans))
+    ingress = next(s for svc, s in collector[0].spans
+                   if svc == "envoy" and s.trace_id == ours and s.parent_span_id == bytes.fromhex(CLIENT_SPAN))
+    attrs = {a.key: a.value.string_value for a in ingress.attributes}
+    assert attrs["http.url"] == "/v1/chat/completions" and attrs["user_agent"] == "-"
+    for svc, span in collector[0].spans:
+        for a in span.attributes if span.trace_id == ours else ():
+            assert not any(m in str(a.value) for m in ("SECRETQUERY", "marker@", "SECRETAGENT")), (svc, span.name, a.key)
+
+
 def test_a_cache_hit_is_traced_as_one(stack: Stack, collector: tuple[Collector, int]) -> None:
     """The prompt's first answer is stored (this test's own request, or the test before it); a repeat is traced as a
     hit. Repeats until the write has landed (the write queue stores in batches), so the test stands alone."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import numpy as np
@@ -170,6 +171,32 @@ async def test_a_request_for_logprobs_is_never_served_an_entry_without_them(cach
     assert hit is not None and hit.completion["choices"][0]["logprobs"] == answer["choices"][0]["logprobs"]
     await put(cache, make_req(text, BASE))
     assert await cache.lookup(make_req(text, BASE)) is not None  # not asked: served as before
+
+
+def _answer_saying(where: str, text: str) -> dict[str, Any]:
+    """A finished answer with `text` in one of the message's fields a replay returns."""
+    answer = completion("Here is what I found.")
+    message = answer["choices"][0]["message"]
+    if where == "tool arguments":
+        message["tool_calls"] = [{"id": "call_1", "type": "function",
+                                  "function": {"name": "lookup", "arguments": json.dumps({"note": text})}}]
+        answer["choices"][0]["finish_reason"] = "tool_calls"
+    else:
+        message[where] = text
+    return answer
+
+
+@pytest.mark.parametrize("where", ["content", "reasoning_content", "refusal", "tool arguments"])
+async def test_an_answer_holding_pii_is_neither_stored_nor_served(cache: SemanticCache, where: str) -> None:
+    """Only the request was screened: an answer naming a customer's SSN, read from the model's documents, was stored
+    and replayed to the tenant's other callers."""
+    leak = "The customer was Jane Roe, SSN 536-22-1234, card 4111 1111 1111 1111."
+    await put(cache, make_req("Which customer called about a refund?", BASE), _answer_saying(where, leak))
+    assert await cache.lookup(make_req("Which customer called about a refund?", BASE)) is None
+    assert cache.counters["skipped_write:answer_pii"] == 1 and cache.counters["write"] == 0
+    clean = _answer_saying(where, "Three customers called about refunds this week; see ticket 42.")
+    await put(cache, make_req("Which customer called about a refund?", BASE), clean)
+    assert await cache.lookup(make_req("Which customer called about a refund?", BASE)) is not None
 
 
 async def test_oversized_answer_is_skipped(cache: SemanticCache) -> None:
@@ -357,6 +384,7 @@ async def test_a_repeat_of_a_recent_answer_skips_the_backend(clock: Clock) -> No
     store = SlowStore(delay=1.0)  # any backend call would blow the lookup budget
     cache = SemanticCache(CFG.semantic_cache, store, clock=clock)
     cache.store(make_req("How do I reset my password?", BASE), completion())
+    await cache.flush()  # the answer's PII screen, then the write
     hit = await cache.lookup(make_req("How do I reset my password?", BASE))
     assert hit is not None and hit.exact and cache.counters["error:lookup"] == 0
     other = {"authorization": "Bearer other"}
@@ -364,6 +392,7 @@ async def test_a_repeat_of_a_recent_answer_skips_the_backend(clock: Clock) -> No
     clock.now += CFG.semantic_cache.hot_answers_ttl_s
     assert await cache.lookup(make_req("How do I reset my password?", BASE)) is None  # hot copy expired
     cache.store(make_req("How do I reset my password?", BASE), completion())
+    await cache.flush()
     await cache.invalidate(model="m1")
     assert await cache.lookup(make_req("How do I reset my password?", BASE)) is None
     await cache.close()

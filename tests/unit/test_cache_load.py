@@ -137,6 +137,7 @@ async def test_a_backend_marked_down_is_skipped_but_probed_until_it_answers() ->
     assert results.count(SkipReason.BACKEND_DOWN) >= 19
     assert cache.counters["miss:backend_down"] == results.count(SkipReason.BACKEND_DOWN)
     cache.store(make_req("Q?", BASE), completion())  # dropped and counted, never queued behind the hang
+    await cache.flush()
     assert cache.counters["dropped:backend_down"] == 1 and len(cache.writes) == 0
     assert (await cache.lookup(make_req("Q?", BASE))).exact  # type: ignore[union-attr]  # this process's memory
     store.hang = False  # the backend answers again: a probe sees it, then traffic flows until the streak is met

@@ -99,9 +99,18 @@ def test_compose_mounts_exist_and_point_at_rendered_files(compose: dict[str, Any
     cfg = parse_config(yaml.safe_load((targets["/app/config"] / "config.yaml").read_text()))
     scraped = prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
     assert scraped == [f"envoy:{cfg.server.metrics_port}"] and cfg.observability.metrics_host == "0.0.0.0"
-    assert f"{cfg.server.metrics_port}:{cfg.server.metrics_port}" in {
-        f"{p['published']}:{p['target']}" for p in compose["services"]["envoy"]["ports"]
+    assert f"127.0.0.1:{cfg.server.metrics_port}:{cfg.server.metrics_port}" in {
+        f"{p.get('host_ip')}:{p['published']}:{p['target']}" for p in compose["services"]["envoy"]["ports"]
     }
+
+
+def test_compose_publishes_only_the_api_beyond_this_host(compose: dict[str, Any]) -> None:
+    """Trial 10: /readyz (config path, pids), Prometheus and Grafana's anonymous viewer were published on every host
+    interface; the stores holding prompts (Milvus, etcd, MinIO) must never be published."""
+    published = {(name, p["target"]): p.get("host_ip", "0.0.0.0")
+                 for name, service in compose["services"].items() for p in service.get("ports", [])}
+    assert {k for k, ip in published.items() if ip != "127.0.0.1"} == {("envoy", 8801)}
+    assert not {"milvus", "etcd", "minio"} & {name for name, _ in published}
 
 
 def dockerfile_stages() -> dict[str, list[str]]:
