@@ -184,9 +184,9 @@ def end_user(body: Mapping[str, Any]) -> str | None:
 
 def scope_key(namespace: str, model: str, fingerprint: str, encoder: str, user: str | None = None) -> str:
     """`encoder` is the hash of the embedding model: vectors of two encoders are never compared. `user`
-    (`end_user`): one app key serving many end users keeps each one's entries apart (until 2026-12-02 one end user's
-    answer served another's similar question); the namespace stays the tenant's, so `cache invalidate --api-key`
-    still drops them all. Without one, the scope is what it was."""
+    (`end_user`, under `semantic_cache.scope: user` only): one app key serving many end users keeps each one's entries
+    apart; the namespace stays the key's, so `cache invalidate --api-key` still drops them all. Without one, the
+    scope is what it was."""
     parts = ["scope", namespace, model, fingerprint, encoder, *([user] if user else [])]
     return hashlib.sha256(_canonical(parts)).hexdigest()[:32]
 

@@ -163,7 +163,8 @@ def _build(
     if isinstance(text, SkipReason):
         return text
     namespace = keys.namespace_of(keys.hmac_secret(c.hmac_secret_env)[0], who)
-    scope = keys.scope_key(namespace, model, keys.context_fingerprint(body, reasoning), encoder, keys.end_user(body))
+    scope = keys.scope_key(namespace, model, keys.context_fingerprint(body, reasoning), encoder,
+                           keys.end_user(body) if c.scope == "user" else None)
     threshold, min_score, ttl = _strictest(c, overrides or [CategoryCache()])
     return CacheRequest(namespace, model, scope, keys.exact_key(scope, text), text,
                         _usable_embedding(embedding, text, c), category, "no-cache" not in control,

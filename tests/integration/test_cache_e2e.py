@@ -44,7 +44,8 @@ def eventually_hit(client: openai.OpenAI, text: str, timeout_s: float = 30, **kw
     raise AssertionError(f"never a cache hit for {text!r}")
 
 
-def milvus_cache_stack(make_stack: Callable[..., Stack], milvus_server: MilvusServer | str, prefix: str) -> Stack:
+def milvus_cache_stack(make_stack: Callable[..., Stack], milvus_server: MilvusServer | str, prefix: str,
+                       **cache: Any) -> Stack:
     """A stack with the classifier and the cache on the test's Milvus server, in a collection of its own."""
     uri = milvus_server if isinstance(milvus_server, str) else milvus_server.uri
 
@@ -52,7 +53,7 @@ def milvus_cache_stack(make_stack: Callable[..., Stack], milvus_server: MilvusSe
         cfg["classifier"]["enabled"] = True
         # hot_answers 0: a repeat must reach Milvus, so an exact hit proves the write landed there.
         cfg["semantic_cache"] = {"enabled": True, "backend": "milvus", "uri": uri, "hot_answers": 0,
-                                 "collection": f"{prefix}_{int(time.time())}"}
+                                 "collection": f"{prefix}_{int(time.time())}", **cache}
 
     return make_stack(overrides)
 
@@ -81,9 +82,20 @@ def test_another_tenant_never_sees_the_answer(stack: Stack) -> None:
     assert headers["x-vsr-cache-hit"] == "false"
 
 
-def test_an_end_user_the_app_names_never_sees_another_end_users_answer(stack: Stack) -> None:
-    """Trial 10: one app key serving many end users shared entries, so alice's answer was a hit for bob."""
-    client, prompt = _client(stack), "What did my last blood test say about my cholesterol?"
+def test_an_app_key_shares_answers_across_its_end_users_by_default(stack: Stack) -> None:
+    """`scope: tenant` (the default): the end users of one app key share entries, as the README says."""
+    client, prompt = _client(stack), "What are the opening hours of the British Museum?"
+    eventually_hit(client, prompt, user="alice")
+    _, headers = ask(client, prompt, user="bob")
+    assert headers["x-vsr-cache-hit"] == "true"
+
+
+def test_under_user_scope_an_end_user_the_app_names_never_sees_another_end_users_answer(
+        make_stack: Callable[..., Stack], milvus_server: MilvusServer | str) -> None:
+    """Trial 10: under `scope: user` one app key serving many end users (the `user` field, no user header) shared
+    entries, so alice's answer was a hit for bob."""
+    client = _client(milvus_cache_stack(make_stack, milvus_server, "e2e_user", scope="user"))
+    prompt = "What did my last blood test say about my cholesterol?"
     eventually_hit(client, prompt, user="alice")
     _, headers = ask(client, prompt, user="bob")
     assert headers["x-vsr-cache-hit"] == "false" and "x-vsr-cache-skip" not in headers  # a miss: bob's own scope

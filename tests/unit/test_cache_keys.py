@@ -98,17 +98,19 @@ def test_answer_changing_fields_change_the_scope(change: dict[str, Any]) -> None
 
 
 @pytest.mark.parametrize("change", [{"stream": True}, {"stream_options": {"include_usage": True}},
-                                    {"metadata": {"x": "y"}}, {"user": ""}])
+                                    {"metadata": {"x": "y"}}, {"user": ""}, {"user": "u-1"}])
 def test_transport_fields_do_not_change_the_key(change: dict[str, Any]) -> None:
     assert req(body(**change)).key == req().key
 
 
-def test_the_end_user_an_app_names_has_a_scope_of_their_own_in_the_tenants_namespace() -> None:
-    """One app key serving many end users shared entries: one end user's answer served another's question."""
-    alice, bob = req(body(user="alice")), req(body(user="bob"))
-    assert len({alice.scope, bob.scope, req().scope}) == 3 and alice.key != bob.key
-    assert alice.scope == req(body(user="alice")).scope
-    assert alice.namespace == bob.namespace == req().namespace  # `cache invalidate --api-key` drops them all
+def test_under_user_scope_the_end_user_an_app_names_has_a_scope_of_their_own_in_the_keys_namespace() -> None:
+    """One app key serving many end users shared entries under `scope: user` too: one end user's answer served
+    another's question. Under the default `tenant` scope they share them on purpose (above)."""
+    cfg = config(scope="user")
+    alice, bob, anyone = (req(body(user=u) if u else None, cfg=cfg) for u in ("alice", "bob", None))
+    assert len({alice.scope, bob.scope, anyone.scope}) == 3 and alice.key != bob.key
+    assert alice.scope == req(body(user="alice"), cfg=cfg).scope
+    assert alice.namespace == bob.namespace == anyone.namespace  # `cache invalidate --api-key` drops them all
 
 
 def test_system_prompt_history_and_model_change_the_scope() -> None:
