@@ -47,6 +47,7 @@ CONTROL_VALUES = ("no-store", "no-cache")  # neither read nor write; do not read
 LOOP_GRACE_S = 0.01
 CONFIRM_S = 0.1  # readiness's pause between the probes that confirm a change (`check`)
 ANSWER_PII = "answer_pii"  # the answer itself holds PII the validators find (answer_pii.py): not stored
+ANSWER_UNSCREENED = "answer_unscreened"  # the answer's PII screen failed (a bug, logged): not stored
 _FINISH_OK = frozenset({"stop", "length", "tool_calls", "function_call"})
 # Every `reason` label value this module emits: declare them with metrics.set_label_values("cache_reason", ...).
 CACHE_REASONS = (
@@ -386,7 +387,13 @@ class SemanticCache:
         loop = asyncio.get_running_loop()
         while self._unscreened:
             batch, self._unscreened = self._unscreened, []
-            found = await loop.run_in_executor(self._answer_screen, _holding_pii, [c for _, c in batch])
+            try:
+                found = await loop.run_in_executor(self._answer_screen, _holding_pii, [c for _, c in batch])
+            except Exception:  # a bug in the screen: the batch is not stored (fail closed), later ones still are
+                log.exception("cache_answer_screen_bug", answers=len(batch))
+                for _ in batch:
+                    self._count("skipped_write", ANSWER_UNSCREENED)
+                continue
             for (entry, _), pii in zip(batch, found, strict=True):
                 if pii:
                     self._count("skipped_write", ANSWER_PII)

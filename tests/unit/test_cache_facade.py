@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from router.cache import CacheBackendError, CacheRequest, SemanticCache, build_cache_request
+from router.cache import CacheBackendError, CacheRequest, SemanticCache, answer_pii, build_cache_request
 from router.cache.memory import MemoryStore
 from router.cache.semantic_cache import completion_problem
 from router.cache.store import CacheEntry, Candidate, StoreStats
@@ -197,6 +197,20 @@ async def test_an_answer_holding_pii_is_neither_stored_nor_served(cache: Semanti
     clean = _answer_saying(where, "Three customers called about refunds this week; see ticket 42.")
     await put(cache, make_req("Which customer called about a refund?", BASE), clean)
     assert await cache.lookup(make_req("Which customer called about a refund?", BASE)) is not None
+
+
+async def test_a_failing_answer_screen_stores_nothing_and_the_next_answers_still_are(
+        cache: SemanticCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in the answer's PII screen lost the batch and made `flush`/`close` raise it: the answer is now not
+    stored (fail closed), the error counted and logged, and later answers are screened again."""
+    real = answer_pii.pii_types
+    monkeypatch.setattr(answer_pii, "pii_types", lambda c: 1 / 0)
+    await put(cache, make_req("How do I boil an egg?", BASE), completion("Ten minutes."))
+    assert cache.counters["skipped_write:answer_unscreened"] == 1
+    assert await cache.lookup(make_req("How do I boil an egg?", BASE)) is None
+    monkeypatch.setattr(answer_pii, "pii_types", real)
+    await put(cache, make_req("How do I boil an egg?", BASE), completion("Ten minutes."))
+    assert await cache.lookup(make_req("How do I boil an egg?", BASE)) is not None
 
 
 async def test_oversized_answer_is_skipped(cache: SemanticCache) -> None:
