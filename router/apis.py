@@ -155,8 +155,13 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
         else:  # function calls and their outputs: not classified, but keyed (an answer depends on the output)
             tool_items = True
             messages.append({"role": "tool", "content": [item]})
-    if not any(m["role"] == "user" for m in messages):
-        raise InvalidRequest("'input' needs at least one user message", param="input")
+    # A continuation of a stored response may hold tool outputs alone (function_call_output, mcp_approval_response,
+    # computer_call_output, ...): the agent loop of the Responses API and the Agents SDK. It was refused, and every
+    # such agent died at its first tool call. Its outputs are screened as tool results (router/screening.py).
+    continues = bool(body.get("previous_response_id") or body.get("conversation"))
+    if not continues and not any(m["role"] == "user" for m in messages):
+        raise InvalidRequest("'input' needs at least one user message, or previous_response_id to continue a stored "
+                             "response", param="input")
     tools = body.get("tools") or ([{"type": "input_items"}] if tool_items else None)
     reasoning = body["reasoning"] if isinstance(body.get("reasoning"), dict) else {}
     fields = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "tools": tools,
@@ -166,8 +171,16 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
               "response_format": (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None}
     # A cached answer has no server-side twin a later `previous_response_id` could continue, so only
     # requests that neither continue nor create stored state (store: false) are served from the cache.
-    stateful = bool(body.get("previous_response_id") or body.get("conversation")) or body.get("store") is not False
+    stateful = continues or body.get("store") is not False
     return ApiRequest("responses", _normalised(body, messages, fields, _RESPONSES_MAPPED, _EFFORT_ONLY), body, stateful)
+
+
+def _tool_results_only(role: str, content: Any) -> bool:
+    """A user turn of tool_result blocks alone is a chat `tool` message: the tools' outputs, not words of the user. As
+    a user turn it was the classified turn (no text: the default category), so a conversation's step moved off its
+    category, and a tool result's PII read as a switch to it rather than as PII (trial 12, finding 6)."""
+    return role == "user" and isinstance(content, list) and bool(content) and all(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
 
 
 def _parse_messages(body: dict[str, Any]) -> ApiRequest:
@@ -192,7 +205,8 @@ def _parse_messages(body: dict[str, Any]) -> ApiRequest:
         _check_part_types(content, f"messages[{i}].content")
         tool_blocks |= isinstance(content, list) and any(
             isinstance(b, dict) and b.get("type") not in ("text", None) for b in content)
-        messages.append({"role": turn["role"], "content": _content(content)})
+        messages.append({"role": "tool" if _tool_results_only(turn["role"], content) else turn["role"],
+                         "content": _content(content)})
     metadata: dict[str, Any] = body["metadata"] if isinstance(body.get("metadata"), dict) else {}
     fields = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "max_tokens": max_tokens,
               "tools": body.get("tools") or ([{"type": "content_blocks"}] if tool_blocks else None),

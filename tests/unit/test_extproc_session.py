@@ -680,6 +680,23 @@ async def test_unknown_model_is_404_and_models_list_is_answered_by_the_router() 
     assert {"auto", "qwen3-4b", "gpt-oss-120b"} <= names and listing.request.outcome is Outcome.MODELS
 
 
+@pytest.mark.parametrize(("path", "payload"), [
+    ("/v1/chat/completions", chat("hi", model="claude-sonnet-4-5")),
+    ("/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/responses", {"model": "claude-sonnet-4-5", "input": "hi"}),
+])
+async def test_an_unknown_model_is_a_404_before_any_classifier_work(path: str, payload: dict[str, Any]) -> None:
+    """Trial 12, finding 8: the 404 came after classification, so under load an unknown name got a 503
+    `classifier_unavailable ... retry later`, which clients retried though it could only end in 404."""
+    failing = FakeClassifier(RuntimeError("encoder busy"))
+    cfg = config(lambda raw: raw["classifier"].update(on_failure="closed"))
+    rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(failing), cache=None)
+    session = StreamSession(rt, EXECUTOR)
+    await session.handle(headers(path, authorization="Bearer sk-tenant-a"))
+    resp = await session.handle(body(payload))
+    assert resp.immediate_response.status.code == 404 and failing.calls == 0
+
+
 class SlowClassifier(FakeClassifier):
     """A classification that outlives the router's budget (a huge prompt on a loaded machine)."""
 
