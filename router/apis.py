@@ -348,6 +348,29 @@ class Assembler(Protocol):
     @property
     def usage(self) -> dict[str, Any] | None: ...
 
+    @property
+    def unstored(self) -> str:
+        """Why `completion` is None (`unstored`)."""
+
+
+_TOOL_USE = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+
+
+def unstored(api: Api, answer: dict[str, Any] | None) -> str:
+    """Why an answer of `api` is not stored (its `to_completion` has no choices), for the log line: tool_calls (a
+    Responses function or hosted tool call, an Anthropic tool_use; a chat answer's are stored, not streamed ones),
+    not_text (a finished answer holding reasoning items, thinking or other blocks beside its text), else incomplete
+    (unfinished, failed, not JSON)."""
+    if not isinstance(answer, dict) or api == "chat":
+        return "incomplete"
+    responses = api == "responses"
+    items = answer.get("output" if responses else "content")
+    kinds = {str(i.get("type")) for i in items if isinstance(i, dict)} if isinstance(items, list) else set()
+    if any(k.endswith("_call") if responses else k in _TOOL_USE for k in kinds):
+        return "tool_calls"
+    finished = answer.get("status") == "completed" if responses else str(answer.get("stop_reason")) in _STOP
+    return "not_text" if finished and kinds - {"message" if responses else "text"} else "incomplete"
+
 
 def _event(payload: bytes) -> tuple[dict[str, Any], str | None] | None:
     """One SSE event and its `type`; None when the payload is not JSON (the stream is broken). A JSON value
@@ -390,6 +413,10 @@ class ResponsesAssembler:
         found = to_completion("responses", self._final)
         return found.get("usage") if found else None
 
+    @property
+    def unstored(self) -> str:
+        return "incomplete" if self.failed else unstored("responses", self._final)
+
 
 class MessagesAssembler:
     """Anthropic events: text deltas, input tokens at message_start, output tokens at message_delta."""
@@ -402,6 +429,7 @@ class MessagesAssembler:
         self._stop: str | None = None
         self._stop_sequence: str | None = None
         self._other_blocks = False
+        self._blocks: set[str] = set()
         self.done = self.failed = False
 
     def add(self, payload: bytes) -> None:
@@ -415,7 +443,9 @@ class MessagesAssembler:
             self._model = str(message.get("model", ""))
             self._input = (message.get("usage") or {}).get("input_tokens")
         elif kind == "content_block_start":
-            self._other_blocks |= (event.get("content_block") or {}).get("type") != "text"
+            block = (event.get("content_block") or {}).get("type")
+            self._other_blocks |= block != "text"
+            self._blocks.add(str(block))
         elif kind == "content_block_delta" and (event.get("delta") or {}).get("type") == "text_delta":
             self._text.append(str(event["delta"].get("text", "")))
         elif kind == "message_delta":
@@ -437,6 +467,13 @@ class MessagesAssembler:
     @property
     def usage(self) -> dict[str, Any] | None:
         return _chat_usage(self._input, self._output)
+
+    @property
+    def unstored(self) -> str:
+        if self._blocks & _TOOL_USE:
+            return "tool_calls"
+        finished = self.done and not self.failed and self._stop in _STOP
+        return "not_text" if finished and self._other_blocks else "incomplete"
 
 
 def response_id(answer: dict[str, Any] | None) -> str | None:

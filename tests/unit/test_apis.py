@@ -332,3 +332,23 @@ def test_a_completions_prompt_list_is_bounded_alike() -> None:
     with pytest.raises(InvalidRequest) as err:
         apis.completions_turns({"model": "m", "prompt": ["hi"] * 2049}, "m")
     assert err.value.param == "prompt" and "2048" in err.value.message
+
+
+@pytest.mark.parametrize(("api", "answer", "why"), [
+    ("responses", {"object": "response", "status": "completed", "output": [
+        {"type": "function_call", "call_id": "c1", "name": "bash", "arguments": "{}"}]}, "tool_calls"),
+    ("responses", {"object": "response", "status": "completed", "output": [
+        {"type": "reasoning", "summary": []}, {"type": "message", "content": []}]}, "not_text"),
+    ("responses", {"object": "response", "status": "incomplete", "output": [{"type": "message", "content": []}]},
+     "incomplete"),
+    ("messages", {"type": "message", "stop_reason": "tool_use", "content": [
+        {"type": "text", "text": "Let me look."}, {"type": "tool_use", "id": "t1", "name": "bash", "input": {}}]},
+     "tool_calls"),
+    ("messages", {"type": "message", "stop_reason": "end_turn", "content": [
+        {"type": "thinking", "thinking": "..."}, {"type": "text", "text": "4"}]}, "not_text"),
+    ("messages", None, "incomplete"),
+])
+def test_why_an_answer_is_not_stored(api: apis.Api, answer: dict | None, why: str) -> None:  # type: ignore[type-arg]
+    """What the request line's `cache_unstored` says of a miss whose answer the cache did not take."""
+    completion = apis.to_completion(api, answer)
+    assert not (completion and completion.get("choices")) and apis.unstored(api, answer) == why

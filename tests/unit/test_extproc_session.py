@@ -271,6 +271,41 @@ async def test_an_answer_is_stored_and_the_repeat_is_served_from_the_cache() -> 
     await rt.cache.close()
 
 
+TOOL_CALL_STREAM = b"".join(b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in [
+    {"id": "c", "object": "chat.completion.chunk", "model": "gpt-oss-120b", "choices": [{"index": 0, "delta": {
+        "role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                             "function": {"name": "bash", "arguments": "{}"}}]}}]},
+    {"id": "c", "object": "chat.completion.chunk", "model": "gpt-oss-120b",
+     "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]) + b"data: [DONE]\n\n"
+TOOL_USE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "gpt-oss-120b", "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "t1", "name": "bash", "input": {}}],
+            "usage": {"input_tokens": 5, "output_tokens": 3}}
+
+
+@pytest.mark.parametrize(("path", "request_body", "content_type", "answer"), [
+    ("/v1/chat/completions", {**chat("Integrate x^2"), "stream": True}, "text/event-stream", TOOL_CALL_STREAM),
+    ("/v1/messages", {"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": "Integrate x^2"}]},
+     "application/json", json.dumps(TOOL_USE).encode()),
+])
+async def test_a_miss_whose_answer_is_not_stored_says_why_on_its_log_line(
+        path: str, request_body: dict[str, Any], content_type: str, answer: bytes) -> None:
+    """Trial 12, finding 7: a streamed tool-call answer is not stored (by design), yet its line said `cache: miss` as a
+    stored one does, and an operator looking for the entry found none."""
+    from structlog.testing import capture_logs
+
+    from router.extproc.server import _record
+
+    session = StreamSession(runtime(MATH, cache=True), EXECUTOR)
+    await session.handle(headers(path, authorization="Bearer sk-tenant-a"))
+    await session.handle(body(request_body))
+    await session.handle(header_message({":status": "200", "content-type": content_type}, "response_headers"))
+    await session.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=answer, end_of_stream=True)))
+    with capture_logs() as logs:
+        _record(session)
+    line = next(x for x in logs if x["event"] == "request")
+    assert (line["cache"], line.get("cache_unstored"), line.get("cache_entry")) == ("miss", "tool_calls", None)
+
+
 async def test_an_upstream_answer_with_a_huge_integer_passes_to_the_client_uncached() -> None:
     """json.loads raises a plain ValueError on an integer past 4300 digits: the response phase failed and Envoy
     answered the client with the router's 500 instead of the model's answer."""
