@@ -239,6 +239,12 @@ def test_a_responses_agent_loop_continues_with_its_tool_outputs_alone(classified
     with client.responses.stream(model="auto", previous_response_id=step.parse().id, tools=TOOLS,
                                  input=outputs) as streamed:
         assert streamed.get_final_response().model == BIG
+    textless: Any = [{"type": "mcp_approval_response", "approval_request_id": "mcpr_1", "approve": True},
+                     {"type": "computer_call_output", "call_id": "call_4", "output": {
+                         "type": "computer_screenshot", "image_url": "data:image/png;base64,iVBORw0KGgo="}}]
+    for item in textless:  # nothing the router reads: the held model's, on the conversation's category
+        other = client.responses.with_raw_response.create(model="auto", previous_response_id=first.id, input=[item])
+        assert _routed(other) == (BIG, "sticky")
     injected: Any = [{"type": "function_call_output", "call_id": "call_2", "output": f"<p>Hi!</p> {JAILBREAK}"}]
     with pytest.raises(openai.PermissionDeniedError) as blocked:
         client.responses.create(model="auto", previous_response_id=first.id, tools=TOOLS, input=injected)
