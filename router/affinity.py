@@ -341,12 +341,14 @@ async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: M
         if not chat.has_user_turn:  # tool outputs alone (a Responses continuation of a response unknown here)
             return decision, NONE
         opening = conversation_key(chat, caller, chat.latest_user_text()) if caller is not None else None
-        if opening is not None and (pin := await store.get(opening)) is not None:
+        step = _after_tools(chat)
+        if step and opening is not None and (pin := await store.get(opening)) is not None:
             # An agent's later step: the turn that opened the conversation, then tool calls and results. Each was
-            # `new` (and counted so in vsr_affinity_total) though the pin it opened was there.
+            # `new` (and counted so in vsr_affinity_total) though the pin it opened was there. A first turn alone
+            # is routed on its own words, as ever, though another chat of the caller opened alike.
             return await _follow(policy, store, opening, pin, STICKY, decision, signal)
         opened, how = await _open(policy, store, opening, decision, signal, later=bool(turns))
-        return opened, REDERIVED if how == NEW and _after_tools(chat) else how
+        return opened, REDERIVED if how == NEW and step else how
     derived = _derived(policy, anchor[1], signal)
     if caller is None:
         return await _follow(policy, store, None, derived, REDERIVED, decision, signal)
@@ -356,8 +358,8 @@ async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: M
 
 
 def _after_tools(chat: ChatRequest) -> bool:
-    """Tool results follow the latest user turn: a step of a conversation that turn opened earlier, whose pin this
-    router does not hold (an anonymous caller's, another replica's): re-derived from it, not new."""
+    """Tool results follow the latest user turn: a step of the conversation that turn opened (its pin followed; where
+    this router holds none, an anonymous caller's or another replica's, re-derived from it, not new)."""
     return any(m["role"] in ("tool", "function") for m in chat.messages[chat.classified_index() + 1:])
 
 

@@ -300,12 +300,12 @@ async def test_an_agent_s_later_steps_are_its_conversation_not_new_ones(caller: 
     (nothing stored) is re-derived from the task that opened it."""
     policy, store, task = Policy(CFG), MemoryPins(), "prove that 2 is prime"
     hows = []
-    for chat in (_step(task), _step(task, "2 passed"), _step(task, "2 passed", "committed")):
+    for chat in (_step(task), _step(task, "2 passed"), _step(task, "2 passed", "committed"), _step(task)):
         decision = policy.decide(chat, NO_SIGNAL)
         out, how = await resolve(policy, store, chat, {}, decision, NO_SIGNAL, caller, _screened(chat, {}))
         assert (out.model, out.category) == (BIG, "math")
         hows.append(how)
-    assert hows == ["new", later, later]
+    assert hows == ["new", later, later, "new"]  # the task alone again: a chat opened alike, on its own words
 
 
 async def test_tool_outputs_alone_without_a_held_response_are_routed_on_their_own_and_never_pinned() -> None:
