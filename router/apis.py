@@ -152,7 +152,7 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
                                      param=f"input[{i}].role")
             _check_part_types(item.get("content"), f"input[{i}].content")
             messages.append({"role": role, "content": _content(item.get("content"))})
-        else:  # function calls and their outputs: not classified, but keyed (an answer depends on the output)
+        else:  # function calls and their outputs: screened as tool results (router/screening.py) and keyed whole
             tool_items = True
             messages.append({"role": "tool", "content": [item]})
     # A continuation of a stored response may hold tool outputs alone (function_call_output, mcp_approval_response,
