@@ -732,6 +732,24 @@ async def test_an_unknown_model_is_a_404_before_any_classifier_work(path: str, p
     assert resp.immediate_response.status.code == 404 and failing.calls == 0
 
 
+@pytest.mark.parametrize(("signal", "status"), [
+    (dataclasses.replace(MATH, content_safety_score=0.95), None),  # a fetched page on a harmful topic: not an ask
+    (dataclasses.replace(MATH, jailbreak_score=0.99), 403),
+])
+async def test_tool_outputs_alone_are_screened_as_tool_results(signal: Classification, status: int | None) -> None:
+    """A Responses continuation of tool outputs alone has no user turn: its last output is the classified text, which
+    the jailbreak guard reads as the tool result it is and the content-safety guard does not judge."""
+    session = StreamSession(runtime(signal), EXECUTOR)
+    await session.handle(headers("/v1/responses", authorization="Bearer sk-tenant-a"))
+    resp = await session.handle(body({"model": "auto", "previous_response_id": "resp_1", "input": [
+        {"type": "function_call_output", "call_id": "c1", "output": "page text"}]}))
+    if status is None:
+        assert resp.WhichOneof("response") == "request_body"
+    else:
+        assert resp.immediate_response.status.code == status
+        assert "tool result 1" in json.loads(resp.immediate_response.body)["error"]["message"]
+
+
 class SlowClassifier(FakeClassifier):
     """A classification that outlives the router's budget (a huge prompt on a loaded machine)."""
 
