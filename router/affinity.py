@@ -338,14 +338,29 @@ async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: M
         return await _follow(policy, store, key, pin, how, decision, signal)
     anchor = first_decisive(policy, turns)
     if anchor is None:  # this turn opens the conversation (a first turn is its own conversation), or nothing does yet
+        if not chat.has_user_turn:  # tool outputs alone (a Responses continuation of a response unknown here)
+            return decision, NONE
         opening = conversation_key(chat, caller, chat.latest_user_text()) if caller is not None else None
-        return await _open(policy, store, opening, decision, signal, later=bool(turns))
+        step = _after_tools(chat)
+        if step and opening is not None and (pin := await store.get(opening)) is not None:
+            # An agent's later step: the turn that opened the conversation, then tool calls and results. Each was
+            # `new` (and counted so in vsr_affinity_total) though the pin it opened was there. A first turn alone
+            # is routed on its own words, as ever, though another chat of the caller opened alike.
+            return await _follow(policy, store, opening, pin, STICKY, decision, signal)
+        opened, how = await _open(policy, store, opening, decision, signal, later=bool(turns))
+        return opened, REDERIVED if how == NEW and step else how
     derived = _derived(policy, anchor[1], signal)
     if caller is None:
         return await _follow(policy, store, None, derived, REDERIVED, decision, signal)
     key = conversation_key(chat, caller, anchor[0])
     pin = await store.get(key)
     return await _follow(policy, store, key, pin or derived, STICKY if pin else REDERIVED, decision, signal)
+
+
+def _after_tools(chat: ChatRequest) -> bool:
+    """Tool results follow the latest user turn: a step of the conversation that turn opened (its pin followed; where
+    this router holds none, an anonymous caller's or another replica's, re-derived from it, not new)."""
+    return any(m["role"] in ("tool", "function") for m in chat.messages[chat.classified_index() + 1:])
 
 
 def _continued(policy: Policy, decision: Decision, held: Pin, signal: Classification) -> Decision:
@@ -356,7 +371,7 @@ def _continued(policy: Policy, decision: Decision, held: Pin, signal: Classifica
     if pinned is not None:
         return pinned
     raise PIIViolation(f"This conversation's model '{held.model}', which holds the previous response, may not "
-                       f"receive {pii_said(signal)}: remove it, or start a "
+                       f"receive {pii_said(signal, policy.pii_refused([held.model], signal))}: remove it, or start a "
                        "new conversation without previous_response_id", param="previous_response_id", status=400,
                        category=held.category)
 
@@ -373,7 +388,8 @@ async def _follow(policy: Policy, store: PinStore, key: str | None, pin: Pin | N
             return pinned, how
         # only the PII rule moved it: the reason says so, else it reads like a switch on this turn's words
         decision = dataclasses.replace(decision, reason=f"{decision.reason}; left the conversation's model {pin.model}, "
-                                                        f"which may not receive {pii_said(signal)}")
+                                                        f"which may not receive "
+                                                        f"{pii_said(signal, policy.pii_refused([pin.model], signal))}")
     decisive = is_decisive(policy.cfg, decision.category, decision.confidence, later=True)
     if decisive and key is not None:
         await store.put(key, Pin(decision.model, decision.category))

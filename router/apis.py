@@ -152,11 +152,16 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
                                      param=f"input[{i}].role")
             _check_part_types(item.get("content"), f"input[{i}].content")
             messages.append({"role": role, "content": _content(item.get("content"))})
-        else:  # function calls and their outputs: not classified, but keyed (an answer depends on the output)
+        else:  # function calls and their outputs: screened as tool results (router/screening.py) and keyed whole
             tool_items = True
             messages.append({"role": "tool", "content": [item]})
-    if not any(m["role"] == "user" for m in messages):
-        raise InvalidRequest("'input' needs at least one user message", param="input")
+    # A continuation of a stored response may hold tool outputs alone (function_call_output, mcp_approval_response,
+    # computer_call_output, ...): the agent loop of the Responses API and the Agents SDK. It was refused, and every
+    # such agent died at its first tool call. Its outputs are screened as tool results (router/screening.py).
+    continues = bool(body.get("previous_response_id") or body.get("conversation"))
+    if not continues and not any(m["role"] == "user" for m in messages):
+        raise InvalidRequest("'input' needs at least one user message, or previous_response_id to continue a stored "
+                             "response", param="input")
     tools = body.get("tools") or ([{"type": "input_items"}] if tool_items else None)
     reasoning = body["reasoning"] if isinstance(body.get("reasoning"), dict) else {}
     fields = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "tools": tools,
@@ -166,8 +171,16 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
               "response_format": (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None}
     # A cached answer has no server-side twin a later `previous_response_id` could continue, so only
     # requests that neither continue nor create stored state (store: false) are served from the cache.
-    stateful = bool(body.get("previous_response_id") or body.get("conversation")) or body.get("store") is not False
+    stateful = continues or body.get("store") is not False
     return ApiRequest("responses", _normalised(body, messages, fields, _RESPONSES_MAPPED, _EFFORT_ONLY), body, stateful)
+
+
+def _tool_results_only(role: str, content: Any) -> bool:
+    """A user turn of tool_result blocks alone is a chat `tool` message: the tools' outputs, not words of the user. As
+    a user turn it was the classified turn (no text: the default category), so a conversation's step moved off its
+    category, and a tool result's PII read as a switch to it rather than as PII (trial 12, finding 6)."""
+    return role == "user" and isinstance(content, list) and bool(content) and all(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
 
 
 def _parse_messages(body: dict[str, Any]) -> ApiRequest:
@@ -192,7 +205,8 @@ def _parse_messages(body: dict[str, Any]) -> ApiRequest:
         _check_part_types(content, f"messages[{i}].content")
         tool_blocks |= isinstance(content, list) and any(
             isinstance(b, dict) and b.get("type") not in ("text", None) for b in content)
-        messages.append({"role": turn["role"], "content": _content(content)})
+        messages.append({"role": "tool" if _tool_results_only(turn["role"], content) else turn["role"],
+                         "content": _content(content)})
     metadata: dict[str, Any] = body["metadata"] if isinstance(body.get("metadata"), dict) else {}
     fields = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "max_tokens": max_tokens,
               "tools": body.get("tools") or ([{"type": "content_blocks"}] if tool_blocks else None),
@@ -334,6 +348,29 @@ class Assembler(Protocol):
     @property
     def usage(self) -> dict[str, Any] | None: ...
 
+    @property
+    def unstored(self) -> str:
+        """Why `completion` is None (`unstored`)."""
+
+
+_TOOL_USE = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+
+
+def unstored(api: Api, answer: dict[str, Any] | None) -> str:
+    """Why an answer of `api` is not stored (its `to_completion` has no choices), for the log line: tool_calls (a
+    Responses function or hosted tool call, an Anthropic tool_use; a chat answer's are stored, not streamed ones),
+    not_text (a finished answer holding reasoning items, thinking or other blocks beside its text), else incomplete
+    (unfinished, failed, not JSON)."""
+    if not isinstance(answer, dict) or api == "chat":
+        return "incomplete"
+    responses = api == "responses"
+    items = answer.get("output" if responses else "content")
+    kinds = {str(i.get("type")) for i in items if isinstance(i, dict)} if isinstance(items, list) else set()
+    if any(k.endswith("_call") if responses else k in _TOOL_USE for k in kinds):
+        return "tool_calls"
+    finished = answer.get("status") == "completed" if responses else str(answer.get("stop_reason")) in _STOP
+    return "not_text" if finished and kinds - {"message" if responses else "text"} else "incomplete"
+
 
 def _event(payload: bytes) -> tuple[dict[str, Any], str | None] | None:
     """One SSE event and its `type`; None when the payload is not JSON (the stream is broken). A JSON value
@@ -376,6 +413,10 @@ class ResponsesAssembler:
         found = to_completion("responses", self._final)
         return found.get("usage") if found else None
 
+    @property
+    def unstored(self) -> str:
+        return "incomplete" if self.failed else unstored("responses", self._final)
+
 
 class MessagesAssembler:
     """Anthropic events: text deltas, input tokens at message_start, output tokens at message_delta."""
@@ -388,6 +429,7 @@ class MessagesAssembler:
         self._stop: str | None = None
         self._stop_sequence: str | None = None
         self._other_blocks = False
+        self._blocks: set[str] = set()
         self.done = self.failed = False
 
     def add(self, payload: bytes) -> None:
@@ -401,7 +443,9 @@ class MessagesAssembler:
             self._model = str(message.get("model", ""))
             self._input = (message.get("usage") or {}).get("input_tokens")
         elif kind == "content_block_start":
-            self._other_blocks |= (event.get("content_block") or {}).get("type") != "text"
+            block = (event.get("content_block") or {}).get("type")
+            self._other_blocks |= block != "text"
+            self._blocks.add(str(block))
         elif kind == "content_block_delta" and (event.get("delta") or {}).get("type") == "text_delta":
             self._text.append(str(event["delta"].get("text", "")))
         elif kind == "message_delta":
@@ -423,6 +467,13 @@ class MessagesAssembler:
     @property
     def usage(self) -> dict[str, Any] | None:
         return _chat_usage(self._input, self._output)
+
+    @property
+    def unstored(self) -> str:
+        if self._blocks & _TOOL_USE:
+            return "tool_calls"
+        finished = self.done and not self.failed and self._stop in _STOP
+        return "not_text" if finished and self._other_blocks else "incomplete"
 
 
 def response_id(answer: dict[str, Any] | None) -> str | None:

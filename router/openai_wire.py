@@ -299,6 +299,11 @@ class StreamAssembler:
     def usage(self) -> dict[str, Any] | None:
         return self._usage
 
+    @property
+    def unstored(self) -> str:
+        """Why `completion` is None: tool_calls (streamed tool calls are not reassembled), else incomplete."""
+        return "tool_calls" if any(slot.get("tool_calls") for slot in self._choices.values()) else "incomplete"
+
 
 def _message(slot: dict[str, Any]) -> dict[str, Any]:
     """A choice's message; each field but the content only when a chunk carried it, as the content-only answers

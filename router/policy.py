@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from router.config import Category, ReasoningFamily, RouterConfig
 from router.errors import ContentBlocked, JailbreakBlocked, ModelNotFound, PIIViolation, RouterError
 from router.openai_wire import REASONING_SWITCHES, ChatRequest
 from router.resilience import chain_cluster
-from router.signals import Classification
+from router.signals import UNSCREENED_CONTENT, Classification
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,12 @@ class Policy:
     def is_known_model(self, name: str) -> bool:
         return name in self._auto or name in self.cfg.models
 
+    def require_model(self, name: str) -> None:
+        """Refuse a model name the router does not serve (404), before any classifier work is spent on it: under load
+        an unknown name got a retryable 503 `classifier_unavailable` instead of the 404 it can only end in."""
+        if not self.is_known_model(name):
+            raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+
     def checks_text_for(self, model: str) -> bool:
         """Whether a request sent to `model` by name has its text read by a check: a guard that is not `off`, or a PII
         rule of that model's. A request that nothing checks need not be classified (/v1/completions)."""
@@ -92,8 +98,7 @@ class Policy:
 
         `text` is what keyword rules scan (the session passes the bounded text it classified).
         """
-        if not self.is_known_model(chat.model):
-            raise ModelNotFound(f"The model '{chat.model}' does not exist", param="model")
+        self.require_model(chat.model)
         category, confidence = self.category_for(chat.latest_user_text() if text is None else text, signal)
         cat_cfg = self.cfg.category(category)
         flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg, category))
@@ -105,7 +110,8 @@ class Policy:
         allowed, reason = ranked.models, ranked.reason
         if auto:
             if not allowed:
-                raise PIIViolation(f"No model may receive {pii_said(signal)}", category=category)
+                said = pii_said(signal, self.pii_refused(self.ranking(cat_cfg), signal))
+                raise PIIViolation(f"No model may receive {said}", category=category)
             model = allowed[0]
             reasoning = self.reasons(cat_cfg, model, chat.reasoning_switches) if chosen is None else chosen
             reason += self._pii_skipped(cat_cfg, model, signal)
@@ -113,7 +119,8 @@ class Policy:
             reason = "requested by the client"
             model = chat.model
             if not self.cfg.models[model].pii_policy.allows(pii):
-                raise PIIViolation(f"The model '{model}' may not receive {pii_said(signal)}", category=category)
+                said = pii_said(signal, self.pii_refused([model], signal))
+                raise PIIViolation(f"The model '{model}' may not receive {said}", category=category)
             reasoning = chosen  # none chosen: the server's default, which the router does not know
         chain = self.chain(model, allowed if auto or self.cfg.fallback.explicit_models else [])
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
@@ -190,9 +197,16 @@ class Policy:
         better = ranking[:ranking.index(chosen)] if chosen in ranking else ranking
         scores = {s.model: s.score for s in cat.model_scores} if cat else {}
         pii = signal.pii_possible
-        kept_out = [f"{m} ({scores.get(m, 0.0):.2f})" for m in better if not self.cfg.models[m].pii_policy.allows(pii)]
-        refused = ", ".join(part for part in _pii_parts(signal) if part)
-        return f"; skipped {', '.join(kept_out)}: pii_policy refuses {refused}" if kept_out else ""
+        kept_out = [m for m in better if not self.cfg.models[m].pii_policy.allows(pii)]
+        refused = ", ".join(part for part in _pii_parts(signal, self.pii_refused(kept_out, signal)) if part)
+        named = ", ".join(f"{m} ({scores.get(m, 0.0):.2f})" for m in kept_out)
+        return f"; skipped {named}: pii_policy refuses {refused}" if kept_out else ""
+
+    def pii_refused(self, models: Iterable[str], signal: Classification) -> frozenset[str]:
+        """The types of `signal.pii_possible` one of `models` may not receive: what a reason or refusal names. All the
+        detected types were named, those a model allows too, and an operator read that it refused them."""
+        policies = [self.cfg.models[m].pii_policy for m in models if m in self.cfg.models]
+        return frozenset(t for p in policies for t in signal.pii_possible if not p.allows(frozenset({t})))
 
     def chain(self, first: str, allowed: list[str]) -> tuple[str, ...]:
         """`first`, then the next allowed models in ranking order, bounded by `fallback.max_fallbacks`."""
@@ -318,17 +332,20 @@ def _compile_rule(category: str, keywords: list[str], regexes: list[str]) -> _Co
     return _CompiledRule(category, re.compile("|".join(parts), re.IGNORECASE))
 
 
-def pii_said(signal: Classification) -> str:
-    """The PII a refusal names: found types, those only unscreened text may hold, documents no screen could read."""
-    types, unreadable = _pii_parts(signal)
+def pii_said(signal: Classification, refused: frozenset[str] | None = None) -> str:
+    """The PII a refusal names: found types, those only unscreened text may hold, documents no screen could read;
+    only those in `refused` (Policy.pii_refused) when given."""
+    types, unreadable = _pii_parts(signal, refused)
     return " or ".join(([f"personal data of type {types}"] if types else []) + ([unreadable] if unreadable else []))
 
 
-def _pii_parts(signal: Classification) -> tuple[str, str]:
+def _pii_parts(signal: Classification, refused: frozenset[str] | None = None) -> tuple[str, str]:
     """(the types found, then those only unscreened text may hold, said as such; the documents no screen could
-    read), each "" when there is none."""
-    parts, unread = sorted(signal.pii_types), sorted(signal.unscreened - signal.pii_types)
+    read), each "" when there is none; only those in `refused` when given."""
+    said = signal.pii_possible if refused is None else refused
+    parts, unread = sorted(signal.pii_types & said), sorted((signal.unscreened - signal.pii_types) & said)
     if unread:
         parts.append(f"{', '.join(unread)} (unscreened: the text is longer than the PII screen reads)")
-    docs = f"content the router cannot read ({', '.join(sorted(set(signal.unreadable)))})" if signal.unreadable else ""
+    unreadable = signal.unreadable and UNSCREENED_CONTENT in said
+    docs = f"content the router cannot read ({', '.join(sorted(set(signal.unreadable)))})" if unreadable else ""
     return ", ".join(parts), docs

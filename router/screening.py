@@ -242,6 +242,9 @@ class Screen:
     # file or search result. A plain override ("ignore all previous instructions") is a jailbreak only then
     # (router/classifier/injection_rules.py); in a plain chat it redirects the user's own earlier asks.
     foreign: bool
+    # `latest` is a tool's output (a request with no user turn: a Responses continuation of tool outputs alone), which
+    # the guards read as the tool result it also is in `earlier`: the content-safety guard does not judge it.
+    latest_tool: bool = False
 
     def user_turns(self) -> list[str]:
         """The earlier user turns' texts, in order, as the guards read them (affinity's first decisive turn is
@@ -250,6 +253,7 @@ class Screen:
 
 
 _USER_TURN = "user turn "
+_TOOL_ROLES = ("tool", "function")
 
 
 def screen(chat: ChatRequest) -> Screen:
@@ -263,7 +267,7 @@ def screen(chat: ChatRequest) -> Screen:
         users += role == "user"
         if role == "user" and i != classified and reading.texts:
             earlier.append(Other(f"{_USER_TURN}{users}", reading.text, asks=True))
-        elif role in ("tool", "function") and reading.texts:
+        elif role in _TOOL_ROLES and reading.texts:
             tools += 1
             earlier.append(Other(f"tool result {tools}", reading.text, asks=False))
         elif role == "assistant" and i == last != classified and (prefill := _prefill(message, reading)):
@@ -275,7 +279,8 @@ def screen(chat: ChatRequest) -> Screen:
     foreign = tools > 0 or any(r.foreign for r in readings) or any(
         m["role"] in ("system", "developer") and r.texts for m, r in zip(chat.messages, readings, strict=True))
     return Screen(readings[classified].text, tuple(earlier), "\n".join(filter(None, [chat.other_text(), *joined])),
-                  tuple(u for r in readings for u in r.unreadable), foreign)
+                  tuple(u for r in readings for u in r.unreadable), foreign,
+                  chat.messages[classified]["role"] in _TOOL_ROLES)
 
 
 def _prefill(message: dict[str, Any], reading: Reading) -> str:

@@ -62,7 +62,8 @@ class AnswerPhases(StreamState):
         out = {"x-vsr-attempts": str(r.attempts)}
         if r.answered_by != decision.model:
             out["x-vsr-fallback-from"] = decision.model
-            self.request.cache_key = None  # the key names the model the policy chose, not this one
+            if self.request.cache_key is not None:  # the key names the model the policy chose, not this one
+                self.request.cache_key, self.request.cache_unstored = None, "fallback"
         return out
 
     async def on_response_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
@@ -83,17 +84,21 @@ class AnswerPhases(StreamState):
         if r.streaming:
             completion = r.assembler.completion()
             r.usage = r.assembler.usage
+            why = r.assembler.unstored
         else:
             answer = _json_object(bytes(r.body))
             completion = apis.to_completion(self.request.api, answer)
             r.usage = completion.get("usage") if completion else None
             r.response_id = apis.response_id(answer)
+            why = apis.unstored(self.request.api, answer)
         if self.request.api == "responses":
             await self._remember_response()
         cache, key = self.runtime.cache, self.request.cache_key
         if cache is not None and key is not None and completion is not None and completion.get("choices"):
             cache.store(key, completion)
             self.request.cache_stored = True
+        elif key is not None:  # looked up, missed, and not stored: the log line says why (README, "Logs")
+            self.request.cache_unstored = why
 
     async def _remember_response(self) -> None:
         """A later `previous_response_id` request must reach the model (and server) that holds this answer."""

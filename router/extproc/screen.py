@@ -47,6 +47,8 @@ class Screener(StreamState):
         text = self._bounded(screen.latest)
         with self.trace.span("vsr.classify"):
             signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
+            if screen.latest_tool and signal is not NO_SIGNAL:  # judged as the tool result it is in `earlier`
+                signal = dataclasses.replace(signal, content_safety_score=0.0)
             signal = injection_rules.in_request(signal, screen.foreign)
             signal = self._unscreened(signal, len(text) < len(screen.latest), PII_TYPES)
             signal = await self._screen_earlier_turns(screen, signal, deadline)

@@ -157,7 +157,7 @@ def _cache_fields(session: StreamSession) -> dict[str, Any]:
                 "cache_verifier_score": _round(hit.verifier_score), "cache_pair_score": _round(hit.pair_score)}
     if req.cache_stored and req.cache_key is not None:
         return {"cache_entry": req.cache_key.key}
-    return {}
+    return {"cache_unstored": req.cache_unstored} if req.cache_unstored else {}
 
 
 def _round(score: float | None) -> float | None:

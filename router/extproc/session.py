@@ -32,7 +32,6 @@ from router.errors import (
     InternalError,
     InvalidRequest,
     MethodNotAllowed,
-    ModelNotFound,
     NotServed,
     Outcome,
     RouterError,
@@ -150,8 +149,7 @@ class StreamSession(Screener, AnswerPhases):
         if path == MODELS_PATH:
             return msg.immediate(200, wire.models_list(self.runtime.policy.public_model_names()), self._id_header())
         name = urllib.parse.unquote(path.removeprefix(MODELS_PATH + "/"))
-        if not self.runtime.policy.is_known_model(name):
-            raise ModelNotFound(f"The model '{name}' does not exist", param="model")
+        self.runtime.policy.require_model(name)
         return msg.immediate(200, json.dumps(wire.model_object(name)).encode(), self._id_header())
 
     async def on_request_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
@@ -161,6 +159,7 @@ class StreamSession(Screener, AnswerPhases):
             return await self._route_by_model(body.body, deadline)
         parsed, screen = await _off_loop_when_large(len(body.body), _read, self.request.api, body.body)
         chat, self.request.stateful = parsed.chat, parsed.stateful
+        self.runtime.policy.require_model(chat.model)  # a 404 costs no classifier pass, nor a 503 under load
         self.request.stream_usage = parsed.api != "chat" or chat.include_usage  # Responses, Messages: always
         text = await self._screen(chat, screen, deadline)
         with self.trace.span("vsr.decision"):
@@ -214,8 +213,7 @@ class StreamSession(Screener, AnswerPhases):
         if not isinstance(model, str) or not model:
             raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
         policy = self.runtime.policy
-        if not policy.is_known_model(model):
-            raise ModelNotFound(f"The model '{model}' does not exist", param="model")
+        policy.require_model(model)
         target = model if model in self.runtime.cfg.models else self.runtime.cfg.default_model
         cluster = self.runtime.cfg.cluster_of(target)
         decision = Decision(model=target, cluster=cluster, category="", confidence=0.0, reasoning=None,

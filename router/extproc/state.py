@@ -43,6 +43,9 @@ class RequestState:
     cache_result: str = "off"  # off | skip:<reason> | hit | miss
     cache_hit: CacheHit | None = None  # what a hit matched (entry, scores): the log line names it
     cache_stored: bool = False  # the answer was queued for the cache under cache_key
+    # Why a miss's answer was not stored: tool_calls, not_text, incomplete (apis.unstored), fallback (another model
+    # answered than the key names).
+    cache_unstored: str | None = None
     affinity: str | None = None  # new | sticky | rederived | switched | none (router/affinity.py)
     # What the screen made of each earlier text it read (bounded as the classifier read it): affinity looks for the
     # conversation's first decisive turn here, at no cost of its own.

@@ -283,6 +283,41 @@ async def test_anonymous_conversations_are_never_stored_so_none_learns_another_s
     assert how == "rederived" and len(store._entries) == 1  # a session id the client names still pins
 
 
+def _step(task: str, *results: str) -> ChatRequest:
+    """An agent's request: its task, then a tool call and its result for each of `results`."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "sys"}, {"role": "user", "content": task}]
+    for i, result in enumerate(results):
+        messages += [{"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"c{i}", "type": "function", "function": {"name": "bash", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": f"c{i}", "content": result}]
+    return parse_chat_request(json.dumps({"model": "auto", "messages": messages}).encode())
+
+
+@pytest.mark.parametrize(("caller", "later"), [(ALICE, "sticky"), (None, "rederived")])
+async def test_an_agent_s_later_steps_are_its_conversation_not_new_ones(caller: str | None, later: str) -> None:
+    """Trial 12, finding 7: every step of a chat agent loop (its task the latest user turn, tool results after it)
+    said `x-vsr-affinity: new` and was counted a new conversation in vsr_affinity_total. An anonymous caller's
+    (nothing stored) is re-derived from the task that opened it."""
+    policy, store, task = Policy(CFG), MemoryPins(), "prove that 2 is prime"
+    hows = []
+    for chat in (_step(task), _step(task, "2 passed"), _step(task, "2 passed", "committed"), _step(task)):
+        decision = policy.decide(chat, NO_SIGNAL)
+        out, how = await resolve(policy, store, chat, {}, decision, NO_SIGNAL, caller, _screened(chat, {}))
+        assert (out.model, out.category) == (BIG, "math")
+        hows.append(how)
+    assert hows == ["new", later, later, "new"]  # the task alone again: a chat opened alike, on its own words
+
+
+async def test_tool_outputs_alone_without_a_held_response_are_routed_on_their_own_and_never_pinned() -> None:
+    """A Responses continuation of tool outputs alone whose response no pin holds here: no user turn keys a
+    conversation (one keyed on its empty text would have joined every such continuation of the caller)."""
+    policy, store = Policy(CFG), MemoryPins()
+    chat = parse_chat_request(json.dumps({"model": "auto", "previous_response_id": "resp_elsewhere", "messages": [
+        {"role": "tool", "tool_call_id": "c1", "content": "the derivative of x^2 is 2x"}]}).encode())
+    out, how = await resolve(policy, store, chat, {}, policy.decide(chat, NO_SIGNAL), NO_SIGNAL, ALICE, [])
+    assert (out.model, out.category, how) == (BIG, "math", "none") and store._entries == {}
+
+
 async def test_a_pinned_model_the_pii_forbids_is_left_for_an_allowed_one() -> None:
     policy, store = Policy(CFG), MemoryPins()
     chat = _chat("prove that 2 is prime", "It is.", "my card is 4111 1111 1111 1111")

@@ -32,6 +32,51 @@ def test_tool_items_mark_the_request_so_the_cache_treats_it_as_a_tool_call() -> 
     assert req.chat.body["tools"]
 
 
+@pytest.mark.parametrize("items", [
+    [{"type": "function_call_output", "call_id": "c1", "output": "3 failed, 9 passed"},
+     {"type": "function_call_output", "call_id": "c2", "output": "ok"}],
+    [{"type": "mcp_approval_response", "approval_request_id": "mcpr_1", "approve": True}],
+    [{"type": "computer_call_output", "call_id": "c1",
+      "output": {"type": "computer_screenshot", "image_url": "data:image/png;base64,AAAA"}}],
+])
+def test_a_continuation_may_hold_tool_outputs_alone_and_they_are_screened_as_tool_results(
+        items: list[dict]) -> None:  # type: ignore[type-arg]
+    """Trial 12, finding 2: the Responses agent loop (`previous_response_id` and the tool outputs, no user message:
+    OpenAI's own loop and the Agents SDK) was a 400 "'input' needs at least one user message": every agent died at
+    its first tool call. Without a response to continue, such an input is still refused."""
+    req = apis.parse("responses", json.dumps({"model": "auto", "previous_response_id": "resp_1",
+                                              "input": items}).encode())
+    assert req.stateful and not req.chat.has_user_turn
+    screen = screening.screen(req.chat)
+    outputs = [i["output"] for i in items if isinstance(i.get("output"), str)]
+    assert [(o.label, o.text, o.asks) for o in screen.earlier] == [
+        (f"tool result {n}", text, False) for n, text in enumerate(outputs, 1)]  # the jailbreak guard reads them
+    assert screen.latest == (outputs[-1] if outputs else "") and screen.latest_tool  # not judged as a request
+    with pytest.raises(InvalidRequest, match="at least one user message"):
+        apis.parse("responses", json.dumps({"model": "auto", "input": items}).encode())
+
+
+def test_an_anthropic_turn_of_tool_results_is_the_tools_output_not_the_users_words() -> None:
+    """Trial 12, finding 6: the tool_result turn was the classified user turn (no text: the default category), so an
+    agent's step left its conversation's category, and a tool result's PII read as a switch of category. It is read as
+    chat reads a tool message: the category is the user's last own words', the result a tool result."""
+    task = "Write a python function that merges two sorted lists."
+    req = apis.parse("messages", json.dumps({"model": "auto", "max_tokens": 64, "messages": [
+        {"role": "user", "content": task},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "bash", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "Uvicorn on 10.1.2.3"}]},
+    ]}).encode())
+    assert req.chat.latest_user_text() == task
+    screen = screening.screen(req.chat)
+    assert screen.latest == task and not screen.latest_tool
+    assert [(o.label, o.text) for o in screen.earlier] == [("tool result 1", "Uvicorn on 10.1.2.3")]
+    assert screen.user_turns() == []
+    mixed = apis.parse("messages", json.dumps({"model": "auto", "max_tokens": 64, "messages": [
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "2 passed"},
+                                     {"type": "text", "text": "now commit it"}]}]}).encode())
+    assert mixed.chat.latest_user_text() == "now commit it"  # the user's own words beside it: a user turn
+
+
 @pytest.mark.parametrize(("api", "body", "param"), [
     ("responses", {"model": "m"}, "input"),
     ("responses", {"model": "m", "input": [{"type": "function_call_output"}]}, "input"),
@@ -287,3 +332,23 @@ def test_a_completions_prompt_list_is_bounded_alike() -> None:
     with pytest.raises(InvalidRequest) as err:
         apis.completions_turns({"model": "m", "prompt": ["hi"] * 2049}, "m")
     assert err.value.param == "prompt" and "2048" in err.value.message
+
+
+@pytest.mark.parametrize(("api", "answer", "why"), [
+    ("responses", {"object": "response", "status": "completed", "output": [
+        {"type": "function_call", "call_id": "c1", "name": "bash", "arguments": "{}"}]}, "tool_calls"),
+    ("responses", {"object": "response", "status": "completed", "output": [
+        {"type": "reasoning", "summary": []}, {"type": "message", "content": []}]}, "not_text"),
+    ("responses", {"object": "response", "status": "incomplete", "output": [{"type": "message", "content": []}]},
+     "incomplete"),
+    ("messages", {"type": "message", "stop_reason": "tool_use", "content": [
+        {"type": "text", "text": "Let me look."}, {"type": "tool_use", "id": "t1", "name": "bash", "input": {}}]},
+     "tool_calls"),
+    ("messages", {"type": "message", "stop_reason": "end_turn", "content": [
+        {"type": "thinking", "thinking": "..."}, {"type": "text", "text": "4"}]}, "not_text"),
+    ("messages", None, "incomplete"),
+])
+def test_why_an_answer_is_not_stored(api: apis.Api, answer: dict | None, why: str) -> None:  # type: ignore[type-arg]
+    """What the request line's `cache_unstored` says of a miss whose answer the cache did not take."""
+    completion = apis.to_completion(api, answer)
+    assert not (completion and completion.get("choices")) and apis.unstored(api, answer) == why

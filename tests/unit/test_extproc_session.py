@@ -271,6 +271,41 @@ async def test_an_answer_is_stored_and_the_repeat_is_served_from_the_cache() -> 
     await rt.cache.close()
 
 
+TOOL_CALL_STREAM = b"".join(b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in [
+    {"id": "c", "object": "chat.completion.chunk", "model": "gpt-oss-120b", "choices": [{"index": 0, "delta": {
+        "role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                             "function": {"name": "bash", "arguments": "{}"}}]}}]},
+    {"id": "c", "object": "chat.completion.chunk", "model": "gpt-oss-120b",
+     "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]) + b"data: [DONE]\n\n"
+TOOL_USE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "gpt-oss-120b", "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "t1", "name": "bash", "input": {}}],
+            "usage": {"input_tokens": 5, "output_tokens": 3}}
+
+
+@pytest.mark.parametrize(("path", "request_body", "content_type", "answer"), [
+    ("/v1/chat/completions", {**chat("Integrate x^2"), "stream": True}, "text/event-stream", TOOL_CALL_STREAM),
+    ("/v1/messages", {"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": "Integrate x^2"}]},
+     "application/json", json.dumps(TOOL_USE).encode()),
+])
+async def test_a_miss_whose_answer_is_not_stored_says_why_on_its_log_line(
+        path: str, request_body: dict[str, Any], content_type: str, answer: bytes) -> None:
+    """Trial 12, finding 7: a streamed tool-call answer is not stored (by design), yet its line said `cache: miss` as a
+    stored one does, and an operator looking for the entry found none."""
+    from structlog.testing import capture_logs
+
+    from router.extproc.server import _record
+
+    session = StreamSession(runtime(MATH, cache=True), EXECUTOR)
+    await session.handle(headers(path, authorization="Bearer sk-tenant-a"))
+    await session.handle(body(request_body))
+    await session.handle(header_message({":status": "200", "content-type": content_type}, "response_headers"))
+    await session.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=answer, end_of_stream=True)))
+    with capture_logs() as logs:
+        _record(session)
+    line = next(x for x in logs if x["event"] == "request")
+    assert (line["cache"], line.get("cache_unstored"), line.get("cache_entry")) == ("miss", "tool_calls", None)
+
+
 async def test_an_upstream_answer_with_a_huge_integer_passes_to_the_client_uncached() -> None:
     """json.loads raises a plain ValueError on an integer past 4300 digits: the response phase failed and Envoy
     answered the client with the router's 500 instead of the model's answer."""
@@ -678,6 +713,41 @@ async def test_unknown_model_is_404_and_models_list_is_answered_by_the_router() 
     resp = await listing.handle(headers("/v1/models", "GET"))
     names = {m["id"] for m in json.loads(resp.immediate_response.body)["data"]}
     assert {"auto", "qwen3-4b", "gpt-oss-120b"} <= names and listing.request.outcome is Outcome.MODELS
+
+
+@pytest.mark.parametrize(("path", "payload"), [
+    ("/v1/chat/completions", chat("hi", model="claude-sonnet-4-5")),
+    ("/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/responses", {"model": "claude-sonnet-4-5", "input": "hi"}),
+])
+async def test_an_unknown_model_is_a_404_before_any_classifier_work(path: str, payload: dict[str, Any]) -> None:
+    """Trial 12, finding 8: the 404 came after classification, so under load an unknown name got a 503
+    `classifier_unavailable ... retry later`, which clients retried though it could only end in 404."""
+    failing = FakeClassifier(RuntimeError("encoder busy"))
+    cfg = config(lambda raw: raw["classifier"].update(on_failure="closed"))
+    rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(failing), cache=None)
+    session = StreamSession(rt, EXECUTOR)
+    await session.handle(headers(path, authorization="Bearer sk-tenant-a"))
+    resp = await session.handle(body(payload))
+    assert resp.immediate_response.status.code == 404 and failing.calls == 0
+
+
+@pytest.mark.parametrize(("signal", "status"), [
+    (dataclasses.replace(MATH, content_safety_score=0.95), None),  # a fetched page on a harmful topic: not an ask
+    (dataclasses.replace(MATH, jailbreak_score=0.99), 403),
+])
+async def test_tool_outputs_alone_are_screened_as_tool_results(signal: Classification, status: int | None) -> None:
+    """A Responses continuation of tool outputs alone has no user turn: its last output is the classified text, which
+    the jailbreak guard reads as the tool result it is and the content-safety guard does not judge."""
+    session = StreamSession(runtime(signal), EXECUTOR)
+    await session.handle(headers("/v1/responses", authorization="Bearer sk-tenant-a"))
+    resp = await session.handle(body({"model": "auto", "previous_response_id": "resp_1", "input": [
+        {"type": "function_call_output", "call_id": "c1", "output": "page text"}]}))
+    if status is None:
+        assert resp.WhichOneof("response") == "request_body"
+    else:
+        assert resp.immediate_response.status.code == status
+        assert "tool result 1" in json.loads(resp.immediate_response.body)["error"]["message"]
 
 
 class SlowClassifier(FakeClassifier):

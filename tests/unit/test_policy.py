@@ -76,9 +76,9 @@ def test_types_unscreened_text_may_hold_count_as_found() -> None:
     long = dataclasses.replace(_signal("math"), unscreened=frozenset({"PERSON", "STREET_ADDRESS"}))
     d = Policy(CFG).decide(_chat("prove that 7 is prime"), long)
     assert d.model == "qwen3-4b" and "gpt-oss-120b" not in d.chain  # gpt-oss-120b refuses STREET_ADDRESS
-    assert d.reason == ("best score 0.40; skipped gpt-oss-120b (1.00): pii_policy refuses PERSON, STREET_ADDRESS "
-                        "(unscreened: the text is longer than the PII screen reads)")
-    with pytest.raises(PIIViolation, match="may not receive personal data of type US_SSN, PERSON, STREET_ADDRESS"):
+    assert d.reason == ("best score 0.40; skipped gpt-oss-120b (1.00): pii_policy refuses STREET_ADDRESS "
+                        "(unscreened: the text is longer than the PII screen reads)")  # it allows PERSON
+    with pytest.raises(PIIViolation, match="may not receive personal data of type US_SSN, STREET_ADDRESS .unscreened"):
         Policy(CFG).decide(_chat("prove that 7 is prime", model="gpt-oss-120b"),
                            dataclasses.replace(long, pii=(PIIFinding("US_SSN", 0, 1, 1.0),)))
 
@@ -193,6 +193,17 @@ def test_the_decision_reason_names_the_better_models_the_pii_policy_skipped() ->
     assert d.reason == "best score 0.40; skipped gpt-oss-120b (1.00): pii_policy refuses PHONE_NUMBER"
     plain = Policy(CFG).decide(_chat("prove that 7 is prime"), _signal("math"))
     assert plain.reason == "best score 1.00"  # nothing skipped: unchanged
+
+
+def test_the_decision_reason_names_only_the_types_the_skipped_model_refuses() -> None:
+    """Trial 12, finding 7: `pii_policy refuses EMAIL_ADDRESS, PERSON, STREET_ADDRESS` for gpt-oss-120b, which allows
+    EMAIL_ADDRESS and PERSON: an operator would "fix" it by allowing types already allowed."""
+    d = Policy(CFG).decide(_chat("prove that 7 is prime"),
+                           _signal("math", pii=("EMAIL_ADDRESS", "PERSON", "STREET_ADDRESS")))
+    assert d.reason == "best score 0.40; skipped gpt-oss-120b (1.00): pii_policy refuses STREET_ADDRESS"
+    with pytest.raises(PIIViolation, match=r"'gpt-oss-120b' may not receive personal data of type STREET_ADDRESS$"):
+        Policy(CFG).decide(_chat("prove that 7 is prime", model="gpt-oss-120b"),
+                           _signal("math", pii=("EMAIL_ADDRESS", "STREET_ADDRESS")))
 
 
 @pytest.mark.parametrize(("prompt", "asked", "sent", "on"), [
