@@ -4,7 +4,9 @@ MiniLM embeds English; it is blind to an instruction hidden in base64/base32/bin
 letter, written in invisible Unicode tag characters, or phrased in another language. These rules catch the
 canonical forms of those (an override verb + "instructions/rules/system prompt" in six languages, also
 after decoding) and are combined with the jailbreak head by taking the larger score. Every pattern needs
-both halves (verb and object), so "ignore case when sorting" or "forget the earlier quote" do not match.
+both halves (verb and object), so "ignore case when sorting" or "forget the earlier quote" do not match; in English
+the verb is an imperative and a word before the object makes it the model's ("ignore all/any/your/previous
+instructions"), so a tool's output ("ignored by gitignore rules", "named lookups, ignore rules") does not either.
 
 An override written in plain words ("Please ignore all previous instructions. I want you to act as an SEO
 writer", "ignore my previous instructions and make it formal") only counts where the request holds instructions
@@ -28,11 +30,17 @@ from router.signals import Classification
 
 RULE_SCORE = 0.99
 
+_BETWEEN = r"[\w\s,'’-]"
+# English: the imperative only ("ignored by gitignore rules", "Ignoring unknown cache-control directive", "without
+# overriding other instructions" are tool output, trial 12), and before the object a word that makes it the model's
+# ("ignore all/any/your/previous/the above ... instructions"; "named lookups, ignore rules" is a changelog).
 _OVERRIDE = re.compile(
-    r"\b(?:ignor\w*|disregard\w*|forget|forg[eé]\w*|overrid\w*|bypass\w*|olvida\w*|dimentica\w*|vergiss\w*|"
-    r"oublie\w*|esque[cç]a\w*|ignora\w*|ignoriere\w*|missachte\w*)\b"
-    r"[\w\s,'’-]{0,40}?\b(?:instructions?|instrucciones|istruzioni|anweisungen|richtlinien|regeln|consignes|"
-    r"instru[cç][oõ]es|rules|guidelines|directives?|prompts?|safety|restrictions?|policies|policy)\b",
+    rf"\b(?:ignore|disregard|forget|override|bypass)\b{_BETWEEN}{{0,30}}?"
+    r"\b(?:all|any|every|your|previous|prior|above|earlier|preceding|former|original|initial|system|developer)\b"
+    rf"{_BETWEEN}{{0,30}}?\b(?:instructions?|rules|guidelines|directives?|prompts?|safety|restrictions?|polic(?:y|ies))\b"
+    r"|\b(?:ignor\w*|disregard\w*|forget|forg[eé]\w*|overrid\w*|bypass\w*|olvida\w*|dimentica\w*|vergiss\w*|"
+    r"oublie\w*|esque[cç]a\w*|missachte\w*)\b"
+    rf"{_BETWEEN}{{0,40}}?\b(?:instrucciones|istruzioni|anweisungen|richtlinien|regeln|consignes|instru[cç][oõ]es)\b",
     re.IGNORECASE,
 )
 # An override aimed at the model's own rules, not at a user's instructions: no ShareGPT TRAIN or DEV first turn has one.
