@@ -36,7 +36,7 @@ _EMAIL = re.compile(
 )
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV6 = re.compile(
-    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])"
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:]|\.\d)"
 )
 _PHONE_END = r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?!\w|-\d|\.\d)"
 _PHONE = re.compile(
@@ -185,7 +185,8 @@ def _emails(text: str) -> Iterator[PIIFinding]:
 def _ips(text: str) -> Iterator[PIIFinding]:
     """Only a public address can point to someone's machine: loopback, private (RFC 1918, fc00::/7), link-local,
     shared (100.64/10), documentation, multicast and reserved ones (`ipaddress`) are the same on every network, so
-    `127.0.0.1` or `192.168.1.1` in a config or a question names no one."""
+    `127.0.0.1` or `192.168.1.1` in a config or a question names no one; an IPv4-mapped IPv6 address is judged as the
+    IPv4 address it maps (`::ffff:192.168.0.1` in httpx's sources was the "address" `::ffff:192` until 2026-12-02)."""
     for pattern, parse in ((_IPV4, ipaddress.IPv4Address), (_IPV6, ipaddress.IPv6Address)):
         for m in pattern.finditer(text):
             candidate = m.group()
@@ -195,6 +196,8 @@ def _ips(text: str) -> Iterator[PIIFinding]:
                 address = parse(candidate)
             except ValueError:
                 continue
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped  # "::ffff:192.168.0.1" is the IPv4 address it maps
             if not address.is_global or address.is_multicast:
                 continue
             if _VERSION_BEFORE.search(text, max(0, m.start() - _CONTEXT_WINDOW // 2), m.start()) or \

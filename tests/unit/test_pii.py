@@ -161,6 +161,7 @@ def test_phone_numbers_written_as_people_write_them_are_found(text: str, phone: 
         "bind to 0.0.0.0 or 100.64.0.1, multicast 224.0.0.251",
         "The current ruby version is 2.6.8.205.",  # a version, in a version context
         "grpc-stubs==1.53.0.6\nhttpx==0.28.1\n",  # a version pin (pip freeze)
+        'assert url.host == "::ffff:192.168.0.1"',  # IPv4-mapped: judged as the private IPv4 address it maps
         "requires foo>=51.2.0.6, bar~=13.250.2.19",
     ],
 )
@@ -174,6 +175,7 @@ def test_addresses_that_name_no_one_are_no_ip_addresses(text: str) -> None:
         ("the ip_addresses array is returning ['1.2.3.4', '13.250.2.198']", "13.250.2.198"),
         ("fetch('http://159.89.98.186:5000/root')", "159.89.98.186"),
         ("my home IP is 81.2.69.160, version 2 of the firewall rules blocks it", "81.2.69.160"),
+        ("the client came from ::ffff:81.2.69.160 again", "81.2.69.160"),  # mapped: the IPv4 address counts
     ],
 )
 def test_public_addresses_are_ip_addresses(text: str, ip: str) -> None:
