@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+from bench.session_cpu import _headers
 from router import screening
 from router.apis import parse
 from router.classifier.canonical import canonical
@@ -37,7 +39,6 @@ from router.extproc.encoder_queue import EncoderQueue
 from router.extproc.session import StreamSession
 from router.openai_wire import bounded
 from router.runtime import build_runtime
-from tests.unit.test_extproc_session import body, headers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,8 +102,10 @@ async def main() -> None:
 
     async def step(results: list[str]) -> StreamSession:
         session = StreamSession(runtime, executor)
-        await session.handle(headers(authorization="Bearer sk-agent-step"))
-        await session.handle(body(chat(results)))
+        await session.handle(_headers({":path": "/v1/chat/completions", ":method": "POST", "authorization":
+                                       "Bearer sk-agent-step", "content-type": "application/json"}, "request_headers"))
+        raw = json.dumps(chat(results)).encode()
+        await session.handle(pb.ProcessingRequest(request_body=pb.HttpBody(body=raw, end_of_stream=True)))
         return session
 
     for i in range(len(history)):  # each earlier result was once the new one: the memo holds them
