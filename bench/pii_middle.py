@@ -5,7 +5,7 @@
 The same classifier with `pii_enabled` off is the head-and-tail pass alone (the cost before the middle was read);
 with it on, the middle windows run too. One thread, as the router runs the encoder. Prints ms per extra window
 (one ONNX run of 1 to MIDDLE_WINDOWS windows of 256 tokens) and the p50 of both variants at 4k-40k characters;
-past the bound the middle is read around the places an address may stand (pii.address_candidates), at most
+past the bound the middle is read around the places an address may stand (address_shapes.address_candidates), at most
 MIDDLE_WINDOWS windows of them, else not at all (unscreened).
 
 --prefilter: how many of the address spans the head finds `address_candidates` sees (within 40 characters) on
@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from router.classifier.address_shapes import address_candidates
 from router.classifier.encoder import CLS_ID, MIDDLE_WINDOWS, SEP_ID, WINDOW_TOKENS
 from router.classifier.model import EncoderClassifier, EncoderModels
-from router.classifier.pii import STREET_ADDRESS, address_candidates, detect_pii
+from router.classifier.pii import STREET_ADDRESS, detect_pii
 
 NEAR = 40  # characters between a candidate and the span it stands for
 
