@@ -72,28 +72,22 @@ class ChatRequest:
         """The text the classifier and the cache look at: the last user turn, else the last message."""
         return message_text(self.messages[self.classified_index()])
 
-    def other_text(self) -> str:
-        """Every string of the other messages (system prompt, history, tool calls and results), for the PII screen:
-        PII given one turn earlier reaches the chosen model as surely as PII in the latest one."""
-        classified = self.classified_index()
-        return "\n".join(s for i, m in enumerate(self.messages) if i != classified for s in _strings(m))
-
     def classified_index(self) -> int:
         """The message the category is taken from: the last user turn, else the last message."""
         users = [i for i, m in enumerate(self.messages) if m["role"] == "user"]
         return users[-1] if users else len(self.messages) - 1
 
 
-def _strings(value: Any) -> Iterator[str]:
+def strings(value: Any) -> Iterator[str]:
     """The strings of a JSON value, in order (texts, tool arguments, tool results)."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
         for v in value.values():
-            yield from _strings(v)
+            yield from strings(v)
     elif isinstance(value, list):
         for v in value:
-            yield from _strings(v)
+            yield from strings(v)
 
 
 def message_text(message: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
-from router.openai_wire import ChatRequest
+from router.openai_wire import ChatRequest, strings
 
 # Media types whose bytes are text the model reads as such, beside text/*.
 _TEXT_MEDIA = frozenset({"application/json", "application/xml", "application/yaml", "application/x-yaml",
@@ -97,11 +97,6 @@ class Reading:
     def text(self) -> str:
         """The parts as the encoder reads them: apart, as a model server's chat template shows them."""
         return "\n".join(self.texts)
-
-    @property
-    def joined(self) -> str:
-        """The parts run together, for the exact PII validators: "123-45-" + "6789" is one SSN to the model."""
-        return "".join(self.parts)
 
 
 @dataclass
@@ -236,7 +231,10 @@ class Screen:
     # tool result (role tool, function_call_output, tool_result blocks) and an assistant prefill (a last assistant
     # message, which the model continues as its own words)
     earlier: tuple[Other, ...]
-    structured: str  # for the exact PII validators: every string of the other messages, and the parts run together
+    # For the exact PII validators, the strings no text above holds (`_unread`): a system prompt, assistant turns, tool
+    # calls' arguments, ids, and where a message's parts meet, run together. The texts above are scanned by the
+    # classifier's pass over each (which runs them), so a long conversation costs no rescan of every earlier text.
+    structured: tuple[str, ...]
     unreadable: tuple[str, ...]  # documents anywhere in the conversation the router cannot read
     # The request holds instructions the user did not type: a system or developer prompt, a tool result, a document,
     # file or search result. A plain override ("ignore all previous instructions") is a jailbreak only then
@@ -261,6 +259,7 @@ def screen(chat: ChatRequest) -> Screen:
     classified, last = chat.classified_index(), len(chat.messages) - 1
     readings = [read(m.get("content")) for m in chat.messages]
     earlier: list[Other] = []
+    structured: list[str] = []
     users = tools = 0
     for i, (message, reading) in enumerate(zip(chat.messages, readings, strict=True)):
         role = message["role"]
@@ -275,12 +274,47 @@ def screen(chat: ChatRequest) -> Screen:
         for result in filter(None, reading.tool_results):
             tools += 1
             earlier.append(Other(f"tool result {tools}", result, asks=False))
-    joined = [r.joined for r in readings if len(r.parts) > 1 or r.decoded]
+        prefilled = role == "assistant" and i == last != classified  # its parts are in the prefill's text
+        structured += _unread(message, reading, role == "user" or role in _TOOL_ROLES or prefilled)
     foreign = tools > 0 or any(r.foreign for r in readings) or any(
         m["role"] in ("system", "developer") and r.texts for m, r in zip(chat.messages, readings, strict=True))
-    return Screen(readings[classified].text, tuple(earlier), "\n".join(filter(None, [chat.other_text(), *joined])),
+    return Screen(readings[classified].text, tuple(earlier), tuple(filter(None, structured)),
                   tuple(u for r in readings for u in r.unreadable), foreign,
                   chat.messages[classified]["role"] in _TOOL_ROLES)
+
+
+# Characters read on each side of the point where two parts of a message meet: the longest value the validators
+# find (an IBAN, a spaced card number) fits many times over.
+SEAM_CHARS = 128
+
+
+def _unread(message: dict[str, Any], reading: Reading, screened: bool) -> list[str]:
+    """What the exact validators must read of `message` beside the texts the classifier reads: every string of it
+    (tool calls' arguments, names, a system prompt) but its parts when they are `screened` (a user turn's, a tool
+    message's, the prefill's: the classifier's pass over each runs the validators; a decoded document, in no string,
+    is read whole otherwise), and where its parts meet."""
+    parts = set(reading.parts) if screened else set()
+    unread = [s for s in strings(message) if s not in parts]
+    if reading.decoded and not screened:
+        unread += reading.parts
+    return unread + _seams(reading.parts)
+
+
+def _seams(parts: tuple[str, ...]) -> list[str]:
+    """The text around each point where two parts meet, run together (SEAM_CHARS each side, widened to whitespace):
+    "536-22-" + "1234" is one SSN to the model, whichever parts each half is in."""
+    joined, at = "".join(parts), 0
+    spans: list[tuple[int, int]] = []
+    for part in parts[:-1]:
+        at += len(part)
+        lo = max(at - SEAM_CHARS, 0)
+        start = max(joined.rfind(" ", 0, lo), joined.rfind("\n", 0, lo), 0)
+        ends = [i for i in (joined.find(" ", at + SEAM_CHARS), joined.find("\n", at + SEAM_CHARS)) if i >= 0]
+        end = min(ends, default=len(joined))
+        if spans and start <= spans[-1][1]:
+            start = spans.pop()[0]
+        spans.append((start, end))
+    return [joined[start:end] for start, end in spans]
 
 
 def _prefill(message: dict[str, Any], reading: Reading) -> str:

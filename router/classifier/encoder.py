@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +184,7 @@ class Encoder:
         budget, states, offsets = self._budget, encoded.token_states, encoded.offsets
         if encoded.windows == 1 or len(offsets) <= budget:
             return TokenStates(states, offsets)
-        head_end, tail_start = int(offsets[budget - 1, 1]), int(offsets[budget, 0])
+        head_end, tail_start = self.middle(encoded)
         if tail_start - head_end > max_windows * budget * MAX_TOKEN_CHARS:
             return None
         middle = self._between(text, head_end, tail_start)
@@ -201,6 +202,45 @@ class Encoder:
         read = [states[:budget], *out[:-1, 1:-1], out[-1, 1 + skip : -1], states[budget:]]
         spans = np.concatenate([offsets[:budget], _offsets(middle.offsets), offsets[budget:]])
         return TokenStates(np.concatenate(read), spans)
+
+    def read_around(self, text: str, encoded: EncodedText, points: Sequence[int],
+                    max_windows: int = MIDDLE_WINDOWS) -> TokenStates | None:
+        """`encoded`'s token states (of a text `read_middle` refused) with those of a window of WINDOW_TOKENS around
+        each of `points` (character offsets) that lies in the unread middle, or None when they need more than
+        `max_windows` windows (or a window's slice holds too few tokens). A point inside an earlier window (past its
+        first quarter, before its last) needs none of its own. One run for all; none without a point in the middle."""
+        budget, states, offsets = self._budget, encoded.token_states, encoded.offsets
+        head_end, tail_start = self.middle(encoded)
+        reach = budget * MAX_TOKEN_CHARS // 2  # characters on each side of a point: half a window of tokens or more
+        windows: list[_Window] = []
+        inner_end = -1
+        for point in points:
+            if not head_end <= point < tail_start or point < inner_end:
+                continue
+            if len(windows) == max_windows:
+                return None
+            start = max(head_end, min(point - reach, tail_start - 2 * reach))
+            region = self._between(text, start, min(tail_start, start + 2 * reach))
+            if len(region.ids) < budget:
+                return None
+            first = next((i for i, (b, _) in enumerate(region.offsets) if b >= point), len(region.ids) - 1)
+            first = min(max(first - budget // 2, 0), len(region.ids) - budget)
+            windows.append(_Window(region.ids[first : first + budget], region.offsets[first : first + budget]))
+            inner_end = windows[-1].offsets[budget * 3 // 4][0]
+        if not windows:
+            return TokenStates(states, offsets)
+        with self._lock:
+            self._runs += 1
+        _, out = self._session.run(None, {"input_ids": np.array([[CLS_ID, *w.ids, SEP_ID] for w in windows])})
+        spans = np.concatenate([offsets, *(_offsets(w.offsets) for w in windows)])
+        rows = np.concatenate([states, *out[:, 1:-1]])
+        _, first_seen = np.unique(spans[:, 0], return_index=True)  # sorted by start; the head and tail rows first
+        return TokenStates(rows[first_seen], spans[first_seen])
+
+    def middle(self, encoded: EncodedText) -> tuple[int, int]:
+        """The characters between a two-window text's head and tail windows: what `encode` does not read."""
+        budget, offsets = self._budget, encoded.offsets
+        return int(offsets[budget - 1, 1]), int(offsets[budget, 0])
 
     def _between(self, text: str, start: int, end: int) -> _Window:
         """The tokens of `text` that lie within [start, end), as tokenising all of it gives them: the slice tokenised

@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from router.classifier.address_shapes import address_candidates
 from router.classifier.canonical import canonical
 from router.classifier.encoder import EncodedText, Encoder
 from router.classifier.examples import NO_EXAMPLES, ExampleHead, fit_example_head
 from router.classifier.heads import HEADS_DIR, JAILBREAK, MLPHead, pooled_features
 from router.classifier.injection_rules import injection_score, overrides_instructions
 from router.classifier.lexical import LexicalScore
-from router.classifier.pii import default_head, detect_pii
+from router.classifier.pii import PERSON, default_head, detect_pii
 from router.classifier.pii_language import is_english
 from router.config import ClassifierConfig, RouterConfig
 from router.signals import Classification, PIIFinding
@@ -111,14 +112,21 @@ class EncoderClassifier:
 
     def _pii(self, text: str, encoded: EncodedText) -> tuple[tuple[PIIFinding, ...], frozenset[str]]:
         """The PII in all of `text`, and the types it may hold unread. The token head reads only English text
-        (pii.detect_pii); in a long one it reads the middle too, unless that is past the encoder's bound: then
-        the head's types may sit there unread (a name mid-prompt reached a model whose pii_policy refuses it)."""
+        (pii.detect_pii); in a long one it reads the middle too (a name mid-prompt reached a model whose pii_policy
+        refuses it). Past the encoder's bound it reads the middle around each place an address may stand
+        (address_shapes.address_candidates: the shapes of 0.99 of the addresses it finds), so that middle holds no
+        address unread, but it may hold names (no shape tells a name from any capitalised words): PERSON is
+        unscreened. Too many such places for the bound: both are."""
         if encoded.windows == 1 or not is_english(text):
             return detect_pii(text, encoded), frozenset()
-        read = self.models.encoder.read_middle(text, encoded)
-        if read is None:
+        encoder = self.models.encoder
+        read = encoder.read_middle(text, encoded)
+        if read is not None:
+            return detect_pii(text, read), frozenset()
+        around = encoder.read_around(text, encoded, address_candidates(text, *encoder.middle(encoded)))
+        if around is None:
             return detect_pii(text, encoded), default_head().emit
-        return detect_pii(text, read), frozenset()
+        return detect_pii(text, around), frozenset({PERSON})
 
 
 def guard_score(

@@ -36,7 +36,7 @@ _EMAIL = re.compile(
 )
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV6 = re.compile(
-    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])"
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:]|\.\d)"
 )
 _PHONE_END = r"(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?!\w|-\d|\.\d)"
 _PHONE = re.compile(
@@ -47,8 +47,8 @@ _PHONE = re.compile(
     re.IGNORECASE,
 )
 # Dates, times and decimals have phone-like digit counts; they are never phone numbers, nor is a run that holds an
-# ISO date ("174 2007-07-20", a table row).
-_NOT_PHONE = re.compile(r"[0-3]?\d[./-][01]?\d[./-](?:19|20)?\d\d\b|\d+\.\d+$")
+# ISO date ("174 2007-07-20", a table row) or starts with a fraction ("0.550 (133 of 242)": a figure and its count).
+_NOT_PHONE = re.compile(r"[0-3]?\d[./-][01]?\d[./-](?:19|20)?\d\d\b|\d+\.\d+$|0\.\d+\s")
 _ISO_DATE = re.compile(r"(?:19|20)\d\d-[01]\d-[0-3]\d")
 # "(0)" marks the trunk digit dialled only at home ("+44 (0)20 7946 0958"); it is no group of its own.
 _TRUNK = re.compile(r"\(0\)")
@@ -77,6 +77,10 @@ _PHONE_CONTEXT = re.compile(
     re.IGNORECASE,
 )
 _VERSION_BEFORE = re.compile(r"\b(?:version|release|build)\b", re.IGNORECASE)
+# A version pin ("grpc-stubs==1.53.0.6", "pkg>=2.0.1.4", "foo~=1.2.3.4"): dotted numbers after a comparison are a version.
+_PIN_BEFORE = re.compile(r"[=<>~]\s*$")
+# Two numbers joined by a dash (`_is_range`).
+_RANGE = re.compile(r"(\d+)-(\d+)")
 _SSN_CONTEXT = re.compile(r"\b(?:ssn|social security|ss#|ss no)", re.IGNORECASE)
 _EXTENSION = re.compile(r"\s?(?:x|ext\.?)\s?\d{1,6}$", re.IGNORECASE)
 _NON_DIGIT = re.compile(r"\D")
@@ -181,7 +185,8 @@ def _emails(text: str) -> Iterator[PIIFinding]:
 def _ips(text: str) -> Iterator[PIIFinding]:
     """Only a public address can point to someone's machine: loopback, private (RFC 1918, fc00::/7), link-local,
     shared (100.64/10), documentation, multicast and reserved ones (`ipaddress`) are the same on every network, so
-    `127.0.0.1` or `192.168.1.1` in a config or a question names no one."""
+    `127.0.0.1` or `192.168.1.1` in a config or a question names no one; an IPv4-mapped IPv6 address is judged as the
+    IPv4 address it maps (`::ffff:192.168.0.1` in httpx's sources was the "address" `::ffff:192` until 2026-12-02)."""
     for pattern, parse in ((_IPV4, ipaddress.IPv4Address), (_IPV6, ipaddress.IPv6Address)):
         for m in pattern.finditer(text):
             candidate = m.group()
@@ -191,10 +196,13 @@ def _ips(text: str) -> Iterator[PIIFinding]:
                 address = parse(candidate)
             except ValueError:
                 continue
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped  # "::ffff:192.168.0.1" is the IPv4 address it maps
             if not address.is_global or address.is_multicast:
                 continue
-            if _VERSION_BEFORE.search(text, max(0, m.start() - _CONTEXT_WINDOW // 2), m.start()):
-                continue  # "ruby version is 2.6.8.205": four dotted numbers under 256 are also a version
+            if _VERSION_BEFORE.search(text, max(0, m.start() - _CONTEXT_WINDOW // 2), m.start()) or \
+                    _PIN_BEFORE.search(text, max(0, m.start() - 4), m.start()):
+                continue  # "ruby version is 2.6.8.205", "grpc-stubs==1.53.0.6": dotted numbers under 256 are a version
             yield PIIFinding(IP_ADDRESS, m.start(), m.end(), 1.0)
 
 
@@ -215,9 +223,10 @@ def _phones(text: str) -> Iterator[PIIFinding]:
         punctuated = raw.startswith(("+", "(")) or any(c in raw for c in "-.()")
         # Digits alone or spaced are as often IDs, counts and table rows ("raport all 10 1900 19000"): without a
         # phone word nearby, bare digits never count and spaced ones only as a number valid in its region.
-        in_context = punctuated or _has_context(text, m.start(), m.end(), _PHONE_CONTEXT)
-        if not (in_context or " " in raw):
+        said = _has_context(text, m.start(), m.end(), _PHONE_CONTEXT)
+        if not (punctuated or said or " " in raw) or (_is_range(raw) and not said):
             continue
+        in_context = punctuated or said
         number = _parse_phone("+" + raw[2:] if raw.startswith("00") else raw)
         if number is None or _fictional(number):
             continue
@@ -246,6 +255,12 @@ def _phone_shaped(text: str, start: int, end: int) -> bool:
     if _PHONE_WRITTEN.search(raw) is None and _NUMBER_BEFORE.search(before):
         return False
     return not (_GRID_SQUARE.search(before) or _JSON_NUMBER.search(before) or _FILE_EXTENSION.match(text, end))
+
+
+def _is_range(raw: str) -> bool:
+    """Two numbers of one length joined by a dash, the first smaller: a port range ("32768-65535"), years."""
+    found = _RANGE.fullmatch(raw)
+    return found is not None and len(found[1]) == len(found[2]) and int(found[1]) < int(found[2])
 
 
 def _fictional(number: phonenumbers.PhoneNumber) -> bool:

@@ -35,6 +35,10 @@ INLINE_SCAN_CHARS = 2048
 # (p99), 27 (max), and an SDK trial's real 50-turn conversation failed past its retries at 16. 64 short passes cost
 # ~140 ms; long turns meet the request's deadline first (router/classifier/README.md, "Every user turn").
 MAX_EARLIER_PASSES = 64
+# What the exact validators scan of a request's rest (system prompt, assistant turns, tool calls: the texts no encoder
+# pass reads), in multiples of classifier.max_scan_chars (128k chars of code: ~30-90 ms on the encoder thread). A
+# coding agent's 80 steps of tool calls and short answers hold a few tens of thousands of characters.
+REST_SCAN_FACTOR = 4
 
 
 class Screener(StreamState):
@@ -160,23 +164,36 @@ class Screener(StreamState):
     async def _screen_other_turns(self, screen: screening.Screen, signal: Classification,
                                   deadline: float) -> Classification:
         """Structured PII (cards, IBANs, SSNs, e-mails, phones, IPs: the exact validators) in the rest of the
-        conversation joins the user turns', so the PII policy sees what the model would; so do the parts of each message
-        run together (a value split over two parts). Names and addresses need an encoder pass and are found in the
-        texts `_screen_earlier_turns` reads. A short text is scanned on the loop (~10 us per 2 kB), a long one in the
-        executor by the request's deadline (up to ~60 ms for 128k digit-dense chars)."""
+        conversation joins the screened texts', so the PII policy sees what the model would: a system prompt, assistant
+        turns, tool calls' arguments and where a message's parts meet (a value split over two parts), as
+        `screening.Screen.structured` lists them, and any earlier text whose pass did not run (on_failure: open). The
+        texts `_screen_earlier_turns` classified are not scanned again: their pass ran the validators on each, bounded
+        by max_scan_chars one by one, so a long conversation of texts each screened once is not unscreened as a whole.
+        Each of the rest is read up to max_scan_chars too, all of it up to REST_SCAN_FACTOR times that (beyond: the
+        structured types are unscreened). A short rest is scanned on the loop (~10 us per 2 kB), a long one in the
+        executor by the request's deadline (~30-90 ms per 128k chars of code)."""
         if signal is NO_SIGNAL or not self.runtime.cfg.classifier.pii_enabled:
             return signal  # no classifier, or it failed: the guards are off for this request either way
-        raw = screen.structured
-        other = self._bounded(raw)
-        signal = self._unscreened(signal, len(other) < len(raw), STRUCTURED_TYPES)
-        if len(other) <= INLINE_SCAN_CHARS:
-            found = _find_structured(other)
+        unclassified = (o.text for o in screen.earlier if self._bounded(o.text) not in self.request.earlier_signals)
+        budget, cut, pieces = REST_SCAN_FACTOR * self.runtime.cfg.classifier.max_scan_chars, False, []
+        for raw in (*screen.structured, *unclassified):
+            piece = self._bounded(raw)
+            budget -= len(piece)
+            if budget < 0:
+                cut = True
+                break
+            cut |= len(piece) < len(raw)
+            pieces.append(piece)
+        signal = self._unscreened(signal, cut, STRUCTURED_TYPES)
+        rest = "\n".join(pieces)
+        if len(rest) <= INLINE_SCAN_CHARS:
+            found = _find_structured(rest)
         else:
             try:
-                found = await self._in_executor_by(deadline, len(other), None, _find_structured, other)
+                found = await self._in_executor_by(deadline, len(rest), None, _find_structured, rest)
             except TimeoutError:
-                budget = self.runtime.cfg.classifier.timeout_ms
-                return self._classifier_failed(TimeoutError(f"no PII screen within {budget} ms"), "timeout")
+                budget_ms = self.runtime.cfg.classifier.timeout_ms
+                return self._classifier_failed(TimeoutError(f"no PII screen within {budget_ms} ms"), "timeout")
         return dataclasses.replace(signal, pii=signal.pii + tuple(found)) if found else signal
 
     def _unscreened(self, signal: Classification, cut: bool, types: tuple[str, ...]) -> Classification:

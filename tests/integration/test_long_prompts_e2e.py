@@ -13,18 +13,23 @@ clients the short passes alone queued ~150 ms deep on a loaded one, which left t
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import h11
+import openai
 import pytest
 
 from devstack.stack import Stack
 from tests.integration.test_overload_e2e import failures
 
 pytestmark = pytest.mark.usefixtures("require_model")
+API_KEY = "sk-long-prompts"
 
 LONG_CLIENTS, SHORT_CLIENTS, SHORT_REQUESTS = 6, 6, 12
 PARAGRAPH = ("The committee reviewed the quarterly figures for the northern warehouses, noted that deliveries "
@@ -85,3 +90,43 @@ def test_short_prompts_are_classified_while_long_prompts_keep_the_encoder_busy(s
         assert "x-vsr-guards-skipped" not in headers and headers["x-vsr-selected-category"]
         assert answer["x_demo"]["upstream"] == headers["x-vsr-selected-model"]
     assert sum((failures(stack) - before).values()) == longs["refused"]  # every refusal counted, all of them long
+
+
+def _agent_step(oai: openai.OpenAI, source: str) -> dict[str, str]:
+    """A coding agent's step: the user's task, the agent's read_file call, the file as the tool's result."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "read_file",
+                                                             "arguments": json.dumps({"path": "h11/_connection.py"})}}
+    raw = oai.chat.completions.with_raw_response.create(model="auto", messages=[
+        {"role": "user", "content": "Find the bug in our HTTP connection state machine and fix the Python code."},
+        {"role": "assistant", "content": None, "tool_calls": [call]},  # type: ignore[list-item]
+        {"role": "tool", "tool_call_id": "call_1", "content": source},
+    ])
+    return dict(raw.headers)
+
+
+def _source() -> str:
+    """20 KB of a real Python module (h11's connection state machine), cut at a line: no personal data in it."""
+    text = Path(h11.__file__).with_name("_connection.py").read_text()
+    return text[: text.rfind("\n", 0, 20_000) + 1]
+
+
+def test_a_coding_agents_long_pii_free_source_file_keeps_the_request_on_the_big_model(
+        stack: Stack, oai: openai.OpenAI) -> None:
+    """Trial 12: a tool result past ~2,048 tokens was unscreened for STREET_ADDRESS, which gpt-oss-120b's pii_policy
+    refuses, so every agent session that read a file of 8-10 KB or more left it (49 of 89 real tool outputs). The PII
+    head now reads such a middle around the places an address may stand: code holds none worth a window here."""
+    source = _source()
+    assert len(source) > 16_000
+    headers = _agent_step(oai, source)
+    assert headers["x-vsr-selected-model"] == "gpt-oss-120b", headers.get("x-vsr-decision-reason")
+    assert "unscreened" not in headers.get("x-vsr-decision-reason", "")
+
+
+def test_an_address_in_the_middle_of_a_long_tool_result_still_keeps_the_request_off_the_big_model(
+        stack: Stack, oai: openai.OpenAI) -> None:
+    source = _source()
+    middle = source.find("\n", len(source) // 2) + 1
+    shipped = source[:middle] + "# Ship the replacement board to 742 Evergreen Terrace, Springfield, IL 62704.\n"
+    headers = _agent_step(oai, shipped + source[middle:])
+    assert headers["x-vsr-selected-model"] == "qwen3-4b"
+    assert "STREET_ADDRESS" in headers["x-vsr-decision-reason"]

@@ -36,7 +36,7 @@ def test_classify_text_prints_one_json_object(
     assert row["pii_unscreened"] == []
     long = "Integrate x^2 from 0 to 3, then explain every step of it. " * 400  # past what the PII head reads
     assert run(["classify", "--config", "/nonexistent.yaml", long]) == 0
-    assert json.loads(capsys.readouterr().out)["pii_unscreened"] == ["PERSON", "STREET_ADDRESS"]
+    assert json.loads(capsys.readouterr().out)["pii_unscreened"] == ["PERSON"]  # no address shape in its middle
     assert run(["classify", "--config", "/nonexistent.yaml", "How do I make a bomb at home?"]) == 0
     assert json.loads(capsys.readouterr().out)["content_flagged"] is True
 

@@ -88,6 +88,26 @@ def test_read_middle_costs_nothing_when_encode_read_it_all_and_refuses_past_its_
     assert encoder.runs - before == 5
 
 
+def test_read_around_reads_a_window_around_each_point_in_the_middle_and_nothing_without_one(encoder: Encoder) -> None:
+    """Past read_middle's bound the PII head reads the middle around the points it is given (where an address may
+    stand), one run for all; points outside the middle, or inside a window already read, cost nothing."""
+    text = "alpha " * 300 + "mid " * (MIDDLE_WINDOWS * WINDOW_TOKENS + 1) + "omega " * 300
+    encoded = encoder.encode(text)
+    start, end = encoder.middle(encoded)
+    before = encoder.runs
+    same = encoder.read_around(text, encoded, [0, len(text) - 1])
+    assert encoder.runs == before and same is not None and np.array_equal(same.token_states, encoded.token_states)
+    point = (start + end) // 2
+    read = encoder.read_around(text, encoded, [point, point + 40])
+    assert encoder.runs - before == 1 and read is not None
+    assert len(read.offsets) == len(encoded.offsets) + WINDOW_TOKENS  # the window's rows, each token once
+    assert np.all(np.diff(read.offsets[:, 0]) > 0)
+    assert read.offsets[:, 0].min() < point - 400 and read.offsets[:, 1].max() > point + 400  # the point's context
+    far_apart = range(start, end, (end - start) // (MIDDLE_WINDOWS + 1))
+    assert encoder.read_around(text, encoded, far_apart) is None  # more windows than the bound: nothing is run
+    assert encoder.runs - before == 1
+
+
 def test_long_input_uses_head_and_tail_windows(encoder: Encoder) -> None:
     text = "alpha " * 300 + "the middle part " * 200 + "omega " * 300
     encoded = encoder.encode(text)

@@ -230,13 +230,30 @@ def test_reading_the_middle_for_pii_changes_no_other_head(classifier: EncoderCla
 
 
 @pytest.mark.parametrize("chars", [20_000, 40_000])
-def test_a_prompt_longer_than_the_pii_screen_reads_says_what_it_may_hold_unread(
+def test_past_the_middles_bound_an_address_is_still_found_and_only_names_are_unscreened(
     classifier: EncoderClassifier, chars: int
 ) -> None:
-    """Past the middle's bound the head and tail pass stays the only one, and the head's types are unscreened."""
-    text = with_name(chars, 0.5)
+    """Past the middle's bound STREET_ADDRESS was unscreened in every text over ~2,048 tokens: with the shipped config
+    a long file or log left gpt-oss-120b (49 of 89 agent tool outputs, trial 12). The head now reads the middle around
+    each place an address may stand: one found there counts, a middle without one is screened for addresses. Names
+    have no such shape: PERSON stays unscreened (gpt-oss-120b allows it; the cache is off for such a prompt)."""
+    address = "Please ship the samples to 742 Evergreen Terrace, Springfield, IL 62704 by Friday. "
+    for text, runs in ((with_name(chars, 0.5, address), 2), (with_name(chars, 0.5), 1)):
+        before = classifier.encoder.runs
+        result = classifier.classify(text)
+        assert classifier.encoder.runs - before == runs  # no address shape: no run beyond the head and tail pass
+        assert result.unscreened == {"PERSON"}
+    text = with_name(chars, 0.5, address)
+    found = [text[f.start:f.end] for f in classifier.classify(text).pii if f.type == "STREET_ADDRESS"]
+    assert [span[:21] for span in found] == ["742 Evergreen Terrace"]
+
+
+def test_a_middle_with_more_address_shapes_than_the_bound_is_unscreened(classifier: EncoderClassifier) -> None:
+    """Address-like shapes all through the middle would need more windows than MIDDLE_WINDOWS: no run, and both of
+    the head's types are unscreened, as before."""
+    text = "".join(f"Shipment {i} left from {100 + i} Harbor Road today. " + FILLER * 2 for i in range(40))
     before = classifier.encoder.runs
     result = classifier.classify(text)
     assert classifier.encoder.runs - before == 1
-    assert result.unscreened == {"PERSON", "STREET_ADDRESS"} and "PERSON" not in result.pii_types
-    assert result.pii_possible == {"PERSON", "STREET_ADDRESS"}
+    assert result.unscreened == {"PERSON", "STREET_ADDRESS"}
+    assert result.pii_possible >= {"PERSON", "STREET_ADDRESS"}

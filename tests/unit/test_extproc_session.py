@@ -23,9 +23,10 @@ from router import apis
 from router.affinity import MemoryPins
 from router.cache import SemanticCache
 from router.cache.memory import MemoryStore
+from router.classifier.canonical import canonical
 from router.classifier.memo import MemoizedClassifier
 from router.classifier.pii import PII_TYPES
-from router.classifier.pii_rules import STRUCTURED_TYPES
+from router.classifier.pii_rules import STRUCTURED_TYPES, find_structured
 from router.config import RouterConfig, parse_config
 from router.errors import Outcome
 from router.extproc.encoder_queue import EncoderQueue
@@ -164,15 +165,28 @@ EARLIER_PII = {
 }
 
 
+class Validating:
+    """MATH with what the exact validators find in the text, as the real classifier's pass reports it."""
+
+    def classify(self, text: str) -> Classification:
+        return dataclasses.replace(MATH, pii=tuple(find_structured(canonical(text))))
+
+
 @pytest.mark.parametrize("where", EARLIER_PII)
 async def test_pii_anywhere_in_the_conversation_keeps_it_from_a_model_that_may_not_see_it(where: str) -> None:
     """Only the latest user turn was screened: a card number given one turn earlier (or in the system prompt, a tool
-    result) went to gpt-oss-120b, whose pii_policy refuses it (seen on the real stack)."""
+    result) went to gpt-oss-120b, whose pii_policy refuses it (seen on the real stack). Earlier user turns and tool
+    results are read by the classifier's pass over each, the rest by the exact validators alone."""
     messages = [*EARLIER_PII[where], {"role": "user", "content": "Now integrate x^2"}]
-    session = StreamSession(runtime(MATH), EXECUTOR)
+    cfg = config()
+
+    def validating() -> Runtime:
+        return Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(Validating()), cache=None)
+
+    session = StreamSession(validating(), EXECUTOR)
     resp = await send(session, {"model": "auto", "messages": messages})
     assert json.loads(resp.request_body.response.body_mutation.body)["model"] == "qwen3-4b"
-    refused = await send(StreamSession(runtime(MATH), EXECUTOR), {"model": "gpt-oss-120b", "messages": messages})
+    refused = await send(StreamSession(validating(), EXECUTOR), {"model": "gpt-oss-120b", "messages": messages})
     assert refused.immediate_response.status.code == 403
     assert set_headers(refused)["x-vsr-pii-violation"] == "CREDIT_CARD"
 

@@ -117,6 +117,8 @@ def test_invalid_or_look_alike_numbers_are_not_reported(text: str) -> None:
         "john.doe@email.com | 555-555-5555 | linkedin.com/in/johndoe",  # NANP placeholders
         "Call me on +1 202 555 0143.",
         "call (415) 555-2671 tomorrow",
+        "net.ipv4.ip_local_port_range = 32768-65535\n",  # a range: one length, the first smaller
+        "| threshold | recall |\n| 0.550 (133 of 242) | 0.61 |\n",  # a fraction and its count
     ],
 )
 def test_numbers_that_are_no_phone_numbers(text: str) -> None:
@@ -138,6 +140,8 @@ def test_numbers_that_are_no_phone_numbers(text: str) -> None:
         ("reach me at 415.682.2671", "415.682.2671"),
         ("reach me at 1.415.682.2671", "1.415.682.2671"),
         ("Springfield IL 62704, 217-682-0199", "217-682-0199"),
+        ("call 32768-65535 tonight", "32768-65535"),  # a range's shape, but a phone word says it is one
+        ("mijn nummer: 0612-345678", "0612-345678"),
         ("row 12 +44 20 7946 0958", "+44 20 7946 0958"),
     ],
 )
@@ -156,6 +160,9 @@ def test_phone_numbers_written_as_people_write_them_are_found(text: str, phone: 
         "the link-local fe80::1 and ::1",
         "bind to 0.0.0.0 or 100.64.0.1, multicast 224.0.0.251",
         "The current ruby version is 2.6.8.205.",  # a version, in a version context
+        "grpc-stubs==1.53.0.6\nhttpx==0.28.1\n",  # a version pin (pip freeze)
+        'assert url.host == "::ffff:192.168.0.1"',  # IPv4-mapped: judged as the private IPv4 address it maps
+        "requires foo>=51.2.0.6, bar~=13.250.2.19",
     ],
 )
 def test_addresses_that_name_no_one_are_no_ip_addresses(text: str) -> None:
@@ -168,6 +175,7 @@ def test_addresses_that_name_no_one_are_no_ip_addresses(text: str) -> None:
         ("the ip_addresses array is returning ['1.2.3.4', '13.250.2.198']", "13.250.2.198"),
         ("fetch('http://159.89.98.186:5000/root')", "159.89.98.186"),
         ("my home IP is 81.2.69.160, version 2 of the firewall rules blocks it", "81.2.69.160"),
+        ("the client came from ::ffff:81.2.69.160 again", "81.2.69.160"),  # mapped: the IPv4 address counts
     ],
 )
 def test_public_addresses_are_ip_addresses(text: str, ip: str) -> None:

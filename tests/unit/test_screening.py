@@ -118,7 +118,7 @@ def test_a_text_document_is_read_and_its_pii_found(name: str) -> None:
     api, part = TEXT_DOCUMENTS[name]
     screen = parsed(api, [user(api, part)])  # type: ignore[arg-type]
     assert SSN in screen.latest and screen.unreadable == ()
-    assert [f.type for f in find_structured(screen.structured)] == ["US_SSN"]
+    assert [f.type for f in find_structured(screen.latest)] == ["US_SSN"]  # the classifier's pass reads it
 
 
 @pytest.mark.parametrize("name", TEXT_DOCUMENTS)
@@ -199,7 +199,7 @@ def test_a_value_split_over_two_text_parts_is_found_run_together(api: str) -> No
     parts = [{"type": kind, "text": "My social security number is 536-22-"}, {"type": kind, "text": "1234"}]
     screen = parsed(api, [{"role": "user", "content": parts}])  # type: ignore[arg-type]
     assert screen.latest == "My social security number is 536-22-\n1234"
-    assert [f.type for f in find_structured(screen.structured)] == ["US_SSN"]
+    assert [f.type for f in find_structured("\n".join(screen.structured))] == ["US_SSN"]
 
 
 def test_the_canonical_form_folds_compatibility_forms_and_drops_invisible_characters_only() -> None:
@@ -471,3 +471,21 @@ async def test_a_text_document_with_pii_is_kept_from_a_model_that_may_not_see_it
                          {"model": "gpt-oss-120b", "messages": [user(api, part)]})
     assert refused.immediate_response.status.code == 403
     assert set_headers(refused)["x-vsr-pii-violation"] == "US_SSN"
+
+
+def test_the_exact_validators_rest_holds_no_text_a_pass_reads_and_every_other_string() -> None:
+    """Every string of the other messages went to the exact validators again, tool results and earlier user turns
+    included, which the classifier's pass over each already scanned: an agent's whole history was rescanned at every
+    step (~30-90 ms per 128k characters on the encoder thread) and, past max_scan_chars, taken as unscreened."""
+    call = {"id": "c1", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a.py"}'}}
+    chat = apis.parse("chat", json.dumps({"model": "auto", "messages": [
+        {"role": "system", "content": "You are a coding agent."}, {"role": "user", "content": "Fix a.py"},
+        {"role": "assistant", "content": "Reading it.", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "def f():\n    return 1\n"},
+        {"role": "user", "content": [{"type": "text", "text": "Now "}, {"type": "text", "text": "test it"}]},
+    ]}).encode()).chat
+    screen = screening.screen(chat)
+    assert [o.text for o in screen.earlier] == ["Fix a.py", "def f():\n    return 1\n"]
+    rest = set(screen.structured)
+    assert {"You are a coding agent.", "Reading it.", '{"path": "a.py"}', "Now test it"} <= rest
+    assert not rest & {"Fix a.py", "def f():\n    return 1\n", "Now ", "test it"}
