@@ -344,10 +344,12 @@ def _plausible(label: str, span: str, score: float) -> bool:
 
 # Code, not a street (TRAIN code prompts): a lowerCamelCase identifier ("ringRadius: 2.5, pipeRadius"), a path (a
 # backslash, or a slash beside a letter: "OneDrive - Church of Jesus Christ\\Documents"; "39/150, Bal Nagar" is a
-# house number), a `//` comment ("new Coordinate(19.82, -155.47), // Mauna Kea Summit"; a URL's "://" is none).
+# house number), a `//` comment ("new Coordinate(19.82, -155.47), // Mauna Kea Summit"; a URL's "://" is none). A
+# string's escaped line break is no path: '"address": "742 Evergreen Terrace\\nSpringfield"' is pasted data ("\\new"
+# is a folder).
 _CAMEL_WORD = re.compile(r"\b[a-z]+[A-Z]")
 _PATH_BEFORE = re.compile(r"(?:\\|[^\W\d]/)$")
-_PATH_AFTER = re.compile(r"\\|/[^\W\d]")
+_PATH_AFTER = re.compile(r"\\(?![nrt](?![a-z]))|/[^\W\d]")
 _LINE_COMMENT = re.compile(r"(?<!:)//[^\n]*$")
 
 

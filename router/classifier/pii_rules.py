@@ -76,7 +76,10 @@ _PHONE_CONTEXT = re.compile(
     r"\b(?:phone|call|mobile|cell|tel|fax|number|contact|reach|text|sms|messag|answer|whats ?app|dial|desk|office)",
     re.IGNORECASE,
 )
-_VERSION_BEFORE = re.compile(r"\b(?:version|release|build)\b", re.IGNORECASE)
+# A version's own word right before the number ("ruby version is 2.6.8.205", "build: 10.0.19041.1"); one further
+# back names no version ("the build box at 81.2.69.160" is a machine).
+_VERSION_BEFORE = re.compile(r"\b(?:version|release|build)(?:\s+(?:is|was|number|no\.?))?\s*[:=#]?\s*v?$",
+                             re.IGNORECASE)
 # A version pin ("grpc-stubs==1.53.0.6", "pkg>=2.0.1.4", "foo~=1.2.3.4"): dotted numbers after a comparison are a version.
 _PIN_BEFORE = re.compile(r"[=<>~]\s*$")
 # Two numbers joined by a dash (`_is_range`).
@@ -274,7 +277,8 @@ def _parse_phone(raw: str) -> phonenumbers.PhoneNumber | None:
     """International numbers parse as they are; a national number is tried in the regions its shape allows, and
     the first where it is valid wins over the first where it is merely possible ("06 12 34 56 78" is French).
 
-    Only US numbers lack a trunk "0", so a national number without one must be a possible US number.
+    A national number without a trunk "0" is a possible US number, or an Indian mobile, which is written without
+    its "0" ("98765 43210"; India's other possible lengths, 8 to 12 digits, would make any ID one).
     """
     national = raw.lstrip("( ")
     if raw.startswith("+"):
@@ -294,7 +298,17 @@ def _parse_phone(raw: str) -> phonenumbers.PhoneNumber | None:
             if phonenumbers.is_valid_number(number):
                 return number
             possible = possible or number
-    return possible
+    if raw.startswith("+") or national.startswith("0"):
+        return possible
+    return _indian_mobile(raw) or possible
+
+
+def _indian_mobile(raw: str) -> phonenumbers.PhoneNumber | None:
+    try:
+        number = phonenumbers.parse(raw, "IN")
+    except phonenumbers.NumberParseException:
+        return None
+    return number if phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.MOBILE else None
 
 
 def _has_context(text: str, start: int, end: int, pattern: re.Pattern[str]) -> bool:
