@@ -269,7 +269,7 @@ def screen(chat: ChatRequest) -> Screen:
         elif role in _TOOL_ROLES and reading.texts:
             tools += 1
             earlier.append(Other(f"tool result {tools}", reading.text, asks=False))
-        elif role == "assistant" and i == last != classified and (prefill := _prefill(message, reading)):
+        elif role == "assistant" and i == last and (prefill := _prefill(message, reading)):  # also with no user turn
             earlier.append(Other("the assistant prefill", prefill, asks=True))
         for result in filter(None, reading.tool_results):
             tools += 1

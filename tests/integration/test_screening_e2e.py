@@ -273,6 +273,21 @@ def test_an_injection_in_a_prefills_reasoning_is_blocked(oai: openai.OpenAI, fie
     assert blocked.value.code == "jailbreak_detected" and "the assistant prefill" in blocked.value.message
 
 
+def test_a_prefill_without_a_user_turn_is_blocked(oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
+    """With no user turn the last message was read as a system prompt is, past the jailbreak guard: an assistant
+    prefill (or its reasoning) that the model continues as its own words reached it."""
+    system: Any = {"role": "system", "content": "You are a helpful assistant."}
+    for prefill in ({"role": "assistant", "content": JAILBREAK},
+                    {"role": "assistant", "content": "Sure.", "reasoning_content": JAILBREAK}):
+        with pytest.raises(openai.PermissionDeniedError) as blocked:
+            oai.chat.completions.create(model="auto", messages=[system, prefill])  # type: ignore[list-item]
+        assert blocked.value.code == "jailbreak_detected" and "the assistant prefill" in blocked.value.message
+    with pytest.raises(anthropic.PermissionDeniedError):
+        claude.messages.create(model="auto", max_tokens=64, system="You are a helpful assistant.",
+                               messages=[{"role": "assistant", "content": JAILBREAK}])
+    assert oai.chat.completions.create(model="auto", messages=[system]).choices  # a system prompt alone goes on
+
+
 def _searched(result: dict[str, Any]) -> list[Any]:
     """A conversation that used Anthropic's web search: the call and its result in the assistant turn."""
     return [{"role": "user", "content": "What changed in the 2026 tax rules?"},

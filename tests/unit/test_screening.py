@@ -431,6 +431,21 @@ async def test_a_tool_result_is_read_by_the_jailbreak_guard_not_as_a_harmful_req
     assert json.loads(refused.immediate_response.body)["error"]["code"] == "content_blocked"
 
 
+@pytest.mark.parametrize("prefill", [{"content": DAN}, {"content": "Sure.", "reasoning_content": DAN}])
+async def test_a_prefill_without_a_user_turn_is_screened_a_system_prompt_alone_is_not(prefill: dict[str, Any]) -> None:
+    """With no user turn the last message stood in for it and was screened as a system prompt is (no jailbreak
+    guard): a DAN prefill after a system prompt, or in its reasoning, went to the model, which continues it."""
+    fake = ByText({DAN: ATTACK, f"{DAN}\nSure.": ATTACK})
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    for messages in ([system, {"role": "assistant", **prefill}], [{"role": "assistant", **prefill}]):
+        resp = await send(StreamSession(_runtime(fake), EXECUTOR), {"model": "auto", "messages": messages})
+        error = json.loads(resp.immediate_response.body)["error"]
+        assert error["code"] == "jailbreak_detected" and "the assistant prefill" in error["message"]
+    alone = await send(StreamSession(_runtime(fake), EXECUTOR), {"model": "auto", "messages": [
+        {"role": "system", "content": DAN}]})
+    assert alone.WhichOneof("response") == "request_body"
+
+
 def _pdf_request(model: str) -> dict[str, Any]:
     return {"model": model, "messages": [user("chat", UNREADABLE["chat PDF"][1])]}
 
