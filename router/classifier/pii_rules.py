@@ -48,7 +48,8 @@ _PHONE = re.compile(
 )
 # Dates, times and decimals have phone-like digit counts; they are never phone numbers, nor is a run that holds an
 # ISO date ("174 2007-07-20", a table row) or starts with a fraction ("0.550 (133 of 242)": a figure and its count).
-_NOT_PHONE = re.compile(r"[0-3]?\d[./-][01]?\d[./-](?:19|20)?\d\d\b|\d+\.\d+$|0\.\d+\s")
+# A date ends its run: "06.12.34.56.78" is a French mobile.
+_NOT_PHONE = re.compile(r"[0-3]?\d[./-][01]?\d[./-](?:19|20)?\d\d\b(?![.-]\d)|\d+\.\d+$|0\.\d+\s")
 _ISO_DATE = re.compile(r"(?:19|20)\d\d-[01]\d-[0-3]\d")
 # "(0)" marks the trunk digit dialled only at home ("+44 (0)20 7946 0958"); it is no group of its own.
 _TRUNK = re.compile(r"\(0\)")
@@ -62,7 +63,10 @@ _DOT_AND_DASH = re.compile(r"\d\.\d.*\d-\d|\d-\d.*\d\.\d")
 # phone number.)
 _NUMBER_BEFORE = re.compile(r"\d[\d.,]*[ \t]+$")
 _PHONE_WRITTEN = re.compile(r"[+(]|\d-\d|\d\.\d+\.\d")
-_DOTTED_FOUR = re.compile(r"(?!1\.)\d+(?:\.\d+){3}")
+# Four dotted numbers: an IP address or a version, unless a trunk starts them (North America's "1.", a European
+# "0" before more digits: "0475.12.34.56" in Belgium, "044.668.18.00" in Switzerland; an address or a version never
+# starts so).
+_DOTTED_FOUR = re.compile(r"(?!1\.|0\d)\d+(?:\.\d+){3}")
 # A military grid reference ("11S NU 48000 13000": zone, 100 km square, easting, northing) is a place, not a number.
 _GRID_SQUARE = re.compile(r"\b\d{1,2}[C-X] ?[A-Z]{2} ?$")
 # A JSON number ("created":1673222706) is a count, an ID or a time: JSON keeps phone numbers in strings.

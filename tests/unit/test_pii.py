@@ -144,6 +144,9 @@ def test_numbers_that_are_no_phone_numbers(text: str) -> None:
         ("mijn nummer: 0612-345678", "0612-345678"),
         ("row 12 +44 20 7946 0958", "+44 20 7946 0958"),
         ("Ping me on 98765 43210 tomorrow", "98765 43210"),  # an Indian mobile, written without its trunk 0
+        ("mon portable : 06.12.34.56.78", "06.12.34.56.78"),  # not a date: it goes on
+        ("GSM 0475.12.34.56", "0475.12.34.56"),  # four dotted groups after a trunk 0: no IP address or version
+        ("Tel. 044.668.18.00", "044.668.18.00"),
     ],
 )
 def test_phone_numbers_written_as_people_write_them_are_found(text: str, phone: str) -> None:
