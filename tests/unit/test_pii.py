@@ -393,6 +393,7 @@ def test_real_head_reads_no_street_address_in_code(encoder, text: str) -> None: 
         "See https://maps.example.com/place for 742 Evergreen Terrace, Springfield",
         "ADR;type=HOME:;;6445 S Minerva Ave;Chicago;IL;60637",
         '{"name": "Ana Lopez", "address": "742 Evergreen Terrace\\nSpringfield, OR 97403"}',  # an escaped line break
+        "Please ship it to 742 Evergreen Terrace/Apt 5, Springfield, OR 97403.",
     ],
 )
 def test_real_head_still_finds_a_street_address_in_data_and_beside_a_url(  # type: ignore[no-untyped-def]
@@ -415,6 +416,7 @@ def test_real_head_still_finds_a_street_address_in_data_and_beside_a_url(  # typ
         ("Ship it to 12 Main Street // not the old office", "12 Main Street", False),
         ('"to": "742 Evergreen Terrace\\r\\nSpringfield"', "742 Evergreen Terrace", False),  # escapes, not a path
         ("C:\\Users\\Ana\\Harbor View\\new", "Harbor View", True),
+        ("ship it to 742 Evergreen Terrace/Apt 5, Springfield", "742 Evergreen Terrace", False),  # its unit
     ],
 )
 def test_address_spans_in_code_are_told_from_prose(text: str, span: str, code: bool) -> None:
