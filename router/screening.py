@@ -125,7 +125,7 @@ class _Reader:
                     self.part(part)
 
     def part(self, part: dict[str, Any]) -> None:
-        kind = part.get("type")
+        kind = part.get("type") if isinstance(part.get("type"), str) else None  # a list or an object: unknown
         self.foreign |= kind in _FOREIGN_PARTS or isinstance(kind, str) and kind.endswith("_output")
         if kind in _TEXT_PARTS and isinstance(part.get(kind if kind == "refusal" else "text"), str):
             self.add(part[kind if kind == "refusal" else "text"])

@@ -94,6 +94,13 @@ UNREADABLE: dict[str, tuple[str, dict[str, Any], str]] = {
         "type": "text_editor_code_execution_tool_result", "tool_use_id": "s1", "content": {
             "type": "text_editor_code_execution_view_result", "file_type": "text", "content": SSN}},
         "a part of type text_editor_code_execution_tool_result"),
+    # a nested block whose type is no string was a 500 (unhashable in the reader's type sets); only a top-level one
+    # is refused (400) by the API parser
+    "anthropic tool result block of a list type": ("messages", {"type": "tool_result", "tool_use_id": "t1", "content": [
+        {"type": ["text"], "text": SSN}]}, "a part of an unknown type"),
+    "responses tool output part of an object type": ("responses", {"type": "function_call_output", "call_id": "c1",
+                                                                   "output": [{"type": {"t": 1}, "text": SSN}]},
+                                                     "a part of an unknown type"),
 }
 
 
