@@ -310,3 +310,11 @@ def test_a_conversation_that_used_web_search_is_screened_cached_and_served_by_an
     with pytest.raises(anthropic.PermissionDeniedError) as blocked:
         claude.messages.create(model="auto", max_tokens=64, messages=_searched({**page, "title": JAILBREAK}))
     assert "tool result 1" in blocked.value.body["error"]["message"]  # type: ignore[index]
+
+
+def test_a_nested_block_of_no_known_type_is_unscreened_content_not_a_500(claude: anthropic.Anthropic) -> None:
+    """A tool result's block whose `type` was a list crashed the router's reader: a 500 for the client."""
+    result: Any = {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": ["text"], "text": "18 degrees"}]}
+    answer = claude.messages.with_raw_response.create(model="auto", max_tokens=64, messages=[
+        {"role": "user", "content": [result, {"type": "text", "text": QUESTION}]}])
+    assert answer.headers["x-vsr-guards-skipped"] == "unreadable_content"
