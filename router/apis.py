@@ -139,6 +139,9 @@ def _parse_responses(body: dict[str, Any]) -> ApiRequest:
         raise InvalidRequest("'input' must be a non-empty string or array", param="input")
     check_count(items, "input")
     messages: list[dict[str, Any]] = []
+    if body.get("instructions") is not None and not isinstance(body["instructions"], str):
+        # anything else went upstream unread: no screen saw it, nor did it count as instructions beside a user's
+        raise InvalidRequest("'instructions' must be a string", param="instructions")
     if isinstance(body.get("instructions"), str):
         messages.append({"role": "system", "content": body["instructions"]})
     tool_items = False
@@ -192,6 +195,9 @@ def _parse_messages(body: dict[str, Any]) -> ApiRequest:
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("'max_tokens' is required and must be a positive integer", param="max_tokens")
     messages: list[dict[str, Any]] = []
+    if body.get("system") is not None and not isinstance(body["system"], (str, list)):  # went upstream unread
+        raise InvalidRequest("'system' must be a string or an array of content blocks", param="system")
+    _check_part_types(body.get("system"), "system")
     if body.get("system"):
         messages.append({"role": "system", "content": _content(body["system"])})
     tool_blocks = False

@@ -187,12 +187,22 @@ class KeywordRule(_Strict):
     def _has_a_pattern(self) -> KeywordRule:
         if not self.keywords and not self.regex:
             raise ValueError("a keyword rule needs at least one of keywords or regex")
-        for pattern in self.regex:
+        for pattern in self.regex:  # each as the rule holds it: "(?i)..." alone compiles, inside the rule it fails
             try:
-                re.compile(pattern)
+                re.compile(f"(?:{pattern})", re.IGNORECASE)
             except re.error as exc:
-                raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+                raise ValueError(f"invalid regex {pattern!r}: {exc} (rules match case-insensitively already)"
+                                 if "global flags" in str(exc) else f"invalid regex {pattern!r}: {exc}") from None
+        try:
+            self.compiled()
+        except re.error as exc:  # a group name two of its regexes share
+            raise ValueError(f"the rule's regexes do not compile together: {exc}") from None
         return self
+
+    def compiled(self) -> re.Pattern[str]:
+        """The rule as one pattern: any keyword as a whole word or any regex, case-insensitive."""
+        parts = [r"\b" + re.escape(k) + r"\b" for k in self.keywords] + [f"(?:{r})" for r in self.regex]
+        return re.compile("|".join(parts), re.IGNORECASE)
 
 
 class ServerConfig(_Strict):

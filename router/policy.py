@@ -67,7 +67,7 @@ class Policy:
 
     def __init__(self, cfg: RouterConfig):
         self.cfg = cfg
-        self._rules = [_compile_rule(r.category, r.keywords, r.regex) for r in cfg.keyword_rules]
+        self._rules = [_CompiledRule(r.category, r.compiled()) for r in cfg.keyword_rules]
         self._auto = frozenset(cfg.auto_model_names)
 
     def public_model_names(self) -> list[str]:
@@ -325,11 +325,6 @@ def confident_category(signal: Classification, threshold: float, known: Callable
     if signal.category and signal.confidence >= threshold and known(signal.category):
         return signal.category
     return None
-
-
-def _compile_rule(category: str, keywords: list[str], regexes: list[str]) -> _CompiledRule:
-    parts = [r"\b" + re.escape(k) + r"\b" for k in keywords] + [f"(?:{r})" for r in regexes]
-    return _CompiledRule(category, re.compile("|".join(parts), re.IGNORECASE))
 
 
 def pii_said(signal: Classification, refused: frozenset[str] | None = None) -> str:

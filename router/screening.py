@@ -125,7 +125,7 @@ class _Reader:
                     self.part(part)
 
     def part(self, part: dict[str, Any]) -> None:
-        kind = part.get("type")
+        kind = part.get("type") if isinstance(part.get("type"), str) else None  # a list or an object: unknown
         self.foreign |= kind in _FOREIGN_PARTS or isinstance(kind, str) and kind.endswith("_output")
         if kind in _TEXT_PARTS and isinstance(part.get(kind if kind == "refusal" else "text"), str):
             self.add(part[kind if kind == "refusal" else "text"])
@@ -269,7 +269,7 @@ def screen(chat: ChatRequest) -> Screen:
         elif role in _TOOL_ROLES and reading.texts:
             tools += 1
             earlier.append(Other(f"tool result {tools}", reading.text, asks=False))
-        elif role == "assistant" and i == last != classified and (prefill := _prefill(message, reading)):
+        elif role == "assistant" and i == last and (prefill := _prefill(message, reading)):  # also with no user turn
             earlier.append(Other("the assistant prefill", prefill, asks=True))
         for result in filter(None, reading.tool_results):
             tools += 1

@@ -344,18 +344,22 @@ def _plausible(label: str, span: str, score: float) -> bool:
 
 # Code, not a street (TRAIN code prompts): a lowerCamelCase identifier ("ringRadius: 2.5, pipeRadius"), a path (a
 # backslash, or a slash beside a letter: "OneDrive - Church of Jesus Christ\\Documents"; "39/150, Bal Nagar" is a
-# house number), a `//` comment ("new Coordinate(19.82, -155.47), // Mauna Kea Summit"; a URL's "://" is none).
+# house number), a `//` comment ("new Coordinate(19.82, -155.47), // Mauna Kea Summit"; a URL's "://" is none). A
+# string's escaped line break is no path: '"address": "742 Evergreen Terrace\\nSpringfield"' is pasted data ("\\new"
+# is a folder); nor is a slash before the address's unit ("742 Evergreen Terrace/Apt 5").
 _CAMEL_WORD = re.compile(r"\b[a-z]+[A-Z]")
 _PATH_BEFORE = re.compile(r"(?:\\|[^\W\d]/)$")
-_PATH_AFTER = re.compile(r"\\|/[^\W\d]")
+_PATH_AFTER = re.compile(r"\\(?![nrt](?![a-z]))|/[^\W\d]")
 _LINE_COMMENT = re.compile(r"(?<!:)//[^\n]*$")
+_UNIT_AFTER = re.compile(r"/\s*(?:apt|apartment|unit|flat|suite|ste|floor|fl|room|rm|bldg|building)\b", re.IGNORECASE)
 
 
 def _in_code(text: str, start: int, end: int) -> bool:
     """Whether the span text[start:end] is part of code rather than prose or a form."""
     if _CAMEL_WORD.search(text, start, end) or _PATH_BEFORE.search(text, max(0, start - 2), start):
         return True
-    return bool(_PATH_AFTER.match(text, end) or _LINE_COMMENT.search(text, text.rfind("\n", 0, start) + 1, start))
+    path_after = _PATH_AFTER.match(text, end) and not _UNIT_AFTER.match(text, end)
+    return bool(path_after or _LINE_COMMENT.search(text, text.rfind("\n", 0, start) + 1, start))
 
 
 def _casing(span: str) -> str:

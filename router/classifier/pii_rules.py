@@ -48,7 +48,8 @@ _PHONE = re.compile(
 )
 # Dates, times and decimals have phone-like digit counts; they are never phone numbers, nor is a run that holds an
 # ISO date ("174 2007-07-20", a table row) or starts with a fraction ("0.550 (133 of 242)": a figure and its count).
-_NOT_PHONE = re.compile(r"[0-3]?\d[./-][01]?\d[./-](?:19|20)?\d\d\b|\d+\.\d+$|0\.\d+\s")
+# A date ends its run: "06.12.34.56.78" is a French mobile.
+_NOT_PHONE = re.compile(r"[0-3]?\d[./-][01]?\d[./-](?:19|20)?\d\d\b(?![.-]\d)|\d+\.\d+$|0\.\d+\s")
 _ISO_DATE = re.compile(r"(?:19|20)\d\d-[01]\d-[0-3]\d")
 # "(0)" marks the trunk digit dialled only at home ("+44 (0)20 7946 0958"); it is no group of its own.
 _TRUNK = re.compile(r"\(0\)")
@@ -62,7 +63,10 @@ _DOT_AND_DASH = re.compile(r"\d\.\d.*\d-\d|\d-\d.*\d\.\d")
 # phone number.)
 _NUMBER_BEFORE = re.compile(r"\d[\d.,]*[ \t]+$")
 _PHONE_WRITTEN = re.compile(r"[+(]|\d-\d|\d\.\d+\.\d")
-_DOTTED_FOUR = re.compile(r"(?!1\.)\d+(?:\.\d+){3}")
+# Four dotted numbers: an IP address or a version, unless a trunk starts them (North America's "1.", a European
+# "0" before more digits: "0475.12.34.56" in Belgium, "044.668.18.00" in Switzerland; an address or a version never
+# starts so).
+_DOTTED_FOUR = re.compile(r"(?!1\.|0\d)\d+(?:\.\d+){3}")
 # A military grid reference ("11S NU 48000 13000": zone, 100 km square, easting, northing) is a place, not a number.
 _GRID_SQUARE = re.compile(r"\b\d{1,2}[C-X] ?[A-Z]{2} ?$")
 # A JSON number ("created":1673222706) is a count, an ID or a time: JSON keeps phone numbers in strings.
@@ -76,7 +80,10 @@ _PHONE_CONTEXT = re.compile(
     r"\b(?:phone|call|mobile|cell|tel|fax|number|contact|reach|text|sms|messag|answer|whats ?app|dial|desk|office)",
     re.IGNORECASE,
 )
-_VERSION_BEFORE = re.compile(r"\b(?:version|release|build)\b", re.IGNORECASE)
+# A version's own word right before the number ("ruby version is 2.6.8.205", "build: 10.0.19041.1"); one further
+# back names no version ("the build box at 81.2.69.160" is a machine).
+_VERSION_BEFORE = re.compile(r"\b(?:version|release|build)(?:\s+(?:is|was|number|no\.?))?\s*[:=#]?\s*v?$",
+                             re.IGNORECASE)
 # A version pin ("grpc-stubs==1.53.0.6", "pkg>=2.0.1.4", "foo~=1.2.3.4"): dotted numbers after a comparison are a version.
 _PIN_BEFORE = re.compile(r"[=<>~]\s*$")
 # Two numbers joined by a dash (`_is_range`).
@@ -274,7 +281,8 @@ def _parse_phone(raw: str) -> phonenumbers.PhoneNumber | None:
     """International numbers parse as they are; a national number is tried in the regions its shape allows, and
     the first where it is valid wins over the first where it is merely possible ("06 12 34 56 78" is French).
 
-    Only US numbers lack a trunk "0", so a national number without one must be a possible US number.
+    A national number without a trunk "0" is a possible US number, or an Indian mobile, which is written without
+    its "0" ("98765 43210"; India's other possible lengths, 8 to 12 digits, would make any ID one).
     """
     national = raw.lstrip("( ")
     if raw.startswith("+"):
@@ -294,7 +302,17 @@ def _parse_phone(raw: str) -> phonenumbers.PhoneNumber | None:
             if phonenumbers.is_valid_number(number):
                 return number
             possible = possible or number
-    return possible
+    if raw.startswith("+") or national.startswith("0"):
+        return possible
+    return _indian_mobile(raw) or possible
+
+
+def _indian_mobile(raw: str) -> phonenumbers.PhoneNumber | None:
+    try:
+        number = phonenumbers.parse(raw, "IN")
+    except phonenumbers.NumberParseException:
+        return None
+    return number if phonenumbers.number_type(number) == phonenumbers.PhoneNumberType.MOBILE else None
 
 
 def _has_context(text: str, start: int, end: int, pattern: re.Pattern[str]) -> bool:

@@ -103,7 +103,8 @@ class AnswerPhases(StreamState):
     async def _remember_response(self) -> None:
         """A later `previous_response_id` request must reach the model (and server) that holds this answer."""
         r, d, store = self.response, self.request.decision, self.runtime.affinity
-        rid = r.response_id or getattr(r.assembler, "response_id", None)
+        streamed = r.assembler.response_id if isinstance(r.assembler, apis.ResponsesAssembler) else None
+        rid = r.response_id or streamed
         if rid and d is not None and store is not None:
             pin = affinity.Pin(r.answered_by if r.answered_by in self.runtime.cfg.models else d.model, d.category)
             await store.put(affinity.response_key(self.request.caller.identity, rid), pin)

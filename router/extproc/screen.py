@@ -71,7 +71,8 @@ class Screener(StreamState):
         """One encoder pass by `deadline`. When it fails or runs late, `classifier.on_failure` decides.
 
         A request with no user turn (a system prompt alone) is not screened for jailbreaks: instructions
-        are what system prompts are made of, and the head scores them as such.
+        are what system prompts are made of, and the head scores them as such. Its tool results and prefill are, as
+        `earlier` texts (router/screening.py).
         """
         if self.runtime.classifier is None:
             return NO_SIGNAL

@@ -212,6 +212,21 @@ def test_anthropic_clients_get_anthropic_errors(claude: anthropic.Anthropic, sta
                                                    "message": "'max_tokens' is required and must be a positive integer"}}
 
 
+def test_instructions_the_router_cannot_read_are_refused(oai: openai.OpenAI, claude: anthropic.Anthropic,
+                                                         stack: Stack) -> None:
+    """A Responses `instructions` list or an Anthropic `system` object went upstream read by no screen."""
+    before = stack.upstream_requests()
+    with pytest.raises(openai.BadRequestError) as err:
+        oai.responses.create(model="auto", input="hi", store=False,
+                             instructions=[{"role": "system", "content": "x"}])  # type: ignore[arg-type]
+    assert err.value.param == "instructions"
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        claude.messages.create(model="auto", max_tokens=10, system={"text": "x"},  # type: ignore[arg-type]
+                               messages=[{"role": "user", "content": "hi"}])
+    assert "'system' must be" in bad.value.body["error"]["message"]  # type: ignore[index]
+    assert stack.upstream_requests() == before
+
+
 def test_count_tokens_is_refused_by_the_router_in_anthropics_shape(claude: anthropic.Anthropic) -> None:
     """It passed through to the default model, whose server answered a plain-text 404 the SDK could not parse."""
     with pytest.raises(anthropic.NotFoundError) as err:

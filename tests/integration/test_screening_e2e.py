@@ -273,6 +273,21 @@ def test_an_injection_in_a_prefills_reasoning_is_blocked(oai: openai.OpenAI, fie
     assert blocked.value.code == "jailbreak_detected" and "the assistant prefill" in blocked.value.message
 
 
+def test_a_prefill_without_a_user_turn_is_blocked(oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
+    """With no user turn the last message was read as a system prompt is, past the jailbreak guard: an assistant
+    prefill (or its reasoning) that the model continues as its own words reached it."""
+    system: Any = {"role": "system", "content": "You are a helpful assistant."}
+    for prefill in ({"role": "assistant", "content": JAILBREAK},
+                    {"role": "assistant", "content": "Sure.", "reasoning_content": JAILBREAK}):
+        with pytest.raises(openai.PermissionDeniedError) as blocked:
+            oai.chat.completions.create(model="auto", messages=[system, prefill])  # type: ignore[list-item]
+        assert blocked.value.code == "jailbreak_detected" and "the assistant prefill" in blocked.value.message
+    with pytest.raises(anthropic.PermissionDeniedError):
+        claude.messages.create(model="auto", max_tokens=64, system="You are a helpful assistant.",
+                               messages=[{"role": "assistant", "content": JAILBREAK}])
+    assert oai.chat.completions.create(model="auto", messages=[system]).choices  # a system prompt alone goes on
+
+
 def _searched(result: dict[str, Any]) -> list[Any]:
     """A conversation that used Anthropic's web search: the call and its result in the assistant turn."""
     return [{"role": "user", "content": "What changed in the 2026 tax rules?"},
@@ -295,3 +310,11 @@ def test_a_conversation_that_used_web_search_is_screened_cached_and_served_by_an
     with pytest.raises(anthropic.PermissionDeniedError) as blocked:
         claude.messages.create(model="auto", max_tokens=64, messages=_searched({**page, "title": JAILBREAK}))
     assert "tool result 1" in blocked.value.body["error"]["message"]  # type: ignore[index]
+
+
+def test_a_nested_block_of_no_known_type_is_unscreened_content_not_a_500(claude: anthropic.Anthropic) -> None:
+    """A tool result's block whose `type` was a list crashed the router's reader: a 500 for the client."""
+    result: Any = {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": ["text"], "text": "18 degrees"}]}
+    answer = claude.messages.with_raw_response.create(model="auto", max_tokens=64, messages=[
+        {"role": "user", "content": [result, {"type": "text", "text": QUESTION}]}])
+    assert answer.headers["x-vsr-guards-skipped"] == "unreadable_content"

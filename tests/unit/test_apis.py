@@ -92,6 +92,10 @@ def test_an_anthropic_turn_of_tool_results_is_the_tools_output_not_the_users_wor
      "messages[0].content[0].type"),
     ("messages", {"model": "m", "max_tokens": 5, "messages": [{"role": ["user"], "content": "hi"}]},
      "messages[0].role"),
+    # Instructions the router could not read went upstream unscreened until 2026-12-02 (review)
+    ("responses", {"model": "m", "instructions": [{"role": "system", "content": "x"}], "input": "hi"}, "instructions"),
+    ("messages", {"model": "m", "max_tokens": 5, "system": {"text": "x"}, "messages": [{"role": "user", "content": "hi"}]},
+     "system"),
 ])
 def test_invalid_requests_name_the_field(api: apis.Api, body: dict, param: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(InvalidRequest) as err:

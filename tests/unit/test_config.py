@@ -150,6 +150,21 @@ def test_dangling_references_are_reported(tmp_path: Path) -> None:
     assert "keyword_rules.0.category: unknown category 'astrology'" in result.stderr
 
 
+@pytest.mark.parametrize(("regex", "said"), [
+    (["(?i)prove"], "global flags not at the start"),  # compiles alone; the rule is one case-insensitive pattern
+    (["(?P<n>prove)", "(?P<n>lemma)"], "do not compile together"),
+])
+def test_a_keyword_regex_that_compiles_alone_but_not_in_its_rule_is_refused(tmp_path: Path, regex: list[str],
+                                                                            said: str) -> None:
+    """validate said OK, then the router failed to start (re.error building the policy): the rule's regexes are
+    joined into one pattern."""
+    def edit(d: dict) -> None:
+        d["keyword_rules"][0]["regex"] = regex
+
+    result = _cli("validate", str(_broken(tmp_path, edit)))
+    assert result.returncode != 0 and "keyword_rules.0" in result.stderr and said in result.stderr
+
+
 def test_a_default_category_that_names_no_category_is_refused_with_the_one_meant(tmp_path: Path) -> None:
     """validate said OK and a reload applied it: every low-confidence request then went to no category at all."""
     def edit(d: dict) -> None:

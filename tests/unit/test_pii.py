@@ -143,6 +143,10 @@ def test_numbers_that_are_no_phone_numbers(text: str) -> None:
         ("call 32768-65535 tonight", "32768-65535"),  # a range's shape, but a phone word says it is one
         ("mijn nummer: 0612-345678", "0612-345678"),
         ("row 12 +44 20 7946 0958", "+44 20 7946 0958"),
+        ("Ping me on 98765 43210 tomorrow", "98765 43210"),  # an Indian mobile, written without its trunk 0
+        ("mon portable : 06.12.34.56.78", "06.12.34.56.78"),  # not a date: it goes on
+        ("GSM 0475.12.34.56", "0475.12.34.56"),  # four dotted groups after a trunk 0: no IP address or version
+        ("Tel. 044.668.18.00", "044.668.18.00"),
     ],
 )
 def test_phone_numbers_written_as_people_write_them_are_found(text: str, phone: str) -> None:
@@ -163,6 +167,7 @@ def test_phone_numbers_written_as_people_write_them_are_found(text: str, phone: 
         "grpc-stubs==1.53.0.6\nhttpx==0.28.1\n",  # a version pin (pip freeze)
         'assert url.host == "::ffff:192.168.0.1"',  # IPv4-mapped: judged as the private IPv4 address it maps
         "requires foo>=51.2.0.6, bar~=13.250.2.19",
+        "Upgrade to release 4.2.1.0 first",
     ],
 )
 def test_addresses_that_name_no_one_are_no_ip_addresses(text: str) -> None:
@@ -176,6 +181,8 @@ def test_addresses_that_name_no_one_are_no_ip_addresses(text: str) -> None:
         ("fetch('http://159.89.98.186:5000/root')", "159.89.98.186"),
         ("my home IP is 81.2.69.160, version 2 of the firewall rules blocks it", "81.2.69.160"),
         ("the client came from ::ffff:81.2.69.160 again", "81.2.69.160"),  # mapped: the IPv4 address counts
+        ("the build box at 81.2.69.160 is down", "81.2.69.160"),  # a version's word, but not the number's
+        ("Before the release, ssh into 81.2.69.160", "81.2.69.160"),
     ],
 )
 def test_public_addresses_are_ip_addresses(text: str, ip: str) -> None:
@@ -385,6 +392,8 @@ def test_real_head_reads_no_street_address_in_code(encoder, text: str) -> None: 
         'customer = {"name": "Ana", "address": "742 Evergreen Terrace, Springfield"}',
         "See https://maps.example.com/place for 742 Evergreen Terrace, Springfield",
         "ADR;type=HOME:;;6445 S Minerva Ave;Chicago;IL;60637",
+        '{"name": "Ana Lopez", "address": "742 Evergreen Terrace\\nSpringfield, OR 97403"}',  # an escaped line break
+        "Please ship it to 742 Evergreen Terrace/Apt 5, Springfield, OR 97403.",
     ],
 )
 def test_real_head_still_finds_a_street_address_in_data_and_beside_a_url(  # type: ignore[no-untyped-def]
@@ -405,6 +414,9 @@ def test_real_head_still_finds_a_street_address_in_data_and_beside_a_url(  # typ
         ("Harbor View / Springfield", "Harbor View", False),
         ("billing address 39/150, Bal Nagar, Eluru", "150, Bal Nagar", False),  # a house number, not a path
         ("Ship it to 12 Main Street // not the old office", "12 Main Street", False),
+        ('"to": "742 Evergreen Terrace\\r\\nSpringfield"', "742 Evergreen Terrace", False),  # escapes, not a path
+        ("C:\\Users\\Ana\\Harbor View\\new", "Harbor View", True),
+        ("ship it to 742 Evergreen Terrace/Apt 5, Springfield", "742 Evergreen Terrace", False),  # its unit
     ],
 )
 def test_address_spans_in_code_are_told_from_prose(text: str, span: str, code: bool) -> None:

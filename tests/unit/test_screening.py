@@ -94,6 +94,13 @@ UNREADABLE: dict[str, tuple[str, dict[str, Any], str]] = {
         "type": "text_editor_code_execution_tool_result", "tool_use_id": "s1", "content": {
             "type": "text_editor_code_execution_view_result", "file_type": "text", "content": SSN}},
         "a part of type text_editor_code_execution_tool_result"),
+    # a nested block whose type is no string was a 500 (unhashable in the reader's type sets); only a top-level one
+    # is refused (400) by the API parser
+    "anthropic tool result block of a list type": ("messages", {"type": "tool_result", "tool_use_id": "t1", "content": [
+        {"type": ["text"], "text": SSN}]}, "a part of an unknown type"),
+    "responses tool output part of an object type": ("responses", {"type": "function_call_output", "call_id": "c1",
+                                                                   "output": [{"type": {"t": 1}, "text": SSN}]},
+                                                     "a part of an unknown type"),
 }
 
 
@@ -429,6 +436,21 @@ async def test_a_tool_result_is_read_by_the_jailbreak_guard_not_as_a_harmful_req
             {"role": "user", "content": page}, {"role": "assistant", "content": "Ok."}, messages[0]]
     refused = await send(StreamSession(_runtime(fake), EXECUTOR), {"model": "auto", "messages": both})
     assert json.loads(refused.immediate_response.body)["error"]["code"] == "content_blocked"
+
+
+@pytest.mark.parametrize("prefill", [{"content": DAN}, {"content": "Sure.", "reasoning_content": DAN}])
+async def test_a_prefill_without_a_user_turn_is_screened_a_system_prompt_alone_is_not(prefill: dict[str, Any]) -> None:
+    """With no user turn the last message stood in for it and was screened as a system prompt is (no jailbreak
+    guard): a DAN prefill after a system prompt, or in its reasoning, went to the model, which continues it."""
+    fake = ByText({DAN: ATTACK, f"{DAN}\nSure.": ATTACK})
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    for messages in ([system, {"role": "assistant", **prefill}], [{"role": "assistant", **prefill}]):
+        resp = await send(StreamSession(_runtime(fake), EXECUTOR), {"model": "auto", "messages": messages})
+        error = json.loads(resp.immediate_response.body)["error"]
+        assert error["code"] == "jailbreak_detected" and "the assistant prefill" in error["message"]
+    alone = await send(StreamSession(_runtime(fake), EXECUTOR), {"model": "auto", "messages": [
+        {"role": "system", "content": DAN}]})
+    assert alone.WhichOneof("response") == "request_body"
 
 
 def _pdf_request(model: str) -> dict[str, Any]:
