@@ -306,9 +306,9 @@ def switches(cfg: RouterConfig, pin: Pin, decision: Decision) -> bool:
     pinned = cfg.category(pin.category)
     if pinned is not None and not pinned.sticky:
         return True
-    if decision.category == pin.category or not is_decisive(cfg, decision.category, decision.confidence, later=True):
-        return False  # the same category, or no signal strong enough to pick one
-    return decision.confidence >= cfg.affinity.switch_confidence
+    if decision.category == pin.category or not is_decisive(cfg, decision.category, decision.confidence, later=False):
+        return False  # the same category, or the default one (no signal to pick another)
+    return decision.confidence >= cfg.affinity.switch_confidence  # the operator's bar, not LATE_CONFIDENCE
 
 
 async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: Mapping[str, str],

@@ -208,6 +208,13 @@ def test_only_a_strong_signal_for_another_category_switches() -> None:
     assert not switches(CFG, pin, default)
 
 
+def test_a_switch_confidence_below_the_late_pin_bar_is_the_operators_bar() -> None:
+    """The late-pin bar (LATE_CONFIDENCE, 0.5) also gated switches, so `switch_confidence: 0.3` acted as 0.5."""
+    cfg = CFG.model_copy(update={"affinity": CFG.affinity.model_copy(update={"switch_confidence": 0.3})})
+    turn = Policy(cfg).decide(_chat("x"), Classification("history", 0.4))
+    assert switches(cfg, Pin(BIG, "math"), turn)
+
+
 async def test_a_greeting_neither_keys_nor_pins_a_conversation() -> None:
     """Trial (2026-12-01): the key was API key + system prompt + first user turn and the pin the first turn's, so
     every chat opened with "hi" under one API key shared one pin, the chat model's, and a math question at turn 2
