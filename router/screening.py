@@ -219,6 +219,9 @@ class Other(NamedTuple):
     # A request the content-safety guard judges (a user turn, a prefill), not a tool's output: a page about a harmful
     # topic that a tool fetched is not the user asking for it. The jailbreak guard reads every one.
     asks: bool
+    # Text the client typed (a user turn or prefill without a document, file or search result in it): a plain override
+    # in it counts only with the head's agreement (injection_rules.in_request).
+    typed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +246,7 @@ class Screen:
     # `latest` is a tool's output (a request with no user turn: a Responses continuation of tool outputs alone), which
     # the guards read as the tool result it also is in `earlier`: the content-safety guard does not judge it.
     latest_tool: bool = False
+    latest_typed: bool = True  # `latest` is text the client typed (Other.typed)
 
     def user_turns(self) -> list[str]:
         """The earlier user turns' texts, in order, as the guards read them (affinity's first decisive turn is
@@ -265,22 +269,23 @@ def screen(chat: ChatRequest) -> Screen:
         role = message["role"]
         users += role == "user"
         if role == "user" and i != classified and reading.texts:
-            earlier.append(Other(f"{_USER_TURN}{users}", reading.text, asks=True))
+            earlier.append(Other(f"{_USER_TURN}{users}", reading.text, asks=True, typed=not reading.foreign))
         elif role in _TOOL_ROLES and reading.texts:
             tools += 1
-            earlier.append(Other(f"tool result {tools}", reading.text, asks=False))
+            earlier.append(Other(f"tool result {tools}", reading.text, asks=False, typed=False))
         elif role == "assistant" and i == last and (prefill := _prefill(message, reading)):  # also with no user turn
-            earlier.append(Other("the assistant prefill", prefill, asks=True))
+            earlier.append(Other("the assistant prefill", prefill, asks=True, typed=not reading.foreign))
         for result in filter(None, reading.tool_results):
             tools += 1
-            earlier.append(Other(f"tool result {tools}", result, asks=False))
+            earlier.append(Other(f"tool result {tools}", result, asks=False, typed=False))
         prefilled = role == "assistant" and i == last != classified  # its parts are in the prefill's text
         structured += _unread(message, reading, role == "user" or role in _TOOL_ROLES or prefilled)
     foreign = tools > 0 or any(r.foreign for r in readings) or any(
         m["role"] in ("system", "developer") and r.texts for m, r in zip(chat.messages, readings, strict=True))
     return Screen(readings[classified].text, tuple(earlier), tuple(filter(None, structured)),
                   tuple(u for r in readings for u in r.unreadable), foreign,
-                  chat.messages[classified]["role"] in _TOOL_ROLES)
+                  latest_tool := chat.messages[classified]["role"] in _TOOL_ROLES,
+                  not (latest_tool or readings[classified].foreign))
 
 
 # Characters read on each side of the point where two parts of a message meet: the longest value the validators

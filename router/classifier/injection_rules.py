@@ -12,7 +12,9 @@ An override written in plain words ("Please ignore all previous instructions. I 
 writer", "ignore my previous instructions and make it formal") only counts where the request holds instructions
 the user did not type (a system or developer prompt, a tool result, a document: `in_request`): in a plain chat
 there is nothing for it to override but the user's own earlier asks, and 0.36% of real ShareGPT first turns (AIPRM
-templates) open that way. The jailbreak head still reads those words; an override aimed at the model's own rules
+templates) open that way. Where such instructions exist, an override the user typed counts only when the head too
+reads the turn as an attack (HEAD_AGREES): chat apps send a system prompt with every request, and the AIPRM
+openers were refused there still; in a tool's output or a document it counts as it is. The jailbreak head still reads those words; an override aimed at the model's own rules
 ("forget your content policy", "bypass the safety filters"), an extraction request ("print your system prompt"), tag
 characters and an override decoded, spelled out or hidden from the text as sent (an invisible character inside a
 word, fullwidth or look-alike letters, which the canonical form reads past) count everywhere.
@@ -29,6 +31,10 @@ from router.classifier.canonical import TAG_RUN
 from router.signals import Classification
 
 RULE_SCORE = 0.99
+# The head's score at which a typed plain override counts beside instructions the user did not type. Chosen on dev
+# (offline/README.md, "Guards, plain overrides in real chat", option B 0.2: 7 of 34 benign override-phrase prompts
+# blocked, as by the head alone, against 32 with the rule alone; the same dev attack recall as option A in a plain chat).
+HEAD_AGREES = 0.2
 
 _BETWEEN = r"[\w\s,'’-]"
 # English: the imperative only ("ignored by gitignore rules", "Ignoring unknown cache-control directive", "without
@@ -122,10 +128,11 @@ def overrides_instructions(text: str) -> bool:
     return _OVERRIDE.search(text) is not None
 
 
-def in_request(result: Classification, foreign: bool) -> Classification:
+def in_request(result: Classification, foreign: bool, typed: bool = True) -> Classification:
     """A text's classification in its request: a plain override counts as a jailbreak (RULE_SCORE) where the request
-    holds instructions the user did not type (`foreign`: a system or developer prompt, a tool result, a document),
-    or the text is itself one of those (a tool's output)."""
-    if not (foreign and result.overrides):
+    holds instructions the user did not type (`foreign`: a system or developer prompt, a tool result, a document):
+    in a text the client `typed` (a user turn, a prefill) only when the head's own score reaches HEAD_AGREES, in a
+    tool's output always."""
+    if not (foreign and result.overrides) or (typed and result.jailbreak_score < HEAD_AGREES):
         return result
     return dataclasses.replace(result, jailbreak_score=max(result.jailbreak_score, RULE_SCORE))

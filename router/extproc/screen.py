@@ -53,7 +53,7 @@ class Screener(StreamState):
             signal = await self._classify(text, deadline, screen_jailbreak=chat.has_user_turn)
             if screen.latest_tool and signal is not NO_SIGNAL:  # judged as the tool result it is in `earlier`
                 signal = dataclasses.replace(signal, content_safety_score=0.0)
-            signal = injection_rules.in_request(signal, screen.foreign)
+            signal = injection_rules.in_request(signal, screen.foreign, typed=screen.latest_typed)
             signal = self._unscreened(signal, len(text) < len(screen.latest), PII_TYPES)
             signal = await self._screen_earlier_turns(screen, signal, deadline)
             signal = await self._screen_other_turns(screen, signal, deadline)
@@ -156,7 +156,7 @@ class Screener(StreamState):
             if result is NO_SIGNAL:
                 break  # on_failure decided it (open: the turns screened so far still count)
             self.request.earlier_signals[text] = result
-            result = injection_rules.in_request(result, screen.foreign)
+            result = injection_rules.in_request(result, screen.foreign, typed=other.typed)
             if not other.asks:  # a tool's output: the jailbreak guard only
                 result = dataclasses.replace(result, content_safety_score=0.0)
             screened.append((other.label, self._unscreened(result, text in cut, PII_TYPES)))

@@ -4,11 +4,18 @@ override counts only in a request holding instructions the user did not type."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 
 import pytest
 
 from router.classifier.canonical import canonical
-from router.classifier.injection_rules import RULE_SCORE, in_request, injection_score, overrides_instructions
+from router.classifier.injection_rules import (
+    HEAD_AGREES,
+    RULE_SCORE,
+    in_request,
+    injection_score,
+    overrides_instructions,
+)
 from router.signals import Classification
 
 
@@ -68,9 +75,19 @@ def test_an_override_hidden_from_the_text_as_sent_counts_everywhere(sent: str) -
 def test_a_plain_override_is_a_jailbreak_only_where_others_gave_instructions() -> None:
     redirect = Classification(category="other", confidence=0.7, jailbreak_score=0.1, overrides=True)
     assert in_request(redirect, foreign=False) == redirect
-    assert in_request(redirect, foreign=True).jailbreak_score == RULE_SCORE
+    assert in_request(redirect, foreign=True, typed=False).jailbreak_score == RULE_SCORE  # a tool's output
     plain = Classification(category="other", confidence=0.7, jailbreak_score=0.1)
     assert in_request(plain, foreign=True) == plain
+
+
+def test_a_typed_override_beside_a_system_prompt_needs_the_heads_agreement() -> None:
+    """Trial 11's replay sent a system prompt with every conversation, as chat apps do: the AIPRM openers ("Please
+    ignore all previous instructions. I want you to act as ...", head below 0.2) were still refused there, and every
+    later turn of those chats with them (6 of 360 conversations)."""
+    opener = Classification(category="other", confidence=0.7, jailbreak_score=0.1, overrides=True)
+    assert in_request(opener, foreign=True).jailbreak_score == 0.1
+    attack = dataclasses.replace(opener, jailbreak_score=HEAD_AGREES)
+    assert in_request(attack, foreign=True).jailbreak_score == RULE_SCORE
 
 
 @pytest.mark.parametrize(

@@ -368,7 +368,7 @@ def test_a_web_search_results_encrypted_content_is_not_read_nor_unreadable() -> 
 @pytest.mark.parametrize("name", TOOL_RESULTS)
 def test_a_tool_result_is_screened_as_a_tool_result(name: str) -> None:
     api, messages = TOOL_RESULTS[name]
-    assert screening.Other("tool result 1", DAN, asks=False) in parsed(api, messages).earlier  # type: ignore[arg-type]
+    assert screening.Other("tool result 1", DAN, asks=False, typed=False) in parsed(api, messages).earlier  # type: ignore[arg-type]
 
 
 def test_a_prefill_is_screened_earlier_assistant_turns_are_not() -> None:
