@@ -86,6 +86,8 @@ _VERSION_BEFORE = re.compile(r"\b(?:version|release|build)(?:\s+(?:is|was|number
                              re.IGNORECASE)
 # A version pin ("grpc-stubs==1.53.0.6", "pkg>=2.0.1.4", "foo~=1.2.3.4"): dotted numbers after a comparison are a version.
 _PIN_BEFORE = re.compile(r"[=<>~]\s*$")
+# A package's file name ("grpc_stubs-1.53.0.6.dist-info", "foo-1.2.3.4.tar.gz", "-py3-none-any.whl"): a version.
+_FILE_AFTER = re.compile(r"\.(?:dist-info|egg-info|tar|tgz|whl|zip|egg|jar|deb|rpm)\b|-py\d")
 # Two numbers joined by a dash (`_is_range`).
 _RANGE = re.compile(r"(\d+)-(\d+)")
 _SSN_CONTEXT = re.compile(r"\b(?:ssn|social security|ss#|ss no)", re.IGNORECASE)
@@ -208,7 +210,7 @@ def _ips(text: str) -> Iterator[PIIFinding]:
             if not address.is_global or address.is_multicast:
                 continue
             if _VERSION_BEFORE.search(text, max(0, m.start() - _CONTEXT_WINDOW // 2), m.start()) or \
-                    _PIN_BEFORE.search(text, max(0, m.start() - 4), m.start()):
+                    _PIN_BEFORE.search(text, max(0, m.start() - 4), m.start()) or _FILE_AFTER.match(text, m.end()):
                 continue  # "ruby version is 2.6.8.205", "grpc-stubs==1.53.0.6": dotted numbers under 256 are a version
             yield PIIFinding(IP_ADDRESS, m.start(), m.end(), 1.0)
 

@@ -165,6 +165,8 @@ def test_phone_numbers_written_as_people_write_them_are_found(text: str, phone: 
         "bind to 0.0.0.0 or 100.64.0.1, multicast 224.0.0.251",
         "The current ruby version is 2.6.8.205.",  # a version, in a version context
         "grpc-stubs==1.53.0.6\nhttpx==0.28.1\n",  # a version pin (pip freeze)
+        "/lib/python3.11/site-packages/grpc_stubs-1.53.0.6.dist-info/METADATA",  # a package's file name (trial 12)
+        "pip download foo-51.2.0.6.tar.gz and bar-13.250.2.19-py3-none-any.whl",
         'assert url.host == "::ffff:192.168.0.1"',  # IPv4-mapped: judged as the private IPv4 address it maps
         "requires foo>=51.2.0.6, bar~=13.250.2.19",
         "Upgrade to release 4.2.1.0 first",
@@ -183,6 +185,7 @@ def test_addresses_that_name_no_one_are_no_ip_addresses(text: str) -> None:
         ("the client came from ::ffff:81.2.69.160 again", "81.2.69.160"),  # mapped: the IPv4 address counts
         ("the build box at 81.2.69.160 is down", "81.2.69.160"),  # a version's word, but not the number's
         ("Before the release, ssh into 81.2.69.160", "81.2.69.160"),
+        ("scp the dump to 81.2.69.160.", "81.2.69.160"),  # a sentence's full stop is no file name
     ],
 )
 def test_public_addresses_are_ip_addresses(text: str, ip: str) -> None:
