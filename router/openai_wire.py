@@ -11,7 +11,7 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,16 +78,17 @@ class ChatRequest:
         return users[-1] if users else len(self.messages) - 1
 
 
-def strings(value: Any) -> Iterator[str]:
-    """The strings of a JSON value, in order (texts, tool arguments, tool results)."""
+def strings(value: Any, skip: Collection[str] = ()) -> Iterator[str]:
+    """The strings of a JSON value, in order (texts, tool arguments, tool results), but those under a key in `skip`."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
-        for v in value.values():
-            yield from strings(v)
+        for k, v in value.items():
+            if k not in skip:
+                yield from strings(v, skip)
     elif isinstance(value, list):
         for v in value:
-            yield from strings(v)
+            yield from strings(v, skip)
 
 
 def message_text(message: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from router import openai_wire as wire
 from router.classifier.pii_rules import find_structured
 
 _NOT_TEXT = frozenset({"role", "type", "id"})  # the message's own fields, never the model's words
@@ -21,22 +22,8 @@ _NOT_TEXT = frozenset({"role", "type", "id"})  # the message's own fields, never
 def replayed_text(completion: dict[str, Any]) -> str:
     """Every string of the answer's messages a replay returns: content, reasoning, refusal, tool-call and
     function-call arguments."""
-    out: list[str] = []
-    for choice in completion.get("choices") or []:
-        _strings(choice.get("message") if isinstance(choice, dict) else None, "", out)
-    return "\n".join(out)
-
-
-def _strings(value: Any, key: str, out: list[str]) -> None:
-    if isinstance(value, str):
-        if key not in _NOT_TEXT:
-            out.append(value)
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            _strings(v, k, out)
-    elif isinstance(value, list):
-        for v in value:
-            _strings(v, key, out)
+    messages = [c.get("message") for c in completion.get("choices") or [] if isinstance(c, dict)]
+    return "\n".join(wire.strings(messages, _NOT_TEXT))
 
 
 def pii_types(completion: dict[str, Any]) -> set[str]:
