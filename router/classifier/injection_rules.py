@@ -14,9 +14,9 @@ the user did not type (a system or developer prompt, a tool result, a document: 
 there is nothing for it to override but the user's own earlier asks, and 0.36% of real ShareGPT first turns (AIPRM
 templates) open that way. Where such instructions exist, an override the user typed counts only when the head too
 reads the turn as an attack (HEAD_AGREES): chat apps send a system prompt with every request, and the AIPRM
-openers were refused there still; in a tool's output or a document it counts as it is. The jailbreak head still reads those words; an override aimed at the model's own rules
-("forget your content policy", "bypass the safety filters"), an extraction request ("print your system prompt"), tag
-characters and an override decoded, spelled out or hidden from the text as sent (an invisible character inside a
+openers were refused there still; in a tool's output or a document it counts as it is. The jailbreak head still
+reads those words; an override aimed at the model's own rules ("forget your content policy", "bypass the safety
+filters"), an extraction request ("print your system prompt"), tag characters and an override decoded, spelled out or hidden from the text as sent (an invisible character inside a
 word, fullwidth or look-alike letters, which the canonical form reads past) count everywhere.
 """
 
@@ -51,8 +51,8 @@ _OVERRIDE = re.compile(
 )
 # An override aimed at the model's own rules, not at a user's instructions: no ShareGPT TRAIN or DEV first turn has one.
 _AGAINST_MODEL = re.compile(
-    r"\b(?:ignor\w*|disregard\w*|forget|overrid\w*|bypass\w*)\b[\w\s,'’-]{0,40}?"
-    r"\b(?:your|system|safety|content|ethical|moral)\b[\w\s,'’-]{0,20}?"
+    rf"\b(?:ignor\w*|disregard\w*|forget|overrid\w*|bypass\w*)\b{_BETWEEN}{{0,40}}?"
+    rf"\b(?:your|system|safety|content|ethical|moral)\b{_BETWEEN}{{0,20}}?"
     r"\b(?:instructions?|rules|guidelines|directives?|prompts?|restrictions?|polic(?:y|ies)|filters?|safeguards)\b",
     re.IGNORECASE,
 )
