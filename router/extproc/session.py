@@ -154,6 +154,9 @@ class StreamSession(Screener, AnswerPhases):
 
     async def on_request_body(self, body: pb.HttpBody) -> pb.ProcessingResponse:
         deadline = time.monotonic() + self.runtime.cfg.classifier.timeout_ms / 1000  # parsing counts too
+        # Until the decision says otherwise: a stream that ends mid-decision (Envoy past its message timeout cancels
+        # it) still gets its line and count; it ended with none, as if never sent.
+        self.request.outcome = Outcome.ABANDONED
         self._check_size(len(body.body))  # chunked uploads carry no content-length
         if self.request.model_only:
             return await self._route_by_model(body.body, deadline)
