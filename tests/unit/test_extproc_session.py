@@ -259,6 +259,41 @@ async def test_a_failing_classifier_logs_one_line_per_spell_and_each_request_nam
     assert all(x["classifier_error"] == "RuntimeError: onnx session broke" for x in lines)
 
 
+class Stalled:
+    """A classifier that runs until released: a request still being decided when its stream ends."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def classify(self, text: str) -> Classification:
+        self.entered.set()
+        self.release.wait(10)
+        return MATH
+
+
+async def test_a_stream_cancelled_mid_decision_is_logged_and_counted_as_abandoned() -> None:
+    """Envoy past its message timeout cancels the stream while the router decides: the request left no log line and
+    no count at all (its outcome was still the passthrough default). Now it is one `abandoned` line, model none."""
+    from structlog.testing import capture_logs
+
+    from router.extproc.server import _record
+
+    stalled = Stalled()
+    rt = runtime(MATH)
+    rt.classifier = MemoizedClassifier(stalled)
+    session = StreamSession(rt, EXECUTOR)
+    with capture_logs() as logs:
+        task = asyncio.create_task(send(session, chat("Integrate x^2 from 0 to 1")))
+        await asyncio.to_thread(stalled.entered.wait, 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        stalled.release.set()
+        _record(session)
+    line = next(x for x in logs if x["event"] == "request")
+    assert (line["path"], line["model"]) == (Outcome.ABANDONED, None)
+
+
 async def test_an_answer_is_stored_and_the_repeat_is_served_from_the_cache() -> None:
     rt = runtime(MATH, cache=True)
     first = StreamSession(rt, EXECUTOR)
