@@ -11,7 +11,8 @@ It reads only the two prompt texts and the cosine the search returned: no second
 
 Weights (`verifier.npz` beside this file) come from `offline/train_cache_verifier.py`, which
 records the training data, the split and the default operating point in the file itself.
-Runtime cost: ~0.1 ms per candidate for uncached texts (features memoised per text).
+Runtime cost: ~0.1 ms per candidate for uncached texts (features memoised per text); a vetoed candidate costs only
+the guard's checks (`judge` skips its word features, which its score of 0 never reads).
 """
 
 from __future__ import annotations
@@ -97,18 +98,36 @@ def _order_mismatch(a: tuple[str, ...], b: tuple[str, ...]) -> float:
     return 1.0 - previous[-1] / max(len(x), len(y))
 
 
+# The word features' COLUMNS (after the cosine and the guard's checks): what a candidate's vetoes make moot.
+_WORDS = slice(1 + len(CHECKS), len(FEATURES))
+
+
 def pair_features(query: str, candidate: str, cosine: float) -> np.ndarray:
     """The COLUMNS row of one (query, stored prompt) pair."""
+    row = _guard_row(query, candidate, cosine)
+    row[_WORDS] = _word_features(query, candidate)
+    return row
+
+
+def _guard_row(query: str, candidate: str, cosine: float) -> np.ndarray:
+    """The row with the guard's columns filled and the word features left 0."""
+    row = np.zeros(len(COLUMNS), dtype=np.float32)
+    row[:_WORDS.start] = (cosine, *differences(query, candidate))
+    row[_WORDS.stop:] = (*veto_differences(query, candidate), *one_sided(query, candidate))
+    return row
+
+
+def _word_features(query: str, candidate: str) -> list[float]:
+    """Length, word and character overlap and word order: FEATURES between the guard's checks and the end."""
     a, b = _view(query), _view(candidate)
     ca, cb = frozenset(a.content), frozenset(b.content)
-    return np.array([
-        cosine, *differences(query, candidate),
+    return [
         min(a.length, b.length) / max(a.length, b.length, 1),
         _jaccard(a.words, b.words), _jaccard(ca, cb),
         np.log1p(len(ca - cb)), np.log1p(len(cb - ca)),
         _order_mismatch(a.content, b.content), _jaccard(a.trigrams, b.trigrams),
-        np.log1p(max(len(a.words), len(b.words))), *veto_differences(query, candidate), *one_sided(query, candidate),
-    ], dtype=np.float32)
+        np.log1p(max(len(a.words), len(b.words))),
+    ]
 
 
 @lru_cache(maxsize=4)
@@ -147,15 +166,18 @@ class Verifier:
         every veto that holds is an addition check whose difference is one-sided, VETOED: another veto holds)."""
         hidden = np.maximum((x[:, :len(FEATURES)] - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
         p: np.ndarray = 1.0 / (1.0 + np.exp(-(hidden @ self.w2 + self.b2)))
+        state = self._states(x)
+        p[state == VETOED] = 0.0
+        return p, state
+
+    def _states(self, x: np.ndarray) -> np.ndarray:
+        """Per row, what its vetoes make of it (CLEAN, ADDITION, VETOED): the guard's columns alone decide."""
         differs, one_sided_of = _veto_columns(self.vetoes)
         held = x[:, differs] > 0
         added = np.zeros_like(held)
         for j, column in one_sided_of:
             added[:, j] = x[:, column] > 0
-        vetoed = (held & ~added).any(axis=1)
-        state = np.where(vetoed, VETOED, np.where(held.any(axis=1), ADDITION, CLEAN))
-        p[vetoed] = 0.0
-        return p, state
+        return np.where((held & ~added).any(axis=1), VETOED, np.where(held.any(axis=1), ADDITION, CLEAN))
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """Probabilities for a [n, COLUMNS] matrix; a row any veto holds for (additions too) scores 0: the verifier
@@ -165,7 +187,11 @@ class Verifier:
         return p
 
     def judge(self, query: str, candidates: list[tuple[str, float]]) -> tuple[np.ndarray, np.ndarray]:
-        """`assess` of each candidate (stored text, cosine) for the query."""
+        """`assess` of each candidate (stored text, cosine) for the query. A vetoed candidate scores 0 whatever its
+        word features, so they are computed only for the others (most of the verifier's cost: `_view`, word order)."""
         if not candidates:
             return np.zeros(0), np.zeros(0, dtype=np.int64)
-        return self.assess(np.stack([pair_features(query, text, cos) for text, cos in candidates]))
+        x = np.stack([_guard_row(query, text, cos) for text, cos in candidates])
+        for i in np.flatnonzero(self._states(x) != VETOED):
+            x[i, _WORDS] = _word_features(query, candidates[i][0])
+        return self.assess(x)
