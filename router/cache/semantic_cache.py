@@ -53,7 +53,7 @@ _FINISH_OK = frozenset({"stop", "length", "tool_calls", "function_call"})
 CACHE_REASONS = (
     "exact", "semantic", "lookup", "write", "purge", "stats", "probe",
     "queue_full", "backend_error", "shutdown",
-    "not_completion", "no_choices", "bad_message", "unfinished", "too_large", ANSWER_PII,
+    "not_completion", "no_choices", "bad_message", "unfinished", "too_large", ANSWER_PII, ANSWER_UNSCREENED,
     *(r.value for r in SkipReason),
 )
 

@@ -11,7 +11,7 @@ import pytest
 
 from router.cache import CacheBackendError, CacheRequest, SemanticCache, answer_pii, build_cache_request
 from router.cache.memory import MemoryStore
-from router.cache.semantic_cache import completion_problem
+from router.cache.semantic_cache import ANSWER_UNSCREENED, CACHE_REASONS, completion_problem
 from router.cache.store import CacheEntry, Candidate, StoreStats
 from tests.unit.test_cache_keys import CFG, KEY_A, body
 
@@ -207,6 +207,7 @@ async def test_a_failing_answer_screen_stores_nothing_and_the_next_answers_still
     monkeypatch.setattr(answer_pii, "pii_types", lambda c: 1 / 0)
     await put(cache, make_req("How do I boil an egg?", BASE), completion("Ten minutes."))
     assert cache.counters["skipped_write:answer_unscreened"] == 1
+    assert ANSWER_UNSCREENED in CACHE_REASONS  # its own series on /metrics (undeclared, it was counted as `other`)
     assert await cache.lookup(make_req("How do I boil an egg?", BASE)) is None
     monkeypatch.setattr(answer_pii, "pii_types", real)
     await put(cache, make_req("How do I boil an egg?", BASE), completion("Ten minutes."))
