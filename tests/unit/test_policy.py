@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 
 from devstack.stack import ROOT
 from router import apis
-from router.config import load_config
+from router.config import KeywordRule, load_config
 from router.errors import ContentBlocked, JailbreakBlocked, ModelNotFound, PIIViolation
 from router.openai_wire import parse_chat_request
 from router.policy import Policy
 from router.signals import Classification, PIIFinding
 
 CFG = load_config(ROOT / "config" / "config.yaml")
+DATA = ROOT / "offline" / "data"
 
 
 def _chat(text: str, model: str = "auto", **extra: object):  # type: ignore[no-untyped-def]
@@ -63,6 +65,44 @@ def test_keywords_match_whole_words_only() -> None:
 ])
 def test_shipped_keyword_rules_fire_on_phrases_not_everyday_words(text: str, category: str | None) -> None:
     assert Policy(CFG).keyword_category(text) == category
+
+
+def _chat_prompts() -> list[str]:
+    """Real chat first turns of the eval data (offline/README.md): what keyword rules see in production."""
+    rows = [json.loads(line) for name in ("chat_domain_test", "chat_domain_test_v2", "chat_domain_test_v3",
+                                          "chat_edgy_test") for line in (DATA / f"{name}.jsonl").open()]
+    return [row["text"] for row in rows]
+
+
+def _python_re(rule: KeywordRule) -> re.Pattern[str]:
+    """The rule as the router compiled it with Python's `re` before RE2, where a code point was written `\\uHHHH`."""
+    regexes = [re.sub(r"\\x\{([0-9a-fA-F]{4})\}", r"\\u\1", r) for r in rule.regex]
+    parts = [r"\b" + re.escape(k) + r"\b" for k in rule.keywords] + [f"(?:{r})" for r in regexes]
+    return re.compile("|".join(parts), re.IGNORECASE)
+
+
+def test_shipped_keyword_rules_match_under_re2_what_they_matched_under_python_re() -> None:
+    texts = _chat_prompts() + ["Prove that \u221a2 is irrational", "prove \u2211 1/n^2 converges", "a na\u00efve recursion"]
+    assert len(texts) > 1000
+    for rule in CFG.keyword_rules:
+        new, old = rule.compiled(), _python_re(rule)
+        assert [t for t in texts if new.search(t)] == [t for t in texts if old.search(t)], rule.category
+
+
+def test_a_keyword_is_a_whole_word_in_any_script() -> None:
+    """RE2's own `\\b` knows ASCII letters only: `caf\\b` would match inside "café"."""
+    policy = Policy(CFG.model_copy(update={"keyword_rules": [KeywordRule(category="food", keywords=["caf", "na\u00efve"])]}))
+    assert policy.keyword_category("the caf\u00e9 menu") is None
+    assert policy.keyword_category("the caf menu, NA\u00cfVE me") == "food"
+    assert policy.keyword_category("their na\u00efvet\u00e9") is None
+
+
+def test_a_backtracking_regex_does_not_hold_a_worker_on_an_adversarial_prompt() -> None:
+    """Trial 13: under Python's `re`, `(a+)+$` took 5.3 s on 25 characters (each one more doubles it) while the
+    worker's other requests waited and got 503s. RE2 answers in time linear in the prompt."""
+    policy = Policy(CFG.model_copy(update={"keyword_rules": [KeywordRule(category="history", regex=["(a+)+$"])]}))
+    assert policy.keyword_category("a" * 10_000 + "!") is None
+    assert policy.keyword_category("a" * 10_000) == "history"
 
 
 def test_pii_the_best_model_may_not_see_moves_to_the_next_allowed_one() -> None:
