@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 
 import pytest
 
+from bench.keyword_rules import chat_prompts, python_re
 from devstack.stack import ROOT
 from router import apis
 from router.config import KeywordRule, load_config
@@ -17,7 +17,6 @@ from router.policy import Policy
 from router.signals import Classification, PIIFinding
 
 CFG = load_config(ROOT / "config" / "config.yaml")
-DATA = ROOT / "offline" / "data"
 
 
 def _chat(text: str, model: str = "auto", **extra: object):  # type: ignore[no-untyped-def]
@@ -51,7 +50,7 @@ def test_keywords_match_whole_words_only() -> None:
     assert Policy(CFG).keyword_category("please PROVE that 7 is prime") == "math"
 
 
-@pytest.mark.parametrize(("text", "category"), [
+SHIPPED_RULE_CASES = [
     # A new-user trial (2026-12-02): each of these was routed at confidence 1.0 and moved its chat to gpt-oss-120b.
     ("I need to prove my value to the team before asking for a raise", None),
     ("Marketing to teenagers can prove dangerous territory", None),
@@ -62,30 +61,22 @@ def test_keywords_match_whole_words_only() -> None:
     ("What is the derivative of x^2 sin(x)?", "math"),
     ("write a python script that renames my photos", "computer science"),
     ("my C code won't compile", "computer science"),
-])
+]
+
+
+@pytest.mark.parametrize(("text", "category"), SHIPPED_RULE_CASES)
 def test_shipped_keyword_rules_fire_on_phrases_not_everyday_words(text: str, category: str | None) -> None:
     assert Policy(CFG).keyword_category(text) == category
 
 
-def _chat_prompts() -> list[str]:
-    """Real chat first turns of the eval data (offline/README.md): what keyword rules see in production."""
-    rows = [json.loads(line) for name in ("chat_domain_test", "chat_domain_test_v2", "chat_domain_test_v3",
-                                          "chat_edgy_test") for line in (DATA / f"{name}.jsonl").open()]
-    return [row["text"] for row in rows]
-
-
-def _python_re(rule: KeywordRule) -> re.Pattern[str]:
-    """The rule as the router compiled it with Python's `re` before RE2, where a code point was written `\\uHHHH`."""
-    regexes = [re.sub(r"\\x\{([0-9a-fA-F]{4})\}", r"\\u\1", r) for r in rule.regex]
-    parts = [r"\b" + re.escape(k) + r"\b" for k in rule.keywords] + [f"(?:{r})" for r in regexes]
-    return re.compile("|".join(parts), re.IGNORECASE)
-
-
 def test_shipped_keyword_rules_match_under_re2_what_they_matched_under_python_re() -> None:
-    texts = _chat_prompts() + ["Prove that \u221a2 is irrational", "prove \u2211 1/n^2 converges", "a na\u00efve recursion"]
-    assert len(texts) > 1000
+    """The chat prompts, the cases above, and each keyword alone, inside a longer word and beside other scripts."""
+    texts = chat_prompts() + [text for text, _ in SHIPPED_RULE_CASES] + [
+        "Prove that \u221a2 is irrational", "prove \u2211 1/n^2 converges", "prove \u222b f is finite"]
     for rule in CFG.keyword_rules:
-        new, old = rule.compiled(), _python_re(rule)
+        texts += [form.format(k) for k in rule.keywords for form in ("a {}.", "x{}", "{}s", "\u00e9{}\u00e9", "({})")]
+    for rule in CFG.keyword_rules:
+        new, old = rule.compiled(), python_re(rule)
         assert [t for t in texts if new.search(t)] == [t for t in texts if old.search(t)], rule.category
 
 
