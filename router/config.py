@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -211,21 +212,27 @@ def _re2(pattern: str) -> Matcher:
     return compiled
 
 
-def _keyword(keyword: str) -> str:
+def _every(requests: str, info: ValidationInfo) -> str:
+    """What a pattern that matches anything would do, naming the rule's category when it is valid."""
+    category = info.data.get("category")
+    return f"so it would send {requests} to '{category}'" if category else f"so it would match {requests}"
+
+
+def _keyword(keyword: str, info: ValidationInfo) -> str:
     if not keyword.strip():
-        raise ValueError(f"keyword '{keyword}' is blank, so it would match every request")
+        raise ValueError(f"keyword '{keyword}' is blank, {_every('every request', info)}")
     return keyword
 
 
-def _rule_regex(pattern: str) -> str:
+def _rule_regex(pattern: str, info: ValidationInfo) -> str:
     """A rule's regex as RE2 compiles it, and one that cannot match every request: an empty alternative (`a|`),
     `''` or `x*` used to route every prompt to the rule's category at confidence 1.0 (trial 13)."""
     try:
         _re2(pattern)
     except re2.error as exc:
         raise ValueError(_not_re2(pattern, exc)) from None
-    for middle, why in (("", "the empty string, so it would match every request"),
-                        (" ", "a lone space, so it would match every request of two words")):
+    for middle, why in (("", f"the empty string, {_every('every request', info)}"),
+                        (" ", f"a lone space, {_every('every request of two words', info)}")):
         for left, right in ((a, b) for a in _SIDES for b in _SIDES):
             probe = _re2(f"{re2.escape(left)}(?:{pattern}){re2.escape(right)}")
             if probe.fullmatch(left + middle + right):
@@ -239,8 +246,10 @@ def _not_re2(pattern: str, exc: Exception) -> str:
         re.compile(pattern)
     except re.error as py:
         return f"'{pattern}' is not a valid regex: {py}"
-    return (f"'{pattern}' is not RE2 syntax ({_said(exc)}): keyword rules use RE2, whose matching time is linear in the "
-            "prompt, so backreferences and lookarounds are unavailable (a code point is written \\x{221a})")
+    said = _said(exc)
+    hint = " (a code point is written \\x{221a}, not \\u221a)" if said.endswith(("\\u", "\\U")) else ""
+    return (f"'{pattern}' is not RE2 syntax ({said}): keyword rules use RE2, whose matching time is linear in the "
+            f"prompt, so backreferences and lookarounds are unavailable{hint}")
 
 
 def _said(exc: Exception) -> str:

@@ -150,15 +150,18 @@ def test_dangling_references_are_reported(tmp_path: Path) -> None:
     assert "keyword_rules.0.category: unknown category 'astrology'" in result.stderr
 
 
+EVERY = "so it would send every request to 'computer science'"  # the shipped config's keyword_rules.1
+
+
 @pytest.mark.parametrize(("key", "pattern", "said"), [
     # Trial 13: each passed validate and a hot reload, then took every request at confidence 1.0.
-    ("keywords", "", "keyword '' is blank, so it would match every request"),
-    ("keywords", " ", "keyword ' ' is blank, so it would match every request"),
-    ("regex", "", "'' matches the empty string, so it would match every request"),
-    ("regex", r"\border #?\d{6,}\b|", r"'\border #?\d{6,}\b|' matches the empty string, so it would match every request"),
-    ("regex", "a*", "'a*' matches the empty string, so it would match every request"),
-    ("regex", r"\b", r"'\b' matches the empty string, so it would match every request"),
-    ("regex", r"\s+", r"'\s+' matches a lone space, so it would match every request of two words"),
+    ("keywords", "", f"keyword '' is blank, {EVERY}"),
+    ("keywords", " ", f"keyword ' ' is blank, {EVERY}"),
+    ("regex", "", f"'' matches the empty string, {EVERY}"),
+    ("regex", r"\border #?\d{6,}\b|", rf"'\border #?\d{{6,}}\b|' matches the empty string, {EVERY}"),
+    ("regex", "a*", f"'a*' matches the empty string, {EVERY}"),
+    ("regex", r"\b", rf"'\b' matches the empty string, {EVERY}"),
+    ("regex", r"\s+", r"'\s+' matches a lone space, so it would send every request of two words to 'computer science'"),
     # RE2 refuses what needs backtracking; Python's own position when the pattern is no regex at all.
     ("regex", r"(\w+) \1", r"'(\w+) \1' is not RE2 syntax (invalid escape sequence: \1): keyword rules use RE2"),
     ("regex", r"prove(?! my)", "'prove(?! my)' is not RE2 syntax (invalid perl operator: (?!): keyword rules use RE2"),
@@ -190,7 +193,7 @@ def test_the_trial_s_empty_alternative_is_refused_by_validate_naming_the_pattern
     result = _cli("validate", str(path))
     assert result.returncode == 1
     assert result.stderr.strip() == (rf"{path}: keyword_rules.0.regex.0: '\border #?\d{{6,}}\b|' matches the empty "
-                                     "string, so it would match every request")
+                                     "string, so it would send every request to 'math'")
 
 
 def test_a_default_category_that_names_no_category_is_refused_with_the_one_meant(tmp_path: Path) -> None:
