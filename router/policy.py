@@ -7,13 +7,12 @@ so every routing rule is unit-testable and new signals plug in by producing a Cl
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from router import cost
-from router.config import Category, ReasoningFamily, RouterConfig
+from router.config import Category, Matcher, ReasoningFamily, RouterConfig
 from router.errors import ContentBlocked, JailbreakBlocked, ModelNotFound, PIIViolation, RouterError
 from router.openai_wire import REASONING_SWITCHES, ChatRequest
 from router.resilience import chain_cluster
@@ -59,7 +58,7 @@ _NO_EFFORT = frozenset({"none", "minimal", "low"})
 @dataclass(frozen=True, slots=True)
 class _CompiledRule:
     category: str
-    pattern: re.Pattern[str]
+    pattern: Matcher
 
 
 class Policy:

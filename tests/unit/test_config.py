@@ -150,19 +150,50 @@ def test_dangling_references_are_reported(tmp_path: Path) -> None:
     assert "keyword_rules.0.category: unknown category 'astrology'" in result.stderr
 
 
-@pytest.mark.parametrize(("regex", "said"), [
-    (["(?i)prove"], "global flags not at the start"),  # compiles alone; the rule is one case-insensitive pattern
-    (["(?P<n>prove)", "(?P<n>lemma)"], "do not compile together"),
-])
-def test_a_keyword_regex_that_compiles_alone_but_not_in_its_rule_is_refused(tmp_path: Path, regex: list[str],
-                                                                            said: str) -> None:
-    """validate said OK, then the router failed to start (re.error building the policy): the rule's regexes are
-    joined into one pattern."""
-    def edit(d: dict) -> None:
-        d["keyword_rules"][0]["regex"] = regex
+EVERY = "so it would send every request to 'computer science'"  # the shipped config's keyword_rules.1
 
-    result = _cli("validate", str(_broken(tmp_path, edit)))
-    assert result.returncode != 0 and "keyword_rules.0" in result.stderr and said in result.stderr
+
+@pytest.mark.parametrize(("key", "pattern", "said"), [
+    # Trial 13: each passed validate and a hot reload, then took every request at confidence 1.0.
+    ("keywords", "", f"keyword '' is blank, {EVERY}"),
+    ("keywords", " ", f"keyword ' ' is blank, {EVERY}"),
+    ("regex", "", f"'' matches the empty string, {EVERY}"),
+    ("regex", r"\border #?\d{6,}\b|", rf"'\border #?\d{{6,}}\b|' matches the empty string, {EVERY}"),
+    ("regex", "a*", f"'a*' matches the empty string, {EVERY}"),
+    ("regex", r"\b", rf"'\b' matches the empty string, {EVERY}"),
+    ("regex", r"\s+", r"'\s+' matches a lone space, so it would send every request of two words to 'computer science'"),
+    # RE2 refuses what needs backtracking; Python's own position when the pattern is no regex at all.
+    ("regex", r"(\w+) \1", r"'(\w+) \1' is not RE2 syntax (invalid escape sequence: \1): keyword rules use RE2"),
+    ("regex", r"prove(?! my)", "'prove(?! my)' is not RE2 syntax (invalid perl operator: (?!): keyword rules use RE2"),
+    ("regex", r"\border #?(\d{6,}\b",
+     r"'\border #?(\d{6,}\b' is not a valid regex: missing ), unterminated subpattern at position 10"),
+])
+def test_a_keyword_pattern_that_would_match_every_request_or_is_not_re2_is_refused_by_name(
+        key: str, pattern: str, said: str) -> None:
+    data = yaml.safe_load(SHIPPED.read_text())
+    data["keyword_rules"][1][key].append(pattern)
+    at = len(data["keyword_rules"][1][key]) - 1
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, "fleet.yaml")
+    assert f"fleet.yaml: keyword_rules.1.{key}.{at}: {said}" in str(err.value).splitlines()[0]
+
+
+@pytest.mark.parametrize("pattern", [r"^\s*hello\b", r"(?m)^import \w+", r"colou?r", r"\x{221a}\d+", r"(a+)+$"])
+def test_keyword_patterns_that_need_text_to_match_are_accepted(pattern: str) -> None:
+    data = yaml.safe_load(SHIPPED.read_text())
+    data["keyword_rules"][1]["regex"].append(pattern)
+    assert parse_config(data).keyword_rules[1].regex[-1] == pattern
+
+
+def test_the_trial_s_empty_alternative_is_refused_by_validate_naming_the_pattern(tmp_path: Path) -> None:
+    def edit(d: dict) -> None:
+        d["keyword_rules"][0]["regex"] = [r"\border #?\d{6,}\b|"]
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (rf"{path}: keyword_rules.0.regex.0: '\border #?\d{{6,}}\b|' matches the empty "
+                                     "string, so it would send every request to 'math'")
 
 
 def test_a_default_category_that_names_no_category_is_refused_with_the_one_meant(tmp_path: Path) -> None:

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
+from bench.keyword_rules import chat_prompts, python_re
 from devstack.stack import ROOT
 from router import apis
-from router.config import load_config
+from router.config import KeywordRule, load_config
 from router.errors import ContentBlocked, JailbreakBlocked, ModelNotFound, PIIViolation
 from router.openai_wire import parse_chat_request
 from router.policy import Policy
@@ -49,7 +50,7 @@ def test_keywords_match_whole_words_only() -> None:
     assert Policy(CFG).keyword_category("please PROVE that 7 is prime") == "math"
 
 
-@pytest.mark.parametrize(("text", "category"), [
+SHIPPED_RULE_CASES = [
     # A new-user trial (2026-12-02): each of these was routed at confidence 1.0 and moved its chat to gpt-oss-120b.
     ("I need to prove my value to the team before asking for a raise", None),
     ("Marketing to teenagers can prove dangerous territory", None),
@@ -60,9 +61,39 @@ def test_keywords_match_whole_words_only() -> None:
     ("What is the derivative of x^2 sin(x)?", "math"),
     ("write a python script that renames my photos", "computer science"),
     ("my C code won't compile", "computer science"),
-])
+]
+
+
+@pytest.mark.parametrize(("text", "category"), SHIPPED_RULE_CASES)
 def test_shipped_keyword_rules_fire_on_phrases_not_everyday_words(text: str, category: str | None) -> None:
     assert Policy(CFG).keyword_category(text) == category
+
+
+def test_shipped_keyword_rules_match_under_re2_what_they_matched_under_python_re() -> None:
+    """The chat prompts, the cases above, and each keyword alone, inside a longer word and beside other scripts."""
+    texts = chat_prompts() + [text for text, _ in SHIPPED_RULE_CASES] + [
+        "Prove that \u221a2 is irrational", "prove \u2211 1/n^2 converges", "prove \u222b f is finite"]
+    for rule in CFG.keyword_rules:
+        texts += [form.format(k) for k in rule.keywords for form in ("a {}.", "x{}", "{}s", "\u00e9{}\u00e9", "({})")]
+    for rule in CFG.keyword_rules:
+        new, old = rule.compiled(), python_re(rule)
+        assert [t for t in texts if new.search(t)] == [t for t in texts if old.search(t)], rule.category
+
+
+def test_a_keyword_is_a_whole_word_in_any_script() -> None:
+    """RE2's own `\\b` knows ASCII letters only: `caf\\b` would match inside "café"."""
+    policy = Policy(CFG.model_copy(update={"keyword_rules": [KeywordRule(category="food", keywords=["caf", "na\u00efve"])]}))
+    assert policy.keyword_category("the caf\u00e9 menu") is None
+    assert policy.keyword_category("the caf menu, NA\u00cfVE me") == "food"
+    assert policy.keyword_category("their na\u00efvet\u00e9") is None
+
+
+def test_a_backtracking_regex_does_not_hold_a_worker_on_an_adversarial_prompt() -> None:
+    """Trial 13: under Python's `re`, `(a+)+$` took 5.3 s on 25 characters (each one more doubles it) while the
+    worker's other requests waited and got 503s. RE2 answers in time linear in the prompt."""
+    policy = Policy(CFG.model_copy(update={"keyword_rules": [KeywordRule(category="history", regex=["(a+)+$"])]}))
+    assert policy.keyword_category("a" * 10_000 + "!") is None
+    assert policy.keyword_category("a" * 10_000) == "history"
 
 
 def test_pii_the_best_model_may_not_see_moves_to_the_next_allowed_one() -> None:
