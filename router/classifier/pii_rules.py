@@ -88,6 +88,11 @@ _VERSION_BEFORE = re.compile(r"\b(?:version|release|build)(?:\s+(?:is|was|number
 _PIN_BEFORE = re.compile(r"[=<>~]\s*$")
 # A package's file name ("grpc_stubs-1.53.0.6.dist-info", "foo-1.2.3.4.tar.gz", "-py3-none-any.whl"): a version.
 _FILE_AFTER = re.compile(r"\.(?:dist-info|egg-info|tar|tgz|whl|zip|egg|jar|deb|rpm)\b|-py\d")
+# A version of two or three numbers filling a table cell ("2.7.1", "v1.29.9"): the column of `pip list` (its Version and
+# Latest columns), `conda list` or `docker images` beside a four-part one ("grpc-stubs   1.53.0.6", trial 12).
+_VERSION_CELL = re.compile(r"v?\d+\.\d+(?:\.\d+)?(?=[ \t]|$)")
+# Lines above and below a cell read for its column.
+_COLUMN_LINES = 3
 # Two numbers joined by a dash (`_is_range`).
 _RANGE = re.compile(r"(\d+)-(\d+)")
 _SSN_CONTEXT = re.compile(r"\b(?:ssn|social security|ss#|ss no)", re.IGNORECASE)
@@ -210,9 +215,32 @@ def _ips(text: str) -> Iterator[PIIFinding]:
             if not address.is_global or address.is_multicast:
                 continue
             if _VERSION_BEFORE.search(text, max(0, m.start() - _CONTEXT_WINDOW // 2), m.start()) or \
-                    _PIN_BEFORE.search(text, max(0, m.start() - 4), m.start()) or _FILE_AFTER.match(text, m.end()):
+                    _PIN_BEFORE.search(text, max(0, m.start() - 4), m.start()) or _FILE_AFTER.match(text, m.end()) or \
+                    _in_version_column(text, m.start()):
                 continue  # "ruby version is 2.6.8.205", "grpc-stubs==1.53.0.6": dotted numbers under 256 are a version
             yield PIIFinding(IP_ADDRESS, m.start(), m.end(), 1.0)
+
+
+def _in_version_column(text: str, start: int) -> bool:
+    """A table cell in a column of versions: a line nearby holds a version of two or three numbers at the same place,
+    as `pip list` prints them. A column of addresses (`kubectl get -o wide`) holds addresses only."""
+    line = text.rfind("\n", 0, start) + 1
+    column = start - line
+    if column == 0 or text[start - 1] != " ":
+        return False
+    first = line
+    for _ in range(_COLUMN_LINES):
+        if first > 0:
+            first = text.rfind("\n", 0, first - 1) + 1
+    end = start
+    for _ in range(_COLUMN_LINES + 1):
+        if (end := text.find("\n", end + 1)) < 0:
+            end = len(text)
+            break
+    near = text[first:end].split("\n")
+    del near[text.count("\n", first, line)]  # the cell's own line
+    return any(len(other) > column and other[column - 1] == " " and _VERSION_CELL.match(other, column)
+               for other in near)
 
 
 def _address_shaped(candidate: str, v6: bool) -> bool:

@@ -170,6 +170,11 @@ def test_phone_numbers_written_as_people_write_them_are_found(text: str, phone: 
         'assert url.host == "::ffff:192.168.0.1"',  # IPv4-mapped: judged as the private IPv4 address it maps
         "requires foo>=51.2.0.6, bar~=13.250.2.19",
         "Upgrade to release 4.2.1.0 first",
+        # `pip list` as a tool result (trial 12): a four-part version in the Version column, and in pip list --outdated
+        ("Package                Version\n---------------------- ---------\ngrpc-stubs             1.53.0.6\n"
+         "grpcio                 1.76.0\n"),
+        ("Package        Version  Latest   Type\n-------------- -------- -------- -----\n"
+         "grpc-stubs     1.53.0.5 1.53.0.6 wheel\npywin32-ctypes 0.2.2    0.2.3    wheel\n"),
     ],
 )
 def test_addresses_that_name_no_one_are_no_ip_addresses(text: str) -> None:
@@ -186,6 +191,11 @@ def test_addresses_that_name_no_one_are_no_ip_addresses(text: str) -> None:
         ("the build box at 81.2.69.160 is down", "81.2.69.160"),  # a version's word, but not the number's
         ("Before the release, ssh into 81.2.69.160", "81.2.69.160"),
         ("scp the dump to 81.2.69.160.", "81.2.69.160"),  # a sentence's full stop is no file name
+        # a column of addresses is no column of versions (kubectl get svc)
+        (("NAME     TYPE           CLUSTER-IP     EXTERNAL-IP     PORT(S)\n"
+          "router   ClusterIP      10.0.148.212   <none>          50051/TCP\n"
+          "envoy    LoadBalancer   10.0.27.191    81.2.69.160     8801:31284/TCP\n"), "81.2.69.160"),
+        ("Python 3.11.4 and pip 24.2 are installed\nthen ssh into 81.2.69.160 to deploy\n", "81.2.69.160"),
     ],
 )
 def test_public_addresses_are_ip_addresses(text: str, ip: str) -> None:
