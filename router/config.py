@@ -679,13 +679,46 @@ def read_config_text(path: str | Path) -> str:
 
 def parse_config_text(text: str, file: str) -> RouterConfig:
     """Validate a config file's text (`file` names it in the errors)."""
+    return parse_config(load_yaml(text, file), file)
+
+
+def load_yaml(text: str, file: str) -> Any:
+    """A config file's YAML data; a key written twice in one mapping is a ConfigError. PyYAML keeps the last one
+    silently: a second `llama-3.1-8b:` block replaced the first's endpoints, pricing and PII policy, and a block
+    copied under its old name gave "unknown model" for the name it was meant to have (an operator's trial)."""
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicates = list(_duplicate_keys(node, ()))
+        if duplicates:
+            raise ConfigError(file, duplicates)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(file, [("", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")]) from None
-    return parse_config(data, file)
+    finally:
+        loader.dispose()
+
+
+def _duplicate_keys(node: yaml.Node, path: tuple[str, ...]) -> Iterable[tuple[str, str]]:
+    """(key path, message) for each key a mapping at any depth repeats, with the lines of both."""
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*path, str(i)))
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first: dict[tuple[str, str], yaml.Node] = {}
+    for key, value in node.value:
+        name = str(key.value)
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            seen = first.setdefault((key.tag, name), key)
+            if seen is not key:
+                yield (".".join((*path, name)), (f"duplicate key {name!r} on lines {seen.start_mark.line + 1} and "
+                       f"{key.start_mark.line + 1}: YAML would keep only the last; merge them or rename one"))
+        yield from _duplicate_keys(value, (*path, name))
 
 
 def config_version(cfg: RouterConfig) -> str:

@@ -140,6 +140,27 @@ def test_validate_against_the_running_config_says_whether_a_hot_reload_applies(t
     assert f"a router serving {SHIPPED} would refuse it as a hot reload" in refused.stderr
 
 
+def test_a_key_written_twice_is_refused_naming_it_and_both_lines(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys: a second `gpt-oss-120b:` block replaced the first's endpoints,
+    pricing and PII policy and validate said OK; nested duplicates (`use_reasoning` twice) too (trial 13)."""
+    text = SHIPPED.read_text().replace(
+        "\nmodels:\n", "\nmodels:\n  gpt-oss-120b:\n    endpoints: [{port: 9000}]\n", 1).replace(
+        "    use_reasoning: true\n", "    use_reasoning: true\n    use_reasoning: false\n", 1)
+    (path := tmp_path / "dup.yaml").write_text(text)
+    lines = text.splitlines()
+    first, second = [i + 1 for i, line in enumerate(lines) if line.startswith("  gpt-oss-120b:")]
+    reasoning = next(i + 1 for i, line in enumerate(lines) if line == "    use_reasoning: true")
+    result = _cli("validate", str(path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        (f"{path}: models.gpt-oss-120b: duplicate key 'gpt-oss-120b' on lines {first} and {second}: YAML would keep "
+        "only the last; merge them or rename one"),
+        (f"{path}: categories.0.use_reasoning: duplicate key 'use_reasoning' on lines {reasoning} and {reasoning + 1}: "
+        "YAML would keep only the last; merge them or rename one")]
+    with pytest.raises(ConfigError, match="duplicate key 'gpt-oss-120b'"):
+        load_config(path)  # what serve and a hot reload read
+
+
 def test_dangling_references_are_reported(tmp_path: Path) -> None:
     def edit(d: dict) -> None:
         d["default_model"] = "missing"
