@@ -513,6 +513,21 @@ def _dangling_references(cfg: RouterConfig) -> list[str]:
     return out
 
 
+# Sections each router process reads once, at start (ports, workers, logging, probes, the watcher: server.py's
+# `bootstrap`, the supervisor): a hot reload applies the rest of an edit.
+RESTART_ONLY = ("server", "observability")
+
+
+def restart_only_changes(running: RouterConfig, edited: RouterConfig) -> list[str]:
+    """The keys an edit changes that only a restart applies: `server.workers: 2 -> 3` was reported as a hot reload
+    and logged `config_applied`, and two workers went on serving (an operator's trial)."""
+    out = []
+    for section in RESTART_ONLY:
+        before, after = getattr(running, section), getattr(edited, section)
+        out += [f"{section}.{key}" for key in type(before).model_fields if getattr(before, key) != getattr(after, key)]
+    return out
+
+
 def config_warnings(cfg: RouterConfig) -> list[str]:
     """Settings that are valid but cannot do what they say: `validate` prints them and a load logs them. A renamed
     classifier category ("medicine" for "health") validated clean and silently sent every such request to the

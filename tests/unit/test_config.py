@@ -161,6 +161,20 @@ def test_a_key_written_twice_is_refused_naming_it_and_both_lines(tmp_path: Path)
         load_config(path)  # what serve and a hot reload read
 
 
+def test_validate_against_names_the_changed_keys_only_a_restart_applies(tmp_path: Path) -> None:
+    """trial13 finding 7: `server.workers: 2 -> 3` was "applies it as a hot reload", and the workers stayed 2."""
+    def edit(d: dict) -> None:
+        d["server"]["workers"] = 3
+        d["server"]["metrics_port"] = 9191
+        d["routing"]["score_margin"] = 0.1
+
+    result = _cli("validate", str(path := _broken(tmp_path, edit)), "--against", str(SHIPPED))
+    assert result.returncode == 3
+    assert result.stderr.splitlines() == [
+        (f"{path}: a router serving {SHIPPED} applies it as a hot reload except server.metrics_port, server.workers, "
+        "which it reads at start only: restart the router for them")]
+
+
 def test_dangling_references_are_reported(tmp_path: Path) -> None:
     def edit(d: dict) -> None:
         d["default_model"] = "missing"

@@ -152,6 +152,30 @@ async def test_an_edit_the_running_envoy_cannot_follow_is_rejected(config_file: 
     await holder.aclose()
 
 
+async def test_a_reload_that_changes_a_start_only_key_applies_the_rest_and_says_a_restart_is_needed(
+        config_file: Path) -> None:
+    """trial13 finding 7: `server.workers: 2 -> 3` was logged `config_applied` and nothing else, and two workers
+    served on. The warning names the keys, and repeats on later reloads until a restart applies them."""
+    from structlog.testing import capture_logs
+
+    raw = yaml.safe_load(config_file.read_text())
+    holder = RuntimeHolder(config_file, Readiness())
+    await holder.reload(first=True)
+    raw["server"]["workers"] = 3
+    raw["observability"]["log_level"] = "debug"
+    raw["routing"]["score_margin"] = 0.5
+    config_file.write_text(yaml.safe_dump(raw))
+    with capture_logs() as lines:
+        assert await holder.reload()
+        raw["routing"]["score_margin"] = 0.25
+        config_file.write_text(yaml.safe_dump(raw))
+        assert await holder.reload()
+    assert holder.current is not None and holder.current.cfg.routing.score_margin == 0.25  # the rest applied
+    needed = [line for line in lines if line["event"] == "config_restart_needed"]
+    assert [line["keys"] for line in needed] == [["server.workers", "observability.log_level"]] * 2
+    await holder.aclose()
+
+
 async def test_a_reload_that_fails_half_way_leaves_no_cache_backend_behind(config_file: Path, tmp_path: Path) -> None:
     """A reload to a new cache whose pair model is missing failed after the backend was made: the Milvus Lite child of
     the new file (or a server connection and its threads) stayed on, owned by no runtime, once per such edit."""
