@@ -239,6 +239,55 @@ def test_validate_warns_of_a_category_nothing_can_choose_and_of_reasoning_nothin
     assert result.stdout.splitlines()[-1].endswith(f"{len(warnings)} warnings)")
 
 
+def test_validate_warns_of_settings_trial13_found_could_not_act(tmp_path: Path) -> None:
+    """trial13 findings 3 and 8: each of these said a plain OK. A tenant header the generated Envoy config strips
+    from clients never arrives (one key's tenants shared cached answers); a category's `block` under a fleet-wide
+    `flag` is never applied; an effort on a `chat_template_kwargs` family is never sent; a model listed twice is
+    ranked by one score and priced by the other."""
+    def edit(d: dict) -> None:
+        d["semantic_cache"]["tenant_headers"] = ["x-tenant-id"]
+        d["classifier"]["jailbreak_action"] = "flag"
+        cats = {c["name"]: c for c in d["categories"]}
+        cats["law"]["jailbreak_action"] = "block"
+        cats["health"]["jailbreak_action"] = "flag"  # what the fleet-wide flag does anyway: no warning
+        cats["history"].update(use_reasoning=True, reasoning_effort="low",
+                               model_scores=[{"model": "qwen3-4b", "score": 0.7}])
+        cats["math"]["reasoning_effort"] = "medium"  # gpt-oss is a reasoning_effort family: sent, no warning
+        cats["business"]["model_scores"].append({"model": "qwen3-4b", "score": 0.2})
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 0, result.stderr
+    names = [c["name"] for c in yaml.safe_load(path.read_text())["categories"]]
+    law, history, business = (names.index(n) for n in ("law", "history", "business"))
+    warnings = [line.removeprefix(f"{path}: warning: ") for line in result.stdout.splitlines() if ": warning: " in line]
+    assert warnings == [
+        (f"categories.{law}.jailbreak_action: block cannot act: classifier.jailbreak_action is flag, and a category's "
+        "own action applies only under block"),
+        (f"categories.{business}.model_scores: 'qwen3-4b' is listed 2 times (scores 0.7, 0.2): the ranking and the price "
+        "choice each read a different one; keep one"),
+        (f"categories.{history}.reasoning_effort: low is never sent: it goes only with use_reasoning: true to a model of "
+        "a reasoning_effort family (a chat_template_kwargs family switches thinking on or off only)"),
+        ("semantic_cache.tenant_headers: Envoy's generated config removes x-tenant-id from every client request, so the "
+        "router sees it only when an auth filter added to Envoy's http_filters before ext_proc sets it from a verified "
+        "credential (README, \"Identity headers from an auth filter\"); without one the identity falls back to the "
+        "API key")]
+
+
+def test_a_cache_ttl_of_zero_is_refused(tmp_path: Path) -> None:
+    """trial13 finding 8f: `ttl_seconds: 0` stored every answer already expired, never served, each request a plain
+    `miss`; 0 reads as "no cache" to some and "forever" to others."""
+    def edit(d: dict) -> None:
+        d["categories"][0]["cache"] = {"ttl_seconds": 0}
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [(f"{path}: categories.0.cache.ttl_seconds: must be at least 1 second: 0 "
+                                          "would store answers that are never served (to cache nothing here, write "
+                                          "enabled: false)")]
+
+
 def test_the_shipped_config_has_no_warnings() -> None:
     assert ": warning: " not in _cli("validate", str(SHIPPED)).stdout
 
