@@ -758,6 +758,15 @@ def parse_config_text(text: str, file: str) -> RouterConfig:
     return parse_config(load_yaml(text, file), file)
 
 
+# PyYAML's words for the usual editing slips, said as the slip (an operator's trial read "expected <block end>, but
+# found '?'" for a key indented two spaces too few).
+_YAML_HINTS = {
+    "expected <block end>": "this line is indented unlike the block above it: a key starts in the same column as "
+                            "the other keys of its mapping",
+    "found character '\\t'": "YAML indents with spaces, not tabs",
+}
+
+
 def load_yaml(text: str, file: str) -> Any:
     """A config file's YAML data; a key written twice in one mapping is a ConfigError. PyYAML keeps the last one
     silently: a second `llama-3.1-8b:` block replaced the first's endpoints, pricing and PII policy, and a block
@@ -774,7 +783,9 @@ def load_yaml(text: str, file: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(file, [("", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")]) from None
+        problem = str(getattr(exc, "problem", exc))
+        hint = next((f" ({hint})" for start, hint in _YAML_HINTS.items() if problem.startswith(start)), "")
+        raise ConfigError(file, [("", f"invalid YAML: {where}{problem}{hint}")]) from None
     finally:
         loader.dispose()
 

@@ -176,6 +176,9 @@ class RuntimeHolder:
         except ConfigError as exc:
             if self.current is None:
                 self._readiness.set("config", False, str(exc))
+            else:  # still ready (the running config serves), but /readyz said `ok, <path>` as if the edit applied
+                self._readiness.set("config", True, f"serving version {self.current.version}: the edit of {self.path} "
+                                                    f"is rejected: {exc}")
             raise
         except Exception as exc:  # a model or backend that fails to load keeps the old runtime
             if first and isinstance(exc, ModelMissingError):

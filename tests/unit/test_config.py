@@ -380,6 +380,19 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     assert result.returncode == 1 and "line 3" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("text", "said"), [
+    ("categories:\n  - name: math\n    model_scores: []\n  use_reasoning: true\n    sticky: false\n",
+     ("line 4, column 3: expected <block end>, but found '?' (this line is indented unlike the block above it: a key "
+     "starts in the same column as the other keys of its mapping)")),
+    ("server:\n\tport: 1\n", ("line 2, column 1: found character '\\t' that cannot start any token (YAML indents with "
+     "spaces, not tabs)")),
+])
+def test_a_yaml_slip_is_said_as_the_slip(tmp_path: Path, text: str, said: str) -> None:
+    """trial13 finding 9: "expected <block end>, but found '?'" for a key indented two spaces too few."""
+    (path := tmp_path / "bad.yaml").write_text(text)
+    assert _cli("validate", str(path)).stderr.splitlines() == [f"{path}: <root>: invalid YAML: {said}"]
+
+
 def test_generated_envoy_config_passes_envoy_validate(tmp_path: Path) -> None:
     out = tmp_path / "envoy.yaml"
     out.write_text(render(load_config(SHIPPED)))

@@ -144,11 +144,15 @@ async def test_an_edit_the_running_envoy_cannot_follow_is_rejected(config_file: 
         await holder.reload()
     assert ("models, categories" if edit == "model" else "semantic_cache") in str(rejected.value)
     assert holder.current is first  # the running config keeps serving
+    config = holder._readiness.snapshot()["components"]["config"]  # trial13 finding 9: it said `ok, <path>`
+    assert config["ok"] and config["detail"].startswith(f"serving version {first.version}: the edit of {config_file} "
+                                                        "is rejected: ")
     raw["categories"][-1]["model_scores"] = [{"model": "qwen3-4b", "score": 0.9}]  # the same chains: applied
     raw["models"].pop("qwen3-8b", None)
     raw["semantic_cache"] = {"enabled": False}
     config_file.write_text(yaml.safe_dump(raw))
     assert await holder.reload() and holder.current is not first
+    assert holder._readiness.snapshot()["components"]["config"] == {"ok": True, "detail": str(config_file)}
     await holder.aclose()
 
 
