@@ -128,7 +128,7 @@ class RuntimeHolder:
         self.path = path
         self.accepted = accepted or AcceptedConfig(None)  # where a Pod's workers keep the config they serve
         self.current: Runtime | None = None
-        self.started_with: RouterConfig | None = None  # the first config applied: what RESTART_ONLY keys keep
+        self._started_with: RouterConfig | None = None  # the first config applied: what RESTART_ONLY keys keep
         self.loaded = asyncio.Event()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-reload")
         self._readiness = readiness
@@ -202,8 +202,8 @@ class RuntimeHolder:
         log.info("config_applied", version=new.version, previous=old.version if old else None)
         for warning in config_warnings(new.cfg):
             log.warning("config_warning", version=new.version, warning=warning)
-        self.started_with = self.started_with or new.cfg
-        restart = restart_only_changes(self.started_with, new.cfg)
+        self._started_with = self._started_with or new.cfg
+        restart = restart_only_changes(self._started_with, new.cfg)
         if restart:
             log.warning("config_restart_needed", version=new.version, keys=restart,
                         effect="the rest of the edit is applied; these keys are read at start only: restart the router")
