@@ -180,6 +180,28 @@ async def test_a_reload_that_changes_a_start_only_key_applies_the_rest_and_says_
     await holder.aclose()
 
 
+async def test_a_setting_that_cannot_act_is_logged_at_start_and_on_each_reload(config_file: Path) -> None:
+    """What `validate` warns of, the router says in its log too (trial13 finding 8a: a category's `block` under a
+    fleet-wide `flag` served flagged requests, and nothing said the `block` could not act)."""
+    from structlog.testing import capture_logs
+
+    raw = yaml.safe_load(config_file.read_text())
+    raw["classifier"]["jailbreak_action"] = "flag"
+    raw["categories"][0]["jailbreak_action"] = "block"
+    config_file.write_text(yaml.safe_dump(raw))
+    holder = RuntimeHolder(config_file, Readiness())
+    with capture_logs() as lines:
+        await holder.reload(first=True)
+        raw["routing"]["score_margin"] = 0.5
+        config_file.write_text(yaml.safe_dump(raw))
+        assert await holder.reload()
+    warned = [line["warning"] for line in lines if line["event"] == "config_warning"]
+    assert [w for w in warned if "jailbreak_action" in w] == [
+        ("categories.0.jailbreak_action: block cannot act: classifier.jailbreak_action is flag, and a category's own "
+        "action applies only under block")] * 2
+    await holder.aclose()
+
+
 async def test_a_reload_that_fails_half_way_leaves_no_cache_backend_behind(config_file: Path, tmp_path: Path) -> None:
     """A reload to a new cache whose pair model is missing failed after the backend was made: the Milvus Lite child of
     the new file (or a server connection and its threads) stayed on, owned by no runtime, once per such edit."""
