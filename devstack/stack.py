@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import yaml
 
-from router.config import ConfigError, RouterConfig, load_config
+from router.config import ConfigError, RouterConfig, load_config, load_yaml
 from router.envoy_config import envoy_config, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,8 @@ _port_blocks = itertools.count(0)
 
 def derive_config(tmp: Path, overrides: Callable[[dict[str, Any]], None] | None = None) -> Path:
     """The shipped config on ports of its own (so tests never collide with `make run`)."""
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    shipped = ROOT / "config" / "config.yaml"
+    cfg = load_yaml(shipped.read_text(), str(shipped))
     # Below the kernel's ephemeral range (32768+), where outgoing connections could hold our ports.
     base = 20000 + 100 * ((next(_port_blocks) + 15 * (os.getpid() % 8)) % 120)
     # One router process unless a test or benchmark asks for workers: most tests look at one process.

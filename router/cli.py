@@ -15,10 +15,11 @@ from router.config import (
     config_version,
     config_warnings,
     load_config,
+    restart_only_changes,
 )
 from router.extproc.slot import WORKER_STATE_ENV
 
-NEEDS_RESTART = 3  # `validate --against`: valid, but not as a hot reload
+NEEDS_RESTART = 3  # `validate --against`: valid, but not (wholly) as a hot reload
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -37,11 +38,17 @@ def _validate(args: argparse.Namespace) -> int:
     if args.against:
         from router.envoy_config import check_envoy_unchanged
 
+        running = load_config(args.against)
         try:
-            check_envoy_unchanged(load_config(args.against), cfg, args.file)
+            check_envoy_unchanged(running, cfg, args.file)
         except ConfigError as exc:
             print(f"{exc}\n{args.file}: a router serving {args.against} would refuse it as a hot reload",
                   file=sys.stderr)
+            return NEEDS_RESTART
+        restart = restart_only_changes(running, cfg)
+        if restart:
+            print(f"{args.file}: a router serving {args.against} applies it as a hot reload except "
+                  f"{', '.join(restart)}, which it reads at start only: restart the router for them", file=sys.stderr)
             return NEEDS_RESTART
         print(f"{args.file}: a router serving {args.against} applies it as a hot reload")
     return 0
@@ -90,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a config file and report every problem")
     p.add_argument("file", nargs="?", default=DEFAULT_CONFIG, help=CONFIG_HELP)
     p.add_argument("--against", metavar="RUNNING", help="the config the router serves now: say whether it would apply "
-                   f"FILE as a hot reload (exit {NEEDS_RESTART}: Envoy's config changes, restart both)")
+                   f"FILE as a hot reload (exit {NEEDS_RESTART}: Envoy's config changes, restart both; or it changes "
+                   "server.* or observability.* keys, which only a router restart applies)")
     p.set_defaults(func=_validate)
 
     p = sub.add_parser("envoy-config", help="write Envoy's config generated from the router config")

@@ -159,13 +159,25 @@ class ModelScore(_Strict):
     score: float = Field(ge=0, le=1)
 
 
+def _ttl(seconds: int) -> int:
+    """A TTL of 0 stored every answer already expired, never served, and each request read as a plain miss; 0 reads as
+    "do not cache" or as "forever", so neither is guessed (an operator's trial)."""
+    if seconds < 1:
+        raise ValueError("must be at least 1 second: 0 would store answers that are never served (to cache nothing "
+                         "here, write enabled: false)")
+    return seconds
+
+
+Ttl = Annotated[int, AfterValidator(_ttl)]
+
+
 class CategoryCache(_Strict):
     """Per-category overrides of the semantic cache."""
 
     enabled: bool | None = None
     similarity_threshold: float | None = Field(default=None, gt=0, le=1)
     verifier_threshold: float | None = Field(default=None, ge=0, le=1)
-    ttl_seconds: int | None = Field(default=None, ge=0)
+    ttl_seconds: Ttl | None = None
 
 
 class Category(_Strict):
@@ -472,7 +484,7 @@ class CacheConfig(_Strict):
     # The pair model (router/cache/pair.py) re-reads the candidate the operating point picks with the query; a missing
     # folder fails startup. null = serve on the verifier alone (its own operating point, verifier_threshold).
     pair_model_dir: str | None = "models/cache-pair"
-    ttl_seconds: int = Field(default=3600, ge=1)
+    ttl_seconds: Ttl = 3600
     max_entries: int = Field(default=100_000, ge=1)  # memory backend size bound
     eviction: Literal["lru", "fifo"] = "lru"
     lookup_timeout_ms: int = Field(default=50, ge=1)
@@ -599,20 +611,62 @@ def _dangling_references(cfg: RouterConfig) -> list[str]:
     return out
 
 
+# Sections each router process reads once, at start (ports, workers, logging, probes, the watcher: server.py's
+# `bootstrap`, the supervisor): a hot reload applies the rest of an edit.
+RESTART_ONLY = ("server", "observability")
+
+
+def restart_only_changes(running: RouterConfig, edited: RouterConfig) -> list[str]:
+    """The keys an edit changes that only a restart applies: `server.workers: 2 -> 3` was reported as a hot reload
+    and logged `config_applied`, and two workers went on serving (an operator's trial)."""
+    out = []
+    for section in RESTART_ONLY:
+        before, after = getattr(running, section), getattr(edited, section)
+        out += [f"{section}.{key}" for key in type(before).model_fields if getattr(before, key) != getattr(after, key)]
+    return out
+
+
 def config_warnings(cfg: RouterConfig) -> list[str]:
     """Settings that are valid but cannot do what they say: `validate` prints them and a load logs them. A renamed
     classifier category ("medicine" for "health") validated clean and silently sent every such request to the
-    default category; `use_reasoning` on models without a reasoning family sent nothing (an operator's trial)."""
-    ruled = {rule.category for rule in cfg.keyword_rules}
+    default category; `use_reasoning` on models without a reasoning family sent nothing (operators' trials)."""
     out = []
     if cfg.fallback.enabled and cfg.fallback.max_fallbacks >= len(cfg.models):
         out.append(f"fallback.max_fallbacks: {cfg.fallback.max_fallbacks} but there are {len(cfg.models)} models, so "
                    f"a chain holds at most {len(cfg.models) - 1} more")
-    unreachable = []
     for i, cat in enumerate(cfg.categories):
-        if cat.use_reasoning and not any(cfg.models[s.model].reasoning_family for s in cat.model_scores):
-            out.append(f"categories.{i}.use_reasoning: none of its models has a reasoning_family, so nothing "
-                       f"switches reasoning on (give one a family from reasoning_families, or drop use_reasoning)")
+        out += [f"categories.{i}.{warning}" for warning in _category_warnings(cfg, cat)]
+    return out + _unreachable_categories(cfg) + _identity_warnings(cfg)
+
+
+def _category_warnings(cfg: RouterConfig, cat: Category) -> Iterable[str]:
+    """A category's settings that cannot act, each as 'key: why'."""
+    families = [cfg.reasoning_families.get(cfg.models[s.model].reasoning_family or "") for s in cat.model_scores]
+    if cat.use_reasoning and not any(families):
+        yield ("use_reasoning: none of its models has a reasoning_family, so nothing switches reasoning on (give one "
+               "a family from reasoning_families, or drop use_reasoning)")
+    if "reasoning_effort" in cat.model_fields_set and not (
+            cat.use_reasoning and any(f is not None and f.type == "reasoning_effort" for f in families)):
+        yield (f"reasoning_effort: {cat.reasoning_effort} is never sent: it goes only with use_reasoning: true to a "
+               "model of a reasoning_effort family (a chat_template_kwargs family switches thinking on or off only)")
+    models = [s.model for s in cat.model_scores]
+    for model in sorted({m for m in models if models.count(m) > 1}):
+        scores = ", ".join(f"{s.score:g}" for s in cat.model_scores if s.model == model)
+        yield (f"model_scores: {model!r} is listed {models.count(model)} times (scores {scores}): the ranking and the "
+               "price choice each read a different one; keep one")
+    for guard in ("jailbreak", "content_safety"):
+        fleet, own = getattr(cfg.classifier, f"{guard}_action"), getattr(cat, f"{guard}_action")
+        outcome = "flag" if fleet == "flag" else "allow"  # what a fleet-wide flag or off does in every category
+        if fleet != "block" and f"{guard}_action" in cat.model_fields_set and own != outcome:
+            yield (f"{guard}_action: {own} cannot act: classifier.{guard}_action is {fleet}, and a category's own "
+                   f"action applies only under block")
+
+
+def _unreachable_categories(cfg: RouterConfig) -> list[str]:
+    """Categories nothing can choose: no classifier category of that name, no examples, no keyword rule."""
+    ruled = {rule.category for rule in cfg.keyword_rules}
+    out, unreachable = [], []
+    for i, cat in enumerate(cfg.categories):
         by_classifier = cfg.classifier.enabled and (cat.name in DOMAIN_CATEGORIES or cat.examples)
         if by_classifier or cat.name in ruled or cat.name == cfg.default_category:
             continue
@@ -626,6 +680,20 @@ def config_warnings(cfg: RouterConfig) -> list[str]:
         out.append(f"classifier.enabled: false, so only keyword rules choose a category; none names "
                    f"{len(unreachable)} of them ({', '.join(unreachable)})")
     return out
+
+
+def _identity_warnings(cfg: RouterConfig) -> list[str]:
+    """Identity headers written in the file: the generated Envoy config removes them from every client request
+    (router/envoy_config.py), so without an auth filter added in front of ext_proc they are never there, and
+    `tenant_headers: [x-tenant-id]` left one API key's tenants sharing cached answers (trial 13)."""
+    c = cfg.semantic_cache
+    if not c.enabled or c.scope == "global":
+        return []
+    return [f"semantic_cache.{key}: Envoy's generated config removes {', '.join(getattr(c, key))} from every client "
+            "request, so the router sees it only when an auth filter added to Envoy's http_filters before ext_proc "
+            "sets it from a verified credential (README, \"Identity headers from an auth filter\"); without one the "
+            "identity falls back to the API key"
+            for key in ("tenant_headers", "user_headers") if key in c.model_fields_set and getattr(c, key)]
 
 
 def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
@@ -765,13 +833,57 @@ def read_config_text(path: str | Path) -> str:
 
 def parse_config_text(text: str, file: str) -> RouterConfig:
     """Validate a config file's text (`file` names it in the errors)."""
+    return parse_config(load_yaml(text, file), file)
+
+
+# PyYAML's words for the usual editing slips, said as the slip (an operator's trial read "expected <block end>, but
+# found '?'" for a key indented two spaces too few).
+_YAML_HINTS = {
+    "expected <block end>": "this line is indented unlike the block above it: a key starts in the same column as "
+                            "the other keys of its mapping",
+    "found character '\\t'": "YAML indents with spaces, not tabs",
+}
+
+
+def load_yaml(text: str, file: str) -> Any:
+    """A config file's YAML data; a key written twice in one mapping is a ConfigError. PyYAML keeps the last one
+    silently: a second `llama-3.1-8b:` block replaced the first's endpoints, pricing and PII policy, and a block
+    copied under its old name gave "unknown model" for the name it was meant to have (an operator's trial)."""
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicates = list(_duplicate_keys(node, ()))
+        if duplicates:
+            raise ConfigError(file, duplicates)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(file, [("", f"invalid YAML: {where}{getattr(exc, 'problem', exc)}")]) from None
-    return parse_config(data, file)
+        problem = str(getattr(exc, "problem", exc))
+        hint = next((f" ({hint})" for start, hint in _YAML_HINTS.items() if problem.startswith(start)), "")
+        raise ConfigError(file, [("", f"invalid YAML: {where}{problem}{hint}")]) from None
+    finally:
+        loader.dispose()
+
+
+def _duplicate_keys(node: yaml.Node, path: tuple[str, ...]) -> Iterable[tuple[str, str]]:
+    """(key path, message) for each key a mapping at any depth repeats, with the lines of both."""
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*path, str(i)))
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first: dict[tuple[str, str], yaml.Node] = {}
+    for key, value in node.value:
+        name = str(key.value)
+        if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+            seen = first.setdefault((key.tag, name), key)
+            if seen is not key:
+                yield (".".join((*path, name)), (f"duplicate key {name!r} on lines {seen.start_mark.line + 1} and "
+                       f"{key.start_mark.line + 1}: YAML would keep only the last; merge them or rename one"))
+        yield from _duplicate_keys(value, (*path, name))
 
 
 def config_version(cfg: RouterConfig) -> str:

@@ -98,7 +98,7 @@ class Policy:
         `text` is what keyword rules scan (the session passes the bounded text it classified).
         """
         self.require_model(chat.model)
-        category, confidence = self.category_for(chat.latest_user_text() if text is None else text, signal)
+        category, confidence, fell_back = self._category(chat.latest_user_text() if text is None else text, signal)
         cat_cfg = self.cfg.category(category)
         flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg, category))
         earlier = "".join(f"; {g} flagged in {t}" for g in flagged if (t := signal.earlier_turn(g)))
@@ -124,7 +124,7 @@ class Policy:
         chain = self.chain(model, allowed if auto or self.cfg.fallback.explicit_models else [])
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
                         confidence=confidence, reasoning=reasoning, auto=auto, chain=chain,
-                        route=chain_cluster(self.cfg, chain), reason=reason + earlier, flagged=flagged,
+                        route=chain_cluster(self.cfg, chain), reason=reason + fell_back + earlier, flagged=flagged,
                         client_reasoning=chosen is not None, reasoning_switches=chat.reasoning_switches)
 
     def pinned(self, decision: Decision, model: str, category: str, signal: Classification) -> Decision | None:
@@ -215,12 +215,24 @@ class Policy:
 
     def category_for(self, text: str, signal: Classification) -> tuple[str, float]:
         """The category of `text`: a keyword rule, else the classifier's if confident, else the default."""
+        category, confidence, _ = self._category(text, signal)
+        return category, confidence
+
+    def _category(self, text: str, signal: Classification) -> tuple[str, float, str]:
+        """`category_for`, and for the decision reason why the default applies to a confident classifier category the
+        config lacks: headers and log said `general 0.906` where the classifier had said law 0.906 (trial 13)."""
         keyword = self.keyword_category(text) if self._rules else None
         if keyword:
-            return keyword, 1.0
-        confident = confident_category(signal, self.cfg.classifier.confidence_threshold,
-                                       lambda name: self.cfg.category(name) is not None)
-        return confident or self.cfg.default_category, signal.confidence
+            return keyword, 1.0, ""
+        threshold, default = self.cfg.classifier.confidence_threshold, self.cfg.default_category
+        confident = confident_category(signal, threshold, lambda name: self.cfg.category(name) is not None)
+        if confident:
+            return confident, signal.confidence, ""
+        head = signal.category
+        unconfigured = head is not None and head != default and signal.confidence >= threshold
+        note = (f"; classifier category {head} ({signal.confidence:.3f}) is not configured, so the default category "
+                f"{default} applies") if unconfigured else ""
+        return default, signal.confidence, note
 
     def _check_guard(self, guard: str, signal: Classification, cat: Category | None, category: str) -> bool:
         """True when the guard fires under a `flag` action; raises when it fires under `block`.

@@ -23,7 +23,7 @@ from router.classifier import load_classifier
 from router.classifier.encoder import ModelMissingError
 from router.classifier.memo import MemoizedClassifier
 from router.classifier.model import shared_models
-from router.config import ConfigError, RouterConfig, config_version, config_warnings
+from router.config import ConfigError, RouterConfig, config_version, config_warnings, restart_only_changes
 from router.observability import logs, metrics
 from router.observability.health import Readiness
 from router.observability.ops import declare_config_labels
@@ -128,6 +128,7 @@ class RuntimeHolder:
         self.path = path
         self.accepted = accepted or AcceptedConfig(None)  # where a Pod's workers keep the config they serve
         self.current: Runtime | None = None
+        self._started_with: RouterConfig | None = None  # the first config applied: what RESTART_ONLY keys keep
         self.loaded = asyncio.Event()
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-reload")
         self._readiness = readiness
@@ -175,6 +176,9 @@ class RuntimeHolder:
         except ConfigError as exc:
             if self.current is None:
                 self._readiness.set("config", False, str(exc))
+            else:  # still ready (the running config serves), but /readyz said `ok, <path>` as if the edit applied
+                self._readiness.set("config", True, f"serving version {self.current.version}: the edit of {self.path} "
+                                                    f"is rejected: {exc}")
             raise
         except Exception as exc:  # a model or backend that fails to load keeps the old runtime
             if first and isinstance(exc, ModelMissingError):
@@ -198,6 +202,11 @@ class RuntimeHolder:
         log.info("config_applied", version=new.version, previous=old.version if old else None)
         for warning in config_warnings(new.cfg):
             log.warning("config_warning", version=new.version, warning=warning)
+        self._started_with = self._started_with or new.cfg
+        restart = restart_only_changes(self._started_with, new.cfg)
+        if restart:
+            log.warning("config_restart_needed", version=new.version, keys=restart,
+                        effect="the rest of the edit is applied; these keys are read at start only: restart the router")
         self._readiness.set("config", True, str(self.path))
         self._readiness.set("models", True, "classifier loaded" if new.classifier else "classifier disabled")
         self.loaded.set()

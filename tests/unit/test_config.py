@@ -140,6 +140,41 @@ def test_validate_against_the_running_config_says_whether_a_hot_reload_applies(t
     assert f"a router serving {SHIPPED} would refuse it as a hot reload" in refused.stderr
 
 
+def test_a_key_written_twice_is_refused_naming_it_and_both_lines(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys: a second `gpt-oss-120b:` block replaced the first's endpoints,
+    pricing and PII policy and validate said OK; nested duplicates (`use_reasoning` twice) too (trial 13)."""
+    text = SHIPPED.read_text().replace(
+        "\nmodels:\n", "\nmodels:\n  gpt-oss-120b:\n    endpoints: [{port: 9000}]\n", 1).replace(
+        "    use_reasoning: true\n", "    use_reasoning: true\n    use_reasoning: false\n", 1)
+    (path := tmp_path / "dup.yaml").write_text(text)
+    lines = text.splitlines()
+    first, second = [i + 1 for i, line in enumerate(lines) if line.startswith("  gpt-oss-120b:")]
+    reasoning = next(i + 1 for i, line in enumerate(lines) if line == "    use_reasoning: true")
+    result = _cli("validate", str(path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        (f"{path}: models.gpt-oss-120b: duplicate key 'gpt-oss-120b' on lines {first} and {second}: YAML would keep "
+        "only the last; merge them or rename one"),
+        (f"{path}: categories.0.use_reasoning: duplicate key 'use_reasoning' on lines {reasoning} and {reasoning + 1}: "
+        "YAML would keep only the last; merge them or rename one")]
+    with pytest.raises(ConfigError, match="duplicate key 'gpt-oss-120b'"):
+        load_config(path)  # what serve and a hot reload read
+
+
+def test_validate_against_names_the_changed_keys_only_a_restart_applies(tmp_path: Path) -> None:
+    """trial13 finding 7: `server.workers: 2 -> 3` was "applies it as a hot reload", and the workers stayed 2."""
+    def edit(d: dict) -> None:
+        d["server"]["workers"] = 3
+        d["server"]["metrics_port"] = 9191
+        d["routing"]["score_margin"] = 0.1
+
+    result = _cli("validate", str(path := _broken(tmp_path, edit)), "--against", str(SHIPPED))
+    assert result.returncode == 3
+    assert result.stderr.splitlines() == [
+        (f"{path}: a router serving {SHIPPED} applies it as a hot reload except server.metrics_port, server.workers, "
+        "which it reads at start only: restart the router for them")]
+
+
 def test_dangling_references_are_reported(tmp_path: Path) -> None:
     def edit(d: dict) -> None:
         d["default_model"] = "missing"
@@ -235,6 +270,55 @@ def test_validate_warns_of_a_category_nothing_can_choose_and_of_reasoning_nothin
     assert result.stdout.splitlines()[-1].endswith(f"{len(warnings)} warnings)")
 
 
+def test_validate_warns_of_settings_trial13_found_could_not_act(tmp_path: Path) -> None:
+    """trial13 findings 3 and 8: each of these said a plain OK. A tenant header the generated Envoy config strips
+    from clients never arrives (one key's tenants shared cached answers); a category's `block` under a fleet-wide
+    `flag` is never applied; an effort on a `chat_template_kwargs` family is never sent; a model listed twice is
+    ranked by one score and priced by the other."""
+    def edit(d: dict) -> None:
+        d["semantic_cache"]["tenant_headers"] = ["x-tenant-id"]
+        d["classifier"]["jailbreak_action"] = "flag"
+        cats = {c["name"]: c for c in d["categories"]}
+        cats["law"]["jailbreak_action"] = "block"
+        cats["health"]["jailbreak_action"] = "flag"  # what the fleet-wide flag does anyway: no warning
+        cats["history"].update(use_reasoning=True, reasoning_effort="low",
+                               model_scores=[{"model": "qwen3-4b", "score": 0.7}])
+        cats["math"]["reasoning_effort"] = "medium"  # gpt-oss is a reasoning_effort family: sent, no warning
+        cats["business"]["model_scores"].append({"model": "qwen3-4b", "score": 0.2})
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 0, result.stderr
+    names = [c["name"] for c in yaml.safe_load(path.read_text())["categories"]]
+    law, history, business = (names.index(n) for n in ("law", "history", "business"))
+    warnings = [line.removeprefix(f"{path}: warning: ") for line in result.stdout.splitlines() if ": warning: " in line]
+    assert warnings == [
+        (f"categories.{law}.jailbreak_action: block cannot act: classifier.jailbreak_action is flag, and a category's "
+        "own action applies only under block"),
+        (f"categories.{business}.model_scores: 'qwen3-4b' is listed 2 times (scores 0.7, 0.2): the ranking and the price "
+        "choice each read a different one; keep one"),
+        (f"categories.{history}.reasoning_effort: low is never sent: it goes only with use_reasoning: true to a model of "
+        "a reasoning_effort family (a chat_template_kwargs family switches thinking on or off only)"),
+        ("semantic_cache.tenant_headers: Envoy's generated config removes x-tenant-id from every client request, so the "
+        "router sees it only when an auth filter added to Envoy's http_filters before ext_proc sets it from a verified "
+        "credential (README, \"Identity headers from an auth filter\"); without one the identity falls back to the "
+        "API key")]
+
+
+def test_a_cache_ttl_of_zero_is_refused(tmp_path: Path) -> None:
+    """trial13 finding 8f: `ttl_seconds: 0` stored every answer already expired, never served, each request a plain
+    `miss`; 0 reads as "no cache" to some and "forever" to others."""
+    def edit(d: dict) -> None:
+        d["categories"][0]["cache"] = {"ttl_seconds": 0}
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [(f"{path}: categories.0.cache.ttl_seconds: must be at least 1 second: 0 "
+                                          "would store answers that are never served (to cache nothing here, write "
+                                          "enabled: false)")]
+
+
 def test_the_shipped_config_has_no_warnings() -> None:
     assert ": warning: " not in _cli("validate", str(SHIPPED)).stdout
 
@@ -325,6 +409,19 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path.write_text("models:\n  a: [unclosed\n")
     result = _cli("validate", str(path))
     assert result.returncode == 1 and "line 3" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("categories:\n  - name: math\n    model_scores: []\n  use_reasoning: true\n    sticky: false\n",
+     ("line 4, column 3: expected <block end>, but found '?' (this line is indented unlike the block above it: a key "
+     "starts in the same column as the other keys of its mapping)")),
+    ("server:\n\tport: 1\n", ("line 2, column 1: found character '\\t' that cannot start any token (YAML indents with "
+     "spaces, not tabs)")),
+])
+def test_a_yaml_slip_is_said_as_the_slip(tmp_path: Path, text: str, said: str) -> None:
+    """trial13 finding 9: "expected <block end>, but found '?'" for a key indented two spaces too few."""
+    (path := tmp_path / "bad.yaml").write_text(text)
+    assert _cli("validate", str(path)).stderr.splitlines() == [f"{path}: <root>: invalid YAML: {said}"]
 
 
 def test_generated_envoy_config_passes_envoy_validate(tmp_path: Path) -> None:

@@ -40,6 +40,19 @@ def test_low_confidence_falls_back_to_the_default_category() -> None:
     assert (d.category, d.model) == ("other", "qwen3-4b")
 
 
+def test_a_classifier_category_the_config_lacks_is_named_in_the_reason_for_the_default() -> None:
+    """trial13 finding 4: headers and log said `general 0.906` and `best score 0.90` where the classifier had said
+    law 0.906, a category the config did not list; nothing told the operator law traffic went to the default."""
+    data = CFG.model_dump()
+    data["categories"] = [c for c in data["categories"] if c["name"] != "law"]
+    d = Policy(type(CFG).model_validate(data)).decide(_chat("sign a lease addendum?"), _signal("law", 0.906))
+    assert (d.category, d.confidence) == ("other", 0.906)
+    assert d.reason == ("best score 0.80; classifier category law (0.906) is not configured, so the default category "
+                        "other applies")
+    low = Policy(CFG).decide(_chat("tell me about cells"), _signal("biology", confidence=0.1))
+    assert low.reason == "best score 0.80"  # below confidence_threshold: the plain fallback, said as before
+
+
 def test_keyword_rules_win_over_the_classifier() -> None:
     d = Policy(CFG).decide(_chat("What is the derivative of x^2?"), _signal("history", 0.99))
     assert (d.category, d.model, d.reasoning) == ("math", "gpt-oss-120b", True)

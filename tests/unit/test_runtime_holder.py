@@ -144,11 +144,61 @@ async def test_an_edit_the_running_envoy_cannot_follow_is_rejected(config_file: 
         await holder.reload()
     assert ("models, categories" if edit == "model" else "semantic_cache") in str(rejected.value)
     assert holder.current is first  # the running config keeps serving
+    config = holder._readiness.snapshot()["components"]["config"]  # trial13 finding 9: it said `ok, <path>`
+    assert config["ok"] and config["detail"].startswith(f"serving version {first.version}: the edit of {config_file} "
+                                                        "is rejected: ")
     raw["categories"][-1]["model_scores"] = [{"model": "qwen3-4b", "score": 0.9}]  # the same chains: applied
     raw["models"].pop("qwen3-8b", None)
     raw["semantic_cache"] = {"enabled": False}
     config_file.write_text(yaml.safe_dump(raw))
     assert await holder.reload() and holder.current is not first
+    assert holder._readiness.snapshot()["components"]["config"] == {"ok": True, "detail": str(config_file)}
+    await holder.aclose()
+
+
+async def test_a_reload_that_changes_a_start_only_key_applies_the_rest_and_says_a_restart_is_needed(
+        config_file: Path) -> None:
+    """trial13 finding 7: `server.workers: 2 -> 3` was logged `config_applied` and nothing else, and two workers
+    served on. The warning names the keys, and repeats on later reloads until a restart applies them."""
+    from structlog.testing import capture_logs
+
+    raw = yaml.safe_load(config_file.read_text())
+    holder = RuntimeHolder(config_file, Readiness())
+    await holder.reload(first=True)
+    raw["server"]["workers"] = 3
+    raw["observability"]["log_level"] = "debug"
+    raw["routing"]["score_margin"] = 0.5
+    config_file.write_text(yaml.safe_dump(raw))
+    with capture_logs() as lines:
+        assert await holder.reload()
+        raw["routing"]["score_margin"] = 0.25
+        config_file.write_text(yaml.safe_dump(raw))
+        assert await holder.reload()
+    assert holder.current is not None and holder.current.cfg.routing.score_margin == 0.25  # the rest applied
+    needed = [line for line in lines if line["event"] == "config_restart_needed"]
+    assert [line["keys"] for line in needed] == [["server.workers", "observability.log_level"]] * 2
+    await holder.aclose()
+
+
+async def test_a_setting_that_cannot_act_is_logged_at_start_and_on_each_reload(config_file: Path) -> None:
+    """What `validate` warns of, the router says in its log too (trial13 finding 8a: a category's `block` under a
+    fleet-wide `flag` served flagged requests, and nothing said the `block` could not act)."""
+    from structlog.testing import capture_logs
+
+    raw = yaml.safe_load(config_file.read_text())
+    raw["classifier"]["jailbreak_action"] = "flag"
+    raw["categories"][0]["jailbreak_action"] = "block"
+    config_file.write_text(yaml.safe_dump(raw))
+    holder = RuntimeHolder(config_file, Readiness())
+    with capture_logs() as lines:
+        await holder.reload(first=True)
+        raw["routing"]["score_margin"] = 0.5
+        config_file.write_text(yaml.safe_dump(raw))
+        assert await holder.reload()
+    warned = [line["warning"] for line in lines if line["event"] == "config_warning"]
+    assert [w for w in warned if "jailbreak_action" in w] == [
+        ("categories.0.jailbreak_action: block cannot act: classifier.jailbreak_action is flag, and a category's own "
+        "action applies only under block")] * 2
     await holder.aclose()
 
 
