@@ -87,5 +87,11 @@ def _classify(args: argparse.Namespace) -> int:
             "pii_unscreened": sorted(result.unscreened),  # types text too long for the PII screen may hold
             "source": result.source,
         }
+        if isinstance(classifier, EncoderClassifier) and len(classifier.examples.owners):
+            # What `example_threshold` is compared with, whichever head won: an operator tuning it had only the
+            # outcome to go by (trial 13: 0 of 6 contract questions reached their example category, and no tool said
+            # how near they came).
+            nearest, similarity = classifier.examples.predict(result.embedding)
+            row |= {"nearest_example_category": nearest, "example_similarity": round(similarity, 4)}
         print(json.dumps(row), flush=True)
     return 0

@@ -90,3 +90,26 @@ def test_category_is_the_routers_with_the_heads_top_beside_it(
         cfg.default_category, top.category, round(top.confidence, 4))
     assert Policy(cfg).category_for(texts[0], top)[0] == head["category"]
     assert (keyword["category"], keyword["confidence"]) == ("math", 1.0)  # the keyword rule `prove`, as routed
+
+
+def test_classify_says_how_near_the_nearest_example_came(
+    require_model: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator's example category caught none of its contract questions (trial 13), and no tool said how near
+    they came to `example_threshold`: `classify` now prints the nearest example's category and cosine."""
+    data = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    data["categories"].append({"name": "legal contracts", "model_scores": [{"model": "qwen3-4b", "score": 1.0}],
+                               "examples": ["Review this employment contract's non-compete clause",
+                                            "Is a verbal agreement legally binding?"]})
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    text = "Can my landlord change the lease terms before it expires?"
+    assert run(["classify", "--config", str(config), text]) == 0
+    row = json.loads(capsys.readouterr().out)
+    cfg = load_config(config)
+    classifier = load_classifier(cfg)
+    similarity = float(classifier.examples.predict(classifier.classify(text).embedding)[1])
+    assert row["nearest_example_category"] == "legal contracts"
+    assert row["example_similarity"] == round(similarity, 4) and 0 < similarity < cfg.classifier.example_threshold
+    assert run(["classify", "--config", "/nonexistent.yaml", text]) == 0
+    assert "example_similarity" not in json.loads(capsys.readouterr().out)  # no example categories: nothing to say
