@@ -87,7 +87,7 @@ def _classify(args: argparse.Namespace) -> int:
             "pii_unscreened": sorted(result.unscreened),  # types text too long for the PII screen may hold
             "source": result.source,
         }
-        if isinstance(classifier, EncoderClassifier) and len(classifier.examples.owners):
+        if isinstance(classifier, EncoderClassifier) and len(classifier.examples.owners) and result.embedding is not None:
             # What `example_threshold` is compared with, whichever head won: an operator tuning it had only the
             # outcome to go by (trial 13: 0 of 6 contract questions reached their example category, and no tool said
             # how near they came).
