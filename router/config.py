@@ -636,7 +636,22 @@ def config_warnings(cfg: RouterConfig) -> list[str]:
                    f"a chain holds at most {len(cfg.models) - 1} more")
     for i, cat in enumerate(cfg.categories):
         out += [f"categories.{i}.{warning}" for warning in _category_warnings(cfg, cat)]
-    return out + _unreachable_categories(cfg) + _identity_warnings(cfg)
+    return out + _unreachable_categories(cfg) + _shadowed_keywords(cfg) + _identity_warnings(cfg)
+
+
+def _shadowed_keywords(cfg: RouterConfig) -> list[str]:
+    """A keyword a later rule of another category repeats: rules are tried in order, so the later one never matches
+    with it (trial 13: the same word in two rules silently went to the first)."""
+    first: dict[str, int] = {}
+    out = []
+    for i, rule in enumerate(cfg.keyword_rules):
+        for j, keyword in enumerate(rule.keywords):
+            earlier = first.setdefault(keyword.casefold(), i)
+            if earlier != i and cfg.keyword_rules[earlier].category != rule.category:
+                out.append(f"keyword_rules.{i}.keywords.{j}: {keyword!r} is also a keyword of keyword_rules.{earlier} "
+                           f"({cfg.keyword_rules[earlier].category!r}), which is tried first, so it never routes to "
+                           f"{rule.category!r} (keep it in one rule)")
+    return out
 
 
 def _category_warnings(cfg: RouterConfig, cat: Category) -> Iterable[str]:

@@ -270,6 +270,25 @@ def test_validate_warns_of_a_category_nothing_can_choose_and_of_reasoning_nothin
     assert result.stdout.splitlines()[-1].endswith(f"{len(warnings)} warnings)")
 
 
+def test_a_keyword_an_earlier_rule_of_another_category_holds_is_warned_of(tmp_path: Path) -> None:
+    """trial13 finding 8d: the same keyword in two rules validated clean, and the later rule's category never got it."""
+    def edit(d: dict) -> None:
+        d["keyword_rules"].append({"category": "physics", "keywords": ["Differential Equation", "kinematics"]})
+        d["keyword_rules"].append({"category": "math", "keywords": ["recursion"], "regex": ["\\bmodular\\b"]})
+
+    path = _broken(tmp_path, edit)
+    result = _cli("validate", str(path))
+    assert result.returncode == 0, result.stderr
+    n = len(yaml.safe_load(path.read_text())["keyword_rules"])
+    warnings = [line.removeprefix(f"{path}: warning: ") for line in result.stdout.splitlines() if ": warning: " in line]
+    assert warnings == [
+        (f"keyword_rules.{n - 2}.keywords.0: 'Differential Equation' is also a keyword of keyword_rules.0 ('math'), "
+         "which is tried first, so it never routes to 'physics' (keep it in one rule)"),
+        (f"keyword_rules.{n - 1}.keywords.0: 'recursion' is also a keyword of keyword_rules.1 ('computer science'), "
+         "which is tried first, so it never routes to 'math' (keep it in one rule)"),
+    ]
+
+
 def test_validate_warns_of_settings_trial13_found_could_not_act(tmp_path: Path) -> None:
     """trial13 findings 3 and 8: each of these said a plain OK. A tenant header the generated Envoy config strips
     from clients never arrives (one key's tenants shared cached answers); a category's `block` under a fleet-wide
