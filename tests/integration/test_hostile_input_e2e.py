@@ -356,23 +356,30 @@ def test_a_body_of_100k_messages_is_a_400_naming_the_limit(http: httpx.Client) -
 
 
 
-def test_a_long_unseen_history_is_refused_only_while_a_retry_gets_further(http: httpx.Client) -> None:
+def test_a_long_unseen_history_is_refused_only_while_a_retry_gets_further(make_stack: Callable[..., Stack]) -> None:
     """More earlier user turns than the router screens a request (a fabricated history, or a conversation that
     outlived a restart): each request screens and remembers MAX_EARLIER_PASSES, so the 503's Retry-After is worth
     following, and it says how far there is to go (it said "retry later", to a client that could not tell progress
-    from a loop)."""
+    from a loop). The passes get a budget of seconds: 64 take ~140 ms idle but 560 ms at load 9 on 2 cores, where the
+    default 600 ms ended the second request's passes first (its 503 said "retry later": 4 of 4 runs there)."""
     from router.extproc.screen import MAX_EARLIER_PASSES
+
+    def patient(cfg: dict[str, Any]) -> None:
+        cfg["classifier"].update(enabled=True, timeout_ms=5000)
+        cfg["envoy"]["message_timeout_ms"] = 6000
 
     history: list[dict[str, Any]] = []
     for i in range(2 * MAX_EARLIER_PASSES + 3):
         history += [{"role": "user", "content": f"Question {i}: what is the integral of x^{i + 2}?"},
                     {"role": "assistant", "content": "Ok."}]
     request = {"model": "auto", "messages": [*history, {"role": "user", "content": "And of x^100?"}]}
-    for left in (MAX_EARLIER_PASSES + 3, 3):
-        r = post(http, request)
-        error = assert_openai_error(r, 503, "classifier_unavailable")
-        assert r.headers["retry-after"] == "1" and f"{left} remain, retry to go on" in error["message"], error
-    assert post(http, request).status_code == 200
+    with httpx.Client(base_url=make_stack(patient).base_url, timeout=30,
+                      headers={"authorization": "Bearer sk-hostile"}) as http:
+        for left in (MAX_EARLIER_PASSES + 3, 3):
+            r = post(http, request)
+            error = assert_openai_error(r, 503, "classifier_unavailable")
+            assert r.headers["retry-after"] == "1" and f"{left} remain, retry to go on" in error["message"], error
+        assert post(http, request).status_code == 200
 
 
 def test_envoys_own_errors_on_messages_are_in_anthropics_shape(http: httpx.Client) -> None:
