@@ -30,7 +30,11 @@ def stack(make_stack: Callable[..., Stack], tmp_path_factory: pytest.TempPathFac
     db = tmp_path_factory.mktemp("lite") / "cache.db"
 
     def overrides(cfg: dict[str, Any]) -> None:
-        cfg["classifier"]["enabled"] = True
+        # Seconds for the passes: a 4,000-character prompt's took past the default 600 ms at load ~10 on 2 cores
+        # (a clean-clone CI run beside other jobs: 503 "retry later" where a routing was asserted). No test here is
+        # about the time budget.
+        cfg["classifier"].update(enabled=True, timeout_ms=5000)
+        cfg["envoy"]["message_timeout_ms"] = 6000
         cfg["semantic_cache"] = {"enabled": True, "uri": str(db), "hot_answers": 0}
         # The big model may not see names either (shipped: it allows PERSON and EMAIL_ADDRESS).
         cfg["models"]["gpt-oss-120b"]["pii_policy"] = {"allow_by_default": False, "pii_types_allowed": ["EMAIL_ADDRESS"]}
