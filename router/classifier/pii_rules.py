@@ -50,6 +50,9 @@ _PHONE = re.compile(
 # ISO date ("174 2007-07-20", a table row) or starts with a fraction ("0.550 (133 of 242)": a figure and its count).
 # A date ends its run: "06.12.34.56.78" is a French mobile.
 _NOT_PHONE = re.compile(r"[0-3]?\d[./-][01]?\d[./-](?:19|20)?\d\d\b(?![.-]\d)|\d+\.\d+$|0\.\d+\s")
+# An SSN's dashed layout is no phone's: one the SSN rules refuse (078-05-1120, the wallet-card number printed in
+# millions of ads) was read as a PHONE_NUMBER instead (trial 13).
+_SSN_LAYOUT = re.compile(r"\d{3}-\d{2}-\d{4}")
 _ISO_DATE = re.compile(r"(?:19|20)\d\d-[01]\d-[0-3]\d")
 # "(0)" marks the trunk digit dialled only at home ("+44 (0)20 7946 0958"); it is no group of its own.
 _TRUNK = re.compile(r"\(0\)")
@@ -255,7 +258,8 @@ def _phones(text: str) -> Iterator[PIIFinding]:
     for m in _PHONE.finditer(text):
         raw = m.group()
         digits = _NON_DIGIT.sub("", _EXTENSION.sub("", raw))
-        if not 7 <= len(digits) <= 15 or _NOT_PHONE.match(raw) or not _phone_shaped(text, m.start(), m.end()):
+        if not 7 <= len(digits) <= 15 or _NOT_PHONE.match(raw) or _SSN_LAYOUT.fullmatch(raw) or \
+                not _phone_shaped(text, m.start(), m.end()):
             continue
         punctuated = raw.startswith(("+", "(")) or any(c in raw for c in "-.()")
         # Digits alone or spaced are as often IDs, counts and table rows ("raport all 10 1900 19000"): without a

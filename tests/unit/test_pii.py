@@ -119,6 +119,7 @@ def test_invalid_or_look_alike_numbers_are_not_reported(text: str) -> None:
         "call (415) 555-2671 tomorrow",
         "net.ipv4.ip_local_port_range = 32768-65535\n",  # a range: one length, the first smaller
         "| threshold | recall |\n| 0.550 (133 of 242) | 0.61 |\n",  # a fraction and its count
+        "Is 078-05-1120 a real SSN? It was printed on wallet inserts.",  # an SSN's layout the SSN rules refuse
     ],
 )
 def test_numbers_that_are_no_phone_numbers(text: str) -> None:
