@@ -52,6 +52,8 @@ def hand_labelled() -> dict:
             _jsonl_counts("chat_jailbreak_like_dev.jsonl", "label"),
         "chat_jailbreak_like_test.jsonl (ShareGPT TEST rows JAILBREAK_LIKE matches, read once, labels by reading only)":
             _jsonl_counts("chat_jailbreak_like_test.jsonl", "label"),
+        "example_categories.jsonl (ShareGPT DEV/TEST rows read as an example category's own traffic; offline.example_eval)":
+            _jsonl_counts("example_categories.jsonl", "split"),
         "pii_chat_negative_test.jsonl": _jsonl_counts("pii_chat_negative_test.jsonl", "group"),
         "pii_chat_names_test.jsonl": {
             "messages": sum(1 for _ in (DATA / "pii_chat_names_test.jsonl").open())

@@ -177,3 +177,13 @@ def test_eval_reports_risky_sounding_blocks_and_keeps_written_harmful_rows_out_o
     assert report["content_safety"]["edgy_harmful_recall"] == 0.0
     assert report["false_blocks"]["edgy"] == 1.0 and report["false_blocks"]["real_chat"] == 0.0
     assert report["false_blocks"]["edgy_examples"] == ["kill a frozen process"]
+
+
+def test_example_category_rows_keep_their_conversations_split() -> None:
+    # offline.example_eval chooses on dev and reports test: a row filed under the other split than its ShareGPT
+    # conversation's would let a threshold be chosen on the traffic it is then scored on.
+    rows = chat_data.jsonl_rows(chat_data.DATA / "example_categories.jsonl")
+    sharegpt = [r for r in rows if r["id"].startswith("sharegpt:")]
+    assert len(sharegpt) >= len(rows) - 1 and len({r["text"] for r in rows}) == len(rows)
+    assert all(r["split"] == chat_data.sharegpt_split(chat_data.conversation(r["id"]).split(":", 1)[1])
+               for r in sharegpt)
