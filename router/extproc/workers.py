@@ -285,7 +285,7 @@ class Supervisor:
                 w.served = w.served or bool(state and state.get("serving"))
                 code = w.proc.poll()
                 if code is None and state is not None and time.time() - float(state["beat"]) > view.stale_after_s:
-                    log.error("worker_stuck", worker=w.index, pid=w.proc.pid, heartbeat_age_s=round(
+                    log.error("worker_stuck", worker=w.index, worker_pid=w.proc.pid, heartbeat_age_s=round(
                         time.time() - float(state["beat"]), 1), action="killed and replaced")
                     w.proc.kill()
                     code = w.proc.wait()
@@ -305,7 +305,7 @@ class Supervisor:
         w.proc = subprocess.Popen(command, env={**env, WORKER_STATE_ENV: str(w.state_file), WORKER_INDEX_ENV: str(w.index)},
                                   preexec_fn=_worker_preexec(self.nice))  # noqa: PLW1509 - prctl and nice only
         w.started, w.served = time.monotonic(), False
-        log.info("worker_started", worker=w.index, pid=w.proc.pid)
+        log.info("worker_started", worker=w.index, worker_pid=w.proc.pid)
 
     def _reap(self, w: Worker, code: int, now: float, metrics_dir: Path, view: WorkersView) -> None:
         assert w.proc is not None
@@ -317,7 +317,7 @@ class Supervisor:
         w.proc, w.restart_at = None, now + delay
         w.restarts += 1
         view.restarts.inc()
-        log.warning("worker_exited", worker=w.index, pid=pid, exit_code=code, restart_in_s=delay)
+        log.warning("worker_exited", worker=w.index, worker_pid=pid, exit_code=code, restart_in_s=delay)
 
     def _stop_workers(self) -> None:
         self._each(signal.SIGTERM)

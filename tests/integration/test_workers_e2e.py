@@ -324,6 +324,10 @@ def test_a_killed_worker_is_replaced_and_only_its_streams_in_flight_fail(stack: 
     assert metric(stack, "vsr_envoy_failed_closed_total") - refused_before == len(refused)  # on-call sees each
     assert set(ready_samples) == {200}  # the other worker kept the Pod ready
     assert metric(stack, "vsr_worker_restarts_total") == restarts + 1
+    lines = [json.loads(x) for x in (stack.workdir / "router.log").read_text().splitlines() if x.startswith("{")]
+    # The killed worker by its pid (trial 14: the line's `pid` was the supervisor's, so the runbook's pid was nowhere).
+    assert victim in {x.get("worker_pid") for x in lines if x["event"] == "worker_exited"}
+    assert pids[0] in {x.get("worker_pid") for x in lines if x["event"] == "worker_started"}
     answers = burst(stack, [f"after the restart {i}" for i in range(64)])
     assert [r.status_code for r in answers] == [200] * 64
 
