@@ -214,6 +214,9 @@ class MemoryStore:
         return await self._off_loop(lambda: StoreStats(
             len(self._entries), {"backend": "memory", "scopes": len(self._blocks), "evictions": self.evictions}))
 
+    async def connected(self) -> None:
+        """In process: always connected."""
+
     async def close(self) -> None:
         def clear() -> None:
             self._entries.clear()

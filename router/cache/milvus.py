@@ -200,6 +200,15 @@ class MilvusStore:
         except CacheBackendError:
             pass
 
+    async def connected(self) -> None:
+        """Wait for the connect `warm_up` started (shielded: a caller that stops waiting leaves it running)."""
+        try:
+            await asyncio.shield(_observed(asyncio.wrap_future(self._connection())))
+        except CacheBackendError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - `_connect` recorded it; callers see the store's one error type
+            raise CacheBackendError(_describe(exc)) from None
+
     def _check_schema(self, description: dict[str, Any]) -> None:
         found = {f["name"]: f for f in description.get("fields", [])}
         problems = []

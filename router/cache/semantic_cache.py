@@ -46,6 +46,7 @@ CONTROL_HEADER = "x-vsr-cache-control"
 CONTROL_VALUES = ("no-store", "no-cache")  # neither read nor write; do not read (the fresh answer may be stored)
 LOOP_GRACE_S = 0.01
 CONFIRM_S = 0.1  # readiness's pause between the probes that confirm a change (`check`)
+WARM_UP_S = 5.0  # the longest a starting process waits for its backend's connection before it serves and is ready
 ANSWER_PII = "answer_pii"  # the answer itself holds PII the validators find (answer_pii.py): not stored
 ANSWER_UNSCREENED = "answer_unscreened"  # the answer's PII screen failed (a bug, logged): not stored
 _FINISH_OK = frozenset({"stop", "length", "tool_calls", "function_call"})
@@ -223,6 +224,7 @@ class SemanticCache:
                       else self.pair.operating_point)
         self._clock = clock
         self._purger: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[None] | None = None
         self.counters: Counter[str] = Counter()
         self.health = BackendHealth()
         # One warning per spell of failures, then a summary with their count: a Milvus slower than the lookup budget
@@ -428,6 +430,23 @@ class SemanticCache:
             await self._screener
         await self.writes.flush()
 
+    async def warm_up(self) -> None:
+        """Wait, at most WARM_UP_S, for the backend's connection, once: a starting worker opens its port and is ready
+        only then. It was ready as soon as its models loaded, its first probe and lookups waited for the connect within
+        their 50 ms budget, and /readyz said "degraded: serving without cache: failing (1 in a row): probe: timeout
+        after 50 ms" for a restarted worker whose sibling served from the same, untouched Lite child (trial 14). A
+        backend that does not connect in time is left to the probes and the breaker, as before."""
+        if self._warming is None:
+            self._warming = asyncio.get_running_loop().create_task(self._connected())
+        await asyncio.shield(self._warming)
+
+    async def _connected(self) -> None:
+        try:
+            async with asyncio.timeout(WARM_UP_S):
+                await self.backend.connected()
+        except (CacheBackendError, TimeoutError):
+            pass  # the probes that follow report it
+
     async def check(self) -> tuple[bool, str]:
         """Backend health for readiness: from traffic, or one cheap key lookup after `probe_idle_s` without any or
         while the backend has never answered. Up only once it has answered: a Milvus unreachable from the start was
@@ -435,6 +454,7 @@ class SemanticCache:
         A backend found changing (failing while marked up, answering while marked down) is asked again, CONFIRM_S
         apart, until its streak decides: a change reaches /readyz within one probe turn, where each turn added one
         outcome to the streak (Milvus stopped with no traffic: 503 after 47 s; back: 200 after 68 s)."""
+        await self.warm_up()
         for _ in range(self.health.streak):
             if self.health.idle_for() >= self.cfg.probe_idle_s or not self.health.answered or self.health.changing:
                 await self._probe()
@@ -483,8 +503,9 @@ class SemanticCache:
         return {**out, "entries": s.entries, **s.details}
 
     async def close(self) -> None:
-        if self._purger is not None:
-            self._purger.cancel()
+        for task in (self._purger, self._warming):
+            if task is not None:
+                task.cancel()
         if self._screener is not None:
             await self._screener  # milliseconds per answer, in its own thread
         self._answer_screen.shutdown(wait=False)

@@ -105,4 +105,9 @@ class CacheStore(Protocol):
 
     async def stats(self) -> StoreStats: ...
 
+    async def connected(self) -> None:
+        """Wait until the backend's connection is made (Milvus: connect, check and load the collection); raises
+        CacheBackendError when it failed."""
+        ...
+
     async def close(self) -> None: ...

@@ -242,6 +242,8 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
     if holder.current is not None and worker is None and holder.current.cfg.envoy.admin_port:  # the supervisor's
         metrics.REGISTRY.register(EnvoyRouterFailures(admin_reader(holder.current.cfg.envoy.admin_port)))
     if holder.current is not None:  # ports from the config that loaded, which may be a fixed one
+        if holder.current.cache is not None:  # the first requests should not pay for the backend's connection
+            await holder.current.cache.warm_up()
         try:
             server, health = await _start_grpc(holder, processor, readiness, holder.current.cfg.server,
                                                reuseport=worker is not None)

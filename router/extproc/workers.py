@@ -30,12 +30,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, PlatformCollector, ProcessCollector
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from router.accepted import RUNTIME_DIR_ENV, AcceptedConfig, runtime_dir
@@ -85,6 +86,7 @@ class Worker:
     restart_at: float = 0.0
     failures: int = 0  # consecutive young deaths
     served: bool = False  # reported serving at least once in its current life
+    was_ready: bool = False  # reported ready at least once in its current life (its live gauges count from then)
     restarts: int = 0
 
     def state(self) -> dict[str, Any] | None:
@@ -102,7 +104,7 @@ class WorkersView:
         self.workers, self.stale_after_s, self.split_grace_s = workers, stale_after_s, split_grace_s
         self._split_since: float | None = None  # since when the serving workers report different config versions
         self.registry = CollectorRegistry()
-        MultiProcessCollector(self.registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
+        _WorkersCollector(self, metrics_dir)
         ProcessCollector(registry=self.registry)  # the supervisor's own process; workers report theirs in logs
         self.registry.register(RouterMemory())  # the supervisor, its workers and Lite together
         PlatformCollector(registry=self.registry)  # python_info, as a single router exports it (README, Metrics)
@@ -114,6 +116,18 @@ class WorkersView:
 
     def _ready(self, state: dict[str, Any] | None) -> bool:
         return bool(state and state.get("ready") and time.time() - float(state["beat"]) < self.stale_after_s)
+
+    def starting(self) -> set[int]:
+        """Pids of workers not ready yet in their current life, while another worker is ready: their live gauges
+        are left out of `/metrics`. A replacement's initial 0s (`vsr_cache_backend_up` before its cache exists,
+        `vsr_component_ready` before each component reports) took the Pod's "worst live worker" to 0 for 2-4 s of
+        every restart while its sibling served from an untouched cache (trial 14). Before any worker is ready they
+        count: a Pod that never gets ready still shows why."""
+        for w in self.workers:
+            w.was_ready = w.was_ready or self._ready(w.state())
+        if not any(w.was_ready for w in self.workers if w.proc is not None):
+            return set()
+        return {w.proc.pid for w in self.workers if w.proc is not None and not w.was_ready}
 
     def snapshot(self) -> dict[str, Any]:
         states = [(w, w.state()) for w in self.workers]
@@ -144,6 +158,27 @@ class WorkersView:
         if now - since < self.split_grace_s:
             return {"ok": True, "detail": "workers applying a reload: " + ", ".join(versions)}
         return {"ok": False, "detail": "workers serve different configs: " + ", ".join(versions)}
+
+
+class _WorkersCollector(MultiProcessCollector):
+    """The workers' files added up (counters, histograms, gauges by their `multiprocess_mode`), without the live
+    gauges of workers still starting (`WorkersView.starting`)."""
+
+    def __init__(self, view: WorkersView, metrics_dir: Path) -> None:
+        super().__init__(view.registry, path=str(metrics_dir))  # type: ignore[no-untyped-call]
+        self._view, self._dir = view, metrics_dir
+
+    def collect(self) -> Iterable[Metric]:
+        starting = self._view.starting()
+        files = [str(f) for f in self._dir.glob("*.db")
+                 if not (f.name.startswith("gauge_live") and _file_pid(f) in starting)]
+        return self.merge(files, accumulate=True)  # type: ignore[no-any-return,no-untyped-call]
+
+
+def _file_pid(file: Path) -> int | None:
+    """The pid of a live gauge's file (`gauge_livemin_1234.db`)."""
+    tail = file.stem.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
 
 
 def backoff(failures: int) -> float:
@@ -304,7 +339,7 @@ class Supervisor:
             command += ["--log-format", self.log_format]
         w.proc = subprocess.Popen(command, env={**env, WORKER_STATE_ENV: str(w.state_file), WORKER_INDEX_ENV: str(w.index)},
                                   preexec_fn=_worker_preexec(self.nice))  # noqa: PLW1509 - prctl and nice only
-        w.started, w.served = time.monotonic(), False
+        w.started, w.served, w.was_ready = time.monotonic(), False, False
         log.info("worker_started", worker=w.index, worker_pid=w.proc.pid)
 
     def _reap(self, w: Worker, code: int, now: float, metrics_dir: Path, view: WorkersView) -> None:

@@ -288,7 +288,8 @@ def test_a_killed_worker_is_replaced_and_only_its_streams_in_flight_fail(stack: 
     sockets close some 100 ms after SIGKILL) is retried on a new connection (the ext_proc gRPC retry policy). One sent
     in the first KILL_WINDOW_S after the kill may still be refused like those in flight (503, counted): a clean-clone CI
     run on 2026-12-01 saw 1 of 160 (the cause is not established; the router connections retire every 10 s since that
-    day, and a request Envoy dispatched into the dying worker's teardown is not retried)."""
+    day, and a request Envoy dispatched into the dying worker's teardown is not retried). The Pod's cache gauges stay
+    1 meanwhile: the replacement's initial 0s took them to 0 for 2-4 s (trial 14), the Lite child untouched."""
     body = wait_ready(stack)
     victim = body["workers"][0]["pid"]
     restarts = metric(stack, "vsr_worker_restarts_total")
@@ -297,6 +298,7 @@ def test_a_killed_worker_is_replaced_and_only_its_streams_in_flight_fail(stack: 
     refused: list[tuple[bool, int, str]] = []  # (sent before the kill or within KILL_WINDOW_S of it, status, code)
     statuses: list[int] = []
     ready_samples: list[int] = []
+    cache_samples: list[tuple[float, float]] = []  # (vsr_cache_backend_up, vsr_component_ready{component="cache"})
     with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
         def load(i: int) -> None:
             sent = time.monotonic()
@@ -313,6 +315,8 @@ def test_a_killed_worker_is_replaced_and_only_its_streams_in_flight_fail(stack: 
         while time.monotonic() < deadline:
             status, body = readyz(stack)
             ready_samples.append(status)
+            cache_samples.append((metric(stack, "vsr_cache_backend_up"),
+                                  metric(stack, "vsr_component_ready", component="cache")))
             pids = [w["pid"] for w in body["workers"]]
             if victim not in pids and body["workers_ready"] == WORKERS:
                 break
@@ -323,6 +327,7 @@ def test_a_killed_worker_is_replaced_and_only_its_streams_in_flight_fail(stack: 
     assert len(statuses) == 200 and set(refused) <= {(True, 503, "router_unavailable")}, refused
     assert metric(stack, "vsr_envoy_failed_closed_total") - refused_before == len(refused)  # on-call sees each
     assert set(ready_samples) == {200}  # the other worker kept the Pod ready
+    assert set(cache_samples) == {(1.0, 1.0)}, cache_samples
     assert metric(stack, "vsr_worker_restarts_total") == restarts + 1
     lines = [json.loads(x) for x in (stack.workdir / "router.log").read_text().splitlines() if x.startswith("{")]
     # The killed worker by its pid (trial 14: the line's `pid` was the supervisor's, so the runbook's pid was nowhere).

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from router.cache import milvus as milvus_module
+from router.cache import semantic_cache
 from router.cache.keys import SkipReason
 from router.cache.memory import MemoryStore, _Block
 from router.cache.milvus import MilvusStore
 from router.cache.semantic_cache import SemanticCache
-from router.cache.store import CacheBackendError, CacheEntry, Candidate
+from router.cache.store import CacheBackendError, CacheEntry, CacheTimeout, Candidate
 from tests.unit.test_cache_facade import BASE, CFG, SlowStore, completion, make_req
 
 
@@ -167,6 +168,44 @@ async def test_readiness_asks_a_backend_that_never_answered_instead_of_reporting
     await healthy.close()
 
 
+class ConnectingStore(MemoryStore):
+    """A Milvus still connecting: calls wait for the connection within their budget and time out, until `link`."""
+
+    def __init__(self) -> None:
+        super().__init__(100)
+        self.link = asyncio.Event()
+
+    async def connected(self) -> None:
+        await self.link.wait()
+
+    async def get(self, key: str, now: float) -> CacheEntry | None:
+        if not self.link.is_set():
+            raise CacheTimeout("timeout after 50 ms")
+        return await super().get(key, now)
+
+
+async def test_a_starting_cache_is_reported_once_connected_not_degraded_by_its_first_probe() -> None:
+    """Trial 14: a restarted worker's first probe waited for the connection within its budget, and /readyz said
+    "degraded: serving without cache: failing (1 in a row): probe: timeout after 50 ms" though the Lite child was
+    fine. The first check waits for the connection (the port opens after the same wait)."""
+    store = ConnectingStore()
+    cache = SemanticCache(CFG.semantic_cache, store)
+    check = asyncio.create_task(cache.check())
+    await asyncio.sleep(0.05)
+    assert not check.done()  # nothing reported while connecting: readiness says "not reported yet"
+    store.link.set()
+    assert await check == (True, "answering")
+    await cache.close()
+
+
+async def test_a_backend_that_does_not_connect_in_time_is_left_to_the_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(semantic_cache, "WARM_UP_S", 0.01)
+    cache = SemanticCache(CFG.semantic_cache, ConnectingStore())
+    up, detail = await cache.check()
+    assert not up and detail == "failing (1 in a row): probe: timeout after 50 ms"
+    await cache.close()
+
+
 class Heartbeat:
     """Measures the longest gap between ticks of a task on the loop: a blocked loop shows here."""
 
@@ -296,6 +335,7 @@ async def test_a_connect_that_fails_after_its_callers_gave_up_logs_no_traceback(
 
 @pytest.mark.parametrize("call", [
     lambda s: s.delete(),
+    lambda s: s.connected(),  # a starting worker's wait for the connection
     lambda s: s.get("not hex!", 0.0),
     lambda s: s.upsert(CacheEntry("k", "s", "n", "m", None, "t" * 9000, "{}", 0.0, 1.0)),
 ])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable, SharedLite, lite_for
 from router.config import ConfigError, parse_config
@@ -214,3 +215,35 @@ def test_only_the_first_worker_counts_config_reloads(tmp_path: Path, monkeypatch
         assert slot is not None and slot.index == int(index)
         counted.append(slot.counts_reloads)
     assert counted == [True, False]
+
+
+def _gauge(metrics_dir: Path, pid: int, name: str, value: float, labels: dict[str, str] | None = None) -> None:
+    """What a worker's `livemin` gauge writes to its file (prometheus-client's multiprocess format)."""
+    f = MmapedDict(str(metrics_dir / f"gauge_livemin_{pid}.db"))
+    f.write_value(mmap_key(name, name, list(labels or {}), list((labels or {}).values()), "h"), value, 0.0)
+    f.close()
+
+
+def _exported(view: WorkersView, name: str) -> dict[str, float]:
+    return {json.dumps(s.labels, sort_keys=True): s.value
+            for family in view.registry.collect() for s in family.samples if s.name == name}
+
+
+def test_a_starting_replacement_worker_does_not_mark_the_pods_cache_down(tmp_path: Path) -> None:
+    """Trial 14: while a killed worker's replacement loaded its models, its initial 0s took the Pod's
+    `vsr_cache_backend_up` and `vsr_component_ready{component="cache"}` (the worst live worker) to 0 for 2-4 s,
+    though its sibling served from an untouched cache. A worker counts from its first ready report."""
+    workers, view = two_workers(tmp_path)
+    metrics_dir, cache = tmp_path / "metrics", {"component": "cache"}
+    for pid, up in ((1000, 1.0), (1001, 0.0)):  # 1001 starting: its gauges at their initial 0
+        _gauge(metrics_dir, pid, "vsr_cache_backend_up", up)
+        _gauge(metrics_dir, pid, "vsr_component_ready", up, cache)
+    assert _exported(view, "vsr_cache_backend_up") == {"{}": 0.0}  # nobody ready yet: a Pod starting shows its 0s
+    WorkerSlot(workers[0].state_file).write({"pid": 1000, "ready": True, "serving": True, "beat": time.time()})
+    assert _exported(view, "vsr_cache_backend_up") == {"{}": 1.0}
+    assert _exported(view, "vsr_component_ready") == {json.dumps(cache): 1.0}
+    WorkerSlot(workers[1].state_file).write({"pid": 1001, "ready": True, "serving": True, "beat": time.time()})
+    _gauge(metrics_dir, 1001, "vsr_cache_backend_up", 0.0)  # ready, then its cache failed: that counts
+    assert _exported(view, "vsr_cache_backend_up") == {"{}": 0.0}
+    WorkerSlot(workers[1].state_file).write({"pid": 1001, "ready": False, "serving": True, "beat": time.time()})
+    assert _exported(view, "vsr_cache_backend_up") == {"{}": 0.0}  # and still counts once it is no longer ready
