@@ -37,6 +37,13 @@ def test_the_cli_writes_nothing_to_stderr_that_is_not_its_own() -> None:
     assert result.returncode == 0 and result.stderr == ""
 
 
+def _validate_warnings(path: Path) -> list[str]:
+    """`validate PATH` accepts the file; its warnings, each without the `PATH: warning: ` prefix."""
+    result = _cli("validate", str(path))
+    assert result.returncode == 0, result.stderr
+    return [line.removeprefix(f"{path}: warning: ") for line in result.stdout.splitlines() if ": warning: " in line]
+
+
 def _broken(tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
     data = yaml.safe_load(SHIPPED.read_text())
     edit(data)
@@ -277,10 +284,8 @@ def test_a_keyword_an_earlier_rule_of_another_category_holds_is_warned_of(tmp_pa
         d["keyword_rules"].append({"category": "math", "keywords": ["recursion"], "regex": ["\\bmodular\\b"]})
 
     path = _broken(tmp_path, edit)
-    result = _cli("validate", str(path))
-    assert result.returncode == 0, result.stderr
+    warnings = _validate_warnings(path)
     n = len(yaml.safe_load(path.read_text())["keyword_rules"])
-    warnings = [line.removeprefix(f"{path}: warning: ") for line in result.stdout.splitlines() if ": warning: " in line]
     assert warnings == [
         (f"keyword_rules.{n - 2}.keywords.0: 'Differential Equation' is also a keyword of keyword_rules.0 ('math'), "
          "which is tried first, so it never routes to 'physics' (keep it in one rule)"),
@@ -306,11 +311,9 @@ def test_validate_warns_of_settings_trial13_found_could_not_act(tmp_path: Path) 
         cats["business"]["model_scores"].append({"model": "qwen3-4b", "score": 0.2})
 
     path = _broken(tmp_path, edit)
-    result = _cli("validate", str(path))
-    assert result.returncode == 0, result.stderr
+    warnings = _validate_warnings(path)
     names = [c["name"] for c in yaml.safe_load(path.read_text())["categories"]]
     law, history, business = (names.index(n) for n in ("law", "history", "business"))
-    warnings = [line.removeprefix(f"{path}: warning: ") for line in result.stdout.splitlines() if ": warning: " in line]
     assert warnings == [
         (f"categories.{law}.jailbreak_action: block cannot act: classifier.jailbreak_action is flag, and a category's "
         "own action applies only under block"),
