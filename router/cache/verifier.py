@@ -164,9 +164,12 @@ class Verifier:
     def assess(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row of a [n, COLUMNS] matrix: the MLP's probability (0 when VETOED) and the state (CLEAN, ADDITION:
         every veto that holds is an addition check whose difference is one-sided, VETOED: another veto holds)."""
+        return self._assessed(x, self._states(x))
+
+    def _assessed(self, x: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`assess` given the rows' states (`judge` has them already)."""
         hidden = np.maximum((x[:, :len(FEATURES)] - self.mean) / self.scale @ self.w1 + self.b1, 0.0)
         p: np.ndarray = 1.0 / (1.0 + np.exp(-(hidden @ self.w2 + self.b2)))
-        state = self._states(x)
         p[state == VETOED] = 0.0
         return p, state
 
@@ -192,6 +195,7 @@ class Verifier:
         if not candidates:
             return np.zeros(0), np.zeros(0, dtype=np.int64)
         x = np.stack([_guard_row(query, text, cos) for text, cos in candidates])
-        for i in np.flatnonzero(self._states(x) != VETOED):
+        state = self._states(x)  # from the guard's columns only: the word features filled below do not change it
+        for i in np.flatnonzero(state != VETOED):
             x[i, _WORDS] = _word_features(query, candidates[i][0])
-        return self.assess(x)
+        return self._assessed(x, state)
