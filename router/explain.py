@@ -15,7 +15,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -23,7 +23,12 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from router.config import CONFIG_HELP, DEFAULT_CONFIG, RouterConfig, load_config
 from router.observability import logs
 from router.policy import GUARDS, Decision, Policy, guard_score
+from router.resilience import UPSTREAM_MODEL_HEADER
 from router.signals import NO_SIGNAL, Classification
+
+if TYPE_CHECKING:
+    from router.config import Category
+    from router.extproc.state import RequestState
 
 CHAT_PATH = "/v1/chat/completions"
 # The router's classifier.timeout_ms is for a warm worker under load; a cold CLI's first pass may take longer, which
@@ -108,14 +113,19 @@ async def explain(cfg: RouterConfig, body: bytes, headers: dict[str, str], path:
         answer = await session.handle(_headers_message("request_headers", sent))
         if answer.WhichOneof("response") != "immediate_response":
             answer = await session.handle(pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)))
-        if answer.WhichOneof("response") != "immediate_response":  # routed: the headers a 200 answer comes back with
-            answer = await session.handle(_headers_message("response_headers", {":status": "200",
-                                                                                "content-type": "application/json"}))
+        if answer.WhichOneof("response") != "immediate_response":  # routed: a 200 answer from the first choice
+            answer = await session.handle(_headers_message("response_headers", _answered(session.request.decision)))
     finally:
         executor.shutdown(wait=False)
         if cache is not None:
             await cache.close()
     return _report(runtime.policy, session.request, answer)
+
+
+def _answered(decision: Decision | None) -> dict[str, str]:
+    """The headers of a 200 answer from the chosen model, as Envoy passes them to the router (and on to the client)."""
+    return {":status": "200", "content-type": "application/json",
+            **({UPSTREAM_MODEL_HEADER: decision.model} if decision is not None else {})}
 
 
 def _headers_message(which: str, values: dict[str, str]) -> pb.ProcessingRequest:
@@ -124,7 +134,7 @@ def _headers_message(which: str, values: dict[str, str]) -> pb.ProcessingRequest
     return pb.ProcessingRequest(**{which: pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=hs))})
 
 
-def _report(policy: Policy, request: Any, answer: pb.ProcessingResponse) -> dict[str, Any]:
+def _report(policy: Policy, request: RequestState, answer: pb.ProcessingResponse) -> dict[str, Any]:
     """The session's findings (extproc.state.RequestState) beside the config rules that made them."""
     cfg, signal, decision = policy.cfg, request.signal, request.decision
     refused = answer.WhichOneof("response") == "immediate_response"
@@ -140,12 +150,12 @@ def _report(policy: Policy, request: Any, answer: pb.ProcessingResponse) -> dict
         report |= {"model": decision.model, "chain": list(decision.chain), "route": decision.route,
                    "reason": decision.reason, "category": decision.category,
                    "confidence": round(decision.confidence, 4), "category_by": _category_by(cfg, decision, signal)}
-        if decision.auto:
+        if decision.auto and request.model_only is None:  # /v1/completions' auto is the default model, unranked
             report["ranking"] = _ranking(policy, decision.category, signal)
         report["reasoning"] = _reasoning(policy, decision)
     elif category:
         report["category"] = category
-    report["classifier"] = _classifier(request, signal)
+    report["classifier"] = _classifier(cfg, request, signal)
     if signal is not NO_SIGNAL:
         cat = cfg.category(category) if category else None
         report["guards"] = [_guard(policy, g, cat, signal) for g in GUARDS]
@@ -153,10 +163,11 @@ def _report(policy: Policy, request: Any, answer: pb.ProcessingResponse) -> dict
                          "unreadable": list(signal.unreadable)}
     report["cache"] = _cache(cfg, request, category)
     if decision is not None and decision.auto and cfg.affinity.enabled:
-        report["affinity"] = ("not evaluated: a conversation the router has pinned (affinity.keys) may keep its "
-                              "earlier model; explain holds no conversation state")
-    report["headers"] = {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers
-                         if o.header.key.startswith("x-vsr-")}
+        report["affinity"] = ("not evaluated (explain keeps no conversation state): a conversation pinned earlier "
+                              "may keep its model")
+    envoy = {} if refused else {k: v for k, v in _answered(decision).items() if k.startswith("x-vsr-")}
+    report["headers"] = envoy | {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers
+                                 if o.header.key.startswith("x-vsr-")}
     return report
 
 
@@ -188,8 +199,8 @@ def _reasoning(policy: Policy, decision: Decision) -> dict[str, Any]:
     if decision.client_reasoning:
         by = "the client's own setting, sent as it is"
     elif decision.reasoning is None:
-        by = (f"nothing sent: {decision.model} has no reasoning_family the request's format can switch"
-              if decision.auto else "nothing sent: an explicit model gets the client's body")
+        by = (f"nothing sent: {decision.model} has no reasoning_family, or the request's format cannot carry its switch"
+              if decision.auto else "nothing sent: an explicit model gets the client's setting")
     else:
         by = f"categories[{decision.category}].use_reasoning: {str(decision.reasoning).lower()}"
     sent = None
@@ -200,22 +211,24 @@ def _reasoning(policy: Policy, decision: Decision) -> dict[str, Any]:
     return {"on": decision.reasoning, "by": by, "sent": sent}
 
 
-def _guard(policy: Policy, guard: str, cat: Any, signal: Classification) -> dict[str, Any]:
+def _guard(policy: Policy, guard: str, cat: Category | None, signal: Classification) -> dict[str, Any]:
     rule, score = policy.guard_rule(guard, cat), guard_score(guard, signal)
     does = "off" if rule.action == "off" else "pass" if score < rule.threshold else rule.action
     return {"guard": guard, "score": round(score, 4), "threshold": rule.threshold, "action": rule.action,
             "key": rule.key, "does": does, "text": signal.earlier_turn(guard) or "the latest turn"}
 
 
-def _classifier(request: Any, signal: Classification) -> dict[str, Any]:
+def _classifier(cfg: RouterConfig, request: RequestState, signal: Classification) -> dict[str, Any]:
+    if not cfg.classifier.enabled:
+        return {"off": True}
     if request.classifier_failure is not None:
         return {"failed": request.classifier_failure, "error": request.classifier_error}
     if signal is NO_SIGNAL:
-        return {"off": True}
+        return {"ran": False}
     return {"category": signal.category, "confidence": round(signal.confidence, 4), "source": signal.source}
 
 
-def _cache(cfg: RouterConfig, request: Any, category: str | None) -> dict[str, Any]:
+def _cache(cfg: RouterConfig, request: RequestState, category: str | None) -> dict[str, Any]:
     """What the cache policy does with the request: skipped (why), or looked up and stored with which settings."""
     from router.cache.semantic_cache import candidate_floor
 
@@ -261,7 +274,10 @@ def render(report: dict[str, Any]) -> str:
     if "failed" in c:
         lines.append(_line("classifier", f"failed ({c['failed']}), classifier.on_failure decided: {c['error']}"))
     elif "off" in c:
-        lines.append(_line("classifier", "off: keyword rules and the default category only, no guards"))
+        lines.append(_line("classifier", "off (classifier.enabled: false): keyword rules and the default category "
+                                         "only, no guards"))
+    elif "ran" in c:
+        lines.append(_line("classifier", "not run: the request was refused before it was screened"))
     for g in report.get("guards", []):
         cmp = "<" if g["does"] == "pass" else ">="
         lines.append(_line(g["guard"], f"{g['score']:.3f} {cmp} {g['threshold']} in {g['text']}, "
