@@ -21,6 +21,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from router.config import CONFIG_HELP, DEFAULT_CONFIG, RouterConfig, load_config
+from router.envoy_config import stripped_client_headers
 from router.observability import logs
 from router.policy import GUARDS, Decision, Policy, guard_score
 from router.resilience import UPSTREAM_MODEL_HEADER
@@ -74,12 +75,17 @@ def _explain(args: argparse.Namespace) -> int:
         if not sep or not name.strip():
             raise SystemExit(f"explain: --header {item!r}: expected NAME=VALUE")
         headers[name.strip().lower()] = value.strip()
+    if args.prompt is not None and args.body is not None:
+        raise SystemExit("explain: give PROMPT or --body, not both")
     if args.prompt is not None:
         body = json.dumps({"model": args.model, "messages": [{"role": "user", "content": args.prompt}]}).encode()
     elif args.body in (None, "-"):
         body = sys.stdin.buffer.read()
     else:
-        body = Path(args.body).read_bytes()
+        try:
+            body = Path(args.body).read_bytes()
+        except OSError as exc:
+            raise SystemExit(f"explain: --body: {exc}") from None
     cfg = load_config(args.config)
     logs.configure(level="error")  # on stderr, and only what went wrong: stdout is the explanation
     try:
@@ -107,8 +113,9 @@ async def explain(cfg: RouterConfig, body: bytes, headers: dict[str, str], path:
     runtime = Runtime(cfg=cfg, policy=Policy(cfg), classifier=classifier, cache=cache)
     executor = EncoderQueue("explain")
     session = StreamSession(runtime, executor)
+    stripped = [name for name in headers if name in stripped_client_headers(cfg)]
     sent = {":method": "POST", ":path": path, "content-type": "application/json", "content-length": str(len(body)),
-            **headers}
+            **{k: v for k, v in headers.items() if k not in stripped}}
     try:
         answer = await session.handle(_headers_message("request_headers", sent))
         if answer.WhichOneof("response") != "immediate_response":
@@ -119,7 +126,10 @@ async def explain(cfg: RouterConfig, body: bytes, headers: dict[str, str], path:
         executor.shutdown(wait=False)
         if cache is not None:
             await cache.close()
-    return _report(runtime.policy, session.request, answer)
+    report = _report(runtime.policy, session.request, answer)
+    if stripped:  # an auth filter behind Envoy's early mutation may set them from a verified token
+        report["envoy_strips"] = stripped
+    return report
 
 
 def _answered(decision: Decision | None) -> dict[str, str]:
@@ -150,8 +160,8 @@ def _report(policy: Policy, request: RequestState, answer: pb.ProcessingResponse
         report |= {"model": decision.model, "chain": list(decision.chain), "route": decision.route,
                    "reason": decision.reason, "category": decision.category,
                    "confidence": round(decision.confidence, 4), "category_by": _category_by(cfg, decision, signal)}
-        if decision.auto and request.model_only is None:  # /v1/completions' auto is the default model, unranked
-            report["ranking"] = _ranking(policy, decision.category, signal)
+        ranked = decision.auto and request.model_only is None  # /v1/completions' auto is the default model, unranked
+        report["models"] = _models(policy, decision, signal, ranked)
         report["reasoning"] = _reasoning(policy, decision)
     elif category:
         report["category"] = category
@@ -186,12 +196,13 @@ def _category_by(cfg: RouterConfig, decision: Decision, signal: Classification) 
     return f"default_category: {head} is not a configured category"
 
 
-def _ranking(policy: Policy, category: str, signal: Classification) -> list[dict[str, Any]]:
-    """The category's models best first, each with its score and the PII types its pii_policy refuses here."""
-    cat = policy.cfg.category(category)
+def _models(policy: Policy, decision: Decision, signal: Classification, ranked: bool) -> list[dict[str, Any]]:
+    """The category's models best first (`ranked`), else the model asked for, each with its score in the category and
+    the PII types its pii_policy refuses here."""
+    cat = policy.cfg.category(decision.category)
     scores = {s.model: s.score for s in cat.model_scores} if cat else {}
     return [{"model": m, "score": scores.get(m), "pii_refused": sorted(policy.pii_refused([m], signal))}
-            for m in policy.ranking(cat)]
+            for m in (policy.ranking(cat) if ranked else [decision.model])]
 
 
 def _reasoning(policy: Policy, decision: Decision) -> dict[str, Any]:
@@ -263,9 +274,10 @@ def render(report: dict[str, Any]) -> str:
         lines.append(_line("category", f"{report['category']} {report['confidence']:.3f}, by {report['category_by']}"))
     elif "category" in report:
         lines.append(_line("category", f"{report['category']} (its rules applied)"))
-    for i, row in enumerate(report.get("ranking", [])):
+    for i, row in enumerate(report.get("models", [])):
         refused = f"pii_policy refuses {', '.join(row['pii_refused'])}" if row["pii_refused"] else "may receive it"
-        lines.append(_line("ranking" if i == 0 else "", f"{row['model']} {row['score'] or 0:.2f}: {refused}"))
+        score = "" if row["score"] is None else f" {row['score']:.2f}"
+        lines.append(_line("models" if i == 0 else "", f"{row['model']}{score}: {refused}"))
     if "reasoning" in report:
         r = report["reasoning"]
         state = {True: "on", False: "off", None: "server default"}[r["on"]]
@@ -296,5 +308,8 @@ def render(report: dict[str, Any]) -> str:
                                     f"{cache['why']}"))
     if "affinity" in report:
         lines.append(_line("affinity", report["affinity"]))
+    if "envoy_strips" in report:
+        lines.append(_line("envoy strips", f"{', '.join(report['envoy_strips'])}: a client cannot set them (only an "
+                                           "auth filter behind Envoy can), so the router never saw them"))
     lines += [_line("headers" if i == 0 else "", f"{k}: {v}") for i, (k, v) in enumerate(report["headers"].items())]
     return "\n".join(lines)

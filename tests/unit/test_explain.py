@@ -56,7 +56,7 @@ async def test_a_classifier_category_names_its_threshold_and_the_ranking_it_pick
     report = await explain(config(), chat(ROMAN), KEY)
     assert (report["decision"], report["category"], report["model"]) == ("routed", "history", "qwen3-4b")
     assert report["category_by"].startswith("the classifier: ") and "confidence_threshold 0.2" in report["category_by"]
-    assert [r["model"] for r in report["ranking"]] == ["qwen3-4b", "gpt-oss-120b"]
+    assert [r["model"] for r in report["models"]] == ["qwen3-4b", "gpt-oss-120b"]
     assert report["chain"] == ["qwen3-4b", "gpt-oss-120b"]
     assert report["reasoning"]["by"] == "categories[history].use_reasoning: false"
     assert report["reasoning"]["sent"] == "chat_template_kwargs.enable_thinking=false"
@@ -98,10 +98,17 @@ async def test_a_guard_flag_names_the_fleet_wide_action() -> None:
 async def test_pii_moves_the_request_off_the_model_whose_policy_refuses_it() -> None:
     report = await explain(config(), chat(MATH_WITH_SSN), KEY)
     assert (report["category"], report["model"], report["chain"]) == ("math", "qwen3-4b", ["qwen3-4b"])
-    assert report["ranking"][0] == {"model": "gpt-oss-120b", "score": 1.0, "pii_refused": ["US_SSN"]}
+    assert report["models"][0] == {"model": "gpt-oss-120b", "score": 1.0, "pii_refused": ["US_SSN"]}
     assert report["pii"]["found"] == ["US_SSN"]
     assert "skipped gpt-oss-120b (1.00): pii_policy refuses US_SSN" in report["reason"]
     assert report["cache"]["reason"] == "pii"
+
+
+async def test_an_explicit_model_s_line_says_what_its_pii_policy_lets_through() -> None:
+    report = await explain(config(), chat("Email jane.doe@example.org the integral of x^2", model="gpt-oss-120b"), KEY)
+    assert (report["model"], report["reason"], report["pii"]["found"]) == ("gpt-oss-120b", "requested by the client",
+                                                                          ["EMAIL_ADDRESS"])
+    assert report["models"] == [{"model": "gpt-oss-120b", "score": 1.0, "pii_refused": []}]  # it allows e-mail
 
 
 async def test_pii_for_an_explicit_model_that_refuses_it_is_a_403() -> None:
@@ -119,6 +126,9 @@ async def test_the_cache_says_why_it_skips_and_with_which_settings_it_looks_up()
     assert skipped["why"] == "categories[history].cache.enabled: false"
     anonymous = (await explain(config(), chat(ROMAN), {}))["cache"]
     assert anonymous["reason"] == "no_identity"
+    # Envoy drops a client's own tenant header before the router sees it (only an auth filter behind it may set it)
+    tenant = await explain(config(), chat(ROMAN), {"x-authz-tenant-id": "acme"})
+    assert (tenant["cache"]["reason"], tenant["envoy_strips"]) == ("no_identity", ["x-authz-tenant-id"])
     support = await explain(config(), chat("I was charged twice this month, can I get a refund?"), KEY)
     assert support["category"] == "customer support"
     assert (support["cache"]["does"], support["cache"]["ttl_seconds"]) == ("lookup and store", 86400)
@@ -145,7 +155,7 @@ def test_the_command_prints_the_block_and_json(tmp_path: Path, capsys: pytest.Ca
     assert main(["explain", "--config", config_file, "--header", "authorization=Bearer sk-a", MATH_WITH_SSN]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["decision", "qwen3-4b", "(chain", "qwen3-4b;", "route", "qwen3-4b)"]
-    assert "ranking        gpt-oss-120b 1.00: pii_policy refuses US_SSN" in lines
+    assert "models         gpt-oss-120b 1.00: pii_policy refuses US_SSN" in lines
     assert "cache          skip pii: the PII screen found personal data, which the cache never holds" in lines
     body = tmp_path / "body.json"
     body.write_bytes(chat(DAN))
