@@ -48,7 +48,8 @@ class Decision:
     client_reasoning: bool = False
     # The family types whose switch the request's format carries (ChatRequest.reasoning_switches).
     reasoning_switches: frozenset[str] = REASONING_SWITCHES
-    # What chose `category` (CategoryChoice.by); `semantic-router explain` names it.
+    # What chose `category` (CategoryChoice.by), which `semantic-router explain` names; "" when affinity answers the
+    # turn as its conversation's (`pinned`).
     category_by: str = ""
 
 
