@@ -108,8 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from router.cache.cli import register as register_cache
     from router.classifier.cli import register as register_classifier
+    from router.explain import register as register_explain
 
     register_classifier(sub)
+    register_explain(sub)
     register_cache(sub)
     return parser
 

@@ -226,6 +226,14 @@ def access_log(cfg: RouterConfig) -> list[dict[str, Any]]:
                                       ".ReqWithoutQuery"}}]}}}]
 
 
+def stripped_client_headers(cfg: RouterConfig) -> list[str]:
+    """The client-sent headers Envoy drops before the router sees the request (`_strip_client_headers`)."""
+    c = cfg.semantic_cache
+    routed = [cfg.server.selection_header, resilience.ROUTED_MODEL_HEADER,
+              resilience.ROUTED_CATEGORY_HEADER]  # only the router sets these
+    return sorted({h.lower() for h in [*c.tenant_headers, *c.user_headers, *routed]})
+
+
 def _strip_client_headers(cfg: RouterConfig) -> dict[str, Any]:
     """Clients must not pick their cache tenant nor their upstream: drop identity headers and the router's own
     routing headers they send themselves. An early mutation runs before Envoy picks the route; as an HTTP filter
@@ -234,16 +242,12 @@ def _strip_client_headers(cfg: RouterConfig) -> dict[str, Any]:
 
     An auth filter that sets the identity headers from a verified token runs later, among the HTTP filters.
     """
-    c = cfg.semantic_cache
-    routed = [cfg.server.selection_header, resilience.ROUTED_MODEL_HEADER,
-              resilience.ROUTED_CATEGORY_HEADER]  # only the router sets these
-    names = sorted({h.lower() for h in [*c.tenant_headers, *c.user_headers, *routed]})
     return {
         "name": "envoy.http.early_header_mutation.header_mutation",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3"
                      ".HeaderMutation",
-            "mutations": [{"remove": n} for n in names],
+            "mutations": [{"remove": n} for n in stripped_client_headers(cfg)],
         },
     }
 

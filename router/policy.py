@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from router import cost
 from router.config import Category, Matcher, ReasoningFamily, RouterConfig
@@ -48,6 +48,27 @@ class Decision:
     client_reasoning: bool = False
     # The family types whose switch the request's format carries (ChatRequest.reasoning_switches).
     reasoning_switches: frozenset[str] = REASONING_SWITCHES
+    # What chose `category` (CategoryChoice.by), which `semantic-router explain` names; "" when affinity answers the
+    # turn as its conversation's (`pinned`).
+    category_by: str = ""
+
+
+class CategoryChoice(NamedTuple):
+    """A request's category and what chose it."""
+
+    name: str
+    confidence: float
+    by: str  # "keyword_rules.N" (the first rule that matched), "classifier" or "default_category"
+    note: str  # for the decision reason: why the default applies to a confident category the config lacks
+
+
+@dataclass(frozen=True, slots=True)
+class GuardRule:
+    """What one guard's score is compared with in a category, and what passing it does."""
+
+    threshold: float
+    action: str  # off | block | flag | allow
+    key: str  # the config key that set `action`: the fleet-wide one, or the category's own under a fleet-wide block
 
 
 GUARDS = ("jailbreak", "content_safety")
@@ -89,8 +110,13 @@ class Policy:
         return clf.enabled and (guarded or (clf.pii_enabled and not self.cfg.models[model].pii_policy.allow_by_default))
 
     def keyword_category(self, text: str) -> str | None:
-        """The first keyword rule that matches, in config order."""
-        return next((r.category for r in self._rules if r.pattern.search(text)), None)
+        """The category of the first keyword rule that matches, in config order."""
+        rule = self.keyword_rule(text)
+        return None if rule is None else self._rules[rule].category
+
+    def keyword_rule(self, text: str) -> int | None:
+        """The index of the first keyword rule that matches, in config order."""
+        return next((i for i, r in enumerate(self._rules) if r.pattern.search(text)), None)
 
     def decide(self, chat: ChatRequest, signal: Classification, text: str | None = None) -> Decision:
         """Pick the model; raises the RouterError the client should see for a blocked request.
@@ -98,7 +124,8 @@ class Policy:
         `text` is what keyword rules scan (the session passes the bounded text it classified).
         """
         self.require_model(chat.model)
-        category, confidence, fell_back = self._category(chat.latest_user_text() if text is None else text, signal)
+        choice = self.category_choice(chat.latest_user_text() if text is None else text, signal)
+        category, confidence, fell_back = choice.name, choice.confidence, choice.note
         cat_cfg = self.cfg.category(category)
         flagged = tuple(guard for guard in GUARDS if self._check_guard(guard, signal, cat_cfg, category))
         earlier = "".join(f"; {g} flagged in {t}" for g in flagged if (t := signal.earlier_turn(g)))
@@ -125,7 +152,8 @@ class Policy:
         return Decision(model=model, cluster=self.cfg.cluster_of(model), category=category,
                         confidence=confidence, reasoning=reasoning, auto=auto, chain=chain,
                         route=chain_cluster(self.cfg, chain), reason=reason + fell_back + earlier, flagged=flagged,
-                        client_reasoning=chosen is not None, reasoning_switches=chat.reasoning_switches)
+                        client_reasoning=chosen is not None, reasoning_switches=chat.reasoning_switches,
+                        category_by=choice.by)
 
     def pinned(self, decision: Decision, model: str, category: str, signal: Classification) -> Decision | None:
         """`decision` moved to a conversation's model and category; None if that model may not see the PII.
@@ -215,44 +243,45 @@ class Policy:
 
     def category_for(self, text: str, signal: Classification) -> tuple[str, float]:
         """The category of `text`: a keyword rule, else the classifier's if confident, else the default."""
-        category, confidence, _ = self._category(text, signal)
-        return category, confidence
+        choice = self.category_choice(text, signal)
+        return choice.name, choice.confidence
 
-    def _category(self, text: str, signal: Classification) -> tuple[str, float, str]:
-        """`category_for`, and for the decision reason why the default applies to a confident classifier category the
-        config lacks: headers and log said `general 0.906` where the classifier had said law 0.906 (trial 13)."""
-        keyword = self.keyword_category(text) if self._rules else None
-        if keyword:
-            return keyword, 1.0, ""
+    def category_choice(self, text: str, signal: Classification) -> CategoryChoice:
+        """`category_for`, the keyword rule that chose it, and for the decision reason why the default applies to a
+        confident classifier category the config lacks: headers and log said `general 0.906` where the classifier had
+        said law 0.906 (trial 13)."""
+        rule = self.keyword_rule(text) if self._rules else None
+        if rule is not None:
+            return CategoryChoice(self._rules[rule].category, 1.0, f"keyword_rules.{rule}", "")
         threshold, default = self.cfg.classifier.confidence_threshold, self.cfg.default_category
         confident = confident_category(signal, threshold, lambda name: self.cfg.category(name) is not None)
         if confident:
-            return confident, signal.confidence, ""
+            return CategoryChoice(confident, signal.confidence, "classifier", "")
         head = signal.category
         unconfigured = head is not None and head != default and signal.confidence >= threshold
         note = (f"; classifier category {head} ({signal.confidence:.3f}) is not configured, so the default category "
                 f"{default} applies") if unconfigured else ""
-        return default, signal.confidence, note
+        return CategoryChoice(default, signal.confidence, "default_category", note)
 
     def _check_guard(self, guard: str, signal: Classification, cat: Category | None, category: str) -> bool:
-        """True when the guard fires under a `flag` action; raises when it fires under `block`.
-
-        The fleet-wide action wins unless it is `block`: then the category's own action decides.
-        """
-        clf = self.cfg.classifier
-        action: str
-        if guard == "jailbreak":
-            score, threshold, action = signal.jailbreak_score, clf.jailbreak_threshold, clf.jailbreak_action
-        else:
-            score, threshold = signal.content_safety_score, clf.content_safety_threshold
-            action = clf.content_safety_action
-        if action == "off" or score < threshold:
+        """True when the guard fires under a `flag` action; raises when it fires under `block`."""
+        rule = self.guard_rule(guard, cat)
+        if rule.action == "off" or guard_score(guard, signal) < rule.threshold:
             return False
-        if action == "block" and cat is not None:
-            action = cat.jailbreak_action if guard == "jailbreak" else cat.content_safety_action
-        if action == "block":
+        if rule.action == "block":
             raise _blocked(guard, cat, category, signal.earlier_turn(guard))
-        return action == "flag"
+        return rule.action == "flag"
+
+    def guard_rule(self, guard: str, cat: Category | None) -> GuardRule:
+        """`guard`'s threshold and action in category `cat`: the fleet-wide action wins unless it is `block`, then the
+        category's own action decides."""
+        clf = self.cfg.classifier
+        threshold, action = ((clf.jailbreak_threshold, clf.jailbreak_action) if guard == "jailbreak"
+                             else (clf.content_safety_threshold, clf.content_safety_action))
+        if action == "block" and cat is not None:
+            own = cat.jailbreak_action if guard == "jailbreak" else cat.content_safety_action
+            return GuardRule(threshold, own, f"categories[{cat.name}].{guard}_action")
+        return GuardRule(threshold, action, f"classifier.{guard}_action")
 
     def rewrite(self, chat: ChatRequest, decision: Decision) -> bytes:
         """The body sent upstream: the chosen model, and reasoning switched per the category."""
@@ -328,6 +357,11 @@ def _blocked(guard: str, cat: Category | None, category: str, turn: str | None) 
                                 status=cat.jailbreak_status if cat else 403, category=category)
     return ContentBlocked(f"The request was blocked: {subject} asks for harmful content",
                           status=cat.content_safety_status if cat else 403, category=category)
+
+
+def guard_score(guard: str, signal: Classification) -> float:
+    """The score `guard` judges: the highest over the texts screened (Classification.earlier_turns)."""
+    return signal.jailbreak_score if guard == "jailbreak" else signal.content_safety_score
 
 
 def confident_category(signal: Classification, threshold: float, known: Callable[[str], bool]) -> str | None:
