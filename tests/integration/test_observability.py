@@ -342,6 +342,11 @@ def test_requests_the_router_did_not_answer_are_refused_or_sent_on_and_counted_o
     other = "vsr_envoy_failed_closed_total" if allow else "vsr_envoy_failed_open_total"
     assert until(lambda: sample(scrape(stack), counted) == sample(before, counted) + 1)
     assert sample(scrape(stack), other) == sample(before, other)
+    # Envoy restarts, the router does not: the count mirrored Envoy's, which restart at 0 (trial 14: 3, then 0)
+    stack._stop("envoy")
+    stack.start_envoy()
+    assert until(lambda: (counted, frozenset()) in scrape(stack))
+    assert sample(scrape(stack), counted) == sample(before, counted) + 1
 
 
 def test_a_decision_envoy_stopped_waiting_for_is_not_counted_as_routed(make_stack: Callable[..., Stack]) -> None:
