@@ -92,26 +92,25 @@ async def start_ops(
 
 
 async def probe_cache(
-    readiness: Readiness, cache: Callable[[], CacheHealth | None], interval_s: float, degraded_ok: bool
+    readiness: Readiness, cache: Callable[[], CacheHealth | None], interval_s: float, degraded_ok: bool,
+    metrics: RouterMetrics = METRICS,
 ) -> None:
     """Report the cache component from the current runtime's cache until cancelled.
 
     `cache()` is read on every turn so a reload that swaps the cache is followed. No cache (disabled)
-    is ready. A failing backend, or one that has not answered yet, leaves the router able to serve (uncached),
-    so it stays ready unless the operator set `ready_without_cache: false`; the cache itself logs the transition and exports
-    `vsr_cache_backend_up`.
+    is ready, and has no `vsr_cache_backend_up` (a Pod without a cache read 0 there, the dead cache's value). A
+    failing backend, or one that has not answered yet, leaves the router able to serve (uncached), so it stays
+    ready unless the operator set `ready_without_cache: false`; the cache's own detail says whether requests still
+    use it.
     """
     while True:
         current = cache()
         up = True
         if current is None:
             readiness.set("cache", True, "disabled")
+            metrics.forget_cache_backend()
         else:
             up, detail = await current.check()
-            if up:
-                readiness.set("cache", True, f"backend {detail}")
-            else:
-                mode = "degraded: serving without cache" if degraded_ok else "unreachable"
-                readiness.set("cache", degraded_ok, f"{mode}: {detail}")
+            readiness.set("cache", up or degraded_ok, detail if up else f"{'degraded' if degraded_ok else 'not ready'}: {detail}")
         # Not up: asked again within a second, so a backend still connecting at start is ready without a 10 s wait.
         await asyncio.sleep(interval_s if up else min(interval_s, 1.0))

@@ -124,6 +124,8 @@ def test_probes_and_grpc_health_say_ready(stack: Stack) -> None:
     ready = httpx.get(base + "/readyz", timeout=5)
     assert ready.status_code == 200
     assert ready.json()["components"]["cache"] == {"ok": True, "detail": "disabled"}
+    # no cache, no cache backend to call down: the series read 0 and SemanticRouterCacheDegraded would fire
+    assert "vsr_cache_backend_up" not in httpx.get(base + "/metrics", timeout=5).text
     with grpc.insecure_channel(f"{stack.cfg.server.host}:{stack.cfg.server.port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "envoy.service.ext_proc.v3.ExternalProcessor"):
