@@ -125,7 +125,9 @@ class BackendHealth:
             if self.successes:
                 return (f"breaker half open: backend answering again, lookups try it ({self.successes} of "
                         f"{self.streak} answers in a row close the breaker)")
-            return f"serving without cache: breaker open ({self.failures} failed calls in a row), a probe lookup a second{error}"
+            never = "backend not answered since start, " if not self.answered else ""
+            return (f"serving without cache: {never}breaker open ({self.failures} failed calls in a row), a probe lookup "
+                    f"a second{error}")
         streak = f"{self.failures} failed call{'s' if self.failures > 1 else ''} in a row, breaker closed (opens at {self.streak})"
         if not self.answered:
             if self.failures:

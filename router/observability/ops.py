@@ -65,14 +65,14 @@ async def start_ops(
     readiness: Readiness | None = None,
     cache: Callable[[], CacheHealth | None] | None = None,
     started_from: Baseline | None = None,
-    counts_reloads: bool = True,
+    speaks_for_pod: bool = True,
 ) -> Ops:
     """Start /metrics + probes, the loop heartbeat and (if enabled) the config watcher + SIGHUP.
 
     Must run inside the serving loop. `reload` is the runtime holder's reload; it is also what
     SIGHUP triggers, so do not install another SIGHUP handler. `started_from`: the config file as it was before
-    the first load (`reload.baseline`), so an edit made since is reloaded. `counts_reloads`: False in every router
-    worker but one (`WorkerSlot.counts_reloads`).
+    the first load (`reload.baseline`), so an edit made since is reloaded. `speaks_for_pod`: False in every router
+    worker but one (`WorkerSlot.speaks_for_pod`).
     """
     readiness = readiness or Readiness()
     liveness = Liveness(stale_after_s=obs.liveness_stale_after_s)
@@ -81,7 +81,7 @@ async def start_ops(
     ops = Ops(readiness, liveness, health, port, watcher=None)
     ops._tasks.append(asyncio.create_task(liveness.run(), name="liveness-heartbeat"))
     watcher = ConfigWatcher(config_path, reload, interval_s=obs.watch_interval_s, poll=obs.watch_config,
-                            started_from=started_from, counts=counts_reloads)
+                            started_from=started_from, speaks_for_pod=speaks_for_pod)
     watcher.install_sighup()  # SIGHUP reloads even when file watching is off
     ops._tasks.append(asyncio.create_task(watcher.run(), name="config-watcher"))
     ops.watcher = watcher

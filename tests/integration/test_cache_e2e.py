@@ -245,7 +245,7 @@ def test_a_milvus_unreachable_at_start_keeps_a_cache_requiring_router_unready_un
             states.append(_readyz(stack))
             time.sleep(0.5)
         assert all(status == 503 and not cache["ok"] for status, cache in states), states
-        assert states[-1][1]["detail"].startswith("not ready: backend not answered since start: "), states[-1]
+        assert "backend not answered since start" in states[-1][1]["detail"], states[-1]
     finally:
         milvus_server.start()
     deadline = time.monotonic() + 90

@@ -140,6 +140,11 @@ def test_the_cache_detail_says_answering_only_after_an_answer_and_never_while_it
                                              "(opens at 5), lookups still try it: LiteUnavailable: Read-only file system")
     health.success()
     assert health.detail() == "backend answering"
+    never = BackendHealth(streak=5)
+    for _ in range(5):
+        never.failure("probe: refused")
+    assert never.detail() == ("serving without cache: backend not answered since start, breaker open (5 failed calls "
+                              "in a row), a probe lookup a second: probe: refused")
 
 
 def test_the_cache_detail_says_serving_without_cache_only_while_the_breaker_keeps_requests_from_it() -> None:
