@@ -124,7 +124,8 @@ class RuntimeHolder:
     a thread of its own, so a reload never takes the workers that classify requests.
     """
 
-    def __init__(self, path: Path, readiness: Readiness, accepted: AcceptedConfig | None = None):
+    def __init__(self, path: Path, readiness: Readiness, accepted: AcceptedConfig | None = None,
+                 speaks_for_pod: bool = True):
         self.path = path
         self.accepted = accepted or AcceptedConfig(None)  # where a Pod's workers keep the config they serve
         self.current: Runtime | None = None
@@ -133,6 +134,7 @@ class RuntimeHolder:
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-reload")
         self._readiness = readiness
         self._closing: set[asyncio.Task[None]] = set()  # retired runtimes closing; referenced until done
+        self._speaks_for_pod = speaks_for_pod  # logs the config's warnings (WorkerSlot.speaks_for_pod)
 
     def _retire(self, runtime: Runtime) -> None:
         task = asyncio.get_running_loop().create_task(runtime.close())
@@ -191,6 +193,15 @@ class RuntimeHolder:
         await loop.run_in_executor(self._loader, self.accepted.save, text)
         return True
 
+    def _warn(self, new: Runtime) -> None:
+        """What `validate` warns of, and the keys only a restart applies: the same in every worker of a Pod."""
+        for warning in config_warnings(new.cfg):
+            log.warning("config_warning", version=new.version, warning=warning)
+        restart = restart_only_changes(self._started_with or new.cfg, new.cfg)
+        if restart:
+            log.warning("config_restart_needed", version=new.version, keys=restart,
+                        effect="the rest of the edit is applied; these keys are read at start only: restart the router")
+
     def _apply(self, new: Runtime) -> None:
         old, self.current = self.current, new
         if old is not None and old.affinity is not None and new.affinity is not None:
@@ -200,13 +211,9 @@ class RuntimeHolder:
         self._readiness.config_version = new.version
         metrics.set_config_version(new.version)
         log.info("config_applied", version=new.version, previous=old.version if old else None)
-        for warning in config_warnings(new.cfg):
-            log.warning("config_warning", version=new.version, warning=warning)
         self._started_with = self._started_with or new.cfg
-        restart = restart_only_changes(self._started_with, new.cfg)
-        if restart:
-            log.warning("config_restart_needed", version=new.version, keys=restart,
-                        effect="the rest of the edit is applied; these keys are read at start only: restart the router")
+        if self._speaks_for_pod:
+            self._warn(new)
         self._readiness.set("config", True, str(self.path))
         self._readiness.set("models", True, "classifier loaded" if new.classifier else "classifier disabled")
         self.loaded.set()

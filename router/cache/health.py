@@ -116,8 +116,23 @@ class BackendHealth:
         return time.monotonic() - self.last_activity
 
     def detail(self) -> str:
-        """What /readyz shows. It said "answering" for a backend that had never answered (a Lite file in a read-only
-        directory: ~50 s, until `streak` probes had failed) and while failures added up towards the streak."""
+        """What /readyz shows: whether requests use the cache, and how far the breaker is. It said "answering" for a
+        backend that had never answered (a Lite file in a read-only directory: ~50 s, until `streak` probes had
+        failed), and "serving without cache: failing (1 in a row)" after one slow probe while the breaker was closed
+        and lookups still hit the cache (trial 14)."""
+        error = f": {self.last_error}" if self.failures else ""
+        if not self.up:
+            if self.successes:
+                return (f"breaker half open: backend answering again, lookups try it ({self.successes} of "
+                        f"{self.streak} answers in a row close the breaker)")
+            never = "backend not answered since start, " if not self.answered else ""
+            return (f"serving without cache: {never}breaker open ({self.failures} failed calls in a row), a probe lookup "
+                    f"a second{error}")
+        streak = f"{self.failures} failed call{'s' if self.failures > 1 else ''} in a row, breaker closed (opens at {self.streak})"
+        if not self.answered:
+            if self.failures:
+                return f"backend not answered since start: {streak}, lookups still try it{error}"
+            return "backend not asked yet"
         if self.failures:
-            return f"failing ({self.failures} in a row): {self.last_error}"
-        return "answering" if self.answered else "not asked yet"
+            return f"serving from the cache: {streak}{error}"
+        return "backend answering"

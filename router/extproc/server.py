@@ -211,7 +211,8 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     executor = EncoderQueue(thread_name_prefix="router-worker")
     readiness = Readiness()
-    holder = RuntimeHolder(config_path, readiness, AcceptedConfig(runtime_dir()))
+    pod = worker is None or worker.speaks_for_pod
+    holder = RuntimeHolder(config_path, readiness, AcceptedConfig(runtime_dir()), speaks_for_pod=pod)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -220,14 +221,15 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
     try:
         await holder.reload(first=True)
     except ConfigError as exc:
-        log.error("config_invalid", reason=str(exc))
+        if pod:
+            log.error("config_invalid", reason=str(exc))
     except ModelMissingError as exc:
         raise StartupError(str(exc)) from None
     # After the first load, so the cache probe never reports a runtime that is still loading.
     try:
         ops = await start_ops(obs, 0 if worker else server_cfg.metrics_port, config_path, holder.reload, readiness,
                               cache=lambda: holder.current.cache if holder.current else None, started_from=started_from,
-                              counts_reloads=worker is None or worker.counts_reloads)
+                              speaks_for_pod=pod)
     except OSError as exc:
         await holder.aclose()
         raise StartupError(f"metrics port {obs.metrics_host}:{server_cfg.metrics_port}: {exc.strerror}") from None

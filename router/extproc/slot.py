@@ -43,9 +43,11 @@ class WorkerSlot:
         return cls(Path(path), int(os.environ.get(WORKER_INDEX_ENV, "0"))) if path else None
 
     @property
-    def counts_reloads(self) -> bool:
+    def speaks_for_pod(self) -> bool:
         """Every worker reloads the same file; one of them counts it, so an edit is one reload of the Pod (README
-        "Router workers"). Worker 0's counts survive its restarts: a dead worker's files stay in the sums."""
+        "Router workers"), and logs what reads the same in every worker (the config's warnings, the keys only a
+        restart applies, why an edit or the file at start is rejected): N workers wrote each line N times, at every
+        start and reload (trial 14). Worker 0's counts survive its restarts: a dead worker's files stay in the sums."""
         return self.index == 0
 
     def write(self, state: dict[str, Any]) -> None:

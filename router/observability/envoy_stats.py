@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -35,12 +36,13 @@ MESSAGE_TIMEOUTS = _EXT_PROC + "message_timeouts"
 OVERFLOWS = {f"cluster.{EXT_PROC_CLUSTER}.upstream_rq_active_overflow": "max_requests",
              f"cluster.{EXT_PROC_CLUSTER}.upstream_rq_pending_overflow": "max_requests",
              f"http.{STAT_PREFIX}.downstream_rq_overload_close": "max_heap_mb"}
+UPTIME = "server.uptime"  # seconds since Envoy started: less than at the last scrape means it restarted
 TIMEOUT_S = 0.5  # a scrape must not hang on a busy Envoy
 
 
 def admin_reader(admin_port: int) -> Callable[[], dict[str, int]]:
-    """Envoy's ext_proc counters and OVERFLOWS from its admin `/stats` (JSON)."""
-    wanted = "|".join([re.escape(_EXT_PROC), *(re.escape(name) + "$" for name in OVERFLOWS)])
+    """Envoy's ext_proc counters, OVERFLOWS and UPTIME from its admin `/stats` (JSON)."""
+    wanted = "|".join([re.escape(_EXT_PROC), *(re.escape(name) + "$" for name in [*OVERFLOWS, UPTIME])])
     url = f"http://127.0.0.1:{admin_port}/stats?format=json&filter=" + urllib.parse.quote(f"^({wanted})")
 
     def read() -> dict[str, int]:
@@ -60,10 +62,35 @@ class EnvoyRouterFailures(Collector):
     refusals are the difference (each call adds 1 to the failures and 0 or 1 to the fail-opens), less the calls that
     failed only because Envoy was full (breaker overflows). Clamped at 0: with failure_mode_allow an overflow fails
     open, and an Envoy version may count a fail-open elsewhere.
+
+    Envoy's counters start from 0 when Envoy restarts, and the series mirrored them: they went backwards in a live
+    router (trial 14: 3, then 0), which Prometheus reads as a reset of the router. So each Envoy counter is added up
+    here by its increases, a drop meaning a restarted Envoy that has counted its new value since; the series never
+    decrease (a difference of two counters read at slightly different moments cannot pull them back either).
     """
 
     def __init__(self, read: Callable[[], dict[str, int]]) -> None:
         self.read = read
+        self._last: dict[str, int] = {}  # Envoy's counters at the last scrape
+        self._totals: dict[str, int] = {}  # their increases added up since this router started
+        self._exported: dict[tuple[str, str], int] = {}  # the highest value each series has shown
+        self._lock = threading.Lock()  # scrapes run in the metrics server's threads
+
+    def _since_start(self, stats: dict[str, int]) -> dict[str, int]:
+        """Each counter's increases across Envoy restarts: after one (its uptime or a counter went back) a counter's
+        whole value is its increase."""
+        uptime, last_uptime = stats.pop(UPTIME, None), self._last.pop(UPTIME, None)
+        restarted = (uptime is not None and last_uptime is not None and uptime < last_uptime) or any(
+            value < self._last.get(name, 0) for name, value in stats.items())
+        for name, value in stats.items():
+            increase = value if restarted else value - self._last.get(name, 0)
+            self._totals[name] = self._totals.get(name, 0) + increase
+        self._last = {**stats, **({} if uptime is None else {UPTIME: uptime})}
+        return dict(self._totals)
+
+    def _monotonic(self, name: str, label: str, value: int) -> int:
+        self._exported[name, label] = max(value, self._exported.get((name, label), 0))
+        return self._exported[name, label]
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         try:
@@ -72,20 +99,27 @@ class EnvoyRouterFailures(Collector):
             return
         if FAILED_OPEN not in stats:
             return
+        with self._lock:
+            families = self._families(self._since_start(stats))
+        yield from families
+
+    def _families(self, stats: dict[str, int]) -> list[CounterMetricFamily]:
         failed = stats.get(STREAMS_FAILED, 0) + stats.get(MESSAGE_TIMEOUTS, 0)
         full = {"max_requests": 0, "max_heap_mb": 0}
         for name, limit in OVERFLOWS.items():
             full[limit] += stats.get(name, 0)
-        yield CounterMetricFamily("vsr_envoy_failed_closed", "Requests Envoy refused (503 router_unavailable) or cut "
-                                  "because the router did not answer (down, frozen, past message_timeout_ms).",
-                                  value=max(failed - stats[FAILED_OPEN] - full["max_requests"], 0))
+        closed = self._monotonic("failed_closed", "", max(failed - stats[FAILED_OPEN] - full["max_requests"], 0))
+        refused = CounterMetricFamily("vsr_envoy_failed_closed", "Requests Envoy refused (503 router_unavailable) or cut "
+                                  "because the router did not answer (down, frozen, past message_timeout_ms). Envoy's "
+                                  "counts added up across Envoy restarts (those since the last scrape before one "
+                                  "are lost).", value=closed)
         overloaded = CounterMetricFamily("vsr_envoy_overloaded", "Requests Envoy refused because it was full (503 "
                                          "gateway_overloaded): past envoy.max_requests in flight (with "
                                          "failure_mode_allow sent on unrouted instead), or its heap past 90 % of "
-                                         "envoy.max_heap_mb.", labels=["limit"])
+                                         "envoy.max_heap_mb. Added up across Envoy restarts.", labels=["limit"])
         for limit, count in full.items():
-            overloaded.add_metric([limit], count)
-        yield overloaded
-        yield CounterMetricFamily("vsr_envoy_failed_open", "Requests Envoy sent on unrouted to the default model "
-                                  "because the router did not answer (failure_mode_allow: true).",
-                                  value=stats[FAILED_OPEN])
+            overloaded.add_metric([limit], self._monotonic("overloaded", limit, count))
+        failed_open = CounterMetricFamily("vsr_envoy_failed_open", "Requests Envoy sent on unrouted to the default model "
+                                  "because the router did not answer (failure_mode_allow: true). Added up across "
+                                  "Envoy restarts.", value=self._monotonic("failed_open", "", stats[FAILED_OPEN]))
+        return [refused, overloaded, failed_open]

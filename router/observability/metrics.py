@@ -193,11 +193,7 @@ class RouterMetrics:
             self.lookup_timeouts.labels(stage if stage != "resume" else "loop")
         self.cache_entries = Gauge(f"{PREFIX}_cache_entries", "Entries in the semantic cache.", registry=r,
                                    multiprocess_mode="livemax")
-        self.cache_backend_up = Gauge(
-            f"{PREFIX}_cache_backend_up",
-            "1 while the cache backend answers real traffic, 0 while it fails (the router serves uncached).",
-            registry=r, multiprocess_mode="livemin",
-        )
+        self.cache_backend_up: Gauge | None = None  # created with the first cache: a router without one has none
         self.cache_backend_downs = self._counter(
             "cache_backend_down_total", "Times the cache backend was marked down (the breaker opened).", ())
         self.cache_write_queue = Gauge(
@@ -363,7 +359,22 @@ class RouterMetrics:
         self.cache_entries.set(n)
 
     def set_cache_backend_up(self, up: bool) -> None:
+        """The series exists from the first cache backend on: a gauge defined up front read 0 in a router with the
+        cache disabled, the value of a dead backend, and SemanticRouterCacheDegraded would fire on it."""
+        if self.cache_backend_up is None:
+            self.cache_backend_up = Gauge(
+                f"{PREFIX}_cache_backend_up",
+                "1 while the cache backend answers real traffic, 0 while it fails (the router serves uncached); "
+                "absent in a router started without a cache.",
+                registry=self.registry, multiprocess_mode="livemin",
+            )
         self.cache_backend_up.set(1 if up else 0)
+
+    def forget_cache_backend(self) -> None:
+        """A reload turned the cache off: no breaker is open. The series cannot be removed (a worker's multiprocess
+        file keeps it), so it says 1 rather than keep a last 0 that would hold the alert until a restart."""
+        if self.cache_backend_up is not None:
+            self.cache_backend_up.set(1)
 
     def record_cache_backend_down(self) -> None:
         """The breaker opened: the gauge shows the state, this counter a breaker that keeps flapping."""

@@ -65,14 +65,14 @@ async def start_ops(
     readiness: Readiness | None = None,
     cache: Callable[[], CacheHealth | None] | None = None,
     started_from: Baseline | None = None,
-    counts_reloads: bool = True,
+    speaks_for_pod: bool = True,
 ) -> Ops:
     """Start /metrics + probes, the loop heartbeat and (if enabled) the config watcher + SIGHUP.
 
     Must run inside the serving loop. `reload` is the runtime holder's reload; it is also what
     SIGHUP triggers, so do not install another SIGHUP handler. `started_from`: the config file as it was before
-    the first load (`reload.baseline`), so an edit made since is reloaded. `counts_reloads`: False in every router
-    worker but one (`WorkerSlot.counts_reloads`).
+    the first load (`reload.baseline`), so an edit made since is reloaded. `speaks_for_pod`: False in every router
+    worker but one (`WorkerSlot.speaks_for_pod`).
     """
     readiness = readiness or Readiness()
     liveness = Liveness(stale_after_s=obs.liveness_stale_after_s)
@@ -81,7 +81,7 @@ async def start_ops(
     ops = Ops(readiness, liveness, health, port, watcher=None)
     ops._tasks.append(asyncio.create_task(liveness.run(), name="liveness-heartbeat"))
     watcher = ConfigWatcher(config_path, reload, interval_s=obs.watch_interval_s, poll=obs.watch_config,
-                            started_from=started_from, counts=counts_reloads)
+                            started_from=started_from, speaks_for_pod=speaks_for_pod)
     watcher.install_sighup()  # SIGHUP reloads even when file watching is off
     ops._tasks.append(asyncio.create_task(watcher.run(), name="config-watcher"))
     ops.watcher = watcher
@@ -92,26 +92,25 @@ async def start_ops(
 
 
 async def probe_cache(
-    readiness: Readiness, cache: Callable[[], CacheHealth | None], interval_s: float, degraded_ok: bool
+    readiness: Readiness, cache: Callable[[], CacheHealth | None], interval_s: float, degraded_ok: bool,
+    metrics: RouterMetrics = METRICS,
 ) -> None:
     """Report the cache component from the current runtime's cache until cancelled.
 
     `cache()` is read on every turn so a reload that swaps the cache is followed. No cache (disabled)
-    is ready. A failing backend, or one that has not answered yet, leaves the router able to serve (uncached),
-    so it stays ready unless the operator set `ready_without_cache: false`; the cache itself logs the transition and exports
-    `vsr_cache_backend_up`.
+    is ready, and has no `vsr_cache_backend_up` (a Pod without a cache read 0 there, the dead cache's value). A
+    failing backend, or one that has not answered yet, leaves the router able to serve (uncached), so it stays
+    ready unless the operator set `ready_without_cache: false`; the cache's own detail says whether requests still
+    use it.
     """
     while True:
         current = cache()
         up = True
         if current is None:
             readiness.set("cache", True, "disabled")
+            metrics.forget_cache_backend()
         else:
             up, detail = await current.check()
-            if up:
-                readiness.set("cache", True, f"backend {detail}")
-            else:
-                mode = "degraded: serving without cache" if degraded_ok else "unreachable"
-                readiness.set("cache", degraded_ok, f"{mode}: {detail}")
+            readiness.set("cache", up or degraded_ok, detail if up else f"{'degraded' if degraded_ok else 'not ready'}: {detail}")
         # Not up: asked again within a second, so a backend still connecting at start is ready without a 10 s wait.
         await asyncio.sleep(interval_s if up else min(interval_s, 1.0))

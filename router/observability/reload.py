@@ -65,7 +65,7 @@ class ConfigWatcher:
         metrics: RouterMetrics = METRICS,
         poll: bool = True,
         started_from: Baseline | None = None,
-        counts: bool = True,
+        speaks_for_pod: bool = True,
     ) -> None:
         self.path = Path(path)
         self._reload = reload
@@ -73,7 +73,7 @@ class ConfigWatcher:
         self.settle_s = settle_s
         self.poll = poll  # False: only SIGHUP / request_reload() trigger a reload
         self._metrics = metrics
-        self.counts = counts
+        self.speaks_for_pod = speaks_for_pod  # counts the Pod's reloads and logs a rejected file's reason
         # The content the runtime was started from (by default: the file as it is now).
         self._stat, self._hash = started_from if started_from is not None else baseline(self.path)
         self._wake = asyncio.Event()
@@ -132,8 +132,9 @@ class ConfigWatcher:
         async with self._lock:
             try:
                 ok = await self._reload()
-            except ConfigError as exc:
-                log.warning("config_reload_rejected", reason=str(exc), **where)
+            except ConfigError as exc:  # the same file, so the same reason, in every worker: one says it
+                if self.speaks_for_pod:
+                    log.warning("config_reload_rejected", reason=str(exc), **where)
                 ok = False
             except Exception:  # a broken reload must never stop the watcher; the old config serves on
                 log.exception("config_reload_crashed", **where)
@@ -144,5 +145,5 @@ class ConfigWatcher:
                 else:  # reload() logged the build error itself (runtime_build_failed) just before
                     log.warning("config_reload_rejected", reason="runtime build failed (runtime_build_failed)",
                                 **where)
-        self._metrics.record_config_reload(ok, counted=self.counts)
+        self._metrics.record_config_reload(ok, counted=self.speaks_for_pod)
         return ok

@@ -124,6 +124,8 @@ def test_probes_and_grpc_health_say_ready(stack: Stack) -> None:
     ready = httpx.get(base + "/readyz", timeout=5)
     assert ready.status_code == 200
     assert ready.json()["components"]["cache"] == {"ok": True, "detail": "disabled"}
+    # no cache, no cache backend to call down: the series read 0 and SemanticRouterCacheDegraded would fire
+    assert "vsr_cache_backend_up" not in httpx.get(base + "/metrics", timeout=5).text
     with grpc.insecure_channel(f"{stack.cfg.server.host}:{stack.cfg.server.port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "envoy.service.ext_proc.v3.ExternalProcessor"):
@@ -342,6 +344,10 @@ def test_requests_the_router_did_not_answer_are_refused_or_sent_on_and_counted_o
     other = "vsr_envoy_failed_closed_total" if allow else "vsr_envoy_failed_open_total"
     assert until(lambda: sample(scrape(stack), counted) == sample(before, counted) + 1)
     assert sample(scrape(stack), other) == sample(before, other)
+    # Envoy restarts, the router does not: the count mirrored Envoy's, which restart at 0 (trial 14: 3, then 0)
+    stack._stop("envoy")
+    stack.start_envoy()
+    assert until(lambda: sample(scrape(stack), counted) == sample(before, counted) + 1)  # main: 0 from then on
 
 
 def test_a_decision_envoy_stopped_waiting_for_is_not_counted_as_routed(make_stack: Callable[..., Stack]) -> None:

@@ -154,6 +154,11 @@ def test_one_config_edit_reaches_every_worker_and_counts_one_reload(stack: Stack
     version = _validated_version(stack.config_path)
     _poll(url, lambda r: all(w.get("config_version") == version for w in r.json()["workers"]), timeout_s=20)
     assert _settled_count(stack, "ok", ok + 1) == ok + 1
+    # the log says each worker applied it, and the config's warnings once: each worker wrote them all (trial 14)
+    lines = [json.loads(x) for x in (stack.workdir / "router.log").read_text().splitlines() if x.startswith("{")]
+    applied = [x["pid"] for x in lines if x["event"] == "config_applied" and x["version"] == version]
+    warned = [x["warning"] for x in lines if x["event"] == "config_warning" and x["version"] == version]
+    assert len(set(applied)) == WORKERS and warned and len(warned) == len(set(warned)), (applied, warned)
     valid = stack.config_path.read_text()
     raw["classifier"]["confidence_threshold"] = "high"  # rejected by every worker
     stack.config_path.write_text(yaml.safe_dump(raw, sort_keys=False))

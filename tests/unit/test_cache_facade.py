@@ -338,7 +338,7 @@ async def test_probes_before_the_first_answer_count_only_once_the_backend_is_mar
     """Every clean start counted an error per worker: its readiness probe came while the Lite child was starting."""
     store = SlowStore(fail=True)
     starting = SemanticCache(CFG.semantic_cache, store)
-    assert await starting.check() == (False, "failing (1 in a row): probe: down")
+    assert (await starting.check())[1].startswith("backend not answered since start: 1 failed call in a row")
     store.fail = False
     assert (await starting.check())[0] and starting.counters["error:probe"] == 0
     never = SemanticCache(CFG.semantic_cache, SlowStore(fail=True))
@@ -354,13 +354,14 @@ async def test_one_readiness_check_confirms_a_change_of_the_backend() -> None:
     47 s later, a restarted one 200 after 68 s. A check that finds the backend changing now asks until it decides."""
     store = SlowStore()
     cache = SemanticCache(CFG.semantic_cache, store)
-    assert await cache.check() == (True, "answering")
+    assert await cache.check() == (True, "backend answering")
     store.fail = True
     cache.health.last_activity -= cache.cfg.probe_idle_s  # no traffic since: the check sends its own lookup
-    assert await cache.check() == (False, f"failing ({cache.health.streak} in a row): probe: down")
+    down = f"serving without cache: breaker open ({cache.health.streak} failed calls in a row), a probe lookup a second"
+    assert await cache.check() == (False, f"{down}: probe: down")
     store.fail = False
     cache.health.last_activity -= cache.cfg.probe_idle_s
-    assert await cache.check() == (True, "answering")
+    assert await cache.check() == (True, "backend answering")
     await cache.close()
 
 

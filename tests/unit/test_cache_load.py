@@ -163,7 +163,7 @@ async def test_readiness_asks_a_backend_that_never_answered_instead_of_reporting
         await dead.check()
     assert not dead.health.up  # asked at every check while it never answered, not once per idle spell
     healthy = SemanticCache(CFG.semantic_cache, MemoryStore())
-    assert await healthy.check() == (True, "answering")
+    assert await healthy.check() == (True, "backend answering")
     await dead.close()
     await healthy.close()
 
@@ -194,7 +194,7 @@ async def test_a_starting_cache_is_reported_once_connected_not_degraded_by_its_f
     await asyncio.sleep(0.05)
     assert not check.done()  # nothing reported while connecting: readiness says "not reported yet"
     store.link.set()
-    assert await check == (True, "answering")
+    assert await check == (True, "backend answering")
     await cache.close()
 
 
@@ -202,7 +202,8 @@ async def test_a_backend_that_does_not_connect_in_time_is_left_to_the_probes(mon
     monkeypatch.setattr(semantic_cache, "WARM_UP_S", 0.01)
     cache = SemanticCache(CFG.semantic_cache, ConnectingStore())
     up, detail = await cache.check()
-    assert not up and detail == "failing (1 in a row): probe: timeout after 50 ms"
+    assert not up and detail == ("backend not answered since start: 1 failed call in a row, breaker closed (opens at 5), "
+                                  "lookups still try it: probe: timeout after 50 ms")
     await cache.close()
 
 

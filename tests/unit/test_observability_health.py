@@ -134,8 +134,33 @@ def test_the_cache_detail_says_answering_only_after_an_answer_and_never_while_it
     from router.cache.health import BackendHealth
 
     health = BackendHealth(streak=5)
-    assert health.up and health.detail() == "not asked yet"
+    assert health.up and health.detail() == "backend not asked yet"
     health.failure("LiteUnavailable: Read-only file system")
-    assert health.up and health.detail() == "failing (1 in a row): LiteUnavailable: Read-only file system"
+    assert health.up and health.detail() == ("backend not answered since start: 1 failed call in a row, breaker closed "
+                                             "(opens at 5), lookups still try it: LiteUnavailable: Read-only file system")
     health.success()
-    assert health.detail() == "answering"
+    assert health.detail() == "backend answering"
+    never = BackendHealth(streak=5)
+    for _ in range(5):
+        never.failure("probe: refused")
+    assert never.detail() == ("serving without cache: backend not answered since start, breaker open (5 failed calls "
+                              "in a row), a probe lookup a second: probe: refused")
+
+
+def test_the_cache_detail_says_serving_without_cache_only_while_the_breaker_keeps_requests_from_it() -> None:
+    """Trial 14: one slow probe read "degraded: serving without cache: failing (1 in a row): probe: timeout after
+    50 ms" while the breaker was closed (it opens at 5 in a row) and requests still hit the cache."""
+    from router.cache.health import BackendHealth
+
+    health = BackendHealth(streak=5)
+    health.success()
+    health.failure("probe: timeout after 50 ms")
+    assert health.admit() and health.detail() == ("serving from the cache: 1 failed call in a row, breaker closed "
+                                                   "(opens at 5): probe: timeout after 50 ms")
+    for _ in range(4):
+        health.failure("probe: connection refused")
+    assert health.blocked and health.detail() == ("serving without cache: breaker open (5 failed calls in a row), a "
+                                                 "probe lookup a second: probe: connection refused")
+    health.success()
+    assert health.admit() and health.detail() == ("breaker half open: backend answering again, lookups try it (1 of 5 "
+                                                  "answers in a row close the breaker)")

@@ -139,6 +139,27 @@ def test_requests_refused_because_envoy_was_full_are_not_the_router_being_unavai
     assert registry.get_sample_value("vsr_envoy_overloaded_total", {"limit": "max_heap_mb"}) == 3
 
 
+def test_envoys_counts_never_go_backwards_when_envoy_restarts_and_the_router_does_not() -> None:
+    """The series mirrored Envoy's own counters, which restart from 0 with Envoy: trial 14 read 3, then 0, in a router
+    that had not restarted (Prometheus takes that for a reset of the router). Now Envoy's increases are added up:
+    after a restart (its uptime or a counter went back) the new counts add to the old ones."""
+    from prometheus_client import CollectorRegistry
+
+    from router.observability import envoy_stats as es
+
+    reads = iter([
+        {es.STREAMS_FAILED: 3, es.MESSAGE_TIMEOUTS: 0, es.FAILED_OPEN: 0, es.UPTIME: 100},
+        {es.STREAMS_FAILED: 0, es.MESSAGE_TIMEOUTS: 0, es.FAILED_OPEN: 0, es.UPTIME: 2},  # Envoy restarted
+        {es.STREAMS_FAILED: 2, es.MESSAGE_TIMEOUTS: 1, es.FAILED_OPEN: 0, es.UPTIME: 20},
+        {es.STREAMS_FAILED: 4, es.MESSAGE_TIMEOUTS: 1, es.FAILED_OPEN: 0, es.UPTIME: 3},  # again, already past its old 3
+        {es.STREAMS_FAILED: 6, es.MESSAGE_TIMEOUTS: 0, es.FAILED_OPEN: 1},  # again, told by a counter that dropped
+    ])
+    registry = CollectorRegistry()
+    registry.register(es.EnvoyRouterFailures(lambda: next(reads)))
+    seen = [registry.get_sample_value("vsr_envoy_failed_closed_total") for _ in range(5)]
+    assert seen == [3, 3, 6, 11, 16]
+
+
 def test_event_counters_are_exported_at_zero_from_the_start_under_router_workers(tmp_path: Path) -> None:
     """README, Metrics: with workers (the default) the supervisor exports what the workers wrote, and a labelled counter
     nobody had touched was not exported at all (not even its HELP): an alert on vsr_jailbreak_blocks_total or

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from router.config import ObservabilityConfig, load_config
 from router.observability.health import Readiness
@@ -79,11 +79,13 @@ class Backend:
         self.up = True
 
     async def check(self) -> tuple[bool, str]:
-        return (True, "answering") if self.up else (False, "failing (3 in a row): connection refused")
+        return (True, "backend answering") if self.up else (False, "serving without cache: breaker open: connection refused")
 
 
-async def run_probe_once(readiness: Readiness, cache: Backend | None, degraded_ok: bool) -> None:
-    task = asyncio.create_task(probe_cache(readiness, lambda: cache, 60, degraded_ok))
+async def run_probe_once(readiness: Readiness, cache: Backend | None, degraded_ok: bool,
+                         metrics: RouterMetrics | None = None) -> None:
+    task = asyncio.create_task(probe_cache(readiness, lambda: cache, 60, degraded_ok,
+                                           metrics or RouterMetrics(CollectorRegistry())))
     await asyncio.sleep(0.02)
     task.cancel()
 
@@ -102,3 +104,18 @@ async def test_cache_probe_reports_reachable_unreachable_and_degraded() -> None:
     assert state["ok"] is True and state["detail"].startswith("degraded")
     await run_probe_once(readiness, None, degraded_ok=False)
     assert readiness.snapshot()["components"]["cache"] == {"ok": True, "detail": "disabled"}
+
+
+async def test_a_router_without_a_cache_has_no_cache_backend_series() -> None:
+    """With the cache disabled vsr_cache_backend_up read 0, a dead backend's value: SemanticRouterCacheDegraded
+    (min by instance == 0) would fire on a Pod that has no cache at all. The series comes with the first cache."""
+    metrics = RouterMetrics(CollectorRegistry())
+    readiness = Readiness(metrics=metrics)
+    await run_probe_once(readiness, None, degraded_ok=True, metrics=metrics)
+    assert readiness.snapshot()["components"]["cache"] == {"ok": True, "detail": "disabled"}
+    assert metrics.registry.get_sample_value("vsr_component_ready", {"component": "cache"}) == 1
+    assert b"vsr_cache_backend_up" not in generate_latest(metrics.registry)
+    metrics.set_cache_backend_up(False)  # a cache whose breaker opened, then a reload that turned the cache off
+    assert metrics.registry.get_sample_value("vsr_cache_backend_up") == 0
+    await run_probe_once(readiness, None, degraded_ok=True, metrics=metrics)
+    assert metrics.registry.get_sample_value("vsr_cache_backend_up") == 1  # no open breaker left to alert on

@@ -147,11 +147,14 @@ async def test_an_edit_made_between_the_first_load_and_the_watchers_start_is_rel
 
 
 async def test_a_worker_that_does_not_count_reloads_still_reports_its_verdict(setup: Setup) -> None:
-    """With router workers one counts the Pod's reloads (each counting its own read one edit as N reloads); the
-    others still set the gauge, whose worst live worker the Pod shows."""
+    """With router workers one counts the Pod's reloads (each counting its own read one edit as N reloads) and logs
+    why an edit is rejected (N workers wrote the same reason N times); the others still set the gauge, whose worst
+    live worker the Pod shows."""
     path, runtime, _, metrics = setup
-    other = ConfigWatcher(path, runtime.reload, settle_s=0.01, metrics=metrics, counts=False)
+    other = ConfigWatcher(path, runtime.reload, settle_s=0.01, metrics=metrics, speaks_for_pod=False)
     rewrite(path, "models: [")
-    assert await other.check() is False
+    with capture_logs() as lines:
+        assert await other.check() is False
+    assert [line for line in lines if line["event"] == "config_reload_rejected"] == []  # worker 0 says why, once
     assert reloads(metrics, "failed") == 0
     assert metrics.registry.get_sample_value("vsr_config_last_reload_successful") == 0

@@ -269,6 +269,7 @@ def exported_series() -> dict[str, set[str]]:
     m.observe_phase("total", 0.001)
     m.record_cache("skipped_write", "streaming")
     m.set_cache_entries(1)
+    m.set_cache_backend_up(True)  # with a cache only
     m.observe_confidence("c", 0.5)
     m.record_jailbreak_block("c")
     m.record_pii("EMAIL_ADDRESS")

@@ -13,7 +13,7 @@ import yaml
 
 from devstack.stack import ROOT
 from router import runtime as runtime_module
-from router.config import RouterConfig
+from router.config import RouterConfig, config_warnings
 from router.observability.health import Readiness
 from router.runtime import Runtime, RuntimeHolder, build_runtime
 
@@ -200,6 +200,32 @@ async def test_a_setting_that_cannot_act_is_logged_at_start_and_on_each_reload(c
         ("categories.0.jailbreak_action: block cannot act: classifier.jailbreak_action is flag, and a category's own "
         "action applies only under block")] * 2
     await holder.aclose()
+
+
+async def test_only_the_worker_that_speaks_for_the_pod_logs_the_configs_warnings(config_file: Path) -> None:
+    """N router workers wrote each config_warning and config_restart_needed N times at every start and reload (trial
+    14): the file is the same in each, so one worker says it. Every worker still logs that it applied a version."""
+    from structlog.testing import capture_logs
+
+    raw = yaml.safe_load(config_file.read_text())
+    raw["classifier"]["jailbreak_action"] = "flag"
+    raw["categories"][0]["jailbreak_action"] = "block"
+    config_file.write_text(yaml.safe_dump(raw))
+    holders = [RuntimeHolder(config_file, Readiness(), speaks_for_pod=pod) for pod in (True, False)]
+    with capture_logs() as lines:
+        for holder in holders:
+            await holder.reload(first=True)
+        raw["server"]["workers"] = 5
+        config_file.write_text(yaml.safe_dump(raw))
+        for holder in holders:
+            assert await holder.reload()
+    events = [line["event"] for line in lines if line["event"].startswith("config_")]
+    assert holders[0].current is not None
+    warnings = len(config_warnings(holders[0].current.cfg))  # the jailbreak_action one among them
+    assert events.count("config_applied") == 4
+    assert events.count("config_restart_needed") == 1 and events.count("config_warning") == 2 * warnings  # start, reload
+    for holder in holders:
+        await holder.aclose()
 
 
 async def test_a_reload_that_fails_half_way_leaves_no_cache_backend_behind(config_file: Path, tmp_path: Path) -> None:

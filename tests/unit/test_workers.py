@@ -213,7 +213,7 @@ def test_only_the_first_worker_counts_config_reloads(tmp_path: Path, monkeypatch
         monkeypatch.setenv("VSR_WORKER_INDEX", index)
         slot = WorkerSlot.from_env()
         assert slot is not None and slot.index == int(index)
-        counted.append(slot.counts_reloads)
+        counted.append(slot.speaks_for_pod)
     assert counted == [True, False]
 
 
