@@ -207,6 +207,11 @@ async def test_a_backend_that_does_not_connect_in_time_is_left_to_the_probes(mon
     await cache.close()
 
 
+# A gap a blocking call causes (0.5 s or more here) and a loaded 2-core machine alone does not (it can delay a
+# tick past 0.1 s: unit runs at load 11-13 failed on 0.12 s).
+BLOCKED_S = 0.3
+
+
 class Heartbeat:
     """Measures the longest gap between ticks of a task on the loop: a blocked loop shows here."""
 
@@ -247,7 +252,7 @@ async def test_memory_store_search_runs_off_the_loop_so_its_timeout_fires(monkey
     start = time.perf_counter()
     assert await beat.during(lambda: cache.lookup(req)) is None
     assert time.perf_counter() - start < 0.4  # the 50 ms budget held: not the 0.5 s search
-    assert beat.max_gap < 0.1 and cache.counters["error:lookup"] == 1
+    assert beat.max_gap < BLOCKED_S and cache.counters["error:lookup"] == 1
     await cache.close()
 
 
@@ -308,7 +313,7 @@ async def test_a_hanging_milvus_connect_never_blocks_the_event_loop(monkeypatch:
     await beat.during(calls)
     HangingClient.release.set()
     assert time.perf_counter() - start < 0.5
-    assert beat.max_gap < 0.1, f"event loop blocked for {beat.max_gap:.2f} s"
+    assert beat.max_gap < BLOCKED_S, f"event loop blocked for {beat.max_gap:.2f} s"
 
 
 async def test_a_connect_that_fails_after_its_callers_gave_up_logs_no_traceback(
