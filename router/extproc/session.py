@@ -164,8 +164,9 @@ class StreamSession(Screener, AnswerPhases):
         chat, self.request.stateful = parsed.chat, parsed.stateful
         self.runtime.policy.require_model(chat.model)  # a 404 costs no classifier pass, nor a 503 under load
         previous = parsed.original.get("previous_response_id") if parsed.api == "responses" else None
-        held = await affinity.stored_response(self.runtime.affinity, self.request.caller.identity, previous) \
-            if isinstance(previous, str) and previous else None  # whatever model is asked for: another's is a 404
+        held = None
+        if isinstance(previous, str) and previous:  # whatever model is asked for: another caller's response is a 404
+            held = await affinity.stored_response(self.runtime.affinity, self.request.caller.identity, previous)
         self.request.stream_usage = parsed.api != "chat" or chat.include_usage  # Responses, Messages: always
         text = await self._screen(chat, screen, deadline)
         with self.trace.span("vsr.decision"):

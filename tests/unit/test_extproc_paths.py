@@ -14,7 +14,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from router import apis, screening
 from router.affinity import MemoryPins
 from router.extproc.session import INLINE_BODY_BYTES, StreamSession
-from router.runtime import Runtime
+from router.runtime import Runtime, build_runtime
 from tests.unit.test_extproc_session import EXECUTOR, MATH, body, config, headers, runtime, send, set_headers
 
 
@@ -108,6 +108,21 @@ async def test_another_callers_stored_response_is_a_404_on_every_call(path: str,
     owner = await StreamSession(rt, EXECUTOR).handle(headers(f"/v1/responses/{rid}{path}", method,
                                                              authorization="Bearer sk-tenant-a"))
     assert owner.WhichOneof("response") == "request_headers" and set_headers(owner)["x-selected-cluster"] == "qwen3-4b"
+
+
+async def test_stored_responses_keep_their_creator_with_affinity_off() -> None:
+    """The creator is kept in the pin store, which a runtime opened only with affinity on: with `affinity.enabled:
+    false` no response had a creator, and every caller with an identity would have been refused its own."""
+    cfg = config(lambda raw: raw.update(affinity={"enabled": False}, classifier={"enabled": False},
+                                        semantic_cache={"enabled": False}))
+    rt = build_runtime(cfg)
+    rid = await _stored_by(rt, "sk-tenant-a")
+    mine = await StreamSession(rt, EXECUTOR).handle(headers(f"/v1/responses/{rid}", "GET",
+                                                            authorization="Bearer sk-tenant-a"))
+    assert mine.WhichOneof("response") == "request_headers"
+    other = await StreamSession(rt, EXECUTOR).handle(headers(f"/v1/responses/{rid}", "GET",
+                                                             authorization="Bearer sk-tenant-b"))
+    assert other.immediate_response.status.code == 404
 
 
 @pytest.mark.parametrize("model", ["auto", "qwen3-4b"])
