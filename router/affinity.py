@@ -23,8 +23,8 @@ lets the new turn switch it:
 - **Responses state**: a Responses request that continues `previous_response_id` goes to the model
   that produced that response (its server holds the state), remembered when the answer passed; if that
   model may not see the new input's PII, the request is refused (400), never sent to a model without the state.
-  Its pin also names who created it: a call on the response, or a continuation, by anyone else is refused with the
-  404 of an unknown id (stored_response).
+  Its pin also names who created it: while the pin lasts, a call on the response, or a continuation, by anyone else
+  is refused with the 404 of an unknown id; an id without a pin goes on unchecked (stored_response).
 - **Switch**: the pinned category is not `sticky`, the new turn's own category signal reaches
   `affinity.switch_confidence` (keyword rules count as 1.0), or the pinned model may not see the
   PII detected in this turn.
@@ -317,21 +317,18 @@ def response_owner(caller: str | None, response_id: str) -> str:
 
 
 async def stored_response(store: PinStore | None, caller: str | None, response_id: str) -> Pin | None:
-    """The pin of a stored response `caller` may read, delete, cancel or continue; None for an id this router never
-    saw (created before it, through another Pod, or its pin expired or was dropped) asked by an anonymous caller, which
-    goes where it would without the id: a deployment without identities has one tenant.
+    """The pin of a stored response `caller` may read, delete, cancel or continue; None for an id this router holds no
+    record of (created before it, through another Pod, its pin expired or dropped), which goes where it would without
+    the id, whoever asks: refusing it locked owners out of their own conversations after an hour idle, a restart, or
+    on any other Pod.
 
-    Nothing one tenant stored is served to another: an id created by another caller (or by an anonymous one, or by a
-    caller with an identity for an anonymous one) is refused with OpenAI's 404 for an unknown id, and so is an unknown
-    id asked by a caller with an identity, since its owner cannot be told (fail safe: its owner is refused too)."""
+    An id recorded as created by another caller (or by an anonymous one, or by a caller with an identity for an
+    anonymous one) is refused with OpenAI's 404 for an unknown id."""
     pin = await store.get(response_key(response_id)) if store is not None else None
-    if pin is not None and pin.owner == response_owner(caller, response_id):
+    if pin is None or pin.owner == response_owner(caller, response_id):
         return pin
-    if pin is None and caller is None:
-        return None
-    refused = ResponseNotFound(response_id, owned_by_another=pin is not None)
-    metrics.record_stored_response_refused(refused.code)
-    raise refused
+    metrics.record_stored_response_refused()
+    raise ResponseNotFound(response_id)
 
 
 def switches(cfg: RouterConfig, pin: Pin, decision: Decision) -> bool:

@@ -61,15 +61,14 @@ class ModelNotFound(RouterError):
 
 
 class ResponseNotFound(RouterError):
-    """A stored response another caller created, or (for a caller with an identity) one this router never saw: OpenAI's
-    own 404 for an unknown id, word for word and with `code: null`, so the answer never tells that the id exists.
-    `code` (the log line's `error`) says which: `response_not_owned` or `response_unknown`."""
+    """A stored response another caller created: OpenAI's own 404 for an unknown id, word for word and with `code:
+    null`, so the answer never tells that the id exists. `code` names it in the log line and the trace."""
 
     status = 404
+    code = "response_not_owned"
 
-    def __init__(self, response_id: str, owned_by_another: bool):
+    def __init__(self, response_id: str):
         super().__init__(f"No response found with id '{response_id}'.")
-        self.code = "response_not_owned" if owned_by_another else "response_unknown"
 
     @property
     def wire_code(self) -> str | None:

@@ -44,8 +44,6 @@ NONE = "none"
 PREFIX = "vsr"
 GUARDS = ("jailbreak", "content_safety")  # router.policy.GUARDS; metrics does not import the policy
 AFFINITY_RESULTS = ("new", "sticky", "rederived", "switched", "none")  # router.affinity's, which imports metrics
-# Why a call on a stored response (or a continuation of one) was refused: errors.ResponseNotFound's codes.
-StoredResponseRefusal = Literal["response_not_owned", "response_unknown"]
 
 # The sidecar adds about 1 ms per request and a classifier pass costs 1-30 ms: resolve that range
 # finely, and keep a few coarse buckets for stalls.
@@ -236,13 +234,10 @@ class RouterMetrics:
             self.affinity.labels(result)
         self.stored_response_refusals = self._counter(
             "stored_response_refusals_total",
-            "Calls on a stored response and previous_response_id continuations refused with a 404, by reason: "
-            "response_not_owned (another caller created it) or response_unknown (an id this router never saw, "
-            "asked by a caller with an identity).",
-            ("reason",),
+            "Calls on a stored response and previous_response_id continuations refused with a 404: another caller "
+            "created it.",
+            (),
         )
-        for reason in get_args(StoredResponseRefusal):
-            self.stored_response_refusals.labels(reason)
         self.retries = self._counter(
             "upstream_retries_total",
             "Upstream attempts after the first one (Envoy retries), by the chosen model.",
@@ -426,8 +421,8 @@ class RouterMetrics:
         if result in AFFINITY_RESULTS:
             self.affinity.labels(result).inc()
 
-    def record_stored_response_refused(self, reason: str) -> None:
-        self.stored_response_refusals.labels(_check(reason, StoredResponseRefusal)).inc()
+    def record_stored_response_refused(self) -> None:
+        self.stored_response_refusals.inc()
 
     def record_config_reload(self, ok: bool, now: float | None = None, counted: bool = True) -> None:
         """`counted`: False in all router workers but one, so one edit is one reload of the Pod, not one per worker

@@ -110,9 +110,22 @@ async def test_another_callers_stored_response_is_a_404_on_every_call(path: str,
     assert owner.WhichOneof("response") == "request_headers" and set_headers(owner)["x-selected-cluster"] == "qwen3-4b"
 
 
+@pytest.mark.parametrize(("path", "method"), [("", "GET"), ("", "DELETE"), ("/input_items", "GET"),
+                                              ("/cancel", "POST")])
+async def test_an_id_the_router_never_saw_goes_on_for_a_caller_with_an_identity(path: str, method: str) -> None:
+    """Its owner may have created it through another Pod, or before a restart or its pin's expiry: a 404 there locked
+    it out of its own conversation. It goes to the default model, as it did before creators were recorded."""
+    rt = runtime(MATH)
+    rt.affinity = MemoryPins()
+    resp = await StreamSession(rt, EXECUTOR).handle(headers(f"/v1/responses/resp_elsewhere{path}", method,
+                                                            authorization="Bearer sk-tenant-a"))
+    assert resp.WhichOneof("response") == "request_headers", resp
+    assert "x-selected-cluster" not in set_headers(resp)
+
+
 async def test_stored_responses_keep_their_creator_with_affinity_off() -> None:
     """The creator is kept in the pin store, which a runtime opened only with affinity on: with `affinity.enabled:
-    false` no response had a creator, and every caller with an identity would have been refused its own."""
+    false` no response had a creator, and another caller's calls on it were passed through to its server."""
     cfg = config(lambda raw: raw.update(affinity={"enabled": False}, classifier={"enabled": False},
                                         semantic_cache={"enabled": False}))
     rt = build_runtime(cfg)

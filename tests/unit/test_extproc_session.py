@@ -789,7 +789,7 @@ async def test_tool_outputs_alone_are_screened_as_tool_results(signal: Classific
     """A Responses continuation of tool outputs alone has no user turn: its last output is the classified text, which
     the jailbreak guard reads as the tool result it is and the content-safety guard does not judge."""
     session = StreamSession(runtime(signal), EXECUTOR)
-    await session.handle(headers("/v1/responses"))  # anonymous: a response this router never saw goes on
+    await session.handle(headers("/v1/responses", authorization="Bearer sk-tenant-a"))
     resp = await session.handle(body({"model": "auto", "previous_response_id": "resp_1", "input": [
         {"type": "function_call_output", "call_id": "c1", "output": "page text"}]}))
     if status is None:
