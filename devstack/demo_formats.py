@@ -63,6 +63,8 @@ async def responses(model: DemoModel, request: web.Request, body: dict[str, Any]
             "status": "completed", "model": model.name, "output": [message], "usage": usage, "error": None,
             "incomplete_details": None, "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
             "x_demo": {"upstream": model.name, "received": received}}
+    if body.get("store") is not False:
+        model.keep(resp)
     if not body.get("stream"):
         return web.json_response(resp)
     out = await _start(request)
@@ -89,6 +91,26 @@ async def responses(model: DemoModel, request: web.Request, body: dict[str, Any]
     await _event(out, "response.completed", {"sequence_number": next(seq), "response": resp})
     await out.write_eof()
     return out
+
+
+def _not_found(rid: str) -> web.Response:
+    error = {"message": f"No response found with id '{rid}'.", "type": "invalid_request_error", "param": None,
+             "code": None}
+    return web.json_response({"error": error}, status=404)
+
+
+async def stored_response(model: DemoModel, request: web.Request) -> web.Response:
+    """GET /v1/responses/{id}: a response this server stored (`store` not false), as the model servers keep them."""
+    rid = request.match_info["id"]
+    resp = model.stored.get(rid)
+    return web.json_response(resp) if resp is not None else _not_found(rid)
+
+
+async def delete_response(model: DemoModel, request: web.Request) -> web.Response:
+    rid = request.match_info["id"]
+    if model.stored.pop(rid, None) is None:
+        return _not_found(rid)
+    return web.json_response({"id": rid, "object": "response.deleted", "deleted": True})
 
 
 async def messages(model: DemoModel, request: web.Request, body: dict[str, Any], fault: str | None) -> web.StreamResponse:

@@ -18,13 +18,15 @@ realistic stream lengths for benchmarks. `x-demo-token-ms` waits that long befor
 generating), so each event is its own write rather than a few coalesced ones. `x-demo-reasoning: TEXT` makes the
 model think TEXT first, sent as vLLM's reasoning parser sends it: the message's `reasoning_content`, or in a stream
 `delta.reasoning_content` word by word before the content. The Anthropic endpoint honours `stop_sequences` and the
-Responses one `include: ["message.output_text.logprobs"]` (devstack/demo_formats.py).
+Responses one `include: ["message.output_text.logprobs"]` (devstack/demo_formats.py), and keeps Responses answers
+(unless `store: false`) for `GET`/`DELETE /v1/responses/{id}`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import json
 import time
@@ -40,6 +42,7 @@ Handler = Callable[["DemoModel", web.Request, dict[str, Any], str | None], Await
 
 ECHO_FIELDS = ("model", "chat_template_kwargs", "reasoning_effort", "stream")
 STALL_S = 10.0
+MAX_STORED = 10_000
 
 
 class DemoModel:
@@ -48,6 +51,12 @@ class DemoModel:
         self.delay_ms = delay_ms
         self.fault = fault
         self.requests = 0
+        self.stored: dict[str, dict[str, Any]] = {}  # Responses answers by id, the newest MAX_STORED
+
+    def keep(self, response: dict[str, Any]) -> None:
+        self.stored[response["id"]] = response
+        if len(self.stored) > MAX_STORED:  # benchmarks create many
+            del self.stored[next(iter(self.stored))]
 
     def fault_for(self, request: web.Request) -> str | None:
         """The fault injected into this model for this request, if any."""
@@ -201,6 +210,8 @@ def make_app(model: DemoModel) -> web.Application:
     for path, handler in [("/v1/responses", demo_formats.responses), ("/v1/messages", demo_formats.messages),
                           ("/v1/completions", demo_formats.completions), ("/v1/embeddings", demo_formats.embeddings)]:
         app.router.add_post(path, model.endpoint(handler))
+    app.router.add_get("/v1/responses/{id}", functools.partial(demo_formats.stored_response, model))
+    app.router.add_delete("/v1/responses/{id}", functools.partial(demo_formats.delete_response, model))
     app.router.add_get("/stats", model.stats)
 
     async def _tag(_: web.Request, response: web.StreamResponse) -> None:

@@ -23,6 +23,8 @@ lets the new turn switch it:
 - **Responses state**: a Responses request that continues `previous_response_id` goes to the model
   that produced that response (its server holds the state), remembered when the answer passed; if that
   model may not see the new input's PII, the request is refused (400), never sent to a model without the state.
+  Its pin also names who created it: while the pin lasts, a call on the response, or a continuation, by anyone else
+  is refused with the 404 of an unknown id; an id without a pin goes on unchecked (stored_response).
 - **Switch**: the pinned category is not `sticky`, the new turn's own category signal reaches
   `affinity.switch_confidence` (keyword rules count as 1.0), or the pinned model may not see the
   PII detected in this turn.
@@ -46,7 +48,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from router.config import AffinityConfig, RouterConfig
-from router.errors import PIIViolation
+from router.errors import PIIViolation, ResponseNotFound
 from router.observability import logs, metrics
 from router.openai_wire import ChatRequest, bounded, message_text
 from router.policy import Decision, Policy, pii_said
@@ -64,6 +66,7 @@ NEW, STICKY, SWITCHED, REDERIVED, NONE = "new", "sticky", "switched", "rederived
 class Pin:
     model: str
     category: str
+    owner: str = ""  # a stored response's: who created it (response_owner); "" for a session's pin
 
 
 class PinStore(Protocol):
@@ -132,6 +135,7 @@ class SharedPins:
 
     BUSY_TIMEOUT_S = 0.05
     MAX_PENDING = 10_000
+    SCHEMA = 1  # PRAGMA user_version: 1 added the owner of a stored response's pin (a named runtime dir outlives us)
 
     def __init__(self, path: Path, max_entries: int = 100_000, ttl_s: float = 3600.0):
         self.path = path
@@ -202,21 +206,26 @@ class SharedPins:
             db = sqlite3.connect(self.path, timeout=self.BUSY_TIMEOUT_S, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=OFF")  # a pin lost in a power cut costs one re-derivation
-            db.execute("CREATE TABLE IF NOT EXISTS pins (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
-                       "category TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID")
-            db.execute("CREATE INDEX IF NOT EXISTS pins_by_expiry ON pins (expires)")
+            db.execute("BEGIN IMMEDIATE")  # one worker of the Pod creates (or replaces) the table
+            if db.execute("PRAGMA user_version").fetchone()[0] < self.SCHEMA:
+                db.execute("DROP TABLE IF EXISTS pins")  # pins without owners: dropped, as at a restart
+                db.execute("CREATE TABLE pins (key TEXT PRIMARY KEY, model TEXT NOT NULL, category TEXT NOT NULL, "
+                           "owner TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID")
+                db.execute("CREATE INDEX pins_by_expiry ON pins (expires)")
+                db.execute(f"PRAGMA user_version = {self.SCHEMA}")
+            db.execute("COMMIT")
             self._db = db
         return self._db
 
-    def _select(self, key: str, now: float) -> tuple[str, str] | None:
-        row = self._connection().execute("SELECT model, category FROM pins WHERE key = ? AND expires > ?",
+    def _select(self, key: str, now: float) -> tuple[str, str, str] | None:
+        row = self._connection().execute("SELECT model, category, owner FROM pins WHERE key = ? AND expires > ?",
                                          (key, now)).fetchone()
-        return (row[0], row[1]) if row else None
+        return (row[0], row[1], row[2]) if row else None
 
     def _upsert(self, batch: list[tuple[str, tuple[Pin, float]]], prune: bool) -> None:
         db = self._connection()
-        db.executemany("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?)",
-                       [(key, pin.model, pin.category, now + self.ttl_s) for key, (pin, now) in batch])
+        db.executemany("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?, ?)",
+                       [(key, pin.model, pin.category, pin.owner, now + self.ttl_s) for key, (pin, now) in batch])
         if prune:
             db.execute("DELETE FROM pins WHERE expires <= ?", (max(now for _, (_, now) in batch),))
             db.execute("DELETE FROM pins WHERE key IN (SELECT key FROM pins ORDER BY expires DESC LIMIT -1 OFFSET ?)",
@@ -295,10 +304,31 @@ def conversation_key(chat: ChatRequest, caller: str, anchor: str) -> str:
     return "c:" + _digest(caller, user if isinstance(user, str) else "", system, anchor)
 
 
-def response_key(caller: str | None, response_id: str) -> str:
-    """The key of a Responses answer, continued later with `previous_response_id` by the same `caller` (its
-    identity, keys.Caller.identity)."""
-    return "r:" + _digest(caller or "", response_id)
+def response_key(response_id: str) -> str:
+    """The key of a Responses answer a model server may have stored: by its id alone, so that a call naming it finds
+    its pin whoever calls, and one by another caller is refused (stored_response) rather than passed through."""
+    return "r:" + _digest(response_id)
+
+
+def response_owner(caller: str | None, response_id: str) -> str:
+    """Who created a stored response, as its pin keeps it: a digest of the caller's identity (keys.Caller.identity;
+    anonymous callers share ""), salted with the id, so that the store never holds an API key or a tenant's name."""
+    return _digest(caller or "", response_id)
+
+
+async def stored_response(store: PinStore | None, caller: str | None, response_id: str) -> Pin | None:
+    """The pin of a stored response `caller` may read, delete, cancel or continue; None for an id this router holds no
+    record of (created before it, through another Pod, its pin expired or dropped), which goes where it would without
+    the id, whoever asks: refusing it locked owners out of their own conversations after an hour idle, a restart, or
+    on any other Pod.
+
+    An id recorded as created by another caller (or by an anonymous one, or by a caller with an identity for an
+    anonymous one) is refused with OpenAI's 404 for an unknown id."""
+    pin = await store.get(response_key(response_id)) if store is not None else None
+    if pin is None or pin.owner == response_owner(caller, response_id):
+        return pin
+    metrics.record_stored_response_refused()
+    raise ResponseNotFound(response_id)
 
 
 def switches(cfg: RouterConfig, pin: Pin, decision: Decision) -> bool:
@@ -313,7 +343,7 @@ def switches(cfg: RouterConfig, pin: Pin, decision: Decision) -> bool:
 
 async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: Mapping[str, str],
                   decision: Decision, signal: Classification, caller: str | None,
-                  turns: Sequence[tuple[str, Classification]]) -> tuple[Decision, str]:
+                  turns: Sequence[tuple[str, Classification]], held: Pin | None = None) -> tuple[Decision, str]:
     """The decision for this turn of its conversation, and what affinity did (for x-vsr-affinity).
 
     `caller`: the client's identity (keys.Caller.identity: API key, tenant or user header), None for an anonymous
@@ -321,10 +351,9 @@ async def resolve(policy: Policy, store: PinStore, chat: ChatRequest, headers: M
     anonymous client would share the pins, and the model one is routed to would tell it how others' conversations
     opened and moved. It is re-derived from its own history instead (the same answer on every replica, and nothing
     learnt from others).
-    `turns`: the earlier user turns as the guards' screen read them (`first_decisive`)."""
-    previous = chat.body.get("previous_response_id")
-    if isinstance(previous, str) and (held := await store.get(response_key(caller, previous))) is not None \
-            and held.model in policy.cfg.models:  # a model the config no longer has: the turn's own decision
+    `turns`: the earlier user turns as the guards' screen read them (`first_decisive`).
+    `held`: the pin of the stored response the request continues (`previous_response_id`, stored_response)."""
+    if held is not None and held.model in policy.cfg.models:  # else a removed model: the turn's own decision
         return _continued(policy, decision, held, signal), STICKY
     key = session_key(chat, headers, caller, policy.cfg.affinity)
     if key is None:

@@ -36,9 +36,14 @@ class RouterError(Exception):
         if status is not None:
             self.status = status
 
+    @property
+    def wire_code(self) -> str | None:
+        """The `code` the client reads; `code` itself names the error in the log line and the trace."""
+        return self.code
+
     def body(self) -> bytes:
         """The JSON body OpenAI clients parse: {"error": {"message", "type", "code", "param"}}."""
-        error = {"message": self.message, "type": self.type, "code": self.code, "param": self.param}
+        error = {"message": self.message, "type": self.type, "code": self.wire_code, "param": self.param}
         return json.dumps({"error": error}).encode()
 
 
@@ -53,6 +58,21 @@ class InvalidJSON(RouterError):
 class ModelNotFound(RouterError):
     status = 404
     code = "model_not_found"
+
+
+class ResponseNotFound(RouterError):
+    """A stored response another caller created: OpenAI's own 404 for an unknown id, word for word and with `code:
+    null`, so the answer never tells that the id exists. `code` names it in the log line and the trace."""
+
+    status = 404
+    code = "response_not_owned"
+
+    def __init__(self, response_id: str):
+        super().__init__(f"No response found with id '{response_id}'.")
+
+    @property
+    def wire_code(self) -> str | None:
+        return None
 
 
 class MethodNotAllowed(RouterError):

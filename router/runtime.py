@@ -105,7 +105,7 @@ def build_runtime(cfg: RouterConfig) -> Runtime:
     acquired last: a step failing after it left the cache acquired by no runtime, so never closed.
     """
     classifier = MemoizedClassifier(load_classifier(cfg)) if cfg.classifier.enabled else None
-    affinity = open_pins(cfg.affinity, runtime_dir()) if cfg.affinity.enabled else None
+    affinity = open_pins(cfg.affinity, runtime_dir())  # also who created each stored response, affinity on or off
     policy, tracing, version = Policy(cfg), build_tracing(cfg.tracing), config_version(cfg)
     cache = CACHES.acquire(cfg) if cfg.semantic_cache.enabled else None
     if cache is not None and classifier is not None:

@@ -101,13 +101,15 @@ class AnswerPhases(StreamState):
             self.request.cache_unstored = why
 
     async def _remember_response(self) -> None:
-        """A later `previous_response_id` request must reach the model (and server) that holds this answer."""
+        """A later `previous_response_id` request must reach the model (and server) that holds this answer, and only
+        its creator's may (affinity.stored_response)."""
         r, d, store = self.response, self.request.decision, self.runtime.affinity
         streamed = r.assembler.response_id if isinstance(r.assembler, apis.ResponsesAssembler) else None
         rid = r.response_id or streamed
         if rid and d is not None and store is not None:
-            pin = affinity.Pin(r.answered_by if r.answered_by in self.runtime.cfg.models else d.model, d.category)
-            await store.put(affinity.response_key(self.request.caller.identity, rid), pin)
+            pin = affinity.Pin(r.answered_by if r.answered_by in self.runtime.cfg.models else d.model, d.category,
+                               affinity.response_owner(self.request.caller.identity, rid))
+            await store.put(affinity.response_key(rid), pin)
             await store.flush()  # stored before the answer's end reaches the client, whose continuation may come at
             # once through another worker (written behind: 1 of 40 did in a test_workers_e2e run, to the other model)
 

@@ -163,17 +163,21 @@ class StreamSession(Screener, AnswerPhases):
         parsed, screen = await _off_loop_when_large(len(body.body), _read, self.request.api, body.body)
         chat, self.request.stateful = parsed.chat, parsed.stateful
         self.runtime.policy.require_model(chat.model)  # a 404 costs no classifier pass, nor a 503 under load
+        previous = parsed.original.get("previous_response_id") if parsed.api == "responses" else None
+        held = None
+        if isinstance(previous, str) and previous:  # whatever model is asked for: another caller's response is a 404
+            held = await affinity.stored_response(self.runtime.affinity, self.request.caller.identity, previous)
         self.request.stream_usage = parsed.api != "chat" or chat.include_usage  # Responses, Messages: always
         text = await self._screen(chat, screen, deadline)
         with self.trace.span("vsr.decision"):
             decision = self.runtime.policy.decide(chat, self.request.signal, text)
-            if decision.auto and self.runtime.affinity is not None:
+            if decision.auto and self.runtime.affinity is not None and self.runtime.cfg.affinity.enabled:
                 start = time.perf_counter()
                 known = self.request.earlier_signals
                 turns = [(t, known.get(self._bounded(t), NO_SIGNAL)) for t in screen.user_turns()]
                 decision, self.request.affinity = await affinity.resolve(
                     self.runtime.policy, self.runtime.affinity, chat, self.request.headers, decision,
-                    self.request.signal, self.request.caller.identity, turns)
+                    self.request.signal, self.request.caller.identity, turns, held)
                 self.request.timings["affinity"] = time.perf_counter() - start
             self.request.decision = decision
             if self.trace.recording:
@@ -195,10 +199,10 @@ class StreamSession(Screener, AnswerPhases):
         return msg.route_request(routed, headers)
 
     async def _route_stored_response(self, path: str) -> pb.ProcessingResponse:
-        """GET/DELETE /v1/responses/{id}[/...]: to the model whose server stored that response, if known."""
+        """GET/DELETE /v1/responses/{id}[/...]: to the model whose server stored that response, if known; another
+        caller's is a 404 (affinity.stored_response)."""
         rid = path[len(apis.RESPONSES_ITEM_PREFIX):].split("/", 1)[0]
-        store, key = self.runtime.affinity, affinity.response_key(self.request.caller.identity, rid)
-        pin = await store.get(key) if store is not None and rid else None
+        pin = await affinity.stored_response(self.runtime.affinity, self.request.caller.identity, rid)
         if pin is None or pin.model not in self.runtime.cfg.models:
             return msg.continue_request_headers(msg.PASS_THROUGH)  # unknown here: the default model
         cluster = self.runtime.cfg.cluster_of(pin.model)

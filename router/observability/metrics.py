@@ -228,6 +228,12 @@ class RouterMetrics:
         )
         for result in AFFINITY_RESULTS:
             self.affinity.labels(result)
+        self.stored_response_refusals = self._counter(
+            "stored_response_refusals_total",
+            "Calls on a stored response and previous_response_id continuations refused with a 404: another caller "
+            "created it.",
+            (),
+        )
         self.retries = self._counter(
             "upstream_retries_total",
             "Upstream attempts after the first one (Envoy retries), by the chosen model.",
@@ -426,6 +432,9 @@ class RouterMetrics:
         if result in AFFINITY_RESULTS:
             self.affinity.labels(result).inc()
 
+    def record_stored_response_refused(self) -> None:
+        self.stored_response_refusals.inc()
+
     def record_config_reload(self, ok: bool, now: float | None = None, counted: bool = True) -> None:
         """`counted`: False in all router workers but one, so one edit is one reload of the Pod, not one per worker
         (every worker still reports its verdict in the gauges, whose worst live worker the Pod shows)."""
@@ -471,6 +480,7 @@ REGISTRY = METRICS.registry
 # The request path calls these; bound methods keep the signatures for type checkers.
 set_label_values = METRICS.set_label_values
 record_request = METRICS.record_request
+record_stored_response_refused = METRICS.record_stored_response_refused
 observe_phase = METRICS.observe_phase
 record_cache = METRICS.record_cache
 set_cache_entries = METRICS.set_cache_entries

@@ -169,8 +169,47 @@ def test_a_continued_response_goes_to_the_model_that_holds_its_state(oai: openai
     streamed_id = next(e for e in events if e.type == "response.completed").response.id
     follow = oai.responses.with_raw_response.create(model="auto", input="ok", previous_response_id=streamed_id)
     assert follow.headers["x-vsr-selected-model"] == BIG
+    # an id the router has no record of (another Pod's, or older than its pin) goes on, whoever asks: a 404 locked its
+    # owner out of its own conversation
     unknown = oai.responses.with_raw_response.create(model="auto", input="ok", previous_response_id="resp_unknown")
     assert unknown.headers["x-vsr-selected-model"] == SMALL  # "ok" on its own words
+    assert unknown.parse().model_extra["x_demo"]["received"]["previous_response_id"] == "resp_unknown"
+    asked = httpx.get(f"{oai.base_url}responses/resp_unknown", headers={"authorization": f"Bearer {API_KEY}"})
+    assert asked.headers["x-demo-upstream"] == SMALL  # its server's own answer, not the router's
+
+
+def test_a_stored_response_is_served_to_the_caller_that_created_it_alone(oai: openai.OpenAI, stack: Stack) -> None:
+    """Its affinity pin was keyed by (caller, id): another tenant who learnt the id found no pin and was passed through
+    to the default model unread, whose server read it out, deleted it or continued it for them. Now another caller
+    (another key, or none) gets OpenAI's 404 for an id that does not exist; its creator is served as before."""
+    other = openai.OpenAI(base_url=stack.base_url, api_key="sk-responses-other-tenant", max_retries=0)
+    mine = oai.responses.create(model="auto", input="tell me something nice about my grandmother", store=True)
+    assert mine.model == SMALL  # kept by the default model's server, where another caller's calls went
+    calls: list[Callable[[], object]] = [
+        lambda: other.responses.retrieve(mine.id),
+        lambda: other.responses.delete(mine.id),
+        lambda: other.responses.create(model="auto", input="and what did I ask?", previous_response_id=mine.id),
+        lambda: other.responses.create(model=SMALL, input="and what did I ask?", previous_response_id=mine.id)]
+    for call in calls:
+        with pytest.raises(openai.NotFoundError) as refused:
+            call()
+        assert refused.value.response.json() == {"error": {
+            "message": f"No response found with id '{mine.id}'.", "type": "invalid_request_error", "param": None,
+            "code": None}}
+        assert "x-demo-upstream" not in refused.value.response.headers  # no model server saw it
+    anonymous = httpx.get(f"{stack.base_url}/responses/{mine.id}")
+    assert anonymous.status_code == 404 and "x-demo-upstream" not in anonymous.headers
+    assert oai.responses.retrieve(mine.id).output_text == mine.output_text  # still there, served to its creator
+    follow = oai.responses.create(model="auto", input="and then?", previous_response_id=mine.id)
+    assert follow.model == SMALL
+    oai.responses.delete(mine.id)
+    with pytest.raises(openai.NotFoundError) as gone:
+        oai.responses.retrieve(mine.id)
+    assert gone.value.response.headers["x-demo-upstream"] == SMALL  # its server's answer: deleted by its creator
+    metrics = httpx.get(f"http://127.0.0.1:{stack.cfg.server.metrics_port}/metrics", timeout=5).text
+    assert "vsr_stored_response_refusals_total 5.0" in metrics
+    log = (stack.workdir / "router.log").read_text()
+    assert '"error": "response_not_owned"' in log and mine.id not in log  # logged, the id never
 
 
 def test_anthropic_messages_are_classified_routed_and_cached(claude: anthropic.Anthropic) -> None:

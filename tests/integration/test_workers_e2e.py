@@ -267,18 +267,24 @@ def test_sessions_and_responses_keep_their_model_whichever_worker_a_turn_lands_o
             return (first.headers["x-vsr-selected-model"], second.headers["x-vsr-selected-model"],
                     second.headers["x-vsr-affinity"])
 
-        def conversation(i: int) -> tuple[str, str]:
-            first = client.post(f"{stack.base_url}/responses",
+        def conversation(i: int) -> tuple[str, str, int, str | None]:
+            owner = {"authorization": "Bearer sk-workers"}
+            first = client.post(f"{stack.base_url}/responses", headers=owner,
                                 json={"model": "auto", "input": f"Prove that the integral of x is x^2/2 ({i})"})
-            second = client.post(f"{stack.base_url}/responses", json={
+            second = client.post(f"{stack.base_url}/responses", headers=owner, json={
                 "model": "auto", "previous_response_id": first.json()["id"], "input": "tell me something nice"})
             assert second.status_code == 200, second.text
-            return first.headers["x-vsr-selected-model"], second.headers["x-vsr-selected-model"]
+            # another tenant, whichever worker it lands on: the router's 404 (the creator's record is the Pod's),
+            # where it passed through to the default model
+            other = client.get(f"{stack.base_url}/responses/{first.json()['id']}",
+                               headers={"authorization": "Bearer sk-workers-other-tenant"})
+            return (first.headers["x-vsr-selected-model"], second.headers["x-vsr-selected-model"], other.status_code,
+                    other.headers.get("x-demo-upstream"))
 
         sessions = list(pool.map(session, range(40)))
         continuations = list(pool.map(conversation, range(40)))
     assert sessions == [(big, big, "sticky")] * 40
-    assert continuations == [(big, big)] * 40
+    assert continuations == [(big, big, 404, None)] * 40
     after = streams(stack)
     assert all(after[pid] > before.get(pid, 0) for pid in after)  # both workers served turns (before any is killed)
 

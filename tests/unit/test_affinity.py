@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,16 @@ from router.affinity import (
     open_pins,
     resolve,
     response_key,
+    response_owner,
     session_key,
+    stored_response,
     switches,
 )
 from router.apis import cache_identity
 from router.cache import SkipReason, build_cache_request
 from router.cache.keys import caller
 from router.config import AffinityConfig, RouterConfig, load_config, parse_config
-from router.errors import JailbreakBlocked, PIIViolation
+from router.errors import JailbreakBlocked, PIIViolation, ResponseNotFound
 from router.openai_wire import ChatRequest, parse_chat_request
 from router.policy import Decision, Policy
 from router.signals import NO_SIGNAL, Classification, PIIFinding
@@ -194,7 +197,7 @@ def test_anthropic_api_keys_never_share_a_session_or_a_stored_response() -> None
     a, b = who({"x-api-key": "sk-ant-a"}), who({"x-api-key": "sk-ant-b"})
     assert session_key(_chat("hello"), {"x-session-id": "s1"}, a, cfg) != session_key(
         _chat("hello"), {"x-session-id": "s1"}, b, cfg)
-    assert response_key(a, "resp_1") != response_key(b, "resp_1")
+    assert response_owner(a, "resp_1") != response_owner(b, "resp_1")
 
 
 def test_only_a_strong_signal_for_another_category_switches() -> None:
@@ -341,19 +344,21 @@ async def test_a_pinned_model_the_pii_forbids_is_left_for_an_allowed_one() -> No
 async def test_a_response_continuation_whose_pii_its_model_refuses_is_a_400_not_a_silent_move() -> None:
     """Trial (2026-12-01): it went to another model, whose server does not hold the previous response."""
     policy, store = Policy(CFG), MemoryPins()
-    await store.put(response_key(ALICE, "resp_1"), Pin(BIG, "math"))
+    held = Pin(BIG, "math", response_owner(ALICE, "resp_1"))
     chat = parse_chat_request(json.dumps({"model": "auto", "previous_response_id": "resp_1", "messages": [
         {"role": "user", "content": "my card is 4111 1111 1111 1111"}]}).encode())
     card = _signal("other", 0.5, ("CREDIT_CARD",))
     with pytest.raises(PIIViolation) as raised:
-        await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _screened(chat, {}))
+        await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _screened(chat, {}), held)
     assert raised.value.status == 400 and raised.value.param == "previous_response_id"
     assert f"'{BIG}'" in raised.value.message and "CREDIT_CARD" in raised.value.message
     clean = _signal("other", 0.5)
-    out, how = await resolve(policy, store, chat, {}, policy.decide(chat, clean), clean, ALICE, _screened(chat, {}))
+    out, how = await resolve(policy, store, chat, {}, policy.decide(chat, clean), clean, ALICE, _screened(chat, {}),
+                             held)
     assert (out.model, how) == (BIG, "sticky")
-    await store.put(response_key(ALICE, "resp_1"), Pin("a-model-since-removed", "math"))
-    out, how = await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _screened(chat, {}))
+    held = dataclasses.replace(held, model="a-model-since-removed")
+    out, how = await resolve(policy, store, chat, {}, policy.decide(chat, card), card, ALICE, _screened(chat, {}),
+                             held)
     assert (out.model, how) == (SMALL, "none")  # no server of this config holds it: the turn's own words decide
 
 
@@ -427,3 +432,66 @@ def test_affinity_keys_are_validated() -> None:
         assert "affinity.keys.0" in str(exc)
     else:
         raise AssertionError("an unknown key source must be rejected")
+
+
+def _refusals() -> float:
+    from router.observability.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value("vsr_stored_response_refusals_total") or 0.0
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_a_stored_response_is_only_ever_served_to_the_caller_that_created_it(tmp_path: Path, kind: str) -> None:
+    """Its pin was keyed by (caller, id): another caller found none and was passed through to the default model, whose
+    server served it (GET), deleted it (DELETE) or continued it (previous_response_id). Another caller's id is now
+    the 404 of an id that does not exist, whoever asks."""
+    store, bob = STORES[kind](tmp_path), "tenant\0k\0sk-bob"
+    await store.put(response_key("resp_alice"), Pin(BIG, "math", response_owner(ALICE, "resp_alice")))
+    await store.put(response_key("resp_anon"), Pin(SMALL, "other", response_owner(None, "resp_anon")))
+    await store.flush()
+    assert await stored_response(store, ALICE, "resp_alice") == Pin(BIG, "math", response_owner(ALICE, "resp_alice"))
+    assert (await stored_response(store, None, "resp_anon")).model == SMALL  # type: ignore[union-attr]
+    before = _refusals()
+    for who, rid in [(bob, "resp_alice"), (None, "resp_alice"), (ALICE, "resp_anon")]:
+        with pytest.raises(ResponseNotFound) as refused:
+            await stored_response(store, who, rid)
+        assert refused.value.status == 404 and refused.value.code == "response_not_owned"
+        assert json.loads(refused.value.body()) == {"error": {  # OpenAI's own, for an id it does not have
+            "message": f"No response found with id '{rid}'.", "type": "invalid_request_error", "param": None,
+            "code": None}}
+    assert _refusals() == before + 3
+
+
+@pytest.mark.parametrize("kind", STORES)
+async def test_an_id_the_router_has_no_record_of_goes_on_whoever_asks(tmp_path: Path, kind: str) -> None:
+    """Created before this router, through another Pod, or its pin expired: refusing it to every caller with an
+    identity (as this branch first did) locked owners out of their own conversations after an hour idle, after a
+    restart, and on every Pod but the one that saw the create. It goes where it would without the id."""
+    store, before = STORES[kind](tmp_path), _refusals()
+    expired = time.monotonic() - 2 * AffinityConfig().ttl_s
+    await store.put(response_key("resp_yesterday"), Pin(BIG, "math", response_owner(ALICE, "resp_yesterday")),
+                    now=expired)
+    await store.flush()
+    for who in (ALICE, "tenant\0k\0sk-bob", None):
+        for rid in ("resp_elsewhere", "resp_yesterday"):
+            assert await stored_response(store, who, rid) is None
+            assert await stored_response(None, who, rid) is None
+    assert _refusals() == before
+
+
+async def test_a_pins_file_without_owners_is_replaced_not_failed_on(tmp_path: Path) -> None:
+    """A named runtime directory outlives the router: a pins table of the version before owners had four columns,
+    and every write of five would have failed (routed as if no pin were stored, and stored responses refused)."""
+    import sqlite3
+
+    path = tmp_path / "pins.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE pins (key TEXT PRIMARY KEY, model TEXT NOT NULL, category TEXT NOT NULL, "
+                    "expires REAL NOT NULL) WITHOUT ROWID")
+        old.execute("INSERT INTO pins VALUES ('h:old', 'gpt-oss-120b', 'math', 1e12)")
+    old.close()
+    store = SharedPins(path)
+    await store.put(response_key("resp_1"), Pin(BIG, "math", response_owner(ALICE, "resp_1")))
+    await store.flush()
+    assert await SharedPins(path).get(response_key("resp_1")) == Pin(BIG, "math", response_owner(ALICE, "resp_1"))
+    assert await SharedPins(path).get("h:old") is None

@@ -8,12 +8,14 @@ import threading
 from typing import Any
 
 import pytest
+from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from router import apis, screening
 from router.affinity import MemoryPins
 from router.extproc.session import INLINE_BODY_BYTES, StreamSession
-from tests.unit.test_extproc_session import EXECUTOR, MATH, config, headers, runtime, send
+from router.runtime import Runtime, build_runtime
+from tests.unit.test_extproc_session import EXECUTOR, MATH, body, config, headers, runtime, send, set_headers
 
 
 def _guards_off(raw: dict[str, Any]) -> None:
@@ -72,6 +74,87 @@ async def test_a_stored_response_call_on_another_method_is_a_405(path: str, meth
     resp = await _answer(headers(path, method))
     assert resp.immediate_response.status.code == 405, resp
     assert _error(resp)["error"]["code"] == "method_not_allowed"
+
+
+async def _stored_by(rt: Runtime, key: str) -> str:
+    """A Responses answer (store defaults to true) the default model's server keeps, created by the caller of `key`."""
+    session = StreamSession(rt, EXECUTOR)
+    await session.handle(headers("/v1/responses", authorization=f"Bearer {key}"))
+    await session.handle(body({"model": "qwen3-4b", "input": "hello"}))
+    status = [base_pb2.HeaderValue(key=":status", raw_value=b"200"),
+              base_pb2.HeaderValue(key="content-type", raw_value=b"application/json")]
+    await session.handle(pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(
+        headers=status))))
+    answer = {"id": "resp_a1", "object": "response", "status": "completed", "model": "qwen3-4b", "output": []}
+    await session.handle(pb.ProcessingRequest(response_body=pb.HttpBody(body=json.dumps(answer).encode(),
+                                                                        end_of_stream=True)))
+    return answer["id"]
+
+
+@pytest.mark.parametrize(("path", "method"), [("", "GET"), ("", "DELETE"), ("/input_items", "GET"),
+                                              ("/cancel", "POST")])
+async def test_another_callers_stored_response_is_a_404_on_every_call(path: str, method: str) -> None:
+    """Its pin was keyed by (caller, id): another tenant found none and was passed through to the default model, whose
+    server read, deleted or cancelled the response for it. Its creator's call is still routed."""
+    rt = runtime(MATH)
+    rt.affinity = MemoryPins()
+    rid = await _stored_by(rt, "sk-tenant-a")
+    for key in ("sk-tenant-b", None):
+        extra = {"authorization": f"Bearer {key}"} if key else {}
+        refused = await StreamSession(rt, EXECUTOR).handle(headers(f"/v1/responses/{rid}{path}", method, **extra))
+        assert refused.immediate_response.status.code == 404, refused
+        assert _error(refused) == {"error": {"message": f"No response found with id '{rid}'.",
+                                             "type": "invalid_request_error", "param": None, "code": None}}
+    owner = await StreamSession(rt, EXECUTOR).handle(headers(f"/v1/responses/{rid}{path}", method,
+                                                             authorization="Bearer sk-tenant-a"))
+    assert owner.WhichOneof("response") == "request_headers" and set_headers(owner)["x-selected-cluster"] == "qwen3-4b"
+
+
+@pytest.mark.parametrize(("path", "method"), [("", "GET"), ("", "DELETE"), ("/input_items", "GET"),
+                                              ("/cancel", "POST")])
+async def test_an_id_the_router_never_saw_goes_on_for_a_caller_with_an_identity(path: str, method: str) -> None:
+    """Its owner may have created it through another Pod, or before a restart or its pin's expiry: a 404 there locked
+    it out of its own conversation. It goes to the default model, as it did before creators were recorded."""
+    rt = runtime(MATH)
+    rt.affinity = MemoryPins()
+    resp = await StreamSession(rt, EXECUTOR).handle(headers(f"/v1/responses/resp_elsewhere{path}", method,
+                                                            authorization="Bearer sk-tenant-a"))
+    assert resp.WhichOneof("response") == "request_headers", resp
+    assert "x-selected-cluster" not in set_headers(resp)
+
+
+async def test_stored_responses_keep_their_creator_with_affinity_off() -> None:
+    """The creator is kept in the pin store, which a runtime opened only with affinity on: with `affinity.enabled:
+    false` no response had a creator, and another caller's calls on it were passed through to its server."""
+    cfg = config(lambda raw: raw.update(affinity={"enabled": False}, classifier={"enabled": False},
+                                        semantic_cache={"enabled": False}))
+    rt = build_runtime(cfg)
+    rid = await _stored_by(rt, "sk-tenant-a")
+    mine = await StreamSession(rt, EXECUTOR).handle(headers(f"/v1/responses/{rid}", "GET",
+                                                            authorization="Bearer sk-tenant-a"))
+    assert mine.WhichOneof("response") == "request_headers"
+    other = await StreamSession(rt, EXECUTOR).handle(headers(f"/v1/responses/{rid}", "GET",
+                                                             authorization="Bearer sk-tenant-b"))
+    assert other.immediate_response.status.code == 404
+
+
+@pytest.mark.parametrize("model", ["auto", "qwen3-4b"])
+async def test_another_callers_response_is_never_continued(model: str) -> None:
+    """`previous_response_id` naming another tenant's response went on (to the model asked for, or the turn's own),
+    and its server answered from that tenant's stored conversation."""
+    rt = runtime(MATH)
+    rt.affinity = MemoryPins()
+    rid = await _stored_by(rt, "sk-tenant-a")
+    continuation = {"model": model, "input": "and then?", "previous_response_id": rid}
+    session = StreamSession(rt, EXECUTOR)
+    await session.handle(headers("/v1/responses", authorization="Bearer sk-tenant-b"))
+    refused = await session.handle(body(continuation))
+    assert refused.immediate_response.status.code == 404
+    assert _error(refused)["error"]["message"] == f"No response found with id '{rid}'."
+    assert session.request.error_code == "response_not_owned"  # the log line's `error`
+    session = StreamSession(rt, EXECUTOR)
+    await session.handle(headers("/v1/responses", authorization="Bearer sk-tenant-a"))
+    assert (await session.handle(body(continuation))).WhichOneof("response") == "request_body"
 
 
 def _no_body(path: str) -> pb.ProcessingRequest:
