@@ -74,12 +74,13 @@ class Scored:
         )
 
 
-# The hand-labelled chat test sets: the first (evaluated after every change since 2026-11-29, so seen) and a second
-# one labelled 2026-11-30 from ShareGPT TEST conversations only, before any model predicted on it.
+# The hand-labelled chat test sets: the first (evaluated after every change since 2026-11-29, so seen), then fresh ones
+# labelled before any model predicted on them; v2 and v3 balance the domains, v4 is the natural traffic mix.
 DOMAIN_CHAT_SETS = {
     "chat": ("chat_domain_test.jsonl", "ShareGPT + chatterbot prompts labelled by reading them"),
     "chat_v2": ("chat_domain_test_v2.jsonl", "ShareGPT TEST-split prompts labelled by reading them (fresh)"),
     "chat_v3": ("chat_domain_test_v3.jsonl", "ShareGPT DEV-split and later TEST-split prompts labelled by reading"),
+    "chat_v4": ("chat_domain_test_v4.jsonl", "a seeded random sample of ShareGPT TEST first turns: the natural mix"),
 }
 
 

@@ -33,6 +33,9 @@ def hand_labelled() -> dict:
         "chat_domain_test_v3.jsonl (ShareGPT DEV conversations and later TEST turns; no model predicted on it before it was committed)": _jsonl_counts(
             "chat_domain_test_v3.jsonl", "label"
         ),
+        "chat_domain_test_v4.jsonl (a seeded sample of ShareGPT TEST first turns, natural mix; no model predicted on it before it was committed)": _jsonl_counts(
+            "chat_domain_test_v4.jsonl", "label"
+        ),
         "train/chat_domain_train.jsonl (ShareGPT TRAIN only; domain head and offline.finetune)": _jsonl_counts(
             "train/chat_domain_train.jsonl", "label"
         ),

@@ -187,3 +187,21 @@ def test_example_category_rows_keep_their_conversations_split() -> None:
     assert len(sharegpt) >= len(rows) - 1 and len({r["text"] for r in rows}) == len(rows)
     assert all(r["split"] == chat_data.sharegpt_split(chat_data.conversation(r["id"]).split(":", 1)[1])
                for r in sharegpt)
+
+
+def test_natural_mix_set_holds_only_fresh_test_first_turns_read_by_hand() -> None:
+    # v4 measures what a fleet sees: TEST conversations only, none shared with another hand-labelled file or
+    # matched by JAILBREAK_LIKE, one row per conversation, every row labelled by reading.
+    from offline.chat_v4_sample import MAX_CHARS, MIN_CHARS, V4
+    from offline.train_data import DOMAINS
+
+    rows = chat_data.jsonl_rows(chat_data.DATA / V4)
+    conversations = [chat_data.conversation(r["id"]) for r in rows]
+    others = {chat_data.conversation(r["id"]) for path in chat_data.DATA.glob("*.jsonl")
+              if path.name != V4 for r in chat_data.jsonl_rows(path) if "id" in r}
+    assert len(rows) == 300 and len(set(conversations)) == len(rows) and not others & set(conversations)
+    assert {r["label"] for r in rows} <= set(DOMAINS)
+    assert all(r["labelled_by"] == "reading" and r["date"] == "2026-12-02" for r in rows)
+    assert all(chat_data.sharegpt_split(c.removeprefix("sharegpt:")) == chat_data.TEST for c in conversations)
+    assert not any(chat_data.JAILBREAK_LIKE.search(r["text"]) for r in rows)
+    assert all(MIN_CHARS <= len(r["text"]) <= MAX_CHARS for r in rows)
