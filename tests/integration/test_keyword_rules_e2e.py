@@ -44,3 +44,19 @@ def test_a_backtracking_rule_lets_an_adversarial_prompt_and_an_ordinary_one_both
     assert (hostile[0], ordinary[0]) == (200, 200)
     assert hostile[1] != "history"  # it ends in '!': the rule does not match
     assert _ask(oai, "aaaa") == (200, "history")  # the rule still routes what it matches
+
+
+@pytest.mark.parametrize(("text", "category", "model"), [
+    # Issue 10: coding asks the domain head sent to `other` (qwen3-4b, no reasoning); the shipped rule takes them.
+    ("How do I convert a pandas dataframe column to datetime?", "computer science", "gpt-oss-120b"),
+    ("Write a bash script that renames all .txt files in a folder", "computer science", "gpt-oss-120b"),
+    # A language's everyday sense is no code word (this stack runs no classifier: unruled text is `other`).
+    ("Is java from Indonesia a good coffee for espresso?", "other", "qwen3-4b"),
+])
+def test_the_shipped_rule_sends_coding_asks_to_the_reasoning_model(oai: openai.OpenAI, text: str, category: str,
+                                                                   model: str) -> None:
+    raw = oai.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": text}])
+    demo = raw.parse().model_extra["x_demo"]
+    assert raw.headers["x-vsr-selected-category"] == category
+    assert demo["upstream"] == model == raw.headers["x-vsr-selected-model"]
+    assert demo["received"].get("reasoning_effort") == ("high" if model == "gpt-oss-120b" else None)

@@ -74,6 +74,34 @@ SHIPPED_RULE_CASES = [
     ("What is the derivative of x^2 sin(x)?", "math"),
     ("write a python script that renames my photos", "computer science"),
     ("my C code won't compile", "computer science"),
+    # Issue 10: coding asks the head sent to `other` (the first two) or elsewhere (ShareGPT TRAIN prompts), by their
+    # shape or a language named before a code word ...
+    ("How do I convert a pandas dataframe column to datetime?", "computer science"),
+    ("Write a bash script that renames all .txt files in a folder", "computer science"),
+    ("write a regex to remove date in english", "computer science"),
+    ("Can I use native ios and android modules inside a flutter app?", "computer science"),
+    ("Write a simple JS function. Answer concisely.", "computer science"),
+    ("SyntaxError: invalid decimal literal", "computer science"),
+    ('Traceback (most recent call last):\n  File "main.py", line 3, in <module>', "computer science"),
+    ("npm ERR! code ERESOLVE", "computer science"),
+    ("how do I undo git commit but keep my changes", "computer science"),
+    ("def total(xs):\n    sum(xs)\nwhy does this print None?", "computer science"),
+    ("CREATE TABLE users (id INT PRIMARY KEY, name TEXT)", "computer science"),
+    ("what does the main() in app.py do?", "computer science"),
+    # ... and not the everyday senses and prose shapes that misfired while the rule was chosen (offline/README.md)
+    ("Skills: Python (Intermediate), Java, C++, JavaScript, SQL, Docker, Kubernetes, NumPy", None),
+    ("Is java from Indonesia a good coffee for espresso?", None),
+    ("We are planning a Java program for our students this summer in Yogyakarta", None),
+    ("The pandas project at the zoo needs volunteers", None),
+    ("Ruby class at the nursery starts at 9", None),
+    ("We have some Spring classes open for registration", None),
+    ("My class schedule: Monday math, Tuesday art", None),
+    ("Write a script for a short film about two friends", None),
+    ("Put each city in bold and link it with HTML code", None),
+    ("The cargo run from Shanghai takes three weeks", None),
+    ("PLEASE SELECT ONE FROM THE LIST BELOW", None),
+    ("```\nYou wake up in a small room with stone walls.\n```", None),
+    ('Web search results: [1] "..." URL: https://www.example.org/index.php/component/advantages', None),
 ]
 
 
