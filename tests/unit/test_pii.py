@@ -659,6 +659,7 @@ def test_a_german_street_with_its_house_number_is_still_an_address(encoder, text
         ("Bu akşam için ne pişirebilirim?", False),
         ("猫山王是什么意思", False),
         ("Расскажи о лицензии", False),
+        ("Darf mein Vermieter in der Altstadt die Kaution behalten?", False),  # was STREET_ADDRESS "mein Vermieter"
     ],
 )
 def test_language_gate(text: str, english: bool) -> None:
