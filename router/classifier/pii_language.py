@@ -41,7 +41,7 @@ FOREIGN_WORDS = frozenset((
     "zu", "bitte", "kannst", "kann", "gibt", "mein", "meine", "meinen", "wo", "oder", "aber", "sind", "wird", "werden",
     "haben", "habe", "über", "nach", "bei", "noch", "nur", "schon", "wenn", "dass", "sie", "wir", "ihr", "uns", "diese",
     "dieser", "dieses", "welche", "viel", "sehr", "warum", "wer", "kein", "keine", "vom", "zum", "zur", "ob", "weil",
-    "hast",
+    "hast", "darf", "liegt", "heißt", "wegen", "ohne", "gegen",
     "het", "een", "ik", "jij", "niet", "zijn", "wat", "voor", "dat", "deze", "dit", "ook", "maar", "mijn", "kunnen",
     "kun", "zou", "wordt", "naar", "bij", "nog", "heb", "heeft", "welke", "waar", "waarom", "zoals", "graag",
     "une", "je", "tu", "vous", "nous", "elle", "pour", "pas", "que", "qui", "dans", "sur", "avec", "ce", "cette", "mes",

@@ -108,6 +108,26 @@ def test_a_name_in_the_middle_of_a_long_prompt_keeps_it_from_a_model_that_refuse
     assert "Thompson" not in (stack.workdir / "router.log").read_text()
 
 
+def test_a_phone_number_written_against_chinese_text_keeps_it_from_a_model_that_refuses_phones(stack: Stack) -> None:
+    """Trial 15: Chinese writes no space around a number, and the validators took a Chinese letter for part of a word,
+    so "我的手机号是13812345678" (my mobile is ...) went to gpt-oss-120b, whose pii_policy refuses PHONE_NUMBER, and was
+    stored in the cache; the same number with spaces around it was found."""
+    ask = "解方程 3x + 7 = 22，并解释每一步。"  # solve the equation and explain each step: math, gpt-oss-120b's
+    plain = _client(stack).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": ask}])
+    assert plain.headers["x-vsr-selected-model"] == "gpt-oss-120b"
+    prompt = ask + "我的手机号是13812345678，算完请发短信给我。"  # ... my mobile is ..., text me the result
+    answers = _routed_twice_uncached(stack, prompt, "pii")
+    assert [h["x-vsr-selected-model"] for h in answers] == ["qwen3-4b"] * 2
+    assert "skipped gpt-oss-120b (1.00): pii_policy refuses PHONE_NUMBER" in answers[0]["x-vsr-decision-reason"]
+    with pytest.raises(openai.PermissionDeniedError) as refused:  # asked for by name: refused per its pii_policy
+        _client(stack).chat.completions.create(model="gpt-oss-120b", messages=[{"role": "user", "content": prompt}])
+    assert refused.value.response.headers["x-vsr-pii-violation"] == "PHONE_NUMBER"
+    lines = _request_lines(stack, [h["x-request-id"] for h in answers])
+    assert [(line["cache"], line["pii_types"]) for line in lines.values()] == [("skip:pii", ["PHONE_NUMBER"])] * 2
+    assert "13812345678" not in (stack.workdir / "router.log").read_text()
+
+
 def test_a_prompt_longer_than_the_pii_screen_reads_is_unscreened(stack: Stack) -> None:
     """Past the 2,048 tokens the PII head reads whole (~8-10k characters), a name could sit unread: such a prompt is
     routed as if it held names, and never cached. Addresses are read around the places one may stand (none in this

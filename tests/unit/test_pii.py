@@ -575,6 +575,79 @@ def test_email_and_phone_in_german_text_are_still_found(encoder) -> None:  # typ
 
 
 @pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("我的手机号是13812345678，请快递到了给我打电话。", "PHONE_NUMBER", "13812345678"),  # a Chinese mobile, no spaces
+        ("这是我的电话+86 138 1234 5678，谢谢", "PHONE_NUMBER", "+86 138 1234 5678"),
+        ("私の電話番号は090-1234-5678です。", "PHONE_NUMBER", "090-1234-5678"),
+        ("제 전화번호는 010-1234-5678입니다.", "PHONE_NUMBER", "010-1234-5678"),  # Korean's particle on the number
+        ("请把报告发到我的邮箱zhangwei@qq.com谢谢。", "EMAIL_ADDRESS", "zhangwei@qq.com"),
+        ("私のメールはtanaka@example.co.jpです", "EMAIL_ADDRESS", "tanaka@example.co.jp"),
+        ("kim.minsu@naver.com으로 보내 주세요", "EMAIL_ADDRESS", "kim.minsu@naver.com"),
+        ("我的IBAN是DE89370400440532013000，谢谢", "IBAN_CODE", "DE89370400440532013000"),
+        ("卡号4111111111111111已经丢了", "CREDIT_CARD", "4111111111111111"),
+        ("Мой телефон 8 (912) 345-67-89, перезвоните мне.", "PHONE_NUMBER", "8 (912) 345-67-89"),  # trunk 8
+        ("رقم هاتفي هو 0501234567 اتصل بي عند الوصول.", "PHONE_NUMBER", "0501234567"),  # a Saudi mobile, bare
+        ("Mi móvil es 612 34 56 78, llámame cuando llegues.", "PHONE_NUMBER", "612 34 56 78"),
+        ("Meu celular é (11) 91234-5678, me liga.", "PHONE_NUMBER", "(11) 91234-5678"),
+    ],
+)
+def test_phones_and_emails_are_found_as_people_write_them_in_their_language(text: str, kind: str, value: str) -> None:
+    """Trial 15: Chinese and Japanese write no space around a number or an address, Korean attaches its particles,
+    and the phone words and national formats were English and Western only: 11 of 18 local phone numbers and 1 of
+    3 e-mails were missed (the same values with spaces around them were found)."""
+    assert _found(text) == [(kind, value)]
+
+
+def test_a_fullwidth_email_in_chinese_text_is_found_in_the_form_the_classifier_reads() -> None:
+    from router.classifier.canonical import canonical
+
+    text = canonical("请把报告发到我的邮箱ｚｈａｎｇｗｅｉ＠ｑｑ．ｃｏｍ，谢谢。")
+    assert _found(text) == [("EMAIL_ADDRESS", "zhangwei@qq.com")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "第13812345678号文件已经归档。",  # bare digits beside Chinese text: no phone word, no phone
+        "订单2023-12-31已发货，价格是138元。",
+        "バージョン1.2.3.4をインストールしました",
+        "user_13812345678 logged in",  # a word's digits are no number of their own
+        "see ticket ABC13812345678 for details",
+    ],
+)
+def test_numbers_beside_chinese_text_or_inside_words_are_still_no_pii(text: str) -> None:
+    assert _found(text) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Was ist die Hauptstadt von Frankreich?",  # was STREET_ADDRESS "ist die Hauptstadt von Frankreich?"
+        "Wo liegt die Hauptstadt von Brasilien?",
+        "Was ist die beste Pizzeria in der Altstadt?",  # was STREET_ADDRESS "der Altstadt?"
+        "Wie viele Einwohner hat die Hauptstadt von Kanada? Rechne den Anteil aus.",
+    ],
+)
+def test_a_german_stadt_word_is_no_street_address(encoder, text: str) -> None:  # type: ignore[no-untyped-def]
+    """Trial 15: such questions were never cached and moved off gpt-oss-120b, whose pii_policy refuses STREET_ADDRESS."""
+    assert detect_pii(text, encoder.encode(text)) == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "street"),
+    [
+        ("Bitte liefern an Hauptstraße 5, 10115 Berlin.", "Hauptstraße 5"),
+        ("Ich wohne in der Altstadt, Marktplatz 3, 10115 Berlin.", "Marktplatz 3"),  # a house number: still one
+    ],
+)
+def test_a_german_street_with_its_house_number_is_still_an_address(encoder, text: str, street: str) -> None:  # type: ignore[no-untyped-def]
+    found = detect_pii(text, encoder.encode(text))
+    start = text.index(street)
+    assert [f.type for f in found if f.start <= start < f.end] == ["STREET_ADDRESS"], found
+
+
+@pytest.mark.parametrize(
     ("text", "english"),
     [
         ("Hi Naomi!", True),  # no function word of any language: English, the head runs
@@ -586,6 +659,7 @@ def test_email_and_phone_in_german_text_are_still_found(encoder) -> None:  # typ
         ("Bu akşam için ne pişirebilirim?", False),
         ("猫山王是什么意思", False),
         ("Расскажи о лицензии", False),
+        ("Darf mein Vermieter in der Altstadt die Kaution behalten?", False),  # was STREET_ADDRESS "mein Vermieter"
     ],
 )
 def test_language_gate(text: str, english: bool) -> None:
