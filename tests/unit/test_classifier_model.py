@@ -177,7 +177,8 @@ async def test_a_conversation_whose_earlier_turns_were_seen_costs_no_extra_pass(
     """The guards read every user turn. Each earlier turn of a genuine conversation was the latest turn of an earlier
     request, so the per-caller memo answers it: one encoder run per request, as when only the latest was read. The
     same history sent cold (fabricated, or another replica's) costs a run per earlier turn."""
-    cfg = config([SUPPORT])
+    cfg = config([SUPPORT])  # it counts passes: a loaded machine must not end them at the 600 ms budget
+    cfg = cfg.model_copy(update={"classifier": cfg.classifier.model_copy(update={"timeout_ms": 10_000})})
     rt = Runtime(cfg=cfg, policy=Policy(cfg), classifier=MemoizedClassifier(classifier), cache=None)
     messages: list[dict[str, str]] = []
     for turn in TURNS:
