@@ -42,7 +42,7 @@ SHORT_CHARS = 2048
 # Relative, because a router started nicer (a `nice -n 10` shell, workers at LITE_WORKER_NICE beside Lite) had its
 # long lane set to an absolute 10, as high as the rest or higher (or, unprivileged above 10, a failed start). Only
 # the runs: the lane's thread itself holds the GIL while it tokenises and scores, and at a low priority, descheduled
-# mid-way, it kept the GIL from the event loop and the short lane (encoder.run_onnx_on).
+# mid-way, it would keep the GIL from the event loop and the short lane (encoder.run_onnx_on).
 LONG_NICE = 10
 MAX_NICE = 19
 
@@ -67,8 +67,8 @@ class _Lane:
 class EncoderQueue(ThreadPoolExecutor):
     """The short lane's thread (this pool) and the long lane's (a pool of its own, whose ONNX runs go to a thread
     LONG_NICE nicer); `run` gives each lane's thread to that lane's waiting call of the smallest size class first.
-    Thread-safe and not tied to one event loop: a finished pass hands its thread on from that thread. Plain `submit` (the Classify RPC) runs on the short
-    lane's thread, outside the lanes' order and the bound."""
+    Thread-safe and not tied to one event loop: a finished pass hands its thread on from that thread. Plain `submit`
+    (the Classify RPC) runs on the short lane's thread, outside the lanes' order and the bound."""
 
     def __init__(self, thread_name_prefix: str = ""):
         super().__init__(max_workers=1, thread_name_prefix=thread_name_prefix)
@@ -186,7 +186,8 @@ class EncoderQueue(ThreadPoolExecutor):
 
 
 def _lower_priority() -> None:
-    """Runs on the long lane's ONNX thread as it starts: that thread alone goes LONG_NICE nicer than the one that started
-    it (the long lane's), whose nice it inherited (Linux: a thread id is a pid; raising one's nice needs no privilege)."""
+    """Runs on the long lane's ONNX thread as it starts: that thread alone goes LONG_NICE nicer than the one that
+    started it (the long lane's), whose nice it inherited (Linux: a thread id is a pid; raising one's nice needs no
+    privilege)."""
     thread = threading.get_native_id()
     os.setpriority(os.PRIO_PROCESS, thread, min(MAX_NICE, os.getpriority(os.PRIO_PROCESS, thread) + LONG_NICE))
