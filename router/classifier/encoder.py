@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,17 @@ END_CHARS = 2048
 CLS_ID, SEP_ID = 101, 102
 # onnxruntime's load-time fusions that are slower than the unfused ops on CPU (measured in export_onnx._fusions).
 SLOW_FUSIONS = ["SkipLayerNormFusion", "AttentionFusion"]
+
+
+_onnx_runner = threading.local()  # per thread: where its encoder runs go (run_onnx_on)
+
+
+def run_onnx_on(executor: Executor | None) -> None:
+    """This thread's encoder runs go to `executor` (None: run here). The encoder queue's long lane runs its ONNX work on
+    a thread of lower OS priority this way: only the run, which holds no Python lock, is deprioritised; the
+    tokenising, heads and rules, which hold the GIL, keep the caller's priority, so a descheduled low-priority thread
+    never keeps the GIL from the event loop and the short lane."""
+    _onnx_runner.executor = executor
 
 
 class ModelMissingError(FileNotFoundError):
@@ -162,7 +174,7 @@ class Encoder:
         ids = np.array([[CLS_ID, *w.ids, SEP_ID] for w in windows], dtype=np.int64)
         with self._lock:
             self._runs += 1
-        embeddings, states = self._session.run(None, {"input_ids": ids})
+        embeddings, states = self._run(ids)
         keep = _tail_keep(windows)
         if keep is None:
             return EncodedText(embeddings[0], states[0, 1:-1], _offsets(windows[0].offsets), 1, _content_ids(windows, None))
@@ -197,7 +209,7 @@ class Encoder:
         ids = np.array([[CLS_ID, *middle.ids[s : s + budget], SEP_ID] for s in starts], dtype=np.int64)
         with self._lock:
             self._runs += 1
-        _, out = self._session.run(None, {"input_ids": ids})
+        _, out = self._run(ids)
         skip = (n - 1) * budget - starts[-1]  # rows of the last window that the one before it already holds
         read = [states[:budget], *out[:-1, 1:-1], out[-1, 1 + skip : -1], states[budget:]]
         spans = np.concatenate([offsets[:budget], _offsets(middle.offsets), offsets[budget:]])
@@ -231,11 +243,18 @@ class Encoder:
             return TokenStates(states, offsets)
         with self._lock:
             self._runs += 1
-        _, out = self._session.run(None, {"input_ids": np.array([[CLS_ID, *w.ids, SEP_ID] for w in windows])})
+        _, out = self._run(np.array([[CLS_ID, *w.ids, SEP_ID] for w in windows]))
         spans = np.concatenate([offsets, *(_offsets(w.offsets) for w in windows)])
         rows = np.concatenate([states, *out[:, 1:-1]])
         _, first_seen = np.unique(spans[:, 0], return_index=True)  # sorted by start; the head and tail rows first
         return TokenStates(rows[first_seen], spans[first_seen])
+
+    def _run(self, ids: np.ndarray) -> list[np.ndarray]:
+        """One session run on `ids`, where this thread's runs go (run_onnx_on); waiting for it releases the GIL."""
+        executor: Executor | None = getattr(_onnx_runner, "executor", None)
+        if executor is None:
+            return self._session.run(None, {"input_ids": ids})  # type: ignore[no-any-return]
+        return executor.submit(self._session.run, None, {"input_ids": ids}).result()  # type: ignore[no-any-return]
 
     def middle(self, encoded: EncodedText) -> tuple[int, int]:
         """The characters between a two-window text's head and tail windows: what `encode` does not read."""

@@ -31,13 +31,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from router.classifier.encoder import run_onnx_on
+
 T = TypeVar("T")
 _Work = tuple[str, int]  # a pass's function (qualified name) and size class: what its time is estimated by
 # Texts up to this many characters are short: one 256-token window of prose holds ~1,000-1,300.
 SHORT_CHARS = 2048
-# The long lane's thread runs at this nice value: where the cores are contended, the short lane, the event loop and
-# gRPC's threads go first, and long passes take what they leave.
+# The long lane's ONNX runs go to a thread of their own this much nicer than the lane's (at most 19): where the cores
+# are contended, the short lane, the event loop and gRPC's threads go first, and long passes take what they leave.
+# Relative, because a router started nicer (a `nice -n 10` shell, workers at LITE_WORKER_NICE beside Lite) had its
+# long lane set to an absolute 10, as high as the rest or higher (or, unprivileged above 10, a failed start). Only
+# the runs: the lane's thread itself holds the GIL while it tokenises and scores, and at a low priority, descheduled
+# mid-way, it would keep the GIL from the event loop and the short lane (encoder.run_onnx_on).
 LONG_NICE = 10
+MAX_NICE = 19
 
 
 class Overloaded(RuntimeError):
@@ -58,14 +65,17 @@ class _Lane:
 
 
 class EncoderQueue(ThreadPoolExecutor):
-    """The short lane's thread (this pool) and the long lane's (a pool of its own at LONG_NICE); `run` gives each
-    lane's thread to that lane's waiting call of the smallest size class first. Thread-safe and not tied to one event
-    loop: a finished pass hands its thread on from that thread. Plain `submit` (the Classify RPC) runs on the short
-    lane's thread, outside the lanes' order and the bound."""
+    """The short lane's thread (this pool) and the long lane's (a pool of its own, whose ONNX runs go to a thread
+    LONG_NICE nicer); `run` gives each lane's thread to that lane's waiting call of the smallest size class first.
+    Thread-safe and not tied to one event loop: a finished pass hands its thread on from that thread. Plain `submit`
+    (the Classify RPC) runs on the short lane's thread, outside the lanes' order and the bound."""
 
     def __init__(self, thread_name_prefix: str = ""):
         super().__init__(max_workers=1, thread_name_prefix=thread_name_prefix)
-        self._long = ThreadPoolExecutor(1, thread_name_prefix=f"{thread_name_prefix}-long", initializer=_lower_priority)
+        self._long_onnx = ThreadPoolExecutor(1, thread_name_prefix=f"{thread_name_prefix}-long-onnx",
+                                             initializer=_lower_priority)
+        self._long = ThreadPoolExecutor(1, thread_name_prefix=f"{thread_name_prefix}-long", initializer=run_onnx_on,
+                                        initargs=(self._long_onnx,))
         self._lock = threading.Lock()
         self._lanes = [_Lane(), _Lane()]  # short, long
         self._arrivals = itertools.count()
@@ -101,6 +111,7 @@ class EncoderQueue(ThreadPoolExecutor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._long.shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._long_onnx.shutdown(wait=wait, cancel_futures=cancel_futures)
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
 
     async def _turn(self, lane: _Lane, work: _Work, bound: int | None, deadline: float) -> None:
@@ -175,5 +186,8 @@ class EncoderQueue(ThreadPoolExecutor):
 
 
 def _lower_priority() -> None:
-    """Runs on the long lane's thread as it starts: that thread alone gets LONG_NICE (Linux: a thread id is a pid)."""
-    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LONG_NICE)
+    """Runs on the long lane's ONNX thread as it starts: that thread alone goes LONG_NICE nicer than the one that
+    started it (the long lane's), whose nice it inherited (Linux: a thread id is a pid; raising one's nice needs no
+    privilege)."""
+    thread = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, thread, min(MAX_NICE, os.getpriority(os.PRIO_PROCESS, thread) + LONG_NICE))

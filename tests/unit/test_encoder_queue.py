@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from router.extproc.encoder_queue import EncoderQueue, Overloaded, size_class
+from router.classifier.encoder import Encoder
+from router.extproc.encoder_queue import LONG_NICE, MAX_NICE, EncoderQueue, Overloaded, size_class
+
+MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "minilm"
 
 FAR = math.inf  # a deadline never reached
 
@@ -123,4 +129,45 @@ async def test_a_quick_kind_of_pass_is_not_refused_by_a_slow_kind_of_its_size() 
     gate.set()
     await encoding
     assert await scan == "scanned"  # under 0.2 s left: enough for a scan, not for an encoder pass
+    queue.shutdown()
+
+
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+class _NiceRecordingSession:
+    """An encoder's ONNX session that notes the nice value of the thread each run is made on."""
+
+    def __init__(self, session: Any):
+        self.session, self.run_nice = session, list[int]()
+
+    def run(self, *args: Any) -> Any:
+        self.run_nice.append(_nice())
+        return self.session.run(*args)
+
+
+async def test_a_long_pass_runs_its_onnx_work_nicer_and_the_rest_at_the_router_s_priority() -> None:
+    """Where the cores are contended, short prompts' passes go first: a long prompt's encoder runs are made on a thread
+    LONG_NICE nicer than the router's, whatever the router's own nice (a router started under `nice -n 10`, or
+    workers beside Lite, got an absolute 10: no lower priority than the short lane's). Its tokenising, heads and
+    rules, which hold the GIL, stay at the router's priority: a thread descheduled holding the GIL stalls the loop."""
+    base = _nice()
+    if base >= MAX_NICE:
+        pytest.skip("the test runs at the highest nice value: nothing is nicer")
+    encoder = Encoder(MODEL_DIR)
+    session = _NiceRecordingSession(encoder._session)
+    encoder._session = session
+    queue = EncoderQueue()
+
+    def classify(text: str) -> int:
+        encoder.read_middle(text, encoder.encode(text))  # both runs of a long prompt's pass
+        return _nice()
+
+    long_text = "The quarterly report covers revenue, costs and the roadmap for the storage product. " * 100
+    assert await queue.run(len(long_text), None, FAR, classify, long_text) == base
+    assert session.run_nice == [min(MAX_NICE, base + LONG_NICE)] * 2
+    session.run_nice.clear()
+    assert await queue.run(30, None, FAR, classify, "What is the capital of France") == base
+    assert session.run_nice == [base]
     queue.shutdown()
