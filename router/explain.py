@@ -190,6 +190,8 @@ def _category_by(cfg: RouterConfig, decision: Decision, signal: Classification) 
         return f"the classifier: {signal.confidence:.3f} >= classifier.confidence_threshold {threshold}"
     if signal is NO_SIGNAL:
         return "default_category: no classifier result"
+    if not signal.encoder_reads:
+        return "default_category: the classifier does not read this text's script"
     head = f"the classifier's {signal.category} {signal.confidence:.3f}"
     if signal.confidence < threshold:
         return f"default_category: {head} is below classifier.confidence_threshold {threshold}"
