@@ -190,6 +190,8 @@ def _category_by(cfg: RouterConfig, decision: Decision, signal: Classification) 
         return f"the classifier: {signal.confidence:.3f} >= classifier.confidence_threshold {threshold}"
     if signal is NO_SIGNAL:
         return "default_category: no classifier result"
+    if not signal.encoder_reads:
+        return "default_category: the classifier does not read this text's script"
     head = f"the classifier's {signal.category} {signal.confidence:.3f}"
     if signal.confidence < threshold:
         return f"default_category: {head} is below classifier.confidence_threshold {threshold}"
@@ -251,7 +253,11 @@ def _cache(cfg: RouterConfig, request: RequestState, category: str | None) -> di
     if key is None:  # refused before the lookup, or the cache is off
         why = "semantic_cache.enabled: false" if not cfg.semantic_cache.enabled else "the request never reached it"
         return {"does": "off", "why": why}
-    return {"does": "lookup and store" if key.read else "store only (no-cache: not looked up)",
+    does = "lookup and store" if key.read else "store only (no-cache: not looked up)"
+    if key.unread:
+        return {"does": does, "exact_only": True, "ttl_seconds": key.ttl_seconds,
+                "why": "exact repeats only: the classifier does not read this text's script (router/classifier/reading.py)"}
+    return {"does": does,
             "similarity_threshold": key.threshold if key.threshold is not None else candidate_floor(cfg.semantic_cache),
             "verifier_threshold": key.min_score, "ttl_seconds": key.ttl_seconds,
             "why": "an answer is stored unless it is tool calls, not text, cut short, or from a fallback model"}
@@ -302,6 +308,8 @@ def render(report: dict[str, Any]) -> str:
     if cache["does"] in ("skip", "off"):
         lines.append(_line("cache", f"{cache['does']}{' ' + cache['reason'] if 'reason' in cache else ''}: "
                                     f"{cache['why']}"))
+    elif cache.get("exact_only"):
+        lines.append(_line("cache", f"{cache['does']}, ttl {cache['ttl_seconds']} s; {cache['why']}"))
     else:
         lines.append(_line("cache", f"{cache['does']}: similarity >= {cache['similarity_threshold']}, verifier >= "
                                     f"{cache['verifier_threshold'] or 'operating point'}, ttl {cache['ttl_seconds']} s; "

@@ -254,6 +254,8 @@ class Policy:
         if rule is not None:
             return CategoryChoice(self._rules[rule].category, 1.0, f"keyword_rules.{rule}", "")
         threshold, default = self.cfg.classifier.confidence_threshold, self.cfg.default_category
+        if not signal.encoder_reads:  # its confident categories: 56 of 67 wrong on trial 15's sets (classifier README)
+            return CategoryChoice(default, signal.confidence, "default_category", UNREAD_NOTE)
         confident = confident_category(signal, threshold, lambda name: self.cfg.category(name) is not None)
         if confident:
             return CategoryChoice(confident, signal.confidence, "classifier", "")
@@ -362,6 +364,10 @@ def _blocked(guard: str, cat: Category | None, category: str, turn: str | None) 
 def guard_score(guard: str, signal: Classification) -> float:
     """The score `guard` judges: the highest over the texts screened (Classification.earlier_turns)."""
     return signal.jailbreak_score if guard == "jailbreak" else signal.content_safety_score
+
+
+# The decision reason's words for text the encoder does not read (Classification.encoder_reads).
+UNREAD_NOTE = "; the classifier does not read this text's script, so the default category applies"
 
 
 def confident_category(signal: Classification, threshold: float, known: Callable[[str], bool]) -> str | None:

@@ -66,6 +66,10 @@ class Classification:
     # Documents in the conversation the router cannot read (a PDF, a file by id), as router/screening.py names them:
     # unscreened content of any kind, taken by the PII rule as UNSCREENED_CONTENT (`pii_possible`), never cached.
     unreadable: tuple[str, ...] = ()
+    # The encoder reads the classified text (router/classifier/reading.py): False for text mostly in scripts its English
+    # vocabulary cuts into single letters or [UNK] (Arabic, Hangul, CJK, ...), whose embedding and domain scores say
+    # little about what it asks: the cache serves it exact repeats only, the policy routes it to the default category.
+    encoder_reads: bool = True
 
     @property
     def pii_types(self) -> frozenset[str]:

@@ -5,7 +5,10 @@ then either the exact normalised prompt or a semantic candidate (top-k above the
 the guard's vetoes and the learned verifier accept (`guard.py`, `verifier.py`) and, unless switched off, the
 pair model confirms reading both prompts together (`pair.py`):
 lookup -> candidates -> guard/verifier -> pair check -> hit or miss.
-Backend failures never reach the caller: they are counted and answered as a miss. Prompts longer than `max_semantic_chars` are cached by exact key only: up to
+Backend failures never reach the caller: they are counted and answered as a miss. A prompt the encoder does not read
+(Classification.encoder_reads: Arabic, Hangul, CJK, ...) is cached by exact key only, counted under reason `unread`:
+its embedding says little of what it asks (trial 15: different Arabic questions of one frame were served each other's
+answers). Prompts longer than `max_semantic_chars` are cached by exact key only: up to
 508 characters every character lies inside the encoder's head+tail windows (one character never
 yields more than one WordPiece token), so two long prompts that share a prefix cannot collide.
 """
@@ -49,10 +52,11 @@ CONFIRM_S = 0.1  # readiness's pause between the probes that confirm a change (`
 WARM_UP_S = 5.0  # the longest a starting process waits for its backend's connection before it serves and is ready
 ANSWER_PII = "answer_pii"  # the answer itself holds PII the validators find (answer_pii.py): not stored
 ANSWER_UNSCREENED = "answer_unscreened"  # the answer's PII screen failed (a bug, logged): not stored
+UNREAD = "unread"  # a lookup of a prompt the encoder does not read: exact key only
 _FINISH_OK = frozenset({"stop", "length", "tool_calls", "function_call"})
 # Every `reason` label value this module emits: declare them with metrics.set_label_values("cache_reason", ...).
 CACHE_REASONS = (
-    "exact", "semantic", "lookup", "write", "purge", "stats", "probe",
+    "exact", "semantic", UNREAD, "lookup", "write", "purge", "stats", "probe",
     "queue_full", "backend_error", "shutdown",
     "not_completion", "no_choices", "bad_message", "unfinished", "too_large", ANSWER_PII, ANSWER_UNSCREENED,
     *(r.value for r in SkipReason),
@@ -75,6 +79,7 @@ class CacheRequest:
     ttl_seconds: int
     min_score: float | None = None  # a floor on every step's verifier score (verifier_threshold); None = the point's
     logprobs: bool = False  # the client asked for logprobs: an entry without them is a miss (`_hit`)
+    unread: bool = False  # the encoder does not read the prompt: exact key only, counted as UNREAD
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +120,7 @@ def build_cache_request(
     body: dict[str, Any], headers: Mapping[str, str], model: str, category: str | None,
     embedding: np.ndarray | None, cfg: RouterConfig, encoder: str = "", pii_types: Collection[str] | None = (),
     stateful: bool = False, turn_category: str | None = None, control: Collection[str] = frozenset(),
-    reasoning: tuple[str, bool | str] | None = None,
+    reasoning: tuple[str, bool | str] | None = None, encoder_reads: bool = True,
 ) -> CacheRequest | SkipReason:
     """The cache key of a validated chat request, or why it must not touch the cache.
 
@@ -130,10 +135,13 @@ def build_cache_request(
     request as its conversation's `category`; the stricter of the two categories' settings applies (`_strictest`).
     `control`: the request's cache directives (`cache_control`). `reasoning`: the reasoning switch the router sets in
     the body it sends (Policy.reasoning_switch: parameter and value), None when the body goes with the client's setting
-    or the server's default; an answer generated with another setting is another answer.
+    or the server's default; an answer generated with another setting is another answer. `encoder_reads`
+    (Classification.encoder_reads) False: exact repeats only, no semantic candidates.
     """
-    result = _build(body, headers, model, category, embedding, cfg, encoder, pii_types, stateful, turn_category,
-                    control, reasoning)
+    result = _build(body, headers, model, category, embedding if encoder_reads else None, cfg, encoder, pii_types,
+                    stateful, turn_category, control, reasoning)
+    if not encoder_reads and isinstance(result, CacheRequest):
+        return replace(result, unread=True)
     if isinstance(result, SkipReason):
         metrics.record_cache("skipped_write", result.value)
     return result
@@ -291,7 +299,7 @@ class SemanticCache:
         now = self._clock()
         hot = self.hot.get(req.key, req.scope, req.namespace, now)
         if hot is not None and (hit := self._hit(req, hot, 1.0, True, now)) is not None:
-            self._count("hit", "exact")  # a repeat of a recent answer: no backend round trip
+            self._count("hit", UNREAD if req.unread else "exact")  # a repeat of a recent answer: no round trip
             return hit
         if not self.health.admit():
             self._count("miss", SkipReason.BACKEND_DOWN)
@@ -309,7 +317,8 @@ class SemanticCache:
             self._error(exc, "lookup")
             return None
         self._answered()
-        self._count("hit" if hit else "miss", None if hit is None else ("exact" if hit.exact else "semantic"))
+        kind = UNREAD if req.unread else None if hit is None else "exact" if hit.exact else "semantic"
+        self._count("hit" if hit else "miss", kind)
         return hit
 
     async def _find(self, req: CacheRequest, now: float) -> CacheHit | None:

@@ -69,7 +69,8 @@ def _classify(args: argparse.Namespace) -> int:
         if policy is not None:
             category, confidence = policy.category_for(text, result)
         else:  # no config: every head category counts, the schema's threshold and default category apply
-            category = confident_category(result, settings.confidence_threshold, lambda _: True) or NO_CONFIG_DEFAULT
+            confident = confident_category(result, settings.confidence_threshold, lambda _: True)
+            category = (confident if result.encoder_reads else None) or NO_CONFIG_DEFAULT
             confidence = result.confidence
         row = {
             "category": category,  # what the router routes on: keyword rules, then the head above the threshold
@@ -85,6 +86,7 @@ def _classify(args: argparse.Namespace) -> int:
             "content_safety_score": round(result.content_safety_score, 4),
             "pii": sorted(result.pii_types),
             "pii_unscreened": sorted(result.unscreened),  # types text too long for the PII screen may hold
+            "encoder_reads": result.encoder_reads,  # False: the default category, exact cache hits only (reading.py)
             "source": result.source,
         }
         if isinstance(classifier, EncoderClassifier) and len(classifier.examples.owners) and result.embedding is not None:

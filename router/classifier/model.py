@@ -33,6 +33,7 @@ from router.classifier.injection_rules import injection_score, overrides_instruc
 from router.classifier.lexical import LexicalScore
 from router.classifier.pii import PERSON, default_head, detect_pii
 from router.classifier.pii_language import is_english
+from router.classifier.reading import reads
 from router.config import ClassifierConfig, RouterConfig
 from router.signals import Classification, PIIFinding
 
@@ -108,7 +109,8 @@ class EncoderClassifier:
         pii, unscreened = self._pii(text, encoded) if self.pii_enabled else ((), frozenset[str]())
         return Classification(category, confidence, jailbreak, pii, embedding, source=f"encoder:{source}",
                               encoder=self.models.encoder.model_hash, content_safety_score=harmful,
-                              unscreened=unscreened, overrides=overrides_instructions(text))
+                              unscreened=unscreened, overrides=overrides_instructions(text),
+                              encoder_reads=reads(text, encoded.ids, encoded.offsets))
 
     def _pii(self, text: str, encoded: EncodedText) -> tuple[tuple[PIIFinding, ...], frozenset[str]]:
         """The PII in all of `text`, and the types it may hold unread. The token head reads only English text

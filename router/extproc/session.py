@@ -256,7 +256,8 @@ class StreamSession(Screener, AnswerPhases):
                                   and signal.read_whole else None,
                                   stateful=self.request.stateful, turn_category=decision.turn_category,
                                   control=self.request.cache_control,
-                                  reasoning=switch and (switch[0].parameter, switch[1]))
+                                  reasoning=switch and (switch[0].parameter, switch[1]),
+                                  encoder_reads=signal.encoder_reads)
         if isinstance(key, str):  # a skip reason: this request is not cacheable
             self.request.cache_result = f"skip:{key}"
             return None

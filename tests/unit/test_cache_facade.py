@@ -143,6 +143,25 @@ async def test_long_prompt_hits_only_exactly(cache: SemanticCache) -> None:
     assert await cache.lookup(make_req(long_a, BASE)) is not None
 
 
+async def test_a_prompt_the_encoder_does_not_read_hits_only_exactly(cache: SemanticCache) -> None:
+    """trial15 finding 1: "main sights of Cairo?" was served the answer to "best way to learn English?" (two Arabic
+    questions of one frame embed close: cosine 0.78, the pair model 0.94). Unread text gets no semantic candidate."""
+    english, cairo = "ما هي أفضل طريقة لتعلم اللغة الإنجليزية بسرعة؟", "ما هي أهم المعالم السياحية في القاهرة؟"
+
+    def unread(text: str, vec: np.ndarray) -> CacheRequest:
+        out = build_cache_request(body(text), KEY_A, "m1", None, vec, CFG, encoder_reads=False)
+        assert isinstance(out, CacheRequest) and out.unread and out.embedding is None
+        return out
+
+    await put(cache, unread(english, BASE))
+    assert await cache.lookup(unread(cairo, near(0.99))) is None
+    assert await cache.lookup(make_req(cairo, near(0.99))) is None  # nor is the stored entry a candidate to others
+    repeat = await cache.lookup(unread(english, BASE))
+    assert repeat is not None and repeat.exact
+    assert cache.counters["miss:unread"] == 1 and cache.counters["hit:unread"] == 1
+    assert "unread" in CACHE_REASONS
+
+
 @pytest.mark.parametrize(("answer", "problem"), [
     (completion(finish=None), "unfinished"),
     ({"error": {"message": "boom"}}, "not_completion"),

@@ -92,6 +92,21 @@ def test_category_is_the_routers_with_the_heads_top_beside_it(
     assert (keyword["category"], keyword["confidence"]) == ("math", 1.0)  # the keyword rule `prove`, as routed
 
 
+def test_text_the_encoder_does_not_read_is_said_and_takes_the_default_category(
+    require_model: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """trial15 finding 4: Korean everyday questions printed (and routed) `engineering` at 0.3-0.8."""
+    for config in ("/nonexistent.yaml", str(ROOT / "config" / "config.yaml")):
+        rows = []
+        for text in ("프로그래밍을 배우는 가장 좋은 방법은 무엇인가요?", "What is the best way to learn programming?"):
+            assert run(["classify", "--config", config, text]) == 0
+            rows.append(json.loads(capsys.readouterr().out))
+        korean, english = rows
+        assert (korean["encoder_reads"], korean["category"]) == (False, "other")
+        assert korean["top_category"] != "other"  # the head's own guess is still shown beside it
+        assert english["encoder_reads"] is True
+
+
 def test_classify_says_how_near_the_nearest_example_came(
     require_model: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

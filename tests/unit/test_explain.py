@@ -73,6 +73,14 @@ async def test_a_confident_category_the_config_lacks_is_named_as_the_default_s_c
     assert report["category_by"].endswith("is not a configured category")
 
 
+async def test_text_the_classifier_does_not_read_is_named_for_the_category_and_the_cache() -> None:
+    """trial15 findings 1 and 4: Korean everyday questions went to engineering; Arabic ones got each other's answers."""
+    report = await explain(config(), chat("프로그래밍을 배우는 가장 좋은 방법은 무엇인가요?"), KEY)
+    assert (report["category"], report["model"]) == ("other", "qwen3-4b")
+    assert report["category_by"] == "default_category: the classifier does not read this text's script"
+    assert report["cache"]["exact_only"] is True and report["cache"]["why"].startswith("exact repeats only")
+
+
 async def test_a_guard_block_names_the_category_rule_and_its_threshold() -> None:
     report = await explain(config(), chat(DAN), KEY)
     assert (report["decision"], report["status"], report["error"]) == ("refused", 403, "jailbreak_detected")

@@ -53,6 +53,17 @@ def test_a_classifier_category_the_config_lacks_is_named_in_the_reason_for_the_d
     assert low.reason == "best score 0.80"  # below confidence_threshold: the plain fallback, said as before
 
 
+def test_text_the_encoder_does_not_read_takes_the_default_category_unless_a_keyword_rule_matches() -> None:
+    """trial15 finding 4: Korean everyday questions went to `engineering` (gpt-oss-120b) at 0.3-0.8; on unread text
+    the domain head's confident categories were wrong 56 times in 67."""
+    unread = dataclasses.replace(_signal("engineering", 0.81), encoder_reads=False)
+    d = Policy(CFG).decide(_chat("프로그래밍을 배우는 가장 좋은 방법은 무엇인가요?"), unread)
+    assert (d.category, d.model, d.category_by) == ("other", "qwen3-4b", "default_category")
+    assert d.reason.endswith("the classifier does not read this text's script, so the default category applies")
+    ruled = Policy(CFG).decide(_chat("linked list 를 어떻게 뒤집나요?"), dataclasses.replace(unread, category="history"))
+    assert ruled.category == "computer science" and ruled.category_by == "keyword_rules.1"
+
+
 def test_keyword_rules_win_over_the_classifier() -> None:
     d = Policy(CFG).decide(_chat("What is the derivative of x^2?"), _signal("history", 0.99))
     assert (d.category, d.model, d.reasoning) == ("math", "gpt-oss-120b", True)
