@@ -112,7 +112,9 @@ def test_a_phone_number_written_against_chinese_text_keeps_it_from_a_model_that_
     """Trial 15: Chinese writes no space around a number, and the validators took a Chinese letter for part of a word,
     so "我的手机号是13812345678" (my mobile is ...) went to gpt-oss-120b, whose pii_policy refuses PHONE_NUMBER, and was
     stored in the cache; the same number with spaces around it was found."""
-    ask = "解方程 3x + 7 = 22，并解释每一步。"  # solve the equation and explain each step: math, gpt-oss-120b's
+    # Code-switched, as such users write: "... and explain each step". A shipped keyword rule makes it math (gpt-oss-120b's);
+    # Chinese alone the encoder does not read, so it would take the default category (router/classifier/reading.py).
+    ask = "Solve the linear equation 3x + 7 = 22，并解释每一步。"
     plain = _client(stack).chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": ask}])
     assert plain.headers["x-vsr-selected-model"] == "gpt-oss-120b"
