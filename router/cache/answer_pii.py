@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from router import openai_wire as wire
+from router.classifier.canonical import canonical
 from router.classifier.pii_rules import find_structured
 
 _NOT_TEXT = frozenset({"role", "type", "id"})  # the message's own fields, never the model's words
@@ -27,5 +28,6 @@ def replayed_text(completion: dict[str, Any]) -> str:
 
 
 def pii_types(completion: dict[str, Any]) -> set[str]:
-    """The PII types the validators find in what a replay of `completion` would say."""
-    return {f.type for f in find_structured(replayed_text(completion))}
+    """The PII types the validators find in what a replay of `completion` would say, read as the request's screen
+    reads a prompt (canonical: NFKC folds a full-width "ｚｈａｎｇ＠ｑｑ．ｃｏｍ" to the e-mail it is)."""
+    return {f.type for f in find_structured(canonical(replayed_text(completion)))}

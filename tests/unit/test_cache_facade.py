@@ -218,6 +218,15 @@ async def test_an_answer_holding_pii_is_neither_stored_nor_served(cache: Semanti
     assert await cache.lookup(make_req("Which customer called about a refund?", BASE)) is not None
 
 
+async def test_an_answer_holding_a_full_width_email_is_not_stored(cache: SemanticCache) -> None:
+    """Trial 15: the request's screen folds full-width forms (NFKC) before the validators, the answer's did not, so a
+    full-width e-mail a model wrote was stored and replayed to the tenant's other callers."""
+    leak = "请联系 ｚｈａｎｇｗｅｉ＠ｑｑ．ｃｏｍ。"
+    await put(cache, make_req("How do I reach the account owner?", BASE), completion(leak))
+    assert await cache.lookup(make_req("How do I reach the account owner?", BASE)) is None
+    assert cache.counters["skipped_write:answer_pii"] == 1 and cache.counters["write"] == 0
+
+
 async def test_a_failing_answer_screen_stores_nothing_and_the_next_answers_still_are(
         cache: SemanticCache, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug in the answer's PII screen lost the batch and made `flush`/`close` raise it: the answer is now not
