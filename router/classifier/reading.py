@@ -26,6 +26,8 @@ def unread_share(text: str, ids: np.ndarray, offsets: np.ndarray) -> float:
     """The share of the letters under `ids` (spans `offsets` in `text`) that lie in a token of non-Latin letters that
     is [UNK] or one character long; 0.0 for a text without letters. Latin text is read even so: a one-letter token
     ("a", "I", "x") is a word, and an [UNK] there is a word over 100 characters (a base64 blob, a long identifier)."""
+    if text.isascii():  # most prompts: no letter outside Latin, and the loop below is ~0.2 ms at 512 tokens
+        return 0.0
     letters = unread = 0
     for token, (start, end) in zip(ids.tolist(), offsets.tolist(), strict=True):
         span = [c for c in text[start:end] if c.isalpha()]
