@@ -80,11 +80,9 @@ _AUDIENCE = _one_name([
 # "side" would read as negations.
 _NEGATING_PREFIXES = (("non", 4), ("dis", 4), ("un", 4), ("in", 4), ("im", 4), ("il", 4), ("ir", 4), ("a", 6))
 _JOINED_PREFIXES = {"non": " -", "un": "-"}  # the gaps after which the prefix joins the next word ("UN-backed": no)
-# Words whose prefix is no negation though the rest is a word: "invaluable" is very valuable, "inflammable" flammable.
-_NOT_NEGATED = frozenset(["invaluable", "inflammable", "unravel", "display", "discount", "discover", "disease", "dispatch",
-                          "dismiss", "dispose", "inform", "income", "insight", "install", "invest", "intake", "instead",
-                          "invent", "inspire", "insure", "intend", "inhabit", "impress", "import", "improve", "impose",
-                          "impact", "impart", "implant", "imprint", "impound", "unless"])
+# Words whose prefix negates nothing though the rest is a word: "invaluable" is very valuable, "inflammable" flammable,
+# "display a video" is "play" it.
+_NOT_NEGATED = frozenset(["invaluable", "inflammable", "unravel", "display"])
 _ORDINALS = {w: str(i) for i, w in enumerate(
     ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"], 1)}
 _STOP = frozenset(["i", "a", "an", "the", "is", "are", "was", "were", "be", "of", "to", "in", "on", "for", "and", "or", "what", "how", "why", "who", "which", "when"])
