@@ -79,6 +79,7 @@ _AUDIENCE = _one_name([
 # "in-depth", "a-list" negate nothing. "a-" needs a longer rest ("asymmetric"), else "asleep" / "sleep", "aside" /
 # "side" would read as negations.
 _NEGATING_PREFIXES = (("non", 4), ("dis", 4), ("un", 4), ("in", 4), ("im", 4), ("il", 4), ("ir", 4), ("a", 6))
+_PREFIX_STARTS = tuple(p for p, _ in _NEGATING_PREFIXES)  # one str.startswith for the words no prefix opens
 _JOINED_PREFIXES = {"non": " -", "un": "-"}  # the gaps after which the prefix joins the next word ("UN-backed": no)
 # Words whose prefix negates nothing though the rest is a word: "invaluable" is very valuable, "inflammable" flammable,
 # "display a video" is "play" it.
@@ -146,8 +147,10 @@ def _order(sequence: tuple[str, ...], keep: frozenset[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _glued(text: str, spans: list[tuple[str, bool, int, int]]) -> frozenset[str]:
+def _glued(text: str, spans: list[tuple[str, bool, int, int]], words: frozenset[str]) -> frozenset[str]:
     """The lower-cased words, "non" / "un" joined to the word after them ("non-metal", "non metal": "nonmetal")."""
+    if not words & _JOINED_PREFIXES.keys():
+        return words
     out: set[str] = set()
     i = 0
     while i < len(spans):
@@ -164,7 +167,7 @@ def _glued(text: str, spans: list[tuple[str, bool, int, int]]) -> frozenset[str]
 
 def _negated_rests(word: str) -> list[str]:
     """The words `word` negates by a prefix: "irrational" -> ["rational"] (and any other split the prefixes allow)."""
-    if word in _NOT_NEGATED:
+    if not word.startswith(_PREFIX_STARTS) or word in _NOT_NEGATED:
         return []
     return [word[len(p):] for p, rest in _NEGATING_PREFIXES if word.startswith(p) and len(word) - len(p) >= rest]
 
@@ -232,7 +235,7 @@ def features(text: str) -> Features:
     return Features(tuple(numbers), frozenset(_UNITS[t] for t in lower if t in _UNITS), negations, frozenset(order), order, words,
                     {k: frozenset(v) for k, v in sides.items()}, frozenset(_AUDIENCE[w] for w in words if w in _AUDIENCE), words & _WH, tuple(lower),
                     structure.directions(stream), structure.dates(stream, proper), structure.negated_verbs(stream),
-                    structure.quantities(stream), structure.parties(stream), _glued(text, spans),
+                    structure.quantities(stream), structure.parties(stream), _glued(text, spans, words),
                     frozenset(_ORDINALS[t] for t in lower if t in _ORDINALS))
 
 
