@@ -3,7 +3,8 @@
 Sentence embeddings put "turn on the lights" next to "turn off the lights", and "what is 17*3"
 next to "what is 17*4". A candidate is rejected when the two prompts differ in numbers, in units
 of measure (minutes/seconds, miles/kilometers, GB/TB, per month/per week), in negation count, in named entities (capitalised or mixed-case tokens, acronyms, non-ASCII words)
-or their order, in the side of an antonym pair (on/off, increase/decrease, he/she, ...), in the
+or their order, in the side of an antonym pair (on/off, increase/decrease, he/she, ...) or of a negating prefix
+(dependent/independent, rational/irrational), in ordinals (first/second), in the
 audience (child vs expert) or in the question word (where/when/who/why); and in what the sentence's
 structure says (`structure.py`): a reversed direction, other dates, a verb that negates ("stop ... from
 going"), one vs all of a thing, two things that changed places ("a PS4 controller on a PS5" / "a PS5 controller on
@@ -73,6 +74,18 @@ _AUDIENCE = _one_name([
     "lawyer lawyers", "manager managers", "executive executives ceo", "investor investors", "parent parents",
     "senior seniors elderly", "grandmother grandma", "grandfather grandpa", "adult adults",
     "layperson layman laymen", "scientist scientists", "phd", "professor", "teacher teachers"])
+# Prefixes that negate the word they are glued to ("independent" / "dependent", "irrational" / "rational", "unsafe" /
+# "safe"), with the shortest rest each may negate; apart only non- and un- ("non-metal", "non refundable"): "in-memory",
+# "in-depth", "a-list" negate nothing. "a-" needs a longer rest ("asymmetric"), else "asleep" / "sleep", "aside" /
+# "side" would read as negations.
+_NEGATING_PREFIXES = (("non", 4), ("dis", 4), ("un", 4), ("in", 4), ("im", 4), ("il", 4), ("ir", 4), ("a", 6))
+_PREFIX_STARTS = tuple(p for p, _ in _NEGATING_PREFIXES)  # one str.startswith for the words no prefix opens
+_JOINED_PREFIXES = {"non": " -", "un": "-"}  # the gaps after which the prefix joins the next word ("UN-backed": no)
+# Words whose prefix negates nothing though the rest is a word: "invaluable" is very valuable, "inflammable" flammable,
+# "display a video" is "play" it.
+_NOT_NEGATED = frozenset(["invaluable", "inflammable", "unravel", "display"])
+_ORDINALS = {w: str(i) for i, w in enumerate(
+    ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"], 1)}
 _STOP = frozenset(["i", "a", "an", "the", "is", "are", "was", "were", "be", "of", "to", "in", "on", "for", "and", "or", "what", "how", "why", "who", "which", "when"])
 
 
@@ -95,6 +108,9 @@ class Features:
     negated: frozenset[str]  # forms of the verbs a negating verb turns around ("stop it from going": go, goes...)
     quantities: dict[str, frozenset[str]]  # word of a quantified noun phrase -> 'one' / 'many'
     parties: tuple[str, ...] | None  # content words in order, pronouns by person (structure.parties)
+    glued: frozenset[str]  # the words with "non-" / "un-" joined to the next ("non-metal": "nonmetal", no "metal")
+    # The ordinal words' numbers, "first" as 1: in `numbers` "first" is none ("first" / "then" adds no number).
+    ordinals: frozenset[str]
 
 
 
@@ -129,6 +145,47 @@ def _order(sequence: tuple[str, ...], keep: frozenset[str]) -> tuple[str, ...]:
         if item in keep and (not out or out[-1] != item):
             out.append(item)
     return tuple(out)
+
+
+def _glued(text: str, spans: list[tuple[str, bool, int, int]], words: frozenset[str]) -> frozenset[str]:
+    """The lower-cased words, "non" / "un" joined to the word after them ("non-metal", "non metal": "nonmetal")."""
+    if not words & _JOINED_PREFIXES.keys():
+        return words
+    out: set[str] = set()
+    i = 0
+    while i < len(spans):
+        token, _, _, end = spans[i]
+        word = token.lower()
+        if i + 1 < len(spans) and spans[i + 1][2] == end + 1 and text[end] in _JOINED_PREFIXES.get(word, "") \
+                and not token.isupper():
+            i += 1
+            word += spans[i][0].lower()
+        out.add(word)
+        i += 1
+    return frozenset(out)
+
+
+def _negated_rests(word: str) -> list[str]:
+    """The words `word` negates by a prefix: "irrational" -> ["rational"] (and any other split the prefixes allow)."""
+    if not word.startswith(_PREFIX_STARTS) or word in _NOT_NEGATED:
+        return []
+    return [word[len(p):] for p, rest in _NEGATING_PREFIXES if word.startswith(p) and len(word) - len(p) >= rest]
+
+
+def negated_word(a: Features, b: Features) -> bool:
+    """Does `a` hold a word that negates by its prefix a word only `b` holds ("independent" / "dependent")? Not when a
+    negation word says it too ("unpaid" / "hasn't paid", "without unfollowing" / "keep following")."""
+    if b.negations or a.negations > a.tokens.count("non"):
+        return False
+    return any(rest in b.glued and not any(w.startswith(rest) for w in a.glued)
+               for word in a.glued - b.glued for rest in _negated_rests(word))
+
+
+def other_ordinal(a: Features, b: Features) -> bool:
+    """Do both name an ordinal and differ in them, "first" read as 1 ("First" / "Second Crusade")? A difference the
+    numbers already show ("third column" / "column 3") is left to the `numbers` check."""
+    return bool(a.ordinals and b.ordinals) and a.ordinals != b.ordinals \
+        and a.ordinals.union(a.numbers) != b.ordinals.union(b.numbers)
 
 
 def _stream(text: str, tokens: list[tuple[str, bool, int, int]]) -> tuple[list[str], list[bool]]:
@@ -178,15 +235,17 @@ def features(text: str) -> Features:
     return Features(tuple(numbers), frozenset(_UNITS[t] for t in lower if t in _UNITS), negations, frozenset(order), order, words,
                     {k: frozenset(v) for k, v in sides.items()}, frozenset(_AUDIENCE[w] for w in words if w in _AUDIENCE), words & _WH, tuple(lower),
                     structure.directions(stream), structure.dates(stream, proper), structure.negated_verbs(stream),
-                    structure.quantities(stream), structure.parties(stream))
+                    structure.quantities(stream), structure.parties(stream), _glued(text, spans, words),
+                    frozenset(_ORDINALS[t] for t in lower if t in _ORDINALS))
 
 
 # The checks in the order `reject_reason` reports them; the verifier takes each one as a feature.
 CHECKS = ("numbers", "units", "negation", "entities", "entity_order", "antonym", "audience", "question_word")
 # Checks that only veto (the verifier scores 0 when one differs) and are no verifier input. Measured on dev
 # (`python -m offline.train_cache_verifier --measure-vetoes`, router/cache/README.md): none flags a paraphrase of
-# the tuning set, the rule dev pairs or the written dev pairs.
-VETO_CHECKS = ("direction", "dates", "negating_verb", "quantity", "exchange")
+# the tuning set, the rule dev pairs or the written dev pairs. `negated_word`: a word one side negates by a prefix
+# ("independent" / "dependent"); `ordinal`: other ordinals, "first" included ("First" / "Second Crusade").
+VETO_CHECKS = ("direction", "dates", "negating_verb", "quantity", "exchange", "negated_word", "ordinal")
 
 
 def differences(query: str, candidate: str) -> tuple[bool, ...]:
@@ -236,6 +295,8 @@ def veto_differences(query: str, candidate: str) -> tuple[bool, ...]:
         or structure.negated_by_verb(b.negated, a.words, a.negations),
         structure.other_quantity(a.quantities, b.quantities),
         structure.exchanged(a.parties, b.parties),
+        negated_word(a, b) or negated_word(b, a),
+        other_ordinal(a, b),
     )
 
 

@@ -53,6 +53,15 @@ VERIFIER = Verifier.load()
     ("What does each letter stand for in RSVP?", "what does each letter in rsvp stand for", None),  # neighbours
     ("How do I know if someone blocked me?", "how do i know if i was blocked by someone", None),  # passive
     ("What is the difference between a virus and a bacterium?", "a bacterium vs a virus: the difference?", None),
+    # negated word: a negating prefix glued to a word the other side has (trial 16)
+    ("Explain the light-dependent reactions of photosynthesis.",
+     "Explain the light-independent reactions of photosynthesis.", "negated_word"),
+    ("What is a rational number?", "What is an irrational number?", "negated_word"),
+    ("What is a dependent variable?", "What is an independent variable?", "negated_word"),
+    ("Is it safe to eat raw cookie dough?", "Is it unsafe to eat raw cookie dough?", "negated_word"),
+    ("Is a diamond valuable?", "Is a diamond invaluable?", None),  # "invaluable" is very valuable
+    ("Can I cancel a non-refundable hotel booking?", "booked a non refundable hotel room, can i still cancel?", None),
+    ("My boss owes me two months of unpaid wages", "my employer hasn't paid my wages for two months", None),
 ])
 def test_structural_check(a: str, b: str, check: str | None) -> None:
     flagged = {name for name, differs in zip(VETO_CHECKS, veto_differences(a, b), strict=True) if differs}
@@ -69,6 +78,28 @@ def test_a_structural_check_vetoes_whatever_the_score(check: str) -> None:
     assert VERIFIER.scores(x)[0] > 0
     x[0, COLUMNS.index(f"differs_{check}")] = 1.0
     assert VERIFIER.scores(x)[0] == 0.0
+
+
+@pytest.mark.parametrize(("stored", "query", "vetoed"), [
+    # trial 16: served as each other's answer
+    ("Explain the light-dependent reactions of photosynthesis.",
+     "Explain the light-independent reactions of photosynthesis.", True),
+    ("What is a rational number?", "What is an irrational number?", True),
+    ("What is a dependent variable?", "What is an independent variable?", True),
+    ("Describe the First Crusade.", "Describe the Second Crusade.", True),  # was a number added ({} / {2})
+    ("What caused the First World War?", "What caused the Second World War?", True),
+    ("Is a metal a good conductor of heat?", "Is a non-metal a good conductor of heat?", True),  # was a negation added
+    # controls: a rewording, "first" with no other ordinal, "first" said as a number or beside one
+    ("What are the stages of meiosis?", "Explain the stages of meiosis.", False),
+    ("What caused World War 1?", "why did the first world war start", False),
+    ("I just got my first credit card, how do I build credit with it", "build credit with first credit card", False),
+    ("awk print the third column where the first column equals ERROR",
+     "with awk, output field 3 for lines whose first field is ERROR", False),
+])
+def test_a_negated_word_or_another_ordinal_is_vetoed(stored: str, query: str, vetoed: bool) -> None:
+    for a, b in ((query, stored), (stored, query)):
+        states = VERIFIER.judge(a, [(b, 0.9)])[1]
+        assert (states[0] == VETOED) == vetoed, (a, b)
 
 
 def test_the_verifier_rejects_the_structural_negatives_it_scored_high() -> None:
