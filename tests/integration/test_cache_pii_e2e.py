@@ -90,20 +90,26 @@ def _routed_twice_uncached(stack: Stack, prompt: str, reason: str) -> list[dict[
     return answers
 
 
+def _kept_from_gpt_oss(stack: Stack, plain: str, prompt: str, pii_type: str) -> dict[str, dict[str, Any]]:
+    """`plain` goes to gpt-oss-120b; `prompt`, which adds `pii_type` to it, is routed to qwen3-4b twice, uncached
+    (`_routed_twice_uncached`), and refused when gpt-oss-120b is asked for by name. The two routed requests' lines."""
+    routed = _client(stack).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": plain}])
+    assert routed.headers["x-vsr-selected-model"] == "gpt-oss-120b"  # without the PII, the big model answers
+    answers = _routed_twice_uncached(stack, prompt, "pii")
+    assert [h["x-vsr-selected-model"] for h in answers] == ["qwen3-4b"] * 2
+    assert f"skipped gpt-oss-120b (1.00): pii_policy refuses {pii_type}" in answers[0]["x-vsr-decision-reason"]
+    with pytest.raises(openai.PermissionDeniedError) as refused:  # asked for by name: refused per its pii_policy
+        _client(stack).chat.completions.create(model="gpt-oss-120b", messages=[{"role": "user", "content": prompt}])
+    assert refused.value.response.headers["x-vsr-pii-violation"] == pii_type
+    return _request_lines(stack, [h["x-request-id"] for h in answers])
+
+
 def test_a_name_in_the_middle_of_a_long_prompt_keeps_it_from_a_model_that_refuses_names(stack: Stack) -> None:
     """New-user trial (2026-12-01): the PII head read a prompt's first and last 256 tokens only, so a name in the middle
     of a prompt over ~1.6k characters reached a model whose pii_policy refuses PERSON, and its answer was cached."""
-    plain = _client(stack).chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": _report(4000)}])
-    assert plain.headers["x-vsr-selected-model"] == "gpt-oss-120b"  # without the name, the big model answers
-    prompt = _report(4000, "Send the summary to Margaret Thompson afterwards. ")
-    answers = _routed_twice_uncached(stack, prompt, "pii")
-    assert [h["x-vsr-selected-model"] for h in answers] == ["qwen3-4b"] * 2
-    assert "skipped gpt-oss-120b (1.00): pii_policy refuses PERSON" in answers[0]["x-vsr-decision-reason"]
-    with pytest.raises(openai.PermissionDeniedError) as refused:  # asked for by name: refused per its pii_policy
-        _client(stack).chat.completions.create(model="gpt-oss-120b", messages=[{"role": "user", "content": prompt}])
-    assert refused.value.response.headers["x-vsr-pii-violation"] == "PERSON"
-    lines = _request_lines(stack, [h["x-request-id"] for h in answers])
+    lines = _kept_from_gpt_oss(stack, _report(4000), _report(4000, "Send the summary to Margaret Thompson afterwards. "),
+                               "PERSON")
     assert [line["pii_types"] for line in lines.values()] == [["PERSON"]] * 2
     assert "Thompson" not in (stack.workdir / "router.log").read_text()
 
@@ -115,17 +121,8 @@ def test_a_phone_number_written_against_chinese_text_keeps_it_from_a_model_that_
     # Code-switched, as such users write: "... and explain each step". A shipped keyword rule makes it math (gpt-oss-120b's);
     # Chinese alone the encoder does not read, so it would take the default category (router/classifier/reading.py).
     ask = "Solve the linear equation 3x + 7 = 22，并解释每一步。"
-    plain = _client(stack).chat.completions.with_raw_response.create(
-        model="auto", messages=[{"role": "user", "content": ask}])
-    assert plain.headers["x-vsr-selected-model"] == "gpt-oss-120b"
-    prompt = ask + "我的手机号是13812345678，算完请发短信给我。"  # ... my mobile is ..., text me the result
-    answers = _routed_twice_uncached(stack, prompt, "pii")
-    assert [h["x-vsr-selected-model"] for h in answers] == ["qwen3-4b"] * 2
-    assert "skipped gpt-oss-120b (1.00): pii_policy refuses PHONE_NUMBER" in answers[0]["x-vsr-decision-reason"]
-    with pytest.raises(openai.PermissionDeniedError) as refused:  # asked for by name: refused per its pii_policy
-        _client(stack).chat.completions.create(model="gpt-oss-120b", messages=[{"role": "user", "content": prompt}])
-    assert refused.value.response.headers["x-vsr-pii-violation"] == "PHONE_NUMBER"
-    lines = _request_lines(stack, [h["x-request-id"] for h in answers])
+    # ... my mobile is ..., text me the result
+    lines = _kept_from_gpt_oss(stack, ask, ask + "我的手机号是13812345678，算完请发短信给我。", "PHONE_NUMBER")
     assert [(line["cache"], line["pii_types"]) for line in lines.values()] == [("skip:pii", ["PHONE_NUMBER"])] * 2
     assert "13812345678" not in (stack.workdir / "router.log").read_text()
 
