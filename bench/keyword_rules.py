@@ -1,6 +1,6 @@
 """What keyword matching costs per request under RE2 and under the Python `re` it replaced (2026-12-02).
 
-The shipped config's rules, each request's whole keyword step (`Policy.keyword_category`: every rule in order until
+The shipped config's rules, each request's whole keyword step (`Policy.keyword_rule`: every rule in order until
 one matches) on 1,000 real chat first turns of the eval data (offline/data, `CHAT_SETS` in order): microseconds
 per request, the median of `--repeats` timings of each prompt, then p50 / p99 over the prompts; then the longest text
 the rules scan (`classifier.max_scan_chars`: those prompts that match no rule, joined and repeated), where every rule
@@ -68,7 +68,7 @@ def main() -> None:
     before = [(rule.category, python_re(rule)) for rule in cfg.keyword_rules]
     engines: dict[str, Callable[[str], object]] = {
         "python_re": lambda t: next((c for c, p in before if p.search(t)), None),
-        "re2": Policy(cfg).keyword_category,
+        "re2": Policy(cfg).keyword_rule,
     }
     lengths = sorted(len(t) for t in texts)
     print(f"{len(texts)} prompts, {lengths[len(lengths) // 2]} characters median, {lengths[-1]} max")

@@ -159,7 +159,7 @@ def _report(policy: Policy, request: RequestState, answer: pb.ProcessingResponse
     if decision is not None:
         report |= {"model": decision.model, "chain": list(decision.chain), "route": decision.route,
                    "reason": decision.reason, "category": decision.category,
-                   "confidence": round(decision.confidence, 4), "category_by": _category_by(cfg, decision, signal)}
+                   "confidence": round(decision.confidence, 4), "category_by": decision.category_by}
         ranked = decision.auto and request.model_only is None  # /v1/completions' auto is the default model, unranked
         report["models"] = _models(policy, decision, signal, ranked)
         report["reasoning"] = _reasoning(policy, decision)
@@ -179,23 +179,6 @@ def _report(policy: Policy, request: RequestState, answer: pb.ProcessingResponse
     report["headers"] = envoy | {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers
                                  if o.header.key.startswith("x-vsr-")}
     return report
-
-
-def _category_by(cfg: RouterConfig, decision: Decision, signal: Classification) -> str:
-    """The rule that chose the category, with the value it judged."""
-    threshold = cfg.classifier.confidence_threshold
-    if decision.category_by.startswith("keyword_rules."):
-        return f"{decision.category_by} (category {decision.category}) matched"
-    if decision.category_by == "classifier":
-        return f"the classifier: {signal.confidence:.3f} >= classifier.confidence_threshold {threshold}"
-    if signal is NO_SIGNAL:
-        return "default_category: no classifier result"
-    if not signal.encoder_reads:
-        return "default_category: the classifier does not read this text's script"
-    head = f"the classifier's {signal.category} {signal.confidence:.3f}"
-    if signal.confidence < threshold:
-        return f"default_category: {head} is below classifier.confidence_threshold {threshold}"
-    return f"default_category: {head} is not a configured category"
 
 
 def _models(policy: Policy, decision: Decision, signal: Classification, ranked: bool) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from router.config import Category, Matcher, ReasoningFamily, RouterConfig
 from router.errors import ContentBlocked, JailbreakBlocked, ModelNotFound, PIIViolation, RouterError
 from router.openai_wire import REASONING_SWITCHES, ChatRequest
 from router.resilience import chain_cluster
-from router.signals import UNSCREENED_CONTENT, Classification
+from router.signals import NO_SIGNAL, UNSCREENED_CONTENT, Classification
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,9 @@ class CategoryChoice(NamedTuple):
 
     name: str
     confidence: float
-    by: str  # "keyword_rules.N" (the first rule that matched), "classifier" or "default_category"
+    # What chose it, with the value it judged: "keyword_rules.N (category X) matched", "the classifier: ...",
+    # "default_category: <why>"; `semantic-router explain` prints it.
+    by: str
     note: str  # for the decision reason: why the default applies to a confident category the config lacks
 
 
@@ -108,11 +110,6 @@ class Policy:
         clf = self.cfg.classifier
         guarded = clf.jailbreak_action != "off" or clf.content_safety_action != "off"
         return clf.enabled and (guarded or (clf.pii_enabled and not self.cfg.models[model].pii_policy.allow_by_default))
-
-    def keyword_category(self, text: str) -> str | None:
-        """The category of the first keyword rule that matches, in config order."""
-        rule = self.keyword_rule(text)
-        return None if rule is None else self._rules[rule].category
 
     def keyword_rule(self, text: str) -> int | None:
         """The index of the first keyword rule that matches, in config order."""
@@ -252,18 +249,27 @@ class Policy:
         said law 0.906 (trial 13)."""
         rule = self.keyword_rule(text) if self._rules else None
         if rule is not None:
-            return CategoryChoice(self._rules[rule].category, 1.0, f"keyword_rules.{rule}", "")
+            category = self._rules[rule].category
+            return CategoryChoice(category, 1.0, f"keyword_rules.{rule} (category {category}) matched", "")
         threshold, default = self.cfg.classifier.confidence_threshold, self.cfg.default_category
+        if signal is NO_SIGNAL:
+            return CategoryChoice(default, signal.confidence, "default_category: no classifier result", "")
         if not signal.encoder_reads:  # its confident categories: 56 of 67 wrong on trial 15's sets (classifier README)
-            return CategoryChoice(default, signal.confidence, "default_category", UNREAD_NOTE)
+            return CategoryChoice(default, signal.confidence, f"default_category: {UNREAD}", f"; {UNREAD}, so the "
+                                  "default category applies")
         confident = confident_category(signal, threshold, lambda name: self.cfg.category(name) is not None)
         if confident:
-            return CategoryChoice(confident, signal.confidence, "classifier", "")
-        head = signal.category
-        unconfigured = head is not None and head != default and signal.confidence >= threshold
-        note = (f"; classifier category {head} ({signal.confidence:.3f}) is not configured, so the default category "
-                f"{default} applies") if unconfigured else ""
-        return CategoryChoice(default, signal.confidence, "default_category", note)
+            return CategoryChoice(confident, signal.confidence,
+                                  f"the classifier: {signal.confidence:.3f} >= classifier.confidence_threshold "
+                                  f"{threshold}", "")
+        head = f"the classifier's {signal.category} {signal.confidence:.3f}"
+        if signal.category is None or signal.confidence < threshold:
+            return CategoryChoice(default, signal.confidence,
+                                  f"default_category: {head} is below classifier.confidence_threshold {threshold}", "")
+        note = (f"; classifier category {signal.category} ({signal.confidence:.3f}) is not configured, so the default "
+                f"category {default} applies") if signal.category != default else ""
+        return CategoryChoice(default, signal.confidence, f"default_category: {head} is not a configured category",
+                              note)
 
     def _check_guard(self, guard: str, signal: Classification, cat: Category | None, category: str) -> bool:
         """True when the guard fires under a `flag` action; raises when it fires under `block`."""
@@ -367,7 +373,7 @@ def guard_score(guard: str, signal: Classification) -> float:
 
 
 # The decision reason's words for text the encoder does not read (Classification.encoder_reads).
-UNREAD_NOTE = "; the classifier does not read this text's script, so the default category applies"
+UNREAD = "the classifier does not read this text's script"
 
 
 def confident_category(signal: Classification, threshold: float, known: Callable[[str], bool]) -> str | None:

@@ -14,7 +14,7 @@ from router.config import KeywordRule, load_config
 from router.errors import ContentBlocked, JailbreakBlocked, ModelNotFound, PIIViolation
 from router.openai_wire import parse_chat_request
 from router.policy import Policy
-from router.signals import Classification, PIIFinding
+from router.signals import NO_SIGNAL, Classification, PIIFinding
 
 CFG = load_config(ROOT / "config" / "config.yaml")
 
@@ -58,10 +58,10 @@ def test_text_the_encoder_does_not_read_takes_the_default_category_unless_a_keyw
     the domain head's confident categories were wrong 56 times in 67."""
     unread = dataclasses.replace(_signal("engineering", 0.81), encoder_reads=False)
     d = Policy(CFG).decide(_chat("프로그래밍을 배우는 가장 좋은 방법은 무엇인가요?"), unread)
-    assert (d.category, d.model, d.category_by) == ("other", "qwen3-4b", "default_category")
+    assert (d.category, d.model, d.category_by) == ("other", "qwen3-4b", "default_category: the classifier does not read this text's script")
     assert d.reason.endswith("the classifier does not read this text's script, so the default category applies")
     ruled = Policy(CFG).decide(_chat("linked list 를 어떻게 뒤집나요?"), dataclasses.replace(unread, category="history"))
-    assert ruled.category == "computer science" and ruled.category_by == "keyword_rules.1"
+    assert ruled.category == "computer science" and ruled.category_by == "keyword_rules.1 (category computer science) matched"
 
 
 def test_keyword_rules_win_over_the_classifier() -> None:
@@ -69,9 +69,15 @@ def test_keyword_rules_win_over_the_classifier() -> None:
     assert (d.category, d.model, d.reasoning) == ("math", "gpt-oss-120b", True)
 
 
+def _keyword_category(policy: Policy, text: str) -> str | None:
+    """The category a keyword rule gives `text`, None when no rule matches."""
+    choice = policy.category_choice(text, NO_SIGNAL)
+    return choice.name if choice.by.startswith("keyword_rules.") else None
+
+
 def test_keywords_match_whole_words_only() -> None:
-    assert Policy(CFG).keyword_category("I read a reprove of the book") is None
-    assert Policy(CFG).keyword_category("please PROVE that 7 is prime") == "math"
+    assert _keyword_category(Policy(CFG), "I read a reprove of the book") is None
+    assert _keyword_category(Policy(CFG), "please PROVE that 7 is prime") == "math"
 
 
 SHIPPED_RULE_CASES = [
@@ -118,7 +124,7 @@ SHIPPED_RULE_CASES = [
 
 @pytest.mark.parametrize(("text", "category"), SHIPPED_RULE_CASES)
 def test_shipped_keyword_rules_fire_on_phrases_not_everyday_words(text: str, category: str | None) -> None:
-    assert Policy(CFG).keyword_category(text) == category
+    assert _keyword_category(Policy(CFG), text) == category
 
 
 def test_shipped_keyword_rules_match_under_re2_what_they_matched_under_python_re() -> None:
@@ -135,17 +141,17 @@ def test_shipped_keyword_rules_match_under_re2_what_they_matched_under_python_re
 def test_a_keyword_is_a_whole_word_in_any_script() -> None:
     """RE2's own `\\b` knows ASCII letters only: `caf\\b` would match inside "café"."""
     policy = Policy(CFG.model_copy(update={"keyword_rules": [KeywordRule(category="food", keywords=["caf", "na\u00efve"])]}))
-    assert policy.keyword_category("the caf\u00e9 menu") is None
-    assert policy.keyword_category("the caf menu, NA\u00cfVE me") == "food"
-    assert policy.keyword_category("their na\u00efvet\u00e9") is None
+    assert _keyword_category(policy, "the caf\u00e9 menu") is None
+    assert _keyword_category(policy, "the caf menu, NA\u00cfVE me") == "food"
+    assert _keyword_category(policy, "their na\u00efvet\u00e9") is None
 
 
 def test_a_backtracking_regex_does_not_hold_a_worker_on_an_adversarial_prompt() -> None:
     """Trial 13: under Python's `re`, `(a+)+$` took 5.3 s on 25 characters (each one more doubles it) while the
     worker's other requests waited and got 503s. RE2 answers in time linear in the prompt."""
     policy = Policy(CFG.model_copy(update={"keyword_rules": [KeywordRule(category="history", regex=["(a+)+$"])]}))
-    assert policy.keyword_category("a" * 10_000 + "!") is None
-    assert policy.keyword_category("a" * 10_000) == "history"
+    assert _keyword_category(policy, "a" * 10_000 + "!") is None
+    assert _keyword_category(policy, "a" * 10_000) == "history"
 
 
 def test_pii_the_best_model_may_not_see_moves_to_the_next_allowed_one() -> None:
