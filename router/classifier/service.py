@@ -35,6 +35,7 @@ def to_response(result: Classification, settings: ClassifierConfig) -> Any:
         pii_types=sorted(result.pii_types),
         pii=[pb2.PIIFinding(type=f.type, start=f.start, end=f.end, score=f.score) for f in result.pii],
         source=result.source,
+        unread=not result.encoder_reads,
     )
 
 

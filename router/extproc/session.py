@@ -265,7 +265,9 @@ class StreamSession(Screener, AnswerPhases):
         start = time.perf_counter()
         with self.trace.span("vsr.cache_lookup"):
             hit = await cache.lookup(key)
-            result = "miss" if hit is None else f"skip:{hit}" if isinstance(hit, str) else "hit"
+            # `miss:unread`: only the exact key was asked (the encoder does not read the text), no semantic search
+            result = (("miss:unread" if key.unread else "miss") if hit is None else f"skip:{hit}"
+                      if isinstance(hit, str) else "hit")
             self.trace.set(cache_result=result)
         self.request.timings["cache_lookup"] = time.perf_counter() - start
         self.request.cache_result = result

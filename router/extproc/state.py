@@ -40,7 +40,7 @@ class RequestState:
     outcome: Outcome = Outcome.PASSTHROUGH
     classifier_error: str | None = None  # "Type: message" when classification failed
     classifier_failure: Failure | None = None  # an exception, or out of its time budget
-    cache_result: str = "off"  # off | skip:<reason> | hit | miss
+    cache_result: str = "off"  # off | skip:<reason> | hit | miss | miss:unread (exact key only)
     cache_hit: CacheHit | None = None  # what a hit matched (entry, scores): the log line names it
     cache_stored: bool = False  # the answer was queued for the cache under cache_key
     # Why a miss's answer was not stored: tool_calls, not_text, incomplete (apis.unstored), fallback (another model

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from devstack.stack import Stack
-from tests.integration.test_cache_e2e import _client, _metric, ask, eventually_hit
+from tests.integration.test_cache_e2e import _client, _metric, _request_lines, ask, eventually_hit
 
 pytestmark = pytest.mark.usefixtures("require_model")
 LEARN_ENGLISH = "ما هي أفضل طريقة لتعلم اللغة الإنجليزية بسرعة؟"  # what is the best way to learn English fast?
@@ -40,6 +40,8 @@ def test_another_arabic_question_of_the_same_frame_is_a_miss_and_an_exact_repeat
     assert again == first and float(headers["x-vsr-cache-similarity"]) == 1.0
     calls = stack.upstream_requests()
     answer, headers = ask(client, second)
-    assert headers["x-vsr-cache-hit"] == "false" and answer != first
+    assert headers["x-vsr-cache-hit"] == "false" and answer != first and "x-vsr-cache-skip" not in headers
+    # the request line tells the operator no semantic search was made (it said `miss`, as for any miss)
+    assert _request_lines(stack, [headers["x-request-id"]])[headers["x-request-id"]]["cache"] == "miss:unread"
     assert stack.upstream_requests() == calls + 1
     assert _metric(stack, 'vsr_cache_events_total{event="miss",reason="unread"}') >= 1
