@@ -224,7 +224,7 @@ async def verifier_cost(size: int, queries: int) -> dict[str, Any]:
         stats = summary_ms(times[20:])
         out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = stats["p50_ms"], stats["p99_ms"]
         if cfg.pair_model_dir is not None:
-            out[f"{name}_pair_runs"] = cache.counters["pair_reject"] + cache.counters["hit:semantic"]
+            out[f"{name}_pair_runs"] = cache.counters["miss:pair_reject"] + cache.counters["hit:semantic"]
         await cache.close()
     out["added_p50_ms"] = round(out["verifier_pair_p50_ms"] - out["no_verifier_p50_ms"], 3)
     out["verifier_alone_added_p50_ms"] = round(out["verifier_p50_ms"] - out["no_verifier_p50_ms"], 3)

@@ -5,6 +5,7 @@ from router.cache.semantic_cache import (
     CACHE_REASONS,
     CacheHit,
     CacheRequest,
+    Miss,
     SemanticCache,
     build_cache_request,
     cache_control,
@@ -12,5 +13,5 @@ from router.cache.semantic_cache import (
 )
 from router.cache.store import CacheBackendError, CacheStore, InvalidCacheArgument
 
-__all__ = ["CACHE_REASONS", "CacheBackendError", "CacheHit", "CacheRequest", "CacheStore", "InvalidCacheArgument", "SemanticCache",
+__all__ = ["CACHE_REASONS", "CacheBackendError", "CacheHit", "CacheRequest", "CacheStore", "InvalidCacheArgument", "Miss", "SemanticCache",
            "SkipReason", "build_cache_request", "cache_control", "make_store"]

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import structlog
@@ -37,7 +37,7 @@ from router.cache.memory import MemoryStore
 from router.cache.milvus import MAX_TEXT_BYTES, MilvusStore
 from router.cache.pair import OperatingPoint, PairModel, manifest_point
 from router.cache.store import DIM, CacheBackendError, CacheEntry, CacheStore, CacheTimeout
-from router.cache.verifier import ADDITION, Verifier
+from router.cache.verifier import ADDITION, VETOED, Verifier
 from router.cache.verifier import FLOOR as VERIFIER_FLOOR
 from router.cache.writer import WriteQueue
 from router.config import LOOP_SLACK, CacheConfig, CategoryCache, RouterConfig
@@ -53,10 +53,15 @@ WARM_UP_S = 5.0  # the longest a starting process waits for its backend's connec
 ANSWER_PII = "answer_pii"  # the answer itself holds PII the validators find (answer_pii.py): not stored
 ANSWER_UNSCREENED = "answer_unscreened"  # the answer's PII screen failed (a bug, logged): not stored
 UNREAD = "unread"  # a lookup of a prompt the encoder does not read: exact key only
+# Why a lookup served nothing (`Miss.reason`, the miss's metric reason and request line): no entry of the scope at or
+# above the candidate floor; every candidate vetoed (a number, date, direction, ... differs); the verifier's score
+# reached no step; the pair model scored the chosen candidate below what its step needs; the entry could not serve
+# (unreadable, or without the logprobs the request asks for); `unread` (UNREAD): only the exact key was asked.
+MISS_REASONS = ("no_candidate", "vetoed", "verifier_reject", "pair_reject", "unusable", UNREAD)
 _FINISH_OK = frozenset({"stop", "length", "tool_calls", "function_call"})
 # Every `reason` label value this module emits: declare them with metrics.set_label_values("cache_reason", ...).
 CACHE_REASONS = (
-    "exact", "semantic", UNREAD, "lookup", "write", "purge", "stats", "probe",
+    "exact", "semantic", *MISS_REASONS, "lookup", "write", "purge", "stats", "probe",
     "queue_full", "backend_error", "shutdown",
     "not_completion", "no_choices", "bad_message", "unfinished", "too_large", ANSWER_PII, ANSWER_UNSCREENED,
     *(r.value for r in SkipReason),
@@ -91,6 +96,16 @@ class CacheHit:
     key: str = ""  # the stored entry's key: a hash, so the request log can name the entry without its text
     verifier_score: float | None = None  # a semantic hit's verifier score (None: exact)
     pair_score: float | None = None  # and the pair model's (None: exact, or no pair model)
+
+
+class Miss(NamedTuple):
+    """A lookup that served nothing, why (MISS_REASONS), and the figures of the candidate it judged last, so that an
+    operator tuning `similarity_threshold` or `verifier_threshold` can tell which bar a rewording missed (trial 18)."""
+
+    reason: str
+    similarity: float | None = None
+    verifier_score: float | None = None
+    pair_score: float | None = None
 
 
 def cache_control(headers: Mapping[str, str]) -> frozenset[str]:
@@ -254,10 +269,9 @@ class SemanticCache:
         return cls(cfg.semantic_cache, make_store(cfg.semantic_cache))
 
     def _count(self, event: str, reason: str | None = None, n: int = 1) -> None:
-        """Local counters (stats, CLI) and the Prometheus series; verifier and pair rejections stay local."""
+        """Local counters (stats, CLI) and the Prometheus series."""
         self.counters[f"{event}:{reason}" if reason else event] += n
-        if event not in ("verifier_reject", "pair_reject"):
-            metrics.record_cache(event, reason, n)  # type: ignore[arg-type]
+        metrics.record_cache(event, reason, n)  # type: ignore[arg-type]
 
     def _count_n(self, event: str, reason: str | None, n: int) -> None:
         """The write queue's counter: n entries at once (a stored batch, a dropped batch)."""
@@ -293,6 +307,12 @@ class SemanticCache:
     async def lookup(self, req: CacheRequest) -> CacheHit | SkipReason | None:
         """A hit or None within `lookup_timeout_ms`; never raises. SkipReason.BACKEND_DOWN, at once, while the
         breaker (`health.admit`) keeps the backend out: a hit from memory is still served."""
+        found = await self.verdict(req)
+        return None if isinstance(found, Miss) else found
+
+    async def verdict(self, req: CacheRequest) -> CacheHit | SkipReason | Miss | None:
+        """`lookup`, with a miss's reason and figures (the request line's); None: not asked, or no verdict within
+        the budget (the backend failed or timed out: counted and logged as such)."""
         if not req.read:
             return None
         self._ensure_purger()
@@ -306,7 +326,7 @@ class SemanticCache:
             return SkipReason.BACKEND_DOWN
         try:
             async with asyncio.timeout(_backstop(self.cfg.lookup_timeout_ms)):
-                hit = await self._find(req, now)
+                found = await self._find(req, now)
         except (CacheBackendError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):  # the event loop's backstop: the backend's budget did not end it
                 metrics.record_lookup_timeout("loop")
@@ -317,11 +337,13 @@ class SemanticCache:
             self._error(exc, "lookup")
             return None
         self._answered()
-        kind = UNREAD if req.unread else None if hit is None else "exact" if hit.exact else "semantic"
-        self._count("hit" if hit else "miss", kind)
-        return hit
+        if isinstance(found, Miss):
+            self._count("miss", found.reason)
+        else:
+            self._count("hit", UNREAD if req.unread else "exact" if found.exact else "semantic")
+        return found
 
-    async def _find(self, req: CacheRequest, now: float) -> CacheHit | None:
+    async def _find(self, req: CacheRequest, now: float) -> CacheHit | Miss:
         """One backend round trip: the exact key when there is no embedding, else the semantic search.
 
         An exact repeat embeds to the same vector, so the search returns its entry first at similarity
@@ -332,7 +354,9 @@ class SemanticCache:
         """
         if req.embedding is None:
             entry = await self.backend.get(req.key, now)
-            return self._hit(req, entry, 1.0, True, now) if entry is not None and entry.scope == req.scope else None
+            if entry is None or entry.scope != req.scope:  # only the exact key was asked: `unread` says why
+                return Miss(UNREAD if req.unread else "no_candidate")
+            return self._hit(req, entry, 1.0, True, now) or Miss("unusable", 1.0)
         floor = self.point.floor if req.threshold is None else req.threshold
         found = await self.backend.search(req.scope, req.embedding, self.cfg.top_k, floor, now)
         # Defence in depth: a backend must never return another scope.
@@ -340,22 +364,25 @@ class SemanticCache:
         exact = next((c for c in own if c.entry.key == req.key), None)
         if exact is not None:
             self.hot.put(exact.entry, now)
-            return self._hit(req, exact.entry, 1.0, True, now)
+            return self._hit(req, exact.entry, 1.0, True, now) or Miss("unusable", 1.0)
+        if not own:
+            return Miss("no_candidate")
         scores, states = self.verifier.judge(req.text, [(c.entry.text, c.similarity) for c in own])
         chosen = self.point.pick(scores, states, req.min_score)
         if chosen is None:
-            if own:
-                self._count("verifier_reject")
-            return None
+            best = int(np.argmax(scores))  # the nearest when all are vetoed (scores 0, candidates nearest first)
+            return Miss("vetoed" if (states == VETOED).all() else "verifier_reject", own[best].similarity,
+                        float(scores[best]))
         pick, need = chosen
         pair = None  # not asked: no pair model, or the chosen candidate's step needs no pair score
         if self.pair is not None and need > 0:
             pair = await self.pair.check(own[pick].entry.text, req.text, whole=bool(states[pick] == ADDITION))
             if not pair >= need:  # NaN included: a score nothing vouches for never serves
-                self._count("pair_reject")
-                return None
+                return Miss("pair_reject", own[pick].similarity, float(scores[pick]), pair)
         hit = self._hit(req, own[pick].entry, own[pick].similarity, False, now)
-        return None if hit is None else replace(hit, verifier_score=float(scores[pick]), pair_score=pair)
+        if hit is None:
+            return Miss("unusable", own[pick].similarity, float(scores[pick]), pair)
+        return replace(hit, verifier_score=float(scores[pick]), pair_score=pair)
 
     def _hit(self, req: CacheRequest, entry: CacheEntry, similarity: float, exact: bool, now: float,
              ) -> CacheHit | None:

@@ -147,7 +147,8 @@ def _answer_fields(session: StreamSession) -> dict[str, Any]:
 
 
 def _cache_fields(session: StreamSession) -> dict[str, Any]:
-    """Which stored entry a hit served and how it matched, or the entry a miss's answer was queued as: the same
+    """Which stored entry a hit served and how it matched, or why a miss served nothing (its nearest candidate's
+    figures: which bar a rewording missed) and the entry its answer was queued as: the same
     `cache_entry` (the entry's whole key, itself a hash: `cache invalidate --entry` deletes by it exactly) on both
     lines ties a wrong answer to the request that stored it, without the prompt text."""
     req, hit = session.request, session.request.cache_hit
@@ -155,9 +156,13 @@ def _cache_fields(session: StreamSession) -> dict[str, Any]:
         return {"cache_entry": hit.key, "cache_match": "exact" if hit.exact else "semantic",
                 "cache_similarity": round(hit.similarity, 4), "cache_age_s": round(hit.age_seconds, 1),
                 "cache_verifier_score": _round(hit.verifier_score), "cache_pair_score": _round(hit.pair_score)}
+    miss = req.cache_miss
+    out = {} if miss is None else {"cache_miss": miss.reason, **{f"cache_{k}": _round(v) for k, v in (
+        ("similarity", miss.similarity), ("verifier_score", miss.verifier_score), ("pair_score", miss.pair_score))
+        if v is not None}}
     if req.cache_stored and req.cache_key is not None:
-        return {"cache_entry": req.cache_key.key}
-    return {"cache_unstored": req.cache_unstored} if req.cache_unstored else {}
+        return out | {"cache_entry": req.cache_key.key}
+    return out | ({"cache_unstored": req.cache_unstored} if req.cache_unstored else {})
 
 
 def _round(score: float | None) -> float | None:

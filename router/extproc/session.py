@@ -25,7 +25,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from router import affinity, apis, resilience, screening
 from router import openai_wire as wire
-from router.cache import build_cache_request, cache_control, keys
+from router.cache import Miss, build_cache_request, cache_control, keys
 from router.errors import (
     BodyTooLarge,
     ClassifierUnavailable,
@@ -264,10 +264,10 @@ class StreamSession(Screener, AnswerPhases):
         self.request.cache_key = key
         start = time.perf_counter()
         with self.trace.span("vsr.cache_lookup"):
-            hit = await cache.lookup(key)
-            # `miss:unread`: only the exact key was asked (the encoder does not read the text), no semantic search
-            result = (("miss:unread" if key.unread else "miss") if hit is None else f"skip:{hit}"
-                      if isinstance(hit, str) else "hit")
+            hit = await cache.verdict(key)
+            if isinstance(hit, Miss):
+                self.request.cache_miss, hit = hit, None
+            result = "miss" if hit is None else f"skip:{hit}" if isinstance(hit, str) else "hit"
             self.trace.set(cache_result=result)
         self.request.timings["cache_lookup"] = time.perf_counter() - start
         self.request.cache_result = result

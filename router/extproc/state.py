@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from router import apis
 from router import openai_wire as wire
-from router.cache import CacheHit, keys
+from router.cache import CacheHit, Miss, keys
 from router.errors import Outcome
 from router.extproc.encoder_queue import EncoderQueue
 from router.policy import Decision
@@ -40,8 +40,9 @@ class RequestState:
     outcome: Outcome = Outcome.PASSTHROUGH
     classifier_error: str | None = None  # "Type: message" when classification failed
     classifier_failure: Failure | None = None  # an exception, or out of its time budget
-    cache_result: str = "off"  # off | skip:<reason> | hit | miss | miss:unread (exact key only)
+    cache_result: str = "off"  # off | skip:<reason> | hit | miss
     cache_hit: CacheHit | None = None  # what a hit matched (entry, scores): the log line names it
+    cache_miss: Miss | None = None  # why a lookup served nothing, with its nearest candidate's figures
     cache_stored: bool = False  # the answer was queued for the cache under cache_key
     # Why a miss's answer was not stored: tool_calls, not_text, incomplete (apis.unstored), fallback (another model
     # answered than the key names).

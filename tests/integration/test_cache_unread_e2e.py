@@ -42,6 +42,7 @@ def test_another_arabic_question_of_the_same_frame_is_a_miss_and_an_exact_repeat
     answer, headers = ask(client, second)
     assert headers["x-vsr-cache-hit"] == "false" and answer != first and "x-vsr-cache-skip" not in headers
     # the request line tells the operator no semantic search was made (it said `miss`, as for any miss)
-    assert _request_lines(stack, [headers["x-request-id"]])[headers["x-request-id"]]["cache"] == "miss:unread"
+    line = _request_lines(stack, [headers["x-request-id"]])[headers["x-request-id"]]
+    assert (line["cache"], line["cache_miss"]) == ("miss", "unread")
     assert stack.upstream_requests() == calls + 1
     assert _metric(stack, 'vsr_cache_events_total{event="miss",reason="unread"}') >= 1

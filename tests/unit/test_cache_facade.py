@@ -11,7 +11,7 @@ import pytest
 
 from router.cache import CacheBackendError, CacheRequest, SemanticCache, answer_pii, build_cache_request
 from router.cache.memory import MemoryStore
-from router.cache.semantic_cache import ANSWER_UNSCREENED, CACHE_REASONS, completion_problem
+from router.cache.semantic_cache import ANSWER_UNSCREENED, CACHE_REASONS, Miss, completion_problem
 from router.cache.store import CacheEntry, Candidate, StoreStats
 from tests.unit.test_cache_keys import CFG, KEY_A, body
 
@@ -77,7 +77,7 @@ async def test_exact_then_semantic_hit_and_threshold(cache: SemanticCache) -> No
     assert para is not None and not para.exact and 0.94 < para.similarity < 0.96
     below_floor = cache.point.floor - 0.1  # the search returns no candidate at all
     assert await cache.lookup(make_req("What are the steps to reset my password?", near(below_floor))) is None
-    assert cache.counters["hit:exact"] == 1 and cache.counters["hit:semantic"] == 1 and cache.counters["miss"] == 1
+    assert cache.counters["hit:exact"] == 1 and cache.counters["hit:semantic"] == 1 and cache.counters["miss:no_candidate"] == 1
 
 
 async def test_other_tenant_and_other_system_prompt_miss(cache: SemanticCache) -> None:
@@ -93,7 +93,19 @@ async def test_other_tenant_and_other_system_prompt_miss(cache: SemanticCache) -
 async def test_verifier_rejects_a_close_vector_with_another_number(cache: SemanticCache) -> None:
     await put(cache, make_req("What is 17 times 3?", BASE))
     assert await cache.lookup(make_req("What is 17 times 4?", near(0.99))) is None
-    assert cache.counters["verifier_reject"] == 1 and cache.counters["miss"] == 1
+    assert cache.counters["miss:vetoed"] == 1
+
+
+async def test_a_miss_says_which_bar_the_nearest_candidate_missed(cache: SemanticCache) -> None:
+    """Trial 18: an operator whose shop questions hit 1 time in 4 could not tell from the request line or /metrics
+    whether no entry was near, a veto held or the verifier's score fell short, so not which setting to change."""
+    await put(cache, make_req("What is 17 times 3?", BASE))
+    assert await cache.verdict(make_req("What is 17 times 4?", near(0.99))) == Miss("vetoed", pytest.approx(0.99, abs=0.01), 0.0)
+    far = await cache.verdict(make_req("Which planet is the largest?", near(cache.point.floor + 0.02)))
+    assert isinstance(far, Miss) and far.reason == "pair_reject" and far.pair_score is not None and far.pair_score < 0.5
+    assert far.similarity == pytest.approx(cache.point.floor + 0.02, abs=0.01) and far.verifier_score is not None
+    assert await cache.verdict(make_req("What is 19 times 3?", near(cache.point.floor - 0.1))) == Miss("no_candidate")
+    assert [cache.counters[f"miss:{r}"] for r in ("vetoed", "pair_reject", "no_candidate")] == [1, 1, 1]
 
 
 async def test_the_verifier_serves_the_paraphrase_not_the_nearest_vector(cache: SemanticCache) -> None:

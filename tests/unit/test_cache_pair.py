@@ -110,7 +110,7 @@ async def test_the_pair_check_decides_in_its_own_thread(model: PairModel) -> Non
         await put(cache, make_req("What is a synonym for happy?", BASE), completion("glad"))
         await put(cache, make_req("How do I exit vim?", other), completion(":q"))
         assert await cache.lookup(make_req("What is an antonym for happy?", BASE)) is None
-        assert cache.counters["pair_reject"] == 1
+        assert cache.counters["miss:pair_reject"] == 1
         hit = await cache.lookup(make_req("how can i quit the vim editor", other))
         assert hit is not None and hit.completion["choices"][0]["message"]["content"] == ":q"
     finally:
@@ -229,7 +229,7 @@ async def test_an_addition_is_served_only_when_the_pair_model_reads_both_prompts
         assert await cache.lookup(make_req(query, BASE)) is None
     finally:
         await cache.close()
-    assert cache.counters["pair_reject"] == 1
+    assert cache.counters["miss:pair_reject"] == 1
 
 
 class Broken(PairModel):
@@ -251,7 +251,7 @@ async def test_a_pair_score_that_is_not_a_number_refuses(model: PairModel) -> No
         assert await cache.lookup(make_req("What is an antonym for happy?", BASE)) is None
     finally:
         await cache.close()
-    assert cache.counters["pair_reject"] == 1
+    assert cache.counters["miss:pair_reject"] == 1
 
 
 def test_a_manifest_without_its_floor_or_steps_fails_startup(tmp_path: Path) -> None:
@@ -314,6 +314,6 @@ async def test_a_candidate_the_verifier_is_sure_of_is_refused_when_the_pair_mode
     try:
         await put(cache, make_req(stored, BASE), completion("pinch outwards"))
         assert await cache.lookup(make_req(query, near(0.97))) is None
-        assert cache.counters["pair_reject"] == 1
+        assert cache.counters["miss:pair_reject"] == 1
     finally:
         await cache.close()

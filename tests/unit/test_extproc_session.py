@@ -438,6 +438,7 @@ async def test_a_cache_hit_log_line_names_the_stored_entry_and_its_scores() -> N
             _record(s)
     lines = [x for x in logs if x["event"] == "request"]
     assert [x["cache"] for x in lines] == ["miss", "hit", "hit"]
+    assert lines[0]["cache_miss"] == "no_candidate" and "cache_miss" not in lines[1]  # trial 18: why it missed
     entry = lines[0]["cache_entry"]
     assert len(entry) == 64 and lines[1]["cache_entry"] == entry == lines[2]["cache_entry"]  # the id, whole
     assert (lines[1]["cache_match"], lines[1]["cache_similarity"]) == ("exact", 1.0)

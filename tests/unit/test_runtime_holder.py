@@ -99,7 +99,7 @@ async def test_a_reload_that_keeps_the_cache_config_keeps_the_cache(config_file:
     await first.close()
     assert second.cache is not None and (await second.cache.stats())["entries"] == 0
     assert await second.cache.lookup(_request(second)) is None  # still open: a real round trip, a miss
-    assert second.cache.counters["miss"] == 1
+    assert second.cache.counters["miss:no_candidate"] == 1
     raw["semantic_cache"]["max_entries"] = 10  # a cache edit builds a new cache
     config_file.write_text(yaml.safe_dump(raw))
     await holder.reload()
