@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                                      "/v1/responses, /v1/messages)")
     p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
                    help="a request header as the client sends it (repeatable): authorization, x-vsr-cache-control, ...")
+    p.add_argument("--after", metavar="PROMPT",
+                   help="first send this user turn (same model and headers) and store an answer to it: the cache line "
+                        "then says whether the request would be served that answer, or which bar it missed")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the readable block")
     p.set_defaults(func=_explain)
 
@@ -77,8 +80,11 @@ def _explain(args: argparse.Namespace) -> int:
         headers[name.strip().lower()] = value.strip()
     if args.prompt is not None and args.body is not None:
         raise SystemExit("explain: give PROMPT or --body, not both")
+    def turn(prompt: str) -> bytes:
+        return json.dumps({"model": args.model, "messages": [{"role": "user", "content": prompt}]}).encode()
+
     if args.prompt is not None:
-        body = json.dumps({"model": args.model, "messages": [{"role": "user", "content": args.prompt}]}).encode()
+        body = turn(args.prompt)
     elif args.body in (None, "-"):
         body = sys.stdin.buffer.read()
     else:
@@ -89,7 +95,7 @@ def _explain(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     logs.configure(level="error")  # on stderr, and only what went wrong: stdout is the explanation
     try:
-        report = asyncio.run(explain(cfg, body, headers, args.path))
+        report = asyncio.run(explain(cfg, body, headers, args.path, None if args.after is None else turn(args.after)))
     except ModelMissingError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -97,8 +103,11 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-async def explain(cfg: RouterConfig, body: bytes, headers: dict[str, str], path: str = CHAT_PATH) -> dict[str, Any]:
-    """What the router decides for one request, and the rule behind each part of it (the `--json` form)."""
+async def explain(cfg: RouterConfig, body: bytes, headers: dict[str, str], path: str = CHAT_PATH,
+                  after: bytes | None = None) -> dict[str, Any]:
+    """What the router decides for one request, and the rule behind each part of it (the `--json` form). With `after`
+    (a chat body), that request is decided first and an answer stored for it as the router would, so the cache part
+    says whether this request would be served it (trial 19: "would prompt B get prompt A's entry?")."""
     from router.cache import SemanticCache
     from router.cache.memory import MemoryStore
     from router.classifier import load_classifier
@@ -112,24 +121,73 @@ async def explain(cfg: RouterConfig, body: bytes, headers: dict[str, str], path:
     cache = SemanticCache(cfg.semantic_cache, MemoryStore()) if cfg.semantic_cache.enabled else None
     runtime = Runtime(cfg=cfg, policy=Policy(cfg), classifier=classifier, cache=cache)
     executor = EncoderQueue("explain")
-    session = StreamSession(runtime, executor)
     stripped = [name for name in headers if name in stripped_client_headers(cfg)]
-    sent = {":method": "POST", ":path": path, "content-type": "application/json", "content-length": str(len(body)),
-            **{k: v for k, v in headers.items() if k not in stripped}}
-    try:
+    kept = {k: v for k, v in headers.items() if k not in stripped}
+
+    async def decide(path: str, body: bytes) -> tuple[StreamSession, pb.ProcessingResponse]:
+        session = StreamSession(runtime, executor)
+        sent = {":method": "POST", ":path": path, "content-type": "application/json",
+                "content-length": str(len(body)), **kept}
         answer = await session.handle(_headers_message("request_headers", sent))
         if answer.WhichOneof("response") != "immediate_response":
             answer = await session.handle(pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)))
         if answer.WhichOneof("response") != "immediate_response":  # routed: a 200 answer from the first choice
             answer = await session.handle(_headers_message("response_headers", _answered(session.request.decision)))
+        return session, answer
+
+    earlier: dict[str, Any] | None = None
+    try:
+        if after is not None:
+            first, _ = await decide(CHAT_PATH, after)
+            earlier = _stored(first.request)
+            if cache is not None and first.request.cache_key is not None:
+                cache.store(first.request.cache_key, _ANSWER | {"model": earlier["model"]})
+                await cache.flush()
+        session, answer = await decide(path, body)
     finally:
         executor.shutdown(wait=False)
         if cache is not None:
             await cache.close()
     report = _report(runtime.policy, session.request, answer)
+    if cache is not None and "verifier_threshold" in report["cache"]:
+        report["cache"]["operating_point"] = cache.point.manifest()
+    if earlier is not None:
+        report["cache"]["after"] = earlier | _verdict(session.request)
     if stripped:  # an auth filter behind Envoy's early mutation may set them from a verified token
         report["envoy_strips"] = stripped
     return report
+
+
+_ANSWER = {"id": "explain", "object": "chat.completion", "created": 0,
+           "choices": [{"index": 0, "message": {"role": "assistant", "content": "(the stored answer)"},
+                        "finish_reason": "stop"}]}
+
+
+def _stored(first: RequestState) -> dict[str, Any]:
+    """Whether the `--after` request's answer would be stored, and where (its category and model scope the entry)."""
+    decision = first.decision
+    out: dict[str, Any] = {"stored": first.cache_key is not None,
+                           "category": decision.category if decision else None,
+                           "model": decision.model if decision else None}
+    if not out["stored"]:
+        out["why_not"] = first.cache_result.removeprefix("skip:") if first.cache_result != "miss" else "not stored"
+    return out
+
+
+def _verdict(request: RequestState) -> dict[str, Any]:
+    """Whether the request was served the stored answer, with the figures of the candidate it was judged by."""
+    hit, miss = request.cache_hit, request.cache_miss
+    if hit is not None:
+        return {"served": True, "match": "exact" if hit.exact else "semantic", "similarity": round(hit.similarity, 4),
+                "verifier_score": _round(hit.verifier_score), "pair_score": _round(hit.pair_score)}
+    if miss is not None:
+        return {"served": False, "miss": miss.reason, "similarity": _round(miss.similarity),
+                "verifier_score": _round(miss.verifier_score), "pair_score": _round(miss.pair_score)}
+    return {"served": False, "miss": request.cache_result}
+
+
+def _round(score: float | None) -> float | None:
+    return None if score is None else round(score, 4)
 
 
 def _answered(decision: Decision | None) -> dict[str, str]:
@@ -147,11 +205,12 @@ def _headers_message(which: str, values: dict[str, str]) -> pb.ProcessingRequest
 def _report(policy: Policy, request: RequestState, answer: pb.ProcessingResponse) -> dict[str, Any]:
     """The session's findings (extproc.state.RequestState) beside the config rules that made them."""
     cfg, signal, decision = policy.cfg, request.signal, request.decision
-    refused = answer.WhichOneof("response") == "immediate_response"
-    mutation = (answer.immediate_response.headers if refused
+    immediate = answer.WhichOneof("response") == "immediate_response"
+    refused = immediate and request.cache_hit is None  # else answered from the cache (`--after`)
+    mutation = (answer.immediate_response.headers if immediate
                 else answer.response_headers.response.header_mutation)
     category = decision.category if decision is not None else request.error_category
-    report: dict[str, Any] = {"decision": "refused" if refused else "routed"}
+    report: dict[str, Any] = {"decision": "refused" if refused else "cached" if immediate else "routed"}
     if refused:
         error = json.loads(answer.immediate_response.body or b"{}").get("error", {})
         report |= {"status": answer.immediate_response.status.code, "error": error.get("code") or error.get("type"),
@@ -175,7 +234,7 @@ def _report(policy: Policy, request: RequestState, answer: pb.ProcessingResponse
     if decision is not None and decision.auto and cfg.affinity.enabled:
         report["affinity"] = ("not evaluated (explain keeps no conversation state): a conversation pinned earlier "
                               "may keep its model")
-    envoy = {} if refused else {k: v for k, v in _answered(decision).items() if k.startswith("x-vsr-")}
+    envoy = {} if immediate else {k: v for k, v in _answered(decision).items() if k.startswith("x-vsr-")}
     report["headers"] = envoy | {o.header.key: o.header.raw_value.decode() for o in mutation.set_headers
                                  if o.header.key.startswith("x-vsr-")}
     return report
@@ -246,6 +305,17 @@ def _cache(cfg: RouterConfig, request: RequestState, category: str | None) -> di
             "why": "an answer is stored unless it is tool calls, not text, cut short, or from a fallback model"}
 
 
+def _after(a: dict[str, Any]) -> str:
+    """The `--after` verdict in one line: where the earlier answer went, and whether this request gets it."""
+    if not a["stored"]:
+        return f"--after: its answer is not stored ({a['why_not']}), so there is nothing to serve"
+    where = f"--after: stored under {a['category']} / {a['model']}"
+    figures = ", ".join(f"{k} {a[k]}" for k in ("similarity", "verifier_score", "pair_score") if a.get(k) is not None)
+    if a["served"]:
+        return f"{where}; served to this request ({a['match']}: {figures})"
+    return f"{where}; not served: {a['miss']}" + (f" ({figures})" if figures else "")
+
+
 def _line(label: str, text: str) -> str:
     return f"{label:<14} {text}"
 
@@ -255,6 +325,10 @@ def render(report: dict[str, Any]) -> str:
     lines = []
     if report["decision"] == "refused":
         lines.append(_line("decision", f"refused {report['status']} {report['error']}: {report['message']}"))
+    elif report["decision"] == "cached":
+        lines.append(_line("decision", f"answered from the cache (the entry of --after); would have gone to "
+                                       f"{report['model']}"))
+        lines.append(_line("reason", report["reason"]))
     else:
         lines.append(_line("decision", f"{report['model']} (chain {' -> '.join(report['chain'])}; "
                                        f"route {report['route']})"))
@@ -297,6 +371,10 @@ def render(report: dict[str, Any]) -> str:
         lines.append(_line("cache", f"{cache['does']}: similarity >= {cache['similarity_threshold']}, verifier >= "
                                     f"{cache['verifier_threshold'] or 'operating point'}, ttl {cache['ttl_seconds']} s; "
                                     f"{cache['why']}"))
+        steps = "; ".join(f"verifier >= {v} needs pair >= {p}" for v, p in cache["operating_point"]["steps"])
+        lines.append(_line("", f"operating point: {steps or 'no steps: the verifier alone decides'}"))
+    if "after" in cache:
+        lines.append(_line("", _after(cache["after"])))
     if "affinity" in report:
         lines.append(_line("affinity", report["affinity"]))
     if "envoy_strips" in report:

@@ -144,6 +144,21 @@ async def test_the_cache_says_why_it_skips_and_with_which_settings_it_looks_up()
     assert no_cache["cache"]["does"] == "store only (no-cache: not looked up)"
 
 
+async def test_after_says_whether_the_request_would_be_served_an_earlier_answer_and_which_bar_it_missed() -> None:
+    """Trial 19: an operator tuning the cache had no way to ask "would prompt B be served prompt A's entry?"."""
+    reworded = await explain(config(), chat("What are the steps to reset my password?"), KEY,
+                             after=chat("How do I reset my password?"))
+    served = reworded["cache"]["after"]
+    assert reworded["decision"] == "cached" and served["served"] and served["match"] == "semantic"
+    assert served["category"] == reworded["category"] and 0.8 < served["similarity"] < 1.0
+    assert served["verifier_score"] is not None and served["pair_score"] is not None
+    other = (await explain(config(), chat("What is 17 times 4?"), KEY, after=chat("What is 17 times 3?")))["cache"]
+    assert (other["after"]["served"], other["after"]["miss"], other["after"]["verifier_score"]) == (False, "vetoed", 0.0)
+    assert other["operating_point"]["steps"]  # the bars a candidate is judged by, with numbers
+    anonymous = (await explain(config(), chat(ROMAN), {}, after=chat(ROMAN)))["cache"]["after"]
+    assert (anonymous["stored"], anonymous["why_not"], anonymous["served"]) == (False, "no_identity", False)
+
+
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """The command sends logs to stderr at error level, process-wide: the tests after it log as before."""
@@ -169,3 +184,7 @@ def test_the_command_prints_the_block_and_json(tmp_path: Path, capsys: pytest.Ca
     body.write_bytes(chat(DAN))
     assert main(["explain", "--config", config_file, "--body", str(body), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["error"] == "jailbreak_detected"
+    assert main(["explain", "--config", config_file, "--header", "authorization=Bearer sk-a", "--after",
+                 "What is 17 times 3?", "What is 17 times 4?"]) == 0
+    assert any(line.strip().startswith("--after: stored under math / gpt-oss-120b; not served: vetoed (similarity 0.")
+               for line in capsys.readouterr().out.splitlines())
