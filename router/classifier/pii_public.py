@@ -53,11 +53,12 @@ def public_figure(text: str, start: int, end: int) -> bool:
     )
 
 
-# What locates a person at a street: living, moving, staying there, a delivery, a possessive home ("my address").
+# What puts a person at a street: living, moving, staying there, a delivery, a possessive home ("my address"); or
+# someone's details filled in ("fill out the form with the information of X": a name the head typed as a street).
 _PERSONAL = re.compile(
     r"\b(?:li(?:ve|ves|ved|ving)|mov(?:e|ed|ing)\s+to|stay(?:s|ed|ing)?\s+(?:at|on)|home|house|apartment|flat|"
     r"address|ship|shipp(?:ed|ing)|deliver\w*|send|sent|mail|post|pick\s+(?:me|us|him|her|them)\s+up|meet\w*|"
-    r"my|our)\b",
+    r"form|information|details|contact|my|our)\b",
     re.IGNORECASE,
 )
 _ASK = re.compile(r"(?:describe|explain|summari[sz]e|discuss|tell\s+me\s+about)\b", re.IGNORECASE)
