@@ -4,8 +4,10 @@ Structured types (cards, IBANs, SSNs, e-mail, phone, IP) have checksums or gramm
 pii_rules decide them exactly. Names and addresses have none: a two-layer MLP over the encoder's
 token states (plus four casing/shape bits the uncased tokenizer throws away) tags each token, and
 runs of entity tokens become character spans. Where the text itself says a name stands ("Name: X",
-"Dear X,"), pii_cues lets a word the head only doubts count, typed PERSON. The head is numpy only: two small
-matmuls per request, no second model run. Weights come from train_pii.py (committed .npz, reproducible by seed).
+"Dear X,"), pii_cues lets a word the head only doubts count, typed PERSON; where it frames a name or a street as a
+public one ("Newton's laws", "What happened at Pearl Harbor?"), pii_public drops the finding. The head is numpy
+only: two small matmuls per request, no second model run. Weights come from train_pii.py (committed .npz,
+reproducible by seed).
 """
 
 from __future__ import annotations
