@@ -14,6 +14,10 @@ Sets (ShareGPT split by conversation as in chat_data; hand-labelled conversation
   negative_rule       ShareGPT test rows selected by the same rule as the train negatives (larger, but biased
                       towards what the rule keeps)
   public figures      10 chitchat messages naming public figures (Stan Lee, Betty White): flags reported apart
+  homework            offline/data/pii_homework_test.jsonl: 54 homework questions naming public figures ("What did
+                      Mendel's pea experiments show?") or famous places ("What happened at Pearl Harbor?"), written
+                      from general knowledge before any detector ran; the dev half, pii_homework_dev.jsonl, shaped
+                      router/classifier/pii_public.py (issue 10)
   names               offline/data/pii_chat_names_test.jsonl: 34 chitchat messages naming private people
                       ("Hi Naomi!", "My name is Kate."), hand-labelled PERSON spans
   non-English         offline/data/pii_chat_non_english_test.jsonl: 85 ShareGPT user turns (any turn) of TEST
@@ -161,6 +165,11 @@ def _person_samples(rows: Sequence[dict]) -> list[pii_data.Sample]:
     ]
 
 
+def read_homework(split: str) -> list[str]:
+    """Homework questions naming public figures or famous places, none personal data (pii_homework_{split}.jsonl)."""
+    return [row["text"] for row in _jsonl(f"pii_homework_{split}.jsonl")]
+
+
 def read_names() -> list[pii_data.Sample]:
     """Hand-labelled chitchat messages naming private people, each name a PERSON span."""
     return _person_samples(_jsonl("pii_chat_names_test.jsonl"))
@@ -208,6 +217,7 @@ def evaluate_chat(detect: Detector, rule_count: int = 1500) -> dict[str, object]
         "negative_public_figures": false_alarms(read_negatives("public_figure"), detect),
         "negative_rule": false_alarms([s.text for s in chat_negatives(TEST, rule_count, 1)], detect),
         "negative_non_english": false_alarms(read_non_english(TEST), detect),
+        "negative_homework": false_alarms(read_homework(TEST), detect),
         "chitchat_names": score(names, detect, [pii_data.PERSON])[pii_data.PERSON] | {"messages": len(names)},
     }
 

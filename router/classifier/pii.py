@@ -4,8 +4,10 @@ Structured types (cards, IBANs, SSNs, e-mail, phone, IP) have checksums or gramm
 pii_rules decide them exactly. Names and addresses have none: a two-layer MLP over the encoder's
 token states (plus four casing/shape bits the uncased tokenizer throws away) tags each token, and
 runs of entity tokens become character spans. Where the text itself says a name stands ("Name: X",
-"Dear X,"), pii_cues lets a word the head only doubts count, typed PERSON. The head is numpy only: two small
-matmuls per request, no second model run. Weights come from train_pii.py (committed .npz, reproducible by seed).
+"Dear X,"), pii_cues lets a word the head only doubts count, typed PERSON; where it frames a name or a street as a
+public one ("Newton's laws", "What happened at Pearl Harbor?"), pii_public drops the finding. The head is numpy
+only: two small matmuls per request, no second model run. Weights come from train_pii.py (committed .npz,
+reproducible by seed).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from router.classifier.pii_cues import find_cues
 from router.classifier.pii_language import is_english
+from router.classifier.pii_public import public_figure, public_place
 from router.classifier.pii_rules import STRUCTURED_TYPES, find_structured
 from router.signals import PIIFinding
 
@@ -191,9 +194,9 @@ class TokenHead:
             if out and out[-1].type == finding.type and out[-1].end >= start:
                 start = min(start, out.pop().start)  # two found runs inside one widened span: one finding
             out.append(replace(finding, start=start, end=end))
-        if PERSON not in self.emit or self.cue_max_o <= 0.0:
-            return out
-        return _with_cued_names(text, probs, offsets, out, self.cue_max_o)
+        if PERSON in self.emit and self.cue_max_o > 0.0:
+            out = _with_cued_names(text, probs, offsets, out, self.cue_max_o)
+        return [f for f in out if not _public(text, f)]
 
     def _finding(
         self, text: str, start: int, end: int, label: int, token_probs: np.ndarray
@@ -241,6 +244,14 @@ def _with_cued_names(
             score = round(1.0 - float(np.concatenate(p_o[:n]).mean()), 4)
             found = _claim(text, found, PIIFinding(PERSON, start, end, score))
     return sorted(found, key=lambda f: f.start)
+
+
+def _public(text: str, finding: PIIFinding) -> bool:
+    """Whether the text frames a name or address finding as a public figure or place (pii_public): "Newton's laws",
+    "Why was the Manhattan Project based at Los Alamos?" name no private person (issue 10)."""
+    if finding.type == PERSON:
+        return public_figure(text, finding.start, finding.end)
+    return finding.type == STREET_ADDRESS and public_place(text, finding.start, finding.end)
 
 
 def _read_regions(starts: np.ndarray, ends: np.ndarray, length: int) -> list[tuple[int, int]]:

@@ -127,6 +127,25 @@ def test_a_phone_number_written_against_chinese_text_keeps_it_from_a_model_that_
     assert "13812345678" not in (stack.workdir / "router.log").read_text()
 
 
+@pytest.mark.parametrize(("prompt", "model"), [
+    ("What did Lise Meitner discover about nuclear fission?", "gpt-oss-120b"),  # physics
+    ("Why did the Manhattan Project build its bomb laboratory at Los Alamos?", "qwen3-4b"),  # history
+])
+def test_a_homework_question_naming_a_famous_scientist_or_place_keeps_its_model_and_is_cached(
+        stack: Stack, prompt: str, model: str) -> None:
+    """Issue 10 (education trial): the PII head read famous scientists as PERSON and famous places as STREET_ADDRESS,
+    so such questions left gpt-oss-120b (whose pii_policy refuses them) and were never cached. Now the text's framing
+    ("what did X discover", a street without a number asked about) says they name no private person."""
+    client = _client(stack)
+    calls = stack.upstream_requests()
+    first = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": prompt}])
+    assert first.parse().choices[0].message.content and stack.upstream_requests() == calls + 1
+    assert first.headers["x-vsr-selected-model"] == model and first.headers.get("x-vsr-cache-skip") is None
+    eventually_hit(client, prompt)  # the repeat is served from the cache, not by a model
+    rid = first.headers["x-request-id"]
+    assert "pii_types" not in _request_lines(stack, [rid])[rid]  # the line names PII types only when some were found
+
+
 def test_a_prompt_longer_than_the_pii_screen_reads_is_unscreened(stack: Stack) -> None:
     """Past the 2,048 tokens the PII head reads whole (~8-10k characters), a name could sit unread: such a prompt is
     routed as if it held names, and never cached. Addresses are read around the places one may stand (none in this

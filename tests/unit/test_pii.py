@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -681,3 +682,71 @@ def test_a_long_text_is_scanned_for_cues_where_the_encoder_reads_it(encoder, mon
     monkeypatch.setattr(pii, "_read_regions", lambda starts, ends, length: [(0, length)])
     assert found == detect_pii(text, encoded)
     assert {text[f.start:f.end] for f in found if f.type == "PERSON"} >= {"Clara Nogueira", "Robert Smith"}
+
+
+def _head_reads(text: str, entity: str, label: int) -> list[tuple[str, str]]:
+    """One-hot head findings on `text` when the head tags the words of `entity` with `label` and nothing else."""
+    at = text.index(entity)
+    pieces = [(m.group(), label if at <= m.start() < at + len(entity) else 0)
+              for m in re.finditer(r"\w+|[^\w\s]", text)]
+    return [(f.type, text[f.start : f.end]) for f in _one_hot_head().spans(text, _tokens(text, pieces))]
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Explain Halvorsen's laws of motion with examples.", "Halvorsen"),
+        ("How did Brannigan's pea experiments work?", "Brannigan"),
+        ("What is Quell's uncertainty principle?", "Quell"),
+        ("What did Marta Ilvane discover about radium?", "Marta Ilvane"),
+        ("How did Tobias Renk predict the missing elements?", "Tobias Renk"),
+        ("Who was Arvid Sollen?", "Arvid Sollen"),
+        ("Why is Edda Varga important to genetics?", "Edda Varga"),
+        ("Summarize Lena Okafor's contribution to crystallography.", "Lena Okafor"),
+    ],
+)  # fmt: skip
+def test_a_name_framed_as_a_public_figure_is_no_person(text: str, name: str) -> None:
+    """Issue 10: homework questions on famous scientists read as PERSON (5 of 31) and left gpt-oss-120b uncached."""
+    assert _head_reads(text, name, 1) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("What did Marta Ilvane say about the invoice?", "Marta Ilvane"),
+        ("Who is Arvid Sollen in our team?", "Arvid Sollen"),
+        ("What is Quell's number?", "Quell"),
+        ("Ask Tobias Renk to discover the cause of the outage.", "Tobias Renk"),
+        ("Lena Okafor's report is late.", "Lena Okafor"),
+    ],
+)  # fmt: skip
+def test_a_private_name_in_a_question_is_still_a_person(text: str, name: str) -> None:
+    assert _head_reads(text, name, 1) == [("PERSON", name)]
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("Why was the Manhattan Project based at Orrin Heights?", "Orrin Heights"),
+        ("What happened at Kestrel Harbor in 1941?", "Kestrel Harbor"),
+        ("Describe the architecture along Vane Avenue in New York.", "Vane Avenue"),
+        ("Why is Pell Street the center of American finance?", "Pell Street"),
+    ],
+)  # fmt: skip
+def test_a_street_asked_about_without_a_number_is_no_address(text: str, place: str) -> None:
+    """Issue 10: famous places read as STREET_ADDRESS (4 of 20) moved physics and history questions to qwen3-4b."""
+    assert _head_reads(text, place, 2) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("Who lives at 12 Pell Street?", "12 Pell Street"),
+        ("I live on Vane Avenue, can you recommend a gym nearby?", "Vane Avenue"),
+        ("Can you send the parcel to Orrin Heights?", "Orrin Heights"),
+        ("The bus station is on Kestrel Harbor.", "Kestrel Harbor"),
+        ("What is the best cafe near my flat on Vane Avenue?", "Vane Avenue"),
+    ],
+)  # fmt: skip
+def test_a_street_where_a_person_is_stays_an_address(text: str, place: str) -> None:
+    assert _head_reads(text, place, 2) == [("STREET_ADDRESS", place)]
