@@ -7,10 +7,12 @@ for means (how to / how do I / best way to / step-by-step / write, give me, buil
 act (make, synthesize, build, hack into, steal, poison ...) and, for that act, an object from a harm class's lexicon
 (a bomb, sarin, meth, ransomware, someone's account, a person, myself). "How do nuclear weapons work", "symptoms of an
 overdose", "kill a zombie process" or "break into my own gmail" have no such triple. A match names its harm class
-(`harm_class`), which the classifier reports beside the content-safety score (`Classification.harm_rule`).
+(`harm_class`).
 
 Written from general knowledge and the DEV harmful and benign sets only (offline/harm_rule_eval.py); no test row was
-read before the rule was final (offline/README.md, "Guards, operational-harm rule").
+read before the rule was final. Measured, not shipped (offline/README.md, "Guards, operational-harm rule"): it costs
+1.2-2.2 ms of CPU per 500-character prompt in Python's re (the budget was 0.1 ms), and on test it blocked 2 of 403
+risky-sounding benign asks (5 with the head) while adding 0.105 HarmBench recall.
 """
 
 from __future__ import annotations
