@@ -1,6 +1,6 @@
 """The answer's PII screen: a stored answer is replayed to the tenant's other callers, so one in which the exact
 validators find personal data (pii_rules.find_structured: an SSN, a card, an IBAN, an e-mail, a phone number, an IP
-address) is not stored.
+address, a date of birth, an ID a cue word names) is not stored.
 
 The request's PII screen keeps prompts holding PII out of the cache; a model answering from retrieved documents,
 tools or what it memorised can still say some. Only the validators run here, no encoder pass: a name or a street

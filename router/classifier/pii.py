@@ -1,7 +1,7 @@
 """PII detection on the shared encoder pass: exact validators plus a token head for names and places.
 
-Structured types (cards, IBANs, SSNs, e-mail, phone, IP) have checksums or grammars, so rules in
-pii_rules decide them exactly. Names and addresses have none: a two-layer MLP over the encoder's
+Structured types (cards, IBANs, SSNs, e-mail, phone, IP; dates of birth and IDs a cue word names) have checksums,
+grammars or cues, so rules in pii_rules decide them exactly. Names and addresses have none: a two-layer MLP over the encoder's
 token states (plus four casing/shape bits the uncased tokenizer throws away) tags each token, and
 runs of entity tokens become character spans. Where the text itself says a name stands ("Name: X",
 "Dear X,"), pii_cues lets a word the head only doubts count, typed PERSON; where it frames a name or a street as a

@@ -1,13 +1,16 @@
 """Exact detectors for structured personal data: a regex proposes, a checksum or parser decides.
 
 Regexes alone flag every long number; the validators (Luhn, IBAN mod-97, SSA rules, `ipaddress`,
-libphonenumber) are what keep precision on prompts full of numbers (maths, code, logs).
+libphonenumber) are what keep precision on prompts full of numbers (maths, code, logs). Identifiers with no checksum
+(a medical record number, a passport number) and dates of birth count only where a cue word names them just before
+the value ("MRN 9921044", "DOB 12/25/2019"): a number or a date alone names no one.
 All patterns are compiled once at import; a text without a digit, '@' or ':' costs one regex scan.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import ipaddress
 import re
 import unicodedata
@@ -24,7 +27,15 @@ US_SSN = "US_SSN"
 EMAIL_ADDRESS = "EMAIL_ADDRESS"
 PHONE_NUMBER = "PHONE_NUMBER"
 IP_ADDRESS = "IP_ADDRESS"
-STRUCTURED_TYPES = (CREDIT_CARD, IBAN_CODE, US_SSN, EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS)
+# A date of birth: a valid date with a birth cue just before it ("DOB", "born on"); a date alone is never one.
+DATE_OF_BIRTH = "DATE_OF_BIRTH"
+# An identifier of a person that a cue word names before it (MRN, member ID, passport number, EIN, ...), a Medicare
+# Beneficiary Identifier by its own format, or an ITIN written as one (`_ssns`). One type for all: a policy that keeps
+# one of them from a model keeps them all (README, "What counts as PII").
+ID_NUMBER = "ID_NUMBER"
+STRUCTURED_TYPES = (
+    CREDIT_CARD, IBAN_CODE, US_SSN, EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS, DATE_OF_BIRTH, ID_NUMBER,
+)  # fmt: skip
 
 _PREFILTER = re.compile(r"[0-9@:]")
 # Scripts written without spaces between words (Chinese, Japanese kana, Hangul, Thai, Lao, Myanmar, Khmer): a number
@@ -208,6 +219,8 @@ def _ssns(text: str) -> Iterator[PIIFinding]:
     for m in _SSN.finditer(text):
         area, sep, group, serial = m.groups()
         if not ssn_valid(area, group, serial):
+            if sep == "-" and area[0] == "9" and int(group) in _ITIN_GROUPS:
+                yield PIIFinding(ID_NUMBER, m.start(), m.end(), 0.9)  # an ITIN, written as one
             continue
         # Nine bare digits are any ID, and dotted ones a version, an address or a figure ("123.45.6789" in a log):
         # only dashes (or spaces) are the SSN's own form, else a nearby "ssn"/"social security" must say it is one.
@@ -379,6 +392,149 @@ def _mobile(raw: str, regions: tuple[str, ...]) -> phonenumbers.PhoneNumber | No
     return None
 
 
+# Dates of birth and identifiers named by a cue word: the cues (`_CUE`) are tried where their first letters stand
+# (`_CUE_STARTS`), then the value is read right after each cue. A cue word that names no value
+# ("the patient's ID card", "born in the 1990s", "employee_id = ...": an underscore is code) finds nothing.
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|"
+          r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_ORDINAL = r"(?:st|nd|rd|th)?"
+# 12/25/2019, 25.12.2019, 04-17-12; 2019-12-25; March 3, 1985 / Mar 3rd 1985; 3 March 1985 / 3rd of Mar. 1985 / 18-Mar-1984.
+_DATE = re.compile(
+    r"(?:(?P<a>\d{1,2})(?P<s>[/.-])(?P<b>\d{1,2})(?P=s)(?P<y>\d{4}|\d{2})"
+    r"|(?P<iy>\d{4})(?P<t>[/.-])(?P<im>\d{1,2})(?P=t)(?P<id>\d{1,2})"
+    rf"|(?P<nm>{_MONTH})[ \t-]*(?P<nd>\d{{1,2}}){_ORDINAL},?[ \t-]*(?P<ny>\d{{4}})"
+    rf"|(?P<dd>\d{{1,2}}){_ORDINAL}(?:[ \t]+of)?[ \t-]*(?P<dm>{_MONTH}),?[ \t-]*(?P<dy>\d{{4}})"
+    r")(?!\d|[/.-]\d)",
+    re.IGNORECASE,
+)
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+# Between a birth cue and its date: a few characters, none a digit or a sentence's end ("DOB (MM/DD/YYYY): ");
+# after "born", only "on" or "in" may lead to it ("born 3/7/1958", "born in Leeds on 3 March 1985"; not "Born to Run
+# was released 8/25/1975").
+_DATE_AHEAD = r"(?=\d|" + _MONTH + r"[ \t-]*\d)"
+_BIRTH_GAP = re.compile(r"[^\d\n.!?;]{0,30}?" + _DATE_AHEAD, re.IGNORECASE)
+_BORN_GAP = re.compile(r"(?:[^\d\n.!?;]{0,25}?\b(?:on|in)\b)?[ \t]*[:,]?[ \t]*" + _DATE_AHEAD, re.IGNORECASE)
+# Insurers and programs whose name before "ID" or "number" says whose member the value is ("Aetna ID W284719036").
+_INSURERS = (
+    r"aetna|humana|cigna|anthem|bcbs|blue[ \t]?cross|blue[ \t]?shield|kaiser|united[ \t]?health(?:care)?|uhc|"
+    r"tricare|molina|wellcare|ambetter|highmark|caresource|centene|oscar|oxford|emblem|medicare|medicaid|medi-cal"
+)
+_ID_WORD = r"(?:id|identifier|number|no\.?|num|nbr|#)(?:[ \t]+(?:number|no\.?|#))?"
+_CUE = re.compile(
+    r"(?P<dob>\bd(?:ob\b|\.[ \t]?o\.[ \t]?b\b\.?)|\bdate[ \t]+of[ \t]+birth|\bbirth[ \t-]?date|"
+    r"\bbirthday(?:[ \t]+is|[ \t]*:))|(?P<born>\bborn\b)"
+    r"|(?P<account>\baccount[ \t]+(?:number|no\.?|#)|\bacct\.?[ \t]*(?:number|no\.?|#))"
+    r"|(?P<id>\bmrn\b|\bmedical[ \t]+record(?:[ \t]+(?:number|no\.?|#))?|\bchart[ \t]+(?:number|no\.?|#)|"
+    rf"\b(?:patient|member|subscriber|beneficiary|policy(?:holder)?|insurance|student|employee|staff)[ \t-]?{_ID_WORD}|"
+    rf"\b(?:{_INSURERS})(?:[ \t]+(?:member|subscriber|beneficiary))?[ \t-]?{_ID_WORD}|\bmbi\b|\bhicn\b|"
+    rf"\bpassport(?:[ \t]+{_ID_WORD})?|\bdriver'?s?[ \t]+licen[cs]e(?:[ \t]+{_ID_WORD})?|\bdl[ \t]*(?:number|no\.?|#)|"
+    r"\bf?ein\b|\bemployer[ \t]+identification(?:[ \t]+(?:number|no\.?))?|\bitin\b|"
+    r"\btaxpayer[ \t]+identification(?:[ \t]+(?:number|no\.?))?|\b(?:federal[ \t]+)?tax[ \t-]?id(?:[ \t]+(?:number|no\.?))?|"
+    r"\bbank[ \t]+account(?:[ \t]+(?:number|no\.?|#))?)",
+    re.IGNORECASE,
+)
+# The first letters of every cue `_CUE` matches, lower case: the cues are looked for only where one of these stands
+# (`str.find` on the lowercased text), as scanning all of a 128k-character text with `_CUE` took ~60 ms.
+_CUE_STARTS = (
+    "dob", "d.o.", "d. o.", "date", "birth", "born", "account", "acct", "mrn", "medical", "chart", "patient", "member",
+    "subscriber", "beneficiary", "policy", "insurance", "student", "employee", "staff", "mbi", "hicn", "passport",
+    "driver", "dl", "ein", "fein", "employer", "itin", "taxpayer", "tax", "federal", "bank", "aetna", "humana",
+    "cigna", "anthem", "bcbs", "blue", "kaiser", "united", "uhc", "tricare", "molina", "wellcare", "ambetter",
+    "highmark", "caresource", "centene", "oscar", "oxford", "emblem", "medicare", "medicaid", "medi-cal",
+)  # fmt: skip
+# Between an identifier's cue and its value: "MRN 99", "MRN: 99", "MRN #99", "member ID is 99", "(Aetna ID - W99".
+_ID_GAP = re.compile(r"[ \t]*(?:(?:is|was|[:=#\-])[ \t]*){0,2}", re.IGNORECASE)
+# The value: a token of letters, digits and inner dashes holding a digit; a short first group may go on in groups
+# spaced as cards and MBIs are written ("1EG4 TE5 MK73", "1234 5678 9012"). Not one running into a path, an address,
+# a decimal or a code identifier.
+_ID_TOKEN = re.compile(r"(?=[A-Za-z0-9-]*\d)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?![\w/@]|[.-]\w)")
+_ID_GROUPS = re.compile(r"(?: (?=[A-Za-z]*\d)[A-Za-z0-9]{2,6})+(?![\w/@]|[.-]\w)")
+_ID_MIN_CHARS = 5
+# A bank account number is named by "account number" only beside a routing number or a sort code; other account
+# numbers (a customer's, a utility's) are "bank account number" or nothing.
+_ROUTING = re.compile(r"\b(?:routing|sort[ \t]+code|aba)\b", re.IGNORECASE)
+# The Medicare Beneficiary Identifier (CMS): 11 characters, digit, letter, letter-or-digit, digit, letter, letter-or-
+# digit, digit, letter, letter, digit, digit; letters upper case without S, L, O, I, B, Z; written whole or 4-3-4.
+_MBI_LETTER = "[AC-HJKMNP-RT-Y]"
+_MBI = re.compile(
+    rf"(?<![\w-])[1-9]{_MBI_LETTER}[{_MBI_LETTER[1:-1]}0-9]\d(-?){_MBI_LETTER}[{_MBI_LETTER[1:-1]}0-9]\d\1"
+    rf"{_MBI_LETTER}{{2}}\d\d(?![\w-])"
+)
+# ITIN (IRS): 9NN-NN-NNNN with the middle group in 50-65, 70-88, 90-92 or 94-99; never a valid SSN (area 9xx).
+_ITIN_GROUPS = frozenset((*range(50, 66), *range(70, 89), *range(90, 93), *range(94, 100)))
+
+
+def birth_date_valid(found: re.Match[str]) -> bool:
+    """`_DATE`'s match is a real calendar date no later than today, in 1890 or after; a numeric one either way round
+    (12/25/2019 or 25/12/2019)."""
+    groups = found.groupdict()
+    if groups["a"]:
+        a, b = int(groups["a"]), int(groups["b"])
+        return any(_real_date(int(groups["y"]), m, d) for m, d in ((a, b), (b, a)))
+    if groups["iy"]:
+        return _real_date(int(groups["iy"]), int(groups["im"]), int(groups["id"]))
+    named = ("nm", "nd", "ny") if groups["nm"] else ("dm", "dd", "dy")
+    month, day, year = (groups[key] for key in named)
+    return _real_date(int(year), _MONTHS.index(month[:3].lower()) + 1, int(day))
+
+
+def _real_date(year: int, month: int, day: int) -> bool:
+    """A day that exists and has passed (a birth date is never in the future); a two-digit year is the latest past
+    one ("76" is 1976, "12" 2012)."""
+    if year < 100:
+        year += 2000 if year <= datetime.date.today().year % 100 else 1900
+    try:
+        return 1890 <= year and datetime.date(year, month, day) <= datetime.date.today()
+    except ValueError:
+        return False
+
+
+def _named(text: str) -> Iterator[PIIFinding]:
+    """Dates of birth and identifiers with their cue word just before them."""
+    for cue in _cues(text):
+        if cue["dob"] or cue["born"]:
+            gap = (_BIRTH_GAP if cue["dob"] else _BORN_GAP).match(text, cue.end())
+            date = _DATE.match(text, gap.end()) if gap else None
+            if date and birth_date_valid(date):
+                yield PIIFinding(DATE_OF_BIRTH, date.start(), date.end(), 0.9)
+            continue
+        if cue["account"] and not (_ROUTING.search(text, max(0, cue.start() - 2 * _CONTEXT_WINDOW),
+                                                   cue.end() + 2 * _CONTEXT_WINDOW)):
+            continue
+        value = _ID_TOKEN.match(text, _ID_GAP.match(text, cue.end()).end())  # type: ignore[union-attr]
+        if value is None:
+            continue
+        end = value.end()
+        if len(value[0]) < _ID_MIN_CHARS and (more := _ID_GROUPS.match(text, end)):
+            end = more.end()
+        if sum(c.isalnum() for c in text[value.start():end]) >= _ID_MIN_CHARS:
+            yield PIIFinding(ID_NUMBER, value.start(), end, 0.8)
+
+
+def _cues(text: str) -> Iterator[re.Match[str]]:
+    """`_CUE.finditer(text)`, tried only where one of `_CUE_STARTS` stands."""
+    folded = text.lower()
+    if len(folded) != len(text):  # a letter whose lower case is longer ("İ"): offsets would not match
+        yield from _CUE.finditer(text)
+        return
+    starts = set()
+    for key in _CUE_STARTS:
+        at = folded.find(key)
+        while at >= 0:
+            starts.add(at)
+            at = folded.find(key, at + 1)
+    after = 0
+    for start in sorted(starts):
+        if start >= after and (cue := _CUE.match(text, start)) is not None:
+            after = cue.end()
+            yield cue
+
+
+def _mbis(text: str) -> Iterator[PIIFinding]:
+    for m in _MBI.finditer(text):
+        yield PIIFinding(ID_NUMBER, m.start(), m.end(), 0.9)
+
+
 def _has_context(text: str, start: int, end: int, pattern: re.Pattern[str]) -> bool:
     """A keyword shortly before the number, or just after it (as in "555 1234 (office)")."""
     return pattern.search(text, max(0, start - _CONTEXT_WINDOW), end + _CONTEXT_WINDOW // 2) is not None
@@ -386,7 +542,7 @@ def _has_context(text: str, start: int, end: int, pattern: re.Pattern[str]) -> b
 
 # Order matters: on overlapping spans the earlier (more specific) detector wins.
 _DETECTORS: tuple[Callable[[str], Iterator[PIIFinding]], ...] = (
-    _emails, _ibans, _cards, _ssns, _ips, _phones,
+    _emails, _ibans, _cards, _ssns, _named, _mbis, _ips, _phones,
 )  # fmt: skip
 
 

@@ -164,10 +164,10 @@ class Screener(StreamState):
 
     async def _screen_other_turns(self, screen: screening.Screen, signal: Classification,
                                   deadline: float) -> Classification:
-        """Structured PII (cards, IBANs, SSNs, e-mails, phones, IPs: the exact validators) in the rest of the
-        conversation joins the screened texts', so the PII policy sees what the model would: a system prompt, assistant
-        turns, tool calls' arguments and where a message's parts meet (a value split over two parts), as
-        `screening.Screen.structured` lists them, and any earlier text whose pass did not run (on_failure: open). The
+        """Structured PII (cards, IBANs, SSNs, e-mails, phones, IPs, dates of birth, cue-named IDs: the exact
+        validators) in the rest of the conversation joins the screened texts', so the PII policy sees what the model
+        would: a system prompt, assistant turns, tool calls' arguments and where a message's parts meet (a value split
+        over two parts), as `screening.Screen.structured` lists them, and any earlier text whose pass did not run (on_failure: open). The
         texts `_screen_earlier_turns` classified are not scanned again: their pass ran the validators on each, bounded
         by max_scan_chars one by one, so a long conversation of texts each screened once is not unscreened as a whole.
         Each of the rest is read up to max_scan_chars too, all of it up to REST_SCAN_FACTOR times that (beyond: the

@@ -90,18 +90,20 @@ def _routed_twice_uncached(stack: Stack, prompt: str, reason: str) -> list[dict[
     return answers
 
 
-def _kept_from_gpt_oss(stack: Stack, plain: str, prompt: str, pii_type: str) -> dict[str, dict[str, Any]]:
-    """`plain` goes to gpt-oss-120b; `prompt`, which adds `pii_type` to it, is routed to qwen3-4b twice, uncached
-    (`_routed_twice_uncached`), and refused when gpt-oss-120b is asked for by name. The two routed requests' lines."""
+def _kept_from_gpt_oss(stack: Stack, plain: str, prompt: str, *pii_types: str) -> dict[str, dict[str, Any]]:
+    """`plain` goes to gpt-oss-120b; `prompt`, which adds `pii_types` (sorted) to it, is routed to qwen3-4b twice,
+    uncached (`_routed_twice_uncached`), and refused when gpt-oss-120b is asked for by name. The two routed requests'
+    lines."""
     routed = _client(stack).chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": plain}])
     assert routed.headers["x-vsr-selected-model"] == "gpt-oss-120b"  # without the PII, the big model answers
     answers = _routed_twice_uncached(stack, prompt, "pii")
     assert [h["x-vsr-selected-model"] for h in answers] == ["qwen3-4b"] * 2
-    assert f"skipped gpt-oss-120b (1.00): pii_policy refuses {pii_type}" in answers[0]["x-vsr-decision-reason"]
+    assert f"): pii_policy refuses {', '.join(pii_types)}" in answers[0]["x-vsr-decision-reason"]
+    assert "skipped gpt-oss-120b (" in answers[0]["x-vsr-decision-reason"]
     with pytest.raises(openai.PermissionDeniedError) as refused:  # asked for by name: refused per its pii_policy
         _client(stack).chat.completions.create(model="gpt-oss-120b", messages=[{"role": "user", "content": prompt}])
-    assert refused.value.response.headers["x-vsr-pii-violation"] == pii_type
+    assert refused.value.response.headers["x-vsr-pii-violation"] == ",".join(pii_types)
     return _request_lines(stack, [h["x-request-id"] for h in answers])
 
 
@@ -144,6 +146,19 @@ def test_a_homework_question_naming_a_famous_scientist_or_place_keeps_its_model_
     eventually_hit(client, prompt)  # the repeat is served from the cache, not by a model
     rid = first.headers["x-request-id"]
     assert "pii_types" not in _request_lines(stack, [rid])[rid]  # the line names PII types only when some were found
+
+
+def test_a_clinical_note_with_an_mrn_and_a_date_of_birth_keeps_it_from_gpt_oss_and_the_cache(stack: Stack) -> None:
+    """Trial 17: no PII type had dates of birth or medical record numbers, so a clinician's visit note holding both
+    went to gpt-oss-120b, whose pii_policy refuses every type it does not list, and was stored in the cache."""
+    note = ("Summarize this visit note for the chart: 58F with type 2 diabetes on metformin 1000 mg twice daily, "
+            "A1c 8.1% up from 7.4%, started empagliflozin 10 mg, foot exam normal, follow up in 3 months.")
+    lines = _kept_from_gpt_oss(stack, note, note.replace("58F", "DOB 03/14/1967, MRN 00482913 - 58F"),
+                               "DATE_OF_BIRTH", "ID_NUMBER")
+    assert [(line["cache"], line["pii_types"]) for line in lines.values()] == [
+        ("skip:pii", ["DATE_OF_BIRTH", "ID_NUMBER"])] * 2
+    log = (stack.workdir / "router.log").read_text()
+    assert "00482913" not in log and "03/14/1967" not in log
 
 
 def test_a_prompt_longer_than_the_pii_screen_reads_is_unscreened(stack: Stack) -> None:

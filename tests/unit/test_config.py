@@ -366,7 +366,8 @@ def test_an_unknown_pii_type_in_a_models_allow_list_is_refused_with_the_known_on
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         (f"{path}: models.gpt-oss-120b.pii_policy.pii_types_allowed: unknown PII type 'EMAIL' (known: PERSON, "
-         "STREET_ADDRESS, CREDIT_CARD, IBAN_CODE, US_SSN, EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS)")]
+         "STREET_ADDRESS, CREDIT_CARD, IBAN_CODE, US_SSN, EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS, DATE_OF_BIRTH, "
+         "ID_NUMBER)")]
 
 
 def test_a_default_category_left_out_may_name_no_category() -> None:
