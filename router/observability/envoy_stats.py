@@ -1,5 +1,5 @@
 """Envoy's count of requests the router did not answer, and of those it refused because it was full, exported on
-the router's /metrics.
+the router's /metrics; and each model's replicas Envoy sends to (a frozen model server is seen only there).
 
 When the router is down, frozen or slower than `envoy.message_timeout_ms`, Envoy refuses the request (503
 `router_unavailable`, the default) or, with `failure_mode_allow: true`, forwards it unrouted and unguarded to the
