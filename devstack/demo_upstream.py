@@ -204,6 +204,12 @@ async def _send(response: web.StreamResponse, frame: dict[str, Any]) -> None:
     await response.write(b"data: " + json.dumps(frame).encode() + b"\n\n")
 
 
+async def _healthy(_: web.Request) -> web.Response:
+    """vLLM's liveness probe: 200 and no body while the engine runs (Envoy's health check, `models.*.health_check`);
+    a frozen process answers nothing, which is what the check is for."""
+    return web.Response()
+
+
 def make_app(model: DemoModel) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", model.chat)
@@ -213,6 +219,7 @@ def make_app(model: DemoModel) -> web.Application:
     app.router.add_get("/v1/responses/{id}", functools.partial(demo_formats.stored_response, model))
     app.router.add_delete("/v1/responses/{id}", functools.partial(demo_formats.delete_response, model))
     app.router.add_get("/stats", model.stats)
+    app.router.add_get("/health", _healthy)
 
     async def _tag(_: web.Request, response: web.StreamResponse) -> None:
         response.headers["x-demo-upstream"] = model.name  # even on 404s for paths it does not serve

@@ -127,6 +127,18 @@ class OutlierDetection(_Strict):
     max_ejection_percent: int = Field(default=100, ge=0, le=100)
 
 
+class HealthCheck(_Strict):
+    """Envoy's active health check of each replica (router/resilience.py): a server that accepts connections but
+    never answers (a wedged engine, a GPU hang, a frozen process) fails no request, so only a probe finds it."""
+
+    # vLLM, TGI and llama.cpp's server answer GET /health with 200 while their engine is alive.
+    path: str = Field(default="/health", pattern=r"^/")
+    interval_s: float = Field(default=5.0, gt=0)
+    timeout_s: float = Field(default=3.0, gt=0)
+    unhealthy_threshold: int = Field(default=2, ge=1)  # failed probes in a row that mark a replica down
+    healthy_threshold: int = Field(default=2, ge=1)  # passed probes in a row that bring it back
+
+
 class CircuitBreaker(_Strict):
     """Envoy circuit-breaker thresholds of this model's cluster: beyond them requests fail fast (503)."""
 
@@ -144,6 +156,8 @@ class ModelConfig(_Strict):
     pii_policy: PIIPolicy = PIIPolicy()
     retry: RetryPolicy = RetryPolicy()
     outlier_detection: OutlierDetection | None = OutlierDetection()  # null: never eject
+    # Off unless configured: a server without the path (404) would be marked down at once and skipped forever.
+    health_check: HealthCheck | None = None
     circuit_breaker: CircuitBreaker = CircuitBreaker()
 
 

@@ -95,6 +95,11 @@ _HEADERS_TOO_LARGE = f"The request's headers exceed {MAX_REQUEST_HEADERS_KB} KiB
 _BAD_HTTP = ("The request is not valid HTTP/1.1 (e.g. both Transfer-Encoding and Content-Length, Content-Length "
              "twice, a malformed chunk): refused, and the connection closed")
 
+# Every replica of the model is out: failing its health checks (a model with `health_check` never falls back on
+# Envoy's panic mode, which sent to them anyway) or, for such a model, ejected after errors. At once, not a hang.
+_MODEL_DOWN = ("Every replica of the model is down (failing its health checks, or ejected after errors), and no "
+               "fallback model could take the request; retry later")
+
 # Envoy refuses a path it cannot normalise (a stray "..") with an empty body.
 _BAD_PATH = "The request path could not be normalised"
 # Envoy's other refusals without a text of their own (their message was ""): a request target that is no path
@@ -168,6 +173,8 @@ def local_reply_config(cfg: RouterConfig) -> dict[str, Any]:
                 "body_format_override": _openai_error("gateway_overloaded", "server_error", overloaded)},
                {"filter": _not_router(_ROUTER_FAILED), "status_code": 503, "headers_to_add": _retry_after(),
                 "body_format_override": _openai_error("router_unavailable", "server_error", _ROUTER_UNAVAILABLE)},
+               {"filter": _not_router("response.code_details == 'no_healthy_upstream'"),
+                "body_format_override": _openai_error("upstream_unavailable", "server_error", _MODEL_DOWN)},
                {"filter": _not_router("response.code == 408"),
                 "body_format_override": _openai_error("request_timeout", "invalid_request_error", too_slow)}]
     mappers += [{"filter": _not_router(f"response.code == {status}"), "body_format_override": _openai_error(code, kind)}

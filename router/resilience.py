@@ -8,7 +8,8 @@ round trip through the sidecar and streaming responses are retried only before t
   that may see the request's PII, at most `fallback.max_fallbacks` of them.
 - A chain of two or more models is an Envoy aggregate cluster over the models' clusters, in order.
   The route's retry policy uses the `previous_priorities` retry priority, so each retry goes to the
-  next model of the chain; a model whose replicas outlier detection has ejected is skipped at once.
+  next model of the chain; a model whose replicas outlier detection has ejected, or whose replicas failed their
+  health checks (`models.<name>.health_check`: frozen), is skipped at once.
 - The body names the first model. Each chain cluster runs the router as an *upstream* ext_proc
   filter (Envoy runs the upstream filters of the cluster the route names, here the aggregate one),
   which receives the metadata of the endpoint the attempt landed on: when that endpoint serves
@@ -120,7 +121,11 @@ def retry_policy(model: ModelConfig, chain_length: int) -> dict[str, Any]:
 
 
 def resilience_options(model: ModelConfig) -> dict[str, Any]:
-    """Outlier detection and circuit breakers of one model's cluster."""
+    """Outlier detection, circuit breakers and active health checks of one model's cluster.
+
+    A replica that fails its health checks is skipped like an ejected one: in a chain's aggregate cluster the next
+    model answers at once (the aggregate load balancer moves a chain's traffic off a model whose replicas are all
+    down); with no model of the chain up, or a lone model down, the request gets 503 upstream_unavailable at once."""
     cb = model.circuit_breaker
     out: dict[str, Any] = {"circuit_breakers": {"thresholds": [{
         "max_connections": cb.max_connections, "max_pending_requests": cb.max_pending_requests,
@@ -135,6 +140,20 @@ def resilience_options(model: ModelConfig) -> dict[str, Any]:
             "base_ejection_time": duration(od.base_ejection_time_s),
             "max_ejection_percent": od.max_ejection_percent,
         }
+    hc = model.health_check
+    if hc is not None:
+        interval = duration(hc.interval_s)
+        out["health_checks"] = [{
+            "timeout": duration(hc.timeout_s), "interval": interval,
+            # Envoy probes a cluster that never had traffic every 60 s instead: a fallback model, which gets traffic
+            # only once the first one fails, would be found frozen a minute or more late.
+            "no_traffic_interval": interval,
+            "unhealthy_threshold": hc.unhealthy_threshold, "healthy_threshold": hc.healthy_threshold,
+            "http_health_check": {"path": hc.path}}]
+        # No panic mode: with too few replicas passing (under 50 %, all of a lone one) Envoy sent to every replica,
+        # the frozen ones too, and those requests hung. A replica failing a liveness probe is wedged, not busy (vLLM
+        # answers /health from its API server, beside the queue), so with none passing the request gets 503 at once.
+        out["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
     return out
 
 

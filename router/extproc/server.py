@@ -24,7 +24,7 @@ from router.extproc.encoder_queue import EncoderQueue
 from router.extproc.session import StreamSession
 from router.extproc.slot import WorkerSlot, bootstrap
 from router.observability import logs, metrics
-from router.observability.envoy_stats import EnvoyRouterFailures, admin_reader
+from router.observability.envoy_stats import envoy_collectors
 from router.observability.health import Readiness, add_grpc_health
 from router.observability.logs import LogFormat
 from router.observability.ops import configure_logs, start_ops
@@ -247,7 +247,8 @@ async def serve(config_path: Path, log_format: LogFormat | None = None, worker: 
                                                      report_now))
     await _first(holder.loaded, stop)
     if holder.current is not None and worker is None and holder.current.cfg.envoy.admin_port:  # the supervisor's
-        metrics.REGISTRY.register(EnvoyRouterFailures(admin_reader(holder.current.cfg.envoy.admin_port)))
+        for collector in envoy_collectors(holder.current.cfg):
+            metrics.REGISTRY.register(collector)
     if holder.current is not None:  # ports from the config that loaded, which may be a fixed one
         if holder.current.cache is not None:  # the first requests should not pay for the backend's connection
             await holder.current.cache.warm_up()

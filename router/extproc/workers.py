@@ -44,7 +44,7 @@ from router.cache.lite import SHARED_LITE_ENV, LiteProcess, LiteUnavailable, sha
 from router.config import ConfigError, RouterConfig, drain_s, is_local_uri
 from router.extproc.slot import WORKER_INDEX_ENV, WORKER_STATE_ENV, bootstrap, read_state
 from router.observability import logs
-from router.observability.envoy_stats import EnvoyRouterFailures, admin_reader
+from router.observability.envoy_stats import envoy_collectors
 from router.observability.health import HealthServer, Liveness
 from router.observability.logs import LogFormat
 from router.observability.metrics import RouterMemory
@@ -254,7 +254,8 @@ class Supervisor:
         view = WorkersView(self.workers, metrics_dir, obs.liveness_stale_after_s,
                            split_grace_s=obs.watch_interval_s + RELOAD_SPREAD_S)
         if cfg is not None and cfg.envoy.admin_port:
-            view.registry.register(EnvoyRouterFailures(admin_reader(cfg.envoy.admin_port)))
+            for collector in envoy_collectors(cfg):
+                view.registry.register(collector)
         liveness = Liveness(stale_after_s=obs.liveness_stale_after_s)
         http = HealthServer(view, liveness, view)
         port = server.metrics_port

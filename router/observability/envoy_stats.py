@@ -1,5 +1,5 @@
 """Envoy's count of requests the router did not answer, and of those it refused because it was full, exported on
-the router's /metrics.
+the router's /metrics; and each model's replicas Envoy sends to (a frozen model server is seen only there).
 
 When the router is down, frozen or slower than `envoy.message_timeout_ms`, Envoy refuses the request (503
 `router_unavailable`, the default) or, with `failure_mode_allow: true`, forwards it unrouted and unguarded to the
@@ -19,11 +19,12 @@ import re
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from router.config import RouterConfig
 from router.envoy_config import EXT_PROC_CLUSTER, STAT_PREFIX
 
 _EXT_PROC = f"http.{STAT_PREFIX}.ext_proc."
@@ -42,8 +43,28 @@ TIMEOUT_S = 0.5  # a scrape must not hang on a busy Envoy
 
 def admin_reader(admin_port: int) -> Callable[[], dict[str, int]]:
     """Envoy's ext_proc counters, OVERFLOWS and UPTIME from its admin `/stats` (JSON)."""
-    wanted = "|".join([re.escape(_EXT_PROC), *(re.escape(name) + "$" for name in [*OVERFLOWS, UPTIME])])
-    url = f"http://127.0.0.1:{admin_port}/stats?format=json&filter=" + urllib.parse.quote(f"^({wanted})")
+    return _reader(admin_port, [re.escape(_EXT_PROC), *(re.escape(name) + "$" for name in [*OVERFLOWS, UPTIME])])
+
+
+def membership(cluster: str) -> tuple[str, str]:
+    """Envoy's gauges of a cluster's healthy replicas (neither failing health checks nor ejected) and of all."""
+    return f"cluster.{cluster}.membership_healthy", f"cluster.{cluster}.membership_total"
+
+
+def health_reader(admin_port: int, clusters: Iterable[str]) -> Callable[[], dict[str, int]]:
+    """The `membership` gauges of these clusters."""
+    return _reader(admin_port, [re.escape(name) + "$" for cluster in clusters for name in membership(cluster)])
+
+
+def envoy_collectors(cfg: RouterConfig) -> list[Collector]:
+    """What the router exports from the Envoy beside it (read from `envoy.admin_port` at scrape time)."""
+    port = cfg.envoy.admin_port
+    clusters = {model: cfg.cluster_of(model) for model in cfg.models}
+    return [EnvoyRouterFailures(admin_reader(port)), EnvoyModelHealth(health_reader(port, clusters.values()), clusters)]
+
+
+def _reader(admin_port: int, patterns: list[str]) -> Callable[[], dict[str, int]]:
+    url = f"http://127.0.0.1:{admin_port}/stats?format=json&filter=" + urllib.parse.quote(f"^({'|'.join(patterns)})")
 
     def read() -> dict[str, int]:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as answer:
@@ -123,3 +144,31 @@ class EnvoyRouterFailures(Collector):
                                   "because the router did not answer (failure_mode_allow: true). Added up across "
                                   "Envoy restarts.", value=self._monotonic("failed_open", "", stats[FAILED_OPEN]))
         return [refused, overloaded, failed_open]
+
+
+class EnvoyModelHealth(Collector):
+    """`vsr_model_endpoints_healthy{model}` and `vsr_model_endpoints{model}`: the replicas Envoy sends a model's
+    requests to, and all it has. A frozen model server fails no request (it accepts connections and never answers), so
+    only Envoy's health checks (`models.<name>.health_check`) mark it down; this shows that they did. Absent while
+    Envoy's admin port does not answer."""
+
+    def __init__(self, read: Callable[[], dict[str, int]], clusters: dict[str, str]) -> None:
+        self.read = read
+        self.clusters = clusters  # model -> its Envoy cluster
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            stats = self.read()
+        except (OSError, ValueError):
+            return
+        healthy = GaugeMetricFamily("vsr_model_endpoints_healthy", "Replicas of the model Envoy routes to: neither "
+                                    "failing their health checks (models.<name>.health_check) nor ejected by outlier "
+                                    "detection. 0: the model is down (its chains skip it).", labels=["model"])
+        total = GaugeMetricFamily("vsr_model_endpoints", "Replicas of the model in Envoy's config.", labels=["model"])
+        for model, cluster in sorted(self.clusters.items()):
+            healthy_name, total_name = membership(cluster)
+            if total_name in stats:
+                healthy.add_metric([model], stats.get(healthy_name, 0))
+                total.add_metric([model], stats[total_name])
+        yield healthy
+        yield total

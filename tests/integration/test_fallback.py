@@ -7,6 +7,7 @@ chain answers normally. Math prompts (keyword rule) go to gpt-oss-120b first, th
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -227,3 +228,49 @@ def test_a_chain_whose_every_model_fails_answers_the_last_error_at_once(stack: S
     start = time.monotonic()
     r = _post(stack, fault=f"{BIG}=503,{SMALL}=503")
     assert r.status_code == 503 and time.monotonic() - start < 5
+
+
+def _answered_by(stack: Stack) -> str | None:
+    """The model that answered a math request, or None when it did not come back in a few seconds (hung)."""
+    try:
+        r = httpx.post(f"{stack.base_url}/chat/completions", timeout=3,
+                       json={"model": "auto", "messages": [{"role": "user", "content": MATH}]})
+    except httpx.TimeoutException:
+        return None
+    assert r.status_code == 200
+    return r.headers["x-vsr-upstream-model"]
+
+
+def _within(seconds: float, condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        time.sleep(0.5)
+
+
+def test_a_frozen_model_is_found_by_its_health_checks_and_skipped_until_it_answers_again(
+        make_stack: Callable[..., Stack]) -> None:
+    """Trial 18: a model server frozen with SIGSTOP accepts connections and never answers, so no request failed and
+    every one routed to it hung until its client gave up (the route allows 300 s). With the shipped health checks
+    Envoy marks it down and the chain's next model answers new requests; after SIGCONT it is back. Bounds are
+    generous (the shipped probes take ~16 s; the machine is loaded): they tell a hang from a fallback, nothing more."""
+    stack = make_stack(_no_ejection)  # only the health checks may take the frozen model out
+    assert _answered_by(stack) == BIG
+    frozen = stack.procs[f"upstream-{BIG}-0"]
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        _within(90, lambda: _answered_by(stack) == SMALL)
+        r = _post(stack)
+        assert r.status_code == 200 and r.json()["x_demo"]["received"]["model"] == SMALL
+        assert r.headers["x-vsr-fallback-from"] == BIG and r.headers["x-vsr-attempts"] == "1"  # no try on the frozen
+        assert _metric(stack, "vsr_model_endpoints_healthy", model=BIG) == 0
+        assert _metric(stack, "vsr_model_endpoints_healthy", model=SMALL) == 1
+        # A client that names the frozen model has no fallback: a 503 at once, not a hang (Envoy's panic mode sent
+        # requests to a model whose every replica was down).
+        lone = _post(stack, model=BIG)
+        assert lone.status_code == 503 and lone.json()["error"]["code"] == "upstream_unavailable"
+        assert lone.json()["error"]["message"].startswith("Every replica of the model is down")
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    _within(90, lambda: _answered_by(stack) == BIG)
+    assert _metric(stack, "vsr_model_endpoints_healthy", model=BIG) == 1

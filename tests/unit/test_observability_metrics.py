@@ -123,6 +123,27 @@ def test_envoys_refusals_and_fail_opens_are_exported_while_its_admin_port_answer
     assert b"vsr_envoy_failed" not in generate_latest(silent)
 
 
+def test_a_model_marked_down_by_envoy_shows_zero_healthy_replicas() -> None:
+    """A frozen model server fails no request, so nothing the router counts moved while its requests went elsewhere:
+    Envoy's healthy-replica gauge, mirrored per model, is how on call sees it marked down."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from router.observability import envoy_stats as es
+
+    frozen, fine = es.membership("gpt-oss-120b"), es.membership("qwen3-4b")
+    registry, silent = CollectorRegistry(), CollectorRegistry()
+    registry.register(es.EnvoyModelHealth(lambda: {frozen[0]: 0, frozen[1]: 1, fine[0]: 2, fine[1]: 2},
+                                          {"gpt-oss-120b": "gpt-oss-120b", "qwen3-4b": "qwen3-4b"}))
+    def down() -> dict[str, int]:
+        raise ConnectionRefusedError("envoy admin")
+
+    silent.register(es.EnvoyModelHealth(down, {"gpt-oss-120b": "gpt-oss-120b"}))
+    assert registry.get_sample_value("vsr_model_endpoints_healthy", {"model": "gpt-oss-120b"}) == 0
+    assert registry.get_sample_value("vsr_model_endpoints", {"model": "gpt-oss-120b"}) == 1
+    assert registry.get_sample_value("vsr_model_endpoints_healthy", {"model": "qwen3-4b"}) == 2
+    assert b'vsr_model_endpoints_healthy{' not in generate_latest(silent)  # no stale value without Envoy
+
+
 def test_requests_refused_because_envoy_was_full_are_not_the_router_being_unavailable() -> None:
     """A request past envoy.max_requests gets no router stream, which Envoy counts as a failed router call: it was in
     vsr_envoy_failed_closed_total, and SemanticRouterUnavailable fired on plain overload. Now it is counted apart."""

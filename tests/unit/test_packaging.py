@@ -25,7 +25,7 @@ import yaml
 
 from router.config import parse_config
 from router.extproc.workers import WorkersView
-from router.observability.envoy_stats import FAILED_OPEN, EnvoyRouterFailures
+from router.observability.envoy_stats import FAILED_OPEN, EnvoyModelHealth, EnvoyRouterFailures, membership
 from router.observability.metrics import RouterMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -283,6 +283,7 @@ def exported_series() -> dict[str, set[str]]:
     with tempfile.TemporaryDirectory() as metrics_dir:  # the supervisor's own series, with router workers
         supervisor = WorkersView([], Path(metrics_dir), stale_after_s=15, split_grace_s=10).registry
         supervisor.register(EnvoyRouterFailures(lambda: {FAILED_OPEN: 0}))  # Envoy's counts, read from its admin port
+        supervisor.register(EnvoyModelHealth(lambda: dict.fromkeys(membership("m"), 1), {"m": "m"}))
         families = [*m.registry.collect(), *supervisor.collect()]
     for family in families:
         for sample in family.samples:

@@ -81,6 +81,39 @@ def test_envoy_has_a_route_for_every_chain_the_policy_can_produce() -> None:
     assert vhost["include_attempt_count_in_response"] is True
 
 
+def _clusters(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in envoy_config(parse_config(raw))["static_resources"]["clusters"]}
+
+
+def test_each_shipped_model_is_health_checked_on_vllms_health_path() -> None:
+    """Trial 18: a frozen model server (accepts connections, never answers) fails no request, so outlier detection never
+    ejected it and every request routed to it hung. Envoy now probes GET /health, as often before the model has had
+    traffic (a fallback model) as after (Envoy's own default for an untouched cluster is once a minute)."""
+    clusters = _clusters(CFG.model_dump(exclude_none=True))
+    for model in (BIG, SMALL):
+        [check] = clusters[model]["health_checks"]
+        assert check["http_health_check"] == {"path": "/health"}
+        assert check["interval"] == check["no_traffic_interval"] == "5.000s" and check["timeout"] == "3.000s"
+        assert (check["unhealthy_threshold"], check["healthy_threshold"]) == (2, 2)
+        # No panic mode: with every replica down Envoy would send to them anyway, and those requests hung.
+        assert clusters[model]["common_lb_config"] == {"healthy_panic_threshold": {"value": 0}}
+    assert not any("health_checks" in c for c in clusters.values() if c["name"] not in (BIG, SMALL))
+
+
+def test_a_model_without_a_health_check_is_never_probed() -> None:
+    """The code default is off: a server without /health answers 404, which Envoy takes as down at once, and the model
+    would be skipped (or refused) for good. `health_check: null` (or leaving it out) is how such a server is
+    configured, and it keeps Envoy's panic mode (all replicas ejected: sent to anyway)."""
+    raw = CFG.model_dump(exclude_none=True)
+    raw["models"][SMALL].pop("health_check")
+    raw["models"][BIG]["health_check"] = {"path": "/healthz", "interval_s": 1, "unhealthy_threshold": 3}
+    clusters = _clusters(raw)
+    assert "health_checks" not in clusters[SMALL] and "common_lb_config" not in clusters[SMALL]  # Envoy's panic mode
+    [check] = clusters[BIG]["health_checks"]
+    assert check["http_health_check"] == {"path": "/healthz"} and check["interval"] == "1.000s"
+    assert check["unhealthy_threshold"] == 3 and check["timeout"] == "3.000s"
+
+
 def test_retry_outlier_and_circuit_breaker_settings_reach_envoy() -> None:
     raw = CFG.model_dump(exclude_none=True)
     raw["models"][BIG]["retry"] = {"num_retries": 3, "per_try_timeout_s": 20, "retriable_status_codes": [503]}
