@@ -47,6 +47,8 @@ KUBERNETES: dict[str, Any] = {
     "envoy": {"host": "0.0.0.0", "max_heap_mb": 384},
     "observability": {"metrics_host": "0.0.0.0", "log_format": "json"},
     "semantic_cache": {"uri": "http://milvus.milvus.svc.cluster.local:19530", "token_env": "MILVUS_TOKEN"},
+    # Headless Services (`clusterIP: None`): Envoy resolves one endpoint per model pod, so its health checks probe
+    # every pod; behind a ClusterIP it would probe one pod and a frozen one would mark the whole model down (README).
     "models": {
         "qwen3-4b": {"endpoints": [{"address": "qwen3-4b.llm.svc.cluster.local", "port": 8000}]},
         "gpt-oss-120b": {"endpoints": [{"address": "gpt-oss-120b.llm.svc.cluster.local", "port": 8000}]},
