@@ -139,8 +139,13 @@ def _not_router(condition: str) -> dict[str, Any]:
                          "expression": expression}}}
 
 
-def _retry_after() -> list[dict[str, Any]]:
-    return [{"header": {"key": "retry-after", "value": "1"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+def _retry_after(seconds: int = 1) -> list[dict[str, Any]]:
+    return [{"header": {"key": "retry-after", "value": str(seconds)}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+
+
+# A model marked down is seen again at its next passing health check (interval_s, 5 s shipped); the openai and
+# anthropic SDKs wait as long as Retry-After says (up to 60 s) where they would retry at once.
+MODEL_DOWN_RETRY_S = 5
 
 
 def local_reply_config(cfg: RouterConfig) -> dict[str, Any]:
@@ -174,6 +179,7 @@ def local_reply_config(cfg: RouterConfig) -> dict[str, Any]:
                {"filter": _not_router(_ROUTER_FAILED), "status_code": 503, "headers_to_add": _retry_after(),
                 "body_format_override": _openai_error("router_unavailable", "server_error", _ROUTER_UNAVAILABLE)},
                {"filter": _not_router("response.code_details == 'no_healthy_upstream'"),
+                "headers_to_add": _retry_after(MODEL_DOWN_RETRY_S),
                 "body_format_override": _openai_error("upstream_unavailable", "server_error", _MODEL_DOWN)},
                {"filter": _not_router("response.code == 408"),
                 "body_format_override": _openai_error("request_timeout", "invalid_request_error", too_slow)}]

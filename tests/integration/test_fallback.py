@@ -269,6 +269,7 @@ def test_a_frozen_model_is_found_by_its_health_checks_and_skipped_until_it_answe
         # requests to a model whose every replica was down).
         lone = _post(stack, model=BIG)
         assert lone.status_code == 503 and lone.json()["error"]["code"] == "upstream_unavailable"
+        assert lone.headers["retry-after"] == "5"  # when the next health check may find it back, not at once
         assert lone.json()["error"]["message"].startswith("Every replica of the model is down")
     finally:
         frozen.send_signal(signal.SIGCONT)
