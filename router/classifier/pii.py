@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from router.classifier.address_shapes import LABELLED_NUMBER, full_addresses
 from router.classifier.pii_cues import find_cues
 from router.classifier.pii_language import is_english
 from router.classifier.pii_public import public_figure, public_place
@@ -340,7 +341,8 @@ def _plausible(label: str, span: str, score: float) -> bool:
     always capitalised; one CamelCase word with two inner capitals is code. A street address has a number, two
     words or a compound street ending: single words tagged as addresses in chat were product names and foreign
     words ("Google", "ALCOA", "Alpacas"); without a house number it also needs a capitalised word and no
-    letter-digit code ("ERC1155") or "-stadt" word ("die Hauptstadt von Frankreich" names a city). (Requiring a
+    letter-digit code ("ERC1155") or "-stadt" word ("die Hauptstadt von Frankreich" names a city). A number a word
+    names as a section or an order ("order 48213", address_shapes.LABELLED_NUMBER) is no house number. (Requiring a
     number cut recall on the templates' bare street names, "Hilary Stravenue", to 0.60.)
     """
     if label == PERSON:
@@ -348,6 +350,7 @@ def _plausible(label: str, span: str, score: float) -> bool:
             return False
         return _NAME_WORD.search(_casing(span)) is not None or (span.islower() and score >= LOWERCASE_NAME_MIN)
     if label == STREET_ADDRESS:
+        span = LABELLED_NUMBER.sub(" ", span)  # "order 48213", "Article 24 hereof": no house number
         words = span.split()
         if not any(w.strip(",.").isdigit() for w in words) and (
             _NAME_WORD.search(span) is None or (len(words) == 1 and _CODE_TOKEN.search(span)) or _CITY_WORD.search(span)
@@ -395,12 +398,16 @@ def default_head() -> TokenHead:
 
 
 def detect_pii(text: str, encoded: EncodedTokens, head: TokenHead | None = None) -> tuple[PIIFinding, ...]:
-    """All PII in `text`: validated structured findings first, head spans that do not overlap them.
+    """All PII in `text`: validated structured findings and complete postal addresses first, head spans that do not
+    overlap them.
 
     The head (names, addresses) runs on English text only (pii_language): in other languages it mistook capitalised
-    nouns and opening words for names; the validated types are found in every language.
+    nouns and opening words for names; the validated types and complete addresses (address_shapes.full_addresses)
+    are found in every language.
     """
     found = find_structured(text)
+    found += [PIIFinding(STREET_ADDRESS, start, end, 1.0) for start, end in full_addresses(text)
+              if not any(start < f.end and f.start < end for f in found)]
     if not is_english(text):
         return tuple(found)
     for span in (head or default_head()).spans(text, encoded):

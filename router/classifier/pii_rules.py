@@ -315,6 +315,10 @@ def _phone_shaped(text: str, start: int, end: int) -> bool:
         groups = groups[1:]
     if any(len(g) == 1 for g in groups[1:]) or _ISO_DATE.search(raw) or _DOT_AND_DASH.search(raw):
         return False
+    # Without a "+" or a trunk "0" it is a North American or an Indian number (_parse_phone), written in groups of at
+    # most five digits ("415-555-2671", "98765 43210"): "100234-88812" is an order number (trial 18).
+    if len(groups) > 1 and not raw.lstrip("( ").startswith(("+", "0")) and max(map(len, groups)) > 5:
+        return False
     before = text[max(0, start - _CONTEXT_WINDOW) : start]
     if _PHONE_WRITTEN.search(raw) is None and _NUMBER_BEFORE.search(before):
         return False
