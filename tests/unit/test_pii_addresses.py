@@ -1,5 +1,5 @@
-"""Complete postal addresses found by shape, and numbers that name a section or an order rather than a house or a
-phone: trials 18 (e-commerce) and 19 (legal/tax)."""
+"""Complete postal addresses found by shape, numbers that name a section or an order rather than a house or a phone,
+and business phone lines: trials 18 (e-commerce) and 19 (legal/tax)."""
 
 from __future__ import annotations
 
@@ -112,14 +112,22 @@ def test_a_street_beside_an_order_number_is_still_an_address(models) -> None:  #
     assert (STREET_ADDRESS, "48 Maple Street") in found and PERSON in {kind for kind, _ in found}
 
 
-def test_an_order_number_is_no_phone_number() -> None:
-    """Trial 18: "100234-88812" was a PHONE_NUMBER; no North American or Indian number has a group of six digits."""
-    assert PHONE_NUMBER not in {f.type for f in find_structured("My order 100234-88812 has not arrived.")}
+@pytest.mark.parametrize("text", [
+    "My order 100234-88812 has not arrived.",
+    "What does the phone number 1-800-829-1040 at the IRS handle?",
+    "Is 866-860-4259 the IRS number for identity theft?",
+    "Our premium hotline is 1-900-226-4321, call it.",
+])
+def test_order_numbers_and_business_lines_are_no_phone_numbers(text: str) -> None:
+    """A toll-free or premium-rate line is a business's, not a person's; six digits before a dash are no phone group."""
+    assert PHONE_NUMBER not in {f.type for f in find_structured(text)}
 
 
 @pytest.mark.parametrize(("text", "phone"), [
     ("call me at (415) 892-2671 tonight", "(415) 892-2671"),
     ("my cell is 98765 43210", "98765 43210"),
+    ("ruf mich an, Telefon 030 12345678", "030 12345678"),  # a UK UAN too, but a Berlin landline
+    ("phone: 0911 1234567", "0911 1234567"),  # UK premium-rate, a Nürnberg landline
 ])
 def test_a_personal_line_is_still_a_phone_number(text: str, phone: str) -> None:
     assert (PHONE_NUMBER, phone) in [(f.type, text[f.start : f.end]) for f in find_structured(text)]
