@@ -47,6 +47,8 @@ CUE_MAX_O = 0.9
 # Characters of unread text kept on each side of the encoder's windows for the cue patterns: a cue's trigger, its
 # spaces and its up to four words ("Name:\tAnna Maria van Dijk") fit with room to spare.
 CUE_MARGIN = 256
+# Characters before an address span where the word naming its number may stand ("reservations no. " is 17).
+_LABEL_REACH = 24
 
 
 class EncodedTokens(Protocol):
@@ -207,11 +209,24 @@ class TokenHead:
         start, end = _word_bounds(text, start, end)
         # Single letters and bare numbers ("Z", "G", "102") are maths, not names or addresses.
         score = float(token_probs.mean())
-        if sum(c.isalpha() for c in text[start:end]) < 2 or not _plausible(self.labels[label], text[start:end], score):
+        span = _without_labelled_numbers(text, start, end) if self.labels[label] == STREET_ADDRESS else text[start:end]
+        if sum(c.isalpha() for c in text[start:end]) < 2 or not _plausible(self.labels[label], span, score):
             return None
         if self.labels[label] == STREET_ADDRESS and _in_code(text, start, end):
             return None
         return PIIFinding(self.labels[label], start, end, round(score, 4))
+
+
+def _without_labelled_numbers(text: str, start: int, end: int) -> str:
+    """text[start:end] with each number a word names as a part of a document or an order blanked, the word too
+    (address_shapes.LABELLED_NUMBER): "order 48213" is no house number, nor "21." in "Section 21. HOLDOVER", where the
+    word may stand before the span the head found."""
+    chars = list(text[start:end])
+    for m in LABELLED_NUMBER.finditer(text, max(0, start - _LABEL_REACH), end):
+        first, stop = max(m.start(), start), min(m.end(), end)
+        if first < stop:
+            chars[first - start : stop - start] = " " * (stop - first)
+    return "".join(chars)
 
 
 def _with_cued_names(
@@ -350,7 +365,6 @@ def _plausible(label: str, span: str, score: float) -> bool:
             return False
         return _NAME_WORD.search(_casing(span)) is not None or (span.islower() and score >= LOWERCASE_NAME_MIN)
     if label == STREET_ADDRESS:
-        span = LABELLED_NUMBER.sub(" ", span)  # "order 48213", "Article 24 hereof": no house number
         words = span.split()
         if not any(w.strip(",.").isdigit() for w in words) and (
             _NAME_WORD.search(span) is None or (len(words) == 1 and _CODE_TOKEN.search(span)) or _CITY_WORD.search(span)

@@ -131,3 +131,19 @@ def test_order_numbers_and_business_lines_are_no_phone_numbers(text: str) -> Non
 ])
 def test_a_personal_line_is_still_a_phone_number(text: str, phone: str) -> None:
     assert (PHONE_NUMBER, phone) in [(f.type, text[f.start : f.end]) for f in find_structured(text)]
+
+
+@pytest.mark.parametrize(("text", "span", "address"), [
+    ("LEASE\nSection 21. HOLDOVER\nThe Tenant shall vacate.", "21. HOLDOVER", False),  # its label before the span
+    ("LEASE\nSection 21. HOLDOVER\nThe Tenant shall vacate.", "Section 21. HOLDOVER", False),
+    ("where is order 48213, please", "order 48213", False),
+    ("Section 8 housing at 12 Elm Street, please", "Section 8 housing at 12 Elm Street", True),
+    ("they moved to 21 Holdover Lane last May", "21 Holdover Lane", True),
+])
+def test_a_head_span_whose_only_number_is_a_section_or_an_order_is_no_address(text: str, span: str,
+                                                                            address: bool) -> None:
+    """Trials 18 and 19: the head read "order 48213" and a contract's upper-case heading "Section 21. HOLDOVER" as
+    street addresses; the word naming the number may stand before the span the head tagged."""
+    from tests.unit.test_pii import _head_reads
+
+    assert bool(_head_reads(text, span, 2)) is address
