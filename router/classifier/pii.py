@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from router.classifier.address_shapes import LABELLED_NUMBER, full_addresses
 from router.classifier.pii_cues import find_cues
 from router.classifier.pii_language import is_english
 from router.classifier.pii_public import public_figure, public_place
@@ -46,6 +47,8 @@ CUE_MAX_O = 0.9
 # Characters of unread text kept on each side of the encoder's windows for the cue patterns: a cue's trigger, its
 # spaces and its up to four words ("Name:\tAnna Maria van Dijk") fit with room to spare.
 CUE_MARGIN = 256
+# Characters before an address span where the word naming its number may stand ("reservations no. " is 17).
+_LABEL_REACH = 24
 
 
 class EncodedTokens(Protocol):
@@ -206,11 +209,24 @@ class TokenHead:
         start, end = _word_bounds(text, start, end)
         # Single letters and bare numbers ("Z", "G", "102") are maths, not names or addresses.
         score = float(token_probs.mean())
-        if sum(c.isalpha() for c in text[start:end]) < 2 or not _plausible(self.labels[label], text[start:end], score):
+        span = _without_labelled_numbers(text, start, end) if self.labels[label] == STREET_ADDRESS else text[start:end]
+        if sum(c.isalpha() for c in text[start:end]) < 2 or not _plausible(self.labels[label], span, score):
             return None
         if self.labels[label] == STREET_ADDRESS and _in_code(text, start, end):
             return None
         return PIIFinding(self.labels[label], start, end, round(score, 4))
+
+
+def _without_labelled_numbers(text: str, start: int, end: int) -> str:
+    """text[start:end] with each number a word names as a part of a document or an order blanked, the word too
+    (address_shapes.LABELLED_NUMBER): "order 48213" is no house number, nor "21." in "Section 21. HOLDOVER", where the
+    word may stand before the span the head found."""
+    chars = list(text[start:end])
+    for m in LABELLED_NUMBER.finditer(text, max(0, start - _LABEL_REACH), end):
+        first, stop = max(m.start(), start), min(m.end(), end)
+        if first < stop:
+            chars[first - start : stop - start] = " " * (stop - first)
+    return "".join(chars)
 
 
 def _with_cued_names(
@@ -340,7 +356,8 @@ def _plausible(label: str, span: str, score: float) -> bool:
     always capitalised; one CamelCase word with two inner capitals is code. A street address has a number, two
     words or a compound street ending: single words tagged as addresses in chat were product names and foreign
     words ("Google", "ALCOA", "Alpacas"); without a house number it also needs a capitalised word and no
-    letter-digit code ("ERC1155") or "-stadt" word ("die Hauptstadt von Frankreich" names a city). (Requiring a
+    letter-digit code ("ERC1155") or "-stadt" word ("die Hauptstadt von Frankreich" names a city). A number a word
+    names as a section or an order ("order 48213", address_shapes.LABELLED_NUMBER) is no house number. (Requiring a
     number cut recall on the templates' bare street names, "Hilary Stravenue", to 0.60.)
     """
     if label == PERSON:
@@ -395,12 +412,16 @@ def default_head() -> TokenHead:
 
 
 def detect_pii(text: str, encoded: EncodedTokens, head: TokenHead | None = None) -> tuple[PIIFinding, ...]:
-    """All PII in `text`: validated structured findings first, head spans that do not overlap them.
+    """All PII in `text`: validated structured findings and complete postal addresses first, head spans that do not
+    overlap them.
 
     The head (names, addresses) runs on English text only (pii_language): in other languages it mistook capitalised
-    nouns and opening words for names; the validated types are found in every language.
+    nouns and opening words for names; the validated types and complete addresses (address_shapes.full_addresses)
+    are found in every language.
     """
     found = find_structured(text)
+    found += [PIIFinding(STREET_ADDRESS, start, end, 1.0) for start, end in full_addresses(text)
+              if not any(start < f.end and f.start < end for f in found)]
     if not is_english(text):
         return tuple(found)
     for span in (head or default_head()).spans(text, encoded):

@@ -106,6 +106,10 @@ _PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN")
 # an Italian mobile was any "VAT registration number", "Part Number" or "Employer Identification Number".
 _SAID_REGIONS = ("CN", "RU", "BR", "ES", "PT")
 _POSSIBLE = phonenumbers.ValidationResult.IS_POSSIBLE
+# Lines a business or an office rents, not a person's: toll-free, premium-rate, shared-cost and universal access numbers
+# ("1-800-829-1040", the IRS; "0800 123 4567"). Only a number valid in its plan has such a type.
+_BUSINESS_LINES = frozenset((phonenumbers.PhoneNumberType.TOLL_FREE, phonenumbers.PhoneNumberType.PREMIUM_RATE,
+                             phonenumbers.PhoneNumberType.SHARED_COST, phonenumbers.PhoneNumberType.UAN))
 # A phone word said a number is one nearby, in English and the languages users write to the router in (trial 15:
 # "手机号是13812345678", "رقم هاتفي هو 0501234567", "Mi móvil es 612 34 56 78" went unseen). Words of the spaceless
 # scripts, and Arabic and Hindi ones, which take attached prefixes or marks, are matched anywhere in a word.
@@ -305,7 +309,7 @@ def _phones(text: str) -> Iterator[PIIFinding]:
             continue
         in_context = punctuated or said
         number = _parse_phone("+" + raw[2:] if raw.startswith("00") else raw, said)
-        if number is None or _fictional(number):
+        if number is None or _fictional(number) or _business_line(raw, number):
             continue
         valid = phonenumbers.is_valid_number(number)
         if in_context or valid:
@@ -328,6 +332,10 @@ def _phone_shaped(text: str, start: int, end: int) -> bool:
         groups = groups[1:]
     if any(len(g) == 1 for g in groups[1:]) or _ISO_DATE.search(raw) or _DOT_AND_DASH.search(raw):
         return False
+    # Without a "+" or a trunk "0" it is a North American or an Indian number (_parse_phone), written in groups of at
+    # most five digits ("415-555-2671", "98765 43210"): "100234-88812" is an order number (trial 18).
+    if len(groups) > 1 and not raw.lstrip("( ").startswith(("+", "0")) and max(map(len, groups)) > 5:
+        return False
     before = text[max(0, start - _CONTEXT_WINDOW) : start]
     if _PHONE_WRITTEN.search(raw) is None and _NUMBER_BEFORE.search(before):
         return False
@@ -345,6 +353,23 @@ def _fictional(number: phonenumbers.PhoneNumber) -> bool:
     continent's placeholders: NANPA reserves 555-0100..0199 for fiction, and no 555 number reaches a person."""
     national = str(number.national_number)
     return number.country_code == 1 and len(national) == 10 and "555" in (national[:3], national[3:6])
+
+
+def _business_line(raw: str, number: phonenumbers.PhoneNumber) -> bool:
+    """A toll-free, premium-rate, shared-cost or UAN line (`_BUSINESS_LINES`) in every plan its national form is valid
+    in: "0911 1234567" is premium-rate in the UK but a Nürnberg landline, "030 12345678" a UK UAN and a Berlin one."""
+    if phonenumbers.number_type(number) not in _BUSINESS_LINES:
+        return False
+    if not raw.lstrip("( ").startswith("0"):
+        return True
+    for region in _PHONE_REGIONS[1:]:
+        try:
+            other = phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(other) and phonenumbers.number_type(other) not in _BUSINESS_LINES:
+            return False
+    return True
 
 
 def _parse_phone(raw: str, said: bool) -> phonenumbers.PhoneNumber | None:

@@ -175,6 +175,52 @@ def test_a_prompt_longer_than_the_pii_screen_reads_is_unscreened(stack: Stack) -
     assert [line["pii_unscreened"] for line in lines.values()] == [["PERSON"]] * 2
 
 
+def test_a_complete_postal_address_keeps_a_prompt_from_a_model_that_refuses_addresses(stack: Stack) -> None:
+    """Trial 19: the head read "1842 Maple Ridge Drive, Sacramento, CA 95822" in pieces too small to be an address, so
+    the prompt reached gpt-oss-120b, whose pii_policy refuses STREET_ADDRESS, and its answer was cached. A complete
+    address (number, street and type, town, state, ZIP) is now found by its shape."""
+    ask = "Is alimony she receives under a 2020 divorce agreement taxable to her?"
+    prompt = "Her address is 1842 Maple Ridge Drive, Sacramento, CA 95822. " + ask
+    routed = _client(stack).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": ask}])
+    assert routed.headers["x-vsr-selected-model"] == "gpt-oss-120b"  # without the address, the big model answers
+    answers = _routed_twice_uncached(stack, prompt, "pii")
+    assert [h["x-vsr-selected-model"] for h in answers] == ["qwen3-4b"] * 2
+    assert "pii_policy refuses STREET_ADDRESS" in answers[0]["x-vsr-decision-reason"]
+    lines = _request_lines(stack, [h["x-request-id"] for h in answers])
+    assert [line["pii_types"] for line in lines.values()] == [["STREET_ADDRESS"]] * 2
+    assert "Maple Ridge" not in (stack.workdir / "router.log").read_text()
+
+
+LEASE_CLAUSE = ("The Tenant shall comply with the obligations described herein and shall not permit any act that would "
+                "increase the cost of coverage or breach applicable law, as set out in Section {ref}. Any amount due "
+                "shall bear interest at the rate in Schedule {schedule} until paid, subject to Article {ref} hereof. ")
+
+
+@pytest.fixture(scope="module")
+def shipped_policy_stack(make_stack: Callable[..., Stack]) -> Stack:
+    """The shipped pii_policy: gpt-oss-120b may see names and e-mail addresses, no other personal data."""
+    return make_stack(lambda cfg: cfg["classifier"].update(enabled=True, timeout_ms=5000)
+                      or cfg["envoy"].update(message_timeout_ms=6000))
+
+
+def test_a_long_contract_with_section_cross_references_stays_on_its_model(shipped_policy_stack: Stack) -> None:
+    """Trial 19: every "Section 21." of a 15k-character lease was a place an address might stand, more than the PII
+    head's windows hold, so the lease was unscreened for STREET_ADDRESS and kept from gpt-oss-120b. A numbered heading
+    or cross-reference is no such place now; the lease's names stay unscreened (it is not cached), which that model's
+    pii_policy allows."""
+    clauses = "".join(f"\nSection {i}. Clause {chr(64 + i)}\n" + LEASE_CLAUSE.format(ref=(i * 7) % 26 + 1, schedule=i % 4 + 1) * 3
+                      for i in range(1, 27))
+    lease = "Review this commercial lease and list the tenant's obligations.\n" + clauses
+    assert len(lease) > 15_000
+    raw = _client(shipped_policy_stack).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": lease}])
+    assert raw.parse().choices[0].message.content
+    assert raw.headers["x-vsr-selected-model"] == "gpt-oss-120b", raw.headers["x-vsr-decision-reason"]
+    rid = raw.headers["x-request-id"]
+    assert _request_lines(shipped_policy_stack, [rid])[rid]["pii_unscreened"] == ["PERSON"]
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 def test_an_answer_holding_pii_is_not_served_to_the_next_caller(stack: Stack, stream: bool) -> None:
     """Trial 10: a model answering from its documents named a customer's SSN and card for a prompt without PII; the
