@@ -22,7 +22,7 @@ import numpy as np
 
 from router.classifier.pii_cues import find_cues
 from router.classifier.pii_language import is_english
-from router.classifier.pii_public import public_figure, public_place
+from router.classifier.pii_public import product_or_case, public_figure, public_place
 from router.classifier.pii_rules import STRUCTURED_TYPES, find_structured
 from router.signals import PIIFinding
 
@@ -250,7 +250,7 @@ def _public(text: str, finding: PIIFinding) -> bool:
     """Whether the text frames a name or address finding as a public figure or place (pii_public): "Newton's laws",
     "Why was the Manhattan Project based at Los Alamos?" name no private person (issue 10)."""
     if finding.type == PERSON:
-        return public_figure(text, finding.start, finding.end)
+        return public_figure(text, finding.start, finding.end) or product_or_case(text, finding.start, finding.end)
     return finding.type == STREET_ADDRESS and public_place(text, finding.start, finding.end)
 
 
