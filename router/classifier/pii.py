@@ -5,7 +5,8 @@ pii_rules decide them exactly. Names and addresses have none: a two-layer MLP ov
 token states (plus four casing/shape bits the uncased tokenizer throws away) tags each token, and
 runs of entity tokens become character spans. Where the text itself says a name stands ("Name: X",
 "Dear X,"), pii_cues lets a word the head only doubts count, typed PERSON; where it frames a name or a street as a
-public one ("Newton's laws", "What happened at Pearl Harbor?"), pii_public drops the finding. The head is numpy
+public one ("Newton's laws", "What happened at Pearl Harbor?") or a name as a drug, a brand or a case ("take
+Sudafed with Wellbutrin", "my Louis Vuitton bag", "Hadley v. Baxendale"), pii_public drops the finding. The head is numpy
 only: two small matmuls per request, no second model run. Weights come from train_pii.py (committed .npz,
 reproducible by seed).
 """
@@ -247,8 +248,9 @@ def _with_cued_names(
 
 
 def _public(text: str, finding: PIIFinding) -> bool:
-    """Whether the text frames a name or address finding as a public figure or place (pii_public): "Newton's laws",
-    "Why was the Manhattan Project based at Los Alamos?" name no private person (issue 10)."""
+    """Whether the text frames a name or address finding as a public figure or place, or a name as a drug, brand or
+    case (pii_public): "Newton's laws", "Why was the Manhattan Project based at Los Alamos?", "can I take Sudafed with
+    Wellbutrin" name no private person (issue 10, trials 17-19)."""
     if finding.type == PERSON:
         return public_figure(text, finding.start, finding.end) or product_or_case(text, finding.start, finding.end)
     return finding.type == STREET_ADDRESS and public_place(text, finding.start, finding.end)

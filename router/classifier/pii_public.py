@@ -4,7 +4,9 @@
 The token head sees uncased word pieces and one token either side; it reads a famous scientist as it reads a
 coworker, and a famous street or site as a street address. Homework and general-knowledge questions are full of
 both, and each such finding moved a request off a model whose pii_policy refuses the type and turned its cache off
-(issue 10). A human tells them apart by the framing, which these patterns read: they only ever drop a head finding.
+(issue 10). The same holds for drugs, brands named after people and case names ("can I take Sudafed with Wellbutrin",
+"my Louis Vuitton bag", "Hadley v. Baxendale"; trials 17-19). A human tells them apart by the framing, which these
+patterns read: they only ever drop a head finding.
 """
 
 from __future__ import annotations
