@@ -4,7 +4,7 @@
 
 Sets: training templates (not the held-out ones) filled at a Faker seed neither training nor pii_eval uses, the chat
 dev names, public figures and negatives (offline.pii_chat), 1,500 training-subject MMLU questions, the homework dev
-questions. FILE also holds every text's PERSON and STREET_ADDRESS findings, so two runs can be diffed text by text.
+questions, the product dev questions (drugs, brands, cases) and their private-name look-alikes. FILE also holds every text's PERSON and STREET_ADDRESS findings, so two runs can be diffed text by text.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main() -> None:
     names, figures = pii_chat.read_dev()
     negatives = pii_chat.dev_negatives()
     homework = pii_chat.read_homework("dev")
+    products, lookalikes = pii_chat.read_products("dev")
     result = {
         "dev_template_recall": {kind: round(m["recall"], 4) for kind, m in spans.items()},
         "dev_template_precision": {kind: round(m["precision"], 4) for kind, m in spans.items()},
@@ -57,6 +58,8 @@ def main() -> None:
                                                       detect),
         "homework_dev_flagged": [sum(any(f.type in (PERSON, STREET_ADDRESS) for f in detect(t)) for t in homework),
                                  len(homework)],
+        "products_dev_flagged": [sum(any(f.type == PERSON for f in detect(t)) for t in products), len(products)],
+        "products_dev_private_names_recall": round(score(lookalikes, detect, [PERSON])[PERSON]["recall"], 4),
     }
     print(json.dumps(result, indent=1))
     args.out.write_text(json.dumps({"result": result, "found": found}, ensure_ascii=False, indent=1) + "\n")

@@ -18,6 +18,10 @@ Sets (ShareGPT split by conversation as in chat_data; hand-labelled conversation
                       Mendel's pea experiments show?") or famous places ("What happened at Pearl Harbor?"), written
                       from general knowledge before any detector ran; the dev half, pii_homework_dev.jsonl, shaped
                       router/classifier/pii_public.py (issue 10)
+  products            offline/data/pii_products_test.jsonl: 62 questions naming drugs ("Is Valtrex safe while
+                      pregnant?"), brands named after people ("my Ted Baker tote") and reported cases ("Terry v.
+                      Ohio"), and 20 look-alikes naming private people in the same frames, written before any
+                      detector ran; the dev half, pii_products_dev.jsonl, shaped pii_public.product_or_case (trials 17-19)
   names               offline/data/pii_chat_names_test.jsonl: 34 chitchat messages naming private people
                       ("Hi Naomi!", "My name is Kate."), hand-labelled PERSON spans
   non-English         offline/data/pii_chat_non_english_test.jsonl: 85 ShareGPT user turns (any turn) of TEST
@@ -170,6 +174,18 @@ def read_homework(split: str) -> list[str]:
     return [row["text"] for row in _jsonl(f"pii_homework_{split}.jsonl")]
 
 
+def read_products(split: str) -> tuple[list[str], list[pii_data.Sample]]:
+    """Questions naming drugs, brands named after people and reported cases, none personal data, and look-alikes that
+    name a private person in the same frames ("Can I take Sarah to school", "Jessica's bag"), each name a PERSON span
+    (pii_products_{split}.jsonl)."""
+    rows = _jsonl(f"pii_products_{split}.jsonl")
+    private = [row for row in rows if row["group"] == "private"]
+    for row in private:
+        at = row["text"].index(row["name"])
+        row["person_spans"] = [(at, at + len(row["name"]))]
+    return [row["text"] for row in rows if row["group"] != "private"], _person_samples(private)
+
+
 def read_names() -> list[pii_data.Sample]:
     """Hand-labelled chitchat messages naming private people, each name a PERSON span."""
     return _person_samples(_jsonl("pii_chat_names_test.jsonl"))
@@ -218,6 +234,7 @@ def evaluate_chat(detect: Detector, rule_count: int = 1500) -> dict[str, object]
         "negative_rule": false_alarms([s.text for s in chat_negatives(TEST, rule_count, 1)], detect),
         "negative_non_english": false_alarms(read_non_english(TEST), detect),
         "negative_homework": false_alarms(read_homework(TEST), detect),
+        "negative_products": false_alarms(read_products(TEST)[0], detect),
         "chitchat_names": score(names, detect, [pii_data.PERSON])[pii_data.PERSON] | {"messages": len(names)},
     }
 

@@ -5,7 +5,8 @@ grammars or cues, so rules in pii_rules decide them exactly. Names and addresses
 token states (plus four casing/shape bits the uncased tokenizer throws away) tags each token, and
 runs of entity tokens become character spans. Where the text itself says a name stands ("Name: X",
 "Dear X,"), pii_cues lets a word the head only doubts count, typed PERSON; where it frames a name or a street as a
-public one ("Newton's laws", "What happened at Pearl Harbor?"), pii_public drops the finding. The head is numpy
+public one ("Newton's laws", "What happened at Pearl Harbor?") or a name as a drug, a brand or a case ("take
+Sudafed with Wellbutrin", "my Louis Vuitton bag", "Hadley v. Baxendale"), pii_public drops the finding. The head is numpy
 only: two small matmuls per request, no second model run. Weights come from train_pii.py (committed .npz,
 reproducible by seed).
 """
@@ -23,7 +24,7 @@ import numpy as np
 from router.classifier.address_shapes import LABELLED_NUMBER, full_addresses
 from router.classifier.pii_cues import find_cues
 from router.classifier.pii_language import is_english
-from router.classifier.pii_public import public_figure, public_place
+from router.classifier.pii_public import product_or_case, public_figure, public_place
 from router.classifier.pii_rules import STRUCTURED_TYPES, find_structured
 from router.signals import PIIFinding
 
@@ -263,10 +264,11 @@ def _with_cued_names(
 
 
 def _public(text: str, finding: PIIFinding) -> bool:
-    """Whether the text frames a name or address finding as a public figure or place (pii_public): "Newton's laws",
-    "Why was the Manhattan Project based at Los Alamos?" name no private person (issue 10)."""
+    """Whether the text frames a name or address finding as a public figure or place, or a name as a drug, brand or
+    case (pii_public): "Newton's laws", "Why was the Manhattan Project based at Los Alamos?", "can I take Sudafed with
+    Wellbutrin" name no private person (issue 10, trials 17-19)."""
     if finding.type == PERSON:
-        return public_figure(text, finding.start, finding.end)
+        return public_figure(text, finding.start, finding.end) or product_or_case(text, finding.start, finding.end)
     return finding.type == STREET_ADDRESS and public_place(text, finding.start, finding.end)
 
 

@@ -132,12 +132,14 @@ def test_a_phone_number_written_against_chinese_text_keeps_it_from_a_model_that_
 @pytest.mark.parametrize(("prompt", "model"), [
     ("What did Lise Meitner discover about nuclear fission?", "gpt-oss-120b"),  # physics
     ("Why did the Manhattan Project build its bomb laboratory at Los Alamos?", "qwen3-4b"),  # history
+    ("can I take Sudafed with Wellbutrin", "gpt-oss-120b"),  # health (trial 17: drug names read as PERSON)
 ])
-def test_a_homework_question_naming_a_famous_scientist_or_place_keeps_its_model_and_is_cached(
+def test_a_question_naming_a_famous_scientist_a_place_or_a_drug_keeps_its_model_and_is_cached(
         stack: Stack, prompt: str, model: str) -> None:
     """Issue 10 (education trial): the PII head read famous scientists as PERSON and famous places as STREET_ADDRESS,
     so such questions left gpt-oss-120b (whose pii_policy refuses them) and were never cached. Now the text's framing
-    ("what did X discover", a street without a number asked about) says they name no private person."""
+    ("what did X discover", a street without a number asked about) says they name no private person. Trial 17
+    (telehealth): drug names the same way ("take X with Y" frames both as medications)."""
     client = _client(stack)
     calls = stack.upstream_requests()
     first = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": prompt}])

@@ -725,6 +725,59 @@ def test_a_private_name_in_a_question_is_still_a_person(text: str, name: str) ->
 
 
 @pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("can I take Varnoxil with Delbrant", "Varnoxil"),
+        ("can I take Varnoxil with Delbrant", "Delbrant"),
+        ("Is Quellex safe while pregnant?", "Quellex"),
+        ("How many mg of Tamsira is a normal dose?", "Tamsira"),
+        ("Doravine side effects in children", "Doravine"),
+        ("Should I switch from Paxomir to Lendra for anxiety?", "Lendra"),
+        ("My doctor prescribed Orvella, should I take it on an empty stomach?", "Orvella"),
+        ("Plavoxa and Zentrel interaction", "Plavoxa"),
+        ("How do I clean my Marta Ilvane bag?", "Marta Ilvane"),
+        ("Are Tobias Renk bridal shoes true to size?", "Tobias Renk"),
+        ("What's in Lena Okafor's new collection this fall?", "Lena Okafor"),
+        ("Where can I buy Arvid Sollen polos on sale?", "Arvid Sollen"),
+        ("What did the court hold in Halvorsen v. Brannigan?", "Brannigan"),
+        ("Explain the duty of care from Quell v. Renk.", "Quell"),
+        ("What does In re Sollen say about juvenile rights?", "Sollen"),
+    ],
+)  # fmt: skip
+def test_a_medication_brand_or_case_named_like_a_person_is_no_person(text: str, name: str) -> None:
+    """Trials 17-19: drugs ("can I take Sudafed with Wellbutrin"), brands named after people ("my Louis Vuitton bag") and
+    case names ("Hadley v. Baxendale") read as PERSON, which moved health, shop and legal questions off a model whose
+    pii_policy refuses names and turned their cache off. The names here are made up: the framing decides."""
+    assert _head_reads(text, name, 1) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Can I take Sarah to school before the vaccine appointment?", "Sarah"),
+        ("Can I take Olivia with Noah to the park this afternoon?", "Olivia"),
+        ("Can I take Henry with me to the doctor's office?", "Henry"),
+        ("Will you take Sarah?", "Sarah"),
+        ("Can I take Sarah with friends?", "Sarah"),
+        ("Did Sarah cause the accident?", "Sarah"),
+        ("I need the dose of Sarah's medicine.", "Sarah"),
+        ("I gave Sarah and Tom 5 mg of melatonin.", "Tom"),
+        ("My Sarah's bag is broken, can it be fixed?", "Sarah"),
+        ("How do I clean Jessica's bag after she spilled juice on it?", "Jessica"),
+        ("I bought Megan shoes for her birthday, can she return them?", "Megan"),
+        ("Ask Nora which shoes she wants for the wedding.", "Nora"),
+        ("I saw Nora wearing heels.", "Nora"),
+        ("Ryan's collection of vintage watches, how much is it worth?", "Ryan"),
+        ("Who would win in chess, Priya vs. Marco?", "Marco"),
+        ("My small claims case is Daniel Ortiz v. Brightline Rentals, what do I file next?", "Daniel Ortiz"),
+        ("Can I switch from Ms. Delgado to Mr. Chen as my advisor?", "Delgado"),
+    ],
+)  # fmt: skip
+def test_a_private_name_beside_medicine_shopping_or_law_is_still_a_person(text: str, name: str) -> None:
+    assert _head_reads(text, name, 1) == [("PERSON", name)]
+
+
+@pytest.mark.parametrize(
     ("text", "place"),
     [
         ("Why was the Manhattan Project based at Orrin Heights?", "Orrin Heights"),
