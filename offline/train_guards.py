@@ -16,6 +16,8 @@ import numpy as np
 from offline.chat_data import DEV, TRAIN
 from offline.features import embed
 from offline.guard_data import (
+    APART,
+    COMPLAINT,
     EDGY,
     LABELS,
     REAL_CHAT,
@@ -63,18 +65,21 @@ def dev_groups(guard: str, head: MLPHead, encoder: Encoder, dev: list[Example]) 
         "real_chat": scores[is_group(benign, REAL_CHAT)],
         "support": guard_scores(guard, head, encoder, support_rows(DEV)),
         EDGY: scores[is_group(benign, (EDGY,))],
+        COMPLAINT: scores[is_group(benign, (COMPLAINT,))],
     }
 
 
 def dev_recall(scores: np.ndarray, positives: list[Example]) -> dict:
     """Recall at the operating point per dev source and their mean, the figure variants are chosen by. Pooled
     recall would be 81% one source (content safety: 247 of 304 dev rows are Do-Not-Answer information-hazard
-    asks), so a gain on the others would not show; the held-out test is another source again."""
+    asks), so a gain on the others would not show; the held-out test is another source again. Sources in APART are
+    listed, not averaged."""
     by_source = {
         group: round(float((scores[is_group(positives, (group,))] >= 0.5).mean()), 4)
         for group in sorted({e.group for e in positives})
     }
-    return {"mean_over_sources": round(float(np.mean(list(by_source.values()))), 4), "by_source": by_source}
+    mean = np.mean([recall for group, recall in by_source.items() if group not in APART])
+    return {"mean_over_sources": round(float(mean), 4), "by_source": by_source}
 
 
 def train_guard(guard: str, encoder: Encoder) -> dict:

@@ -23,6 +23,7 @@ from offline.build import sha256_file
 from offline.chat_data import DEV, TRAIN
 from offline.features import embed
 from offline.guard_data import (
+    COMPLAINT,
     DEV_BUDGETS,
     EDGY,
     LABELS,
@@ -118,6 +119,7 @@ def dev_rows(guard: str, head: MLPHead, encoder: Encoder, dev: list[Example]) ->
         "real_chat": [e for e, chat in zip(benign, is_group(benign, REAL_CHAT), strict=True) if chat],
         "support": support_rows(DEV),
         EDGY: [e for e, edgy in zip(benign, is_group(benign, (EDGY,)), strict=True) if edgy],
+        COMPLAINT: [e for e, shop in zip(benign, is_group(benign, (COMPLAINT,)), strict=True) if shop],
     }
     texts = {name: [e.text for e in rows] for name, rows in groups.items()}
     return DevRows(

@@ -62,10 +62,15 @@ _MODELS = re.compile(
     r"\b(?:your|previous|prior|above|earlier|preceding|former|original|initial|system|developer)\b", re.IGNORECASE
 )
 # An override aimed at the model's own rules, not at a user's instructions: no ShareGPT TRAIN or DEV first turn has one.
+# A policy counts only when a word says it is the model's ("forget your content policy", "bypass the usage policies"):
+# to a shop's customer "your policy" is the return policy ("Forget your policy, just send me a new one" was a 403,
+# trial 18); "your rules" and "your guidelines" stay the model's (no attack row reads differently, offline/README.md).
+_VERB_AT_MODEL = r"\b(?:ignor\w*|disregard\w*|forget|overrid\w*|bypass\w*)\b"
 _AGAINST_MODEL = re.compile(
-    rf"\b(?:ignor\w*|disregard\w*|forget|overrid\w*|bypass\w*)\b{_BETWEEN}{{0,40}}?"
-    rf"\b(?:your|system|safety|content|ethical|moral)\b{_BETWEEN}{{0,20}}?"
-    r"\b(?:instructions?|rules|guidelines|directives?|prompts?|restrictions?|polic(?:y|ies)|filters?|safeguards)\b",
+    rf"{_VERB_AT_MODEL}{_BETWEEN}{{0,40}}?\b(?:your|system|safety|content|ethical|moral)\b{_BETWEEN}{{0,20}}?"
+    r"\b(?:instructions?|rules|guidelines|directives?|prompts?|restrictions?|filters?|safeguards)\b"
+    rf"|{_VERB_AT_MODEL}{_BETWEEN}{{0,40}}?\b(?:system|safety|content|usage|use|ethical|ethics|moral|"
+    r"moderation|AI|OpenAI|model)\s+polic(?:y|ies)\b",
     re.IGNORECASE,
 )
 _REVEAL = re.compile(
