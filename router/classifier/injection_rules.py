@@ -90,9 +90,24 @@ _BINARY = re.compile(r"(?:[01]{8}\s?){6,}")
 _SPACED = re.compile(r"(?:\b\w\s){4,}\w\b")
 
 
+# The user's own instructions, which a user may drop as they please: "ignore my earlier instructions about the
+# dragon", "forget our previous rules", "disregard the rules I set" (trial 20, a role-play app: players redoing their
+# own story were refused at 0.99 beside the narrator's system prompt). A word making them the model's keeps the override.
+_MINE = re.compile(r"\b(?:my|our)\b", re.IGNORECASE)
+_I_SET = re.compile(r"\s+(?:that\s+|which\s+)?(?:i|we)\s+(?:gave|set|wrote|made|said|mentioned|asked\s+for|added)\b",
+                    re.IGNORECASE)
+_THEIRS = re.compile(r"\b(?:your|system|developer)\b", re.IGNORECASE)
+
+
 def _overrides(text: str) -> int:
-    """The plain overrides in text, defences of content (_LOCATED) left out."""
-    return sum(not _defends(text, m) for m in _OVERRIDE.finditer(text))
+    """The plain overrides in text, defences of content (_LOCATED) and the user's own instructions (_own) left out."""
+    return sum(not _defends(text, m) and not _own(text, m) for m in _OVERRIDE.finditer(text))
+
+
+def _own(text: str, match: re.Match[str]) -> bool:
+    """The overridden instructions are the user's own: owned by my/our, or "the rules I set"."""
+    mine = _MINE.search(match.group()) is not None or _I_SET.match(text, match.end()) is not None
+    return mine and _THEIRS.search(match.group()) is None
 
 
 def _defends(text: str, match: re.Match[str]) -> bool:
