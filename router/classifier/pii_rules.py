@@ -309,11 +309,25 @@ def _phones(text: str) -> Iterator[PIIFinding]:
             continue
         in_context = punctuated or said
         number = _parse_phone("+" + raw[2:] if raw.startswith("00") else raw, said)
-        if number is None or _fictional(number) or _business_line(raw, number):
+        if number is None or _fictional(number) or _business_line(raw, number) or _routing_number(text, m.start(), digits):
             continue
         valid = phonenumbers.is_valid_number(number)
         if in_context or valid:
             yield PIIFinding(PHONE_NUMBER, m.start(), m.end(), 0.9 if valid else 0.6)
+
+
+# "routing number 021000021", "ABA # 026009593": a bank's number (the ABA routing number, with its 3-7-1 checksum), not a
+# person's; "number" is a phone word, so it was a PHONE_NUMBER (trial 19).
+_ROUTING_BEFORE = re.compile(r"\b(?:routing|aba|rtn)(?:[ \t]+(?:transit[ \t]+)?(?:number|no\.?|#))?[ \t]*(?:is|:|#)?[ \t]*$",
+                             re.IGNORECASE)
+
+
+def _routing_number(text: str, start: int, digits: str) -> bool:
+    """A valid ABA routing number named as one just before it."""
+    if len(digits) != 9 or not _ROUTING_BEFORE.search(text, max(0, start - 40), start):
+        return False
+    weights = (3, 7, 1) * 3
+    return sum(w * int(d) for w, d in zip(weights, digits, strict=True)) % 10 == 0
 
 
 def _phone_shaped(text: str, start: int, end: int) -> bool:
@@ -455,7 +469,8 @@ _CUE = re.compile(
     rf"\bpassport(?:[ \t]+{_ID_WORD})?|\bdriver'?s?[ \t]+licen[cs]e(?:[ \t]+{_ID_WORD})?|\bdl[ \t]*(?:number|no\.?|#)|"
     r"\bf?ein\b|\bemployer[ \t]+identification(?:[ \t]+(?:number|no\.?))?|\bitin\b|"
     r"\btaxpayer[ \t]+identification(?:[ \t]+(?:number|no\.?))?|\b(?:federal[ \t]+)?tax[ \t-]?id(?:[ \t]+(?:number|no\.?))?|"
-    r"\bbank[ \t]+account(?:[ \t]+(?:number|no\.?|#))?)",
+    r"\bbank[ \t]+account(?:[ \t]+(?:number|no\.?|#))?|"
+    r"\b(?:checking|savings|chequing)[ \t]+(?:account|acct\.?)(?:[ \t]+(?:number|no\.?|#))?)",
     re.IGNORECASE,
 )
 # The first letters of every cue `_CUE` matches, lower case: the cues are looked for only where one of these stands
@@ -463,7 +478,8 @@ _CUE = re.compile(
 _CUE_STARTS = (
     "dob", "d.o.", "d. o.", "date", "birth", "born", "account", "acct", "mrn", "medical", "chart", "patient", "member",
     "subscriber", "beneficiary", "policy", "insurance", "student", "employee", "staff", "mbi", "hicn", "passport",
-    "driver", "dl", "ein", "fein", "employer", "itin", "taxpayer", "tax", "federal", "bank", "aetna", "humana",
+    "driver", "dl", "ein", "fein", "employer", "itin", "taxpayer", "tax", "federal", "bank", "checking", "savings",
+    "chequing", "aetna", "humana",
     "cigna", "anthem", "bcbs", "blue", "kaiser", "united", "uhc", "tricare", "molina", "wellcare", "ambetter",
     "highmark", "caresource", "centene", "oscar", "oxford", "emblem", "medicare", "medicaid", "medi-cal",
 )  # fmt: skip

@@ -96,6 +96,16 @@ def test_identifiers_with_a_format_of_their_own_need_no_cue(text: str, value: st
     assert _found(text) == [(rules.ID_NUMBER, value)]
 
 
+def test_a_bank_account_is_an_id_number_and_its_routing_number_no_phone() -> None:
+    """Trial 19: "checking account 4839201746" was not found, and "routing number 021000021" (a bank's number, its
+    3-7-1 checksum valid) was a PHONE_NUMBER, "number" being a phone word."""
+    assert _found("Please pay from checking account 4839201746.") == [(rules.ID_NUMBER, "4839201746")]
+    assert _found("Wire it to routing number 021000021, account number 4839201746.") == [
+        (rules.ID_NUMBER, "4839201746")]
+    assert _found("My routing number is 021000021.") == []
+    assert _found("routing number 021000022, call me") == [(rules.PHONE_NUMBER, "021000022")]  # no valid checksum
+
+
 def test_an_itin_is_never_also_an_ssn() -> None:
     assert _found("ITIN: 912-78-1234, SSN 536-22-1234") == [
         (rules.ID_NUMBER, "912-78-1234"), (rules.US_SSN, "536-22-1234")]
