@@ -176,18 +176,14 @@ def _stored(first: RequestState) -> dict[str, Any]:
 
 def _verdict(request: RequestState) -> dict[str, Any]:
     """Whether the request was served the stored answer, with the figures of the candidate it was judged by."""
+    from router.cache import scores
+
     hit, miss = request.cache_hit, request.cache_miss
     if hit is not None:
-        return {"served": True, "match": "exact" if hit.exact else "semantic", "similarity": round(hit.similarity, 4),
-                "verifier_score": _round(hit.verifier_score), "pair_score": _round(hit.pair_score)}
+        return {"served": True, "match": hit.match, **scores(hit)}
     if miss is not None:
-        return {"served": False, "miss": miss.reason, "similarity": _round(miss.similarity),
-                "verifier_score": _round(miss.verifier_score), "pair_score": _round(miss.pair_score)}
+        return {"served": False, "miss": miss.reason, **scores(miss)}
     return {"served": False, "miss": request.cache_result}
-
-
-def _round(score: float | None) -> float | None:
-    return None if score is None else round(score, 4)
 
 
 def _answered(decision: Decision | None) -> dict[str, str]:

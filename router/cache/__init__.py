@@ -10,8 +10,9 @@ from router.cache.semantic_cache import (
     build_cache_request,
     cache_control,
     make_store,
+    scores,
 )
 from router.cache.store import CacheBackendError, CacheStore, InvalidCacheArgument
 
 __all__ = ["CACHE_REASONS", "CacheBackendError", "CacheHit", "CacheRequest", "CacheStore", "InvalidCacheArgument", "Miss", "SemanticCache",
-           "SkipReason", "build_cache_request", "cache_control", "make_store"]
+           "SkipReason", "build_cache_request", "cache_control", "make_store", "scores"]

@@ -97,6 +97,10 @@ class CacheHit:
     verifier_score: float | None = None  # a semantic hit's verifier score (None: exact)
     pair_score: float | None = None  # and the pair model's (None: exact, or no pair model)
 
+    @property
+    def match(self) -> str:
+        return "exact" if self.exact else "semantic"
+
 
 class Miss(NamedTuple):
     """A lookup that served nothing, why (MISS_REASONS), and the figures of the candidate it judged last, so that an
@@ -106,6 +110,12 @@ class Miss(NamedTuple):
     similarity: float | None = None
     verifier_score: float | None = None
     pair_score: float | None = None
+
+
+def scores(found: CacheHit | Miss) -> dict[str, float | None]:
+    """A hit's or a miss's candidate figures, rounded as the request line and `explain` show them (None: not judged)."""
+    return {name: None if value is None else round(value, 4) for name, value in (
+        ("similarity", found.similarity), ("verifier_score", found.verifier_score), ("pair_score", found.pair_score))}
 
 
 def cache_control(headers: Mapping[str, str]) -> frozenset[str]:
@@ -340,7 +350,7 @@ class SemanticCache:
         if isinstance(found, Miss):
             self._count("miss", found.reason)
         else:
-            self._count("hit", UNREAD if req.unread else "exact" if found.exact else "semantic")
+            self._count("hit", UNREAD if req.unread else found.match)
         return found
 
     async def _find(self, req: CacheRequest, now: float) -> CacheHit | Miss:

@@ -15,6 +15,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from grpc_health.v1.health import aio as grpc_health_aio  # type: ignore[attr-defined]  # stubs lag
 
 from router.accepted import AcceptedConfig, runtime_dir
+from router.cache import scores
 from router.classifier.encoder import ModelMissingError
 from router.classifier.service import add_to_server as add_classifier_api
 from router.config import ClassifierConfig, ConfigError, RouterConfig, ServerConfig, drain_s
@@ -153,20 +154,14 @@ def _cache_fields(session: StreamSession) -> dict[str, Any]:
     lines ties a wrong answer to the request that stored it, without the prompt text."""
     req, hit = session.request, session.request.cache_hit
     if hit is not None:
-        return {"cache_entry": hit.key, "cache_match": "exact" if hit.exact else "semantic",
-                "cache_similarity": round(hit.similarity, 4), "cache_age_s": round(hit.age_seconds, 1),
-                "cache_verifier_score": _round(hit.verifier_score), "cache_pair_score": _round(hit.pair_score)}
+        return {"cache_entry": hit.key, "cache_match": hit.match, "cache_age_s": round(hit.age_seconds, 1),
+                **{f"cache_{name}": value for name, value in scores(hit).items()}}
     miss = req.cache_miss
-    out = {} if miss is None else {"cache_miss": miss.reason, **{f"cache_{k}": _round(v) for k, v in (
-        ("similarity", miss.similarity), ("verifier_score", miss.verifier_score), ("pair_score", miss.pair_score))
-        if v is not None}}
+    out = {} if miss is None else {"cache_miss": miss.reason, **{
+        f"cache_{name}": value for name, value in scores(miss).items() if value is not None}}
     if req.cache_stored and req.cache_key is not None:
         return out | {"cache_entry": req.cache_key.key}
     return out | ({"cache_unstored": req.cache_unstored} if req.cache_unstored else {})
-
-
-def _round(score: float | None) -> float | None:
-    return None if score is None else round(score, 4)
 
 
 def _guard_fields(session: StreamSession) -> dict[str, Any]:
