@@ -305,11 +305,12 @@ def _phones(text: str) -> Iterator[PIIFinding]:
         # Digits alone or spaced are as often IDs, counts and table rows ("raport all 10 1900 19000"): without a
         # phone word nearby, bare digits never count and spaced ones only as a number valid in its region.
         said = _has_context(text, m.start(), m.end(), _PHONE_CONTEXT)
-        if not (punctuated or said or " " in raw) or (_is_range(raw) and not said):
+        if not (punctuated or said or " " in raw) or (_is_range(raw) and not said) or \
+                _routing_number(text, m.start(), digits):
             continue
         in_context = punctuated or said
         number = _parse_phone("+" + raw[2:] if raw.startswith("00") else raw, said)
-        if number is None or _fictional(number) or _business_line(raw, number) or _routing_number(text, m.start(), digits):
+        if number is None or _fictional(number) or _business_line(raw, number):
             continue
         valid = phonenumbers.is_valid_number(number)
         if in_context or valid:
